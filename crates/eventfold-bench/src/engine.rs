@@ -1,0 +1,334 @@
+//! Rows (a) to (e): the embedded engine, with its default (fsync) durability.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use eventfold_core::{
+    ContentType, EventStore as _, EventType, ExpectedRevision, NewEvent, ReadAll, ReadFrom,
+    ReadStream, StreamName,
+};
+use eventfold_engine::{Durability, Engine, EngineOptions, EngineStats};
+
+use crate::measure::{Latencies, Measurement, event_data};
+
+/// Events per append in row (a), and the batch shape (f) compares it with.
+pub const BATCH_A: u64 = 100;
+/// Streams row (a) cycles through (one batch per stream in turn).
+const STREAMS_A: u64 = 1_000;
+/// Concurrent writers of row (b), each on its own stream.
+pub const WRITERS_B: u64 = 64;
+/// Page size of the `$all` reads of row (c).
+const PAGE_C: usize = 1_000;
+/// Events of the stream row (d) reads.
+const STREAM_D_EVENTS: u64 = 100;
+/// Events per append while building the store row (e) reopens.
+const BATCH_E: u64 = 1_000;
+/// Concurrent writers building the store of row (e), so that group commit merges their batches.
+const WRITERS_E: u64 = 4;
+
+/// Builds benchmark events.
+#[derive(Debug, Clone)]
+pub struct EventMaker {
+    event_type: EventType,
+    content_type: ContentType,
+    data: Vec<u8>,
+}
+
+impl EventMaker {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(EventMaker {
+            event_type: EventType::new("bench.event")?,
+            content_type: ContentType::new("application/octet-stream")?,
+            data: event_data(),
+        })
+    }
+
+    pub fn batch(&self, n: u64) -> Vec<NewEvent> {
+        (0..n)
+            .map(|_| {
+                NewEvent::bytes(
+                    self.event_type.clone(),
+                    self.content_type.clone(),
+                    self.data.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn expected(last: Option<u64>) -> ExpectedRevision {
+    match last {
+        None => ExpectedRevision::NoStream,
+        Some(r) => ExpectedRevision::Exact(r),
+    }
+}
+
+/// Opens the engine in `dir` off the async workers (opening blocks).
+pub async fn open(dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let options = EngineOptions {
+            durability,
+            ..EngineOptions::default()
+        };
+        Engine::open(&dir, options)
+            .with_context(|| format!("cannot open the engine in {}", dir.display()))
+    })
+    .await
+    .context("the engine's open task failed")?
+}
+
+/// Shuts the engine down off the async workers (shutting down blocks).
+pub async fn shutdown(engine: Engine) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .context("the engine's shutdown task failed")
+}
+
+/// Bytes the engine's log grows by per event, for batches of `batch` events of the benchmark's
+/// shape: what row (f) writes per event so that it writes the same bytes as the engine.
+pub async fn record_bytes_per_event(dir: &Path, batch: u64) -> anyhow::Result<u64> {
+    let dir = dir.join(format!("probe-{batch}"));
+    let engine = open(&dir, Durability::NoSyncUnsafe).await?;
+    let maker = EventMaker::new()?;
+    let stream = StreamName::new("bench_a-0")?;
+    // The first append creates the stream; measure the second, as most appends are.
+    engine
+        .append(&stream, ExpectedRevision::Any, maker.batch(batch))
+        .await
+        .context("cannot append to the probe store")?;
+    let before = engine.stats().log_bytes;
+    engine
+        .append(&stream, ExpectedRevision::Any, maker.batch(batch))
+        .await
+        .context("cannot append to the probe store")?;
+    let after = engine.stats().log_bytes;
+    shutdown(engine).await?;
+    remove_dir(&dir)?;
+    anyhow::ensure!(
+        after > before,
+        "the probe store did not grow ({before} -> {after} bytes)"
+    );
+    Ok((after - before).div_ceil(batch))
+}
+
+/// Row (a): one writer, batches of [`BATCH_A`], awaiting each append.
+pub async fn one_writer(engine: &Engine, events: u64) -> anyhow::Result<Measurement> {
+    let maker = EventMaker::new()?;
+    let streams = (0..STREAMS_A)
+        .map(|i| StreamName::new(format!("bench_a-{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut last = vec![None; streams.len()];
+    let batches = events.div_ceil(BATCH_A);
+    let mut latencies = Latencies::new()?;
+    let start = Instant::now();
+    for b in 0..batches {
+        let s = (b % STREAMS_A) as usize;
+        let batch = maker.batch(BATCH_A);
+        let t = Instant::now();
+        let r = engine
+            .append(&streams[s], expected(last[s]), batch)
+            .await
+            .with_context(|| format!("append to {} failed", streams[s].as_str()))?;
+        latencies.record_since(t);
+        last[s] = Some(r.last_revision.value());
+    }
+    Ok(Measurement {
+        events: batches * BATCH_A,
+        elapsed: start.elapsed(),
+        latency: latencies.summary(),
+    })
+}
+
+/// Row (b): [`WRITERS_B`] tasks, one event per append, each awaiting its acknowledgement,
+/// each on its own stream.
+pub async fn concurrent_writers(engine: &Engine, events: u64) -> anyhow::Result<Measurement> {
+    let maker = EventMaker::new()?;
+    let per_writer = events.div_ceil(WRITERS_B).max(1);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS_B {
+        let engine = engine.clone();
+        let maker = maker.clone();
+        tasks.spawn(async move {
+            let stream = StreamName::new(format!("bench_b-{w}"))?;
+            let mut latencies = Latencies::new()?;
+            let mut last = None;
+            for _ in 0..per_writer {
+                let batch = maker.batch(1);
+                let t = Instant::now();
+                let r = engine
+                    .append(&stream, expected(last), batch)
+                    .await
+                    .with_context(|| format!("append to {} failed", stream.as_str()))?;
+                latencies.record_since(t);
+                last = Some(r.last_revision.value());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Latencies::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        latencies.merge(&joined.context("a writer task failed")??)?;
+    }
+    Ok(Measurement {
+        events: per_writer * WRITERS_B,
+        elapsed: start.elapsed(),
+        latency: latencies.summary(),
+    })
+}
+
+/// Row (c): the whole `$all` forward, in pages of [`PAGE_C`]; latencies are per page.
+pub async fn read_all(engine: &Engine) -> anyhow::Result<Measurement> {
+    let mut latencies = Latencies::new()?;
+    let mut events = 0u64;
+    let mut from = ReadFrom::Start;
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        let page = engine
+            .read_all(ReadAll::forward(PAGE_C).from(from))
+            .await
+            .context("read of $all failed")?;
+        latencies.record_since(t);
+        events += page.events.len() as u64;
+        match page.next {
+            Some(p) => from = ReadFrom::At(p),
+            None => break,
+        }
+    }
+    Ok(Measurement {
+        events,
+        elapsed: start.elapsed(),
+        latency: latencies.summary(),
+    })
+}
+
+/// Row (d): one [`STREAM_D_EVENTS`]-event stream read forward whole, `iterations` times;
+/// latencies are per read.
+pub async fn read_stream(engine: &Engine, iterations: u64) -> anyhow::Result<Measurement> {
+    let maker = EventMaker::new()?;
+    let stream = StreamName::new("bench_d-1")?;
+    engine
+        .append(
+            &stream,
+            ExpectedRevision::NoStream,
+            maker.batch(STREAM_D_EVENTS),
+        )
+        .await
+        .context("cannot write the stream to read")?;
+    let read = ReadStream::forward(STREAM_D_EVENTS as usize);
+    let check = |n: usize| {
+        anyhow::ensure!(
+            n as u64 == STREAM_D_EVENTS,
+            "read {n} events of bench_d-1 instead of {STREAM_D_EVENTS}"
+        );
+        Ok(())
+    };
+    // Warm up: first reads fault in pages and grow buffers.
+    for _ in 0..iterations.min(100) {
+        let slice = engine.read_stream(&stream, read).await?;
+        check(slice.events.len())?;
+    }
+    let mut latencies = Latencies::new()?;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let slice = engine
+            .read_stream(&stream, read)
+            .await
+            .context("read of bench_d-1 failed")?;
+        latencies.record_since(t);
+        check(slice.events.len())?;
+    }
+    Ok(Measurement {
+        events: iterations * STREAM_D_EVENTS,
+        elapsed: start.elapsed(),
+        latency: latencies.summary(),
+    })
+}
+
+/// What row (e) found.
+#[derive(Debug, Clone, Copy)]
+pub struct Reopen {
+    pub build: Measurement,
+    pub open: Duration,
+    pub stats: EngineStats,
+}
+
+/// Row (e): builds a store of `events` events (batches of [`BATCH_E`], [`WRITERS_E`] writers,
+/// a stream per batch), shuts it down, and times opening it again.
+pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
+    let engine = open(dir, Durability::Fsync).await?;
+    let maker = EventMaker::new()?;
+    let batches = events.div_ceil(BATCH_E).max(1);
+    let per_writer = batches.div_ceil(WRITERS_E);
+    let total = batches * BATCH_E;
+    let progress = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS_E {
+        let engine = engine.clone();
+        let maker = maker.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let mut written = 0u64;
+            for i in 0..per_writer {
+                let b = w + i * WRITERS_E;
+                if b >= batches {
+                    break;
+                }
+                let stream = StreamName::new(format!("bench_e-{b}"))?;
+                engine
+                    .append(&stream, ExpectedRevision::NoStream, maker.batch(BATCH_E))
+                    .await
+                    .with_context(|| format!("append to {} failed", stream.as_str()))?;
+                written += BATCH_E;
+                let done = progress.fetch_add(BATCH_E, Ordering::Relaxed) + BATCH_E;
+                let tenth = (total / 10).max(BATCH_E);
+                if done % tenth < BATCH_E && done < total {
+                    eprintln!("    ... {done} of {total} events written");
+                }
+            }
+            anyhow::Ok(written)
+        });
+    }
+    let mut written = 0;
+    while let Some(joined) = tasks.join_next().await {
+        written += joined.context("a writer task failed")??;
+    }
+    let build = Measurement {
+        events: written,
+        elapsed: start.elapsed(),
+        latency: None,
+    };
+    shutdown(engine).await?;
+
+    let t = Instant::now();
+    let engine = open(dir, Durability::Fsync).await?;
+    let open_time = t.elapsed();
+    let stats = engine.stats();
+    shutdown(engine).await?;
+    anyhow::ensure!(
+        stats.events >= written,
+        "the reopened store holds {} events; {written} were written",
+        stats.events
+    );
+    Ok(Reopen {
+        build,
+        open: open_time,
+        stats,
+    })
+}
+
+/// Removes a benchmark directory.
+pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+}

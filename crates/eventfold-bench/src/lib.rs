@@ -1,0 +1,544 @@
+//! Whole-system benchmarks of eventfold, run as `eventfold bench engine`.
+//!
+//! One run prints one table: the embedded engine (rows a–e), the disk's own limit measured by
+//! the same program (f), and PostgreSQL doing (a) and (b) on the same machine, with the ratios
+//! between them. Absolute figures on a shared VM drift; the ratios, measured side by side in
+//! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
+
+mod disk;
+mod engine;
+mod machine;
+mod measure;
+mod postgres;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use eventfold_engine::{Durability, EngineStats};
+
+use crate::engine::{BATCH_A, WRITERS_B};
+use crate::machine::MachineFacts;
+use crate::measure::Measurement;
+use crate::table::{Table, count, nanos, rate, ratio};
+
+/// Default `--events`: sized so that a whole run takes one to three minutes on a 2-core VM.
+pub const EVENTS_DEFAULT: u64 = 1_000_000;
+/// Default size of the store whose reopen time row (e) measures (the issue's 10 million).
+pub const REOPEN_EVENTS_DEFAULT: u64 = 10_000_000;
+/// Default PostgreSQL to compare with.
+pub const POSTGRES_URL_DEFAULT: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
+
+/// Targets of issue 2, printed beside the figures.
+const TARGET_A_VS_DISK: f64 = 0.5;
+const TARGET_B_EVENTS_PER_S: f64 = 50_000.0;
+const TARGET_B_VS_PG: f64 = 10.0;
+const TARGET_C_EVENTS_PER_S: f64 = 2_000_000.0;
+const TARGET_D_P99_NS: u64 = 200_000;
+const TARGET_E_OPEN: Duration = Duration::from_secs(2);
+
+/// Which parts of the benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Rows (a) to (d): appends and reads on the engine.
+    Engine,
+    /// Row (e): build a large store and time its reopening.
+    Reopen,
+    /// Row (f): the disk's own limit, no engine.
+    Disk,
+    /// PostgreSQL doing (a) and (b).
+    Postgres,
+}
+
+/// How to run `eventfold bench engine`.
+#[derive(Debug, Clone)]
+pub struct EngineBenchOptions {
+    /// Scales every row but (e): (a) and (f, batch 100) write this many events, (b) a fifth,
+    /// PostgreSQL (a) a tenth, (f, batch 1) and PostgreSQL (b) a fiftieth, (d) reads the
+    /// 100-event stream `events / 100` times.
+    pub events: u64,
+    /// Events in the store whose reopen time row (e) measures.
+    pub reopen_events: u64,
+    /// Where to write (a fresh directory is made inside and removed at the end). Must be on a
+    /// real disk: a tmpfs would measure memory.
+    pub dir: Option<PathBuf>,
+    /// The PostgreSQL to compare with.
+    pub postgres_url: String,
+    /// Skip the PostgreSQL rows (says so under the table).
+    pub skip_postgres: bool,
+    /// The parts to run; empty means all.
+    pub only: Vec<Part>,
+}
+
+impl Default for EngineBenchOptions {
+    fn default() -> Self {
+        EngineBenchOptions {
+            events: EVENTS_DEFAULT,
+            reopen_events: REOPEN_EVENTS_DEFAULT,
+            dir: None,
+            postgres_url: POSTGRES_URL_DEFAULT.into(),
+            skip_postgres: false,
+            only: Vec::new(),
+        }
+    }
+}
+
+impl EngineBenchOptions {
+    fn runs(&self, part: Part) -> bool {
+        if part == Part::Postgres && self.skip_postgres {
+            return false;
+        }
+        self.only.is_empty() || self.only.contains(&part)
+    }
+}
+
+/// What a run measured; `None` for rows not run.
+#[derive(Debug, Default)]
+struct Results {
+    a: Option<Measurement>,
+    b: Option<Measurement>,
+    c: Option<Measurement>,
+    d: Option<Measurement>,
+    e: Option<engine::Reopen>,
+    f100: Option<Measurement>,
+    f1: Option<Measurement>,
+    pg_a: Option<Measurement>,
+    pg_b: Option<Measurement>,
+    /// Bytes per event on disk (engine records) for batches of 100 and of 1.
+    record_bytes: Option<(u64, u64)>,
+    /// Stats of the store of rows (a)–(d) at the end.
+    engine_stats: Option<EngineStats>,
+    pg_facts: Option<String>,
+    notes: Vec<String>,
+}
+
+/// Runs the engine benchmark and prints its table on standard output (progress goes to
+/// standard error). The scratch directory is removed at the end, also after a failure.
+pub async fn run_engine_bench(opts: EngineBenchOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.events >= 1_000, "--events must be at least 1000");
+    anyhow::ensure!(
+        opts.reopen_events >= 1_000,
+        "--reopen-events must be at least 1000"
+    );
+    let base = match &opts.dir {
+        Some(d) => d.clone(),
+        None => default_base_dir()?,
+    };
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    let run_dir = base.join(format!("eventfold-bench-{}", std::process::id()));
+    engine::remove_dir(&run_dir)?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+
+    let facts = MachineFacts::gather(&run_dir);
+    print_header(&facts, &opts, &run_dir);
+
+    let mut results = Results::default();
+    let outcome = run_parts(&opts, &run_dir, &mut results).await;
+    let cleanup = engine::remove_dir(&run_dir);
+    if opts.dir.is_none() {
+        // Remove the default base too when this run left it empty.
+        let _ = std::fs::remove_dir(&base);
+    }
+    print_table(&opts, &results);
+    outcome?;
+    cleanup
+}
+
+/// `./target/eventfold-bench` when `./target` exists (the real disk the project builds on),
+/// else `./eventfold-bench`: never the system temp dir, which may be a tmpfs.
+fn default_base_dir() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let target = cwd.join("target");
+    Ok(if target.is_dir() {
+        target.join("eventfold-bench")
+    } else {
+        cwd.join("eventfold-bench")
+    })
+}
+
+fn print_header(facts: &MachineFacts, opts: &EngineBenchOptions, run_dir: &Path) {
+    println!("eventfold bench engine");
+    println!("  date:       {}", facts.date_utc);
+    println!(
+        "  machine:    {} CPUs ({}), {} RAM, Linux {}",
+        facts.nproc, facts.cpu, facts.memory, facts.kernel
+    );
+    match &facts.filesystem {
+        Some(m) => println!(
+            "  directory:  {} ({} on {}, mounted at {})",
+            run_dir.display(),
+            m.fs_type,
+            m.device,
+            m.mount_point
+        ),
+        None => println!("  directory:  {}", run_dir.display()),
+    }
+    if let Some(m) = &facts.filesystem
+        && matches!(m.fs_type.as_str(), "tmpfs" | "ramfs")
+    {
+        println!(
+            "  WARNING:    {} is a {}: the figures measure memory, not a disk; pass --dir on a real disk",
+            run_dir.display(),
+            m.fs_type
+        );
+    }
+    println!(
+        "  durability: engine `fsync` (an append is acknowledged after the fdatasync of its group \
+         commit); disk rows fdatasync every batch; PostgreSQL synchronous_commit = on"
+    );
+    println!(
+        "  caveat:     on a VM the host may absorb flushes in its cache; compare ratios, not absolutes"
+    );
+    println!(
+        "  scale:      --events {} --reopen-events {}",
+        count(opts.events),
+        count(opts.reopen_events)
+    );
+    println!();
+}
+
+async fn run_parts(
+    opts: &EngineBenchOptions,
+    run_dir: &Path,
+    r: &mut Results,
+) -> anyhow::Result<()> {
+    let n = opts.events;
+    if opts.runs(Part::Disk) || opts.runs(Part::Engine) {
+        let b100 = engine::record_bytes_per_event(run_dir, BATCH_A).await?;
+        let b1 = engine::record_bytes_per_event(run_dir, 1).await?;
+        r.record_bytes = Some((b100, b1));
+    }
+
+    if opts.runs(Part::Disk) {
+        let (b100, b1) = r.record_bytes.context("record sizes not probed")?;
+        let dir = run_dir.to_path_buf();
+        eprintln!(
+            "(f) disk: {} events of {b100} B, batches of {BATCH_A}, write + fdatasync each",
+            count(n)
+        );
+        r.f100 = Some(blocking(move || disk::run(&dir, n, BATCH_A, b100)).await?);
+        let dir = run_dir.to_path_buf();
+        let n1 = (n / 50).max(100);
+        eprintln!(
+            "(f) disk: {} events of {b1} B, one per write + fdatasync",
+            count(n1)
+        );
+        r.f1 = Some(blocking(move || disk::run(&dir, n1, 1, b1)).await?);
+    }
+
+    if opts.runs(Part::Engine) {
+        let dir = run_dir.join("engine");
+        let store = engine::open(&dir, Durability::Fsync).await?;
+        let outcome = async {
+            eprintln!(
+                "(a) engine: {} events, one writer, batches of {BATCH_A}",
+                count(n)
+            );
+            r.a = Some(engine::one_writer(&store, n).await?);
+            eprintln!(
+                "(b) engine: {} events, {WRITERS_B} writers, one event per append",
+                count(n / 5)
+            );
+            r.b = Some(engine::concurrent_writers(&store, n / 5).await?);
+            let iterations = (n / 100).max(100);
+            eprintln!(
+                "(d) engine: read a 100-event stream {} times",
+                count(iterations)
+            );
+            r.d = Some(engine::read_stream(&store, iterations).await?);
+            eprintln!("(c) engine: read $all forward, pages of 1,000");
+            r.c = Some(engine::read_all(&store).await?);
+            r.engine_stats = Some(store.stats());
+            anyhow::Ok(())
+        }
+        .await;
+        engine::shutdown(store).await?;
+        engine::remove_dir(&dir)?;
+        outcome?;
+    }
+
+    if opts.runs(Part::Postgres) {
+        eprintln!("PostgreSQL: connecting to {}", opts.postgres_url);
+        match postgres::Pg::connect(&opts.postgres_url).await {
+            Err(e) => {
+                let note = format!(
+                    "PostgreSQL rows skipped: cannot use {}: {e:#}",
+                    opts.postgres_url
+                );
+                eprintln!("{note}");
+                r.notes.push(note);
+            }
+            Ok(pg) => {
+                r.pg_facts = Some(pg.facts.clone());
+                let outcome = async {
+                    eprintln!(
+                        "(a) PostgreSQL: {} events, one connection, batches of {BATCH_A}",
+                        count(n / 10)
+                    );
+                    r.pg_a = Some(pg.one_writer(n / 10).await?);
+                    eprintln!(
+                        "(b) PostgreSQL: {} events, {WRITERS_B} connections, one event per transaction",
+                        count(n / 50)
+                    );
+                    r.pg_b = Some(pg.concurrent_writers(n / 50).await?);
+                    anyhow::Ok(())
+                }
+                .await;
+                let dropped = pg.drop_table().await;
+                outcome.context("PostgreSQL benchmark failed")?;
+                dropped?;
+            }
+        }
+    }
+
+    if opts.runs(Part::Reopen) {
+        let dir = run_dir.join("reopen");
+        eprintln!(
+            "(e) engine: build a store of {} events (batches of 1,000), then reopen it",
+            count(opts.reopen_events)
+        );
+        let outcome = engine::reopen(&dir, opts.reopen_events).await;
+        engine::remove_dir(&dir)?;
+        r.e = Some(outcome?);
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a blocking benchmark task failed")?
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn row(id: &str, what: &str, m: &Measurement, vs: String, target: String) -> Vec<String> {
+    let lat = |f: fn(&measure::LatencySummary) -> u64| {
+        m.latency
+            .as_ref()
+            .map(|l| nanos(f(l)))
+            .unwrap_or_else(|| "-".into())
+    };
+    vec![
+        id.into(),
+        what.into(),
+        count(m.events),
+        format!("{:.2}", m.elapsed.as_secs_f64()),
+        rate(m.events_per_s()),
+        format!("{:.1}", m.data_mb_per_s()),
+        lat(|l| l.p50_ns),
+        lat(|l| l.p99_ns),
+        lat(|l| l.p999_ns),
+        lat(|l| l.max_ns),
+        vs,
+        target,
+    ]
+}
+
+fn print_table(opts: &EngineBenchOptions, r: &Results) {
+    let mut t = Table::new(
+        vec![
+            "row", "what", "events", "s", "events/s", "MB/s", "p50", "p99", "p99.9", "max", "vs",
+            "target",
+        ],
+        vec![0, 1, 10, 11],
+    );
+    let per = |x: &Measurement, y: &Option<Measurement>| {
+        y.as_ref()
+            .map(|y| x.events_per_s() / y.events_per_s().max(f64::MIN_POSITIVE))
+    };
+    if let Some(a) = &r.a {
+        let vs = per(a, &r.f100);
+        t.push(row(
+            "(a)",
+            "engine: 1 writer, batches of 100",
+            a,
+            vs.map(|v| format!("{} (f) b100", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            vs.map(|v| format!("≥ 0.5× (f): {}", met(v >= TARGET_A_VS_DISK)))
+                .unwrap_or_else(|| "≥ 0.5× (f)".into()),
+        ));
+    }
+    if let Some(b) = &r.b {
+        let vs_pg = per(b, &r.pg_b);
+        let fast = b.events_per_s() >= TARGET_B_EVENTS_PER_S;
+        let target = match vs_pg {
+            Some(v) => format!("≥ 50k/s, ≥ 10× pg: {}", met(fast && v >= TARGET_B_VS_PG)),
+            None => format!("≥ 50k/s: {} (pg not run)", met(fast)),
+        };
+        t.push(row(
+            "(b)",
+            "engine: 64 writers, 1 event/append",
+            b,
+            vs_pg
+                .map(|v| format!("{} pg (b)", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            target,
+        ));
+    }
+    if let Some(c) = &r.c {
+        let v = c.events_per_s() / TARGET_C_EVENTS_PER_S;
+        t.push(row(
+            "(c)",
+            "engine: read $all, pages of 1,000",
+            c,
+            format!("{} target", ratio(v)),
+            format!("≥ 2 M/s: {}", met(v >= 1.0)),
+        ));
+    }
+    if let Some(d) = &r.d {
+        let p99 = d.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
+        t.push(row(
+            "(d)",
+            "engine: read 100-event stream",
+            d,
+            format!("p99 {} target", ratio(p99 as f64 / TARGET_D_P99_NS as f64)),
+            format!("p99 < 200 µs: {}", met(p99 < TARGET_D_P99_NS)),
+        ));
+    }
+    if let Some(e) = &r.e {
+        t.push(row(
+            "(e)",
+            "engine: build store (4 writers, batches of 1,000)",
+            &e.build,
+            "-".into(),
+            "-".into(),
+        ));
+        let scaled = if e.stats.events < REOPEN_EVENTS_DEFAULT {
+            " (smaller store)"
+        } else {
+            ""
+        };
+        t.push(vec![
+            "(e)".into(),
+            "engine: reopen the store".into(),
+            count(e.stats.events),
+            format!("{:.3}", e.open.as_secs_f64()),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            format!(
+                "{} target",
+                ratio(e.open.as_secs_f64() / TARGET_E_OPEN.as_secs_f64())
+            ),
+            format!("< 2 s at 10 M: {}{scaled}", met(e.open < TARGET_E_OPEN)),
+        ]);
+    }
+    if let Some(f) = &r.f100 {
+        t.push(row(
+            "(f)",
+            "disk: write+fdatasync, batches of 100",
+            f,
+            "reference".into(),
+            "-".into(),
+        ));
+    }
+    if let Some(f) = &r.f1 {
+        t.push(row(
+            "(f)",
+            "disk: write+fdatasync, 1 event",
+            f,
+            "reference".into(),
+            "-".into(),
+        ));
+    }
+    if let Some(p) = &r.pg_a {
+        t.push(row(
+            "pg (a)",
+            "PostgreSQL: 1 conn, batches of 100",
+            p,
+            per(p, &r.f100)
+                .map(|v| format!("{} (f) b100", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            "-".into(),
+        ));
+    }
+    if let Some(p) = &r.pg_b {
+        t.push(row(
+            "pg (b)",
+            "PostgreSQL: 64 conns, 1 event/txn",
+            p,
+            per(p, &r.f1)
+                .map(|v| format!("{} (f) b1", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            "-".into(),
+        ));
+    }
+    print!("{}", t.render());
+    println!();
+
+    let mut notes = Vec::new();
+    notes.push(
+        "MB/s counts event data (256 B per event); latencies are per append (a, b, f), per page \
+         (c) or per read (d), measured closed-loop (each writer waits for its acknowledgement), \
+         so they are service times, not open-loop latencies"
+            .to_string(),
+    );
+    if let Some((b100, b1)) = r.record_bytes {
+        notes.push(format!(
+            "(f) writes what the engine writes per event: {b100} B in batches of 100, {b1} B alone"
+        ));
+    }
+    if let (Some(b), Some(f1)) = (&r.b, &r.f1) {
+        notes.push(format!(
+            "(b) is {} the disk's one-event-per-fdatasync limit (f, batch 1): above 1× only through group commit",
+            ratio(b.events_per_s() / f1.events_per_s().max(f64::MIN_POSITIVE))
+        ));
+    }
+    if let (Some(a), Some(p)) = (&r.a, &r.pg_a) {
+        notes.push(format!(
+            "(a) is {} PostgreSQL (a)",
+            ratio(a.events_per_s() / p.events_per_s().max(f64::MIN_POSITIVE))
+        ));
+    }
+    if let Some(e) = &r.e {
+        notes.push(format!(
+            "index memory: {} per million events (store of {} events in {} streams, {} segments, {} index bytes)",
+            mib_per_million(e.stats.index_bytes, e.stats.events),
+            count(e.stats.events),
+            count(e.stats.streams),
+            e.stats.segments,
+            count(e.stats.index_bytes)
+        ));
+    }
+    if let Some(s) = &r.engine_stats {
+        notes.push(format!(
+            "index memory of the (a)-(d) store: {} per million events ({} events in {} streams)",
+            mib_per_million(s.index_bytes, s.events),
+            count(s.events),
+            count(s.streams)
+        ));
+    }
+    if let Some(f) = &r.pg_facts {
+        notes.push(format!(
+            "{f}; table: unique (stream, revision), bigserial position (primary key); each \
+             append one transaction: select max(revision), check, insert"
+        ));
+    }
+    if opts.skip_postgres {
+        notes.push("PostgreSQL rows skipped: --skip-postgres".into());
+    }
+    notes.extend(r.notes.iter().cloned());
+    for n in notes {
+        println!("  * {n}");
+    }
+}
+
+fn mib_per_million(bytes: u64, events: u64) -> String {
+    if events == 0 {
+        return "-".into();
+    }
+    format!(
+        "{:.1} MiB",
+        bytes as f64 / (1024.0 * 1024.0) / (events as f64 / 1e6)
+    )
+}

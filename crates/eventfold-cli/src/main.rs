@@ -1,0 +1,86 @@
+//! `eventfold`: the server and the tools around it.
+
+mod bench;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// eventfold: an event store and event bus.
+#[derive(Debug, Parser)]
+#[command(name = "eventfold", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server on the embedded engine.
+    Serve(serve::ServeArgs),
+    /// Run a benchmark and print its table.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCmd,
+    },
+    /// Check a data directory: every record's checksum, the order of positions and revisions,
+    /// and the index checkpoints. The store must not be open in a server.
+    Verify {
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(serve::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Bench { which } => bench::run(which),
+        Command::Verify { dir } => match eventfold_engine::verify(&dir) {
+            Ok(report) => {
+                println!("{report}");
+                if report.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cannot verify {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,239 @@
+//! `eventfold serve`: configuration (flags > `EVENTFOLD_*` environment > TOML file > defaults),
+//! the engine, the server, and a graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use eventfold_core::Limits;
+use eventfold_engine::{Durability, Engine, EngineOptions};
+use eventfold_server::{AppState, ServerLimits};
+
+/// Starts the HTTP server on the embedded engine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "EVENTFOLD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory of the embedded engine, created if missing [default: ./eventfold-data].
+    #[arg(long, env = "EVENTFOLD_DATA")]
+    pub data: Option<PathBuf>,
+    /// When an append is acknowledged: `fsync` (after fdatasync; survives power loss) or `none`
+    /// (after the write reaches the OS; survives a crash of the process only) [default: fsync].
+    #[arg(long, env = "EVENTFOLD_DURABILITY")]
+    pub durability: Option<DurabilityArg>,
+    /// A TOML file with any of these settings (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "EVENTFOLD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest event, data plus metadata, in bytes [default: 1048576].
+    #[arg(long, env = "EVENTFOLD_EVENT_BYTES_MAX")]
+    pub event_bytes_max: Option<usize>,
+    /// Most events in one append [default: 10000].
+    #[arg(long, env = "EVENTFOLD_BATCH_EVENTS_MAX")]
+    pub batch_events_max: Option<usize>,
+    /// Most bytes in one append [default: 16777216].
+    #[arg(long, env = "EVENTFOLD_BATCH_BYTES_MAX")]
+    pub batch_bytes_max: Option<usize>,
+    /// Largest `limit` of one read [default: 10000].
+    #[arg(long, env = "EVENTFOLD_READ_LIMIT_MAX")]
+    pub read_limit_max: Option<usize>,
+    /// Seconds between heartbeats on idle subscriptions [default: 15].
+    #[arg(long, env = "EVENTFOLD_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// Size of each segment file of the engine, in bytes [default: 67108864].
+    #[arg(long, env = "EVENTFOLD_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// A bearer token with every right on every stream. With a token (or a tokens file) every
+    /// request but /health/* needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "EVENTFOLD_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// A TOML file of tokens, each with its rights and stream prefixes:
+    /// `[[tokens]] token = "..." rights = ["read", "write", "admin"] prefixes = ["order-"]`.
+    #[arg(long, env = "EVENTFOLD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// `--durability` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// fdatasync before acknowledging.
+    Fsync,
+    /// No fdatasync: for tests and throw-away data.
+    None,
+}
+
+/// The same settings, from the TOML file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    durability: Option<DurabilityArg>,
+    event_bytes_max: Option<usize>,
+    batch_events_max: Option<usize>,
+    batch_bytes_max: Option<usize>,
+    read_limit_max: Option<usize>,
+    heartbeat_secs: Option<u64>,
+    segment_bytes: Option<u64>,
+    auth_token: Option<String>,
+    tokens_file: Option<PathBuf>,
+}
+
+/// The settings after merging.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub engine: EngineOptions,
+    pub server: ServerLimits,
+    pub auth: eventfold_server::auth::Auth,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`, flags winning), the file, and defaults.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("the config file {} is not valid", path.display()))?
+            }
+        };
+        let d = Limits::DEFAULT;
+        let limits = Limits {
+            event_bytes_max: self
+                .event_bytes_max
+                .or(file.event_bytes_max)
+                .unwrap_or(d.event_bytes_max),
+            batch_events_max: self
+                .batch_events_max
+                .or(file.batch_events_max)
+                .unwrap_or(d.batch_events_max),
+            batch_bytes_max: self
+                .batch_bytes_max
+                .or(file.batch_bytes_max)
+                .unwrap_or(d.batch_bytes_max),
+            read_limit_max: self
+                .read_limit_max
+                .or(file.read_limit_max)
+                .unwrap_or(d.read_limit_max),
+        };
+        if limits.event_bytes_max == 0
+            || limits.batch_events_max == 0
+            || limits.batch_bytes_max == 0
+            || limits.read_limit_max == 0
+        {
+            bail!("every limit must be at least 1");
+        }
+        let heartbeat = self.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(15);
+        if heartbeat == 0 || heartbeat > 15 {
+            bail!(
+                "--heartbeat-secs must be between 1 and 15 (the contract promises a heartbeat at least every 15 s)"
+            );
+        }
+        let durability = match self
+            .durability
+            .or(file.durability)
+            .unwrap_or(DurabilityArg::Fsync)
+        {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::None => Durability::NoSyncUnsafe,
+        };
+        let mut engine = EngineOptions {
+            durability,
+            limits,
+            ..EngineOptions::default()
+        };
+        if let Some(b) = self.segment_bytes.or(file.segment_bytes) {
+            engine.segment_bytes = b;
+        }
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            data: self
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("eventfold-data")),
+            engine,
+            server: ServerLimits {
+                store: limits,
+                heartbeat: Duration::from_secs(heartbeat),
+            },
+            auth: eventfold_server::auth::Auth::new(
+                self.auth_token.clone().or(file.auth_token),
+                self.tokens_file.as_deref().or(file.tokens_file.as_deref()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        })
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down cleanly.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let s = args.settings()?;
+    let data = s.data.clone();
+    let engine_opts = s.engine.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_opts))
+        .await
+        .context("the engine's open task failed")?
+        .with_context(|| format!("cannot open the store in {}", s.data.display()))?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running there? choose another --listen)",
+                s.listen
+            )
+        })?;
+    tracing::info!(listen = %s.listen, data = %s.data.display(), durability = ?s.engine.durability, "eventfold serve");
+    // One line on stdout for people and scripts: where to connect.
+    println!(
+        "eventfold listening on http://{}",
+        listener.local_addr().unwrap_or(s.listen)
+    );
+    if !s.auth.enabled() && !s.listen.ip().is_loopback() {
+        tracing::warn!(listen = %s.listen, "listening beyond loopback without --auth-token or --tokens-file: anyone who can reach it can read and write");
+    }
+    let state = AppState::new(Arc::new(engine.clone()), s.server).with_auth(s.auth.clone());
+    eventfold_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("the server failed")?;
+    // Requests in flight have finished; flush and stop the writer.
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .context("the engine's shutdown task failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Tests of the `eventfold` binary as users run it: real server processes on free ports.
+
+mod conformance;
+mod http;
+mod kill;
+mod server;

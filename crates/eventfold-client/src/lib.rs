@@ -1,0 +1,499 @@
+//! A client for `eventfold serve`. [`Client`] implements
+//! [`EventStore`](eventfold_core::EventStore), so code written against the trait runs the same
+//! on the embedded engine and on a remote server, and the client passes the same conformance
+//! suite.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use eventfold_core::{
+    AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
+    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadFrom, ReadStream,
+    RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
+};
+use eventfold_protocol::{
+    AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse, WireEvent,
+    from_error_body,
+};
+use futures::StreamExt as _;
+
+/// A connection to an eventfold server. Cheap to clone (shares its connection pool).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    token: Option<String>,
+}
+
+fn transport(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        code: "unavailable".into(),
+        message: format!("cannot {what}: {e}; check that the server is running and reachable"),
+    }
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7700`), with an optional
+    /// bearer token.
+    pub fn new(base_url: &str, token: Option<String>) -> StoreResult<Client> {
+        let base = reqwest::Url::parse(base_url).map_err(|e| {
+            StoreError::Invalid(eventfold_core::ValidationError::new(
+                "server URL",
+                base_url,
+                format!("is not a URL ({e}); use e.g. http://127.0.0.1:7700"),
+            ))
+        })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| transport("build an HTTP client", e))?;
+        Ok(Client { http, base, token })
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut u = self.base.clone();
+        if let Ok(mut p) = u.path_segments_mut() {
+            p.pop_if_empty();
+            for s in segments {
+                p.push(s);
+            }
+        }
+        u
+    }
+
+    fn req(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        what: &str,
+    ) -> StoreResult<reqwest::Response> {
+        let resp = rb.send().await.map_err(|e| transport(what, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| transport(what, e))?;
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => from_error_body(status, &b),
+            Err(_) => StoreError::Backend {
+                code: format!("http_{status}"),
+                message: format!(
+                    "the server answered {status} to {what}: {}",
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            },
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        what: &str,
+    ) -> StoreResult<T> {
+        let resp = self.send(rb, what).await?;
+        let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| transport(what, format!("the answer does not parse ({e})")))
+    }
+}
+
+fn event_json(e: &NewEvent) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), e.id.to_string().into());
+    m.insert("type".into(), e.event_type.as_str().into());
+    m.insert("content_type".into(), e.content_type.as_str().into());
+    m.insert("schema_version".into(), e.schema_version.into());
+    if !e.metadata.is_empty() {
+        m.insert(
+            "metadata".into(),
+            serde_json::Value::Object(e.metadata.clone()),
+        );
+    }
+    let as_json = e
+        .content_type
+        .is_json()
+        .then(|| serde_json::from_slice::<serde_json::Value>(&e.data).ok())
+        .flatten();
+    match as_json {
+        Some(v) => m.insert("data".into(), v),
+        None => m.insert(
+            "data_base64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&e.data)
+                .into(),
+        ),
+    };
+    serde_json::Value::Object(m)
+}
+
+fn events(v: Vec<WireEvent>) -> StoreResult<Vec<RecordedEvent>> {
+    v.into_iter()
+        .map(|w| {
+            w.into_recorded().ok_or_else(|| {
+                transport("read events", "an event in the answer has an invalid field")
+            })
+        })
+        .collect()
+}
+
+fn from_param<T: Into<u64> + Copy>(f: ReadFrom<T>) -> String {
+    match f {
+        ReadFrom::Start => "start".into(),
+        ReadFrom::End => "end".into(),
+        ReadFrom::At(n) => n.into().to_string(),
+    }
+}
+
+fn direction_param(d: Direction) -> &'static str {
+    match d {
+        Direction::Forward => "forward",
+        Direction::Backward => "backward",
+    }
+}
+
+fn filter_params(f: &EventFilter, q: &mut Vec<(String, String)>) {
+    if !f.types.is_empty() {
+        q.push((
+            "type".into(),
+            f.types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+    }
+    if let Some(c) = &f.category {
+        q.push(("category".into(), c.clone()));
+    }
+    if let Some(p) = &f.stream_prefix {
+        q.push(("stream_prefix".into(), p.clone()));
+    }
+}
+
+/// Follows a subscription over NDJSON, reconnecting after a dropped connection from just after
+/// the last event received.
+fn follow(
+    client: Client,
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+    by_revision: bool,
+) -> EventSubscription {
+    struct S {
+        client: Client,
+        url: reqwest::Url,
+        query: Vec<(String, String)>,
+        body: Option<futures::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+        buf: Vec<u8>,
+        last: Option<u64>,
+        done: bool,
+        by_revision: bool,
+    }
+    let url = client.url(&segments.iter().map(String::as_str).collect::<Vec<_>>());
+    let s = S {
+        client,
+        url,
+        query,
+        body: None,
+        buf: Vec::new(),
+        last: None,
+        done: false,
+        by_revision,
+    };
+    futures::stream::unfold(s, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let mut attempts = 0u32;
+        loop {
+            // A complete line in the buffer?
+            if let Some(nl) = s.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = s.buf.drain(..=nl).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue; // heartbeat
+                }
+                let v: serde_json::Value = match serde_json::from_slice(line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        s.done = true;
+                        return Some((Err(transport("follow the subscription", format!("a line does not parse ({e})"))), s));
+                    }
+                };
+                if let Some(err) = v.get("error").or_else(|| v.get("closing")) {
+                    s.done = true;
+                    let body = ErrorBody { error: serde_json::from_value(err.clone()).unwrap_or(eventfold_protocol::ErrorDetail {
+                        code: "subscription_ended".into(),
+                        message: err.to_string(),
+                        details: Default::default(),
+                    }) };
+                    let e = if v.get("closing").is_some() { StoreError::Closed } else { from_error_body(500, &body) };
+                    return Some((Err(e), s));
+                }
+                let ev = serde_json::from_value::<WireEvent>(v).ok().and_then(WireEvent::into_recorded);
+                return match ev {
+                    Some(ev) => {
+                        s.last = Some(if s.by_revision { ev.revision.0 } else { ev.position.0 });
+                        Some((Ok(ev), s))
+                    }
+                    None => {
+                        s.done = true;
+                        Some((Err(transport("follow the subscription", "an event has an invalid field")), s))
+                    }
+                };
+            }
+            // Need more bytes.
+            if s.body.is_none() {
+                let mut q = s.query.clone();
+                if let Some(last) = s.last {
+                    q.retain(|(k, _)| k != "from");
+                    q.push(("from".into(), (last + 1).to_string()));
+                }
+                let rb = s.client.req(reqwest::Method::GET, s.url.clone()).query(&q).header("accept", eventfold_protocol::NDJSON);
+                match s.client.send(rb, "subscribe").await {
+                    Ok(resp) => {
+                        s.body = Some(resp.bytes_stream().boxed());
+                        s.buf.clear();
+                    }
+                    Err(e @ StoreError::Backend { .. }) if attempts < 5 => {
+                        attempts += 1;
+                        tracing::debug!(error = %e, attempts, "subscription reconnect failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        s.done = true;
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+            let body = s.body.as_mut().expect("connected above");
+            match body.next().await {
+                Some(Ok(chunk)) => s.buf.extend_from_slice(&chunk),
+                // The connection dropped: reconnect from after the last event.
+                Some(Err(_)) | None => {
+                    s.body = None;
+                    attempts += 1;
+                    if attempts > 5 {
+                        s.done = true;
+                        return Some((Err(transport("follow the subscription", "the connection keeps dropping")), s));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+#[async_trait::async_trait]
+impl EventStore for Client {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        let body = serde_json::Value::Array(events.iter().map(event_json).collect());
+        let rb = self
+            .req(
+                reqwest::Method::POST,
+                self.url(&["streams", stream.as_str()]),
+            )
+            .header("expected-revision", expected.to_string())
+            .json(&body);
+        let resp = self.send(rb, "append").await?;
+        let replay = resp.status() == reqwest::StatusCode::OK;
+        let bytes = resp.bytes().await.map_err(|e| transport("append", e))?;
+        let r: AppendResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| transport("append", format!("the answer does not parse ({e})")))?;
+        Ok(AppendResult {
+            stream: stream.clone(),
+            first_revision: Revision(r.first_revision),
+            last_revision: Revision(r.last_revision),
+            first_position: Position(r.first_position),
+            last_position: Position(r.last_position),
+            idempotent_replay: replay,
+        })
+    }
+
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        let q = [
+            ("from", from_param(read.from)),
+            ("direction", direction_param(read.direction).to_owned()),
+            ("limit", read.limit.to_string()),
+        ];
+        let r: ReadResponse<WireEvent> = self
+            .json(
+                self.req(
+                    reqwest::Method::GET,
+                    self.url(&["streams", stream.as_str()]),
+                )
+                .query(&q),
+                "read a stream",
+            )
+            .await?;
+        Ok(StreamSlice {
+            events: events(r.events)?,
+            next: r.next.map(Revision),
+        })
+    }
+
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        let mut q = vec![
+            ("from".to_owned(), from_param(read.from)),
+            (
+                "direction".to_owned(),
+                direction_param(read.direction).to_owned(),
+            ),
+            ("limit".to_owned(), read.limit.to_string()),
+        ];
+        filter_params(&read.filter, &mut q);
+        let r: ReadResponse<WireEvent> = self
+            .json(
+                self.req(reqwest::Method::GET, self.url(&["all"])).query(&q),
+                "read $all",
+            )
+            .await?;
+        Ok(AllSlice {
+            events: events(r.events)?,
+            next: r.next.map(Position),
+        })
+    }
+
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        let q = vec![("from".to_owned(), subscribe_from(from))];
+        follow(
+            self.clone(),
+            vec!["streams".into(), stream.to_string(), "subscribe".into()],
+            q,
+            true,
+        )
+    }
+
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        let mut q = vec![("from".to_owned(), subscribe_from(from))];
+        filter_params(&filter, &mut q);
+        follow(
+            self.clone(),
+            vec!["all".into(), "subscribe".into()],
+            q,
+            false,
+        )
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        let r: InfoResponse = self
+            .json(
+                self.req(
+                    reqwest::Method::GET,
+                    self.url(&["streams", stream.as_str(), "info"]),
+                ),
+                "read stream info",
+            )
+            .await?;
+        Ok(StreamInfo {
+            stream: stream.clone(),
+            last_revision: Revision(r.last_revision),
+            last_position: Position(r.last_position),
+            event_count: r.event_count,
+            metadata: r.metadata,
+        })
+    }
+
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        let mut q = vec![("limit".to_owned(), list.limit.to_string())];
+        if let Some(p) = list.prefix {
+            q.push(("prefix".into(), p));
+        }
+        if let Some(a) = list.after {
+            q.push(("after".into(), a));
+        }
+        let r: StreamsResponse = self
+            .json(
+                self.req(reqwest::Method::GET, self.url(&["streams"]))
+                    .query(&q),
+                "list streams",
+            )
+            .await?;
+        let streams = r
+            .streams
+            .iter()
+            .map(StreamName::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StreamList {
+            streams,
+            next: r.next.map(StreamName::new).transpose()?,
+        })
+    }
+
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.json(
+            self.req(
+                reqwest::Method::GET,
+                self.url(&["streams", stream.as_str(), "metadata"]),
+            ),
+            "read stream metadata",
+        )
+        .await
+    }
+
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        let rb = self
+            .req(
+                reqwest::Method::PUT,
+                self.url(&["streams", stream.as_str(), "metadata"]),
+            )
+            .json(&metadata);
+        self.send(rb, "set stream metadata").await.map(|_| ())
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        let hard = if mode == DeleteMode::Hard {
+            "true"
+        } else {
+            "false"
+        };
+        let rb = self
+            .req(
+                reqwest::Method::DELETE,
+                self.url(&["streams", stream.as_str()]),
+            )
+            .query(&[("hard", hard)])
+            .header("expected-revision", expected.to_string());
+        self.send(rb, "delete a stream").await.map(|_| ())
+    }
+}
+
+fn subscribe_from<T: Into<u64>>(f: SubscribeFrom<T>) -> String {
+    match f {
+        SubscribeFrom::Start => "start".into(),
+        SubscribeFrom::End => "end".into(),
+        SubscribeFrom::At(n) => n.into().to_string(),
+    }
+}

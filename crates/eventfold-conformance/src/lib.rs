@@ -1,0 +1,121 @@
+//! The conformance suite of [`EventStore`](eventfold_core::EventStore): every rule of the
+//! contract's semantics (`shared/contract/http-api.md`), one test per case.
+//!
+//! # Running it
+//!
+//! An implementation runs the whole suite with one line in an integration test. The factory is
+//! a closure (or function) taking no argument and returning a future of `(store, guard)`: a
+//! **fresh, empty** store for each case, and anything that must live as long as the case (a
+//! `tempfile::TempDir`, a server process; `()` when there is nothing):
+//!
+//! ```ignore
+//! use eventfold_engine::{Engine, EngineOptions};
+//!
+//! eventfold_conformance::conformance_tests!(
+//!     || async {
+//!         let dir = tempfile::tempdir().expect("tempdir");
+//!         let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("open");
+//!         (engine, dir) // `dir` is dropped (and deleted) when the case ends
+//!     },
+//!     limits = EngineOptions::for_tests().limits
+//! );
+//! ```
+//!
+//! `limits` are the store's size limits, which the limit cases test exactly; leave it out for a
+//! store configured with the contract's defaults ([`Limits::DEFAULT`]). The macro expands, in
+//! the calling module, to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`
+//! function per case, named after the case, so `cargo test conformance::soft_delete` runs one.
+//! The calling crate needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency.
+//!
+//! # Calling a case on its own
+//!
+//! Every case is a public function in [`cases`] taking `(&Arc<S>, Limits)`:
+//!
+//! ```ignore
+//! let store = Arc::new(my_store);
+//! eventfold_conformance::cases::soft_delete(&store, Limits::DEFAULT).await;
+//! ```
+//!
+//! A case panics (with what was expected and what came back) on the first breach. Cases that
+//! read `$all` expect to find only their own events there, hence a fresh store per case.
+//! Subscription waits are bounded (10 s), so a broken store fails instead of hanging.
+
+pub mod cases;
+mod support;
+
+pub use eventfold_core::Limits;
+
+/// Expands to one `#[tokio::test]` per conformance case; see the [crate docs](crate).
+///
+/// `conformance_tests!(factory)` or `conformance_tests!(factory, limits = expr)`, where
+/// `factory()` returns a future of `(impl EventStore, guard)`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_tests!($factory, limits = $crate::Limits::DEFAULT);
+    };
+    ($factory:expr, limits = $limits:expr $(,)?) => {
+        $crate::conformance_tests!(@cases $factory, $limits,
+            // append
+            append_assigns_contiguous_revisions_and_increasing_positions,
+            empty_batch_is_refused,
+            expected_any,
+            expected_no_stream,
+            expected_exists,
+            expected_exact,
+            conflict_writes_nothing,
+            // idempotency
+            idempotent_retry_returns_the_first_result,
+            idempotent_retry_is_decided_before_the_expected_revision,
+            only_the_most_recent_batch_is_a_replay,
+            partial_overlap_is_not_a_replay,
+            // limits
+            batch_event_limit,
+            event_size_limit,
+            batch_bytes_limit,
+            read_limit,
+            // read_stream
+            read_stream_directions_limits_and_next,
+            events_round_trip_every_field,
+            missing_stream_is_not_found,
+            // read_all
+            read_all_directions_and_next,
+            read_all_filters,
+            // metadata
+            metadata_default_and_round_trip,
+            max_count_hides_older_events,
+            truncate_before_hides_events,
+            max_age_keeps_young_events,
+            // delete
+            soft_delete,
+            soft_delete_of_a_missing_stream,
+            hard_delete,
+            hard_delete_of_a_missing_or_soft_deleted_stream,
+            // list
+            list_streams_pages_in_order,
+            stream_info_fields,
+            // subscribe
+            subscribe_stream_history_then_live,
+            subscribe_stream_from_end_and_revision,
+            subscribe_stream_before_it_exists,
+            subscribe_stream_has_no_gap_during_concurrent_appends,
+            subscribe_all_has_no_gap_during_concurrent_appends,
+            subscribe_all_filtered_and_from_position,
+            many_subscribers_see_the_same_sequence,
+            // concurrency
+            racing_exact_appends_have_one_winner_per_revision,
+            optimistic_concurrency_loop_loses_nothing,
+            concurrent_appends_to_many_streams,
+        );
+    };
+    (@cases $factory:expr, $limits:expr, $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = ($factory)().await;
+                let store = ::std::sync::Arc::new(store);
+                $crate::cases::$case(&store, $limits).await;
+            }
+        )+
+    };
+}

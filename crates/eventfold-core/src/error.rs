@@ -1,0 +1,235 @@
+use std::fmt;
+use std::sync::Arc;
+
+use crate::expected::ExpectedRevision;
+use crate::ids::Revision;
+use crate::names::StreamName;
+
+/// A value that does not satisfy the contract's rules, with what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {reason}")]
+pub struct ValidationError {
+    /// What kind of value (`stream name`, `event type`, ...).
+    pub what: &'static str,
+    /// The value, cut to 64 characters.
+    pub value: String,
+    /// Why it is invalid and what would be valid.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// A new validation error; long values are cut so the message stays readable.
+    pub fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        let value = if value.chars().count() > 64 {
+            let mut v: String = value.chars().take(61).collect();
+            v.push_str("...");
+            v
+        } else {
+            value.to_owned()
+        };
+        ValidationError {
+            what,
+            value,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which size limit was exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Data plus metadata of one event.
+    EventBytes,
+    /// Events in one append.
+    BatchEvents,
+    /// Bytes in one append.
+    BatchBytes,
+    /// Events asked for in one read.
+    ReadLimit,
+}
+
+impl LimitKind {
+    /// The stable error code naming the limit.
+    pub fn code(self) -> &'static str {
+        match self {
+            LimitKind::EventBytes => "event_too_large",
+            LimitKind::BatchEvents => "batch_too_many_events",
+            LimitKind::BatchBytes => "batch_too_large",
+            LimitKind::ReadLimit => "read_limit_too_large",
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::EventBytes => "bytes of data and metadata in one event",
+            LimitKind::BatchEvents => "events in one append",
+            LimitKind::BatchBytes => "bytes of data and metadata in one append",
+            LimitKind::ReadLimit => "events in one read",
+        })
+    }
+}
+
+/// Everything an [`crate::EventStore`] can answer instead of a result.
+///
+/// Each variant has a stable snake_case [`code`](StoreError::code) that crosses the wire and is
+/// never reused for another meaning. Cloning is cheap (causes are shared), so one failure can be
+/// handed to every waiter of a group commit.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The optimistic concurrency check failed; nothing was written.
+    #[error(
+        "append to stream {stream} expected revision {expected} but the stream is at {}; read the stream again and retry with its current revision",
+        actual.map_or_else(|| "no revision (it does not exist)".to_owned(), |r| format!("revision {r}"))
+    )]
+    WrongExpectedRevision {
+        /// The stream appended to.
+        stream: StreamName,
+        /// What the append expected.
+        expected: ExpectedRevision,
+        /// The stream's last revision, `None` when it does not exist (or is soft-deleted).
+        actual: Option<Revision>,
+    },
+    /// The stream does not exist or was soft-deleted.
+    #[error("stream {stream} does not exist (never written or deleted)")]
+    StreamNotFound {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// The stream was hard-deleted: it can never be read or written again.
+    #[error(
+        "stream {stream} was hard-deleted and can never be read or written again; use another name"
+    )]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// A request that breaks a rule of the model (an empty batch, a bad value).
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    /// A size limit was exceeded; nothing was written.
+    #[error("too many {limit}: {actual}, the limit is {max}; split the request")]
+    LimitExceeded {
+        /// Which limit.
+        limit: LimitKind,
+        /// The limit.
+        max: u64,
+        /// What was asked for.
+        actual: u64,
+    },
+    /// A write or flush failed earlier; the store accepts no more writes until it is reopened
+    /// (acknowledged events are safe; the failed batch was not acknowledged).
+    #[error(
+        "the store stopped accepting writes after a storage failure ({cause}); reads still work; restart it once the disk is fixed"
+    )]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+    /// An I/O operation failed.
+    #[error("storage failure while trying to {context}")]
+    Storage {
+        /// What was being attempted.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// Stored data does not pass its checksum or structure checks.
+    #[error(
+        "stored data is corrupt: {file} at offset {offset}: {detail}; run `eventfold verify` on the data directory"
+    )]
+    Corrupt {
+        /// The file.
+        file: String,
+        /// The byte offset in it.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The data directory is used by another process.
+    #[error(
+        "the data directory {dir} is locked by another eventfold process; stop it or use another directory"
+    )]
+    Locked {
+        /// The directory.
+        dir: String,
+    },
+    /// The store is shut down.
+    #[error("the store is closed; open it again")]
+    Closed,
+    /// A backend-specific failure (network, remote server) that is none of the above.
+    #[error("{code}: {message}")]
+    Backend {
+        /// A stable snake_case code.
+        code: String,
+        /// A sentence a person can act on.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// The stable snake_case code of this error, as sent over the wire.
+    pub fn code(&self) -> &str {
+        match self {
+            StoreError::WrongExpectedRevision { .. } => "wrong_expected_revision",
+            StoreError::StreamNotFound { .. } => "stream_not_found",
+            StoreError::StreamDeleted { .. } => "stream_deleted",
+            StoreError::Invalid(_) => "invalid_request",
+            StoreError::LimitExceeded { limit, .. } => limit.code(),
+            StoreError::Poisoned { .. } => "storage_poisoned",
+            StoreError::Storage { .. } => "storage_failure",
+            StoreError::Corrupt { .. } => "storage_corrupt",
+            StoreError::Locked { .. } => "storage_locked",
+            StoreError::Closed => "store_closed",
+            StoreError::Backend { code, .. } => code,
+        }
+    }
+
+    /// An I/O failure while trying to do `context`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Storage {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_happened_and_what_follows() {
+        let e = StoreError::WrongExpectedRevision {
+            stream: StreamName::new("order-1").unwrap(),
+            expected: ExpectedRevision::NoStream,
+            actual: Some(Revision(3)),
+        };
+        assert_eq!(e.code(), "wrong_expected_revision");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("order-1") && msg.contains("no-stream") && msg.contains("revision 3"),
+            "{msg}"
+        );
+        let e = StoreError::LimitExceeded {
+            limit: LimitKind::BatchEvents,
+            max: 10,
+            actual: 11,
+        };
+        assert_eq!(e.code(), "batch_too_many_events");
+        assert!(e.to_string().contains("11"));
+        let long = "x".repeat(500);
+        assert!(
+            ValidationError::new("stream name", &long, "too long")
+                .to_string()
+                .len()
+                < 120
+        );
+    }
+}

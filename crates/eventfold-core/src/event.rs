@@ -1,0 +1,329 @@
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::ser::SerializeMap;
+
+use crate::error::ValidationError;
+use crate::ids::{EventId, Position, Revision};
+use crate::names::{EventType, StreamName};
+
+/// The metadata of an event: a JSON object. `correlation_id`, `causation_id`, `source`,
+/// `user_id`, `traceparent` and `tracestate` have the contract's meanings; other keys are free.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Longest content type, in bytes.
+const CONTENT_TYPE_BYTES_MAX: usize = 256;
+
+/// The media type of an event's data (`application/json` by default).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ContentType(std::sync::Arc<str>);
+
+impl ContentType {
+    /// `application/json`: the data is a JSON value.
+    pub fn json() -> Self {
+        ContentType(std::sync::Arc::from("application/json"))
+    }
+
+    /// Validates a media type: 1..=256 bytes, printable ASCII, with a `/`.
+    pub fn new(s: impl AsRef<str>) -> Result<Self, ValidationError> {
+        let s = s.as_ref();
+        let ok = !s.is_empty()
+            && s.len() <= CONTENT_TYPE_BYTES_MAX
+            && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && s.contains('/');
+        if !ok {
+            return Err(ValidationError::new(
+                "content type",
+                s,
+                "is not a media type such as `application/json` (printable ASCII with a `/`, at most 256 bytes)",
+            ));
+        }
+        Ok(ContentType(std::sync::Arc::from(s)))
+    }
+
+    /// Whether the data is JSON (`application/json`, or a `+json` suffix, parameters ignored).
+    pub fn is_json(&self) -> bool {
+        let essence = self.0.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json")
+    }
+
+    /// The media type as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ContentType {
+    fn default() -> Self {
+        ContentType::json()
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// A point in time in microseconds since the Unix epoch (UTC), as stored with every event.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Now, from the system clock.
+    pub fn now() -> Self {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+
+    /// From a system time (times before 1970 are negative).
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Parses RFC 3339 in UTC (`2026-11-22T10:00:00.123456Z`), as written by `Display`.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        humantime::parse_rfc3339(s)
+            .ok()
+            .map(Timestamp::from_system_time)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// As a system time.
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_micros(self.0.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with microseconds: `2026-11-22T10:00:00.123456Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_rfc3339_micros(self.to_system_time()), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An event to append. Build it with [`NewEvent::json`] or [`NewEvent::bytes`]; the id is a
+/// fresh UUIDv7 unless set with [`NewEvent::with_id`] (set it yourself to make retries
+/// idempotent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// The event id.
+    pub id: EventId,
+    /// The event type.
+    pub event_type: EventType,
+    /// The data, as bytes; JSON text when `content_type` is JSON.
+    pub data: Vec<u8>,
+    /// The media type of `data`.
+    pub content_type: ContentType,
+    /// The schema version of the data (default 1).
+    pub schema_version: u32,
+    /// The metadata object.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// An event whose data is the given JSON value.
+    pub fn json(event_type: EventType, data: &serde_json::Value) -> Self {
+        NewEvent::bytes(
+            event_type,
+            ContentType::json(),
+            serde_json::to_vec(data).expect("a serde_json::Value always serializes"),
+        )
+    }
+
+    /// An event with raw data of the given content type.
+    pub fn bytes(event_type: EventType, content_type: ContentType, data: Vec<u8>) -> Self {
+        NewEvent {
+            id: EventId::new_v7(),
+            event_type,
+            data,
+            content_type,
+            schema_version: 1,
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// Sets the id.
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the schema version.
+    pub fn with_schema_version(mut self, v: u32) -> Self {
+        self.schema_version = v;
+        self
+    }
+
+    /// The bytes this event counts against the per-event limit: data plus serialized metadata.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + metadata_len(&self.metadata)
+    }
+}
+
+fn metadata_len(m: &Metadata) -> usize {
+    if m.is_empty() {
+        0
+    } else {
+        serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// An event as stored: everything of the contract's event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    /// The event id.
+    pub id: EventId,
+    /// The stream it belongs to.
+    pub stream: StreamName,
+    /// The event type.
+    pub event_type: EventType,
+    /// Its 0-based place in its stream.
+    pub revision: Revision,
+    /// Its place in the global log.
+    pub position: Position,
+    /// When it was committed.
+    pub timestamp: Timestamp,
+    /// The schema version of the data.
+    pub schema_version: u32,
+    /// The media type of `data`.
+    pub content_type: ContentType,
+    /// The data bytes.
+    pub data: Vec<u8>,
+    /// The metadata object.
+    pub metadata: Metadata,
+}
+
+impl RecordedEvent {
+    /// The data parsed as JSON, when the content type is JSON and the bytes parse.
+    pub fn data_json(&self) -> Option<serde_json::Value> {
+        if self.content_type.is_json() {
+            serde_json::from_slice(&self.data).ok()
+        } else {
+            None
+        }
+    }
+}
+
+impl serde::Serialize for RecordedEvent {
+    /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let mut m = s.serialize_map(Some(10))?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("stream", &self.stream)?;
+        m.serialize_entry("type", &self.event_type)?;
+        m.serialize_entry("revision", &self.revision)?;
+        m.serialize_entry("position", &self.position)?;
+        m.serialize_entry("timestamp", &self.timestamp.to_string())?;
+        m.serialize_entry("schema_version", &self.schema_version)?;
+        m.serialize_entry("content_type", self.content_type.as_str())?;
+        match self.data_json() {
+            Some(v) => m.serialize_entry("data", &v)?,
+            None => m.serialize_entry(
+                "data_base64",
+                &base64::engine::general_purpose::STANDARD.encode(&self.data),
+            )?,
+        }
+        m.serialize_entry("metadata", &self.metadata)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_rfc3339_micros() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp(1_795_000_000_123_456).to_string(),
+            "2026-11-18T11:06:40.123456Z"
+        );
+        let now = Timestamp::now();
+        assert_eq!(Timestamp::from_system_time(now.to_system_time()), now);
+        assert_eq!(Timestamp::parse_rfc3339(&now.to_string()), Some(now));
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(ContentType::json().is_json());
+        assert!(
+            ContentType::new("application/cloudevents+json")
+                .unwrap()
+                .is_json()
+        );
+        assert!(
+            ContentType::new("application/json; charset=utf-8")
+                .unwrap()
+                .is_json()
+        );
+        assert!(
+            !ContentType::new("application/octet-stream")
+                .unwrap()
+                .is_json()
+        );
+        assert!(ContentType::new("json").is_err());
+        assert!(ContentType::new("").is_err());
+    }
+
+    #[test]
+    fn recorded_events_serialize_to_the_contract_shape() {
+        let e = RecordedEvent {
+            id: "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d".parse().unwrap(),
+            stream: StreamName::new("order-123").unwrap(),
+            event_type: EventType::new("order.placed").unwrap(),
+            revision: Revision(0),
+            position: Position(41),
+            timestamp: Timestamp(0),
+            schema_version: 1,
+            content_type: ContentType::json(),
+            data: br#"{"total":99.99}"#.to_vec(),
+            metadata: Metadata::new(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["id"], "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
+        assert_eq!(v["type"], "order.placed");
+        assert_eq!(v["position"], 41);
+        assert_eq!(v["data"]["total"], 99.99);
+        let bin = RecordedEvent {
+            content_type: ContentType::new("application/octet-stream").unwrap(),
+            data: vec![0, 1],
+            ..e
+        };
+        let v = serde_json::to_value(&bin).unwrap();
+        assert_eq!(v["data_base64"], "AAE=");
+        assert!(v.get("data").is_none());
+    }
+}

@@ -1,0 +1,29 @@
+//! The eventfold event model and the one [`EventStore`] trait.
+//!
+//! This crate knows no disk, no network and no framework. Every value that can be wrong is a
+//! newtype that validates once, in its constructor, so code holding a [`StreamName`] or an
+//! [`EventType`] never has to check it again. The rules are those of the HTTP contract
+//! (`shared/contract/http-api.md`).
+
+mod error;
+mod event;
+mod expected;
+mod ids;
+mod limits;
+mod metadata;
+mod names;
+mod read;
+mod store;
+
+pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
+pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp};
+pub use expected::ExpectedRevision;
+pub use ids::{EventId, Position, Revision};
+pub use limits::Limits;
+pub use metadata::StreamMetadata;
+pub use names::{EventType, StreamName, category_of};
+pub use read::{
+    AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
+    StreamSlice, SubscribeFrom,
+};
+pub use store::{AppendResult, DeleteMode, EventStore, EventSubscription, StreamInfo};

@@ -1,0 +1,188 @@
+use crate::event::RecordedEvent;
+use crate::ids::{Position, Revision};
+use crate::names::{EventType, StreamName, category_of};
+
+/// The order of a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Where a read starts: the start, the end, or a given revision or position (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom<T> {
+    /// The first event.
+    Start,
+    /// The last event.
+    End,
+    /// This revision or position, included.
+    At(T),
+}
+
+/// A read of one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadStream {
+    /// Where to start (inclusive).
+    pub from: ReadFrom<Revision>,
+    /// Which way to go.
+    pub direction: Direction,
+    /// How many events at most (at most [`crate::Limits::read_limit_max`]).
+    pub limit: usize,
+}
+
+impl ReadStream {
+    /// Forward from the start, at most `limit` events.
+    pub fn forward(limit: usize) -> Self {
+        ReadStream {
+            from: ReadFrom::Start,
+            direction: Direction::Forward,
+            limit,
+        }
+    }
+
+    /// Backward from the end, at most `limit` events.
+    pub fn backward(limit: usize) -> Self {
+        ReadStream {
+            from: ReadFrom::End,
+            direction: Direction::Backward,
+            limit,
+        }
+    }
+
+    /// Starts at `from` instead.
+    pub fn from(mut self, from: ReadFrom<Revision>) -> Self {
+        self.from = from;
+        self
+    }
+}
+
+/// Which events of `$all` a read or subscription wants. All given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// The event type is one of these (empty: any type).
+    pub types: Vec<EventType>,
+    /// The stream's category is this one.
+    pub category: Option<String>,
+    /// The stream name starts with this.
+    pub stream_prefix: Option<String>,
+}
+
+impl EventFilter {
+    /// Whether the filter lets everything through.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.category.is_none() && self.stream_prefix.is_none()
+    }
+
+    /// Whether an event of `event_type` in `stream` passes.
+    pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t.as_str() == event_type))
+            && self
+                .category
+                .as_deref()
+                .is_none_or(|c| category_of(stream) == c)
+            && self
+                .stream_prefix
+                .as_deref()
+                .is_none_or(|p| stream.starts_with(p))
+    }
+}
+
+/// A read of the global log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAll {
+    /// Where to start (inclusive).
+    pub from: ReadFrom<Position>,
+    /// Which way to go.
+    pub direction: Direction,
+    /// How many matching events at most.
+    pub limit: usize,
+    /// Which events to return.
+    pub filter: EventFilter,
+}
+
+impl ReadAll {
+    /// Forward from the start, at most `limit` events, no filter.
+    pub fn forward(limit: usize) -> Self {
+        ReadAll {
+            from: ReadFrom::Start,
+            direction: Direction::Forward,
+            limit,
+            filter: EventFilter::default(),
+        }
+    }
+
+    /// Backward from the end, at most `limit` events, no filter.
+    pub fn backward(limit: usize) -> Self {
+        ReadAll {
+            from: ReadFrom::End,
+            direction: Direction::Backward,
+            limit,
+            filter: EventFilter::default(),
+        }
+    }
+
+    /// Starts at `from` instead.
+    pub fn from(mut self, from: ReadFrom<Position>) -> Self {
+        self.from = from;
+        self
+    }
+
+    /// Returns only events that pass `filter`.
+    pub fn filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+}
+
+/// A page of one stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamSlice {
+    /// The events, in the order read.
+    pub events: Vec<RecordedEvent>,
+    /// The revision to continue from, or `None` when there is nothing further in that direction.
+    pub next: Option<Revision>,
+}
+
+/// A page of the global log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllSlice {
+    /// The matching events, in the order read.
+    pub events: Vec<RecordedEvent>,
+    /// The position to continue from (after everything scanned), or `None` at the end.
+    pub next: Option<Position>,
+}
+
+/// Where a subscription starts. History from there is delivered first, then live events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeFrom<T> {
+    /// From the first event.
+    Start,
+    /// Only events appended after the subscription started.
+    End,
+    /// From this revision or position, included.
+    At(T),
+}
+
+/// A page of stream names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamList {
+    /// Names in byte order.
+    pub streams: Vec<StreamName>,
+    /// The name to pass as `after` for the next page, or `None` at the end.
+    pub next: Option<StreamName>,
+}
+
+/// A listing of streams.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListStreams {
+    /// Only names starting with this.
+    pub prefix: Option<String>,
+    /// Only names after this one (exclusive), in byte order.
+    pub after: Option<String>,
+    /// How many at most.
+    pub limit: usize,
+}

@@ -1,0 +1,342 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eventfold_core::{
+    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
+    ExpectedRevision, LimitKind, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom, ValidationError,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::format::{BODY_FIXED_BYTES, FRAME_HEADER_BYTES};
+use crate::index::Index;
+use crate::options::EngineOptions;
+use crate::segment::Segments;
+use crate::writer::{Op, Reply, Request, Writer};
+
+/// State shared by the writer, readers and subscriptions.
+#[derive(Debug)]
+pub struct Shared {
+    pub dir: PathBuf,
+    pub index: RwLock<Index>,
+    pub segments: Segments,
+    pub committed: watch::Receiver<u64>,
+    pub poisoned: Mutex<Option<String>>,
+    pub limits: Limits,
+    pub segment_bytes: u64,
+}
+
+/// The embedded engine. Cheap to clone; every clone is the same store. The store closes when
+/// the last clone is dropped or [`Engine::shutdown`] is called.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    tx: RwLock<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held (and locked) for as long as the writer may write; released by `stop`.
+    lock: Mutex<Option<File>>,
+}
+
+/// Figures about an open engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Event records in the log (deleted or hidden ones included).
+    pub events: u64,
+    /// Streams known to the index (deleted ones included).
+    pub streams: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of records in the log.
+    pub log_bytes: u64,
+    /// Estimated heap bytes of the in-memory indexes.
+    pub index_bytes: u64,
+    /// The position the next record gets.
+    pub next_position: u64,
+}
+
+/// Largest bytes one event record adds beside its data and metadata (frame, fixed body, names).
+const RECORD_OVERHEAD_MAX: usize = FRAME_HEADER_BYTES + BODY_FIXED_BYTES + 3 * 256;
+
+impl Engine {
+    /// Opens (creating if needed) the store in `dir`, recovering from a crash if there was one:
+    /// a torn tail is cut off; a damaged record anywhere else is an error naming file and offset.
+    /// Blocking: call it before starting work or from `spawn_blocking`.
+    pub fn open(dir: impl AsRef<Path>, options: EngineOptions) -> StoreResult<Engine> {
+        check_options(&options)?;
+        let dir = dir.as_ref().to_path_buf();
+        let recovered = crate::recovery::recover(&dir, &options)?;
+        let (commit_tx, commit_rx) = watch::channel(recovered.index.next_position);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            index: RwLock::new(recovered.index),
+            segments: recovered.segments,
+            committed: commit_rx,
+            poisoned: Mutex::new(None),
+            limits: options.limits,
+            segment_bytes: options.segment_bytes,
+        });
+        let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
+        let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);
+        let handle = std::thread::Builder::new()
+            .name("eventfold-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::io("start the writer thread", e))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shared,
+                tx: RwLock::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                lock: Mutex::new(Some(recovered.lock)),
+            }),
+        })
+    }
+
+    /// Finishes the appends already queued, stops the writer and releases the directory.
+    /// Later calls on any clone answer `Closed`. Blocking.
+    pub fn shutdown(&self) {
+        self.inner.stop();
+    }
+
+    /// Figures about the store.
+    pub fn stats(&self) -> EngineStats {
+        let index = self.inner.shared.index.read();
+        let (_, off) = crate::format::split_addr(index.end_addr);
+        EngineStats {
+            events: index.events,
+            streams: index.stream_count() as u64,
+            segments: self.inner.shared.segments.count() as u64,
+            log_bytes: (self.inner.shared.segments.count() as u64).saturating_sub(1)
+                * self.inner.shared.segment_bytes
+                + off,
+            index_bytes: index.heap_bytes(),
+            next_position: index.next_position,
+        }
+    }
+
+    /// The failure that stopped writes, if one did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.shared.poisoned.lock().clone()
+    }
+
+    /// The directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    async fn submit(&self, op: Op, encoded_bytes: usize) -> StoreResult<Reply> {
+        let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Request {
+            op,
+            encoded_bytes,
+            reply,
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn check_batch(&self, events: &[NewEvent]) -> StoreResult<usize> {
+        let limits = &self.inner.shared.limits;
+        if events.is_empty() {
+            return Err(
+                ValidationError::new("batch", "[]", "has no event; send 1 or more events").into(),
+            );
+        }
+        if events.len() > limits.batch_events_max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::BatchEvents,
+                max: limits.batch_events_max as u64,
+                actual: events.len() as u64,
+            });
+        }
+        let mut total = 0;
+        for e in events {
+            let n = e.size_bytes();
+            if n > limits.event_bytes_max {
+                return Err(StoreError::LimitExceeded {
+                    limit: LimitKind::EventBytes,
+                    max: limits.event_bytes_max as u64,
+                    actual: n as u64,
+                });
+            }
+            total += n;
+        }
+        if total > limits.batch_bytes_max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::BatchBytes,
+                max: limits.batch_bytes_max as u64,
+                actual: total as u64,
+            });
+        }
+        Ok(total + events.len() * RECORD_OVERHEAD_MAX)
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        self.tx.write().take();
+        // Hold the writer slot while joining, so that a concurrent `stop` releases the directory
+        // only once the writer (and its housekeeper) wrote their last byte.
+        let mut writer = self.writer.lock();
+        if let Some(h) = writer.take() {
+            let _ = h.join();
+        }
+        self.lock.lock().take();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn check_options(o: &EngineOptions) -> StoreResult<()> {
+    let invalid = |why: String| {
+        StoreError::Invalid(ValidationError::new("engine option", "segment_bytes", why))
+    };
+    let batch_max = o.limits.batch_bytes_max + o.limits.batch_events_max * RECORD_OVERHEAD_MAX;
+    if o.segment_bytes > u64::from(u32::MAX) {
+        return Err(invalid(format!(
+            "{} is above the 4 GiB a segment can address",
+            o.segment_bytes
+        )));
+    }
+    if (o.segment_bytes as usize) < batch_max + crate::format::SEGMENT_HEADER_BYTES as usize {
+        return Err(invalid(format!(
+            "{} bytes cannot hold the largest allowed append ({batch_max} bytes); raise segment_bytes or lower the batch limits",
+            o.segment_bytes
+        )));
+    }
+    if (o.group_commit_bytes_max.max(batch_max) as u64) > crate::format::UNSYNCED_BYTES_MAX {
+        return Err(invalid(format!(
+            "a group commit or batch of up to {} bytes exceeds the format's {} unsynced bytes; lower the limits",
+            o.group_commit_bytes_max.max(batch_max),
+            crate::format::UNSYNCED_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl EventStore for Engine {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        let bytes = self.check_batch(&events)?;
+        match self
+            .submit(
+                Op::Append {
+                    stream: stream.clone(),
+                    expected,
+                    events,
+                },
+                bytes,
+            )
+            .await?
+        {
+            Reply::Appended(r) => Ok(r),
+            Reply::Done => Err(StoreError::Backend {
+                code: "internal".into(),
+                message: "the writer answered an append with no result".into(),
+            }),
+        }
+    }
+
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.inner.shared.read_stream(stream, read)
+    }
+
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        self.inner.shared.read_all(&read)
+    }
+
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        crate::subscribe::stream(self.inner.shared.clone(), stream.clone(), from)
+    }
+
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        crate::subscribe::all(self.inner.shared.clone(), from, filter)
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        self.inner.shared.stream_info(stream)
+    }
+
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        self.inner.shared.list_streams(&list)
+    }
+
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.inner.shared.get_metadata(stream)
+    }
+
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        let bytes =
+            serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0) + RECORD_OVERHEAD_MAX;
+        if bytes > self.inner.shared.limits.event_bytes_max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::EventBytes,
+                max: self.inner.shared.limits.event_bytes_max as u64,
+                actual: bytes as u64,
+            });
+        }
+        self.submit(
+            Op::SetMetadata {
+                stream: stream.clone(),
+                metadata,
+            },
+            bytes,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn health(&self) -> StoreResult<()> {
+        if self.inner.tx.read().is_none() {
+            return Err(StoreError::Closed);
+        }
+        match self.poisoned() {
+            Some(cause) => Err(StoreError::Poisoned { cause }),
+            None => Ok(()),
+        }
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        self.submit(
+            Op::Delete {
+                stream: stream.clone(),
+                expected,
+                mode,
+            },
+            RECORD_OVERHEAD_MAX,
+        )
+        .await
+        .map(|_| ())
+    }
+}

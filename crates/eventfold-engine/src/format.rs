@@ -1,0 +1,387 @@
+//! The byte layout of segment files and records. `FORMAT.md` beside this crate is the prose
+//! version of this file; change both in the same commit.
+
+use eventfold_core::{
+    ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
+    Timestamp,
+};
+
+/// Version of the on-disk format, written in every segment header.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic bytes opening every segment file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"EVFLDSEG";
+/// Bytes of the segment header; records start right after it.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+/// Bytes before a record's body: length (u32) and CRC32C (u32).
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// Bytes of the fixed part of a record body.
+pub const BODY_FIXED_BYTES: usize = 60;
+/// The writer never has more than this many bytes written but not yet flushed. Recovery relies
+/// on it: a bad record followed by non-zero bytes further than this away cannot be a torn tail.
+pub const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
+
+/// Record flag: the last record of its transaction (one append, metadata change or delete).
+pub const FLAG_TX_END: u8 = 1;
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A user event.
+    Event = 1,
+    /// The stream's new metadata (data = metadata JSON).
+    Metadata = 2,
+    /// Soft delete: revisions up to and including `revision` are deleted.
+    SoftDelete = 3,
+    /// Hard delete: the stream is gone forever.
+    Tombstone = 4,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Event,
+            2 => Kind::Metadata,
+            3 => Kind::SoftDelete,
+            4 => Kind::Tombstone,
+            _ => return None,
+        })
+    }
+
+    /// The type name written in system records, for people reading a dump.
+    pub fn system_type(self) -> &'static str {
+        match self {
+            Kind::Event => "",
+            Kind::Metadata => "$metadata",
+            Kind::SoftDelete => "$deleted",
+            Kind::Tombstone => "$tombstone",
+        }
+    }
+}
+
+/// Revision written in delete records of a stream that had no event.
+pub const NO_REVISION: u64 = u64::MAX;
+
+/// A record to encode.
+#[derive(Debug)]
+pub struct RecordOut<'a> {
+    pub kind: Kind,
+    pub flags: u8,
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub content_type: &'a str,
+    pub position: u64,
+    pub revision: u64,
+    pub timestamp_us: i64,
+    pub id: [u8; 16],
+    pub schema_version: u32,
+    pub metadata: &'a [u8],
+    pub data: &'a [u8],
+}
+
+impl RecordOut<'_> {
+    /// Bytes the record takes in the log, frame header included.
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_BYTES
+            + BODY_FIXED_BYTES
+            + self.stream.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + self.metadata.len()
+            + self.data.len()
+    }
+
+    /// Appends the framed record to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let body_len = self.encoded_len() - FRAME_HEADER_BYTES;
+        out.extend_from_slice(&(body_len as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]); // CRC, filled below
+        out.push(self.kind as u8);
+        out.push(self.flags);
+        out.extend_from_slice(&(self.stream.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(self.event_type.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(self.content_type.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.position.to_le_bytes());
+        out.extend_from_slice(&self.revision.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_us.to_le_bytes());
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&self.schema_version.to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.stream.as_bytes());
+        out.extend_from_slice(self.event_type.as_bytes());
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(self.metadata);
+        out.extend_from_slice(self.data);
+        let crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// A decoded record, borrowing from the buffer it was read from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordIn<'a> {
+    pub kind: Kind,
+    pub flags: u8,
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub content_type: &'a str,
+    pub position: u64,
+    pub revision: u64,
+    pub timestamp_us: i64,
+    pub id: [u8; 16],
+    pub schema_version: u32,
+    pub metadata: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A zero length: the end of the written part of a preallocated segment.
+    End,
+    /// The frame claims more bytes than there are (`needed` in all, from the frame start).
+    Short { needed: usize },
+    /// The body does not match its checksum.
+    Checksum,
+    /// The checksum matches but the body breaks the format's rules.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::End => f.write_str("end of data"),
+            FrameError::Short { needed } => write!(
+                f,
+                "record of {needed} bytes runs past the end of the segment"
+            ),
+            FrameError::Checksum => f.write_str("CRC32C checksum mismatch"),
+            FrameError::Malformed(why) => write!(f, "malformed record ({why})"),
+        }
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    u16::from_le_bytes([b[at], b[at + 1]]) as usize
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The total framed length announced by the frame at the start of `buf`, if its header is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    (buf.len() >= FRAME_HEADER_BYTES).then(|| FRAME_HEADER_BYTES + u32_at(buf, 0) as usize)
+}
+
+/// Decodes the record at the start of `buf`, checking its checksum and structure. Returns the
+/// record and its framed length.
+pub fn decode(buf: &[u8]) -> Result<(RecordIn<'_>, usize), FrameError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return if buf.iter().all(|&b| b == 0) {
+            Err(FrameError::End)
+        } else {
+            Err(FrameError::Short {
+                needed: FRAME_HEADER_BYTES,
+            })
+        };
+    }
+    let body_len = u32_at(buf, 0) as usize;
+    if body_len == 0 {
+        return Err(FrameError::End);
+    }
+    let total = FRAME_HEADER_BYTES + body_len;
+    if buf.len() < total {
+        return Err(FrameError::Short { needed: total });
+    }
+    let body = &buf[FRAME_HEADER_BYTES..total];
+    if crc32c::crc32c(body) != u32_at(buf, 4) {
+        return Err(FrameError::Checksum);
+    }
+    if body_len < BODY_FIXED_BYTES {
+        return Err(FrameError::Malformed("body shorter than its fixed part"));
+    }
+    let kind = Kind::from_u8(body[0]).ok_or(FrameError::Malformed("unknown record kind"))?;
+    let (sl, tl, cl) = (u16_at(body, 2), u16_at(body, 4), u16_at(body, 6));
+    let (ml, dl) = (u32_at(body, 52) as usize, u32_at(body, 56) as usize);
+    if BODY_FIXED_BYTES + sl + tl + cl + ml + dl != body_len {
+        return Err(FrameError::Malformed(
+            "field lengths do not add up to the body length",
+        ));
+    }
+    let mut at = BODY_FIXED_BYTES;
+    let mut take = |n: usize| {
+        let s = &body[at..at + n];
+        at += n;
+        s
+    };
+    let stream = std::str::from_utf8(take(sl))
+        .map_err(|_| FrameError::Malformed("stream name is not UTF-8"))?;
+    let event_type = std::str::from_utf8(take(tl))
+        .map_err(|_| FrameError::Malformed("event type is not UTF-8"))?;
+    let content_type = std::str::from_utf8(take(cl))
+        .map_err(|_| FrameError::Malformed("content type is not UTF-8"))?;
+    let metadata = take(ml);
+    let data = take(dl);
+    let mut id = [0; 16];
+    id.copy_from_slice(&body[32..48]);
+    Ok((
+        RecordIn {
+            kind,
+            flags: body[1],
+            stream,
+            event_type,
+            content_type,
+            position: u64_at(body, 8),
+            revision: u64_at(body, 16),
+            timestamp_us: u64_at(body, 24) as i64,
+            id,
+            schema_version: u32_at(body, 48),
+            metadata,
+            data,
+        },
+        total,
+    ))
+}
+
+impl RecordIn<'_> {
+    /// The record as a user event. `None` if a stored value no longer validates (which the
+    /// writer never produces; treated as corruption by callers).
+    pub fn to_event(self) -> Option<RecordedEvent> {
+        let metadata: Metadata = if self.metadata.is_empty() {
+            Metadata::new()
+        } else {
+            serde_json::from_slice(self.metadata).ok()?
+        };
+        Some(RecordedEvent {
+            id: EventId::from_bytes(self.id),
+            stream: StreamName::new(self.stream).ok()?,
+            event_type: EventType::new(self.event_type).ok()?,
+            revision: Revision(self.revision),
+            position: Position(self.position),
+            timestamp: Timestamp(self.timestamp_us),
+            schema_version: self.schema_version,
+            content_type: ContentType::new(self.content_type).ok()?,
+            data: self.data.to_vec(),
+            metadata,
+        })
+    }
+}
+
+/// The segment header: magic, format version, segment number, CRC32C of the preceding bytes.
+pub fn encode_segment_header(segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+    h[0..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&segment_no.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..16]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header; returns the segment number it names.
+pub fn decode_segment_header(h: &[u8]) -> Result<u32, String> {
+    if h.len() < SEGMENT_HEADER_BYTES as usize {
+        return Err("file is shorter than a segment header".into());
+    }
+    if &h[0..8] != SEGMENT_MAGIC {
+        return Err("not an eventfold segment (bad magic bytes)".into());
+    }
+    if crc32c::crc32c(&h[0..16]) != u32_at(h, 16) {
+        return Err("segment header checksum mismatch".into());
+    }
+    let version = u32_at(h, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}; this build reads version {FORMAT_VERSION} only"
+        ));
+    }
+    Ok(u32_at(h, 12))
+}
+
+/// A log address: segment number in the high 32 bits, byte offset in the low 32.
+pub fn addr(segment_no: u32, offset: u64) -> u64 {
+    (u64::from(segment_no) << 32) | offset
+}
+
+/// The parts of a log address.
+pub fn split_addr(a: u64) -> (u32, u64) {
+    ((a >> 32) as u32, a & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>() -> RecordOut<'a> {
+        RecordOut {
+            kind: Kind::Event,
+            flags: FLAG_TX_END,
+            stream: "order-1",
+            event_type: "order.placed",
+            content_type: "application/json",
+            position: 7,
+            revision: 3,
+            timestamp_us: 1_700_000_000_000_000,
+            id: [9; 16],
+            schema_version: 2,
+            metadata: br#"{"a":1}"#,
+            data: br#"{"x":true}"#,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_detects_every_flipped_bit() {
+        let r = sample();
+        let mut buf = Vec::new();
+        r.encode_into(&mut buf);
+        assert_eq!(buf.len(), r.encoded_len());
+        let (d, n) = decode(&buf).unwrap();
+        assert_eq!(n, buf.len());
+        assert_eq!(
+            (
+                d.stream,
+                d.event_type,
+                d.position,
+                d.revision,
+                d.schema_version
+            ),
+            ("order-1", "order.placed", 7, 3, 2)
+        );
+        assert_eq!(
+            (d.metadata, d.data, d.id, d.flags),
+            (
+                &br#"{"a":1}"#[..],
+                &br#"{"x":true}"#[..],
+                [9; 16],
+                FLAG_TX_END
+            )
+        );
+        for bit in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_err(), "flipped bit {bit} went unnoticed");
+        }
+        assert_eq!(
+            decode(&buf[..buf.len() - 1]).unwrap_err(),
+            FrameError::Short { needed: buf.len() }
+        );
+        assert_eq!(decode(&[0; 16]).unwrap_err(), FrameError::End);
+    }
+
+    #[test]
+    fn segment_headers() {
+        let h = encode_segment_header(42);
+        assert_eq!(decode_segment_header(&h), Ok(42));
+        let mut bad = h;
+        bad[13] ^= 1;
+        assert!(decode_segment_header(&bad).is_err());
+        assert_eq!(split_addr(addr(5, 1234)), (5, 1234));
+    }
+}

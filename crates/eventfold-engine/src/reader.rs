@@ -1,0 +1,604 @@
+//! Reads. Readers see only what the writer has published, which it does after the flush: no
+//! reader ever sees an event a crash could take away. Record I/O happens outside the index
+//! lock; the lock is held only to copy addresses and check visibility.
+
+use std::collections::HashMap;
+
+use eventfold_core::{
+    AllSlice, Direction, EventFilter, LimitKind, ListStreams, Position, ReadAll, ReadFrom,
+    ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, Timestamp,
+};
+
+use crate::engine::Shared;
+use crate::format::{self, Kind, RecordIn};
+use crate::index::{Index, StreamState};
+use crate::segment::SegmentScanner;
+
+/// Records one `$all` read may scan before it answers with what it found and a `next` to
+/// continue from: bounds the time of one call when a filter matches little.
+const SCAN_RECORDS_MAX: usize = 200_000;
+
+/// Addresses copied out of an index list per lock acquisition.
+const CANDIDATES_PER_STEP: usize = 1024;
+
+/// Which revisions of a stream reads may return, and the stream's max-age cut-off.
+#[derive(Debug, Clone, Copy)]
+struct Visible {
+    from: u64,
+    to: u64,
+    tombstoned: bool,
+    min_timestamp: Option<i64>,
+}
+
+fn visible(st: &StreamState, now: i64) -> Visible {
+    Visible {
+        from: st.visible_from(),
+        to: st.next_revision(),
+        tombstoned: st.tombstoned,
+        min_timestamp: st
+            .metadata
+            .max_age_seconds
+            .map(|s| now.saturating_sub((s as i64).saturating_mul(1_000_000))),
+    }
+}
+
+impl Visible {
+    fn shows(&self, revision: u64, timestamp: i64) -> bool {
+        !self.tombstoned
+            && revision >= self.from
+            && revision < self.to
+            && self.min_timestamp.is_none_or(|m| timestamp >= m)
+    }
+}
+
+fn to_event(shared: &Shared, r: &RecordIn<'_>, addr: u64) -> StoreResult<RecordedEvent> {
+    r.to_event().ok_or_else(|| {
+        let (no, off) = format::split_addr(addr);
+        shared.segments.corrupt(
+            no,
+            off,
+            "the record holds a value that no longer validates".into(),
+        )
+    })
+}
+
+impl Shared {
+    fn check_limit(&self, limit: usize) -> StoreResult<()> {
+        if limit > self.limits.read_limit_max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::ReadLimit,
+                max: self.limits.read_limit_max as u64,
+                actual: limit as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stream's state, or the error reads answer for it.
+    fn existing<'i>(&self, index: &'i Index, stream: &StreamName) -> StoreResult<&'i StreamState> {
+        match index.stream(stream.as_str()) {
+            Some(st) if st.tombstoned => Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            Some(st) if st.actual().is_some() => Ok(st),
+            _ => Err(StoreError::StreamNotFound {
+                stream: stream.clone(),
+            }),
+        }
+    }
+
+    /// The address of each revision in `range` of `stream` (appends never move addresses).
+    fn addrs_of(&self, stream: &StreamName, range: std::ops::Range<u64>) -> Vec<u64> {
+        let index = self.index.read();
+        index
+            .stream(stream.as_str())
+            .and_then(|st| st.addrs.get(range.start as usize..range.end as usize))
+            .map(<[u64]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// First revision in `[lo, hi)` not hidden by max-age (timestamps never decrease along the log).
+    fn max_age_floor(
+        &self,
+        stream: &StreamName,
+        mut lo: u64,
+        mut hi: u64,
+        min_ts: i64,
+    ) -> StoreResult<u64> {
+        let mut buf = Vec::new();
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(&a) = self.addrs_of(stream, mid..mid + 1).first() else {
+                break;
+            };
+            if self.segments.read_record(a, &mut buf)?.timestamp_us >= min_ts {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The visible revisions `[lo, hi)` of a stream, with its metadata and last position.
+    fn visible_range(&self, stream: &StreamName) -> StoreResult<(u64, u64, StreamMetadata, u64)> {
+        let (v, metadata, last_position) = {
+            let index = self.index.read();
+            let st = self.existing(&index, stream)?;
+            (
+                visible(st, Timestamp::now().micros()),
+                st.metadata.clone(),
+                st.last_position,
+            )
+        };
+        let lo = match v.min_timestamp {
+            None => v.from,
+            Some(m) => self.max_age_floor(stream, v.from, v.to, m)?,
+        };
+        Ok((lo, v.to, metadata, last_position))
+    }
+
+    pub fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.check_limit(read.limit)?;
+        let (lo, hi, _, _) = self.visible_range(stream)?;
+        if hi == lo || read.limit == 0 {
+            return Ok(StreamSlice {
+                events: Vec::new(),
+                next: None,
+            });
+        }
+        let (range, next, reverse) = match read.direction {
+            Direction::Forward => {
+                let start = match read.from {
+                    ReadFrom::Start => lo,
+                    ReadFrom::End => hi - 1,
+                    ReadFrom::At(r) => r.0.max(lo),
+                };
+                let end = start.saturating_add(read.limit as u64).min(hi).max(start);
+                (start..end, (end < hi).then_some(Revision(end)), false)
+            }
+            Direction::Backward => {
+                let start = match read.from {
+                    ReadFrom::Start => lo,
+                    ReadFrom::End => hi - 1,
+                    ReadFrom::At(r) if r.0 < lo => {
+                        return Ok(StreamSlice {
+                            events: Vec::new(),
+                            next: None,
+                        });
+                    }
+                    ReadFrom::At(r) => r.0.min(hi - 1),
+                };
+                let stop = (start + 1).saturating_sub(read.limit as u64).max(lo);
+                (
+                    stop..start + 1,
+                    (stop > lo).then(|| Revision(stop - 1)),
+                    true,
+                )
+            }
+        };
+        let addrs = self.addrs_of(stream, range);
+        let mut events = Vec::with_capacity(addrs.len());
+        self.segments.read_many(&addrs, |a, r| {
+            events.push(to_event(self, &r, a)?);
+            Ok(())
+        })?;
+        if reverse {
+            events.reverse();
+        }
+        Ok(StreamSlice { events, next })
+    }
+
+    pub fn stream_info(&self, stream: &StreamName) -> StoreResult<eventfold_core::StreamInfo> {
+        let (lo, hi, metadata, last_position) = self.visible_range(stream)?;
+        let index = self.index.read();
+        let st = self.existing(&index, stream)?;
+        Ok(StreamInfo {
+            stream: stream.clone(),
+            last_revision: Revision(st.next_revision() - 1),
+            last_position: Position(last_position),
+            event_count: hi - lo,
+            metadata,
+        })
+    }
+
+    pub fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        let index = self.index.read();
+        match index.stream(stream.as_str()) {
+            Some(st) if st.tombstoned => Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            Some(st) => Ok(st.metadata.clone()),
+            None => Ok(StreamMetadata::default()),
+        }
+    }
+
+    pub fn list_streams(&self, list: &ListStreams) -> StoreResult<StreamList> {
+        use std::ops::Bound;
+        self.check_limit(list.limit)?;
+        let prefix = list.prefix.as_deref().unwrap_or("");
+        let lower = match list.after.as_deref() {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let index = self.index.read();
+        let mut streams = Vec::new();
+        let mut more = false;
+        for (name, st) in index.names_from(lower) {
+            if !name.starts_with(prefix) {
+                break;
+            }
+            if st.tombstoned || st.actual().is_none() {
+                continue;
+            }
+            if streams.len() == list.limit {
+                more = true;
+                break;
+            }
+            streams.push(StreamName::new(&**name)?);
+        }
+        let next = if more { streams.last().cloned() } else { None };
+        Ok(StreamList { streams, next })
+    }
+
+    /// Candidate addresses for a filtered `$all` read, from the category or type index; `None`
+    /// when the filter has neither and the log itself must be scanned.
+    fn candidates(&self, filter: &EventFilter, from_addr: u64, forward: bool) -> Option<Vec<u64>> {
+        let index = self.index.read();
+        let lists: Vec<&[u64]> = match (&filter.category, filter.types.is_empty()) {
+            (Some(c), _) => vec![index.category(c)],
+            (None, false) => filter
+                .types
+                .iter()
+                .map(|t| index.event_type(t.as_str()))
+                .collect(),
+            (None, true) => return None,
+        };
+        let mut out: Vec<u64> = Vec::new();
+        for l in lists {
+            if forward {
+                let i = l.partition_point(|&a| a < from_addr);
+                out.extend_from_slice(&l[i..(i + CANDIDATES_PER_STEP).min(l.len())]);
+            } else {
+                let i = l.partition_point(|&a| a <= from_addr);
+                out.extend_from_slice(&l[i.saturating_sub(CANDIDATES_PER_STEP)..i]);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        if forward {
+            out.truncate(CANDIDATES_PER_STEP);
+        } else {
+            out.reverse();
+            out.truncate(CANDIDATES_PER_STEP);
+        }
+        Some(out)
+    }
+
+    pub fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {
+        self.check_limit(read.limit)?;
+        let (committed, end_addr) = {
+            let index = self.index.read();
+            (index.next_position, index.end_addr)
+        };
+        let empty = AllSlice {
+            events: Vec::new(),
+            next: None,
+        };
+        if committed == 0 || read.limit == 0 {
+            return Ok(empty);
+        }
+        let forward = read.direction == Direction::Forward;
+        let start = match read.from {
+            ReadFrom::Start => 0,
+            ReadFrom::End => committed - 1,
+            ReadFrom::At(p) if forward && p.0 >= committed => return Ok(empty),
+            ReadFrom::At(p) => p.0.min(committed - 1),
+        };
+        let mut c = Collector::new(self, read, committed);
+        // The address to start from: the sparse entry at or before `start`.
+        let (floor_addr, ceil_addr) = {
+            let index = self.index.read();
+            let floor = index.sparse_floor(start).map_or(0, |(_, a)| a);
+            // Records at or before `start` lie below the next sparse entry's address.
+            let ceil = index
+                .sparse_ceil(start + 1)
+                .map_or(u64::MAX, |(_, a)| a.saturating_sub(1));
+            (floor, ceil)
+        };
+        if let Some(mut cands) = self.candidates(
+            &read.filter,
+            if forward { floor_addr } else { ceil_addr },
+            forward,
+        ) {
+            // Index-driven: visit only the records of the category or types.
+            let mut buf = Vec::new();
+            'outer: loop {
+                if cands.is_empty() {
+                    c.exhausted = true;
+                    break;
+                }
+                let done = std::cell::Cell::new(false);
+                let mut offer = |a: u64, r: RecordIn<'_>| -> StoreResult<()> {
+                    let in_range = if forward {
+                        r.position >= start
+                    } else {
+                        r.position <= start
+                    };
+                    if !done.get() && in_range {
+                        done.set(c.offer(&r, a)?);
+                    }
+                    Ok(())
+                };
+                if forward {
+                    // Small chunks: nearby records share one read, little is read past the limit.
+                    for chunk in cands.chunks(64) {
+                        self.segments.read_many(chunk, &mut offer)?;
+                        if done.get() {
+                            break;
+                        }
+                    }
+                } else {
+                    for &a in &cands {
+                        let r = self.segments.read_record(a, &mut buf)?;
+                        offer(a, r)?;
+                        if done.get() {
+                            break;
+                        }
+                    }
+                }
+                if done.get() {
+                    break 'outer;
+                }
+                let last = *cands.last().expect("checked non-empty above");
+                let from = if forward {
+                    last + 1
+                } else {
+                    last.wrapping_sub(1)
+                };
+                if !forward && last == 0 {
+                    c.exhausted = true;
+                    break;
+                }
+                cands = self
+                    .candidates(&read.filter, from, forward)
+                    .unwrap_or_default();
+            }
+        } else if forward {
+            self.scan_forward(floor_addr, start, end_addr, &mut c)?;
+        } else {
+            self.scan_backward(start, &mut c)?;
+        }
+        Ok(c.finish())
+    }
+
+    /// Scans the log forward from `addr`, offering every record at or after `start`.
+    fn scan_forward(
+        &self,
+        addr: u64,
+        start: u64,
+        end_addr: u64,
+        c: &mut Collector<'_>,
+    ) -> StoreResult<()> {
+        let (mut no, mut off) = format::split_addr(addr);
+        let (end_no, end_off) = format::split_addr(end_addr);
+        if off < format::SEGMENT_HEADER_BYTES {
+            off = format::SEGMENT_HEADER_BYTES;
+        }
+        loop {
+            let Some(file) = self.segments.file(no) else {
+                c.exhausted = true;
+                return Ok(());
+            };
+            let limit = if no == end_no {
+                end_off
+            } else {
+                self.segment_bytes
+            };
+            let mut sc = SegmentScanner::new(file, off, limit);
+            loop {
+                let rec = sc.next_record().map_err(|e| {
+                    StoreError::io(format!("read {}", self.segments.path(no).display()), e)
+                })?;
+                match rec {
+                    Ok(Some((at, r))) => {
+                        if r.position < start {
+                            continue;
+                        }
+                        if c.offer(&r, format::addr(no, at))? {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(self.segments.corrupt(no, sc.offset, e.to_string())),
+                }
+            }
+            if no >= end_no {
+                c.exhausted = true;
+                return Ok(());
+            }
+            no += 1;
+            off = format::SEGMENT_HEADER_BYTES;
+        }
+    }
+
+    /// Scans the log backward from `start`, one sparse block at a time.
+    fn scan_backward(&self, start: u64, c: &mut Collector<'_>) -> StoreResult<()> {
+        let mut upto = start;
+        loop {
+            let block = {
+                let index = self.index.read();
+                let sparse = index.sparse();
+                let i = sparse.partition_point(|&(p, _)| p <= upto);
+                if i == 0 { None } else { Some(sparse[i - 1]) }
+            };
+            let Some((block_pos, block_addr)) = block else {
+                c.exhausted = true;
+                return Ok(());
+            };
+            let (no, off) = format::split_addr(block_addr);
+            let Some(file) = self.segments.file(no) else {
+                c.exhausted = true;
+                return Ok(());
+            };
+            let mut records = Vec::new();
+            let mut sc = SegmentScanner::new(
+                file,
+                off.max(format::SEGMENT_HEADER_BYTES),
+                self.segment_bytes,
+            );
+            loop {
+                let rec = sc.next_record().map_err(|e| {
+                    StoreError::io(format!("read {}", self.segments.path(no).display()), e)
+                })?;
+                match rec {
+                    Ok(Some((at, r))) if r.position <= upto => {
+                        records.push((format::addr(no, at), owned(&r)))
+                    }
+                    Ok(Some(_)) | Ok(None) => break,
+                    Err(e) => return Err(self.segments.corrupt(no, sc.offset, e.to_string())),
+                }
+            }
+            for (a, r) in records.iter().rev() {
+                if c.offer(&r.as_record(), *a)? {
+                    return Ok(());
+                }
+            }
+            if block_pos == 0 {
+                c.exhausted = true;
+                return Ok(());
+            }
+            upto = block_pos - 1;
+        }
+    }
+}
+
+/// An owned copy of a record, for backward scans that must reverse a block.
+#[derive(Debug)]
+struct OwnedRecord {
+    kind: Kind,
+    flags: u8,
+    stream: String,
+    event_type: String,
+    content_type: String,
+    position: u64,
+    revision: u64,
+    timestamp_us: i64,
+    id: [u8; 16],
+    schema_version: u32,
+    metadata: Vec<u8>,
+    data: Vec<u8>,
+}
+
+fn owned(r: &RecordIn<'_>) -> OwnedRecord {
+    OwnedRecord {
+        kind: r.kind,
+        flags: r.flags,
+        stream: r.stream.to_owned(),
+        event_type: r.event_type.to_owned(),
+        content_type: r.content_type.to_owned(),
+        position: r.position,
+        revision: r.revision,
+        timestamp_us: r.timestamp_us,
+        id: r.id,
+        schema_version: r.schema_version,
+        metadata: r.metadata.to_vec(),
+        data: r.data.to_vec(),
+    }
+}
+
+impl OwnedRecord {
+    fn as_record(&self) -> RecordIn<'_> {
+        RecordIn {
+            kind: self.kind,
+            flags: self.flags,
+            stream: &self.stream,
+            event_type: &self.event_type,
+            content_type: &self.content_type,
+            position: self.position,
+            revision: self.revision,
+            timestamp_us: self.timestamp_us,
+            id: self.id,
+            schema_version: self.schema_version,
+            metadata: &self.metadata,
+            data: &self.data,
+        }
+    }
+}
+
+/// Gathers the events of one `$all` read: filter, visibility, limit, scan budget, `next`.
+struct Collector<'a> {
+    shared: &'a Shared,
+    read: &'a ReadAll,
+    committed: u64,
+    now: i64,
+    visibility: HashMap<Box<str>, Visible>,
+    events: Vec<RecordedEvent>,
+    scanned: usize,
+    last_scanned: Option<u64>,
+    exhausted: bool,
+}
+
+impl<'a> Collector<'a> {
+    fn new(shared: &'a Shared, read: &'a ReadAll, committed: u64) -> Self {
+        Collector {
+            shared,
+            read,
+            committed,
+            now: Timestamp::now().micros(),
+            visibility: HashMap::new(),
+            events: Vec::new(),
+            scanned: 0,
+            last_scanned: None,
+            exhausted: false,
+        }
+    }
+
+    /// Offers one record; `true` when the read is complete (limit or scan budget reached).
+    fn offer(&mut self, r: &RecordIn<'_>, addr: u64) -> StoreResult<bool> {
+        let forward = self.read.direction == Direction::Forward;
+        if forward && r.position >= self.committed {
+            self.exhausted = true;
+            return Ok(true);
+        }
+        self.scanned += 1;
+        self.last_scanned = Some(r.position);
+        if r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type) {
+            let v = match self.visibility.get(r.stream) {
+                Some(v) => *v,
+                None => {
+                    let index = self.shared.index.read();
+                    let v = index.stream(r.stream).map(|st| visible(st, self.now));
+                    drop(index);
+                    let v = v.unwrap_or(Visible {
+                        from: 0,
+                        to: 0,
+                        tombstoned: true,
+                        min_timestamp: None,
+                    });
+                    self.visibility.insert(r.stream.into(), v);
+                    v
+                }
+            };
+            if v.shows(r.revision, r.timestamp_us) {
+                self.events.push(to_event(self.shared, r, addr)?);
+            }
+        }
+        Ok(self.events.len() >= self.read.limit || self.scanned >= SCAN_RECORDS_MAX)
+    }
+
+    fn finish(self) -> AllSlice {
+        let forward = self.read.direction == Direction::Forward;
+        let next = match self.last_scanned {
+            None => None,
+            Some(_) if self.exhausted => None,
+            Some(p) if forward => (p + 1 < self.committed).then_some(Position(p + 1)),
+            Some(p) => p.checked_sub(1).map(Position),
+        };
+        AllSlice {
+            events: self.events,
+            next,
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Opening a store: lock the directory, load the index checkpoints of sealed segments (or
+//! rescan the segments they are missing for), scan the active segment, cut a torn tail.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use eventfold_core::{StoreError, StoreResult};
+
+use crate::format::{self, FLAG_TX_END, Kind, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX};
+use crate::index::{Index, Summary};
+use crate::options::{Durability, EngineOptions};
+use crate::segindex::SegIndex;
+use crate::segment::{self, SegmentScanner, Segments, read_at_most, segment_file_name, sync_dir};
+use crate::writer::WriterStart;
+
+/// What `recover` hands to the engine.
+#[derive(Debug)]
+pub struct Recovered {
+    pub index: Index,
+    pub segments: Segments,
+    pub start: WriterStart,
+    pub lock: File,
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |e| StoreError::io(what, e)
+}
+
+/// Takes the directory's lock file; a second process gets `Locked`.
+pub fn lock_dir(dir: &Path) -> StoreResult<File> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!(
+        "create the data directory {}",
+        dir.display()
+    )))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(io_err(format!("open {}", dir.join("LOCK").display())))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(
+            format!("lock {}", dir.join("LOCK").display()),
+            e,
+        )),
+    }
+}
+
+/// A record of a transaction whose end has not been seen yet.
+#[derive(Debug)]
+struct PendingRecord {
+    kind: Kind,
+    flags: u8,
+    stream: String,
+    event_type: String,
+    position: u64,
+    revision: u64,
+    offset: u64,
+    end: u64,
+}
+
+/// One segment's records as found by a scan.
+#[derive(Debug)]
+pub struct Scan {
+    pub segindex: SegIndex,
+    /// Where the next record goes: just past the last whole transaction.
+    pub end: u64,
+    /// Set when the scan stopped at a damaged record: (offset, what was wrong).
+    pub torn_at: Option<(u64, String)>,
+    /// The first offset past which the file is known to be all zeros (≥ end).
+    pub garbage_end: u64,
+}
+
+/// Scans segment `no`. With `tail_ok`, a damaged record is accepted as a torn tail when it is
+/// followed by nothing but zeros beyond the writer's unsynced window; otherwise it is an error.
+/// Records of an unfinished transaction at the end are left out of the result either way.
+pub fn scan_segment(
+    segments: &Segments,
+    no: u32,
+    file: &Arc<File>,
+    file_len: u64,
+    tail_ok: bool,
+) -> StoreResult<Scan> {
+    let mut scanner = SegmentScanner::new(file.clone(), SEGMENT_HEADER_BYTES, file_len);
+    let mut ix = SegIndex::new(no);
+    let mut pending: Vec<PendingRecord> = Vec::new();
+    let mut end = SEGMENT_HEADER_BYTES;
+    let mut torn_at = None;
+    loop {
+        let rec = scanner
+            .next_record()
+            .map_err(io_err(format!("read {}", segments.path(no).display())))?;
+        match rec {
+            Ok(Some((off, r))) => {
+                let next = off
+                    + (format::FRAME_HEADER_BYTES
+                        + format::BODY_FIXED_BYTES
+                        + r.stream.len()
+                        + r.event_type.len()
+                        + r.content_type.len()
+                        + r.metadata.len()
+                        + r.data.len()) as u64;
+                pending.push(PendingRecord {
+                    kind: r.kind,
+                    flags: r.flags,
+                    stream: r.stream.to_owned(),
+                    event_type: r.event_type.to_owned(),
+                    position: r.position,
+                    revision: r.revision,
+                    offset: off,
+                    end: next,
+                });
+                if r.flags & FLAG_TX_END != 0 {
+                    for p in pending.drain(..) {
+                        let s = Summary {
+                            kind: p.kind,
+                            flags: p.flags,
+                            stream: &p.stream,
+                            event_type: &p.event_type,
+                            position: p.position,
+                            revision: p.revision,
+                            addr: format::addr(no, p.offset),
+                            id: None,
+                        };
+                        ix.add(&s, p.end);
+                    }
+                    end = next;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                torn_at = Some((scanner.offset, e.to_string()));
+                break;
+            }
+        }
+    }
+    if !tail_ok {
+        if let Some((off, why)) = torn_at {
+            return Err(segments.corrupt(no, off, format!("{why} in a sealed segment")));
+        }
+        // A sealed segment was flushed whole before the next one took any byte, so it is all
+        // zeros after its last record. Data after the zero length that stopped the scan means
+        // that length was damaged, and the records after it are acknowledged: not a tail.
+        let stop = scanner.offset;
+        let data_end = last_nonzero(file, stop, file_len)
+            .map_err(io_err(format!("read {}", segments.path(no).display())))?;
+        if data_end > stop {
+            return Err(segments.corrupt(
+                no,
+                stop,
+                format!(
+                    "record length zero but data follows up to offset {} in a sealed segment",
+                    data_end - 1
+                ),
+            ));
+        }
+        if !pending.is_empty() {
+            return Err(segments.corrupt(
+                no,
+                end,
+                "a transaction is cut off at the end of a sealed segment".into(),
+            ));
+        }
+    }
+    // Anything non-zero past `end` was never acknowledged. It can only lie within the writer's
+    // unsynced window; non-zero bytes beyond it mean the damage is not a torn tail.
+    let window_end = (end + UNSYNCED_BYTES_MAX).min(file_len);
+    let garbage_end = last_nonzero(file, end, window_end)
+        .map_err(io_err(format!("read {}", segments.path(no).display())))?;
+    if torn_at.is_some() || garbage_end > end {
+        let beyond = last_nonzero(file, window_end, file_len)
+            .map_err(io_err(format!("read {}", segments.path(no).display())))?;
+        if beyond > window_end {
+            let (off, why) = torn_at.unwrap_or((end, "unexpected data".into()));
+            return Err(segments.corrupt(
+                no,
+                off,
+                format!("{why}, followed by more data at offset {}: this is damage inside the log, not a torn tail, and is not repaired automatically", beyond - 1),
+            ));
+        }
+    }
+    ix.end_offset = end;
+    Ok(Scan {
+        segindex: ix,
+        end,
+        torn_at,
+        garbage_end: garbage_end.max(end),
+    })
+}
+
+/// One past the offset of the last non-zero byte in `[from, to)`, or `from` if all are zero.
+fn last_nonzero(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut last = from;
+    let mut off = from;
+    while off < to {
+        let n = ((to - off) as usize).min(buf.len());
+        let got = read_at_most(file, &mut buf[..n], off)?;
+        if got == 0 {
+            break;
+        }
+        if let Some(i) = buf[..got].iter().rposition(|&b| b != 0) {
+            last = off + i as u64 + 1;
+        }
+        off += got as u64;
+    }
+    Ok(last)
+}
+
+/// Applies a segment's checkpoint to the index, reading metadata records back from the log.
+pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> StoreResult<()> {
+    let mut stream_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
+    let mut type_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
+    let mut buf = Vec::new();
+    for e in &ix.entries {
+        let kind = SegIndex::kind(e);
+        let stream = &ix.strings[e.stream as usize];
+        let sid =
+            *stream_ids[e.stream as usize].get_or_insert_with(|| index.stream_id_or_insert(stream));
+        let (event_type, tid) = if kind == Kind::Event {
+            let t = &ix.strings[e.event_type as usize];
+            (
+                &**t,
+                Some(
+                    *type_ids[e.event_type as usize]
+                        .get_or_insert_with(|| index.type_id_or_insert(t)),
+                ),
+            )
+        } else {
+            (kind.system_type(), None)
+        };
+        let addr = format::addr(ix.segment_no, u64::from(e.offset));
+        let metadata = if kind == Kind::Metadata {
+            let r = segments.read_record(addr, &mut buf)?;
+            Some(serde_json::from_slice(r.data).map_err(|err| {
+                segments.corrupt(
+                    ix.segment_no,
+                    u64::from(e.offset),
+                    format!("stream metadata does not parse: {err}"),
+                )
+            })?)
+        } else {
+            None
+        };
+        let s = Summary {
+            kind,
+            flags: e.flags,
+            stream,
+            event_type,
+            position: e.position,
+            revision: e.revision,
+            addr,
+            id: None,
+        };
+        index
+            .apply(&s, sid, tid, metadata)
+            .map_err(|err| segments.corrupt(ix.segment_no, u64::from(e.offset), err.0))?;
+    }
+    Ok(())
+}
+
+/// Opens the store in `dir` and rebuilds its state.
+pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
+    let lock = lock_dir(dir)?;
+    let sync = options.durability == Durability::Fsync;
+    let mut numbers =
+        segment::list_segments(dir).map_err(io_err(format!("list {}", dir.display())))?;
+    if numbers.is_empty() {
+        let tmp = segment::preallocate(dir, 0, options.segment_bytes, sync).map_err(io_err(
+            format!("create the first segment in {}", dir.display()),
+        ))?;
+        std::fs::rename(&tmp, dir.join(segment_file_name(0))).map_err(io_err(format!(
+            "create the first segment in {}",
+            dir.display()
+        )))?;
+        if sync {
+            sync_dir(dir).map_err(io_err(format!("flush {}", dir.display())))?;
+        }
+        numbers.push(0);
+    }
+    let segments = Segments::new(dir.to_path_buf());
+    let mut index = Index::new();
+    let last_no = *numbers.last().expect("at least one segment exists here");
+    let mut start = None;
+    for &no in &numbers {
+        let path = segments.path(no);
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(no == last_no)
+                .open(&path)
+                .map_err(io_err(format!("open {}", path.display())))?,
+        );
+        let file_len = file
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?
+            .len();
+        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let n = read_at_most(&file, &mut header, 0)
+            .map_err(io_err(format!("read {}", path.display())))?;
+        match format::decode_segment_header(&header[..n]) {
+            Ok(found) if found == no => {}
+            Ok(found) => {
+                return Err(segments.corrupt(no, 0, format!("the header names segment {found}")));
+            }
+            Err(why) => return Err(segments.corrupt(no, 0, why)),
+        }
+        segments.insert(no, file.clone());
+        if no != last_no {
+            let ix = match SegIndex::load(dir, no) {
+                Ok(Some(ix)) if ix.end_offset <= file_len => ix,
+                other => {
+                    if let Err(why) = &other {
+                        tracing::warn!(segment = no, %why, "index checkpoint unusable; rescanning the segment");
+                    }
+                    let scan = scan_segment(&segments, no, &file, file_len, false)?;
+                    if let Err(e) = scan.segindex.write(dir, sync) {
+                        tracing::warn!(segment = no, error = %e, "could not write the index checkpoint");
+                    }
+                    scan.segindex
+                }
+            };
+            apply_segindex(&mut index, &segments, &ix)?;
+        } else {
+            let scan = scan_segment(&segments, no, &file, file_len, true)?;
+            if scan.garbage_end > scan.end {
+                let (off, why) = scan
+                    .torn_at
+                    .clone()
+                    .unwrap_or((scan.end, "unfinished transaction".into()));
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = off,
+                    %why,
+                    cut = scan.end,
+                    bytes = scan.garbage_end - scan.end,
+                    "torn tail found after a crash: cutting off the unacknowledged bytes"
+                );
+                let zeros = vec![0u8; (scan.garbage_end - scan.end) as usize];
+                options
+                    .io
+                    .write_all_at(&file, &zeros, scan.end)
+                    .map_err(io_err(format!("cut the torn tail of {}", path.display())))?;
+                options
+                    .io
+                    .sync_data(&file)
+                    .map_err(io_err(format!("flush {}", path.display())))?;
+            }
+            apply_segindex(&mut index, &segments, &scan.segindex)?;
+            index.end_addr = format::addr(no, scan.end);
+            start = Some(WriterStart {
+                active_no: no,
+                active: file,
+                offset: scan.end,
+                segindex: scan.segindex,
+            });
+        }
+    }
+    let start = start.expect("the last segment was scanned above");
+    Ok(Recovered {
+        index,
+        segments,
+        start,
+        lock,
+    })
+}

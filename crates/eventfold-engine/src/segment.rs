@@ -1,0 +1,290 @@
+//! Segment files: names, creation (preallocated and zero-filled), and reading records back.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eventfold_core::StoreError;
+use parking_lot::RwLock;
+
+use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
+
+/// The file name of segment `no`.
+pub fn segment_file_name(no: u32) -> String {
+    format!("{no:010}.seg")
+}
+
+/// The file name of a segment being preallocated (not yet part of the log).
+pub fn prealloc_file_name(no: u32) -> String {
+    format!("{no:010}.seg.prealloc")
+}
+
+/// The file name of a sealed segment's index checkpoint.
+pub fn index_file_name(no: u32) -> String {
+    format!("{no:010}.idx")
+}
+
+/// Parses `NNNNNNNNNN.seg`.
+pub fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
+}
+
+/// Flushes a directory so that names created or renamed in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `NNNNNNNNNN.seg.prealloc`: the header, then zeros up to `segment_bytes`, flushed
+/// when `sync`. The writer renames it into the log when it needs it.
+pub fn preallocate(dir: &Path, no: u32, segment_bytes: u64, sync: bool) -> io::Result<PathBuf> {
+    let path = dir.join(prealloc_file_name(no));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&path)?;
+    f.write_all_at(&format::encode_segment_header(no), 0)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut off = SEGMENT_HEADER_BYTES;
+    while off < segment_bytes {
+        let n = (segment_bytes - off).min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], off)?;
+        off += n as u64;
+    }
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(path)
+}
+
+/// The segment files of the log, open for reading, by number.
+#[derive(Debug, Default)]
+pub struct Segments {
+    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    dir: PathBuf,
+}
+
+impl Segments {
+    pub fn new(dir: PathBuf) -> Self {
+        Segments {
+            files: RwLock::default(),
+            dir,
+        }
+    }
+
+    pub fn insert(&self, no: u32, file: Arc<File>) {
+        self.files.write().insert(no, file);
+    }
+
+    pub fn file(&self, no: u32) -> Option<Arc<File>> {
+        self.files.read().get(&no).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.files.read().len()
+    }
+
+    pub fn path(&self, no: u32) -> PathBuf {
+        self.dir.join(segment_file_name(no))
+    }
+
+    /// Reads the record at `addr` into `buf` (reused between calls) and decodes it.
+    pub fn read_record<'b>(
+        &self,
+        addr: u64,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<RecordIn<'b>, StoreError> {
+        let (no, off) = format::split_addr(addr);
+        let file = self.file(no).ok_or_else(|| {
+            self.corrupt(no, off, "the segment holding this record is missing".into())
+        })?;
+        // One read of 4 KiB covers most records; a larger one needs a second read.
+        const FIRST_READ_BYTES: usize = 4096;
+        buf.resize(FIRST_READ_BYTES, 0);
+        let n = read_at_most(&file, buf, off)
+            .map_err(|e| StoreError::io(format!("read {}", self.path(no).display()), e))?;
+        buf.truncate(n);
+        if let Some(total) = format::frame_len(buf)
+            && total > buf.len()
+        {
+            let have = buf.len();
+            buf.resize(total, 0);
+            let m = read_at_most(&file, &mut buf[have..], off + have as u64)
+                .map_err(|e| StoreError::io(format!("read {}", self.path(no).display()), e))?;
+            buf.truncate(have + m);
+        }
+        match format::decode(buf) {
+            Ok((r, _)) => Ok(r),
+            Err(e) => Err(self.corrupt(no, off, e.to_string())),
+        }
+    }
+
+    /// Reads the records at `addrs` (in log order) and hands each to `f`. Records that lie close
+    /// together in the same segment are fetched with one read: a stream written in batches
+    /// costs a few reads per page, not one per event.
+    pub fn read_many(
+        &self,
+        addrs: &[u64],
+        mut f: impl FnMut(u64, RecordIn<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        /// Records further apart than this are read separately.
+        const COALESCE_BYTES: u64 = 64 << 10;
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < addrs.len() {
+            let (no, start) = format::split_addr(addrs[i]);
+            let mut j = i + 1;
+            while j < addrs.len() {
+                let (n2, o2) = format::split_addr(addrs[j]);
+                if n2 != no || o2 < start || o2 - start >= COALESCE_BYTES {
+                    break;
+                }
+                j += 1;
+            }
+            if j == i + 1 {
+                let r = self.read_record(addrs[i], &mut buf)?;
+                f(addrs[i], r)?;
+                i = j;
+                continue;
+            }
+            let file = self.file(no).ok_or_else(|| {
+                self.corrupt(
+                    no,
+                    start,
+                    "the segment holding this record is missing".into(),
+                )
+            })?;
+            let (_, last) = format::split_addr(addrs[j - 1]);
+            // Enough for the last record's header and a typical body; longer ones are re-read.
+            buf.resize((last - start) as usize + 4096, 0);
+            let n = read_at_most(&file, &mut buf, start)
+                .map_err(|e| StoreError::io(format!("read {}", self.path(no).display()), e))?;
+            buf.truncate(n);
+            let mut single = Vec::new();
+            for &a in &addrs[i..j] {
+                let rel = (format::split_addr(a).1 - start) as usize;
+                match buf.get(rel..).map(format::decode) {
+                    Some(Ok((r, _))) => f(a, r)?,
+                    // Cut off by the window: read it on its own.
+                    _ => {
+                        let r = self.read_record(a, &mut single)?;
+                        f(a, r)?;
+                    }
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    pub fn corrupt(&self, no: u32, offset: u64, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            file: self.path(no).display().to_string(),
+            offset,
+            detail,
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file.
+pub fn read_at_most(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// A forward reader over one segment's records, reading in large chunks.
+#[derive(Debug)]
+pub struct SegmentScanner {
+    file: Arc<File>,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_off: u64,
+    /// Offset of the next record.
+    pub offset: u64,
+    /// Do not read at or past this offset.
+    end: u64,
+}
+
+/// How much a scanner reads at once.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+impl SegmentScanner {
+    pub fn new(file: Arc<File>, offset: u64, end: u64) -> Self {
+        SegmentScanner {
+            file,
+            buf: Vec::new(),
+            buf_off: offset,
+            offset,
+            end,
+        }
+    }
+
+    /// The next record and its offset; `Ok(None)` at `end` or at the zero-filled tail.
+    pub fn next_record(&mut self) -> io::Result<Result<Option<(u64, RecordIn<'_>)>, FrameError>> {
+        if self.offset >= self.end {
+            return Ok(Ok(None));
+        }
+        let mut rel = (self.offset - self.buf_off) as usize;
+        let needed = match self.buf.get(rel..).and_then(format::frame_len) {
+            Some(n) => n,
+            None => format::FRAME_HEADER_BYTES,
+        };
+        if rel + needed > self.buf.len() {
+            self.fill(needed)?;
+            rel = 0;
+        }
+        let avail_end = ((self.end - self.buf_off) as usize).min(self.buf.len());
+        match format::decode(&self.buf[rel..avail_end.max(rel)]) {
+            Ok((r, n)) => {
+                let at = self.offset;
+                self.offset += n as u64;
+                Ok(Ok(Some((at, r))))
+            }
+            Err(FrameError::End) => Ok(Ok(None)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn fill(&mut self, needed: usize) -> io::Result<()> {
+        let want = needed
+            .max(SCAN_CHUNK_BYTES)
+            .min((self.end - self.offset) as usize);
+        self.buf.resize(want, 0);
+        let n = read_at_most(&self.file, &mut self.buf, self.offset)?;
+        self.buf.truncate(n);
+        self.buf_off = self.offset;
+        Ok(())
+    }
+}
+
+/// Lists the segment numbers in `dir`, sorted, and removes leftovers of interrupted work
+/// (preallocations and temporary index files).
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(no) = parse_segment_file_name(name) {
+            out.push(no);
+        } else if name.ends_with(".prealloc") || name.ends_with(".tmp") {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

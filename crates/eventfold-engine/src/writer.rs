@@ -1,0 +1,693 @@
+//! The one writer: drains the bounded append queue in groups, checks each request against the
+//! stream heads, writes the group with one `write` and one `fdatasync`, then publishes it to the
+//! indexes, wakes subscribers and answers every waiter. Runs on its own OS thread because
+//! `fdatasync` blocks.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use eventfold_core::{
+    AppendResult, DeleteMode, EventId, ExpectedRevision, NewEvent, Position, Revision, StoreError,
+    StoreResult, StreamMetadata, StreamName, Timestamp,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::Shared;
+use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
+use crate::index::{LastBatch, Summary};
+use crate::options::{Durability, EngineOptions};
+use crate::segindex::SegIndex;
+use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
+
+/// A change for the writer.
+#[derive(Debug)]
+pub enum Op {
+    Append {
+        stream: StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    },
+    SetMetadata {
+        stream: StreamName,
+        metadata: StreamMetadata,
+    },
+    Delete {
+        stream: StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    },
+}
+
+/// What the writer answers.
+#[derive(Debug)]
+pub enum Reply {
+    Appended(AppendResult),
+    Done,
+}
+
+/// One queued change and where to answer.
+#[derive(Debug)]
+pub struct Request {
+    pub op: Op,
+    /// Upper bound of the bytes it takes in the log.
+    pub encoded_bytes: usize,
+    pub reply: oneshot::Sender<StoreResult<Reply>>,
+}
+
+/// Where the writer starts after recovery.
+#[derive(Debug)]
+pub struct WriterStart {
+    pub active_no: u32,
+    pub active: Arc<File>,
+    pub offset: u64,
+    pub segindex: SegIndex,
+}
+
+/// The head of a stream as this group sees it: committed state plus the group's staged changes.
+#[derive(Debug, Clone)]
+struct Head {
+    next_revision: u64,
+    deleted_before: u64,
+    tombstoned: bool,
+    last_batch: Option<LastBatch>,
+    /// Ids of `last_batch` when it was staged in this group.
+    staged_ids: Option<Vec<[u8; 16]>>,
+}
+
+impl Head {
+    fn actual(&self) -> Option<Revision> {
+        (self.next_revision > self.deleted_before).then(|| Revision(self.next_revision - 1))
+    }
+}
+
+/// A record written in this group, waiting for the flush before it is published.
+#[derive(Debug)]
+struct Staged {
+    kind: Kind,
+    flags: u8,
+    stream: Arc<str>,
+    event_type: Arc<str>,
+    position: u64,
+    revision: u64,
+    addr: u64,
+    end_offset: u64,
+    id: [u8; 16],
+    metadata: Option<StreamMetadata>,
+}
+
+enum Job {
+    Prealloc {
+        no: u32,
+        done: std_mpsc::SyncSender<std::io::Result<()>>,
+    },
+    WriteIndex(SegIndex),
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    opts: EngineOptions,
+    dir: PathBuf,
+    active_no: u32,
+    active: Arc<File>,
+    offset: u64,
+    segindex: SegIndex,
+    prealloc: Option<std_mpsc::Receiver<std::io::Result<()>>>,
+    jobs: std_mpsc::SyncSender<Job>,
+    housekeeper: Option<std::thread::JoinHandle<()>>,
+    commit: watch::Sender<u64>,
+    last_ts: i64,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+    carry: Option<Request>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("active_no", &self.active_no)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        opts: EngineOptions,
+        start: WriterStart,
+        commit: watch::Sender<u64>,
+    ) -> Self {
+        let dir = shared.dir.clone();
+        let (jobs, rx) = std_mpsc::sync_channel::<Job>(4);
+        let hk_dir = dir.clone();
+        let segment_bytes = opts.segment_bytes;
+        let sync = opts.durability == Durability::Fsync;
+        let housekeeper = std::thread::Builder::new()
+            .name("eventfold-housekeeper".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Prealloc { no, done } => {
+                            let r = segment::preallocate(&hk_dir, no, segment_bytes, sync).map(|_| ());
+                            let _ = done.send(r);
+                        }
+                        Job::WriteIndex(ix) => {
+                            if let Err(e) = ix.write(&hk_dir, sync) {
+                                tracing::warn!(segment = ix.segment_no, error = %e, "could not write the index checkpoint; it will be rebuilt from the segment on the next open");
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        let mut w = Writer {
+            shared,
+            opts,
+            dir,
+            active_no: start.active_no,
+            active: start.active,
+            offset: start.offset,
+            segindex: start.segindex,
+            prealloc: None,
+            jobs,
+            housekeeper,
+            commit,
+            last_ts: 0,
+            poisoned: None,
+            buf: Vec::with_capacity(1 << 20),
+            carry: None,
+        };
+        w.start_prealloc();
+        w
+    }
+
+    fn start_prealloc(&mut self) {
+        let (done, rx) = std_mpsc::sync_channel(1);
+        if self
+            .jobs
+            .send(Job::Prealloc {
+                no: self.active_no + 1,
+                done,
+            })
+            .is_ok()
+        {
+            self.prealloc = Some(rx);
+        }
+    }
+
+    fn sync(&self) -> bool {
+        self.opts.durability == Durability::Fsync
+    }
+
+    /// Runs until every sender is gone, then seals nothing (the active segment stays active).
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        loop {
+            let first = match self.carry.take() {
+                Some(r) => r,
+                None => match rx.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let mut group = vec![first];
+            let mut bytes = group[0].encoded_bytes;
+            while let Ok(r) = rx.try_recv() {
+                if bytes + r.encoded_bytes > self.opts.group_commit_bytes_max {
+                    self.carry = Some(r);
+                    break;
+                }
+                bytes += r.encoded_bytes;
+                group.push(r);
+            }
+            self.process(group);
+        }
+        // Queue closed: the engine is shutting down. Stop the housekeeper after its last job.
+        let Writer {
+            jobs, housekeeper, ..
+        } = self;
+        drop(jobs);
+        if let Some(h) = housekeeper {
+            let _ = h.join();
+        }
+    }
+
+    fn process(&mut self, group: Vec<Request>) {
+        if let Some(cause) = &self.poisoned {
+            for r in group {
+                let _ = r.reply.send(Err(StoreError::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+            return;
+        }
+        let now = Timestamp::now().micros().max(self.last_ts);
+        self.last_ts = now;
+        let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut answers: Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)> =
+            Vec::with_capacity(group.len());
+        let mut next_position = self.shared.index.read().next_position;
+        self.buf.clear();
+        let mut buf_start = self.offset;
+
+        let mut requests = group.into_iter();
+        while let Some(req) = requests.next() {
+            let stream = op_stream(&req.op).clone();
+            let key = stream.as_arc().clone();
+            let head = match heads.get(&key) {
+                Some(h) => h.clone(),
+                None => self.head_of(&stream),
+            };
+            // Is this request a replay or refused? Decide before writing anything.
+            let verdict = self.check(&req.op, &stream, &head);
+            let outcome = match verdict {
+                Err(e) => Err(e),
+                Ok(Some(replay)) => Ok(Reply::Appended(replay)),
+                Ok(None) => {
+                    // Make room: a transaction never spans segments.
+                    if buf_start + (self.buf.len() + req.encoded_bytes) as u64
+                        > self.opts.segment_bytes
+                    {
+                        // Everything staged so far goes to the segment being sealed: flush it,
+                        // publish it and answer it before the new segment takes any byte.
+                        if let Err(e) = self.flush(buf_start) {
+                            self.poison(e, &mut answers, Some(req.reply));
+                            // The rest of the group is refused with the cause too (dropping
+                            // them would answer `Closed`).
+                            self.process(requests.collect());
+                            return;
+                        }
+                        self.publish(std::mem::take(&mut staged));
+                        for (tx, r) in answers.drain(..) {
+                            let _ = tx.send(r);
+                        }
+                        if let Err(e) = self.roll() {
+                            self.poison(e, &mut answers, Some(req.reply));
+                            self.process(requests.collect());
+                            return;
+                        }
+                        buf_start = self.offset;
+                    }
+                    let mut h = head;
+                    let r = self.stage(
+                        req.op,
+                        &stream,
+                        &mut h,
+                        &mut next_position,
+                        now,
+                        buf_start,
+                        &mut staged,
+                    );
+                    heads.insert(key, h);
+                    Ok(r)
+                }
+            };
+            answers.push((req.reply, outcome));
+        }
+        if let Err(e) = self.flush(buf_start) {
+            self.poison(e, &mut answers, None);
+            return;
+        }
+        self.publish(staged);
+        for (tx, r) in answers {
+            let _ = tx.send(r);
+        }
+    }
+
+    fn head_of(&self, stream: &StreamName) -> Head {
+        let index = self.shared.index.read();
+        match index.stream(stream.as_str()) {
+            Some(st) => Head {
+                next_revision: st.next_revision(),
+                deleted_before: st.deleted_before,
+                tombstoned: st.tombstoned,
+                last_batch: st.last_batch,
+                staged_ids: None,
+            },
+            None => Head {
+                next_revision: 0,
+                deleted_before: 0,
+                tombstoned: false,
+                last_batch: None,
+                staged_ids: None,
+            },
+        }
+    }
+
+    /// `Ok(Some(result))` for an idempotent replay, `Ok(None)` to write, `Err` to refuse.
+    fn check(
+        &self,
+        op: &Op,
+        stream: &StreamName,
+        head: &Head,
+    ) -> StoreResult<Option<AppendResult>> {
+        if head.tombstoned {
+            return Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        let wrong = |expected| StoreError::WrongExpectedRevision {
+            stream: stream.clone(),
+            expected,
+            actual: head.actual(),
+        };
+        match op {
+            Op::Append {
+                expected, events, ..
+            } => {
+                if let Some(lb) = head.last_batch
+                    && lb.len == events.len() as u64
+                    && self.same_ids(stream, head, &lb, events)?
+                {
+                    return Ok(Some(AppendResult {
+                        stream: stream.clone(),
+                        first_revision: Revision(lb.first_revision),
+                        last_revision: Revision(lb.first_revision + lb.len - 1),
+                        first_position: Position(lb.first_position),
+                        last_position: Position(lb.last_position),
+                        idempotent_replay: true,
+                    }));
+                }
+                if !expected.is_satisfied_by(head.actual()) {
+                    return Err(wrong(*expected));
+                }
+                Ok(None)
+            }
+            Op::SetMetadata { .. } => Ok(None),
+            Op::Delete { expected, mode, .. } => {
+                if !expected.is_satisfied_by(head.actual()) {
+                    return Err(wrong(*expected));
+                }
+                if *mode == DeleteMode::Soft && head.actual().is_none() {
+                    return Err(StoreError::StreamNotFound {
+                        stream: stream.clone(),
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn same_ids(
+        &self,
+        stream: &StreamName,
+        head: &Head,
+        lb: &LastBatch,
+        events: &[NewEvent],
+    ) -> StoreResult<bool> {
+        if let Some(ids) = &head.staged_ids {
+            return Ok(ids.iter().zip(events).all(|(a, e)| a == e.id.as_bytes()));
+        }
+        if let Some(first) = lb.first_id
+            && first != *events[0].id.as_bytes()
+        {
+            return Ok(false);
+        }
+        let addrs: Vec<u64> = {
+            let index = self.shared.index.read();
+            let Some(st) = index.stream(stream.as_str()) else {
+                return Ok(false);
+            };
+            let from = lb.first_revision as usize;
+            st.addrs
+                .get(from..from + lb.len as usize)
+                .map(<[u64]>::to_vec)
+                .unwrap_or_default()
+        };
+        if addrs.len() != events.len() {
+            return Ok(false);
+        }
+        let mut buf = Vec::new();
+        for (a, e) in addrs.iter().zip(events) {
+            if self.shared.segments.read_record(*a, &mut buf)?.id != *e.id.as_bytes() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encodes the op's records into the group buffer and updates the head.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &mut self,
+        op: Op,
+        stream: &StreamName,
+        head: &mut Head,
+        next_position: &mut u64,
+        now: i64,
+        buf_start: u64,
+        staged: &mut Vec<Staged>,
+    ) -> Reply {
+        let name = stream.as_arc().clone();
+        let mut push = |w: &mut Writer, rec: RecordOut<'_>, metadata: Option<StreamMetadata>| {
+            let offset = buf_start + w.buf.len() as u64;
+            rec.encode_into(&mut w.buf);
+            staged.push(Staged {
+                kind: rec.kind,
+                flags: rec.flags,
+                stream: name.clone(),
+                event_type: Arc::from(rec.event_type),
+                position: rec.position,
+                revision: rec.revision,
+                addr: format::addr(w.active_no, offset),
+                end_offset: buf_start + w.buf.len() as u64,
+                id: rec.id,
+                metadata,
+            });
+        };
+        fn system<'a>(
+            kind: Kind,
+            stream: &'a str,
+            position: u64,
+            revision: u64,
+            now: i64,
+            data: &'a [u8],
+        ) -> RecordOut<'a> {
+            RecordOut {
+                kind,
+                flags: FLAG_TX_END,
+                stream,
+                event_type: kind.system_type(),
+                content_type: "application/json",
+                position,
+                revision,
+                timestamp_us: now,
+                id: *EventId::new_v7().as_bytes(),
+                schema_version: 1,
+                metadata: b"",
+                data,
+            }
+        }
+        match op {
+            Op::Append { events, .. } => {
+                let first_revision = head.next_revision;
+                let first_position = *next_position;
+                let n = events.len();
+                let mut ids = Vec::with_capacity(n);
+                for (i, e) in events.iter().enumerate() {
+                    let metadata = if e.metadata.is_empty() {
+                        Vec::new()
+                    } else {
+                        serde_json::to_vec(&e.metadata).expect("a JSON map always serializes")
+                    };
+                    let rec = RecordOut {
+                        kind: Kind::Event,
+                        flags: if i + 1 == n { FLAG_TX_END } else { 0 },
+                        stream: stream.as_str(),
+                        event_type: e.event_type.as_str(),
+                        content_type: e.content_type.as_str(),
+                        position: *next_position,
+                        revision: head.next_revision,
+                        timestamp_us: now,
+                        id: *e.id.as_bytes(),
+                        schema_version: e.schema_version,
+                        metadata: &metadata,
+                        data: &e.data,
+                    };
+                    push(self, rec, None);
+                    ids.push(*e.id.as_bytes());
+                    *next_position += 1;
+                    head.next_revision += 1;
+                }
+                let last_position = *next_position - 1;
+                head.last_batch = Some(LastBatch {
+                    first_revision,
+                    len: n as u64,
+                    first_position,
+                    last_position,
+                    first_id: ids.first().copied(),
+                });
+                head.staged_ids = Some(ids);
+                Reply::Appended(AppendResult {
+                    stream: stream.clone(),
+                    first_revision: Revision(first_revision),
+                    last_revision: Revision(head.next_revision - 1),
+                    first_position: Position(first_position),
+                    last_position: Position(last_position),
+                    idempotent_replay: false,
+                })
+            }
+            Op::SetMetadata { metadata, .. } => {
+                let data =
+                    serde_json::to_vec(&metadata).expect("stream metadata always serializes");
+                let last = head.next_revision.checked_sub(1).unwrap_or(NO_REVISION);
+                push(
+                    self,
+                    system(
+                        Kind::Metadata,
+                        stream.as_str(),
+                        *next_position,
+                        last,
+                        now,
+                        &data,
+                    ),
+                    Some(metadata),
+                );
+                *next_position += 1;
+                Reply::Done
+            }
+            Op::Delete { mode, .. } => {
+                let last = head.next_revision.checked_sub(1).unwrap_or(NO_REVISION);
+                let kind = match mode {
+                    DeleteMode::Soft => {
+                        head.deleted_before = head.next_revision;
+                        Kind::SoftDelete
+                    }
+                    DeleteMode::Hard => {
+                        head.tombstoned = true;
+                        Kind::Tombstone
+                    }
+                };
+                push(
+                    self,
+                    system(kind, stream.as_str(), *next_position, last, now, b""),
+                    None,
+                );
+                *next_position += 1;
+                Reply::Done
+            }
+        }
+    }
+
+    /// Writes the group buffer at `buf_start` of the active segment and flushes it.
+    fn flush(&mut self, buf_start: u64) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.opts
+            .io
+            .write_all_at(&self.active, &self.buf, buf_start)?;
+        if self.sync() {
+            self.opts.io.sync_data(&self.active)?;
+        }
+        self.offset = buf_start + self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Seals the active segment and makes the preallocated next one active.
+    fn roll(&mut self) -> std::io::Result<()> {
+        let next = self.active_no + 1;
+        let ready = self.prealloc.take().map(|rx| {
+            rx.recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("housekeeper stopped")))
+        });
+        let prealloc = self.dir.join(prealloc_file_name(next));
+        if !matches!(ready, Some(Ok(()))) {
+            segment::preallocate(&self.dir, next, self.opts.segment_bytes, self.sync())?;
+        }
+        let path = self.dir.join(segment_file_name(next));
+        std::fs::rename(&prealloc, &path)?;
+        if self.sync() {
+            sync_dir(&self.dir)?;
+        }
+        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
+        self.shared.segments.insert(next, file.clone());
+        let sealed = std::mem::replace(&mut self.segindex, SegIndex::new(next));
+        let _ = self.jobs.send(Job::WriteIndex(sealed));
+        self.active_no = next;
+        self.active = file;
+        self.offset = SEGMENT_HEADER_BYTES;
+        self.start_prealloc();
+        Ok(())
+    }
+
+    /// Makes the flushed group visible: indexes, watermark, subscribers.
+    fn publish(&mut self, staged: Vec<Staged>) {
+        if staged.is_empty() {
+            return;
+        }
+        let mut index = self.shared.index.write();
+        for s in &staged {
+            let sum = Summary {
+                kind: s.kind,
+                flags: s.flags,
+                stream: &s.stream,
+                event_type: &s.event_type,
+                position: s.position,
+                revision: s.revision,
+                addr: s.addr,
+                id: Some(s.id),
+            };
+            let sid = index.stream_id_or_insert(&s.stream);
+            let tid = (s.kind == Kind::Event).then(|| index.type_id_or_insert(&s.event_type));
+            if let Err(e) = index.apply(&sum, sid, tid, s.metadata.clone()) {
+                // The writer checked every rule the index checks; this is a bug, not bad input.
+                tracing::error!(error = %e.0, "the index refused a record the writer staged");
+            }
+            if (s.addr >> 32) as u32 == self.segindex.segment_no {
+                self.segindex.add(&sum, s.end_offset);
+            } else {
+                // Roll-over publishes everything staged before it, so this is a bug.
+                tracing::error!(
+                    position = s.position,
+                    "staged record belongs to a sealed segment"
+                );
+            }
+        }
+        index.end_addr = format::addr(self.active_no, self.offset);
+        let next = index.next_position;
+        drop(index);
+        self.commit.send_replace(next);
+    }
+
+    fn poison(
+        &mut self,
+        e: std::io::Error,
+        answers: &mut Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)>,
+        pending: Option<oneshot::Sender<StoreResult<Reply>>>,
+    ) {
+        let cause = format!(
+            "write or flush of segment {} failed: {e}",
+            self.dir.join(segment_file_name(self.active_no)).display()
+        );
+        tracing::error!(%cause, "storage failure: the store stops accepting writes");
+        self.poisoned = Some(cause.clone());
+        *self.shared.poisoned.lock() = Some(cause.clone());
+        let err = || StoreError::Poisoned {
+            cause: cause.clone(),
+        };
+        for (tx, r) in answers.drain(..) {
+            // Refusals decided before the failure stand; anything that would have been written fails.
+            let r = match r {
+                Ok(_) => Err(err()),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(r);
+        }
+        if let Some(tx) = pending {
+            let _ = tx.send(Err(err()));
+        }
+    }
+}
+
+fn op_stream(op: &Op) -> &StreamName {
+    match op {
+        Op::Append { stream, .. } | Op::SetMetadata { stream, .. } | Op::Delete { stream, .. } => {
+            stream
+        }
+    }
+}

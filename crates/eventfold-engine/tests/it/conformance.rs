@@ -1,0 +1,10 @@
+use eventfold_engine::{Engine, EngineOptions};
+
+eventfold_conformance::conformance_tests!(
+    || async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("open engine");
+        (engine, dir)
+    },
+    limits = EngineOptions::for_tests().limits
+);

@@ -1,0 +1,8 @@
+//! The engine's integration tests: one binary, a module per feature.
+
+mod basics;
+mod conformance;
+mod crash;
+mod faults;
+mod model;
+mod support;

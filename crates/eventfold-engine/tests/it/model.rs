@@ -1,0 +1,571 @@
+//! Model-based test: random appends, reads, metadata changes, deletes and reopens, applied to
+//! the engine and to a plain in-memory model of the contract, compared after every step.
+
+use std::collections::BTreeMap;
+
+use eventfold_core::{
+    DeleteMode, EventFilter, EventId, EventStore, EventType, ExpectedRevision, NewEvent, ReadAll,
+    ReadFrom, ReadStream, Revision, StoreError, StreamMetadata, StreamName,
+};
+use eventfold_engine::Engine;
+use proptest::prelude::*;
+
+use crate::support::open;
+
+const STREAMS: [&str; 4] = ["order-1", "order-2", "user-1", "misc"];
+const TYPES: [&str; 3] = ["placed", "paid", "shipped"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        stream: usize,
+        types: Vec<usize>,
+        expected: ExpectedRevision,
+        retry_last: bool,
+    },
+    ReadStream {
+        stream: usize,
+        backward: bool,
+        from: Option<u64>,
+        limit: usize,
+    },
+    ReadAll {
+        backward: bool,
+        from: Option<u64>,
+        limit: usize,
+        filter: Option<(bool, usize)>,
+    },
+    SetMetadata {
+        stream: usize,
+        max_count: Option<u64>,
+        truncate_before: Option<u64>,
+    },
+    Delete {
+        stream: usize,
+        hard: bool,
+        expected: ExpectedRevision,
+    },
+    Reopen,
+}
+
+fn expected() -> impl Strategy<Value = ExpectedRevision> {
+    prop_oneof![
+        3 => Just(ExpectedRevision::Any),
+        1 => Just(ExpectedRevision::NoStream),
+        1 => Just(ExpectedRevision::Exists),
+        1 => (0u64..8).prop_map(ExpectedRevision::Exact),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..STREAMS.len(), prop::collection::vec(0..TYPES.len(), 1..5), expected(), prop::bool::weighted(0.15))
+            .prop_map(|(stream, types, expected, retry_last)| Op::Append { stream, types, expected, retry_last }),
+        3 => (0..STREAMS.len(), any::<bool>(), prop::option::of(0u64..10), 1usize..6)
+            .prop_map(|(stream, backward, from, limit)| Op::ReadStream { stream, backward, from, limit }),
+        3 => (any::<bool>(), prop::option::of(0u64..40), 1usize..8, prop::option::of((any::<bool>(), 0usize..3)))
+            .prop_map(|(backward, from, limit, filter)| Op::ReadAll { backward, from, limit, filter }),
+        1 => (0..STREAMS.len(), prop::option::of(0u64..4), prop::option::of(0u64..6))
+            .prop_map(|(stream, max_count, truncate_before)| Op::SetMetadata { stream, max_count, truncate_before }),
+        1 => (0..STREAMS.len(), prop::bool::weighted(0.2), prop_oneof![3 => Just(ExpectedRevision::Any), 1 => expected()])
+            .prop_map(|(stream, hard, expected)| Op::Delete { stream, hard, expected }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ev {
+    id: EventId,
+    stream: String,
+    event_type: String,
+    revision: u64,
+    position: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MStream {
+    events: Vec<Ev>,
+    deleted_before: u64,
+    tombstoned: bool,
+    metadata: StreamMetadata,
+    last_batch: Option<(Vec<EventId>, u64, u64, u64, u64)>,
+}
+
+impl MStream {
+    fn actual(&self) -> Option<u64> {
+        let next = self.events.len() as u64;
+        (next > self.deleted_before).then(|| next - 1)
+    }
+    fn visible_from(&self) -> u64 {
+        let next = self.events.len() as u64;
+        let mut lo = self.deleted_before;
+        if let Some(tb) = self.metadata.truncate_before {
+            lo = lo.max(tb.0);
+        }
+        if let Some(mc) = self.metadata.max_count {
+            lo = lo.max(next.saturating_sub(mc));
+        }
+        lo.min(next)
+    }
+    fn visible(&self) -> &[Ev] {
+        if self.tombstoned {
+            &[]
+        } else {
+            &self.events[self.visible_from() as usize..]
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    streams: BTreeMap<String, MStream>,
+    next_position: u64,
+}
+
+/// The outcome of an operation, as both sides report it.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ok(Vec<(String, u64, u64)>, Option<u64>),
+    Err(String),
+}
+
+fn err_code(e: &StoreError) -> Outcome {
+    match e {
+        StoreError::WrongExpectedRevision { actual, .. } => {
+            Outcome::Err(format!("wrong_expected_revision actual={actual:?}"))
+        }
+        other => Outcome::Err(other.code().to_owned()),
+    }
+}
+
+impl Model {
+    fn append(
+        &mut self,
+        stream: &str,
+        ids: &[EventId],
+        types: &[&str],
+        expected: ExpectedRevision,
+    ) -> Outcome {
+        let s = self.streams.entry(stream.to_owned()).or_default();
+        if s.tombstoned {
+            return Outcome::Err("stream_deleted".into());
+        }
+        if let Some((last_ids, fr, lr, fp, lp)) = &s.last_batch
+            && last_ids == ids
+        {
+            return Outcome::Ok(
+                vec![(stream.to_owned(), *fr, *fp), (stream.to_owned(), *lr, *lp)],
+                None,
+            );
+        }
+        let actual = s.actual();
+        if !expected.is_satisfied_by(actual.map(Revision)) {
+            return Outcome::Err(format!(
+                "wrong_expected_revision actual={:?}",
+                actual.map(Revision)
+            ));
+        }
+        let first_rev = s.events.len() as u64;
+        let first_pos = self.next_position;
+        for (id, t) in ids.iter().zip(types) {
+            let revision = s.events.len() as u64;
+            s.events.push(Ev {
+                id: *id,
+                stream: stream.to_owned(),
+                event_type: (*t).to_owned(),
+                revision,
+                position: self.next_position,
+                data: format!("{id}").into_bytes(),
+            });
+            self.next_position += 1;
+        }
+        let (lr, lp) = (s.events.len() as u64 - 1, self.next_position - 1);
+        s.last_batch = Some((ids.to_vec(), first_rev, lr, first_pos, lp));
+        Outcome::Ok(
+            vec![
+                (stream.to_owned(), first_rev, first_pos),
+                (stream.to_owned(), lr, lp),
+            ],
+            None,
+        )
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        backward: bool,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Outcome {
+        let Some(s) = self.streams.get(stream) else {
+            return Outcome::Err("stream_not_found".into());
+        };
+        if s.tombstoned {
+            return Outcome::Err("stream_deleted".into());
+        }
+        if s.actual().is_none() {
+            return Outcome::Err("stream_not_found".into());
+        }
+        let vis = s.visible();
+        let picked: Vec<&Ev> = if backward {
+            let start = from.unwrap_or(u64::MAX);
+            vis.iter().rev().filter(|e| e.revision <= start).collect()
+        } else {
+            let start = from.unwrap_or(0);
+            vis.iter().filter(|e| e.revision >= start).collect()
+        };
+        let next = picked.get(limit).map(|e| e.revision);
+        Outcome::Ok(
+            picked
+                .iter()
+                .take(limit)
+                .map(|e| (e.stream.clone(), e.revision, e.position))
+                .collect(),
+            next,
+        )
+    }
+
+    fn all_visible(&self) -> Vec<&Ev> {
+        let mut v: Vec<&Ev> = self
+            .streams
+            .values()
+            .flat_map(|s| s.visible().iter())
+            .collect();
+        v.sort_by_key(|e| e.position);
+        v
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    engine: Option<Engine>,
+    model: Model,
+}
+
+fn name(i: usize) -> StreamName {
+    StreamName::new(STREAMS[i]).expect("valid")
+}
+
+fn slice_outcome(events: &[eventfold_core::RecordedEvent], next: Option<u64>) -> Outcome {
+    Outcome::Ok(
+        events
+            .iter()
+            .map(|e| (e.stream.to_string(), e.revision.0, e.position.0))
+            .collect(),
+        next,
+    )
+}
+
+impl Harness {
+    fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine is open between steps")
+    }
+
+    async fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Append {
+                stream,
+                types,
+                expected,
+                retry_last,
+            } => {
+                let s = STREAMS[*stream];
+                let ids: Vec<EventId> = match (
+                    retry_last,
+                    self.model.streams.get(s).and_then(|m| m.last_batch.clone()),
+                ) {
+                    (true, Some((ids, ..))) => ids,
+                    _ => types.iter().map(|_| EventId::new_v7()).collect(),
+                };
+                let tnames: Vec<String> = if ids.len() == types.len() {
+                    types.iter().map(|&t| TYPES[t].to_owned()).collect()
+                } else {
+                    // A retry resends the original batch: its types come from the model.
+                    let m = &self.model.streams[s];
+                    ids.iter()
+                        .map(|id| {
+                            m.events
+                                .iter()
+                                .find(|e| e.id == *id)
+                                .map_or("placed".to_owned(), |e| e.event_type.clone())
+                        })
+                        .collect()
+                };
+                let events: Vec<NewEvent> = ids
+                    .iter()
+                    .zip(&tnames)
+                    .map(|(id, t)| {
+                        NewEvent::bytes(
+                            EventType::new(t).expect("valid"),
+                            eventfold_core::ContentType::new("text/plain").expect("valid"),
+                            format!("{id}").into_bytes(),
+                        )
+                        .with_id(*id)
+                    })
+                    .collect();
+                let got = match self
+                    .engine()
+                    .append(&name(*stream), *expected, events)
+                    .await
+                {
+                    Ok(r) => Outcome::Ok(
+                        vec![
+                            (s.to_owned(), r.first_revision.0, r.first_position.0),
+                            (s.to_owned(), r.last_revision.0, r.last_position.0),
+                        ],
+                        None,
+                    ),
+                    Err(e) => err_code(&e),
+                };
+                let tref: Vec<&str> = tnames.iter().map(String::as_str).collect();
+                let want = self.model.append(s, &ids, &tref, *expected);
+                prop_assert_eq!(got, want, "append {:?}", op);
+            }
+            Op::ReadStream {
+                stream,
+                backward,
+                from,
+                limit,
+            } => {
+                let read = ReadStream {
+                    from: from.map_or(
+                        if *backward {
+                            ReadFrom::End
+                        } else {
+                            ReadFrom::Start
+                        },
+                        |f| ReadFrom::At(Revision(f)),
+                    ),
+                    direction: if *backward {
+                        eventfold_core::Direction::Backward
+                    } else {
+                        eventfold_core::Direction::Forward
+                    },
+                    limit: *limit,
+                };
+                let got = match self.engine().read_stream(&name(*stream), read).await {
+                    Ok(s) => slice_outcome(&s.events, s.next.map(|r| r.0)),
+                    Err(e) => err_code(&e),
+                };
+                let want = self
+                    .model
+                    .read_stream(STREAMS[*stream], *backward, *from, *limit);
+                prop_assert_eq!(got, want, "read_stream {:?}", op);
+            }
+            Op::ReadAll {
+                backward,
+                from,
+                limit,
+                filter,
+            } => {
+                let filter = match filter {
+                    None => EventFilter::default(),
+                    Some((true, i)) => EventFilter {
+                        category: Some(["order", "user", "misc"][*i].to_owned()),
+                        ..EventFilter::default()
+                    },
+                    Some((false, i)) => EventFilter {
+                        types: vec![EventType::new(TYPES[*i]).expect("valid")],
+                        ..EventFilter::default()
+                    },
+                };
+                let read = ReadAll {
+                    from: from.map_or(
+                        if *backward {
+                            ReadFrom::End
+                        } else {
+                            ReadFrom::Start
+                        },
+                        |f| ReadFrom::At(eventfold_core::Position(f)),
+                    ),
+                    direction: if *backward {
+                        eventfold_core::Direction::Backward
+                    } else {
+                        eventfold_core::Direction::Forward
+                    },
+                    limit: *limit,
+                    filter: filter.clone(),
+                };
+                let got = self
+                    .engine()
+                    .read_all(read)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let all = self.model.all_visible();
+                let matching: Vec<&&Ev> = if *backward {
+                    let start = from.unwrap_or(u64::MAX);
+                    all.iter()
+                        .rev()
+                        .filter(|e| e.position <= start && filter.matches(&e.stream, &e.event_type))
+                        .collect()
+                } else {
+                    let start = from.unwrap_or(0);
+                    all.iter()
+                        .filter(|e| e.position >= start && filter.matches(&e.stream, &e.event_type))
+                        .collect()
+                };
+                let want: Vec<(String, u64, u64)> = matching
+                    .iter()
+                    .take(*limit)
+                    .map(|e| (e.stream.clone(), e.revision, e.position))
+                    .collect();
+                let got_events: Vec<(String, u64, u64)> = got
+                    .events
+                    .iter()
+                    .map(|e| (e.stream.to_string(), e.revision.0, e.position.0))
+                    .collect();
+                prop_assert_eq!(&got_events, &want, "read_all {:?}", op);
+                // `next` continues after what was scanned: following it must yield the rest.
+                if matching.len() > *limit {
+                    prop_assert!(
+                        got.next.is_some(),
+                        "read_all {:?}: more matches exist but next is None",
+                        op
+                    );
+                }
+                for e in &got.events {
+                    let m = all
+                        .iter()
+                        .find(|m| m.position == e.position.0)
+                        .expect("returned event is in the model");
+                    prop_assert_eq!(e.id, m.id);
+                    prop_assert_eq!(&e.data, &m.data);
+                    prop_assert_eq!(e.event_type.as_str(), m.event_type.as_str());
+                }
+            }
+            Op::SetMetadata {
+                stream,
+                max_count,
+                truncate_before,
+            } => {
+                let md = StreamMetadata {
+                    max_count: *max_count,
+                    truncate_before: truncate_before.map(Revision),
+                    ..StreamMetadata::default()
+                };
+                let got = match self.engine().set_metadata(&name(*stream), md.clone()).await {
+                    Ok(()) => Outcome::Ok(vec![], None),
+                    Err(e) => err_code(&e),
+                };
+                let s = self
+                    .model
+                    .streams
+                    .entry(STREAMS[*stream].to_owned())
+                    .or_default();
+                let want = if s.tombstoned {
+                    Outcome::Err("stream_deleted".into())
+                } else {
+                    s.metadata = md;
+                    self.model.next_position += 1;
+                    Outcome::Ok(vec![], None)
+                };
+                prop_assert_eq!(got, want, "set_metadata {:?}", op);
+            }
+            Op::Delete {
+                stream,
+                hard,
+                expected,
+            } => {
+                let mode = if *hard {
+                    DeleteMode::Hard
+                } else {
+                    DeleteMode::Soft
+                };
+                let got = match self
+                    .engine()
+                    .delete_stream(&name(*stream), *expected, mode)
+                    .await
+                {
+                    Ok(()) => Outcome::Ok(vec![], None),
+                    Err(e) => err_code(&e),
+                };
+                let s = self
+                    .model
+                    .streams
+                    .entry(STREAMS[*stream].to_owned())
+                    .or_default();
+                let actual = s.actual();
+                let want = if s.tombstoned {
+                    Outcome::Err("stream_deleted".into())
+                } else if !expected.is_satisfied_by(actual.map(Revision)) {
+                    Outcome::Err(format!(
+                        "wrong_expected_revision actual={:?}",
+                        actual.map(Revision)
+                    ))
+                } else if !*hard && actual.is_none() {
+                    Outcome::Err("stream_not_found".into())
+                } else {
+                    if *hard {
+                        s.tombstoned = true;
+                    } else {
+                        s.deleted_before = s.events.len() as u64;
+                    }
+                    self.model.next_position += 1;
+                    Outcome::Ok(vec![], None)
+                };
+                prop_assert_eq!(got, want, "delete {:?}", op);
+            }
+            Op::Reopen => {
+                if let Some(e) = self.engine.take() {
+                    e.shutdown();
+                }
+                self.engine = Some(open(self.dir.path()));
+            }
+        }
+        self.compare_everything().await
+    }
+
+    /// Every stream and the whole of `$all`, read in full from the engine, equal the model.
+    async fn compare_everything(&self) -> Result<(), TestCaseError> {
+        for (i, s) in STREAMS.iter().enumerate() {
+            let got = match self
+                .engine()
+                .read_stream(&name(i), ReadStream::forward(1000))
+                .await
+            {
+                Ok(slice) => slice_outcome(&slice.events, None),
+                Err(e) => err_code(&e),
+            };
+            let want = match self.model.read_stream(s, false, None, 1000) {
+                Outcome::Ok(v, _) => Outcome::Ok(v, None),
+                other => other,
+            };
+            prop_assert_eq!(got, want, "full read of {}", s);
+        }
+        let all = self
+            .engine()
+            .read_all(ReadAll::forward(10_000))
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got: Vec<u64> = all.events.iter().map(|e| e.position.0).collect();
+        let want: Vec<u64> = self
+            .model
+            .all_visible()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        prop_assert_eq!(got, want, "$all");
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn engine_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let engine = Some(open(dir.path()));
+            let mut h = Harness { dir, engine, model: Model::default() };
+            for op in &ops {
+                h.step(op).await?;
+            }
+            if let Some(e) = h.engine.take() {
+                e.shutdown();
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
+    }
+}

@@ -1,0 +1,175 @@
+//! CloudEvents 1.0, structured JSON mode, mapped onto new events as the contract says:
+//! `id` (a UUID) → event id (else kept as `metadata.ce_id`), `type` → type, `source` →
+//! `metadata.source`, `time` → `metadata.ce_time`, `subject` → `metadata.subject`,
+//! `datacontenttype` → content type, `data`/`data_base64` → data, extensions → metadata.
+
+use base64::Engine as _;
+use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
+use serde_json::Value;
+
+use crate::error::WireError;
+
+fn bad(i: usize, why: impl std::fmt::Display) -> WireError {
+    WireError::new(400, "invalid_cloudevent", format!("CloudEvent {i}: {why}"))
+        .with("index", i as u64)
+}
+
+fn required_str<'a>(
+    ce: &'a serde_json::Map<String, Value>,
+    i: usize,
+    key: &str,
+) -> Result<&'a str, WireError> {
+    match ce.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err(bad(i, format!("`{key}` must be a non-empty string"))),
+        None => Err(bad(i, format!("the required attribute `{key}` is missing"))),
+    }
+}
+
+fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
+    let Value::Object(mut ce) = v else {
+        return Err(bad(i, "is not a JSON object"));
+    };
+    let spec = required_str(&ce, i, "specversion")?;
+    if spec != "1.0" {
+        return Err(bad(
+            i,
+            format!("specversion {spec:?} is not supported; send \"1.0\""),
+        ));
+    }
+    let ce_id = required_str(&ce, i, "id")?.to_owned();
+    let source = required_str(&ce, i, "source")?.to_owned();
+    let event_type = EventType::new(required_str(&ce, i, "type")?)
+        .map_err(|e| WireError::invalid(&e).with("index", i as u64))?;
+    let content_type = match ce.remove("datacontenttype") {
+        None => ContentType::json(),
+        Some(Value::String(c)) => {
+            ContentType::new(&c).map_err(|e| WireError::invalid(&e).with("index", i as u64))?
+        }
+        Some(_) => return Err(bad(i, "`datacontenttype` must be a string")),
+    };
+    let data = match (ce.remove("data"), ce.remove("data_base64")) {
+        (Some(_), Some(_)) => return Err(bad(i, "has both `data` and `data_base64`; send one")),
+        (Some(Value::String(s)), None) if !content_type.is_json() => s.into_bytes(),
+        (Some(v), None) => {
+            if !content_type.is_json() {
+                return Err(bad(
+                    i,
+                    "non-JSON `data` must be a string (or use `data_base64`)",
+                ));
+            }
+            serde_json::to_vec(&v).expect("a JSON value always serializes")
+        }
+        (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_bytes())
+            .map_err(|e| bad(i, format!("`data_base64` is not valid base64 ({e})")))?,
+        (None, Some(_)) => return Err(bad(i, "`data_base64` must be a string")),
+        (None, None) => b"null".to_vec(),
+    };
+    let mut metadata = Metadata::new();
+    let id = match ce_id.parse::<EventId>() {
+        Ok(id) => id,
+        Err(_) => {
+            metadata.insert("ce_id".into(), Value::String(ce_id));
+            EventId::new_v7()
+        }
+    };
+    metadata.insert("source".into(), Value::String(source));
+    for key in ["specversion", "id", "source", "type"] {
+        ce.remove(key);
+    }
+    if let Some(t) = ce.remove("time") {
+        metadata.insert("ce_time".into(), t);
+    }
+    // `subject`, `dataschema` and every extension keep their own names.
+    for (k, v) in ce {
+        if !k
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || k.is_empty()
+        {
+            return Err(bad(
+                i,
+                format!(
+                    "attribute name {k:?} is not a CloudEvents name (lowercase letters and digits)"
+                ),
+            ));
+        }
+        metadata.insert(k, v);
+    }
+    Ok(NewEvent {
+        id,
+        event_type,
+        data,
+        content_type,
+        schema_version: 1,
+        metadata,
+    })
+}
+
+/// Parses one structured-mode CloudEvent.
+pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        WireError::new(
+            400,
+            "invalid_json",
+            format!("the body is not a CloudEvent in JSON: {e}"),
+        )
+    })?;
+    Ok(vec![one(v, 0)?])
+}
+
+/// Parses a batch (`application/cloudevents-batch+json`): an array of structured CloudEvents.
+pub fn parse_cloudevents_batch(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
+    let v: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
+        WireError::new(
+            400,
+            "invalid_json",
+            format!("the body is not a JSON array of CloudEvents: {e}"),
+        )
+    })?;
+    if v.is_empty() {
+        return Err(WireError::new(
+            400,
+            "empty_batch",
+            "the batch has no event; send an array of 1 or more CloudEvents",
+        ));
+    }
+    v.into_iter().enumerate().map(|(i, v)| one(v, i)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_attributes_as_the_contract_says() {
+        let e = &parse_cloudevent(
+            br#"{"specversion":"1.0","id":"abc","source":"/orders","type":"order.placed","time":"2026-11-22T10:00:00Z","subject":"o-1","traceid":"t1","data":{"total":5}}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(e.event_type.as_str(), "order.placed");
+        assert_eq!(e.metadata["ce_id"], "abc");
+        assert_eq!(e.metadata["source"], "/orders");
+        assert_eq!(e.metadata["ce_time"], "2026-11-22T10:00:00Z");
+        assert_eq!(e.metadata["subject"], "o-1");
+        assert_eq!(e.metadata["traceid"], "t1");
+        assert_eq!(e.data, br#"{"total":5}"#);
+        let e = &parse_cloudevent(br#"{"specversion":"1.0","id":"0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d","source":"s","type":"t","datacontenttype":"text/plain","data":"hi"}"#).unwrap()[0];
+        assert_eq!(e.id.to_string(), "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
+        assert!(!e.metadata.contains_key("ce_id"));
+        assert_eq!(e.data, b"hi");
+        for body in [
+            &br#"{"id":"a","source":"s","type":"t"}"#[..],
+            br#"{"specversion":"0.3","id":"a","source":"s","type":"t"}"#,
+            br#"[1]"#,
+            br#"{"specversion":"1.0","id":"a","source":"s","type":"t","Bad-Name":1}"#,
+        ] {
+            assert_eq!(parse_cloudevent(body).unwrap_err().status, 400);
+        }
+        assert_eq!(
+            parse_cloudevents_batch(b"[]").unwrap_err().body.error.code,
+            "empty_batch"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+use base64::Engine as _;
+use eventfold_core::{
+    ContentType, EventId, EventType, Metadata, NewEvent, Position, RecordedEvent, Revision,
+    StreamName, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::WireError;
+
+/// One new event in an append body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEventJson {
+    /// A UUID, or absent for a server-made UUIDv7.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// JSON data (JSON content types).
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+    /// Base64 data (any content type).
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Media type of the data; `application/json` by default.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Default 1.
+    #[serde(default)]
+    pub schema_version: Option<u32>,
+    /// A JSON object.
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+}
+
+fn bad(i: usize, field: &str, why: impl std::fmt::Display) -> WireError {
+    WireError::new(400, "invalid_event", format!("event {i}: {field} {why}"))
+        .with("index", i as u64)
+        .with("field", field)
+}
+
+impl NewEventJson {
+    /// Validates the event (number `i` of its batch, for messages).
+    pub fn into_new_event(self, i: usize) -> Result<NewEvent, WireError> {
+        let event_type = EventType::new(&self.event_type)
+            .map_err(|e| WireError::invalid(&e).with("index", i as u64))?;
+        let content_type = match &self.content_type {
+            None => ContentType::json(),
+            Some(c) => {
+                ContentType::new(c).map_err(|e| WireError::invalid(&e).with("index", i as u64))?
+            }
+        };
+        let data = match (self.data, self.data_base64) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    i,
+                    "data",
+                    "and data_base64 are both given; send one of them",
+                ));
+            }
+            (None, None) => {
+                return Err(bad(
+                    i,
+                    "data",
+                    "is missing; send `data` (JSON) or `data_base64`",
+                ));
+            }
+            (Some(raw), None) => {
+                if !content_type.is_json() {
+                    return Err(bad(
+                        i,
+                        "data",
+                        format!(
+                            "is only for JSON content types; send `{content_type}` data as data_base64"
+                        ),
+                    ));
+                }
+                raw.get().as_bytes().to_vec()
+            }
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| bad(i, "data_base64", format!("is not valid base64 ({e})")))?,
+        };
+        let id = match self.id {
+            None => EventId::new_v7(),
+            Some(s) => s
+                .parse::<EventId>()
+                .map_err(|e| WireError::invalid(&e).with("index", i as u64))?,
+        };
+        Ok(NewEvent {
+            id,
+            event_type,
+            data,
+            content_type,
+            schema_version: self.schema_version.unwrap_or(1),
+            metadata: self.metadata.unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses an append body: a JSON array of 1 or more new events.
+pub fn parse_new_events(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
+    let items: Vec<NewEventJson> = serde_json::from_slice(body).map_err(|e| {
+        WireError::new(
+            400,
+            "invalid_json",
+            format!("the body is not a JSON array of events: {e}"),
+        )
+    })?;
+    if items.is_empty() {
+        return Err(WireError::new(
+            400,
+            "empty_batch",
+            "the batch has no event; send an array of 1 or more events",
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_new_event(i))
+        .collect()
+}
+
+/// The contract's event, as read back by a client.
+#[derive(Debug, Deserialize)]
+pub struct WireEvent {
+    id: EventId,
+    stream: StreamName,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    revision: u64,
+    position: u64,
+    timestamp: String,
+    #[serde(default = "one")]
+    schema_version: u32,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl WireEvent {
+    /// The recorded event; `None` when a field does not hold a valid value.
+    pub fn into_recorded(self) -> Option<RecordedEvent> {
+        let content_type = match &self.content_type {
+            Some(c) => ContentType::new(c).ok()?,
+            None => ContentType::json(),
+        };
+        let data = match (self.data, self.data_base64) {
+            (Some(raw), _) => raw.get().as_bytes().to_vec(),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .ok()?,
+            (None, None) => Vec::new(),
+        };
+        let ts = humantime_parse(&self.timestamp)?;
+        Some(RecordedEvent {
+            id: self.id,
+            stream: self.stream,
+            event_type: self.event_type,
+            revision: Revision(self.revision),
+            position: Position(self.position),
+            timestamp: ts,
+            schema_version: self.schema_version,
+            content_type,
+            data,
+            metadata: self.metadata,
+        })
+    }
+}
+
+fn humantime_parse(s: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(s)
+}
+
+/// Answer to an append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResponse {
+    pub stream: String,
+    pub first_revision: u64,
+    pub last_revision: u64,
+    pub first_position: u64,
+    pub last_position: u64,
+}
+
+/// Answer to a read: events and where to continue.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadResponse<E> {
+    pub events: Vec<E>,
+    pub next: Option<u64>,
+}
+
+/// Answer to `GET /streams/{stream}/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoResponse {
+    pub stream: String,
+    pub last_revision: u64,
+    pub last_position: u64,
+    pub event_count: u64,
+    pub metadata: eventfold_core::StreamMetadata,
+}
+
+/// Answer to `GET /streams`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamsResponse {
+    pub streams: Vec<String>,
+    pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_append_bodies_and_names_what_is_wrong() {
+        let ok = parse_new_events(br#"[{"type":"a","data":{"x": 1.50}},{"type":"b","data_base64":"AAE=","content_type":"application/octet-stream","id":"0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d"}]"#).unwrap();
+        assert_eq!(ok[0].data, br#"{"x": 1.50}"#);
+        assert_eq!(ok[1].data, vec![0, 1]);
+        assert_eq!(ok[1].id.to_string(), "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
+        for (body, code) in [
+            (&b"[]"[..], "empty_batch"),
+            (b"{}", "invalid_json"),
+            (b"[{\"type\":\"a\"}]", "invalid_event"),
+            (b"[{\"type\":\"\",\"data\":1}]", "invalid_event_type"),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"metdata\":{}}]",
+                "invalid_json",
+            ),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"id\":\"nope\"}]",
+                "invalid_event_id",
+            ),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"content_type\":\"text/plain\"}]",
+                "invalid_event",
+            ),
+            (
+                b"[{\"type\":\"a\",\"data_base64\":\"!!\"}]",
+                "invalid_event",
+            ),
+            (b"[{\"type\":5,\"data\":1}]", "invalid_json"),
+            (b"[{\"type\":\"a\",\"data\":1", "invalid_json"),
+        ] {
+            let e = parse_new_events(body).unwrap_err();
+            assert_eq!(e.body.error.code, code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(e.status, 400);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The JSON shapes of eventfold's HTTP contract (`shared/contract/http-api.md`), shared by the
+//! server and the client so the two cannot disagree: event bodies in and out (plain JSON and
+//! CloudEvents), answers, the error body and its mapping to [`StoreError`], and query parameters.
+
+mod cloudevents;
+mod error;
+mod event;
+mod query;
+
+pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
+pub use error::{ErrorBody, ErrorDetail, WireError, error_status, from_error_body};
+pub use event::{
+    AppendResponse, InfoResponse, NewEventJson, ReadResponse, StreamsResponse, WireEvent,
+    parse_new_events,
+};
+pub use query::{
+    Query, parse_expected_revision, read_all_query, read_stream_query, subscribe_all_query,
+    subscribe_stream_query,
+};
+
+/// Media type of NDJSON streams.
+pub const NDJSON: &str = "application/x-ndjson";
+/// Media type of a structured CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// Media type of a batch of structured CloudEvents.
+pub const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";

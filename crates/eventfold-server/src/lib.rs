@@ -1,0 +1,44 @@
+//! eventfold's HTTP server: the API of `shared/contract/http-api.md` over any
+//! [`EventStore`](eventfold_core::EventStore). The binary (`eventfold serve`) opens the embedded
+//! engine and hands it here; this crate never looks inside a store.
+
+pub mod auth;
+mod error;
+pub mod metrics;
+mod negotiate;
+mod routes;
+mod state;
+
+pub use error::ApiError;
+pub use state::{AppState, ServerLimits};
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, lets requests
+/// in flight finish (subscriptions end with a final message) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = state.closing.clone();
+    let app = router(state);
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "eventfold is listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        closing.send_replace(true);
+    })
+    .await
+}

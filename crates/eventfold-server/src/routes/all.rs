@@ -1,0 +1,77 @@
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eventfold_core::{AllSlice, ReadAll, ReadFrom};
+use eventfold_protocol::{NDJSON, read_all_query};
+
+use super::query_pairs;
+use super::streams::{json_page, ndjson_line};
+use crate::error::ApiResult;
+use crate::negotiate::{Wants, wants};
+use crate::state::AppState;
+
+const NDJSON_PAGE_EVENTS: usize = 500;
+
+/// `GET /all`.
+pub async fn read(
+    State(st): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let q = query_pairs(query)?;
+    let mut read = read_all_query(&q)?;
+    read.limit = super::default_limit(&q, read.limit, &st);
+    if wants(&headers, Wants::Json) == Wants::Ndjson {
+        super::check_read_limit(&st, read.limit)?;
+        let first = st
+            .store
+            .read_all(ReadAll {
+                limit: read.limit.min(NDJSON_PAGE_EVENTS),
+                ..read.clone()
+            })
+            .await?;
+        return Ok(ndjson_all(st, read, first));
+    }
+    let slice = st.store.read_all(read).await?;
+    st.metrics.events_read.inc_by(slice.events.len() as u64);
+    Ok(json_page(&slice.events, slice.next.map(|p| p.0)))
+}
+
+fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice) -> Response {
+    let total = read.limit;
+    let body = futures::stream::unfold(
+        (st, read, Some(first), 0usize),
+        move |(st, read, page, mut sent)| async move {
+            let page = page?;
+            let mut out = Vec::new();
+            for e in page.events.iter().take(total - sent) {
+                out.extend_from_slice(&ndjson_line(e));
+                sent += 1;
+            }
+            let next = match page.next {
+                Some(p) if sent < total => {
+                    let more = ReadAll {
+                        from: ReadFrom::At(p),
+                        limit: (total - sent).min(NDJSON_PAGE_EVENTS),
+                        ..read.clone()
+                    };
+                    st.store
+                        .read_all(more)
+                        .await
+                        .inspect_err(|e| tracing::warn!(error = %e, "NDJSON read ended early"))
+                        .ok()
+                }
+                _ => None,
+            };
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(out)),
+                (st, read, next, sent),
+            ))
+        },
+    );
+    ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
+}

@@ -1,0 +1,34 @@
+use axum::Json;
+use axum::extract::State;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The process is up.
+pub async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Storage is open and writable.
+pub async fn ready(State(st): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    match st.store.health() {
+        Ok(()) => Ok(Json(json!({"status": "ok"}))),
+        Err(e) => Err(ApiError::new(
+            503,
+            "not_ready",
+            format!("storage is not writable: {e}"),
+        )),
+    }
+}
+
+/// Prometheus metrics.
+pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+}

@@ -1,0 +1,186 @@
+//! The routes of the contract, a file per resource.
+
+mod all;
+mod health;
+mod streams;
+mod subscribe;
+pub mod table;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use bytes::Bytes;
+use eventfold_core::StreamName;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    // Every route comes from the operations table, which also makes `/openapi.json`.
+    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
+    for op in table::operations() {
+        match by_path.iter_mut().find(|(p, _)| *p == op.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(op.handler),
+            None => by_path.push((op.path, op.handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, mr) in by_path {
+        router = router.route(path, mr);
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        // Bodies are read by `read_body` with the server's own limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Checks the bearer token before any handler runs.
+async fn authorize(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if st.auth.enabled() {
+        let scope = crate::auth::scope_of(req.method(), req.uri().path(), req.uri().query());
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = st.auth.check(header, &scope) {
+            let mut resp = e.into_response();
+            if resp.status() == axum::http::StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        404,
+        "not_found",
+        format!(
+            "there is no resource at {}; see GET /openapi.json for the API",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; see GET /openapi.json for the API",
+            uri.path()
+        ),
+    )
+}
+
+/// The stream named in the path, validated.
+pub fn stream_from_path(
+    path: Result<axum::extract::Path<String>, PathRejection>,
+) -> ApiResult<StreamName> {
+    let axum::extract::Path(name) = path.map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_stream_name",
+            format!("the stream name in the path is not valid: {e}"),
+        )
+    })?;
+    Ok(StreamName::new(&name)?)
+}
+
+/// The decoded query parameters.
+pub fn query_pairs(
+    q: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Vec<(String, String)>> {
+    q.map(|axum::extract::Query(v)| v).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_query",
+            format!("the query string does not parse: {e}"),
+        )
+    })
+}
+
+/// Reads the request body, refusing one larger than `max` from its `Content-Length` alone
+/// (before reading anything) or as soon as it grows past `max`.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    max: usize,
+) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!("the request body is larger than {max} bytes; split the batch"),
+        )
+        .with_detail("max", max as u64)
+    };
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        ApiError::new(
+            400,
+            "unreadable_body",
+            format!("the request body could not be read: {e}"),
+        )
+    })
+}
+
+/// Refuses a read limit above the configured maximum (the store checks it too, but a streamed
+/// read asks the store in smaller pages).
+pub fn check_read_limit(st: &AppState, limit: usize) -> ApiResult<()> {
+    let max = st.limits.store.read_limit_max;
+    if limit > max {
+        return Err(eventfold_core::StoreError::LimitExceeded {
+            limit: eventfold_core::LimitKind::ReadLimit,
+            max: max as u64,
+            actual: limit as u64,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Without an explicit `limit`, a read returns the contract's default (100) or the configured
+/// maximum if that is lower; an explicit limit above the maximum is an error.
+pub fn default_limit(q: &[(String, String)], parsed: usize, st: &AppState) -> usize {
+    if q.iter().any(|(k, _)| k == "limit") {
+        parsed
+    } else {
+        parsed.min(st.limits.store.read_limit_max)
+    }
+}
+
+impl ApiError {
+    fn with_detail(self, k: &str, v: impl Into<serde_json::Value>) -> Self {
+        ApiError(self.0.with(k, v))
+    }
+}

@@ -1,0 +1,243 @@
+//! The one table of the API's operations. The router and `GET /openapi.json` are both built
+//! from it, so the document cannot list a route the server does not have, or miss one it has.
+
+use axum::routing::{MethodRouter, delete, get, post, put};
+use serde_json::{Value, json};
+
+use super::{all, health, streams, subscribe};
+use crate::state::AppState;
+
+/// One operation: method, path, what it does, and its handler.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub params: &'static [&'static str],
+    pub body: Option<&'static str>,
+    pub responses: &'static [(u16, &'static str)],
+    pub handler: MethodRouter<AppState>,
+}
+
+const READ_PARAMS: &[&str] = &["from", "direction", "limit"];
+const ALL_PARAMS: &[&str] = &[
+    "from",
+    "direction",
+    "limit",
+    "type",
+    "category",
+    "stream_prefix",
+];
+
+/// Every operation of the server.
+pub fn operations() -> Vec<Operation> {
+    vec![
+        Operation {
+            method: "post",
+            path: "/streams/{stream}",
+            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch); header Expected-Revision: any | no-stream | exists | <u64>",
+            params: &[],
+            body: Some("NewEvents"),
+            responses: &[
+                (201, "AppendResult"),
+                (200, "AppendResult"),
+                (400, "Error"),
+                (409, "Error"),
+                (410, "Error"),
+                (413, "Error"),
+                (415, "Error"),
+            ],
+            handler: post(streams::append),
+        },
+        Operation {
+            method: "get",
+            path: "/streams/{stream}",
+            summary: "Read a stream (JSON page, or NDJSON with Accept: application/x-ndjson)",
+            params: READ_PARAMS,
+            body: None,
+            responses: &[
+                (200, "EventPage"),
+                (400, "Error"),
+                (404, "Error"),
+                (410, "Error"),
+            ],
+            handler: get(streams::read),
+        },
+        Operation {
+            method: "delete",
+            path: "/streams/{stream}",
+            summary: "Delete a stream: soft by default, a tombstone with hard=true; header Expected-Revision",
+            params: &["hard"],
+            body: None,
+            responses: &[(204, ""), (404, "Error"), (409, "Error"), (410, "Error")],
+            handler: delete(streams::delete),
+        },
+        Operation {
+            method: "get",
+            path: "/streams/{stream}/info",
+            summary: "What is known about a stream",
+            params: &[],
+            body: None,
+            responses: &[(200, "StreamInfo"), (404, "Error"), (410, "Error")],
+            handler: get(streams::info),
+        },
+        Operation {
+            method: "get",
+            path: "/streams/{stream}/metadata",
+            summary: "A stream's metadata",
+            params: &[],
+            body: None,
+            responses: &[(200, "StreamMetadata"), (410, "Error")],
+            handler: get(streams::get_metadata),
+        },
+        Operation {
+            method: "put",
+            path: "/streams/{stream}/metadata",
+            summary: "Replace a stream's metadata (max_count, max_age_seconds, truncate_before, custom)",
+            params: &[],
+            body: Some("StreamMetadata"),
+            responses: &[(200, "StreamMetadata"), (400, "Error"), (410, "Error")],
+            handler: put(streams::put_metadata),
+        },
+        Operation {
+            method: "get",
+            path: "/streams/{stream}/subscribe",
+            summary: "Subscribe to a stream: history from `from` (default end), then live events, as SSE or NDJSON; Last-Event-ID resumes",
+            params: &["from"],
+            body: None,
+            responses: &[(200, "Event"), (400, "Error")],
+            handler: get(subscribe::stream),
+        },
+        Operation {
+            method: "get",
+            path: "/streams",
+            summary: "List streams in name order",
+            params: &["prefix", "after", "limit"],
+            body: None,
+            responses: &[(200, "StreamList"), (400, "Error")],
+            handler: get(streams::list),
+        },
+        Operation {
+            method: "get",
+            path: "/all",
+            summary: "Read the global log with optional filters (JSON page or NDJSON)",
+            params: ALL_PARAMS,
+            body: None,
+            responses: &[(200, "EventPage"), (400, "Error")],
+            handler: get(all::read),
+        },
+        Operation {
+            method: "get",
+            path: "/all/subscribe",
+            summary: "Subscribe to the global log: history from `from` (default end), then live events, as SSE or NDJSON",
+            params: &["from", "type", "category", "stream_prefix"],
+            body: None,
+            responses: &[(200, "Event"), (400, "Error")],
+            handler: get(subscribe::all),
+        },
+        Operation {
+            method: "get",
+            path: "/health/live",
+            summary: "The process is up (no auth)",
+            params: &[],
+            body: None,
+            responses: &[(200, "Status")],
+            handler: get(health::live),
+        },
+        Operation {
+            method: "get",
+            path: "/health/ready",
+            summary: "Storage is open and writable (no auth)",
+            params: &[],
+            body: None,
+            responses: &[(200, "Status"), (503, "Error")],
+            handler: get(health::ready),
+        },
+        Operation {
+            method: "get",
+            path: "/metrics",
+            summary: "Metrics in the Prometheus/OpenMetrics text format",
+            params: &[],
+            body: None,
+            responses: &[(200, "")],
+            handler: get(health::metrics),
+        },
+        Operation {
+            method: "get",
+            path: "/openapi.json",
+            summary: "This document",
+            params: &[],
+            body: None,
+            responses: &[(200, "")],
+            handler: get(openapi_json),
+        },
+    ]
+}
+
+async fn openapi_json() -> axum::Json<Value> {
+    axum::Json(document())
+}
+
+fn schemas() -> Value {
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}, "additionalProperties": true}}},
+        "NewEvent": {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
+            "id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "minLength": 1, "maxLength": 256},
+            "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"}, "content_type": {"type": "string"},
+            "schema_version": {"type": "integer", "minimum": 0}, "metadata": {"type": "object"}}},
+        "NewEvents": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/NewEvent"}},
+        "Event": {"type": "object", "required": ["id", "stream", "type", "revision", "position", "timestamp", "schema_version", "content_type", "metadata"],
+            "properties": {"id": {"type": "string", "format": "uuid"}, "stream": {"type": "string"}, "type": {"type": "string"},
+            "revision": {"type": "integer", "minimum": 0}, "position": {"type": "integer", "minimum": 0}, "timestamp": {"type": "string", "format": "date-time"},
+            "schema_version": {"type": "integer"}, "content_type": {"type": "string"}, "data": {}, "data_base64": {"type": "string"}, "metadata": {"type": "object"}}},
+        "EventPage": {"type": "object", "required": ["events", "next"], "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "next": {"type": ["integer", "null"], "minimum": 0}}},
+        "AppendResult": {"type": "object", "required": ["stream", "first_revision", "last_revision", "first_position", "last_position"], "properties": {
+            "stream": {"type": "string"}, "first_revision": {"type": "integer"}, "last_revision": {"type": "integer"},
+            "first_position": {"type": "integer"}, "last_position": {"type": "integer"}}},
+        "StreamInfo": {"type": "object", "properties": {"stream": {"type": "string"}, "last_revision": {"type": "integer"}, "last_position": {"type": "integer"},
+            "event_count": {"type": "integer"}, "metadata": {"$ref": "#/components/schemas/StreamMetadata"}}},
+        "StreamMetadata": {"type": "object", "additionalProperties": false, "properties": {"max_count": {"type": "integer", "minimum": 0},
+            "max_age_seconds": {"type": "integer", "minimum": 0}, "truncate_before": {"type": "integer", "minimum": 0}, "custom": {"type": "object"}}},
+        "StreamList": {"type": "object", "properties": {"streams": {"type": "array", "items": {"type": "string"}}, "next": {"type": ["string", "null"]}}},
+        "Status": {"type": "object", "properties": {"status": {"type": "string"}}}
+    })
+}
+
+/// The OpenAPI 3.1 document of [`operations`].
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for op in operations() {
+        let mut params: Vec<Value> = Vec::new();
+        if op.path.contains("{stream}") {
+            params.push(json!({"name": "stream", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}));
+        }
+        for p in op.params {
+            params.push(
+                json!({"name": p, "in": "query", "required": false, "schema": {"type": "string"}}),
+            );
+        }
+        let mut responses = serde_json::Map::new();
+        for (status, schema) in op.responses {
+            let r = if schema.is_empty() {
+                json!({"description": status.to_string()})
+            } else {
+                json!({"description": status.to_string(), "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+            };
+            responses.insert(status.to_string(), r);
+        }
+        let mut o = json!({"summary": op.summary, "parameters": params, "responses": responses});
+        if let Some(b) = op.body {
+            o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+        }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method] = o;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "eventfold", "version": env!("CARGO_PKG_VERSION"), "description": "Event store and event bus. See shared/contract/http-api.md."},
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    })
+}

@@ -1,0 +1,73 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold_core::{EventStore, Limits};
+use tokio::sync::watch;
+
+/// Limits the server applies before a request reaches the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// The store's limits (events, batches, reads).
+    pub store: Limits,
+    /// Heartbeat interval of idle subscriptions (contract: at most 15 s).
+    pub heartbeat: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            store: Limits::DEFAULT,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Largest request body accepted: a full batch in base64 (4/3 of its bytes) plus JSON framing
+    /// per event. Bodies beyond this are refused before they are read in full.
+    pub fn body_bytes_max(&self) -> usize {
+        self.store.batch_bytes_max / 3 * 4 + self.store.batch_events_max * 2048 + (64 << 10)
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn EventStore>,
+    /// Limits.
+    pub limits: ServerLimits,
+    /// Turns `true` when the server shuts down: subscriptions end with a final message.
+    pub closing: watch::Sender<bool>,
+    /// Who may do what.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The metric families.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store` with the given limits.
+    pub fn new(store: Arc<dyn EventStore>, limits: ServerLimits) -> Self {
+        AppState {
+            store,
+            limits,
+            closing: watch::channel(false).0,
+            auth: Arc::new(crate::auth::Auth::none()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// Requires the given tokens.
+    pub fn with_auth(mut self, auth: crate::auth::Auth) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+}

@@ -1,0 +1,3 @@
+//! The server's integration tests, in process (the CLI crate tests real processes).
+
+mod openapi;
