@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// `[[tokens]] token = "..." rights = ["read", "write", "admin"] prefixes = ["order-"]`.
     #[arg(long, env = "EVENTFOLD_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// A PEM certificate chain: serve HTTPS (TLS 1.2/1.3, rustls) instead of plain HTTP. Needs
+    /// --tls-key. Off by default; use it whenever --listen is beyond loopback.
+    #[arg(long, env = "EVENTFOLD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "EVENTFOLD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `--durability` values.
@@ -80,6 +87,8 @@ struct FileConfig {
     segment_bytes: Option<u64>,
     auth_token: Option<String>,
     tokens_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The settings after merging.
@@ -90,6 +99,8 @@ pub struct Settings {
     pub engine: EngineOptions,
     pub server: ServerLimits,
     pub auth: eventfold_server::auth::Auth,
+    /// Certificate chain and key files when serving HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServeArgs {
@@ -152,7 +163,16 @@ impl ServeArgs {
         if let Some(b) = self.segment_bytes.or(file.segment_bytes) {
             engine.segment_bytes = b;
         }
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate and a key: give --tls-cert and --tls-key"),
+        };
         Ok(Settings {
+            tls,
             listen: self
                 .listen
                 .or(file.listen)
@@ -203,6 +223,13 @@ async fn shutdown_signal() {
 /// Runs the server until SIGINT/SIGTERM, then shuts down cleanly.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
+    // Bad certificate files are refused before the store is opened.
+    let tls = match &s.tls {
+        Some((cert, key)) => {
+            Some(eventfold_server::tls::load_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let data = s.data.clone();
     let engine_opts = s.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_opts))
@@ -217,19 +244,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 s.listen
             )
         })?;
-    tracing::info!(listen = %s.listen, data = %s.data.display(), durability = ?s.engine.durability, "eventfold serve");
+    tracing::info!(listen = %s.listen, data = %s.data.display(), durability = ?s.engine.durability, tls = tls.is_some(), "eventfold serve");
     // One line on stdout for people and scripts: where to connect.
     println!(
-        "eventfold listening on http://{}",
+        "eventfold listening on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr().unwrap_or(s.listen)
     );
-    if !s.auth.enabled() && !s.listen.ip().is_loopback() {
-        tracing::warn!(listen = %s.listen, "listening beyond loopback without --auth-token or --tokens-file: anyone who can reach it can read and write");
+    if !s.listen.ip().is_loopback() {
+        if !s.auth.enabled() {
+            tracing::warn!(listen = %s.listen, "listening beyond loopback without --auth-token or --tokens-file: anyone who can reach it can read and write");
+        }
+        if tls.is_none() {
+            tracing::warn!(listen = %s.listen, "listening beyond loopback without --tls-cert/--tls-key: tokens and events cross the network in clear text");
+        }
     }
     let state = AppState::new(Arc::new(engine.clone()), s.server).with_auth(s.auth.clone());
-    eventfold_server::serve(listener, state, shutdown_signal())
-        .await
-        .context("the server failed")?;
+    match tls {
+        Some(config) => {
+            let listener = eventfold_server::tls::TlsListener::new(listener, config)
+                .context("cannot start the TLS listener")?;
+            eventfold_server::serve(listener, state, shutdown_signal()).await
+        }
+        None => eventfold_server::serve(listener, state, shutdown_signal()).await,
+    }
+    .context("the server failed")?;
     // Requests in flight have finished; flush and stop the writer.
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await

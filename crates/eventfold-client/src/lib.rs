@@ -34,6 +34,17 @@ fn transport(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+fn http_client(roots: Option<Vec<reqwest::Certificate>>) -> StoreResult<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true);
+    for cert in roots.into_iter().flatten() {
+        b = b.add_root_certificate(cert);
+    }
+    b.build().map_err(|e| transport("build an HTTP client", e))
+}
+
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7700`), with an optional
     /// bearer token.
@@ -45,13 +56,22 @@ impl Client {
                 format!("is not a URL ({e}); use e.g. http://127.0.0.1:7700"),
             ))
         })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| transport("build an HTTP client", e))?;
+        let http = http_client(None)?;
         Ok(Client { http, base, token })
+    }
+
+    /// Trusts the PEM certificate(s) in `pem` for `https://` servers, beside the system's roots:
+    /// for a server with a self-signed or private-CA certificate (`eventfold serve --tls-cert`).
+    pub fn with_root_certificate(mut self, pem: &[u8]) -> StoreResult<Client> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            StoreError::Invalid(eventfold_core::ValidationError::new(
+                "CA certificate",
+                "(PEM)",
+                format!("is not a PEM certificate ({e})"),
+            ))
+        })?;
+        self.http = http_client(Some(certs))?;
+        Ok(self)
     }
 
     fn url(&self, segments: &[&str]) -> reqwest::Url {
@@ -78,7 +98,7 @@ impl Client {
         rb: reqwest::RequestBuilder,
         what: &str,
     ) -> StoreResult<reqwest::Response> {
-        let resp = rb.send().await.map_err(|e| transport(what, e))?;
+        let resp = rb.send().await.map_err(|e| self.unreachable(what, &e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -97,6 +117,23 @@ impl Client {
                 ),
             },
         })
+    }
+
+    /// The error for a request that got no answer (server down, wrong URL, broken connection),
+    /// naming the server and the underlying cause (e.g. `Connection refused`), which reqwest's
+    /// own message leaves out.
+    fn unreachable(&self, what: &str, e: &reqwest::Error) -> StoreError {
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        StoreError::Backend {
+            code: "unavailable".into(),
+            message: format!(
+                "cannot reach the server at {} to {what}: {cause}; check that it is running and that the URL is right",
+                self.base.as_str().trim_end_matches('/')
+            ),
+        }
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -268,7 +305,7 @@ fn follow(
                         s.body = Some(resp.bytes_stream().boxed());
                         s.buf.clear();
                     }
-                    Err(e @ StoreError::Backend { .. }) if attempts < 5 => {
+                    Err(e @ StoreError::Backend { .. }) if attempts < 5 && is_transient(&e) => {
                         attempts += 1;
                         tracing::debug!(error = %e, attempts, "subscription reconnect failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
@@ -488,6 +525,13 @@ impl EventStore for Client {
             .header("expected-revision", expected.to_string());
         self.send(rb, "delete a stream").await.map(|_| ())
     }
+}
+
+/// Whether a failed (re)connection is worth retrying: the server could not be reached or a proxy
+/// in front of it failed, as opposed to a refusal such as a missing token.
+fn is_transient(e: &StoreError) -> bool {
+    let code = e.code();
+    code == "unavailable" || code.starts_with("http_5")
 }
 
 fn subscribe_from<T: Into<u64>>(f: SubscribeFrom<T>) -> String {

@@ -8,6 +8,7 @@ pub mod metrics;
 mod negotiate;
 mod routes;
 mod state;
+pub mod tls;
 
 pub use error::ApiError;
 pub use state::{AppState, ServerLimits};
@@ -20,25 +21,26 @@ pub fn router(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting, lets requests
-/// in flight finish (subscriptions end with a final message) and returns.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `state` on `listener` (a [`tokio::net::TcpListener`], or a [`tls::TlsListener`])
+/// until `shutdown` resolves; then stops accepting, lets requests in flight finish
+/// (subscriptions end with a final message) and returns.
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let closing = state.closing.clone();
     let app = router(state);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "eventfold is listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
-        closing.send_replace(true);
-    })
-    .await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing requests in flight");
+            closing.send_replace(true);
+        })
+        .await
 }
