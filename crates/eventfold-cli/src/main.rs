@@ -1,6 +1,7 @@
 //! `eventfold`: the server and the tools around it.
 
 mod bench;
+mod client_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,11 +32,14 @@ enum Command {
         /// The data directory.
         dir: PathBuf,
     },
+    /// The client commands (append, read, tail, info, delete, export, import).
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench { which } => bench::run(which),
+        Command::Client(command) => client_cmd::run(command),
         Command::Verify { dir } => match eventfold_engine::verify(&dir) {
             Ok(report) => {
                 println!("{report}");

@@ -1,6 +1,8 @@
 //! The byte layout of segment files and records. `FORMAT.md` beside this crate is the prose
 //! version of this file; change both in the same commit.
 
+use std::collections::HashMap;
+
 use eventfold_core::{
     ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
     Timestamp,
@@ -253,7 +255,7 @@ pub fn decode(buf: &[u8]) -> Result<(RecordIn<'_>, usize), FrameError> {
 impl RecordIn<'_> {
     /// The record as a user event. `None` if a stored value no longer validates (which the
     /// writer never produces; treated as corruption by callers).
-    pub fn to_event(self) -> Option<RecordedEvent> {
+    pub fn to_event(self, names: &mut NameCache) -> Option<RecordedEvent> {
         let metadata: Metadata = if self.metadata.is_empty() {
             Metadata::new()
         } else {
@@ -261,16 +263,43 @@ impl RecordIn<'_> {
         };
         Some(RecordedEvent {
             id: EventId::from_bytes(self.id),
-            stream: StreamName::new(self.stream).ok()?,
-            event_type: EventType::new(self.event_type).ok()?,
+            stream: NameCache::get(&mut names.streams, self.stream, |n| StreamName::new(n))?,
+            event_type: NameCache::get(&mut names.types, self.event_type, |n| EventType::new(n))?,
             revision: Revision(self.revision),
             position: Position(self.position),
             timestamp: Timestamp(self.timestamp_us),
             schema_version: self.schema_version,
-            content_type: ContentType::new(self.content_type).ok()?,
+            content_type: NameCache::get(&mut names.content_types, self.content_type, |n| {
+                ContentType::new(n)
+            })?,
             data: self.data.to_vec(),
             metadata,
         })
+    }
+}
+
+/// The validated names of one read's events, shared between them: the names are `Arc<str>`
+/// inside, so a page of events of a few streams and types validates and allocates each name
+/// once, not once per event. Lives for one read (bounded by its page).
+#[derive(Debug, Default)]
+pub struct NameCache {
+    streams: HashMap<Box<str>, StreamName>,
+    types: HashMap<Box<str>, EventType>,
+    content_types: HashMap<Box<str>, ContentType>,
+}
+
+impl NameCache {
+    fn get<T: Clone, E>(
+        map: &mut HashMap<Box<str>, T>,
+        key: &str,
+        make: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        if let Some(v) = map.get(key) {
+            return Some(v.clone());
+        }
+        let v = make(key).ok()?;
+        map.insert(key.into(), v.clone());
+        Some(v)
     }
 }
 

@@ -11,7 +11,7 @@ use eventfold_core::{
 };
 
 use crate::engine::Shared;
-use crate::format::{self, Kind, RecordIn};
+use crate::format::{self, Kind, NameCache, RecordIn};
 use crate::index::{Index, StreamState};
 use crate::segment::SegmentScanner;
 
@@ -52,8 +52,13 @@ impl Visible {
     }
 }
 
-fn to_event(shared: &Shared, r: &RecordIn<'_>, addr: u64) -> StoreResult<RecordedEvent> {
-    r.to_event().ok_or_else(|| {
+fn to_event(
+    shared: &Shared,
+    r: &RecordIn<'_>,
+    addr: u64,
+    names: &mut NameCache,
+) -> StoreResult<RecordedEvent> {
+    r.to_event(names).ok_or_else(|| {
         let (no, off) = format::split_addr(addr);
         shared.segments.corrupt(
             no,
@@ -180,8 +185,9 @@ impl Shared {
         };
         let addrs = self.addrs_of(stream, range);
         let mut events = Vec::with_capacity(addrs.len());
+        let mut names = NameCache::default();
         self.segments.read_many(&addrs, |a, r| {
-            events.push(to_event(self, &r, a)?);
+            events.push(to_event(self, &r, a, &mut names)?);
             Ok(())
         })?;
         if reverse {
@@ -534,6 +540,7 @@ struct Collector<'a> {
     committed: u64,
     now: i64,
     visibility: HashMap<Box<str>, Visible>,
+    names: NameCache,
     events: Vec<RecordedEvent>,
     scanned: usize,
     last_scanned: Option<u64>,
@@ -548,6 +555,7 @@ impl<'a> Collector<'a> {
             committed,
             now: Timestamp::now().micros(),
             visibility: HashMap::new(),
+            names: NameCache::default(),
             events: Vec::new(),
             scanned: 0,
             last_scanned: None,
@@ -582,7 +590,8 @@ impl<'a> Collector<'a> {
                 }
             };
             if v.shows(r.revision, r.timestamp_us) {
-                self.events.push(to_event(self.shared, r, addr)?);
+                self.events
+                    .push(to_event(self.shared, r, addr, &mut self.names)?);
             }
         }
         Ok(self.events.len() >= self.read.limit || self.scanned >= SCAN_RECORDS_MAX)

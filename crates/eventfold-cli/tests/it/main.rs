@@ -1,5 +1,6 @@
 //! Tests of the `eventfold` binary as users run it: real server processes on free ports.
 
+mod cli;
 mod conformance;
 mod http;
 mod kill;

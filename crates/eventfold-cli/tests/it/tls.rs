@@ -83,6 +83,30 @@ async fn https_serves_the_api_to_a_client_that_trusts_the_certificate() {
         .await
         .expect("still serving HTTPS");
     assert_eq!(page.events.len(), 1);
+
+    // The command line trusts the certificate with --ca-cert, and refuses without it.
+    let cli = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(["info", "tls-1", "--json", "--server", &server.url])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run eventfold info")
+    };
+    let out = cli(&["--ca-cert", cert.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON info");
+    assert_eq!(info["stream"], "tls-1", "{info}");
+    let out = cli(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an untrusted certificate is a connection error"
+    );
     assert!(server.terminate().success());
 }
 

@@ -1,0 +1,137 @@
+//! `eventfold read`: a stream or `$all`, page after page, as text lines or NDJSON.
+
+use eventfold_core::{
+    Direction, EventFilter, EventStore as _, EventType, Position, ReadAll, ReadFrom, ReadStream,
+    Revision,
+};
+
+use super::{CliError, ConnArgs, Out, PAGE_EVENTS, StartAt, Target};
+
+/// Reads events: one line each, `@position  stream#revision  timestamp  type  data`, or with
+/// --json one event object per line (NDJSON). Without --limit it reads to the end.
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// A stream name, or '$all' for the global log.
+    #[arg(value_name = "STREAM|$all")]
+    target: Target,
+    /// Where to start, included: `start`, `end`, or a revision (stream) or position ($all)
+    /// [default: start, or end with --backwards].
+    #[arg(long, value_name = "start|end|N")]
+    from: Option<StartAt>,
+    /// Newest first.
+    #[arg(long)]
+    backwards: bool,
+    /// At most this many events (of those that pass the filters) [default: all].
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<EventType>,
+    /// Only events of streams of this category (the part of the name before the first `-`);
+    /// $all only.
+    #[arg(long)]
+    category: Option<String>,
+    /// Only events of streams whose name starts with this; $all only.
+    #[arg(long)]
+    stream_prefix: Option<String>,
+}
+
+pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
+    let conn = a.conn.connect()?;
+    let direction = if a.backwards {
+        Direction::Backward
+    } else {
+        Direction::Forward
+    };
+    let from = a.from.unwrap_or(if a.backwards {
+        StartAt::End
+    } else {
+        StartAt::Start
+    });
+    let mut remaining = a.limit.unwrap_or(u64::MAX);
+    let mut out = Out::new();
+    match &a.target {
+        Target::Stream(stream) => {
+            if a.category.is_some() || a.stream_prefix.is_some() {
+                return Err(CliError::usage(
+                    "--category and --stream-prefix filter '$all'; a stream read takes only --type",
+                ));
+            }
+            let mut from = match from {
+                StartAt::Start => ReadFrom::Start,
+                StartAt::End => ReadFrom::End,
+                StartAt::At(n) => ReadFrom::At(Revision(n)),
+            };
+            while remaining > 0 {
+                // The type filter is applied here, so a page may match fewer than it holds.
+                let limit = if a.types.is_empty() {
+                    page(remaining)
+                } else {
+                    PAGE_EVENTS
+                };
+                let slice = conn
+                    .client
+                    .read_stream(
+                        stream,
+                        ReadStream {
+                            from,
+                            direction,
+                            limit,
+                        },
+                    )
+                    .await
+                    .map_err(|e| conn.fail(e))?;
+                for e in &slice.events {
+                    if remaining > 0 && (a.types.is_empty() || a.types.contains(&e.event_type)) {
+                        out.event(e, conn.json)?;
+                        remaining -= 1;
+                    }
+                }
+                match slice.next {
+                    Some(next) if !slice.events.is_empty() => from = ReadFrom::At(next),
+                    _ => break,
+                }
+            }
+        }
+        Target::All => {
+            let filter = EventFilter {
+                types: a.types.clone(),
+                category: a.category.clone(),
+                stream_prefix: a.stream_prefix.clone(),
+            };
+            let mut from = match from {
+                StartAt::Start => ReadFrom::Start,
+                StartAt::End => ReadFrom::End,
+                StartAt::At(n) => ReadFrom::At(Position(n)),
+            };
+            while remaining > 0 {
+                let slice = conn
+                    .client
+                    .read_all(ReadAll {
+                        from,
+                        direction,
+                        limit: page(remaining),
+                        filter: filter.clone(),
+                    })
+                    .await
+                    .map_err(|e| conn.fail(e))?;
+                for e in &slice.events {
+                    out.event(e, conn.json)?;
+                }
+                remaining = remaining.saturating_sub(slice.events.len() as u64);
+                match slice.next {
+                    Some(next) if ReadFrom::At(next) != from => from = ReadFrom::At(next),
+                    _ => break,
+                }
+            }
+        }
+    }
+    out.flush()
+}
+
+/// The limit of the next read: what is left, at most a page.
+fn page(remaining: u64) -> usize {
+    usize::try_from(remaining).map_or(PAGE_EVENTS, |r| r.min(PAGE_EVENTS))
+}
