@@ -1,7 +1,8 @@
 //! The byte layout of segment files and records. `FORMAT.md` beside this crate is the prose
 //! version of this file; change both in the same commit.
 
-use std::collections::HashMap;
+/// Hash maps keyed by names read from the log: foldhash (fast, seeded per process).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use eventfold_core::{
     ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,

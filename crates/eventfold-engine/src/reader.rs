@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use eventfold_core::{
     AllSlice, Direction, EventFilter, LimitKind, ListStreams, Position, ReadAll, ReadFrom,
     ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
@@ -539,7 +541,7 @@ struct Collector<'a> {
     read: &'a ReadAll,
     committed: u64,
     now: i64,
-    visibility: HashMap<Box<str>, Visible>,
+    visibility: HashMap<Box<str>, Visible, RandomState>,
     names: NameCache,
     events: Vec<RecordedEvent>,
     scanned: usize,
@@ -554,7 +556,7 @@ impl<'a> Collector<'a> {
             read,
             committed,
             now: Timestamp::now().micros(),
-            visibility: HashMap::new(),
+            visibility: HashMap::default(),
             names: NameCache::default(),
             events: Vec::new(),
             scanned: 0,
