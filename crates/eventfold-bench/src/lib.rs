@@ -1,12 +1,14 @@
-//! Whole-system benchmarks of eventfold, run as `eventfold bench engine`.
+//! Whole-system benchmarks of eventfold, run as `eventfold bench engine` and `eventfold bench
+//! http` (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`).
 //!
-//! One run prints one table: the embedded engine (rows a–e), the disk's own limit measured by
+//! `bench engine` prints one table: the embedded engine (rows a–e), the disk's own limit measured by
 //! the same program (f), and PostgreSQL doing (a) and (b) on the same machine, with the ratios
 //! between them. Absolute figures on a shared VM drift; the ratios, measured side by side in
 //! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
 
 mod disk;
 mod engine;
+mod http;
 mod machine;
 mod measure;
 mod postgres;
@@ -17,6 +19,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use eventfold_engine::{Durability, EngineStats};
+
+pub use crate::http::{
+    FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
+    NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, RATE_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,
+    SUBSCRIBERS_DEFAULT, run_http_bench,
+};
 
 use crate::engine::{BATCH_A, WRITERS_B};
 use crate::machine::MachineFacts;

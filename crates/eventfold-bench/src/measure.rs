@@ -28,6 +28,11 @@ impl Latencies {
         self.0.saturating_record(ns.max(1));
     }
 
+    /// Records a latency of `ns` nanoseconds.
+    pub fn record_ns(&mut self, ns: u64) {
+        self.0.saturating_record(ns.max(1));
+    }
+
     pub fn merge(&mut self, other: &Latencies) -> anyhow::Result<()> {
         self.0
             .add(&other.0)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use eventfold_bench::{EngineBenchOptions, Part};
+use eventfold_bench::{EngineBenchOptions, HttpBenchOptions, HttpSystem, Part};
 
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
@@ -12,6 +12,84 @@ pub enum BenchCmd {
     /// writer with batches of 100; 64 concurrent single-event writers), reads of `$all` and of
     /// one stream, reopen time of a large store. Takes one to three minutes at the defaults.
     Engine(EngineArgs),
+    /// eventfold over HTTP side by side with NATS JetStream (default sync, and `sync_interval:
+    /// always`) and Redis Streams: 64 concurrent single-event appenders, batches of 100, reading
+    /// everything back, and the open-loop latency of a fan-out to live subscribers. Without
+    /// `--server` it starts `eventfold serve` itself. Takes two to four minutes at the defaults.
+    Http(HttpArgs),
+}
+
+/// Options of `eventfold bench http`.
+#[derive(Debug, clap::Args)]
+pub struct HttpArgs {
+    /// The eventfold server to measure (e.g. http://127.0.0.1:7700). Without it the bench
+    /// starts `eventfold serve --durability fsync` on a free port with a scratch data directory
+    /// under --dir, and stops it at the end.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, requires = "server")]
+    pub token: Option<String>,
+    /// Scale of the run: events of the concurrent-appends row and of the batches row, per
+    /// system.
+    #[arg(long, default_value_t = eventfold_bench::HTTP_EVENTS_DEFAULT)]
+    pub events: u64,
+    /// Live subscribers of the fan-out row.
+    #[arg(long, default_value_t = eventfold_bench::SUBSCRIBERS_DEFAULT)]
+    pub subscribers: usize,
+    /// Events per second the fan-out producer sends.
+    #[arg(long, default_value_t = eventfold_bench::RATE_DEFAULT)]
+    pub rate: u64,
+    /// Seconds the fan-out producer sends for.
+    #[arg(long, default_value_t = eventfold_bench::FANOUT_SECS_DEFAULT)]
+    pub fanout_secs: u64,
+    /// Run only these systems (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<HttpSystemArg>,
+    /// Do not run the NATS columns.
+    #[arg(long)]
+    pub skip_nats: bool,
+    /// Do not run the Redis column.
+    #[arg(long)]
+    pub skip_redis: bool,
+    /// NATS server with JetStream for the default-sync column.
+    #[arg(long, default_value = eventfold_bench::NATS_URL_DEFAULT)]
+    pub nats: String,
+    /// Redis for the Redis column.
+    #[arg(long, default_value = eventfold_bench::REDIS_URL_DEFAULT)]
+    pub redis: String,
+    /// nats-server binary (2.10 or later: it must know `sync_interval`) started for the
+    /// `sync_interval: always` column.
+    #[arg(long, default_value = eventfold_bench::NATS_SERVER_BIN_DEFAULT)]
+    pub nats_server_bin: PathBuf,
+    /// Directory for scratch data, on the disk to measure (a scratch directory is made inside
+    /// and removed at the end) [default: ./target/eventfold-bench, or ./eventfold-bench].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A system of `eventfold bench http`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HttpSystemArg {
+    /// eventfold over HTTP.
+    Eventfold,
+    /// NATS JetStream, the server's default sync.
+    Nats,
+    /// NATS JetStream with `sync_interval: always`.
+    NatsAlways,
+    /// Redis Streams.
+    Redis,
+}
+
+impl From<HttpSystemArg> for HttpSystem {
+    fn from(s: HttpSystemArg) -> HttpSystem {
+        match s {
+            HttpSystemArg::Eventfold => HttpSystem::Eventfold,
+            HttpSystemArg::Nats => HttpSystem::Nats,
+            HttpSystemArg::NatsAlways => HttpSystem::NatsAlways,
+            HttpSystemArg::Redis => HttpSystem::Redis,
+        }
+    }
 }
 
 /// Options of `eventfold bench engine`.
@@ -65,15 +143,6 @@ impl From<PartArg> for Part {
 
 /// Runs a benchmark; errors are one line on standard error and exit code 2.
 pub fn run(which: BenchCmd) -> ExitCode {
-    let BenchCmd::Engine(args) = which;
-    let opts = EngineBenchOptions {
-        events: args.events,
-        reopen_events: args.reopen_events,
-        dir: args.dir,
-        postgres_url: args.postgres,
-        skip_postgres: args.skip_postgres,
-        only: args.only.into_iter().map(Part::from).collect(),
-    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,10 +153,44 @@ pub fn run(which: BenchCmd) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(eventfold_bench::run_engine_bench(opts)) {
+    let (name, outcome) = match which {
+        BenchCmd::Engine(args) => {
+            let opts = EngineBenchOptions {
+                events: args.events,
+                reopen_events: args.reopen_events,
+                dir: args.dir,
+                postgres_url: args.postgres,
+                skip_postgres: args.skip_postgres,
+                only: args.only.into_iter().map(Part::from).collect(),
+            };
+            (
+                "engine",
+                rt.block_on(eventfold_bench::run_engine_bench(opts)),
+            )
+        }
+        BenchCmd::Http(args) => {
+            let opts = HttpBenchOptions {
+                server: args.server,
+                token: args.token,
+                events: args.events,
+                subscribers: args.subscribers,
+                rate: args.rate,
+                fanout_secs: args.fanout_secs,
+                only: args.only.into_iter().map(HttpSystem::from).collect(),
+                skip_nats: args.skip_nats,
+                skip_redis: args.skip_redis,
+                nats_url: args.nats,
+                redis_url: args.redis,
+                nats_server_bin: args.nats_server_bin,
+                dir: args.dir,
+            };
+            ("http", rt.block_on(eventfold_bench::run_http_bench(opts)))
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: bench engine failed: {e:#}");
+            eprintln!("error: bench {name} failed: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -236,6 +236,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the engine's open task failed")?
         .with_context(|| format!("cannot open the store in {}", s.data.display()))?;
+    // Consumer groups keep their state in a second engine beside the data, with the same
+    // durability, so the user's `$all` holds only the user's events.
+    let groups_dir = s.data.join("groups");
+    // Its own limits: the state's records (checkpoints, parked copies) and its restore reads
+    // must not depend on limits chosen for the user's events.
+    let groups_opts = EngineOptions {
+        limits: eventfold_core::Limits::DEFAULT,
+        segment_bytes: s
+            .engine
+            .segment_bytes
+            .max(eventfold_engine::SEGMENT_BYTES_DEFAULT),
+        ..s.engine.clone()
+    };
+    let groups_dir2 = groups_dir.clone();
+    let groups_engine =
+        tokio::task::spawn_blocking(move || Engine::open(&groups_dir2, groups_opts))
+            .await
+            .context("the groups engine's open task failed")?
+            .with_context(|| {
+                format!(
+                    "cannot open the consumer-group state in {}",
+                    groups_dir.display()
+                )
+            })?;
+    let groups =
+        eventfold_groups::Groups::open(Arc::new(engine.clone()), Arc::new(groups_engine.clone()))
+            .await
+            .context("cannot load the consumer groups")?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| {
@@ -259,7 +287,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(listen = %s.listen, "listening beyond loopback without --tls-cert/--tls-key: tokens and events cross the network in clear text");
         }
     }
-    let state = AppState::new(Arc::new(engine.clone()), s.server).with_auth(s.auth.clone());
+    let state = AppState::new(Arc::new(engine.clone()), s.server)
+        .with_auth(s.auth.clone())
+        .with_groups(groups.clone());
     match tls {
         Some(config) => {
             let listener = eventfold_server::tls::TlsListener::new(listener, config)
@@ -269,7 +299,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => eventfold_server::serve(listener, state, shutdown_signal()).await,
     }
     .context("the server failed")?;
-    // Requests in flight have finished; flush and stop the writer.
+    // Requests in flight have finished; stop the groups, flush and stop the writers.
+    groups.shutdown().await;
+    tokio::task::spawn_blocking(move || groups_engine.shutdown())
+        .await
+        .context("the groups engine's shutdown task failed")?;
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .context("the engine's shutdown task failed")?;

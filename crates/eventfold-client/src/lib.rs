@@ -3,6 +3,8 @@
 //! on the embedded engine and on a remote server, and the client passes the same conformance
 //! suite.
 
+mod groups;
+
 use std::time::Duration;
 
 use base64::Engine as _;

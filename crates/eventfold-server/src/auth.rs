@@ -4,7 +4,9 @@
 //! `/health/*` needs `Authorization: Bearer <token>` (else `401 unauthenticated`), and a token
 //! may act only on streams under its prefixes and only with its rights (else `403 forbidden`).
 //! Rights: `read` (reads, subscriptions, listing, `$all`, metrics, the API document), `write`
-//! (appends), `admin` (metadata changes and deletes).
+//! (appends), `admin` (metadata changes and deletes). Consumer groups (`/subscriptions`) read
+//! every stream, so they need the right over all streams (a token without prefixes): `admin` to
+//! create, update, delete a group and replay its parked events, `read` for the rest.
 
 use std::path::Path;
 
@@ -246,6 +248,17 @@ pub fn scope_of(method: &Method, path: &str, query: Option<&str>) -> Scope {
             };
             Scope::Stream(right, stream)
         }
+        // Consumer groups read from every stream: they need the right over all of them.
+        // Creating, updating, deleting a group and replaying its parked events is `admin`;
+        // listing, inspecting, pulling, pushing, acking and nacking is `read`.
+        ["subscriptions", rest @ ..] => {
+            let right = match (method, rest) {
+                (&Method::PUT | &Method::DELETE, [_])
+                | (&Method::POST, [_, "parked", "replay"]) => Right::Admin,
+                _ => Right::Read,
+            };
+            Scope::Prefix(right, String::new())
+        }
         ["all", ..] => Scope::Prefix(
             Right::Read,
             query_value(query, "stream_prefix").unwrap_or_default(),
@@ -386,6 +399,55 @@ mod tests {
         );
         assert_eq!(
             status(&Auth::none(), None, Method::DELETE, "/streams/x", None),
+            200
+        );
+    }
+    #[test]
+    fn consumer_groups_need_rights_over_every_stream() {
+        let g = |m: Method, p: &str| scope_of(&m, p, None);
+        assert_eq!(
+            g(Method::PUT, "/subscriptions/g"),
+            Scope::Prefix(Right::Admin, String::new())
+        );
+        assert_eq!(
+            g(Method::DELETE, "/subscriptions/g"),
+            Scope::Prefix(Right::Admin, String::new())
+        );
+        assert_eq!(
+            g(Method::POST, "/subscriptions/g/parked/replay"),
+            Scope::Prefix(Right::Admin, String::new())
+        );
+        for (m, p) in [
+            (Method::GET, "/subscriptions"),
+            (Method::GET, "/subscriptions/g"),
+            (Method::POST, "/subscriptions/g/pull"),
+            (Method::POST, "/subscriptions/g/ack"),
+            (Method::POST, "/subscriptions/g/nack"),
+            (Method::GET, "/subscriptions/g/stream"),
+            (Method::GET, "/subscriptions/g/parked"),
+        ] {
+            assert_eq!(g(m, p), Scope::Prefix(Right::Read, String::new()), "{p}");
+        }
+        let a = auth();
+        assert_eq!(
+            status(
+                &a,
+                Some("orders-reader"),
+                Method::POST,
+                "/subscriptions/g/pull",
+                None
+            ),
+            403,
+            "a token limited to some streams cannot consume a group"
+        );
+        assert_eq!(
+            status(
+                &a,
+                Some("admin-token"),
+                Method::PUT,
+                "/subscriptions/g",
+                None
+            ),
             200
         );
     }

@@ -35,6 +35,31 @@ pub struct Metrics {
     pub event_processing_duration: Histogram,
     /// Events whose append failed (refused or not written) or whose processing failed.
     pub events_failed: Counter,
+    /// A consumer group's unacknowledged deliveries.
+    pub consumer_group_in_flight: Family<GroupLabel, Gauge>,
+    /// A consumer group's deliveries (first attempts and retries).
+    pub consumer_group_delivered: Family<GroupLabel, Counter>,
+    /// A consumer group's acknowledged events.
+    pub consumer_group_acked: Family<GroupLabel, Counter>,
+    /// A consumer group's failed attempts (nack retry or ack timeout).
+    pub consumer_group_retried: Family<GroupLabel, Counter>,
+}
+
+/// One consumer group's figures, as its manager counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupFigures {
+    /// Positions between the checkpoint and the end of the source.
+    pub lag: u64,
+    /// Unacknowledged deliveries.
+    pub in_flight: u64,
+    /// Deliveries since start-up.
+    pub delivered_total: u64,
+    /// Acknowledged events since start-up.
+    pub acked_total: u64,
+    /// Failed attempts since start-up.
+    pub retried_total: u64,
+    /// Parked events since start-up.
+    pub parked_total: u64,
 }
 
 impl Default for Metrics {
@@ -57,6 +82,30 @@ impl Metrics {
         // 1 ms .. ~65 s.
         let event_processing_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
         let events_failed = Counter::default();
+        let consumer_group_in_flight = Family::<GroupLabel, Gauge>::default();
+        let consumer_group_delivered = Family::<GroupLabel, Counter>::default();
+        let consumer_group_acked = Family::<GroupLabel, Counter>::default();
+        let consumer_group_retried = Family::<GroupLabel, Counter>::default();
+        registry.register(
+            "eventfold_consumer_group_in_flight",
+            "Unacknowledged deliveries of a consumer group",
+            consumer_group_in_flight.clone(),
+        );
+        registry.register(
+            "eventfold_consumer_group_delivered",
+            "Deliveries made by a consumer group",
+            consumer_group_delivered.clone(),
+        );
+        registry.register(
+            "eventfold_consumer_group_acked",
+            "Events acknowledged in a consumer group",
+            consumer_group_acked.clone(),
+        );
+        registry.register(
+            "eventfold_consumer_group_retried",
+            "Failed delivery attempts (nack retry or ack timeout) in a consumer group",
+            consumer_group_retried.clone(),
+        );
         registry.register(
             "eventfold_events_appended",
             "Events acknowledged by appends",
@@ -107,7 +156,56 @@ impl Metrics {
             events_parked,
             event_processing_duration,
             events_failed,
+            consumer_group_in_flight,
+            consumer_group_delivered,
+            consumer_group_acked,
+            consumer_group_retried,
         }
+    }
+
+    /// Brings a group's families up to its manager's figures (counters only move forward).
+    pub fn observe_group(&self, group: &str, f: GroupFigures) {
+        let label = GroupLabel {
+            group: group.to_owned(),
+        };
+        let advance = |c: &Counter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        self.consumer_group_lag
+            .get_or_create(&label)
+            .set(i64::try_from(f.lag).unwrap_or(i64::MAX));
+        self.consumer_group_in_flight
+            .get_or_create(&label)
+            .set(i64::try_from(f.in_flight).unwrap_or(i64::MAX));
+        advance(
+            &self.consumer_group_delivered.get_or_create(&label),
+            f.delivered_total,
+        );
+        advance(
+            &self.consumer_group_acked.get_or_create(&label),
+            f.acked_total,
+        );
+        advance(
+            &self.consumer_group_retried.get_or_create(&label),
+            f.retried_total,
+        );
+        advance(&self.events_parked.get_or_create(&label), f.parked_total);
+    }
+
+    /// Drops a deleted group's labels.
+    pub fn forget_group(&self, group: &str) {
+        let label = GroupLabel {
+            group: group.to_owned(),
+        };
+        self.consumer_group_lag.remove(&label);
+        self.consumer_group_in_flight.remove(&label);
+        self.consumer_group_delivered.remove(&label);
+        self.consumer_group_acked.remove(&label);
+        self.consumer_group_retried.remove(&label);
+        self.events_parked.remove(&label);
     }
 
     /// The exposition text (OpenMetrics, which Prometheus scrapes natively).

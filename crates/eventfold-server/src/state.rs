@@ -43,6 +43,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The metric families.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The consumer groups (`/subscriptions`), when the server runs them.
+    pub groups: Option<eventfold_groups::Groups>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,7 +64,14 @@ impl AppState {
             closing: watch::channel(false).0,
             auth: Arc::new(crate::auth::Auth::none()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            groups: None,
         }
+    }
+
+    /// Serves consumer groups from `groups`.
+    pub fn with_groups(mut self, groups: eventfold_groups::Groups) -> Self {
+        self.groups = Some(groups);
+        self
     }
 
     /// Requires the given tokens.

@@ -6,6 +6,7 @@
 mod append;
 mod delete;
 mod export;
+mod group;
 mod import;
 mod info;
 mod read;
@@ -60,6 +61,12 @@ pub enum ClientCommand {
     /// run again after an interruption.
     #[command(long_about = import::LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
     Import(import::ImportArgs),
+    /// Consumer groups: create, list, info, parked, replay, delete.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
 }
 
 /// Runs a client command to its end and returns the exit status.
@@ -83,6 +90,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Delete(a) => delete::run(a).await,
             ClientCommand::Export(a) => export::run(a).await,
             ClientCommand::Import(a) => import::run(a).await,
+            ClientCommand::Group { command } => group::run(command).await,
         }
     });
     match result {

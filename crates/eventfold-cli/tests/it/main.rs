@@ -2,6 +2,7 @@
 
 mod cli;
 mod conformance;
+mod groups;
 mod http;
 mod kill;
 mod server;

@@ -24,6 +24,7 @@ pub async fn ready(State(st): State<AppState>) -> ApiResult<Json<serde_json::Val
 
 /// Prometheus metrics.
 pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoResponse {
+    super::groups::observe(&st).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

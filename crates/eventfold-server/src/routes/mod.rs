@@ -1,6 +1,7 @@
 //! The routes of the contract, a file per resource.
 
 mod all;
+pub mod groups;
 mod health;
 mod streams;
 mod subscribe;

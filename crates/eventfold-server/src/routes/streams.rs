@@ -110,6 +110,16 @@ pub async fn read(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    // `$parked-{group}`: a consumer group's parked events, read-only (JSON pages).
+    if let Ok(Path(raw)) = &path
+        && let Some(group) = raw.strip_prefix("$parked-")
+    {
+        let q = query_pairs(query)?;
+        let mut read = read_stream_query(&q)?;
+        read.limit = super::default_limit(&q, read.limit, &st);
+        super::check_read_limit(&st, read.limit)?;
+        return super::groups::read_parked_stream(&st, group, read).await;
+    }
     let stream = stream_from_path(path)?;
     let q = query_pairs(query)?;
     let mut read = read_stream_query(&q)?;

@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, health, streams, subscribe};
+use super::{all, groups, health, streams, subscribe};
 use crate::state::AppState;
 
 /// One operation: method, path, what it does, and its handler.
@@ -136,6 +136,96 @@ pub fn operations() -> Vec<Operation> {
         },
         Operation {
             method: "get",
+            path: "/subscriptions",
+            summary: "List the consumer groups with their figures (needs `read` on every stream)",
+            params: &[],
+            body: None,
+            responses: &[(200, "GroupList"), (503, "Error")],
+            handler: get(groups::list),
+        },
+        Operation {
+            method: "put",
+            path: "/subscriptions/{group}",
+            summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, max_in_flight (needs `admin`)",
+            params: &[],
+            body: Some("GroupConfig"),
+            responses: &[(201, "GroupInfo"), (200, "GroupInfo"), (400, "Error")],
+            handler: put(groups::put),
+        },
+        Operation {
+            method: "get",
+            path: "/subscriptions/{group}",
+            summary: "A consumer group's config plus checkpoint, lag, in_flight, parked, delivered_total, acked_total, consumers",
+            params: &[],
+            body: None,
+            responses: &[(200, "GroupInfo"), (404, "Error")],
+            handler: get(groups::info),
+        },
+        Operation {
+            method: "delete",
+            path: "/subscriptions/{group}",
+            summary: "Delete a consumer group with its acks and parked events (needs `admin`)",
+            params: &[],
+            body: None,
+            responses: &[(204, ""), (404, "Error")],
+            handler: delete(groups::delete),
+        },
+        Operation {
+            method: "post",
+            path: "/subscriptions/{group}/pull",
+            summary: "Long-poll {consumer, max, wait_ms}: deliveries as soon as there are some, or none after wait_ms",
+            params: &[],
+            body: Some("PullRequest"),
+            responses: &[(200, "Deliveries"), (400, "Error"), (404, "Error")],
+            handler: post(groups::pull),
+        },
+        Operation {
+            method: "get",
+            path: "/subscriptions/{group}/stream",
+            summary: "Push deliveries to `consumer` as SSE (event: delivery, id: delivery_id) or NDJSON; never more than max_in_flight unacknowledged",
+            params: &["consumer"],
+            body: None,
+            responses: &[(200, "Delivery"), (400, "Error"), (404, "Error")],
+            handler: get(groups::stream),
+        },
+        Operation {
+            method: "post",
+            path: "/subscriptions/{group}/ack",
+            summary: "Acknowledge deliveries {delivery_ids}; a 2xx is durable; unknown or timed-out ids are listed in `unknown`",
+            params: &[],
+            body: Some("AckRequest"),
+            responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
+            handler: post(groups::ack),
+        },
+        Operation {
+            method: "post",
+            path: "/subscriptions/{group}/nack",
+            summary: "Nack deliveries {delivery_ids, action: retry | park | skip, reason}",
+            params: &[],
+            body: Some("NackRequest"),
+            responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
+            handler: post(groups::nack),
+        },
+        Operation {
+            method: "get",
+            path: "/subscriptions/{group}/parked",
+            summary: "Parked events not yet replayed, oldest first (also readable as the stream $parked-{group})",
+            params: &["limit", "from"],
+            body: None,
+            responses: &[(200, "ParkedPage"), (400, "Error"), (404, "Error")],
+            handler: get(groups::parked),
+        },
+        Operation {
+            method: "post",
+            path: "/subscriptions/{group}/parked/replay",
+            summary: "Deliver parked events again, oldest first, up to {max} (needs `admin`)",
+            params: &[],
+            body: Some("ReplayRequest"),
+            responses: &[(200, "ReplayResult"), (400, "Error"), (404, "Error")],
+            handler: post(groups::replay),
+        },
+        Operation {
+            method: "get",
             path: "/health/live",
             summary: "The process is up (no auth)",
             params: &[],
@@ -200,7 +290,29 @@ fn schemas() -> Value {
         "StreamMetadata": {"type": "object", "additionalProperties": false, "properties": {"max_count": {"type": "integer", "minimum": 0},
             "max_age_seconds": {"type": "integer", "minimum": 0}, "truncate_before": {"type": "integer", "minimum": 0}, "custom": {"type": "object"}}},
         "StreamList": {"type": "object", "properties": {"streams": {"type": "array", "items": {"type": "string"}}, "next": {"type": ["string", "null"]}}},
-        "Status": {"type": "object", "properties": {"status": {"type": "string"}}}
+        "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "GroupConfig": {"type": "object", "additionalProperties": false, "properties": {
+            "filter": {"type": "object", "additionalProperties": false, "properties": {"stream": {"type": "string"}, "category": {"type": "string"},
+                "stream_prefix": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"}}}},
+            "start": {"oneOf": [{"enum": ["start", "end"]}, {"type": "integer", "minimum": 0}]},
+            "max_deliveries": {"type": "integer", "minimum": 1, "default": 10}, "ack_timeout_ms": {"type": "integer", "minimum": 1, "default": 30000},
+            "retry_backoff": {"type": "object", "properties": {"initial_ms": {"type": "integer", "default": 100}, "max_ms": {"type": "integer", "default": 60000}, "multiplier": {"type": "number", "default": 2.0}}},
+            "strategy": {"enum": ["round_robin", "pinned"], "default": "round_robin"}, "max_in_flight": {"type": "integer", "minimum": 1, "default": 1000}}},
+        "GroupInfo": {"type": "object", "properties": {"group": {"type": "string"}, "checkpoint": {"type": "integer"}, "lag": {"type": "integer"},
+            "in_flight": {"type": "integer"}, "parked": {"type": "integer"}, "delivered_total": {"type": "integer"}, "acked_total": {"type": "integer"},
+            "consumers": {"type": "array", "items": {"type": "object"}}}, "additionalProperties": true},
+        "GroupList": {"type": "object", "properties": {"subscriptions": {"type": "array", "items": {"$ref": "#/components/schemas/GroupInfo"}}}},
+        "PullRequest": {"type": "object", "required": ["consumer"], "properties": {"consumer": {"type": "string"}, "max": {"type": "integer", "default": 100}, "wait_ms": {"type": "integer", "default": 5000}}},
+        "Delivery": {"type": "object", "properties": {"delivery_id": {"type": "string"}, "attempt": {"type": "integer"}, "event": {"$ref": "#/components/schemas/Event"}}},
+        "Deliveries": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}}}},
+        "AckRequest": {"type": "object", "required": ["delivery_ids"], "properties": {"delivery_ids": {"type": "array", "items": {"type": "string"}}}},
+        "NackRequest": {"type": "object", "required": ["delivery_ids", "action"], "properties": {"delivery_ids": {"type": "array", "items": {"type": "string"}},
+            "action": {"enum": ["retry", "park", "skip"]}, "reason": {"type": "string"}}},
+        "AckResult": {"type": "object", "properties": {"acked": {"type": "array", "items": {"type": "string"}}, "unknown": {"type": "array", "items": {"type": "string"}}}},
+        "ParkedPage": {"type": "object", "properties": {"parked": {"type": "array", "items": {"type": "object", "properties": {"event": {"$ref": "#/components/schemas/Event"},
+            "reason": {"type": "string"}, "attempts": {"type": "integer"}, "parked_at": {"type": "string", "format": "date-time"}}}}, "next": {"type": ["integer", "null"]}}},
+        "ReplayRequest": {"type": "object", "properties": {"max": {"type": "integer", "minimum": 1}}},
+        "ReplayResult": {"type": "object", "properties": {"replayed": {"type": "integer"}}}
     })
 }
 
@@ -211,6 +323,9 @@ pub fn document() -> Value {
         let mut params: Vec<Value> = Vec::new();
         if op.path.contains("{stream}") {
             params.push(json!({"name": "stream", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}));
+        }
+        if op.path.contains("{group}") {
+            params.push(json!({"name": "group", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._-]+$"}}));
         }
         for p in op.params {
             params.push(

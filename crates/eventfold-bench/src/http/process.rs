@@ -1,0 +1,173 @@
+//! Servers the benchmark starts itself: `eventfold serve` (when no `--server` is given) and a
+//! second nats-server with `sync_interval: always`. Each runs as a child process on a free
+//! loopback port with its data in the run's scratch directory, and is killed when its guard is
+//! dropped, also after a failure.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+/// How long a started server may take to accept requests.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process, killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct ChildServer {
+    child: Child,
+    what: String,
+    log: PathBuf,
+}
+
+impl ChildServer {
+    fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<ChildServer> {
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone().context("cannot share the log file")?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {what} ({:?})", cmd.get_program()))?;
+        Ok(ChildServer {
+            child,
+            what: what.to_string(),
+            log,
+        })
+    }
+
+    /// An error when the process has exited, with the end of its log.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .context("cannot poll a child process")?
+        {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .rev()
+                .take(5)
+                .collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("{} exited ({status}): {}", self.what, tail.join(" | "));
+        }
+        Ok(())
+    }
+
+    /// Waits until `ready` answers true, failing early when the process exits.
+    async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            self.check_running()?;
+            if ready().await {
+                return Ok(());
+            }
+            if start.elapsed() > START_TIMEOUT {
+                anyhow::bail!(
+                    "{} did not become ready within {START_TIMEOUT:?} (log: {})",
+                    self.what,
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn accepts(port: u16) -> bool {
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+/// Starts `eventfold serve` from this very executable, with `fsync` durability and its data in
+/// `dir`; returns the guard and the server's base URL once it answers `/health/ready`.
+pub async fn spawn_eventfold(dir: &Path) -> anyhow::Result<(ChildServer, String)> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let port = free_port()?;
+    let data = dir.join("eventfold-data");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--durability")
+        .arg("fsync");
+    // Settings from the environment (a config file, a token, another durability) would make
+    // the measured server differ from the one stated in the table.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("EVENTFOLD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("EVENTFOLD_LOG", "warn");
+    let mut child = ChildServer::spawn("eventfold serve", cmd, dir.join("eventfold-serve.log"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let ready_url = format!("{url}/health/ready");
+    let http = reqwest::Client::new();
+    child
+        .wait_ready(|| {
+            let r = http
+                .get(&ready_url)
+                .timeout(Duration::from_millis(500))
+                .send();
+            async move { r.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await?;
+    Ok((child, url))
+}
+
+/// Starts `bin` (a nats-server) with JetStream in `dir` and `sync_interval: always` (an fsync
+/// before every acknowledgement); returns the guard and its URL once it accepts connections.
+pub async fn spawn_nats_always(bin: &Path, dir: &Path) -> anyhow::Result<(ChildServer, String)> {
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing (install nats-server, or pass --nats-server-bin)",
+        bin.display()
+    );
+    let port = free_port()?;
+    let store = dir.join("nats-always");
+    std::fs::create_dir_all(&store)
+        .with_context(|| format!("cannot create {}", store.display()))?;
+    let config = dir.join("nats-always.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            store.display().to_string()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&config);
+    let mut child = ChildServer::spawn(
+        &format!("{} -c {}", bin.display(), config.display()),
+        cmd,
+        dir.join("nats-always.log"),
+    )?;
+    child.wait_ready(|| accepts(port)).await?;
+    Ok((child, format!("nats://127.0.0.1:{port}")))
+}

@@ -1,0 +1,286 @@
+use std::time::Duration;
+
+use eventfold_core::{EventFilter, EventType, StreamName};
+use serde::{Deserialize, Serialize};
+
+use crate::error::GroupError;
+
+/// Most unacknowledged deliveries a group may have: bounds its memory and the size of its
+/// checkpoint record (one position per unsettled event).
+pub const MAX_IN_FLIGHT_MAX: usize = 10_000;
+/// Most delivery attempts per event before it is parked.
+pub const MAX_DELIVERIES_MAX: u32 = 1_000;
+/// Longest ack timeout or backoff: one day.
+pub const TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// Which events of the source's `$all` a group delivers. At most one of `stream`, `category`,
+/// `stream_prefix`; `types` combines with it (AND).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFilter {
+    /// Exactly this stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamName>,
+    /// Streams of this category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Streams whose name starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_prefix: Option<String>,
+    /// Event types (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<EventType>,
+}
+
+impl GroupFilter {
+    /// The store filter to read with (a `stream` filter reads by prefix and is narrowed by
+    /// [`GroupFilter::matches_stream`]).
+    pub fn event_filter(&self) -> EventFilter {
+        EventFilter {
+            types: self.types.clone(),
+            category: self.category.clone(),
+            stream_prefix: self
+                .stream
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .or_else(|| self.stream_prefix.clone()),
+        }
+    }
+
+    /// Whether an event of `stream` that passed [`GroupFilter::event_filter`] belongs to the group.
+    pub fn matches_stream(&self, stream: &str) -> bool {
+        self.stream.as_ref().is_none_or(|s| s.as_str() == stream)
+    }
+}
+
+/// Where a new group starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Start {
+    /// The first event of the log.
+    Start,
+    /// Only events appended after the group was created.
+    #[default]
+    End,
+    /// This position, included.
+    Position(u64),
+}
+
+impl Serialize for Start {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Start::Start => s.serialize_str("start"),
+            Start::End => s.serialize_str("end"),
+            Start::Position(p) => s.serialize_u64(*p),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Start {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Word(String),
+            Pos(u64),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Pos(p) => Ok(Start::Position(p)),
+            Repr::Word(w) if w == "start" => Ok(Start::Start),
+            Repr::Word(w) if w == "end" => Ok(Start::End),
+            Repr::Word(w) => w.parse().map(Start::Position).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "start {w:?} is not \"start\", \"end\" or a position"
+                ))
+            }),
+        }
+    }
+}
+
+/// How deliveries are spread over consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Any live consumer gets the next event.
+    #[default]
+    RoundRobin,
+    /// Every event of one stream goes to the same live consumer, in order.
+    Pinned,
+}
+
+/// Delays between delivery attempts: `initial_ms * multiplier^(failed_attempts - 1)`, at most
+/// `max_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBackoff {
+    /// Delay after the first failed attempt.
+    pub initial_ms: u64,
+    /// Longest delay.
+    pub max_ms: u64,
+    /// Growth per failed attempt (>= 1.0).
+    pub multiplier: f64,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff {
+            initial_ms: 100,
+            max_ms: 60_000,
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// The delay after `failed` failed attempts (`failed >= 1`).
+    pub fn delay(&self, failed: u32) -> Duration {
+        let exp = i32::try_from(failed.saturating_sub(1)).unwrap_or(i32::MAX);
+        let ms = (self.initial_ms as f64) * self.multiplier.powi(exp);
+        let ms = if ms.is_finite() {
+            ms.min(self.max_ms as f64)
+        } else {
+            self.max_ms as f64
+        };
+        Duration::from_millis(ms.max(0.0) as u64)
+    }
+}
+
+/// A group's settings, as in the contract's `PUT /subscriptions/{group}` body (every field has
+/// the contract's default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Which events.
+    pub filter: GroupFilter,
+    /// Where a new group starts (used only when the group is created).
+    pub start: Start,
+    /// Delivery attempts before an event is parked.
+    pub max_deliveries: u32,
+    /// A delivery not acknowledged within this counts as a failed attempt.
+    pub ack_timeout_ms: u64,
+    /// Delays between attempts.
+    pub retry_backoff: RetryBackoff,
+    /// How deliveries are spread.
+    pub strategy: Strategy,
+    /// Most unacknowledged deliveries at once, over all consumers.
+    pub max_in_flight: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            filter: GroupFilter::default(),
+            start: Start::End,
+            max_deliveries: 10,
+            ack_timeout_ms: 30_000,
+            retry_backoff: RetryBackoff::default(),
+            strategy: Strategy::RoundRobin,
+            max_in_flight: 1000,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// Checks every setting against its bounds.
+    pub fn validate(&self) -> Result<(), GroupError> {
+        let f = &self.filter;
+        let given = [
+            f.stream.is_some(),
+            f.category.is_some(),
+            f.stream_prefix.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given > 1 {
+            return Err(GroupError::invalid(
+                "filter",
+                "give at most one of `stream`, `category`, `stream_prefix` (with `types` if needed)",
+            ));
+        }
+        if f.category
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.contains('-'))
+            || f.stream_prefix.as_deref().is_some_and(str::is_empty)
+        {
+            return Err(GroupError::invalid(
+                "filter",
+                "`category` must be non-empty without `-`, `stream_prefix` non-empty",
+            ));
+        }
+        if !(1..=MAX_DELIVERIES_MAX).contains(&self.max_deliveries) {
+            return Err(GroupError::invalid(
+                "max_deliveries",
+                format!("{} is not in 1..={MAX_DELIVERIES_MAX}", self.max_deliveries),
+            ));
+        }
+        if !(1..=TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
+            return Err(GroupError::invalid(
+                "ack_timeout_ms",
+                format!("{} is not in 1..={TIMEOUT_MS_MAX}", self.ack_timeout_ms),
+            ));
+        }
+        let b = &self.retry_backoff;
+        if b.initial_ms > TIMEOUT_MS_MAX
+            || b.max_ms > TIMEOUT_MS_MAX
+            || b.initial_ms > b.max_ms
+            || !(b.multiplier.is_finite() && b.multiplier >= 1.0 && b.multiplier <= 1000.0)
+        {
+            return Err(GroupError::invalid(
+                "retry_backoff",
+                format!(
+                    "needs initial_ms <= max_ms <= {TIMEOUT_MS_MAX} and 1.0 <= multiplier <= 1000.0"
+                ),
+            ));
+        }
+        if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight) {
+            return Err(GroupError::invalid(
+                "max_in_flight",
+                format!("{} is not in 1..={MAX_IN_FLIGHT_MAX}", self.max_in_flight),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ack timeout as a duration.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_defaults_and_shapes() {
+        let c: GroupConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, GroupConfig::default());
+        let c: GroupConfig = serde_json::from_value(serde_json::json!({
+            "filter": {"category": "order", "types": ["order.placed"]},
+            "start": 42, "strategy": "pinned", "retry_backoff": {"initial_ms": 5}
+        }))
+        .unwrap();
+        assert_eq!(c.start, Start::Position(42));
+        assert_eq!(c.strategy, Strategy::Pinned);
+        assert_eq!(c.retry_backoff.max_ms, 60_000);
+        c.validate().unwrap();
+        assert!(serde_json::from_str::<GroupConfig>(r#"{"start":"later"}"#).is_err());
+        assert!(serde_json::from_str::<GroupConfig>(r#"{"bogus":1}"#).is_err());
+        let bad = GroupConfig {
+            max_in_flight: 0,
+            ..GroupConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = RetryBackoff {
+            initial_ms: 100,
+            max_ms: 500,
+            multiplier: 2.0,
+        };
+        let d: Vec<u64> = (1..=5).map(|n| b.delay(n).as_millis() as u64).collect();
+        assert_eq!(d, [100, 200, 400, 500, 500]);
+    }
+}

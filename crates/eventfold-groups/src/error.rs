@@ -1,0 +1,83 @@
+use eventfold_core::StoreError;
+
+/// Everything the consumer-group machinery can answer instead of a result.
+///
+/// Each variant has a stable snake_case [`code`](GroupError::code) that crosses the wire.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// A group name, consumer name or setting that breaks a rule.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was wrong (`group name`, `max_in_flight`, ...).
+        what: &'static str,
+        /// Why, and what would be valid.
+        reason: String,
+    },
+    /// No group of that name exists.
+    #[error("consumer group {group} does not exist; create it with PUT /subscriptions/{group}")]
+    NotFound {
+        /// The group.
+        group: String,
+    },
+    /// The source or the state store failed.
+    #[error("consumer group {group}: cannot {context}: {cause}")]
+    Store {
+        /// The group.
+        group: String,
+        /// What was being attempted.
+        context: &'static str,
+        /// The store's error (its message is part of this one's, so it is not a `source`).
+        cause: StoreError,
+    },
+    /// The group's stored state cannot be decoded.
+    #[error(
+        "consumer group {group}: stored state in {stream} revision {revision} is unreadable: {detail}"
+    )]
+    Corrupt {
+        /// The group.
+        group: String,
+        /// The state stream.
+        stream: String,
+        /// The event's revision.
+        revision: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl GroupError {
+    /// The stable snake_case code of this error.
+    pub fn code(&self) -> &str {
+        match self {
+            GroupError::Invalid { .. } => "invalid_request",
+            GroupError::NotFound { .. } => "group_not_found",
+            GroupError::Store { cause, .. } => cause.code(),
+            GroupError::Corrupt { .. } => "group_state_corrupt",
+        }
+    }
+
+    /// The HTTP status that fits this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            GroupError::Invalid { .. } => 400,
+            GroupError::NotFound { .. } => 404,
+            GroupError::Store { cause, .. } => match cause {
+                StoreError::Invalid(_) | StoreError::LimitExceeded { .. } => 400,
+                StoreError::Closed => 503,
+                _ => 500,
+            },
+            GroupError::Corrupt { .. } => 500,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        GroupError::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The result of a group operation.
+pub type GroupResult<T> = Result<T, GroupError>;

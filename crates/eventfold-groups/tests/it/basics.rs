@@ -1,0 +1,269 @@
+use std::collections::BTreeSet;
+
+use eventfold_groups::{GroupConfig, NackAction, PutOutcome, Start};
+
+use crate::{Env, config, group, ids, positions};
+
+#[tokio::test]
+async fn create_update_list_info_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path()).await;
+    env.append("order-1", "order.placed", 3).await;
+    env.append("user-1", "user.joined", 2).await;
+    let g = group("orders");
+    let c = config(serde_json::json!({"filter": {"category": "order"}}));
+    assert_eq!(
+        env.groups.put(&g, c.clone()).await.unwrap(),
+        PutOutcome::Created
+    );
+    let end = group("from-end");
+    env.groups
+        .put(
+            &end,
+            GroupConfig {
+                start: Start::End,
+                ..GroupConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.groups.names(), vec![end.clone(), g.clone()]);
+
+    let info = env.groups.info(&end).await.unwrap();
+    assert_eq!(
+        info.start_position, 5,
+        "`end` resolves to after the last event"
+    );
+    assert_eq!(info.lag, 0);
+
+    let ds = env.pull(&g, "c1", 10, 1000).await;
+    assert_eq!(ds.len(), 3, "only the category's events");
+    assert!(
+        ds.iter()
+            .all(|d| d.event.stream.as_str() == "order-1" && d.attempt == 1)
+    );
+    let info = env.groups.info(&g).await.unwrap();
+    assert_eq!((info.in_flight, info.delivered_total), (3, 3));
+    assert_eq!(info.consumers.len(), 1);
+    assert!(info.consumers[0].live);
+
+    let bad = GroupConfig {
+        max_deliveries: 0,
+        ..c.clone()
+    };
+    let err = env.groups.put(&g, bad).await.unwrap_err();
+    assert_eq!((err.code(), err.status()), ("invalid_request", 400));
+    let upd = GroupConfig {
+        max_deliveries: 3,
+        ..c.clone()
+    };
+    assert_eq!(env.groups.put(&g, upd).await.unwrap(), PutOutcome::Updated);
+    assert_eq!(env.groups.info(&g).await.unwrap().config.max_deliveries, 3);
+
+    env.groups.delete(&g).await.unwrap();
+    let err = env.groups.info(&g).await.unwrap_err();
+    assert_eq!((err.code(), err.status()), ("group_not_found", 404));
+    assert_eq!(
+        env.groups.delete(&g).await.unwrap_err().code(),
+        "group_not_found"
+    );
+
+    // Re-created under the same name, the group starts afresh.
+    env.groups.put(&g, c).await.unwrap();
+    assert_eq!(env.pull(&g, "c1", 10, 1000).await.len(), 3);
+
+    // Names that cannot make stream names are refused with a clear error.
+    assert!(eventfold_groups::GroupName::new("a/b").is_err());
+    env.close().await;
+}
+
+#[tokio::test]
+async fn ack_nack_skip_park_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path()).await;
+    let all = env.append("order-1", "order.placed", 10).await;
+    let g = group("g");
+    env.groups
+        .put(&g, config(serde_json::json!({})))
+        .await
+        .unwrap();
+
+    let ds = env.pull(&g, "c1", 5, 1000).await;
+    assert_eq!(positions(&ds), all[..5].iter().copied().collect());
+    let mut some = ids(&ds[..3]);
+    some.push("nonsense".into());
+    let out = env.groups.ack(&g, &some).await.unwrap();
+    assert_eq!(out.acked, ids(&ds[..3]));
+    assert_eq!(out.unknown, vec!["nonsense".to_string()]);
+    let again = env.groups.ack(&g, &ids(&ds[..1])).await.unwrap();
+    assert_eq!(again.unknown, ids(&ds[..1]), "an id once acked is unknown");
+
+    let out = env
+        .groups
+        .nack(&g, &ids(&ds[3..4]), NackAction::Skip, "not for us")
+        .await
+        .unwrap();
+    assert_eq!(out.acked.len(), 1);
+    env.groups
+        .nack(&g, &ids(&ds[4..5]), NackAction::Park, "bad data")
+        .await
+        .unwrap();
+    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    assert_eq!(page.parked.len(), 1);
+    assert_eq!(page.parked[0].reason, "bad data");
+    assert_eq!(page.parked[0].attempts, 1);
+    assert_eq!(page.parked[0].position, all[4]);
+    assert_eq!(page.parked[0].event["stream"], "order-1");
+
+    let rest = env.pull(&g, "c1", 100, 1000).await;
+    assert_eq!(positions(&rest), all[5..].iter().copied().collect());
+    env.ack(&g, &rest).await;
+    assert!(env.pull(&g, "c1", 100, 0).await.is_empty());
+
+    let info = env.groups.info(&g).await.unwrap();
+    assert_eq!((info.parked, info.acked_total, info.in_flight), (1, 8, 0));
+
+    assert_eq!(env.groups.replay(&g, None).await.unwrap(), 1);
+    assert!(
+        env.groups
+            .parked(&g, None, 100)
+            .await
+            .unwrap()
+            .parked
+            .is_empty()
+    );
+    let back = env.pull(&g, "c1", 100, 1000).await;
+    assert_eq!(positions(&back), BTreeSet::from([all[4]]));
+    assert_eq!(
+        back[0].attempt, 1,
+        "a replayed event starts its attempts afresh"
+    );
+    env.ack(&g, &back).await;
+    let info = env.groups.info(&g).await.unwrap();
+    assert_eq!((info.parked, info.checkpoint, info.lag), (0, all[9] + 1, 0));
+
+    let err = env
+        .groups
+        .pull(&g, &"c1".parse().unwrap(), 0, std::time::Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
+    assert_eq!(
+        env.groups.ack(&g, &[]).await.unwrap_err().code(),
+        "invalid_request"
+    );
+    env.close().await;
+}
+
+/// Acked events never come back after a restart, unacked ones always do, parked ones stay
+/// parked; enough acks to write checkpoints.
+#[tokio::test]
+async fn restart_keeps_acks_parked_and_redelivers_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path()).await;
+    let all = env.append("order-1", "order.placed", 700).await;
+    let g = group("g");
+    env.groups
+        .put(&g, config(serde_json::json!({"max_in_flight": 1000})))
+        .await
+        .unwrap();
+    let ds = env.pull(&g, "c1", 700, 1000).await;
+    assert_eq!(ds.len(), 700);
+    let mut unacked = BTreeSet::new();
+    for (i, d) in ds.iter().enumerate() {
+        if i % 7 == 3 {
+            unacked.insert(d.event.position.0);
+        } else if i == 5 {
+            env.groups
+                .nack(
+                    &g,
+                    std::slice::from_ref(&d.delivery_id),
+                    NackAction::Park,
+                    "poison",
+                )
+                .await
+                .unwrap();
+        } else {
+            // One ack request per delivery: hundreds of records, so checkpoints are written.
+            env.ack(&g, std::slice::from_ref(d)).await;
+        }
+    }
+    env.close().await;
+
+    let env = Env::open(dir.path()).await;
+    let info = env.groups.info(&g).await.unwrap();
+    assert_eq!(info.parked, 1);
+    let mut again = BTreeSet::new();
+    loop {
+        let ds = env.pull(&g, "c2", 1000, 200).await;
+        if ds.is_empty() {
+            break;
+        }
+        again.extend(positions(&ds));
+        env.ack(&g, &ds).await;
+    }
+    assert_eq!(again, unacked, "exactly the unacked events come again");
+    // New events after the restart flow too, and a second restart redelivers nothing.
+    let more = env.append("order-2", "order.placed", 5).await;
+    let ds = env.pull(&g, "c2", 100, 1000).await;
+    assert_eq!(positions(&ds), more.iter().copied().collect());
+    env.ack(&g, &ds).await;
+    env.close().await;
+
+    let env = Env::open(dir.path()).await;
+    assert!(env.pull(&g, "c3", 100, 300).await.is_empty());
+    let page = env.groups.parked(&g, None, 10).await.unwrap();
+    assert_eq!(page.parked.len(), 1);
+    assert_eq!(page.parked[0].position, all[5]);
+    env.close().await;
+}
+
+/// A replayed event not yet acked comes again after a restart; a group deleted and created
+/// again under the same name starts afresh, also after a restart.
+#[tokio::test]
+async fn replays_and_recreated_groups_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path()).await;
+    let all = env.append("order-1", "t", 4).await;
+    let g = group("g");
+    let h = group("h");
+    for n in [&g, &h] {
+        env.groups
+            .put(n, config(serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+    let ds = env.pull(&g, "c", 10, 1000).await;
+    env.groups
+        .nack(&g, &ids(&ds[..1]), NackAction::Park, "p")
+        .await
+        .unwrap();
+    env.ack(&g, &ds[1..]).await;
+    assert_eq!(env.groups.replay(&g, None).await.unwrap(), 1);
+    // h: everything acked, then the group is deleted and created again.
+    let hs = env.pull(&h, "c", 10, 1000).await;
+    env.ack(&h, &hs).await;
+    env.groups.delete(&h).await.unwrap();
+    env.groups
+        .put(&h, config(serde_json::json!({})))
+        .await
+        .unwrap();
+    env.close().await;
+
+    let env = Env::open(dir.path()).await;
+    let back = env.pull(&g, "c", 10, 1000).await;
+    assert_eq!(
+        positions(&back),
+        BTreeSet::from([all[0]]),
+        "the replay survived"
+    );
+    assert_eq!(env.groups.info(&g).await.unwrap().parked, 0);
+    env.ack(&g, &back).await;
+    let again = env.pull(&h, "c", 10, 1000).await;
+    assert_eq!(
+        positions(&again),
+        all.iter().copied().collect(),
+        "the new h knows nothing of the old one's acks"
+    );
+    env.close().await;
+}

@@ -1,0 +1,406 @@
+//! Consumer groups (`/subscriptions`): the contract's persistent subscriptions over
+//! [`eventfold_groups::Groups`]. Pull is a long-poll; the push stream is SSE or NDJSON, taken
+//! from the group only as fast as the socket drains.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eventfold_groups::{
+    ConsumerName, Delivery, GroupConfig, GroupError, GroupName, Groups, NackAction, PutOutcome,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{query_pairs, read_body};
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::{Wants, wants};
+use crate::state::AppState;
+
+/// Largest body of a group request (an ack of 10,000 ids fits easily).
+const GROUP_BODY_BYTES_MAX: usize = 4 << 20;
+/// Deliveries taken per step of a push stream.
+const PUSH_BATCH: usize = 100;
+/// The contract's defaults for a pull.
+const PULL_MAX_DEFAULT: usize = 100;
+const PULL_WAIT_MS_DEFAULT: u64 = 5000;
+const PARKED_LIMIT_DEFAULT: usize = 100;
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> Self {
+        if e.status() >= 500 {
+            tracing::error!(error = %e, "consumer group error answered to a request");
+        }
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+fn groups(st: &AppState) -> ApiResult<&Groups> {
+    st.groups.as_ref().ok_or_else(|| {
+        ApiError::new(
+            503,
+            "groups_unavailable",
+            "this server runs without consumer groups",
+        )
+    })
+}
+
+fn group_from_path(path: Result<Path<String>, PathRejection>) -> ApiResult<GroupName> {
+    let Path(name) = path.map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_request",
+            format!("the group name in the path is not valid: {e}"),
+        )
+    })?;
+    Ok(GroupName::new(name)?)
+}
+
+/// The JSON body; an empty body is `{}`.
+async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
+    let bytes = read_body(headers, body, GROUP_BODY_BYTES_MAX).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_body",
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// `PUT /subscriptions/{group}`: 201 created, 200 updated, with the group's info.
+pub async fn put(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let config: GroupConfig = json_body(&headers, body).await?;
+    let outcome = g.put(&name, config).await?;
+    let info = g.info(&name).await?;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+/// `GET /subscriptions`.
+pub async fn list(State(st): State<AppState>) -> ApiResult<Response> {
+    let infos = groups(&st)?.list().await?;
+    Ok(Json(json!({ "subscriptions": infos })).into_response())
+}
+
+/// `GET /subscriptions/{group}`.
+pub async fn info(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let name = group_from_path(path)?;
+    Ok(Json(groups(&st)?.info(&name).await?).into_response())
+}
+
+/// `DELETE /subscriptions/{group}`: 204.
+pub async fn delete(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let name = group_from_path(path)?;
+    groups(&st)?.delete(&name).await?;
+    st.metrics.forget_group(name.as_str());
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    consumer: String,
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// `POST /subscriptions/{group}/pull`.
+pub async fn pull(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let b: PullBody = json_body(&headers, body).await?;
+    let consumer = ConsumerName::new(&b.consumer)?;
+    let max = b.max.unwrap_or(PULL_MAX_DEFAULT);
+    let wait = Duration::from_millis(b.wait_ms.unwrap_or(PULL_WAIT_MS_DEFAULT));
+    let mut closing = st.closing.subscribe();
+    // A shutdown ends the long-poll early (with nothing taken).
+    let deliveries = if *closing.borrow_and_update() {
+        g.pull(&name, &consumer, max, Duration::ZERO).await?
+    } else {
+        tokio::select! {
+            r = g.pull(&name, &consumer, max, wait) => r?,
+            _ = closing.changed() => Vec::new(),
+        }
+    };
+    st.metrics.events_read.inc_by(deliveries.len() as u64);
+    Ok(Json(json!({ "deliveries": deliveries })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    delivery_ids: Vec<String>,
+}
+
+/// `POST /subscriptions/{group}/ack`: 200 once durable.
+pub async fn ack(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let b: AckBody = json_body(&headers, body).await?;
+    Ok(Json(g.ack(&name, &b.delivery_ids).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NackBody {
+    delivery_ids: Vec<String>,
+    action: NackAction,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /subscriptions/{group}/nack`.
+pub async fn nack(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let b: NackBody = json_body(&headers, body).await?;
+    let reason = if b.reason.is_empty() {
+        "nacked without a reason"
+    } else {
+        &b.reason
+    };
+    let out = g.nack(&name, &b.delivery_ids, b.action, reason).await?;
+    st.metrics.events_failed.inc_by(out.acked.len() as u64);
+    Ok(Json(out).into_response())
+}
+
+/// `GET /subscriptions/{group}/parked?limit=&from=`.
+pub async fn parked(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let mut limit = PARKED_LIMIT_DEFAULT;
+    let mut from = None;
+    for (k, v) in query_pairs(query)? {
+        let n: u64 = v.parse().map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_query",
+                format!("`{k}` must be an unsigned integer, not {v:?}"),
+            )
+        })?;
+        match k.as_str() {
+            "limit" => limit = usize::try_from(n).unwrap_or(usize::MAX),
+            "from" => from = Some(n),
+            _ => {}
+        }
+    }
+    Ok(Json(g.parked(&name, from, limit).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    #[serde(default)]
+    max: Option<usize>,
+}
+
+/// `POST /subscriptions/{group}/parked/replay` → `{"replayed": n}`.
+pub async fn replay(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let b: ReplayBody = json_body(&headers, body).await?;
+    let n = g.replay(&name, b.max).await?;
+    Ok(Json(json!({ "replayed": n })).into_response())
+}
+
+enum Item {
+    Delivery(Delivery),
+    Heartbeat,
+    Closing,
+}
+
+/// `GET /subscriptions/{group}/stream?consumer=name`: deliveries pushed as SSE (default) or
+/// NDJSON; heartbeats when idle; a final message at shutdown.
+pub async fn stream(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let name = group_from_path(path)?;
+    let q = query_pairs(query)?;
+    let consumer = q
+        .iter()
+        .find(|(k, _)| k == "consumer")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "invalid_query",
+                "give the consumer's name: ?consumer=name",
+            )
+        })?;
+    let consumer = ConsumerName::new(consumer)?;
+    let push = g.push(&name, &consumer)?;
+    let heartbeat = st.limits.heartbeat;
+    let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
+    let metrics = st.metrics.clone();
+    let closing = st.closing.subscribe();
+    let items = futures::stream::unfold(
+        (push, closing, std::collections::VecDeque::new(), false),
+        move |(push, mut closing, mut queue, done)| async move {
+            if done {
+                return None;
+            }
+            if let Some(d) = queue.pop_front() {
+                return Some((Item::Delivery(d), (push, closing, queue, false)));
+            }
+            if *closing.borrow_and_update() {
+                return Some((Item::Closing, (push, closing, queue, true)));
+            }
+            let got = tokio::select! {
+                biased;
+                _ = closing.changed() => return Some((Item::Closing, (push, closing, queue, true))),
+                got = push.next(PUSH_BATCH, heartbeat) => got,
+            };
+            queue.extend(got);
+            match queue.pop_front() {
+                Some(d) => Some((Item::Delivery(d), (push, closing, queue, false))),
+                None => Some((Item::Heartbeat, (push, closing, queue, false))),
+            }
+        },
+    );
+    let ndjson = wants(&headers, Wants::EventStream) == Wants::Ndjson;
+    let body = futures::StreamExt::map(items, move |item| {
+        let _ = &active;
+        Ok::<_, Infallible>(match item {
+            Item::Delivery(d) => {
+                metrics.events_read.inc();
+                let data = serde_json::to_string(&d).expect("a delivery always serializes");
+                if ndjson {
+                    Bytes::from(data + "\n")
+                } else {
+                    Bytes::from(format!(
+                        "id: {}\nevent: delivery\ndata: {data}\n\n",
+                        d.delivery_id
+                    ))
+                }
+            }
+            Item::Heartbeat if ndjson => Bytes::from_static(b"\n"),
+            Item::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
+            Item::Closing => {
+                let msg = json!({"code": "server_shutdown", "message": "the server is shutting down; unacknowledged deliveries will be delivered again; reconnect"});
+                if ndjson {
+                    Bytes::from(json!({ "closing": msg }).to_string() + "\n")
+                } else {
+                    Bytes::from(format!(
+                        "event: closing\ndata: {}\n\n",
+                        json!({ "error": msg })
+                    ))
+                }
+            }
+        })
+    });
+    let content_type = if ndjson {
+        eventfold_protocol::NDJSON
+    } else {
+        "text/event-stream"
+    };
+    Ok((
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `GET /streams/$parked-{group}`: the group's parked stream, read-only, from the state store.
+pub async fn read_parked_stream(
+    st: &AppState,
+    group: &str,
+    read: eventfold_core::ReadStream,
+) -> ApiResult<Response> {
+    let g = groups(st)?;
+    let name = GroupName::new(group)?;
+    let stream = g.parked_stream(&name)?;
+    match g.state_store().read_stream(&stream, read).await {
+        Ok(slice) => Ok(super::streams::json_page(
+            &slice.events,
+            slice.next.map(|r| r.0),
+        )),
+        // A group with nothing parked yet has an empty parked stream.
+        Err(eventfold_core::StoreError::StreamNotFound { .. }) => {
+            Ok(super::streams::json_page(&[], None))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Updates the per-group metric families from the groups' figures (called before a scrape).
+pub async fn observe(st: &AppState) {
+    let Some(g) = &st.groups else {
+        return;
+    };
+    let Ok(infos) = g.list().await else {
+        return;
+    };
+    for i in infos {
+        st.metrics.observe_group(
+            &i.group,
+            crate::metrics::GroupFigures {
+                lag: i.lag,
+                in_flight: i.in_flight as u64,
+                delivered_total: i.delivered_total,
+                acked_total: i.acked_total,
+                retried_total: i.retried_total,
+                parked_total: i.parked_total,
+            },
+        );
+    }
+}
