@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the server allocates per request and per event, and
+/// glibc's malloc/free took ~15% of its CPU under load (measured with `perf`, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// eventfold: an event store and event bus.
 #[derive(Debug, Parser)]
 #[command(name = "eventfold", version, about)]
