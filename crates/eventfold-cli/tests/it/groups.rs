@@ -7,26 +7,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::server::Server;
+use crate::server::{Server, client, send};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = rb.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))
-    };
-    (status, v)
-}
 
 async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize) {
     let batch: Vec<Value> = (0..n)
