@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, client, send};
 
-
 async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize) {
     let batch: Vec<Value> = (0..n)
         .map(|i| json!({"type": "t", "data": {"i": i}}))

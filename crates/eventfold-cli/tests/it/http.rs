@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, client, send};
 
-
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(
