@@ -234,6 +234,29 @@ impl RecordedEvent {
     }
 }
 
+/// `json` (valid JSON text) without the whitespace between its tokens; everything else (key
+/// order, numbers, escapes inside strings) byte for byte as given.
+pub fn compact_json(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
 impl serde::Serialize for RecordedEvent {
     /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -247,8 +270,20 @@ impl serde::Serialize for RecordedEvent {
         m.serialize_entry("timestamp", &self.timestamp.to_string())?;
         m.serialize_entry("schema_version", &self.schema_version)?;
         m.serialize_entry("content_type", self.content_type.as_str())?;
-        match self.data_json() {
-            Some(v) => m.serialize_entry("data", &v)?,
+        // JSON data goes out as stored: key order, number precision and escapes kept (a
+        // serde_json `Value` would sort keys and round big numbers). A raw line break can only
+        // be whitespace between tokens; data holding one is re-encoded, so that one event
+        // stays one NDJSON line or one SSE `data:` line.
+        let raw: Option<&serde_json::value::RawValue> = if self.content_type.is_json() {
+            serde_json::from_slice(&self.data).ok()
+        } else {
+            None
+        };
+        match raw {
+            Some(r) if !self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) => {
+                m.serialize_entry("data", r)?
+            }
+            Some(_) => m.serialize_entry("data", &self.data_json())?,
             None => m.serialize_entry(
                 "data_base64",
                 &base64::engine::general_purpose::STANDARD.encode(&self.data),
@@ -262,6 +297,35 @@ impl serde::Serialize for RecordedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_data_goes_out_as_stored_and_compact() {
+        let data = br#"{"b":1,"a":2,"n":12345678901234567890123,"f":1.10,"s":"x \" y"}"#;
+        let e = RecordedEvent {
+            id: crate::EventId::new_v7(),
+            stream: crate::StreamName::new("s-1").unwrap(),
+            event_type: crate::EventType::new("t").unwrap(),
+            revision: crate::Revision(0),
+            position: crate::Position(0),
+            timestamp: Timestamp(0),
+            schema_version: 1,
+            content_type: ContentType::json(),
+            data: data.to_vec(),
+            metadata: Metadata::new(),
+        };
+        let out = serde_json::to_string(&e).unwrap();
+        assert!(out.contains(std::str::from_utf8(data).unwrap()), "{out}");
+        let pretty = b"{\n  \"b\" : [1, 2],\r\n  \"s\": \" keep  \\\" this \"\n}";
+        assert_eq!(
+            compact_json(pretty),
+            br#"{"b":[1,2],"s":" keep  \" this "}"#.to_vec()
+        );
+        let e = RecordedEvent {
+            data: pretty.to_vec(),
+            ..e
+        };
+        assert!(!serde_json::to_string(&e).unwrap().contains('\n'));
+    }
 
     #[test]
     fn timestamps_format_as_rfc3339_micros() {

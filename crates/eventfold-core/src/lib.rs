@@ -16,7 +16,7 @@ mod read;
 mod store;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
-pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp};
+pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp, compact_json};
 pub use expected::ExpectedRevision;
 pub use ids::{EventId, Position, Revision};
 pub use limits::Limits;

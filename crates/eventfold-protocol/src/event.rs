@@ -77,7 +77,7 @@ impl NewEventJson {
                         ),
                     ));
                 }
-                raw.get().as_bytes().to_vec()
+                eventfold_core::compact_json(raw.get().as_bytes())
             }
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
@@ -224,7 +224,10 @@ mod tests {
     #[test]
     fn parses_append_bodies_and_names_what_is_wrong() {
         let ok = parse_new_events(br#"[{"type":"a","data":{"x": 1.50}},{"type":"b","data_base64":"AAE=","content_type":"application/octet-stream","id":"0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d"}]"#).unwrap();
-        assert_eq!(ok[0].data, br#"{"x": 1.50}"#);
+        assert_eq!(
+            ok[0].data, br#"{"x":1.50}"#,
+            "stored as sent, without the whitespace"
+        );
         assert_eq!(ok[1].data, vec![0, 1]);
         assert_eq!(ok[1].id.to_string(), "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
         for (body, code) in [

@@ -897,3 +897,41 @@ async fn stalled_sse_readers_do_not_grow_server_memory() {
     drop(stalled);
     assert_eq!(send(c.get(format!("{u}/health/ready"))).await.0, 200);
 }
+
+/// JSON data comes back as it was sent: key order, big numbers and trailing zeros kept, only
+/// the whitespace between tokens removed (so an event is always one NDJSON or SSE line).
+#[tokio::test]
+async fn json_data_is_returned_as_sent() {
+    let (_dir, server) = start();
+    let u = &server.url;
+    let c = client();
+    let body = "[{\"type\":\"t\",\"data\": {\"b\": 1,\n \"a\": [2, 3],\n \"n\": 12345678901234567890123, \"f\": 1.10, \"s\": \"two  spaces\"}}]";
+    let r = c
+        .post(format!("{u}/streams/raw-1"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("append");
+    assert_eq!(r.status(), 201);
+    let want = r#""data":{"b":1,"a":[2,3],"n":12345678901234567890123,"f":1.10,"s":"two  spaces"}"#;
+    let json = c
+        .get(format!("{u}/streams/raw-1"))
+        .send()
+        .await
+        .expect("read")
+        .text()
+        .await
+        .expect("body");
+    assert!(json.contains(want), "{json}");
+    let ndjson = c
+        .get(format!("{u}/all?from=start"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("read")
+        .text()
+        .await
+        .expect("body");
+    assert!(ndjson.lines().any(|l| l.contains(want)), "{ndjson}");
+}
