@@ -8,6 +8,7 @@
 
 mod disk;
 mod engine;
+mod groups;
 mod http;
 mod machine;
 mod measure;
@@ -20,6 +21,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use eventfold_engine::{Durability, EngineStats};
 
+pub use crate::groups::{
+    AMQP_URL_DEFAULT, GROUPS_BATCH_DEFAULT, GROUPS_CONSUMERS_DEFAULT,
+    GROUPS_DRAIN_CAP_SECS_DEFAULT, GROUPS_EVENTS_DEFAULT, GROUPS_LATENCY_SECS_DEFAULT,
+    GroupsBenchOptions, GroupsSystem, run_groups_bench,
+};
 pub use crate::http::{
     FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
     NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, RATE_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,

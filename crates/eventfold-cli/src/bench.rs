@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use eventfold_bench::{EngineBenchOptions, HttpBenchOptions, HttpSystem, Part};
+use eventfold_bench::{
+    EngineBenchOptions, GroupsBenchOptions, GroupsSystem, HttpBenchOptions, HttpSystem, Part,
+};
 
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
@@ -17,6 +19,89 @@ pub enum BenchCmd {
     /// everything back, and the open-loop latency of a fan-out to live subscribers. Without
     /// `--server` it starts `eventfold serve` itself. Takes two to four minutes at the defaults.
     Http(HttpArgs),
+    /// Consumer groups over HTTP side by side with a NATS JetStream durable pull consumer, Redis
+    /// Streams consumer groups and a RabbitMQ quorum queue: acknowledged deliveries per second
+    /// with competing consumers pulling and acking one by one and in batches, and the open-loop
+    /// end-to-end latency at half of each system's peak. Without `--server` it starts
+    /// `eventfold serve` itself.
+    Groups(GroupsArgs),
+}
+
+/// Options of `eventfold bench groups`.
+#[derive(Debug, clap::Args)]
+pub struct GroupsArgs {
+    /// The eventfold server to measure. Without it the bench starts `eventfold serve
+    /// --durability fsync` on a free port with a scratch data directory under --dir.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Events pre-loaded (per system) for each of the two drain rows.
+    #[arg(long, default_value_t = eventfold_bench::GROUPS_EVENTS_DEFAULT)]
+    pub events: u64,
+    /// Competing consumers, each on its own connection.
+    #[arg(long, default_value_t = eventfold_bench::GROUPS_CONSUMERS_DEFAULT)]
+    pub consumers: usize,
+    /// Deliveries per pull and per ack in the batch row (and the latency row).
+    #[arg(long, default_value_t = eventfold_bench::GROUPS_BATCH_DEFAULT)]
+    pub batch: usize,
+    /// Seconds the open-loop producer of the latency row sends for.
+    #[arg(long, default_value_t = eventfold_bench::GROUPS_LATENCY_SECS_DEFAULT)]
+    pub latency_secs: u64,
+    /// Events per second of the latency row for every system, instead of half of each
+    /// system's own peak.
+    #[arg(long)]
+    pub latency_rate: Option<u64>,
+    /// Longest one drain may run before it is cut short.
+    #[arg(long, default_value_t = eventfold_bench::GROUPS_DRAIN_CAP_SECS_DEFAULT)]
+    pub drain_cap_secs: u64,
+    /// Run only these systems (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<GroupsSystemArg>,
+    /// Do not run the NATS column.
+    #[arg(long)]
+    pub skip_nats: bool,
+    /// Do not run the Redis column.
+    #[arg(long)]
+    pub skip_redis: bool,
+    /// Do not run the RabbitMQ column.
+    #[arg(long)]
+    pub skip_rabbitmq: bool,
+    /// NATS server with JetStream.
+    #[arg(long, default_value = eventfold_bench::NATS_URL_DEFAULT)]
+    pub nats: String,
+    /// Redis.
+    #[arg(long, default_value = eventfold_bench::REDIS_URL_DEFAULT)]
+    pub redis: String,
+    /// RabbitMQ (AMQP 0-9-1).
+    #[arg(long, default_value = eventfold_bench::AMQP_URL_DEFAULT)]
+    pub amqp: String,
+    /// Directory for scratch data, on the disk to measure [default: ./target/eventfold-bench,
+    /// or ./eventfold-bench].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A system of `eventfold bench groups`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GroupsSystemArg {
+    /// eventfold consumer groups over HTTP.
+    Eventfold,
+    /// NATS JetStream durable pull consumer.
+    Nats,
+    /// Redis Streams consumer group.
+    Redis,
+    /// RabbitMQ quorum queue.
+    Rabbitmq,
+}
+
+impl From<GroupsSystemArg> for GroupsSystem {
+    fn from(s: GroupsSystemArg) -> GroupsSystem {
+        match s {
+            GroupsSystemArg::Eventfold => GroupsSystem::Eventfold,
+            GroupsSystemArg::Nats => GroupsSystem::Nats,
+            GroupsSystemArg::Redis => GroupsSystem::Redis,
+            GroupsSystemArg::Rabbitmq => GroupsSystem::Rabbitmq,
+        }
+    }
 }
 
 /// Options of `eventfold bench http`.
@@ -185,6 +270,29 @@ pub fn run(which: BenchCmd) -> ExitCode {
                 dir: args.dir,
             };
             ("http", rt.block_on(eventfold_bench::run_http_bench(opts)))
+        }
+        BenchCmd::Groups(args) => {
+            let opts = GroupsBenchOptions {
+                server: args.server,
+                events: args.events,
+                consumers: args.consumers,
+                batch: args.batch,
+                latency_secs: args.latency_secs,
+                latency_rate: args.latency_rate,
+                drain_cap_secs: args.drain_cap_secs,
+                only: args.only.into_iter().map(GroupsSystem::from).collect(),
+                skip_nats: args.skip_nats,
+                skip_redis: args.skip_redis,
+                skip_rabbitmq: args.skip_rabbitmq,
+                nats_url: args.nats,
+                redis_url: args.redis,
+                amqp_url: args.amqp,
+                dir: args.dir,
+            };
+            (
+                "groups",
+                rt.block_on(eventfold_bench::run_groups_bench(opts)),
+            )
         }
     };
     match outcome {

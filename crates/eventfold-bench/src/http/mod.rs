@@ -8,7 +8,7 @@ mod driver;
 mod eventfold;
 mod fanout;
 mod nats;
-mod process;
+pub(crate) mod process;
 mod redis;
 mod rows;
 
