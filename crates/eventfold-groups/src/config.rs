@@ -163,6 +163,10 @@ pub struct GroupConfig {
     pub strategy: Strategy,
     /// Most unacknowledged deliveries at once, over all consumers.
     pub max_in_flight: usize,
+    /// Most unacknowledged deliveries at once to one consumer (an extension of the contract);
+    /// absent: `max_in_flight`, so one fast puller may take the whole window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_per_consumer: Option<usize>,
 }
 
 impl Default for GroupConfig {
@@ -175,6 +179,7 @@ impl Default for GroupConfig {
             retry_backoff: RetryBackoff::default(),
             strategy: Strategy::RoundRobin,
             max_in_flight: 1000,
+            max_in_flight_per_consumer: None,
         }
     }
 }
@@ -238,7 +243,24 @@ impl GroupConfig {
                 format!("{} is not in 1..={MAX_IN_FLIGHT_MAX}", self.max_in_flight),
             ));
         }
+        if let Some(n) = self.max_in_flight_per_consumer
+            && !(1..=self.max_in_flight).contains(&n)
+        {
+            return Err(GroupError::invalid(
+                "max_in_flight_per_consumer",
+                format!(
+                    "{n} is not in 1..={} (at most max_in_flight)",
+                    self.max_in_flight
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Most unacknowledged deliveries to one consumer.
+    pub fn consumer_in_flight_max(&self) -> usize {
+        self.max_in_flight_per_consumer
+            .unwrap_or(self.max_in_flight)
     }
 
     /// The ack timeout as a duration.
@@ -268,6 +290,12 @@ mod tests {
         assert!(serde_json::from_str::<GroupConfig>(r#"{"bogus":1}"#).is_err());
         let bad = GroupConfig {
             max_in_flight: 0,
+            ..GroupConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = GroupConfig {
+            max_in_flight: 10,
+            max_in_flight_per_consumer: Some(11),
             ..GroupConfig::default()
         };
         assert!(bad.validate().is_err());

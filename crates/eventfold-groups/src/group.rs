@@ -345,7 +345,9 @@ impl State {
     ) -> Vec<Delivery> {
         let mut out = Vec::new();
         let mut cursor = 0u64;
-        while out.len() < max && self.in_flight < self.config.max_in_flight {
+        let mine_max = self.config.consumer_in_flight_max();
+        let mut mine = self.consumers.get(consumer).map_or(0, |c| c.in_flight);
+        while out.len() < max && self.in_flight < self.config.max_in_flight && mine < mine_max {
             let Some(&pos) = self.ready.range(cursor..).next() else {
                 break;
             };
@@ -364,6 +366,7 @@ impl State {
                     deadline,
                 },
             );
+            mine += 1;
             let entry = self.entries.get_mut(&pos).expect("entry just updated");
             entry.attempts += 1;
             self.counters.delivered += 1;

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use eventfold_groups::{GroupConfig, NackAction, PutOutcome, Start};
 
-use crate::{Env, config, group, ids, positions};
+use crate::{Env, config, group, ids, loaded, positions};
 
 #[tokio::test]
 async fn create_update_list_info_delete() {
@@ -265,5 +265,30 @@ async fn replays_and_recreated_groups_survive_restarts() {
         all.iter().copied().collect(),
         "the new h knows nothing of the old one's acks"
     );
+    env.close().await;
+}
+
+#[tokio::test]
+async fn in_flight_is_bounded_per_group_and_per_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path()).await;
+    env.append("order-1", "order.placed", 50).await;
+    let g = group("bounded");
+    let c = config(serde_json::json!({"max_in_flight": 25, "max_in_flight_per_consumer": 10}));
+    env.groups.put(&g, c).await.unwrap();
+    loaded(&env, &g, 25).await;
+    let a = env.pull(&g, "a", 50, 1000).await;
+    assert_eq!(a.len(), 10, "one consumer holds at most its own window");
+    assert!(env.pull(&g, "a", 50, 10).await.is_empty());
+    let b = env.pull(&g, "b", 50, 1000).await;
+    assert_eq!(b.len(), 10);
+    let c3 = env.pull(&g, "c", 50, 1000).await;
+    assert_eq!(c3.len(), 5, "the group's window is the outer bound");
+    env.ack(&g, &a[..4]).await;
+    let a2 = env.pull(&g, "a", 50, 1000).await;
+    assert_eq!(a2.len(), 4, "acks reopen exactly that consumer's room");
+    let bad = config(serde_json::json!({"max_in_flight": 5, "max_in_flight_per_consumer": 6}));
+    let err = env.groups.put(&group("bad"), bad).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
     env.close().await;
 }
