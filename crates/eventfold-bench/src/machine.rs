@@ -23,6 +23,49 @@ pub struct Mount {
 }
 
 impl MachineFacts {
+    /// The header lines every `eventfold bench` table opens with: title, date, machine, the
+    /// command, the scratch directory (with a warning when it is in memory) and the load.
+    pub fn print_header(&self, title: &str, run_dir: &Path) {
+        println!("{title}");
+        println!("  date:       {}", self.date_utc);
+        println!(
+            "  machine:    {} CPUs ({}), {} RAM, Linux {}",
+            self.nproc, self.cpu, self.memory, self.kernel
+        );
+        println!(
+            "  command:    {}",
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+        match &self.filesystem {
+            Some(m) => println!(
+                "  scratch:    {} ({} on {}, mounted at {})",
+                run_dir.display(),
+                m.fs_type,
+                m.device,
+                m.mount_point
+            ),
+            None => println!("  scratch:    {}", run_dir.display()),
+        }
+        if let Some(m) = &self.filesystem
+            && matches!(m.fs_type.as_str(), "tmpfs" | "ramfs")
+        {
+            println!(
+                "  WARNING:    {} is a {}: the figures measure memory, not a disk; pass --dir on a real disk",
+                run_dir.display(),
+                m.fs_type
+            );
+        }
+        if let Some(load) = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        {
+            println!(
+                "  load:       1-min load average {load} at the start (other work on the machine \
+                 skews every figure)"
+            );
+        }
+    }
+
     pub fn gather(bench_dir: &Path) -> MachineFacts {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo

@@ -201,44 +201,7 @@ pub async fn run_groups_bench(opts: GroupsBenchOptions) -> anyhow::Result<()> {
 }
 
 fn print_header(facts: &MachineFacts, opts: &GroupsBenchOptions, run_dir: &Path) {
-    println!("eventfold bench groups");
-    println!("  date:       {}", facts.date_utc);
-    println!(
-        "  machine:    {} CPUs ({}), {} RAM, Linux {}",
-        facts.nproc, facts.cpu, facts.memory, facts.kernel
-    );
-    println!(
-        "  command:    {}",
-        std::env::args().collect::<Vec<_>>().join(" ")
-    );
-    match &facts.filesystem {
-        Some(m) => println!(
-            "  scratch:    {} ({} on {}, mounted at {})",
-            run_dir.display(),
-            m.fs_type,
-            m.device,
-            m.mount_point
-        ),
-        None => println!("  scratch:    {}", run_dir.display()),
-    }
-    if let Some(m) = &facts.filesystem
-        && matches!(m.fs_type.as_str(), "tmpfs" | "ramfs")
-    {
-        println!(
-            "  WARNING:    {} is a {}: the spawned server writes to memory, not a disk; pass --dir on a real disk",
-            run_dir.display(),
-            m.fs_type
-        );
-    }
-    if let Some(load) = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-    {
-        println!(
-            "  load:       1-min load average {load} at the start (other work on the machine \
-             skews every figure)"
-        );
-    }
+    facts.print_header("eventfold bench groups", run_dir);
     println!(
         "  scale:      --events {} --consumers {} --batch {} --latency-secs {} (events of {} B)",
         count(opts.events),

@@ -223,41 +223,7 @@ pub async fn run_http_bench(opts: HttpBenchOptions) -> anyhow::Result<()> {
 }
 
 fn print_header(facts: &MachineFacts, opts: &HttpBenchOptions, run_dir: &Path) {
-    println!("eventfold bench http");
-    println!("  date:       {}", facts.date_utc);
-    println!(
-        "  machine:    {} CPUs ({}), {} RAM, Linux {}",
-        facts.nproc, facts.cpu, facts.memory, facts.kernel
-    );
-    println!(
-        "  command:    {}",
-        std::env::args().collect::<Vec<_>>().join(" ")
-    );
-    match &facts.filesystem {
-        Some(m) => println!(
-            "  scratch:    {} ({} on {}, mounted at {})",
-            run_dir.display(),
-            m.fs_type,
-            m.device,
-            m.mount_point
-        ),
-        None => println!("  scratch:    {}", run_dir.display()),
-    }
-    if let Some(m) = &facts.filesystem
-        && matches!(m.fs_type.as_str(), "tmpfs" | "ramfs")
-    {
-        println!(
-            "  WARNING:    {} is a {}: a spawned server writes to memory, not a disk; pass --dir on a real disk",
-            run_dir.display(),
-            m.fs_type
-        );
-    }
-    if let Some(load) = cpu::load_average() {
-        println!(
-            "  load:       1-min load average {load:.2} at the start (other work on the machine \
-             skews every figure)"
-        );
-    }
+    facts.print_header("eventfold bench http", run_dir);
     println!(
         "  scale:      --events {} --subscribers {} --rate {} --fanout-secs {}",
         count(opts.events),
