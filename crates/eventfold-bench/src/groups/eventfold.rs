@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::driver::{Consumer, GroupSystem, Payload, Publisher};
+use crate::http::eventfold::check;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Streams a queue's events are spread over (appends to one stream serialize on its revision).
@@ -25,18 +26,6 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .tcp_nodelay(true)
         .build()
         .context("cannot build an HTTP client")
-}
-
-async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    anyhow::bail!(
-        "cannot {what}: the server answered {status}: {}",
-        body.chars().take(300).collect::<String>()
-    )
 }
 
 /// A server at `base`.

@@ -14,28 +14,10 @@ use async_trait::async_trait;
 use futures::{FutureExt as _, StreamExt as _};
 
 use super::driver::{Consumer, GroupSystem, Payload, Publisher};
+use crate::http::nats::{connect, context};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Lifetime of one pull request: it stays open until the batch is full or this much time passes.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
-
-async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    let connecting = async_nats::ConnectOptions::new()
-        .connection_timeout(CONNECT_TIMEOUT)
-        .request_timeout(Some(Duration::from_secs(30)))
-        .connect(url);
-    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from NATS at {url} within {CONNECT_TIMEOUT:?}"))?
-        .with_context(|| format!("cannot connect to NATS at {url}"))
-}
-
-fn context(client: async_nats::Client) -> jetstream::Context {
-    jetstream::context::ContextBuilder::new()
-        .max_ack_inflight(100_000)
-        .timeout(Duration::from_secs(30))
-        .build(client)
-}
 
 #[derive(Debug)]
 pub struct Nats {

@@ -3,7 +3,6 @@
 //! `XREADGROUP ... COUNT batch BLOCK ms ... >` then one `XACK` with the ids it got (a blocking
 //! `XREADGROUP` stalls a shared connection, FIELD-NOTES).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,23 +12,10 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
 use super::driver::{Consumer, GroupSystem, Payload, Publisher};
+use crate::http::redis::{ServerFacts, connection};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const GROUP: &str = "g";
 const FIELD: &str = "d";
-
-async fn connection(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(None);
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))?
-    .context("cannot connect to Redis")
-}
 
 #[derive(Debug)]
 pub struct Redis {
@@ -41,39 +27,14 @@ pub struct Redis {
 
 impl Redis {
     pub async fn connect(url: &str) -> anyhow::Result<Redis> {
-        let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url:?}"))?;
-        let mut admin = connection(&client)
-            .await
-            .with_context(|| format!("cannot use Redis at {url}"))?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut admin)
-            .await
-            .context("INFO failed")?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        let mut config = HashMap::<String, String>::new();
-        for key in ["appendonly", "appendfsync", "save"] {
-            let pair: HashMap<String, String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(key)
-                .query_async(&mut admin)
-                .await
-                .with_context(|| format!("CONFIG GET {key} failed"))?;
-            config.extend(pair);
-        }
-        let get = |k: &str| config.get(k).cloned().unwrap_or_else(|| "?".into());
-        let persists = get("appendonly") == "yes" || !get("save").trim().is_empty();
+        let (client, admin, f) = ServerFacts::connect(url).await?;
         let facts = format!(
-            "Redis {version}: appendonly {} (appendfsync {}), save \"{}\"{}",
-            get("appendonly"),
-            get("appendfsync"),
-            get("save"),
-            if persists {
+            "Redis {}: appendonly {} (appendfsync {}), save \"{}\"{}",
+            f.version,
+            f.appendonly,
+            f.appendfsync,
+            f.save,
+            if f.persists() {
                 ""
             } else {
                 ": keeps nothing on disk, every ack is in memory only"

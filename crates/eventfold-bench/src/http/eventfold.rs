@@ -93,8 +93,12 @@ impl Eventfold {
     }
 }
 
-/// The response when it is a success, else an error with its status and body.
-async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+/// The response when it is a success, else an error with its status and body (shared with
+/// the groups bench).
+pub(crate) async fn check(
+    resp: reqwest::Response,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }

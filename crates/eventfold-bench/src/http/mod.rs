@@ -5,11 +5,11 @@
 
 mod cpu;
 mod driver;
-mod eventfold;
+pub(crate) mod eventfold;
 mod fanout;
-mod nats;
+pub(crate) mod nats;
 pub(crate) mod process;
-mod redis;
+pub(crate) mod redis;
 mod rows;
 
 use std::path::{Path, PathBuf};

@@ -32,7 +32,8 @@ pub struct Nats {
     pub version: String,
 }
 
-async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+/// A connection to NATS (shared with the groups bench).
+pub(crate) async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
     let connecting = async_nats::ConnectOptions::new()
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(Duration::from_secs(30)))
@@ -43,7 +44,8 @@ async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
-fn context(client: async_nats::Client) -> jetstream::Context {
+/// A JetStream context whose client-side limit on awaited acks never holds a producer back.
+pub(crate) fn context(client: async_nats::Client) -> jetstream::Context {
     jetstream::context::ContextBuilder::new()
         .max_ack_inflight(ACKS_IN_FLIGHT_MAX)
         .timeout(Duration::from_secs(30))

@@ -38,7 +38,9 @@ pub struct Redis {
     pub persists: bool,
 }
 
-async fn connection(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
+/// A connection of its own to Redis (a blocking read stalls a shared one), shared with the
+/// groups bench.
+pub(crate) async fn connection(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
@@ -51,9 +53,20 @@ async fn connection(client: &redis::Client) -> anyhow::Result<MultiplexedConnect
     .context("cannot connect to Redis")
 }
 
-impl Redis {
-    /// Connects to `url` and reads the server's persistence settings.
-    pub async fn connect(url: &str) -> anyhow::Result<Redis> {
+/// A Redis server's version and persistence settings (`?` where it did not say).
+#[derive(Debug)]
+pub(crate) struct ServerFacts {
+    pub version: String,
+    pub appendonly: String,
+    pub appendfsync: String,
+    pub save: String,
+}
+
+impl ServerFacts {
+    /// Connects to `url`; the client, an admin connection and what the server says of itself.
+    pub(crate) async fn connect(
+        url: &str,
+    ) -> anyhow::Result<(redis::Client, MultiplexedConnection, ServerFacts)> {
         let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url:?}"))?;
         let mut admin = connection(&client)
             .await
@@ -80,12 +93,29 @@ impl Redis {
             config.extend(pair);
         }
         let get = |k: &str| config.get(k).cloned().unwrap_or_else(|| "?".into());
-        let appendonly = get("appendonly");
-        let save = get("save");
-        let persists = appendonly == "yes" || !save.trim().is_empty();
+        let facts = ServerFacts {
+            version,
+            appendonly: get("appendonly"),
+            appendfsync: get("appendfsync"),
+            save: get("save"),
+        };
+        Ok((client, admin, facts))
+    }
+
+    /// Whether the server writes anything to disk (`appendonly` or `save` set).
+    pub(crate) fn persists(&self) -> bool {
+        self.appendonly == "yes" || !self.save.trim().is_empty()
+    }
+}
+
+impl Redis {
+    /// Connects to `url` and reads the server's persistence settings.
+    pub async fn connect(url: &str) -> anyhow::Result<Redis> {
+        let (client, admin, f) = ServerFacts::connect(url).await?;
+        let persists = f.persists();
         let facts = format!(
-            "Redis {version}, appendonly {appendonly} (appendfsync {}), save \"{save}\"",
-            get("appendfsync")
+            "Redis {}, appendonly {} (appendfsync {}), save \"{}\"",
+            f.version, f.appendonly, f.appendfsync, f.save
         );
         let key_prefix = format!("eventfold-bench:{}", std::process::id());
         Ok(Redis {
