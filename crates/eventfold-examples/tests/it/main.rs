@@ -1,0 +1,1 @@
+//! Tests of the example domains, one binary.

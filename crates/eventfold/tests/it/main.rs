@@ -1,0 +1,3 @@
+//! The framework's integration tests, one binary.
+
+mod events;
