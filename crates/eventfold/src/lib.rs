@@ -14,6 +14,7 @@
 mod checkpoint;
 mod context;
 mod event;
+mod idempotency;
 mod subscription;
 mod upcast;
 
@@ -22,8 +23,11 @@ pub use context::Context;
 pub use event::{Codec, CodecError, DomainEvent, Envelope, encode_event};
 pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
+pub use idempotency::ProcessedIds;
 pub use subscription::batches;
 pub use upcast::{RawEvent, Upcasters};
+
+pub mod testing;
 
 /// An error from user code (a handler, a projection, a sink): anything that is an error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,2 @@
+//! Test harnesses: given/when/then for aggregates, given-events-expect-state for projections
+//! and sagas. Each runs in memory, with no store and no clock to wait for.
