@@ -1,7 +1,10 @@
 //! Consumer-group administration (`/subscriptions`): the calls behind `eventfold group ...`.
 //! Answers are the contract's JSON documents, as sent by the server.
 
-use eventfold_core::StoreResult;
+use std::time::Duration;
+
+use eventfold_core::{RecordedEvent, StoreResult};
+use eventfold_protocol::WireEvent;
 use serde_json::Value;
 
 use crate::Client;
@@ -76,5 +79,138 @@ impl Client {
             .json(rb, &format!("replay the parked events of {group}"))
             .await?;
         Ok(v["replayed"].as_u64().unwrap_or(0))
+    }
+}
+
+/// One delivery of a consumer group's pull: an event to handle, then ack or nack by
+/// `delivery_id`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupDelivery {
+    /// Opaque id to ack or nack with; unknown to the server once the delivery timed out.
+    pub delivery_id: String,
+    /// 1 for the first delivery of this event, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The event.
+    pub event: RecordedEvent,
+}
+
+/// What a nack asks the server for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NackAction {
+    /// Deliver again after the group's backoff (parked once `max_deliveries` attempts were made).
+    Retry,
+    /// Park it now.
+    Park,
+    /// Never deliver it again, like an ack.
+    Skip,
+}
+
+impl NackAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            NackAction::Retry => "retry",
+            NackAction::Park => "park",
+            NackAction::Skip => "skip",
+        }
+    }
+}
+
+/// The answer to an ack or a nack: which delivery ids it settled, and which the server did not
+/// know (timed out or settled before: their events were or will be delivered again).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Settled {
+    /// The delivery ids settled by this request.
+    #[serde(default)]
+    pub acked: Vec<String>,
+    /// The delivery ids the server did not know.
+    #[serde(default)]
+    pub unknown: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PullAnswer {
+    deliveries: Vec<WireDelivery>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireDelivery {
+    delivery_id: String,
+    attempt: u32,
+    event: WireEvent,
+}
+
+impl Client {
+    /// Takes up to `max` deliveries for `consumer` from `group`, waiting up to `wait` for the
+    /// first (a long-poll: the answer comes as soon as there is something, or empty after
+    /// `wait`).
+    pub async fn group_pull(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> StoreResult<Vec<GroupDelivery>> {
+        let what = format!("pull from consumer group {group}");
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let rb = self
+            .req(
+                reqwest::Method::POST,
+                self.url(&["subscriptions", group, "pull"]),
+            )
+            .json(&serde_json::json!({ "consumer": consumer, "max": max, "wait_ms": wait_ms }));
+        let answer: PullAnswer = self.json(rb, &what).await?;
+        answer
+            .deliveries
+            .into_iter()
+            .map(|d| {
+                let event = d.event.into_recorded().ok_or_else(|| {
+                    crate::transport(&what, "an event in the answer has an invalid field")
+                })?;
+                Ok(GroupDelivery {
+                    delivery_id: d.delivery_id,
+                    attempt: d.attempt,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// Acknowledges deliveries of `group`: once this answers, their events are never delivered
+    /// to the group again.
+    pub async fn group_ack(&self, group: &str, delivery_ids: &[String]) -> StoreResult<Settled> {
+        let rb = self
+            .req(
+                reqwest::Method::POST,
+                self.url(&["subscriptions", group, "ack"]),
+            )
+            .json(&serde_json::json!({ "delivery_ids": delivery_ids }));
+        self.json(
+            rb,
+            &format!("acknowledge deliveries of consumer group {group}"),
+        )
+        .await
+    }
+
+    /// Refuses deliveries of `group`: retry after the group's backoff, park, or skip, with a
+    /// reason kept beside a parked event.
+    pub async fn group_nack(
+        &self,
+        group: &str,
+        delivery_ids: &[String],
+        action: NackAction,
+        reason: &str,
+    ) -> StoreResult<Settled> {
+        let rb = self
+            .req(
+                reqwest::Method::POST,
+                self.url(&["subscriptions", group, "nack"]),
+            )
+            .json(&serde_json::json!({
+                "delivery_ids": delivery_ids,
+                "action": action.as_str(),
+                "reason": reason,
+            }));
+        self.json(rb, &format!("nack deliveries of consumer group {group}"))
+            .await
     }
 }

@@ -5,6 +5,8 @@
 
 mod groups;
 
+pub use groups::{GroupDelivery, NackAction, Settled};
+
 use std::time::Duration;
 
 use base64::Engine as _;

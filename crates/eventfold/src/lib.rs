@@ -8,22 +8,63 @@
 //! - [`Context`] carries correlation and causation ids from a command or an event to every event
 //!   it causes.
 //! - [`Upcasters`] turn old schema versions into the current one on read, chained.
+//! - [`Aggregate`] decides commands against state rebuilt from its stream; [`Repository`]
+//!   loads it (from a snapshot, see [`SnapshotPolicy`]), executes commands with optimistic
+//!   concurrency and bounded retries, and answers temporal queries.
 //! - [`CheckpointStore`] remembers where a consumer got to; [`batches`] reads `$all` from
 //!   there in batches, catch-up then live.
+//! - [`saga`]: process managers ([`Saga`], [`SagaManager`]) with durable timeouts and
+//!   compensation, their state kept in the store.
+//! - [`outbox`]: the [`OutboxRelay`] publishes appended events to a [`Sink`] (a channel, a
+//!   [`WebhookSink`]) at least once, in order; the store is the outbox.
+//! - [`Projection`]s keep read models up to date: a [`ProjectionProcessor`] decodes batches
+//!   of `$all` and hands each to a [`ReadModel`] that applies it and its checkpoint atomically
+//!   (in memory here, SQLite and PostgreSQL in `eventfold-sqlite` and `eventfold-postgres`),
+//!   rebuilds with progress and shows its lag; [`testing::ProjectionTest`] tests one in memory.
+//! - [`EventHandler`]s react to events with retries ([`RetryPolicy`]), dead letters and
+//!   idempotency ([`Idempotent`]); the same handler runs on a store ([`HandlerRunner`]), on a
+//!   server's consumer group ([`GroupRunner`]) or on the in-process [`Bus`] (topic patterns,
+//!   bounded queues, a recording mode for tests).
 
+mod aggregate;
+pub mod bus;
 mod checkpoint;
 mod context;
 mod event;
+pub mod handler;
 mod idempotency;
+pub mod outbox;
+pub mod projection;
+mod repository;
+pub mod saga;
+mod snapshot;
 mod subscription;
 mod upcast;
 
+pub use aggregate::{Aggregate, SnapshotAggregate};
+pub use bus::{Bus, BusMessage, BusSubscription, TopicPattern};
 pub use checkpoint::{CheckpointStore, InMemoryCheckpoints, StoreCheckpoints};
 pub use context::Context;
 pub use event::{Codec, CodecError, DomainEvent, Envelope, encode_event};
+pub use eventfold_client as client;
 pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
+pub use handler::{
+    DeadLetter, DeadLetters, EventHandler, GroupRunner, HandlerRunner, HandlerStats, Idempotent,
+    InMemoryProcessedIds, Permanent, RetryPolicy, RunnerError, RunningHandler,
+};
 pub use idempotency::ProcessedIds;
+pub use outbox::{Backoff, ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
+pub use projection::{
+    InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
+    ProjectionProcessor, ReadModel,
+};
+pub use repository::{Executed, Loaded, MAX_ATTEMPTS_DEFAULT, Repository, RepositoryError};
+pub use saga::{
+    Clock, CommandSender, Effects, ManualClock, Saga, SagaCommand, SagaError, SagaManager,
+    SagaOptions, SagaSnapshot, SendError, SystemClock,
+};
+pub use snapshot::{SNAPSHOT_EVENT_TYPE, SNAPSHOT_REVISION_KEY, SnapshotPolicy};
 pub use subscription::batches;
 pub use upcast::{RawEvent, Upcasters};
 

@@ -1,1 +1,6 @@
 //! Tests of the example domains, one binary.
+
+mod bank_account;
+mod championship;
+mod orders;
+mod registration_saga;

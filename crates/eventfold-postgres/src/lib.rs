@@ -1,0 +1,310 @@
+//! PostgreSQL read models for eventfold, with the checkpoint in the read model's own
+//! transaction.
+//!
+//! A [`PostgresProjection`] gets a [`tokio_postgres::Transaction`] for each batch;
+//! [`PostgresReadModel`] writes the checkpoint row (`eventfold_checkpoints`, in the connection's
+//! `search_path`) in the same transaction and commits both together, so a crash at any point
+//! leaves them in step: a restart neither skips an event nor applies one twice. Drive it with
+//! [`eventfold::ProjectionProcessor`]. [`PostgresCheckpoints`] keeps other consumers'
+//! checkpoints in the same table.
+
+use std::sync::Arc;
+
+use eventfold::core::{EventFilter, Position, StoreError};
+use eventfold::{BoxError, CheckpointStore, Envelope, Projection, ReadModel};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::{Client, NoTls, Transaction};
+
+pub use tokio_postgres;
+
+/// The checkpoint table, created by [`PostgresReadModel::new`].
+const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS eventfold_checkpoints (
+    name text PRIMARY KEY,
+    position bigint NOT NULL CHECK (position >= 0)
+)";
+
+/// Why a PostgreSQL operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The connection could not be made.
+    #[error(
+        "cannot connect to PostgreSQL ({config}): {source}; check that the server runs and the connection string is right"
+    )]
+    Connect {
+        /// The connection string, without a password.
+        config: String,
+        /// What the driver said.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A position does not fit PostgreSQL's `bigint`.
+    #[error("position {0} is beyond what a PostgreSQL bigint holds (2^63 - 1)")]
+    PositionRange(u64),
+}
+
+/// Connects with `config` (`host=127.0.0.1 user=postgres dbname=app`, or a `postgres://` URL),
+/// without TLS, and drives the connection on a tokio task until the client is dropped.
+pub async fn connect(config: &str) -> Result<Client, PostgresError> {
+    let (client, connection) = tokio_postgres::connect(config, NoTls)
+        .await
+        .map_err(|source| PostgresError::Connect {
+            config: redact(config),
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the PostgreSQL connection ended with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// `config` with any password left out.
+fn redact(config: &str) -> String {
+    config
+        .split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split('@')
+        .next_back()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A projection whose read model is tables in PostgreSQL. Each method runs inside a
+/// transaction the read model commits (with the checkpoint) only when the method succeeds.
+///
+/// For speed, send a batch in few round trips: one multi-row `INSERT`, or
+/// `UNNEST($1::bigint[], ...)` over arrays built from the batch.
+#[async_trait::async_trait]
+pub trait PostgresProjection: Projection {
+    /// Creates the read model's tables when they do not exist, run once by
+    /// [`PostgresReadModel::new`].
+    async fn migrate(&self, tx: &Transaction<'_>) -> Result<(), BoxError>;
+
+    /// Applies a batch of events, in `$all` order. An error rolls back the whole batch and its
+    /// checkpoint.
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[Envelope<Self::Event>],
+    ) -> Result<(), BoxError>;
+
+    /// Empties the read model for a rebuild.
+    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError>;
+}
+
+/// A [`ReadModel`] in PostgreSQL: each batch is one transaction holding the projection's
+/// changes and the checkpoint row. Holds one connection (batches are applied one at a time);
+/// cheap to clone.
+pub struct PostgresReadModel<P: PostgresProjection> {
+    client: Arc<Mutex<Client>>,
+    projection: Arc<P>,
+}
+
+impl<P: PostgresProjection> Clone for PostgresReadModel<P> {
+    fn clone(&self) -> Self {
+        PostgresReadModel {
+            client: self.client.clone(),
+            projection: self.projection.clone(),
+        }
+    }
+}
+
+impl<P: PostgresProjection> std::fmt::Debug for PostgresReadModel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReadModel")
+            .field("projection", &self.projection.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: PostgresProjection> PostgresReadModel<P> {
+    /// The read model of `projection` over `client`: creates the checkpoint table and runs the
+    /// projection's [`PostgresProjection::migrate`], in one transaction. Tables are created in
+    /// the connection's `search_path` (set it first to use a schema of your own).
+    pub async fn new(mut client: Client, projection: P) -> Result<Self, BoxError> {
+        let tx = client.transaction().await?;
+        tx.batch_execute(CHECKPOINTS_DDL).await?;
+        projection.migrate(&tx).await?;
+        tx.commit().await?;
+        Ok(PostgresReadModel {
+            client: Arc::new(Mutex::new(client)),
+            projection: Arc::new(projection),
+        })
+    }
+
+    /// The connection, to query the read model (waits while a batch is being applied).
+    pub async fn client(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().await
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+}
+
+fn to_bigint(position: Position) -> Result<i64, PostgresError> {
+    i64::try_from(position.0).map_err(|_| PostgresError::PositionRange(position.0))
+}
+
+#[async_trait::async_trait]
+impl<P: PostgresProjection> ReadModel for PostgresReadModel<P> {
+    type Event = P::Event;
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.projection.filter()
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT position FROM eventfold_checkpoints WHERE name = $1",
+                &[&self.projection.name()],
+            )
+            .await?;
+        // The table's CHECK keeps it non-negative.
+        Ok(row.map(|r| Position(r.get::<_, i64>(0).unsigned_abs())))
+    }
+
+    async fn apply(
+        &self,
+        events: Vec<Envelope<Self::Event>>,
+        checkpoint: Position,
+    ) -> Result<(), BoxError> {
+        let position = to_bigint(checkpoint)?;
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        self.projection.apply(&tx, &events).await?;
+        tx.execute(
+            "INSERT INTO eventfold_checkpoints (name, position) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            &[&self.projection.name(), &position],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        self.projection.reset(&tx).await?;
+        tx.execute(
+            "DELETE FROM eventfold_checkpoints WHERE name = $1",
+            &[&self.projection.name()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl From<PostgresError> for StoreError {
+    fn from(e: PostgresError) -> Self {
+        StoreError::Backend {
+            code: "postgres".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A [`CheckpointStore`] in PostgreSQL (table `eventfold_checkpoints`, the one
+/// [`PostgresReadModel`] writes in its transactions): for consumers whose effects are elsewhere
+/// but whose checkpoint should live in the application's database.
+#[derive(Clone)]
+pub struct PostgresCheckpoints {
+    client: Arc<Mutex<Client>>,
+}
+
+impl std::fmt::Debug for PostgresCheckpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCheckpoints")
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresCheckpoints {
+    /// Checkpoints over `client` (creates the table in its `search_path` when missing).
+    pub async fn new(client: Client) -> Result<Self, PostgresError> {
+        client.batch_execute(CHECKPOINTS_DDL).await?;
+        Ok(PostgresCheckpoints {
+            client: Arc::new(Mutex::new(client)),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for PostgresCheckpoints {
+    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_opt(
+                "SELECT position FROM eventfold_checkpoints WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        // The table's CHECK keeps it non-negative.
+        Ok(row.map(|r| Position(r.get::<_, i64>(0).unsigned_abs())))
+    }
+
+    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        let position = to_bigint(position)?;
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO eventfold_checkpoints (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                &[&name, &position],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(())
+    }
+
+    async fn reset(&self, name: &str) -> Result<(), StoreError> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "DELETE FROM eventfold_checkpoints WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_left_out_of_error_messages() {
+        assert_eq!(
+            super::redact("host=db user=app password=secret"),
+            "host=db user=app password=***"
+        );
+        assert_eq!(super::redact("postgres://app:secret@db/app"), "db/app");
+    }
+}

@@ -1,0 +1,288 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eventfold::core::{EventStore, ExpectedRevision, Position, StreamName};
+use eventfold::{
+    BoxError, CheckpointStore, Codec, Context, DomainEvent, Envelope, Projection, ProjectionError,
+    ProjectionProcessor, ReadModel, encode_event,
+};
+use eventfold_engine::{Engine, EngineOptions};
+use eventfold_postgres::tokio_postgres::{Client, Transaction};
+use eventfold_postgres::{PostgresCheckpoints, PostgresProjection, PostgresReadModel, connect};
+use serde::{Deserialize, Serialize};
+
+const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Added {
+    n: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, DomainEvent)]
+#[event(prefix = "counter.")]
+enum CounterEvent {
+    Added(Added),
+}
+
+const POISON: i64 = 12;
+
+/// One row per event (its id is the key, so applying one twice fails) and a running total,
+/// each batch in two statements. While `poison` is set, a batch holding `n == POISON` fails
+/// after its rows were written.
+struct Totals {
+    poison: Arc<AtomicBool>,
+}
+
+impl Projection for Totals {
+    type Event = CounterEvent;
+    fn name(&self) -> &str {
+        "totals"
+    }
+}
+
+#[async_trait::async_trait]
+impl PostgresProjection for Totals {
+    async fn migrate(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS applied (event_id bytea PRIMARY KEY, n bigint NOT NULL);
+             CREATE TABLE IF NOT EXISTS totals (id int PRIMARY KEY CHECK (id = 1),
+                 count bigint NOT NULL, sum bigint NOT NULL);
+             INSERT INTO totals VALUES (1, 0, 0) ON CONFLICT DO NOTHING;",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[Envelope<CounterEvent>],
+    ) -> Result<(), BoxError> {
+        let ids: Vec<&[u8]> = events.iter().map(|e| e.id.as_bytes().as_slice()).collect();
+        let ns: Vec<i64> = events
+            .iter()
+            .map(|e| match e.event {
+                CounterEvent::Added(Added { n }) => n,
+            })
+            .collect();
+        tx.execute(
+            "INSERT INTO applied (event_id, n) SELECT * FROM UNNEST($1::bytea[], $2::bigint[])",
+            &[&ids, &ns],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE totals SET count = count + $1, sum = sum + $2",
+            &[&(ns.len() as i64), &ns.iter().sum::<i64>()],
+        )
+        .await?;
+        if self.poison.load(Ordering::SeqCst) && ns.contains(&POISON) {
+            return Err(format!("refusing n = {POISON}").into());
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute("DELETE FROM applied; UPDATE totals SET count = 0, sum = 0;")
+            .await?;
+        Ok(())
+    }
+}
+
+/// A client in a fresh schema of its own, or `None` (skip) when PostgreSQL is unreachable.
+async fn client_in(schema: Option<&str>) -> Option<(Client, String)> {
+    let client = match connect(PG).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL is required (EVENTFOLD_REQUIRE_SERVICES=1): {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: PostgreSQL is unreachable at 127.0.0.1:5432: {e}");
+            return None;
+        }
+    };
+    let schema = match schema {
+        Some(s) => s.to_owned(),
+        None => {
+            let s = format!("ef_test_{}", uuid::Uuid::new_v4().simple());
+            client
+                .batch_execute(&format!("CREATE SCHEMA {s}"))
+                .await
+                .unwrap();
+            s
+        }
+    };
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await
+        .unwrap();
+    Some((client, schema))
+}
+
+async fn drop_schema(schema: &str) {
+    if let Some((c, _)) = client_in(Some("public")).await {
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+}
+
+async fn add(store: &dyn EventStore, ns: impl IntoIterator<Item = i64>) -> Position {
+    let events = ns
+        .into_iter()
+        .map(|n| {
+            encode_event(
+                &CounterEvent::Added(Added { n }),
+                Codec::Json,
+                &Context::new(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    store
+        .append(
+            &StreamName::new("counter-1").unwrap(),
+            ExpectedRevision::Any,
+            events,
+        )
+        .await
+        .unwrap()
+        .last_position
+}
+
+async fn totals(model: &PostgresReadModel<Totals>) -> (i64, i64, i64) {
+    let c = model.client().await;
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM applied", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let r = c
+        .query_one("SELECT count, sum FROM totals", &[])
+        .await
+        .unwrap();
+    (rows, r.get(0), r.get(1))
+}
+
+fn engine(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
+    Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap())
+}
+
+#[tokio::test]
+async fn catches_up_follows_live_and_a_new_connection_continues_from_the_checkpoint() {
+    let Some((client, schema)) = client_in(None).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = engine(&dir);
+    let poison = Arc::new(AtomicBool::new(false));
+    let model = PostgresReadModel::new(
+        client,
+        Totals {
+            poison: poison.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let last = add(&*store, 1..=300).await;
+    let handle = ProjectionProcessor::new(store.clone(), model.clone())
+        .batch_size(128)
+        .start();
+    handle.wait_until(last).await.unwrap();
+    let last = add(&*store, 301..=320).await;
+    handle.wait_until(last).await.unwrap();
+    handle.stop().await.unwrap();
+    assert_eq!(totals(&model).await, (320, 320, (1..=320).sum()));
+    drop(model);
+
+    // A new connection (a restarted service): it resumes after the stored checkpoint.
+    let (client, _) = client_in(Some(&schema)).await.unwrap();
+    let model = PostgresReadModel::new(client, Totals { poison })
+        .await
+        .unwrap();
+    assert_eq!(model.checkpoint().await.unwrap(), Some(last));
+    let last = add(&*store, 321..=330).await;
+    let handle = ProjectionProcessor::new(store.clone(), model.clone()).start();
+    handle.wait_until(last).await.unwrap();
+    handle.stop().await.unwrap();
+    // Each event once: a second apply would break the primary key and stop the processor.
+    assert_eq!(totals(&model).await, (330, 330, (1..=330).sum()));
+
+    // Rebuild: emptied and replayed, with progress.
+    let mut reported = Vec::new();
+    let report = ProjectionProcessor::new(store.clone(), model.clone())
+        .batch_size(100)
+        .rebuild(|p| reported.push(p.events_done))
+        .await
+        .unwrap();
+    assert_eq!(report.events, 330);
+    assert_eq!(reported.last(), Some(&330));
+    assert_eq!(totals(&model).await, (330, 330, (1..=330).sum()));
+    drop(model);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn a_failing_batch_rolls_back_the_read_model_and_the_checkpoint_together() {
+    let Some((client, schema)) = client_in(None).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = engine(&dir);
+    let poison = Arc::new(AtomicBool::new(true));
+    let model = PostgresReadModel::new(
+        client,
+        Totals {
+            poison: poison.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let last = add(&*store, 1..=20).await;
+    let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(8);
+
+    let err = processor.start().join().await.unwrap_err();
+    let ProjectionError::Apply { first, .. } = &err else {
+        panic!("expected an apply error, got {err}");
+    };
+    assert!(err.to_string().contains("refusing"), "{err}");
+    // The failing batch's rows had been written; they are gone, and so is its checkpoint.
+    let applied = *first as i64;
+    assert!(applied < POISON);
+    assert_eq!(
+        totals(&model).await,
+        (applied, applied, (1..=applied).sum())
+    );
+    assert_eq!(
+        model.checkpoint().await.unwrap(),
+        first.checked_sub(1).map(Position)
+    );
+
+    poison.store(false, Ordering::SeqCst);
+    let handle = processor.start();
+    handle.wait_until(last).await.unwrap();
+    handle.stop().await.unwrap();
+    assert_eq!(totals(&model).await, (20, 20, 210));
+    drop(model);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn checkpoints_are_saved_loaded_and_reset() {
+    let Some((client, schema)) = client_in(None).await else {
+        return;
+    };
+    let checkpoints = PostgresCheckpoints::new(client).await.unwrap();
+    assert_eq!(checkpoints.load("relay").await.unwrap(), None);
+    checkpoints.save("relay", Position(41)).await.unwrap();
+    checkpoints.save("relay", Position(42)).await.unwrap();
+    assert_eq!(checkpoints.load("relay").await.unwrap(), Some(Position(42)));
+    checkpoints.reset("relay").await.unwrap();
+    assert_eq!(checkpoints.load("relay").await.unwrap(), None);
+    let err = checkpoints
+        .save("relay", Position(u64::MAX))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("beyond"), "{err}");
+    drop(checkpoints);
+    drop_schema(&schema).await;
+}

@@ -1,0 +1,215 @@
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold_client::{Client, GroupDelivery, NackAction};
+use tokio::sync::watch;
+
+use super::retry::RetryPolicy;
+use super::running::{HandlerStats, RunnerError, RunningHandler, finish, stopped};
+use super::{EventHandler, Permanent};
+use crate::event::DomainEvent;
+use crate::upcast::Upcasters;
+
+/// Deliveries taken per pull by default.
+const PULL_MAX_DEFAULT: usize = 100;
+/// How long a pull waits for a first delivery by default.
+const PULL_WAIT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Runs an [`EventHandler`] as a consumer of a server's consumer group (`/subscriptions`), so
+/// several processes share the work and the server keeps the checkpoint.
+///
+/// It pulls deliveries, handles each once, then acks the ones that succeeded (one request per
+/// pull) and nacks each failure with `retry`: the server delivers it again after the group's
+/// backoff and parks it after `max_deliveries` attempts — the server's parked events are this
+/// runner's dead letters (`eventfold group parked`, `$parked-{group}`). A [`Permanent`] failure
+/// or an event that does not decode is parked at once. Events of types `E` does not know are
+/// acked without calling the handler. Delivery is at least once (an ack lost in a crash means a
+/// redelivery): wrap the handler in [`Idempotent`](super::Idempotent) where that matters.
+///
+/// A failed pull is tried again with the reconnect policy's delays (the server restarting,
+/// say); when those are used up the runner stops with the error.
+pub struct GroupRunner<E, H> {
+    client: Client,
+    group: String,
+    consumer: String,
+    handler: Arc<H>,
+    upcasters: Upcasters,
+    pull_max: usize,
+    pull_wait: Duration,
+    reconnect: RetryPolicy,
+    _events: PhantomData<fn() -> E>,
+}
+
+impl<E, H> std::fmt::Debug for GroupRunner<E, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRunner")
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("pull_max", &self.pull_max)
+            .field("pull_wait", &self.pull_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: DomainEvent, H: EventHandler<E>> GroupRunner<E, H> {
+    /// `handler` consuming `group` (which must exist: `eventfold group create` or
+    /// [`Client::put_group`]) through `client`, as the consumer named after the handler.
+    pub fn new(client: Client, group: impl Into<String>, handler: H) -> Self {
+        let consumer = handler.name().to_owned();
+        GroupRunner {
+            client,
+            group: group.into(),
+            consumer,
+            handler: Arc::new(handler),
+            upcasters: Upcasters::new(),
+            pull_max: PULL_MAX_DEFAULT,
+            pull_wait: PULL_WAIT_DEFAULT,
+            reconnect: RetryPolicy::default(),
+            _events: PhantomData,
+        }
+    }
+
+    /// The consumer name (to run several instances, give each its own).
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = name.into();
+        self
+    }
+
+    /// Decodes old schema versions with `upcasters`.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// At most `n` deliveries per pull (keep `n` handled well within the group's ack timeout).
+    pub fn pull_max(mut self, n: usize) -> Self {
+        self.pull_max = n.max(1);
+        self
+    }
+
+    /// How long a pull waits on the server for a first delivery.
+    pub fn pull_wait(mut self, wait: Duration) -> Self {
+        self.pull_wait = wait;
+        self
+    }
+
+    /// How a failed pull is tried again before the runner gives up.
+    pub fn reconnect(mut self, policy: RetryPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    fn store_error(&self, source: eventfold_core::StoreError) -> RunnerError {
+        RunnerError::Store {
+            handler: self.handler.name().to_owned(),
+            source,
+        }
+    }
+
+    /// Starts the runner on its own task. Dropping the returned [`RunningHandler`] stops it
+    /// too (after the pull in hand).
+    pub fn spawn(self) -> RunningHandler {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stats_tx, stats_rx) = watch::channel(HandlerStats::default());
+        let name = self.handler.name().to_owned();
+        let task = tokio::spawn(async move {
+            let r = self.run(stop_rx, &stats_tx).await;
+            finish(&stats_tx, r)
+        });
+        RunningHandler::new(name, stop_tx, stats_rx, task)
+    }
+
+    /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`.
+    pub async fn run(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        stats: &watch::Sender<HandlerStats>,
+    ) -> Result<(), RunnerError> {
+        let mut failed_pulls = 0;
+        loop {
+            let pulled = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return Ok(()),
+                r = self.client.group_pull(&self.group, &self.consumer, self.pull_max, self.pull_wait) => r,
+            };
+            let deliveries = match pulled {
+                Ok(d) => {
+                    failed_pulls = 0;
+                    d
+                }
+                Err(e) => {
+                    failed_pulls += 1;
+                    if failed_pulls >= self.reconnect.max_attempts() {
+                        return Err(self.store_error(e));
+                    }
+                    let delay = self.reconnect.delay_for(failed_pulls);
+                    tracing::warn!(group = %self.group, error = %e, ?delay, "pull failed: trying again");
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => return Ok(()),
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            let mut acks = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                if *stop.borrow() {
+                    // The rest times out on the server and goes to another consumer.
+                    break;
+                }
+                let id = d.delivery_id.clone();
+                match self.process(d).await {
+                    Ok(handled) => {
+                        acks.push(id);
+                        if handled {
+                            stats.send_modify(|s| s.handled += 1);
+                        }
+                    }
+                    Err((action, reason)) => {
+                        self.client
+                            .group_nack(&self.group, std::slice::from_ref(&id), action, &reason)
+                            .await
+                            .map_err(|e| self.store_error(e))?;
+                        stats.send_modify(|s| {
+                            s.failed_attempts += 1;
+                            if action == NackAction::Park {
+                                s.dead_lettered += 1;
+                            }
+                        });
+                    }
+                }
+            }
+            if !acks.is_empty() {
+                self.client
+                    .group_ack(&self.group, &acks)
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+            }
+        }
+    }
+
+    /// Handles one delivery: `Ok(true)` handled, `Ok(false)` not an event of `E` (ack it
+    /// anyway), `Err` the nack to send.
+    async fn process(&self, d: GroupDelivery) -> Result<bool, (NackAction, String)> {
+        if !E::knows(d.event.event_type.as_str()) {
+            return Ok(false);
+        }
+        let envelope = self
+            .upcasters
+            .decode::<E>(d.event)
+            .map_err(|e| (NackAction::Park, e.to_string()))?;
+        match self.handler.handle(&envelope).await {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                let action = if Permanent::is(&error) {
+                    NackAction::Park
+                } else {
+                    NackAction::Retry
+                };
+                tracing::warn!(handler = self.handler.name(), group = %self.group, id = %envelope.id, attempt = d.attempt, %error, ?action, "handler failed: nacked");
+                Err((action, format!("handler {}: {error}", self.handler.name())))
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use eventfold_core::{EventFilter, EventStore, EventType, Position, RecordedEvent, StoreError};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::EventHandler;
+use super::dead_letter::{DeadLetter, DeadLetters};
+use super::retry::{Attempted, RetryPolicy, handle_with_retry};
+use super::running::{HandlerStats, RunnerError, RunningHandler, finish, stopped};
+use crate::checkpoint::CheckpointStore;
+use crate::event::DomainEvent;
+use crate::subscription::batches;
+use crate::upcast::Upcasters;
+
+/// Largest batch read from `$all` by default.
+const BATCH_EVENTS_MAX_DEFAULT: usize = 100;
+
+/// Runs an [`EventHandler`] over an event store's `$all`, from its checkpoint, history first
+/// and then live.
+///
+/// - It reads only the event types of `E` (and, if set, one stream category), in batches
+///   ([`batches`]).
+/// - Each event is handled under the [`RetryPolicy`], in-process; when the last attempt fails
+///   (or one fails with [`Permanent`](super::Permanent), or the event does not decode) it is
+///   written to the handler's dead-letter stream (`deadletter-{handler}`, see [`DeadLetters`])
+///   and the runner carries on with the next event: one poison event never blocks the rest.
+/// - The checkpoint (named after the handler) is saved after each batch, once every event of
+///   the batch was handled or dead-lettered, and on stop after the last finished event. After a
+///   crash, at most the events of one batch reach the handler again: delivery is at least once
+///   (wrap the handler in [`Idempotent`](super::Idempotent) where that matters).
+pub struct HandlerRunner<E, H> {
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    handler: Arc<H>,
+    retry: RetryPolicy,
+    upcasters: Upcasters,
+    batch_events_max: usize,
+    category: Option<String>,
+    _events: PhantomData<fn() -> E>,
+}
+
+impl<E, H> std::fmt::Debug for HandlerRunner<E, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerRunner")
+            .field("retry", &self.retry)
+            .field("batch_events_max", &self.batch_events_max)
+            .field("category", &self.category)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a replay of dead letters did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Dead letters the handler now handled.
+    pub replayed: u64,
+    /// Dead letters that failed again: each was written again as a new dead letter.
+    pub failed_again: u64,
+}
+
+impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
+    /// `handler` over `store`, its checkpoint in `checkpoints`, with the default
+    /// [`RetryPolicy`] and no upcasters. To share one handler between runners, pass an
+    /// `Arc<H>` (it is a handler too).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        handler: H,
+    ) -> Self {
+        HandlerRunner {
+            store,
+            checkpoints,
+            handler: Arc::new(handler),
+            retry: RetryPolicy::default(),
+            upcasters: Upcasters::new(),
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            category: None,
+            _events: PhantomData,
+        }
+    }
+
+    /// Retries per `policy`.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Decodes old schema versions with `upcasters`.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Reads at most `n` events per batch (and so saves the checkpoint at least every `n`
+    /// events).
+    pub fn batch_events_max(mut self, n: usize) -> Self {
+        self.batch_events_max = n.max(1);
+        self
+    }
+
+    /// Only events of streams in `category` (`order` for `order-123`).
+    pub fn category(mut self, category: impl Into<String>) -> Self {
+        self.category = Some(category.into());
+        self
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    fn store_error(&self, source: StoreError) -> RunnerError {
+        RunnerError::Store {
+            handler: self.name().to_owned(),
+            source,
+        }
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            types: E::EVENT_TYPES
+                .iter()
+                .filter_map(|t| EventType::new(t).ok())
+                .collect(),
+            category: self.category.clone(),
+            stream_prefix: None,
+        }
+    }
+
+    /// Starts the runner on its own task. Dropping the returned [`RunningHandler`] stops it
+    /// too (at the next event).
+    pub fn spawn(self) -> RunningHandler {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stats_tx, stats_rx) = watch::channel(HandlerStats::default());
+        let name = self.name().to_owned();
+        let task = tokio::spawn(async move {
+            let r = self.run(stop_rx, &stats_tx).await;
+            finish(&stats_tx, r)
+        });
+        RunningHandler::new(name, stop_tx, stats_rx, task)
+    }
+
+    /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`.
+    pub async fn run(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        stats: &watch::Sender<HandlerStats>,
+    ) -> Result<(), RunnerError> {
+        let name = self.name().to_owned();
+        let after = self
+            .checkpoints
+            .load(&name)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        stats.send_modify(|s| s.checkpoint = after);
+        let mut batches = batches(&*self.store, after, self.filter(), self.batch_events_max);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return Ok(()),
+                next = batches.next() => next,
+            };
+            let batch = match next {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => return Err(self.store_error(e)),
+                None => {
+                    return Err(RunnerError::Ended {
+                        handler: name,
+                        reason: "the store's subscription ended".into(),
+                    });
+                }
+            };
+            let mut last_done: Option<Position> = None;
+            for recorded in batch {
+                let position = recorded.position;
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => {
+                        // Abandon the event in hand; keep what was finished.
+                        if let Some(p) = last_done {
+                            self.save(p, stats).await?;
+                        }
+                        return Ok(());
+                    }
+                    r = self.process(recorded, stats) => r?,
+                }
+                last_done = Some(position);
+            }
+            if let Some(p) = last_done {
+                self.save(p, stats).await?;
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        position: Position,
+        stats: &watch::Sender<HandlerStats>,
+    ) -> Result<(), RunnerError> {
+        self.checkpoints
+            .save(self.name(), position)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        stats.send_modify(|s| s.checkpoint = Some(position));
+        Ok(())
+    }
+
+    /// Handles one event under the retry policy; dead-letters it when that fails.
+    async fn process(
+        &self,
+        recorded: RecordedEvent,
+        stats: &watch::Sender<HandlerStats>,
+    ) -> Result<(), RunnerError> {
+        if !E::knows(recorded.event_type.as_str()) {
+            return Ok(());
+        }
+        let (attempts, error) = match self.upcasters.decode::<E>(recorded.clone()) {
+            Err(e) => (0, e.to_string()),
+            Ok(envelope) => match handle_with_retry(&*self.handler, &envelope, &self.retry).await {
+                Attempted::Succeeded { attempts } => {
+                    stats.send_modify(|s| {
+                        s.handled += 1;
+                        s.failed_attempts += u64::from(attempts - 1);
+                    });
+                    return Ok(());
+                }
+                Attempted::Failed { attempts, error } => (attempts, error.to_string()),
+            },
+        };
+        let letter = DeadLetter {
+            handler: self.name().to_owned(),
+            original: recorded,
+            error,
+            attempts,
+            position: None,
+        };
+        DeadLetters::new(self.store.clone())
+            .write(&letter)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        tracing::error!(handler = self.name(), id = %letter.original.id, stream = %letter.original.stream, attempts, error = %letter.error, "event dead-lettered");
+        stats.send_modify(|s| {
+            s.failed_attempts += u64::from(attempts);
+            s.dead_lettered += 1;
+        });
+        Ok(())
+    }
+
+    /// Runs the handler again on its dead letters not replayed before (after a fix, say), each
+    /// under the retry policy. One that fails again is written again as a new dead letter (with
+    /// the attempts added up), to be replayed by a later call. Where replay got to is kept in
+    /// the checkpoint store as `{handler}.deadletter-replay`.
+    pub async fn replay_dead_letters(&self) -> Result<ReplayReport, RunnerError> {
+        let cursor = format!("{}.deadletter-replay", self.name());
+        let after = self
+            .checkpoints
+            .load(&cursor)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let dead_letters = DeadLetters::new(self.store.clone());
+        let letters = dead_letters
+            .list(self.name())
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut report = ReplayReport::default();
+        for letter in letters {
+            let Some(at) = letter.position else { continue };
+            if after.is_some_and(|a| at <= a) {
+                continue;
+            }
+            let outcome = match self.upcasters.decode::<E>(letter.original.clone()) {
+                Err(e) => Err((0, e.to_string())),
+                Ok(envelope) => {
+                    match handle_with_retry(&*self.handler, &envelope, &self.retry).await {
+                        Attempted::Succeeded { .. } => Ok(()),
+                        Attempted::Failed { attempts, error } => Err((attempts, error.to_string())),
+                    }
+                }
+            };
+            match outcome {
+                Ok(()) => report.replayed += 1,
+                Err((attempts, error)) => {
+                    let again = DeadLetter {
+                        attempts: letter.attempts.saturating_add(attempts),
+                        error,
+                        position: None,
+                        ..letter
+                    };
+                    dead_letters
+                        .write(&again)
+                        .await
+                        .map_err(|e| self.store_error(e))?;
+                    report.failed_again += 1;
+                }
+            }
+            self.checkpoints
+                .save(&cursor, at)
+                .await
+                .map_err(|e| self.store_error(e))?;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,158 @@
+use eventfold_core::{Position, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a running handler has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerStats {
+    /// Events the handler finished (succeeded on some attempt, or skipped as already done).
+    pub handled: u64,
+    /// Failed attempts (each retry, each nack).
+    pub failed_attempts: u64,
+    /// Events given up on: written to the dead-letter stream, kept as dead letters on the bus,
+    /// or parked on the server by this runner.
+    pub dead_lettered: u64,
+    /// The last saved checkpoint (store runner only).
+    pub checkpoint: Option<Position>,
+    /// Why the runner stopped, when it stopped on an error.
+    pub error: Option<String>,
+}
+
+/// Why a runner stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// The store (or server) failed: reading events, saving the checkpoint or writing a dead
+    /// letter.
+    #[error(
+        "handler {handler}: {source}; the runner stopped; start it again to continue from its last checkpoint"
+    )]
+    Store {
+        /// The handler.
+        handler: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The runner ended before what was waited for happened.
+    #[error("handler {handler} stopped: {reason}")]
+    Ended {
+        /// The handler.
+        handler: String,
+        /// Why, as far as known.
+        reason: String,
+    },
+    /// The runner's task panicked (a bug in the handler or the runner).
+    #[error("handler {handler}'s task panicked: {reason}")]
+    Panicked {
+        /// The handler.
+        handler: String,
+        /// The panic.
+        reason: String,
+    },
+}
+
+/// A handler running on its own task (from any of the runners): watch what it did, wait for
+/// it to get somewhere, stop it.
+#[derive(Debug)]
+pub struct RunningHandler {
+    name: String,
+    stop: watch::Sender<bool>,
+    stats: watch::Receiver<HandlerStats>,
+    task: JoinHandle<Result<(), RunnerError>>,
+}
+
+impl RunningHandler {
+    pub(crate) fn new(
+        name: String,
+        stop: watch::Sender<bool>,
+        stats: watch::Receiver<HandlerStats>,
+        task: JoinHandle<Result<(), RunnerError>>,
+    ) -> Self {
+        RunningHandler {
+            name,
+            stop,
+            stats,
+            task,
+        }
+    }
+
+    /// The handler's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> HandlerStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Waits until `done` holds for the stats; an error when the runner ends first. Wrap it in
+    /// a timeout where the condition may never hold.
+    pub async fn wait_until(
+        &mut self,
+        mut done: impl FnMut(&HandlerStats) -> bool,
+    ) -> Result<HandlerStats, RunnerError> {
+        let name = self.name.clone();
+        let seen = self
+            .stats
+            .wait_for(|s| done(s) || s.error.is_some())
+            .await
+            .map(|s| s.clone());
+        match seen {
+            Ok(s) if s.error.is_none() => Ok(s),
+            Ok(s) => Err(RunnerError::Ended {
+                handler: name,
+                reason: s.error.unwrap_or_default(),
+            }),
+            Err(_) => Err(RunnerError::Ended {
+                handler: name,
+                reason: self
+                    .stats
+                    .borrow()
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "it was stopped".into()),
+            }),
+        }
+    }
+
+    /// Waits until the checkpoint is at or after `position` (store runner).
+    pub async fn wait_for_checkpoint(
+        &mut self,
+        position: Position,
+    ) -> Result<HandlerStats, RunnerError> {
+        self.wait_until(|s| s.checkpoint.is_some_and(|c| c >= position))
+            .await
+    }
+
+    /// Asks the runner to stop (it finishes or abandons the event in hand, saves its
+    /// checkpoint) and waits for it; its error if it had stopped on one.
+    pub async fn stop(self) -> Result<(), RunnerError> {
+        self.stop.send_replace(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(RunnerError::Panicked {
+                handler: self.name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Publishes `result`'s error into the stats before the task ends.
+pub(crate) fn finish(
+    stats: &watch::Sender<HandlerStats>,
+    result: Result<(), RunnerError>,
+) -> Result<(), RunnerError> {
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "handler runner stopped");
+        stats.send_modify(|s| s.error = Some(e.to_string()));
+    }
+    result
+}
+
+/// Resolves once `stop` turns `true` or its sender is gone (holding no borrow across awaits).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

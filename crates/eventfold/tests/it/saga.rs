@@ -1,0 +1,581 @@
+//! Sagas on the embedded engine: a transfer between two accounts, debited then credited, with
+//! a timeout on the debit and a refund when the credit is refused.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold::core::{EventId, EventStore, ExpectedRevision, StreamName};
+use eventfold::testing::SagaHarness;
+use eventfold::{
+    Backoff, CheckpointStore, Codec, CommandSender, Context, DomainEvent, Effects, Envelope,
+    ManualClock, Saga, SagaCommand, SagaManager, SagaOptions, SagaSnapshot, SendError,
+    StoreCheckpoints, encode_event,
+};
+use eventfold_engine::{Engine, EngineOptions};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Requested {
+    transfer_id: String,
+    from: String,
+    to: String,
+    amount: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct TransferRef {
+    transfer_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, DomainEvent)]
+#[event(prefix = "transfer.")]
+enum TransferEvent {
+    Requested(Requested),
+    Debited(TransferRef),
+    Credited(TransferRef),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Command {
+    Debit { account: String, amount: u64 },
+    Credit { account: String, amount: u64 },
+    Refund { account: String, amount: u64 },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+enum Phase {
+    #[default]
+    New,
+    Debiting,
+    Crediting,
+    Done,
+    Refunded,
+    TimedOut,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Transfer {
+    phase: Phase,
+    from: String,
+    to: String,
+    amount: u64,
+}
+
+#[derive(Default)]
+struct TransferSaga;
+
+const DEBIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Saga for TransferSaga {
+    const NAME: &'static str = "transfer";
+    type Event = TransferEvent;
+    type State = Transfer;
+    type Command = Command;
+
+    fn instance_id(&self, event: &Envelope<TransferEvent>) -> Option<String> {
+        Some(match &event.event {
+            TransferEvent::Requested(r) => r.transfer_id.clone(),
+            TransferEvent::Debited(r) | TransferEvent::Credited(r) => r.transfer_id.clone(),
+        })
+    }
+
+    fn react(&self, t: &mut Transfer, event: &Envelope<TransferEvent>, fx: &mut Effects<Command>) {
+        match (&event.event, &t.phase) {
+            (TransferEvent::Requested(r), Phase::New) => {
+                *t = Transfer {
+                    phase: Phase::Debiting,
+                    from: r.from.clone(),
+                    to: r.to.clone(),
+                    amount: r.amount,
+                };
+                fx.send(Command::Debit {
+                    account: t.from.clone(),
+                    amount: t.amount,
+                })
+                .schedule("debit", DEBIT_TIMEOUT);
+            }
+            (TransferEvent::Debited(_), Phase::Debiting) => {
+                t.phase = Phase::Crediting;
+                fx.cancel("debit").send(Command::Credit {
+                    account: t.to.clone(),
+                    amount: t.amount,
+                });
+            }
+            (TransferEvent::Credited(_), Phase::Crediting) => {
+                t.phase = Phase::Done;
+                fx.complete();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timeout(&self, t: &mut Transfer, name: &str, fx: &mut Effects<Command>) {
+        if name == "debit" && t.phase == Phase::Debiting {
+            // The debit may still land: give the money back to be safe.
+            t.phase = Phase::TimedOut;
+            fx.send(Command::Refund {
+                account: t.from.clone(),
+                amount: t.amount,
+            })
+            .complete();
+        }
+    }
+
+    fn on_command_failed(
+        &self,
+        t: &mut Transfer,
+        command: &Command,
+        _reason: &str,
+        fx: &mut Effects<Command>,
+    ) {
+        if let Command::Credit { .. } = command {
+            t.phase = Phase::Refunded;
+            fx.send(Command::Refund {
+                account: t.from.clone(),
+                amount: t.amount,
+            })
+            .complete();
+        }
+    }
+}
+
+/// The bank: a real command handler that appends the result events to the store (with the
+/// command's id, so a redelivered command is an idempotent append) and reports every command it
+/// received (and the id of every attempt). Account `slow` never answers a debit; crediting
+/// `closed` is refused, crediting `unreachable` is never deliverable; while `down` is set
+/// debits and credits are unavailable.
+#[derive(Clone)]
+struct Bank {
+    store: Arc<dyn EventStore>,
+    received: mpsc::Sender<SagaCommand<Command>>,
+    down: Arc<Mutex<bool>>,
+    attempts: Arc<Mutex<Vec<EventId>>>,
+}
+
+#[async_trait::async_trait]
+impl CommandSender<Command> for Bank {
+    async fn send(&self, c: &SagaCommand<Command>) -> Result<(), SendError> {
+        self.attempts.lock().push(c.id);
+        if *self.down.lock() && !matches!(c.command, Command::Refund { .. }) {
+            return Err(SendError::Unavailable("the bank is down".into()));
+        }
+        self.received
+            .send(c.clone())
+            .await
+            .map_err(|e| SendError::Unavailable(e.into()))?;
+        let transfer_id = c.instance.clone();
+        let event = match &c.command {
+            Command::Debit { account, .. } if account == "slow" => return Ok(()),
+            Command::Debit { .. } => TransferEvent::Debited(TransferRef { transfer_id }),
+            Command::Credit { account, .. } if account == "unreachable" => {
+                return Err(SendError::Unavailable("no route to the account".into()));
+            }
+            Command::Credit { account, .. } if account == "closed" => {
+                return Err(SendError::Rejected(format!("account {account} is closed")));
+            }
+            Command::Credit { .. } => TransferEvent::Credited(TransferRef { transfer_id }),
+            Command::Refund { .. } => return Ok(()),
+        };
+        let new = encode_event(&event, Codec::Json, &c.context)
+            .map_err(|e| SendError::Unavailable(e.into()))?
+            .with_id(c.id);
+        let stream = StreamName::new(format!("account-{}", c.instance)).expect("valid");
+        self.store
+            .append(&stream, ExpectedRevision::Any, vec![new])
+            .await
+            .map_err(|e| SendError::Unavailable(e.into()))?;
+        Ok(())
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn EventStore>,
+    clock: ManualClock,
+    bank: Bank,
+    received: mpsc::Receiver<SagaCommand<Command>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> =
+            Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
+        let (tx, received) = mpsc::channel(64);
+        World {
+            _dir: dir,
+            bank: Bank {
+                store: store.clone(),
+                received: tx,
+                down: Arc::new(Mutex::new(false)),
+                attempts: Arc::default(),
+            },
+            store,
+            clock: ManualClock::starting_now(),
+            received,
+        }
+    }
+
+    fn start(&self) -> JoinHandle<()> {
+        let manager = SagaManager::new(TransferSaga, self.store.clone(), self.bank.clone())
+            .with_clock(Arc::new(self.clock.clone()))
+            .with_options(
+                SagaOptions::default()
+                    .send_attempts(3)
+                    .send_backoff(Backoff::new(
+                        Duration::from_millis(1),
+                        Duration::from_millis(5),
+                    )),
+            );
+        tokio::spawn(async move {
+            let Err(e) = manager.run().await;
+            panic!("the saga manager stopped: {e}");
+        })
+    }
+
+    async fn request(&self, transfer_id: &str, from: &str, to: &str, ctx: &Context) {
+        let event = TransferEvent::Requested(Requested {
+            transfer_id: transfer_id.into(),
+            from: from.into(),
+            to: to.into(),
+            amount: 100,
+        });
+        let new = encode_event(&event, Codec::Json, ctx).unwrap();
+        let stream = StreamName::new(format!("transfer-{transfer_id}")).unwrap();
+        self.store
+            .append(&stream, ExpectedRevision::Any, vec![new])
+            .await
+            .unwrap();
+    }
+
+    async fn next_command(&mut self) -> SagaCommand<Command> {
+        tokio::time::timeout(Duration::from_secs(10), self.received.recv())
+            .await
+            .expect("a command within 10 s")
+            .expect("the bank is alive")
+    }
+
+    /// The stored instance once `ready` holds for it (polled for up to 10 s).
+    async fn instance_when(
+        &self,
+        transfer_id: &str,
+        ready: impl Fn(&SagaSnapshot<Transfer>) -> bool,
+    ) -> SagaSnapshot<Transfer> {
+        for _ in 0..1000 {
+            let snap = SagaManager::<TransferSaga>::read_instance(&*self.store, transfer_id)
+                .await
+                .unwrap();
+            if let Some(s) = snap.filter(&ready) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("transfer {transfer_id} never got to the expected state");
+    }
+
+    async fn completed(&self, transfer_id: &str) -> Transfer {
+        self.instance_when(transfer_id, |s| s.completed && s.pending_commands == 0)
+            .await
+            .state
+    }
+}
+
+async fn stop(task: JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_transfer_debits_then_credits_with_the_correlation_id_carried_through() {
+    let mut w = World::new();
+    let task = w.start();
+    let ctx = Context::with_correlation_id("req-7");
+    w.request("t1", "alice", "bob", &ctx).await;
+
+    let debit = w.next_command().await;
+    assert_eq!(
+        debit.command,
+        Command::Debit {
+            account: "alice".into(),
+            amount: 100
+        }
+    );
+    assert_eq!(debit.instance, "t1");
+    assert_eq!(debit.context.correlation_id, "req-7");
+    let request = w
+        .store
+        .read_stream(
+            &StreamName::new("transfer-t1").unwrap(),
+            eventfold::core::ReadStream::forward(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(debit.context.causation_id, request.events[0].id.to_string());
+
+    let credit = w.next_command().await;
+    assert_eq!(
+        credit.command,
+        Command::Credit {
+            account: "bob".into(),
+            amount: 100
+        }
+    );
+    // The credit was caused by the `debited` event, which the bank wrote with the debit's id.
+    assert_eq!(credit.context.correlation_id, "req-7");
+    assert_eq!(credit.context.causation_id, debit.id.to_string());
+    assert_ne!(credit.id, debit.id);
+
+    assert_eq!(w.completed("t1").await.phase, Phase::Done);
+    let snap = SagaManager::<TransferSaga>::read_instance(&*w.store, "t1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(snap.timeouts.is_empty(), "the debit timeout was cancelled");
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn a_refused_credit_is_compensated_by_a_refund() {
+    let mut w = World::new();
+    let task = w.start();
+    w.request("t2", "alice", "closed", &Context::new()).await;
+    assert!(matches!(
+        w.next_command().await.command,
+        Command::Debit { .. }
+    ));
+    let credit = w.next_command().await;
+    assert!(matches!(credit.command, Command::Credit { .. }));
+    let refund = w.next_command().await;
+    assert_eq!(
+        refund.command,
+        Command::Refund {
+            account: "alice".into(),
+            amount: 100
+        }
+    );
+    assert_eq!(refund.context.causation_id, credit.id.to_string());
+    assert_eq!(refund.context.correlation_id, credit.context.correlation_id);
+    assert_eq!(w.completed("t2").await.phase, Phase::Refunded);
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn a_command_that_stays_undeliverable_counts_as_failed() {
+    let mut w = World::new();
+    let task = w.start();
+    w.request("t3", "alice", "unreachable", &Context::new())
+        .await;
+    assert!(matches!(
+        w.next_command().await.command,
+        Command::Debit { .. }
+    ));
+    // The credit is never deliverable: three attempts, then the compensation.
+    let mut credits = 0;
+    let refund = loop {
+        let c = w.next_command().await;
+        match c.command {
+            Command::Credit { .. } => credits += 1,
+            Command::Refund { .. } => break c,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(credits, 3, "three attempts to credit");
+    assert!(refund.context.causation_id != refund.context.correlation_id);
+    assert_eq!(w.completed("t3").await.phase, Phase::Refunded);
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn a_timeout_fires_when_the_clock_passes_its_deadline() {
+    let mut w = World::new();
+    let task = w.start();
+    w.request("t4", "slow", "bob", &Context::new()).await;
+    assert!(matches!(
+        w.next_command().await.command,
+        Command::Debit { .. }
+    ));
+    let snap = w.instance_when("t4", |s| s.pending_commands == 0).await;
+    assert_eq!(snap.timeouts.len(), 1);
+    assert_eq!(snap.timeouts[0].0, "debit");
+
+    w.clock.advance(DEBIT_TIMEOUT - Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        w.received.try_recv().is_err(),
+        "nothing before the deadline"
+    );
+
+    w.clock.advance(Duration::from_secs(2));
+    let refund = w.next_command().await;
+    assert_eq!(
+        refund.command,
+        Command::Refund {
+            account: "slow".into(),
+            amount: 100
+        }
+    );
+    assert_eq!(w.completed("t4").await.phase, Phase::TimedOut);
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn a_timeout_scheduled_before_a_restart_fires_after_it_and_nothing_is_sent_twice() {
+    let mut w = World::new();
+    let task = w.start();
+    w.request("t5", "slow", "bob", &Context::new()).await;
+    let debit = w.next_command().await;
+    assert!(matches!(debit.command, Command::Debit { .. }));
+    // Wait until the delivery is recorded, then stop the manager.
+    w.instance_when("t5", |s| s.pending_commands == 0).await;
+    stop(task).await;
+
+    // The deadline passes while no manager runs, and the checkpoint is lost too (as if the
+    // process died before saving it): the restart reads the request again.
+    w.clock.advance(DEBIT_TIMEOUT + Duration::from_secs(5));
+    StoreCheckpoints::new(w.store.clone())
+        .reset(&SagaManager::<TransferSaga>::checkpoint_name())
+        .await
+        .unwrap();
+    let task = w.start();
+    let refund = w.next_command().await;
+    assert_eq!(
+        refund.command,
+        Command::Refund {
+            account: "slow".into(),
+            amount: 100
+        },
+        "the first command after the restart is the timeout's, not the debit again"
+    );
+    assert_eq!(w.completed("t5").await.phase, Phase::TimedOut);
+
+    // A new transfer still flows, and the debit of t5 never came again.
+    w.request("t6", "alice", "bob", &Context::new()).await;
+    let mut seen = HashSet::new();
+    for _ in 0..2 {
+        let c = w.next_command().await;
+        assert_eq!(c.instance, "t6", "{c:?}");
+        assert!(seen.insert(c.id));
+    }
+    w.completed("t6").await;
+    assert!(w.received.try_recv().is_err());
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn commands_recorded_before_a_crash_are_sent_after_the_restart_with_the_same_id() {
+    let mut w = World::new();
+    *w.bank.down.lock() = true;
+    // Many attempts: the manager is still retrying the debit when it is stopped.
+    let manager =
+        SagaManager::new(TransferSaga, w.store.clone(), w.bank.clone())
+            .with_clock(Arc::new(w.clock.clone()))
+            .with_options(SagaOptions::default().send_attempts(u32::MAX).send_backoff(
+                Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            ));
+    let task = tokio::spawn(async move {
+        let _ = manager.run().await;
+    });
+    w.request("t7", "alice", "bob", &Context::new()).await;
+    w.instance_when("t7", |s| s.pending_commands == 1).await;
+    task.abort();
+    let _ = task.await;
+    let attempted = w.bank.attempts.lock().clone();
+    assert!(!attempted.is_empty());
+    assert!(
+        attempted.iter().all(|id| *id == attempted[0]),
+        "{attempted:?}"
+    );
+
+    *w.bank.down.lock() = false;
+    let task = w.start();
+    let debit = w.next_command().await;
+    assert!(matches!(debit.command, Command::Debit { .. }));
+    assert_eq!(
+        debit.id, attempted[0],
+        "the debit recorded before the crash keeps its id after the restart"
+    );
+    let credit = w.next_command().await;
+    assert!(matches!(credit.command, Command::Credit { .. }));
+    assert_eq!(w.completed("t7").await.phase, Phase::Done);
+    stop(task).await;
+}
+
+#[test]
+fn the_harness_shows_commands_timeouts_and_compensation_without_a_store() {
+    let requested = TransferEvent::Requested(Requested {
+        transfer_id: "t1".into(),
+        from: "alice".into(),
+        to: "closed".into(),
+        amount: 5,
+    });
+    let mut saga = SagaHarness::new(TransferSaga);
+    let r = saga.when(requested.clone());
+    assert_eq!(
+        r.commands(),
+        [Command::Debit {
+            account: "alice".into(),
+            amount: 5
+        }]
+    );
+    assert_eq!(r.scheduled_names(), ["debit"]);
+    assert_eq!(r.scheduled[0].1.0 - saga.now().0, 30_000_000);
+    assert_eq!(saga.state("t1").unwrap().phase, Phase::Debiting);
+
+    let r = saga.when(TransferEvent::Debited(TransferRef {
+        transfer_id: "t1".into(),
+    }));
+    assert_eq!(r.cancelled, ["debit"]);
+    let credit = r.sent[0].clone();
+    let r = saga.command_fails(&credit, "account closed");
+    assert_eq!(
+        r.commands(),
+        [Command::Refund {
+            account: "alice".into(),
+            amount: 5
+        }]
+    );
+    assert_eq!(r.completed, ["t1"]);
+    assert_eq!(r.sent[0].context.causation_id, credit.id.to_string());
+
+    // A timeout: nothing at 29 s, the refund at 30 s.
+    let mut saga = SagaHarness::new(TransferSaga).given([TransferEvent::Requested(Requested {
+        transfer_id: "t2".into(),
+        from: "slow".into(),
+        to: "bob".into(),
+        amount: 1,
+    })]);
+    assert!(saga.advance(Duration::from_secs(29)).fired.is_empty());
+    let r = saga.advance(Duration::from_secs(1));
+    assert_eq!(r.fired, [("t2".to_owned(), "debit".to_owned())]);
+    assert!(matches!(r.commands()[..], [Command::Refund { .. }]));
+    assert!(saga.is_completed("t2"));
+    assert_eq!(saga.state("t2").unwrap().phase, Phase::TimedOut);
+}
+
+#[tokio::test]
+async fn the_manager_stops_with_a_clear_error_when_the_store_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
+    let store: Arc<dyn EventStore> = engine.clone();
+    let (tx, _rx) = mpsc::channel(8);
+    let bank = Bank {
+        store: store.clone(),
+        received: tx,
+        down: Arc::default(),
+        attempts: Arc::default(),
+    };
+    let manager = SagaManager::new(TransferSaga, store, bank);
+    let run = tokio::spawn(manager.run());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    engine.shutdown();
+    let Err(err) = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the manager stops within 10 s")
+        .unwrap();
+    assert!(matches!(err, eventfold::SagaError::Store { .. }), "{err}");
+    assert!(err.to_string().contains("transfer"), "{err}");
+}
