@@ -274,12 +274,7 @@ impl Bank {
             amount,
             description: description.to_owned(),
         };
-        Ok(self
-            .accounts
-            .execute(id, command, context)
-            .await?
-            .state
-            .balance)
+        self.balance_after(id, command, context).await
     }
 
     /// Debits `amount` from account `id`; answers the new balance. Refused with
@@ -296,12 +291,18 @@ impl Bank {
             amount,
             description: description.to_owned(),
         };
-        Ok(self
-            .accounts
-            .execute(id, command, context)
-            .await?
-            .state
-            .balance)
+        self.balance_after(id, command, context).await
+    }
+
+    /// Executes `command` on account `id`; the balance after it.
+    async fn balance_after(
+        &self,
+        id: &str,
+        command: AccountCommand,
+        context: &Context,
+    ) -> Result<Money, BankError> {
+        let executed = self.accounts.execute(id, command, context).await?;
+        Ok(executed.state.balance)
     }
 
     /// The balance of account `id` now; `None` when it is not open.

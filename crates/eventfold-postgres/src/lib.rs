@@ -13,7 +13,7 @@ use std::sync::Arc;
 use eventfold::core::{EventFilter, Position, StoreError};
 use eventfold::{BoxError, CheckpointStore, Envelope, Projection, ReadModel};
 use tokio::sync::{Mutex, MutexGuard};
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
 
 pub use tokio_postgres;
 
@@ -156,8 +156,48 @@ impl<P: PostgresProjection> PostgresReadModel<P> {
     }
 }
 
-fn to_bigint(position: Position) -> Result<i64, PostgresError> {
-    i64::try_from(position.0).map_err(|_| PostgresError::PositionRange(position.0))
+/// The checkpoint of `name`.
+async fn load_checkpoint(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<Position>, PostgresError> {
+    let row = client
+        .query_opt(
+            "SELECT position FROM eventfold_checkpoints WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    // The table's CHECK keeps it non-negative.
+    Ok(row.map(|r| Position(r.get::<_, i64>(0).unsigned_abs())))
+}
+
+/// Writes the checkpoint of `name`.
+async fn save_checkpoint(
+    client: &impl GenericClient,
+    name: &str,
+    position: Position,
+) -> Result<(), PostgresError> {
+    let position =
+        i64::try_from(position.0).map_err(|_| PostgresError::PositionRange(position.0))?;
+    client
+        .execute(
+            "INSERT INTO eventfold_checkpoints (name, position) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            &[&name, &position],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forgets the checkpoint of `name`.
+async fn delete_checkpoint(client: &impl GenericClient, name: &str) -> Result<(), PostgresError> {
+    client
+        .execute(
+            "DELETE FROM eventfold_checkpoints WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -174,14 +214,7 @@ impl<P: PostgresProjection> ReadModel for PostgresReadModel<P> {
 
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
         let client = self.client.lock().await;
-        let row = client
-            .query_opt(
-                "SELECT position FROM eventfold_checkpoints WHERE name = $1",
-                &[&self.projection.name()],
-            )
-            .await?;
-        // The table's CHECK keeps it non-negative.
-        Ok(row.map(|r| Position(r.get::<_, i64>(0).unsigned_abs())))
+        Ok(load_checkpoint(&*client, self.projection.name()).await?)
     }
 
     async fn apply(
@@ -189,16 +222,10 @@ impl<P: PostgresProjection> ReadModel for PostgresReadModel<P> {
         events: Vec<Envelope<Self::Event>>,
         checkpoint: Position,
     ) -> Result<(), BoxError> {
-        let position = to_bigint(checkpoint)?;
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
         self.projection.apply(&tx, &events).await?;
-        tx.execute(
-            "INSERT INTO eventfold_checkpoints (name, position) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            &[&self.projection.name(), &position],
-        )
-        .await?;
+        save_checkpoint(&tx, self.projection.name(), checkpoint).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -207,11 +234,7 @@ impl<P: PostgresProjection> ReadModel for PostgresReadModel<P> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
         self.projection.reset(&tx).await?;
-        tx.execute(
-            "DELETE FROM eventfold_checkpoints WHERE name = $1",
-            &[&self.projection.name()],
-        )
-        .await?;
+        delete_checkpoint(&tx, self.projection.name()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -254,46 +277,15 @@ impl PostgresCheckpoints {
 #[async_trait::async_trait]
 impl CheckpointStore for PostgresCheckpoints {
     async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        let row = self
-            .client
-            .lock()
-            .await
-            .query_opt(
-                "SELECT position FROM eventfold_checkpoints WHERE name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(PostgresError::from)?;
-        // The table's CHECK keeps it non-negative.
-        Ok(row.map(|r| Position(r.get::<_, i64>(0).unsigned_abs())))
+        Ok(load_checkpoint(&*self.client.lock().await, name).await?)
     }
 
     async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        let position = to_bigint(position)?;
-        self.client
-            .lock()
-            .await
-            .execute(
-                "INSERT INTO eventfold_checkpoints (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                &[&name, &position],
-            )
-            .await
-            .map_err(PostgresError::from)?;
-        Ok(())
+        Ok(save_checkpoint(&*self.client.lock().await, name, position).await?)
     }
 
     async fn reset(&self, name: &str) -> Result<(), StoreError> {
-        self.client
-            .lock()
-            .await
-            .execute(
-                "DELETE FROM eventfold_checkpoints WHERE name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(PostgresError::from)?;
-        Ok(())
+        Ok(delete_checkpoint(&*self.client.lock().await, name).await?)
     }
 }
 

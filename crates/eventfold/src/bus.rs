@@ -29,11 +29,10 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{CodecError, DomainEvent, Envelope};
+use crate::handler::retry::decode_and_handle;
 use crate::handler::running::stopped;
-use crate::handler::{
-    Attempted, DeadLetter, EventHandler, HandlerStats, RetryPolicy, RunningHandler,
-    handle_with_retry,
-};
+use crate::handler::{DeadLetter, EventHandler, HandlerStats, RunningHandler};
+use crate::retry::RetryPolicy;
 use crate::upcast::Upcasters;
 use crate::{Codec, Context, encode_event};
 
@@ -443,30 +442,30 @@ impl Bus {
         H: EventHandler<E>,
     {
         let mut subscription = self.subscribe(pattern)?;
-        let (stop_tx, mut stop) = watch::channel(false);
-        let (stats_tx, stats_rx) = watch::channel(HandlerStats::default());
         let name = handler.name().to_owned();
         // Weak: a handler task must not keep the bus (and so its own queue) alive.
         let bus: Weak<Inner> = Arc::downgrade(&self.inner);
-        let task = tokio::spawn(async move {
-            let upcasters = Upcasters::new();
-            loop {
-                let message = tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => return Ok(()),
-                    m = subscription.recv() => m,
-                };
-                let Some(message) = message else {
-                    return Ok(());
-                };
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => return Ok(()),
-                    () = handle_message(&handler, &message, &upcasters, &retry, &stats_tx, &bus) => {}
+        Ok(RunningHandler::spawn(
+            name,
+            |mut stop, stats_tx| async move {
+                let upcasters = Upcasters::new();
+                loop {
+                    let message = tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => return Ok(()),
+                        m = subscription.recv() => m,
+                    };
+                    let Some(message) = message else {
+                        return Ok(());
+                    };
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => return Ok(()),
+                        () = handle_message(&handler, &message, &upcasters, &retry, &stats_tx, &bus) => {}
+                    }
                 }
-            }
-        });
-        Ok(RunningHandler::new(name, stop_tx, stats_rx, task))
+            },
+        ))
     }
 }
 
@@ -481,24 +480,16 @@ async fn handle_message<E: DomainEvent, H: EventHandler<E>>(
     if !E::knows(message.event.event_type.as_str()) {
         return;
     }
-    let (attempts, error) = match message.decode::<E>(upcasters) {
-        Err(e) => (0, e.to_string()),
-        Ok(envelope) => match handle_with_retry(handler, &envelope, retry).await {
-            Attempted::Succeeded { attempts } => {
-                stats.send_modify(|s| {
-                    s.handled += 1;
-                    s.failed_attempts += u64::from(attempts - 1);
-                });
+    let (attempts, error) =
+        match decode_and_handle(handler, message.decode::<E>(upcasters), retry).await {
+            Ok(attempts) => {
+                stats.send_modify(|s| s.record_handled(attempts));
                 return;
             }
-            Attempted::Failed { attempts, error } => (attempts, error.to_string()),
-        },
-    };
+            Err(failed) => failed,
+        };
     tracing::error!(handler = handler.name(), topic = %message.topic, id = %message.event.id, attempts, %error, "bus message dead-lettered");
-    stats.send_modify(|s| {
-        s.failed_attempts += u64::from(attempts);
-        s.dead_lettered += 1;
-    });
+    stats.send_modify(|s| s.record_dead_lettered(attempts));
     if let Some(inner) = bus.upgrade() {
         let mut letters = inner.dead_letters.lock();
         if letters.len() >= DEAD_LETTERS_MAX {

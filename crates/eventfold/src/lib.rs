@@ -25,6 +25,8 @@
 //!   idempotency ([`Idempotent`]); the same handler runs on a store ([`HandlerRunner`]), on a
 //!   server's consumer group ([`GroupRunner`]) or on the in-process [`Bus`] (topic patterns,
 //!   bounded queues, a recording mode for tests).
+//! - [`retry`]: the one [`RetryPolicy`] (exponential backoff with jitter) of every retry loop,
+//!   and the rule for event store errors in long-running consumers.
 
 mod aggregate;
 pub mod bus;
@@ -36,6 +38,7 @@ mod idempotency;
 pub mod outbox;
 pub mod projection;
 mod repository;
+pub mod retry;
 pub mod saga;
 mod snapshot;
 mod subscription;
@@ -51,15 +54,16 @@ pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
 pub use handler::{
     DeadLetter, DeadLetters, EventHandler, GroupRunner, HandlerRunner, HandlerStats, Idempotent,
-    InMemoryProcessedIds, Permanent, RetryPolicy, RunnerError, RunningHandler,
+    InMemoryProcessedIds, Permanent, RunnerError, RunningHandler,
 };
 pub use idempotency::ProcessedIds;
-pub use outbox::{Backoff, ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
+pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
 pub use projection::{
     InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
     ProjectionProcessor, ReadModel,
 };
 pub use repository::{Executed, Loaded, MAX_ATTEMPTS_DEFAULT, Repository, RepositoryError};
+pub use retry::RetryPolicy;
 pub use saga::{
     Clock, CommandSender, Effects, ManualClock, Saga, SagaCommand, SagaError, SagaManager,
     SagaOptions, SagaSnapshot, SendError, SystemClock,

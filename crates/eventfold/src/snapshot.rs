@@ -188,45 +188,38 @@ impl<A> Snapshots<A> {
         revision: Revision,
         codec: Codec,
     ) {
-        if let Err(error) = self.try_write(store, stream, state, revision, codec).await {
+        let written: Result<(), crate::BoxError> = async {
+            let name = snapshot_stream(stream)?;
+            let data = (self.encode)(state, codec)?;
+            let mut metadata = Metadata::new();
+            metadata.insert(SNAPSHOT_REVISION_KEY.into(), revision.0.into());
+            let event = NewEvent::bytes(
+                EventType::new(SNAPSHOT_EVENT_TYPE)?,
+                codec.content_type(),
+                data,
+            )
+            .with_schema_version(self.version)
+            .with_metadata(metadata);
+            let written = store
+                .append(&name, eventfold_core::ExpectedRevision::Any, vec![event])
+                .await?;
+            if written.first_revision == Revision(0) {
+                // The first snapshot of this aggregate: bound how many are kept, once.
+                store
+                    .set_metadata(
+                        &name,
+                        StreamMetadata {
+                            max_count: Some(self.policy.keep),
+                            ..StreamMetadata::default()
+                        },
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = written {
             tracing::warn!(%stream, revision = revision.0, %error, "could not write a snapshot; the command succeeded, the next load reads more events");
         }
-    }
-
-    async fn try_write(
-        &self,
-        store: &dyn EventStore,
-        stream: &StreamName,
-        state: &A,
-        revision: Revision,
-        codec: Codec,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let name = snapshot_stream(stream)?;
-        let data = (self.encode)(state, codec)?;
-        let mut metadata = Metadata::new();
-        metadata.insert(SNAPSHOT_REVISION_KEY.into(), revision.0.into());
-        let event = NewEvent::bytes(
-            EventType::new(SNAPSHOT_EVENT_TYPE)?,
-            codec.content_type(),
-            data,
-        )
-        .with_schema_version(self.version)
-        .with_metadata(metadata);
-        let written = store
-            .append(&name, eventfold_core::ExpectedRevision::Any, vec![event])
-            .await?;
-        if written.first_revision == Revision(0) {
-            // The first snapshot of this aggregate: bound how many are kept, once.
-            store
-                .set_metadata(
-                    &name,
-                    StreamMetadata {
-                        max_count: Some(self.policy.keep),
-                        ..StreamMetadata::default()
-                    },
-                )
-                .await?;
-        }
-        Ok(())
     }
 }

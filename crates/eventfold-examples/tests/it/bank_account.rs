@@ -4,11 +4,12 @@ use std::time::Duration;
 use eventfold::core::{EventStore, Timestamp};
 use eventfold::testing::AggregateTest;
 use eventfold::{Context, RepositoryError};
-use eventfold_engine::{Engine, EngineOptions};
 use eventfold_examples::bank_account::{
     AccountCommand, AccountError, AccountEvent, AccountOpened, Bank, BankAccount, Credited,
     Debited, Money, SNAPSHOT_EVERY_EVENTS,
 };
+
+use crate::support::engine_in;
 
 fn opened() -> AccountEvent {
     AccountEvent::Opened(AccountOpened {
@@ -42,10 +43,6 @@ fn debit(cents: u64) -> AccountCommand {
         amount: Money::cents(cents),
         description: "out".into(),
     }
-}
-
-fn open_engine(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineOptions::for_tests()).unwrap()
 }
 
 // ---- the rules, given/when/then ----
@@ -103,7 +100,7 @@ async fn the_balance_is_rebuilt_from_events_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = Context::new();
     {
-        let engine = open_engine(dir.path());
+        let engine = engine_in(dir.path());
         let bank = Bank::new(Arc::new(engine.clone()));
         bank.open("a-1", "alice", &ctx).await.unwrap();
         // Enough commands for a snapshot and events after it.
@@ -119,7 +116,7 @@ async fn the_balance_is_rebuilt_from_events_after_a_restart() {
         assert_eq!(left, Money::cents(4_950));
         engine.shutdown();
     }
-    let bank = Bank::new(Arc::new(open_engine(dir.path())));
+    let bank = Bank::new(Arc::new(engine_in(dir.path())));
     assert_eq!(
         bank.balance("a-1").await.unwrap(),
         Some(Money::cents(4_950))
@@ -133,7 +130,7 @@ async fn the_balance_is_rebuilt_from_events_after_a_restart() {
 #[tokio::test]
 async fn a_refused_debit_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(open_engine(dir.path()));
+    let store: Arc<dyn EventStore> = Arc::new(engine_in(dir.path()));
     let bank = Bank::new(store.clone());
     let ctx = Context::new();
     bank.open("a-1", "alice", &ctx).await.unwrap();
@@ -163,7 +160,7 @@ async fn a_refused_debit_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_debits_cannot_overdraw() {
     let dir = tempfile::tempdir().unwrap();
-    let bank = Bank::new(Arc::new(open_engine(dir.path())));
+    let bank = Bank::new(Arc::new(engine_in(dir.path())));
     let ctx = Context::new();
     bank.open("a-1", "alice", &ctx).await.unwrap();
     bank.credit("a-1", Money::units(100), "in", &ctx)
@@ -200,7 +197,7 @@ async fn racing_debits_cannot_overdraw() {
 #[tokio::test]
 async fn the_balance_at_a_past_time() {
     let dir = tempfile::tempdir().unwrap();
-    let bank = Bank::new(Arc::new(open_engine(dir.path())));
+    let bank = Bank::new(Arc::new(engine_in(dir.path())));
     let ctx = Context::new();
     let before_opening = Timestamp::now();
     tokio::time::sleep(Duration::from_millis(2)).await;

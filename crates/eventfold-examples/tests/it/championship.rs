@@ -1,15 +1,15 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use eventfold::ProjectionProcessor;
-use eventfold::core::{EventStore, ReadStream, StreamName};
+use eventfold::core::ReadStream;
 use eventfold::testing::ProjectionTest;
-use eventfold_engine::{Engine, EngineOptions};
 use eventfold_examples::championship::{
     Championship, ChampionshipOptions, MatchCompleted, MatchEvent, MatchSimulator, Row,
     StandingsProjection, StandingsPublisher, StandingsUpdated, record_match,
 };
 use futures::StreamExt;
+
+use crate::support::{read, temp_store};
 
 fn played(home: &str, home_goals: u32, away_goals: u32, away: &str) -> MatchEvent {
     MatchEvent::Completed(MatchCompleted {
@@ -70,14 +70,9 @@ fn ties_on_points_are_broken_by_goal_difference_then_goals_scored() {
         });
 }
 
-fn engine(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap())
-}
-
 #[tokio::test]
 async fn a_restarted_publisher_continues_from_the_last_published_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let mut results = MatchSimulator::new(7);
     for n in 1..=10 {
         record_match(&*store, n, results.next_match())
@@ -104,14 +99,8 @@ async fn a_restarted_publisher_continues_from_the_last_published_table() {
     let report = second.rebuild(|_| {}).await.unwrap();
     assert_eq!(report.events, 15);
     assert_eq!(second.read_model().standings().await, standings);
-    let last = store
-        .read_stream(
-            &StreamName::new("standings").unwrap(),
-            ReadStream::backward(1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(last.events[0].data_json().unwrap()["matches"], 15);
+    let last = read(&*store, "standings", ReadStream::backward(1)).await;
+    assert_eq!(last[0].data_json().unwrap()["matches"], 15);
 }
 
 /// The `StandingsUpdated` events of an SSE body, as they arrive, until `done` says so.
@@ -145,8 +134,7 @@ async fn read_sse_updates(
 
 #[tokio::test]
 async fn the_running_example_streams_standings_over_sse_as_matches_complete() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let matches = 6;
     let app = Championship::start(
         store,

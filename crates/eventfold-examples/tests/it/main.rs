@@ -4,3 +4,4 @@ mod bank_account;
 mod championship;
 mod orders;
 mod registration_saga;
+mod support;

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold::core::{EventStore, Position, ReadStream, StreamName};
+use eventfold::core::{EventStore, Position, ReadStream};
 use eventfold::{Context, RetryPolicy, StoreCheckpoints, Upcasters};
-use eventfold_engine::{Engine, EngineOptions};
 use eventfold_examples::orders::{
     InventoryEvent, OrderError, OrderLine, OrderPlaced, Orders, POISON_SKU,
 };
+
+use crate::support::{engine_in, read, temp_store};
 
 fn order(id: &str, customer: &str, lines: &[(&str, u32, u64)]) -> OrderPlaced {
     OrderPlaced {
@@ -32,11 +33,6 @@ fn retry() -> RetryPolicy {
         .max_delay(Duration::from_millis(5))
 }
 
-fn open(dir: &tempfile::TempDir) -> (Engine, Arc<dyn EventStore>) {
-    let engine = Engine::open(dir.path().join("data"), EngineOptions::for_tests()).unwrap();
-    (engine.clone(), Arc::new(engine))
-}
-
 async fn caught_up(orders: &mut Orders, position: Position) {
     tokio::time::timeout(Duration::from_secs(20), orders.caught_up(position))
         .await
@@ -46,8 +42,7 @@ async fn caught_up(orders: &mut Orders, position: Position) {
 
 #[tokio::test]
 async fn handlers_react_independently_and_the_poisoned_order_is_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_engine, store) = open(&dir);
+    let (_dir, store) = temp_store();
     let mut orders = Orders::start(
         store.clone(),
         Arc::new(StoreCheckpoints::new(store.clone())),
@@ -91,27 +86,15 @@ async fn handlers_react_independently_and_the_poisoned_order_is_dead_lettered() 
     assert_eq!((inventory.handled, inventory.dead_lettered), (3, 1));
 
     // The reservation carries the order's correlation id and names the order as its cause.
-    let slice = store
-        .read_stream(
-            &StreamName::new("reservation-o-3").unwrap(),
-            ReadStream::forward(10),
-        )
-        .await
-        .unwrap();
+    let reservation = read(&*store, "reservation-o-3", ReadStream::forward(1)).await;
     let reservation = Upcasters::new()
-        .decode::<InventoryEvent>(slice.events[0].clone())
+        .decode::<InventoryEvent>(reservation[0].clone())
         .unwrap();
     assert_eq!(reservation.correlation_id(), Some("checkout-42"));
-    let placed = store
-        .read_stream(
-            &StreamName::new("order-o-3").unwrap(),
-            ReadStream::forward(1),
-        )
-        .await
-        .unwrap();
+    let placed = read(&*store, "order-o-3", ReadStream::forward(1)).await;
     assert_eq!(
         reservation.causation_id(),
-        Some(placed.events[0].id.to_string().as_str())
+        Some(placed[0].id.to_string().as_str())
     );
 
     // The customer query: newest first.
@@ -135,8 +118,7 @@ async fn handlers_react_independently_and_the_poisoned_order_is_dead_lettered() 
 
 #[tokio::test]
 async fn after_a_restart_each_handler_continues_from_its_own_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_engine, store) = open(&dir);
+    let (_dir, store) = temp_store();
     let checkpoints = Arc::new(StoreCheckpoints::new(store.clone()));
     let mut orders = Orders::start(store.clone(), checkpoints.clone(), retry());
     let first = orders
@@ -165,8 +147,7 @@ async fn after_a_restart_each_handler_continues_from_its_own_checkpoint() {
 
 #[tokio::test]
 async fn invalid_and_duplicate_orders_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_engine, store) = open(&dir);
+    let (_dir, store) = temp_store();
     let svc = eventfold_examples::orders::OrderService::new(store);
     let ctx = Context::new();
     assert!(matches!(
@@ -204,8 +185,8 @@ async fn on_a_server_consumer_group_the_poisoned_order_ends_parked() {
     use eventfold_examples::orders::{InventoryHandler, OrderService};
 
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path().join("data"), EngineOptions::for_tests()).unwrap();
-    let state = Engine::open(dir.path().join("groups"), EngineOptions::for_tests()).unwrap();
+    let engine = engine_in(&dir.path().join("data"));
+    let state = engine_in(&dir.path().join("groups"));
     let groups = eventfold_groups::Groups::open(Arc::new(engine.clone()), Arc::new(state.clone()))
         .await
         .unwrap();
@@ -287,8 +268,7 @@ async fn on_the_in_process_bus_the_same_handlers_react_and_the_poisoned_order_is
     use eventfold::Bus;
     use eventfold_examples::orders::{EmailHandler, InventoryHandler, OrderEvent};
 
-    let dir = tempfile::tempdir().unwrap();
-    let (_engine, store) = open(&dir);
+    let (_dir, store) = temp_store();
     let bus = Bus::recording(16);
     let email = Arc::new(EmailHandler::default());
     let inventory = Arc::new(InventoryHandler::new(store));

@@ -7,13 +7,14 @@ use std::time::Duration;
 use eventfold::core::EventStore;
 use eventfold::testing::SagaHarness;
 use eventfold::{Context, ManualClock, SagaManager};
-use eventfold_engine::{Engine, EngineOptions};
 use eventfold_examples::registration_saga::{
     LeagueAssigned, Outcome, Registration, RegistrationCommand as C, RegistrationEvent as E,
     RegistrationSaga, Services, Stage, Step, StepFailed, UserRegistered, history, outcome,
     register, stream_types,
 };
 use tokio::task::JoinHandle;
+
+use crate::support::engine_in;
 
 fn registered(id: &str) -> E {
     E::UserRegistered(UserRegistered {
@@ -124,8 +125,7 @@ impl Drop for Running {
 /// manager on a manual clock.
 fn start(capacity: u64) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> =
-        Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
+    let store: Arc<dyn EventStore> = Arc::new(engine_in(dir.path()));
     let services = Services::new(store.clone(), capacity);
     let clock = ManualClock::starting_now();
     let manager = SagaManager::new(RegistrationSaga::default(), store.clone(), services.clone())

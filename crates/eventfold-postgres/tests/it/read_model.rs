@@ -1,10 +1,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use eventfold::core::{EventStore, ExpectedRevision, Position, StreamName};
+use eventfold::core::{EventStore, Position};
+use eventfold::testing::{append_events, check_checkpoint_store};
 use eventfold::{
-    BoxError, CheckpointStore, Codec, Context, DomainEvent, Envelope, Projection, ProjectionError,
-    ProjectionProcessor, ReadModel, encode_event,
+    BoxError, CheckpointStore, DomainEvent, Envelope, Projection, ProjectionError,
+    ProjectionProcessor, ReadModel,
 };
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_postgres::tokio_postgres::{Client, Transaction};
@@ -127,26 +128,8 @@ async fn drop_schema(schema: &str) {
 }
 
 async fn add(store: &dyn EventStore, ns: impl IntoIterator<Item = i64>) -> Position {
-    let events = ns
-        .into_iter()
-        .map(|n| {
-            encode_event(
-                &CounterEvent::Added(Added { n }),
-                Codec::Json,
-                &Context::new(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    store
-        .append(
-            &StreamName::new("counter-1").unwrap(),
-            ExpectedRevision::Any,
-            events,
-        )
-        .await
-        .unwrap()
-        .last_position
+    let events = ns.into_iter().map(|n| CounterEvent::Added(Added { n }));
+    append_events(store, "counter-1", events).await.unwrap()
 }
 
 async fn totals(model: &PostgresReadModel<Totals>) -> (i64, i64, i64) {
@@ -163,18 +146,24 @@ async fn totals(model: &PostgresReadModel<Totals>) -> (i64, i64, i64) {
     (rows, r.get(0), r.get(1))
 }
 
-fn engine(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap())
-}
+/// The store's directory, the store, the read model, the projection's poison switch and the
+/// read model's schema.
+type Setup = (
+    tempfile::TempDir,
+    Arc<dyn EventStore>,
+    PostgresReadModel<Totals>,
+    Arc<AtomicBool>,
+    String,
+);
 
-#[tokio::test]
-async fn catches_up_follows_live_and_a_new_connection_continues_from_the_checkpoint() {
-    let Some((client, schema)) = client_in(None).await else {
-        return;
-    };
+/// A fresh store and read model (`poisoned`: the poison switch starts on), or `None` (skip)
+/// when PostgreSQL is unreachable.
+async fn setup(poisoned: bool) -> Option<Setup> {
+    let (client, schema) = client_in(None).await?;
     let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
-    let poison = Arc::new(AtomicBool::new(false));
+    let store: Arc<dyn EventStore> =
+        Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
+    let poison = Arc::new(AtomicBool::new(poisoned));
     let model = PostgresReadModel::new(
         client,
         Totals {
@@ -183,6 +172,14 @@ async fn catches_up_follows_live_and_a_new_connection_continues_from_the_checkpo
     )
     .await
     .unwrap();
+    Some((dir, store, model, poison, schema))
+}
+
+#[tokio::test]
+async fn catches_up_follows_live_and_a_new_connection_continues_from_the_checkpoint() {
+    let Some((_dir, store, model, poison, schema)) = setup(false).await else {
+        return;
+    };
     let last = add(&*store, 1..=300).await;
     let handle = ProjectionProcessor::new(store.clone(), model.clone())
         .batch_size(128)
@@ -223,20 +220,9 @@ async fn catches_up_follows_live_and_a_new_connection_continues_from_the_checkpo
 
 #[tokio::test]
 async fn a_failing_batch_rolls_back_the_read_model_and_the_checkpoint_together() {
-    let Some((client, schema)) = client_in(None).await else {
+    let Some((_dir, store, model, poison, schema)) = setup(true).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
-    let poison = Arc::new(AtomicBool::new(true));
-    let model = PostgresReadModel::new(
-        client,
-        Totals {
-            poison: poison.clone(),
-        },
-    )
-    .await
-    .unwrap();
     let last = add(&*store, 1..=20).await;
     let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(8);
 
@@ -272,12 +258,8 @@ async fn checkpoints_are_saved_loaded_and_reset() {
         return;
     };
     let checkpoints = PostgresCheckpoints::new(client).await.unwrap();
-    assert_eq!(checkpoints.load("relay").await.unwrap(), None);
-    checkpoints.save("relay", Position(41)).await.unwrap();
-    checkpoints.save("relay", Position(42)).await.unwrap();
-    assert_eq!(checkpoints.load("relay").await.unwrap(), Some(Position(42)));
-    checkpoints.reset("relay").await.unwrap();
-    assert_eq!(checkpoints.load("relay").await.unwrap(), None);
+    check_checkpoint_store(&checkpoints).await;
+    // Beyond the contract: PostgreSQL's bigint is signed.
     let err = checkpoints
         .save("relay", Position(u64::MAX))
         .await

@@ -2,10 +2,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use eventfold::core::{EventStore, ExpectedRevision, Position, StreamName};
+use eventfold::core::{EventStore, Position};
+use eventfold::testing::append_events;
 use eventfold::{
-    BoxError, Codec, Context, DomainEvent, Envelope, Projection, ProjectionError,
-    ProjectionProcessor, ReadModel, encode_event,
+    BoxError, DomainEvent, Envelope, Projection, ProjectionError, ProjectionProcessor, ReadModel,
 };
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_sqlite::rusqlite::{Transaction, params};
@@ -100,26 +100,10 @@ async fn open(dir: &Path) -> Setup {
 }
 
 async fn add(store: &dyn EventStore, stream: &str, ns: impl IntoIterator<Item = i64>) -> Position {
-    let events = ns
-        .into_iter()
-        .map(|n| {
-            encode_event(
-                &CounterEvent::Added(Added { n }),
-                Codec::Json,
-                &Context::new(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    store
-        .append(
-            &StreamName::new(format!("counter-{stream}")).unwrap(),
-            ExpectedRevision::Any,
-            events,
-        )
+    let events = ns.into_iter().map(|n| CounterEvent::Added(Added { n }));
+    append_events(store, &format!("counter-{stream}"), events)
         .await
         .unwrap()
-        .last_position
 }
 
 /// (rows in `applied`, count, sum) of the read model.

@@ -5,10 +5,10 @@ use std::time::Duration;
 use eventfold_client::{Client, GroupDelivery, NackAction};
 use tokio::sync::watch;
 
-use super::retry::RetryPolicy;
-use super::running::{HandlerStats, RunnerError, RunningHandler, finish, stopped};
+use super::running::{HandlerStats, RunnerError, RunningHandler, stopped};
 use super::{EventHandler, Permanent};
 use crate::event::DomainEvent;
+use crate::retry::RetryPolicy;
 use crate::upcast::Upcasters;
 
 /// Deliveries taken per pull by default.
@@ -101,23 +101,17 @@ impl<E: DomainEvent, H: EventHandler<E>> GroupRunner<E, H> {
     }
 
     fn store_error(&self, source: eventfold_core::StoreError) -> RunnerError {
-        RunnerError::Store {
-            handler: self.handler.name().to_owned(),
-            source,
-        }
+        RunnerError::store(self.handler.name(), source)
     }
 
     /// Starts the runner on its own task. Dropping the returned [`RunningHandler`] stops it
     /// too (after the pull in hand).
     pub fn spawn(self) -> RunningHandler {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (stats_tx, stats_rx) = watch::channel(HandlerStats::default());
         let name = self.handler.name().to_owned();
-        let task = tokio::spawn(async move {
-            let r = self.run(stop_rx, &stats_tx).await;
-            finish(&stats_tx, r)
-        });
-        RunningHandler::new(name, stop_tx, stats_rx, task)
+        RunningHandler::spawn(
+            name,
+            |stop, stats| async move { self.run(stop, &stats).await },
+        )
     }
 
     /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`.
@@ -140,10 +134,9 @@ impl<E: DomainEvent, H: EventHandler<E>> GroupRunner<E, H> {
                 }
                 Err(e) => {
                     failed_pulls += 1;
-                    if failed_pulls >= self.reconnect.max_attempts() {
+                    let Some(delay) = self.reconnect.retry_after(failed_pulls) else {
                         return Err(self.store_error(e));
-                    }
-                    let delay = self.reconnect.delay_for(failed_pulls);
+                    };
                     tracing::warn!(group = %self.group, error = %e, ?delay, "pull failed: trying again");
                     tokio::select! {
                         biased;

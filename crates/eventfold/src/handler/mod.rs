@@ -3,7 +3,7 @@
 //!
 //! - [`HandlerRunner`]: on any [`EventStore`](eventfold_core::EventStore) (the embedded engine,
 //!   or a server through the client), reading `$all` from a [`CheckpointStore`](crate::CheckpointStore)
-//!   checkpoint; retries in-process per a [`RetryPolicy`], then writes the event to a dead-letter
+//!   checkpoint; retries in-process per a [`RetryPolicy`](crate::RetryPolicy), then writes the event to a dead-letter
 //!   stream ([`DeadLetters`]) and carries on.
 //! - [`GroupRunner`]: as a consumer of a server's consumer group; acks what succeeded and nacks
 //!   what failed, so the server's backoff retries it and parks it after `max_deliveries`.
@@ -15,7 +15,7 @@
 mod dead_letter;
 mod group;
 mod processed;
-mod retry;
+pub(crate) mod retry;
 mod runner;
 pub(crate) mod running;
 
@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use dead_letter::{DEAD_LETTER_EVENT_TYPE, DeadLetter, DeadLetters};
 pub use group::GroupRunner;
 pub use processed::InMemoryProcessedIds;
-pub use retry::{Attempted, RetryPolicy, handle_with_retry};
+pub use retry::{Attempted, handle_with_retry};
 pub use runner::{HandlerRunner, ReplayReport};
 pub use running::{HandlerStats, RunnerError, RunningHandler};
 

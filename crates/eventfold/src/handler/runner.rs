@@ -1,16 +1,18 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use eventfold_core::{EventFilter, EventStore, EventType, Position, RecordedEvent, StoreError};
+use eventfold_core::{EventFilter, EventStore, Position, RecordedEvent, StoreError};
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::EventHandler;
 use super::dead_letter::{DeadLetter, DeadLetters};
-use super::retry::{Attempted, RetryPolicy, handle_with_retry};
-use super::running::{HandlerStats, RunnerError, RunningHandler, finish, stopped};
+use super::retry::decode_and_handle;
+use super::running::{HandlerStats, RunnerError, RunningHandler, stopped};
 use crate::checkpoint::CheckpointStore;
 use crate::event::DomainEvent;
+use crate::projection::filter_for;
+use crate::retry::RetryPolicy;
 use crate::subscription::batches;
 use crate::upcast::Upcasters;
 
@@ -116,34 +118,24 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
     }
 
     fn store_error(&self, source: StoreError) -> RunnerError {
-        RunnerError::Store {
-            handler: self.name().to_owned(),
-            source,
-        }
+        RunnerError::store(self.name(), source)
     }
 
     fn filter(&self) -> EventFilter {
         EventFilter {
-            types: E::EVENT_TYPES
-                .iter()
-                .filter_map(|t| EventType::new(t).ok())
-                .collect(),
             category: self.category.clone(),
-            stream_prefix: None,
+            ..filter_for::<E>()
         }
     }
 
     /// Starts the runner on its own task. Dropping the returned [`RunningHandler`] stops it
     /// too (at the next event).
     pub fn spawn(self) -> RunningHandler {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (stats_tx, stats_rx) = watch::channel(HandlerStats::default());
         let name = self.name().to_owned();
-        let task = tokio::spawn(async move {
-            let r = self.run(stop_rx, &stats_tx).await;
-            finish(&stats_tx, r)
-        });
-        RunningHandler::new(name, stop_tx, stats_rx, task)
+        RunningHandler::spawn(
+            name,
+            |stop, stats| async move { self.run(stop, &stats).await },
+        )
     }
 
     /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`.
@@ -220,18 +212,14 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
         if !E::knows(recorded.event_type.as_str()) {
             return Ok(());
         }
-        let (attempts, error) = match self.upcasters.decode::<E>(recorded.clone()) {
-            Err(e) => (0, e.to_string()),
-            Ok(envelope) => match handle_with_retry(&*self.handler, &envelope, &self.retry).await {
-                Attempted::Succeeded { attempts } => {
-                    stats.send_modify(|s| {
-                        s.handled += 1;
-                        s.failed_attempts += u64::from(attempts - 1);
-                    });
-                    return Ok(());
-                }
-                Attempted::Failed { attempts, error } => (attempts, error.to_string()),
-            },
+        let decoded = self.upcasters.decode::<E>(recorded.clone());
+        let (attempts, error) = match decode_and_handle(&*self.handler, decoded, &self.retry).await
+        {
+            Ok(attempts) => {
+                stats.send_modify(|s| s.record_handled(attempts));
+                return Ok(());
+            }
+            Err(failed) => failed,
         };
         let letter = DeadLetter {
             handler: self.name().to_owned(),
@@ -245,10 +233,7 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             .await
             .map_err(|e| self.store_error(e))?;
         tracing::error!(handler = self.name(), id = %letter.original.id, stream = %letter.original.stream, attempts, error = %letter.error, "event dead-lettered");
-        stats.send_modify(|s| {
-            s.failed_attempts += u64::from(attempts);
-            s.dead_lettered += 1;
-        });
+        stats.send_modify(|s| s.record_dead_lettered(attempts));
         Ok(())
     }
 
@@ -274,17 +259,9 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             if after.is_some_and(|a| at <= a) {
                 continue;
             }
-            let outcome = match self.upcasters.decode::<E>(letter.original.clone()) {
-                Err(e) => Err((0, e.to_string())),
-                Ok(envelope) => {
-                    match handle_with_retry(&*self.handler, &envelope, &self.retry).await {
-                        Attempted::Succeeded { .. } => Ok(()),
-                        Attempted::Failed { attempts, error } => Err((attempts, error.to_string())),
-                    }
-                }
-            };
-            match outcome {
-                Ok(()) => report.replayed += 1,
+            let decoded = self.upcasters.decode::<E>(letter.original.clone());
+            match decode_and_handle(&*self.handler, decoded, &self.retry).await {
+                Ok(_) => report.replayed += 1,
                 Err((attempts, error)) => {
                     let again = DeadLetter {
                         attempts: letter.attempts.saturating_add(attempts),

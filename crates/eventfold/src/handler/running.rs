@@ -1,3 +1,5 @@
+use std::future::Future;
+
 use eventfold_core::{Position, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +18,20 @@ pub struct HandlerStats {
     pub checkpoint: Option<Position>,
     /// Why the runner stopped, when it stopped on an error.
     pub error: Option<String>,
+}
+
+impl HandlerStats {
+    /// Counts an event handled after `attempts` attempts.
+    pub(crate) fn record_handled(&mut self, attempts: u32) {
+        self.handled += 1;
+        self.failed_attempts += u64::from(attempts.saturating_sub(1));
+    }
+
+    /// Counts an event given up on after `attempts` failed attempts.
+    pub(crate) fn record_dead_lettered(&mut self, attempts: u32) {
+        self.failed_attempts += u64::from(attempts);
+        self.dead_lettered += 1;
+    }
 }
 
 /// Why a runner stopped.
@@ -62,13 +78,33 @@ pub struct RunningHandler {
     task: JoinHandle<Result<(), RunnerError>>,
 }
 
+impl RunnerError {
+    /// A store error of `handler`'s runner.
+    pub(crate) fn store(handler: &str, source: StoreError) -> Self {
+        RunnerError::Store {
+            handler: handler.to_owned(),
+            source,
+        }
+    }
+}
+
 impl RunningHandler {
-    pub(crate) fn new(
+    /// Spawns the runner `run` of the handler `name` on its own task: it gets the stop signal
+    /// and the stats to report into; an error it ends with is published in the stats.
+    pub(crate) fn spawn<Fut>(
         name: String,
-        stop: watch::Sender<bool>,
-        stats: watch::Receiver<HandlerStats>,
-        task: JoinHandle<Result<(), RunnerError>>,
-    ) -> Self {
+        run: impl FnOnce(watch::Receiver<bool>, watch::Sender<HandlerStats>) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = Result<(), RunnerError>> + Send + 'static,
+    {
+        let (stop, stop_rx) = watch::channel(false);
+        let (stats_tx, stats) = watch::channel(HandlerStats::default());
+        let running = run(stop_rx, stats_tx.clone());
+        let task = tokio::spawn(async move {
+            let result = running.await;
+            finish(&stats_tx, result)
+        });
         RunningHandler {
             name,
             stop,
@@ -141,7 +177,7 @@ impl RunningHandler {
 }
 
 /// Publishes `result`'s error into the stats before the task ends.
-pub(crate) fn finish(
+fn finish(
     stats: &watch::Sender<HandlerStats>,
     result: Result<(), RunnerError>,
 ) -> Result<(), RunnerError> {

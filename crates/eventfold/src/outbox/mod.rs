@@ -9,22 +9,24 @@
 //! batch again after the restart: **at least once**, in `$all` order. Receivers dedupe by
 //! event id (the contract's `id`, also sent by [`WebhookSink`] in a header).
 //!
-//! A sink failure is retried with exponential backoff ([`RelayOptions::backoff`]); after
-//! [`RelayOptions::max_attempts`] failed attempts on the same batch the relay stops with
-//! [`RelayError::SinkFailed`] (`None`: retry forever, logging a warning per failure). Nothing
-//! after a failing batch is published before it: order is kept.
+//! A sink failure is retried per [`RelayOptions::sink_retry`] (forever by default, logging a
+//! warning per failure); when its attempts on one batch are used up the relay stops with
+//! [`RelayError::SinkFailed`]. Nothing after a failing batch is published before it: order is
+//! kept. A transient event store error (I/O, network) makes the relay start over from its
+//! checkpoint after the delays of [`RelayOptions::store_retry`]; any other store error stops it
+//! with [`RelayError::Store`] (the framework's one rule, see [`crate::retry`]).
 
 mod webhook;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use eventfold_core::{EventFilter, EventStore, RecordedEvent, StoreError};
 use futures::StreamExt;
 
 pub use webhook::{WebhookError, WebhookFormat, WebhookSink, WebhookSinkBuilder};
 
+use crate::retry::{RetryPolicy, StoreRetries};
 use crate::{BoxError, CheckpointStore};
 
 /// Where the relay publishes: a bus, a webhook, a channel.
@@ -42,61 +44,21 @@ impl<T: Sink + ?Sized> Sink for Arc<T> {
     }
 }
 
-/// Exponential backoff: `initial`, `initial × multiplier`, … capped at `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-    /// The factor between consecutive delays (at least 1).
-    pub multiplier: u32,
-}
-
-impl Default for Backoff {
-    /// 100 ms, doubling, at most 30 s.
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            multiplier: 2,
-        }
-    }
-}
-
-impl Backoff {
-    /// A backoff from `initial` up to `max`, doubling.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            multiplier: 2,
-        }
-    }
-
-    /// The delay after the `attempt`-th failure (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = self
-            .multiplier
-            .max(1)
-            .saturating_pow(attempt.saturating_sub(1));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
-
 /// How an [`OutboxRelay`] runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RelayOptions {
     /// Which events to publish (default: all).
     pub filter: EventFilter,
     /// Most events per published batch.
     pub batch_events_max: usize,
-    /// Delays between attempts to publish a batch.
-    pub backoff: Backoff,
-    /// Attempts per batch before the relay stops with [`RelayError::SinkFailed`]; `None`
-    /// retries forever.
-    pub max_attempts: Option<u32>,
+    /// Attempts to publish a batch and the delays between them; when they are used up the
+    /// relay stops with [`RelayError::SinkFailed`]. Default: forever.
+    pub sink_retry: RetryPolicy,
+    /// Delays before the relay starts over from its checkpoint after a transient event store
+    /// error; when its attempts are used up the relay stops with [`RelayError::Store`].
+    /// Default: forever.
+    pub store_retry: RetryPolicy,
 }
 
 impl Default for RelayOptions {
@@ -104,8 +66,8 @@ impl Default for RelayOptions {
         RelayOptions {
             filter: EventFilter::default(),
             batch_events_max: 100,
-            backoff: Backoff::default(),
-            max_attempts: None,
+            sink_retry: RetryPolicy::forever(),
+            store_retry: RetryPolicy::forever(),
         }
     }
 }
@@ -123,15 +85,15 @@ impl RelayOptions {
         self
     }
 
-    /// Sets the backoff.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+    /// Sets [`RelayOptions::sink_retry`].
+    pub fn sink_retry(mut self, policy: RetryPolicy) -> Self {
+        self.sink_retry = policy;
         self
     }
 
-    /// Sets the attempts per batch (`None`: forever).
-    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
-        self.max_attempts = attempts.map(|a| a.max(1));
+    /// Sets [`RelayOptions::store_retry`].
+    pub fn store_retry(mut self, policy: RetryPolicy) -> Self {
+        self.store_retry = policy;
         self
     }
 }
@@ -157,7 +119,8 @@ pub enum RelayError {
         #[source]
         source: BoxError,
     },
-    /// Reading the store or saving the checkpoint failed.
+    /// Reading the store or saving the checkpoint failed with an error retrying does not fix
+    /// (or a transient one after [`RelayOptions::store_retry`] gave up).
     #[error(
         "outbox relay {relay}: event store error: {source}; restart the relay once the store is available (it resumes at its checkpoint)"
     )]
@@ -218,8 +181,32 @@ impl OutboxRelay {
         format!("outbox-{}", self.name)
     }
 
-    /// Publishes from the checkpoint on, forever (catch-up, then live), until an error.
+    /// Publishes from the checkpoint on, forever (catch-up, then live), until an error it
+    /// does not retry.
     pub async fn run(self) -> Result<Infallible, RelayError> {
+        let mut retries = StoreRetries::default();
+        loop {
+            let mut progressed = false;
+            let Err(error) = self.run_once(&mut progressed).await;
+            let RelayError::Store { source, .. } = &error else {
+                return Err(error);
+            };
+            let Some(delay) = retries.next_delay(&self.options.store_retry, source, progressed)
+            else {
+                return Err(error);
+            };
+            tracing::warn!(
+                relay = %self.name,
+                error = %source,
+                retry_in = ?delay,
+                "outbox relay: event store error, starting over from the checkpoint"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One run from the checkpoint; `progressed` is set once it saved a checkpoint.
+    async fn run_once(&self, progressed: &mut bool) -> Result<Infallible, RelayError> {
         let checkpoint = self.checkpoint_name();
         let store_err = |source| RelayError::Store {
             relay: self.name.clone(),
@@ -251,6 +238,7 @@ impl OutboxRelay {
                 .save(&checkpoint, last)
                 .await
                 .map_err(store_err)?;
+            *progressed = true;
         }
     }
 
@@ -260,33 +248,32 @@ impl OutboxRelay {
         first: u64,
         last: u64,
     ) -> Result<(), RelayError> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let Err(source) = self.sink.publish(batch).await else {
-                return Ok(());
-            };
-            if self.options.max_attempts.is_some_and(|max| attempt >= max) {
-                return Err(RelayError::SinkFailed {
-                    relay: self.name.clone(),
-                    attempts: attempt,
-                    first,
-                    last,
-                    source,
-                });
-            }
-            let delay = self.options.backoff.delay(attempt);
-            tracing::warn!(
-                relay = %self.name,
-                attempt,
-                first,
-                last,
-                error = %source,
-                retry_in = ?delay,
-                "outbox sink failed; retrying the batch"
-            );
-            tokio::time::sleep(delay).await;
-        }
+        let (attempts, result) = self
+            .options
+            .sink_retry
+            .run(
+                || self.sink.publish(batch),
+                |_| true,
+                |attempt, error, delay| {
+                    tracing::warn!(
+                        relay = %self.name,
+                        attempt,
+                        first,
+                        last,
+                        error = %error,
+                        retry_in = ?delay,
+                        "outbox sink failed; retrying the batch"
+                    );
+                },
+            )
+            .await;
+        result.map_err(|source| RelayError::SinkFailed {
+            relay: self.name.clone(),
+            attempts,
+            first,
+            last,
+            source,
+        })
     }
 }
 
@@ -321,20 +308,5 @@ impl Sink for ChannelSink {
                 .map_err(|_| "the receiver of the channel sink was dropped")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        assert_eq!(b.delay(1), Duration::from_millis(100));
-        assert_eq!(b.delay(2), Duration::from_millis(200));
-        assert_eq!(b.delay(4), Duration::from_millis(800));
-        assert_eq!(b.delay(5), Duration::from_secs(1));
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
     }
 }

@@ -9,12 +9,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{ProjectionError, ReadModel};
+use crate::BoxError;
 use crate::subscription::batches;
 use crate::upcast::Upcasters;
 
 /// Events per batch unless [`ProjectionProcessor::batch_size`] says otherwise: large enough
 /// that a rebuild into a database commits rarely, small enough to keep a batch's memory modest.
 pub const BATCH_SIZE_DEFAULT: usize = 1000;
+
+/// Batches of `$all` as [`batches`] yields them.
+type Batches = futures::stream::BoxStream<'static, Result<Vec<RecordedEvent>, StoreError>>;
 
 /// Pages of a backward read tried when looking for the newest matching event.
 const HEAD_PAGES_MAX: usize = 64;
@@ -180,12 +184,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         let mut position = after;
         let mut events_done = 0u64;
         if after.is_none_or(|a| a < head) {
-            let mut stream = batches(
-                &*self.store,
-                after,
-                self.read_model.filter(),
-                self.batch_size,
-            );
+            let mut stream = self.batches(after);
             loop {
                 let batch = self.next_batch(&mut stream).await?;
                 let (last, n) = self.apply_batch(batch).await?;
@@ -219,11 +218,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         self.read_model
             .reset()
             .await
-            .map_err(|e| ProjectionError::Checkpoint {
-                projection: self.read_model.name().to_owned(),
-                action: "resetting the read model",
-                source: Arc::from(e),
-            })?;
+            .map_err(|e| self.checkpoint_error("resetting the read model", e))?;
         self.catch_up(progress).await
     }
 
@@ -279,12 +274,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
                 _ => Phase::Live,
             };
         });
-        let mut stream = batches(
-            &*self.store,
-            after,
-            self.read_model.filter(),
-            self.batch_size,
-        );
+        let mut stream = self.batches(after);
         loop {
             let batch = tokio::select! {
                 biased;
@@ -304,9 +294,19 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         }
     }
 
+    /// The read model's events from after `after`, in batches.
+    fn batches(&self, after: Option<Position>) -> Batches {
+        batches(
+            &*self.store,
+            after,
+            self.read_model.filter(),
+            self.batch_size,
+        )
+    }
+
     async fn next_batch(
         &self,
-        stream: &mut futures::stream::BoxStream<'static, Result<Vec<RecordedEvent>, StoreError>>,
+        stream: &mut Batches,
     ) -> Result<Vec<RecordedEvent>, ProjectionError> {
         match stream.next().await {
             Some(Ok(batch)) => Ok(batch),
@@ -360,11 +360,15 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         self.read_model
             .checkpoint()
             .await
-            .map_err(|e| ProjectionError::Checkpoint {
-                projection: self.read_model.name().to_owned(),
-                action: "loading the checkpoint",
-                source: Arc::from(e),
-            })
+            .map_err(|e| self.checkpoint_error("loading the checkpoint", e))
+    }
+
+    fn checkpoint_error(&self, action: &'static str, source: BoxError) -> ProjectionError {
+        ProjectionError::Checkpoint {
+            projection: self.read_model.name().to_owned(),
+            action,
+            source: Arc::from(source),
+        }
     }
 
     fn store_error(&self, source: StoreError) -> ProjectionError {

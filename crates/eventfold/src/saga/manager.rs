@@ -2,8 +2,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use eventfold_core::{
-    EventFilter, EventStore, EventType, ExpectedRevision, ListStreams, NewEvent, Position,
-    ReadStream, RecordedEvent, StoreError, StreamMetadata, StreamName, Timestamp,
+    EventStore, EventType, ExpectedRevision, ListStreams, NewEvent, Position, ReadStream,
+    RecordedEvent, StoreError, StreamMetadata, StreamName, Timestamp,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::instance::{Instance, failure_trigger, timeout_trigger};
 use super::timeouts::TimerIndex;
 use super::{Clock, CommandSender, Effects, Saga, SagaCommand, SendError, SystemClock, command_id};
-use crate::outbox::Backoff;
-use crate::{CheckpointStore, CodecError, Context, DomainEvent, StoreCheckpoints, Upcasters};
+use crate::projection::filter_for;
+use crate::retry::{RetryPolicy, StoreRetries};
+use crate::{CheckpointStore, CodecError, Context, StoreCheckpoints, Upcasters};
 
 /// Event type of an instance snapshot in `saga-{name}-{instance}`.
 const STATE_EVENT_TYPE: &str = "saga.state";
@@ -20,19 +21,19 @@ const STATE_EVENT_TYPE: &str = "saga.state";
 const LIST_PAGE: usize = 1000;
 
 /// How a [`SagaManager`] runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct SagaOptions {
     /// Most events read from `$all` at once (the checkpoint is saved after each batch).
     pub batch_events_max: usize,
     /// Attempts to deliver a command whose sender answers [`SendError::Unavailable`] before it
-    /// counts as failed ([`Saga::on_command_failed`]). The manager waits while it retries.
-    pub send_attempts: u32,
-    /// Delays between those attempts.
-    pub send_backoff: Backoff,
+    /// counts as failed ([`Saga::on_command_failed`]), and the delays between them. The
+    /// manager waits while it retries. Default: 5 attempts.
+    pub send_retry: RetryPolicy,
     /// Delays before the manager starts over from its checkpoint after a transient event store
-    /// error (I/O, network: it retries forever, with a warning each time).
-    pub store_backoff: Backoff,
+    /// error (I/O, network), with a warning each time; when its attempts are used up the
+    /// manager stops with [`SagaError::Store`]. Default: forever (see [`crate::retry`]).
+    pub store_retry: RetryPolicy,
     /// How many snapshots each instance stream keeps (its max-count; at least 1).
     pub state_history: u64,
 }
@@ -41,30 +42,23 @@ impl Default for SagaOptions {
     fn default() -> Self {
         SagaOptions {
             batch_events_max: 256,
-            send_attempts: 5,
-            send_backoff: Backoff::default(),
-            store_backoff: Backoff::default(),
+            send_retry: RetryPolicy::new(5),
+            store_retry: RetryPolicy::forever(),
             state_history: 16,
         }
     }
 }
 
 impl SagaOptions {
-    /// Sets [`SagaOptions::send_attempts`] (at least 1).
-    pub fn send_attempts(mut self, attempts: u32) -> Self {
-        self.send_attempts = attempts.max(1);
+    /// Sets [`SagaOptions::send_retry`].
+    pub fn send_retry(mut self, policy: RetryPolicy) -> Self {
+        self.send_retry = policy;
         self
     }
 
-    /// Sets [`SagaOptions::send_backoff`].
-    pub fn send_backoff(mut self, backoff: Backoff) -> Self {
-        self.send_backoff = backoff;
-        self
-    }
-
-    /// Sets [`SagaOptions::store_backoff`].
-    pub fn store_backoff(mut self, backoff: Backoff) -> Self {
-        self.store_backoff = backoff;
+    /// Sets [`SagaOptions::store_retry`].
+    pub fn store_retry(mut self, policy: RetryPolicy) -> Self {
+        self.store_retry = policy;
         self
     }
 
@@ -82,7 +76,7 @@ impl SagaOptions {
 }
 
 /// Why a saga manager stopped. Transient event store errors (I/O, a remote store's network
-/// errors) are not among them: the manager retries those (see [`SagaOptions::store_backoff`]).
+/// errors) are retried first (see [`SagaOptions::store_retry`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SagaError {
@@ -134,7 +128,8 @@ pub enum SagaError {
         /// What serde said.
         reason: String,
     },
-    /// The event store failed in a way retrying does not fix (closed, poisoned, a limit), or
+    /// The event store failed in a way retrying does not fix (closed, poisoned, a limit), a
+    /// transient failure outlasted [`SagaOptions::store_retry`], or
     /// [`SagaManager::read_instance`] could not read.
     #[error("saga {saga}: event store error: {source}")]
     Store {
@@ -273,30 +268,27 @@ impl<S: Saga> SagaManager<S> {
     /// some commands again (at least once).
     pub async fn run(mut self) -> Result<Infallible, SagaError> {
         check_name(S::NAME)?;
-        let mut failures = 0u32;
+        let mut retries = StoreRetries::default();
         loop {
             let mut progressed = false;
-            match self.run_once(&mut progressed).await {
-                Ok(never) => match never {},
+            let source = match self.run_once(&mut progressed).await {
                 Err(Failure::Stop(e)) => return Err(e),
-                Err(Failure::Store(source)) if !is_transient(&source) => {
-                    return Err(SagaError::Store {
-                        saga: S::NAME,
-                        source,
-                    });
-                }
-                Err(Failure::Store(e)) => {
-                    failures = if progressed { 1 } else { failures + 1 };
-                    let delay = self.options.store_backoff.delay(failures);
-                    tracing::warn!(
-                        saga = S::NAME,
-                        error = %e,
-                        retry_in = ?delay,
-                        "saga manager: event store error, starting over from the checkpoint"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
+                Err(Failure::Store(source)) => source,
+            };
+            let Some(delay) = retries.next_delay(&self.options.store_retry, &source, progressed)
+            else {
+                return Err(SagaError::Store {
+                    saga: S::NAME,
+                    source,
+                });
+            };
+            tracing::warn!(
+                saga = S::NAME,
+                error = %source,
+                retry_in = ?delay,
+                "saga manager: event store error, starting over from the checkpoint"
+            );
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -331,15 +323,12 @@ impl<S: Saga> SagaManager<S> {
         self.recover().await?;
         let checkpoint = Self::checkpoint_name();
         let after = self.checkpoints.load(&checkpoint).await?;
-        let filter = EventFilter {
-            types: <S::Event as DomainEvent>::EVENT_TYPES
-                .iter()
-                .filter_map(|t| EventType::new(t).ok())
-                .collect(),
-            ..EventFilter::default()
-        };
-        let mut batches =
-            crate::batches(&*self.store, after, filter, self.options.batch_events_max);
+        let mut batches = crate::batches(
+            &*self.store,
+            after,
+            filter_for::<S::Event>(),
+            self.options.batch_events_max,
+        );
         loop {
             self.fire_due().await?;
             let deadline = self.timers.next_deadline();
@@ -519,36 +508,32 @@ impl<S: Saga> SagaManager<S> {
     /// Sends one command, retrying while the receiver is unavailable. `Err` with the reason
     /// when it failed for good.
     async fn deliver(&self, command: &SagaCommand<S::Command>) -> Result<(), String> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match self.sender.send(command).await {
-                Ok(()) => return Ok(()),
-                Err(SendError::Rejected(reason)) => return Err(reason),
-                Err(SendError::Unavailable(e)) if attempt >= self.options.send_attempts => {
-                    return Err(format!("not delivered after {attempt} attempts: {e}"));
-                }
-                Err(SendError::Unavailable(e)) => {
-                    let delay = self.options.send_backoff.delay(attempt);
+        let (attempts, result) = self
+            .options
+            .send_retry
+            .run(
+                || self.sender.send(command),
+                |e| matches!(e, SendError::Unavailable(_)),
+                |attempt, error, delay| {
                     tracing::warn!(
                         saga = S::NAME,
                         instance = %command.instance,
                         attempt,
-                        error = %e,
+                        %error,
                         retry_in = ?delay,
                         "saga command not delivered; retrying"
                     );
-                    tokio::time::sleep(delay).await;
-                }
+                },
+            )
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(SendError::Rejected(reason)) => Err(reason),
+            Err(SendError::Unavailable(e)) => {
+                Err(format!("not delivered after {attempts} attempts: {e}"))
             }
         }
     }
-}
-
-/// Whether a store error may go away by itself (an I/O error, a remote store's network or
-/// server error); the others (invalid data, a limit, a closed or poisoned store) do not.
-fn is_transient(e: &StoreError) -> bool {
-    matches!(e, StoreError::Storage { .. } | StoreError::Backend { .. })
 }
 
 fn check_name(name: &'static str) -> Result<(), SagaError> {

@@ -104,7 +104,7 @@ pub trait Saga: Send + Sync + 'static {
     }
 
     /// `command` failed for good: the receiver refused it ([`SendError::Rejected`]) or it could
-    /// not be delivered within [`SagaOptions::send_attempts`]. Record compensating commands
+    /// not be delivered within [`SagaOptions::send_retry`]. Record compensating commands
     /// here. By default: nothing (the manager logs every failure).
     fn on_command_failed(
         &self,
@@ -236,7 +236,7 @@ pub enum SendError {
     #[error("the command was rejected: {0}")]
     Rejected(String),
     /// The command could not be delivered now (a network error, a busy service): the manager
-    /// retries with backoff, up to [`SagaOptions::send_attempts`] attempts.
+    /// retries per [`SagaOptions::send_retry`].
     #[error("the command could not be delivered: {0}")]
     Unavailable(#[source] BoxError),
 }

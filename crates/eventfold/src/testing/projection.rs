@@ -1,10 +1,8 @@
-use std::collections::HashMap;
+use eventfold_core::{RecordedEvent, Timestamp};
 
-use eventfold_core::{Position, RecordedEvent, Revision, StreamName, Timestamp};
-
+use super::log::TestLog;
 use crate::BoxError;
-use crate::context::Context;
-use crate::event::{Codec, encode_event};
+use crate::event::Codec;
 use crate::projection::MemoryProjection;
 use crate::upcast::Upcasters;
 
@@ -24,10 +22,9 @@ pub struct ProjectionTest<P: MemoryProjection> {
     projection: P,
     upcasters: Upcasters,
     codec: Codec,
-    stream: StreamName,
+    log: TestLog,
     timestamp: Option<Timestamp>,
     batch_size: usize,
-    revisions: HashMap<StreamName, u64>,
     recorded: Vec<RecordedEvent>,
 }
 
@@ -40,9 +37,6 @@ impl<P: MemoryProjection> std::fmt::Debug for ProjectionTest<P> {
     }
 }
 
-/// The stream events go to until [`ProjectionTest::in_stream`] says otherwise.
-const DEFAULT_STREAM: &str = "test-1";
-
 impl<P: MemoryProjection> ProjectionTest<P> {
     /// A scenario with no events yet; they go to stream `test-1`, stamped with the time they
     /// are given, in one batch.
@@ -51,10 +45,9 @@ impl<P: MemoryProjection> ProjectionTest<P> {
             projection,
             upcasters: Upcasters::new(),
             codec: Codec::Json,
-            stream: StreamName::new(DEFAULT_STREAM).expect("a valid constant stream name"),
+            log: TestLog::default(),
             timestamp: None,
             batch_size: usize::MAX,
-            revisions: HashMap::new(),
             recorded: Vec::new(),
         }
     }
@@ -80,8 +73,7 @@ impl<P: MemoryProjection> ProjectionTest<P> {
 
     /// Events given from now on go to `stream`.
     pub fn in_stream(mut self, stream: &str) -> Self {
-        self.stream = StreamName::new(stream)
-            .unwrap_or_else(|e| panic!("ProjectionTest::in_stream({stream:?}): {e}"));
+        self.log.set_stream("ProjectionTest", stream);
         self
     }
 
@@ -94,22 +86,10 @@ impl<P: MemoryProjection> ProjectionTest<P> {
     /// Events, in order, in the current stream.
     pub fn given(mut self, events: impl IntoIterator<Item = P::Event>) -> Self {
         for event in events {
-            let new = encode_event(&event, self.codec, &Context::new())
-                .unwrap_or_else(|e| panic!("ProjectionTest::given: {e}"));
-            let revision = self.revisions.entry(self.stream.clone()).or_insert(0);
-            let recorded = RecordedEvent {
-                id: new.id,
-                stream: self.stream.clone(),
-                event_type: new.event_type,
-                revision: Revision(*revision),
-                position: Position(self.recorded.len() as u64),
-                timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
-                schema_version: new.schema_version,
-                content_type: new.content_type,
-                data: new.data,
-                metadata: new.metadata,
-            };
-            *revision += 1;
+            let timestamp = self.timestamp.unwrap_or_else(Timestamp::now);
+            let recorded = self
+                .log
+                .record("ProjectionTest::given", &event, self.codec, timestamp);
             self.recorded.push(recorded);
         }
         self
@@ -124,7 +104,7 @@ impl<P: MemoryProjection> ProjectionTest<P> {
     /// renumbered to follow the events given so far.
     pub fn given_recorded(mut self, events: impl IntoIterator<Item = RecordedEvent>) -> Self {
         for mut e in events {
-            e.position = Position(self.recorded.len() as u64);
+            e.position = self.log.take_position();
             self.recorded.push(e);
         }
         self

@@ -1,10 +1,11 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eventfold_core::{Position, RecordedEvent, Revision, StreamName, Timestamp};
+use eventfold_core::Timestamp;
 
+use super::log::TestLog;
 use crate::context::Context;
-use crate::event::{Codec, encode_event};
+use crate::event::Codec;
 use crate::saga::instance::{failure_trigger, timeout_trigger};
 use crate::saga::{Effects, Instance, Saga, SagaCommand, TimerChange, command_id};
 use crate::upcast::Upcasters;
@@ -75,10 +76,8 @@ impl<C: Clone> Reaction<C> {
 pub struct SagaHarness<S: Saga> {
     saga: S,
     now: Timestamp,
-    stream: StreamName,
+    log: TestLog,
     upcasters: Upcasters,
-    revisions: HashMap<StreamName, u64>,
-    position: u64,
     instances: BTreeMap<String, Instance<S::State, S::Command>>,
 }
 
@@ -102,18 +101,15 @@ impl<S: Saga> SagaHarness<S> {
         SagaHarness {
             saga,
             now: START,
-            stream: StreamName::new("test-1").expect("a valid constant stream name"),
+            log: TestLog::default(),
             upcasters: Upcasters::new(),
-            revisions: HashMap::new(),
-            position: 0,
             instances: BTreeMap::new(),
         }
     }
 
     /// Events from now on go to `stream` (for sagas that take the instance from the stream).
     pub fn in_stream(mut self, stream: &str) -> Self {
-        self.stream = StreamName::new(stream)
-            .unwrap_or_else(|e| panic!("SagaHarness::in_stream({stream:?}): {e}"));
+        self.log.set_stream("SagaHarness", stream);
         self
     }
 
@@ -127,24 +123,9 @@ impl<S: Saga> SagaHarness<S> {
 
     /// `event` happens: the saga reacts (commands sent, timeouts changed).
     pub fn when(&mut self, event: S::Event) -> Reaction<S::Command> {
-        let context = Context::new();
-        let new = encode_event(&event, Codec::Json, &context)
-            .unwrap_or_else(|e| panic!("SagaHarness::when: {e}"));
-        let revision = self.revisions.entry(self.stream.clone()).or_insert(0);
-        let recorded = RecordedEvent {
-            id: new.id,
-            stream: self.stream.clone(),
-            event_type: new.event_type,
-            revision: Revision(*revision),
-            position: Position(self.position),
-            timestamp: self.now,
-            schema_version: new.schema_version,
-            content_type: new.content_type,
-            data: new.data,
-            metadata: new.metadata,
-        };
-        *revision += 1;
-        self.position += 1;
+        let recorded = self
+            .log
+            .record("SagaHarness::when", &event, Codec::Json, self.now);
         let envelope = self
             .upcasters
             .decode::<S::Event>(recorded)

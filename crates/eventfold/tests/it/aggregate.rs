@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eventfold::core::{
     ContentType, EventStore, EventSubscription, EventType, ExpectedRevision, NewEvent, ReadStream,
-    Revision, StoreError, StreamMetadata, StreamName,
+    RecordedEvent, Revision, StoreError, StreamMetadata, StreamName,
 };
 use eventfold::testing::AggregateTest;
 use eventfold::{
-    Aggregate, Codec, CodecError, Context, DomainEvent, Repository, RepositoryError,
+    Aggregate, Codec, CodecError, Context, DomainEvent, Executed, Repository, RepositoryError,
     SNAPSHOT_EVENT_TYPE, SnapshotAggregate, SnapshotPolicy, Upcasters,
 };
-use eventfold_engine::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
+
+use crate::support::{stream, temp_store};
 
 // ---- the aggregate under test: stock of one product ----
 
@@ -80,6 +81,17 @@ fn decide(available: u64, command: StockCommand) -> Result<Vec<StockEvent>, Stoc
     }
 }
 
+/// How both versions of the state count stock.
+fn count(available: &mut u64, reserved: &mut u64, event: &StockEvent) {
+    match event {
+        StockEvent::Received(r) => *available += r.quantity,
+        StockEvent::Reserved(r) => {
+            *available -= r.quantity;
+            *reserved += r.quantity;
+        }
+    }
+}
+
 impl Aggregate for Stock {
     const CATEGORY: &'static str = "stock";
     type Event = StockEvent;
@@ -87,13 +99,7 @@ impl Aggregate for Stock {
     type Error = StockError;
 
     fn apply(&mut self, event: &StockEvent) {
-        match event {
-            StockEvent::Received(r) => self.available += r.quantity,
-            StockEvent::Reserved(r) => {
-                self.available -= r.quantity;
-                self.reserved += r.quantity;
-            }
-        }
+        count(&mut self.available, &mut self.reserved, event);
     }
 
     fn handle(&self, command: StockCommand) -> Result<Vec<StockEvent>, StockError> {
@@ -122,15 +128,9 @@ impl Aggregate for StockV2 {
     type Error = StockError;
 
     fn apply(&mut self, event: &StockEvent) {
-        match event {
-            StockEvent::Received(r) => {
-                self.available += r.quantity;
-                self.deliveries += 1;
-            }
-            StockEvent::Reserved(r) => {
-                self.available -= r.quantity;
-                self.reserved += r.quantity;
-            }
+        count(&mut self.available, &mut self.reserved, event);
+        if let StockEvent::Received(_) = event {
+            self.deliveries += 1;
         }
     }
 
@@ -154,14 +154,36 @@ fn reserve(quantity: u64, order: &str) -> StockCommand {
     }
 }
 
-fn engine() -> (tempfile::TempDir, Arc<dyn EventStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).unwrap();
-    (dir, Arc::new(engine))
+/// The events of stream `name` (the first 10).
+async fn read(store: &dyn EventStore, name: &str) -> Vec<RecordedEvent> {
+    store
+        .read_stream(&stream(name), ReadStream::forward(10))
+        .await
+        .unwrap()
+        .events
 }
 
-fn stream(name: &str) -> StreamName {
-    StreamName::new(name).unwrap()
+type Outcome = Result<Executed<Stock>, RepositoryError<StockError>>;
+
+/// `sku-1` with 10 in stock, then two reservations racing: both load revision 0 before either
+/// appends. A repository on the plain store, and the two outcomes.
+async fn race_two_reservations(
+    a: u64,
+    b: u64,
+) -> (tempfile::TempDir, Repository<Stock>, Outcome, Outcome) {
+    let (dir, engine) = temp_store();
+    let setup = Repository::<Stock>::new(engine.clone());
+    setup
+        .execute("sku-1", receive(10), &Context::new())
+        .await
+        .unwrap();
+    let repo = Repository::<Stock>::new(Racing::new(engine.clone(), 2, false));
+    let ctx = Context::new();
+    let (ra, rb) = tokio::join!(
+        repo.execute("sku-1", reserve(a, "o-a"), &ctx),
+        repo.execute("sku-1", reserve(b, "o-b"), &ctx),
+    );
+    (dir, setup, ra, rb)
 }
 
 // ---- the given/when/then harness ----
@@ -209,7 +231,7 @@ fn the_harness_reports_a_mismatch_with_both_sides() {
 
 #[tokio::test]
 async fn execute_appends_and_load_rebuilds() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone());
     let ctx = Context::new();
 
@@ -268,7 +290,7 @@ async fn execute_appends_and_load_rebuilds() {
 
 #[tokio::test]
 async fn past_states_by_revision_and_by_time() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(2));
     let ctx = Context::new();
     repo.execute("sku-1", receive(10), &ctx).await.unwrap();
@@ -301,17 +323,13 @@ async fn past_states_by_revision_and_by_time() {
 
 #[tokio::test]
 async fn correlation_ids_of_the_context_land_in_every_event() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone());
     let ctx = Context::with_correlation_id("req-42").user("alice");
     repo.execute("sku-1", receive(1), &ctx).await.unwrap();
     repo.execute("sku-1", receive(2), &ctx).await.unwrap();
 
-    let events = store
-        .read_stream(&stream("stock-sku-1"), ReadStream::forward(10))
-        .await
-        .unwrap()
-        .events;
+    let events = read(&*store, "stock-sku-1").await;
     assert_eq!(events.len(), 2);
     for e in events {
         assert_eq!(e.metadata["correlation_id"], "req-42");
@@ -441,20 +459,7 @@ impl EventStore for Racing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_both_succeed_the_loser_retried_on_fresh_state() {
-    let (_dir, engine) = engine();
-    let setup = Repository::<Stock>::new(engine.clone());
-    setup
-        .execute("sku-1", receive(10), &Context::new())
-        .await
-        .unwrap();
-
-    // Both commands load revision 0 before either appends.
-    let repo = Repository::<Stock>::new(Racing::new(engine.clone(), 2, false));
-    let ctx = Context::new();
-    let (a, b) = tokio::join!(
-        repo.execute("sku-1", reserve(4, "o-a"), &ctx),
-        repo.execute("sku-1", reserve(5, "o-b"), &ctx),
-    );
+    let (_dir, setup, a, b) = race_two_reservations(4, 5).await;
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut attempts = [a.attempts, b.attempts];
     attempts.sort();
@@ -475,20 +480,8 @@ async fn concurrent_commands_both_succeed_the_loser_retried_on_fresh_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_decides_again_and_can_be_rejected_on_the_fresh_state() {
-    let (_dir, engine) = engine();
-    let setup = Repository::<Stock>::new(engine.clone());
-    setup
-        .execute("sku-1", receive(10), &Context::new())
-        .await
-        .unwrap();
-
     // Each wants 6 of 10: the loser, decided again on the winner's state, is refused.
-    let repo = Repository::<Stock>::new(Racing::new(engine.clone(), 2, false));
-    let ctx = Context::new();
-    let (a, b) = tokio::join!(
-        repo.execute("sku-1", reserve(6, "o-a"), &ctx),
-        repo.execute("sku-1", reserve(6, "o-b"), &ctx),
-    );
+    let (_dir, setup, a, b) = race_two_reservations(6, 6).await;
     let rejected = [&a, &b]
         .iter()
         .filter(|r| {
@@ -507,7 +500,7 @@ async fn a_retry_decides_again_and_can_be_rejected_on_the_fresh_state() {
 
 #[tokio::test]
 async fn a_conflict_on_every_attempt_is_reported_after_the_last() {
-    let (_dir, engine) = engine();
+    let (_dir, engine) = temp_store();
     let repo = Repository::<Stock>::new(Racing::new(engine.clone(), 0, true)).with_max_attempts(4);
     repo.execute("sku-1", receive(10), &Context::new())
         .await
@@ -542,7 +535,7 @@ async fn a_conflict_on_every_attempt_is_reported_after_the_last() {
 
 #[tokio::test]
 async fn snapshots_are_taken_every_n_events_and_loads_start_from_them() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(5));
     let ctx = Context::new();
     for _ in 0..12 {
@@ -550,11 +543,7 @@ async fn snapshots_are_taken_every_n_events_and_loads_start_from_them() {
     }
 
     // Snapshots after revisions 4 and 9; the load reads 10 and 11 only.
-    let snapshots = store
-        .read_stream(&stream("snapshot-stock-sku-1"), ReadStream::forward(10))
-        .await
-        .unwrap()
-        .events;
+    let snapshots = read(&*store, "snapshot-stock-sku-1").await;
     let covered: Vec<_> = snapshots
         .iter()
         .map(|e| e.metadata["revision"].as_u64().unwrap())
@@ -603,7 +592,7 @@ async fn snapshots_are_taken_every_n_events_and_loads_start_from_them() {
 
 #[tokio::test]
 async fn a_snapshot_of_another_version_is_ignored_and_the_state_rebuilt() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let v1 = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(3));
     let ctx = Context::new();
     for _ in 0..7 {
@@ -641,7 +630,7 @@ async fn a_snapshot_of_another_version_is_ignored_and_the_state_rebuilt() {
 
 #[tokio::test]
 async fn a_snapshot_that_does_not_deserialize_is_ignored() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
     let ctx = Context::new();
     for _ in 0..3 {
@@ -671,7 +660,7 @@ async fn a_snapshot_that_does_not_deserialize_is_ignored() {
 
 #[tokio::test]
 async fn a_snapshot_that_cannot_be_written_does_not_fail_the_command() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     // A hard-deleted snapshot stream refuses every append.
     store
         .delete_stream(
@@ -696,7 +685,7 @@ async fn a_snapshot_that_cannot_be_written_does_not_fail_the_command() {
 
 #[tokio::test]
 async fn old_schema_versions_are_upcast_on_load() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let old = NewEvent::json(
         EventType::new("stock.received").unwrap(),
         &serde_json::json!({"qty": 7}),
@@ -739,7 +728,7 @@ async fn old_schema_versions_are_upcast_on_load() {
 
 #[tokio::test]
 async fn messagepack_events_and_snapshots() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store.clone())
         .with_codec(Codec::MessagePack)
         .with_snapshots(SnapshotPolicy::every(2));
@@ -752,11 +741,7 @@ async fn messagepack_events_and_snapshots() {
 
     let msgpack = ContentType::new("application/vnd.msgpack").unwrap();
     for name in ["stock-sku-1", "snapshot-stock-sku-1"] {
-        let events = store
-            .read_stream(&stream(name), ReadStream::forward(10))
-            .await
-            .unwrap()
-            .events;
+        let events = read(&*store, name).await;
         assert!(!events.is_empty());
         assert!(events.iter().all(|e| e.content_type == msgpack), "{name}");
     }
@@ -776,7 +761,7 @@ async fn messagepack_events_and_snapshots() {
 
 #[tokio::test]
 async fn an_id_that_makes_no_stream_name_is_refused() {
-    let (_dir, store) = engine();
+    let (_dir, store) = temp_store();
     let repo = Repository::<Stock>::new(store);
     let err = repo.load(&"x".repeat(100_000)).await.unwrap_err();
     assert!(matches!(err, RepositoryError::InvalidId { .. }), "{err:?}");

@@ -11,10 +11,11 @@ use eventfold::{
     HandlerRunner, Idempotent, InMemoryCheckpoints, InMemoryProcessedIds, Permanent, ProcessedIds,
     RetryPolicy, StoreCheckpoints, encode_event,
 };
-use eventfold_engine::{Engine, EngineOptions};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use crate::support::{engine_in, temp_store};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -97,10 +98,6 @@ async fn place(store: &dyn EventStore, orders: &[(&str, &str)]) -> Position {
     last
 }
 
-fn engine(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    Arc::new(Engine::open(dir.path().join("data"), EngineOptions::for_tests()).unwrap())
-}
-
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::new(attempts)
         .initial_delay(Duration::from_millis(1))
@@ -133,7 +130,7 @@ fn retry_delays_grow_exponentially_within_the_jitter_bounds_and_the_cap() {
     // Absurd attempts and settings do not overflow or panic.
     assert_eq!(policy.base_delay(u32::MAX), Duration::from_secs(1));
     let odd = RetryPolicy::new(0).multiplier(f64::NAN).jitter(7.0);
-    assert_eq!(odd.max_attempts(), 1);
+    assert_eq!(odd.max_attempts(), Some(1));
     assert_eq!(odd.delay_with_roll(5, 0.5), Duration::from_millis(50));
 }
 
@@ -206,8 +203,7 @@ async fn a_permanent_failure_is_not_retried() {
 
 #[tokio::test]
 async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_flows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let last = place(
         &*store,
         &[("1", "A"), ("2", "POISON"), ("3", "B"), ("4", "C")],
@@ -266,8 +262,7 @@ async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_f
 
 #[tokio::test]
 async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_be_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let checkpoints = Arc::new(StoreCheckpoints::new(store.clone()));
     let first = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
 
@@ -312,8 +307,7 @@ async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_b
 
 #[tokio::test]
 async fn a_dead_letter_that_fails_again_is_written_again_with_the_attempts_added_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let last = place(&*store, &[("1", "POISON")]).await;
     let handler = Arc::new(Recorder::default());
     let runner = HandlerRunner::new(store.clone(), Arc::new(InMemoryCheckpoints::new()), handler)
@@ -377,8 +371,7 @@ async fn processed_ids_in_memory_are_bounded() {
 
 #[tokio::test]
 async fn an_idempotent_handler_rerun_from_the_start_does_nothing_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = engine(&dir);
+    let (_dir, store) = temp_store();
     let last = place(&*store, &[("1", "A"), ("2", "B")]).await;
     let ids: Arc<dyn ProcessedIds> = Arc::new(InMemoryProcessedIds::new(1000));
     let inner = Arc::new(Recorder::default());
@@ -409,9 +402,8 @@ struct Server {
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path().join("data"), EngineOptions::for_tests()).unwrap();
-        let state_engine =
-            Engine::open(dir.path().join("groups"), EngineOptions::for_tests()).unwrap();
+        let engine = engine_in(&dir.path().join("data"));
+        let state_engine = engine_in(&dir.path().join("groups"));
         let groups = eventfold_groups::Groups::open(
             Arc::new(engine.clone()),
             Arc::new(state_engine.clone()),

@@ -2,8 +2,10 @@
 
 mod aggregate;
 mod bus;
+mod checkpoint;
 mod events;
 mod handler;
 mod outbox;
 mod projection;
 mod saga;
+mod support;

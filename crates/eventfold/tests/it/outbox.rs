@@ -10,21 +10,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use eventfold::core::{
     ContentType, EventFilter, EventId, EventStore, EventType, ExpectedRevision, NewEvent, Position,
-    StreamName,
+    StoreError, StreamName,
 };
 use eventfold::outbox::WebhookFormat;
 use eventfold::{
-    Backoff, ChannelSink, CheckpointStore, InMemoryCheckpoints, OutboxRelay, RelayError,
-    RelayOptions, WebhookSink,
+    ChannelSink, CheckpointStore, InMemoryCheckpoints, OutboxRelay, RelayError, RelayOptions,
+    RetryPolicy, WebhookSink,
 };
-use eventfold_engine::{Engine, EngineOptions};
 use tokio::sync::mpsc;
 
-fn open() -> (tempfile::TempDir, Arc<dyn EventStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
-    (dir, store)
-}
+use crate::support::temp_store;
 
 /// Appends `n` events round-robin to `streams`, one append each; their ids in order.
 async fn append(store: &dyn EventStore, streams: &[&str], n: usize, from: usize) -> Vec<EventId> {
@@ -46,8 +41,10 @@ async fn append(store: &dyn EventStore, streams: &[&str], n: usize, from: usize)
     ids
 }
 
-fn fast() -> Backoff {
-    Backoff::new(Duration::from_millis(1), Duration::from_millis(10))
+fn fast(policy: RetryPolicy) -> RetryPolicy {
+    policy
+        .initial_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(10))
 }
 
 async fn wait_for_checkpoint(checkpoints: &InMemoryCheckpoints, name: &str, at: Position) {
@@ -62,7 +59,7 @@ async fn wait_for_checkpoint(checkpoints: &InMemoryCheckpoints, name: &str, at: 
 
 #[tokio::test]
 async fn the_channel_sink_gets_every_matching_event_in_order_and_the_checkpoint_follows() {
-    let (_dir, store) = open();
+    let (_dir, store) = temp_store();
     let ids = append(&*store, &["order-1", "order-2", "audit-1"], 60, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     // A small channel: the relay waits for the reader (back-pressure), nothing is lost.
@@ -188,7 +185,7 @@ fn ids_of(body: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_webhook_gets_everything_in_order_despite_failures_and_a_restart_resumes() {
-    let (_dir, store) = open();
+    let (_dir, store) = temp_store();
     let ids = append(&*store, &["a-1", "b-1"], 25, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, mut seen) = serve_hook(3, checkpoints.clone()).await;
@@ -198,7 +195,11 @@ async fn the_webhook_gets_everything_in_order_despite_failures_and_a_restart_res
             .build()
             .unwrap();
         let relay = OutboxRelay::new("hook", store.clone(), Arc::new(checkpoints.clone()), sink)
-            .with_options(RelayOptions::default().batch_events_max(10).backoff(fast()));
+            .with_options(
+                RelayOptions::default()
+                    .batch_events_max(10)
+                    .sink_retry(fast(RetryPolicy::forever())),
+            );
         tokio::spawn(relay.run())
     };
     let task = start(&url);
@@ -250,7 +251,7 @@ async fn the_webhook_gets_everything_in_order_despite_failures_and_a_restart_res
 
 #[tokio::test]
 async fn cloudevents_batches_carry_the_data_as_stored() {
-    let (_dir, store) = open();
+    let (_dir, store) = temp_store();
     let ids = append(&*store, &["c-1"], 2, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, mut seen) = serve_hook(0, checkpoints.clone()).await;
@@ -281,17 +282,13 @@ async fn cloudevents_batches_carry_the_data_as_stored() {
 
 #[tokio::test]
 async fn a_sink_that_keeps_failing_stops_the_relay_after_the_attempts_without_a_checkpoint() {
-    let (_dir, store) = open();
+    let (_dir, store) = temp_store();
     append(&*store, &["d-1"], 3, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, _seen) = serve_hook(usize::MAX, checkpoints.clone()).await;
     let sink = WebhookSink::builder(url).build().unwrap();
     let relay = OutboxRelay::new("hook", store.clone(), Arc::new(checkpoints.clone()), sink)
-        .with_options(
-            RelayOptions::default()
-                .backoff(fast())
-                .max_attempts(Some(3)),
-        );
+        .with_options(RelayOptions::default().sink_retry(fast(RetryPolicy::new(3))));
     let err = tokio::time::timeout(Duration::from_secs(10), relay.run())
         .await
         .expect("the relay gives up within 10 s");
@@ -302,6 +299,85 @@ async fn a_sink_that_keeps_failing_stops_the_relay_after_the_attempts_without_a_
     }
     assert!(err.to_string().contains("503"), "{err}");
     assert_eq!(checkpoints.load("outbox-hook").await.unwrap(), None);
+}
+
+/// Checkpoints whose `save` fails with `error` the first `failures` times.
+struct FailingSaves {
+    inner: InMemoryCheckpoints,
+    failures: AtomicUsize,
+    error: fn() -> StoreError,
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for FailingSaves {
+    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        self.inner.load(name).await
+    }
+
+    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err((self.error)());
+        }
+        self.inner.save(name, position).await
+    }
+
+    async fn reset(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.reset(name).await
+    }
+}
+
+#[tokio::test]
+async fn a_transient_store_error_is_retried_from_the_checkpoint_and_any_other_stops_the_relay() {
+    let (_dir, store) = temp_store();
+    let ids = append(&*store, &["t-1"], 3, 0).await;
+    let start = |error: fn() -> StoreError| {
+        let checkpoints = Arc::new(FailingSaves {
+            inner: InMemoryCheckpoints::new(),
+            failures: AtomicUsize::new(2),
+            error,
+        });
+        let (sink, rx) = ChannelSink::new(100);
+        let relay = OutboxRelay::new("t", store.clone(), checkpoints.clone(), sink)
+            .with_options(RelayOptions::default().store_retry(fast(RetryPolicy::forever())));
+        (checkpoints, rx, tokio::spawn(relay.run()))
+    };
+
+    // An I/O error: the relay starts over from its checkpoint (publishing the batch again, at
+    // least once) until the save goes through.
+    let io = || StoreError::io("writing the checkpoint", std::io::Error::other("disk busy"));
+    let (checkpoints, mut rx, task) = start(io);
+    let mut published = Vec::new();
+    let mut last = None;
+    while published.len() < 9 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the relay retries within 10 s")
+            .unwrap();
+        published.push(e.id);
+        last = Some(e.position);
+    }
+    assert_eq!(published, [ids.clone(), ids.clone(), ids.clone()].concat());
+    wait_for_checkpoint(&checkpoints.inner, "outbox-t", last.unwrap()).await;
+    task.abort();
+
+    // A closed store does not come back: the relay stops with the error.
+    let (_, _rx, task) = start(|| StoreError::Closed);
+    let Err(err) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the relay stops within 10 s")
+        .unwrap();
+    assert!(
+        matches!(
+            &err,
+            RelayError::Store {
+                source: StoreError::Closed,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -2,19 +2,19 @@
 //! lag, and the in-memory test harness.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use eventfold::core::{
     EventId, EventStore, EventType, ExpectedRevision, NewEvent, Position, StreamName,
 };
 use eventfold::projection::{Phase, RebuildProgress};
-use eventfold::testing::ProjectionTest;
+use eventfold::testing::{ProjectionTest, append_events};
 use eventfold::{
     BoxError, Codec, Context, DomainEvent, Envelope, InMemoryReadModel, MemoryProjection,
     Projection, ProjectionError, ProjectionProcessor, encode_event,
 };
-use eventfold_engine::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
+
+use crate::support::store_in;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Added {
@@ -69,29 +69,12 @@ impl MemoryProjection for Totals {
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap())
-}
-
 /// Appends `Added { n }` for each `n` of `ns` to `counter-{stream}`; the last position.
 async fn add(store: &dyn EventStore, stream: &str, ns: impl IntoIterator<Item = u64>) -> Position {
-    let events: Vec<NewEvent> = ns
-        .into_iter()
-        .map(|n| {
-            encode_event(
-                &CounterEvent::Added(Added { n }),
-                Codec::Json,
-                &Context::new(),
-            )
-        })
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let stream = StreamName::new(format!("counter-{stream}")).unwrap();
-    store
-        .append(&stream, ExpectedRevision::Any, events)
+    let events = ns.into_iter().map(|n| CounterEvent::Added(Added { n }));
+    append_events(store, &format!("counter-{stream}"), events)
         .await
         .unwrap()
-        .last_position
 }
 
 async fn append_foreign(store: &dyn EventStore) {
@@ -112,7 +95,7 @@ async fn append_foreign(store: &dyn EventStore) {
 #[tokio::test]
 async fn catches_up_then_follows_live_events_skipping_foreign_types() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = store_in(dir.path());
     add(&*store, "a", 1..=150).await;
     append_foreign(&*store).await;
     let last = add(&*store, "b", 151..=250).await;
@@ -138,7 +121,7 @@ async fn catches_up_then_follows_live_events_skipping_foreign_types() {
 #[tokio::test]
 async fn a_restart_continues_from_the_checkpoint_without_skipping_or_applying_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = store_in(dir.path());
     let model = InMemoryReadModel::new(Totals);
     let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(7);
 
@@ -158,7 +141,7 @@ async fn a_restart_continues_from_the_checkpoint_without_skipping_or_applying_tw
 #[tokio::test]
 async fn a_failing_batch_stops_the_processor_with_the_error_and_the_lag_shows() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = store_in(dir.path());
     let ok = add(&*store, "p", 1..=10).await;
     let poisoned = encode_event(&CounterEvent::Poisoned, Codec::Json, &Context::new()).unwrap();
     store
@@ -194,7 +177,7 @@ async fn a_failing_batch_stops_the_processor_with_the_error_and_the_lag_shows() 
 #[tokio::test]
 async fn rebuild_resets_and_replays_everything_reporting_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = store_in(dir.path());
     let head = add(&*store, "x", 1..=95).await;
     let model = InMemoryReadModel::new(Totals);
     let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(10);

@@ -8,15 +8,17 @@ use std::time::Duration;
 use eventfold::core::{EventId, EventStore, ExpectedRevision, StreamName};
 use eventfold::testing::SagaHarness;
 use eventfold::{
-    Backoff, CheckpointStore, Codec, CommandSender, Context, DomainEvent, Effects, Envelope,
-    ManualClock, Saga, SagaCommand, SagaManager, SagaOptions, SagaSnapshot, SendError,
+    CheckpointStore, Codec, CommandSender, Context, DomainEvent, Effects, Envelope, ManualClock,
+    RetryPolicy, Saga, SagaCommand, SagaManager, SagaOptions, SagaSnapshot, SendError,
     StoreCheckpoints, encode_event,
 };
-use eventfold_engine::{Engine, EngineOptions};
+use eventfold_engine::Engine;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::support::engine_in;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Requested {
@@ -116,12 +118,7 @@ impl Saga for TransferSaga {
     fn on_timeout(&self, t: &mut Transfer, name: &str, fx: &mut Effects<Command>) {
         if name == "debit" && t.phase == Phase::Debiting {
             // The debit may still land: give the money back to be safe.
-            t.phase = Phase::TimedOut;
-            fx.send(Command::Refund {
-                account: t.from.clone(),
-                amount: t.amount,
-            })
-            .complete();
+            refund(t, Phase::TimedOut, fx);
         }
     }
 
@@ -133,14 +130,19 @@ impl Saga for TransferSaga {
         fx: &mut Effects<Command>,
     ) {
         if let Command::Credit { .. } = command {
-            t.phase = Phase::Refunded;
-            fx.send(Command::Refund {
-                account: t.from.clone(),
-                amount: t.amount,
-            })
-            .complete();
+            refund(t, Phase::Refunded, fx);
         }
     }
+}
+
+/// Ends the transfer in `phase`, giving the money back.
+fn refund(t: &mut Transfer, phase: Phase, fx: &mut Effects<Command>) {
+    t.phase = phase;
+    fx.send(Command::Refund {
+        account: t.from.clone(),
+        amount: t.amount,
+    })
+    .complete();
 }
 
 /// The bank: a real command handler that appends the result events to the store (with the
@@ -194,6 +196,7 @@ impl CommandSender<Command> for Bank {
 
 struct World {
     _dir: tempfile::TempDir,
+    engine: Engine,
     store: Arc<dyn EventStore>,
     clock: ManualClock,
     bank: Bank,
@@ -203,11 +206,12 @@ struct World {
 impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> =
-            Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
+        let engine = engine_in(dir.path());
+        let store: Arc<dyn EventStore> = Arc::new(engine.clone());
         let (tx, received) = mpsc::channel(64);
         World {
             _dir: dir,
+            engine,
             bank: Bank {
                 store: store.clone(),
                 received: tx,
@@ -220,17 +224,19 @@ impl World {
         }
     }
 
-    fn start(&self) -> JoinHandle<()> {
-        let manager = SagaManager::new(TransferSaga, self.store.clone(), self.bank.clone())
+    /// A manager on the world's store, bank and clock, sending per `send_retry` with
+    /// millisecond delays.
+    fn manager(&self, send_retry: RetryPolicy) -> SagaManager<TransferSaga> {
+        let send_retry = send_retry
+            .initial_delay(Duration::from_millis(1))
+            .max_delay(Duration::from_millis(5));
+        SagaManager::new(TransferSaga, self.store.clone(), self.bank.clone())
             .with_clock(Arc::new(self.clock.clone()))
-            .with_options(
-                SagaOptions::default()
-                    .send_attempts(3)
-                    .send_backoff(Backoff::new(
-                        Duration::from_millis(1),
-                        Duration::from_millis(5),
-                    )),
-            );
+            .with_options(SagaOptions::default().send_retry(send_retry))
+    }
+
+    fn start(&self) -> JoinHandle<()> {
+        let manager = self.manager(RetryPolicy::new(3));
         tokio::spawn(async move {
             let Err(e) = manager.run().await;
             panic!("the saga manager stopped: {e}");
@@ -259,6 +265,24 @@ impl World {
             .expect("the bank is alive")
     }
 
+    /// The next command, which must be a debit.
+    async fn next_debit(&mut self) -> SagaCommand<Command> {
+        let debit = self.next_command().await;
+        assert!(matches!(debit.command, Command::Debit { .. }), "{debit:?}");
+        debit
+    }
+
+    /// The next command, which must be the refund of a transfer from `account`.
+    async fn next_refund(&mut self, account: &str) -> SagaCommand<Command> {
+        let refund = self.next_command().await;
+        let expected = Command::Refund {
+            account: account.into(),
+            amount: 100,
+        };
+        assert_eq!(refund.command, expected, "{refund:?}");
+        refund
+    }
+
     /// The stored instance once `ready` holds for it (polled for up to 10 s).
     async fn instance_when(
         &self,
@@ -282,6 +306,15 @@ impl World {
             .await
             .state
     }
+}
+
+/// A started world where transfer `id` from `from` to `to` was requested and debited.
+async fn transfer_debited(id: &str, from: &str, to: &str) -> (World, JoinHandle<()>) {
+    let mut w = World::new();
+    let task = w.start();
+    w.request(id, from, to, &Context::new()).await;
+    w.next_debit().await;
+    (w, task)
 }
 
 async fn stop(task: JoinHandle<()>) {
@@ -340,23 +373,10 @@ async fn a_transfer_debits_then_credits_with_the_correlation_id_carried_through(
 
 #[tokio::test]
 async fn a_refused_credit_is_compensated_by_a_refund() {
-    let mut w = World::new();
-    let task = w.start();
-    w.request("t2", "alice", "closed", &Context::new()).await;
-    assert!(matches!(
-        w.next_command().await.command,
-        Command::Debit { .. }
-    ));
+    let (mut w, task) = transfer_debited("t2", "alice", "closed").await;
     let credit = w.next_command().await;
     assert!(matches!(credit.command, Command::Credit { .. }));
-    let refund = w.next_command().await;
-    assert_eq!(
-        refund.command,
-        Command::Refund {
-            account: "alice".into(),
-            amount: 100
-        }
-    );
+    let refund = w.next_refund("alice").await;
     assert_eq!(refund.context.causation_id, credit.id.to_string());
     assert_eq!(refund.context.correlation_id, credit.context.correlation_id);
     assert_eq!(w.completed("t2").await.phase, Phase::Refunded);
@@ -365,14 +385,7 @@ async fn a_refused_credit_is_compensated_by_a_refund() {
 
 #[tokio::test]
 async fn a_command_that_stays_undeliverable_counts_as_failed() {
-    let mut w = World::new();
-    let task = w.start();
-    w.request("t3", "alice", "unreachable", &Context::new())
-        .await;
-    assert!(matches!(
-        w.next_command().await.command,
-        Command::Debit { .. }
-    ));
+    let (mut w, task) = transfer_debited("t3", "alice", "unreachable").await;
     // The credit is never deliverable: three attempts, then the compensation.
     let mut credits = 0;
     let refund = loop {
@@ -391,13 +404,7 @@ async fn a_command_that_stays_undeliverable_counts_as_failed() {
 
 #[tokio::test]
 async fn a_timeout_fires_when_the_clock_passes_its_deadline() {
-    let mut w = World::new();
-    let task = w.start();
-    w.request("t4", "slow", "bob", &Context::new()).await;
-    assert!(matches!(
-        w.next_command().await.command,
-        Command::Debit { .. }
-    ));
+    let (mut w, task) = transfer_debited("t4", "slow", "bob").await;
     let snap = w.instance_when("t4", |s| s.pending_commands == 0).await;
     assert_eq!(snap.timeouts.len(), 1);
     assert_eq!(snap.timeouts[0].0, "debit");
@@ -410,25 +417,14 @@ async fn a_timeout_fires_when_the_clock_passes_its_deadline() {
     );
 
     w.clock.advance(Duration::from_secs(2));
-    let refund = w.next_command().await;
-    assert_eq!(
-        refund.command,
-        Command::Refund {
-            account: "slow".into(),
-            amount: 100
-        }
-    );
+    w.next_refund("slow").await;
     assert_eq!(w.completed("t4").await.phase, Phase::TimedOut);
     stop(task).await;
 }
 
 #[tokio::test]
 async fn a_timeout_scheduled_before_a_restart_fires_after_it_and_nothing_is_sent_twice() {
-    let mut w = World::new();
-    let task = w.start();
-    w.request("t5", "slow", "bob", &Context::new()).await;
-    let debit = w.next_command().await;
-    assert!(matches!(debit.command, Command::Debit { .. }));
+    let (mut w, task) = transfer_debited("t5", "slow", "bob").await;
     // Wait until the delivery is recorded, then stop the manager.
     w.instance_when("t5", |s| s.pending_commands == 0).await;
     stop(task).await;
@@ -441,15 +437,8 @@ async fn a_timeout_scheduled_before_a_restart_fires_after_it_and_nothing_is_sent
         .await
         .unwrap();
     let task = w.start();
-    let refund = w.next_command().await;
-    assert_eq!(
-        refund.command,
-        Command::Refund {
-            account: "slow".into(),
-            amount: 100
-        },
-        "the first command after the restart is the timeout's, not the debit again"
-    );
+    // The first command after the restart is the timeout's, not the debit again.
+    w.next_refund("slow").await;
     assert_eq!(w.completed("t5").await.phase, Phase::TimedOut);
 
     // A new transfer still flows, and the debit of t5 never came again.
@@ -470,21 +459,23 @@ async fn commands_recorded_before_a_crash_are_sent_after_the_restart_with_the_sa
     let mut w = World::new();
     *w.bank.down.lock() = true;
     // Many attempts: the manager is still retrying the debit when it is stopped.
-    let manager =
-        SagaManager::new(TransferSaga, w.store.clone(), w.bank.clone())
-            .with_clock(Arc::new(w.clock.clone()))
-            .with_options(SagaOptions::default().send_attempts(u32::MAX).send_backoff(
-                Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
-            ));
+    let manager = w.manager(RetryPolicy::forever());
     let task = tokio::spawn(async move {
         let _ = manager.run().await;
     });
     w.request("t7", "alice", "bob", &Context::new()).await;
     w.instance_when("t7", |s| s.pending_commands == 1).await;
+    // The snapshot is stored before the first attempt: wait until the manager is retrying.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while w.bank.attempts.lock().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the manager retries the debit within 10 s");
     task.abort();
     let _ = task.await;
     let attempted = w.bank.attempts.lock().clone();
-    assert!(!attempted.is_empty());
     assert!(
         attempted.iter().all(|id| *id == attempted[0]),
         "{attempted:?}"
@@ -492,8 +483,7 @@ async fn commands_recorded_before_a_crash_are_sent_after_the_restart_with_the_sa
 
     *w.bank.down.lock() = false;
     let task = w.start();
-    let debit = w.next_command().await;
-    assert!(matches!(debit.command, Command::Debit { .. }));
+    let debit = w.next_debit().await;
     assert_eq!(
         debit.id, attempted[0],
         "the debit recorded before the crash keeps its id after the restart"
@@ -558,20 +548,10 @@ fn the_harness_shows_commands_timeouts_and_compensation_without_a_store() {
 
 #[tokio::test]
 async fn the_manager_stops_with_a_clear_error_when_the_store_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).unwrap());
-    let store: Arc<dyn EventStore> = engine.clone();
-    let (tx, _rx) = mpsc::channel(8);
-    let bank = Bank {
-        store: store.clone(),
-        received: tx,
-        down: Arc::default(),
-        attempts: Arc::default(),
-    };
-    let manager = SagaManager::new(TransferSaga, store, bank);
-    let run = tokio::spawn(manager.run());
+    let w = World::new();
+    let run = tokio::spawn(w.manager(RetryPolicy::new(3)).run());
     tokio::time::sleep(Duration::from_millis(20)).await;
-    engine.shutdown();
+    w.engine.shutdown();
     let Err(err) = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .expect("the manager stops within 10 s")
