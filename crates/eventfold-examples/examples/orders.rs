@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use eventfold::core::EventStore;
+use eventfold::core::{EventStore, ExpectedRevision, StreamName};
 use eventfold::{Context, RetryPolicy, StoreCheckpoints};
 use eventfold_engine::{Engine, EngineOptions};
-use eventfold_examples::orders::{OrderLine, OrderPlaced, Orders, POISON_SKU};
+use eventfold_examples::orders::{
+    OrderLine, OrderPlaced, OrderPlacedV1, Orders, POISON_SKU, legacy_v1_event,
+};
 
 fn line(sku: &str, quantity: u32, unit_price_cents: u64) -> OrderLine {
     OrderLine {
@@ -46,6 +48,22 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(StoreCheckpoints::new(store.clone())),
         retry,
     );
+
+    // An order the first release wrote: `order.placed` schema version 1, item ids only. Every
+    // handler reads it through the upcaster as version 2 (one unit of each, no price known).
+    let legacy = OrderPlacedV1 {
+        order_id: "o-0999".into(),
+        customer_id: "ann".into(),
+        item_ids: vec!["BOOK-1".into(), "TEA-3".into()],
+    };
+    store
+        .append(
+            &StreamName::new("order-o-0999")?,
+            ExpectedRevision::NoStream,
+            vec![legacy_v1_event(&legacy, &Context::new())?],
+        )
+        .await?;
+    println!("appended o-0999 for ann as order.placed version 1 (item ids only)");
 
     let placed = [
         ("o-1001", "ann", vec![line("BOOK-1", 2, 1250)]),
@@ -102,7 +120,12 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\norders of ann, newest first:");
     for o in orders.customer_orders.orders_of("ann") {
-        println!("  {} total {}", o.order_id, cents(o.total_cents));
+        println!(
+            "  {} total {} ({} units)",
+            o.order_id,
+            cents(o.total_cents),
+            o.units
+        );
     }
 
     println!("\ndead-lettered by inventory (stream deadletter-inventory):");

@@ -8,15 +8,22 @@
 //! `inventory.reserved` event carrying the order's correlation id ([`Envelope::context`]), and
 //! is idempotent through the store itself: a reservation is appended to `reservation-{order}`
 //! only if that stream does not exist yet.
+//!
+//! `order.placed` is at schema version 2 (lines with quantity and price). Version 1, written
+//! by an earlier release, held only item ids ([`OrderPlacedV1`]); [`upcasters`] lifts it to
+//! version 2 on read, so every handler and the read model see one shape and the old events are
+//! never rewritten.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use eventfold::core::{EventStore, ExpectedRevision, Position, StoreError, StreamName, Timestamp};
+use eventfold::core::{
+    EventStore, ExpectedRevision, NewEvent, Position, StoreError, StreamName, Timestamp,
+};
 use eventfold::{
     BoxError, CheckpointStore, Codec, CodecError, Context, DeadLetter, DeadLetters, DomainEvent,
     Envelope, EventHandler, HandlerRunner, HandlerStats, InMemoryCheckpoints, Permanent,
-    RetryPolicy, RunnerError, RunningHandler, encode_event,
+    RetryPolicy, RunnerError, RunningHandler, Upcasters, encode_event,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -57,11 +64,67 @@ impl OrderPlaced {
     }
 }
 
+/// `order.placed` as the first release wrote it (schema version 1): item ids only, one unit of
+/// each, no prices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlacedV1 {
+    /// The order.
+    pub order_id: String,
+    /// Who placed it.
+    pub customer_id: String,
+    /// The items, one unit each.
+    pub item_ids: Vec<String>,
+}
+
+impl From<OrderPlacedV1> for OrderPlaced {
+    /// One line per item id, quantity 1; version 1 recorded no price, so it is 0.
+    fn from(v1: OrderPlacedV1) -> Self {
+        OrderPlaced {
+            order_id: v1.order_id,
+            customer_id: v1.customer_id,
+            lines: v1
+                .item_ids
+                .into_iter()
+                .map(|sku| OrderLine {
+                    sku,
+                    quantity: 1,
+                    unit_price_cents: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The upcasters every reader of orders uses: `order.placed` version 1 → 2.
+pub fn upcasters() -> Upcasters {
+    Upcasters::new().register("order.placed", 1, |v1: OrderPlacedV1| OrderPlaced::from(v1))
+}
+
+/// `v1` as the first release appended it (`order.placed`, schema version 1, JSON), for the
+/// example and the tests to put old events into a store.
+pub fn legacy_v1_event(v1: &OrderPlacedV1, context: &Context) -> Result<NewEvent, CodecError> {
+    let mut metadata = eventfold::core::Metadata::new();
+    context.stamp(&mut metadata);
+    let event_type =
+        eventfold::core::EventType::new("order.placed").map_err(|e| CodecError::Encode {
+            codec: Codec::Json,
+            reason: e.to_string(),
+        })?;
+    Ok(NewEvent::bytes(
+        event_type,
+        Codec::Json.content_type(),
+        Codec::Json.encode(v1)?,
+    )
+    .with_schema_version(1)
+    .with_metadata(metadata))
+}
+
 /// The events of an order (`order-{id}` streams).
 #[derive(Clone, Debug, PartialEq, DomainEvent)]
 #[event(prefix = "order.")]
 pub enum OrderEvent {
-    /// `order.placed`.
+    /// `order.placed`, schema version 2 (version 1 is [`OrderPlacedV1`]).
+    #[event(version = 2)]
     Placed(OrderPlaced),
 }
 
@@ -339,6 +402,8 @@ pub struct OrderSummary {
     pub order_id: String,
     /// Its total, in cents.
     pub total_cents: u64,
+    /// Units ordered, over all lines.
+    pub units: u64,
     /// When it was placed.
     pub placed_at: Timestamp,
     /// Its place in `$all` (the order of placing).
@@ -380,6 +445,7 @@ impl EventHandler<OrderEvent> for CustomerOrders {
         orders.push(OrderSummary {
             order_id: order.order_id.clone(),
             total_cents: order.total_cents(),
+            units: order.lines.iter().map(|l| u64::from(l.quantity)).sum(),
             placed_at: envelope.timestamp,
             position: envelope.position,
         });
@@ -421,6 +487,7 @@ impl Orders {
         let run = |handler: Arc<dyn EventHandler<OrderEvent>>, checkpoints| {
             HandlerRunner::new(store.clone(), checkpoints, handler)
                 .category("order")
+                .upcasters(upcasters())
                 .retry(retry.clone())
                 .spawn()
         };

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold::core::{EventStore, Position, ReadStream};
+use eventfold::core::{EventStore, ExpectedRevision, Position, ReadStream, StreamName};
 use eventfold::{Context, RetryPolicy, StoreCheckpoints, Upcasters};
 use eventfold_examples::orders::{
-    InventoryEvent, OrderError, OrderLine, OrderPlaced, Orders, POISON_SKU,
+    InventoryEvent, OrderError, OrderEvent, OrderLine, OrderPlaced, OrderPlacedV1, Orders,
+    POISON_SKU, legacy_v1_event, upcasters,
 };
 
 use crate::support::{engine_in, read, temp_store};
@@ -301,4 +302,52 @@ async fn on_the_in_process_bus_the_same_handlers_react_and_the_poisoned_order_is
     for h in handlers {
         h.stop().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_order_placed_v1_is_read_as_v2_by_every_handler() {
+    let (_dir, store) = temp_store();
+    let v1 = OrderPlacedV1 {
+        order_id: "o-old".into(),
+        customer_id: "ann".into(),
+        item_ids: vec!["BOOK".into(), "MUG".into()],
+    };
+    let appended = store
+        .append(
+            &StreamName::new("order-o-old").unwrap(),
+            ExpectedRevision::NoStream,
+            vec![legacy_v1_event(&v1, &Context::with_correlation_id("legacy")).unwrap()],
+        )
+        .await
+        .unwrap();
+
+    // Stored as version 1, item ids only; read as version 2.
+    let stored = read(store.as_ref(), "order-o-old", ReadStream::forward(10)).await;
+    assert_eq!(stored[0].schema_version, 1);
+    assert!(String::from_utf8_lossy(&stored[0].data).contains("item_ids"));
+    let decoded = upcasters().decode::<OrderEvent>(stored[0].clone()).unwrap();
+    let OrderEvent::Placed(placed) = decoded.event;
+    assert_eq!(
+        placed,
+        order("o-old", "ann", &[("BOOK", 1, 0), ("MUG", 1, 0)])
+    );
+    assert!(
+        Upcasters::new()
+            .decode::<OrderEvent>(stored[0].clone())
+            .is_err()
+    );
+
+    let mut orders = Orders::start(
+        store.clone(),
+        Arc::new(StoreCheckpoints::new(store.clone())),
+        retry(),
+    );
+    caught_up(&mut orders, appended.last_position).await;
+    let ann = orders.customer_orders.orders_of("ann");
+    assert_eq!(ann.len(), 1);
+    assert_eq!((ann[0].order_id.as_str(), ann[0].units), ("o-old", 2));
+    let reserved: Vec<(String, u64)> = orders.inventory.reserved().into_iter().collect();
+    assert_eq!(reserved, [("BOOK".into(), 1), ("MUG".into(), 1)]);
+    assert_eq!(orders.email.sent().len(), 1);
+    orders.stop().await.unwrap();
 }
