@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::support::{engine_in, temp_store};
+use crate::support::{Server, temp_store};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -389,59 +389,6 @@ async fn an_idempotent_handler_rerun_from_the_start_does_nothing_twice() {
         running.stop().await.unwrap();
     }
     assert_eq!(*inner.handled.lock(), ["1", "2"]);
-}
-
-/// A real server (the `eventfold serve` router, engine and consumer groups) on a random port.
-struct Server {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = engine_in(&dir.path().join("data"));
-        let state_engine = engine_in(&dir.path().join("groups"));
-        let groups = eventfold_groups::Groups::open(
-            Arc::new(engine.clone()),
-            Arc::new(state_engine.clone()),
-        )
-        .await
-        .unwrap();
-        let state = eventfold_server::AppState::new(
-            Arc::new(engine.clone()),
-            eventfold_server::ServerLimits::default(),
-        )
-        .with_groups(groups.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            eventfold_server::serve(listener, state, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-            groups.shutdown().await;
-            engine.shutdown();
-            state_engine.shutdown();
-        });
-        Server {
-            url,
-            stop: Some(tx),
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

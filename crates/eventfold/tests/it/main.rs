@@ -7,5 +7,6 @@ mod events;
 mod handler;
 mod outbox;
 mod projection;
+mod remote;
 mod saga;
 mod support;
