@@ -207,3 +207,22 @@ fn snake_case(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn variant_names_become_snake_case() {
+        for (name, want) in [
+            ("Placed", "placed"),
+            ("OrderPlaced", "order_placed"),
+            ("HTTPCall", "http_call"),
+            ("PlacedV2", "placed_v2"),
+            ("A", "a"),
+            ("already_snake", "already_snake"),
+        ] {
+            assert_eq!(snake_case(name), want, "{name}");
+        }
+    }
+}
