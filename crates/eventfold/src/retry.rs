@@ -2,11 +2,14 @@
 //! the framework (handlers, the group runner's pulls, the bus, the saga manager's commands,
 //! the outbox relay's sink) and for the long-running consumers' store errors.
 //!
-//! **Store errors.** The outbox relay and the saga manager follow one rule: an event store error
-//! that may go away by itself ([`StoreError::Storage`], an I/O error; [`StoreError::Backend`], a
+//! **Store errors.** Every long-running consumer (the projection processor, the handler
+//! runner, the outbox relay and the saga manager) follows one rule: an event store error that
+//! may go away by itself ([`StoreError::Storage`], an I/O error; [`StoreError::Backend`], a
 //! remote store's network or server error) is retried from the consumer's checkpoint after the
 //! delays of its `store_retry` policy (forever by default, a warning each time); any other
 //! (invalid data, a limit, a closed or poisoned store) stops it, since retrying cannot fix it.
+//! Errors of the user's own code keep each consumer's policy (a projection stops, a handler is
+//! retried then dead-lettered, a sink is retried per its own policy).
 
 use std::future::Future;
 use std::time::Duration;
@@ -207,8 +210,17 @@ impl StoreRetries {
         if !is_transient(error) {
             return None;
         }
-        self.failures = if progressed { 1 } else { self.failures + 1 };
+        self.failures = if progressed {
+            1
+        } else {
+            self.failures.saturating_add(1)
+        };
         policy.retry_after(self.failures)
+    }
+
+    /// The consecutive failed runs counted so far (the attempt the last error ended).
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
     }
 }
 

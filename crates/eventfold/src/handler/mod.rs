@@ -4,7 +4,9 @@
 //! - [`HandlerRunner`]: on any [`EventStore`](eventfold_core::EventStore) (the embedded engine,
 //!   or a server through the client), reading `$all` from a [`CheckpointStore`](crate::CheckpointStore)
 //!   checkpoint; retries in-process per a [`RetryPolicy`](crate::RetryPolicy), then writes the event to a dead-letter
-//!   stream ([`DeadLetters`]) and carries on.
+//!   stream ([`DeadLetters`]) and carries on. A transient store error (a remote server's
+//!   network blip, an I/O error) makes it start over from its checkpoint after a delay
+//!   ([`HandlerRunner::store_retry`], the framework's one rule, see [`crate::retry`]).
 //! - [`GroupRunner`]: as a consumer of a server's consumer group; acks what succeeded and nacks
 //!   what failed, so the server's backoff retries it and parks it after `max_deliveries`.
 //! - [`Bus::subscribe_handler`](crate::Bus::subscribe_handler): in-process, on the [`Bus`](crate::Bus).
@@ -27,7 +29,7 @@ pub use group::GroupRunner;
 pub use processed::InMemoryProcessedIds;
 pub use retry::{Attempted, handle_with_retry};
 pub use runner::{HandlerRunner, ReplayReport};
-pub use running::{HandlerStats, RunnerError, RunningHandler};
+pub use running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying};
 
 use crate::BoxError;
 use crate::event::{DomainEvent, Envelope};

@@ -8,11 +8,11 @@ use tokio::sync::watch;
 use super::EventHandler;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::retry::decode_and_handle;
-use super::running::{HandlerStats, RunnerError, RunningHandler, stopped};
+use super::running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying, stopped};
 use crate::checkpoint::CheckpointStore;
 use crate::event::DomainEvent;
 use crate::projection::filter_for;
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, StoreRetries};
 use crate::subscription::batches;
 use crate::upcast::Upcasters;
 
@@ -32,11 +32,18 @@ const BATCH_EVENTS_MAX_DEFAULT: usize = 100;
 ///   the batch was handled or dead-lettered, and on stop after the last finished event. After a
 ///   crash, at most the events of one batch reach the handler again: delivery is at least once
 ///   (wrap the handler in [`Idempotent`](super::Idempotent) where that matters).
+/// - A transient store error (reading events, saving the checkpoint, writing a dead letter:
+///   [`StoreError::Storage`], [`StoreError::Backend`], such as a remote server's network error)
+///   makes it start over from its checkpoint after the delays of
+///   [`HandlerRunner::store_retry`] (forever by default), logging a warning each time and
+///   showing it in [`HandlerStats::retrying`]; the events of the unfinished batch reach the
+///   handler again. Any other store error stops it with [`RunnerError::Store`].
 pub struct HandlerRunner<E, H> {
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     handler: Arc<H>,
     retry: RetryPolicy,
+    store_retry: RetryPolicy,
     upcasters: Upcasters,
     batch_events_max: usize,
     category: Option<String>,
@@ -47,6 +54,7 @@ impl<E, H> std::fmt::Debug for HandlerRunner<E, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerRunner")
             .field("retry", &self.retry)
+            .field("store_retry", &self.store_retry)
             .field("batch_events_max", &self.batch_events_max)
             .field("category", &self.category)
             .finish_non_exhaustive()
@@ -76,6 +84,7 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             checkpoints,
             handler: Arc::new(handler),
             retry: RetryPolicy::default(),
+            store_retry: RetryPolicy::forever(),
             upcasters: Upcasters::new(),
             batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
             category: None,
@@ -83,9 +92,17 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
         }
     }
 
-    /// Retries per `policy`.
+    /// Retries the handler per `policy` (then dead-letters the event).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Delays before the runner starts over from its checkpoint after a transient event store
+    /// error; once its attempts are used up the runner stops with [`RunnerError::Store`].
+    /// Default: [`RetryPolicy::forever`].
+    pub fn store_retry(mut self, policy: RetryPolicy) -> Self {
+        self.store_retry = policy;
         self
     }
 
@@ -138,11 +155,60 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
         )
     }
 
-    /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`.
+    /// Runs until `stop` turns `true` (or its sender is dropped), reporting into `stats`;
+    /// starts over from the checkpoint after a transient store error (see
+    /// [`HandlerRunner::store_retry`]).
     pub async fn run(
         &self,
         mut stop: watch::Receiver<bool>,
         stats: &watch::Sender<HandlerStats>,
+    ) -> Result<(), RunnerError> {
+        let mut retries = StoreRetries::default();
+        loop {
+            let mut progressed = false;
+            let error = match self.run_once(&mut stop, stats, &mut progressed).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let RunnerError::Store { source, .. } = &error else {
+                return Err(error);
+            };
+            if *stop.borrow() {
+                // Saving the checkpoint on the way out failed: say so rather than retry.
+                return Err(error);
+            }
+            let Some(delay) = retries.next_delay(&self.store_retry, source, progressed) else {
+                return Err(error);
+            };
+            let attempt = retries.failures();
+            tracing::warn!(
+                handler = self.name(),
+                error = %source,
+                attempt,
+                retry_in = ?delay,
+                "handler runner: event store error, starting over from the checkpoint"
+            );
+            stats.send_modify(|s| {
+                s.store_errors += 1;
+                s.retrying = Some(StoreRetrying {
+                    error: source.to_string(),
+                    attempt,
+                });
+            });
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One run from the checkpoint; `progressed` is set once it saved a checkpoint.
+    async fn run_once(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        stats: &watch::Sender<HandlerStats>,
+        progressed: &mut bool,
     ) -> Result<(), RunnerError> {
         let name = self.name().to_owned();
         let after = self
@@ -150,12 +216,15 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             .load(&name)
             .await
             .map_err(|e| self.store_error(e))?;
-        stats.send_modify(|s| s.checkpoint = after);
+        stats.send_modify(|s| {
+            s.checkpoint = after;
+            s.retrying = None;
+        });
         let mut batches = batches(&*self.store, after, self.filter(), self.batch_events_max);
         loop {
             let next = tokio::select! {
                 biased;
-                () = stopped(&mut stop) => return Ok(()),
+                () = stopped(stop) => return Ok(()),
                 next = batches.next() => next,
             };
             let batch = match next {
@@ -173,7 +242,7 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
                 let position = recorded.position;
                 tokio::select! {
                     biased;
-                    () = stopped(&mut stop) => {
+                    () = stopped(stop) => {
                         // Abandon the event in hand; keep what was finished.
                         if let Some(p) = last_done {
                             self.save(p, stats).await?;
@@ -186,6 +255,7 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             }
             if let Some(p) = last_done {
                 self.save(p, stats).await?;
+                *progressed = true;
             }
         }
     }

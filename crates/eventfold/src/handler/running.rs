@@ -16,6 +16,11 @@ pub struct HandlerStats {
     pub dead_lettered: u64,
     /// The last saved checkpoint (store runner only).
     pub checkpoint: Option<Position>,
+    /// Transient event store errors the runner started over after (store runner only).
+    pub store_errors: u64,
+    /// Set while the runner waits to start over from its checkpoint after a transient event
+    /// store error (store runner only); cleared once it has reloaded its checkpoint.
+    pub retrying: Option<StoreRetrying>,
     /// Why the runner stopped, when it stopped on an error.
     pub error: Option<String>,
 }
@@ -34,12 +39,23 @@ impl HandlerStats {
     }
 }
 
+/// A store runner waiting out its `store_retry` delay after a transient event store error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRetrying {
+    /// The store's error, as text.
+    pub error: String,
+    /// Consecutive failed runs so far (1 after the first failure, and again after a run that
+    /// saved a checkpoint).
+    pub attempt: u32,
+}
+
 /// Why a runner stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunnerError {
     /// The store (or server) failed: reading events, saving the checkpoint or writing a dead
-    /// letter.
+    /// letter. For the [`HandlerRunner`](super::HandlerRunner): with an error retrying cannot
+    /// fix, or a transient one after its `store_retry` policy gave up.
     #[error(
         "handler {handler}: {source}; the runner stopped; start it again to continue from its last checkpoint"
     )]

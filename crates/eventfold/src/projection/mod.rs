@@ -10,8 +10,11 @@
 //! A [`ProjectionProcessor`] drives a read model: it reads `$all` from the stored checkpoint
 //! (history first, then live events, see [`crate::batches`]), decodes each batch through the
 //! [`crate::Upcasters`], hands it to the read model, and publishes where it got to
-//! ([`ProcessorHandle::status`], [`ProcessorHandle::lag`]). [`ProjectionProcessor::rebuild`]
-//! resets the read model and replays everything, reporting progress.
+//! ([`ProcessorHandle::status`], [`ProcessorHandle::lag`]). A transient store error (a network
+//! blip of a remote server, an I/O error) makes it start over from the checkpoint after a delay
+//! ([`ProjectionProcessor::store_retry`], the framework's one rule, see [`crate::retry`]); any
+//! other failure stops it. [`ProjectionProcessor::rebuild`] resets the read model and replays
+//! everything, reporting progress.
 
 mod memory;
 mod processor;
@@ -98,7 +101,9 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
-    /// Reading events from the store failed.
+    /// Reading events from the store failed: with an error retrying cannot fix, or with a
+    /// transient one (while [`Phase::Retrying`], or after
+    /// [`ProjectionProcessor::store_retry`] gave up).
     #[error(
         "projection {projection:?}: reading events from the store failed: {source}; the checkpoint is intact, restart the processor once the store is back"
     )]

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::{ProjectionError, ReadModel};
 use crate::BoxError;
+use crate::retry::{RetryPolicy, StoreRetries};
 use crate::subscription::batches;
 use crate::upcast::Upcasters;
 
@@ -26,17 +27,28 @@ const HEAD_PAGES_MAX: usize = 64;
 /// Drives a [`ReadModel`]: reads `$all` from its checkpoint (history, then live), decodes each
 /// batch through the [`Upcasters`] and applies it with its checkpoint in one atomic step.
 ///
-/// Error policy: the processor never skips an event. When the store fails, an event that
-/// passed the filter cannot be decoded, or the projection's code fails, the batch is not
-/// applied (the read model rolls it back with its checkpoint), the processor stops, and the
-/// error is in [`ProcessorHandle::status`] and returned by [`ProcessorHandle::join`]. Starting
-/// again retries the same batch. Events the filter leaves out (types the projection does not
-/// read) are never decoded.
+/// Error policy: the processor never skips an event, and a failed batch is never applied in
+/// part (the read model rolls it back with its checkpoint).
+///
+/// - A transient event store error ([`StoreError::Storage`], [`StoreError::Backend`]: an I/O
+///   error, a remote server's network or server error) makes a started processor start over
+///   from its checkpoint after the delays of [`ProjectionProcessor::store_retry`] (forever by
+///   default), logging a warning each time; meanwhile its phase is [`Phase::Retrying`]. This is
+///   the framework's one rule for long-running consumers (see [`crate::retry`]).
+/// - Any other store error, a transient one the policy gave up on, an event that passed the
+///   filter but cannot be decoded, or a failure of the projection's own code stops it: the
+///   error is in [`ProcessorHandle::status`] and returned by [`ProcessorHandle::join`], and
+///   starting again retries the same batch.
+///
+/// [`ProjectionProcessor::catch_up`] and [`ProjectionProcessor::rebuild`] run once and return
+/// any error to the caller. Events the filter leaves out (types the projection does not read)
+/// are never decoded.
 pub struct ProjectionProcessor<R: ReadModel> {
     store: Arc<dyn EventStore>,
     read_model: Arc<R>,
     upcasters: Upcasters,
     batch_size: usize,
+    store_retry: RetryPolicy,
 }
 
 impl<R: ReadModel> std::fmt::Debug for ProjectionProcessor<R> {
@@ -45,6 +57,7 @@ impl<R: ReadModel> std::fmt::Debug for ProjectionProcessor<R> {
             .field("projection", &self.read_model.name())
             .field("batch_size", &self.batch_size)
             .field("upcasters", &self.upcasters)
+            .field("store_retry", &self.store_retry)
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +69,7 @@ impl<R: ReadModel> Clone for ProjectionProcessor<R> {
             read_model: self.read_model.clone(),
             upcasters: self.upcasters.clone(),
             batch_size: self.batch_size,
+            store_retry: self.store_retry.clone(),
         }
     }
 }
@@ -72,6 +86,15 @@ pub enum Phase {
     },
     /// Caught up: applying events as they are appended.
     Live,
+    /// A transient event store error ended the last run: waiting out the
+    /// [`ProjectionProcessor::store_retry`] delay before starting over from the checkpoint.
+    Retrying {
+        /// The error (a [`ProjectionError::Store`]).
+        error: ProjectionError,
+        /// Consecutive failed runs so far (1 after the first failure, and again after a run
+        /// that applied something).
+        attempt: u32,
+    },
     /// Stopped on request.
     Stopped,
     /// Stopped by an error (see [`ProjectionProcessor`] for the policy).
@@ -138,7 +161,16 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             read_model: Arc::new(read_model),
             upcasters: Upcasters::new(),
             batch_size: BATCH_SIZE_DEFAULT,
+            store_retry: RetryPolicy::forever(),
         }
+    }
+
+    /// Delays before a started processor starts over from its checkpoint after a transient
+    /// event store error; once its attempts are used up the processor stops with
+    /// [`ProjectionError::Store`]. Default: [`RetryPolicy::forever`].
+    pub fn store_retry(mut self, policy: RetryPolicy) -> Self {
+        self.store_retry = policy;
+        self
     }
 
     /// Decodes through `upcasters`.
@@ -223,8 +255,9 @@ impl<R: ReadModel> ProjectionProcessor<R> {
     }
 
     /// Starts the processor as a tokio task: from the checkpoint, history then live, until
-    /// stopped ([`ProcessorHandle::stop`], or dropping the handle) or failed. One processor per
-    /// read model at a time.
+    /// stopped ([`ProcessorHandle::stop`], or dropping the handle) or failed; a transient store
+    /// error is retried per [`ProjectionProcessor::store_retry`]. One processor per read model
+    /// at a time.
     pub fn start(&self) -> ProcessorHandle {
         let (status_tx, status_rx) = watch::channel(ProcessorStatus {
             position: None,
@@ -256,10 +289,48 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         }
     }
 
+    /// Runs from the checkpoint until stopped, starting over after transient store errors.
     async fn run(
         &self,
         status: &watch::Sender<ProcessorStatus>,
         mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let mut retries = StoreRetries::default();
+        loop {
+            let mut progressed = false;
+            let error = match self.run_once(status, &mut stop, &mut progressed).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let ProjectionError::Store { source, .. } = &error else {
+                return Err(error);
+            };
+            let Some(delay) = retries.next_delay(&self.store_retry, source, progressed) else {
+                return Err(error);
+            };
+            let attempt = retries.failures();
+            tracing::warn!(
+                projection = self.read_model.name(),
+                error = %source,
+                attempt,
+                retry_in = ?delay,
+                "projection processor: event store error, starting over from the checkpoint"
+            );
+            status.send_modify(|s| s.phase = Phase::Retrying { error, attempt });
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One run from the checkpoint; `progressed` is set once it applied a batch.
+    async fn run_once(
+        &self,
+        status: &watch::Sender<ProcessorStatus>,
+        stop: &mut watch::Receiver<bool>,
+        progressed: &mut bool,
     ) -> Result<(), ProjectionError> {
         let after = self.load_checkpoint().await?;
         let head = self.head().await?;
@@ -284,6 +355,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             };
             // Applying is never interrupted by a stop: it finishes or fails as a whole.
             let (last, n) = self.apply_batch(batch).await?;
+            *progressed = true;
             status.send_modify(|s| {
                 s.position = Some(last);
                 s.events_applied += n as u64;

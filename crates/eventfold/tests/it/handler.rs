@@ -4,18 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold::core::{EventStore, ExpectedRevision, Position, StreamName};
+use eventfold::core::{EventStore, ExpectedRevision, Position, StoreError, StreamName};
 use eventfold::handler::{Attempted, handle_with_retry};
 use eventfold::{
     BoxError, Context, DeadLetters, DomainEvent, Envelope, EventHandler, GroupRunner,
     HandlerRunner, Idempotent, InMemoryCheckpoints, InMemoryProcessedIds, Permanent, ProcessedIds,
-    RetryPolicy, StoreCheckpoints, encode_event,
+    RetryPolicy, RunnerError, StoreCheckpoints, encode_event,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::support::{Server, temp_store};
+use crate::support::{Flaky, Server, io_error, network_error, temp_store};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -258,6 +258,120 @@ async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_f
         .unwrap();
     assert_eq!(handler.handled.lock().last().unwrap(), "5");
     running.stop().await.unwrap();
+}
+
+/// Store retries after 1 ms, a few times at most (so a bug that loops ends the test).
+fn fast_store_retry() -> RetryPolicy {
+    fast_retry(10)
+}
+
+#[tokio::test]
+async fn the_store_runner_survives_transient_store_errors_without_losing_an_event() {
+    let (_dir, engine) = temp_store();
+    let flaky = Flaky::new(engine);
+    let store: Arc<dyn EventStore> = flaky.clone();
+    let ids: Vec<String> = (1..=30).map(|i| format!("{i:02}")).collect();
+    let orders: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "A")).collect();
+    place(&*store, &orders[..20]).await;
+    // The subscription breaks twice mid-way: a network error, then a disk error.
+    flaky.break_subscription(10, network_error());
+    flaky.break_subscription(3, io_error());
+
+    let handler = Arc::new(Recorder::default());
+    let mut running = HandlerRunner::new(
+        store.clone(),
+        Arc::new(InMemoryCheckpoints::new()),
+        handler.clone(),
+    )
+    .batch_events_max(4)
+    .store_retry(fast_store_retry())
+    .spawn();
+    let last = place(&*store, &orders[20..]).await;
+    let stats = tokio::time::timeout(WAIT, running.wait_for_checkpoint(last))
+        .await
+        .unwrap()
+        .unwrap();
+    // At least once, nothing lost.
+    let mut handled = handler.handled.lock().clone();
+    assert!(handled.len() >= ids.len(), "{handled:?}");
+    handled.sort();
+    handled.dedup();
+    assert_eq!(handled, ids);
+    assert_eq!(flaky.faults_left(), 0);
+    assert_eq!(
+        (stats.store_errors, stats.retrying, stats.error),
+        (2, None, None)
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_error_retrying_cannot_fix_stops_the_store_runner() {
+    let (_dir, engine) = temp_store();
+    let flaky = Flaky::new(engine);
+    place(&*flaky, &[("1", "A"), ("2", "B"), ("3", "C")]).await;
+    flaky.break_subscription(2, StoreError::Closed);
+
+    let handler = Arc::new(Recorder::default());
+    let mut running = HandlerRunner::new(
+        flaky.clone(),
+        Arc::new(InMemoryCheckpoints::new()),
+        handler.clone(),
+    )
+    .store_retry(fast_store_retry())
+    .spawn();
+    let ended = tokio::time::timeout(WAIT, running.wait_until(|_| false))
+        .await
+        .unwrap();
+    assert!(ended.is_err());
+    let stats = running.stats();
+    assert_eq!((stats.handled, stats.store_errors), (2, 0));
+    let err = running.stop().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RunnerError::Store {
+                source: StoreError::Closed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the store is closed"), "{err}");
+    assert_eq!(stats.error, Some(err.to_string()));
+}
+
+#[tokio::test]
+async fn while_retrying_the_stats_show_the_error_and_a_stop_ends_the_wait() {
+    let (_dir, engine) = temp_store();
+    let flaky = Flaky::new(engine);
+    place(&*flaky, &[("1", "A")]).await;
+    flaky.break_subscription(0, network_error());
+
+    let handler = Arc::new(Recorder::default());
+    let mut running = HandlerRunner::new(
+        flaky.clone(),
+        Arc::new(InMemoryCheckpoints::new()),
+        handler.clone(),
+    )
+    .store_retry(RetryPolicy::forever().initial_delay(Duration::from_secs(3600)))
+    .spawn();
+    let stats = tokio::time::timeout(WAIT, running.wait_until(|s| s.retrying.is_some()))
+        .await
+        .unwrap()
+        .unwrap();
+    let retrying = stats.retrying.unwrap();
+    assert_eq!(retrying.attempt, 1);
+    assert!(
+        retrying.error.contains("connection reset"),
+        "{}",
+        retrying.error
+    );
+    assert_eq!((stats.store_errors, stats.handled), (1, 0));
+    tokio::time::timeout(WAIT, running.stop())
+        .await
+        .expect("a stop does not wait out the hour")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -2,19 +2,23 @@
 //! lag, and the in-memory test harness.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use eventfold::core::{
-    EventId, EventStore, EventType, ExpectedRevision, NewEvent, Position, StreamName,
+    EventId, EventStore, EventType, ExpectedRevision, NewEvent, Position, StoreError, StreamName,
 };
 use eventfold::projection::{Phase, RebuildProgress};
 use eventfold::testing::{ProjectionTest, append_events};
 use eventfold::{
     BoxError, Codec, Context, DomainEvent, Envelope, InMemoryReadModel, MemoryProjection,
-    Projection, ProjectionError, ProjectionProcessor, encode_event,
+    Projection, ProjectionError, ProjectionProcessor, RetryPolicy, encode_event,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::store_in;
+use crate::support::{Flaky, io_error, network_error, store_in};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Added {
@@ -172,6 +176,101 @@ async fn a_failing_batch_stops_the_processor_with_the_error_and_the_lag_shows() 
     assert_eq!(lag.head, Some(head));
     assert_eq!(lag.lag_events, head.0 - ok.0);
     assert!(handle.join().await.is_err());
+}
+
+/// Store retries after 1 ms, a few times at most (so a bug that loops ends the test).
+fn fast_store_retry() -> RetryPolicy {
+    RetryPolicy::new(10)
+        .initial_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(5))
+}
+
+#[tokio::test]
+async fn transient_store_errors_are_retried_from_the_checkpoint_and_each_event_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Flaky::new(store_in(dir.path()));
+    let store: Arc<dyn EventStore> = flaky.clone();
+    add(&*store, "f", 1..=50).await;
+    // Finding the head fails once; then the subscription breaks twice mid-way (network, disk).
+    flaky.fail_read_all(network_error());
+    flaky.break_subscription(20, network_error());
+    flaky.break_subscription(7, io_error());
+
+    let model = InMemoryReadModel::new(Totals);
+    let handle = ProjectionProcessor::new(store.clone(), model.clone())
+        .batch_size(8)
+        .store_retry(fast_store_retry())
+        .start();
+    let last = add(&*store, "f", 51..=60).await;
+    handle.wait_until(last).await.unwrap();
+    // `Totals` fails on an event applied twice: the count proves exactly once.
+    assert_eq!(model.read(|s| (s.count, s.sum)), (60, (1..=60).sum()));
+    assert_eq!(flaky.faults_left(), 0);
+    assert!(matches!(handle.status().phase, Phase::Live));
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_error_retrying_cannot_fix_stops_the_processor() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Flaky::new(store_in(dir.path()));
+    let head = add(&*flaky, "c", 1..=10).await;
+    flaky.break_subscription(4, StoreError::Closed);
+
+    let model = InMemoryReadModel::new(Totals);
+    let handle = ProjectionProcessor::new(flaky.clone(), model.clone())
+        .batch_size(2)
+        .store_retry(fast_store_retry())
+        .start();
+    let err = handle.wait_until(head).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ProjectionError::Store {
+                source: StoreError::Closed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the store is closed"), "{err}");
+    assert!(matches!(handle.status().phase, Phase::Failed(_)));
+    assert_eq!(model.read(|s| s.count), 4);
+    assert!(handle.join().await.is_err());
+}
+
+#[tokio::test]
+async fn while_retrying_the_status_shows_the_error_and_a_stop_ends_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Flaky::new(store_in(dir.path()));
+    add(&*flaky, "r", 1..=3).await;
+    flaky.break_subscription(3, network_error());
+
+    let model = InMemoryReadModel::new(Totals);
+    let handle = ProjectionProcessor::new(flaky.clone(), model.clone())
+        .store_retry(RetryPolicy::forever().initial_delay(Duration::from_secs(3600)))
+        .start();
+    let mut status = handle.watch_status();
+    let retrying = tokio::time::timeout(
+        WAIT,
+        status.wait_for(|s| matches!(s.phase, Phase::Retrying { .. })),
+    )
+    .await
+    .expect("the processor retries")
+    .unwrap()
+    .clone();
+    let Phase::Retrying { error, attempt } = retrying.phase else {
+        unreachable!()
+    };
+    // The run applied the three events before the error, so the count starts again at 1.
+    assert_eq!(attempt, 1);
+    assert!(error.to_string().contains("connection reset"), "{error}");
+    assert_eq!(retrying.position, model.position());
+    assert_eq!(model.read(|s| s.count), 3);
+    tokio::time::timeout(WAIT, handle.stop())
+        .await
+        .expect("a stop does not wait out the hour")
+        .unwrap();
 }
 
 #[tokio::test]

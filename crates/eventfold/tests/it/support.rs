@@ -3,8 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use eventfold::core::{EventStore, StreamName};
+use eventfold::core::{
+    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
+    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError,
+    StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+};
 use eventfold_engine::{Engine, EngineOptions};
+use futures::StreamExt;
 
 /// Opens (or reopens) the embedded engine in `dir`, with the test options.
 pub fn engine_in(dir: &Path) -> Engine {
@@ -81,5 +86,132 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.task).await.unwrap();
+    }
+}
+
+/// A store (the embedded engine, say) that fails on demand, to test how consumers take store
+/// errors: each queued fault is used once, by the next call of its kind; everything else is
+/// passed through to the inner store.
+pub struct Flaky {
+    inner: Arc<dyn EventStore>,
+    /// For the next `$all` subscriptions: after how many events it yields the error (then ends).
+    subscriptions: parking_lot::Mutex<std::collections::VecDeque<(usize, StoreError)>>,
+    /// For the next `read_all` calls: the error instead of the page.
+    reads: parking_lot::Mutex<std::collections::VecDeque<StoreError>>,
+}
+
+impl Flaky {
+    /// `inner` with no fault queued.
+    pub fn new(inner: Arc<dyn EventStore>) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner,
+            subscriptions: parking_lot::Mutex::default(),
+            reads: parking_lot::Mutex::default(),
+        })
+    }
+
+    /// The next `subscribe_all` yields `after` events, then `error`, and ends.
+    pub fn break_subscription(&self, after: usize, error: StoreError) {
+        self.subscriptions.lock().push_back((after, error));
+    }
+
+    /// The next `read_all` fails with `error`.
+    pub fn fail_read_all(&self, error: StoreError) {
+        self.reads.lock().push_back(error);
+    }
+
+    /// Queued faults not used yet.
+    pub fn faults_left(&self) -> usize {
+        self.subscriptions.lock().len() + self.reads.lock().len()
+    }
+}
+
+/// A transient error as a remote store reports it (a network or server error).
+pub fn network_error() -> StoreError {
+    StoreError::Backend {
+        code: "unavailable".into(),
+        message: "the server did not answer (connection reset); retry later".into(),
+    }
+}
+
+/// A transient I/O error.
+pub fn io_error() -> StoreError {
+    StoreError::io("reading a segment", std::io::Error::other("disk busy"))
+}
+
+#[async_trait::async_trait]
+impl EventStore for Flaky {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.inner.read_stream(stream, read).await
+    }
+
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        let fault = self.reads.lock().pop_front();
+        match fault {
+            Some(error) => Err(error),
+            None => self.inner.read_all(read).await,
+        }
+    }
+
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        self.inner.subscribe_stream(stream, from)
+    }
+
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        let events = self.inner.subscribe_all(from, filter);
+        let fault = self.subscriptions.lock().pop_front();
+        match fault {
+            None => events,
+            Some((after, error)) => events
+                .take(after)
+                .chain(futures::stream::once(async move { Err(error) }))
+                .boxed(),
+        }
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        self.inner.list_streams(list).await
+    }
+
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.inner.get_metadata(stream).await
+    }
+
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        self.inner.set_metadata(stream, metadata).await
+    }
+
+    fn health(&self) -> StoreResult<()> {
+        self.inner.health()
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        self.inner.delete_stream(stream, expected, mode).await
     }
 }
