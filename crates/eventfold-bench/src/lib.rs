@@ -1,5 +1,7 @@
 //! Whole-system benchmarks of eventfold, run as `eventfold bench engine` and `eventfold bench
-//! http` (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`).
+//! http` (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`), and
+//! `eventfold bench framework` (the `eventfold` crate's repository and projection rebuilds on
+//! the embedded engine; see `framework/mod.rs`).
 //!
 //! `bench engine` prints one table: the embedded engine (rows a–e), the disk's own limit measured by
 //! the same program (f), and PostgreSQL doing (a) and (b) on the same machine, with the ratios
@@ -8,6 +10,7 @@
 
 mod disk;
 mod engine;
+mod framework;
 mod groups;
 mod http;
 mod machine;
@@ -21,6 +24,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use eventfold_engine::{Durability, EngineStats};
 
+pub use crate::framework::{
+    FRAMEWORK_AGGREGATES_DEFAULT, FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT,
+    FRAMEWORK_EVENTS_DEFAULT, FRAMEWORK_HOT_COMMANDS_DEFAULT, FRAMEWORK_SNAPSHOT_EVERY_DEFAULT,
+    FRAMEWORK_TASKS_DEFAULT, FrameworkBenchOptions, FrameworkPart, run_framework_bench,
+};
 pub use crate::groups::{
     AMQP_URL_DEFAULT, GROUPS_BATCH_DEFAULT, GROUPS_CONSUMERS_DEFAULT,
     GROUPS_DRAIN_CAP_SECS_DEFAULT, GROUPS_EVENTS_DEFAULT, GROUPS_LATENCY_SECS_DEFAULT,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use eventfold_bench::{
-    EngineBenchOptions, GroupsBenchOptions, GroupsSystem, HttpBenchOptions, HttpSystem, Part,
+    EngineBenchOptions, FrameworkBenchOptions, FrameworkPart, GroupsBenchOptions, GroupsSystem,
+    HttpBenchOptions, HttpSystem, Part,
 };
 
 /// Which benchmark to run.
@@ -25,6 +26,64 @@ pub enum BenchCmd {
     /// end-to-end latency at half of each system's peak. Without `--server` it starts
     /// `eventfold serve` itself.
     Groups(GroupsArgs),
+    /// The `eventfold` framework on the embedded engine: commands per second through the
+    /// repository (one hot aggregate; many aggregates with concurrent tasks; without and with
+    /// snapshots) beside raw appends of the same events, and a projection rebuild over the
+    /// preloaded events into an in-memory read model and into SQLite. Takes about a minute at
+    /// the defaults.
+    Framework(FrameworkArgs),
+}
+
+/// Options of `eventfold bench framework`.
+#[derive(Debug, clap::Args)]
+pub struct FrameworkArgs {
+    /// Events preloaded (spread evenly over --aggregates) and replayed by the rebuild rows.
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_EVENTS_DEFAULT)]
+    pub events: u64,
+    /// Aggregates of the many-aggregates rows (each gets events / aggregates events of history).
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_AGGREGATES_DEFAULT)]
+    pub aggregates: u64,
+    /// Commands of the hot-aggregate rows. Without snapshots each loads the whole stream, so the
+    /// row's work grows with the square of this.
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_HOT_COMMANDS_DEFAULT)]
+    pub hot_commands: u64,
+    /// Commands per aggregate in the many-aggregates rows.
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT)]
+    pub commands_per_aggregate: u64,
+    /// Concurrent tasks of the many-aggregates rows.
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_TASKS_DEFAULT)]
+    pub tasks: u64,
+    /// The rows with snapshots write one every this many events.
+    #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_SNAPSHOT_EVERY_DEFAULT)]
+    pub snapshot_every: u64,
+    /// Directory to write in, on the disk to measure (a scratch directory is made inside and
+    /// removed at the end) [default: ./target/eventfold-bench, or ./eventfold-bench].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Run only these parts (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<FrameworkPartArg>,
+}
+
+/// A part of `eventfold bench framework`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FrameworkPartArg {
+    /// One hot aggregate, commands one after another.
+    Hot,
+    /// Many aggregates, concurrent tasks.
+    Aggregates,
+    /// Projection rebuilds into memory and SQLite.
+    Rebuild,
+}
+
+impl From<FrameworkPartArg> for FrameworkPart {
+    fn from(p: FrameworkPartArg) -> FrameworkPart {
+        match p {
+            FrameworkPartArg::Hot => FrameworkPart::Hot,
+            FrameworkPartArg::Aggregates => FrameworkPart::Aggregates,
+            FrameworkPartArg::Rebuild => FrameworkPart::Rebuild,
+        }
+    }
 }
 
 /// Options of `eventfold bench groups`.
@@ -292,6 +351,22 @@ pub fn run(which: BenchCmd) -> ExitCode {
             (
                 "groups",
                 rt.block_on(eventfold_bench::run_groups_bench(opts)),
+            )
+        }
+        BenchCmd::Framework(args) => {
+            let opts = FrameworkBenchOptions {
+                events: args.events,
+                aggregates: args.aggregates,
+                hot_commands: args.hot_commands,
+                commands_per_aggregate: args.commands_per_aggregate,
+                tasks: args.tasks,
+                snapshot_every: args.snapshot_every,
+                dir: args.dir,
+                only: args.only.into_iter().map(FrameworkPart::from).collect(),
+            };
+            (
+                "framework",
+                rt.block_on(eventfold_bench::run_framework_bench(opts)),
             )
         }
     };
