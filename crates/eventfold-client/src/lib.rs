@@ -159,10 +159,7 @@ fn event_json(e: &NewEvent) -> serde_json::Value {
     m.insert("content_type".into(), e.content_type.as_str().into());
     m.insert("schema_version".into(), e.schema_version.into());
     if !e.metadata.is_empty() {
-        m.insert(
-            "metadata".into(),
-            serde_json::Value::Object(e.metadata.clone()),
-        );
+        m.insert("metadata".into(), e.metadata.clone().into());
     }
     let as_json = e
         .content_type

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::ser::SerializeMap;
@@ -9,7 +10,178 @@ use crate::names::{EventType, StreamName};
 
 /// The metadata of an event: a JSON object. `correlation_id`, `causation_id`, `source`,
 /// `user_id`, `traceparent` and `tracestate` have the contract's meanings; other keys are free.
-pub type Metadata = serde_json::Map<String, serde_json::Value>;
+///
+/// It derefs to a `serde_json::Map`. Read from a store it holds the object's JSON text as
+/// stored ([`Metadata::from_raw_json`]) and parses it into the map only on first access, so
+/// readers that never look at metadata never pay for it; serializing an untouched value writes
+/// the stored text back out as it is. Mutable access (`DerefMut`) parses it and drops the
+/// text. Stored text that does not parse as a JSON object (only a bug could produce it: stores
+/// validate metadata on append and check their records) reads as an empty map and serializes
+/// as `{}`.
+#[derive(Clone, Default)]
+pub struct Metadata {
+    /// The object's compact JSON text as stored, while the map has not been changed.
+    raw: Option<Arc<str>>,
+    /// The map, parsed from `raw` on first access (or given).
+    parsed: OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Metadata {
+    /// An empty object.
+    pub fn new() -> Self {
+        Metadata::default()
+    }
+
+    /// Metadata backed by a JSON object's text as a store keeps it, parsed on first access.
+    /// The text must be a compact JSON object (as `serde_json::to_string` of a map writes it,
+    /// no line breaks between tokens); it is trusted, not validated here: a store calls this
+    /// with what it validated on append. Text that turns out not to be one reads as `{}`.
+    pub fn from_raw_json(json: impl Into<Arc<str>>) -> Self {
+        let raw: Arc<str> = json.into();
+        if raw.is_empty() {
+            return Metadata::new();
+        }
+        Metadata {
+            raw: Some(raw),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The stored JSON text, while the metadata is unchanged since it was read from a store.
+    pub fn raw_json(&self) -> Option<&str> {
+        self.raw.as_deref()
+    }
+
+    /// The string value of a key (`None` when missing or not a string).
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+
+    /// The length in bytes of the compact JSON form (0 when empty, the contract's rule for
+    /// the per-event size limit).
+    pub fn json_len(&self) -> usize {
+        match self.raw.as_deref() {
+            Some("{}") => 0,
+            Some(raw) if self.raw_is_usable() => raw.len(),
+            _ if self.is_empty() => 0,
+            _ => serde_json::to_vec(&**self).map(|v| v.len()).unwrap_or(0),
+        }
+    }
+
+    /// Into the plain map (parsing the stored text if not done yet).
+    pub fn into_map(mut self) -> serde_json::Map<String, serde_json::Value> {
+        std::mem::take(&mut *self)
+    }
+
+    /// Whether `raw` may go out as it is: an object with no line break between tokens.
+    fn raw_is_usable(&self) -> bool {
+        self.raw.as_deref().is_some_and(|r| {
+            r.starts_with('{') && r.ends_with('}') && !r.bytes().any(|b| b == b'\n' || b == b'\r')
+        })
+    }
+
+    fn parse(raw: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+        raw.and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Metadata {
+    type Target = serde_json::Map<String, serde_json::Value>;
+
+    /// The map, parsing the stored text on first access.
+    fn deref(&self) -> &Self::Target {
+        self.parsed
+            .get_or_init(|| Metadata::parse(self.raw.as_deref()))
+    }
+}
+
+impl std::ops::DerefMut for Metadata {
+    /// The map, to change: parses the stored text if needed and forgets it.
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        if let Some(raw) = self.raw.take()
+            && self.parsed.get().is_none()
+        {
+            self.parsed = OnceLock::from(Metadata::parse(Some(&raw)));
+        }
+        self.parsed.get_or_init(serde_json::Map::new);
+        self.parsed
+            .get_mut()
+            .expect("the map was initialized just above")
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for Metadata {
+    fn from(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Metadata {
+            raw: None,
+            parsed: OnceLock::from(map),
+        }
+    }
+}
+
+impl From<Metadata> for serde_json::Map<String, serde_json::Value> {
+    fn from(m: Metadata) -> Self {
+        m.into_map()
+    }
+}
+
+impl From<Metadata> for serde_json::Value {
+    fn from(m: Metadata) -> Self {
+        serde_json::Value::Object(m.into_map())
+    }
+}
+
+impl FromIterator<(String, serde_json::Value)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (String, serde_json::Value)>>(iter: I) -> Self {
+        Metadata::from(iter.into_iter().collect::<serde_json::Map<_, _>>())
+    }
+}
+
+impl PartialEq for Metadata {
+    /// Equal maps (the same stored text short-cuts the parse).
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.raw, &other.raw) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl PartialEq<serde_json::Map<String, serde_json::Value>> for Metadata {
+    fn eq(&self, other: &serde_json::Map<String, serde_json::Value>) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl serde::Serialize for Metadata {
+    /// The JSON object: the stored text as it is when unchanged (to a JSON serializer), else
+    /// the map.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable()
+            && self.raw_is_usable()
+            && let Some(raw) = self
+                .raw
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<&serde_json::value::RawValue>(r).ok())
+        {
+            return raw.serialize(s);
+        }
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Map::deserialize(d).map(Metadata::from)
+    }
+}
 
 /// Longest content type, in bytes.
 const CONTENT_TYPE_BYTES_MAX: usize = 256;
@@ -191,11 +363,7 @@ impl NewEvent {
 }
 
 fn metadata_len(m: &Metadata) -> usize {
-    if m.is_empty() {
-        0
-    } else {
-        serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0)
-    }
+    m.json_len()
 }
 
 /// An event as stored: everything of the contract's event.
@@ -325,6 +493,51 @@ mod tests {
             ..e
         };
         assert!(!serde_json::to_string(&e).unwrap().contains('\n'));
+    }
+
+    #[test]
+    fn stored_metadata_parses_on_first_access_and_goes_out_as_stored() {
+        let stored = r#"{"correlation_id":"c-1","n":1.10,"z":{"b":1,"a":2}}"#;
+        let m = Metadata::from_raw_json(stored);
+        assert_eq!(serde_json::to_string(&m).unwrap(), stored);
+        assert_eq!(m.json_len(), stored.len());
+        assert_eq!(m.get_str("correlation_id"), Some("c-1"));
+        assert_eq!(m["z"]["a"], 2);
+        // Reading does not change the output; a change does.
+        assert_eq!(serde_json::to_string(&m).unwrap(), stored);
+        let mut changed = m.clone();
+        assert_eq!(changed, m);
+        changed.insert("source".into(), "test".into());
+        assert_eq!(changed.raw_json(), None);
+        assert_ne!(changed, m);
+        assert_eq!(
+            serde_json::to_string(&changed).unwrap(),
+            r#"{"correlation_id":"c-1","n":1.1,"source":"test","z":{"a":2,"b":1}}"#
+        );
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(stored).unwrap();
+        assert_eq!(Metadata::from(map.clone()), m);
+        assert_eq!(serde_json::from_str::<Metadata>(stored).unwrap(), m);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::Value::Object(map)
+        );
+    }
+
+    #[test]
+    fn unusable_stored_metadata_reads_and_writes_as_an_empty_object() {
+        for bad in ["{\"a\":", "[1]", "{\"a\":\n1}x", "{nope}"] {
+            let m = Metadata::from_raw_json(bad);
+            let out = serde_json::to_string(&m).unwrap();
+            assert!(
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&out).is_ok(),
+                "{bad:?} went out as {out}"
+            );
+            assert!(m.is_empty(), "{bad:?}");
+        }
+        let pretty = Metadata::from_raw_json("{\"a\":\n1}");
+        assert_eq!(serde_json::to_string(&pretty).unwrap(), r#"{"a":1}"#);
+        assert_eq!(Metadata::from_raw_json("{}").json_len(), 0);
+        assert_eq!(Metadata::from_raw_json(""), Metadata::new());
     }
 
     #[test]

@@ -257,10 +257,12 @@ impl RecordIn<'_> {
     /// The record as a user event. `None` if a stored value no longer validates (which the
     /// writer never produces; treated as corruption by callers).
     pub fn to_event(self, names: &mut NameCache) -> Option<RecordedEvent> {
-        let metadata: Metadata = if self.metadata.is_empty() {
-            Metadata::new()
-        } else {
-            serde_json::from_slice(self.metadata).ok()?
+        // Kept as the stored text and parsed only if a reader looks at it: the writer stored
+        // a validated object (compact, as serde_json writes a map) and the record's CRC held.
+        let metadata = match self.metadata {
+            [] => Metadata::new(),
+            [b'{', ..] => Metadata::from_raw_json(std::str::from_utf8(self.metadata).ok()?),
+            _ => return None,
         };
         Some(RecordedEvent {
             id: EventId::from_bytes(self.id),

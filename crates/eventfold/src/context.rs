@@ -57,7 +57,7 @@ impl Context {
 
     /// [`Context::caused_by`] from an event's id and metadata.
     pub fn caused_by_parts(id: &EventId, metadata: &Metadata) -> Self {
-        let text = |k: &str| metadata.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let text = |k: &str| metadata.get_str(k).map(str::to_owned);
         Context {
             correlation_id: text(CORRELATION_ID).unwrap_or_else(|| id.to_string()),
             causation_id: id.to_string(),

@@ -208,12 +208,12 @@ pub struct Envelope<E> {
 impl<E> Envelope<E> {
     /// The correlation id the event carries.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.metadata.get(CORRELATION_ID).and_then(|v| v.as_str())
+        self.metadata.get_str(CORRELATION_ID)
     }
 
     /// The causation id the event carries.
     pub fn causation_id(&self) -> Option<&str> {
-        self.metadata.get(CAUSATION_ID).and_then(|v| v.as_str())
+        self.metadata.get_str(CAUSATION_ID)
     }
 
     /// The context for work this event causes: its correlation id, itself as the cause.

@@ -55,10 +55,7 @@ impl DeadLetter {
         metadata.insert(ORIGINAL_REVISION.into(), o.revision.0.into());
         metadata.insert(ORIGINAL_POSITION.into(), o.position.0.into());
         metadata.insert(ORIGINAL_TIMESTAMP.into(), o.timestamp.0.into());
-        metadata.insert(
-            ORIGINAL_METADATA.into(),
-            serde_json::Value::Object(o.metadata.clone()),
-        );
+        metadata.insert(ORIGINAL_METADATA.into(), o.metadata.clone().into());
         NewEvent::bytes(
             EventType::new(DEAD_LETTER_EVENT_TYPE).expect("a valid constant event type"),
             o.content_type.clone(),
@@ -87,7 +84,7 @@ impl DeadLetter {
             content_type: recorded.content_type.clone(),
             data: recorded.data.clone(),
             metadata: match m.get(ORIGINAL_METADATA) {
-                Some(serde_json::Value::Object(o)) => o.clone(),
+                Some(serde_json::Value::Object(o)) => Metadata::from(o.clone()),
                 _ => Metadata::new(),
             },
         };
