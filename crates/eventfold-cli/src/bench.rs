@@ -28,7 +28,7 @@ pub enum BenchCmd {
     Groups(GroupsArgs),
     /// The `eventfold` framework on the embedded engine: commands per second through the
     /// repository (one hot aggregate; many aggregates with concurrent tasks; without and with
-    /// snapshots) beside raw appends of the same events, and a projection rebuild over the
+    /// snapshots, and with the in-memory state cache) beside raw appends of the same events, and a projection rebuild over the
     /// preloaded events into an in-memory read model and into SQLite. Takes about a minute at
     /// the defaults.
     Framework(FrameworkArgs),

@@ -13,6 +13,10 @@ use crate::event::{Codec, CodecError, encode_event};
 use crate::snapshot::{SnapshotPolicy, Snapshots};
 use crate::upcast::Upcasters;
 
+mod cache;
+
+use cache::StateCache;
+
 /// Attempts of one command by default: the first, and two retries after a concurrent writer.
 pub const MAX_ATTEMPTS_DEFAULT: u32 = 3;
 
@@ -29,13 +33,18 @@ const READ_PAGE_EVENTS: usize = 1_000;
 /// [`max_attempts`](Repository::with_max_attempts) times in all. Correlation and causation ids
 /// of the [`Context`] go into every event's metadata.
 ///
-/// Cheap to clone: clones share the store; hand one to every task.
+/// With [`with_cache`](Repository::with_cache), the load is replaced by a copy of the state the
+/// last command of this process left, plus the events other writers appended since (normally
+/// none).
+///
+/// Cheap to clone: clones share the store (and the cache); hand one to every task.
 pub struct Repository<A: Aggregate> {
     store: Arc<dyn EventStore>,
     codec: Codec,
     upcasters: Upcasters,
     max_attempts: u32,
     snapshots: Option<Snapshots<A>>,
+    cache: Option<Arc<StateCache<A>>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -47,6 +56,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             upcasters: self.upcasters.clone(),
             max_attempts: self.max_attempts,
             snapshots: self.snapshots,
+            cache: self.cache.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -60,6 +70,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
             .field("upcasters", &self.upcasters)
             .field("max_attempts", &self.max_attempts)
             .field("snapshots", &self.snapshots)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -92,6 +103,13 @@ pub struct Executed<A: Aggregate> {
     pub position: Option<Position>,
     /// How many times the command ran (1 unless a concurrent writer forced a retry).
     pub attempts: u32,
+    /// Whether the last attempt started from the repository's cache (see
+    /// [`Repository::with_cache`]) instead of loading the aggregate.
+    pub from_cache: bool,
+    /// How many stored events the last attempt read and applied to get the state it decided
+    /// on: the events after the snapshot (or all of them) on a load; on a cache hit only those
+    /// other writers appended since this process last saw the stream, normally 0.
+    pub events_loaded: u64,
 }
 
 /// Why a command or a load failed.
@@ -190,6 +208,7 @@ impl<A: Aggregate> Repository<A> {
             upcasters: Upcasters::new(),
             max_attempts: MAX_ATTEMPTS_DEFAULT,
             snapshots: None,
+            cache: None,
             _aggregate: PhantomData,
         }
     }
@@ -220,6 +239,47 @@ impl<A: Aggregate> Repository<A> {
     {
         self.snapshots = Some(Snapshots::new(policy));
         self
+    }
+
+    /// Keeps the state of up to `capacity` aggregates (at least 1) in memory between commands,
+    /// the least recently used evicted first, so that [`execute`](Repository::execute) on a hot
+    /// aggregate skips the load.
+    ///
+    /// A cached entry is a state *the store confirmed*: read from it, or the result of an
+    /// append it accepted, with its revision. A command on a cached aggregate copies the state
+    /// and reads only the stream after the cached revision (one small read, normally empty;
+    /// events another process appended are applied, so the cache stays correct when several
+    /// processes write the same aggregates), decides, and appends with that revision as the
+    /// expected one. A refused append (a concurrent writer won) drops the entry and the command
+    /// runs again on a fresh load, as without a cache (or on the later state a concurrent
+    /// command of this process confirmed meanwhile); any other failure of the read or the
+    /// append drops the entry too. A command that decides no event, or is refused, keeps the
+    /// entry: the state it was decided on is still the store's.
+    ///
+    /// What it saves: the snapshot read and the replay of the events since the snapshot (or of
+    /// the whole stream), per command. What it costs: one clone of the state per command and
+    /// one per cache hit, and memory of `capacity` × the state's size. The cache lives in this
+    /// process and is shared by the repository's clones (calling `with_cache` again starts a new
+    /// one). [`load`](Repository::load) and the temporal loads do not use it: they always read
+    /// the store. Snapshots, if on, are still written as their policy says. Like a snapshot, a
+    /// cached state does not notice a stream that another process soft-deleted and wrote again
+    /// (the new events continue its revisions): the events are applied on top of it.
+    pub fn with_cache(mut self, capacity: usize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = Some(Arc::new(StateCache::new(capacity, A::clone)));
+        self
+    }
+
+    /// How many aggregate states the cache holds now (0 without a cache).
+    pub fn cached_len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// The most aggregate states the cache holds, `None` without a cache.
+    pub fn cache_capacity(&self) -> Option<usize> {
+        self.cache.as_ref().map(|c| c.capacity())
     }
 
     /// The store this repository reads and writes.
@@ -343,7 +403,7 @@ impl<A: Aggregate> Repository<A> {
         attempt: u32,
         decide: impl FnOnce(&A) -> Result<Vec<A::Event>, A::Error>,
     ) -> Result<Executed<A>, AttemptError<A::Error>> {
-        let loaded = self.load_stream(stream, Until::Latest).await?;
+        let (loaded, from_cache) = self.load_for_command(stream).await?;
         let events = decide(&loaded.state).map_err(RepositoryError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed {
@@ -352,6 +412,8 @@ impl<A: Aggregate> Repository<A> {
                 revision: loaded.revision,
                 position: None,
                 attempts: attempt,
+                from_cache,
+                events_loaded: loaded.events_applied,
             });
         }
         let new_events = events
@@ -368,7 +430,15 @@ impl<A: Aggregate> Repository<A> {
             None => ExpectedRevision::NoStream,
             Some(r) => ExpectedRevision::Exact(r.0),
         };
-        let written = match self.store.append(stream, expected, new_events).await {
+        let appended = self.store.append(stream, expected, new_events).await;
+        if appended.is_err()
+            && let Some(cache) = &self.cache
+        {
+            // Another writer got there first, or the append failed in a way that may or may
+            // not have written: the cached state is no longer known to be the latest.
+            cache.invalidate(stream.as_str(), loaded.revision);
+        }
+        let written = match appended {
             Ok(w) => w,
             Err(e @ StoreError::WrongExpectedRevision { .. }) => {
                 return Err(AttemptError::Conflict(e));
@@ -385,11 +455,13 @@ impl<A: Aggregate> Repository<A> {
         for e in &events {
             state.apply(e);
         }
+        let mut snapshot_revision = loaded.snapshot_revision;
         if let Some(snapshots) = &self.snapshots
             && snapshots
                 .policy
                 .due(loaded.snapshot_revision, written.last_revision)
         {
+            snapshot_revision = Some(written.last_revision);
             snapshots
                 .write(
                     &*self.store,
@@ -400,13 +472,65 @@ impl<A: Aggregate> Repository<A> {
                 )
                 .await;
         }
+        if let Some(cache) = &self.cache {
+            cache.put(
+                stream.as_str(),
+                &state,
+                written.last_revision,
+                snapshot_revision,
+            );
+        }
         Ok(Executed {
             state,
             events,
             revision: Some(written.last_revision),
             position: Some(written.last_position),
             attempts: attempt,
+            from_cache,
+            events_loaded: loaded.events_applied,
         })
+    }
+
+    /// The latest state for a command: the cached one plus the events after it when the cache
+    /// has the aggregate (`true`), else a load (whose result is then cached).
+    async fn load_for_command(
+        &self,
+        stream: &StreamName,
+    ) -> Result<(Loaded<A>, bool), RepositoryError<A::Error>> {
+        let Some(cache) = &self.cache else {
+            return Ok((self.load_stream(stream, Until::Latest).await?, false));
+        };
+        let key = stream.as_str();
+        let Some(cached) = cache.get(key) else {
+            let loaded = self.load_stream(stream, Until::Latest).await?;
+            if let Some(revision) = loaded.revision {
+                cache.put(key, &loaded.state, revision, loaded.snapshot_revision);
+            }
+            return Ok((loaded, false));
+        };
+        let start = Loaded {
+            state: cached.state,
+            revision: Some(cached.revision),
+            snapshot_revision: cached.snapshot_revision,
+            events_applied: 0,
+        };
+        match self.read_after(stream, start, Until::Latest).await {
+            Ok(loaded) => {
+                match loaded.revision {
+                    // The stream was deleted: nothing to keep.
+                    None => cache.invalidate(key, Some(cached.revision)),
+                    Some(revision) if loaded.events_applied > 0 => {
+                        cache.put(key, &loaded.state, revision, loaded.snapshot_revision);
+                    }
+                    Some(_) => {}
+                }
+                Ok((loaded, true))
+            }
+            Err(e) => {
+                cache.invalidate(key, Some(cached.revision));
+                Err(e)
+            }
+        }
     }
 
     async fn load_stream(
@@ -431,7 +555,7 @@ impl<A: Aggregate> Repository<A> {
                 }),
             None => None,
         };
-        let mut loaded = match snapshot {
+        let loaded = match snapshot {
             Some(found) => Loaded {
                 state: found.state,
                 revision: Some(found.revision),
@@ -445,16 +569,33 @@ impl<A: Aggregate> Repository<A> {
                 events_applied: 0,
             },
         };
+        self.read_after(stream, loaded, until).await
+    }
+
+    /// `loaded` moved forward by the events of `stream` after its revision, up to `until`.
+    async fn read_after(
+        &self,
+        stream: &StreamName,
+        mut loaded: Loaded<A>,
+        until: Until,
+    ) -> Result<Loaded<A>, RepositoryError<A::Error>> {
+        let store_error = |source| RepositoryError::Store {
+            stream: stream.clone(),
+            action: "read",
+            source,
+        };
+        let started_empty = loaded.revision.is_none();
         let mut from = loaded.revision.map_or(0, |r| r.0 + 1);
         loop {
             let read = ReadStream::forward(READ_PAGE_EVENTS).from(ReadFrom::At(Revision(from)));
             let slice = match self.store.read_stream(stream, read).await {
                 Ok(slice) => slice,
-                Err(StoreError::StreamNotFound { .. }) if loaded.snapshot_revision.is_none() => {
+                Err(StoreError::StreamNotFound { .. }) if started_empty => {
                     return Ok(loaded);
                 }
                 Err(StoreError::StreamNotFound { .. }) => {
-                    // The stream was deleted after the snapshot: the aggregate is gone.
+                    // The stream was deleted after the snapshot (or the cached state): the
+                    // aggregate is gone.
                     return Ok(Loaded {
                         state: A::default(),
                         revision: None,

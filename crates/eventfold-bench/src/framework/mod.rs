@@ -2,7 +2,8 @@
 //! durability: an append is acknowledged after the `fdatasync` of its group commit).
 //!
 //! - Commands through the [`eventfold::Repository`] (load, decide, append with the expected
-//!   revision) for one hot aggregate and for many aggregates, without and with snapshots, each
+//!   revision) for one hot aggregate and for many aggregates, without and with snapshots, and
+//!   with the in-memory state cache ([`eventfold::Repository::with_cache`]), each
 //!   beside a reference row that appends the same events straight to the store at the same
 //!   concurrency: the ratio is the framework's cost.
 //! - A full projection rebuild ([`eventfold::ProjectionProcessor::rebuild`]) over the
@@ -124,12 +125,14 @@ struct Results {
     hot_raw: Option<Measurement>,
     hot: Option<CommandRun>,
     hot_snap: Option<CommandRun>,
+    hot_cache: Option<CommandRun>,
     many_raw: Option<Measurement>,
     many: Option<CommandRun>,
     many_snap: Option<CommandRun>,
     many_load: Option<CommandRun>,
     many_load_after: Option<CommandRun>,
     many_snap_load: Option<CommandRun>,
+    many_cache: Option<CommandRun>,
     preload: Option<Measurement>,
     read_pages: Option<Measurement>,
     batches: Option<Measurement>,
@@ -228,6 +231,10 @@ async fn run_rows(
     let snapshots = SnapshotPolicy::every(opts.snapshot_every);
     let plain = Repository::<Account>::new(store.clone());
     let snapshotting = Repository::<Account>::new(store.clone()).with_snapshots(snapshots);
+    // Room for every aggregate of the run, so the rows measure hits (after each aggregate's
+    // first command), not eviction.
+    let caching = Repository::<Account>::new(store.clone())
+        .with_cache(usize::try_from(opts.aggregates).unwrap_or(usize::MAX));
 
     // The rebuild rows go first: they replay exactly the preloaded events, before the
     // command rows add more of the same types.
@@ -271,6 +278,11 @@ async fn run_rows(
             opts.snapshot_every
         );
         r.hot_snap = Some(commands::hot_framework(&snapshotting, "hot1", n).await?);
+        eprintln!(
+            "(1c) repository: {} commands, one aggregate, cached state",
+            count(n)
+        );
+        r.hot_cache = Some(commands::hot_framework(&caching, "hot2", n).await?);
     }
     if opts.runs(FrameworkPart::Aggregates) {
         let spread = opts.spread();
@@ -301,6 +313,13 @@ async fn run_rows(
         // time, interleaved with the other aggregates' events.
         eprintln!("(2a.2) loads alone, no snapshots, after (2a) and (2b)");
         r.many_load_after = Some(commands::many_framework(&plain, spread, Op::Load).await?);
+        // Last, so the rows above see the same histories as before it existed. Each
+        // aggregate's first command loads it (a cache miss), the others hit.
+        eprintln!(
+            "(2c) the same as (2a), cached state (capacity {})",
+            count(opts.aggregates)
+        );
+        r.many_cache = Some(commands::many_framework(&caching, spread, Op::Execute).await?);
     }
     Ok(())
 }
@@ -394,6 +413,16 @@ fn print_table(opts: &FrameworkBenchOptions, r: &Results) {
             "-".into(),
         ));
     }
+    if let Some(c) = &r.hot_cache {
+        let m = &c.measurement;
+        t.push(row(
+            "(1c)",
+            "repository: 1 hot aggregate, cache".into(),
+            m,
+            vs(m, r.hot_raw.as_ref(), "(1)"),
+            "-".into(),
+        ));
+    }
     if let Some(m) = &r.many_raw {
         t.push(row(
             "(2)",
@@ -457,6 +486,16 @@ fn print_table(opts: &FrameworkBenchOptions, r: &Results) {
             "-".into(),
         ));
     }
+    if let Some(c) = &r.many_cache {
+        let m = &c.measurement;
+        t.push(row(
+            "(2c)",
+            format!("repository: {aggs} aggregates, {tasks} tasks, cache (capacity {aggs})"),
+            m,
+            vs(m, r.many_raw.as_ref(), "(2)"),
+            "-".into(),
+        ));
+    }
     if let Some(m) = &r.preload {
         t.push(row(
             "(p)",
@@ -517,7 +556,7 @@ fn print_table(opts: &FrameworkBenchOptions, r: &Results) {
     println!();
 
     let mut notes = vec![
-        "n counts commands (1a-2b), appends of one event (1, 2) or events (p, 3, 4); latencies are per command or append, closed-loop (each task waits for its acknowledgement)".to_string(),
+        "n counts commands (1a-2c), appends of one event (1, 2) or events (p, 3, 4); latencies are per command or append, closed-loop (each task waits for its acknowledgement)".to_string(),
         "(1)-(1b): one writer, one event per append: every command waits for its own fdatasync; group commit cannot help a single sequential writer".to_string(),
         format!(
             "(1a) loads the whole stream for every command (O(n)): {} events read and decoded in all, which is why --hot-commands is kept small; (1b) loads the latest snapshot and at most {every} events after it, and appends a snapshot every {every} commands",
@@ -530,13 +569,24 @@ fn print_table(opts: &FrameworkBenchOptions, r: &Results) {
             opts.commands_per_aggregate - 1,
             2 * opts.commands_per_aggregate
         ),
+        format!(
+            "(1c)/(2c): Repository::with_cache (capacity {aggs}): a command copies the state this process left and reads only the events after it (one read, normally empty) instead of loading; (2c) runs last, so each aggregate's first command there loads its whole history ({} events) and the later ones hit the cache",
+            per + 2 * opts.commands_per_aggregate
+        ),
         "(2) and (1) append the same event (JSON, fresh id, correlation/causation metadata) with the expected revision, to new streams, without loading anything: the framework's cost is the ratio".to_string(),
         "(3)/(4): ProjectionProcessor::rebuild (reset, then replay up to the head) of a balances projection, one upsert per event in SQLite; the read models are checked against the preload afterwards; (3.1)-(3.3) time the processor's stages alone, as a share of (3)".to_string(),
     ];
-    let retries: u64 = [&r.hot, &r.hot_snap, &r.many, &r.many_snap]
-        .iter()
-        .filter_map(|c| c.map(|c| c.retries))
-        .sum();
+    let retries: u64 = [
+        &r.hot,
+        &r.hot_snap,
+        &r.hot_cache,
+        &r.many,
+        &r.many_snap,
+        &r.many_cache,
+    ]
+    .iter()
+    .filter_map(|c| c.map(|c| c.retries))
+    .sum();
     if retries > 0 {
         notes.push(format!(
             "{retries} commands were retried after a concurrent write"

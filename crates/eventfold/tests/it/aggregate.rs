@@ -14,7 +14,7 @@ use eventfold::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::{stream, temp_store};
+use crate::support::{io_error, stream, temp_store};
 
 // ---- the aggregate under test: stock of one product ----
 
@@ -57,7 +57,7 @@ enum StockError {
     ZeroQuantity,
 }
 
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Stock {
     available: u64,
     reserved: u64,
@@ -347,6 +347,8 @@ struct Racing {
     barrier: tokio::sync::Barrier,
     reads: AtomicUsize,
     rival: bool,
+    /// Whether the next append fails with an I/O error (without writing).
+    fail_append: std::sync::atomic::AtomicBool,
 }
 
 impl Racing {
@@ -357,6 +359,7 @@ impl Racing {
             barrier: tokio::sync::Barrier::new(hold.max(1)),
             reads: AtomicUsize::new(0),
             rival,
+            fail_append: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -369,6 +372,9 @@ impl EventStore for Racing {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> eventfold::core::StoreResult<eventfold::core::AppendResult> {
+        if self.fail_append.swap(false, Ordering::SeqCst) {
+            return Err(io_error());
+        }
         if self.rival && stream.category() == "stock" {
             let rival = eventfold::encode_event(
                 &StockEvent::Received(Received { quantity: 1 }),
@@ -765,4 +771,251 @@ async fn an_id_that_makes_no_stream_name_is_refused() {
     let repo = Repository::<Stock>::new(store);
     let err = repo.load(&"x".repeat(100_000)).await.unwrap_err();
     assert!(matches!(err, RepositoryError::InvalidId { .. }), "{err:?}");
+}
+
+// ---- the state cache ----
+
+#[tokio::test]
+async fn a_cached_repository_writes_the_same_events_and_skips_the_load() {
+    let (_dir, store) = temp_store();
+    let plain = Repository::<Stock>::new(store.clone());
+    let cached = Repository::<Stock>::new(store.clone()).with_cache(16);
+    let ctx = Context::new();
+    let commands = [
+        receive(10),
+        reserve(4, "o-1"),
+        reserve(7, "o-2"),
+        receive(2),
+    ];
+    for (n, command) in commands.into_iter().enumerate() {
+        let a = plain.execute("sku-1", command.clone(), &ctx).await;
+        let b = cached.execute("sku-2", command, &ctx).await;
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (&a.state, &a.events, a.revision),
+                    (&b.state, &b.events, b.revision)
+                );
+                // Every command but the first (a new aggregate) starts from the cache.
+                assert_eq!(b.from_cache, n > 0, "command {n}");
+                assert!(!a.from_cache);
+                assert_eq!(b.events_loaded, 0);
+                assert_eq!(
+                    a.events_loaded,
+                    a.revision.unwrap().0 + 1 - a.events.len() as u64
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(a.rejection(), b.rejection()),
+            (a, b) => panic!("outcomes differ: {a:?} {b:?}"),
+        }
+    }
+    assert_eq!(
+        (cached.cached_len(), cached.cache_capacity()),
+        (1, Some(16))
+    );
+    assert_eq!((plain.cached_len(), plain.cache_capacity()), (0, None));
+
+    let stored = |events: Vec<RecordedEvent>| {
+        events
+            .into_iter()
+            .map(|e| (e.revision, e.event_type, e.data))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        stored(read(&*store, "stock-sku-1").await),
+        stored(read(&*store, "stock-sku-2").await)
+    );
+    let (a, b) = (
+        plain.load("sku-1").await.unwrap(),
+        cached.load("sku-2").await.unwrap(),
+    );
+    assert_eq!((a.state, a.revision), (b.state, b.revision));
+    // A load always reads the store.
+    assert_eq!(b.events_applied, 3);
+}
+
+#[tokio::test]
+async fn a_cached_aggregate_sees_what_another_process_appended() {
+    let (_dir, store) = temp_store();
+    let here = Repository::<Stock>::new(store.clone()).with_cache(16);
+    let elsewhere = Repository::<Stock>::new(store.clone());
+    let ctx = Context::new();
+    here.execute("sku-1", receive(10), &ctx).await.unwrap();
+    elsewhere
+        .execute("sku-1", reserve(6, "o-1"), &ctx)
+        .await
+        .unwrap();
+
+    // The cached state (10 available) is behind: the tail read brings it to 4 and the
+    // command is decided, and refused, on that.
+    let refused = here
+        .execute("sku-1", reserve(5, "o-2"), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.rejection(),
+        Some(&StockError::OutOfStock {
+            requested: 5,
+            available: 4
+        })
+    );
+    let done = here
+        .execute("sku-1", reserve(4, "o-3"), &ctx)
+        .await
+        .unwrap();
+    assert_eq!((done.from_cache, done.events_loaded), (true, 0));
+    assert_eq!(done.revision, Some(Revision(2)));
+    assert_eq!(
+        done.state,
+        Stock {
+            available: 0,
+            reserved: 10
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_stale_caches_race_and_the_loser_retries_on_a_fresh_load() {
+    let (_dir, engine) = temp_store();
+    let racing = Racing::new(engine.clone(), 2, false);
+    racing.reads.store(2, Ordering::SeqCst); // not holding reads yet
+    let ctx = Context::new();
+    let one = Repository::<Stock>::new(racing.clone()).with_cache(16);
+    let two = Repository::<Stock>::new(racing.clone()).with_cache(16);
+    one.execute("sku-1", receive(10), &ctx).await.unwrap();
+    // A command that decides nothing still caches the state it loaded.
+    let nothing = two
+        .execute_with("sku-1", &ctx, |_| Ok(Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!((nothing.revision, two.cached_len()), (Some(Revision(0)), 1));
+
+    // Both start from their cache at revision 0, read the (empty) tail before either appends.
+    racing.reads.store(0, Ordering::SeqCst);
+    let (a, b) = tokio::join!(
+        one.execute("sku-1", reserve(4, "o-a"), &ctx),
+        two.execute("sku-1", reserve(5, "o-b"), &ctx),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut runs = [(a.attempts, a.from_cache), (b.attempts, b.from_cache)];
+    runs.sort();
+    assert_eq!(
+        runs,
+        [(1, true), (2, false)],
+        "the loser reloaded: {a:?} {b:?}"
+    );
+
+    let expected = Stock {
+        available: 1,
+        reserved: 9,
+    };
+    assert_eq!(engine_load(&engine).await, expected);
+    // Both caches moved on: the next commands need no retry and read only the tail.
+    for repo in [&one, &two] {
+        let done = repo
+            .execute_with("sku-1", &ctx, |_| Ok(Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!((done.state.clone(), done.attempts), (expected.clone(), 1));
+        assert!(done.from_cache);
+    }
+}
+
+async fn engine_load(store: &Arc<dyn EventStore>) -> Stock {
+    Repository::<Stock>::new(store.clone())
+        .load("sku-1")
+        .await
+        .unwrap()
+        .state
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity_and_evicts_the_least_recently_used() {
+    let (_dir, store) = temp_store();
+    let repo = Repository::<Stock>::new(store).with_cache(2);
+    let ctx = Context::new();
+    for id in ["a", "b", "c"] {
+        repo.execute(id, receive(1), &ctx).await.unwrap();
+    }
+    assert_eq!(repo.cached_len(), 2);
+    let hit = |id: &'static str| {
+        let repo = repo.clone();
+        let ctx = ctx.clone();
+        async move {
+            let done = repo.execute(id, receive(1), &ctx).await.unwrap();
+            (done.from_cache, done.events_loaded)
+        }
+    };
+    // "a", used least recently, was evicted; "b" and "c" were kept.
+    assert_eq!(hit("b").await, (true, 0));
+    assert_eq!(hit("a").await, (false, 1));
+    // Loading "a" evicted "c", now the least recently used.
+    assert_eq!(hit("c").await, (false, 1));
+    assert_eq!(hit("a").await, (true, 0));
+    assert_eq!(repo.cached_len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_append_leaves_no_cached_state() {
+    let (_dir, engine) = temp_store();
+    let racing = Racing::new(engine.clone(), 0, false);
+    let repo = Repository::<Stock>::new(racing.clone()).with_cache(16);
+    let ctx = Context::new();
+    repo.execute("sku-1", receive(10), &ctx).await.unwrap();
+    assert_eq!(repo.cached_len(), 1);
+
+    racing.fail_append.store(true, Ordering::SeqCst);
+    let err = repo
+        .execute("sku-1", reserve(3, "o-1"), &ctx)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepositoryError::Store {
+                action: "append to",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(repo.cached_len(), 0);
+
+    // The next command loads what the store has.
+    let done = repo
+        .execute("sku-1", reserve(3, "o-1"), &ctx)
+        .await
+        .unwrap();
+    assert_eq!((done.from_cache, done.events_loaded), (false, 1));
+    assert_eq!(done.state.available, 7);
+
+    // A refused append (a concurrent writer on every attempt) drops the entry too.
+    let rivals = Repository::<Stock>::new(Racing::new(engine, 0, true))
+        .with_cache(16)
+        .with_max_attempts(2);
+    rivals.execute("sku-1", receive(1), &ctx).await.unwrap_err();
+    assert_eq!(rivals.cached_len(), 0);
+}
+
+#[tokio::test]
+async fn snapshots_are_still_written_with_the_cache() {
+    let (_dir, store) = temp_store();
+    let repo = Repository::<Stock>::new(store.clone())
+        .with_snapshots(SnapshotPolicy::every(5))
+        .with_cache(4);
+    let ctx = Context::new();
+    for _ in 0..12 {
+        repo.execute("sku-1", receive(1), &ctx).await.unwrap();
+    }
+    let covered: Vec<_> = read(&*store, "snapshot-stock-sku-1")
+        .await
+        .iter()
+        .map(|e| e.metadata["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(covered, [4, 9]);
+    let loaded = repo.load("sku-1").await.unwrap();
+    assert_eq!(
+        (loaded.snapshot_revision, loaded.state.available),
+        (Some(Revision(9)), 12)
+    );
 }
