@@ -6,7 +6,8 @@
 //! `search_path`) in the same transaction and commits both together, so a crash at any point
 //! leaves them in step: a restart neither skips an event nor applies one twice. Drive it with
 //! [`eventfold::ProjectionProcessor`]. [`PostgresCheckpoints`] keeps other consumers'
-//! checkpoints in the same table.
+//! checkpoints in the same table, and [`PostgresProcessedIds`] the ids idempotent consumers
+//! have handled.
 
 use std::sync::Arc;
 
@@ -15,6 +16,9 @@ use eventfold::{BoxError, CheckpointStore, Envelope, Projection, ReadModel};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
 
+mod processed;
+
+pub use processed::PostgresProcessedIds;
 pub use tokio_postgres;
 
 /// The checkpoint table, created by [`PostgresReadModel::new`].

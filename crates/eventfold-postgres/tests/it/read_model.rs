@@ -8,11 +8,11 @@ use eventfold::{
     ProjectionProcessor, ReadModel,
 };
 use eventfold_engine::{Engine, EngineOptions};
-use eventfold_postgres::tokio_postgres::{Client, Transaction};
-use eventfold_postgres::{PostgresCheckpoints, PostgresProjection, PostgresReadModel, connect};
+use eventfold_postgres::tokio_postgres::Transaction;
+use eventfold_postgres::{PostgresCheckpoints, PostgresProjection, PostgresReadModel};
 use serde::{Deserialize, Serialize};
 
-const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3";
+use crate::{client_in, drop_schema};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Added {
@@ -86,44 +86,6 @@ impl PostgresProjection for Totals {
         tx.batch_execute("DELETE FROM applied; UPDATE totals SET count = 0, sum = 0;")
             .await?;
         Ok(())
-    }
-}
-
-/// A client in a fresh schema of its own, or `None` (skip) when PostgreSQL is unreachable.
-async fn client_in(schema: Option<&str>) -> Option<(Client, String)> {
-    let client = match connect(PG).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("PostgreSQL is required (EVENTFOLD_REQUIRE_SERVICES=1): {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: PostgreSQL is unreachable at 127.0.0.1:5432: {e}");
-            return None;
-        }
-    };
-    let schema = match schema {
-        Some(s) => s.to_owned(),
-        None => {
-            let s = format!("ef_test_{}", uuid::Uuid::new_v4().simple());
-            client
-                .batch_execute(&format!("CREATE SCHEMA {s}"))
-                .await
-                .unwrap();
-            s
-        }
-    };
-    client
-        .batch_execute(&format!("SET search_path TO {schema}"))
-        .await
-        .unwrap();
-    Some((client, schema))
-}
-
-async fn drop_schema(schema: &str) {
-    if let Some((c, _)) = client_in(Some("public")).await {
-        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .unwrap();
     }
 }
 
