@@ -3,6 +3,7 @@
 mod bench;
 mod client_cmd;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,8 @@ enum Command {
         which: bench::BenchCmd,
     },
     /// Check a data directory: every record's checksum, the order of positions and revisions,
-    /// and the index checkpoints. The store must not be open in a server.
+    /// and the index checkpoints, of the store and of its consumer-group state (`DIR/groups`)
+    /// when there is one. The store must not be open in a server.
     Verify {
         /// The data directory.
         dir: PathBuf,
@@ -78,19 +80,6 @@ fn main() -> ExitCode {
         }
         Command::Bench { which } => bench::run(which),
         Command::Client(command) => client_cmd::run(command),
-        Command::Verify { dir } => match eventfold_engine::verify(&dir) {
-            Ok(report) => {
-                println!("{report}");
-                if report.is_ok() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => {
-                eprintln!("error: cannot verify {}: {e}", dir.display());
-                ExitCode::from(2)
-            }
-        },
+        Command::Verify { dir } => verify::run(&dir),
     }
 }

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub consumer_group_acked: Family<GroupLabel, Counter>,
     /// A consumer group's failed attempts (nack retry or ack timeout).
     pub consumer_group_retried: Family<GroupLabel, Counter>,
+    /// A consumer group's events parked now (parked and not yet replayed).
+    pub consumer_group_parked: Family<GroupLabel, Gauge>,
 }
 
 /// One consumer group's figures, as its manager counts them.
@@ -60,6 +62,8 @@ pub struct GroupFigures {
     pub retried_total: u64,
     /// Parked events since start-up.
     pub parked_total: u64,
+    /// Events parked now (not yet replayed).
+    pub parked: u64,
 }
 
 impl Default for Metrics {
@@ -86,6 +90,7 @@ impl Metrics {
         let consumer_group_delivered = Family::<GroupLabel, Counter>::default();
         let consumer_group_acked = Family::<GroupLabel, Counter>::default();
         let consumer_group_retried = Family::<GroupLabel, Counter>::default();
+        let consumer_group_parked = Family::<GroupLabel, Gauge>::default();
         registry.register(
             "eventfold_consumer_group_in_flight",
             "Unacknowledged deliveries of a consumer group",
@@ -105,6 +110,11 @@ impl Metrics {
             "eventfold_consumer_group_retried",
             "Failed delivery attempts (nack retry or ack timeout) in a consumer group",
             consumer_group_retried.clone(),
+        );
+        registry.register(
+            "eventfold_consumer_group_parked",
+            "Events a consumer group holds parked (parked and not yet replayed)",
+            consumer_group_parked.clone(),
         );
         registry.register(
             "eventfold_events_appended",
@@ -160,6 +170,7 @@ impl Metrics {
             consumer_group_delivered,
             consumer_group_acked,
             consumer_group_retried,
+            consumer_group_parked,
         }
     }
 
@@ -180,6 +191,9 @@ impl Metrics {
         self.consumer_group_in_flight
             .get_or_create(&label)
             .set(i64::try_from(f.in_flight).unwrap_or(i64::MAX));
+        self.consumer_group_parked
+            .get_or_create(&label)
+            .set(i64::try_from(f.parked).unwrap_or(i64::MAX));
         advance(
             &self.consumer_group_delivered.get_or_create(&label),
             f.delivered_total,
@@ -205,6 +219,7 @@ impl Metrics {
         self.consumer_group_delivered.remove(&label);
         self.consumer_group_acked.remove(&label);
         self.consumer_group_retried.remove(&label);
+        self.consumer_group_parked.remove(&label);
         self.events_parked.remove(&label);
     }
 
@@ -270,5 +285,38 @@ mod tests {
             text.contains("eventfold_consumer_group_lag{group=\"g1\"} 7"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_parked_gauge_follows_the_groups_figures_and_goes_with_the_group() {
+        let m = Metrics::new();
+        let figures = |parked, parked_total| GroupFigures {
+            lag: 0,
+            in_flight: 0,
+            delivered_total: 3,
+            acked_total: 1,
+            retried_total: 0,
+            parked_total,
+            parked,
+        };
+        m.observe_group("g1", figures(2, 2));
+        let text = m.render();
+        assert!(
+            text.contains("eventfold_consumer_group_parked{group=\"g1\"} 2"),
+            "{text}"
+        );
+        // A replay lowers the gauge; the parked counter keeps its total.
+        m.observe_group("g1", figures(0, 2));
+        let text = m.render();
+        assert!(
+            text.contains("eventfold_consumer_group_parked{group=\"g1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("eventfold_events_parked_total{group=\"g1\"} 2"),
+            "{text}"
+        );
+        m.forget_group("g1");
+        assert!(!m.render().contains("group=\"g1\""));
     }
 }

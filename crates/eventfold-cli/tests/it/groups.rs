@@ -37,6 +37,16 @@ fn positions(deliveries: &Value) -> Vec<u64> {
         .collect()
 }
 
+async fn scrape(c: &reqwest::Client, u: &str) -> String {
+    c.get(format!("{u}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -118,6 +128,12 @@ async fn every_group_endpoint_over_http() {
         (Some(1), Some(2))
     );
     assert_eq!(info["consumers"][0]["name"], "c1");
+    assert!(
+        scrape(&c, &u)
+            .await
+            .contains("eventfold_consumer_group_parked{group=\"g\"} 1"),
+        "the parked gauge counts the parked event"
+    );
 
     let (st, r) = send(
         c.post(format!("{u}/subscriptions/g/parked/replay"))
@@ -125,6 +141,16 @@ async fn every_group_endpoint_over_http() {
     )
     .await;
     assert_eq!((st, r), (200, json!({"replayed": 1})));
+    let metrics = scrape(&c, &u).await;
+    for m in [
+        "eventfold_consumer_group_parked{group=\"g\"} 0",
+        "eventfold_events_parked_total{group=\"g\"} 1",
+    ] {
+        assert!(
+            metrics.contains(m),
+            "after the replay, {m} missing from:\n{metrics}"
+        );
+    }
 
     // Push: the rest (6 fresh, the retried one, the replayed one) over NDJSON.
     let resp = c
@@ -172,14 +198,7 @@ async fn every_group_endpoint_over_http() {
         (Some(0), Some(0)),
         "{info}"
     );
-    let metrics = c
-        .get(format!("{u}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&c, &u).await;
     for m in [
         "eventfold_consumer_group_acked_total{group=\"g\"} 10",
         "eventfold_consumer_group_delivered_total{group=\"g\"}",
@@ -631,4 +650,73 @@ async fn sse_push_stream_and_a_clean_shutdown() {
         "closing message missing: {rest:?}"
     );
     assert!(stop.await.expect("join").success());
+}
+
+/// `eventfold verify DIR` as a process: (status, stdout, stderr).
+fn verify(dir: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .arg("verify")
+        .arg(dir)
+        .output()
+        .expect("run eventfold verify");
+    (
+        out.status.code().expect("an exit status"),
+        String::from_utf8(out.stdout).expect("utf-8"),
+        String::from_utf8(out.stderr).expect("utf-8"),
+    )
+}
+
+#[tokio::test]
+async fn verify_checks_the_consumer_group_state_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path(), &["--durability", "none"]);
+    let (c, u) = (client(), s.url.clone());
+    append(&c, &u, "order-1", 3).await;
+    let (st, info) = send(
+        c.put(format!("{u}/subscriptions/g"))
+            .json(&json!({"filter": {"category": "order"}, "start": "start"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{info}");
+    assert!(s.terminate().success());
+
+    let (status, out, err) = verify(dir.path());
+    assert_eq!(status, 0, "{out}{err}");
+    let groups = dir.path().join("groups");
+    assert!(
+        out.contains(&format!("store in {}:", dir.path().display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("consumer-group state in {}:", groups.display())),
+        "{out}"
+    );
+    assert_eq!(out.matches("OK: the store is whole").count(), 2, "{out}");
+
+    // One damaged byte in the groups store's first segment: verify fails and names the file.
+    let mut segs: Vec<_> = std::fs::read_dir(&groups)
+        .expect("groups dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let seg = segs.first().expect("a groups segment").clone();
+    let mut bytes = std::fs::read(&seg).expect("read segment");
+    bytes[0] ^= 0xff;
+    std::fs::write(&seg, bytes).expect("write segment");
+    let (status, out, err) = verify(dir.path());
+    assert_eq!(status, 1, "{out}{err}");
+    assert_eq!(out.matches("OK: the store is whole").count(), 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PROBLEM:") && l.contains(&seg.display().to_string())),
+        "the problem names {}:\n{out}",
+        seg.display()
+    );
+
+    // Without group state, verify says so and checks the store alone.
+    std::fs::remove_dir_all(&groups).expect("remove groups");
+    let (status, out, err) = verify(dir.path());
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(out.contains("consumer-group state: none"), "{out}");
 }

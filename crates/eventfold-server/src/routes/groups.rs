@@ -400,6 +400,7 @@ pub async fn observe(st: &AppState) {
                 acked_total: i.acked_total,
                 retried_total: i.retried_total,
                 parked_total: i.parked_total,
+                parked: i.parked,
             },
         );
     }

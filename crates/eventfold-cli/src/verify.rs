@@ -1,0 +1,63 @@
+//! `eventfold verify DIR`: the store in `DIR` and, when `eventfold serve` has kept consumer-group
+//! state beside it, the second store at `DIR/groups`. Each is checked by
+//! [`eventfold_engine::verify`] and reported under its own heading.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The sub-directory where `eventfold serve` keeps the consumer groups' state store.
+const GROUPS_DIR: &str = "groups";
+
+/// What checking one store came to.
+enum Outcome {
+    /// Checked, nothing wrong.
+    Whole,
+    /// Checked, something wrong (the report names it).
+    Damaged,
+    /// Could not be checked (not a store, locked by a server, unreadable).
+    Unchecked,
+}
+
+/// Checks the store in `dir` and its consumer-group state, prints both reports, and answers
+/// 0 when both are whole, 1 when either is damaged, 2 when either could not be checked.
+pub fn run(dir: &Path) -> ExitCode {
+    let mut outcomes = vec![check("store", dir)];
+    let groups = dir.join(GROUPS_DIR);
+    if groups.is_dir() {
+        println!();
+        outcomes.push(check("consumer-group state", &groups));
+    } else {
+        println!();
+        println!(
+            "consumer-group state: none ({} does not exist; no groups were created by `eventfold serve`)",
+            groups.display()
+        );
+    }
+    if outcomes.iter().any(|o| matches!(o, Outcome::Unchecked)) {
+        ExitCode::from(2)
+    } else if outcomes.iter().any(|o| matches!(o, Outcome::Damaged)) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Verifies one store and prints its report under `what`.
+fn check(what: &str, dir: &Path) -> Outcome {
+    println!("{what} in {}:", dir.display());
+    match eventfold_engine::verify(dir) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_ok() {
+                Outcome::Whole
+            } else {
+                Outcome::Damaged
+            }
+        }
+        Err(e) => {
+            println!("not checked (see stderr)");
+            eprintln!("error: cannot verify the {what} in {}: {e}", dir.display());
+            Outcome::Unchecked
+        }
+    }
+}
