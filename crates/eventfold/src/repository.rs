@@ -168,6 +168,15 @@ pub enum RepositoryError<E> {
 }
 
 impl<E> RepositoryError<E> {
+    /// Reading `stream` failed with `source`.
+    fn read_failed(stream: &StreamName, source: StoreError) -> Self {
+        RepositoryError::Store {
+            stream: stream.clone(),
+            action: "read",
+            source,
+        }
+    }
+
     /// The aggregate's refusal, when the command was refused by a business rule (and not by a
     /// technical failure).
     pub fn rejection(&self) -> Option<&E> {
@@ -538,11 +547,7 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamName,
         until: Until,
     ) -> Result<Loaded<A>, RepositoryError<A::Error>> {
-        let store_error = |source| RepositoryError::Store {
-            stream: stream.clone(),
-            action: "read",
-            source,
-        };
+        let store_error = |source| RepositoryError::read_failed(stream, source);
         let snapshot = match &self.snapshots {
             Some(s) => s
                 .read(&*self.store, stream)
@@ -579,11 +584,7 @@ impl<A: Aggregate> Repository<A> {
         mut loaded: Loaded<A>,
         until: Until,
     ) -> Result<Loaded<A>, RepositoryError<A::Error>> {
-        let store_error = |source| RepositoryError::Store {
-            stream: stream.clone(),
-            action: "read",
-            source,
-        };
+        let store_error = |source| RepositoryError::read_failed(stream, source);
         let started_empty = loaded.revision.is_none();
         let mut from = loaded.revision.map_or(0, |r| r.0 + 1);
         loop {
