@@ -14,8 +14,8 @@ pub use event::{
     parse_new_events,
 };
 pub use query::{
-    Query, parse_expected_revision, read_all_query, read_stream_query, subscribe_all_query,
-    subscribe_stream_query,
+    QUERY_PARAMS_MAX, QueryPairs, parse_expected_revision, read_all_query, read_stream_query,
+    subscribe_all_query, subscribe_stream_query,
 };
 
 /// Media type of NDJSON streams.

@@ -1,5 +1,6 @@
-//! Query parameters of reads and subscriptions, parsed strictly: an unknown parameter or a bad
-//! value is a 400 that names it.
+//! Query strings of reads and subscriptions, parsed once and strictly: keys and values are
+//! percent-decoded before anything looks at them, a key given twice is refused, an unknown
+//! parameter or a bad value is a 400 that names it.
 
 use eventfold_core::{
     Direction, EventFilter, EventType, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream,
@@ -8,8 +9,127 @@ use eventfold_core::{
 
 use crate::error::WireError;
 
-/// Decoded query parameters, in order.
-pub type Query = [(String, String)];
+/// A request's query string, decoded once: keys and values percent-decoded (`+` is a space),
+/// in the order given, every key at most once. Everything that reads a query (the handlers and
+/// the authorization of what they will do) reads this one value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryPairs(Vec<(String, String)>);
+
+/// Most parameters one query string may carry; no route knows more than a handful.
+pub const QUERY_PARAMS_MAX: usize = 32;
+
+impl QueryPairs {
+    /// Decodes the raw query string (`None` or empty: no parameters). Refuses a key given twice
+    /// (`400 duplicate_query_parameter`, after decoding, so `a=1&%61=2` is a repeat), text that
+    /// is not UTF-8 once decoded, and more than [`QUERY_PARAMS_MAX`] parameters.
+    pub fn parse(raw: Option<&str>) -> Result<Self, WireError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let key = decode(k)?;
+            let value = decode(v)?;
+            if pairs.iter().any(|(seen, _)| *seen == key) {
+                return Err(WireError::new(
+                    400,
+                    "duplicate_query_parameter",
+                    format!(
+                        "query parameter `{key}` is given more than once; give each parameter once (several event types go in one value: type=a,b)"
+                    ),
+                )
+                .with("parameter", key));
+            }
+            if pairs.len() == QUERY_PARAMS_MAX {
+                return Err(WireError::new(
+                    400,
+                    "invalid_query",
+                    format!(
+                        "the query string has more than {QUERY_PARAMS_MAX} parameters; no route takes that many"
+                    ),
+                ));
+            }
+            pairs.push((key, value));
+        }
+        Ok(QueryPairs(pairs))
+    }
+
+    /// Pairs from already decoded keys and values (tests and in-process callers); the same
+    /// rules as [`parse`](Self::parse) apply to repeated keys.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, WireError> {
+        let mut raw = String::new();
+        for (k, v) in pairs {
+            if !raw.is_empty() {
+                raw.push('&');
+            }
+            raw.push_str(&encode(&k.into()));
+            raw.push('=');
+            raw.push_str(&encode(&v.into()));
+        }
+        QueryPairs::parse(Some(&raw))
+    }
+
+    /// The value of `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `key` was given.
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The pairs in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Refuses any parameter not in `known` (a 400 naming it and listing the known ones).
+    pub fn check_known(&self, known: &[&str]) -> Result<(), WireError> {
+        for (k, v) in self.iter() {
+            if !known.contains(&k) {
+                let known = if known.is_empty() {
+                    "this route takes no query parameters".to_owned()
+                } else {
+                    format!("known parameters: {}", known.join(", "))
+                };
+                return Err(bad(k, v, &format!("is not known here; {known}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// An unsigned integer parameter, if given.
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, WireError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(key, v, "must be an unsigned integer"))
+            })
+            .transpose()
+    }
+}
+
+fn decode(s: &str) -> Result<String, WireError> {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            WireError::new(
+                400,
+                "invalid_query",
+                format!("the query string part `{s}` is not UTF-8 once percent-decoded"),
+            )
+        })
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
 
 /// Default `limit` of reads (contract).
 pub const READ_LIMIT_DEFAULT: usize = 100;
@@ -23,28 +143,8 @@ fn bad(param: &str, value: &str, why: &str) -> WireError {
     .with("parameter", param)
 }
 
-fn check_known(q: &Query, known: &[&str]) -> Result<(), WireError> {
-    for (k, v) in q {
-        if !known.contains(&k.as_str()) {
-            return Err(bad(
-                k,
-                v,
-                &format!("is not known here; known parameters: {}", known.join(", ")),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn get<'a>(q: &'a Query, key: &str) -> Option<&'a str> {
-    q.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn parse_from(q: &Query) -> Result<Option<ReadFrom<u64>>, WireError> {
-    Ok(match get(q, "from") {
+fn parse_from(q: &QueryPairs) -> Result<Option<ReadFrom<u64>>, WireError> {
+    Ok(match q.get("from") {
         None => None,
         Some("start") => Some(ReadFrom::Start),
         Some("end") => Some(ReadFrom::End),
@@ -54,9 +154,9 @@ fn parse_from(q: &Query) -> Result<Option<ReadFrom<u64>>, WireError> {
     })
 }
 
-fn parse_direction_and_from(q: &Query) -> Result<(Direction, ReadFrom<u64>), WireError> {
+fn parse_direction_and_from(q: &QueryPairs) -> Result<(Direction, ReadFrom<u64>), WireError> {
     let from = parse_from(q)?;
-    let direction = match get(q, "direction") {
+    let direction = match q.get("direction") {
         Some("forward") => Direction::Forward,
         Some("backward") => Direction::Backward,
         Some(v) => return Err(bad("direction", v, "must be `forward` or `backward`")),
@@ -71,8 +171,8 @@ fn parse_direction_and_from(q: &Query) -> Result<(Direction, ReadFrom<u64>), Wir
     Ok((direction, from))
 }
 
-fn parse_limit(q: &Query) -> Result<usize, WireError> {
-    match get(q, "limit") {
+fn parse_limit(q: &QueryPairs) -> Result<usize, WireError> {
+    match q.get("limit") {
         None => Ok(READ_LIMIT_DEFAULT),
         Some(v) => v
             .parse::<usize>()
@@ -88,9 +188,9 @@ fn map_from<T>(f: ReadFrom<u64>, wrap: fn(u64) -> T) -> ReadFrom<T> {
     }
 }
 
-fn parse_filter(q: &Query) -> Result<EventFilter, WireError> {
+fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     let mut filter = EventFilter::default();
-    if let Some(types) = get(q, "type") {
+    if let Some(types) = q.get("type") {
         for t in types.split(',').filter(|t| !t.is_empty()) {
             filter.types.push(
                 EventType::new(t)
@@ -98,21 +198,21 @@ fn parse_filter(q: &Query) -> Result<EventFilter, WireError> {
             );
         }
     }
-    if let Some(c) = get(q, "category") {
+    if let Some(c) = q.get("category") {
         if c.is_empty() {
             return Err(bad("category", c, "must not be empty"));
         }
         filter.category = Some(c.to_owned());
     }
-    if let Some(p) = get(q, "stream_prefix") {
+    if let Some(p) = q.get("stream_prefix") {
         filter.stream_prefix = Some(p.to_owned());
     }
     Ok(filter)
 }
 
 /// `GET /streams/{stream}`: `from`, `direction`, `limit`.
-pub fn read_stream_query(q: &Query) -> Result<ReadStream, WireError> {
-    check_known(q, &["from", "direction", "limit"])?;
+pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
+    q.check_known(&["from", "direction", "limit"])?;
     let (direction, from) = parse_direction_and_from(q)?;
     Ok(ReadStream {
         from: map_from(from, Revision),
@@ -122,18 +222,15 @@ pub fn read_stream_query(q: &Query) -> Result<ReadStream, WireError> {
 }
 
 /// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`.
-pub fn read_all_query(q: &Query) -> Result<ReadAll, WireError> {
-    check_known(
-        q,
-        &[
-            "from",
-            "direction",
-            "limit",
-            "type",
-            "category",
-            "stream_prefix",
-        ],
-    )?;
+pub fn read_all_query(q: &QueryPairs) -> Result<ReadAll, WireError> {
+    q.check_known(&[
+        "from",
+        "direction",
+        "limit",
+        "type",
+        "category",
+        "stream_prefix",
+    ])?;
     let (direction, from) = parse_direction_and_from(q)?;
     Ok(ReadAll {
         from: map_from(from, Position),
@@ -143,7 +240,7 @@ pub fn read_all_query(q: &Query) -> Result<ReadAll, WireError> {
     })
 }
 
-fn subscribe_from<T>(q: &Query, wrap: fn(u64) -> T) -> Result<SubscribeFrom<T>, WireError> {
+fn subscribe_from<T>(q: &QueryPairs, wrap: fn(u64) -> T) -> Result<SubscribeFrom<T>, WireError> {
     Ok(match parse_from(q)? {
         None | Some(ReadFrom::End) => SubscribeFrom::End,
         Some(ReadFrom::Start) => SubscribeFrom::Start,
@@ -152,14 +249,16 @@ fn subscribe_from<T>(q: &Query, wrap: fn(u64) -> T) -> Result<SubscribeFrom<T>, 
 }
 
 /// `GET /streams/{stream}/subscribe`: `from` (default `end`).
-pub fn subscribe_stream_query(q: &Query) -> Result<SubscribeFrom<Revision>, WireError> {
-    check_known(q, &["from"])?;
+pub fn subscribe_stream_query(q: &QueryPairs) -> Result<SubscribeFrom<Revision>, WireError> {
+    q.check_known(&["from"])?;
     subscribe_from(q, Revision)
 }
 
 /// `GET /all/subscribe`: `from` (default `end`) and the filters of `/all`.
-pub fn subscribe_all_query(q: &Query) -> Result<(SubscribeFrom<Position>, EventFilter), WireError> {
-    check_known(q, &["from", "type", "category", "stream_prefix"])?;
+pub fn subscribe_all_query(
+    q: &QueryPairs,
+) -> Result<(SubscribeFrom<Position>, EventFilter), WireError> {
+    q.check_known(&["from", "type", "category", "stream_prefix"])?;
     Ok((subscribe_from(q, Position)?, parse_filter(q)?))
 }
 
@@ -178,11 +277,47 @@ pub fn parse_expected_revision(header: Option<&str>) -> Result<ExpectedRevision,
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn q(pairs: &[(&str, &str)]) -> QueryPairs {
+        QueryPairs::from_pairs(pairs.iter().copied()).unwrap()
+    }
+
+    fn code(raw: &str) -> String {
+        QueryPairs::parse(Some(raw)).unwrap_err().body.error.code
+    }
+
+    #[test]
+    fn a_query_string_is_decoded_once_and_keys_are_unique() {
+        let p = QueryPairs::parse(Some("stream%5Fprefix=order%2D&type=a+b&flag")).unwrap();
+        assert_eq!(p.get("stream_prefix"), Some("order-"));
+        assert_eq!(p.get("type"), Some("a b"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(QueryPairs::parse(None).unwrap(), QueryPairs::default());
+        assert_eq!(
+            QueryPairs::parse(Some("&&")).unwrap(),
+            QueryPairs::default()
+        );
+        for repeated in [
+            "stream_prefix=order-&stream_prefix=",
+            "stream_prefix=order-&stream%5Fprefix=",
+            "prefix=a&prefix=b",
+            "%70refix=a&prefix=a",
+            "limit&limit",
+        ] {
+            assert_eq!(code(repeated), "duplicate_query_parameter", "{repeated}");
+        }
+        let e = QueryPairs::parse(Some("a=1&a=2")).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.body.error.message.contains("`a`"),
+            "{}",
+            e.body.error.message
+        );
+        assert_eq!(code("a=%FF"), "invalid_query");
+        let many: Vec<String> = (0..=QUERY_PARAMS_MAX).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(code(&many.join("&")), "invalid_query");
+        let round = QueryPairs::from_pairs([("stream_prefix", "a&b=c d%")]).unwrap();
+        assert_eq!(round.get("stream_prefix"), Some("a&b=c d%"));
+        assert!(QueryPairs::from_pairs([("x", "1"), ("x", "2")]).is_err());
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! `/health/*` needs `Authorization: Bearer <token>` (else `401 unauthenticated`), and a token
 //! may act only on streams under its prefixes and only with its rights (else `403 forbidden`).
 //! Rights: `read` (reads, subscriptions, listing, `$all`, metrics, the API document), `write`
-//! (appends), `admin` (metadata changes and deletes). Consumer groups (`/subscriptions`) read
-//! every stream, so they need the right over all streams (a token without prefixes): `admin` to
-//! create, update, delete a group and replay its parked events, `read` for the rest.
+//! (appends), `admin` (metadata changes and deletes). Consumer groups (`/subscriptions`) and
+//! their parked events (`$parked-{group}`) hold events of every stream, so they need the right
+//! over all streams (a token without prefixes): `admin` to create, update, delete a group and
+//! replay its parked events, `read` for the rest.
+//!
+//! The [`Scope`] a request needs is computed from the request as parsed for its handler (see
+//! [`crate::Authorized`]); this module only answers whether a caller may have it.
 
 use std::path::Path;
 
-use axum::http::Method;
+use axum::http::HeaderValue;
+use eventfold_core::StreamName;
 
 use crate::error::ApiError;
 
@@ -54,15 +59,64 @@ struct TokensFile {
     tokens: Vec<TokenRule>,
 }
 
-/// What a request needs.
+/// What a request needs, decided from the request as its handler will run it (see
+/// [`crate::Authorized`]): a right, and the streams it acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// No token needed.
-    Open,
     /// A right on one stream.
-    Stream(Right, String),
-    /// A right over streams starting with this prefix (`""`: all of them).
-    Prefix(Right, String),
+    Stream(Right, StreamName),
+    /// A right over the streams a filter selects.
+    Streams(Right, StreamSet),
+}
+
+impl Scope {
+    /// A right over every stream (what `$all` unfiltered, the metrics and the consumer groups
+    /// need).
+    pub fn every(right: Right) -> Self {
+        Scope::Streams(right, StreamSet::default())
+    }
+
+    fn right(&self) -> Right {
+        match self {
+            Scope::Stream(r, _) | Scope::Streams(r, _) => *r,
+        }
+    }
+}
+
+/// The streams a read selects: those whose name starts with `prefix` *and* whose category is
+/// `category` (both absent: every stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSet {
+    /// Stream names start with this.
+    pub prefix: Option<String>,
+    /// Streams of this category (`order` is `order` and `order-*`).
+    pub category: Option<String>,
+}
+
+impl StreamSet {
+    /// The streams a `$all` filter can return (its event types select no streams).
+    pub fn of_filter(f: &eventfold_core::EventFilter) -> Self {
+        StreamSet {
+            prefix: f.stream_prefix.clone(),
+            category: f.category.clone(),
+        }
+    }
+
+    /// Whether every stream of this set starts with `p`: the prefix does, or the category
+    /// does (then both `category` and `category-*` do).
+    fn within(&self, p: &str) -> bool {
+        self.prefix.as_deref().is_some_and(|x| x.starts_with(p))
+            || self.category.as_deref().is_some_and(|c| c.starts_with(p))
+    }
+}
+
+/// Who sent a request, from its `Authorization` header.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// The server has no tokens: everyone may do everything.
+    Anyone,
+    /// A known token.
+    Token(&'a TokenRule),
 }
 
 impl Auth {
@@ -112,12 +166,17 @@ impl Auth {
         !self.rules.is_empty()
     }
 
-    /// Checks a request's bearer token against what the request needs.
-    pub fn check(&self, authorization: Option<&str>, scope: &Scope) -> Result<(), ApiError> {
-        if !self.enabled() || *scope == Scope::Open {
-            return Ok(());
+    /// Who is calling: with tokens configured, a known bearer token, else `401
+    /// unauthenticated`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Caller<'_>, ApiError> {
+        if !self.enabled() {
+            return Ok(Caller::Anyone);
         }
         let presented = authorization
+            .and_then(|h| h.to_str().ok())
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
                     .or_else(|| h.strip_prefix("bearer "))
@@ -130,30 +189,25 @@ impl Auth {
                 "this server needs a token: send `Authorization: Bearer <token>`",
             ));
         };
-        let Some(rule) = self
-            .rules
+        self.rules
             .iter()
             .find(|r| constant_time_eq(r.token.as_bytes(), presented.as_bytes()))
-        else {
-            return Err(ApiError::new(
-                401,
-                "unauthenticated",
-                "the bearer token is not known to this server; check the token",
-            ));
+            .map(Caller::Token)
+            .ok_or_else(|| {
+                ApiError::new(
+                    401,
+                    "unauthenticated",
+                    "the bearer token is not known to this server; check the token",
+                )
+            })
+    }
+
+    /// Whether `caller` may do what `scope` says (`403 forbidden` naming what is missing).
+    pub fn authorize(&self, caller: Caller<'_>, scope: &Scope) -> Result<(), ApiError> {
+        let Caller::Token(rule) = caller else {
+            return Ok(());
         };
-        let (right, allowed) = match scope {
-            Scope::Open => return Ok(()),
-            Scope::Stream(right, stream) => (
-                *right,
-                rule.prefixes.is_empty()
-                    || rule.prefixes.iter().any(|p| stream.starts_with(p.as_str())),
-            ),
-            Scope::Prefix(right, prefix) => (
-                *right,
-                rule.prefixes.is_empty()
-                    || rule.prefixes.iter().any(|p| prefix.starts_with(p.as_str())),
-            ),
-        };
+        let right = scope.right();
         if !rule.rights.contains(&right) {
             return Err(ApiError::new(
                 403,
@@ -164,15 +218,32 @@ impl Auth {
                 ),
             ));
         }
+        let allowed = rule.prefixes.is_empty()
+            || rule.prefixes.iter().any(|p| match scope {
+                Scope::Stream(_, s) => s.as_str().starts_with(p.as_str()),
+                Scope::Streams(_, set) => set.within(p),
+            });
         if !allowed {
             let what = match scope {
                 Scope::Stream(_, s) => format!("stream {s}"),
-                Scope::Prefix(_, p) if p.is_empty() => {
-                    "every stream (pass a stream_prefix or prefix within your token's prefixes)"
-                        .to_owned()
+                Scope::Streams(
+                    _,
+                    StreamSet {
+                        prefix: None,
+                        category: None,
+                    },
+                ) => "every stream (pass a stream_prefix or prefix within your token's prefixes)"
+                    .to_owned(),
+                Scope::Streams(_, set) => {
+                    let mut parts = Vec::new();
+                    if let Some(p) = &set.prefix {
+                        parts.push(format!("streams starting with {p:?}"));
+                    }
+                    if let Some(c) = &set.category {
+                        parts.push(format!("streams of category {c:?}"));
+                    }
+                    parts.join(" of ")
                 }
-                Scope::Prefix(_, p) => format!("streams starting with {p:?}"),
-                Scope::Open => String::new(),
             };
             return Err(ApiError::new(
                 403,
@@ -200,255 +271,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| percent_decode(&v.replace('+', " ")))
-    })
-}
-
-/// What a request needs, from its method, path and query.
-pub fn scope_of(method: &Method, path: &str, query: Option<&str>) -> Scope {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["health", ..] => Scope::Open,
-        ["streams"] => Scope::Prefix(
-            Right::Read,
-            query_value(query, "prefix").unwrap_or_default(),
-        ),
-        ["streams", s, rest @ ..] => {
-            let stream = percent_decode(s);
-            let right = match (method, rest) {
-                (&Method::POST, []) => Right::Write,
-                (&Method::DELETE, []) | (&Method::PUT, ["metadata"]) => Right::Admin,
-                _ => Right::Read,
-            };
-            Scope::Stream(right, stream)
-        }
-        // Consumer groups read from every stream: they need the right over all of them.
-        // Creating, updating, deleting a group and replaying its parked events is `admin`;
-        // listing, inspecting, pulling, pushing, acking and nacking is `read`.
-        ["subscriptions", rest @ ..] => {
-            let right = match (method, rest) {
-                (&Method::PUT | &Method::DELETE, [_])
-                | (&Method::POST, [_, "parked", "replay"]) => Right::Admin,
-                _ => Right::Read,
-            };
-            Scope::Prefix(right, String::new())
-        }
-        ["all", ..] => Scope::Prefix(
-            Right::Read,
-            query_value(query, "stream_prefix").unwrap_or_default(),
-        ),
-        _ => Scope::Prefix(Right::Read, String::new()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn auth() -> Auth {
-        let mut a = Auth::new(Some("admin-token".into()), None).expect("valid");
-        a.rules.push(TokenRule {
-            token: "orders-reader".into(),
-            prefixes: vec!["order-".into()],
-            rights: vec![Right::Read],
-            name: None,
-        });
-        a.rules.push(TokenRule {
-            token: "orders-writer".into(),
-            prefixes: vec!["order-".into()],
-            rights: vec![Right::Read, Right::Write],
-            name: None,
-        });
-        a
-    }
-
-    fn status(a: &Auth, token: Option<&str>, m: Method, path: &str, q: Option<&str>) -> u16 {
-        let h = token.map(|t| format!("Bearer {t}"));
-        match a.check(h.as_deref(), &scope_of(&m, path, q)) {
-            Ok(()) => 200,
-            Err(e) => e.0.status,
-        }
-    }
-
-    #[test]
-    fn tokens_rights_and_prefixes() {
-        let a = auth();
-        assert_eq!(status(&a, None, Method::GET, "/health/ready", None), 200);
-        assert_eq!(status(&a, None, Method::GET, "/streams/order-1", None), 401);
-        assert_eq!(
-            status(&a, Some("wrong"), Method::GET, "/streams/order-1", None),
-            401
-        );
-        assert_eq!(
-            status(&a, Some("admin-token"), Method::DELETE, "/streams/x", None),
-            200
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::GET,
-                "/streams/order-1",
-                None
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::POST,
-                "/streams/order-1",
-                None
-            ),
-            403
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-writer"),
-                Method::POST,
-                "/streams/order-1",
-                None
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-writer"),
-                Method::POST,
-                "/streams/user-1",
-                None
-            ),
-            403
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-writer"),
-                Method::PUT,
-                "/streams/order-1/metadata",
-                None
-            ),
-            403
-        );
-        assert_eq!(
-            status(&a, Some("orders-reader"), Method::GET, "/all", None),
-            403
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::GET,
-                "/all",
-                Some("stream_prefix=order-9")
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::GET,
-                "/streams",
-                Some("prefix=order-")
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::GET,
-                "/streams/order%2D1",
-                None
-            ),
-            200
-        );
-        assert_eq!(
-            status(&a, Some("orders-reader"), Method::GET, "/metrics", None),
-            403
-        );
-        assert_eq!(
-            status(&Auth::none(), None, Method::DELETE, "/streams/x", None),
-            200
-        );
-    }
-    #[test]
-    fn consumer_groups_need_rights_over_every_stream() {
-        let g = |m: Method, p: &str| scope_of(&m, p, None);
-        assert_eq!(
-            g(Method::PUT, "/subscriptions/g"),
-            Scope::Prefix(Right::Admin, String::new())
-        );
-        assert_eq!(
-            g(Method::DELETE, "/subscriptions/g"),
-            Scope::Prefix(Right::Admin, String::new())
-        );
-        assert_eq!(
-            g(Method::POST, "/subscriptions/g/parked/replay"),
-            Scope::Prefix(Right::Admin, String::new())
-        );
-        for (m, p) in [
-            (Method::GET, "/subscriptions"),
-            (Method::GET, "/subscriptions/g"),
-            (Method::POST, "/subscriptions/g/pull"),
-            (Method::POST, "/subscriptions/g/ack"),
-            (Method::POST, "/subscriptions/g/nack"),
-            (Method::GET, "/subscriptions/g/stream"),
-            (Method::GET, "/subscriptions/g/parked"),
-        ] {
-            assert_eq!(g(m, p), Scope::Prefix(Right::Read, String::new()), "{p}");
-        }
-        let a = auth();
-        assert_eq!(
-            status(
-                &a,
-                Some("orders-reader"),
-                Method::POST,
-                "/subscriptions/g/pull",
-                None
-            ),
-            403,
-            "a token limited to some streams cannot consume a group"
-        );
-        assert_eq!(
-            status(
-                &a,
-                Some("admin-token"),
-                Method::PUT,
-                "/subscriptions/g",
-                None
-            ),
-            200
-        );
-    }
 }

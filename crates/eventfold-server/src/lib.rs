@@ -1,8 +1,9 @@
-//! eventfold's HTTP server: the API of `shared/contract/http-api.md` over any
+//! eventfold's HTTP server: the API of `docs/http-api.md` over any
 //! [`EventStore`](eventfold_core::EventStore). The binary (`eventfold serve`) opens the embedded
 //! engine and hands it here; this crate never looks inside a store.
 
 pub mod auth;
+mod authorized;
 mod error;
 pub mod metrics;
 mod negotiate;
@@ -10,6 +11,7 @@ mod routes;
 mod state;
 pub mod tls;
 
+pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
 pub use state::{AppState, ServerLimits};
 

@@ -1,30 +1,51 @@
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_core::{AllSlice, ReadAll, ReadFrom};
-use eventfold_protocol::{NDJSON, read_all_query};
+use eventfold_protocol::{NDJSON, QueryPairs, read_all_query};
 
-use super::query_pairs;
-use super::streams::{json_page, ndjson_line};
+use super::encode::{json_page, ndjson_line};
+use crate::auth::{Right, Scope, StreamSet};
+use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::ApiResult;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
 
 const NDJSON_PAGE_EVENTS: usize = 500;
 
+/// `GET /all?from=&direction=&limit=&type=&category=&stream_prefix=`.
+#[derive(Debug)]
+pub struct ReadAllRequest {
+    read: ReadAll,
+    limit_given: bool,
+}
+
+impl ApiRequest for ReadAllRequest {
+    fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        Ok(ReadAllRequest {
+            read: read_all_query(query)?,
+            limit_given: query.contains("limit"),
+        })
+    }
+    fn scope(&self) -> Scope {
+        Scope::Streams(Right::Read, StreamSet::of_filter(&self.read.filter))
+    }
+}
+
 /// `GET /all`.
 pub async fn read(
     State(st): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    req: Authorized<ReadAllRequest>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let q = query_pairs(query)?;
-    let mut read = read_all_query(&q)?;
-    read.limit = super::default_limit(&q, read.limit, &st);
+    let ReadAllRequest {
+        mut read,
+        limit_given,
+    } = req.into_inner();
+    read.limit = super::default_limit(limit_given, read.limit, &st);
     if wants(&headers, Wants::Json) == Wants::Ndjson {
         super::check_read_limit(&st, read.limit)?;
         let first = st

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +19,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{query_pairs, read_body};
+use eventfold_protocol::QueryPairs;
+
+use super::read_body;
+use crate::auth::{Right, Scope};
+use crate::authorized::{Admin, ApiRequest, Authorized, OnGroup, OnServer, PathParams, Read};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
@@ -53,17 +56,6 @@ fn groups(st: &AppState) -> ApiResult<&Groups> {
     })
 }
 
-fn group_from_path(path: Result<Path<String>, PathRejection>) -> ApiResult<GroupName> {
-    let Path(name) = path.map_err(|e| {
-        ApiError::new(
-            400,
-            "invalid_request",
-            format!("the group name in the path is not valid: {e}"),
-        )
-    })?;
-    Ok(GroupName::new(name)?)
-}
-
 /// The JSON body; an empty body is `{}`.
 async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
     let bytes = read_body(headers, body, GROUP_BODY_BYTES_MAX).await?;
@@ -84,12 +76,12 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiR
 /// `PUT /subscriptions/{group}`: 201 created, 200 updated, with the group's info.
 pub async fn put(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Admin>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     let config: GroupConfig = json_body(&headers, body).await?;
     let outcome = g.put(&name, config).await?;
     let info = g.info(&name).await?;
@@ -101,7 +93,7 @@ pub async fn put(
 }
 
 /// `GET /subscriptions`.
-pub async fn list(State(st): State<AppState>) -> ApiResult<Response> {
+pub async fn list(State(st): State<AppState>, _req: Authorized<OnServer>) -> ApiResult<Response> {
     let infos = groups(&st)?.list().await?;
     Ok(Json(json!({ "subscriptions": infos })).into_response())
 }
@@ -109,18 +101,18 @@ pub async fn list(State(st): State<AppState>) -> ApiResult<Response> {
 /// `GET /subscriptions/{group}`.
 pub async fn info(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Read>>,
 ) -> ApiResult<Response> {
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     Ok(Json(groups(&st)?.info(&name).await?).into_response())
 }
 
 /// `DELETE /subscriptions/{group}`: 204.
 pub async fn delete(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Admin>>,
 ) -> ApiResult<Response> {
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     groups(&st)?.delete(&name).await?;
     st.metrics.forget_group(name.as_str());
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -139,12 +131,12 @@ struct PullBody {
 /// `POST /subscriptions/{group}/pull`.
 pub async fn pull(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Read>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     let b: PullBody = json_body(&headers, body).await?;
     let consumer = ConsumerName::new(&b.consumer)?;
     let max = b.max.unwrap_or(PULL_MAX_DEFAULT);
@@ -172,12 +164,12 @@ struct AckBody {
 /// `POST /subscriptions/{group}/ack`: 200 once durable.
 pub async fn ack(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Read>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     let b: AckBody = json_body(&headers, body).await?;
     Ok(Json(g.ack(&name, &b.delivery_ids).await?).into_response())
 }
@@ -194,12 +186,12 @@ struct NackBody {
 /// `POST /subscriptions/{group}/nack`.
 pub async fn nack(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Read>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     let b: NackBody = json_body(&headers, body).await?;
     let reason = if b.reason.is_empty() {
         "nacked without a reason"
@@ -212,30 +204,37 @@ pub async fn nack(
 }
 
 /// `GET /subscriptions/{group}/parked?limit=&from=`.
+#[derive(Debug)]
+pub struct ParkedRequest {
+    group: GroupName,
+    from: Option<u64>,
+    limit: usize,
+}
+
+impl ApiRequest for ParkedRequest {
+    fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        query.check_known(&["limit", "from"])?;
+        Ok(ParkedRequest {
+            group: path.group()?,
+            from: query.get_u64("from")?,
+            limit: query.get_u64("limit")?.map_or(PARKED_LIMIT_DEFAULT, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        })
+    }
+    fn scope(&self) -> Scope {
+        Scope::every(Right::Read)
+    }
+}
+
+/// `GET /subscriptions/{group}/parked?limit=&from=`.
 pub async fn parked(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    req: Authorized<ParkedRequest>,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
-    let mut limit = PARKED_LIMIT_DEFAULT;
-    let mut from = None;
-    for (k, v) in query_pairs(query)? {
-        let n: u64 = v.parse().map_err(|_| {
-            ApiError::new(
-                400,
-                "invalid_query",
-                format!("`{k}` must be an unsigned integer, not {v:?}"),
-            )
-        })?;
-        match k.as_str() {
-            "limit" => limit = usize::try_from(n).unwrap_or(usize::MAX),
-            "from" => from = Some(n),
-            _ => {}
-        }
-    }
-    Ok(Json(g.parked(&name, from, limit).await?).into_response())
+    let ParkedRequest { group, from, limit } = req.into_inner();
+    Ok(Json(g.parked(&group, from, limit).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -248,12 +247,12 @@ struct ReplayBody {
 /// `POST /subscriptions/{group}/parked/replay` → `{"replayed": n}`.
 pub async fn replay(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnGroup<Admin>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
-    let name = group_from_path(path)?;
+    let name = req.into_inner().group;
     let b: ReplayBody = json_body(&headers, body).await?;
     let n = g.replay(&name, b.max).await?;
     Ok(Json(json!({ "replayed": n })).into_response())
@@ -265,29 +264,45 @@ enum Item {
     Closing,
 }
 
-/// `GET /subscriptions/{group}/stream?consumer=name`: deliveries pushed as SSE (default) or
-/// NDJSON; heartbeats when idle; a final message at shutdown.
-pub async fn stream(
-    State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let g = groups(&st)?;
-    let name = group_from_path(path)?;
-    let q = query_pairs(query)?;
-    let consumer = q
-        .iter()
-        .find(|(k, _)| k == "consumer")
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| {
+/// `GET /subscriptions/{group}/stream?consumer=name`.
+#[derive(Debug)]
+pub struct PushRequest {
+    group: GroupName,
+    consumer: ConsumerName,
+}
+
+impl ApiRequest for PushRequest {
+    fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        query.check_known(&["consumer"])?;
+        let consumer = query.get("consumer").ok_or_else(|| {
             ApiError::new(
                 400,
                 "invalid_query",
                 "give the consumer's name: ?consumer=name",
             )
         })?;
-    let consumer = ConsumerName::new(consumer)?;
+        Ok(PushRequest {
+            group: path.group()?,
+            consumer: ConsumerName::new(consumer)?,
+        })
+    }
+    fn scope(&self) -> Scope {
+        Scope::every(Right::Read)
+    }
+}
+
+/// `GET /subscriptions/{group}/stream?consumer=name`: deliveries pushed as SSE (default) or
+/// NDJSON; heartbeats when idle; a final message at shutdown.
+pub async fn stream(
+    State(st): State<AppState>,
+    req: Authorized<PushRequest>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let g = groups(&st)?;
+    let PushRequest {
+        group: name,
+        consumer,
+    } = req.into_inner();
     let push = g.push(&name, &consumer)?;
     let heartbeat = st.limits.heartbeat;
     let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
@@ -363,20 +378,19 @@ pub async fn stream(
 /// `GET /streams/$parked-{group}`: the group's parked stream, read-only, from the state store.
 pub async fn read_parked_stream(
     st: &AppState,
-    group: &str,
+    name: &GroupName,
     read: eventfold_core::ReadStream,
 ) -> ApiResult<Response> {
     let g = groups(st)?;
-    let name = GroupName::new(group)?;
-    let stream = g.parked_stream(&name)?;
+    let stream = g.parked_stream(name)?;
     match g.state_store().read_stream(&stream, read).await {
-        Ok(slice) => Ok(super::streams::json_page(
+        Ok(slice) => Ok(super::encode::json_page(
             &slice.events,
             slice.next.map(|r| r.0),
         )),
         // A group with nothing parked yet has an empty parked stream.
         Err(eventfold_core::StoreError::StreamNotFound { .. }) => {
-            Ok(super::streams::json_page(&[], None))
+            Ok(super::encode::json_page(&[], None))
         }
         Err(e) => Err(e.into()),
     }

@@ -2,6 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::json;
 
+use crate::authorized::{Authorized, OnServer};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -23,7 +24,10 @@ pub async fn ready(State(st): State<AppState>) -> ApiResult<Json<serde_json::Val
 }
 
 /// Prometheus metrics.
-pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoResponse {
+pub async fn metrics(
+    State(st): State<AppState>,
+    _req: Authorized<OnServer>,
+) -> impl axum::response::IntoResponse {
     super::groups::observe(&st).await;
     (
         [(

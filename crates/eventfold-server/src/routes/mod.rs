@@ -1,6 +1,7 @@
 //! The routes of the contract, a file per resource.
 
 mod all;
+mod encode;
 pub mod groups;
 mod health;
 mod streams;
@@ -9,9 +10,7 @@ pub mod table;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::{PathRejection, QueryRejection};
 use bytes::Bytes;
-use eventfold_core::StreamName;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -32,40 +31,9 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ))
         // Bodies are read by `read_body` with the server's own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
-}
-
-/// Checks the bearer token before any handler runs.
-async fn authorize(
-    axum::extract::State(st): axum::extract::State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    if st.auth.enabled() {
-        let scope = crate::auth::scope_of(req.method(), req.uri().path(), req.uri().query());
-        let header = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = st.auth.check(header, &scope) {
-            let mut resp = e.into_response();
-            if resp.status() == axum::http::StatusCode::UNAUTHORIZED {
-                resp.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer"),
-                );
-            }
-            return resp;
-        }
-    }
-    next.run(req).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -88,33 +56,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
             uri.path()
         ),
     )
-}
-
-/// The stream named in the path, validated.
-pub fn stream_from_path(
-    path: Result<axum::extract::Path<String>, PathRejection>,
-) -> ApiResult<StreamName> {
-    let axum::extract::Path(name) = path.map_err(|e| {
-        ApiError::new(
-            400,
-            "invalid_stream_name",
-            format!("the stream name in the path is not valid: {e}"),
-        )
-    })?;
-    Ok(StreamName::new(&name)?)
-}
-
-/// The decoded query parameters.
-pub fn query_pairs(
-    q: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult<Vec<(String, String)>> {
-    q.map(|axum::extract::Query(v)| v).map_err(|e| {
-        ApiError::new(
-            400,
-            "invalid_query",
-            format!("the query string does not parse: {e}"),
-        )
-    })
 }
 
 /// Reads the request body, refusing one larger than `max` from its `Content-Length` alone
@@ -172,8 +113,8 @@ pub fn check_read_limit(st: &AppState, limit: usize) -> ApiResult<()> {
 
 /// Without an explicit `limit`, a read returns the contract's default (100) or the configured
 /// maximum if that is lower; an explicit limit above the maximum is an error.
-pub fn default_limit(q: &[(String, String)], parsed: usize, st: &AppState) -> usize {
-    if q.iter().any(|(k, _)| k == "limit") {
+pub fn default_limit(limit_given: bool, parsed: usize, st: &AppState) -> usize {
+    if limit_given {
         parsed
     } else {
         parsed.min(st.limits.store.read_limit_max)

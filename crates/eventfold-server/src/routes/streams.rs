@@ -1,18 +1,21 @@
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_core::{DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetadata, StreamName};
+use eventfold_groups::GroupName;
 use eventfold_protocol::{
-    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, InfoResponse, NDJSON,
+    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, InfoResponse, NDJSON, QueryPairs,
     StreamsResponse, parse_cloudevent, parse_cloudevents_batch, parse_expected_revision,
     parse_new_events, read_stream_query,
 };
 
-use super::{query_pairs, read_body, stream_from_path};
+use super::encode::{json_page, ndjson_line};
+use super::read_body;
+use crate::auth::{Right, Scope, StreamSet};
+use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Read, Write};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
@@ -34,11 +37,11 @@ fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedR
 /// `POST /streams/{stream}`.
 pub async fn append(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnStream<Write>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
+    let stream = req.into_inner().stream;
     let expected = expected_revision(&headers)?;
     let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
     let content_type = headers
@@ -103,27 +106,68 @@ pub async fn append(
 /// Events per store read while streaming NDJSON: the answer is built page by page.
 const NDJSON_PAGE_EVENTS: usize = 500;
 
+/// What `GET /streams/{stream}` reads: a user stream, or `$parked-{group}`, a consumer
+/// group's parked events (read-only, from the groups' state store).
+#[derive(Debug)]
+pub enum StreamTarget {
+    /// A user stream.
+    Stream(StreamName),
+    /// The parked events of a consumer group.
+    Parked(GroupName),
+}
+
+/// `GET /streams/{stream}?from=&direction=&limit=`.
+#[derive(Debug)]
+pub struct ReadStreamRequest {
+    target: StreamTarget,
+    read: ReadStream,
+    limit_given: bool,
+}
+
+impl ApiRequest for ReadStreamRequest {
+    fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        let raw = path.get("stream")?;
+        let target = match raw.strip_prefix(PARKED_STREAM_PREFIX) {
+            Some(group) => StreamTarget::Parked(GroupName::new(group)?),
+            None => StreamTarget::Stream(StreamName::new(raw)?),
+        };
+        Ok(ReadStreamRequest {
+            target,
+            read: read_stream_query(query)?,
+            limit_given: query.contains("limit"),
+        })
+    }
+    fn scope(&self) -> Scope {
+        match &self.target {
+            StreamTarget::Stream(s) => Scope::Stream(Right::Read, s.clone()),
+            // Parked events are copies of events of any stream the group reads.
+            StreamTarget::Parked(_) => Scope::every(Right::Read),
+        }
+    }
+}
+
+/// The name prefix under which `GET /streams/...` serves a group's parked events.
+pub const PARKED_STREAM_PREFIX: &str = "$parked-";
+
 /// `GET /streams/{stream}`.
 pub async fn read(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    req: Authorized<ReadStreamRequest>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    // `$parked-{group}`: a consumer group's parked events, read-only (JSON pages).
-    if let Ok(Path(raw)) = &path
-        && let Some(group) = raw.strip_prefix("$parked-")
-    {
-        let q = query_pairs(query)?;
-        let mut read = read_stream_query(&q)?;
-        read.limit = super::default_limit(&q, read.limit, &st);
-        super::check_read_limit(&st, read.limit)?;
-        return super::groups::read_parked_stream(&st, group, read).await;
-    }
-    let stream = stream_from_path(path)?;
-    let q = query_pairs(query)?;
-    let mut read = read_stream_query(&q)?;
-    read.limit = super::default_limit(&q, read.limit, &st);
+    let ReadStreamRequest {
+        target,
+        mut read,
+        limit_given,
+    } = req.into_inner();
+    read.limit = super::default_limit(limit_given, read.limit, &st);
+    let stream = match target {
+        StreamTarget::Parked(group) => {
+            super::check_read_limit(&st, read.limit)?;
+            return super::groups::read_parked_stream(&st, &group, read).await;
+        }
+        StreamTarget::Stream(stream) => stream,
+    };
     if wants(&headers, Wants::Json) == Wants::Ndjson {
         super::check_read_limit(&st, read.limit)?;
         // Read the first page up front so errors get a status, not a cut stream.
@@ -142,23 +186,6 @@ pub async fn read(
     let slice = st.store.read_stream(&stream, read).await?;
     st.metrics.events_read.inc_by(slice.events.len() as u64);
     Ok(json_page(&slice.events, slice.next.map(|r| r.0)))
-}
-
-/// `{"events": [...], "next": n}` without an intermediate copy.
-pub fn json_page(events: &[eventfold_core::RecordedEvent], next: Option<u64>) -> Response {
-    #[derive(serde::Serialize)]
-    struct Page<'a> {
-        events: &'a [eventfold_core::RecordedEvent],
-        next: Option<u64>,
-    }
-    axum::Json(Page { events, next }).into_response()
-}
-
-/// One JSON line per event.
-pub fn ndjson_line(e: &eventfold_core::RecordedEvent) -> Bytes {
-    let mut v = serde_json::to_vec(e).expect("an event always serializes");
-    v.push(b'\n');
-    Bytes::from(v)
 }
 
 fn ndjson_stream_read(
@@ -209,9 +236,9 @@ fn ndjson_stream_read(
 /// `GET /streams/{stream}/info`.
 pub async fn info(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnStream<Read>>,
 ) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
+    let stream = req.into_inner().stream;
     let i = st.store.stream_info(&stream).await?;
     Ok(axum::Json(InfoResponse {
         stream: i.stream.to_string(),
@@ -224,40 +251,36 @@ pub async fn info(
 }
 
 /// `GET /streams?prefix=&after=&limit=`.
-pub async fn list(
-    State(st): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult<Response> {
-    let q = query_pairs(query)?;
-    let mut list = ListStreams {
-        limit: 100,
-        ..ListStreams::default()
-    };
-    for (k, v) in q {
-        match k.as_str() {
-            "prefix" => list.prefix = Some(v),
-            "after" => list.after = Some(v),
-            "limit" => {
-                list.limit = v.parse().map_err(|_| {
-                    ApiError::new(
-                        400,
-                        "invalid_query",
-                        format!("query parameter `limit={v}` must be an unsigned integer"),
-                    )
-                })?
-            }
-            _ => {
-                return Err(ApiError::new(
-                    400,
-                    "invalid_query",
-                    format!(
-                        "query parameter `{k}` is not known here; known parameters: prefix, after, limit"
-                    ),
-                ));
-            }
-        }
+#[derive(Debug)]
+pub struct ListRequest(ListStreams);
+
+impl ApiRequest for ListRequest {
+    fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        query.check_known(&["prefix", "after", "limit"])?;
+        let limit = query.get_u64("limit")?.unwrap_or(LIST_LIMIT_DEFAULT);
+        Ok(ListRequest(ListStreams {
+            prefix: query.get("prefix").map(str::to_owned),
+            after: query.get("after").map(str::to_owned),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        }))
     }
-    let page = st.store.list_streams(list).await?;
+    fn scope(&self) -> Scope {
+        Scope::Streams(
+            Right::Read,
+            StreamSet {
+                prefix: self.0.prefix.clone(),
+                category: None,
+            },
+        )
+    }
+}
+
+/// Names per page of `GET /streams` when no `limit` is given.
+const LIST_LIMIT_DEFAULT: u64 = 100;
+
+/// `GET /streams?prefix=&after=&limit=`.
+pub async fn list(State(st): State<AppState>, req: Authorized<ListRequest>) -> ApiResult<Response> {
+    let page = st.store.list_streams(req.into_inner().0).await?;
     Ok(axum::Json(StreamsResponse {
         streams: page.streams.iter().map(ToString::to_string).collect(),
         next: page.next.map(|n| n.to_string()),
@@ -268,20 +291,20 @@ pub async fn list(
 /// `GET /streams/{stream}/metadata`.
 pub async fn get_metadata(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnStream<Read>>,
 ) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
+    let stream = req.into_inner().stream;
     Ok(axum::Json(st.store.get_metadata(&stream).await?).into_response())
 }
 
 /// `PUT /streams/{stream}/metadata`.
 pub async fn put_metadata(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    req: Authorized<OnStream<Admin>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
+    let stream = req.into_inner().stream;
     let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
     let md: StreamMetadata = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -295,29 +318,43 @@ pub async fn put_metadata(
 }
 
 /// `DELETE /streams/{stream}[?hard=true]`.
-pub async fn delete(
-    State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
-    let mut mode = DeleteMode::Soft;
-    for (k, v) in query_pairs(query)? {
-        match (k.as_str(), v.as_str()) {
-            ("hard", "true") => mode = DeleteMode::Hard,
-            ("hard", "false") => mode = DeleteMode::Soft,
-            _ => {
+#[derive(Debug)]
+pub struct DeleteRequest {
+    stream: StreamName,
+    mode: DeleteMode,
+}
+
+impl ApiRequest for DeleteRequest {
+    fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        query.check_known(&["hard"])?;
+        let mode = match query.get("hard") {
+            None | Some("false") => DeleteMode::Soft,
+            Some("true") => DeleteMode::Hard,
+            Some(v) => {
                 return Err(ApiError::new(
                     400,
                     "invalid_query",
-                    format!(
-                        "query parameter `{k}={v}` is not known here; use hard=true or hard=false"
-                    ),
+                    format!("query parameter `hard={v}` must be `true` or `false`"),
                 ));
             }
-        }
+        };
+        Ok(DeleteRequest {
+            stream: path.stream()?,
+            mode,
+        })
     }
+    fn scope(&self) -> Scope {
+        Scope::Stream(Right::Admin, self.stream.clone())
+    }
+}
+
+/// `DELETE /streams/{stream}[?hard=true]`.
+pub async fn delete(
+    State(st): State<AppState>,
+    req: Authorized<DeleteRequest>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let DeleteRequest { stream, mode } = req.into_inner();
     let expected = expected_revision(&headers)?;
     st.store.delete_stream(&stream, expected, mode).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

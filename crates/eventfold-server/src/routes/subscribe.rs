@@ -7,18 +7,20 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use eventfold_core::{EventSubscription, Position, Revision, StoreError, SubscribeFrom};
-use eventfold_protocol::{NDJSON, subscribe_all_query, subscribe_stream_query};
+use eventfold_core::{
+    EventFilter, EventSubscription, Position, Revision, StoreError, StreamName, SubscribeFrom,
+};
+use eventfold_protocol::{NDJSON, QueryPairs, subscribe_all_query, subscribe_stream_query};
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
-use super::{query_pairs, stream_from_path};
+use crate::auth::{Right, Scope, StreamSet};
+use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
@@ -43,15 +45,32 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     }
 }
 
+/// `GET /streams/{stream}/subscribe?from=`.
+#[derive(Debug)]
+pub struct SubscribeStreamRequest {
+    stream: StreamName,
+    from: SubscribeFrom<Revision>,
+}
+
+impl ApiRequest for SubscribeStreamRequest {
+    fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        Ok(SubscribeStreamRequest {
+            from: subscribe_stream_query(query)?,
+            stream: path.stream()?,
+        })
+    }
+    fn scope(&self) -> Scope {
+        Scope::Stream(Right::Read, self.stream.clone())
+    }
+}
+
 /// `GET /streams/{stream}/subscribe`.
 pub async fn stream(
     State(st): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    req: Authorized<SubscribeStreamRequest>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let stream = stream_from_path(path)?;
-    let mut from = subscribe_stream_query(&query_pairs(query)?)?;
+    let SubscribeStreamRequest { stream, mut from } = req.into_inner();
     if let Some(id) = last_event_id(&headers)? {
         from = SubscribeFrom::At(Revision(id.saturating_add(1)));
     }
@@ -59,13 +78,30 @@ pub async fn stream(
     Ok(respond(&st, &headers, sub, IdKind::Revision))
 }
 
+/// `GET /all/subscribe?from=&type=&category=&stream_prefix=`.
+#[derive(Debug)]
+pub struct SubscribeAllRequest {
+    from: SubscribeFrom<Position>,
+    filter: EventFilter,
+}
+
+impl ApiRequest for SubscribeAllRequest {
+    fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
+        let (from, filter) = subscribe_all_query(query)?;
+        Ok(SubscribeAllRequest { from, filter })
+    }
+    fn scope(&self) -> Scope {
+        Scope::Streams(Right::Read, StreamSet::of_filter(&self.filter))
+    }
+}
+
 /// `GET /all/subscribe`.
 pub async fn all(
     State(st): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    req: Authorized<SubscribeAllRequest>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (mut from, filter) = subscribe_all_query(&query_pairs(query)?)?;
+    let SubscribeAllRequest { mut from, filter } = req.into_inner();
     if let Some(id) = last_event_id(&headers)? {
         from = SubscribeFrom::At(Position(id.saturating_add(1)));
     }
@@ -131,7 +167,7 @@ fn respond(
         Wants::Ndjson => {
             let body = items.map(|item| {
                 Ok::<_, Infallible>(match item {
-                    Item::Event(e) => super::streams::ndjson_line(&e),
+                    Item::Event(e) => super::encode::ndjson_line(&e),
                     Item::Heartbeat => Bytes::from_static(b"\n"),
                     Item::Failed(e) => final_line("error", e.code(), &e.to_string()),
                     Item::Closing => final_line("closing", "server_shutdown", "the server is shutting down; reconnect and resume from the last position you received"),

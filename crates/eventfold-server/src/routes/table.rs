@@ -263,7 +263,9 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
-async fn openapi_json() -> axum::Json<Value> {
+async fn openapi_json(
+    _req: crate::authorized::Authorized<crate::authorized::OnServer>,
+) -> axum::Json<Value> {
     axum::Json(document())
 }
 
@@ -350,7 +352,7 @@ pub fn document() -> Value {
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "eventfold", "version": env!("CARGO_PKG_VERSION"), "description": "Event store and event bus. See shared/contract/http-api.md."},
+        "info": {"title": "eventfold", "version": env!("CARGO_PKG_VERSION"), "description": "Event store and event bus. See docs/http-api.md in the eventfold repository."},
         "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}, {}],
         "paths": paths,

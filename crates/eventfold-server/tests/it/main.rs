@@ -1,3 +1,4 @@
 //! The server's integration tests, in process (the CLI crate tests real processes).
 
+mod auth;
 mod openapi;
