@@ -7,11 +7,15 @@ use base64::Engine as _;
 use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
 use serde_json::Value;
 
+use crate::codes::ErrorCode;
 use crate::error::WireError;
 
 fn bad(i: usize, why: impl std::fmt::Display) -> WireError {
-    WireError::new(400, "invalid_cloudevent", format!("CloudEvent {i}: {why}"))
-        .with("index", i as u64)
+    WireError::new(
+        ErrorCode::InvalidCloudevent,
+        format!("CloudEvent {i}: {why}"),
+    )
+    .with("index", i as u64)
 }
 
 fn required_str<'a>(
@@ -111,8 +115,7 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
 pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         WireError::new(
-            400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("the body is not a CloudEvent in JSON: {e}"),
         )
     })?;
@@ -123,15 +126,13 @@ pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
 pub fn parse_cloudevents_batch(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
     let v: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
         WireError::new(
-            400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("the body is not a JSON array of CloudEvents: {e}"),
         )
     })?;
     if v.is_empty() {
         return Err(WireError::new(
-            400,
-            "empty_batch",
+            ErrorCode::EmptyBatch,
             "the batch has no event; send an array of 1 or more CloudEvents",
         ));
     }

@@ -1,6 +1,8 @@
 use eventfold_core::{ExpectedRevision, Revision, StoreError, StreamName, ValidationError};
 use serde::{Deserialize, Serialize};
 
+use crate::codes::ErrorCode;
+
 /// The contract's error body: `{"error": {"code", "message", ...details}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -30,13 +32,13 @@ pub struct WireError {
 }
 
 impl WireError {
-    /// An error with no details.
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+    /// An error with no details; its status is the code's (one table: [`ErrorCode`]).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         WireError {
-            status,
+            status: code.status(),
             body: ErrorBody {
                 error: ErrorDetail {
-                    code: code.into(),
+                    code: code.as_str().into(),
                     message: message.into(),
                     details: Default::default(),
                 },
@@ -52,29 +54,58 @@ impl WireError {
 
     /// A 400 for a value that failed validation.
     pub fn invalid(e: &ValidationError) -> Self {
-        WireError::new(400, code_for_validation(e), e.to_string())
+        WireError::new(code_for_validation(e), e.to_string())
+    }
+
+    /// The code of this error, if it is one of the table (a proxied backend's may not be).
+    pub fn code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.body.error.code)
     }
 }
 
-fn code_for_validation(e: &ValidationError) -> &'static str {
+fn code_for_validation(e: &ValidationError) -> ErrorCode {
     match e.what {
-        "stream name" => "invalid_stream_name",
-        "event type" => "invalid_event_type",
-        "expected revision" => "invalid_expected_revision",
-        "event id" => "invalid_event_id",
-        "content type" => "invalid_content_type",
-        _ => "invalid_request",
+        "stream name" => ErrorCode::InvalidStreamName,
+        "event type" => ErrorCode::InvalidEventType,
+        "expected revision" => ErrorCode::InvalidExpectedRevision,
+        "event id" => ErrorCode::InvalidEventId,
+        "content type" => ErrorCode::InvalidContentType,
+        _ => ErrorCode::InvalidRequest,
     }
 }
 
-/// The status and body for a store error.
+/// The wire code of a store error: the same on every route.
+pub fn store_error_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::WrongExpectedRevision { .. } => ErrorCode::WrongExpectedRevision,
+        StoreError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
+        StoreError::StreamDeleted { .. } => ErrorCode::StreamDeleted,
+        StoreError::Invalid(v) => code_for_validation(v),
+        StoreError::LimitExceeded { limit, .. } => match limit {
+            eventfold_core::LimitKind::EventBytes => ErrorCode::EventTooLarge,
+            eventfold_core::LimitKind::BatchEvents => ErrorCode::BatchTooManyEvents,
+            eventfold_core::LimitKind::BatchBytes => ErrorCode::BatchTooLarge,
+            eventfold_core::LimitKind::ReadLimit => ErrorCode::ReadLimitTooLarge,
+        },
+        StoreError::Poisoned { .. } => ErrorCode::StoragePoisoned,
+        StoreError::Closed => ErrorCode::StoreClosed,
+        StoreError::Locked { .. } => ErrorCode::StorageLocked,
+        StoreError::Storage { .. } => ErrorCode::StorageFailure,
+        StoreError::Corrupt { .. } => ErrorCode::StorageCorrupt,
+        StoreError::Backend { .. } => ErrorCode::BackendFailure,
+        _ => ErrorCode::InternalError,
+    }
+}
+
+/// The status and body for a store error: the same on every route.
 pub fn error_status(e: &StoreError) -> WireError {
+    let w = WireError::new(store_error_code(e), e.to_string());
     match e {
         StoreError::WrongExpectedRevision {
             stream,
             expected,
             actual,
-        } => WireError::new(409, e.code(), e.to_string())
+        } => w
             .with("stream", stream.as_str())
             .with(
                 "expected",
@@ -86,31 +117,19 @@ pub fn error_status(e: &StoreError) -> WireError {
                     .map(|r| serde_json::Value::from(r.0))
                     .unwrap_or(serde_json::Value::Null),
             ),
-        StoreError::StreamNotFound { stream } => {
-            WireError::new(404, e.code(), e.to_string()).with("stream", stream.as_str())
+        StoreError::StreamNotFound { stream } | StoreError::StreamDeleted { stream } => {
+            w.with("stream", stream.as_str())
         }
-        StoreError::StreamDeleted { stream } => {
-            WireError::new(410, e.code(), e.to_string()).with("stream", stream.as_str())
+        StoreError::Invalid(v) => w.with("field", v.what),
+        StoreError::Poisoned { cause } => w.with("cause", cause.as_str()),
+        StoreError::LimitExceeded { max, actual, .. } => {
+            w.with("max", *max).with("actual", *actual)
         }
-        StoreError::Invalid(v) => WireError::invalid(v).with("field", v.what),
-        StoreError::LimitExceeded { limit, max, actual } => {
-            let status = match limit {
-                eventfold_core::LimitKind::ReadLimit => 400,
-                _ => 413,
-            };
-            WireError::new(status, e.code(), e.to_string())
-                .with("max", *max)
-                .with("actual", *actual)
+        StoreError::Backend { code, message } => {
+            WireError::new(ErrorCode::BackendFailure, message.clone())
+                .with("backend_code", code.as_str())
         }
-        StoreError::Poisoned { .. } | StoreError::Closed => {
-            WireError::new(503, e.code(), e.to_string())
-        }
-        StoreError::Locked { .. } => WireError::new(503, e.code(), e.to_string()),
-        StoreError::Storage { .. } | StoreError::Corrupt { .. } => {
-            WireError::new(500, e.code(), e.to_string())
-        }
-        StoreError::Backend { code, message } => WireError::new(502, code, message.clone()),
-        _ => WireError::new(500, e.code(), e.to_string()),
+        _ => w,
     }
 }
 
@@ -124,8 +143,19 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
             .and_then(|s| StreamName::new(s).ok())
     };
     let num = |k: &str| d.details.get(k).and_then(serde_json::Value::as_u64);
-    match d.code.as_str() {
-        "wrong_expected_revision" => {
+    let Some(code) = ErrorCode::parse(&d.code) else {
+        return StoreError::Backend {
+            code: d.code.clone(),
+            message: d.message.clone(),
+        };
+    };
+    let limit = |limit| StoreError::LimitExceeded {
+        limit,
+        max: num("max").unwrap_or(0),
+        actual: num("actual").unwrap_or(0),
+    };
+    match code {
+        ErrorCode::WrongExpectedRevision => {
             if let Some(stream) = stream() {
                 let expected = match d.details.get("expected") {
                     Some(serde_json::Value::Number(n)) => n.as_u64().map(ExpectedRevision::Exact),
@@ -141,45 +171,49 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 }
             }
         }
-        "stream_not_found" => {
+        ErrorCode::StreamNotFound => {
             if let Some(stream) = stream() {
                 return StoreError::StreamNotFound { stream };
             }
         }
-        "stream_deleted" => {
+        ErrorCode::StreamDeleted => {
             if let Some(stream) = stream() {
                 return StoreError::StreamDeleted { stream };
             }
         }
-        "event_too_large"
-        | "batch_too_many_events"
-        | "batch_too_large"
-        | "read_limit_too_large" => {
-            let limit = match d.code.as_str() {
-                "event_too_large" => eventfold_core::LimitKind::EventBytes,
-                "batch_too_many_events" => eventfold_core::LimitKind::BatchEvents,
-                "batch_too_large" => eventfold_core::LimitKind::BatchBytes,
-                _ => eventfold_core::LimitKind::ReadLimit,
-            };
-            return StoreError::LimitExceeded {
-                limit,
-                max: num("max").unwrap_or(0),
-                actual: num("actual").unwrap_or(0),
-            };
-        }
-        "storage_poisoned" => {
+        ErrorCode::EventTooLarge => return limit(eventfold_core::LimitKind::EventBytes),
+        ErrorCode::BatchTooManyEvents => return limit(eventfold_core::LimitKind::BatchEvents),
+        ErrorCode::BatchTooLarge => return limit(eventfold_core::LimitKind::BatchBytes),
+        ErrorCode::ReadLimitTooLarge => return limit(eventfold_core::LimitKind::ReadLimit),
+        ErrorCode::StoragePoisoned => {
             return StoreError::Poisoned {
-                cause: d.message.clone(),
+                cause: d
+                    .details
+                    .get("cause")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&d.message)
+                    .to_owned(),
             };
         }
-        "store_closed" => return StoreError::Closed,
+        ErrorCode::StoreClosed => return StoreError::Closed,
+        ErrorCode::BackendFailure => {
+            return StoreError::Backend {
+                code: d
+                    .details
+                    .get("backend_code")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(code.as_str())
+                    .to_owned(),
+                message: d.message.clone(),
+            };
+        }
         _ if status == 400 => {
-            let c = d.code.as_str();
-            let what: &'static str = match c {
-                "invalid_stream_name" => "stream name",
-                "invalid_event_type" => "event type",
-                "invalid_expected_revision" => "expected revision",
-                "invalid_event_id" => "event id",
+            let what: &'static str = match code {
+                ErrorCode::InvalidStreamName => "stream name",
+                ErrorCode::InvalidEventType => "event type",
+                ErrorCode::InvalidExpectedRevision => "expected revision",
+                ErrorCode::InvalidEventId => "event id",
+                ErrorCode::InvalidContentType => "content type",
                 _ => "request",
             };
             return StoreError::Invalid(ValidationError {
@@ -221,11 +255,21 @@ mod tests {
                 max: 10,
                 actual: 11,
             },
+            StoreError::LimitExceeded {
+                limit: eventfold_core::LimitKind::ReadLimit,
+                max: 10,
+                actual: 11,
+            },
+            StoreError::Poisoned {
+                cause: "fsync failed".into(),
+            },
+            StoreError::Closed,
         ] {
             let w = error_status(&e);
             let json = serde_json::to_string(&w.body).unwrap();
             let back: ErrorBody = serde_json::from_str(&json).unwrap();
             let again = from_error_body(w.status, &back);
+            assert_eq!(w.code().map(ErrorCode::as_str), Some(e.code()));
             assert_eq!(again.code(), e.code());
             assert_eq!(again.to_string(), e.to_string());
         }
@@ -238,5 +282,33 @@ mod tests {
         let v = serde_json::to_value(&w.body).unwrap();
         assert_eq!(v["error"]["expected"], "no-stream");
         assert_eq!(v["error"]["actual"], 4);
+    }
+
+    /// The same store error gets the same code and status wherever it is answered, and that
+    /// code is the store's own.
+    #[test]
+    fn store_error_codes_agree_with_the_store() {
+        let s = StreamName::new("order-1").unwrap();
+        for e in [
+            StoreError::StreamNotFound { stream: s },
+            StoreError::Poisoned { cause: "x".into() },
+            StoreError::Closed,
+            StoreError::io("write", std::io::Error::other("disk")),
+            StoreError::Corrupt {
+                file: "0.log".into(),
+                offset: 0,
+                detail: "bad checksum".into(),
+            },
+            StoreError::Locked { dir: "/x".into() },
+        ] {
+            let code = store_error_code(&e);
+            assert_eq!(code.as_str(), e.code(), "{e}");
+            assert_eq!(error_status(&e).status, code.status());
+        }
+        assert_eq!(store_error_code(&StoreError::Closed).status(), 503);
+        assert_eq!(
+            store_error_code(&StoreError::Poisoned { cause: "x".into() }).status(),
+            503
+        );
     }
 }

@@ -6,6 +6,7 @@ use eventfold_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::codes::ErrorCode;
 use crate::error::WireError;
 
 /// One new event in an append body.
@@ -36,7 +37,7 @@ pub struct NewEventJson {
 }
 
 fn bad(i: usize, field: &str, why: impl std::fmt::Display) -> WireError {
-    WireError::new(400, "invalid_event", format!("event {i}: {field} {why}"))
+    WireError::new(ErrorCode::InvalidEvent, format!("event {i}: {field} {why}"))
         .with("index", i as u64)
         .with("field", field)
 }
@@ -104,15 +105,13 @@ impl NewEventJson {
 pub fn parse_new_events(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
     let items: Vec<NewEventJson> = serde_json::from_slice(body).map_err(|e| {
         WireError::new(
-            400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("the body is not a JSON array of events: {e}"),
         )
     })?;
     if items.is_empty() {
         return Err(WireError::new(
-            400,
-            "empty_batch",
+            ErrorCode::EmptyBatch,
             "the batch has no event; send an array of 1 or more events",
         ));
     }

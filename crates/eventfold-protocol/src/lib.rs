@@ -3,12 +3,16 @@
 //! CloudEvents), answers, the error body and its mapping to [`StoreError`], and query parameters.
 
 mod cloudevents;
+mod codes;
 mod error;
 mod event;
 mod query;
 
 pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
-pub use error::{ErrorBody, ErrorDetail, WireError, error_status, from_error_body};
+pub use codes::ErrorCode;
+pub use error::{
+    ErrorBody, ErrorDetail, WireError, error_status, from_error_body, store_error_code,
+};
 pub use event::{
     AppendResponse, InfoResponse, NewEventJson, ReadResponse, StreamsResponse, WireEvent,
     parse_new_events,

@@ -7,6 +7,7 @@ use eventfold_core::{
     Revision, SubscribeFrom,
 };
 
+use crate::codes::ErrorCode;
 use crate::error::WireError;
 
 /// A request's query string, decoded once: keys and values percent-decoded (`+` is a space),
@@ -29,9 +30,7 @@ impl QueryPairs {
             let key = decode(k)?;
             let value = decode(v)?;
             if pairs.iter().any(|(seen, _)| *seen == key) {
-                return Err(WireError::new(
-                    400,
-                    "duplicate_query_parameter",
+                return Err(WireError::new(ErrorCode::DuplicateQueryParameter,
                     format!(
                         "query parameter `{key}` is given more than once; give each parameter once (several event types go in one value: type=a,b)"
                     ),
@@ -40,8 +39,7 @@ impl QueryPairs {
             }
             if pairs.len() == QUERY_PARAMS_MAX {
                 return Err(WireError::new(
-                    400,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!(
                         "the query string has more than {QUERY_PARAMS_MAX} parameters; no route takes that many"
                     ),
@@ -120,8 +118,7 @@ fn decode(s: &str) -> Result<String, WireError> {
         .map(|c| c.into_owned())
         .map_err(|_| {
             WireError::new(
-                400,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("the query string part `{s}` is not UTF-8 once percent-decoded"),
             )
         })
@@ -136,8 +133,7 @@ pub const READ_LIMIT_DEFAULT: usize = 100;
 
 fn bad(param: &str, value: &str, why: &str) -> WireError {
     WireError::new(
-        400,
-        "invalid_query",
+        ErrorCode::InvalidQuery,
         format!("query parameter `{param}={value}` {why}"),
     )
     .with("parameter", param)

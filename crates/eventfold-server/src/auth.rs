@@ -18,6 +18,7 @@ use axum::http::HeaderValue;
 use eventfold_core::StreamName;
 
 use crate::error::ApiError;
+use eventfold_protocol::ErrorCode;
 
 /// A right a token can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -184,8 +185,7 @@ impl Auth {
             .map(str::trim);
         let Some(presented) = presented else {
             return Err(ApiError::new(
-                401,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "this server needs a token: send `Authorization: Bearer <token>`",
             ));
         };
@@ -195,8 +195,7 @@ impl Auth {
             .map(Caller::Token)
             .ok_or_else(|| {
                 ApiError::new(
-                    401,
-                    "unauthenticated",
+                    ErrorCode::Unauthenticated,
                     "the bearer token is not known to this server; check the token",
                 )
             })
@@ -210,8 +209,7 @@ impl Auth {
         let right = scope.right();
         if !rule.rights.contains(&right) {
             return Err(ApiError::new(
-                403,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this token does not have the `{}` right needed here",
                     right_name(right)
@@ -246,8 +244,7 @@ impl Auth {
                 }
             };
             return Err(ApiError::new(
-                403,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this token may not act on {what}; it is limited to {:?}",
                     rule.prefixes

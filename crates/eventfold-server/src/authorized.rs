@@ -21,6 +21,7 @@ use eventfold_protocol::QueryPairs;
 use crate::auth::{Right, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 /// A request as its route parses it, and what it needs.
 pub trait ApiRequest: Sized + Send + 'static {
@@ -58,7 +59,10 @@ impl<R: ApiRequest> FromRequestParts<AppState> for Authorized<R> {
         let raw = RawPathParams::from_request_parts(parts, st)
             .await
             .map_err(|e| {
-                ApiError::new(400, "invalid_path", format!("the path is not valid: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidPath,
+                    format!("the path is not valid: {e}"),
+                )
             })?;
         let path = PathParams(
             raw.iter()
@@ -89,8 +93,7 @@ impl PathParams {
                     "a route's request asks for a path parameter it does not have"
                 );
                 ApiError::new(
-                    500,
-                    "internal_error",
+                    ErrorCode::InternalError,
                     format!("the route has no path parameter `{name}`"),
                 )
             })

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_groups::{
-    ConsumerName, Delivery, GroupConfig, GroupError, GroupName, Groups, NackAction, PutOutcome,
+    ConsumerName, Delivery, GroupConfig, GroupName, Groups, NackAction, PutOutcome,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +27,7 @@ use crate::authorized::{Admin, ApiRequest, Authorized, OnGroup, OnServer, PathPa
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 /// Largest body of a group request (an ack of 10,000 ids fits easily).
 const GROUP_BODY_BYTES_MAX: usize = 4 << 20;
@@ -37,20 +38,10 @@ const PULL_MAX_DEFAULT: usize = 100;
 const PULL_WAIT_MS_DEFAULT: u64 = 5000;
 const PARKED_LIMIT_DEFAULT: usize = 100;
 
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> Self {
-        if e.status() >= 500 {
-            tracing::error!(error = %e, "consumer group error answered to a request");
-        }
-        ApiError::new(e.status(), e.code(), e.to_string())
-    }
-}
-
 fn groups(st: &AppState) -> ApiResult<&Groups> {
     st.groups.as_ref().ok_or_else(|| {
         ApiError::new(
-            503,
-            "groups_unavailable",
+            ErrorCode::GroupsUnavailable,
             "this server runs without consumer groups",
         )
     })
@@ -66,8 +57,7 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiR
     };
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
-            400,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("the request body is not the expected JSON: {e}"),
         )
     })
@@ -276,8 +266,7 @@ impl ApiRequest for PushRequest {
         query.check_known(&["consumer"])?;
         let consumer = query.get("consumer").ok_or_else(|| {
             ApiError::new(
-                400,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "give the consumer's name: ?consumer=name",
             )
         })?;
@@ -351,7 +340,7 @@ pub async fn stream(
             Item::Heartbeat if ndjson => Bytes::from_static(b"\n"),
             Item::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
             Item::Closing => {
-                let msg = json!({"code": "server_shutdown", "message": "the server is shutting down; unacknowledged deliveries will be delivered again; reconnect"});
+                let msg = json!({"code": ErrorCode::ServerShutdown.as_str(), "message": "the server is shutting down; unacknowledged deliveries will be delivered again; reconnect"});
                 if ndjson {
                     Bytes::from(json!({ "closing": msg }).to_string() + "\n")
                 } else {

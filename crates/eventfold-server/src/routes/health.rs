@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::authorized::{Authorized, OnServer};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 /// The process is up.
 pub async fn live() -> Json<serde_json::Value> {
@@ -16,8 +17,7 @@ pub async fn ready(State(st): State<AppState>) -> ApiResult<Json<serde_json::Val
     match st.store.health() {
         Ok(()) => Ok(Json(json!({"status": "ok"}))),
         Err(e) => Err(ApiError::new(
-            503,
-            "not_ready",
+            ErrorCode::NotReady,
             format!("storage is not writable: {e}"),
         )),
     }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 pub fn router(state: AppState) -> Router {
     // Every route comes from the operations table, which also makes `/openapi.json`.
@@ -38,8 +39,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
-        404,
-        "not_found",
+        ErrorCode::NotFound,
         format!(
             "there is no resource at {}; see GET /openapi.json for the API",
             uri.path()
@@ -49,8 +49,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
-        405,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{method} is not allowed on {}; see GET /openapi.json for the API",
             uri.path()
@@ -67,8 +66,7 @@ pub async fn read_body(
 ) -> ApiResult<Bytes> {
     let too_large = || {
         ApiError::new(
-            413,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is larger than {max} bytes; split the batch"),
         )
         .with_detail("max", max as u64)
@@ -89,8 +87,7 @@ pub async fn read_body(
             source = err.source();
         }
         ApiError::new(
-            400,
-            "unreadable_body",
+            ErrorCode::UnreadableBody,
             format!("the request body could not be read: {e}"),
         )
     })

@@ -19,14 +19,14 @@ use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Rea
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedRevision> {
     let v = match headers.get("expected-revision") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
-                400,
-                "invalid_expected_revision",
+                ErrorCode::InvalidExpectedRevision,
                 "the Expected-Revision header is not text",
             )
         })?),
@@ -61,8 +61,7 @@ pub async fn append(
         CLOUDEVENTS_BATCH_JSON => parse_cloudevents_batch(&body)?,
         other => {
             return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "Content-Type {other} is not accepted; send application/json, {CLOUDEVENTS_JSON} or {CLOUDEVENTS_BATCH_JSON}"
                 ),
@@ -307,9 +306,7 @@ pub async fn put_metadata(
     let stream = req.into_inner().stream;
     let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
     let md: StreamMetadata = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            400,
-            "invalid_metadata",
+        ApiError::new(ErrorCode::InvalidMetadata,
             format!("the body is not stream metadata ({{\"max_count\"?, \"max_age_seconds\"?, \"truncate_before\"?, \"custom\"?}}): {e}"),
         )
     })?;
@@ -332,8 +329,7 @@ impl ApiRequest for DeleteRequest {
             Some("true") => DeleteMode::Hard,
             Some(v) => {
                 return Err(ApiError::new(
-                    400,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("query parameter `hard={v}` must be `true` or `false`"),
                 ));
             }

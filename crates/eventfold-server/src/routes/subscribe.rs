@@ -15,7 +15,9 @@ use bytes::Bytes;
 use eventfold_core::{
     EventFilter, EventSubscription, Position, Revision, StoreError, StreamName, SubscribeFrom,
 };
-use eventfold_protocol::{NDJSON, QueryPairs, subscribe_all_query, subscribe_stream_query};
+use eventfold_protocol::{
+    NDJSON, QueryPairs, store_error_code, subscribe_all_query, subscribe_stream_query,
+};
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
@@ -24,6 +26,7 @@ use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
+use eventfold_protocol::ErrorCode;
 
 /// Which number identifies an event on this subscription: its revision (one stream) or its
 /// position (`$all`).
@@ -41,7 +44,7 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or_else(|| ApiError::new(400, "invalid_last_event_id", "the Last-Event-ID header must be an unsigned integer (a revision or position this server sent)")),
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidLastEventId, "the Last-Event-ID header must be an unsigned integer (a revision or position this server sent)")),
     }
 }
 
@@ -169,8 +172,8 @@ fn respond(
                 Ok::<_, Infallible>(match item {
                     Item::Event(e) => super::encode::ndjson_line(&e),
                     Item::Heartbeat => Bytes::from_static(b"\n"),
-                    Item::Failed(e) => final_line("error", e.code(), &e.to_string()),
-                    Item::Closing => final_line("closing", "server_shutdown", "the server is shutting down; reconnect and resume from the last position you received"),
+                    Item::Failed(e) => final_line("error", store_error_code(&e).as_str(), &e.to_string()),
+                    Item::Closing => final_line("closing", ErrorCode::ServerShutdown.as_str(), "the server is shutting down; reconnect and resume from the last position you received"),
                 })
             });
             (
@@ -196,12 +199,12 @@ fn respond(
                     Item::Heartbeat => ": heartbeat\n\n".to_owned(),
                     Item::Failed(e) => format!(
                         "event: error\ndata: {}\n\n",
-                        error_json(e.code(), &e.to_string())
+                        error_json(store_error_code(&e).as_str(), &e.to_string())
                     ),
                     Item::Closing => format!(
                         "event: closing\ndata: {}\n\n",
                         error_json(
-                            "server_shutdown",
+                            ErrorCode::ServerShutdown.as_str(),
                             "the server is shutting down; reconnect with Last-Event-ID to resume"
                         )
                     ),

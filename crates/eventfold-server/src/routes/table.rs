@@ -270,9 +270,13 @@ async fn openapi_json(
 }
 
 fn schemas() -> Value {
+    let codes: Vec<&str> = eventfold_protocol::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}, "additionalProperties": true}}},
+            "properties": {"code": {"type": "string", "enum": codes}, "message": {"type": "string"}}, "additionalProperties": true}}},
         "NewEvent": {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
             "id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "minLength": 1, "maxLength": 256},
             "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"}, "content_type": {"type": "string"},
