@@ -17,6 +17,7 @@ mod reader;
 mod recovery;
 mod segindex;
 mod segment;
+mod shared;
 mod subscribe;
 mod verify;
 mod writer;
