@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::support::{Flaky, Server, io_error, network_error, temp_store};
+use crate::support::{Flaky, Server, io_error, memory_store, network_error};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -203,7 +203,7 @@ async fn a_permanent_failure_is_not_retried() {
 
 #[tokio::test]
 async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_flows() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(
         &*store,
         &[("1", "A"), ("2", "POISON"), ("3", "B"), ("4", "C")],
@@ -267,7 +267,7 @@ fn fast_store_retry() -> RetryPolicy {
 
 #[tokio::test]
 async fn the_store_runner_survives_transient_store_errors_without_losing_an_event() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     let store: Arc<dyn EventStore> = flaky.clone();
     let ids: Vec<String> = (1..=30).map(|i| format!("{i:02}")).collect();
@@ -307,7 +307,7 @@ async fn the_store_runner_survives_transient_store_errors_without_losing_an_even
 
 #[tokio::test]
 async fn a_store_error_retrying_cannot_fix_stops_the_store_runner() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     place(&*flaky, &[("1", "A"), ("2", "B"), ("3", "C")]).await;
     flaky.break_subscription(2, StoreError::Closed);
@@ -343,7 +343,7 @@ async fn a_store_error_retrying_cannot_fix_stops_the_store_runner() {
 
 #[tokio::test]
 async fn while_retrying_the_stats_show_the_error_and_a_stop_ends_the_wait() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     place(&*flaky, &[("1", "A")]).await;
     flaky.break_subscription(0, network_error());
@@ -376,7 +376,7 @@ async fn while_retrying_the_stats_show_the_error_and_a_stop_ends_the_wait() {
 
 #[tokio::test]
 async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_be_replayed() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let checkpoints = Arc::new(StoreCheckpoints::new(store.clone()));
     let first = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
 
@@ -421,7 +421,7 @@ async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_b
 
 #[tokio::test]
 async fn a_dead_letter_that_fails_again_is_written_again_with_the_attempts_added_up() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(&*store, &[("1", "POISON")]).await;
     let handler = Arc::new(Recorder::default());
     let runner = HandlerRunner::new(store.clone(), Arc::new(InMemoryCheckpoints::new()), handler)
@@ -485,7 +485,7 @@ async fn processed_ids_in_memory_are_bounded() {
 
 #[tokio::test]
 async fn an_idempotent_handler_rerun_from_the_start_does_nothing_twice() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(&*store, &[("1", "A"), ("2", "B")]).await;
     let ids: Arc<dyn ProcessedIds> = Arc::new(InMemoryProcessedIds::new(1000));
     let inner = Arc::new(Recorder::default());
