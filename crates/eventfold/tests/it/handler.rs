@@ -1,5 +1,6 @@
 //! Event handlers: retry delays, dead letters, checkpoints, idempotency, and the same handler
-//! on the embedded engine and on a real server's consumer group.
+//! on a store (the in-memory one) and on a real server's consumer group; retry timing on
+//! tokio's paused clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,6 +258,52 @@ async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_f
         .unwrap()
         .unwrap();
     assert_eq!(handler.handled.lock().last().unwrap(), "5");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_paused_time_a_store_runner_waits_exactly_the_policy_delays_before_dead_lettering() {
+    // The memory store runs on the test's runtime, so tokio's paused clock covers the whole
+    // runner: retries of minutes take no real time and their timing is exact.
+    let store = memory_store();
+    let last = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
+    let handler = Arc::new(Recorder::default());
+    let retry = RetryPolicy::new(3)
+        .initial_delay(Duration::from_secs(20))
+        .max_delay(Duration::from_secs(300))
+        .jitter(0.0);
+    let start = Instant::now();
+    let mut running = HandlerRunner::new(
+        store.clone(),
+        Arc::new(InMemoryCheckpoints::new()),
+        handler.clone(),
+    )
+    .retry(retry)
+    .spawn();
+    let stats = running.wait_for_checkpoint(last).await.unwrap();
+    assert_eq!(
+        (stats.handled, stats.dead_lettered, stats.failed_attempts),
+        (2, 1, 3)
+    );
+    let poison: Vec<Duration> = handler
+        .attempts
+        .lock()
+        .iter()
+        .filter(|(o, _)| o == "2")
+        .map(|(_, at)| *at - start)
+        .collect();
+    // Attempt 1 at once, then after 20 s and 40 s more.
+    assert_eq!(
+        poison,
+        [
+            Duration::ZERO,
+            Duration::from_secs(20),
+            Duration::from_secs(60)
+        ]
+    );
+    assert_eq!(*handler.handled.lock(), ["1", "3"]);
+    let letters = DeadLetters::new(store).list("recorder").await.unwrap();
+    assert_eq!(letters.len(), 1);
     running.stop().await.unwrap();
 }
 
