@@ -1,33 +1,20 @@
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, LimitKind, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream,
-    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom, ValidationError,
+    ExpectedRevision, LimitKind, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
+    StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    SubscribeFrom, ValidationError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{BODY_FIXED_BYTES, FRAME_HEADER_BYTES};
-use crate::index::Index;
 use crate::options::EngineOptions;
-use crate::segment::Segments;
+use crate::shared::Shared;
 use crate::writer::{Op, Reply, Request, Writer};
-
-/// State shared by the writer, readers and subscriptions.
-#[derive(Debug)]
-pub struct Shared {
-    pub dir: PathBuf,
-    pub index: RwLock<Index>,
-    pub segments: Segments,
-    pub committed: watch::Receiver<u64>,
-    pub poisoned: Mutex<Option<String>>,
-    pub limits: Limits,
-    pub segment_bytes: u64,
-}
 
 /// The embedded engine. Cheap to clone; every clone is the same store. The store closes when
 /// the last clone is dropped or [`Engine::shutdown`] is called.

@@ -317,24 +317,53 @@ pub fn encode_segment_header(segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as us
     h
 }
 
+/// Why a segment header cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The header is damaged, or not an eventfold segment's: the data is corrupt.
+    Damaged(String),
+    /// An intact header of a format version above [`FORMAT_VERSION`]: written by a newer
+    /// eventfold, not damaged.
+    Newer {
+        /// The version the header names.
+        version: u32,
+    },
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Damaged(why) => f.write_str(why),
+            HeaderError::Newer { version } => write!(
+                f,
+                "written by a newer eventfold (format version {version}; this build reads version {FORMAT_VERSION}); upgrade eventfold to open it"
+            ),
+        }
+    }
+}
+
 /// Checks a segment header; returns the segment number it names.
-pub fn decode_segment_header(h: &[u8]) -> Result<u32, String> {
+///
+/// Bytes 0..20 (magic, version, segment number, CRC32C of bytes 0..16) keep this layout in
+/// every format version, so an intact header of a newer version is told apart from damage.
+pub fn decode_segment_header(h: &[u8]) -> Result<u32, HeaderError> {
+    let damaged = |why: &str| Err(HeaderError::Damaged(why.into()));
     if h.len() < SEGMENT_HEADER_BYTES as usize {
-        return Err("file is shorter than a segment header".into());
+        return damaged("file is shorter than a segment header");
     }
     if &h[0..8] != SEGMENT_MAGIC {
-        return Err("not an eventfold segment (bad magic bytes)".into());
+        return damaged("not an eventfold segment (bad magic bytes)");
     }
     if crc32c::crc32c(&h[0..16]) != u32_at(h, 16) {
-        return Err("segment header checksum mismatch".into());
+        return damaged("segment header checksum mismatch");
     }
-    let version = u32_at(h, 8);
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}; this build reads version {FORMAT_VERSION} only"
-        ));
+    match u32_at(h, 8) {
+        FORMAT_VERSION => Ok(u32_at(h, 12)),
+        version if version > FORMAT_VERSION => Err(HeaderError::Newer { version }),
+        version => Err(HeaderError::Damaged(format!(
+            "format version {version} was never written by any eventfold (this build reads version {FORMAT_VERSION})"
+        ))),
     }
-    Ok(u32_at(h, 12))
 }
 
 /// A log address: segment number in the high 32 bits, byte offset in the low 32.
@@ -407,13 +436,109 @@ mod tests {
         assert_eq!(decode(&[0; 16]).unwrap_err(), FrameError::End);
     }
 
+    /// The bytes of `sample()` in format version 1, computed apart from this encoder (by the
+    /// layout in `FORMAT.md`). Frozen: if this test fails, the format changed; that needs a new
+    /// `FORMAT_VERSION` and a reader of the old one, not a new literal here.
+    const SAMPLE_V1_HEX: &str = concat!(
+        "7000000036957d16",                 // body length 112, CRC32C of the body
+        "0101",                             // kind 1 (event), flags: end of transaction
+        "07000c001000",                     // stream, type and content type lengths: 7, 12, 16
+        "0700000000000000",                 // position 7
+        "0300000000000000",                 // revision 3
+        "00401e18240a0600",                 // timestamp 1_700_000_000_000_000 µs
+        "09090909090909090909090909090909", // event id
+        "02000000",                         // schema version 2
+        "07000000",                         // metadata length 7
+        "0a000000",                         // data length 10
+        "6f726465722d31",                   // "order-1"
+        "6f726465722e706c61636564",         // "order.placed"
+        "6170706c69636174696f6e2f6a736f6e", // "application/json"
+        "7b2261223a317d",                   // {"a":1}
+        "7b2278223a747275657d",             // {"x":true}
+    );
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("the literal is hex"))
+            .collect()
+    }
+
+    #[test]
+    fn a_known_record_encodes_to_the_frozen_bytes_and_decodes_back() {
+        let golden = unhex(SAMPLE_V1_HEX);
+        let mut buf = Vec::new();
+        sample().encode_into(&mut buf);
+        assert_eq!(buf, golden, "the encoding of format version 1 changed");
+        let (d, n) = decode(&golden).expect("the frozen bytes decode");
+        assert_eq!(n, golden.len());
+        let s = sample();
+        assert_eq!(
+            (d.kind, d.flags, d.stream, d.event_type, d.content_type),
+            (s.kind, s.flags, s.stream, s.event_type, s.content_type)
+        );
+        assert_eq!(
+            (
+                d.position,
+                d.revision,
+                d.timestamp_us,
+                d.id,
+                d.schema_version
+            ),
+            (
+                s.position,
+                s.revision,
+                s.timestamp_us,
+                s.id,
+                s.schema_version
+            )
+        );
+        assert_eq!((d.metadata, d.data), (s.metadata, s.data));
+    }
+
+    #[test]
+    fn the_segment_header_encodes_to_the_frozen_bytes() {
+        let mut golden = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+        golden[..20].copy_from_slice(&unhex(concat!(
+            "4556464c44534547", // "EVFLDSEG"
+            "01000000",         // format version 1
+            "2a000000",         // segment 42
+            "84d70e52",         // CRC32C of the 16 bytes before
+        )));
+        assert_eq!(encode_segment_header(42)[..], golden[..]);
+        assert_eq!(decode_segment_header(&golden), Ok(42));
+    }
+
     #[test]
     fn segment_headers() {
         let h = encode_segment_header(42);
         assert_eq!(decode_segment_header(&h), Ok(42));
         let mut bad = h;
         bad[13] ^= 1;
-        assert!(decode_segment_header(&bad).is_err());
+        assert!(matches!(
+            decode_segment_header(&bad),
+            Err(HeaderError::Damaged(_))
+        ));
+        // An intact header of a later version is not damage.
+        let mut newer = h;
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&newer[0..16]);
+        newer[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&newer),
+            Err(HeaderError::Newer {
+                version: FORMAT_VERSION + 1
+            })
+        );
+        // A version 0 was never written: damage.
+        let mut zero = h;
+        zero[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32c::crc32c(&zero[0..16]);
+        zero[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_segment_header(&zero),
+            Err(HeaderError::Damaged(_))
+        ));
         assert_eq!(split_addr(addr(5, 1234)), (5, 1234));
     }
 }

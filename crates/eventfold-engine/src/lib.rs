@@ -17,6 +17,7 @@ mod reader;
 mod recovery;
 mod segindex;
 mod segment;
+mod shared;
 mod subscribe;
 mod verify;
 mod writer;
@@ -26,4 +27,5 @@ pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,
     SEGMENT_BYTES_DEFAULT,
 };
+pub use recovery::FORMAT_TOO_NEW_CODE;
 pub use verify::{VerifyReport, verify};

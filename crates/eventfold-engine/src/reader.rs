@@ -12,10 +12,10 @@ use eventfold_core::{
     StreamMetadata, StreamName, StreamSlice, Timestamp,
 };
 
-use crate::engine::Shared;
 use crate::format::{self, Kind, NameCache, RecordIn};
 use crate::index::{Index, StreamState};
 use crate::segment::SegmentScanner;
+use crate::shared::Shared;
 
 /// Records one `$all` read may scan before it answers with what it found and a `next` to
 /// continue from: bounds the time of one call when a filter matches little.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use eventfold_core::{StoreError, StoreResult};
 
-use crate::format::{self, FLAG_TX_END, Kind, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX};
+use crate::format::{
+    self, FLAG_TX_END, HeaderError, Kind, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX,
+};
 use crate::index::{Index, Summary};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
@@ -264,6 +266,17 @@ pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> 
     Ok(())
 }
 
+/// The stable code of the error a store written by a newer eventfold is refused with.
+pub const FORMAT_TOO_NEW_CODE: &str = "storage_format_too_new";
+
+/// The error for a segment written in a newer format: not corruption, and nothing is changed.
+fn newer_format(path: &Path, why: &HeaderError) -> StoreError {
+    StoreError::Backend {
+        code: FORMAT_TOO_NEW_CODE.into(),
+        message: format!("cannot open {}: {why}", path.display()),
+    }
+}
+
 /// Opens the store in `dir` and rebuilds its state.
 pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
     let lock = lock_dir(dir)?;
@@ -308,7 +321,10 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
             Ok(found) => {
                 return Err(segments.corrupt(no, 0, format!("the header names segment {found}")));
             }
-            Err(why) => return Err(segments.corrupt(no, 0, why)),
+            Err(why @ HeaderError::Newer { .. }) => {
+                return Err(newer_format(&path, &why));
+            }
+            Err(HeaderError::Damaged(why)) => return Err(segments.corrupt(no, 0, why)),
         }
         segments.insert(no, file.clone());
         if no != last_no {

@@ -13,7 +13,7 @@ use eventfold_core::{
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
-use crate::engine::Shared;
+use crate::shared::Shared;
 
 /// Events read per page while catching up: bounds a subscriber's memory.
 const PAGE_EVENTS: usize = 512;

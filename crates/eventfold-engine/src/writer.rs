@@ -15,12 +15,12 @@ use eventfold_core::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::Shared;
 use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
 use crate::index::{LastBatch, Summary};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
 use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
+use crate::shared::Shared;
 
 /// A change for the writer.
 #[derive(Debug)]

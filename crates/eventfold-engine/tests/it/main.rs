@@ -4,5 +4,6 @@ mod basics;
 mod conformance;
 mod crash;
 mod faults;
+mod fixture;
 mod model;
 mod support;

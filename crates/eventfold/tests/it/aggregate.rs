@@ -14,7 +14,7 @@ use eventfold::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::{io_error, stream, temp_store};
+use crate::support::{io_error, memory_store, stream};
 
 // ---- the aggregate under test: stock of one product ----
 
@@ -167,11 +167,8 @@ type Outcome = Result<Executed<Stock>, RepositoryError<StockError>>;
 
 /// `sku-1` with 10 in stock, then two reservations racing: both load revision 0 before either
 /// appends. A repository on the plain store, and the two outcomes.
-async fn race_two_reservations(
-    a: u64,
-    b: u64,
-) -> (tempfile::TempDir, Repository<Stock>, Outcome, Outcome) {
-    let (dir, engine) = temp_store();
+async fn race_two_reservations(a: u64, b: u64) -> (Repository<Stock>, Outcome, Outcome) {
+    let engine = memory_store();
     let setup = Repository::<Stock>::new(engine.clone());
     setup
         .execute("sku-1", receive(10), &Context::new())
@@ -183,7 +180,7 @@ async fn race_two_reservations(
         repo.execute("sku-1", reserve(a, "o-a"), &ctx),
         repo.execute("sku-1", reserve(b, "o-b"), &ctx),
     );
-    (dir, setup, ra, rb)
+    (setup, ra, rb)
 }
 
 // ---- the given/when/then harness ----
@@ -231,7 +228,7 @@ fn the_harness_reports_a_mismatch_with_both_sides() {
 
 #[tokio::test]
 async fn execute_appends_and_load_rebuilds() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone());
     let ctx = Context::new();
 
@@ -290,7 +287,7 @@ async fn execute_appends_and_load_rebuilds() {
 
 #[tokio::test]
 async fn past_states_by_revision_and_by_time() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(2));
     let ctx = Context::new();
     repo.execute("sku-1", receive(10), &ctx).await.unwrap();
@@ -323,7 +320,7 @@ async fn past_states_by_revision_and_by_time() {
 
 #[tokio::test]
 async fn correlation_ids_of_the_context_land_in_every_event() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone());
     let ctx = Context::with_correlation_id("req-42").user("alice");
     repo.execute("sku-1", receive(1), &ctx).await.unwrap();
@@ -465,7 +462,7 @@ impl EventStore for Racing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_both_succeed_the_loser_retried_on_fresh_state() {
-    let (_dir, setup, a, b) = race_two_reservations(4, 5).await;
+    let (setup, a, b) = race_two_reservations(4, 5).await;
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut attempts = [a.attempts, b.attempts];
     attempts.sort();
@@ -487,7 +484,7 @@ async fn concurrent_commands_both_succeed_the_loser_retried_on_fresh_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_decides_again_and_can_be_rejected_on_the_fresh_state() {
     // Each wants 6 of 10: the loser, decided again on the winner's state, is refused.
-    let (_dir, setup, a, b) = race_two_reservations(6, 6).await;
+    let (setup, a, b) = race_two_reservations(6, 6).await;
     let rejected = [&a, &b]
         .iter()
         .filter(|r| {
@@ -506,7 +503,7 @@ async fn a_retry_decides_again_and_can_be_rejected_on_the_fresh_state() {
 
 #[tokio::test]
 async fn a_conflict_on_every_attempt_is_reported_after_the_last() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let repo = Repository::<Stock>::new(Racing::new(engine.clone(), 0, true)).with_max_attempts(4);
     repo.execute("sku-1", receive(10), &Context::new())
         .await
@@ -541,7 +538,7 @@ async fn a_conflict_on_every_attempt_is_reported_after_the_last() {
 
 #[tokio::test]
 async fn snapshots_are_taken_every_n_events_and_loads_start_from_them() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(5));
     let ctx = Context::new();
     for _ in 0..12 {
@@ -598,7 +595,7 @@ async fn snapshots_are_taken_every_n_events_and_loads_start_from_them() {
 
 #[tokio::test]
 async fn a_snapshot_of_another_version_is_ignored_and_the_state_rebuilt() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let v1 = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(3));
     let ctx = Context::new();
     for _ in 0..7 {
@@ -636,7 +633,7 @@ async fn a_snapshot_of_another_version_is_ignored_and_the_state_rebuilt() {
 
 #[tokio::test]
 async fn a_snapshot_that_does_not_deserialize_is_ignored() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
     let ctx = Context::new();
     for _ in 0..3 {
@@ -666,7 +663,7 @@ async fn a_snapshot_that_does_not_deserialize_is_ignored() {
 
 #[tokio::test]
 async fn a_snapshot_that_cannot_be_written_does_not_fail_the_command() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     // A hard-deleted snapshot stream refuses every append.
     store
         .delete_stream(
@@ -691,7 +688,7 @@ async fn a_snapshot_that_cannot_be_written_does_not_fail_the_command() {
 
 #[tokio::test]
 async fn old_schema_versions_are_upcast_on_load() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let old = NewEvent::json(
         EventType::new("stock.received").unwrap(),
         &serde_json::json!({"qty": 7}),
@@ -734,7 +731,7 @@ async fn old_schema_versions_are_upcast_on_load() {
 
 #[tokio::test]
 async fn messagepack_events_and_snapshots() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone())
         .with_codec(Codec::MessagePack)
         .with_snapshots(SnapshotPolicy::every(2));
@@ -767,7 +764,7 @@ async fn messagepack_events_and_snapshots() {
 
 #[tokio::test]
 async fn an_id_that_makes_no_stream_name_is_refused() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store);
     let err = repo.load(&"x".repeat(100_000)).await.unwrap_err();
     assert!(matches!(err, RepositoryError::InvalidId { .. }), "{err:?}");
@@ -777,7 +774,7 @@ async fn an_id_that_makes_no_stream_name_is_refused() {
 
 #[tokio::test]
 async fn a_cached_repository_writes_the_same_events_and_skips_the_load() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let plain = Repository::<Stock>::new(store.clone());
     let cached = Repository::<Stock>::new(store.clone()).with_cache(16);
     let ctx = Context::new();
@@ -836,7 +833,7 @@ async fn a_cached_repository_writes_the_same_events_and_skips_the_load() {
 
 #[tokio::test]
 async fn a_cached_aggregate_sees_what_another_process_appended() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let here = Repository::<Stock>::new(store.clone()).with_cache(16);
     let elsewhere = Repository::<Stock>::new(store.clone());
     let ctx = Context::new();
@@ -876,7 +873,7 @@ async fn a_cached_aggregate_sees_what_another_process_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_stale_caches_race_and_the_loser_retries_on_a_fresh_load() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let racing = Racing::new(engine.clone(), 2, false);
     racing.reads.store(2, Ordering::SeqCst); // not holding reads yet
     let ctx = Context::new();
@@ -931,7 +928,7 @@ async fn engine_load(store: &Arc<dyn EventStore>) -> Stock {
 
 #[tokio::test]
 async fn the_cache_holds_at_most_its_capacity_and_evicts_the_least_recently_used() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store).with_cache(2);
     let ctx = Context::new();
     for id in ["a", "b", "c"] {
@@ -957,7 +954,7 @@ async fn the_cache_holds_at_most_its_capacity_and_evicts_the_least_recently_used
 
 #[tokio::test]
 async fn a_failed_append_leaves_no_cached_state() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let racing = Racing::new(engine.clone(), 0, false);
     let repo = Repository::<Stock>::new(racing.clone()).with_cache(16);
     let ctx = Context::new();
@@ -999,7 +996,7 @@ async fn a_failed_append_leaves_no_cached_state() {
 
 #[tokio::test]
 async fn snapshots_are_still_written_with_the_cache() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let repo = Repository::<Stock>::new(store.clone())
         .with_snapshots(SnapshotPolicy::every(5))
         .with_cache(4);

@@ -1,5 +1,6 @@
 //! Event handlers: retry delays, dead letters, checkpoints, idempotency, and the same handler
-//! on the embedded engine and on a real server's consumer group.
+//! on a store (the in-memory one) and on a real server's consumer group; retry timing on
+//! tokio's paused clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::support::{Flaky, Server, io_error, network_error, temp_store};
+use crate::support::{Flaky, Server, io_error, memory_store, network_error};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -203,7 +204,7 @@ async fn a_permanent_failure_is_not_retried() {
 
 #[tokio::test]
 async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_flows() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(
         &*store,
         &[("1", "A"), ("2", "POISON"), ("3", "B"), ("4", "C")],
@@ -260,6 +261,52 @@ async fn a_poison_event_is_dead_lettered_after_the_last_attempt_while_the_rest_f
     running.stop().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn on_paused_time_a_store_runner_waits_exactly_the_policy_delays_before_dead_lettering() {
+    // The memory store runs on the test's runtime, so tokio's paused clock covers the whole
+    // runner: retries of minutes take no real time and their timing is exact.
+    let store = memory_store();
+    let last = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
+    let handler = Arc::new(Recorder::default());
+    let retry = RetryPolicy::new(3)
+        .initial_delay(Duration::from_secs(20))
+        .max_delay(Duration::from_secs(300))
+        .jitter(0.0);
+    let start = Instant::now();
+    let mut running = HandlerRunner::new(
+        store.clone(),
+        Arc::new(InMemoryCheckpoints::new()),
+        handler.clone(),
+    )
+    .retry(retry)
+    .spawn();
+    let stats = running.wait_for_checkpoint(last).await.unwrap();
+    assert_eq!(
+        (stats.handled, stats.dead_lettered, stats.failed_attempts),
+        (2, 1, 3)
+    );
+    let poison: Vec<Duration> = handler
+        .attempts
+        .lock()
+        .iter()
+        .filter(|(o, _)| o == "2")
+        .map(|(_, at)| *at - start)
+        .collect();
+    // Attempt 1 at once, then after 20 s and 40 s more.
+    assert_eq!(
+        poison,
+        [
+            Duration::ZERO,
+            Duration::from_secs(20),
+            Duration::from_secs(60)
+        ]
+    );
+    assert_eq!(*handler.handled.lock(), ["1", "3"]);
+    let letters = DeadLetters::new(store).list("recorder").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    running.stop().await.unwrap();
+}
+
 /// Store retries after 1 ms, a few times at most (so a bug that loops ends the test).
 fn fast_store_retry() -> RetryPolicy {
     fast_retry(10)
@@ -267,7 +314,7 @@ fn fast_store_retry() -> RetryPolicy {
 
 #[tokio::test]
 async fn the_store_runner_survives_transient_store_errors_without_losing_an_event() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     let store: Arc<dyn EventStore> = flaky.clone();
     let ids: Vec<String> = (1..=30).map(|i| format!("{i:02}")).collect();
@@ -307,7 +354,7 @@ async fn the_store_runner_survives_transient_store_errors_without_losing_an_even
 
 #[tokio::test]
 async fn a_store_error_retrying_cannot_fix_stops_the_store_runner() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     place(&*flaky, &[("1", "A"), ("2", "B"), ("3", "C")]).await;
     flaky.break_subscription(2, StoreError::Closed);
@@ -343,7 +390,7 @@ async fn a_store_error_retrying_cannot_fix_stops_the_store_runner() {
 
 #[tokio::test]
 async fn while_retrying_the_stats_show_the_error_and_a_stop_ends_the_wait() {
-    let (_dir, engine) = temp_store();
+    let engine = memory_store();
     let flaky = Flaky::new(engine);
     place(&*flaky, &[("1", "A")]).await;
     flaky.break_subscription(0, network_error());
@@ -376,7 +423,7 @@ async fn while_retrying_the_stats_show_the_error_and_a_stop_ends_the_wait() {
 
 #[tokio::test]
 async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_be_replayed() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let checkpoints = Arc::new(StoreCheckpoints::new(store.clone()));
     let first = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
 
@@ -421,7 +468,7 @@ async fn a_restarted_runner_continues_from_its_checkpoint_and_dead_letters_can_b
 
 #[tokio::test]
 async fn a_dead_letter_that_fails_again_is_written_again_with_the_attempts_added_up() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(&*store, &[("1", "POISON")]).await;
     let handler = Arc::new(Recorder::default());
     let runner = HandlerRunner::new(store.clone(), Arc::new(InMemoryCheckpoints::new()), handler)
@@ -485,7 +532,7 @@ async fn processed_ids_in_memory_are_bounded() {
 
 #[tokio::test]
 async fn an_idempotent_handler_rerun_from_the_start_does_nothing_twice() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let last = place(&*store, &[("1", "A"), ("2", "B")]).await;
     let ids: Arc<dyn ProcessedIds> = Arc::new(InMemoryProcessedIds::new(1000));
     let inner = Arc::new(Recorder::default());

@@ -19,7 +19,7 @@ use eventfold::{
 };
 use tokio::sync::mpsc;
 
-use crate::support::temp_store;
+use crate::support::memory_store;
 
 /// Appends `n` events round-robin to `streams`, one append each; their ids in order.
 async fn append(store: &dyn EventStore, streams: &[&str], n: usize, from: usize) -> Vec<EventId> {
@@ -59,7 +59,7 @@ async fn wait_for_checkpoint(checkpoints: &InMemoryCheckpoints, name: &str, at: 
 
 #[tokio::test]
 async fn the_channel_sink_gets_every_matching_event_in_order_and_the_checkpoint_follows() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let ids = append(&*store, &["order-1", "order-2", "audit-1"], 60, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     // A small channel: the relay waits for the reader (back-pressure), nothing is lost.
@@ -185,7 +185,7 @@ fn ids_of(body: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_webhook_gets_everything_in_order_despite_failures_and_a_restart_resumes() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let ids = append(&*store, &["a-1", "b-1"], 25, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, mut seen) = serve_hook(3, checkpoints.clone()).await;
@@ -251,7 +251,7 @@ async fn the_webhook_gets_everything_in_order_despite_failures_and_a_restart_res
 
 #[tokio::test]
 async fn cloudevents_batches_carry_the_data_as_stored() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let ids = append(&*store, &["c-1"], 2, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, mut seen) = serve_hook(0, checkpoints.clone()).await;
@@ -282,7 +282,7 @@ async fn cloudevents_batches_carry_the_data_as_stored() {
 
 #[tokio::test]
 async fn a_sink_that_keeps_failing_stops_the_relay_after_the_attempts_without_a_checkpoint() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     append(&*store, &["d-1"], 3, 0).await;
     let checkpoints = InMemoryCheckpoints::new();
     let (url, _seen) = serve_hook(usize::MAX, checkpoints.clone()).await;
@@ -330,7 +330,7 @@ impl CheckpointStore for FailingSaves {
 
 #[tokio::test]
 async fn a_transient_store_error_is_retried_from_the_checkpoint_and_any_other_stops_the_relay() {
-    let (_dir, store) = temp_store();
+    let store = memory_store();
     let ids = append(&*store, &["t-1"], 3, 0).await;
     let start = |error: fn() -> StoreError| {
         let checkpoints = Arc::new(FailingSaves {

@@ -16,7 +16,7 @@ use eventfold::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::{Flaky, io_error, network_error, store_in};
+use crate::support::{Flaky, io_error, memory_store, network_error, store_in};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -98,6 +98,7 @@ async fn append_foreign(store: &dyn EventStore) {
 
 #[tokio::test]
 async fn catches_up_then_follows_live_events_skipping_foreign_types() {
+    // On the engine: history and live events through its writer thread and segment reads.
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
     add(&*store, "a", 1..=150).await;
@@ -124,8 +125,7 @@ async fn catches_up_then_follows_live_events_skipping_foreign_types() {
 
 #[tokio::test]
 async fn a_restart_continues_from_the_checkpoint_without_skipping_or_applying_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(dir.path());
+    let store = memory_store();
     let model = InMemoryReadModel::new(Totals);
     let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(7);
 
@@ -144,8 +144,7 @@ async fn a_restart_continues_from_the_checkpoint_without_skipping_or_applying_tw
 
 #[tokio::test]
 async fn a_failing_batch_stops_the_processor_with_the_error_and_the_lag_shows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(dir.path());
+    let store = memory_store();
     let ok = add(&*store, "p", 1..=10).await;
     let poisoned = encode_event(&CounterEvent::Poisoned, Codec::Json, &Context::new()).unwrap();
     store
@@ -187,8 +186,7 @@ fn fast_store_retry() -> RetryPolicy {
 
 #[tokio::test]
 async fn transient_store_errors_are_retried_from_the_checkpoint_and_each_event_applied_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = Flaky::new(store_in(dir.path()));
+    let flaky = Flaky::new(memory_store());
     let store: Arc<dyn EventStore> = flaky.clone();
     add(&*store, "f", 1..=50).await;
     // Finding the head fails once; then the subscription breaks twice mid-way (network, disk).
@@ -212,8 +210,7 @@ async fn transient_store_errors_are_retried_from_the_checkpoint_and_each_event_a
 
 #[tokio::test]
 async fn a_store_error_retrying_cannot_fix_stops_the_processor() {
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = Flaky::new(store_in(dir.path()));
+    let flaky = Flaky::new(memory_store());
     let head = add(&*flaky, "c", 1..=10).await;
     flaky.break_subscription(4, StoreError::Closed);
 
@@ -241,8 +238,7 @@ async fn a_store_error_retrying_cannot_fix_stops_the_processor() {
 
 #[tokio::test]
 async fn while_retrying_the_status_shows_the_error_and_a_stop_ends_the_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = Flaky::new(store_in(dir.path()));
+    let flaky = Flaky::new(memory_store());
     add(&*flaky, "r", 1..=3).await;
     flaky.break_subscription(3, network_error());
 
@@ -275,8 +271,7 @@ async fn while_retrying_the_status_shows_the_error_and_a_stop_ends_the_wait() {
 
 #[tokio::test]
 async fn rebuild_resets_and_replays_everything_reporting_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(dir.path());
+    let store = memory_store();
     let head = add(&*store, "x", 1..=95).await;
     let model = InMemoryReadModel::new(Totals);
     let processor = ProjectionProcessor::new(store.clone(), model.clone()).batch_size(10);

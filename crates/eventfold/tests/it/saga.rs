@@ -1,4 +1,4 @@
-//! Sagas on the embedded engine: a transfer between two accounts, debited then credited, with
+//! Sagas on a store (in memory; the engine where it closes): a transfer between two accounts, debited then credited, with
 //! a timeout on the debit and a refund when the credit is refused.
 
 use std::collections::HashSet;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::support::engine_in;
+use crate::support::{engine_in, memory_store};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Requested {
@@ -195,8 +195,8 @@ impl CommandSender<Command> for Bank {
 }
 
 struct World {
-    _dir: tempfile::TempDir,
-    engine: Engine,
+    /// The engine and its directory, for the worlds that run on it.
+    engine: Option<(tempfile::TempDir, Engine)>,
     store: Arc<dyn EventStore>,
     clock: ManualClock,
     bank: Bank,
@@ -204,13 +204,21 @@ struct World {
 }
 
 impl World {
+    /// A world on the in-memory store.
     fn new() -> Self {
+        World::on(memory_store(), None)
+    }
+
+    /// A world on the embedded engine, which the test may shut down.
+    fn on_engine() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_in(dir.path());
-        let store: Arc<dyn EventStore> = Arc::new(engine.clone());
+        World::on(Arc::new(engine.clone()), Some((dir, engine)))
+    }
+
+    fn on(store: Arc<dyn EventStore>, engine: Option<(tempfile::TempDir, Engine)>) -> Self {
         let (tx, received) = mpsc::channel(64);
         World {
-            _dir: dir,
             engine,
             bank: Bank {
                 store: store.clone(),
@@ -548,10 +556,14 @@ fn the_harness_shows_commands_timeouts_and_compensation_without_a_store() {
 
 #[tokio::test]
 async fn the_manager_stops_with_a_clear_error_when_the_store_closes() {
-    let w = World::new();
+    let w = World::on_engine();
     let run = tokio::spawn(w.manager(RetryPolicy::new(3)).run());
     tokio::time::sleep(Duration::from_millis(20)).await;
-    w.engine.shutdown();
+    w.engine
+        .as_ref()
+        .expect("a world on the engine")
+        .1
+        .shutdown();
     let Err(err) = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .expect("the manager stops within 10 s")

@@ -21,7 +21,13 @@ pub fn store_in(dir: &Path) -> Arc<dyn EventStore> {
     Arc::new(engine_in(dir))
 }
 
-/// A store in a fresh temporary directory; keep the directory as long as the store.
+/// A fresh in-memory store: for tests that need a store, not the engine. It runs on the
+/// caller's runtime (no thread of its own), so it works on paused tokio time too.
+pub fn memory_store() -> Arc<dyn EventStore> {
+    Arc::new(eventfold_memory::MemoryStore::new())
+}
+
+/// The embedded engine in a fresh temporary directory; keep the directory as long as the store.
 pub fn temp_store() -> (tempfile::TempDir, Arc<dyn EventStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());

@@ -1,0 +1,208 @@
+//! An [`EventStore`] that keeps everything in memory: the whole contract (atomic batches,
+//! expected revisions, idempotent retries, stream metadata and retention, soft and hard
+//! deletes, `$all` with filters, listing, limits, catch-up-then-live subscriptions), held to
+//! the same conformance suite as the engine and the HTTP client.
+//!
+//! It has no disk and no threads of its own: every call runs on the caller's task, under one
+//! lock, and subscriptions are woken by a `tokio::sync::watch`. That makes it the store for
+//! tests that only need *a* store, including tests that run on paused tokio time. Nothing
+//! survives the last clone being dropped.
+//!
+//! Times follow the engine: an event's timestamp is the wall-clock commit time (never going
+//! backwards), and `max_age_seconds` is measured against the wall clock at read time, so
+//! paused tokio time does not age events.
+
+mod state;
+mod subscribe;
+
+use std::sync::Arc;
+
+use eventfold_core::{
+    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
+    ExpectedRevision, LimitKind, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom, ValidationError,
+};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::state::State;
+use crate::subscribe::Target;
+
+/// An in-memory event store. Cheap to clone; every clone is the same store, which lives until
+/// the last clone (and the last subscription) is dropped.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<State>,
+    /// The committed watermark (the next position), sent after every write.
+    committed: watch::Sender<u64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with the contract's default limits.
+    pub fn new() -> Self {
+        MemoryStore::with_limits(Limits::DEFAULT)
+    }
+
+    /// An empty store enforcing `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State::new(limits)),
+                committed: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// The limits the store enforces.
+    pub fn limits(&self) -> Limits {
+        self.inner.state.read().limits()
+    }
+
+    /// Runs a write under the lock, then wakes the subscribers.
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> StoreResult<T>) -> StoreResult<T> {
+        let mut state = self.inner.state.write();
+        let r = f(&mut state);
+        // Sent under the lock, so the watermark never goes backwards.
+        self.inner.committed.send_if_modified(|c| {
+            let next = state.next_position();
+            let moved = *c != next;
+            *c = next;
+            moved
+        });
+        r
+    }
+}
+
+/// Checks a batch against the limits, as every store does before anything else.
+fn check_batch(limits: &Limits, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Err(
+            ValidationError::new("batch", "[]", "has no event; send 1 or more events").into(),
+        );
+    }
+    if events.len() > limits.batch_events_max {
+        return Err(StoreError::LimitExceeded {
+            limit: LimitKind::BatchEvents,
+            max: limits.batch_events_max as u64,
+            actual: events.len() as u64,
+        });
+    }
+    let mut total = 0;
+    for e in events {
+        let n = e.size_bytes();
+        if n > limits.event_bytes_max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::EventBytes,
+                max: limits.event_bytes_max as u64,
+                actual: n as u64,
+            });
+        }
+        total += n;
+    }
+    if total > limits.batch_bytes_max {
+        return Err(StoreError::LimitExceeded {
+            limit: LimitKind::BatchBytes,
+            max: limits.batch_bytes_max as u64,
+            actual: total as u64,
+        });
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        check_batch(&self.limits(), &events)?;
+        self.write(|s| s.append(stream, expected, events))
+    }
+
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.inner.state.read().read_stream(stream, read)
+    }
+
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        self.inner.state.read().read_all(&read)
+    }
+
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        let next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::End => self.inner.state.read().next_revision(stream),
+            SubscribeFrom::At(r) => r.0,
+        };
+        let target = Target::Stream {
+            stream: stream.clone(),
+            next,
+        };
+        subscribe::run(self.inner.clone(), target)
+    }
+
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        let next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::End => self.inner.state.read().next_position(),
+            SubscribeFrom::At(p) => p.0,
+        };
+        subscribe::run(self.inner.clone(), Target::All { filter, next })
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        self.inner.state.read().stream_info(stream)
+    }
+
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        self.inner.state.read().list_streams(&list)
+    }
+
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.inner.state.read().get_metadata(stream)
+    }
+
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        // Stored metadata counts against the per-event limit, as in the engine.
+        let max = self.limits().event_bytes_max;
+        let bytes = serde_json::to_vec(&metadata).map_or(0, |v| v.len());
+        if bytes > max {
+            return Err(StoreError::LimitExceeded {
+                limit: LimitKind::EventBytes,
+                max: max as u64,
+                actual: bytes as u64,
+            });
+        }
+        self.write(|s| s.set_metadata(stream, metadata))
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        self.write(|s| s.delete(stream, expected, mode))
+    }
+}

@@ -1,0 +1,3 @@
+use eventfold_memory::MemoryStore;
+
+eventfold_conformance::conformance_tests!(|| async { (MemoryStore::new(), ()) });
