@@ -157,6 +157,19 @@ pub enum StoreError {
         /// The directory.
         dir: String,
     },
+    /// Stored data was written in a newer format than this build reads: not corruption, and
+    /// nothing was changed.
+    #[error(
+        "cannot open {file}: written by a newer eventfold (format version {found}; this build reads up to version {supported}); upgrade eventfold to open it"
+    )]
+    FormatTooNew {
+        /// The file (or stream) holding it.
+        file: String,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// The store is shut down.
     #[error("the store is closed; open it again")]
     Closed,
@@ -183,6 +196,7 @@ impl StoreError {
             StoreError::Storage { .. } => "storage_failure",
             StoreError::Corrupt { .. } => "storage_corrupt",
             StoreError::Locked { .. } => "storage_locked",
+            StoreError::FormatTooNew { .. } => "storage_format_too_new",
             StoreError::Closed => "store_closed",
             StoreError::Backend { code, .. } => code,
         }

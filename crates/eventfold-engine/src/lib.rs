@@ -27,5 +27,4 @@ pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,
     SEGMENT_BYTES_DEFAULT,
 };
-pub use recovery::FORMAT_TOO_NEW_CODE;
 pub use verify::{VerifyReport, verify};

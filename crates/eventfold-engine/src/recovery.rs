@@ -266,14 +266,12 @@ pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> 
     Ok(())
 }
 
-/// The stable code of the error a store written by a newer eventfold is refused with.
-pub const FORMAT_TOO_NEW_CODE: &str = "storage_format_too_new";
-
 /// The error for a segment written in a newer format: not corruption, and nothing is changed.
-fn newer_format(path: &Path, why: &HeaderError) -> StoreError {
-    StoreError::Backend {
-        code: FORMAT_TOO_NEW_CODE.into(),
-        message: format!("cannot open {}: {why}", path.display()),
+fn newer_format(path: &Path, version: u32) -> StoreError {
+    StoreError::FormatTooNew {
+        file: path.display().to_string(),
+        found: version,
+        supported: crate::format::FORMAT_VERSION,
     }
 }
 
@@ -321,8 +319,8 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
             Ok(found) => {
                 return Err(segments.corrupt(no, 0, format!("the header names segment {found}")));
             }
-            Err(why @ HeaderError::Newer { .. }) => {
-                return Err(newer_format(&path, &why));
+            Err(HeaderError::Newer { version }) => {
+                return Err(newer_format(&path, version));
             }
             Err(HeaderError::Damaged(why)) => return Err(segments.corrupt(no, 0, why)),
         }

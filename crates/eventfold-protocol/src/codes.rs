@@ -127,6 +127,8 @@ error_codes! {
     StorageFailure = ("storage_failure", 500),
     /// Stored data failed its checksum or does not decode.
     StorageCorrupt = ("storage_corrupt", 500),
+    /// Stored data was written by a newer eventfold than this one.
+    StorageFormatTooNew = ("storage_format_too_new", 500),
     /// A consumer group's stored state does not decode.
     GroupStateCorrupt = ("group_state_corrupt", 500),
     /// Stored state was written by a newer eventfold than this one.
@@ -190,6 +192,7 @@ mod tests {
         ("server_shutdown", 503),
         ("storage_failure", 500),
         ("storage_corrupt", 500),
+        ("storage_format_too_new", 500),
         ("group_state_corrupt", 500),
         ("state_from_newer_version", 500),
         ("internal_error", 500),

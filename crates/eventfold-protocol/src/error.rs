@@ -92,6 +92,7 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::Locked { .. } => ErrorCode::StorageLocked,
         StoreError::Storage { .. } => ErrorCode::StorageFailure,
         StoreError::Corrupt { .. } => ErrorCode::StorageCorrupt,
+        StoreError::FormatTooNew { .. } => ErrorCode::StorageFormatTooNew,
         StoreError::Backend { .. } => ErrorCode::BackendFailure,
         _ => ErrorCode::InternalError,
     }
@@ -300,6 +301,11 @@ mod tests {
                 detail: "bad checksum".into(),
             },
             StoreError::Locked { dir: "/x".into() },
+            StoreError::FormatTooNew {
+                file: "0.seg".into(),
+                found: 2,
+                supported: 1,
+            },
         ] {
             let code = store_error_code(&e);
             assert_eq!(code.as_str(), e.code(), "{e}");

@@ -10,7 +10,7 @@ use eventfold_core::{
     DeleteMode, EventId, EventStore, ExpectedRevision, Limits, ListStreams, ReadAll, ReadStream,
     RecordedEvent, Revision, StoreError, StreamMetadata,
 };
-use eventfold_engine::{Engine, EngineOptions, FORMAT_TOO_NEW_CODE};
+use eventfold_engine::{Engine, EngineOptions};
 
 use crate::support::{event, stream};
 
@@ -279,7 +279,7 @@ fn a_newer_format_version_is_refused_as_newer_not_as_corrupt_and_left_untouched(
     set_format_version(dir.path(), 2);
     let written = std::fs::read(dir.path().join("0000000000.seg")).expect("read");
     let err = Engine::open(dir.path(), options()).expect_err("a version 2 segment");
-    assert_eq!(err.code(), FORMAT_TOO_NEW_CODE, "{err}");
+    assert_eq!(err.code(), "storage_format_too_new", "{err}");
     let msg = err.to_string();
     assert!(
         msg.contains("written by a newer eventfold") && msg.contains("0000000000.seg"),
