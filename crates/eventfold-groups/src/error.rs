@@ -15,7 +15,7 @@ pub enum GroupError {
         reason: String,
     },
     /// No group of that name exists.
-    #[error("consumer group {group} does not exist; create it with PUT /subscriptions/{group}")]
+    #[error("consumer group {group} does not exist; create the group first")]
     NotFound {
         /// The group.
         group: String,
@@ -54,20 +54,6 @@ impl GroupError {
             GroupError::NotFound { .. } => "group_not_found",
             GroupError::Store { cause, .. } => cause.code(),
             GroupError::Corrupt { .. } => "group_state_corrupt",
-        }
-    }
-
-    /// The HTTP status that fits this error.
-    pub fn status(&self) -> u16 {
-        match self {
-            GroupError::Invalid { .. } => 400,
-            GroupError::NotFound { .. } => 404,
-            GroupError::Store { cause, .. } => match cause {
-                StoreError::Invalid(_) | StoreError::LimitExceeded { .. } => 400,
-                StoreError::Closed => 503,
-                _ => 500,
-            },
-            GroupError::Corrupt { .. } => 500,
         }
     }
 

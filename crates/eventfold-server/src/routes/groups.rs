@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_groups::{
-    ConsumerName, Delivery, GroupConfig, GroupError, GroupName, Groups, NackAction, PutOutcome,
+    ConsumerName, Delivery, GroupConfig, GroupName, Groups, NackAction, PutOutcome,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -33,15 +33,6 @@ const PUSH_BATCH: usize = 100;
 const PULL_MAX_DEFAULT: usize = 100;
 const PULL_WAIT_MS_DEFAULT: u64 = 5000;
 const PARKED_LIMIT_DEFAULT: usize = 100;
-
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> Self {
-        if e.status() >= 500 {
-            tracing::error!(error = %e, "consumer group error answered to a request");
-        }
-        ApiError::new(e.status(), e.code(), e.to_string())
-    }
-}
 
 fn groups(st: &AppState) -> ApiResult<&Groups> {
     st.groups.as_ref().ok_or_else(|| {
