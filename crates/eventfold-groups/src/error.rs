@@ -44,6 +44,22 @@ pub enum GroupError {
         /// What is wrong.
         detail: String,
     },
+    /// The group's stored state is in a format newer than this build reads.
+    #[error(
+        "consumer group {group}: stored state in {stream} revision {revision} was written by a newer eventfold (version {version}, this one reads up to {supported}); upgrade eventfold"
+    )]
+    NewerVersion {
+        /// The group.
+        group: String,
+        /// The state stream.
+        stream: String,
+        /// The event's revision.
+        revision: u64,
+        /// The record's format version.
+        version: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
 }
 
 impl GroupError {
@@ -54,6 +70,7 @@ impl GroupError {
             GroupError::NotFound { .. } => "group_not_found",
             GroupError::Store { cause, .. } => cause.code(),
             GroupError::Corrupt { .. } => "group_state_corrupt",
+            GroupError::NewerVersion { .. } => "state_from_newer_version",
         }
     }
 

@@ -15,11 +15,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::ParkedEvent;
 use crate::config::GroupConfig;
 use crate::error::GroupResult;
 use crate::name::{ConsumerName, GroupName};
 use crate::persist::{self, Restored};
-use crate::records::{Checkpoint, ParkedEvent, ReplayCursor, Replayed, SettleAction, Settled};
+use crate::records::{
+    Checkpoint, ParkedRecord, RECORD_VERSION, ReplayCursor, Replayed, SettleAction, Settled,
+};
 use crate::window::{AckOutcome, Delivery, Settle, Window};
 
 /// Ack records between two checkpoints: a restart reads at most this many records.
@@ -172,7 +175,7 @@ impl Group {
             source,
             state_store,
             state: Mutex::new(State {
-                window: Window::new(stored.config, epoch),
+                window: Window::new(stored.config.into(), epoch),
                 start_position: stored.start_position,
                 next_read,
                 fetch,
@@ -448,13 +451,14 @@ impl Group {
 
     async fn write_settled(&self, positions: &[u64], action: SettleAction) -> GroupResult<()> {
         if action == SettleAction::Park {
-            let parked: Vec<ParkedEvent> = {
+            let parked: Vec<ParkedRecord> = {
                 let s = self.state.lock();
                 let at = Timestamp::now().to_string();
                 s.window
                     .to_park(positions)
                     .into_iter()
-                    .map(|p| ParkedEvent {
+                    .map(|p| ParkedRecord {
+                        version: RECORD_VERSION,
                         event: serde_json::to_value(&*p.event).expect("events always serialize"),
                         position: p.event.position.0,
                         reason: p.reason,
@@ -466,6 +470,7 @@ impl Group {
             persist::write_parked(&*self.state_store, &self.name, parked).await?;
         }
         let settled = Settled {
+            version: RECORD_VERSION,
             action,
             positions: positions.to_vec(),
         };
@@ -492,6 +497,7 @@ impl Group {
             unsettled.sort_unstable();
             unsettled.dedup();
             Checkpoint {
+                version: RECORD_VERSION,
                 through: s.next_read,
                 unsettled,
                 settled_after: s.settled_after.iter().copied().collect(),
@@ -512,7 +518,17 @@ impl Group {
         let from = from.unwrap_or(cursor).max(cursor);
         let (entries, next) =
             persist::read_parked(&*self.state_store, &self.name, from, limit).await?;
-        Ok((entries.into_iter().map(|(_, p)| p).collect(), next))
+        let parked = entries
+            .into_iter()
+            .map(|(_, p)| ParkedEvent {
+                event: p.event,
+                position: p.position,
+                reason: p.reason,
+                attempts: p.attempts,
+                parked_at: p.parked_at,
+            })
+            .collect();
+        Ok((parked, next))
     }
 
     /// Delivers up to `max` parked events again (oldest first); returns how many.
@@ -528,6 +544,7 @@ impl Group {
         {
             let _gate = self.ack_gate.read().await;
             let replayed = Replayed {
+                version: RECORD_VERSION,
                 positions: positions.clone(),
             };
             persist::write_replayed(&*self.state_store, &self.name, &replayed).await?;
@@ -542,6 +559,7 @@ impl Group {
         self.records_since_checkpoint
             .fetch_add(1, Ordering::Relaxed);
         let cursor = ReplayCursor {
+            version: RECORD_VERSION,
             cursor: last_rev + 1,
         };
         persist::write_replay_cursor(&*self.state_store, &self.name, &cursor).await?;

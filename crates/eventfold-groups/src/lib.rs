@@ -29,7 +29,6 @@ pub use config::{
 pub use error::{GroupError, GroupResult};
 pub use group::{CHECKPOINT_EVERY_RECORDS, ConsumerInfo, GroupInfo, LAG_COUNT_MAX, NackAction};
 pub use name::{ConsumerName, GROUP_NAME_BYTES_MAX, GroupName};
-pub use records::ParkedEvent;
 pub use window::{AckOutcome, Delivery, READ_AHEAD_EVENTS};
 
 use group::Group;
@@ -76,6 +75,21 @@ impl Drop for Inner {
             g.stop();
         }
     }
+}
+
+/// A parked event as listed.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ParkedEvent {
+    /// The event, in the API's JSON shape at the time it was parked.
+    pub event: serde_json::Value,
+    /// Its position in the source's `$all`.
+    pub position: u64,
+    /// The last failure's reason.
+    pub reason: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// When it was parked (RFC 3339).
+    pub parked_at: String,
 }
 
 /// A page of parked events.
@@ -181,10 +195,7 @@ impl Groups {
         let existing = self.inner.groups.read().get(name).cloned();
         if let Some(g) = existing {
             let start_position = g.info().await?.start_position;
-            let stored = StoredConfig {
-                config: config.clone(),
-                start_position,
-            };
+            let stored = StoredConfig::new(&config, start_position);
             persist::write_config(state, name, &stored).await?;
             g.update(config);
             return Ok(PutOutcome::Updated);
@@ -205,10 +216,7 @@ impl Groups {
                 .first()
                 .map_or(0, |e| e.position.0 + 1),
         };
-        let stored = StoredConfig {
-            config,
-            start_position,
-        };
+        let stored = StoredConfig::new(&config, start_position);
         persist::write_config(state, name, &stored).await?;
         let g = Group::open(
             name.clone(),

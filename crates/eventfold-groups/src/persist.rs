@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GroupError, GroupResult};
 use crate::name::GroupName;
 use crate::records::{
-    CHECKPOINT, CONFIG, Checkpoint, PARKED, ParkedEvent, REPLAY_CURSOR, REPLAYED, ReplayCursor,
-    Replayed, SETTLED, Settled, StoredConfig,
+    CHECKPOINT, CONFIG, Checkpoint, PARKED, ParkedRecord, RECORD_VERSION, REPLAY_CURSOR, REPLAYED,
+    ReplayCursor, Replayed, SETTLED, Settled, StoredConfig, Version,
 };
 
 /// Events read per page while rebuilding state (small enough for any sane read limit).
@@ -26,16 +26,29 @@ pub(crate) fn event<T: Serialize>(kind: &str, data: &T) -> NewEvent {
     )
 }
 
+/// Decodes a stored record: one of a newer format version is refused as such, anything else
+/// that does not decode is corruption.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     group: &GroupName,
     e: &RecordedEvent,
 ) -> GroupResult<T> {
-    serde_json::from_slice(&e.data).map_err(|err| GroupError::Corrupt {
+    let corrupt = |err: serde_json::Error| GroupError::Corrupt {
         group: group.to_string(),
         stream: e.stream.to_string(),
         revision: e.revision.0,
         detail: err.to_string(),
-    })
+    };
+    let Version { version } = serde_json::from_slice(&e.data).map_err(corrupt)?;
+    if version > RECORD_VERSION {
+        return Err(GroupError::NewerVersion {
+            group: group.to_string(),
+            stream: e.stream.to_string(),
+            revision: e.revision.0,
+            version,
+            supported: RECORD_VERSION,
+        });
+    }
+    serde_json::from_slice(&e.data).map_err(corrupt)
 }
 
 pub(crate) fn store_err(
@@ -219,7 +232,7 @@ pub(crate) async fn read_parked(
     group: &GroupName,
     from: u64,
     limit: usize,
-) -> GroupResult<(Vec<(u64, ParkedEvent)>, Option<u64>)> {
+) -> GroupResult<(Vec<(u64, ParkedRecord)>, Option<u64>)> {
     let mut out = Vec::new();
     let mut next = Some(from);
     while let Some(at) = next {
@@ -236,7 +249,7 @@ pub(crate) async fn read_parked(
         next = slice.next.map(|r| r.0);
         for e in &slice.events {
             if e.event_type.as_str() == PARKED {
-                out.push((e.revision.0, decode::<ParkedEvent>(group, e)?));
+                out.push((e.revision.0, decode::<ParkedRecord>(group, e)?));
             }
         }
     }
@@ -264,7 +277,7 @@ pub(crate) async fn write_config(
 pub(crate) async fn write_parked(
     state: &dyn EventStore,
     group: &GroupName,
-    parked: Vec<ParkedEvent>,
+    parked: Vec<ParkedRecord>,
 ) -> GroupResult<()> {
     let stream = group.parked_stream();
     for mut p in parked {
