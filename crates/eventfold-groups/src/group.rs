@@ -27,8 +27,13 @@ use crate::window::{AckOutcome, Delivery, Settle, Window};
 
 /// Ack records between two checkpoints: a restart reads at most this many records.
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 256;
-/// Most unread events counted for a group's lag (one bounded read of the source).
-pub const LAG_COUNT_MAX: usize = 1000;
+/// Most events one info call reads ahead of the group's reader to count its lag: the count is
+/// kept between calls, so each call reads only what was appended since the last one, and this
+/// bounds the work of one call after a burst (the figure is then a lower bound until later
+/// calls catch up).
+pub const LAG_COUNT_MAX: usize = 10_000;
+/// Events read per page while counting the lag.
+const LAG_PAGE_EVENTS: usize = 1000;
 /// Wait before reading the source again after it failed.
 const SOURCE_RETRY: Duration = Duration::from_secs(1);
 
@@ -69,8 +74,11 @@ pub struct GroupInfo {
     pub start_position: u64,
     /// Every position below this is settled (acked, skipped or parked).
     pub checkpoint: u64,
-    /// Matching events not yet settled: read and unsettled, plus not yet read (those counted up
-    /// to [`LAG_COUNT_MAX`]; beyond it the figure is a lower bound).
+    /// Matching events not yet settled: those read and unsettled, plus those not yet read by
+    /// the group's reader up to the end of the source. Exact when the count of unread events
+    /// reached the end of the source during this call; after a burst of more than
+    /// [`LAG_COUNT_MAX`] events since the previous call it is a lower bound until later calls
+    /// catch up.
     pub lag: u64,
     /// Deliveries not yet acknowledged.
     pub in_flight: usize,
@@ -102,9 +110,38 @@ struct State {
     settled_after: BTreeSet<u64>,
     parked: u64,
     parked_cursor: u64,
+    /// The lag count reaches up to here (`>= next_read`).
+    tail_to: u64,
+    /// Matching events in `[next_read, tail_to)`, settled or not.
+    tail_matching: u64,
+    /// Bumped when the filter changes: a count made under another filter is dropped.
+    tail_gen: u64,
 }
 
 impl State {
+    /// The reader passed `pos` (`>= next_read`); `matching` when it is one of the group's.
+    fn passed(&mut self, pos: u64, matching: bool) {
+        if matching && pos < self.tail_to {
+            self.tail_matching = self.tail_matching.saturating_sub(1);
+        }
+        self.next_read = pos + 1;
+        if self.tail_to <= self.next_read {
+            self.tail_to = self.next_read;
+            self.tail_matching = 0;
+        }
+    }
+
+    /// Matching events not settled: the window, the positions to fetch, and the counted unread
+    /// ones less those known settled or already held.
+    fn lag(&self) -> u64 {
+        let range = self.next_read..self.tail_to;
+        let known = self.settled_after.range(range.clone()).count()
+            + self.fetch.range(range.clone()).count()
+            + self.window.count_in(range);
+        (self.window.len() + self.fetch.len()) as u64
+            + self.tail_matching.saturating_sub(known as u64)
+    }
+
     fn checkpoint_position(&self) -> u64 {
         let first_entry = self.window.first_position();
         let first_fetch = self.fetch.first().copied();
@@ -182,6 +219,9 @@ impl Group {
                 settled_after,
                 parked,
                 parked_cursor,
+                tail_to: next_read,
+                tail_matching: 0,
+                tail_gen: 0,
             }),
             wake_consumers: Notify::new(),
             wake_reader: Notify::new(),
@@ -221,6 +261,11 @@ impl Group {
         let restart = {
             let mut s = self.state.lock();
             let restart = s.window.config().filter != config.filter;
+            if restart {
+                s.tail_to = s.next_read;
+                s.tail_matching = 0;
+                s.tail_gen += 1;
+            }
             s.window.set_config(config);
             restart
         };
@@ -300,13 +345,14 @@ impl Group {
                         if pos < s.next_read {
                             continue;
                         }
-                        s.next_read = pos + 1;
+                        let matching = filter.matches_stream(e.stream.as_str());
+                        s.passed(pos, matching);
                         s.fetch.remove(&pos);
                         let settled = s.settled_after.remove(&pos);
                         if !s.settled_after.is_empty() {
                             s.settled_after = s.settled_after.split_off(&(pos + 1));
                         }
-                        if settled || !filter.matches_stream(e.stream.as_str()) {
+                        if settled || !matching {
                             continue;
                         }
                         s.window.offer(e);
@@ -573,32 +619,60 @@ impl Group {
         Ok(positions.len())
     }
 
+    /// Extends the count of unread matching events towards the end of the source, reading at
+    /// most [`LAG_COUNT_MAX`] events past where the count reached.
+    async fn count_unread(&self) -> GroupResult<()> {
+        let (mut to, generation, filter) = {
+            let s = self.state.lock();
+            (s.tail_to, s.tail_gen, s.window.config().filter.clone())
+        };
+        let mut counted = Vec::new();
+        // Reads are bounded too, not only events: a filtered read may scan far and find little.
+        for _ in 0..LAG_COUNT_MAX / LAG_PAGE_EVENTS {
+            let read = |limit: usize| {
+                ReadAll::forward(limit)
+                    .from(ReadFrom::At(Position(to)))
+                    .filter(filter.event_filter())
+            };
+            let slice = match self.source.read_all(read(LAG_PAGE_EVENTS)).await {
+                // A store configured with a smaller read limit: read pages of that.
+                Err(eventfold_core::StoreError::LimitExceeded { max, .. }) => {
+                    self.source
+                        .read_all(read(usize::try_from(max).unwrap_or(1).max(1)))
+                        .await
+                }
+                r => r,
+            }
+            .map_err(persist::store_err(&self.name, "read the source"))?;
+            counted.extend(
+                slice
+                    .events
+                    .iter()
+                    .filter(|e| filter.matches_stream(e.stream.as_str()))
+                    .map(|e| e.position.0),
+            );
+            match (slice.next, slice.events.last()) {
+                (Some(next), _) => to = to.max(next.0),
+                (None, Some(last)) => {
+                    to = to.max(last.position.0 + 1);
+                    break;
+                }
+                (None, None) => break,
+            }
+        }
+        let mut s = self.state.lock();
+        if s.tail_gen == generation && to > s.tail_to {
+            // The reader may have passed part of what was counted meanwhile.
+            let from = s.tail_to;
+            s.tail_matching += counted.iter().filter(|&&p| p >= from).count() as u64;
+            s.tail_to = to;
+        }
+        Ok(())
+    }
+
     /// The group's settings and figures.
     pub async fn info(&self) -> GroupResult<GroupInfo> {
-        let (next_read, filter) = {
-            let s = self.state.lock();
-            (s.next_read, s.window.config().filter.clone())
-        };
-        let read = |limit: usize| {
-            ReadAll::forward(limit)
-                .from(ReadFrom::At(Position(next_read)))
-                .filter(filter.event_filter())
-        };
-        let slice = match self.source.read_all(read(LAG_COUNT_MAX)).await {
-            // A store configured with a smaller read limit: count up to that.
-            Err(eventfold_core::StoreError::LimitExceeded { max, .. }) => {
-                self.source
-                    .read_all(read(usize::try_from(max).unwrap_or(1).max(1)))
-                    .await
-            }
-            r => r,
-        }
-        .map_err(persist::store_err(&self.name, "read the source"))?;
-        let unread = slice
-            .events
-            .iter()
-            .filter(|e| filter.matches_stream(e.stream.as_str()))
-            .count() as u64;
+        self.count_unread().await?;
         let now = now();
         let s = self.state.lock();
         let checkpoint = s.checkpoint_position();
@@ -621,7 +695,7 @@ impl Group {
             config: s.window.config().clone(),
             start_position: s.start_position,
             checkpoint,
-            lag: unread + unsettled as u64,
+            lag: s.lag(),
             in_flight: s.window.in_flight(),
             unsettled,
             parked: s.parked,

@@ -189,6 +189,11 @@ impl Window {
         self.entries.keys().copied()
     }
 
+    /// How many held positions fall in `range`.
+    pub fn count_in(&self, range: std::ops::Range<u64>) -> usize {
+        self.entries.range(range).count()
+    }
+
     pub fn first_position(&self) -> Option<u64> {
         self.entries.keys().next().copied()
     }
