@@ -144,8 +144,8 @@ impl RetryBackoff {
     }
 }
 
-/// A group's settings, as in the contract's `PUT /subscriptions/{group}` body (every field has
-/// the contract's default).
+/// A group's settings, as given when it is created or updated (every field has the contract's
+/// default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupConfig {

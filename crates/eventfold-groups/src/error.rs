@@ -15,7 +15,7 @@ pub enum GroupError {
         reason: String,
     },
     /// No group of that name exists.
-    #[error("consumer group {group} does not exist; create it with PUT /subscriptions/{group}")]
+    #[error("consumer group {group} does not exist; create the group first")]
     NotFound {
         /// The group.
         group: String,
@@ -44,6 +44,22 @@ pub enum GroupError {
         /// What is wrong.
         detail: String,
     },
+    /// The group's stored state is in a format newer than this build reads.
+    #[error(
+        "consumer group {group}: stored state in {stream} revision {revision} was written by a newer eventfold (version {version}, this one reads up to {supported}); upgrade eventfold"
+    )]
+    NewerVersion {
+        /// The group.
+        group: String,
+        /// The state stream.
+        stream: String,
+        /// The event's revision.
+        revision: u64,
+        /// The record's format version.
+        version: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
 }
 
 impl GroupError {
@@ -54,20 +70,7 @@ impl GroupError {
             GroupError::NotFound { .. } => "group_not_found",
             GroupError::Store { cause, .. } => cause.code(),
             GroupError::Corrupt { .. } => "group_state_corrupt",
-        }
-    }
-
-    /// The HTTP status that fits this error.
-    pub fn status(&self) -> u16 {
-        match self {
-            GroupError::Invalid { .. } => 400,
-            GroupError::NotFound { .. } => 404,
-            GroupError::Store { cause, .. } => match cause {
-                StoreError::Invalid(_) | StoreError::LimitExceeded { .. } => 400,
-                StoreError::Closed => 503,
-                _ => 500,
-            },
-            GroupError::Corrupt { .. } => 500,
+            GroupError::NewerVersion { .. } => "state_from_newer_version",
         }
     }
 

@@ -1,14 +1,13 @@
-//! One consumer group: its in-memory delivery state, its reader and timer tasks, and the
-//! operations on it. Durable state goes through `records`.
+//! One consumer group: its tasks (the reader of the source, the timers, the long-polls) and the
+//! operations on it. They wire the pure delivery [`Window`] to the stores and to tokio; durable
+//! state goes through `persist`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventfold_core::{
-    EventStore, Position, ReadAll, ReadFrom, RecordedEvent, StreamName, SubscribeFrom, Timestamp,
-};
+use eventfold_core::{EventStore, Position, ReadAll, ReadFrom, SubscribeFrom, Timestamp};
 use futures::StreamExt as _;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -16,58 +15,27 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{GroupConfig, Strategy};
-use crate::error::{GroupError, GroupResult};
+use crate::ParkedEvent;
+use crate::config::GroupConfig;
+use crate::error::GroupResult;
 use crate::name::{ConsumerName, GroupName};
+use crate::persist::{self, Restored};
 use crate::records::{
-    self, Checkpoint, ParkedEvent, ReplayCursor, Replayed, Restored, SettleAction, Settled,
+    Checkpoint, ParkedRecord, RECORD_VERSION, ReplayCursor, Replayed, SettleAction, Settled,
 };
+use crate::window::{AckOutcome, Delivery, Settle, Window};
 
-/// Events read ahead of delivery, beyond `max_in_flight`: keeps consumers fed without holding
-/// more than a page or two of the source in memory.
-pub const READ_AHEAD_EVENTS: usize = 512;
 /// Ack records between two checkpoints: a restart reads at most this many records.
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 256;
-/// Most pinned stream assignments kept; beyond it assignments of streams with nothing
-/// unsettled are forgotten (those streams may then go to another live consumer).
-pub const PINNED_STREAMS_MAX: usize = 100_000;
-/// Most consumers remembered per group (those neither live nor holding deliveries are dropped).
-pub const CONSUMERS_MAX: usize = 10_000;
-/// Most unread events counted for a group's lag (one bounded read of the source).
-pub const LAG_COUNT_MAX: usize = 1000;
+/// Most events one info call reads ahead of the group's reader to count its lag: the count is
+/// kept between calls, so each call reads only what was appended since the last one, and this
+/// bounds the work of one call after a burst (the figure is then a lower bound until later
+/// calls catch up).
+pub const LAG_COUNT_MAX: usize = 10_000;
+/// Events read per page while counting the lag.
+const LAG_PAGE_EVENTS: usize = 1000;
 /// Wait before reading the source again after it failed.
 const SOURCE_RETRY: Duration = Duration::from_secs(1);
-
-/// One delivery of an event to a consumer.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    /// Opaque id to ack or nack with; unknown once the delivery timed out or was settled.
-    pub delivery_id: String,
-    /// 1 for the first delivery of this event, 2 for the first retry, ...
-    pub attempt: u32,
-    /// The event.
-    pub event: Arc<RecordedEvent>,
-}
-
-impl Serialize for Delivery {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("delivery_id", &self.delivery_id)?;
-        m.serialize_entry("attempt", &self.attempt)?;
-        m.serialize_entry("event", &*self.event)?;
-        m.end()
-    }
-}
-
-/// What an ack or nack did with each id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct AckOutcome {
-    /// Ids settled (ack) or acted on (nack).
-    pub acked: Vec<String>,
-    /// Ids unknown, already settled or timed out: their events were or will be delivered again.
-    pub unknown: Vec<String>,
-}
 
 /// What a nack asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -106,8 +74,11 @@ pub struct GroupInfo {
     pub start_position: u64,
     /// Every position below this is settled (acked, skipped or parked).
     pub checkpoint: u64,
-    /// Matching events not yet settled: read and unsettled, plus not yet read (those counted up
-    /// to [`LAG_COUNT_MAX`]; beyond it the figure is a lower bound).
+    /// Matching events not yet settled: those read and unsettled, plus those not yet read by
+    /// the group's reader up to the end of the source. Exact when the count of unread events
+    /// reached the end of the source during this call; after a burst of more than
+    /// [`LAG_COUNT_MAX`] events since the previous call it is a lower bound until later calls
+    /// catch up.
     pub lag: u64,
     /// Deliveries not yet acknowledged.
     pub in_flight: usize,
@@ -128,45 +99,8 @@ pub struct GroupInfo {
 }
 
 #[derive(Debug)]
-enum EntryState {
-    Ready,
-    Delivered {
-        consumer: ConsumerName,
-        deadline: Instant,
-    },
-    Backoff {
-        until: Instant,
-    },
-    /// A settle (ack, skip, park) is being made durable.
-    Settling,
-}
-
-#[derive(Debug)]
-struct Entry {
-    event: Arc<RecordedEvent>,
-    attempts: u32,
-    last_reason: String,
-    state: EntryState,
-}
-
-#[derive(Debug)]
-struct Consumer {
-    last_pull: Option<Instant>,
-    push_streams: usize,
-    in_flight: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    delivered: u64,
-    acked: u64,
-    retried: u64,
-    parked: u64,
-}
-
-#[derive(Debug)]
 struct State {
-    config: GroupConfig,
+    window: Window,
     start_position: u64,
     /// Where the sequential read of the source continues.
     next_read: u64,
@@ -174,26 +108,42 @@ struct State {
     fetch: BTreeSet<u64>,
     /// Positions at or after `next_read` already settled (known from the acks after a restart).
     settled_after: BTreeSet<u64>,
-    /// Every read, unsettled event.
-    entries: BTreeMap<u64, Entry>,
-    ready: BTreeSet<u64>,
-    timers: BTreeSet<(Instant, u64)>,
-    by_stream: HashMap<StreamName, BTreeSet<u64>>,
-    owners: HashMap<StreamName, ConsumerName>,
-    consumers: HashMap<ConsumerName, Consumer>,
-    in_flight: usize,
     parked: u64,
     parked_cursor: u64,
-    counters: Counters,
+    /// The lag count reaches up to here (`>= next_read`).
+    tail_to: u64,
+    /// Matching events in `[next_read, tail_to)`, settled or not.
+    tail_matching: u64,
+    /// Bumped when the filter changes: a count made under another filter is dropped.
+    tail_gen: u64,
 }
 
 impl State {
-    fn window_full(&self) -> bool {
-        self.entries.len() >= self.config.max_in_flight + READ_AHEAD_EVENTS
+    /// The reader passed `pos` (`>= next_read`); `matching` when it is one of the group's.
+    fn passed(&mut self, pos: u64, matching: bool) {
+        if matching && pos < self.tail_to {
+            self.tail_matching = self.tail_matching.saturating_sub(1);
+        }
+        self.next_read = pos + 1;
+        if self.tail_to <= self.next_read {
+            self.tail_to = self.next_read;
+            self.tail_matching = 0;
+        }
+    }
+
+    /// Matching events not settled: the window, the positions to fetch, and the counted unread
+    /// ones less those known settled or already held.
+    fn lag(&self) -> u64 {
+        let range = self.next_read..self.tail_to;
+        let known = self.settled_after.range(range.clone()).count()
+            + self.fetch.range(range.clone()).count()
+            + self.window.count_in(range);
+        (self.window.len() + self.fetch.len()) as u64
+            + self.tail_matching.saturating_sub(known as u64)
     }
 
     fn checkpoint_position(&self) -> u64 {
-        let first_entry = self.entries.keys().next().copied();
+        let first_entry = self.window.first_position();
         let first_fetch = self.fetch.first().copied();
         [first_entry, first_fetch, Some(self.next_read)]
             .into_iter()
@@ -201,203 +151,19 @@ impl State {
             .min()
             .unwrap_or(self.next_read)
     }
+}
 
-    fn live(&self, c: &Consumer, now: Instant) -> bool {
-        c.push_streams > 0
-            || c.last_pull
-                .is_some_and(|t| now < t + self.config.ack_timeout())
+fn settle_of(action: SettleAction) -> Settle {
+    match action {
+        SettleAction::Ack => Settle::Ack,
+        SettleAction::Skip => Settle::Skip,
+        SettleAction::Park => Settle::Park,
     }
+}
 
-    fn insert(&mut self, e: RecordedEvent) {
-        let pos = e.position.0;
-        if self.entries.contains_key(&pos) {
-            return;
-        }
-        self.by_stream
-            .entry(e.stream.clone())
-            .or_default()
-            .insert(pos);
-        self.entries.insert(
-            pos,
-            Entry {
-                event: Arc::new(e),
-                attempts: 0,
-                last_reason: String::new(),
-                state: EntryState::Ready,
-            },
-        );
-        self.ready.insert(pos);
-    }
-
-    /// Moves an entry to a new state, keeping `ready`, `timers` and the in-flight counts right.
-    fn set_state(&mut self, pos: u64, new: EntryState) {
-        let Some(entry) = self.entries.get_mut(&pos) else {
-            return;
-        };
-        match &entry.state {
-            EntryState::Ready => {
-                self.ready.remove(&pos);
-            }
-            EntryState::Delivered { consumer, deadline } => {
-                self.timers.remove(&(*deadline, pos));
-                self.in_flight -= 1;
-                if let Some(c) = self.consumers.get_mut(consumer) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                }
-            }
-            EntryState::Backoff { until } => {
-                self.timers.remove(&(*until, pos));
-            }
-            EntryState::Settling => {}
-        }
-        match &new {
-            EntryState::Ready => {
-                self.ready.insert(pos);
-            }
-            EntryState::Delivered { consumer, deadline } => {
-                self.timers.insert((*deadline, pos));
-                self.in_flight += 1;
-                if let Some(c) = self.consumers.get_mut(consumer) {
-                    c.in_flight += 1;
-                }
-            }
-            EntryState::Backoff { until } => {
-                self.timers.insert((*until, pos));
-            }
-            EntryState::Settling => {}
-        }
-        entry.state = new;
-    }
-
-    fn remove(&mut self, pos: u64) {
-        self.set_state(pos, EntryState::Settling);
-        if let Some(entry) = self.entries.remove(&pos) {
-            let stream = &entry.event.stream;
-            if let Some(set) = self.by_stream.get_mut(stream) {
-                set.remove(&pos);
-                if set.is_empty() {
-                    self.by_stream.remove(stream);
-                }
-            }
-        }
-    }
-
-    /// A failed attempt: back off, or park when the attempts are used up (returns `true`).
-    fn fail(&mut self, pos: u64, reason: String, now: Instant) -> bool {
-        let Some(entry) = self.entries.get_mut(&pos) else {
-            return false;
-        };
-        entry.last_reason = reason;
-        let attempts = entry.attempts;
-        self.counters.retried += 1;
-        if attempts >= self.config.max_deliveries {
-            self.set_state(pos, EntryState::Settling);
-            return true;
-        }
-        let delay = self.config.retry_backoff.delay(attempts);
-        if delay.is_zero() {
-            self.set_state(pos, EntryState::Ready);
-        } else {
-            self.set_state(pos, EntryState::Backoff { until: now + delay });
-        }
-        false
-    }
-
-    /// Whether `pos` (of `stream`) may go to `consumer` now under the pinned strategy.
-    fn pinned_allows(
-        &mut self,
-        pos: u64,
-        stream: &StreamName,
-        consumer: &ConsumerName,
-        now: Instant,
-    ) -> bool {
-        // An earlier event of the stream waiting for a (re)delivery holds this one back.
-        if let Some(set) = self.by_stream.get(stream) {
-            for p in set.range(..pos) {
-                if matches!(
-                    self.entries.get(p).map(|e| &e.state),
-                    Some(EntryState::Ready | EntryState::Backoff { .. })
-                ) {
-                    return false;
-                }
-            }
-        }
-        match self.owners.get(stream) {
-            Some(owner) if owner == consumer => true,
-            Some(owner) if self.consumers.get(owner).is_some_and(|c| self.live(c, now)) => false,
-            _ => {
-                if self.owners.len() >= PINNED_STREAMS_MAX {
-                    let by_stream = &self.by_stream;
-                    self.owners.retain(|s, _| by_stream.contains_key(s));
-                }
-                self.owners.insert(stream.clone(), consumer.clone());
-                true
-            }
-        }
-    }
-
-    fn take_ready(
-        &mut self,
-        consumer: &ConsumerName,
-        max: usize,
-        epoch: &str,
-        now: Instant,
-    ) -> Vec<Delivery> {
-        let mut out = Vec::new();
-        let mut cursor = 0u64;
-        let mine_max = self.config.consumer_in_flight_max();
-        let mut mine = self.consumers.get(consumer).map_or(0, |c| c.in_flight);
-        while out.len() < max && self.in_flight < self.config.max_in_flight && mine < mine_max {
-            let Some(&pos) = self.ready.range(cursor..).next() else {
-                break;
-            };
-            cursor = pos + 1;
-            let stream = self.entries[&pos].event.stream.clone();
-            if self.config.strategy == Strategy::Pinned
-                && !self.pinned_allows(pos, &stream, consumer, now)
-            {
-                continue;
-            }
-            let deadline = now + self.config.ack_timeout();
-            self.set_state(
-                pos,
-                EntryState::Delivered {
-                    consumer: consumer.clone(),
-                    deadline,
-                },
-            );
-            mine += 1;
-            let entry = self.entries.get_mut(&pos).expect("entry just updated");
-            entry.attempts += 1;
-            self.counters.delivered += 1;
-            out.push(Delivery {
-                delivery_id: format!("{epoch}-{pos}-{}", entry.attempts),
-                attempt: entry.attempts,
-                event: entry.event.clone(),
-            });
-        }
-        out
-    }
-
-    fn touch(&mut self, consumer: &ConsumerName, now: Instant, pull: bool) -> &mut Consumer {
-        if !self.consumers.contains_key(consumer) && self.consumers.len() >= CONSUMERS_MAX {
-            let ack_timeout = self.config.ack_timeout();
-            self.consumers.retain(|_, c| {
-                c.in_flight > 0
-                    || c.push_streams > 0
-                    || c.last_pull.is_some_and(|t| now < t + ack_timeout)
-            });
-        }
-        let c = self.consumers.entry(consumer.clone()).or_insert(Consumer {
-            last_pull: None,
-            push_streams: 0,
-            in_flight: 0,
-        });
-        if pull {
-            c.last_pull = Some(now);
-        }
-        c
-    }
+/// The window's clock: tokio's (paused in tests), as a std instant.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// One consumer group.
@@ -405,7 +171,6 @@ pub(crate) struct Group {
     pub name: GroupName,
     source: Arc<dyn EventStore>,
     state_store: Arc<dyn EventStore>,
-    epoch: String,
     state: Mutex<State>,
     wake_consumers: Notify,
     wake_reader: Notify,
@@ -423,17 +188,8 @@ impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group")
             .field("name", &self.name)
-            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
-}
-
-fn parse_id(id: &str) -> Option<(&str, u64, u32)> {
-    let mut it = id.splitn(3, '-');
-    let epoch = it.next()?;
-    let pos = it.next()?.parse().ok()?;
-    let attempt = it.next()?.parse().ok()?;
-    Some((epoch, pos, attempt))
 }
 
 impl Group {
@@ -442,36 +198,30 @@ impl Group {
         name: GroupName,
         source: Arc<dyn EventStore>,
         state_store: Arc<dyn EventStore>,
-        stored: records::StoredConfig,
+        stored: crate::records::StoredConfig,
     ) -> GroupResult<Arc<Group>> {
         let Restored {
             next_read,
             fetch,
             settled_after,
-        } = records::restore_acks(&*state_store, &name, stored.start_position).await?;
-        let (parked_cursor, parked) = records::restore_parked(&*state_store, &name).await?;
+        } = persist::restore_acks(&*state_store, &name, stored.start_position).await?;
+        let (parked_cursor, parked) = persist::restore_parked(&*state_store, &name).await?;
         let epoch = format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
         let group = Arc::new(Group {
             name,
             source,
             state_store,
-            epoch,
             state: Mutex::new(State {
-                config: stored.config,
+                window: Window::new(stored.config.into(), epoch),
                 start_position: stored.start_position,
                 next_read,
                 fetch,
                 settled_after,
-                entries: BTreeMap::new(),
-                ready: BTreeSet::new(),
-                timers: BTreeSet::new(),
-                by_stream: HashMap::new(),
-                owners: HashMap::new(),
-                consumers: HashMap::new(),
-                in_flight: 0,
                 parked,
                 parked_cursor,
-                counters: Counters::default(),
+                tail_to: next_read,
+                tail_matching: 0,
+                tail_gen: 0,
             }),
             wake_consumers: Notify::new(),
             wake_reader: Notify::new(),
@@ -510,8 +260,13 @@ impl Group {
     pub fn update(self: &Arc<Self>, config: GroupConfig) {
         let restart = {
             let mut s = self.state.lock();
-            let restart = s.config.filter != config.filter;
-            s.config = config;
+            let restart = s.window.config().filter != config.filter;
+            if restart {
+                s.tail_to = s.next_read;
+                s.tail_matching = 0;
+                s.tail_gen += 1;
+            }
+            s.window.set_config(config);
             restart
         };
         if restart {
@@ -531,7 +286,7 @@ impl Group {
     async fn wait_for_room(&self) {
         loop {
             let notified = self.wake_reader.notified();
-            if !self.state.lock().window_full() {
+            if self.state.lock().window.has_room() {
                 return;
             }
             notified.await;
@@ -542,7 +297,7 @@ impl Group {
         loop {
             let (from, filter) = {
                 let s = self.state.lock();
-                (s.next_read, s.config.filter.clone())
+                (s.next_read, s.window.config().filter.clone())
             };
             // Positions to read one by one first (restart, replay).
             loop {
@@ -558,7 +313,7 @@ impl Group {
                         if let Some(e) = slice.events.into_iter().next()
                             && e.position.0 == pos
                         {
-                            self.state.lock().insert(e);
+                            self.state.lock().window.offer(e);
                             self.wake_consumers.notify_waiters();
                         }
                         // Otherwise the event can no longer be read: nothing to deliver.
@@ -590,16 +345,17 @@ impl Group {
                         if pos < s.next_read {
                             continue;
                         }
-                        s.next_read = pos + 1;
+                        let matching = filter.matches_stream(e.stream.as_str());
+                        s.passed(pos, matching);
                         s.fetch.remove(&pos);
                         let settled = s.settled_after.remove(&pos);
                         if !s.settled_after.is_empty() {
                             s.settled_after = s.settled_after.split_off(&(pos + 1));
                         }
-                        if settled || !filter.matches_stream(e.stream.as_str()) {
+                        if settled || !matching {
                             continue;
                         }
-                        s.insert(e);
+                        s.window.offer(e);
                         drop(s);
                         self.wake_consumers.notify_waiters();
                     }
@@ -620,49 +376,23 @@ impl Group {
     async fn timer_loop(self: Arc<Self>) {
         loop {
             let notified = self.wake_timer.notified();
-            let now = Instant::now();
-            let (to_park, next, woke) = {
+            let (tick, next) = {
                 let mut s = self.state.lock();
-                let mut to_park = Vec::new();
-                let mut woke = false;
-                while let Some(&(t, pos)) = s.timers.first() {
-                    if t > now {
-                        break;
-                    }
-                    s.timers.pop_first();
-                    match s.entries.get(&pos).map(|e| &e.state) {
-                        Some(EntryState::Delivered { deadline, .. }) if *deadline == t => {
-                            let reason =
-                                format!("not acknowledged within {} ms", s.config.ack_timeout_ms);
-                            // Reinsert so that `set_state` finds and removes it consistently.
-                            s.timers.insert((t, pos));
-                            if s.fail(pos, reason, now) {
-                                to_park.push(pos);
-                            }
-                            woke = true;
-                        }
-                        Some(EntryState::Backoff { until }) if *until == t => {
-                            s.timers.insert((t, pos));
-                            s.set_state(pos, EntryState::Ready);
-                            woke = true;
-                        }
-                        _ => {}
-                    }
-                }
-                (to_park, s.timers.first().map(|(t, _)| *t), woke)
+                let tick = s.window.tick(now());
+                (tick, s.window.next_deadline())
             };
-            if woke {
+            if tick.woke {
                 self.wake_consumers.notify_waiters();
             }
-            if !to_park.is_empty()
-                && let Err(e) = self.settle_positions(to_park, SettleAction::Park).await
+            if !tick.park.is_empty()
+                && let Err(e) = self.settle_positions(tick.park, SettleAction::Park).await
             {
                 tracing::error!(group = %self.name, error = %e, "cannot park events; they will be delivered again");
             }
             match next {
                 Some(t) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(t) => {}
+                        () = tokio::time::sleep_until(Instant::from_std(t)) => {}
                         () = notified => {}
                     }
                 }
@@ -679,11 +409,7 @@ impl Group {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let got = {
-                let mut s = self.state.lock();
-                s.touch(consumer, now, true);
-                s.take_ready(consumer, max, &self.epoch, now)
-            };
+            let got = self.state.lock().window.take(consumer, max, now.into_std());
             if !got.is_empty() {
                 self.wake_timer.notify_one();
                 return got;
@@ -700,46 +426,18 @@ impl Group {
 
     /// Counts an open push stream of `consumer` (live while counted).
     pub fn push_opened(&self, consumer: &ConsumerName) {
-        let now = Instant::now();
-        self.state.lock().touch(consumer, now, false).push_streams += 1;
+        self.state.lock().window.push_opened(consumer, now());
     }
 
     /// Ends a push stream of `consumer`.
     pub fn push_closed(&self, consumer: &ConsumerName) {
-        let now = Instant::now();
-        let mut s = self.state.lock();
-        let c = s.touch(consumer, now, true);
-        c.push_streams = c.push_streams.saturating_sub(1);
-    }
-
-    /// Finds the deliveries the ids name and marks them settling; returns their positions.
-    fn claim(&self, ids: &[String], out: &mut AckOutcome) -> Vec<u64> {
-        let mut s = self.state.lock();
-        let mut taken = Vec::new();
-        for id in ids {
-            let ok = parse_id(id).and_then(|(epoch, pos, attempt)| {
-                let e = s.entries.get(&pos)?;
-                (epoch == self.epoch
-                    && e.attempts == attempt
-                    && matches!(e.state, EntryState::Delivered { .. }))
-                .then_some(pos)
-            });
-            match ok {
-                Some(pos) => {
-                    s.set_state(pos, EntryState::Settling);
-                    taken.push(pos);
-                    out.acked.push(id.clone());
-                }
-                None => out.unknown.push(id.clone()),
-            }
-        }
-        taken
+        self.state.lock().window.push_closed(consumer, now());
     }
 
     /// Acknowledges deliveries: durable before this returns.
     pub async fn ack(&self, ids: &[String]) -> GroupResult<AckOutcome> {
         let mut out = AckOutcome::default();
-        let taken = self.claim(ids, &mut out);
+        let taken = self.state.lock().window.claim(ids, &mut out);
         self.settle_positions(taken, SettleAction::Ack).await?;
         Ok(out)
     }
@@ -752,32 +450,15 @@ impl Group {
         reason: &str,
     ) -> GroupResult<AckOutcome> {
         let mut out = AckOutcome::default();
-        let taken = self.claim(ids, &mut out);
+        let taken = self.state.lock().window.claim(ids, &mut out);
         match action {
             NackAction::Skip => self.settle_positions(taken, SettleAction::Skip).await?,
             NackAction::Park => {
-                {
-                    let mut s = self.state.lock();
-                    for &p in &taken {
-                        if let Some(e) = s.entries.get_mut(&p) {
-                            e.last_reason = reason.to_owned();
-                        }
-                    }
-                }
+                self.state.lock().window.set_reason(&taken, reason);
                 self.settle_positions(taken, SettleAction::Park).await?;
             }
             NackAction::Retry => {
-                let now = Instant::now();
-                let to_park: Vec<u64> = {
-                    let mut s = self.state.lock();
-                    taken
-                        .into_iter()
-                        .filter(|&p| {
-                            // `claim` made it settling; a failed attempt starts from delivered.
-                            s.fail(p, reason.to_owned(), now)
-                        })
-                        .collect()
-                };
+                let to_park = self.state.lock().window.retry(taken, reason, now());
                 self.wake_timer.notify_one();
                 self.wake_consumers.notify_waiters();
                 self.settle_positions(to_park, SettleAction::Park).await?;
@@ -796,23 +477,13 @@ impl Group {
         let result = self.write_settled(&positions, action).await;
         {
             let mut s = self.state.lock();
-            for &p in &positions {
-                if result.is_ok() {
-                    s.remove(p);
-                } else if s.entries.contains_key(&p) {
-                    s.set_state(p, EntryState::Ready);
-                }
-            }
             if result.is_ok() {
-                let n = positions.len() as u64;
-                match action {
-                    SettleAction::Ack => s.counters.acked += n,
-                    SettleAction::Skip => {}
-                    SettleAction::Park => {
-                        s.counters.parked += n;
-                        s.parked += n;
-                    }
+                s.window.settled(&positions, settle_of(action));
+                if action == SettleAction::Park {
+                    s.parked += positions.len() as u64;
                 }
+            } else {
+                s.window.unsettle(&positions);
             }
         }
         drop(gate);
@@ -826,72 +497,30 @@ impl Group {
 
     async fn write_settled(&self, positions: &[u64], action: SettleAction) -> GroupResult<()> {
         if action == SettleAction::Park {
-            let parked: Vec<ParkedEvent> = {
+            let parked: Vec<ParkedRecord> = {
                 let s = self.state.lock();
                 let at = Timestamp::now().to_string();
-                positions
-                    .iter()
-                    .filter_map(|p| s.entries.get(p))
-                    .map(|e| ParkedEvent {
-                        event: serde_json::to_value(&*e.event).expect("events always serialize"),
-                        position: e.event.position.0,
-                        reason: e.last_reason.clone(),
-                        attempts: e.attempts,
+                s.window
+                    .to_park(positions)
+                    .into_iter()
+                    .map(|p| ParkedRecord {
+                        version: RECORD_VERSION,
+                        event: serde_json::to_value(&*p.event).expect("events always serialize"),
+                        position: p.event.position.0,
+                        reason: p.reason,
+                        attempts: p.attempts,
                         parked_at: at.clone(),
                     })
                     .collect()
             };
-            let stream = self.name.parked_stream();
-            for mut p in parked {
-                let first = records::event(records::PARKED, &p);
-                let r = records::append(
-                    &*self.state_store,
-                    &self.name,
-                    &stream,
-                    vec![first],
-                    "park an event",
-                )
-                .await;
-                if let Err(GroupError::Store {
-                    cause: eventfold_core::StoreError::LimitExceeded { .. },
-                    ..
-                }) = r
-                {
-                    // Too big to copy: keep the event's coordinates without its data.
-                    if let Some(obj) = p.event.as_object_mut() {
-                        obj.remove("data");
-                        obj.remove("data_base64");
-                        obj.remove("metadata");
-                    }
-                    let ev = records::event(records::PARKED, &p);
-                    records::append(
-                        &*self.state_store,
-                        &self.name,
-                        &stream,
-                        vec![ev],
-                        "park an event",
-                    )
-                    .await?;
-                } else {
-                    r?;
-                }
-            }
+            persist::write_parked(&*self.state_store, &self.name, parked).await?;
         }
-        let rec = records::event(
-            records::SETTLED,
-            &Settled {
-                action,
-                positions: positions.to_vec(),
-            },
-        );
-        records::append(
-            &*self.state_store,
-            &self.name,
-            &self.name.acks_stream(),
-            vec![rec],
-            "record acknowledgements",
-        )
-        .await
+        let settled = Settled {
+            version: RECORD_VERSION,
+            action,
+            positions: positions.to_vec(),
+        };
+        persist::write_settled(&*self.state_store, &self.name, &settled).await
     }
 
     async fn maybe_checkpoint(&self) -> GroupResult<()> {
@@ -909,24 +538,18 @@ impl Group {
     async fn write_checkpoint(&self) -> GroupResult<()> {
         let c = {
             let s = self.state.lock();
-            let mut unsettled: Vec<u64> = s.entries.keys().copied().collect();
+            let mut unsettled: Vec<u64> = s.window.positions().collect();
             unsettled.extend(s.fetch.iter().copied());
             unsettled.sort_unstable();
             unsettled.dedup();
             Checkpoint {
+                version: RECORD_VERSION,
                 through: s.next_read,
                 unsettled,
                 settled_after: s.settled_after.iter().copied().collect(),
             }
         };
-        records::append(
-            &*self.state_store,
-            &self.name,
-            &self.name.acks_stream(),
-            vec![records::event(records::CHECKPOINT, &c)],
-            "write a checkpoint",
-        )
-        .await?;
+        persist::write_checkpoint(&*self.state_store, &self.name, &c).await?;
         self.records_since_checkpoint.store(0, Ordering::Relaxed);
         Ok(())
     }
@@ -940,8 +563,18 @@ impl Group {
         let cursor = self.state.lock().parked_cursor;
         let from = from.unwrap_or(cursor).max(cursor);
         let (entries, next) =
-            records::read_parked(&*self.state_store, &self.name, from, limit).await?;
-        Ok((entries.into_iter().map(|(_, p)| p).collect(), next))
+            persist::read_parked(&*self.state_store, &self.name, from, limit).await?;
+        let parked = entries
+            .into_iter()
+            .map(|(_, p)| ParkedEvent {
+                event: p.event,
+                position: p.position,
+                reason: p.reason,
+                attempts: p.attempts,
+                parked_at: p.parked_at,
+            })
+            .collect();
+        Ok((parked, next))
     }
 
     /// Delivers up to `max` parked events again (oldest first); returns how many.
@@ -949,49 +582,33 @@ impl Group {
         let _one = self.replay_lock.lock().await;
         let cursor = self.state.lock().parked_cursor;
         let (entries, _) =
-            records::read_parked(&*self.state_store, &self.name, cursor, max).await?;
+            persist::read_parked(&*self.state_store, &self.name, cursor, max).await?;
         let Some(&(last_rev, _)) = entries.last() else {
             return Ok(0);
         };
         let positions: Vec<u64> = entries.iter().map(|(_, p)| p.position).collect();
         {
             let _gate = self.ack_gate.read().await;
-            records::append(
-                &*self.state_store,
-                &self.name,
-                &self.name.acks_stream(),
-                vec![records::event(
-                    records::REPLAYED,
-                    &Replayed {
-                        positions: positions.clone(),
-                    },
-                )],
-                "record a replay",
-            )
-            .await?;
+            let replayed = Replayed {
+                version: RECORD_VERSION,
+                positions: positions.clone(),
+            };
+            persist::write_replayed(&*self.state_store, &self.name, &replayed).await?;
             let mut s = self.state.lock();
             for &p in &positions {
                 s.settled_after.remove(&p);
-                if !s.entries.contains_key(&p) {
+                if !s.window.contains(p) {
                     s.fetch.insert(p);
                 }
             }
         }
         self.records_since_checkpoint
             .fetch_add(1, Ordering::Relaxed);
-        records::append(
-            &*self.state_store,
-            &self.name,
-            &self.name.parked_stream(),
-            vec![records::event(
-                records::REPLAY_CURSOR,
-                &ReplayCursor {
-                    cursor: last_rev + 1,
-                },
-            )],
-            "record a replay",
-        )
-        .await?;
+        let cursor = ReplayCursor {
+            version: RECORD_VERSION,
+            cursor: last_rev + 1,
+        };
+        persist::write_replay_cursor(&*self.state_store, &self.name, &cursor).await?;
         {
             let mut s = self.state.lock();
             s.parked_cursor = last_rev + 1;
@@ -1002,60 +619,90 @@ impl Group {
         Ok(positions.len())
     }
 
+    /// Extends the count of unread matching events towards the end of the source, reading at
+    /// most [`LAG_COUNT_MAX`] events past where the count reached.
+    async fn count_unread(&self) -> GroupResult<()> {
+        let (mut to, generation, filter) = {
+            let s = self.state.lock();
+            (s.tail_to, s.tail_gen, s.window.config().filter.clone())
+        };
+        let mut counted = Vec::new();
+        // Reads are bounded too, not only events: a filtered read may scan far and find little.
+        for _ in 0..LAG_COUNT_MAX / LAG_PAGE_EVENTS {
+            let read = |limit: usize| {
+                ReadAll::forward(limit)
+                    .from(ReadFrom::At(Position(to)))
+                    .filter(filter.event_filter())
+            };
+            let slice = match self.source.read_all(read(LAG_PAGE_EVENTS)).await {
+                // A store configured with a smaller read limit: read pages of that.
+                Err(eventfold_core::StoreError::LimitExceeded { max, .. }) => {
+                    self.source
+                        .read_all(read(usize::try_from(max).unwrap_or(1).max(1)))
+                        .await
+                }
+                r => r,
+            }
+            .map_err(persist::store_err(&self.name, "read the source"))?;
+            counted.extend(
+                slice
+                    .events
+                    .iter()
+                    .filter(|e| filter.matches_stream(e.stream.as_str()))
+                    .map(|e| e.position.0),
+            );
+            match (slice.next, slice.events.last()) {
+                (Some(next), _) => to = to.max(next.0),
+                (None, Some(last)) => {
+                    to = to.max(last.position.0 + 1);
+                    break;
+                }
+                (None, None) => break,
+            }
+        }
+        let mut s = self.state.lock();
+        if s.tail_gen == generation && to > s.tail_to {
+            // The reader may have passed part of what was counted meanwhile.
+            let from = s.tail_to;
+            s.tail_matching += counted.iter().filter(|&&p| p >= from).count() as u64;
+            s.tail_to = to;
+        }
+        Ok(())
+    }
+
     /// The group's settings and figures.
     pub async fn info(&self) -> GroupResult<GroupInfo> {
-        let (next_read, filter) = {
-            let s = self.state.lock();
-            (s.next_read, s.config.filter.clone())
-        };
-        let read = |limit: usize| {
-            ReadAll::forward(limit)
-                .from(ReadFrom::At(Position(next_read)))
-                .filter(filter.event_filter())
-        };
-        let slice = match self.source.read_all(read(LAG_COUNT_MAX)).await {
-            // A store configured with a smaller read limit: count up to that.
-            Err(eventfold_core::StoreError::LimitExceeded { max, .. }) => {
-                self.source
-                    .read_all(read(usize::try_from(max).unwrap_or(1).max(1)))
-                    .await
-            }
-            r => r,
-        }
-        .map_err(records::store_err(&self.name, "read the source"))?;
-        let unread = slice
-            .events
-            .iter()
-            .filter(|e| filter.matches_stream(e.stream.as_str()))
-            .count() as u64;
-        let now = Instant::now();
+        self.count_unread().await?;
+        let now = now();
         let s = self.state.lock();
         let checkpoint = s.checkpoint_position();
         let mut consumers: Vec<ConsumerInfo> = s
-            .consumers
-            .iter()
-            .map(|(n, c)| ConsumerInfo {
+            .window
+            .consumers(now)
+            .map(|(n, c, live)| ConsumerInfo {
                 name: n.to_string(),
-                live: s.live(c, now),
+                live,
                 in_flight: c.in_flight,
                 push_streams: c.push_streams,
             })
             .filter(|c| c.live || c.in_flight > 0)
             .collect();
         consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        let counters = s.window.counters();
+        let unsettled = s.window.len() + s.fetch.len();
         Ok(GroupInfo {
             group: self.name.to_string(),
-            config: s.config.clone(),
+            config: s.window.config().clone(),
             start_position: s.start_position,
             checkpoint,
-            lag: unread + (s.entries.len() + s.fetch.len()) as u64,
-            in_flight: s.in_flight,
-            unsettled: s.entries.len() + s.fetch.len(),
+            lag: s.lag(),
+            in_flight: s.window.in_flight(),
+            unsettled,
             parked: s.parked,
-            delivered_total: s.counters.delivered,
-            acked_total: s.counters.acked,
-            retried_total: s.counters.retried,
-            parked_total: s.counters.parked,
+            delivered_total: counters.delivered,
+            acked_total: counters.acked,
+            retried_total: counters.retried,
+            parked_total: counters.parked,
             consumers,
         })
     }

@@ -11,7 +11,9 @@ mod config;
 mod error;
 mod group;
 mod name;
+mod persist;
 mod records;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,12 +27,9 @@ pub use config::{
     TIMEOUT_MS_MAX,
 };
 pub use error::{GroupError, GroupResult};
-pub use group::{
-    AckOutcome, CHECKPOINT_EVERY_RECORDS, ConsumerInfo, Delivery, GroupInfo, LAG_COUNT_MAX,
-    NackAction, READ_AHEAD_EVENTS,
-};
+pub use group::{CHECKPOINT_EVERY_RECORDS, ConsumerInfo, GroupInfo, LAG_COUNT_MAX, NackAction};
 pub use name::{ConsumerName, GROUP_NAME_BYTES_MAX, GroupName};
-pub use records::ParkedEvent;
+pub use window::{AckOutcome, Delivery, READ_AHEAD_EVENTS};
 
 use group::Group;
 use records::StoredConfig;
@@ -76,6 +75,21 @@ impl Drop for Inner {
             g.stop();
         }
     }
+}
+
+/// A parked event as listed.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ParkedEvent {
+    /// The event, in the API's JSON shape at the time it was parked.
+    pub event: serde_json::Value,
+    /// Its position in the source's `$all`.
+    pub position: u64,
+    /// The last failure's reason.
+    pub reason: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// When it was parked (RFC 3339).
+    pub parked_at: String,
 }
 
 /// A page of parked events.
@@ -140,7 +154,7 @@ impl Groups {
                 let Ok(name) = GroupName::new(name) else {
                     continue;
                 };
-                if let Some(stored) = records::load_config(&*state, &name).await? {
+                if let Some(stored) = persist::load_config(&*state, &name).await? {
                     let g =
                         Group::open(name.clone(), source.clone(), state.clone(), stored).await?;
                     found.insert(name, g);
@@ -181,24 +195,14 @@ impl Groups {
         let existing = self.inner.groups.read().get(name).cloned();
         if let Some(g) = existing {
             let start_position = g.info().await?.start_position;
-            let stored = StoredConfig {
-                config: config.clone(),
-                start_position,
-            };
-            records::append(
-                state,
-                name,
-                &name.config_stream(),
-                vec![records::event(records::CONFIG, &stored)],
-                "store its configuration",
-            )
-            .await?;
+            let stored = StoredConfig::new(&config, start_position);
+            persist::write_config(state, name, &stored).await?;
             g.update(config);
             return Ok(PutOutcome::Updated);
         }
         // Leftovers of a deletion interrupted by a crash must not leak into the new group.
-        records::remove(state, name, &name.acks_stream()).await?;
-        records::remove(state, name, &name.parked_stream()).await?;
+        persist::remove(state, name, &name.acks_stream()).await?;
+        persist::remove(state, name, &name.parked_stream()).await?;
         let start_position = match config.start {
             Start::Start => 0,
             Start::Position(p) => p,
@@ -207,23 +211,13 @@ impl Groups {
                 .source
                 .read_all(ReadAll::backward(1))
                 .await
-                .map_err(records::store_err(name, "read the end of the source"))?
+                .map_err(persist::store_err(name, "read the end of the source"))?
                 .events
                 .first()
                 .map_or(0, |e| e.position.0 + 1),
         };
-        let stored = StoredConfig {
-            config,
-            start_position,
-        };
-        records::append(
-            state,
-            name,
-            &name.config_stream(),
-            vec![records::event(records::CONFIG, &stored)],
-            "store its configuration",
-        )
-        .await?;
+        let stored = StoredConfig::new(&config, start_position);
+        persist::write_config(state, name, &stored).await?;
         let g = Group::open(
             name.clone(),
             self.inner.source.clone(),
@@ -241,13 +235,13 @@ impl Groups {
         let g = self.get(name)?;
         let state = &*self.inner.state;
         // The configuration goes first: once it is gone the group is gone, also after a crash.
-        records::remove(state, name, &name.config_stream()).await?;
+        persist::remove(state, name, &name.config_stream()).await?;
         self.inner.groups.write().remove(name);
         for t in g.stop() {
             let _ = t.await;
         }
-        records::remove(state, name, &name.acks_stream()).await?;
-        records::remove(state, name, &name.parked_stream()).await?;
+        persist::remove(state, name, &name.acks_stream()).await?;
+        persist::remove(state, name, &name.parked_stream()).await?;
         Ok(())
     }
 

@@ -1,25 +1,23 @@
-//! The records a group keeps in the state store, and how its state is rebuilt from them.
+//! The records a group keeps in the state store (their layout is in ARCHITECTURE.md,
+//! "Consumer groups"):
 //!
 //! - `group-{name}-config`: `config` events; the last one wins.
 //! - `group-{name}-acks`: `settled` (positions acknowledged, skipped or parked: never delivered
 //!   again), `replayed` (parked positions made deliverable again) and `checkpoint` (a compact
 //!   summary; a restart reads back to the last one only).
 //! - `parked-{name}`: a `parked` event per parked event and `replay_cursor` markers.
+//!
+//! These are the stored shapes, apart from what the API sends: each carries a format `version`
+//! (absent in records written before versions existed: those are version 1), unknown fields
+//! are ignored so that an older build reads what a newer one adds within the same version, and a
+//! record of a version above [`RECORD_VERSION`] is refused as written by a newer eventfold.
 
-use std::collections::BTreeSet;
-
-use eventfold_core::{
-    EventStore, EventType, ExpectedRevision, NewEvent, ReadFrom, ReadStream, RecordedEvent,
-    Revision, StoreError, StreamName,
-};
 use serde::{Deserialize, Serialize};
 
-use crate::config::GroupConfig;
-use crate::error::{GroupError, GroupResult};
-use crate::name::GroupName;
+use crate::config::{GroupConfig, GroupFilter, RetryBackoff, Start, Strategy};
 
-/// Events read per page while rebuilding state (small enough for any sane read limit).
-const RESTORE_PAGE_EVENTS: usize = 100;
+/// The newest record format this build reads, and the one it writes.
+pub(crate) const RECORD_VERSION: u32 = 1;
 
 pub(crate) const CONFIG: &str = "config";
 pub(crate) const SETTLED: &str = "settled";
@@ -28,11 +26,128 @@ pub(crate) const CHECKPOINT: &str = "checkpoint";
 pub(crate) const PARKED: &str = "parked";
 pub(crate) const REPLAY_CURSOR: &str = "replay_cursor";
 
+fn version_1() -> u32 {
+    1
+}
+
+/// The version of a stored record, read before the record itself.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Version {
+    #[serde(default = "version_1")]
+    pub version: u32,
+}
+
 /// The stored configuration: the settings plus the resolved start position.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct StoredConfig {
-    pub config: GroupConfig,
+    #[serde(default = "version_1")]
+    pub version: u32,
+    pub config: StoredSettings,
     pub start_position: u64,
+}
+
+impl StoredConfig {
+    pub fn new(config: &GroupConfig, start_position: u64) -> StoredConfig {
+        StoredConfig {
+            version: RECORD_VERSION,
+            config: StoredSettings::from(config),
+            start_position,
+        }
+    }
+}
+
+/// A group's settings as stored (the same fields as [`GroupConfig`], tolerant of more).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredSettings {
+    pub filter: StoredFilter,
+    pub start: Start,
+    pub max_deliveries: u32,
+    pub ack_timeout_ms: u64,
+    pub retry_backoff: StoredBackoff,
+    pub strategy: StoredStrategy,
+    pub max_in_flight: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_per_consumer: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StoredFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<eventfold_core::StreamName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<eventfold_core::EventType>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredBackoff {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub multiplier: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoredStrategy {
+    RoundRobin,
+    Pinned,
+}
+
+impl From<&GroupConfig> for StoredSettings {
+    fn from(c: &GroupConfig) -> Self {
+        StoredSettings {
+            filter: StoredFilter {
+                stream: c.filter.stream.clone(),
+                category: c.filter.category.clone(),
+                stream_prefix: c.filter.stream_prefix.clone(),
+                types: c.filter.types.clone(),
+            },
+            start: c.start,
+            max_deliveries: c.max_deliveries,
+            ack_timeout_ms: c.ack_timeout_ms,
+            retry_backoff: StoredBackoff {
+                initial_ms: c.retry_backoff.initial_ms,
+                max_ms: c.retry_backoff.max_ms,
+                multiplier: c.retry_backoff.multiplier,
+            },
+            strategy: match c.strategy {
+                Strategy::RoundRobin => StoredStrategy::RoundRobin,
+                Strategy::Pinned => StoredStrategy::Pinned,
+            },
+            max_in_flight: c.max_in_flight,
+            max_in_flight_per_consumer: c.max_in_flight_per_consumer,
+        }
+    }
+}
+
+impl From<StoredSettings> for GroupConfig {
+    fn from(c: StoredSettings) -> Self {
+        GroupConfig {
+            filter: GroupFilter {
+                stream: c.filter.stream,
+                category: c.filter.category,
+                stream_prefix: c.filter.stream_prefix,
+                types: c.filter.types,
+            },
+            start: c.start,
+            max_deliveries: c.max_deliveries,
+            ack_timeout_ms: c.ack_timeout_ms,
+            retry_backoff: RetryBackoff {
+                initial_ms: c.retry_backoff.initial_ms,
+                max_ms: c.retry_backoff.max_ms,
+                multiplier: c.retry_backoff.multiplier,
+            },
+            strategy: match c.strategy {
+                StoredStrategy::RoundRobin => Strategy::RoundRobin,
+                StoredStrategy::Pinned => Strategy::Pinned,
+            },
+            max_in_flight: c.max_in_flight,
+            max_in_flight_per_consumer: c.max_in_flight_per_consumer,
+        }
+    }
 }
 
 /// Why positions were settled.
@@ -46,265 +161,201 @@ pub(crate) enum SettleAction {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Settled {
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub action: SettleAction,
     pub positions: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Replayed {
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub positions: Vec<u64>,
 }
 
 /// Everything in `[.., through)` is settled except `unsettled`; at and after `through`, the
 /// positions in `settled_after` are settled.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Checkpoint {
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub through: u64,
     pub unsettled: Vec<u64>,
     pub settled_after: Vec<u64>,
 }
 
-/// One parked event, as stored in `parked-{name}` (and listed by the API).
+/// One parked event as stored in `parked-{name}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ParkedEvent {
-    /// The event, in the contract's JSON shape.
+pub(crate) struct ParkedRecord {
+    #[serde(default = "version_1")]
+    pub version: u32,
+    /// The event, in the API's JSON shape at the time it was parked.
     pub event: serde_json::Value,
-    /// Its position in the source's `$all`.
     pub position: u64,
-    /// The last failure's reason.
     pub reason: String,
-    /// Delivery attempts made.
     pub attempts: u32,
-    /// When it was parked (RFC 3339).
+    /// RFC 3339.
     pub parked_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ReplayCursor {
+    #[serde(default = "version_1")]
+    pub version: u32,
     /// Every parked entry below this revision of the parked stream was replayed.
     pub cursor: u64,
 }
 
-pub(crate) fn event<T: Serialize>(kind: &str, data: &T) -> NewEvent {
-    NewEvent::json(
-        EventType::new(kind).expect("record kinds are valid event types"),
-        &serde_json::to_value(data).expect("records always serialize"),
-    )
-}
-
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
-    group: &GroupName,
-    e: &RecordedEvent,
-) -> GroupResult<T> {
-    serde_json::from_slice(&e.data).map_err(|err| GroupError::Corrupt {
-        group: group.to_string(),
-        stream: e.stream.to_string(),
-        revision: e.revision.0,
-        detail: err.to_string(),
-    })
-}
-
-pub(crate) fn store_err(
-    group: &GroupName,
-    context: &'static str,
-) -> impl FnOnce(StoreError) -> GroupError {
-    let group = group.to_string();
-    move |cause| GroupError::Store {
-        group,
-        context,
-        cause,
-    }
-}
-
-pub(crate) async fn append(
-    state: &dyn EventStore,
-    group: &GroupName,
-    stream: &StreamName,
-    events: Vec<NewEvent>,
-    context: &'static str,
-) -> GroupResult<()> {
-    state
-        .append(stream, ExpectedRevision::Any, events)
-        .await
-        .map(|_| ())
-        .map_err(store_err(group, context))
-}
-
-/// Soft-deletes a state stream; one that does not exist is fine.
-pub(crate) async fn remove(
-    state: &dyn EventStore,
-    group: &GroupName,
-    stream: &StreamName,
-) -> GroupResult<()> {
-    match state
-        .delete_stream(
-            stream,
-            ExpectedRevision::Any,
-            eventfold_core::DeleteMode::Soft,
-        )
-        .await
-    {
-        Ok(()) | Err(StoreError::StreamNotFound { .. }) => Ok(()),
-        Err(e) => Err(store_err(group, "delete its state")(e)),
-    }
-}
-
-/// Reads a stream backward page by page, handing each event to `f` until it returns `false`.
-async fn read_backward(
-    state: &dyn EventStore,
-    group: &GroupName,
-    stream: &StreamName,
-    mut f: impl FnMut(&RecordedEvent) -> GroupResult<bool>,
-) -> GroupResult<()> {
-    let mut read = ReadStream::backward(RESTORE_PAGE_EVENTS);
-    loop {
-        let slice = match state.read_stream(stream, read).await {
-            Ok(s) => s,
-            Err(StoreError::StreamNotFound { .. }) => return Ok(()),
-            Err(e) => return Err(store_err(group, "read its state")(e)),
-        };
-        for e in &slice.events {
-            if !f(e)? {
-                return Ok(());
-            }
-        }
-        match slice.next {
-            Some(n) => read = read.from(ReadFrom::At(n)),
-            None => return Ok(()),
-        }
-    }
-}
-
-/// The last configuration of a group, `None` when it has none (deleted or never created).
-pub(crate) async fn load_config(
-    state: &dyn EventStore,
-    group: &GroupName,
-) -> GroupResult<Option<StoredConfig>> {
-    let mut found = None;
-    read_backward(state, group, &group.config_stream(), |e| {
-        if e.event_type.as_str() == CONFIG {
-            found = Some(decode::<StoredConfig>(group, e)?);
-            return Ok(false);
-        }
-        Ok(true)
-    })
-    .await?;
-    Ok(found)
-}
-
-/// A group's delivery state as rebuilt from its acks stream.
-#[derive(Debug, Default)]
-pub(crate) struct Restored {
-    /// Where the sequential read continues.
-    pub next_read: u64,
-    /// Positions below `next_read` still to be delivered (fetched one by one).
-    pub fetch: BTreeSet<u64>,
-    /// Positions at or after `next_read` already settled (skipped by the read).
-    pub settled_after: BTreeSet<u64>,
-}
-
-/// Rebuilds the delivery state: the last checkpoint, then every record after it.
-pub(crate) async fn restore_acks(
-    state: &dyn EventStore,
-    group: &GroupName,
-    start_position: u64,
-) -> GroupResult<Restored> {
-    let mut tail = Vec::new();
-    let mut checkpoint = None;
-    read_backward(state, group, &group.acks_stream(), |e| {
-        if e.event_type.as_str() == CHECKPOINT {
-            checkpoint = Some(decode::<Checkpoint>(group, e)?);
-            return Ok(false);
-        }
-        tail.push(e.clone());
-        Ok(true)
-    })
-    .await?;
-    let mut r = match checkpoint {
-        Some(c) => Restored {
-            next_read: c.through,
-            fetch: c.unsettled.into_iter().collect(),
-            settled_after: c.settled_after.into_iter().collect(),
-        },
-        None => Restored {
-            next_read: start_position,
-            ..Restored::default()
-        },
+#[cfg(test)]
+mod tests {
+    use eventfold_core::{
+        ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
+        Timestamp,
     };
-    for e in tail.iter().rev() {
-        match e.event_type.as_str() {
-            SETTLED => {
-                for p in decode::<Settled>(group, e)?.positions {
-                    r.fetch.remove(&p);
-                    if p >= r.next_read {
-                        r.settled_after.insert(p);
-                    }
-                }
-            }
-            REPLAYED => {
-                for p in decode::<Replayed>(group, e)?.positions {
-                    r.settled_after.remove(&p);
-                    r.fetch.insert(p);
-                }
-            }
-            _ => {}
+
+    use super::*;
+    use crate::error::GroupError;
+    use crate::name::GroupName;
+    use crate::persist::decode;
+
+    fn stored(stream: &str, data: &str) -> RecordedEvent {
+        RecordedEvent {
+            id: EventId::new_v7(),
+            stream: StreamName::new(stream).expect("valid"),
+            event_type: EventType::new("config").expect("valid"),
+            revision: Revision(3),
+            position: Position(7),
+            timestamp: Timestamp(0),
+            schema_version: 1,
+            content_type: ContentType::json(),
+            data: data.as_bytes().to_vec(),
+            metadata: Metadata::new(),
         }
     }
-    Ok(r)
-}
 
-/// The parked set's replay cursor and the number of parked entries not yet replayed.
-pub(crate) async fn restore_parked(
-    state: &dyn EventStore,
-    group: &GroupName,
-) -> GroupResult<(u64, u64)> {
-    let mut cursor: Option<u64> = None;
-    let mut count = 0;
-    read_backward(state, group, &group.parked_stream(), |e| {
-        if cursor.is_some_and(|c| e.revision.0 < c) {
-            return Ok(false);
-        }
-        match e.event_type.as_str() {
-            PARKED => count += 1,
-            REPLAY_CURSOR if cursor.is_none() => {
-                let c = decode::<ReplayCursor>(group, e)?.cursor;
-                cursor = Some(c);
-            }
-            _ => {}
-        }
-        Ok(true)
-    })
-    .await?;
-    Ok((cursor.unwrap_or(0), count))
-}
-
-/// Reads parked entries (not yet replayed) from revision `from` on, at most `limit` of them.
-/// Returns them with their revisions and the revision to continue from.
-pub(crate) async fn read_parked(
-    state: &dyn EventStore,
-    group: &GroupName,
-    from: u64,
-    limit: usize,
-) -> GroupResult<(Vec<(u64, ParkedEvent)>, Option<u64>)> {
-    let mut out = Vec::new();
-    let mut next = Some(from);
-    while let Some(at) = next {
-        if out.len() >= limit {
-            break;
-        }
-        let read = ReadStream::forward(RESTORE_PAGE_EVENTS.min(limit - out.len()).max(1))
-            .from(ReadFrom::At(Revision(at)));
-        let slice = match state.read_stream(&group.parked_stream(), read).await {
-            Ok(s) => s,
-            Err(StoreError::StreamNotFound { .. }) => return Ok((out, None)),
-            Err(e) => return Err(store_err(group, "read its parked events")(e)),
-        };
-        next = slice.next.map(|r| r.0);
-        for e in &slice.events {
-            if e.event_type.as_str() == PARKED {
-                out.push((e.revision.0, decode::<ParkedEvent>(group, e)?));
-            }
-        }
+    fn group() -> GroupName {
+        GroupName::new("g").expect("valid")
     }
-    Ok((out, next))
+
+    /// Records as the first format wrote them, before versions existed, byte for byte.
+    #[test]
+    fn records_without_a_version_are_version_1() {
+        let g = group();
+        let c: StoredConfig = decode(
+            &g,
+            &stored(
+                "group-g-config",
+                r#"{"config":{"filter":{"category":"order"},"start":"start","max_deliveries":10,"ack_timeout_ms":30000,"retry_backoff":{"initial_ms":100,"max_ms":60000,"multiplier":2.0},"strategy":"pinned","max_in_flight":1000},"start_position":0}"#,
+            ),
+        )
+        .expect("today's config decodes");
+        assert_eq!(c.version, 1);
+        let config = GroupConfig::from(c.config);
+        assert_eq!(config.strategy, Strategy::Pinned);
+        assert_eq!(config.filter.category.as_deref(), Some("order"));
+        assert_eq!(config.start, Start::Start);
+
+        let s: Settled = decode(
+            &g,
+            &stored("group-g-acks", r#"{"action":"park","positions":[1,2]}"#),
+        )
+        .expect("settled decodes");
+        assert_eq!(
+            (s.version, s.action, s.positions),
+            (1, SettleAction::Park, vec![1, 2])
+        );
+        let r: Replayed =
+            decode(&g, &stored("group-g-acks", r#"{"positions":[4]}"#)).expect("replayed decodes");
+        assert_eq!(r.positions, vec![4]);
+        let c: Checkpoint = decode(
+            &g,
+            &stored(
+                "group-g-acks",
+                r#"{"through":9,"unsettled":[3],"settled_after":[11]}"#,
+            ),
+        )
+        .expect("checkpoint decodes");
+        assert_eq!(
+            (c.through, c.unsettled, c.settled_after),
+            (9, vec![3], vec![11])
+        );
+        let p: ParkedRecord = decode(
+            &g,
+            &stored(
+                "parked-g",
+                r#"{"event":{"stream":"order-1"},"position":5,"reason":"bad","attempts":2,"parked_at":"2026-01-01T00:00:00Z"}"#,
+            ),
+        )
+        .expect("parked decodes");
+        assert_eq!((p.position, p.attempts, p.reason.as_str()), (5, 2, "bad"));
+        let rc: ReplayCursor =
+            decode(&g, &stored("parked-g", r#"{"cursor":3}"#)).expect("cursor decodes");
+        assert_eq!(rc.cursor, 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let g = group();
+        let s: Settled = decode(
+            &g,
+            &stored(
+                "group-g-acks",
+                r#"{"version":1,"action":"ack","positions":[1],"by":"someone"}"#,
+            ),
+        )
+        .expect("an extra field is ignored");
+        assert_eq!(s.positions, vec![1]);
+        let c: StoredConfig = decode(
+            &g,
+            &stored(
+                "group-g-config",
+                r#"{"version":1,"config":{"filter":{"category":"order","label":"x"},"start":5,"max_deliveries":10,"ack_timeout_ms":30000,"retry_backoff":{"initial_ms":100,"max_ms":60000,"multiplier":2.0,"jitter":true},"strategy":"round_robin","max_in_flight":1000,"priority":3},"start_position":5,"note":"hi"}"#,
+            ),
+        )
+        .expect("extra fields at every level are ignored");
+        assert_eq!(GroupConfig::from(c.config).start, Start::Position(5));
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_such() {
+        let g = group();
+        let err = decode::<Settled>(
+            &g,
+            &stored(
+                "group-g-acks",
+                r#"{"version":99,"action":"ack","positions":[1],"shape":"whatever"}"#,
+            ),
+        )
+        .expect_err("version 99 is not read");
+        assert!(
+            matches!(
+                err,
+                GroupError::NewerVersion {
+                    version: 99,
+                    supported: RECORD_VERSION,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), "state_from_newer_version");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("written by a newer eventfold (version 99, this one reads up to 1); upgrade eventfold"),
+            "{msg}"
+        );
+        // Garbage stays corruption.
+        let err = decode::<Settled>(&g, &stored("group-g-acks", "not json"))
+            .expect_err("garbage is not read");
+        assert_eq!(err.code(), "group_state_corrupt");
+    }
+
+    #[test]
+    fn records_written_now_carry_the_version() {
+        let c = StoredConfig::new(&GroupConfig::default(), 4);
+        let v = serde_json::to_value(&c).expect("serializes");
+        assert_eq!(v["version"], RECORD_VERSION);
+        assert!(v["config"].get("version").is_none());
+    }
 }

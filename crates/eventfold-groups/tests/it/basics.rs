@@ -52,7 +52,7 @@ async fn create_update_list_info_delete() {
         ..c.clone()
     };
     let err = env.groups.put(&g, bad).await.unwrap_err();
-    assert_eq!((err.code(), err.status()), ("invalid_request", 400));
+    assert_eq!(err.code(), "invalid_request");
     let upd = GroupConfig {
         max_deliveries: 3,
         ..c.clone()
@@ -62,7 +62,7 @@ async fn create_update_list_info_delete() {
 
     env.groups.delete(&g).await.unwrap();
     let err = env.groups.info(&g).await.unwrap_err();
-    assert_eq!((err.code(), err.status()), ("group_not_found", 404));
+    assert_eq!(err.code(), "group_not_found");
     assert_eq!(
         env.groups.delete(&g).await.unwrap_err().code(),
         "group_not_found"

@@ -2,6 +2,7 @@
 
 mod basics;
 mod held;
+mod lag;
 mod share;
 mod timing;
 

@@ -1,0 +1,374 @@
+//! The group's state in the state store: appending records, and rebuilding the delivery state
+//! from them at start-up.
+
+use std::collections::BTreeSet;
+
+use eventfold_core::{
+    EventStore, EventType, ExpectedRevision, NewEvent, ReadFrom, ReadStream, RecordedEvent,
+    Revision, StoreError, StreamName,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{GroupError, GroupResult};
+use crate::name::GroupName;
+use crate::records::{
+    CHECKPOINT, CONFIG, Checkpoint, PARKED, ParkedRecord, RECORD_VERSION, REPLAY_CURSOR, REPLAYED,
+    ReplayCursor, Replayed, SETTLED, Settled, StoredConfig, Version,
+};
+
+/// Events read per page while rebuilding state (small enough for any sane read limit).
+const RESTORE_PAGE_EVENTS: usize = 100;
+
+pub(crate) fn event<T: Serialize>(kind: &str, data: &T) -> NewEvent {
+    NewEvent::json(
+        EventType::new(kind).expect("record kinds are valid event types"),
+        &serde_json::to_value(data).expect("records always serialize"),
+    )
+}
+
+/// Decodes a stored record: one of a newer format version is refused as such, anything else
+/// that does not decode is corruption.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    group: &GroupName,
+    e: &RecordedEvent,
+) -> GroupResult<T> {
+    let corrupt = |err: serde_json::Error| GroupError::Corrupt {
+        group: group.to_string(),
+        stream: e.stream.to_string(),
+        revision: e.revision.0,
+        detail: err.to_string(),
+    };
+    let Version { version } = serde_json::from_slice(&e.data).map_err(corrupt)?;
+    if version > RECORD_VERSION {
+        return Err(GroupError::NewerVersion {
+            group: group.to_string(),
+            stream: e.stream.to_string(),
+            revision: e.revision.0,
+            version,
+            supported: RECORD_VERSION,
+        });
+    }
+    serde_json::from_slice(&e.data).map_err(corrupt)
+}
+
+pub(crate) fn store_err(
+    group: &GroupName,
+    context: &'static str,
+) -> impl FnOnce(StoreError) -> GroupError {
+    let group = group.to_string();
+    move |cause| GroupError::Store {
+        group,
+        context,
+        cause,
+    }
+}
+
+pub(crate) async fn append(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stream: &StreamName,
+    events: Vec<NewEvent>,
+    context: &'static str,
+) -> GroupResult<()> {
+    state
+        .append(stream, ExpectedRevision::Any, events)
+        .await
+        .map(|_| ())
+        .map_err(store_err(group, context))
+}
+
+/// Soft-deletes a state stream; one that does not exist is fine.
+pub(crate) async fn remove(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stream: &StreamName,
+) -> GroupResult<()> {
+    match state
+        .delete_stream(
+            stream,
+            ExpectedRevision::Any,
+            eventfold_core::DeleteMode::Soft,
+        )
+        .await
+    {
+        Ok(()) | Err(StoreError::StreamNotFound { .. }) => Ok(()),
+        Err(e) => Err(store_err(group, "delete its state")(e)),
+    }
+}
+
+/// Reads a stream backward page by page, handing each event to `f` until it returns `false`.
+async fn read_backward(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stream: &StreamName,
+    mut f: impl FnMut(&RecordedEvent) -> GroupResult<bool>,
+) -> GroupResult<()> {
+    let mut read = ReadStream::backward(RESTORE_PAGE_EVENTS);
+    loop {
+        let slice = match state.read_stream(stream, read).await {
+            Ok(s) => s,
+            Err(StoreError::StreamNotFound { .. }) => return Ok(()),
+            Err(e) => return Err(store_err(group, "read its state")(e)),
+        };
+        for e in &slice.events {
+            if !f(e)? {
+                return Ok(());
+            }
+        }
+        match slice.next {
+            Some(n) => read = read.from(ReadFrom::At(n)),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The last configuration of a group, `None` when it has none (deleted or never created).
+pub(crate) async fn load_config(
+    state: &dyn EventStore,
+    group: &GroupName,
+) -> GroupResult<Option<StoredConfig>> {
+    let mut found = None;
+    read_backward(state, group, &group.config_stream(), |e| {
+        if e.event_type.as_str() == CONFIG {
+            found = Some(decode::<StoredConfig>(group, e)?);
+            return Ok(false);
+        }
+        Ok(true)
+    })
+    .await?;
+    Ok(found)
+}
+
+/// A group's delivery state as rebuilt from its acks stream.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// Where the sequential read continues.
+    pub next_read: u64,
+    /// Positions below `next_read` still to be delivered (fetched one by one).
+    pub fetch: BTreeSet<u64>,
+    /// Positions at or after `next_read` already settled (skipped by the read).
+    pub settled_after: BTreeSet<u64>,
+}
+
+/// Rebuilds the delivery state: the last checkpoint, then every record after it.
+pub(crate) async fn restore_acks(
+    state: &dyn EventStore,
+    group: &GroupName,
+    start_position: u64,
+) -> GroupResult<Restored> {
+    let mut tail = Vec::new();
+    let mut checkpoint = None;
+    read_backward(state, group, &group.acks_stream(), |e| {
+        if e.event_type.as_str() == CHECKPOINT {
+            checkpoint = Some(decode::<Checkpoint>(group, e)?);
+            return Ok(false);
+        }
+        tail.push(e.clone());
+        Ok(true)
+    })
+    .await?;
+    let mut r = match checkpoint {
+        Some(c) => Restored {
+            next_read: c.through,
+            fetch: c.unsettled.into_iter().collect(),
+            settled_after: c.settled_after.into_iter().collect(),
+        },
+        None => Restored {
+            next_read: start_position,
+            ..Restored::default()
+        },
+    };
+    for e in tail.iter().rev() {
+        match e.event_type.as_str() {
+            SETTLED => {
+                for p in decode::<Settled>(group, e)?.positions {
+                    r.fetch.remove(&p);
+                    if p >= r.next_read {
+                        r.settled_after.insert(p);
+                    }
+                }
+            }
+            REPLAYED => {
+                for p in decode::<Replayed>(group, e)?.positions {
+                    r.settled_after.remove(&p);
+                    r.fetch.insert(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+/// The parked set's replay cursor and the number of parked entries not yet replayed.
+pub(crate) async fn restore_parked(
+    state: &dyn EventStore,
+    group: &GroupName,
+) -> GroupResult<(u64, u64)> {
+    let mut cursor: Option<u64> = None;
+    let mut count = 0;
+    read_backward(state, group, &group.parked_stream(), |e| {
+        if cursor.is_some_and(|c| e.revision.0 < c) {
+            return Ok(false);
+        }
+        match e.event_type.as_str() {
+            PARKED => count += 1,
+            REPLAY_CURSOR if cursor.is_none() => {
+                let c = decode::<ReplayCursor>(group, e)?.cursor;
+                cursor = Some(c);
+            }
+            _ => {}
+        }
+        Ok(true)
+    })
+    .await?;
+    Ok((cursor.unwrap_or(0), count))
+}
+
+/// Reads parked entries (not yet replayed) from revision `from` on, at most `limit` of them.
+/// Returns them with their revisions and the revision to continue from.
+pub(crate) async fn read_parked(
+    state: &dyn EventStore,
+    group: &GroupName,
+    from: u64,
+    limit: usize,
+) -> GroupResult<(Vec<(u64, ParkedRecord)>, Option<u64>)> {
+    let mut out = Vec::new();
+    let mut next = Some(from);
+    while let Some(at) = next {
+        if out.len() >= limit {
+            break;
+        }
+        let read = ReadStream::forward(RESTORE_PAGE_EVENTS.min(limit - out.len()).max(1))
+            .from(ReadFrom::At(Revision(at)));
+        let slice = match state.read_stream(&group.parked_stream(), read).await {
+            Ok(s) => s,
+            Err(StoreError::StreamNotFound { .. }) => return Ok((out, None)),
+            Err(e) => return Err(store_err(group, "read its parked events")(e)),
+        };
+        next = slice.next.map(|r| r.0);
+        for e in &slice.events {
+            if e.event_type.as_str() == PARKED {
+                out.push((e.revision.0, decode::<ParkedRecord>(group, e)?));
+            }
+        }
+    }
+    Ok((out, next))
+}
+
+/// Appends a configuration record.
+pub(crate) async fn write_config(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stored: &StoredConfig,
+) -> GroupResult<()> {
+    append(
+        state,
+        group,
+        &group.config_stream(),
+        vec![event(CONFIG, stored)],
+        "store its configuration",
+    )
+    .await
+}
+
+/// Copies events into the parked stream, one append each; an event too big to copy is kept
+/// with its coordinates only.
+pub(crate) async fn write_parked(
+    state: &dyn EventStore,
+    group: &GroupName,
+    parked: Vec<ParkedRecord>,
+) -> GroupResult<()> {
+    let stream = group.parked_stream();
+    for mut p in parked {
+        let first = event(PARKED, &p);
+        let r = append(state, group, &stream, vec![first], "park an event").await;
+        if let Err(GroupError::Store {
+            cause: StoreError::LimitExceeded { .. },
+            ..
+        }) = r
+        {
+            // Too big to copy: keep the event's coordinates without its data.
+            if let Some(obj) = p.event.as_object_mut() {
+                obj.remove("data");
+                obj.remove("data_base64");
+                obj.remove("metadata");
+            }
+            append(
+                state,
+                group,
+                &stream,
+                vec![event(PARKED, &p)],
+                "park an event",
+            )
+            .await?;
+        } else {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a `settled` record: these positions are never delivered again.
+pub(crate) async fn write_settled(
+    state: &dyn EventStore,
+    group: &GroupName,
+    settled: &Settled,
+) -> GroupResult<()> {
+    append(
+        state,
+        group,
+        &group.acks_stream(),
+        vec![event(SETTLED, settled)],
+        "record acknowledgements",
+    )
+    .await
+}
+
+/// Appends a checkpoint to the acks stream.
+pub(crate) async fn write_checkpoint(
+    state: &dyn EventStore,
+    group: &GroupName,
+    checkpoint: &Checkpoint,
+) -> GroupResult<()> {
+    append(
+        state,
+        group,
+        &group.acks_stream(),
+        vec![event(CHECKPOINT, checkpoint)],
+        "write a checkpoint",
+    )
+    .await
+}
+
+/// Appends a `replayed` record: these parked positions are deliverable again.
+pub(crate) async fn write_replayed(
+    state: &dyn EventStore,
+    group: &GroupName,
+    replayed: &Replayed,
+) -> GroupResult<()> {
+    append(
+        state,
+        group,
+        &group.acks_stream(),
+        vec![event(REPLAYED, replayed)],
+        "record a replay",
+    )
+    .await
+}
+
+/// Moves the parked stream's replay cursor.
+pub(crate) async fn write_replay_cursor(
+    state: &dyn EventStore,
+    group: &GroupName,
+    cursor: &ReplayCursor,
+) -> GroupResult<()> {
+    append(
+        state,
+        group,
+        &group.parked_stream(),
+        vec![event(REPLAY_CURSOR, cursor)],
+        "record a replay",
+    )
+    .await
+}

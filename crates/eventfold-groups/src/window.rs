@@ -1,0 +1,543 @@
+//! The delivery window of one group: a pure state machine over the events read and not yet
+//! settled. It decides who gets what (the in-flight bounds, `pinned` stream ownership and
+//! per-stream order), when a delivery timed out, when a backoff is over and when an event must be
+//! parked. It does no I/O and owns no clock: every method that depends on time takes `now`.
+//!
+//! A settle (ack, skip, park) is two steps around the durable write that the caller makes:
+//! [`Window::claim`] (or a parking decision) moves a delivery to *settling*, where no timer can
+//! fire on it and nobody can take it; then [`Window::settled`] forgets it, or
+//! [`Window::unsettle`] makes it ready again when the write failed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use eventfold_core::{RecordedEvent, StreamName};
+
+use crate::config::{GroupConfig, Strategy};
+use crate::name::ConsumerName;
+
+/// Events read ahead of delivery, beyond `max_in_flight`: keeps consumers fed without holding
+/// more than a page or two of the source in memory.
+pub const READ_AHEAD_EVENTS: usize = 512;
+/// Most pinned stream assignments kept; beyond it assignments of streams with nothing
+/// unsettled are forgotten (those streams may then go to another live consumer).
+pub const PINNED_STREAMS_MAX: usize = 100_000;
+/// Most consumers remembered per group (those neither live nor holding deliveries are dropped).
+pub const CONSUMERS_MAX: usize = 10_000;
+
+/// One delivery of an event to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Opaque id to ack or nack with; unknown once the delivery timed out or was settled.
+    pub delivery_id: String,
+    /// 1 for the first delivery of this event, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The event.
+    pub event: Arc<RecordedEvent>,
+}
+
+impl serde::Serialize for Delivery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("delivery_id", &self.delivery_id)?;
+        m.serialize_entry("attempt", &self.attempt)?;
+        m.serialize_entry("event", &*self.event)?;
+        m.end()
+    }
+}
+
+/// What an ack or nack did with each id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AckOutcome {
+    /// Ids settled (ack) or acted on (nack).
+    pub acked: Vec<String>,
+    /// Ids unknown, already settled or timed out: their events were or will be delivered again.
+    pub unknown: Vec<String>,
+}
+
+/// Why positions left the window for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack,
+    Skip,
+    Park,
+}
+
+#[derive(Debug)]
+enum EntryState {
+    Ready,
+    Delivered {
+        consumer: ConsumerName,
+        deadline: Instant,
+    },
+    Backoff {
+        until: Instant,
+    },
+    /// A settle (ack, skip, park) is being made durable.
+    Settling,
+}
+
+#[derive(Debug)]
+struct Entry {
+    event: Arc<RecordedEvent>,
+    attempts: u32,
+    last_reason: String,
+    state: EntryState,
+}
+
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    last_pull: Option<Instant>,
+    pub push_streams: usize,
+    pub in_flight: usize,
+}
+
+/// Figures counted since the window was built.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub delivered: u64,
+    pub acked: u64,
+    pub retried: u64,
+    pub parked: u64,
+}
+
+/// What [`Window::tick`] decided.
+#[derive(Debug, Default)]
+pub(crate) struct Tick {
+    /// Positions whose attempts are used up: settling, to be parked by the caller.
+    pub park: Vec<u64>,
+    /// Whether anything became deliverable again.
+    pub woke: bool,
+}
+
+/// An event to copy into the parked set.
+#[derive(Debug)]
+pub(crate) struct ToPark {
+    pub event: Arc<RecordedEvent>,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+/// The events read and not yet settled, and who holds which.
+#[derive(Debug)]
+pub(crate) struct Window {
+    config: GroupConfig,
+    /// Prefix of every delivery id: ids of another window (process, group) are unknown here.
+    epoch: String,
+    entries: BTreeMap<u64, Entry>,
+    ready: BTreeSet<u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    by_stream: HashMap<StreamName, BTreeSet<u64>>,
+    owners: HashMap<StreamName, ConsumerName>,
+    consumers: HashMap<ConsumerName, Consumer>,
+    in_flight: usize,
+    counters: Counters,
+}
+
+fn parse_id(id: &str) -> Option<(&str, u64, u32)> {
+    let mut it = id.splitn(3, '-');
+    let epoch = it.next()?;
+    let pos = it.next()?.parse().ok()?;
+    let attempt = it.next()?.parse().ok()?;
+    Some((epoch, pos, attempt))
+}
+
+impl Window {
+    /// An empty window; `epoch` must not contain `-`.
+    pub fn new(config: GroupConfig, epoch: String) -> Window {
+        Window {
+            config,
+            epoch,
+            entries: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            by_stream: HashMap::new(),
+            owners: HashMap::new(),
+            consumers: HashMap::new(),
+            in_flight: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Replaces the settings; deliveries already made keep their deadlines.
+    pub fn set_config(&mut self, config: GroupConfig) {
+        self.config = config;
+    }
+
+    /// Whether the reader may offer more events.
+    pub fn has_room(&self) -> bool {
+        self.entries.len() < self.config.max_in_flight + READ_AHEAD_EVENTS
+    }
+
+    /// Events held (ready, delivered, backing off or settling).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn contains(&self, pos: u64) -> bool {
+        self.entries.contains_key(&pos)
+    }
+
+    /// The positions held, in order.
+    pub fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// How many held positions fall in `range`.
+    pub fn count_in(&self, range: std::ops::Range<u64>) -> usize {
+        self.entries.range(range).count()
+    }
+
+    pub fn first_position(&self) -> Option<u64> {
+        self.entries.keys().next().copied()
+    }
+
+    /// Deliveries not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The consumers seen, with whether each is live at `now`.
+    pub fn consumers(
+        &self,
+        now: Instant,
+    ) -> impl Iterator<Item = (&ConsumerName, &Consumer, bool)> {
+        self.consumers
+            .iter()
+            .map(move |(n, c)| (n, c, self.live(c, now)))
+    }
+
+    fn live(&self, c: &Consumer, now: Instant) -> bool {
+        c.push_streams > 0
+            || c.last_pull
+                .is_some_and(|t| now < t + self.config.ack_timeout())
+    }
+
+    /// Adds a read event, ready for delivery (an event already held is ignored).
+    pub fn offer(&mut self, e: RecordedEvent) {
+        let pos = e.position.0;
+        if self.entries.contains_key(&pos) {
+            return;
+        }
+        self.by_stream
+            .entry(e.stream.clone())
+            .or_default()
+            .insert(pos);
+        self.entries.insert(
+            pos,
+            Entry {
+                event: Arc::new(e),
+                attempts: 0,
+                last_reason: String::new(),
+                state: EntryState::Ready,
+            },
+        );
+        self.ready.insert(pos);
+    }
+
+    /// Moves an entry to a new state, keeping `ready`, `timers` and the in-flight counts right.
+    fn set_state(&mut self, pos: u64, new: EntryState) {
+        let Some(entry) = self.entries.get_mut(&pos) else {
+            return;
+        };
+        match &entry.state {
+            EntryState::Ready => {
+                self.ready.remove(&pos);
+            }
+            EntryState::Delivered { consumer, deadline } => {
+                self.timers.remove(&(*deadline, pos));
+                self.in_flight -= 1;
+                if let Some(c) = self.consumers.get_mut(consumer) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+            }
+            EntryState::Backoff { until } => {
+                self.timers.remove(&(*until, pos));
+            }
+            EntryState::Settling => {}
+        }
+        match &new {
+            EntryState::Ready => {
+                self.ready.insert(pos);
+            }
+            EntryState::Delivered { consumer, deadline } => {
+                self.timers.insert((*deadline, pos));
+                self.in_flight += 1;
+                if let Some(c) = self.consumers.get_mut(consumer) {
+                    c.in_flight += 1;
+                }
+            }
+            EntryState::Backoff { until } => {
+                self.timers.insert((*until, pos));
+            }
+            EntryState::Settling => {}
+        }
+        entry.state = new;
+    }
+
+    fn remove(&mut self, pos: u64) {
+        self.set_state(pos, EntryState::Settling);
+        if let Some(entry) = self.entries.remove(&pos) {
+            let stream = &entry.event.stream;
+            if let Some(set) = self.by_stream.get_mut(stream) {
+                set.remove(&pos);
+                if set.is_empty() {
+                    self.by_stream.remove(stream);
+                }
+            }
+        }
+    }
+
+    /// A failed attempt: back off, or settling when the attempts are used up (returns `true`:
+    /// the caller parks it).
+    fn fail(&mut self, pos: u64, reason: String, now: Instant) -> bool {
+        let Some(entry) = self.entries.get_mut(&pos) else {
+            return false;
+        };
+        entry.last_reason = reason;
+        let attempts = entry.attempts;
+        self.counters.retried += 1;
+        if attempts >= self.config.max_deliveries {
+            self.set_state(pos, EntryState::Settling);
+            return true;
+        }
+        let delay = self.config.retry_backoff.delay(attempts);
+        if delay.is_zero() {
+            self.set_state(pos, EntryState::Ready);
+        } else {
+            self.set_state(pos, EntryState::Backoff { until: now + delay });
+        }
+        false
+    }
+
+    /// Whether `pos` (of `stream`) may go to `consumer` now under the pinned strategy.
+    fn pinned_allows(
+        &mut self,
+        pos: u64,
+        stream: &StreamName,
+        consumer: &ConsumerName,
+        now: Instant,
+    ) -> bool {
+        // An earlier event of the stream waiting for a (re)delivery holds this one back.
+        if let Some(set) = self.by_stream.get(stream) {
+            for p in set.range(..pos) {
+                if matches!(
+                    self.entries.get(p).map(|e| &e.state),
+                    Some(EntryState::Ready | EntryState::Backoff { .. })
+                ) {
+                    return false;
+                }
+            }
+        }
+        match self.owners.get(stream) {
+            Some(owner) if owner == consumer => true,
+            Some(owner) if self.consumers.get(owner).is_some_and(|c| self.live(c, now)) => false,
+            _ => {
+                if self.owners.len() >= PINNED_STREAMS_MAX {
+                    let by_stream = &self.by_stream;
+                    self.owners.retain(|s, _| by_stream.contains_key(s));
+                }
+                self.owners.insert(stream.clone(), consumer.clone());
+                true
+            }
+        }
+    }
+
+    /// A pull by `consumer` at `now`: marks it live and hands it up to `max` ready events, in
+    /// position order, within the group's and the consumer's in-flight bounds.
+    pub fn take(&mut self, consumer: &ConsumerName, max: usize, now: Instant) -> Vec<Delivery> {
+        self.touch(consumer, now, true);
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        let mine_max = self.config.consumer_in_flight_max();
+        let mut mine = self.consumers.get(consumer).map_or(0, |c| c.in_flight);
+        while out.len() < max && self.in_flight < self.config.max_in_flight && mine < mine_max {
+            let Some(&pos) = self.ready.range(cursor..).next() else {
+                break;
+            };
+            cursor = pos + 1;
+            let stream = self.entries[&pos].event.stream.clone();
+            if self.config.strategy == Strategy::Pinned
+                && !self.pinned_allows(pos, &stream, consumer, now)
+            {
+                continue;
+            }
+            let deadline = now + self.config.ack_timeout();
+            self.set_state(
+                pos,
+                EntryState::Delivered {
+                    consumer: consumer.clone(),
+                    deadline,
+                },
+            );
+            mine += 1;
+            let entry = self.entries.get_mut(&pos).expect("entry just updated");
+            entry.attempts += 1;
+            self.counters.delivered += 1;
+            out.push(Delivery {
+                delivery_id: format!("{}-{pos}-{}", self.epoch, entry.attempts),
+                attempt: entry.attempts,
+                event: entry.event.clone(),
+            });
+        }
+        out
+    }
+
+    fn touch(&mut self, consumer: &ConsumerName, now: Instant, pull: bool) -> &mut Consumer {
+        if !self.consumers.contains_key(consumer) && self.consumers.len() >= CONSUMERS_MAX {
+            let ack_timeout = self.config.ack_timeout();
+            self.consumers.retain(|_, c| {
+                c.in_flight > 0
+                    || c.push_streams > 0
+                    || c.last_pull.is_some_and(|t| now < t + ack_timeout)
+            });
+        }
+        let c = self.consumers.entry(consumer.clone()).or_insert(Consumer {
+            last_pull: None,
+            push_streams: 0,
+            in_flight: 0,
+        });
+        if pull {
+            c.last_pull = Some(now);
+        }
+        c
+    }
+
+    /// Counts an open push stream of `consumer` (live while counted).
+    pub fn push_opened(&mut self, consumer: &ConsumerName, now: Instant) {
+        self.touch(consumer, now, false).push_streams += 1;
+    }
+
+    /// Ends a push stream of `consumer` (it stays live for one ack timeout, as after a pull).
+    pub fn push_closed(&mut self, consumer: &ConsumerName, now: Instant) {
+        let c = self.touch(consumer, now, true);
+        c.push_streams = c.push_streams.saturating_sub(1);
+    }
+
+    /// Finds the current deliveries the ids name and moves them to settling; returns their
+    /// positions (the caller then settles, retries or unsettles them).
+    pub fn claim(&mut self, ids: &[String], out: &mut AckOutcome) -> Vec<u64> {
+        let mut taken = Vec::new();
+        for id in ids {
+            let ok = parse_id(id).and_then(|(epoch, pos, attempt)| {
+                let e = self.entries.get(&pos)?;
+                (epoch == self.epoch
+                    && e.attempts == attempt
+                    && matches!(e.state, EntryState::Delivered { .. }))
+                .then_some(pos)
+            });
+            match ok {
+                Some(pos) => {
+                    self.set_state(pos, EntryState::Settling);
+                    taken.push(pos);
+                    out.acked.push(id.clone());
+                }
+                None => out.unknown.push(id.clone()),
+            }
+        }
+        taken
+    }
+
+    /// Claimed positions that failed (a nack `retry`): they back off, or stay settling when
+    /// their attempts are used up; returns those, for the caller to park.
+    pub fn retry(&mut self, positions: Vec<u64>, reason: &str, now: Instant) -> Vec<u64> {
+        positions
+            .into_iter()
+            .filter(|&p| self.fail(p, reason.to_owned(), now))
+            .collect()
+    }
+
+    /// Records why claimed positions are about to be parked.
+    pub fn set_reason(&mut self, positions: &[u64], reason: &str) {
+        for p in positions {
+            if let Some(e) = self.entries.get_mut(p) {
+                e.last_reason = reason.to_owned();
+            }
+        }
+    }
+
+    /// What to copy into the parked set for settling positions.
+    pub fn to_park(&self, positions: &[u64]) -> Vec<ToPark> {
+        positions
+            .iter()
+            .filter_map(|p| self.entries.get(p))
+            .map(|e| ToPark {
+                event: e.event.clone(),
+                reason: e.last_reason.clone(),
+                attempts: e.attempts,
+            })
+            .collect()
+    }
+
+    /// Settling positions made durable: forgotten for good.
+    pub fn settled(&mut self, positions: &[u64], how: Settle) {
+        for &p in positions {
+            self.remove(p);
+        }
+        let n = positions.len() as u64;
+        match how {
+            Settle::Ack => self.counters.acked += n,
+            Settle::Skip => {}
+            Settle::Park => self.counters.parked += n,
+        }
+    }
+
+    /// Settling positions whose durable write failed: ready again, delivered again.
+    pub fn unsettle(&mut self, positions: &[u64]) {
+        for &p in positions {
+            if self.entries.contains_key(&p) {
+                self.set_state(p, EntryState::Ready);
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`: a delivery not acknowledged in time is a failed attempt
+    /// (backoff, or parking when its attempts are used up); a backoff that is over makes its
+    /// event ready.
+    pub fn tick(&mut self, now: Instant) -> Tick {
+        let mut out = Tick::default();
+        while let Some(&(t, pos)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match self.entries.get(&pos).map(|e| &e.state) {
+                Some(EntryState::Delivered { deadline, .. }) if *deadline == t => {
+                    let reason =
+                        format!("not acknowledged within {} ms", self.config.ack_timeout_ms);
+                    // Reinsert so that `set_state` finds and removes it consistently.
+                    self.timers.insert((t, pos));
+                    if self.fail(pos, reason, now) {
+                        out.park.push(pos);
+                    }
+                    out.woke = true;
+                }
+                Some(EntryState::Backoff { until }) if *until == t => {
+                    self.timers.insert((t, pos));
+                    self.set_state(pos, EntryState::Ready);
+                    out.woke = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// When [`Window::tick`] has something to do next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+}
+
+#[cfg(test)]
+mod tests;
