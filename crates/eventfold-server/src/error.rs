@@ -54,26 +54,6 @@ impl From<eventfold_core::ValidationError> for ApiError {
     }
 }
 
-impl From<eventfold_groups::GroupError> for ApiError {
-    fn from(e: eventfold_groups::GroupError) -> Self {
-        use eventfold_groups::GroupError;
-        let status = match &e {
-            GroupError::Invalid { .. } => 400,
-            GroupError::NotFound { .. } => 404,
-            GroupError::Store { cause, .. } => match cause {
-                StoreError::Invalid(_) | StoreError::LimitExceeded { .. } => 400,
-                StoreError::Closed => 503,
-                _ => 500,
-            },
-            _ => 500,
-        };
-        if status >= 500 {
-            tracing::error!(error = %e, "consumer group error answered to a request");
-        }
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
