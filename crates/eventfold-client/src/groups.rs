@@ -1,22 +1,34 @@
-//! Consumer-group administration (`/subscriptions`): the calls behind `eventfold group ...`.
-//! Answers are the contract's JSON documents, as sent by the server.
+//! Consumer groups (`/subscriptions`): the calls behind `eventfold group ...` and the
+//! framework's group runner, with the bodies of `eventfold_protocol::groups`.
 
 use std::time::Duration;
 
 use eventfold_core::{RecordedEvent, StoreResult};
-use eventfold_protocol::WireEvent;
-use serde_json::Value;
+use eventfold_protocol::groups::{
+    AckRequest, GroupInfoBody, GroupListBody, GroupSettings, NackRequest, ParkedBody,
+    ParkedPageBody, PullRequest, PullResponse, ReplayRequest, ReplayResponse, SettleResponse,
+};
 
 use crate::Client;
 
+/// What a nack asks the server for.
+pub use eventfold_protocol::groups::NackActionBody as NackAction;
+/// The answer to an ack or a nack: which delivery ids it settled, and which the server did not
+/// know (timed out or settled before: their events were or will be delivered again).
+pub use eventfold_protocol::groups::SettleResponse as Settled;
+
 impl Client {
-    /// Creates or updates a consumer group with the contract's settings document; returns the
-    /// group's info and whether it was created (`201`) rather than updated.
-    pub async fn put_group(&self, group: &str, config: &Value) -> StoreResult<(Value, bool)> {
+    /// Creates or updates a consumer group; returns the group's info (every setting filled in)
+    /// and whether it was created (`201`) rather than updated.
+    pub async fn put_group(
+        &self,
+        group: &str,
+        settings: &GroupSettings,
+    ) -> StoreResult<(GroupInfoBody, bool)> {
         let what = format!("create or update consumer group {group}");
         let rb = self
             .req(reqwest::Method::PUT, self.url(&["subscriptions", group]))
-            .json(config);
+            .json(settings);
         let resp = self.send(rb, &what).await?;
         let created = resp.status().as_u16() == 201;
         let bytes = resp.bytes().await.map_err(|e| crate::transport(&what, e))?;
@@ -25,14 +37,15 @@ impl Client {
         Ok((info, created))
     }
 
-    /// `{"subscriptions": [info, ...]}`.
-    pub async fn list_groups(&self) -> StoreResult<Value> {
+    /// Every group with its figures.
+    pub async fn list_groups(&self) -> StoreResult<Vec<GroupInfoBody>> {
         let rb = self.req(reqwest::Method::GET, self.url(&["subscriptions"]));
-        self.json(rb, "list the consumer groups").await
+        let list: GroupListBody = self.json(rb, "list the consumer groups").await?;
+        Ok(list.subscriptions)
     }
 
-    /// One group's config and figures.
-    pub async fn group_info(&self, group: &str) -> StoreResult<Value> {
+    /// One group's settings and figures.
+    pub async fn group_info(&self, group: &str) -> StoreResult<GroupInfoBody> {
         let rb = self.req(reqwest::Method::GET, self.url(&["subscriptions", group]));
         self.json(rb, &format!("read consumer group {group}")).await
     }
@@ -45,13 +58,14 @@ impl Client {
             .map(|_| ())
     }
 
-    /// A page of parked events: `{"parked": [...], "next"}`.
+    /// A page of parked events, oldest first.
     pub async fn group_parked(
         &self,
         group: &str,
         limit: usize,
         from: Option<u64>,
-    ) -> StoreResult<Value> {
+    ) -> StoreResult<ParkedPageBody<RecordedEvent>> {
+        let what = format!("list the parked events of {group}");
         let mut url = self.url(&["subscriptions", group, "parked"]);
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());
@@ -59,26 +73,38 @@ impl Client {
             url.query_pairs_mut().append_pair("from", &f.to_string());
         }
         let rb = self.req(reqwest::Method::GET, url);
-        self.json(rb, &format!("list the parked events of {group}"))
-            .await
+        let page: ParkedPageBody = self.json(rb, &what).await?;
+        let mut parked = Vec::with_capacity(page.parked.len());
+        for p in page.parked {
+            let event = p.event.into_recorded().ok_or_else(|| {
+                crate::transport(&what, "a parked event in the answer has an invalid field")
+            })?;
+            parked.push(ParkedBody {
+                event,
+                position: p.position,
+                reason: p.reason,
+                attempts: p.attempts,
+                parked_at: p.parked_at,
+            });
+        }
+        Ok(ParkedPageBody {
+            parked,
+            next: page.next,
+        })
     }
 
     /// Delivers up to `max` parked events again; returns how many.
     pub async fn group_replay(&self, group: &str, max: Option<usize>) -> StoreResult<u64> {
-        let body = match max {
-            Some(m) => serde_json::json!({ "max": m }),
-            None => serde_json::json!({}),
-        };
         let rb = self
             .req(
                 reqwest::Method::POST,
                 self.url(&["subscriptions", group, "parked", "replay"]),
             )
-            .json(&body);
-        let v: Value = self
+            .json(&ReplayRequest { max });
+        let answer: ReplayResponse = self
             .json(rb, &format!("replay the parked events of {group}"))
             .await?;
-        Ok(v["replayed"].as_u64().unwrap_or(0))
+        Ok(answer.replayed)
     }
 }
 
@@ -92,51 +118,6 @@ pub struct GroupDelivery {
     pub attempt: u32,
     /// The event.
     pub event: RecordedEvent,
-}
-
-/// What a nack asks the server for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NackAction {
-    /// Deliver again after the group's backoff (parked once `max_deliveries` attempts were made).
-    Retry,
-    /// Park it now.
-    Park,
-    /// Never deliver it again, like an ack.
-    Skip,
-}
-
-impl NackAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            NackAction::Retry => "retry",
-            NackAction::Park => "park",
-            NackAction::Skip => "skip",
-        }
-    }
-}
-
-/// The answer to an ack or a nack: which delivery ids it settled, and which the server did not
-/// know (timed out or settled before: their events were or will be delivered again).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct Settled {
-    /// The delivery ids settled by this request.
-    #[serde(default)]
-    pub acked: Vec<String>,
-    /// The delivery ids the server did not know.
-    #[serde(default)]
-    pub unknown: Vec<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct PullAnswer {
-    deliveries: Vec<WireDelivery>,
-}
-
-#[derive(serde::Deserialize)]
-struct WireDelivery {
-    delivery_id: String,
-    attempt: u32,
-    event: WireEvent,
 }
 
 impl Client {
@@ -157,8 +138,12 @@ impl Client {
                 reqwest::Method::POST,
                 self.url(&["subscriptions", group, "pull"]),
             )
-            .json(&serde_json::json!({ "consumer": consumer, "max": max, "wait_ms": wait_ms }));
-        let answer: PullAnswer = self.json(rb, &what).await?;
+            .json(&PullRequest {
+                consumer: consumer.to_owned(),
+                max: Some(max),
+                wait_ms: Some(wait_ms),
+            });
+        let answer: PullResponse = self.json(rb, &what).await?;
         answer
             .deliveries
             .into_iter()
@@ -177,13 +162,19 @@ impl Client {
 
     /// Acknowledges deliveries of `group`: once this answers, their events are never delivered
     /// to the group again.
-    pub async fn group_ack(&self, group: &str, delivery_ids: &[String]) -> StoreResult<Settled> {
+    pub async fn group_ack(
+        &self,
+        group: &str,
+        delivery_ids: &[String],
+    ) -> StoreResult<SettleResponse> {
         let rb = self
             .req(
                 reqwest::Method::POST,
                 self.url(&["subscriptions", group, "ack"]),
             )
-            .json(&serde_json::json!({ "delivery_ids": delivery_ids }));
+            .json(&AckRequest {
+                delivery_ids: delivery_ids.to_vec(),
+            });
         self.json(
             rb,
             &format!("acknowledge deliveries of consumer group {group}"),
@@ -199,17 +190,17 @@ impl Client {
         delivery_ids: &[String],
         action: NackAction,
         reason: &str,
-    ) -> StoreResult<Settled> {
+    ) -> StoreResult<SettleResponse> {
         let rb = self
             .req(
                 reqwest::Method::POST,
                 self.url(&["subscriptions", group, "nack"]),
             )
-            .json(&serde_json::json!({
-                "delivery_ids": delivery_ids,
-                "action": action.as_str(),
-                "reason": reason,
-            }));
+            .json(&NackRequest {
+                delivery_ids: delivery_ids.to_vec(),
+                action,
+                reason: reason.to_owned(),
+            });
         self.json(rb, &format!("nack deliveries of consumer group {group}"))
             .await
     }

@@ -5,6 +5,10 @@
 
 mod groups;
 
+pub use eventfold_protocol::groups::{
+    ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,
+    RetryBackoffBody, StartFrom, StrategyBody,
+};
 pub use groups::{GroupDelivery, NackAction, Settled};
 
 use std::time::Duration;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use eventfold_core::{EventStore, Position, ReadAll, ReadFrom, SubscribeFrom, Timestamp};
 use futures::StreamExt as _;
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,8 +37,7 @@ const LAG_PAGE_EVENTS: usize = 1000;
 const SOURCE_RETRY: Duration = Duration::from_secs(1);
 
 /// What a nack asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NackAction {
     /// Deliver again after the backoff (parked once `max_deliveries` attempts were made).
     Retry,
@@ -50,7 +48,7 @@ pub enum NackAction {
 }
 
 /// A consumer as shown in a group's info.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ConsumerInfo {
     /// Its name.
     pub name: String,
@@ -63,12 +61,11 @@ pub struct ConsumerInfo {
 }
 
 /// A group's configuration and delivery figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct GroupInfo {
     /// The group's name.
     pub group: String,
     /// Its settings.
-    #[serde(flatten)]
     pub config: GroupConfig,
     /// The position the group started from.
     pub start_position: u64,

@@ -78,7 +78,7 @@ impl Drop for Inner {
 }
 
 /// A parked event as listed.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub struct ParkedEvent {
     /// The event, in the API's JSON shape at the time it was parked.
     pub event: serde_json::Value,
@@ -93,7 +93,7 @@ pub struct ParkedEvent {
 }
 
 /// A page of parked events.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct ParkedPage {
     /// The parked events, oldest first.
     pub parked: Vec<ParkedEvent>,

@@ -37,19 +37,8 @@ pub struct Delivery {
     pub event: Arc<RecordedEvent>,
 }
 
-impl serde::Serialize for Delivery {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("delivery_id", &self.delivery_id)?;
-        m.serialize_entry("attempt", &self.attempt)?;
-        m.serialize_entry("event", &*self.event)?;
-        m.end()
-    }
-}
-
 /// What an ack or nack did with each id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AckOutcome {
     /// Ids settled (ack) or acted on (nack).
     pub acked: Vec<String>,

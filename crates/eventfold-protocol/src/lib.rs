@@ -6,6 +6,7 @@ mod cloudevents;
 mod codes;
 mod error;
 mod event;
+pub mod groups;
 mod query;
 
 pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};

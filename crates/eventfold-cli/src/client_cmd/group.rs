@@ -1,6 +1,9 @@
 //! `eventfold group create|list|info|parked|replay|delete`: consumer groups on a server.
 
-use serde_json::{Map, Value, json};
+use eventfold_protocol::groups::{
+    GroupFilterBody, GroupSettings, RetryBackoffBody, StartFrom, StrategyBody,
+};
+use serde_json::json;
 
 use super::{CliError, ConnArgs, Out, plural};
 
@@ -78,7 +81,7 @@ pub struct CreateArgs {
     start: Option<String>,
     /// Delivery attempts before an event is parked [server default: 10].
     #[arg(long)]
-    max_deliveries: Option<u64>,
+    max_deliveries: Option<u32>,
     /// A delivery not acknowledged within this counts as failed [server default: 30000].
     #[arg(long)]
     ack_timeout_ms: Option<u64>,
@@ -96,61 +99,65 @@ pub struct CreateArgs {
     strategy: Option<String>,
     /// Most unacknowledged deliveries at once [server default: 1000].
     #[arg(long)]
-    max_in_flight: Option<u64>,
+    max_in_flight: Option<usize>,
 }
 
 impl CreateArgs {
-    fn config(&self) -> Value {
-        let mut filter = Map::new();
-        for (k, v) in [
-            ("stream", &self.stream),
-            ("category", &self.category),
-            ("stream_prefix", &self.stream_prefix),
-        ] {
-            if let Some(v) = v {
-                filter.insert(k.into(), v.clone().into());
-            }
-        }
-        if !self.types.is_empty() {
-            filter.insert("types".into(), json!(self.types));
-        }
-        let mut c = Map::new();
-        if !filter.is_empty() {
-            c.insert("filter".into(), Value::Object(filter));
-        }
-        if let Some(s) = &self.start {
-            let v = s.parse::<u64>().map_or_else(|_| json!(s), |n| json!(n));
-            c.insert("start".into(), v);
-        }
-        let mut backoff = Map::new();
-        for (k, v) in [
-            ("initial_ms", self.backoff_initial_ms.map(Value::from)),
-            ("max_ms", self.backoff_max_ms.map(Value::from)),
-            ("multiplier", self.backoff_multiplier.map(Value::from)),
-        ] {
-            if let Some(v) = v {
-                backoff.insert(k.into(), v);
-            }
-        }
-        if !backoff.is_empty() {
-            c.insert("retry_backoff".into(), Value::Object(backoff));
-        }
-        for (k, v) in [
-            ("max_deliveries", self.max_deliveries.map(Value::from)),
-            ("ack_timeout_ms", self.ack_timeout_ms.map(Value::from)),
-            ("strategy", self.strategy.clone().map(Value::from)),
-            ("max_in_flight", self.max_in_flight.map(Value::from)),
-        ] {
-            if let Some(v) = v {
-                c.insert(k.into(), v);
-            }
-        }
-        Value::Object(c)
+    fn settings(&self) -> Result<GroupSettings, CliError> {
+        let start = self
+            .start
+            .as_deref()
+            .map(|s| {
+                serde_json::from_value::<StartFrom>(
+                    s.parse::<u64>().map_or_else(|_| json!(s), |n| json!(n)),
+                )
+                .map_err(|_| {
+                    CliError::usage(format!("--start {s:?}: give start, end or a position"))
+                })
+            })
+            .transpose()?;
+        let strategy = self
+            .strategy
+            .as_deref()
+            .map(|s| {
+                serde_json::from_value::<StrategyBody>(json!(s)).map_err(|_| {
+                    CliError::usage(format!("--strategy {s:?}: give round_robin or pinned"))
+                })
+            })
+            .transpose()?;
+        let backoff = RetryBackoffBody {
+            initial_ms: self.backoff_initial_ms,
+            max_ms: self.backoff_max_ms,
+            multiplier: self.backoff_multiplier,
+        };
+        Ok(GroupSettings {
+            filter: GroupFilterBody {
+                stream: self.stream.clone(),
+                category: self.category.clone(),
+                stream_prefix: self.stream_prefix.clone(),
+                types: self.types.clone(),
+            },
+            start,
+            max_deliveries: self.max_deliveries,
+            ack_timeout_ms: self.ack_timeout_ms,
+            retry_backoff: (backoff != RetryBackoffBody::default()).then_some(backoff),
+            strategy,
+            max_in_flight: self.max_in_flight,
+            max_in_flight_per_consumer: None,
+        })
     }
 }
 
-fn n(v: &Value, k: &str) -> String {
-    v[k].as_u64().map_or_else(|| "-".into(), |x| x.to_string())
+fn strategy_name(s: Option<StrategyBody>) -> &'static str {
+    match s {
+        Some(StrategyBody::RoundRobin) => "round_robin",
+        Some(StrategyBody::Pinned) => "pinned",
+        None => "?",
+    }
+}
+
+fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |x| x.to_string())
 }
 
 pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
@@ -160,7 +167,7 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
             let conn = a.conn.connect()?;
             let (info, created) = conn
                 .client
-                .put_group(&a.group, &a.config())
+                .put_group(&a.group, &a.settings()?)
                 .await
                 .map_err(|e| conn.fail(e))?;
             if conn.json {
@@ -169,8 +176,7 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
                 let verb = if created { "created" } else { "updated" };
                 out.line(format_args!(
                     "{verb} consumer group {} (starts at position {})",
-                    a.group,
-                    n(&info, "start_position")
+                    a.group, info.start_position
                 ))?;
             }
         }
@@ -178,18 +184,18 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
             let conn = conn.connect()?;
             let list = conn.client.list_groups().await.map_err(|e| conn.fail(e))?;
             if conn.json {
-                out.json(&list)?;
+                out.json(&json!({ "subscriptions": list }))?;
             } else {
                 out.line("GROUP  LAG  IN_FLIGHT  PARKED  CHECKPOINT  STRATEGY")?;
-                for g in list["subscriptions"].as_array().into_iter().flatten() {
+                for g in &list {
                     out.line(format_args!(
                         "{}  {}  {}  {}  {}  {}",
-                        g["group"].as_str().unwrap_or("?"),
-                        n(g, "lag"),
-                        n(g, "in_flight"),
-                        n(g, "parked"),
-                        n(g, "checkpoint"),
-                        g["strategy"].as_str().unwrap_or("?"),
+                        g.group,
+                        g.lag,
+                        g.in_flight,
+                        g.parked,
+                        g.checkpoint,
+                        strategy_name(g.settings.strategy),
                     ))?;
                 }
             }
@@ -204,39 +210,36 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
             if conn.json {
                 out.json(&info)?;
             } else {
-                for k in [
-                    "group",
-                    "strategy",
-                    "start_position",
-                    "checkpoint",
-                    "lag",
-                    "in_flight",
-                    "parked",
-                    "delivered_total",
-                    "acked_total",
-                    "retried_total",
-                    "parked_total",
-                    "max_deliveries",
-                    "ack_timeout_ms",
-                    "max_in_flight",
-                ] {
-                    let v = match &info[k] {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
+                let st = &info.settings;
+                let rows: [(&str, String); 14] = [
+                    ("group", info.group.clone()),
+                    ("strategy", strategy_name(st.strategy).to_owned()),
+                    ("start_position", info.start_position.to_string()),
+                    ("checkpoint", info.checkpoint.to_string()),
+                    ("lag", info.lag.to_string()),
+                    ("in_flight", info.in_flight.to_string()),
+                    ("parked", info.parked.to_string()),
+                    ("delivered_total", info.delivered_total.to_string()),
+                    ("acked_total", info.acked_total.to_string()),
+                    ("retried_total", info.retried_total.to_string()),
+                    ("parked_total", info.parked_total.to_string()),
+                    ("max_deliveries", or_dash(st.max_deliveries)),
+                    ("ack_timeout_ms", or_dash(st.ack_timeout_ms)),
+                    ("max_in_flight", or_dash(st.max_in_flight)),
+                ];
+                for (k, v) in rows {
                     out.line(format_args!("{k:<16} {v}"))?;
                 }
-                out.line(format_args!("{:<16} {}", "filter", info["filter"]))?;
+                out.line(format_args!("{:<16} {}", "filter", json!(st.filter)))?;
                 out.line(format_args!(
                     "{:<16} {}",
-                    "retry_backoff", info["retry_backoff"]
+                    "retry_backoff",
+                    json!(st.retry_backoff)
                 ))?;
-                for c in info["consumers"].as_array().into_iter().flatten() {
+                for c in &info.consumers {
                     out.line(format_args!(
                         "consumer         {} live={} in_flight={}",
-                        c["name"].as_str().unwrap_or("?"),
-                        c["live"],
-                        c["in_flight"]
+                        c.name, c.live, c.in_flight
                     ))?;
                 }
             }
@@ -256,20 +259,20 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
             if conn.json {
                 out.json(&page)?;
             } else {
-                for p in page["parked"].as_array().into_iter().flatten() {
-                    let e = &p["event"];
+                for p in &page.parked {
+                    let e = &p.event;
                     out.line(format_args!(
                         "@{}  {}#{}  {}  attempts={}  parked_at={}  reason={}",
-                        e["position"],
-                        e["stream"].as_str().unwrap_or("?"),
-                        e["revision"],
-                        e["type"].as_str().unwrap_or("?"),
-                        p["attempts"],
-                        p["parked_at"].as_str().unwrap_or("?"),
-                        p["reason"],
+                        p.position,
+                        e.stream,
+                        e.revision.0,
+                        e.event_type,
+                        p.attempts,
+                        p.parked_at,
+                        json!(p.reason),
                     ))?;
                 }
-                if let Some(next) = page["next"].as_u64() {
+                if let Some(next) = page.next {
                     out.line(format_args!("(more: --from {next})"))?;
                 }
             }

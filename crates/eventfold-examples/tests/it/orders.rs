@@ -207,12 +207,13 @@ async fn on_a_server_consumer_group_the_poisoned_order_ends_parked() {
     client
         .put_group(
             "inventory",
-            &serde_json::json!({
+            &serde_json::from_value::<eventfold::client::GroupSettings>(serde_json::json!({
                 "filter": {"category": "order"},
                 "start": "start",
                 "max_deliveries": 3,
                 "retry_backoff": {"initial_ms": 5, "max_ms": 20, "multiplier": 2.0},
-            }),
+            }))
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -238,8 +239,8 @@ async fn on_a_server_consumer_group_the_poisoned_order_ends_parked() {
     let parked = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let page = client.group_parked("inventory", 10, None).await.unwrap();
-            if let Some(p) = page["parked"].as_array().filter(|p| !p.is_empty()) {
-                return p.clone();
+            if !page.parked.is_empty() {
+                return page.parked;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -247,14 +248,9 @@ async fn on_a_server_consumer_group_the_poisoned_order_ends_parked() {
     .await
     .unwrap();
     assert_eq!(parked.len(), 1);
-    assert_eq!(parked[0]["event"]["stream"], "order-o-2");
-    assert_eq!(parked[0]["attempts"], 3);
-    assert!(
-        parked[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not in the catalogue")
-    );
+    assert_eq!(parked[0].event.stream.as_str(), "order-o-2");
+    assert_eq!(parked[0].attempts, 3);
+    assert!(parked[0].reason.contains("not in the catalogue"));
     let reserved: Vec<String> = inventory.reserved().into_keys().collect();
     assert_eq!(reserved, ["BOOK", "MUG"]);
     running.stop().await.unwrap();

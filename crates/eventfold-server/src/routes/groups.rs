@@ -12,10 +12,15 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use eventfold_groups::{
-    ConsumerName, Delivery, GroupConfig, GroupName, Groups, NackAction, PutOutcome,
+use eventfold_groups::{AckOutcome, ConsumerName, Delivery, GroupName, Groups, PutOutcome};
+use eventfold_protocol::groups::{
+    AckRequest, GroupListBody, GroupSettings, NackRequest, PullRequest, PullResponse,
+    ReplayRequest, ReplayResponse, SettleResponse,
 };
-use serde::Deserialize;
+
+use super::group_bodies::{
+    config_from_wire, delivery_to_wire, info_to_wire, nack_action, parked_to_wire,
+};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -72,20 +77,24 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let config: GroupConfig = json_body(&headers, body).await?;
+    let settings: GroupSettings = json_body(&headers, body).await?;
+    let config = config_from_wire(settings)?;
     let outcome = g.put(&name, config).await?;
     let info = g.info(&name).await?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Updated => StatusCode::OK,
     };
-    Ok((status, Json(info)).into_response())
+    Ok((status, Json(info_to_wire(info))).into_response())
 }
 
 /// `GET /subscriptions`.
 pub async fn list(State(st): State<AppState>, _req: Authorized<OnServer>) -> ApiResult<Response> {
     let infos = groups(&st)?.list().await?;
-    Ok(Json(json!({ "subscriptions": infos })).into_response())
+    Ok(Json(GroupListBody {
+        subscriptions: infos.into_iter().map(info_to_wire).collect(),
+    })
+    .into_response())
 }
 
 /// `GET /subscriptions/{group}`.
@@ -94,7 +103,7 @@ pub async fn info(
     req: Authorized<OnGroup<Read>>,
 ) -> ApiResult<Response> {
     let name = req.into_inner().group;
-    Ok(Json(groups(&st)?.info(&name).await?).into_response())
+    Ok(Json(info_to_wire(groups(&st)?.info(&name).await?)).into_response())
 }
 
 /// `DELETE /subscriptions/{group}`: 204.
@@ -108,16 +117,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PullBody {
-    consumer: String,
-    #[serde(default)]
-    max: Option<usize>,
-    #[serde(default)]
-    wait_ms: Option<u64>,
-}
-
 /// `POST /subscriptions/{group}/pull`.
 pub async fn pull(
     State(st): State<AppState>,
@@ -127,7 +126,7 @@ pub async fn pull(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: PullBody = json_body(&headers, body).await?;
+    let b: PullRequest = json_body(&headers, body).await?;
     let consumer = ConsumerName::new(&b.consumer)?;
     let max = b.max.unwrap_or(PULL_MAX_DEFAULT);
     let wait = Duration::from_millis(b.wait_ms.unwrap_or(PULL_WAIT_MS_DEFAULT));
@@ -142,13 +141,10 @@ pub async fn pull(
         }
     };
     st.metrics.events_read.inc_by(deliveries.len() as u64);
-    Ok(Json(json!({ "deliveries": deliveries })).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AckBody {
-    delivery_ids: Vec<String>,
+    Ok(Json(PullResponse {
+        deliveries: deliveries.iter().map(delivery_to_wire).collect(),
+    })
+    .into_response())
 }
 
 /// `POST /subscriptions/{group}/ack`: 200 once durable.
@@ -160,17 +156,8 @@ pub async fn ack(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: AckBody = json_body(&headers, body).await?;
-    Ok(Json(g.ack(&name, &b.delivery_ids).await?).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NackBody {
-    delivery_ids: Vec<String>,
-    action: NackAction,
-    #[serde(default)]
-    reason: String,
+    let b: AckRequest = json_body(&headers, body).await?;
+    Ok(Json(settled(g.ack(&name, &b.delivery_ids).await?)).into_response())
 }
 
 /// `POST /subscriptions/{group}/nack`.
@@ -182,15 +169,24 @@ pub async fn nack(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: NackBody = json_body(&headers, body).await?;
+    let b: NackRequest = json_body(&headers, body).await?;
     let reason = if b.reason.is_empty() {
         "nacked without a reason"
     } else {
         &b.reason
     };
-    let out = g.nack(&name, &b.delivery_ids, b.action, reason).await?;
+    let out = g
+        .nack(&name, &b.delivery_ids, nack_action(b.action), reason)
+        .await?;
     st.metrics.events_failed.inc_by(out.acked.len() as u64);
-    Ok(Json(out).into_response())
+    Ok(Json(settled(out)).into_response())
+}
+
+fn settled(out: AckOutcome) -> SettleResponse {
+    SettleResponse {
+        acked: out.acked,
+        unknown: out.unknown,
+    }
 }
 
 /// `GET /subscriptions/{group}/parked?limit=&from=`.
@@ -224,14 +220,7 @@ pub async fn parked(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let ParkedRequest { group, from, limit } = req.into_inner();
-    Ok(Json(g.parked(&group, from, limit).await?).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayBody {
-    #[serde(default)]
-    max: Option<usize>,
+    Ok(Json(parked_to_wire(g.parked(&group, from, limit).await?)).into_response())
 }
 
 /// `POST /subscriptions/{group}/parked/replay` → `{"replayed": n}`.
@@ -243,9 +232,12 @@ pub async fn replay(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: ReplayBody = json_body(&headers, body).await?;
-    let n = g.replay(&name, b.max).await?;
-    Ok(Json(json!({ "replayed": n })).into_response())
+    let b: ReplayRequest = json_body(&headers, body).await?;
+    let replayed = g.replay(&name, b.max).await?;
+    Ok(Json(ReplayResponse {
+        replayed: replayed as u64,
+    })
+    .into_response())
 }
 
 enum Item {
@@ -327,7 +319,8 @@ pub async fn stream(
         Ok::<_, Infallible>(match item {
             Item::Delivery(d) => {
                 metrics.events_read.inc();
-                let data = serde_json::to_string(&d).expect("a delivery always serializes");
+                let data = serde_json::to_string(&delivery_to_wire(&d))
+                    .expect("a delivery always serializes");
                 if ndjson {
                     Bytes::from(data + "\n")
                 } else {

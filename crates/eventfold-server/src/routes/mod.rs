@@ -2,6 +2,7 @@
 
 mod all;
 mod encode;
+mod group_bodies;
 pub mod groups;
 mod health;
 mod streams;

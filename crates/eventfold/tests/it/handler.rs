@@ -559,13 +559,14 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     let (_, created) = client
         .put_group(
             "inventory",
-            &serde_json::json!({
+            &serde_json::from_value::<eventfold_client::GroupSettings>(serde_json::json!({
                 "filter": {"category": "order"},
                 "start": "start",
                 "max_deliveries": 3,
                 "ack_timeout_ms": 10000,
                 "retry_backoff": {"initial_ms": 5, "max_ms": 20, "multiplier": 2.0},
-            }),
+            }))
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -591,9 +592,8 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     let parked = tokio::time::timeout(WAIT, async {
         loop {
             let page = client.group_parked("inventory", 10, None).await.unwrap();
-            let parked = page["parked"].as_array().cloned().unwrap_or_default();
-            if !parked.is_empty() {
-                return parked;
+            if !page.parked.is_empty() {
+                return page.parked;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -601,14 +601,11 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     .await
     .unwrap();
     assert_eq!(parked.len(), 1);
-    assert_eq!(parked[0]["attempts"], 3);
-    assert_eq!(parked[0]["event"]["stream"], "order-2");
+    assert_eq!(parked[0].attempts, 3);
+    assert_eq!(parked[0].event.stream.as_str(), "order-2");
     assert!(
-        parked[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no stock record"),
-        "{}",
+        parked[0].reason.contains("no stock record"),
+        "{:?}",
         parked[0]
     );
     let mut handled = handler.handled.lock().clone();
@@ -617,8 +614,8 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
 
     // The rest was acked: nothing is in flight or left behind.
     let info = client.group_info("inventory").await.unwrap();
-    assert_eq!(info["acked_total"], 3, "{info}");
-    assert_eq!(info["in_flight"], 0, "{info}");
+    assert_eq!(info.acked_total, 3, "{info:?}");
+    assert_eq!(info.in_flight, 0, "{info:?}");
     running.stop().await.unwrap();
     server.stop().await;
 }

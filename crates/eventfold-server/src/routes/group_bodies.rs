@@ -1,0 +1,191 @@
+//! Between the consumer groups' own types and the wire's (`eventfold_protocol::groups`): the
+//! settings a client sends become a validated `GroupConfig` (absent fields take the groups'
+//! defaults), and the groups' figures, deliveries and parked events become the bodies the
+//! client reads.
+
+use eventfold_core::{EventType, RecordedEvent, StreamName};
+use eventfold_groups::{
+    ConsumerInfo, Delivery, GroupConfig, GroupFilter, GroupInfo, NackAction, ParkedEvent,
+    ParkedPage, RetryBackoff, Start, Strategy,
+};
+use eventfold_protocol::groups::{
+    ConsumerBody, DeliveryBody, GroupFilterBody, GroupInfoBody, GroupSettings, NackActionBody,
+    ParkedBody, ParkedPageBody, RetryBackoffBody, StartFrom, StrategyBody,
+};
+
+use crate::error::ApiResult;
+
+/// The settings of a `PUT`, validated into the groups' config; absent fields are defaults.
+pub fn config_from_wire(s: GroupSettings) -> ApiResult<GroupConfig> {
+    let d = GroupConfig::default();
+    let filter = GroupFilter {
+        stream: s.filter.stream.map(StreamName::new).transpose()?,
+        category: s.filter.category,
+        stream_prefix: s.filter.stream_prefix,
+        types: s
+            .filter
+            .types
+            .iter()
+            .map(EventType::new)
+            .collect::<Result<_, _>>()?,
+    };
+    let b = s.retry_backoff.unwrap_or_default();
+    Ok(GroupConfig {
+        filter,
+        start: match s.start {
+            None => d.start,
+            Some(StartFrom::Start) => Start::Start,
+            Some(StartFrom::End) => Start::End,
+            Some(StartFrom::Position(p)) => Start::Position(p),
+        },
+        max_deliveries: s.max_deliveries.unwrap_or(d.max_deliveries),
+        ack_timeout_ms: s.ack_timeout_ms.unwrap_or(d.ack_timeout_ms),
+        retry_backoff: RetryBackoff {
+            initial_ms: b.initial_ms.unwrap_or(d.retry_backoff.initial_ms),
+            max_ms: b.max_ms.unwrap_or(d.retry_backoff.max_ms),
+            multiplier: b.multiplier.unwrap_or(d.retry_backoff.multiplier),
+        },
+        strategy: match s.strategy {
+            None => d.strategy,
+            Some(StrategyBody::RoundRobin) => Strategy::RoundRobin,
+            Some(StrategyBody::Pinned) => Strategy::Pinned,
+        },
+        max_in_flight: s.max_in_flight.unwrap_or(d.max_in_flight),
+        max_in_flight_per_consumer: s.max_in_flight_per_consumer,
+    })
+}
+
+/// A config as the wire shows it: every field filled in.
+pub fn config_to_wire(c: &GroupConfig) -> GroupSettings {
+    GroupSettings {
+        filter: GroupFilterBody {
+            stream: c.filter.stream.as_ref().map(|s| s.as_str().to_owned()),
+            category: c.filter.category.clone(),
+            stream_prefix: c.filter.stream_prefix.clone(),
+            types: c
+                .filter
+                .types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+        },
+        start: Some(match c.start {
+            Start::Start => StartFrom::Start,
+            Start::End => StartFrom::End,
+            Start::Position(p) => StartFrom::Position(p),
+        }),
+        max_deliveries: Some(c.max_deliveries),
+        ack_timeout_ms: Some(c.ack_timeout_ms),
+        retry_backoff: Some(RetryBackoffBody {
+            initial_ms: Some(c.retry_backoff.initial_ms),
+            max_ms: Some(c.retry_backoff.max_ms),
+            multiplier: Some(c.retry_backoff.multiplier),
+        }),
+        strategy: Some(match c.strategy {
+            Strategy::RoundRobin => StrategyBody::RoundRobin,
+            Strategy::Pinned => StrategyBody::Pinned,
+        }),
+        max_in_flight: Some(c.max_in_flight),
+        max_in_flight_per_consumer: c.max_in_flight_per_consumer,
+    }
+}
+
+/// A group's info as the wire shows it.
+pub fn info_to_wire(i: GroupInfo) -> GroupInfoBody {
+    GroupInfoBody {
+        settings: config_to_wire(&i.config),
+        group: i.group,
+        start_position: i.start_position,
+        checkpoint: i.checkpoint,
+        lag: i.lag,
+        in_flight: i.in_flight,
+        unsettled: i.unsettled,
+        parked: i.parked,
+        delivered_total: i.delivered_total,
+        acked_total: i.acked_total,
+        retried_total: i.retried_total,
+        parked_total: i.parked_total,
+        consumers: i.consumers.into_iter().map(consumer_to_wire).collect(),
+    }
+}
+
+fn consumer_to_wire(c: ConsumerInfo) -> ConsumerBody {
+    ConsumerBody {
+        name: c.name,
+        live: c.live,
+        in_flight: c.in_flight,
+        push_streams: c.push_streams,
+    }
+}
+
+/// A delivery as the wire shows it, borrowing the event (encoded once, straight from the
+/// stored event).
+pub fn delivery_to_wire(d: &Delivery) -> DeliveryBody<&RecordedEvent> {
+    DeliveryBody {
+        delivery_id: d.delivery_id.clone(),
+        attempt: d.attempt,
+        event: &d.event,
+    }
+}
+
+/// The nack action the wire names.
+pub fn nack_action(a: NackActionBody) -> NackAction {
+    match a {
+        NackActionBody::Retry => NackAction::Retry,
+        NackActionBody::Park => NackAction::Park,
+        NackActionBody::Skip => NackAction::Skip,
+    }
+}
+
+/// A page of parked events as the wire shows it (each event is the API's event JSON as it was
+/// when parked).
+pub fn parked_to_wire(p: ParkedPage) -> ParkedPageBody<serde_json::Value> {
+    ParkedPageBody {
+        parked: p.parked.into_iter().map(parked_event_to_wire).collect(),
+        next: p.next,
+    }
+}
+
+fn parked_event_to_wire(e: ParkedEvent) -> ParkedBody<serde_json::Value> {
+    ParkedBody {
+        event: e.event,
+        position: e.position,
+        reason: e.reason,
+        attempts: e.attempts,
+        parked_at: e.parked_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_settings_are_the_groups_defaults_and_a_config_round_trips() {
+        let c = config_from_wire(GroupSettings::default()).expect("valid");
+        assert_eq!(c, GroupConfig::default());
+        let full = GroupConfig {
+            filter: GroupFilter {
+                types: vec![EventType::new("order.placed").expect("type")],
+                category: Some("order".into()),
+                ..GroupFilter::default()
+            },
+            start: Start::Position(7),
+            strategy: Strategy::Pinned,
+            max_in_flight_per_consumer: Some(3),
+            ..GroupConfig::default()
+        };
+        assert_eq!(
+            config_from_wire(config_to_wire(&full)).expect("valid"),
+            full
+        );
+        let bad = GroupSettings {
+            filter: GroupFilterBody {
+                stream: Some("$all".into()),
+                ..GroupFilterBody::default()
+            },
+            ..GroupSettings::default()
+        };
+        assert_eq!(config_from_wire(bad).expect_err("invalid").0.status, 400);
+    }
+}
