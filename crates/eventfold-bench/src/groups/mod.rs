@@ -1,6 +1,6 @@
-//! `eventfold bench groups`: competing consumers acknowledging deliveries, eventfold's consumer
+//! `eventfold-bench groups`: competing consumers acknowledging deliveries, eventfold's consumer
 //! groups over HTTP side by side with a NATS JetStream durable pull consumer, Redis Streams
-//! consumer groups and a RabbitMQ quorum queue, on the same machine in the same run (issue 4).
+//! consumer groups and a RabbitMQ quorum queue, on the same machine in the same run.
 //!
 //! Every system is driven through [`driver::GroupSystem`]: (1) and (2) pre-load `--events`
 //! events (not timed), then time `--consumers` consumers draining them, pulling and acking one
@@ -40,7 +40,7 @@ pub const GROUPS_DRAIN_CAP_SECS_DEFAULT: u64 = 60;
 /// The machine's RabbitMQ.
 pub const AMQP_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Issue 4's latency target: p99 under 5 ms at half of the peak rate.
+/// The latency target: p99 under 5 ms at half of the peak rate.
 const TARGET_P99_NS: u64 = 5_000_000;
 
 /// A system of the comparison.
