@@ -1,9 +1,13 @@
-//! Whole-system benchmarks of eventfold, run as `eventfold bench engine` and `eventfold bench
-//! http` (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`), and
-//! `eventfold bench framework` (the `eventfold` crate's repository and projection rebuilds on
-//! the embedded engine; see `framework/mod.rs`).
+//! Whole-system benchmarks of eventfold, run by the `eventfold-bench` binary of this crate
+//! (`cargo run --release -p eventfold-bench -- engine|http|groups|framework`): `engine`, `http`
+//! (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`), `groups`
+//! (consumer groups beside NATS JetStream, Redis Streams and RabbitMQ; see `groups/mod.rs`) and
+//! `framework` (the `eventfold` crate's repository and projection rebuilds on the embedded
+//! engine; see `framework/mod.rs`). The benchmarks that measure the server start the `eventfold`
+//! binary they are given (see [`eventfold_bin`]); this crate is never a dependency of it, so the
+//! product links none of the rival clients.
 //!
-//! `bench engine` prints one table: the embedded engine (rows a–e), the disk's own limit measured by
+//! `engine` prints one table: the embedded engine (rows a–e), the disk's own limit measured by
 //! the same program (f), and PostgreSQL doing (a) and (b) on the same machine, with the ratios
 //! between them. Absolute figures on a shared VM drift; the ratios, measured side by side in
 //! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
@@ -34,6 +38,7 @@ pub use crate::groups::{
     GROUPS_DRAIN_CAP_SECS_DEFAULT, GROUPS_EVENTS_DEFAULT, GROUPS_LATENCY_SECS_DEFAULT,
     GroupsBenchOptions, GroupsSystem, run_groups_bench,
 };
+pub use crate::http::process::eventfold_bin;
 pub use crate::http::{
     FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
     NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, RATE_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,
@@ -76,7 +81,7 @@ pub enum Part {
     Postgres,
 }
 
-/// How to run `eventfold bench engine`.
+/// How to run `eventfold-bench engine`.
 #[derive(Debug, Clone)]
 pub struct EngineBenchOptions {
     /// Scales every row but (e): (a) and (f, batch 100) write this many events, (b) a fifth,
@@ -184,7 +189,7 @@ fn default_base_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn print_header(facts: &MachineFacts, opts: &EngineBenchOptions, run_dir: &Path) {
-    println!("eventfold bench engine");
+    println!("eventfold-bench engine");
     println!("  date:       {}", facts.date_utc);
     println!(
         "  machine:    {} CPUs ({}), {} RAM, Linux {}",

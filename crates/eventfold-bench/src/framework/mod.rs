@@ -1,4 +1,4 @@
-//! `eventfold bench framework`: the `eventfold` crate on the embedded engine (default
+//! `eventfold-bench framework`: the `eventfold` crate on the embedded engine (default
 //! durability: an append is acknowledged after the `fdatasync` of its group commit).
 //!
 //! - Commands through the [`eventfold::Repository`] (load, decide, append with the expected
@@ -64,7 +64,7 @@ pub enum FrameworkPart {
     Rebuild,
 }
 
-/// How to run `eventfold bench framework`.
+/// How to run `eventfold-bench framework`.
 #[derive(Debug, Clone)]
 pub struct FrameworkBenchOptions {
     /// Events preloaded (spread over the aggregates) and replayed by the rebuild rows.
@@ -188,7 +188,7 @@ pub async fn run_framework_bench(opts: FrameworkBenchOptions) -> anyhow::Result<
 }
 
 fn print_header(facts: &MachineFacts, opts: &FrameworkBenchOptions, run_dir: &Path) {
-    facts.print_header("eventfold bench framework", run_dir);
+    facts.print_header("eventfold-bench framework", run_dir);
     println!(
         "  scale:      --events {} --aggregates {} --hot-commands {} --commands-per-aggregate {} --tasks {} --snapshot-every {}",
         count(opts.events),
