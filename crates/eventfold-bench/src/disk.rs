@@ -1,7 +1,7 @@
 //! Row (f): the disk's own limit. The same bytes the engine writes per event, written with one
 //! `write` + one `fdatasync` per batch, no engine, into a preallocated zero-filled file (as the
 //! engine preallocates its segments: overwriting allocated blocks costs about half as much per
-//! sync as growing a file, FIELD-NOTES).
+//! sync as growing a file, whose size change the filesystem must also journal).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;

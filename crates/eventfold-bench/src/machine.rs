@@ -23,7 +23,7 @@ pub struct Mount {
 }
 
 impl MachineFacts {
-    /// The header lines every `eventfold bench` table opens with: title, date, machine, the
+    /// The header lines every `eventfold-bench` table opens with: title, date, machine, the
     /// command, the scratch directory (with a warning when it is in memory) and the load.
     pub fn print_header(&self, title: &str, run_dir: &Path) {
         println!("{title}");

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 
-/// Bytes of data in every benchmark event (KurrentDB's test client default, FIELD-NOTES).
+/// Bytes of data in every benchmark event (the default of KurrentDB's test client, so the
+/// figures compare with those published for it).
 pub const EVENT_DATA_BYTES: usize = 256;
 
 /// Largest latency a histogram records exactly: 60 s; slower samples saturate there.

@@ -1,6 +1,5 @@
 //! `eventfold`: the server and the tools around it.
 
-mod bench;
 mod client_cmd;
 mod serve;
 mod verify;
@@ -27,11 +26,6 @@ struct Cli {
 enum Command {
     /// Run the HTTP server on the embedded engine.
     Serve(serve::ServeArgs),
-    /// Run a benchmark and print its table.
-    Bench {
-        #[command(subcommand)]
-        which: bench::BenchCmd,
-    },
     /// Check a data directory: every record's checksum, the order of positions and revisions,
     /// and the index checkpoints, of the store and of its consumer-group state (`DIR/groups`)
     /// when there is one. The store must not be open in a server.
@@ -46,7 +40,7 @@ enum Command {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -78,7 +72,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench { which } => bench::run(which),
         Command::Client(command) => client_cmd::run(command),
         Command::Verify { dir } => verify::run(&dir),
     }

@@ -1,5 +1,5 @@
 //! The conformance suite of [`EventStore`](eventfold_core::EventStore): every rule of the
-//! contract's semantics (`shared/contract/http-api.md`), one test per case.
+//! contract's semantics (`docs/http-api.md`), one test per case.
 //!
 //! # Running it
 //!

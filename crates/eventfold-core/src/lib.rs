@@ -3,7 +3,7 @@
 //! This crate knows no disk, no network and no framework. Every value that can be wrong is a
 //! newtype that validates once, in its constructor, so code holding a [`StreamName`] or an
 //! [`EventType`] never has to check it again. The rules are those of the HTTP contract
-//! (`shared/contract/http-api.md`).
+//! (`docs/http-api.md`).
 
 mod error;
 mod event;

@@ -25,7 +25,7 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 pub const APPEND_QUEUE_DEPTH_DEFAULT: usize = 4096;
 
 /// Default bound of one group commit, in bytes of records: 8 MiB keeps one `write` +
-/// `fdatasync` near the disk's bandwidth sweet spot (FIELD-NOTES: ~1,000-10,000 events of 256 B)
+/// `fdatasync` near the disk's bandwidth sweet spot (~1,000-10,000 events of 256 B per sync)
 /// without one group delaying the next by more than a few milliseconds.
 pub const GROUP_COMMIT_BYTES_MAX_DEFAULT: usize = 8 << 20;
 

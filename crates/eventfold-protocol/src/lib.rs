@@ -1,4 +1,4 @@
-//! The JSON shapes of eventfold's HTTP contract (`shared/contract/http-api.md`), shared by the
+//! The JSON shapes of eventfold's HTTP contract (`docs/http-api.md`), shared by the
 //! server and the client so the two cannot disagree: event bodies in and out (plain JSON and
 //! CloudEvents), answers, the error body and its mapping to [`StoreError`], and query parameters.
 

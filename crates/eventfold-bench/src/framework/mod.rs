@@ -1,4 +1,4 @@
-//! `eventfold bench framework`: the `eventfold` crate on the embedded engine (default
+//! `eventfold-bench framework`: the `eventfold` crate on the embedded engine (default
 //! durability: an append is acknowledged after the `fdatasync` of its group commit).
 //!
 //! - Commands through the [`eventfold::Repository`] (load, decide, append with the expected
@@ -30,10 +30,10 @@ use crate::machine::MachineFacts;
 use crate::measure::Measurement;
 use crate::table::{Table, count, nanos, rate, ratio};
 
-/// Default `--events`: the events preloaded and replayed by the rebuild rows (the issue's 1
-/// million).
+/// Default `--events`: the events preloaded and replayed by the rebuild rows (1 million, the
+/// scale the rebuild targets are stated at).
 pub const FRAMEWORK_EVENTS_DEFAULT: u64 = 1_000_000;
-/// Default `--aggregates` (the issue's 10,000); the preloaded events are spread evenly over
+/// Default `--aggregates` (10,000); the preloaded events are spread evenly over
 /// them, so each has `events / aggregates` events of history.
 pub const FRAMEWORK_AGGREGATES_DEFAULT: u64 = 10_000;
 /// Default `--hot-commands`: without snapshots every command loads the whole stream, so the
@@ -48,11 +48,12 @@ pub const FRAMEWORK_TASKS_DEFAULT: u64 = 64;
 /// Default `--snapshot-every`.
 pub const FRAMEWORK_SNAPSHOT_EVERY_DEFAULT: u64 = 100;
 
-/// Targets of issue 5, printed beside the figures.
+/// The framework's targets, printed beside the figures: a rebuild of at least 500,000
+/// events/s into memory and 100,000 events/s into SQLite.
 const TARGET_MEMORY_EVENTS_PER_S: f64 = 500_000.0;
 const TARGET_SQLITE_EVENTS_PER_S: f64 = 100_000.0;
 
-/// A part of `eventfold bench framework`.
+/// A part of `eventfold-bench framework`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameworkPart {
     /// Rows (1): one hot aggregate.
@@ -63,7 +64,7 @@ pub enum FrameworkPart {
     Rebuild,
 }
 
-/// How to run `eventfold bench framework`.
+/// How to run `eventfold-bench framework`.
 #[derive(Debug, Clone)]
 pub struct FrameworkBenchOptions {
     /// Events preloaded (spread over the aggregates) and replayed by the rebuild rows.
@@ -187,7 +188,7 @@ pub async fn run_framework_bench(opts: FrameworkBenchOptions) -> anyhow::Result<
 }
 
 fn print_header(facts: &MachineFacts, opts: &FrameworkBenchOptions, run_dir: &Path) {
-    facts.print_header("eventfold bench framework", run_dir);
+    facts.print_header("eventfold-bench framework", run_dir);
     println!(
         "  scale:      --events {} --aggregates {} --hot-commands {} --commands-per-aggregate {} --tasks {} --snapshot-every {}",
         count(opts.events),

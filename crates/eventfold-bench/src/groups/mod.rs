@@ -1,6 +1,6 @@
-//! `eventfold bench groups`: competing consumers acknowledging deliveries, eventfold's consumer
+//! `eventfold-bench groups`: competing consumers acknowledging deliveries, eventfold's consumer
 //! groups over HTTP side by side with a NATS JetStream durable pull consumer, Redis Streams
-//! consumer groups and a RabbitMQ quorum queue, on the same machine in the same run (issue 4).
+//! consumer groups and a RabbitMQ quorum queue, on the same machine in the same run.
 //!
 //! Every system is driven through [`driver::GroupSystem`]: (1) and (2) pre-load `--events`
 //! events (not timed), then time `--consumers` consumers draining them, pulling and acking one
@@ -40,7 +40,7 @@ pub const GROUPS_DRAIN_CAP_SECS_DEFAULT: u64 = 60;
 /// The machine's RabbitMQ.
 pub const AMQP_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Issue 4's latency target: p99 under 5 ms at half of the peak rate.
+/// The latency target: p99 under 5 ms at half of the peak rate.
 const TARGET_P99_NS: u64 = 5_000_000;
 
 /// A system of the comparison.
@@ -70,12 +70,15 @@ impl GroupsSystem {
     }
 }
 
-/// How to run `eventfold bench groups`.
+/// How to run `eventfold-bench groups`.
 #[derive(Debug, Clone)]
 pub struct GroupsBenchOptions {
     /// The eventfold server to measure; `None` starts `eventfold serve --durability fsync` from
-    /// this executable with a scratch data directory under `dir`.
+    /// `eventfold_bin` with a scratch data directory under `dir`.
     pub server: Option<String>,
+    /// The `eventfold` binary to start when `server` is `None`; `None`: the one next to this
+    /// executable (see [`crate::eventfold_bin`]).
+    pub eventfold_bin: Option<PathBuf>,
     /// Events pre-loaded for each of rows (1) and (2), per system.
     pub events: u64,
     pub consumers: usize,
@@ -103,6 +106,7 @@ impl Default for GroupsBenchOptions {
     fn default() -> Self {
         GroupsBenchOptions {
             server: None,
+            eventfold_bin: None,
             events: GROUPS_EVENTS_DEFAULT,
             consumers: GROUPS_CONSUMERS_DEFAULT,
             batch: GROUPS_BATCH_DEFAULT,
@@ -161,6 +165,10 @@ pub async fn run_groups_bench(opts: GroupsBenchOptions) -> anyhow::Result<()> {
         "--batch must be 2..=10000"
     );
     anyhow::ensure!(opts.latency_secs >= 1, "--latency-secs must be at least 1");
+    if opts.server.is_none() && opts.selected().contains(&GroupsSystem::Eventfold) {
+        // Before anything is measured: a missing server binary is a usage error, not a skip.
+        process::eventfold_bin(opts.eventfold_bin.as_deref())?;
+    }
     let base = match &opts.dir {
         Some(d) => d.clone(),
         None => crate::default_base_dir()?,
@@ -201,7 +209,7 @@ pub async fn run_groups_bench(opts: GroupsBenchOptions) -> anyhow::Result<()> {
 }
 
 fn print_header(facts: &MachineFacts, opts: &GroupsBenchOptions, run_dir: &Path) {
-    facts.print_header("eventfold bench groups", run_dir);
+    facts.print_header("eventfold-bench groups", run_dir);
     println!(
         "  scale:      --events {} --consumers {} --batch {} --latency-secs {} (events of {} B)",
         count(opts.events),
@@ -238,13 +246,15 @@ async fn setup(
                 None,
             ),
             None => {
-                let (guard, url) = process::spawn_eventfold(dir).await?;
+                let bin = process::eventfold_bin(opts.eventfold_bin.as_deref())?;
+                let (guard, url) = process::spawn_eventfold(&bin, dir).await?;
                 (
                     Box::new(eventfold::Eventfold::connect(&url).await?),
                     format!(
-                        "eventfold serve --durability fsync (started by the bench at {url}): an \
-                         ack's 2xx comes after the fdatasync of the group-state store's group \
-                         commit; appends likewise"
+                        "eventfold serve --durability fsync (started by the bench at {url} from \
+                         {}): an ack's 2xx comes after the fdatasync of the group-state store's \
+                         group commit; appends likewise",
+                        bin.display()
                     ),
                     Some(guard),
                     None,

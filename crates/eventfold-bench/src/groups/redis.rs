@@ -1,7 +1,7 @@
 //! Redis Streams: a stream key per queue with one consumer group (`XGROUP CREATE ... 0
 //! MKSTREAM`), events added with pipelined `XADD`, each consumer on its own connection doing
 //! `XREADGROUP ... COUNT batch BLOCK ms ... >` then one `XACK` with the ids it got (a blocking
-//! `XREADGROUP` stalls a shared connection, FIELD-NOTES).
+//! `XREADGROUP` stalls every other command on its connection).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
-//! Servers the benchmark starts itself: `eventfold serve` (when no `--server` is given) and a
-//! second nats-server with `sync_interval: always`. Each runs as a child process on a free
-//! loopback port with its data in the run's scratch directory, and is killed when its guard is
-//! dropped, also after a failure.
+//! Servers the benchmark starts itself: `eventfold serve` (from `--eventfold-bin`, when no
+//! `--server` is given) and a second nats-server with `sync_interval: always`. Each runs as a
+//! child process on a free loopback port with its data in the run's scratch directory, and is
+//! killed when its guard is dropped, also after a failure.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -102,13 +102,41 @@ async fn accepts(port: u16) -> bool {
     .is_ok_and(|r| r.is_ok())
 }
 
-/// Starts `eventfold serve` from this very executable, with `fsync` durability and its data in
-/// `dir`; returns the guard and the server's base URL once it answers `/health/ready`.
-pub async fn spawn_eventfold(dir: &Path) -> anyhow::Result<(ChildServer, String)> {
-    let exe = std::env::current_exe().context("cannot find this executable")?;
+/// The `eventfold` binary the benchmarks start: `given` (`--eventfold-bin`), or else the
+/// `eventfold` in the directory of this executable, which is where `cargo build --release -p
+/// eventfold-cli` puts it beside `eventfold-bench`. An error, saying how to build or name one,
+/// when it is not a file.
+pub fn eventfold_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = given {
+        anyhow::ensure!(
+            bin.is_file(),
+            "--eventfold-bin {} is not a file; pass the path of an `eventfold` binary (build one \
+             with `cargo build --release -p eventfold-cli`)",
+            bin.display()
+        );
+        return Ok(bin.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("cannot find the path of this executable")?;
+    let dir = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    let bin = dir.join(format!("eventfold{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: without --server the benchmark starts the `eventfold` server next to \
+         itself; build it with `cargo build --release -p eventfold-cli` (without --release for a \
+         debug eventfold-bench), or pass --eventfold-bin PATH or --server URL",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Starts `bin serve` (an `eventfold` binary) with `fsync` durability and its data in `dir`;
+/// returns the guard and the server's base URL once it answers `/health/ready`.
+pub async fn spawn_eventfold(bin: &Path, dir: &Path) -> anyhow::Result<(ChildServer, String)> {
     let port = free_port()?;
     let data = dir.join("eventfold-data");
-    let mut cmd = Command::new(&exe);
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -170,4 +198,25 @@ pub async fn spawn_nats_always(bin: &Path, dir: &Path) -> anyhow::Result<(ChildS
     )?;
     child.wait_ready(|| accepts(port)).await?;
     Ok((child, format!("nats://127.0.0.1:{port}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eventfold_binary_is_the_given_one_or_says_how_to_build_it() {
+        let exe = std::env::current_exe().expect("the test knows its executable");
+        assert_eq!(eventfold_bin(Some(&exe)).expect("an existing file"), exe);
+
+        let missing = Path::new("/nonexistent/eventfold");
+        let e = format!("{:#}", eventfold_bin(Some(missing)).unwrap_err());
+        assert!(e.contains("--eventfold-bin /nonexistent/eventfold"), "{e}");
+        assert!(e.contains("cargo build --release -p eventfold-cli"), "{e}");
+
+        // A test executable lives in `target/<profile>/deps`, where cargo never puts binaries.
+        let e = format!("{:#}", eventfold_bin(None).unwrap_err());
+        assert!(e.contains("cargo build --release -p eventfold-cli"), "{e}");
+        assert!(e.contains("is missing"), "{e}");
+    }
 }

@@ -1,8 +1,8 @@
 //! Redis Streams: `XADD` (a MULTI/EXEC pipeline for a batch), `XRANGE` pages to read back,
 //! a blocking `XREAD` loop per subscriber. Every writer, subscriber and the publisher has its
-//! own connection (a blocking `XREAD` stalls a shared one, FIELD-NOTES). Redis has no log
-//! across keys, so every writer of a run appends to the run's one stream key: that key is what
-//! the read-back reads.
+//! own connection (a blocking `XREAD` stalls every other command on its connection). Redis has
+//! no log across keys, so every writer of a run appends to the run's one stream key: that key
+//! is what the read-back reads.
 
 use std::collections::HashMap;
 use std::time::Duration;

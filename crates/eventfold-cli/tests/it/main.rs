@@ -1,7 +1,9 @@
-//! Tests of the `eventfold` binary as users run it: real server processes on free ports.
+//! Tests of the `eventfold` binary as users run it: real server processes on free ports, and
+//! what the binary links.
 
 mod cli;
 mod conformance;
+mod deps;
 mod groups;
 mod http;
 mod kill;

@@ -31,7 +31,7 @@ const CHILD_SEED_ENV: &str = "EVENTFOLD_CRASH_CHILD_SEED";
 const ROUNDS_ENV: &str = "EVENTFOLD_CRASH_ROUNDS";
 /// Replays an earlier run's random choices.
 const SEED_ENV: &str = "EVENTFOLD_CRASH_SEED";
-/// Rounds in a normal run: the issue asks for at least 20 in CI.
+/// Rounds in a normal run: at least 20 in CI, so each run crashes the engine at many points.
 const ROUNDS_DEFAULT: u64 = 20;
 /// Concurrent appending tasks in the child: enough that group commits hold several appends.
 const WRITER_TASKS: usize = 16;

@@ -1,16 +1,32 @@
-//! `eventfold bench ...`: whole-system benchmarks (see `BENCHMARKS.md`).
+//! `eventfold-bench`: whole-system benchmarks (see `BENCHMARKS.md`), a binary apart from
+//! `eventfold` so that the product links none of the rival clients it is compared with. Run as
+//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use eventfold_bench::{
     EngineBenchOptions, FrameworkBenchOptions, FrameworkPart, GroupsBenchOptions, GroupsSystem,
     HttpBenchOptions, HttpSystem, Part,
 };
 
+/// mimalloc, as in the `eventfold` binary: the engine and framework benchmarks run the engine
+/// in this process, and its figures should be those of the server's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// eventfold-bench: whole-system benchmarks of eventfold, printed as tables.
+#[derive(Debug, Parser)]
+#[command(name = "eventfold-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    which: BenchCmd,
+}
+
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCmd {
+enum BenchCmd {
     /// The embedded engine side by side with the disk's own limit and PostgreSQL: appends (one
     /// writer with batches of 100; 64 concurrent single-event writers), reads of `$all` and of
     /// one stream, reopen time of a large store. Takes one to three minutes at the defaults.
@@ -18,56 +34,57 @@ pub enum BenchCmd {
     /// eventfold over HTTP side by side with NATS JetStream (default sync, and `sync_interval:
     /// always`) and Redis Streams: 64 concurrent single-event appenders, batches of 100, reading
     /// everything back, and the open-loop latency of a fan-out to live subscribers. Without
-    /// `--server` it starts `eventfold serve` itself. Takes two to four minutes at the defaults.
+    /// `--server` it starts `eventfold serve` itself (from `--eventfold-bin`). Takes two to four
+    /// minutes at the defaults.
     Http(HttpArgs),
     /// Consumer groups over HTTP side by side with a NATS JetStream durable pull consumer, Redis
     /// Streams consumer groups and a RabbitMQ quorum queue: acknowledged deliveries per second
     /// with competing consumers pulling and acking one by one and in batches, and the open-loop
     /// end-to-end latency at half of each system's peak. Without `--server` it starts
-    /// `eventfold serve` itself.
+    /// `eventfold serve` itself (from `--eventfold-bin`).
     Groups(GroupsArgs),
     /// The `eventfold` framework on the embedded engine: commands per second through the
     /// repository (one hot aggregate; many aggregates with concurrent tasks; without and with
-    /// snapshots, and with the in-memory state cache) beside raw appends of the same events, and a projection rebuild over the
-    /// preloaded events into an in-memory read model and into SQLite. Takes about a minute at
-    /// the defaults.
+    /// snapshots, and with the in-memory state cache) beside raw appends of the same events,
+    /// and a projection rebuild over the preloaded events into an in-memory read model and into
+    /// SQLite. Takes about a minute at the defaults.
     Framework(FrameworkArgs),
 }
 
-/// Options of `eventfold bench framework`.
+/// Options of `eventfold-bench framework`.
 #[derive(Debug, clap::Args)]
-pub struct FrameworkArgs {
+struct FrameworkArgs {
     /// Events preloaded (spread evenly over --aggregates) and replayed by the rebuild rows.
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_EVENTS_DEFAULT)]
-    pub events: u64,
+    events: u64,
     /// Aggregates of the many-aggregates rows (each gets events / aggregates events of history).
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_AGGREGATES_DEFAULT)]
-    pub aggregates: u64,
+    aggregates: u64,
     /// Commands of the hot-aggregate rows. Without snapshots each loads the whole stream, so the
     /// row's work grows with the square of this.
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_HOT_COMMANDS_DEFAULT)]
-    pub hot_commands: u64,
+    hot_commands: u64,
     /// Commands per aggregate in the many-aggregates rows.
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT)]
-    pub commands_per_aggregate: u64,
+    commands_per_aggregate: u64,
     /// Concurrent tasks of the many-aggregates rows.
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_TASKS_DEFAULT)]
-    pub tasks: u64,
+    tasks: u64,
     /// The rows with snapshots write one every this many events.
     #[arg(long, default_value_t = eventfold_bench::FRAMEWORK_SNAPSHOT_EVERY_DEFAULT)]
-    pub snapshot_every: u64,
+    snapshot_every: u64,
     /// Directory to write in, on the disk to measure (a scratch directory is made inside and
     /// removed at the end) [default: ./target/eventfold-bench, or ./eventfold-bench].
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// Run only these parts (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<FrameworkPartArg>,
+    only: Vec<FrameworkPartArg>,
 }
 
-/// A part of `eventfold bench framework`.
+/// A part of `eventfold-bench framework`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum FrameworkPartArg {
+enum FrameworkPartArg {
     /// One hot aggregate, commands one after another.
     Hot,
     /// Many aggregates, concurrent tasks.
@@ -86,62 +103,68 @@ impl From<FrameworkPartArg> for FrameworkPart {
     }
 }
 
-/// Options of `eventfold bench groups`.
+/// Options of `eventfold-bench groups`.
 #[derive(Debug, clap::Args)]
-pub struct GroupsArgs {
+struct GroupsArgs {
     /// The eventfold server to measure. Without it the bench starts `eventfold serve
-    /// --durability fsync` on a free port with a scratch data directory under --dir.
+    /// --durability fsync` (from --eventfold-bin) on a free port with a scratch data directory
+    /// under --dir.
     #[arg(long)]
-    pub server: Option<String>,
+    server: Option<String>,
+    /// The `eventfold` binary started when no --server is given [default: the `eventfold` in
+    /// the directory of this executable, i.e. the same target directory after `cargo build
+    /// --release -p eventfold-cli`].
+    #[arg(long, value_name = "PATH", conflicts_with = "server")]
+    eventfold_bin: Option<PathBuf>,
     /// Events pre-loaded (per system) for each of the two drain rows.
     #[arg(long, default_value_t = eventfold_bench::GROUPS_EVENTS_DEFAULT)]
-    pub events: u64,
+    events: u64,
     /// Competing consumers, each on its own connection.
     #[arg(long, default_value_t = eventfold_bench::GROUPS_CONSUMERS_DEFAULT)]
-    pub consumers: usize,
+    consumers: usize,
     /// Deliveries per pull and per ack in the batch row (and the latency row).
     #[arg(long, default_value_t = eventfold_bench::GROUPS_BATCH_DEFAULT)]
-    pub batch: usize,
+    batch: usize,
     /// Seconds the open-loop producer of the latency row sends for.
     #[arg(long, default_value_t = eventfold_bench::GROUPS_LATENCY_SECS_DEFAULT)]
-    pub latency_secs: u64,
+    latency_secs: u64,
     /// Events per second of the latency row for every system, instead of half of each
     /// system's own peak.
     #[arg(long)]
-    pub latency_rate: Option<u64>,
+    latency_rate: Option<u64>,
     /// Longest one drain may run before it is cut short.
     #[arg(long, default_value_t = eventfold_bench::GROUPS_DRAIN_CAP_SECS_DEFAULT)]
-    pub drain_cap_secs: u64,
+    drain_cap_secs: u64,
     /// Run only these systems (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<GroupsSystemArg>,
+    only: Vec<GroupsSystemArg>,
     /// Do not run the NATS column.
     #[arg(long)]
-    pub skip_nats: bool,
+    skip_nats: bool,
     /// Do not run the Redis column.
     #[arg(long)]
-    pub skip_redis: bool,
+    skip_redis: bool,
     /// Do not run the RabbitMQ column.
     #[arg(long)]
-    pub skip_rabbitmq: bool,
+    skip_rabbitmq: bool,
     /// NATS server with JetStream.
     #[arg(long, default_value = eventfold_bench::NATS_URL_DEFAULT)]
-    pub nats: String,
+    nats: String,
     /// Redis.
     #[arg(long, default_value = eventfold_bench::REDIS_URL_DEFAULT)]
-    pub redis: String,
+    redis: String,
     /// RabbitMQ (AMQP 0-9-1).
     #[arg(long, default_value = eventfold_bench::AMQP_URL_DEFAULT)]
-    pub amqp: String,
+    amqp: String,
     /// Directory for scratch data, on the disk to measure [default: ./target/eventfold-bench,
     /// or ./eventfold-bench].
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
-/// A system of `eventfold bench groups`.
+/// A system of `eventfold-bench groups`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum GroupsSystemArg {
+enum GroupsSystemArg {
     /// eventfold consumer groups over HTTP.
     Eventfold,
     /// NATS JetStream durable pull consumer.
@@ -163,58 +186,63 @@ impl From<GroupsSystemArg> for GroupsSystem {
     }
 }
 
-/// Options of `eventfold bench http`.
+/// Options of `eventfold-bench http`.
 #[derive(Debug, clap::Args)]
-pub struct HttpArgs {
+struct HttpArgs {
     /// The eventfold server to measure (e.g. http://127.0.0.1:7700). Without it the bench
-    /// starts `eventfold serve --durability fsync` on a free port with a scratch data directory
-    /// under --dir, and stops it at the end.
+    /// starts `eventfold serve --durability fsync` (from --eventfold-bin) on a free port with a
+    /// scratch data directory under --dir, and stops it at the end.
     #[arg(long)]
-    pub server: Option<String>,
+    server: Option<String>,
+    /// The `eventfold` binary started when no --server is given [default: the `eventfold` in
+    /// the directory of this executable, i.e. the same target directory after `cargo build
+    /// --release -p eventfold-cli`].
+    #[arg(long, value_name = "PATH", conflicts_with = "server")]
+    eventfold_bin: Option<PathBuf>,
     /// Bearer token for --server.
     #[arg(long, requires = "server")]
-    pub token: Option<String>,
+    token: Option<String>,
     /// Scale of the run: events of the concurrent-appends row and of the batches row, per
     /// system.
     #[arg(long, default_value_t = eventfold_bench::HTTP_EVENTS_DEFAULT)]
-    pub events: u64,
+    events: u64,
     /// Live subscribers of the fan-out row.
     #[arg(long, default_value_t = eventfold_bench::SUBSCRIBERS_DEFAULT)]
-    pub subscribers: usize,
+    subscribers: usize,
     /// Events per second the fan-out producer sends.
     #[arg(long, default_value_t = eventfold_bench::RATE_DEFAULT)]
-    pub rate: u64,
+    rate: u64,
     /// Seconds the fan-out producer sends for.
     #[arg(long, default_value_t = eventfold_bench::FANOUT_SECS_DEFAULT)]
-    pub fanout_secs: u64,
+    fanout_secs: u64,
     /// Run only these systems (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<HttpSystemArg>,
+    only: Vec<HttpSystemArg>,
     /// Do not run the NATS columns.
     #[arg(long)]
-    pub skip_nats: bool,
+    skip_nats: bool,
     /// Do not run the Redis column.
     #[arg(long)]
-    pub skip_redis: bool,
+    skip_redis: bool,
     /// NATS server with JetStream for the default-sync column.
     #[arg(long, default_value = eventfold_bench::NATS_URL_DEFAULT)]
-    pub nats: String,
+    nats: String,
     /// Redis for the Redis column.
     #[arg(long, default_value = eventfold_bench::REDIS_URL_DEFAULT)]
-    pub redis: String,
+    redis: String,
     /// nats-server binary (2.10 or later: it must know `sync_interval`) started for the
     /// `sync_interval: always` column.
     #[arg(long, default_value = eventfold_bench::NATS_SERVER_BIN_DEFAULT)]
-    pub nats_server_bin: PathBuf,
+    nats_server_bin: PathBuf,
     /// Directory for scratch data, on the disk to measure (a scratch directory is made inside
     /// and removed at the end) [default: ./target/eventfold-bench, or ./eventfold-bench].
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
-/// A system of `eventfold bench http`.
+/// A system of `eventfold-bench http`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum HttpSystemArg {
+enum HttpSystemArg {
     /// eventfold over HTTP.
     Eventfold,
     /// NATS JetStream, the server's default sync.
@@ -236,34 +264,34 @@ impl From<HttpSystemArg> for HttpSystem {
     }
 }
 
-/// Options of `eventfold bench engine`.
+/// Options of `eventfold-bench engine`.
 #[derive(Debug, clap::Args)]
-pub struct EngineArgs {
+struct EngineArgs {
     /// Scale of the run: events of row (a) and of the disk row with batches of 100; the other
     /// rows are sized from it.
     #[arg(long, default_value_t = eventfold_bench::EVENTS_DEFAULT)]
-    pub events: u64,
+    events: u64,
     /// Events in the store whose reopen time is measured (row e).
     #[arg(long, default_value_t = eventfold_bench::REOPEN_EVENTS_DEFAULT)]
-    pub reopen_events: u64,
+    reopen_events: u64,
     /// Directory to write in, on the disk to measure (a scratch directory is made inside and
     /// removed at the end) [default: ./target/eventfold-bench, or ./eventfold-bench].
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// PostgreSQL to compare with.
     #[arg(long, default_value = eventfold_bench::POSTGRES_URL_DEFAULT)]
-    pub postgres: String,
+    postgres: String,
     /// Do not run the PostgreSQL rows.
     #[arg(long)]
-    pub skip_postgres: bool,
+    skip_postgres: bool,
     /// Run only these parts (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<PartArg>,
+    only: Vec<PartArg>,
 }
 
-/// A part of `eventfold bench engine`.
+/// A part of `eventfold-bench engine`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum PartArg {
+enum PartArg {
     /// Rows (a)-(d): appends and reads on the engine.
     Engine,
     /// Row (e): reopen time of a large store.
@@ -285,8 +313,21 @@ impl From<PartArg> for Part {
     }
 }
 
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Runs a benchmark; errors are one line on standard error and exit code 2.
-pub fn run(which: BenchCmd) -> ExitCode {
+fn main() -> ExitCode {
+    let which = Cli::parse().which;
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -315,6 +356,7 @@ pub fn run(which: BenchCmd) -> ExitCode {
         BenchCmd::Http(args) => {
             let opts = HttpBenchOptions {
                 server: args.server,
+                eventfold_bin: args.eventfold_bin,
                 token: args.token,
                 events: args.events,
                 subscribers: args.subscribers,
@@ -333,6 +375,7 @@ pub fn run(which: BenchCmd) -> ExitCode {
         BenchCmd::Groups(args) => {
             let opts = GroupsBenchOptions {
                 server: args.server,
+                eventfold_bin: args.eventfold_bin,
                 events: args.events,
                 consumers: args.consumers,
                 batch: args.batch,
@@ -373,7 +416,7 @@ pub fn run(which: BenchCmd) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: bench {name} failed: {e:#}");
+            eprintln!("error: eventfold-bench {name} failed: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,138 @@
+//! The `eventfold` binary links no rival client and no benchmark machinery: its normal
+//! dependencies (not dev, not build), followed transitively through `cargo metadata`'s resolve
+//! graph, reach none of the crates the benchmarks compare against.
+
+use std::collections::{HashMap, VecDeque};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Crates the product must not link: the rival systems' clients, the benchmarks' histogram,
+/// and the benchmark crate that holds them.
+const FORBIDDEN: &[&str] = &[
+    "redis",
+    "lapin",
+    "async-nats",
+    "tokio-postgres",
+    "rusqlite",
+    "rdkafka",
+    "hdrhistogram",
+    "eventfold-bench",
+];
+
+/// Runs `cargo ARGS` and returns its standard output.
+fn cargo(args: &[&str]) -> String {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let out = Command::new(cargo).args(args).output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo prints UTF-8")
+}
+
+/// `cargo metadata` of the workspace for the host platform (as `cargo build` builds it, and so
+/// that dependencies of other platforms, never downloaded here, are not needed), offline and
+/// with the committed lockfile as it is, so the test never touches the network and never
+/// rewrites `Cargo.lock`.
+fn metadata() -> Value {
+    let version = cargo(&["-vV"]);
+    let host = version
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("`cargo -vV` names the host platform");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let json = cargo(&[
+        "metadata",
+        "--format-version",
+        "1",
+        "--offline",
+        "--locked",
+        "--filter-platform",
+        host,
+        "--manifest-path",
+        manifest,
+    ]);
+    serde_json::from_str(&json).expect("cargo metadata prints JSON")
+}
+
+/// Every package reachable from `root` over normal dependency edges, each with the path of
+/// package names that first reached it (breadth first, so a shortest path).
+fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
+    let names: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .expect("packages is an array")
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().expect("package id"),
+                p["name"].as_str().expect("package name"),
+            )
+        })
+        .collect();
+    let nodes: HashMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .expect("resolve.nodes is an array")
+        .iter()
+        .map(|n| (n["id"].as_str().expect("node id"), n))
+        .collect();
+    let root_id = names
+        .iter()
+        .find(|(_, name)| **name == root)
+        .map(|(id, _)| *id)
+        .unwrap_or_else(|| panic!("{root} is not a package of the workspace"));
+
+    let mut reached: HashMap<String, Vec<String>> = HashMap::new();
+    reached.insert(root_id.to_owned(), vec![root.to_owned()]);
+    let mut queue = VecDeque::from([root_id]);
+    while let Some(id) = queue.pop_front() {
+        let path = reached[id].clone();
+        let deps = nodes[id]["deps"].as_array().expect("deps is an array");
+        for dep in deps {
+            // `kind` is null for a normal dependency, "dev" or "build" otherwise.
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .expect("dep_kinds is an array")
+                .iter()
+                .any(|k| k["kind"].is_null());
+            let pkg = dep["pkg"].as_str().expect("dep pkg");
+            if !normal || reached.contains_key(pkg) {
+                continue;
+            }
+            let mut p = path.clone();
+            p.push(names[pkg].to_owned());
+            reached.insert(pkg.to_owned(), p);
+            queue.push_back(pkg);
+        }
+    }
+    reached
+}
+
+#[test]
+fn the_eventfold_binary_links_no_rival_client_or_benchmark_crate() {
+    let meta = metadata();
+    let reached = normal_closure(&meta, "eventfold-cli");
+    // The walk itself works: the CLI reaches its server and tokio.
+    for expected in ["eventfold-server", "tokio"] {
+        assert!(
+            reached
+                .values()
+                .any(|p| p.last().map(String::as_str) == Some(expected)),
+            "the walk from eventfold-cli did not reach {expected}: the test is not walking the graph"
+        );
+    }
+    let mut offending: Vec<String> = reached
+        .values()
+        .filter(|p| p.last().is_some_and(|n| FORBIDDEN.contains(&n.as_str())))
+        .map(|p| p.join(" -> "))
+        .collect();
+    offending.sort();
+    assert!(
+        offending.is_empty(),
+        "the eventfold binary's normal dependencies reach crates it must not link (move them to \
+         eventfold-bench or to dev-dependencies):\n  {}",
+        offending.join("\n  ")
+    );
+}
