@@ -19,7 +19,8 @@ pub use event::{
     parse_new_events,
 };
 pub use query::{
-    QUERY_PARAMS_MAX, QueryPairs, parse_expected_revision, read_all_query, read_stream_query,
+    QUERY_PARAMS_MAX, QueryPairs, READ_ALL_PARAMS, READ_STREAM_PARAMS, SUBSCRIBE_ALL_PARAMS,
+    SUBSCRIBE_STREAM_PARAMS, parse_expected_revision, read_all_query, read_stream_query,
     subscribe_all_query, subscribe_stream_query,
 };
 

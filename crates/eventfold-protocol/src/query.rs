@@ -206,9 +206,25 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     Ok(filter)
 }
 
+/// The query parameters of a stream read.
+pub const READ_STREAM_PARAMS: &[&str] = &["from", "direction", "limit"];
+/// The query parameters of a `$all` read.
+pub const READ_ALL_PARAMS: &[&str] = &[
+    "from",
+    "direction",
+    "limit",
+    "type",
+    "category",
+    "stream_prefix",
+];
+/// The query parameters of a stream subscription.
+pub const SUBSCRIBE_STREAM_PARAMS: &[&str] = &["from"];
+/// The query parameters of a `$all` subscription.
+pub const SUBSCRIBE_ALL_PARAMS: &[&str] = &["from", "type", "category", "stream_prefix"];
+
 /// `GET /streams/{stream}`: `from`, `direction`, `limit`.
 pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
-    q.check_known(&["from", "direction", "limit"])?;
+    q.check_known(READ_STREAM_PARAMS)?;
     let (direction, from) = parse_direction_and_from(q)?;
     Ok(ReadStream {
         from: map_from(from, Revision),
@@ -219,14 +235,7 @@ pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
 
 /// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`.
 pub fn read_all_query(q: &QueryPairs) -> Result<ReadAll, WireError> {
-    q.check_known(&[
-        "from",
-        "direction",
-        "limit",
-        "type",
-        "category",
-        "stream_prefix",
-    ])?;
+    q.check_known(READ_ALL_PARAMS)?;
     let (direction, from) = parse_direction_and_from(q)?;
     Ok(ReadAll {
         from: map_from(from, Position),
@@ -246,7 +255,7 @@ fn subscribe_from<T>(q: &QueryPairs, wrap: fn(u64) -> T) -> Result<SubscribeFrom
 
 /// `GET /streams/{stream}/subscribe`: `from` (default `end`).
 pub fn subscribe_stream_query(q: &QueryPairs) -> Result<SubscribeFrom<Revision>, WireError> {
-    q.check_known(&["from"])?;
+    q.check_known(SUBSCRIBE_STREAM_PARAMS)?;
     subscribe_from(q, Revision)
 }
 
@@ -254,7 +263,7 @@ pub fn subscribe_stream_query(q: &QueryPairs) -> Result<SubscribeFrom<Revision>,
 pub fn subscribe_all_query(
     q: &QueryPairs,
 ) -> Result<(SubscribeFrom<Position>, EventFilter), WireError> {
-    q.check_known(&["from", "type", "category", "stream_prefix"])?;
+    q.check_known(SUBSCRIBE_ALL_PARAMS)?;
     Ok((subscribe_from(q, Position)?, parse_filter(q)?))
 }
 

@@ -25,6 +25,9 @@ use eventfold_protocol::ErrorCode;
 
 /// A request as its route parses it, and what it needs.
 pub trait ApiRequest: Sized + Send + 'static {
+    /// The query parameters the route takes (any other is refused); the API document lists
+    /// these.
+    const PARAMS: &'static [&'static str];
     /// Parses the route's path parameters (percent-decoded) and query string (decoded, each
     /// key at most once). Nothing else in the server reads them.
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self>;
@@ -145,8 +148,9 @@ pub struct OnStream<N> {
 }
 
 impl<N: Needs> ApiRequest for OnStream<N> {
+    const PARAMS: &'static [&'static str] = &[];
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&[])?;
+        query.check_known(Self::PARAMS)?;
         Ok(OnStream {
             stream: path.stream()?,
             needs: PhantomData,
@@ -167,8 +171,9 @@ pub struct OnGroup<N> {
 }
 
 impl<N: Needs> ApiRequest for OnGroup<N> {
+    const PARAMS: &'static [&'static str] = &[];
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&[])?;
+        query.check_known(Self::PARAMS)?;
         Ok(OnGroup {
             group: path.group()?,
             needs: PhantomData,
@@ -185,8 +190,9 @@ impl<N: Needs> ApiRequest for OnGroup<N> {
 pub struct OnServer;
 
 impl ApiRequest for OnServer {
+    const PARAMS: &'static [&'static str] = &[];
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&[])?;
+        query.check_known(Self::PARAMS)?;
         Ok(OnServer)
     }
     fn scope(&self) -> Scope {

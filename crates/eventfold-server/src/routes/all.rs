@@ -5,7 +5,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_core::{AllSlice, ReadAll, ReadFrom};
-use eventfold_protocol::{NDJSON, QueryPairs, read_all_query};
+use eventfold_protocol::{NDJSON, QueryPairs, READ_ALL_PARAMS, read_all_query};
 
 use super::encode::{json_page, ndjson_line};
 use crate::auth::{Right, Scope, StreamSet};
@@ -24,6 +24,7 @@ pub struct ReadAllRequest {
 }
 
 impl ApiRequest for ReadAllRequest {
+    const PARAMS: &'static [&'static str] = READ_ALL_PARAMS;
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
         Ok(ReadAllRequest {
             read: read_all_query(query)?,

@@ -198,8 +198,9 @@ pub struct ParkedRequest {
 }
 
 impl ApiRequest for ParkedRequest {
+    const PARAMS: &'static [&'static str] = &["limit", "from"];
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&["limit", "from"])?;
+        query.check_known(Self::PARAMS)?;
         Ok(ParkedRequest {
             group: path.group()?,
             from: query.get_u64("from")?,
@@ -254,8 +255,9 @@ pub struct PushRequest {
 }
 
 impl ApiRequest for PushRequest {
+    const PARAMS: &'static [&'static str] = &["consumer"];
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&["consumer"])?;
+        query.check_known(Self::PARAMS)?;
         let consumer = query.get("consumer").ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidQuery,

@@ -8,8 +8,8 @@ use eventfold_core::{DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetada
 use eventfold_groups::GroupName;
 use eventfold_protocol::{
     AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, InfoResponse, NDJSON, QueryPairs,
-    StreamsResponse, parse_cloudevent, parse_cloudevents_batch, parse_expected_revision,
-    parse_new_events, read_stream_query,
+    READ_STREAM_PARAMS, StreamsResponse, parse_cloudevent, parse_cloudevents_batch,
+    parse_expected_revision, parse_new_events, read_stream_query,
 };
 
 use super::encode::{json_page, ndjson_line};
@@ -124,6 +124,7 @@ pub struct ReadStreamRequest {
 }
 
 impl ApiRequest for ReadStreamRequest {
+    const PARAMS: &'static [&'static str] = READ_STREAM_PARAMS;
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
         let raw = path.get("stream")?;
         let target = match raw.strip_prefix(PARKED_STREAM_PREFIX) {
@@ -254,8 +255,9 @@ pub async fn info(
 pub struct ListRequest(ListStreams);
 
 impl ApiRequest for ListRequest {
+    const PARAMS: &'static [&'static str] = &["prefix", "after", "limit"];
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&["prefix", "after", "limit"])?;
+        query.check_known(Self::PARAMS)?;
         let limit = query.get_u64("limit")?.unwrap_or(LIST_LIMIT_DEFAULT);
         Ok(ListRequest(ListStreams {
             prefix: query.get("prefix").map(str::to_owned),
@@ -322,8 +324,9 @@ pub struct DeleteRequest {
 }
 
 impl ApiRequest for DeleteRequest {
+    const PARAMS: &'static [&'static str] = &["hard"];
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(&["hard"])?;
+        query.check_known(Self::PARAMS)?;
         let mode = match query.get("hard") {
             None | Some("false") => DeleteMode::Soft,
             Some("true") => DeleteMode::Hard,

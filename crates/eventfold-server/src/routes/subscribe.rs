@@ -16,7 +16,8 @@ use eventfold_core::{
     EventFilter, EventSubscription, Position, Revision, StoreError, StreamName, SubscribeFrom,
 };
 use eventfold_protocol::{
-    NDJSON, QueryPairs, store_error_code, subscribe_all_query, subscribe_stream_query,
+    NDJSON, QueryPairs, SUBSCRIBE_ALL_PARAMS, SUBSCRIBE_STREAM_PARAMS, store_error_code,
+    subscribe_all_query, subscribe_stream_query,
 };
 use futures::StreamExt as _;
 use tokio::sync::watch;
@@ -56,6 +57,7 @@ pub struct SubscribeStreamRequest {
 }
 
 impl ApiRequest for SubscribeStreamRequest {
+    const PARAMS: &'static [&'static str] = SUBSCRIBE_STREAM_PARAMS;
     fn parse(path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
         Ok(SubscribeStreamRequest {
             from: subscribe_stream_query(query)?,
@@ -89,6 +91,7 @@ pub struct SubscribeAllRequest {
 }
 
 impl ApiRequest for SubscribeAllRequest {
+    const PARAMS: &'static [&'static str] = SUBSCRIBE_ALL_PARAMS;
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
         let (from, filter) = subscribe_all_query(query)?;
         Ok(SubscribeAllRequest { from, filter })

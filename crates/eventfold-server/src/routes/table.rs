@@ -5,6 +5,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use super::{all, groups, health, streams, subscribe};
+use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, Read, Write};
 use crate::state::AppState;
 
 /// One operation: method, path, what it does, and its handler.
@@ -18,15 +19,10 @@ pub struct Operation {
     pub handler: MethodRouter<AppState>,
 }
 
-const READ_PARAMS: &[&str] = &["from", "direction", "limit"];
-const ALL_PARAMS: &[&str] = &[
-    "from",
-    "direction",
-    "limit",
-    "type",
-    "category",
-    "stream_prefix",
-];
+/// The query parameters of a route's request type (one owner: its `parse` refuses any other).
+const fn params<R: ApiRequest>() -> &'static [&'static str] {
+    R::PARAMS
+}
 
 /// Every operation of the server.
 pub fn operations() -> Vec<Operation> {
@@ -35,7 +31,7 @@ pub fn operations() -> Vec<Operation> {
             method: "post",
             path: "/streams/{stream}",
             summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch); header Expected-Revision: any | no-stream | exists | <u64>",
-            params: &[],
+            params: params::<OnStream<Write>>(),
             body: Some("NewEvents"),
             responses: &[
                 (201, "AppendResult"),
@@ -52,7 +48,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/streams/{stream}",
             summary: "Read a stream (JSON page, or NDJSON with Accept: application/x-ndjson)",
-            params: READ_PARAMS,
+            params: params::<streams::ReadStreamRequest>(),
             body: None,
             responses: &[
                 (200, "EventPage"),
@@ -66,7 +62,7 @@ pub fn operations() -> Vec<Operation> {
             method: "delete",
             path: "/streams/{stream}",
             summary: "Delete a stream: soft by default, a tombstone with hard=true; header Expected-Revision",
-            params: &["hard"],
+            params: params::<streams::DeleteRequest>(),
             body: None,
             responses: &[(204, ""), (404, "Error"), (409, "Error"), (410, "Error")],
             handler: delete(streams::delete),
@@ -75,7 +71,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/streams/{stream}/info",
             summary: "What is known about a stream",
-            params: &[],
+            params: params::<OnStream<Read>>(),
             body: None,
             responses: &[(200, "StreamInfo"), (404, "Error"), (410, "Error")],
             handler: get(streams::info),
@@ -84,7 +80,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/streams/{stream}/metadata",
             summary: "A stream's metadata",
-            params: &[],
+            params: params::<OnStream<Read>>(),
             body: None,
             responses: &[(200, "StreamMetadata"), (410, "Error")],
             handler: get(streams::get_metadata),
@@ -93,7 +89,7 @@ pub fn operations() -> Vec<Operation> {
             method: "put",
             path: "/streams/{stream}/metadata",
             summary: "Replace a stream's metadata (max_count, max_age_seconds, truncate_before, custom)",
-            params: &[],
+            params: params::<OnStream<Admin>>(),
             body: Some("StreamMetadata"),
             responses: &[(200, "StreamMetadata"), (400, "Error"), (410, "Error")],
             handler: put(streams::put_metadata),
@@ -102,7 +98,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/streams/{stream}/subscribe",
             summary: "Subscribe to a stream: history from `from` (default end), then live events, as SSE or NDJSON; Last-Event-ID resumes",
-            params: &["from"],
+            params: params::<subscribe::SubscribeStreamRequest>(),
             body: None,
             responses: &[(200, "Event"), (400, "Error")],
             handler: get(subscribe::stream),
@@ -111,7 +107,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/streams",
             summary: "List streams in name order",
-            params: &["prefix", "after", "limit"],
+            params: params::<streams::ListRequest>(),
             body: None,
             responses: &[(200, "StreamList"), (400, "Error")],
             handler: get(streams::list),
@@ -120,7 +116,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/all",
             summary: "Read the global log with optional filters (JSON page or NDJSON)",
-            params: ALL_PARAMS,
+            params: params::<all::ReadAllRequest>(),
             body: None,
             responses: &[(200, "EventPage"), (400, "Error")],
             handler: get(all::read),
@@ -129,7 +125,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/all/subscribe",
             summary: "Subscribe to the global log: history from `from` (default end), then live events, as SSE or NDJSON",
-            params: &["from", "type", "category", "stream_prefix"],
+            params: params::<subscribe::SubscribeAllRequest>(),
             body: None,
             responses: &[(200, "Event"), (400, "Error")],
             handler: get(subscribe::all),
@@ -138,7 +134,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/subscriptions",
             summary: "List the consumer groups with their figures (needs `read` on every stream)",
-            params: &[],
+            params: params::<OnServer>(),
             body: None,
             responses: &[(200, "GroupList"), (503, "Error")],
             handler: get(groups::list),
@@ -147,7 +143,7 @@ pub fn operations() -> Vec<Operation> {
             method: "put",
             path: "/subscriptions/{group}",
             summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, max_in_flight (needs `admin`)",
-            params: &[],
+            params: params::<OnGroup<Admin>>(),
             body: Some("GroupConfig"),
             responses: &[(201, "GroupInfo"), (200, "GroupInfo"), (400, "Error")],
             handler: put(groups::put),
@@ -156,7 +152,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/subscriptions/{group}",
             summary: "A consumer group's config plus checkpoint, lag, in_flight, parked, delivered_total, acked_total, consumers",
-            params: &[],
+            params: params::<OnGroup<Read>>(),
             body: None,
             responses: &[(200, "GroupInfo"), (404, "Error")],
             handler: get(groups::info),
@@ -165,7 +161,7 @@ pub fn operations() -> Vec<Operation> {
             method: "delete",
             path: "/subscriptions/{group}",
             summary: "Delete a consumer group with its acks and parked events (needs `admin`)",
-            params: &[],
+            params: params::<OnGroup<Admin>>(),
             body: None,
             responses: &[(204, ""), (404, "Error")],
             handler: delete(groups::delete),
@@ -174,7 +170,7 @@ pub fn operations() -> Vec<Operation> {
             method: "post",
             path: "/subscriptions/{group}/pull",
             summary: "Long-poll {consumer, max, wait_ms}: deliveries as soon as there are some, or none after wait_ms",
-            params: &[],
+            params: params::<OnGroup<Read>>(),
             body: Some("PullRequest"),
             responses: &[(200, "Deliveries"), (400, "Error"), (404, "Error")],
             handler: post(groups::pull),
@@ -183,7 +179,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/subscriptions/{group}/stream",
             summary: "Push deliveries to `consumer` as SSE (event: delivery, id: delivery_id) or NDJSON; never more than max_in_flight unacknowledged",
-            params: &["consumer"],
+            params: params::<groups::PushRequest>(),
             body: None,
             responses: &[(200, "Delivery"), (400, "Error"), (404, "Error")],
             handler: get(groups::stream),
@@ -192,7 +188,7 @@ pub fn operations() -> Vec<Operation> {
             method: "post",
             path: "/subscriptions/{group}/ack",
             summary: "Acknowledge deliveries {delivery_ids}; a 2xx is durable; unknown or timed-out ids are listed in `unknown`",
-            params: &[],
+            params: params::<OnGroup<Read>>(),
             body: Some("AckRequest"),
             responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
             handler: post(groups::ack),
@@ -201,7 +197,7 @@ pub fn operations() -> Vec<Operation> {
             method: "post",
             path: "/subscriptions/{group}/nack",
             summary: "Nack deliveries {delivery_ids, action: retry | park | skip, reason}",
-            params: &[],
+            params: params::<OnGroup<Read>>(),
             body: Some("NackRequest"),
             responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
             handler: post(groups::nack),
@@ -210,7 +206,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/subscriptions/{group}/parked",
             summary: "Parked events not yet replayed, oldest first (also readable as the stream $parked-{group})",
-            params: &["limit", "from"],
+            params: params::<groups::ParkedRequest>(),
             body: None,
             responses: &[(200, "ParkedPage"), (400, "Error"), (404, "Error")],
             handler: get(groups::parked),
@@ -219,7 +215,7 @@ pub fn operations() -> Vec<Operation> {
             method: "post",
             path: "/subscriptions/{group}/parked/replay",
             summary: "Deliver parked events again, oldest first, up to {max} (needs `admin`)",
-            params: &[],
+            params: params::<OnGroup<Admin>>(),
             body: Some("ReplayRequest"),
             responses: &[(200, "ReplayResult"), (400, "Error"), (404, "Error")],
             handler: post(groups::replay),
@@ -246,7 +242,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/metrics",
             summary: "Metrics in the Prometheus/OpenMetrics text format",
-            params: &[],
+            params: params::<OnServer>(),
             body: None,
             responses: &[(200, "")],
             handler: get(health::metrics),
@@ -255,7 +251,7 @@ pub fn operations() -> Vec<Operation> {
             method: "get",
             path: "/openapi.json",
             summary: "This document",
-            params: &[],
+            params: params::<OnServer>(),
             body: None,
             responses: &[(200, "")],
             handler: get(openapi_json),
