@@ -228,14 +228,18 @@ impl StreamCursor {
 mod tests {
     use super::*;
 
-    fn read(direction: Direction, from: ReadFrom<u64>, limit: usize) -> ReadStream {
-        let from = match from {
+    /// `from` with its number wrapped as a revision or position.
+    fn at<T>(from: ReadFrom<u64>, wrap: impl FnOnce(u64) -> T) -> ReadFrom<T> {
+        match from {
             ReadFrom::Start => ReadFrom::Start,
             ReadFrom::End => ReadFrom::End,
-            ReadFrom::At(r) => ReadFrom::At(Revision(r)),
-        };
+            ReadFrom::At(n) => ReadFrom::At(wrap(n)),
+        }
+    }
+
+    fn read(direction: Direction, from: ReadFrom<u64>, limit: usize) -> ReadStream {
         ReadStream {
-            from,
+            from: at(from, Revision),
             direction,
             limit,
         }
@@ -306,13 +310,8 @@ mod tests {
     }
 
     fn all(direction: Direction, from: ReadFrom<u64>, limit: usize) -> ReadAll {
-        let from = match from {
-            ReadFrom::Start => ReadFrom::Start,
-            ReadFrom::End => ReadFrom::End,
-            ReadFrom::At(p) => ReadFrom::At(Position(p)),
-        };
         ReadAll {
-            from,
+            from: at(from, Position),
             direction,
             limit,
             filter: Default::default(),

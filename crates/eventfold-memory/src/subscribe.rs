@@ -48,6 +48,10 @@ impl Cursor {
         let state = self.inner.state.read();
         let limit = PAGE_EVENTS.min(state.limits().read_limit_max).max(1);
         match &mut self.target {
+            // Not the engine's `$all` step: the engine reads through its public read outside
+            // any lock and needs the watermark seen before the read to move past a tail of
+            // records the filter drops; here the page is scanned under the lock, which knows
+            // the committed end, with a smaller scan budget so a page holds the lock briefly.
             Target::All { filter, next } => {
                 if *next >= state.next_position() {
                     return Ok(false);
@@ -66,6 +70,9 @@ impl Cursor {
         }
     }
 
+    /// The loop is the engine's too, but it is a shell around `tokio::sync::watch` (mark
+    /// seen, read, wait) and `eventfold-core` has no runtime; what it reads next and when it
+    /// waits are `fill`'s, whose stream step is core's `StreamCursor`.
     async fn next_event(&mut self) -> Option<StoreResult<RecordedEvent>> {
         if self.failed {
             return None;
