@@ -8,20 +8,24 @@
 mod error;
 mod event;
 mod expected;
+mod head;
 mod ids;
 mod limits;
 mod metadata;
 mod names;
+mod plan;
 mod read;
 mod store;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
 pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp, compact_json};
 pub use expected::ExpectedRevision;
+pub use head::{LastAppend, StreamHead, Visibility};
 pub use ids::{EventId, Position, Revision};
 pub use limits::Limits;
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
+pub use plan::{AllReadPlan, StreamCursor, StreamReadPlan};
 pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
     StreamSlice, SubscribeFrom,

@@ -1,3 +1,6 @@
+use crate::error::{LimitKind, StoreError, StoreResult, ValidationError};
+use crate::event::NewEvent;
+
 /// The contract's size limits. Every implementation enforces them the same way, so a batch that
 /// one backend accepts is accepted by all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +26,164 @@ impl Limits {
         batch_bytes_max: 16 << 20,
         read_limit_max: 10_000,
     };
+
+    /// Checks an append's batch before anything else looks at it, in the contract's order: it
+    /// has at least one event, at most `batch_events_max` events, no event above
+    /// `event_bytes_max` (the first such event is reported), and at most `batch_bytes_max` in
+    /// all. On success, the batch's bytes (data plus serialized metadata, summed).
+    pub fn check_batch(&self, events: &[NewEvent]) -> StoreResult<usize> {
+        if events.is_empty() {
+            return Err(
+                ValidationError::new("batch", "[]", "has no event; send 1 or more events").into(),
+            );
+        }
+        if events.len() > self.batch_events_max {
+            return Err(exceeded(
+                LimitKind::BatchEvents,
+                self.batch_events_max,
+                events.len(),
+            ));
+        }
+        let mut total = 0;
+        for e in events {
+            let n = e.size_bytes();
+            if n > self.event_bytes_max {
+                return Err(exceeded(LimitKind::EventBytes, self.event_bytes_max, n));
+            }
+            total += n;
+        }
+        if total > self.batch_bytes_max {
+            return Err(exceeded(LimitKind::BatchBytes, self.batch_bytes_max, total));
+        }
+        Ok(total)
+    }
+
+    /// Checks the `limit` of a read or a listing against `read_limit_max`.
+    pub fn check_read_limit(&self, limit: usize) -> StoreResult<()> {
+        if limit > self.read_limit_max {
+            return Err(exceeded(LimitKind::ReadLimit, self.read_limit_max, limit));
+        }
+        Ok(())
+    }
+
+    /// Checks `bytes` of one stored record (an event, or a stream's metadata as a store counts
+    /// it) against `event_bytes_max`.
+    pub fn check_event_bytes(&self, bytes: usize) -> StoreResult<()> {
+        if bytes > self.event_bytes_max {
+            return Err(exceeded(LimitKind::EventBytes, self.event_bytes_max, bytes));
+        }
+        Ok(())
+    }
+}
+
+fn exceeded(limit: LimitKind, max: usize, actual: usize) -> StoreError {
+    StoreError::LimitExceeded {
+        limit,
+        max: max as u64,
+        actual: actual as u64,
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ContentType, Metadata};
+    use crate::names::EventType;
+
+    const SMALL: Limits = Limits {
+        event_bytes_max: 10,
+        batch_events_max: 3,
+        batch_bytes_max: 20,
+        read_limit_max: 5,
+    };
+
+    fn event(data_bytes: usize) -> NewEvent {
+        NewEvent::bytes(
+            EventType::new("t").expect("a valid type"),
+            ContentType::new("application/octet-stream").expect("a valid media type"),
+            vec![0; data_bytes],
+        )
+    }
+
+    /// `Ok(total)`, or the limit that was exceeded with its max and actual, or `None` for a
+    /// validation error.
+    type Outcome = Result<usize, Option<(LimitKind, u64, u64)>>;
+
+    fn check(sizes: &[usize]) -> Outcome {
+        let events: Vec<NewEvent> = sizes.iter().map(|&n| event(n)).collect();
+        SMALL.check_batch(&events).map_err(|e| match e {
+            StoreError::LimitExceeded { limit, max, actual } => Some((limit, max, actual)),
+            StoreError::Invalid(_) => None,
+            other => panic!("unexpected error {other:?}"),
+        })
+    }
+
+    #[test]
+    fn check_batch_applies_each_limit_in_order() {
+        use LimitKind::*;
+        let cases: &[(&[usize], Outcome)] = &[
+            (&[], Err(None)),
+            (&[0], Ok(0)),
+            (&[10], Ok(10)),
+            (&[10, 10], Ok(20)),
+            (&[1, 1, 1], Ok(3)),
+            (&[1, 1, 1, 1], Err(Some((BatchEvents, 3, 4)))),
+            // Too many events is reported before an oversized event.
+            (&[11, 1, 1, 1], Err(Some((BatchEvents, 3, 4)))),
+            (&[11], Err(Some((EventBytes, 10, 11)))),
+            // The first oversized event is the one reported, before the batch total.
+            (&[10, 12, 11], Err(Some((EventBytes, 10, 12)))),
+            (&[10, 10, 1], Err(Some((BatchBytes, 20, 21)))),
+        ];
+        for (sizes, want) in cases {
+            assert_eq!(check(sizes), *want, "batch of sizes {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn check_batch_counts_metadata() {
+        let mut m = Metadata::new();
+        m.insert("k".to_owned(), serde_json::json!("v"));
+        let e = event(4).with_metadata(m);
+        // `{"k":"v"}` is 9 bytes: 4 + 9 > 10.
+        assert_eq!(e.size_bytes(), 13);
+        assert!(matches!(
+            SMALL.check_batch(&[e]),
+            Err(StoreError::LimitExceeded {
+                limit: LimitKind::EventBytes,
+                max: 10,
+                actual: 13
+            })
+        ));
+    }
+
+    #[test]
+    fn read_and_event_limits_are_inclusive() {
+        let cases = [(0, true), (5, true), (6, false), (usize::MAX, false)];
+        for (limit, ok) in cases {
+            assert_eq!(
+                SMALL.check_read_limit(limit).is_ok(),
+                ok,
+                "read limit {limit}"
+            );
+        }
+        let cases = [(0, true), (10, true), (11, false)];
+        for (bytes, ok) in cases {
+            assert_eq!(SMALL.check_event_bytes(bytes).is_ok(), ok, "{bytes} bytes");
+        }
+        assert!(matches!(
+            SMALL.check_read_limit(6),
+            Err(StoreError::LimitExceeded {
+                limit: LimitKind::ReadLimit,
+                max: 5,
+                actual: 6
+            })
+        ));
     }
 }

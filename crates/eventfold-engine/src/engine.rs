@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, LimitKind, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
-    StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    SubscribeFrom, ValidationError,
+    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError,
+    StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    ValidationError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -131,39 +131,9 @@ impl Engine {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Checks the batch against the limits; the bytes its records take at most.
     fn check_batch(&self, events: &[NewEvent]) -> StoreResult<usize> {
-        let limits = &self.inner.shared.limits;
-        if events.is_empty() {
-            return Err(
-                ValidationError::new("batch", "[]", "has no event; send 1 or more events").into(),
-            );
-        }
-        if events.len() > limits.batch_events_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::BatchEvents,
-                max: limits.batch_events_max as u64,
-                actual: events.len() as u64,
-            });
-        }
-        let mut total = 0;
-        for e in events {
-            let n = e.size_bytes();
-            if n > limits.event_bytes_max {
-                return Err(StoreError::LimitExceeded {
-                    limit: LimitKind::EventBytes,
-                    max: limits.event_bytes_max as u64,
-                    actual: n as u64,
-                });
-            }
-            total += n;
-        }
-        if total > limits.batch_bytes_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::BatchBytes,
-                max: limits.batch_bytes_max as u64,
-                actual: total as u64,
-            });
-        }
+        let total = self.inner.shared.limits.check_batch(events)?;
         Ok(total + events.len() * RECORD_OVERHEAD_MAX)
     }
 }
@@ -281,13 +251,9 @@ impl EventStore for Engine {
     async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
         let bytes =
             serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0) + RECORD_OVERHEAD_MAX;
-        if bytes > self.inner.shared.limits.event_bytes_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::EventBytes,
-                max: self.inner.shared.limits.event_bytes_max as u64,
-                actual: bytes as u64,
-            });
-        }
+        // The engine counts the record's overhead too: the metadata record must fit where an
+        // event record of the same size would.
+        self.inner.shared.limits.check_event_bytes(bytes)?;
         self.submit(
             Op::SetMetadata {
                 stream: stream.clone(),

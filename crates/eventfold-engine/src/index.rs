@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use eventfold_core::{Revision, StreamMetadata, category_of};
+use eventfold_core::{LastAppend, StreamHead, StreamMetadata, category_of};
 
 use crate::format::{FLAG_TX_END, Kind, NO_REVISION};
 
@@ -21,6 +21,18 @@ pub struct LastBatch {
     pub last_position: u64,
     /// The id of its first event; `None` until read back from the log (after a reopen).
     pub first_id: Option<[u8; 16]>,
+}
+
+impl LastBatch {
+    /// The append as the contract's retry rule sees it (without the engine's id hint).
+    pub fn append(&self) -> LastAppend {
+        LastAppend {
+            first_revision: self.first_revision,
+            len: self.len,
+            first_position: self.first_position,
+            last_position: self.last_position,
+        }
+    }
 }
 
 /// What the index knows about one stream.
@@ -55,24 +67,13 @@ impl StreamState {
         self.addrs.len() as u64
     }
 
-    /// The last revision as the concurrency check sees it: `None` when the stream has no event
-    /// or is soft-deleted with nothing after.
-    pub fn actual(&self) -> Option<Revision> {
-        let next = self.next_revision();
-        (next > self.deleted_before).then(|| Revision(next - 1))
-    }
-
-    /// The first revision reads may return, before max-age (which needs timestamps).
-    pub fn visible_from(&self) -> u64 {
-        let next = self.next_revision();
-        let mut lo = self.deleted_before;
-        if let Some(tb) = self.metadata.truncate_before {
-            lo = lo.max(tb.0);
+    /// Where the stream stands, for the contract's rules (existence, visibility, writes).
+    pub fn head(&self) -> StreamHead {
+        StreamHead {
+            next_revision: self.next_revision(),
+            deleted_before: self.deleted_before,
+            tombstoned: self.tombstoned,
         }
-        if let Some(mc) = self.metadata.max_count {
-            lo = lo.max(next.saturating_sub(mc));
-        }
-        lo.min(next)
     }
 }
 

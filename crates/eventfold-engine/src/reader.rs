@@ -3,13 +3,14 @@
 //! lock; the lock is held only to copy addresses and check visibility.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use foldhash::fast::RandomState;
 
 use eventfold_core::{
-    AllSlice, Direction, EventFilter, LimitKind, ListStreams, Position, ReadAll, ReadFrom,
-    ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, Timestamp,
+    AllReadPlan, AllSlice, EventFilter, ListStreams, Position, ReadAll, ReadStream, RecordedEvent,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, Timestamp, Visibility,
 };
 
 use crate::format::{self, Kind, NameCache, RecordIn};
@@ -17,41 +18,12 @@ use crate::index::{Index, StreamState};
 use crate::segment::SegmentScanner;
 use crate::shared::Shared;
 
-/// Records one `$all` read may scan before it answers with what it found and a `next` to
-/// continue from: bounds the time of one call when a filter matches little.
-const SCAN_RECORDS_MAX: usize = 200_000;
-
 /// Addresses copied out of an index list per lock acquisition.
 const CANDIDATES_PER_STEP: usize = 1024;
 
-/// Which revisions of a stream reads may return, and the stream's max-age cut-off.
-#[derive(Debug, Clone, Copy)]
-struct Visible {
-    from: u64,
-    to: u64,
-    tombstoned: bool,
-    min_timestamp: Option<i64>,
-}
-
-fn visible(st: &StreamState, now: i64) -> Visible {
-    Visible {
-        from: st.visible_from(),
-        to: st.next_revision(),
-        tombstoned: st.tombstoned,
-        min_timestamp: st
-            .metadata
-            .max_age_seconds
-            .map(|s| now.saturating_sub((s as i64).saturating_mul(1_000_000))),
-    }
-}
-
-impl Visible {
-    fn shows(&self, revision: u64, timestamp: i64) -> bool {
-        !self.tombstoned
-            && revision >= self.from
-            && revision < self.to
-            && self.min_timestamp.is_none_or(|m| timestamp >= m)
-    }
+/// Which revisions of the stream reads may return at `now`.
+fn visible(st: &StreamState, now: i64) -> Visibility {
+    st.head().visibility(&st.metadata, now)
 }
 
 fn to_event(
@@ -71,28 +43,13 @@ fn to_event(
 }
 
 impl Shared {
-    fn check_limit(&self, limit: usize) -> StoreResult<()> {
-        if limit > self.limits.read_limit_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::ReadLimit,
-                max: self.limits.read_limit_max as u64,
-                actual: limit as u64,
-            });
-        }
-        Ok(())
-    }
-
     /// The stream's state, or the error reads answer for it.
     fn existing<'i>(&self, index: &'i Index, stream: &StreamName) -> StoreResult<&'i StreamState> {
-        match index.stream(stream.as_str()) {
-            Some(st) if st.tombstoned => Err(StoreError::StreamDeleted {
-                stream: stream.clone(),
-            }),
-            Some(st) if st.actual().is_some() => Ok(st),
-            _ => Err(StoreError::StreamNotFound {
-                stream: stream.clone(),
-            }),
-        }
+        let st = index.stream(stream.as_str());
+        st.map(StreamState::head)
+            .unwrap_or_default()
+            .check_readable(stream)?;
+        Ok(st.expect("a readable stream has a state"))
     }
 
     /// The address of each revision in `range` of `stream` (appends never move addresses).
@@ -105,31 +62,27 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// First revision in `[lo, hi)` not hidden by max-age (timestamps never decrease along the log).
-    fn max_age_floor(
+    /// The commit time of `stream`'s event at `revision`, read from the log.
+    fn timestamp_of(
         &self,
         stream: &StreamName,
-        mut lo: u64,
-        mut hi: u64,
-        min_ts: i64,
-    ) -> StoreResult<u64> {
-        let mut buf = Vec::new();
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let Some(&a) = self.addrs_of(stream, mid..mid + 1).first() else {
-                break;
-            };
-            if self.segments.read_record(a, &mut buf)?.timestamp_us >= min_ts {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        Ok(lo)
+        revision: u64,
+        buf: &mut Vec<u8>,
+    ) -> StoreResult<i64> {
+        let Some(&a) = self.addrs_of(stream, revision..revision + 1).first() else {
+            // Addresses are only ever added, and the caller saw this revision in the index.
+            return Err(StoreError::Backend {
+                code: "internal".into(),
+                message: format!(
+                    "the index has no address for revision {revision} of stream {stream} it listed"
+                ),
+            });
+        };
+        Ok(self.segments.read_record(a, buf)?.timestamp_us)
     }
 
-    /// The visible revisions `[lo, hi)` of a stream, with its metadata and last position.
-    fn visible_range(&self, stream: &StreamName) -> StoreResult<(u64, u64, StreamMetadata, u64)> {
+    /// The visible revisions of a stream, with its metadata and last position.
+    fn visible_range(&self, stream: &StreamName) -> StoreResult<(Range<u64>, StreamMetadata, u64)> {
         let (v, metadata, last_position) = {
             let index = self.index.read();
             let st = self.existing(&index, stream)?;
@@ -139,74 +92,40 @@ impl Shared {
                 st.last_position,
             )
         };
-        let lo = match v.min_timestamp {
-            None => v.from,
-            Some(m) => self.max_age_floor(stream, v.from, v.to, m)?,
-        };
-        Ok((lo, v.to, metadata, last_position))
+        let mut buf = Vec::new();
+        let range = v.range(|r| self.timestamp_of(stream, r, &mut buf))?;
+        Ok((range, metadata, last_position))
     }
 
     pub fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
-        self.check_limit(read.limit)?;
-        let (lo, hi, _, _) = self.visible_range(stream)?;
-        if hi == lo || read.limit == 0 {
-            return Ok(StreamSlice {
-                events: Vec::new(),
-                next: None,
-            });
-        }
-        let (range, next, reverse) = match read.direction {
-            Direction::Forward => {
-                let start = match read.from {
-                    ReadFrom::Start => lo,
-                    ReadFrom::End => hi - 1,
-                    ReadFrom::At(r) => r.0.max(lo),
-                };
-                let end = start.saturating_add(read.limit as u64).min(hi).max(start);
-                (start..end, (end < hi).then_some(Revision(end)), false)
-            }
-            Direction::Backward => {
-                let start = match read.from {
-                    ReadFrom::Start => lo,
-                    ReadFrom::End => hi - 1,
-                    ReadFrom::At(r) if r.0 < lo => {
-                        return Ok(StreamSlice {
-                            events: Vec::new(),
-                            next: None,
-                        });
-                    }
-                    ReadFrom::At(r) => r.0.min(hi - 1),
-                };
-                let stop = (start + 1).saturating_sub(read.limit as u64).max(lo);
-                (
-                    stop..start + 1,
-                    (stop > lo).then(|| Revision(stop - 1)),
-                    true,
-                )
-            }
-        };
-        let addrs = self.addrs_of(stream, range);
+        self.limits.check_read_limit(read.limit)?;
+        let (visible, _, _) = self.visible_range(stream)?;
+        let plan = read.plan(visible);
+        let addrs = self.addrs_of(stream, plan.revisions);
         let mut events = Vec::with_capacity(addrs.len());
         let mut names = NameCache::default();
         self.segments.read_many(&addrs, |a, r| {
             events.push(to_event(self, &r, a, &mut names)?);
             Ok(())
         })?;
-        if reverse {
+        if plan.reverse {
             events.reverse();
         }
-        Ok(StreamSlice { events, next })
+        Ok(StreamSlice {
+            events,
+            next: plan.next,
+        })
     }
 
     pub fn stream_info(&self, stream: &StreamName) -> StoreResult<eventfold_core::StreamInfo> {
-        let (lo, hi, metadata, last_position) = self.visible_range(stream)?;
+        let (visible, metadata, last_position) = self.visible_range(stream)?;
         let index = self.index.read();
         let st = self.existing(&index, stream)?;
         Ok(StreamInfo {
             stream: stream.clone(),
             last_revision: Revision(st.next_revision() - 1),
             last_position: Position(last_position),
-            event_count: hi - lo,
+            event_count: visible.end - visible.start,
             metadata,
         })
     }
@@ -223,31 +142,12 @@ impl Shared {
     }
 
     pub fn list_streams(&self, list: &ListStreams) -> StoreResult<StreamList> {
-        use std::ops::Bound;
-        self.check_limit(list.limit)?;
-        let prefix = list.prefix.as_deref().unwrap_or("");
-        let lower = match list.after.as_deref() {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
+        self.limits.check_read_limit(list.limit)?;
         let index = self.index.read();
-        let mut streams = Vec::new();
-        let mut more = false;
-        for (name, st) in index.names_from(lower) {
-            if !name.starts_with(prefix) {
-                break;
-            }
-            if st.tombstoned || st.actual().is_none() {
-                continue;
-            }
-            if streams.len() == list.limit {
-                more = true;
-                break;
-            }
-            streams.push(StreamName::new(&**name)?);
-        }
-        let next = if more { streams.last().cloned() } else { None };
-        Ok(StreamList { streams, next })
+        let names = index
+            .names_from(list.lower_bound())
+            .map(|(name, st)| (&**name, st.head().exists()));
+        list.page(names)
     }
 
     /// Candidate addresses for a filtered `$all` read, from the category or type index; `None`
@@ -285,26 +185,19 @@ impl Shared {
     }
 
     pub fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {
-        self.check_limit(read.limit)?;
+        self.limits.check_read_limit(read.limit)?;
         let (committed, end_addr) = {
             let index = self.index.read();
             (index.next_position, index.end_addr)
         };
-        let empty = AllSlice {
-            events: Vec::new(),
-            next: None,
+        let Some(plan) = read.plan(committed) else {
+            return Ok(AllSlice {
+                events: Vec::new(),
+                next: None,
+            });
         };
-        if committed == 0 || read.limit == 0 {
-            return Ok(empty);
-        }
-        let forward = read.direction == Direction::Forward;
-        let start = match read.from {
-            ReadFrom::Start => 0,
-            ReadFrom::End => committed - 1,
-            ReadFrom::At(p) if forward && p.0 >= committed => return Ok(empty),
-            ReadFrom::At(p) => p.0.min(committed - 1),
-        };
-        let mut c = Collector::new(self, read, committed);
+        let (start, forward) = (plan.start, plan.forward);
+        let mut c = Collector::new(self, read, plan);
         // The address to start from: the sparse entry at or before `start`.
         let (floor_addr, ceil_addr) = {
             let index = self.index.read();
@@ -539,9 +432,9 @@ impl OwnedRecord {
 struct Collector<'a> {
     shared: &'a Shared,
     read: &'a ReadAll,
-    committed: u64,
+    plan: AllReadPlan,
     now: i64,
-    visibility: HashMap<Box<str>, Visible, RandomState>,
+    visibility: HashMap<Box<str>, Visibility, RandomState>,
     names: NameCache,
     events: Vec<RecordedEvent>,
     scanned: usize,
@@ -550,11 +443,11 @@ struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    fn new(shared: &'a Shared, read: &'a ReadAll, committed: u64) -> Self {
+    fn new(shared: &'a Shared, read: &'a ReadAll, plan: AllReadPlan) -> Self {
         Collector {
             shared,
             read,
-            committed,
+            plan,
             now: Timestamp::now().micros(),
             visibility: HashMap::default(),
             names: NameCache::default(),
@@ -567,8 +460,7 @@ impl<'a> Collector<'a> {
 
     /// Offers one record; `true` when the read is complete (limit or scan budget reached).
     fn offer(&mut self, r: &RecordIn<'_>, addr: u64) -> StoreResult<bool> {
-        let forward = self.read.direction == Direction::Forward;
-        if forward && r.position >= self.committed {
+        if self.plan.forward && r.position >= self.plan.committed {
             self.exhausted = true;
             return Ok(true);
         }
@@ -581,12 +473,7 @@ impl<'a> Collector<'a> {
                     let index = self.shared.index.read();
                     let v = index.stream(r.stream).map(|st| visible(st, self.now));
                     drop(index);
-                    let v = v.unwrap_or(Visible {
-                        from: 0,
-                        to: 0,
-                        tombstoned: true,
-                        min_timestamp: None,
-                    });
+                    let v = v.unwrap_or(Visibility::HIDDEN);
                     self.visibility.insert(r.stream.into(), v);
                     v
                 }
@@ -596,20 +483,13 @@ impl<'a> Collector<'a> {
                     .push(to_event(self.shared, r, addr, &mut self.names)?);
             }
         }
-        Ok(self.events.len() >= self.read.limit || self.scanned >= SCAN_RECORDS_MAX)
+        Ok(self.events.len() >= self.read.limit || self.scanned >= AllReadPlan::SCAN_RECORDS_MAX)
     }
 
     fn finish(self) -> AllSlice {
-        let forward = self.read.direction == Direction::Forward;
-        let next = match self.last_scanned {
-            None => None,
-            Some(_) if self.exhausted => None,
-            Some(p) if forward => (p + 1 < self.committed).then_some(Position(p + 1)),
-            Some(p) => p.checked_sub(1).map(Position),
-        };
         AllSlice {
+            next: self.plan.next(self.last_scanned, self.exhausted),
             events: self.events,
-            next,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use eventfold_core::{
-    Direction, EventFilter, EventSubscription, Position, ReadAll, ReadFrom, ReadStream,
-    RecordedEvent, Revision, StoreError, StoreResult, StreamName, SubscribeFrom,
+    Direction, EventFilter, EventSubscription, Position, ReadAll, ReadFrom, RecordedEvent,
+    Revision, StoreError, StoreResult, StreamCursor, StreamName, SubscribeFrom,
 };
 use futures::StreamExt as _;
 use tokio::sync::watch;
@@ -19,8 +19,14 @@ use crate::shared::Shared;
 const PAGE_EVENTS: usize = 512;
 
 enum Target {
-    All { filter: EventFilter, next: u64 },
-    Stream { stream: StreamName, next: u64 },
+    All {
+        filter: EventFilter,
+        next: u64,
+    },
+    Stream {
+        stream: StreamName,
+        cursor: StreamCursor,
+    },
 }
 
 struct Cursor {
@@ -61,25 +67,11 @@ impl Cursor {
                 self.buf.extend(slice.events);
                 Ok(more)
             }
-            Target::Stream { stream, next } => {
-                let read = ReadStream {
-                    from: ReadFrom::At(Revision(*next)),
-                    direction: Direction::Forward,
-                    limit,
-                };
-                match self.shared.read_stream(stream, read) {
-                    Ok(slice) => {
-                        if let Some(last) = slice.events.last() {
-                            *next = last.revision.0 + 1;
-                        }
-                        let got = !slice.events.is_empty();
-                        self.buf.extend(slice.events);
-                        Ok(got)
-                    }
-                    // Not there yet (or soft-deleted): wait for it to be written.
-                    Err(StoreError::StreamNotFound { .. }) => Ok(false),
-                    Err(e) => Err(e),
-                }
+            Target::Stream { stream, cursor } => {
+                let events = cursor.advance(self.shared.read_stream(stream, cursor.read(limit)))?;
+                let got = !events.is_empty();
+                self.buf.extend(events);
+                Ok(got)
             }
         }
     }
@@ -126,11 +118,7 @@ pub fn all(
     filter: EventFilter,
 ) -> EventSubscription {
     let committed = shared.committed.clone();
-    let next = match from {
-        SubscribeFrom::Start => 0,
-        SubscribeFrom::End => *committed.borrow(),
-        SubscribeFrom::At(p) => p.0,
-    };
+    let next = from.first(|| Position(*committed.borrow())).0;
     run(Cursor {
         shared,
         committed,
@@ -147,19 +135,22 @@ pub fn stream(
     from: SubscribeFrom<Revision>,
 ) -> EventSubscription {
     let committed = shared.committed.clone();
-    let next = match from {
-        SubscribeFrom::Start => 0,
-        SubscribeFrom::End => shared
-            .index
-            .read()
-            .stream(stream.as_str())
-            .map_or(0, |st| st.next_revision()),
-        SubscribeFrom::At(r) => r.0,
-    };
+    let first = from.first(|| {
+        Revision(
+            shared
+                .index
+                .read()
+                .stream(stream.as_str())
+                .map_or(0, |st| st.next_revision()),
+        )
+    });
     run(Cursor {
         shared,
         committed,
-        target: Target::Stream { stream, next },
+        target: Target::Stream {
+            stream,
+            cursor: StreamCursor::new(first),
+        },
         buf: VecDeque::new(),
         failed: false,
     })

@@ -11,7 +11,7 @@ use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
     AppendResult, DeleteMode, EventId, ExpectedRevision, NewEvent, Position, Revision, StoreError,
-    StoreResult, StreamMetadata, StreamName, Timestamp,
+    StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -69,18 +69,10 @@ pub struct WriterStart {
 /// The head of a stream as this group sees it: committed state plus the group's staged changes.
 #[derive(Debug, Clone)]
 struct Head {
-    next_revision: u64,
-    deleted_before: u64,
-    tombstoned: bool,
+    stream: StreamHead,
     last_batch: Option<LastBatch>,
     /// Ids of `last_batch` when it was staged in this group.
     staged_ids: Option<Vec<[u8; 16]>>,
-}
-
-impl Head {
-    fn actual(&self) -> Option<Revision> {
-        (self.next_revision > self.deleted_before).then(|| Revision(self.next_revision - 1))
-    }
 }
 
 /// A record written in this group, waiting for the flush before it is published.
@@ -321,16 +313,12 @@ impl Writer {
         let index = self.shared.index.read();
         match index.stream(stream.as_str()) {
             Some(st) => Head {
-                next_revision: st.next_revision(),
-                deleted_before: st.deleted_before,
-                tombstoned: st.tombstoned,
+                stream: st.head(),
                 last_batch: st.last_batch,
                 staged_ids: None,
             },
             None => Head {
-                next_revision: 0,
-                deleted_before: 0,
-                tombstoned: false,
+                stream: StreamHead::default(),
                 last_batch: None,
                 staged_ids: None,
             },
@@ -344,50 +332,27 @@ impl Writer {
         stream: &StreamName,
         head: &Head,
     ) -> StoreResult<Option<AppendResult>> {
-        if head.tombstoned {
-            return Err(StoreError::StreamDeleted {
-                stream: stream.clone(),
-            });
-        }
-        let wrong = |expected| StoreError::WrongExpectedRevision {
-            stream: stream.clone(),
-            expected,
-            actual: head.actual(),
-        };
         match op {
             Op::Append {
                 expected, events, ..
             } => {
-                if let Some(lb) = head.last_batch
-                    && lb.len == events.len() as u64
-                    && self.same_ids(stream, head, &lb, events)?
-                {
-                    return Ok(Some(AppendResult {
-                        stream: stream.clone(),
-                        first_revision: Revision(lb.first_revision),
-                        last_revision: Revision(lb.first_revision + lb.len - 1),
-                        first_position: Position(lb.first_position),
-                        last_position: Position(lb.last_position),
-                        idempotent_replay: true,
-                    }));
-                }
-                if !expected.is_satisfied_by(head.actual()) {
-                    return Err(wrong(*expected));
-                }
-                Ok(None)
+                let lb = head.last_batch;
+                head.stream.check_append(
+                    stream,
+                    lb.map(|b| b.append()),
+                    *expected,
+                    events.len(),
+                    |_| {
+                        let lb = lb.expect("the ids are compared only when there is a last batch");
+                        self.same_ids(stream, head, &lb, events)
+                    },
+                )
             }
-            Op::SetMetadata { .. } => Ok(None),
-            Op::Delete { expected, mode, .. } => {
-                if !expected.is_satisfied_by(head.actual()) {
-                    return Err(wrong(*expected));
-                }
-                if *mode == DeleteMode::Soft && head.actual().is_none() {
-                    return Err(StoreError::StreamNotFound {
-                        stream: stream.clone(),
-                    });
-                }
-                Ok(None)
-            }
+            Op::SetMetadata { .. } => head.stream.check_writable(stream).map(|()| None),
+            Op::Delete { expected, mode, .. } => head
+                .stream
+                .check_delete(stream, *expected, *mode)
+                .map(|()| None),
         }
     }
 
@@ -483,7 +448,7 @@ impl Writer {
         }
         match op {
             Op::Append { events, .. } => {
-                let first_revision = head.next_revision;
+                let first_revision = head.stream.next_revision;
                 let first_position = *next_position;
                 let n = events.len();
                 let mut ids = Vec::with_capacity(n);
@@ -500,7 +465,7 @@ impl Writer {
                         event_type: e.event_type.as_str(),
                         content_type: e.content_type.as_str(),
                         position: *next_position,
-                        revision: head.next_revision,
+                        revision: head.stream.next_revision,
                         timestamp_us: now,
                         id: *e.id.as_bytes(),
                         schema_version: e.schema_version,
@@ -510,7 +475,7 @@ impl Writer {
                     push(self, rec, None);
                     ids.push(*e.id.as_bytes());
                     *next_position += 1;
-                    head.next_revision += 1;
+                    head.stream.next_revision += 1;
                 }
                 let last_position = *next_position - 1;
                 head.last_batch = Some(LastBatch {
@@ -524,7 +489,7 @@ impl Writer {
                 Reply::Appended(AppendResult {
                     stream: stream.clone(),
                     first_revision: Revision(first_revision),
-                    last_revision: Revision(head.next_revision - 1),
+                    last_revision: Revision(head.stream.next_revision - 1),
                     first_position: Position(first_position),
                     last_position: Position(last_position),
                     idempotent_replay: false,
@@ -533,7 +498,11 @@ impl Writer {
             Op::SetMetadata { metadata, .. } => {
                 let data =
                     serde_json::to_vec(&metadata).expect("stream metadata always serializes");
-                let last = head.next_revision.checked_sub(1).unwrap_or(NO_REVISION);
+                let last = head
+                    .stream
+                    .next_revision
+                    .checked_sub(1)
+                    .unwrap_or(NO_REVISION);
                 push(
                     self,
                     system(
@@ -550,14 +519,18 @@ impl Writer {
                 Reply::Done
             }
             Op::Delete { mode, .. } => {
-                let last = head.next_revision.checked_sub(1).unwrap_or(NO_REVISION);
+                let last = head
+                    .stream
+                    .next_revision
+                    .checked_sub(1)
+                    .unwrap_or(NO_REVISION);
                 let kind = match mode {
                     DeleteMode::Soft => {
-                        head.deleted_before = head.next_revision;
+                        head.stream.deleted_before = head.stream.next_revision;
                         Kind::SoftDelete
                     }
                     DeleteMode::Hard => {
-                        head.tombstoned = true;
+                        head.stream.tombstoned = true;
                         Kind::Tombstone
                     }
                 };

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, LimitKind, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream,
-    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom, ValidationError,
+    ExpectedRevision, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
+    StoreResult, StreamCursor, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    SubscribeFrom,
 };
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -85,42 +85,6 @@ impl MemoryStore {
     }
 }
 
-/// Checks a batch against the limits, as every store does before anything else.
-fn check_batch(limits: &Limits, events: &[NewEvent]) -> StoreResult<()> {
-    if events.is_empty() {
-        return Err(
-            ValidationError::new("batch", "[]", "has no event; send 1 or more events").into(),
-        );
-    }
-    if events.len() > limits.batch_events_max {
-        return Err(StoreError::LimitExceeded {
-            limit: LimitKind::BatchEvents,
-            max: limits.batch_events_max as u64,
-            actual: events.len() as u64,
-        });
-    }
-    let mut total = 0;
-    for e in events {
-        let n = e.size_bytes();
-        if n > limits.event_bytes_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::EventBytes,
-                max: limits.event_bytes_max as u64,
-                actual: n as u64,
-            });
-        }
-        total += n;
-    }
-    if total > limits.batch_bytes_max {
-        return Err(StoreError::LimitExceeded {
-            limit: LimitKind::BatchBytes,
-            max: limits.batch_bytes_max as u64,
-            actual: total as u64,
-        });
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
     async fn append(
@@ -129,7 +93,7 @@ impl EventStore for MemoryStore {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        check_batch(&self.limits(), &events)?;
+        self.limits().check_batch(&events)?;
         self.write(|s| s.append(stream, expected, events))
     }
 
@@ -146,14 +110,10 @@ impl EventStore for MemoryStore {
         stream: &StreamName,
         from: SubscribeFrom<Revision>,
     ) -> EventSubscription {
-        let next = match from {
-            SubscribeFrom::Start => 0,
-            SubscribeFrom::End => self.inner.state.read().next_revision(stream),
-            SubscribeFrom::At(r) => r.0,
-        };
+        let first = from.first(|| Revision(self.inner.state.read().next_revision(stream)));
         let target = Target::Stream {
             stream: stream.clone(),
-            next,
+            cursor: StreamCursor::new(first),
         };
         subscribe::run(self.inner.clone(), target)
     }
@@ -163,11 +123,9 @@ impl EventStore for MemoryStore {
         from: SubscribeFrom<Position>,
         filter: EventFilter,
     ) -> EventSubscription {
-        let next = match from {
-            SubscribeFrom::Start => 0,
-            SubscribeFrom::End => self.inner.state.read().next_position(),
-            SubscribeFrom::At(p) => p.0,
-        };
+        let next = from
+            .first(|| Position(self.inner.state.read().next_position()))
+            .0;
         subscribe::run(self.inner.clone(), Target::All { filter, next })
     }
 
@@ -184,16 +142,11 @@ impl EventStore for MemoryStore {
     }
 
     async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
-        // Stored metadata counts against the per-event limit, as in the engine.
-        let max = self.limits().event_bytes_max;
+        // Stored metadata counts against the per-event limit. The engine adds its record
+        // overhead (a few hundred bytes) before the same check, so near the limit it refuses
+        // metadata this store accepts.
         let bytes = serde_json::to_vec(&metadata).map_or(0, |v| v.len());
-        if bytes > max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::EventBytes,
-                max: max as u64,
-                actual: bytes as u64,
-            });
-        }
+        self.limits().check_event_bytes(bytes)?;
         self.write(|s| s.set_metadata(stream, metadata))
     }
 

@@ -3,19 +3,15 @@
 //! caller holds the lock; nothing here waits or does I/O.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::convert::Infallible;
+use std::ops::{Bound, Range};
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, Direction, EventFilter, ExpectedRevision, LimitKind,
-    Limits, ListStreams, NewEvent, Position, ReadAll, ReadFrom, ReadStream, RecordedEvent,
-    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, Timestamp,
+    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, LastAppend,
+    Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent, Revision,
+    StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, Timestamp, Visibility,
 };
-
-/// Records one `$all` read may scan before it answers with what it found and a `next` to
-/// continue from: bounds how long one call holds the lock when a filter matches little (the
-/// engine has the same rule).
-pub(crate) const SCAN_RECORDS_MAX: usize = 200_000;
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
 /// engine, so the same history gets the same positions in both stores.
@@ -23,15 +19,6 @@ pub(crate) const SCAN_RECORDS_MAX: usize = 200_000;
 enum Record {
     Event(RecordedEvent),
     System,
-}
-
-/// The stream's most recent append, for idempotent retries.
-#[derive(Debug, Clone, Copy)]
-struct LastBatch {
-    first_revision: u64,
-    len: u64,
-    first_position: u64,
-    last_position: u64,
 }
 
 /// What the store knows about one stream.
@@ -43,7 +30,8 @@ struct StreamState {
     deleted_before: u64,
     tombstoned: bool,
     metadata: StreamMetadata,
-    last_batch: Option<LastBatch>,
+    /// The most recent append, for idempotent retries.
+    last_batch: Option<LastAppend>,
 }
 
 impl StreamState {
@@ -51,50 +39,18 @@ impl StreamState {
         self.positions.len() as u64
     }
 
-    /// The last revision as the concurrency check sees it: `None` when the stream has no event
-    /// or is soft-deleted with nothing after.
-    fn actual(&self) -> Option<Revision> {
-        let next = self.next_revision();
-        (next > self.deleted_before).then(|| Revision(next - 1))
-    }
-
-    /// Which revisions reads may return at `now` (microseconds), before max-age.
-    fn visible(&self, now: i64) -> Visible {
-        let next = self.next_revision();
-        let mut from = self.deleted_before;
-        if let Some(tb) = self.metadata.truncate_before {
-            from = from.max(tb.0);
-        }
-        if let Some(mc) = self.metadata.max_count {
-            from = from.max(next.saturating_sub(mc));
-        }
-        Visible {
-            from: from.min(next),
-            to: next,
+    /// Where the stream stands, for the contract's rules.
+    fn head(&self) -> StreamHead {
+        StreamHead {
+            next_revision: self.next_revision(),
+            deleted_before: self.deleted_before,
             tombstoned: self.tombstoned,
-            min_timestamp: self
-                .metadata
-                .max_age_seconds
-                .map(|s| now.saturating_sub((s as i64).saturating_mul(1_000_000))),
         }
     }
-}
 
-/// Which revisions of a stream reads may return, and the stream's max-age cut-off.
-#[derive(Debug, Clone, Copy)]
-struct Visible {
-    from: u64,
-    to: u64,
-    tombstoned: bool,
-    min_timestamp: Option<i64>,
-}
-
-impl Visible {
-    fn shows(&self, revision: u64, timestamp: i64) -> bool {
-        !self.tombstoned
-            && revision >= self.from
-            && revision < self.to
-            && self.min_timestamp.is_none_or(|m| timestamp >= m)
+    /// Which revisions reads may return at `now` (microseconds).
+    fn visible(&self, now: i64) -> Visibility {
+        self.head().visibility(&self.metadata, now)
     }
 }
 
@@ -142,28 +98,21 @@ impl State {
         now
     }
 
-    fn check_read_limit(&self, limit: usize) -> StoreResult<()> {
-        if limit > self.limits.read_limit_max {
-            return Err(StoreError::LimitExceeded {
-                limit: LimitKind::ReadLimit,
-                max: self.limits.read_limit_max as u64,
-                actual: limit as u64,
-            });
-        }
-        Ok(())
+    /// Where `stream` stands (a stream never written is at the default head).
+    fn head(&self, stream: &StreamName) -> StreamHead {
+        self.streams
+            .get(stream.as_str())
+            .map(StreamState::head)
+            .unwrap_or_default()
     }
 
     /// The stream's state, or the error reads answer for it.
     fn existing(&self, stream: &StreamName) -> StoreResult<&StreamState> {
-        match self.streams.get(stream.as_str()) {
-            Some(st) if st.tombstoned => Err(StoreError::StreamDeleted {
-                stream: stream.clone(),
-            }),
-            Some(st) if st.actual().is_some() => Ok(st),
-            _ => Err(StoreError::StreamNotFound {
-                stream: stream.clone(),
-            }),
-        }
+        self.head(stream).check_readable(stream)?;
+        Ok(self
+            .streams
+            .get(stream.as_str())
+            .expect("a readable stream has a state"))
     }
 
     fn event_at(&self, position: u64) -> &RecordedEvent {
@@ -173,19 +122,16 @@ impl State {
         }
     }
 
-    /// The visible revisions `[lo, hi)` of an existing stream, max-age applied.
-    fn visible_range(&self, stream: &StreamName) -> StoreResult<(&StreamState, u64, u64)> {
+    /// The visible revisions of an existing stream, max-age applied.
+    fn visible_range(&self, stream: &StreamName) -> StoreResult<(&StreamState, Range<u64>)> {
         let st = self.existing(stream)?;
         let v = st.visible(Timestamp::now().micros());
-        let lo = match v.min_timestamp {
-            None => v.from,
-            // Commit timestamps never decrease along the log, so the young events are a suffix.
-            Some(m) => {
-                let range = &st.positions[v.from as usize..v.to as usize];
-                v.from + range.partition_point(|&p| self.event_at(p).timestamp.micros() < m) as u64
-            }
-        };
-        Ok((st, lo, v.to))
+        let range = v
+            .range(|r| {
+                Ok::<_, Infallible>(self.event_at(st.positions[r as usize]).timestamp.micros())
+            })
+            .unwrap_or_else(|never| match never {});
+        Ok((st, range))
     }
 
     /// Appends a batch whose size the caller checked against the limits.
@@ -195,40 +141,22 @@ impl State {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        if let Some(st) = self.streams.get(stream.as_str()) {
-            if st.tombstoned {
-                return Err(StoreError::StreamDeleted {
-                    stream: stream.clone(),
-                });
-            }
-            // The idempotent retry is decided before the expected revision.
-            if let Some(lb) = st.last_batch
-                && lb.len == events.len() as u64
-                && st.positions[lb.first_revision as usize..]
-                    .iter()
-                    .zip(&events)
-                    .all(|(&p, e)| self.event_at(p).id == e.id)
-            {
-                return Ok(AppendResult {
-                    stream: stream.clone(),
-                    first_revision: Revision(lb.first_revision),
-                    last_revision: Revision(lb.first_revision + lb.len - 1),
-                    first_position: Position(lb.first_position),
-                    last_position: Position(lb.last_position),
-                    idempotent_replay: true,
-                });
-            }
-        }
-        let actual = self
+        let last = self
             .streams
             .get(stream.as_str())
-            .and_then(StreamState::actual);
-        if !expected.is_satisfied_by(actual) {
-            return Err(StoreError::WrongExpectedRevision {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
+            .and_then(|st| st.last_batch);
+        let replay =
+            self.head(stream)
+                .check_append(stream, last, expected, events.len(), |lb| {
+                    let st = &self.streams[stream.as_str()];
+                    let range = lb.revisions();
+                    Ok(st.positions[range.start as usize..range.end as usize]
+                        .iter()
+                        .zip(&events)
+                        .all(|(&p, e)| self.event_at(p).id == e.id))
+                })?;
+        if let Some(replay) = replay {
+            return Ok(replay);
         }
         let timestamp = Timestamp(self.commit_timestamp());
         let first_position = self.next_position();
@@ -252,7 +180,7 @@ impl State {
         }
         let last_position = self.log.len() as u64 - 1;
         let len = st.next_revision() - first_revision;
-        st.last_batch = Some(LastBatch {
+        st.last_batch = Some(LastAppend {
             first_revision,
             len,
             first_position,
@@ -274,15 +202,7 @@ impl State {
         stream: &StreamName,
         metadata: StreamMetadata,
     ) -> StoreResult<()> {
-        if self
-            .streams
-            .get(stream.as_str())
-            .is_some_and(|st| st.tombstoned)
-        {
-            return Err(StoreError::StreamDeleted {
-                stream: stream.clone(),
-            });
-        }
+        self.head(stream).check_writable(stream)?;
         self.commit_timestamp();
         self.log.push(Record::System);
         self.streams
@@ -299,27 +219,7 @@ impl State {
         expected: ExpectedRevision,
         mode: DeleteMode,
     ) -> StoreResult<()> {
-        let (tombstoned, actual) = self
-            .streams
-            .get(stream.as_str())
-            .map_or((false, None), |st| (st.tombstoned, st.actual()));
-        if tombstoned {
-            return Err(StoreError::StreamDeleted {
-                stream: stream.clone(),
-            });
-        }
-        if !expected.is_satisfied_by(actual) {
-            return Err(StoreError::WrongExpectedRevision {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
-        if mode == DeleteMode::Soft && actual.is_none() {
-            return Err(StoreError::StreamNotFound {
-                stream: stream.clone(),
-            });
-        }
+        self.head(stream).check_delete(stream, expected, mode)?;
         self.commit_timestamp();
         self.log.push(Record::System);
         let st = self.streams.entry(stream.as_str().to_owned()).or_default();
@@ -335,57 +235,26 @@ impl State {
         stream: &StreamName,
         read: ReadStream,
     ) -> StoreResult<StreamSlice> {
-        self.check_read_limit(read.limit)?;
-        let (st, lo, hi) = self.visible_range(stream)?;
-        let empty = StreamSlice {
-            events: Vec::new(),
-            next: None,
-        };
-        if hi == lo || read.limit == 0 {
-            return Ok(empty);
-        }
-        let (range, next, reverse) = match read.direction {
-            Direction::Forward => {
-                let start = match read.from {
-                    ReadFrom::Start => lo,
-                    ReadFrom::End => hi - 1,
-                    ReadFrom::At(r) => r.0.max(lo),
-                };
-                let end = start.saturating_add(read.limit as u64).min(hi).max(start);
-                (start..end, (end < hi).then_some(Revision(end)), false)
-            }
-            Direction::Backward => {
-                let start = match read.from {
-                    ReadFrom::Start => lo,
-                    ReadFrom::End => hi - 1,
-                    ReadFrom::At(r) if r.0 < lo => return Ok(empty),
-                    ReadFrom::At(r) => r.0.min(hi - 1),
-                };
-                let stop = (start + 1).saturating_sub(read.limit as u64).max(lo);
-                (
-                    stop..start + 1,
-                    (stop > lo).then(|| Revision(stop - 1)),
-                    true,
-                )
-            }
-        };
-        // A forward read from beyond the end has an empty range starting past it.
-        let positions = st
-            .positions
-            .get(range.start as usize..range.end as usize)
-            .unwrap_or_default();
+        self.limits.check_read_limit(read.limit)?;
+        let (st, visible) = self.visible_range(stream)?;
+        let plan = read.plan(visible);
+        let range = plan.revisions;
+        let positions = &st.positions[range.start as usize..range.end as usize];
         let mut events: Vec<RecordedEvent> = positions
             .iter()
             .map(|&p| self.event_at(p).clone())
             .collect();
-        if reverse {
+        if plan.reverse {
             events.reverse();
         }
-        Ok(StreamSlice { events, next })
+        Ok(StreamSlice {
+            events,
+            next: plan.next,
+        })
     }
 
     pub(crate) fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
-        let (st, lo, hi) = self.visible_range(stream)?;
+        let (st, visible) = self.visible_range(stream)?;
         Ok(StreamInfo {
             stream: stream.clone(),
             last_revision: Revision(st.next_revision() - 1),
@@ -394,7 +263,7 @@ impl State {
                     .last()
                     .expect("an existing stream has an event"),
             ),
-            event_count: hi - lo,
+            event_count: visible.end - visible.start,
             metadata: st.metadata.clone(),
         })
     }
@@ -410,64 +279,37 @@ impl State {
     }
 
     pub(crate) fn list_streams(&self, list: &ListStreams) -> StoreResult<StreamList> {
-        self.check_read_limit(list.limit)?;
-        let prefix = list.prefix.as_deref().unwrap_or("");
-        let lower = match list.after.as_deref() {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
-        let mut streams = Vec::new();
-        let mut more = false;
-        for (name, st) in self.streams.range::<str, _>((lower, Bound::Unbounded)) {
-            if !name.starts_with(prefix) {
-                break;
-            }
-            if st.tombstoned || st.actual().is_none() {
-                continue;
-            }
-            if streams.len() == list.limit {
-                more = true;
-                break;
-            }
-            streams.push(StreamName::new(name)?);
-        }
-        let next = if more { streams.last().cloned() } else { None };
-        Ok(StreamList { streams, next })
+        self.limits.check_read_limit(list.limit)?;
+        let names = self
+            .streams
+            .range::<str, _>((list.lower_bound(), Bound::Unbounded))
+            .map(|(name, st)| (name.as_str(), st.head().exists()));
+        list.page(names)
     }
 
     pub(crate) fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {
-        self.check_read_limit(read.limit)?;
-        let committed = self.next_position();
-        let empty = AllSlice {
-            events: Vec::new(),
-            next: None,
+        self.limits.check_read_limit(read.limit)?;
+        let Some(plan) = read.plan(self.next_position()) else {
+            return Ok(AllSlice {
+                events: Vec::new(),
+                next: None,
+            });
         };
-        if committed == 0 || read.limit == 0 {
-            return Ok(empty);
-        }
-        let forward = read.direction == Direction::Forward;
-        let start = match read.from {
-            ReadFrom::Start => 0,
-            ReadFrom::End => committed - 1,
-            ReadFrom::At(p) if forward && p.0 >= committed => return Ok(empty),
-            ReadFrom::At(p) => p.0.min(committed - 1),
-        };
-        let positions: Box<dyn Iterator<Item = u64>> = if forward {
-            Box::new(start..committed)
+        let positions: Box<dyn Iterator<Item = u64>> = if plan.forward {
+            Box::new(plan.start..plan.committed)
         } else {
-            Box::new((0..=start).rev())
+            Box::new((0..=plan.start).rev())
         };
-        let mut scan = Scan::new(self, &read.filter, read.limit, SCAN_RECORDS_MAX);
+        let mut scan = Scan::new(
+            self,
+            &read.filter,
+            read.limit,
+            AllReadPlan::SCAN_RECORDS_MAX,
+        );
         let exhausted = scan.run(positions);
-        let next = match scan.last_scanned {
-            None => None,
-            Some(_) if exhausted => None,
-            Some(p) if forward => (p + 1 < committed).then_some(Position(p + 1)),
-            Some(p) => p.checked_sub(1).map(Position),
-        };
         Ok(AllSlice {
+            next: plan.next(scan.last_scanned, exhausted),
             events: scan.events,
-            next,
         })
     }
 
@@ -494,7 +336,7 @@ struct Scan<'a> {
     limit: usize,
     scan_max: usize,
     now: i64,
-    visibility: HashMap<&'a str, Visible>,
+    visibility: HashMap<&'a str, Visibility>,
     events: Vec<RecordedEvent>,
     scanned: usize,
     last_scanned: Option<u64>,
@@ -539,7 +381,7 @@ impl<'a> Scan<'a> {
                 state
                     .streams
                     .get(e.stream.as_str())
-                    .map_or(HIDDEN, |st| st.visible(now))
+                    .map_or(Visibility::HIDDEN, |st| st.visible(now))
             });
             if v.shows(e.revision.0, e.timestamp.micros()) {
                 self.events.push(e.clone());
@@ -548,11 +390,3 @@ impl<'a> Scan<'a> {
         true
     }
 }
-
-/// The visibility of a stream the store does not know (cannot happen for a logged event).
-const HIDDEN: Visible = Visible {
-    from: 0,
-    to: 0,
-    tombstoned: true,
-    min_timestamp: None,
-};

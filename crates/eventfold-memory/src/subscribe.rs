@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use eventfold_core::{
-    Direction, EventFilter, EventSubscription, ReadFrom, ReadStream, RecordedEvent, Revision,
-    StoreError, StoreResult, StreamName,
+    EventFilter, EventSubscription, RecordedEvent, StoreError, StoreResult, StreamCursor,
+    StreamName,
 };
 use futures::StreamExt as _;
 use tokio::sync::watch;
@@ -27,8 +27,11 @@ const PAGE_SCAN_MAX: usize = 16_384;
 pub(crate) enum Target {
     /// `$all`: the next position to scan.
     All { filter: EventFilter, next: u64 },
-    /// One stream: the next revision to deliver.
-    Stream { stream: StreamName, next: u64 },
+    /// One stream, and where in it.
+    Stream {
+        stream: StreamName,
+        cursor: StreamCursor,
+    },
 }
 
 struct Cursor {
@@ -45,6 +48,10 @@ impl Cursor {
         let state = self.inner.state.read();
         let limit = PAGE_EVENTS.min(state.limits().read_limit_max).max(1);
         match &mut self.target {
+            // Not the engine's `$all` step: the engine reads through its public read outside
+            // any lock and needs the watermark seen before the read to move past a tail of
+            // records the filter drops; here the page is scanned under the lock, which knows
+            // the committed end, with a smaller scan budget so a page holds the lock briefly.
             Target::All { filter, next } => {
                 if *next >= state.next_position() {
                     return Ok(false);
@@ -54,29 +61,18 @@ impl Cursor {
                 self.buf.extend(events);
                 Ok(true)
             }
-            Target::Stream { stream, next } => {
-                let read = ReadStream {
-                    from: ReadFrom::At(Revision(*next)),
-                    direction: Direction::Forward,
-                    limit,
-                };
-                match state.read_stream(stream, read) {
-                    Ok(slice) => {
-                        if let Some(last) = slice.events.last() {
-                            *next = last.revision.0 + 1;
-                        }
-                        let got = !slice.events.is_empty();
-                        self.buf.extend(slice.events);
-                        Ok(got)
-                    }
-                    // Not there yet (or soft-deleted): wait for it to be written.
-                    Err(StoreError::StreamNotFound { .. }) => Ok(false),
-                    Err(e) => Err(e),
-                }
+            Target::Stream { stream, cursor } => {
+                let events = cursor.advance(state.read_stream(stream, cursor.read(limit)))?;
+                let got = !events.is_empty();
+                self.buf.extend(events);
+                Ok(got)
             }
         }
     }
 
+    /// The loop is the engine's too, but it is a shell around `tokio::sync::watch` (mark
+    /// seen, read, wait) and `eventfold-core` has no runtime; what it reads next and when it
+    /// waits are `fill`'s, whose stream step is core's `StreamCursor`.
     async fn next_event(&mut self) -> Option<StoreResult<RecordedEvent>> {
         if self.failed {
             return None;
