@@ -70,7 +70,12 @@ impl StreamHead {
             tombstoned: self.tombstoned,
             min_timestamp_us: metadata
                 .max_age_seconds
-                .map(|s| now_us.saturating_sub((s as i64).saturating_mul(1_000_000))),
+                // Ages beyond i64 seconds are "forever": clamp instead of wrapping negative,
+                // which would put the cut-off in the future and hide every event.
+                .map(|s| {
+                    let s = i64::try_from(s).unwrap_or(i64::MAX);
+                    now_us.saturating_sub(s.saturating_mul(1_000_000))
+                }),
         }
     }
 
@@ -318,6 +323,12 @@ mod tests {
             (
                 head(10, 0, false),
                 meta(None, Some(u64::MAX / 2), None),
+                (0, 10, Some(now - i64::MAX)),
+            ),
+            // Beyond i64 seconds it is still "forever", not a cut-off in the future.
+            (
+                head(10, 0, false),
+                meta(None, Some(u64::MAX), None),
                 (0, 10, Some(now - i64::MAX)),
             ),
         ];
