@@ -11,8 +11,7 @@ use crate::{Env, config, group, ids, loaded, positions};
 /// A consumer that stops acknowledging: its events go to the others after the ack timeout.
 #[tokio::test(start_paused = true)]
 async fn a_stalled_consumers_events_go_to_others_after_the_ack_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let all = env.append("order-1", "t", 50).await;
     let g = group("g");
     env.groups
@@ -56,8 +55,7 @@ async fn a_stalled_consumers_events_go_to_others_after_the_ack_timeout() {
 /// other events keep flowing meanwhile; a replay brings it back.
 #[tokio::test(start_paused = true)]
 async fn a_poison_event_backs_off_then_parks_and_blocks_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "ok", 10).await;
     let poison = env.append("order-2", "poison", 1).await[0];
     let g = group("g");
@@ -144,8 +142,7 @@ async fn a_poison_event_backs_off_then_parks_and_blocks_nothing() {
 /// An ack timeout counts as a failed attempt, up to parking.
 #[tokio::test(start_paused = true)]
 async fn ack_timeouts_count_as_attempts_and_park() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "t", 1).await;
     let g = group("g");
     env.groups
@@ -194,8 +191,7 @@ async fn ack_timeouts_count_as_attempts_and_park() {
 /// are placed where no timer is pending.)
 #[tokio::test(start_paused = true)]
 async fn pinned_streams_stick_move_and_hold_back_only_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let a0 = env.append("a-1", "t", 1).await[0];
     let b0 = env.append("b-1", "t", 1).await[0];
     let a1 = env.append("a-1", "t", 1).await[0];
