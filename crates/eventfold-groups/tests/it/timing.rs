@@ -165,16 +165,10 @@ async fn ack_timeouts_count_as_attempts_and_park() {
         Duration::from_millis(550),
         "timeout + backoff"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // The park is an append to the state store: wait for it (1 ms steps of paused time).
-    let mut page = env.groups.parked(&g, None, 10).await.unwrap();
-    for _ in 0..1000 {
-        if !page.parked.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        page = env.groups.parked(&g, None, 10).await.unwrap();
-    }
+    // The second timeout parks the event at 1050 ms; paused time does not move on to 1051 ms
+    // before the park's write to the state store is done.
+    tokio::time::sleep(Duration::from_millis(501)).await;
+    let page = env.groups.parked(&g, None, 10).await.unwrap();
     assert_eq!(page.parked.len(), 1);
     assert!(
         page.parked[0]
@@ -186,9 +180,6 @@ async fn ack_timeouts_count_as_attempts_and_park() {
 
 /// `pinned`: a stream stays with its consumer while it is live, moves when it is not; an
 /// event waiting for a retry holds back its own stream only.
-///
-/// (Paused time jumps to the next timer while a test awaits an append, so the appends here
-/// are placed where no timer is pending.)
 #[tokio::test(start_paused = true)]
 async fn pinned_streams_stick_move_and_hold_back_only_their_own() {
     let env = Env::memory().await;
