@@ -6,8 +6,7 @@ use crate::{Env, config, group, ids, loaded, positions};
 
 #[tokio::test]
 async fn create_update_list_info_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "order.placed", 3).await;
     env.append("user-1", "user.joined", 2).await;
     let g = group("orders");
@@ -79,8 +78,7 @@ async fn create_update_list_info_delete() {
 
 #[tokio::test]
 async fn ack_nack_skip_park_and_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let all = env.append("order-1", "order.placed", 10).await;
     let g = group("g");
     env.groups
@@ -156,11 +154,21 @@ async fn ack_nack_skip_park_and_replay() {
 }
 
 /// Acked events never come back after a restart, unacked ones always do, parked ones stay
-/// parked; enough acks to write checkpoints.
+/// parked; enough acks to write checkpoints. On engines, so the restart reads back from disk
+/// what the groups wrote.
 #[tokio::test]
-async fn restart_keeps_acks_parked_and_redelivers_the_rest() {
+async fn restart_keeps_acks_parked_and_redelivers_the_rest_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    restart_keeps_acks_parked_and_redelivers_the_rest(Env::on_disk(dir.path()).await).await;
+}
+
+/// The same over in-memory stores, on paused time (the empty pulls wait for nothing).
+#[tokio::test(start_paused = true)]
+async fn restart_keeps_acks_parked_and_redelivers_the_rest_in_memory() {
+    restart_keeps_acks_parked_and_redelivers_the_rest(Env::memory().await).await;
+}
+
+async fn restart_keeps_acks_parked_and_redelivers_the_rest(env: Env) {
     let all = env.append("order-1", "order.placed", 700).await;
     let g = group("g");
     env.groups
@@ -188,9 +196,8 @@ async fn restart_keeps_acks_parked_and_redelivers_the_rest() {
             env.ack(&g, std::slice::from_ref(d)).await;
         }
     }
-    env.close().await;
 
-    let env = Env::open(dir.path()).await;
+    let env = env.restart().await;
     let info = env.groups.info(&g).await.unwrap();
     assert_eq!(info.parked, 1);
     let mut again = BTreeSet::new();
@@ -208,9 +215,8 @@ async fn restart_keeps_acks_parked_and_redelivers_the_rest() {
     let ds = env.pull(&g, "c2", 100, 1000).await;
     assert_eq!(positions(&ds), more.iter().copied().collect());
     env.ack(&g, &ds).await;
-    env.close().await;
 
-    let env = Env::open(dir.path()).await;
+    let env = env.restart().await;
     assert!(env.pull(&g, "c3", 100, 300).await.is_empty());
     let page = env.groups.parked(&g, None, 10).await.unwrap();
     assert_eq!(page.parked.len(), 1);
@@ -222,8 +228,7 @@ async fn restart_keeps_acks_parked_and_redelivers_the_rest() {
 /// again under the same name starts afresh, also after a restart.
 #[tokio::test]
 async fn replays_and_recreated_groups_survive_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let all = env.append("order-1", "t", 4).await;
     let g = group("g");
     let h = group("h");
@@ -248,9 +253,8 @@ async fn replays_and_recreated_groups_survive_restarts() {
         .put(&h, config(serde_json::json!({})))
         .await
         .unwrap();
-    env.close().await;
 
-    let env = Env::open(dir.path()).await;
+    let env = env.restart().await;
     let back = env.pull(&g, "c", 10, 1000).await;
     assert_eq!(
         positions(&back),
@@ -270,8 +274,7 @@ async fn replays_and_recreated_groups_survive_restarts() {
 
 #[tokio::test]
 async fn in_flight_is_bounded_per_group_and_per_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "order.placed", 50).await;
     let g = group("bounded");
     let c = config(serde_json::json!({"max_in_flight": 25, "max_in_flight_per_consumer": 10}));

@@ -6,8 +6,7 @@ use crate::{Env, config, group, loaded};
 
 #[tokio::test]
 async fn lag_counts_every_matching_unsettled_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "order.placed", 1500).await;
     env.append("user-1", "user.joined", 700).await;
     env.append("order-2", "order.placed", 1500).await;
@@ -60,8 +59,7 @@ async fn lag_counts_every_matching_unsettled_event() {
 /// After a restart the acks are known before the reader passes them: they are not lag.
 #[tokio::test]
 async fn lag_is_exact_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "order.placed", 2000).await;
     let g = group("g");
     env.groups
@@ -74,9 +72,8 @@ async fn lag_is_exact_after_a_restart() {
     let acked: Vec<_> = ds.iter().step_by(2).cloned().collect();
     env.ack(&g, &acked).await;
     assert_eq!(env.groups.info(&g).await.unwrap().lag, 1990);
-    env.close().await;
 
-    let env = Env::open(dir.path()).await;
+    let env = env.restart().await;
     for _ in 0..3 {
         assert_eq!(
             env.groups.info(&g).await.unwrap().lag,

@@ -1,55 +1,106 @@
-//! Consumer groups against real engines in temporary directories.
+//! Consumer groups over in-memory stores, and over real engines in a temporary directory where
+//! a restart must read back what the groups wrote to disk.
 
 mod basics;
-mod held;
 mod lag;
 mod share;
 mod timing;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventfold_core::{EventStore, EventType, ExpectedRevision, NewEvent, StreamName};
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_groups::{ConsumerName, Delivery, GroupConfig, GroupName, Groups};
+use eventfold_memory::MemoryStore;
 
-/// A source engine, a state engine and the groups over them, in `dir`.
+/// The source and state stores under a test's groups.
+enum Stores {
+    /// In memory: a restart keeps both stores and opens the groups over them again, which
+    /// exercises the groups' own recovery from their state stream.
+    Memory,
+    /// Engines in `dir`: a restart shuts them down and opens them again from disk.
+    Disk {
+        dir: PathBuf,
+        source: Engine,
+        state: Engine,
+    },
+}
+
+/// A source store, a state store and the groups over them.
 #[allow(missing_debug_implementations)]
 pub struct Env {
-    pub source: Engine,
-    pub state: Engine,
+    pub source: Arc<dyn EventStore>,
+    state: Arc<dyn EventStore>,
+    stores: Stores,
     pub groups: Groups,
 }
 
 impl Env {
-    pub async fn open(dir: &Path) -> Env {
-        Env::open_with(dir, EngineOptions::for_tests()).await
+    /// Two fresh in-memory stores. They have no threads of their own, so paused tokio time
+    /// moves only when every task (the groups' included) waits for a timer.
+    pub async fn memory() -> Env {
+        let source: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let state: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        Env::over(source, state, Stores::Memory).await
     }
 
-    pub async fn open_with(dir: &Path, options: EngineOptions) -> Env {
+    /// Two engines in `dir` (created if new, recovered if not).
+    pub async fn on_disk(dir: &Path) -> Env {
+        let options = EngineOptions::for_tests();
         let source = Engine::open(dir.join("source"), options.clone()).expect("open source");
         let state = Engine::open(dir.join("groups"), options).expect("open state");
-        let groups = Groups::open(
-            Arc::new(held::Held(Arc::new(source.clone()))) as Arc<dyn EventStore>,
-            Arc::new(held::Held(Arc::new(state.clone()))) as Arc<dyn EventStore>,
+        Env::over(
+            Arc::new(source.clone()),
+            Arc::new(state.clone()),
+            Stores::Disk {
+                dir: dir.to_path_buf(),
+                source,
+                state,
+            },
         )
         .await
-        .expect("open groups");
+    }
+
+    async fn over(source: Arc<dyn EventStore>, state: Arc<dyn EventStore>, stores: Stores) -> Env {
+        let groups = Groups::open(source.clone(), state.clone())
+            .await
+            .expect("open groups");
         Env {
             source,
             state,
+            stores,
             groups,
         }
     }
 
-    /// Drops everything and shuts the engines down, as a crash would (minus the page cache).
+    /// Stops the groups and opens them again: over the same stores in memory, over engines
+    /// reopened from disk otherwise.
+    pub async fn restart(self) -> Env {
+        match self.stores {
+            Stores::Memory => {
+                self.groups.shutdown().await;
+                drop(self.groups);
+                Env::over(self.source, self.state, Stores::Memory).await
+            }
+            Stores::Disk { ref dir, .. } => {
+                let dir = dir.clone();
+                self.close().await;
+                Env::on_disk(&dir).await
+            }
+        }
+    }
+
+    /// Stops the groups and shuts the engines down, as a crash would (minus the page cache).
     pub async fn close(self) {
         self.groups.shutdown().await;
         drop(self.groups);
-        self.source.shutdown();
-        self.state.shutdown();
+        if let Stores::Disk { source, state, .. } = self.stores {
+            source.shutdown();
+            state.shutdown();
+        }
     }
 
     /// Appends `n` events of `ty` to `stream` in batches; returns their positions.
@@ -62,7 +113,8 @@ impl Env {
             let batch = (0..k)
                 .map(|i| NewEvent::json(EventType::new(ty).unwrap(), &serde_json::json!({"i": i})))
                 .collect();
-            let r = held::Held(Arc::new(self.source.clone()))
+            let r = self
+                .source
                 .append(&stream, ExpectedRevision::Any, batch)
                 .await
                 .unwrap();

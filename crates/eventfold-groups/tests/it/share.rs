@@ -3,9 +3,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use eventfold_core::{EventStore, EventType, ExpectedRevision, NewEvent, StreamName};
+use eventfold_core::{EventType, ExpectedRevision, NewEvent, StreamName};
 use eventfold_groups::ConsumerName;
 use parking_lot::Mutex;
+use tokio::sync::Barrier;
 
 use crate::{Env, config, group, ids};
 
@@ -16,8 +17,7 @@ const CONSUMERS: usize = 4;
 /// Four consumers share 100,000 events: each is acknowledged exactly once over all of them;
 /// with `pinned`, every stream's events arrive in revision order.
 async fn four_consumers_share(strategy: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Arc::new(Env::open(dir.path()).await);
+    let env = Arc::new(Env::memory().await);
     // 100 streams, interleaved in batches of 100 so that streams mix in the log.
     let per_batch = 100;
     for b in 0..EVENTS / per_batch {
@@ -42,19 +42,23 @@ async fn four_consumers_share(strategy: &str) {
     let acked = Arc::new(AtomicUsize::new(0));
     let seen: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(vec![0; EVENTS]));
     let last_rev: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Every consumer is running before any takes work.
+    let start = Arc::new(Barrier::new(CONSUMERS));
     let mut tasks = Vec::new();
     for c in 0..CONSUMERS {
-        let (env, acked, seen, last_rev, g) = (
+        let (env, acked, seen, last_rev, g, start) = (
             env.clone(),
             acked.clone(),
             seen.clone(),
             last_rev.clone(),
             g.clone(),
+            start.clone(),
         );
         let pinned = strategy == "pinned";
         tasks.push(tokio::spawn(async move {
             let me = ConsumerName::new(format!("c{c}")).unwrap();
             let mut mine = 0usize;
+            start.wait().await;
             while acked.load(Ordering::SeqCst) < EVENTS {
                 let ds = env
                     .groups
@@ -85,6 +89,9 @@ async fn four_consumers_share(strategy: &str) {
                 assert!(out.unknown.is_empty());
                 mine += ds.len();
                 acked.fetch_add(ds.len(), Ordering::SeqCst);
+                // A handler's turn: the in-memory store answers without ever yielding, and a
+                // consumer that never yields would take every stream while it stays live.
+                tokio::task::yield_now().await;
             }
             mine
         }));

@@ -11,8 +11,7 @@ use crate::{Env, config, group, ids, loaded, positions};
 /// A consumer that stops acknowledging: its events go to the others after the ack timeout.
 #[tokio::test(start_paused = true)]
 async fn a_stalled_consumers_events_go_to_others_after_the_ack_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let all = env.append("order-1", "t", 50).await;
     let g = group("g");
     env.groups
@@ -56,8 +55,7 @@ async fn a_stalled_consumers_events_go_to_others_after_the_ack_timeout() {
 /// other events keep flowing meanwhile; a replay brings it back.
 #[tokio::test(start_paused = true)]
 async fn a_poison_event_backs_off_then_parks_and_blocks_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "ok", 10).await;
     let poison = env.append("order-2", "poison", 1).await[0];
     let g = group("g");
@@ -144,8 +142,7 @@ async fn a_poison_event_backs_off_then_parks_and_blocks_nothing() {
 /// An ack timeout counts as a failed attempt, up to parking.
 #[tokio::test(start_paused = true)]
 async fn ack_timeouts_count_as_attempts_and_park() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     env.append("order-1", "t", 1).await;
     let g = group("g");
     env.groups
@@ -168,16 +165,10 @@ async fn ack_timeouts_count_as_attempts_and_park() {
         Duration::from_millis(550),
         "timeout + backoff"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // The park is an append to the state store: wait for it (1 ms steps of paused time).
-    let mut page = env.groups.parked(&g, None, 10).await.unwrap();
-    for _ in 0..1000 {
-        if !page.parked.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        page = env.groups.parked(&g, None, 10).await.unwrap();
-    }
+    // The second timeout parks the event at 1050 ms; paused time does not move on to 1051 ms
+    // before the park's write to the state store is done.
+    tokio::time::sleep(Duration::from_millis(501)).await;
+    let page = env.groups.parked(&g, None, 10).await.unwrap();
     assert_eq!(page.parked.len(), 1);
     assert!(
         page.parked[0]
@@ -189,13 +180,9 @@ async fn ack_timeouts_count_as_attempts_and_park() {
 
 /// `pinned`: a stream stays with its consumer while it is live, moves when it is not; an
 /// event waiting for a retry holds back its own stream only.
-///
-/// (Paused time jumps to the next timer while a test awaits an append, so the appends here
-/// are placed where no timer is pending.)
 #[tokio::test(start_paused = true)]
 async fn pinned_streams_stick_move_and_hold_back_only_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::open(dir.path()).await;
+    let env = Env::memory().await;
     let a0 = env.append("a-1", "t", 1).await[0];
     let b0 = env.append("b-1", "t", 1).await[0];
     let a1 = env.append("a-1", "t", 1).await[0];
