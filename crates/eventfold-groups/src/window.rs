@@ -119,6 +119,9 @@ pub(crate) struct Window {
     ready: BTreeSet<u64>,
     timers: BTreeSet<(Instant, u64)>,
     by_stream: HashMap<StreamName, BTreeSet<u64>>,
+    /// Per stream, the entries waiting for a (re)delivery (ready or backing off): under
+    /// `pinned`, the first of them holds back every later event of its stream.
+    waiting: HashMap<StreamName, BTreeSet<u64>>,
     owners: HashMap<StreamName, ConsumerName>,
     consumers: HashMap<ConsumerName, Consumer>,
     in_flight: usize,
@@ -143,6 +146,7 @@ impl Window {
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
             by_stream: HashMap::new(),
+            waiting: HashMap::new(),
             owners: HashMap::new(),
             consumers: HashMap::new(),
             in_flight: 0,
@@ -222,6 +226,10 @@ impl Window {
             .entry(e.stream.clone())
             .or_default()
             .insert(pos);
+        self.waiting
+            .entry(e.stream.clone())
+            .or_default()
+            .insert(pos);
         self.entries.insert(
             pos,
             Entry {
@@ -239,6 +247,25 @@ impl Window {
         let Some(entry) = self.entries.get_mut(&pos) else {
             return;
         };
+        let waits = |s: &EntryState| matches!(s, EntryState::Ready | EntryState::Backoff { .. });
+        match (waits(&entry.state), waits(&new)) {
+            (false, true) => {
+                self.waiting
+                    .entry(entry.event.stream.clone())
+                    .or_default()
+                    .insert(pos);
+            }
+            (true, false) => {
+                let stream = &entry.event.stream;
+                if let Some(set) = self.waiting.get_mut(stream) {
+                    set.remove(&pos);
+                    if set.is_empty() {
+                        self.waiting.remove(stream);
+                    }
+                }
+            }
+            _ => {}
+        }
         match &entry.state {
             EntryState::Ready => {
                 self.ready.remove(&pos);
@@ -318,15 +345,13 @@ impl Window {
         now: Instant,
     ) -> bool {
         // An earlier event of the stream waiting for a (re)delivery holds this one back.
-        if let Some(set) = self.by_stream.get(stream) {
-            for p in set.range(..pos) {
-                if matches!(
-                    self.entries.get(p).map(|e| &e.state),
-                    Some(EntryState::Ready | EntryState::Backoff { .. })
-                ) {
-                    return false;
-                }
-            }
+        if self
+            .waiting
+            .get(stream)
+            .and_then(BTreeSet::first)
+            .is_some_and(|&first| first < pos)
+        {
+            return false;
         }
         match self.owners.get(stream) {
             Some(owner) if owner == consumer => true,
