@@ -10,7 +10,7 @@ async fn create_update_list_info_delete() {
     env.append("order-1", "order.placed", 3).await;
     env.append("user-1", "user.joined", 2).await;
     let g = group("orders");
-    let c = config(serde_json::json!({"filter": {"category": "order"}}));
+    let c = config(|c| c.filter.category = Some("order".into()));
     assert_eq!(
         env.groups.put(&g, c.clone()).await.unwrap(),
         PutOutcome::Created
@@ -81,10 +81,7 @@ async fn ack_nack_skip_park_and_replay() {
     let env = Env::memory().await;
     let all = env.append("order-1", "order.placed", 10).await;
     let g = group("g");
-    env.groups
-        .put(&g, config(serde_json::json!({})))
-        .await
-        .unwrap();
+    env.groups.put(&g, config(|_| {})).await.unwrap();
 
     let ds = env.pull(&g, "c1", 5, 1000).await;
     assert_eq!(positions(&ds), all[..5].iter().copied().collect());
@@ -172,7 +169,7 @@ async fn restart_keeps_acks_parked_and_redelivers_the_rest(env: Env) {
     let all = env.append("order-1", "order.placed", 700).await;
     let g = group("g");
     env.groups
-        .put(&g, config(serde_json::json!({"max_in_flight": 1000})))
+        .put(&g, config(|c| c.max_in_flight = 1000))
         .await
         .unwrap();
     let ds = env.pull(&g, "c1", 700, 1000).await;
@@ -233,10 +230,7 @@ async fn replays_and_recreated_groups_survive_restarts() {
     let g = group("g");
     let h = group("h");
     for n in [&g, &h] {
-        env.groups
-            .put(n, config(serde_json::json!({})))
-            .await
-            .unwrap();
+        env.groups.put(n, config(|_| {})).await.unwrap();
     }
     let ds = env.pull(&g, "c", 10, 1000).await;
     env.groups
@@ -249,10 +243,7 @@ async fn replays_and_recreated_groups_survive_restarts() {
     let hs = env.pull(&h, "c", 10, 1000).await;
     env.ack(&h, &hs).await;
     env.groups.delete(&h).await.unwrap();
-    env.groups
-        .put(&h, config(serde_json::json!({})))
-        .await
-        .unwrap();
+    env.groups.put(&h, config(|_| {})).await.unwrap();
 
     let env = env.restart().await;
     let back = env.pull(&g, "c", 10, 1000).await;
@@ -277,7 +268,10 @@ async fn in_flight_is_bounded_per_group_and_per_consumer() {
     let env = Env::memory().await;
     env.append("order-1", "order.placed", 50).await;
     let g = group("bounded");
-    let c = config(serde_json::json!({"max_in_flight": 25, "max_in_flight_per_consumer": 10}));
+    let c = config(|c| {
+        c.max_in_flight = 25;
+        c.max_in_flight_per_consumer = Some(10);
+    });
     env.groups.put(&g, c).await.unwrap();
     loaded(&env, &g, 25).await;
     let a = env.pull(&g, "a", 50, 1000).await;
@@ -290,7 +284,10 @@ async fn in_flight_is_bounded_per_group_and_per_consumer() {
     env.ack(&g, &a[..4]).await;
     let a2 = env.pull(&g, "a", 50, 1000).await;
     assert_eq!(a2.len(), 4, "acks reopen exactly that consumer's room");
-    let bad = config(serde_json::json!({"max_in_flight": 5, "max_in_flight_per_consumer": 6}));
+    let bad = config(|c| {
+        c.max_in_flight = 5;
+        c.max_in_flight_per_consumer = Some(6);
+    });
     let err = env.groups.put(&group("bad"), bad).await.unwrap_err();
     assert_eq!(err.code(), "invalid_request");
     env.close().await;

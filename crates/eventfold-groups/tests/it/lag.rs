@@ -14,7 +14,10 @@ async fn lag_counts_every_matching_unsettled_event() {
     env.groups
         .put(
             &g,
-            config(serde_json::json!({"filter": {"category": "order"}, "max_in_flight": 10})),
+            config(|c| {
+                c.filter.category = Some("order".into());
+                c.max_in_flight = 10;
+            }),
         )
         .await
         .unwrap();
@@ -63,7 +66,7 @@ async fn lag_is_exact_after_a_restart() {
     env.append("order-1", "order.placed", 2000).await;
     let g = group("g");
     env.groups
-        .put(&g, config(serde_json::json!({"max_in_flight": 20})))
+        .put(&g, config(|c| c.max_in_flight = 20))
         .await
         .unwrap();
     let ds = env.pull(&g, "c", 20, 1000).await;

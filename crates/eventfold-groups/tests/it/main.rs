@@ -161,15 +161,23 @@ pub fn group(name: &str) -> GroupName {
     GroupName::new(name).unwrap()
 }
 
-/// A config from the start of the log with the given tweaks as JSON.
-pub fn config(tweaks: serde_json::Value) -> GroupConfig {
-    let mut v = serde_json::json!({"start": "start"});
-    if let (Some(o), Some(t)) = (v.as_object_mut(), tweaks.as_object()) {
-        for (k, x) in t {
-            o.insert(k.clone(), x.clone());
-        }
+/// A config from the start of the log with the given tweaks.
+pub fn config(tweak: impl FnOnce(&mut GroupConfig)) -> GroupConfig {
+    let mut c = GroupConfig {
+        start: eventfold_groups::Start::Start,
+        ..GroupConfig::default()
+    };
+    tweak(&mut c);
+    c
+}
+
+/// A retry backoff.
+pub fn backoff(initial_ms: u64, multiplier: f64, max_ms: u64) -> eventfold_groups::RetryBackoff {
+    eventfold_groups::RetryBackoff {
+        initial_ms,
+        max_ms,
+        multiplier,
     }
-    serde_json::from_value(v).unwrap()
 }
 
 /// Lets the group's reader catch up until `n` events are unsettled (no time passes).

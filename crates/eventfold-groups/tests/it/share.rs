@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eventfold_core::{EventType, ExpectedRevision, NewEvent, StreamName};
-use eventfold_groups::ConsumerName;
+use eventfold_groups::{ConsumerName, Strategy};
 use parking_lot::Mutex;
 use tokio::sync::Barrier;
 
@@ -34,7 +34,14 @@ async fn four_consumers_share(strategy: &str) {
     env.groups
         .put(
             &g,
-            config(serde_json::json!({"strategy": strategy, "max_in_flight": 10000})),
+            config(|c| {
+                c.strategy = if strategy == "pinned" {
+                    Strategy::Pinned
+                } else {
+                    Strategy::RoundRobin
+                };
+                c.max_in_flight = 10000;
+            }),
         )
         .await
         .unwrap();

@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use eventfold_groups::NackAction;
+use eventfold_groups::{NackAction, Strategy};
 use tokio::time::Instant;
 
-use crate::{Env, config, group, ids, loaded, positions};
+use crate::{Env, backoff, config, group, ids, loaded, positions};
 
 /// A consumer that stops acknowledging: its events go to the others after the ack timeout.
 #[tokio::test(start_paused = true)]
@@ -15,7 +15,7 @@ async fn a_stalled_consumers_events_go_to_others_after_the_ack_timeout() {
     let all = env.append("order-1", "t", 50).await;
     let g = group("g");
     env.groups
-        .put(&g, config(serde_json::json!({"ack_timeout_ms": 1000})))
+        .put(&g, config(|c| c.ack_timeout_ms = 1000))
         .await
         .unwrap();
     let t0 = Instant::now();
@@ -62,10 +62,10 @@ async fn a_poison_event_backs_off_then_parks_and_blocks_nothing() {
     env.groups
         .put(
             &g,
-            config(serde_json::json!({
-                "max_deliveries": 4,
-                "retry_backoff": {"initial_ms": 100, "multiplier": 2.0, "max_ms": 300},
-            })),
+            config(|c| {
+                c.max_deliveries = 4;
+                c.retry_backoff = backoff(100, 2.0, 300);
+            }),
         )
         .await
         .unwrap();
@@ -148,10 +148,11 @@ async fn ack_timeouts_count_as_attempts_and_park() {
     env.groups
         .put(
             &g,
-            config(serde_json::json!({
-                "max_deliveries": 2, "ack_timeout_ms": 500,
-                "retry_backoff": {"initial_ms": 50, "multiplier": 1.0, "max_ms": 50},
-            })),
+            config(|c| {
+                c.max_deliveries = 2;
+                c.ack_timeout_ms = 500;
+                c.retry_backoff = backoff(50, 1.0, 50);
+            }),
         )
         .await
         .unwrap();
@@ -191,10 +192,11 @@ async fn pinned_streams_stick_move_and_hold_back_only_their_own() {
     env.groups
         .put(
             &g,
-            config(serde_json::json!({
-                "strategy": "pinned", "ack_timeout_ms": 1000,
-                "retry_backoff": {"initial_ms": 100, "multiplier": 2.0, "max_ms": 1000},
-            })),
+            config(|c| {
+                c.strategy = Strategy::Pinned;
+                c.ack_timeout_ms = 1000;
+                c.retry_backoff = backoff(100, 2.0, 1000);
+            }),
         )
         .await
         .unwrap();
