@@ -3,6 +3,7 @@
 mod basics;
 mod held;
 mod lag;
+mod observe;
 mod share;
 mod timing;
 
