@@ -188,8 +188,8 @@ pub async fn nack(
     } else {
         &b.reason
     };
+    // `events_failed` counts the nacked events by type: `Metrics::delivery_ended` is told.
     let out = g.nack(&name, &b.delivery_ids, b.action, reason).await?;
-    st.metrics.events_failed.inc_by(out.acked.len() as u64);
     Ok(Json(out).into_response())
 }
 
