@@ -165,7 +165,7 @@ impl Metrics {
         );
         registry.register(
             "eventfold_events_appended",
-            "Events acknowledged by appends, by event type (the first 256 types, then other)",
+            format!("Events acknowledged by appends, by event type (the first {TYPE_LABELS_MAX} types, then {TYPE_LABEL_OTHER})"),
             events_appended.clone(),
         );
         registry.register(
@@ -185,7 +185,10 @@ impl Metrics {
         );
         registry.register(
             "eventfold_consumer_group_lag",
-            "Events matching a consumer group's filter not yet settled (acked, skipped or parked): read and unsettled plus not yet read, up to the end of the source; a lower bound for a few scrapes after a burst of more than 10,000 events",
+            format!(
+                "Events matching a consumer group's filter not yet settled (acked, skipped or parked): read and unsettled plus not yet read, up to the end of the source; a lower bound for a few scrapes after a burst of more than {} events",
+                eventfold_groups::LAG_COUNT_MAX
+            ),
             consumer_group_lag.clone(),
         );
         registry.register(
@@ -200,7 +203,7 @@ impl Metrics {
         );
         registry.register(
             "eventfold_events_failed",
-            "Events whose append failed or that a consumer nacked, by event type (the first 256 types, then other)",
+            format!("Events whose append failed or that a consumer nacked, by event type (the first {TYPE_LABELS_MAX} types, then {TYPE_LABEL_OTHER})"),
             events_failed.clone(),
         );
         Metrics {
@@ -393,6 +396,10 @@ mod tests {
         }
         assert!(
             text.contains("eventfold_consumer_group_lag{group=\"g1\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP eventfold_consumer_group_lag Events matching a consumer group's filter not yet settled"),
             "{text}"
         );
     }

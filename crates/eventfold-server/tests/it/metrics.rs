@@ -186,6 +186,9 @@ async fn the_processing_histogram_observes_acks_and_nacks_per_group() {
         .map(|d| d["delivery_id"].as_str().expect("an id").to_owned())
         .collect();
     assert_eq!(ids.len(), 3, "{pulled}");
+    // The lag gauge is the group's exact figure: matching events not yet settled.
+    let lag = "eventfold_consumer_group_lag{group=\"g1\"}";
+    assert_eq!(sample(&s.scrape().await, lag), Some(3.0));
     s.post_json("/subscriptions/g1/ack", json!({"delivery_ids": ids[..2]}))
         .await;
     s.post_json(
@@ -204,6 +207,7 @@ async fn the_processing_histogram_observes_acks_and_nacks_per_group() {
     };
     assert_eq!(count("ack"), Some(2.0), "{text}");
     assert_eq!(count("nack"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, lag), Some(0.0), "{text}");
     assert_eq!(
         sample(
             &text,
