@@ -18,11 +18,12 @@ use crate::ParkedEvent;
 use crate::config::GroupConfig;
 use crate::error::GroupResult;
 use crate::name::{ConsumerName, GroupName};
+use crate::observe::{DeliveryOutcome, ObserverSlot};
 use crate::persist::{self, Restored};
 use crate::records::{
     Checkpoint, ParkedRecord, RECORD_VERSION, ReplayCursor, Replayed, SettleAction, Settled,
 };
-use crate::window::{AckOutcome, Delivery, Settle, Window};
+use crate::window::{AckOutcome, Delivery, Held, Settle, Window};
 
 /// Ack records between two checkpoints: a restart reads at most this many records.
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 256;
@@ -179,6 +180,8 @@ pub(crate) struct Group {
     replay_lock: tokio::sync::Mutex<()>,
     records_since_checkpoint: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Told how each delivery ended.
+    observer: ObserverSlot,
 }
 
 impl std::fmt::Debug for Group {
@@ -196,6 +199,7 @@ impl Group {
         source: Arc<dyn EventStore>,
         state_store: Arc<dyn EventStore>,
         stored: crate::records::StoredConfig,
+        observer: ObserverSlot,
     ) -> GroupResult<Arc<Group>> {
         let Restored {
             next_read,
@@ -227,6 +231,7 @@ impl Group {
             replay_lock: tokio::sync::Mutex::new(()),
             records_since_checkpoint: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            observer,
         });
         group.start_tasks();
         Ok(group)
@@ -378,6 +383,9 @@ impl Group {
                 let tick = s.window.tick(now());
                 (tick, s.window.next_deadline())
             };
+            self.observer
+                .report(&self.name, DeliveryOutcome::Timeout, &tick.timed_out);
+            drop(tick.timed_out);
             if tick.woke {
                 self.wake_consumers.notify_waiters();
             }
@@ -431,11 +439,26 @@ impl Group {
         self.state.lock().window.push_closed(consumer, now());
     }
 
+    /// Claims the deliveries `ids` names (see [`Window::claim`]), with how long each was held
+    /// when an observer wants to know.
+    fn claim(&self, ids: &[String], out: &mut AckOutcome) -> (Vec<u64>, Vec<Held>) {
+        let mut s = self.state.lock();
+        let taken = s.window.claim(ids, out);
+        let held = if self.observer.is_set() {
+            s.window.held(&taken, now())
+        } else {
+            Vec::new()
+        };
+        (taken, held)
+    }
+
     /// Acknowledges deliveries: durable before this returns.
     pub async fn ack(&self, ids: &[String]) -> GroupResult<AckOutcome> {
         let mut out = AckOutcome::default();
-        let taken = self.state.lock().window.claim(ids, &mut out);
+        let (taken, held) = self.claim(ids, &mut out);
         self.settle_positions(taken, SettleAction::Ack).await?;
+        self.observer
+            .report(&self.name, DeliveryOutcome::Ack, &held);
         Ok(out)
     }
 
@@ -447,7 +470,7 @@ impl Group {
         reason: &str,
     ) -> GroupResult<AckOutcome> {
         let mut out = AckOutcome::default();
-        let taken = self.state.lock().window.claim(ids, &mut out);
+        let (taken, held) = self.claim(ids, &mut out);
         match action {
             NackAction::Skip => self.settle_positions(taken, SettleAction::Skip).await?,
             NackAction::Park => {
@@ -461,6 +484,8 @@ impl Group {
                 self.settle_positions(to_park, SettleAction::Park).await?;
             }
         }
+        self.observer
+            .report(&self.name, DeliveryOutcome::Nack, &held);
         Ok(out)
     }
 

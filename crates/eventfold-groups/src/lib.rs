@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod group;
 mod name;
+mod observe;
 mod persist;
 mod records;
 mod window;
@@ -29,9 +30,11 @@ pub use config::{
 pub use error::{GroupError, GroupResult};
 pub use group::{CHECKPOINT_EVERY_RECORDS, ConsumerInfo, GroupInfo, LAG_COUNT_MAX, NackAction};
 pub use name::{ConsumerName, GROUP_NAME_BYTES_MAX, GroupName};
+pub use observe::{DeliveryEnded, DeliveryObserver, DeliveryOutcome};
 pub use window::{AckOutcome, Delivery, READ_AHEAD_EVENTS};
 
 use group::Group;
+use observe::ObserverSlot;
 use records::StoredConfig;
 
 /// Most deliveries one pull may ask for.
@@ -59,6 +62,8 @@ struct Inner {
     groups: RwLock<HashMap<GroupName, Arc<Group>>>,
     /// Creations and deletions one at a time.
     admin: tokio::sync::Mutex<()>,
+    /// Shared with every group.
+    observer: ObserverSlot,
 }
 
 impl std::fmt::Debug for Groups {
@@ -128,6 +133,7 @@ impl Groups {
         source: Arc<dyn EventStore>,
         state: Arc<dyn EventStore>,
     ) -> GroupResult<Groups> {
+        let observer = ObserverSlot::default();
         let mut found = HashMap::new();
         let mut after = None;
         loop {
@@ -155,8 +161,14 @@ impl Groups {
                     continue;
                 };
                 if let Some(stored) = persist::load_config(&*state, &name).await? {
-                    let g =
-                        Group::open(name.clone(), source.clone(), state.clone(), stored).await?;
+                    let g = Group::open(
+                        name.clone(),
+                        source.clone(),
+                        state.clone(),
+                        stored,
+                        observer.clone(),
+                    )
+                    .await?;
                     found.insert(name, g);
                 }
             }
@@ -171,8 +183,15 @@ impl Groups {
                 state,
                 groups: RwLock::new(found),
                 admin: tokio::sync::Mutex::new(()),
+                observer,
             }),
         })
+    }
+
+    /// Calls `observer` for every delivery of every group that ends from now on (acked,
+    /// nacked, timed out), with how long its consumer held it; replaces an observer set before.
+    pub fn observe_deliveries(&self, observer: DeliveryObserver) {
+        self.inner.observer.set(Some(observer));
     }
 
     fn get(&self, name: &GroupName) -> GroupResult<Arc<Group>> {
@@ -223,6 +242,7 @@ impl Groups {
             self.inner.source.clone(),
             self.inner.state.clone(),
             stored,
+            self.inner.observer.clone(),
         )
         .await?;
         self.inner.groups.write().insert(name.clone(), g);

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eventfold_core::{RecordedEvent, StreamName};
 
@@ -73,7 +73,16 @@ struct Entry {
     event: Arc<RecordedEvent>,
     attempts: u32,
     last_reason: String,
+    /// When the last delivery went out.
+    delivered_at: Option<Instant>,
     state: EntryState,
+}
+
+/// How long a consumer held a delivery (from its delivery to its answer or timeout).
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub held: Duration,
+    pub event: Arc<RecordedEvent>,
 }
 
 #[derive(Debug)]
@@ -99,6 +108,8 @@ pub(crate) struct Tick {
     pub park: Vec<u64>,
     /// Whether anything became deliverable again.
     pub woke: bool,
+    /// Deliveries whose ack timeout fired.
+    pub timed_out: Vec<Held>,
 }
 
 /// An event to copy into the parked set.
@@ -236,6 +247,7 @@ impl Window {
                 event: Arc::new(e),
                 attempts: 0,
                 last_reason: String::new(),
+                delivered_at: None,
                 state: EntryState::Ready,
             },
         );
@@ -397,6 +409,7 @@ impl Window {
             mine += 1;
             let entry = self.entries.get_mut(&pos).expect("entry just updated");
             entry.attempts += 1;
+            entry.delivered_at = Some(now);
             self.counters.delivered += 1;
             out.push(Delivery {
                 delivery_id: format!("{}-{pos}-{}", self.epoch, entry.attempts),
@@ -460,6 +473,21 @@ impl Window {
             }
         }
         taken
+    }
+
+    /// How long each of `positions` (held, e.g. just claimed) has been out since its last
+    /// delivery, at `now`.
+    pub fn held(&self, positions: &[u64], now: Instant) -> Vec<Held> {
+        positions
+            .iter()
+            .filter_map(|p| self.entries.get(p))
+            .filter_map(|e| {
+                Some(Held {
+                    held: now.saturating_duration_since(e.delivered_at?),
+                    event: e.event.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Claimed positions that failed (a nack `retry`): they back off, or stay settling when
@@ -529,6 +557,9 @@ impl Window {
                 Some(EntryState::Delivered { deadline, .. }) if *deadline == t => {
                     let reason =
                         format!("not acknowledged within {} ms", self.config.ack_timeout_ms);
+                    if let Some(held) = self.held(&[pos], now).pop() {
+                        out.timed_out.push(held);
+                    }
                     // Reinsert so that `set_state` finds and removes it consistently.
                     self.timers.insert((t, pos));
                     if self.fail(pos, reason, now) {

@@ -68,8 +68,11 @@ impl AppState {
         }
     }
 
-    /// Serves consumer groups from `groups`.
+    /// Serves consumer groups from `groups`, and makes them report how each delivery ended to
+    /// this state's metrics (replacing the observer of another state over the same groups).
     pub fn with_groups(mut self, groups: eventfold_groups::Groups) -> Self {
+        let metrics = self.metrics.clone();
+        groups.observe_deliveries(Arc::new(move |e| metrics.delivery_ended(e)));
         self.groups = Some(groups);
         self
     }

@@ -53,8 +53,9 @@ pub use eventfold_client as client;
 pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
 pub use handler::{
-    DeadLetter, DeadLetters, EventHandler, GroupRunner, HandlerRunner, HandlerStats, Idempotent,
-    InMemoryProcessedIds, Permanent, RunnerError, RunningHandler, StoreRetrying,
+    DeadLetter, DeadLetters, EventHandler, GroupRunner, Handled, HandledOutcome, HandlerObserver,
+    HandlerRunner, HandlerStats, Idempotent, InMemoryProcessedIds, Permanent, RunnerError,
+    RunningHandler, StoreRetrying,
 };
 pub use idempotency::ProcessedIds;
 pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};

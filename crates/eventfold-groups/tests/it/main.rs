@@ -3,6 +3,7 @@
 
 mod basics;
 mod lag;
+mod observe;
 mod share;
 mod timing;
 

@@ -175,10 +175,10 @@ pub async fn nack(
     } else {
         &b.reason
     };
+    // `events_failed` counts the nacked events by type: `Metrics::delivery_ended` is told.
     let out = g
         .nack(&name, &b.delivery_ids, nack_action(b.action), reason)
         .await?;
-    st.metrics.events_failed.inc_by(out.acked.len() as u64);
     Ok(Json(settled(out)).into_response())
 }
 

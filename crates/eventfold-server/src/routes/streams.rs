@@ -17,6 +17,7 @@ use super::read_body;
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Read, Write};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
 use eventfold_protocol::ErrorCode;
@@ -68,7 +69,9 @@ pub async fn append(
             ));
         }
     };
-    let count = events.len() as u64;
+    let counts = st
+        .metrics
+        .type_counts(events.iter().map(|e| e.event_type.as_str()));
     let started = std::time::Instant::now();
     let result = st.store.append(&stream, expected, events).await;
     st.metrics
@@ -77,12 +80,12 @@ pub async fn append(
     let r = match result {
         Ok(r) => r,
         Err(e) => {
-            st.metrics.events_failed.inc_by(count);
+            Metrics::count_by_type(&st.metrics.events_failed, &counts);
             return Err(e.into());
         }
     };
     if !r.idempotent_replay {
-        st.metrics.events_appended.inc_by(count);
+        Metrics::count_by_type(&st.metrics.events_appended, &counts);
     }
     let status = if r.idempotent_replay {
         StatusCode::OK

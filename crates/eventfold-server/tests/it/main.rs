@@ -1,4 +1,5 @@
 //! The server's integration tests, in process (the CLI crate tests real processes).
 
 mod auth;
+mod metrics;
 mod openapi;

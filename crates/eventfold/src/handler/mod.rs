@@ -16,6 +16,7 @@
 
 mod dead_letter;
 mod group;
+mod observe;
 mod processed;
 pub(crate) mod retry;
 mod runner;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use dead_letter::{DEAD_LETTER_EVENT_TYPE, DeadLetter, DeadLetters};
 pub use group::GroupRunner;
+pub use observe::{Handled, HandledOutcome, HandlerObserver};
 pub use processed::InMemoryProcessedIds;
 pub use retry::{Attempted, handle_with_retry};
 pub use runner::{HandlerRunner, ReplayReport};

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::EventHandler;
 use super::dead_letter::{DeadLetter, DeadLetters};
+use super::observe::{HandledOutcome, HandlerObserver, Observer};
 use super::retry::decode_and_handle;
 use super::running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying, stopped};
 use crate::checkpoint::CheckpointStore;
@@ -47,6 +48,7 @@ pub struct HandlerRunner<E, H> {
     upcasters: Upcasters,
     batch_events_max: usize,
     category: Option<String>,
+    observer: Observer,
     _events: PhantomData<fn() -> E>,
 }
 
@@ -57,6 +59,7 @@ impl<E, H> std::fmt::Debug for HandlerRunner<E, H> {
             .field("store_retry", &self.store_retry)
             .field("batch_events_max", &self.batch_events_max)
             .field("category", &self.category)
+            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +91,7 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             upcasters: Upcasters::new(),
             batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
             category: None,
+            observer: Observer::default(),
             _events: PhantomData,
         }
     }
@@ -122,6 +126,14 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
     /// Only events of streams in `category` (`order` for `order-123`).
     pub fn category(mut self, category: impl Into<String>) -> Self {
         self.category = Some(category.into());
+        self
+    }
+
+    /// Tells `observer` how long each event took, from its first attempt to success or to
+    /// being dead-lettered (retry delays included), for the program's metrics. Events of types
+    /// `E` does not know are not handled and not reported; nor are replays of dead letters.
+    pub fn observer(mut self, observer: Arc<dyn HandlerObserver>) -> Self {
+        self.observer = Observer::new(observer);
         self
     }
 
@@ -282,9 +294,17 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
         if !E::knows(recorded.event_type.as_str()) {
             return Ok(());
         }
+        let started = self.observer.start();
         let decoded = self.upcasters.decode::<E>(recorded.clone());
-        let (attempts, error) = match decode_and_handle(&*self.handler, decoded, &self.retry).await
-        {
+        let handled = decode_and_handle(&*self.handler, decoded, &self.retry).await;
+        let (outcome, attempts) = match &handled {
+            Ok(attempts) => (HandledOutcome::Succeeded, *attempts),
+            Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
+        };
+        let event_type = recorded.event_type.as_str();
+        self.observer
+            .report(started, self.name(), event_type, outcome, attempts);
+        let (attempts, error) = match handled {
             Ok(attempts) => {
                 stats.send_modify(|s| s.record_handled(attempts));
                 return Ok(());

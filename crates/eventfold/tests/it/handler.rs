@@ -8,9 +8,10 @@ use std::time::Duration;
 use eventfold::core::{EventStore, ExpectedRevision, Position, StoreError, StreamName};
 use eventfold::handler::{Attempted, handle_with_retry};
 use eventfold::{
-    BoxError, Context, DeadLetters, DomainEvent, Envelope, EventHandler, GroupRunner,
-    HandlerRunner, Idempotent, InMemoryCheckpoints, InMemoryProcessedIds, Permanent, ProcessedIds,
-    RetryPolicy, RunnerError, StoreCheckpoints, encode_event,
+    BoxError, Context, DeadLetters, DomainEvent, Envelope, EventHandler, GroupRunner, Handled,
+    HandledOutcome, HandlerObserver, HandlerRunner, Idempotent, InMemoryCheckpoints,
+    InMemoryProcessedIds, Permanent, ProcessedIds, RetryPolicy, RunnerError, StoreCheckpoints,
+    encode_event,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -307,6 +308,56 @@ async fn on_paused_time_a_store_runner_waits_exactly_the_policy_delays_before_de
     running.stop().await.unwrap();
 }
 
+/// What a [`HandlerObserver`] saw: (event type, outcome, attempts, duration).
+type Observed = Arc<Mutex<Vec<(String, HandledOutcome, u32, Duration)>>>;
+
+fn observer() -> (Observed, Arc<dyn HandlerObserver>) {
+    let seen: Observed = Arc::default();
+    let s = seen.clone();
+    let observer = move |h: &Handled<'_>| {
+        assert_eq!(h.handler, "recorder");
+        s.lock()
+            .push((h.event_type.to_owned(), h.outcome, h.attempts, h.duration));
+    };
+    (seen, Arc::new(observer))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_runners_observer_gets_each_events_outcome_attempts_and_time() {
+    let store = memory_store();
+    let last = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
+    let retry = RetryPolicy::new(3)
+        .initial_delay(Duration::from_secs(20))
+        .max_delay(Duration::from_secs(300))
+        .jitter(0.0);
+    let (seen, observer) = observer();
+    let mut running = HandlerRunner::new(
+        store,
+        Arc::new(InMemoryCheckpoints::new()),
+        Recorder::default(),
+    )
+    .retry(retry)
+    .observer(observer)
+    .spawn();
+    running.wait_for_checkpoint(last).await.unwrap();
+    let ok = |d| ("order.placed".to_owned(), HandledOutcome::Succeeded, 1, d);
+    // The poison event's time holds its retry delays: 20 s, then 40 s.
+    assert_eq!(
+        *seen.lock(),
+        [
+            ok(Duration::ZERO),
+            (
+                "order.placed".to_owned(),
+                HandledOutcome::Failed,
+                3,
+                Duration::from_secs(60)
+            ),
+            ok(Duration::ZERO),
+        ]
+    );
+    running.stop().await.unwrap();
+}
+
 /// Store retries after 1 ms, a few times at most (so a bug that loops ends the test).
 fn fast_store_retry() -> RetryPolicy {
     fast_retry(10)
@@ -578,8 +629,10 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     .await;
 
     let handler = Arc::new(Recorder::default());
+    let (seen, observer) = observer();
     let mut running = GroupRunner::new(client.clone(), "inventory", handler.clone())
         .pull_wait(Duration::from_millis(200))
+        .observer(observer)
         .spawn();
     tokio::time::timeout(
         WAIT,
@@ -611,6 +664,22 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     let mut handled = handler.handled.lock().clone();
     handled.sort();
     assert_eq!(handled, ["1", "3", "4"]);
+    // The observer saw each delivery: three successes, the poison event's three attempts.
+    let mut outcomes: Vec<(HandledOutcome, u32)> =
+        seen.lock().iter().map(|(_, o, a, _)| (*o, *a)).collect();
+    outcomes.sort_by_key(|&(o, a)| (o == HandledOutcome::Failed, a));
+    use HandledOutcome::{Failed, Succeeded};
+    assert_eq!(
+        outcomes,
+        [
+            (Succeeded, 1),
+            (Succeeded, 1),
+            (Succeeded, 1),
+            (Failed, 1),
+            (Failed, 2),
+            (Failed, 3)
+        ]
+    );
 
     // The rest was acked: nothing is in flight or left behind.
     let info = client.group_info("inventory").await.unwrap();

@@ -1,0 +1,90 @@
+//! What each event's handling took, handed to the program's own metrics.
+//!
+//! The framework measures and the program records: a runner given a [`HandlerObserver`] calls
+//! it once per event it handled or gave up on, and the program puts that into whatever it
+//! exports (a Prometheus histogram, StatsD, a log). The framework itself depends on no metrics
+//! library, and a runner without an observer measures nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How handling one event ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandledOutcome {
+    /// The handler succeeded.
+    Succeeded,
+    /// It failed: given up on (dead-lettered), or nacked to the server's consumer group.
+    Failed,
+}
+
+/// One event's handling, as a runner reports it.
+#[derive(Clone, Debug)]
+pub struct Handled<'a> {
+    /// The handler's name.
+    pub handler: &'a str,
+    /// The event's type (`order.placed`).
+    pub event_type: &'a str,
+    /// How it ended.
+    pub outcome: HandledOutcome,
+    /// The attempts this covers: on a store, every in-process attempt (0 when the event did not
+    /// decode); on a consumer group, the delivery's attempt number (the server retries).
+    pub attempts: u32,
+    /// From the start of the first attempt to the outcome (on a store, the retry delays in
+    /// between included).
+    pub duration: Duration,
+}
+
+/// Told how each event's handling ended; set with `observer` on
+/// [`HandlerRunner`](super::HandlerRunner) or [`GroupRunner`](super::GroupRunner). A closure
+/// `Fn(&Handled<'_>)` is one. It runs on the runner's task, between events: keep it quick.
+pub trait HandlerObserver: Send + Sync + 'static {
+    /// One event was handled, or given up on.
+    fn handled(&self, handled: &Handled<'_>);
+}
+
+impl<F: Fn(&Handled<'_>) + Send + Sync + 'static> HandlerObserver for F {
+    fn handled(&self, handled: &Handled<'_>) {
+        self(handled)
+    }
+}
+
+/// A runner's observer: none by default.
+#[derive(Clone, Default)]
+pub(crate) struct Observer(Option<Arc<dyn HandlerObserver>>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+impl Observer {
+    pub fn new(observer: Arc<dyn HandlerObserver>) -> Self {
+        Observer(Some(observer))
+    }
+
+    /// The clock for [`Observer::report`], read only when someone listens.
+    pub fn start(&self) -> Option<tokio::time::Instant> {
+        self.0.as_ref().map(|_| tokio::time::Instant::now())
+    }
+
+    /// Reports an event's handling that began at `started` (from [`Observer::start`]).
+    pub fn report(
+        &self,
+        started: Option<tokio::time::Instant>,
+        handler: &str,
+        event_type: &str,
+        outcome: HandledOutcome,
+        attempts: u32,
+    ) {
+        if let (Some(o), Some(started)) = (&self.0, started) {
+            o.handled(&Handled {
+                handler,
+                event_type,
+                outcome,
+                attempts,
+                duration: started.elapsed(),
+            });
+        }
+    }
+}
