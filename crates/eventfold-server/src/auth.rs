@@ -16,9 +16,9 @@ use std::path::Path;
 
 use axum::http::HeaderValue;
 use eventfold_core::StreamName;
+use eventfold_protocol::ErrorCode;
 
 use crate::error::ApiError;
-use eventfold_protocol::ErrorCode;
 
 /// A right a token can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -103,10 +103,11 @@ impl StreamSet {
         }
     }
 
-    /// Whether every stream of this set starts with `p`: the prefix does, or the category
-    /// does (then both `category` and `category-*` do).
+    /// Whether every stream of this set starts with `p`: `p` is empty, the prefix starts with
+    /// it, or the category does (then both `category` and `category-*` do).
     fn within(&self, p: &str) -> bool {
-        self.prefix.as_deref().is_some_and(|x| x.starts_with(p))
+        p.is_empty()
+            || self.prefix.as_deref().is_some_and(|x| x.starts_with(p))
             || self.category.as_deref().is_some_and(|c| c.starts_with(p))
     }
 }
@@ -268,4 +269,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(prefix: Option<&str>, category: Option<&str>) -> StreamSet {
+        StreamSet {
+            prefix: prefix.map(str::to_owned),
+            category: category.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_stream_set_is_within_a_prefix_only_when_all_its_streams_are() {
+        let cases = [
+            (set(None, None), "order-", false),
+            (set(None, None), "", true),
+            (set(Some(""), None), "order-", false),
+            (set(Some("order-1"), None), "order-", true),
+            (set(Some("ord"), None), "order-", false),
+            (set(None, Some("order")), "order-", false),
+            (set(None, Some("order")), "order", true),
+            (set(Some("user-"), Some("order")), "order", true),
+            (set(Some("x"), Some("y")), "", true),
+        ];
+        for (s, p, within) in cases {
+            assert_eq!(s.within(p), within, "{s:?} within {p:?}");
+        }
+    }
 }

@@ -16,12 +16,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use eventfold_core::StreamName;
 use eventfold_groups::GroupName;
-use eventfold_protocol::QueryPairs;
+use eventfold_protocol::{ErrorCode, QueryPairs};
 
 use crate::auth::{Right, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 /// A request as its route parses it, and what it needs.
 pub trait ApiRequest: Sized + Send + 'static {

@@ -24,7 +24,7 @@ use super::group_bodies::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use eventfold_protocol::QueryPairs;
+use eventfold_protocol::{ErrorCode, QueryPairs};
 
 use super::read_body;
 use crate::auth::{Right, Scope};
@@ -32,7 +32,6 @@ use crate::authorized::{Admin, ApiRequest, Authorized, OnGroup, OnServer, PathPa
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 /// Largest body of a group request (an ack of 10,000 ids fits easily).
 const GROUP_BODY_BYTES_MAX: usize = 4 << 20;

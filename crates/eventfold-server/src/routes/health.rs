@@ -1,11 +1,11 @@
 use axum::Json;
 use axum::extract::State;
+use eventfold_protocol::ErrorCode;
 use serde_json::json;
 
 use crate::authorized::{Authorized, OnServer};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 /// The process is up.
 pub async fn live() -> Json<serde_json::Value> {

@@ -12,10 +12,10 @@ pub mod table;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use bytes::Bytes;
+use eventfold_protocol::ErrorCode;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 pub fn router(state: AppState) -> Router {
     // Every route comes from the operations table, which also makes `/openapi.json`.

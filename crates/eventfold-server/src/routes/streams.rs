@@ -7,8 +7,8 @@ use bytes::Bytes;
 use eventfold_core::{DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetadata, StreamName};
 use eventfold_groups::GroupName;
 use eventfold_protocol::{
-    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, InfoResponse, NDJSON, QueryPairs,
-    READ_STREAM_PARAMS, StreamsResponse, parse_cloudevent, parse_cloudevents_batch,
+    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, NDJSON,
+    QueryPairs, READ_STREAM_PARAMS, StreamsResponse, parse_cloudevent, parse_cloudevents_batch,
     parse_expected_revision, parse_new_events, read_stream_query,
 };
 
@@ -20,7 +20,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedRevision> {
     let v = match headers.get("expected-revision") {

@@ -16,7 +16,7 @@ use eventfold_core::{
     EventFilter, EventSubscription, Position, Revision, StoreError, StreamName, SubscribeFrom,
 };
 use eventfold_protocol::{
-    NDJSON, QueryPairs, SUBSCRIBE_ALL_PARAMS, SUBSCRIBE_STREAM_PARAMS, store_error_code,
+    ErrorCode, NDJSON, QueryPairs, SUBSCRIBE_ALL_PARAMS, SUBSCRIBE_STREAM_PARAMS, store_error_code,
     subscribe_all_query, subscribe_stream_query,
 };
 use futures::StreamExt as _;
@@ -27,7 +27,6 @@ use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
-use eventfold_protocol::ErrorCode;
 
 /// Which number identifies an event on this subscription: its revision (one stream) or its
 /// position (`$all`).
