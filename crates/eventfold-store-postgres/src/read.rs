@@ -1,0 +1,418 @@
+//! Reads: each one runs in a read-only `REPEATABLE READ` transaction, so the committed end of
+//! the log, the streams' states and the events it returns are one snapshot.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Object, Transaction};
+use eventfold_core::{
+    AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, LastAppend, ListStreams,
+    Metadata, Position, ReadAll, ReadStream, RecordedEvent, Revision, StoreError, StoreResult,
+    StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, Timestamp,
+    Visibility,
+};
+use tokio_postgres::{IsolationLevel, Row};
+
+use crate::{Inner, pg_err};
+
+/// The columns of an event row, in the order [`event`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "position, stream, revision, id, event_type, timestamp_us, \
+     schema_version, content_type, data, metadata";
+
+/// Rows fetched per query of a `$all` scan.
+const SCAN_CHUNK: i64 = 1000;
+
+/// A read-only snapshot transaction.
+pub(crate) async fn snapshot(client: &mut Object) -> StoreResult<Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err("begin a read"))
+}
+
+/// What the store keeps about one stream.
+#[derive(Debug)]
+pub(crate) struct StreamRow {
+    pub(crate) head: StreamHead,
+    pub(crate) metadata: StreamMetadata,
+    pub(crate) last: Option<LastAppend>,
+}
+
+/// The columns of a stream row, in the order [`stream_from_row`] reads them.
+pub(crate) const STREAM_COLUMNS: &str = "next_revision, deleted_before, tombstoned, metadata, \
+     last_first_revision, last_len, last_first_position, last_last_position";
+
+pub(crate) fn stream_from_row(row: &Row) -> StoreResult<StreamRow> {
+    let metadata: String = row.get(3);
+    let metadata = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt {
+        file: "PostgreSQL table streams".to_owned(),
+        offset: 0,
+        detail: format!("stream metadata does not parse: {e}"),
+    })?;
+    let last = match (
+        row.get::<_, Option<i64>>(4),
+        row.get::<_, Option<i64>>(5),
+        row.get::<_, Option<i64>>(6),
+        row.get::<_, Option<i64>>(7),
+    ) {
+        (Some(fr), Some(len), Some(fp), Some(lp)) => Some(LastAppend {
+            first_revision: fr as u64,
+            len: len as u64,
+            first_position: fp as u64,
+            last_position: lp as u64,
+        }),
+        _ => None,
+    };
+    Ok(StreamRow {
+        head: StreamHead {
+            next_revision: row.get::<_, i64>(0) as u64,
+            deleted_before: row.get::<_, i64>(1) as u64,
+            tombstoned: row.get(2),
+        },
+        metadata,
+        last,
+    })
+}
+
+/// The stream's row, `None` when the store never heard of it.
+pub(crate) async fn stream_row(
+    inner: &Inner,
+    c: &impl GenericClient,
+    stream: &StreamName,
+) -> StoreResult<Option<StreamRow>> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {STREAM_COLUMNS} FROM {} WHERE name = $1",
+                inner.table("streams")
+            ),
+            &[&stream.as_str()],
+        )
+        .await
+        .map_err(pg_err("read a stream's state"))?;
+    row.as_ref().map(stream_from_row).transpose()
+}
+
+/// An event from a row of [`EVENT_COLUMNS`].
+pub(crate) fn event(row: &Row) -> StoreResult<RecordedEvent> {
+    let id: &[u8] = row.get(3);
+    let id: [u8; 16] = id.try_into().map_err(|_| StoreError::Corrupt {
+        file: "PostgreSQL table events".to_owned(),
+        offset: row.get::<_, i64>(0) as u64,
+        detail: "an event id is not 16 bytes".to_owned(),
+    })?;
+    let metadata: String = row.get(9);
+    Ok(RecordedEvent {
+        position: Position(row.get::<_, i64>(0) as u64),
+        stream: StreamName::new(row.get::<_, &str>(1))?,
+        revision: Revision(row.get::<_, i64>(2) as u64),
+        id: EventId::from_bytes(id),
+        event_type: EventType::new(row.get::<_, &str>(4))?,
+        timestamp: Timestamp(row.get(5)),
+        schema_version: row.get::<_, i64>(6) as u32,
+        content_type: ContentType::new(row.get::<_, &str>(7))?,
+        data: row.get(8),
+        metadata: Metadata::from_raw_json(metadata),
+    })
+}
+
+/// The stream's state and its visible revisions (max-age applied), or the error reads answer.
+async fn visible_range(
+    inner: &Inner,
+    c: &impl GenericClient,
+    stream: &StreamName,
+) -> StoreResult<(StreamRow, Range<u64>)> {
+    let row = stream_row(inner, c, stream).await?;
+    let head = row.as_ref().map(|r| r.head).unwrap_or_default();
+    head.check_readable(stream)?;
+    let row = row.expect("a readable stream has a row");
+    let v = head.visibility(&row.metadata, Timestamp::now().micros());
+    let Some(min) = v.min_timestamp_us else {
+        return Ok((row, v.from..v.to));
+    };
+    // Commit times never decrease along a stream, so the young events are a suffix.
+    let lo: Option<i64> = c
+        .query_one(
+            &format!(
+                "SELECT min(revision) FROM {} WHERE stream = $1 AND revision >= $2 \
+                 AND revision < $3 AND timestamp_us >= $4",
+                inner.table("events")
+            ),
+            &[&stream.as_str(), &(v.from as i64), &(v.to as i64), &min],
+        )
+        .await
+        .map_err(pg_err("find a stream's young events"))?
+        .get(0);
+    let lo = lo.map_or(v.to, |r| r as u64);
+    Ok((row, lo..v.to))
+}
+
+pub(crate) async fn read_stream(
+    inner: &Inner,
+    c: &impl GenericClient,
+    stream: &StreamName,
+    read: &ReadStream,
+) -> StoreResult<StreamSlice> {
+    let (_, visible) = visible_range(inner, c, stream).await?;
+    let plan = read.plan(visible);
+    let range = plan.revisions;
+    let mut events = if range.is_empty() {
+        Vec::new()
+    } else {
+        c.query(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM {} WHERE stream = $1 AND revision >= $2 \
+                 AND revision < $3 ORDER BY revision",
+                inner.table("events")
+            ),
+            &[&stream.as_str(), &(range.start as i64), &(range.end as i64)],
+        )
+        .await
+        .map_err(pg_err("read a stream"))?
+        .iter()
+        .map(event)
+        .collect::<StoreResult<Vec<_>>>()?
+    };
+    if plan.reverse {
+        events.reverse();
+    }
+    Ok(StreamSlice {
+        events,
+        next: plan.next,
+    })
+}
+
+pub(crate) async fn stream_info(
+    inner: &Inner,
+    c: &impl GenericClient,
+    stream: &StreamName,
+) -> StoreResult<StreamInfo> {
+    let (row, visible) = visible_range(inner, c, stream).await?;
+    let last_revision = row.head.next_revision - 1;
+    let last_position: i64 = c
+        .query_one(
+            &format!(
+                "SELECT position FROM {} WHERE stream = $1 AND revision = $2",
+                inner.table("events")
+            ),
+            &[&stream.as_str(), &(last_revision as i64)],
+        )
+        .await
+        .map_err(pg_err("read a stream's last event"))?
+        .get(0);
+    Ok(StreamInfo {
+        stream: stream.clone(),
+        last_revision: Revision(last_revision),
+        last_position: Position(last_position as u64),
+        event_count: visible.end - visible.start,
+        metadata: row.metadata,
+    })
+}
+
+pub(crate) async fn list_streams(
+    inner: &Inner,
+    c: &impl GenericClient,
+    list: &ListStreams,
+) -> StoreResult<StreamList> {
+    let prefix = list.prefix.as_deref().unwrap_or("");
+    let (op, bound) = match list.lower_bound() {
+        std::ops::Bound::Excluded(a) => (">", a),
+        std::ops::Bound::Included(a) => (">=", a),
+        std::ops::Bound::Unbounded => (">=", ""),
+    };
+    // Only existing streams with the prefix: `page` sees them as they come, in byte order.
+    let rows = c
+        .query(
+            &format!(
+                "SELECT name FROM {} WHERE name {op} $1 AND left(name, length($2)) = $2 \
+                 AND NOT tombstoned AND next_revision > deleted_before ORDER BY name LIMIT $3",
+                inner.table("streams")
+            ),
+            &[&bound, &prefix, &(list.limit as i64 + 1)],
+        )
+        .await
+        .map_err(pg_err("list streams"))?;
+    list.page(rows.iter().map(|r| (r.get::<_, &str>(0), true)))
+}
+
+/// The committed end of the log in the caller's snapshot: every position below it is
+/// committed and visible.
+pub(crate) async fn committed(inner: &Inner, c: &impl GenericClient) -> StoreResult<u64> {
+    let n: i64 = c
+        .query_one(
+            &format!("SELECT next_position FROM {}", inner.table("log_head")),
+            &[],
+        )
+        .await
+        .map_err(pg_err("read the end of the log"))?
+        .get(0);
+    Ok(n as u64)
+}
+
+pub(crate) async fn read_all(
+    inner: &Inner,
+    c: &impl GenericClient,
+    read: &ReadAll,
+) -> StoreResult<AllSlice> {
+    let committed = committed(inner, c).await?;
+    let Some(plan) = read.plan(committed) else {
+        return Ok(AllSlice {
+            events: Vec::new(),
+            next: None,
+        });
+    };
+    let scan = scan(
+        inner,
+        c,
+        &plan,
+        &read.filter,
+        read.limit,
+        AllReadPlan::SCAN_RECORDS_MAX,
+    )
+    .await?;
+    Ok(AllSlice {
+        next: plan.next(Some(scan.last_scanned), scan.exhausted),
+        events: scan.events,
+    })
+}
+
+/// What one scan of `$all` found.
+pub(crate) struct Scanned {
+    pub(crate) events: Vec<RecordedEvent>,
+    /// The last position scanned (gaps of metadata and delete records included).
+    pub(crate) last_scanned: u64,
+    /// The scan ran out of log before the limit or the scan budget.
+    pub(crate) exhausted: bool,
+}
+
+/// Scans `$all` from `plan.start` in the plan's direction over at most `scan_max` positions,
+/// keeping up to `limit` events that match `filter` and are visible in their stream.
+pub(crate) async fn scan(
+    inner: &Inner,
+    c: &impl GenericClient,
+    plan: &AllReadPlan,
+    filter: &EventFilter,
+    limit: usize,
+    scan_max: usize,
+) -> StoreResult<Scanned> {
+    let now = Timestamp::now().micros();
+    let scan_max = scan_max.max(1) as u64;
+    // The window of positions this scan may look at: `[lo, hi)`.
+    let (lo, hi) = if plan.forward {
+        (
+            plan.start,
+            plan.start.saturating_add(scan_max).min(plan.committed),
+        )
+    } else {
+        ((plan.start + 1).saturating_sub(scan_max), plan.start + 1)
+    };
+    let window_is_end = if plan.forward {
+        hi == plan.committed
+    } else {
+        lo == 0
+    };
+    let sql = if plan.forward {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
+             ORDER BY position LIMIT $3",
+            inner.table("events")
+        )
+    } else {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
+             ORDER BY position DESC LIMIT $3",
+            inner.table("events")
+        )
+    };
+    let mut visibility: HashMap<String, Visibility> = HashMap::new();
+    let mut events = Vec::new();
+    let (mut a, mut b) = (lo, hi);
+    while a < b {
+        let rows = c
+            .query(&sql, &[&(a as i64), &(b as i64), &SCAN_CHUNK])
+            .await
+            .map_err(pg_err("read the log"))?;
+        let batch = rows.iter().map(event).collect::<StoreResult<Vec<_>>>()?;
+        let unknown: Vec<&str> = batch
+            .iter()
+            .map(|e| e.stream.as_str())
+            .filter(|s| !visibility.contains_key(*s))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !unknown.is_empty() {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
+                        inner.table("streams")
+                    ),
+                    &[&unknown],
+                )
+                .await
+                .map_err(pg_err("read the streams' states"))?;
+            for r in &rows {
+                let name: String = r.get(0);
+                let st = stream_from_row_at(r)?;
+                visibility.insert(name, st.head.visibility(&st.metadata, now));
+            }
+        }
+        let full = batch.len() as i64 == SCAN_CHUNK;
+        for e in batch {
+            let p = e.position.0;
+            if plan.forward {
+                a = p + 1;
+            } else {
+                b = p;
+            }
+            if !filter.matches(e.stream.as_str(), e.event_type.as_str()) {
+                continue;
+            }
+            let v = visibility
+                .get(e.stream.as_str())
+                .copied()
+                .unwrap_or(Visibility::HIDDEN);
+            if v.shows(e.revision.0, e.timestamp.micros()) {
+                events.push(e);
+                if events.len() >= limit {
+                    return Ok(Scanned {
+                        events,
+                        last_scanned: p,
+                        exhausted: false,
+                    });
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(Scanned {
+        events,
+        last_scanned: if plan.forward { hi - 1 } else { lo },
+        exhausted: window_is_end,
+    })
+}
+
+/// [`stream_from_row`] for a row whose first column is the name.
+fn stream_from_row_at(row: &Row) -> StoreResult<StreamRow> {
+    let metadata: String = row.get(4);
+    let metadata = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt {
+        file: "PostgreSQL table streams".to_owned(),
+        offset: 0,
+        detail: format!("stream metadata does not parse: {e}"),
+    })?;
+    Ok(StreamRow {
+        head: StreamHead {
+            next_revision: row.get::<_, i64>(1) as u64,
+            deleted_before: row.get::<_, i64>(2) as u64,
+            tombstoned: row.get(3),
+        },
+        metadata,
+        last: None,
+    })
+}

@@ -1,0 +1,305 @@
+//! Writes: one transaction each. In the default mode it first takes the schema's advisory lock,
+//! held until commit, then reads the next position from the one-row `log_head`: positions are
+//! handed out in commit order, so readers never see a position appear below one they passed.
+
+use deadpool_postgres::Transaction;
+use eventfold_core::{
+    AppendResult, DeleteMode, ExpectedRevision, LastAppend, NewEvent, Position, Revision,
+    StoreResult, StreamHead, StreamName, Timestamp,
+};
+
+use crate::read::{STREAM_COLUMNS, StreamRow, stream_from_row};
+use crate::{Inner, pg_err};
+
+/// Begins a write: the ordering lock (unless switched off for tests), then the stream's row.
+async fn begin<'a>(
+    inner: &Inner,
+    client: &'a mut deadpool_postgres::Object,
+    stream: &StreamName,
+) -> StoreResult<(Transaction<'a>, Option<StreamRow>)> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg_err("begin a write"))?;
+    if inner.options.serialize_positions {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&inner.lock_key])
+            .await
+            .map_err(pg_err("take the write lock"))?;
+    } else {
+        // Without the ordering lock, the stream's row lock alone orders writes to one stream.
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                inner.table("streams")
+            ),
+            &[&stream.as_str()],
+        )
+        .await
+        .map_err(pg_err("create a stream's row"))?;
+    }
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {STREAM_COLUMNS} FROM {} WHERE name = $1 FOR UPDATE",
+                inner.table("streams")
+            ),
+            &[&stream.as_str()],
+        )
+        .await
+        .map_err(pg_err("read a stream's state"))?;
+    let row = row.as_ref().map(stream_from_row).transpose()?;
+    Ok((tx, row))
+}
+
+/// Takes `n` positions and the commit time, in the write's transaction (which holds the
+/// ordering lock): the first position and the timestamp (never going backwards).
+async fn take_positions(inner: &Inner, tx: &Transaction<'_>, n: u64) -> StoreResult<(u64, i64)> {
+    let now = Timestamp::now().micros();
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE {} SET next_position = next_position + $1, \
+                 last_timestamp_us = GREATEST(last_timestamp_us, $2) \
+                 RETURNING next_position - $1, last_timestamp_us",
+                inner.table("log_head")
+            ),
+            &[&(n as i64), &now],
+        )
+        .await
+        .map_err(pg_err("take positions"))?;
+    Ok((row.get::<_, i64>(0) as u64, row.get(1)))
+}
+
+/// Takes `n` positions in a transaction of their own, committed at once: what a `bigserial`
+/// does, and what lets readers skip events. For tests only.
+async fn take_positions_unordered(
+    inner: &Inner,
+    client: &deadpool_postgres::Object,
+    n: u64,
+) -> StoreResult<(u64, i64)> {
+    let row = client
+        .query_one(
+            &format!(
+                "UPDATE {} SET next_position = next_position + $1 \
+                 RETURNING next_position - $1, last_timestamp_us",
+                inner.table("log_head")
+            ),
+            &[&(n as i64)],
+        )
+        .await
+        .map_err(pg_err("take positions"))?;
+    let now = Timestamp::now().micros().max(row.get(1));
+    Ok((row.get::<_, i64>(0) as u64, now))
+}
+
+/// Tells other stores on the schema that the log moved (delivered at commit).
+async fn notify(inner: &Inner, tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&inner.channel])
+        .await
+        .map_err(pg_err("notify the subscribers"))?;
+    Ok(())
+}
+
+async fn commit(inner: &Inner, tx: Transaction<'_>) -> StoreResult<()> {
+    tx.commit().await.map_err(pg_err("commit a write"))?;
+    inner.wake();
+    Ok(())
+}
+
+pub(crate) async fn append(
+    inner: &Inner,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+) -> StoreResult<AppendResult> {
+    let mut client = inner.client().await?;
+    let reserved = if inner.options.serialize_positions {
+        None
+    } else {
+        Some(take_positions_unordered(inner, &client, events.len() as u64).await?)
+    };
+    let (tx, row) = begin(inner, &mut client, stream).await?;
+    let head = row.as_ref().map(|r| r.head).unwrap_or_default();
+    let last = row.as_ref().and_then(|r| r.last);
+    // The ids of the last batch, when this one may be its retry.
+    let mut last_ids: Vec<Vec<u8>> = Vec::new();
+    if let Some(lb) = last
+        && lb.len == events.len() as u64
+        && !head.tombstoned
+    {
+        last_ids = tx
+            .query(
+                &format!(
+                    "SELECT id FROM {} WHERE stream = $1 AND revision >= $2 AND revision < $3 \
+                     ORDER BY revision",
+                    inner.table("events")
+                ),
+                &[
+                    &stream.as_str(),
+                    &(lb.first_revision as i64),
+                    &((lb.first_revision + lb.len) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err("read the last batch's ids"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    }
+    let replay = head.check_append(stream, last, expected, events.len(), |_| {
+        Ok(last_ids.len() == events.len()
+            && last_ids
+                .iter()
+                .zip(&events)
+                .all(|(a, e)| a.as_slice() == e.id.as_bytes()))
+    })?;
+    if let Some(replay) = replay {
+        return Ok(replay);
+    }
+    let n = events.len() as u64;
+    let (first_position, timestamp) = match reserved {
+        Some(r) => r,
+        None => take_positions(inner, &tx, n).await?,
+    };
+    let first_revision = head.next_revision;
+    let mut positions = Vec::with_capacity(events.len());
+    let mut revisions = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut versions = Vec::with_capacity(events.len());
+    let mut content_types = Vec::with_capacity(events.len());
+    let mut datas = Vec::with_capacity(events.len());
+    let mut metadatas = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        positions.push((first_position + i as u64) as i64);
+        revisions.push((first_revision + i as u64) as i64);
+        ids.push(e.id.as_bytes().to_vec());
+        types.push(e.event_type.as_str().to_owned());
+        versions.push(i64::from(e.schema_version));
+        content_types.push(e.content_type.as_str().to_owned());
+        metadatas.push(serde_json::to_string(&e.metadata).map_err(|err| {
+            eventfold_core::ValidationError::new(
+                "event metadata",
+                "",
+                format!("does not serialize: {err}"),
+            )
+        })?);
+        datas.push(e.data);
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
+             schema_version, content_type, data, metadata) \
+             SELECT p, $2, r, i, t, $3, v, c, d, m FROM unnest($1::bigint[], $4::bigint[], \
+             $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], $10::text[]) \
+             AS u(p, r, i, t, v, c, d, m)",
+            inner.table("events")
+        ),
+        &[
+            &positions,
+            &stream.as_str(),
+            &timestamp,
+            &revisions,
+            &ids,
+            &types,
+            &versions,
+            &content_types,
+            &datas,
+            &metadatas,
+        ],
+    )
+    .await
+    .map_err(pg_err("insert events"))?;
+    let last = LastAppend {
+        first_revision,
+        len: n,
+        first_position,
+        last_position: first_position + n - 1,
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (name, next_revision, last_first_revision, last_len, \
+             last_first_position, last_last_position) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET next_revision = EXCLUDED.next_revision, \
+             last_first_revision = EXCLUDED.last_first_revision, last_len = EXCLUDED.last_len, \
+             last_first_position = EXCLUDED.last_first_position, \
+             last_last_position = EXCLUDED.last_last_position",
+            inner.table("streams")
+        ),
+        &[
+            &stream.as_str(),
+            &((first_revision + n) as i64),
+            &(first_revision as i64),
+            &(n as i64),
+            &(first_position as i64),
+            &(last.last_position as i64),
+        ],
+    )
+    .await
+    .map_err(pg_err("update a stream's state"))?;
+    notify(inner, &tx).await?;
+    commit(inner, tx).await?;
+    Ok(AppendResult {
+        stream: stream.clone(),
+        first_revision: Revision(first_revision),
+        last_revision: Revision(first_revision + n - 1),
+        first_position: Position(first_position),
+        last_position: Position(last.last_position),
+        idempotent_replay: false,
+    })
+}
+
+pub(crate) async fn set_metadata(
+    inner: &Inner,
+    stream: &StreamName,
+    metadata_json: String,
+) -> StoreResult<()> {
+    let mut client = inner.client().await?;
+    let (tx, row) = begin(inner, &mut client, stream).await?;
+    let head: StreamHead = row.map(|r| r.head).unwrap_or_default();
+    head.check_writable(stream)?;
+    // Metadata changes take a position, as in the engine.
+    take_positions(inner, &tx, 1).await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (name, metadata) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET metadata = EXCLUDED.metadata",
+            inner.table("streams")
+        ),
+        &[&stream.as_str(), &metadata_json],
+    )
+    .await
+    .map_err(pg_err("write a stream's metadata"))?;
+    notify(inner, &tx).await?;
+    commit(inner, tx).await
+}
+
+pub(crate) async fn delete(
+    inner: &Inner,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    mode: DeleteMode,
+) -> StoreResult<()> {
+    let mut client = inner.client().await?;
+    let (tx, row) = begin(inner, &mut client, stream).await?;
+    let head: StreamHead = row.map(|r| r.head).unwrap_or_default();
+    head.check_delete(stream, expected, mode)?;
+    take_positions(inner, &tx, 1).await?;
+    let (deleted_before, tombstoned) = match mode {
+        DeleteMode::Soft => (head.next_revision, false),
+        DeleteMode::Hard => (head.deleted_before, true),
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (name, deleted_before, tombstoned) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET deleted_before = EXCLUDED.deleted_before, \
+             tombstoned = EXCLUDED.tombstoned",
+            inner.table("streams")
+        ),
+        &[&stream.as_str(), &(deleted_before as i64), &tombstoned],
+    )
+    .await
+    .map_err(pg_err("delete a stream"))?;
+    notify(inner, &tx).await?;
+    commit(inner, tx).await
+}
