@@ -5,6 +5,7 @@
 
 mod conformance;
 mod ordering;
+mod schema;
 
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 
