@@ -12,7 +12,9 @@
 //! reads the next position from a one-row counter, writes, and commits; the lock is released
 //! at commit. Positions are therefore assigned in commit order: no event ever becomes visible
 //! below a position a reader has already passed, and `$all` readers can follow the log with
-//! `position >= next`. The cost is that writes to one schema commit one at a time.
+//! `position >= next`. The cost is that writes to one schema commit one at a time, which group
+//! commit pays for: one writer task per store writes every append queued meanwhile in one
+//! transaction, with one durable commit.
 //!
 //! # Live subscriptions
 //!
@@ -20,6 +22,7 @@
 //! `NOTIFY` from another one on the same schema) or for the poll interval, then reads again.
 //! Notifications are hints only: correctness rests on the reads.
 
+mod group;
 mod notify;
 mod read;
 mod schema;
@@ -36,7 +39,7 @@ use eventfold_core::{
     StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
     SubscribeFrom,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::subscribe::Target;
@@ -93,6 +96,8 @@ struct Inner {
     /// Bumped after every write seen (our own commits and other stores' notifications): wakes
     /// caught-up subscriptions.
     wake: watch::Sender<u64>,
+    /// The queue of the group-commit writer.
+    writer: mpsc::Sender<group::Request>,
 }
 
 impl PostgresStore {
@@ -134,7 +139,9 @@ impl PostgresStore {
         })?;
         schema::migrate(&mut client, &schema, lock_key).await?;
         drop(client);
+        let (writer, queue) = mpsc::channel(group::QUEUE);
         let inner = Arc::new(Inner {
+            writer,
             pool,
             channel: format!("eventfold_{schema}"),
             schema,
@@ -142,6 +149,7 @@ impl PostgresStore {
             lock_key,
             wake: watch::Sender::new(0),
         });
+        group::spawn_writer(Arc::downgrade(&inner), queue);
         notify::spawn_listener(Arc::downgrade(&inner), config);
         Ok(PostgresStore { inner })
     }
@@ -242,7 +250,22 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.limits().check_batch(&events)?;
-        write::append(&self.inner, stream, expected, events).await
+        if !self.inner.options.serialize_positions {
+            return write::append_unordered(&self.inner, stream, expected, events).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = group::Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

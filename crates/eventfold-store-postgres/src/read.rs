@@ -47,17 +47,27 @@ pub(crate) const STREAM_COLUMNS: &str = "next_revision, deleted_before, tombston
      last_first_revision, last_len, last_first_position, last_last_position";
 
 pub(crate) fn stream_from_row(row: &Row) -> StoreResult<StreamRow> {
-    let metadata: String = row.get(3);
+    stream_from_columns(row, 0)
+}
+
+/// The name and state of a stream from a row of `name, ` then [`STREAM_COLUMNS`].
+pub(crate) fn stream_from_row_named(row: &Row) -> StoreResult<(String, StreamRow)> {
+    Ok((row.get(0), stream_from_columns(row, 1)?))
+}
+
+/// A stream's state from [`STREAM_COLUMNS`] starting at column `at`.
+fn stream_from_columns(row: &Row, at: usize) -> StoreResult<StreamRow> {
+    let metadata: String = row.get(at + 3);
     let metadata = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt {
         file: "PostgreSQL table streams".to_owned(),
         offset: 0,
         detail: format!("stream metadata does not parse: {e}"),
     })?;
     let last = match (
-        row.get::<_, Option<i64>>(4),
-        row.get::<_, Option<i64>>(5),
-        row.get::<_, Option<i64>>(6),
-        row.get::<_, Option<i64>>(7),
+        row.get::<_, Option<i64>>(at + 4),
+        row.get::<_, Option<i64>>(at + 5),
+        row.get::<_, Option<i64>>(at + 6),
+        row.get::<_, Option<i64>>(at + 7),
     ) {
         (Some(fr), Some(len), Some(fp), Some(lp)) => Some(LastAppend {
             first_revision: fr as u64,
@@ -69,9 +79,9 @@ pub(crate) fn stream_from_row(row: &Row) -> StoreResult<StreamRow> {
     };
     Ok(StreamRow {
         head: StreamHead {
-            next_revision: row.get::<_, i64>(0) as u64,
-            deleted_before: row.get::<_, i64>(1) as u64,
-            tombstoned: row.get(2),
+            next_revision: row.get::<_, i64>(at) as u64,
+            deleted_before: row.get::<_, i64>(at + 1) as u64,
+            tombstoned: row.get(at + 2),
         },
         metadata,
         last,
@@ -356,8 +366,7 @@ pub(crate) async fn scan(
                 .await
                 .map_err(pg_err("read the streams' states"))?;
             for r in &rows {
-                let name: String = r.get(0);
-                let st = stream_from_row_at(r)?;
+                let (name, st) = stream_from_row_named(r)?;
                 visibility.insert(name, st.head.visibility(&st.metadata, now));
             }
         }
@@ -395,24 +404,5 @@ pub(crate) async fn scan(
         events,
         last_scanned: if plan.forward { hi - 1 } else { lo },
         exhausted: window_is_end,
-    })
-}
-
-/// [`stream_from_row`] for a row whose first column is the name.
-fn stream_from_row_at(row: &Row) -> StoreResult<StreamRow> {
-    let metadata: String = row.get(4);
-    let metadata = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt {
-        file: "PostgreSQL table streams".to_owned(),
-        offset: 0,
-        detail: format!("stream metadata does not parse: {e}"),
-    })?;
-    Ok(StreamRow {
-        head: StreamHead {
-            next_revision: row.get::<_, i64>(1) as u64,
-            deleted_before: row.get::<_, i64>(2) as u64,
-            tombstoned: row.get(3),
-        },
-        metadata,
-        last: None,
     })
 }

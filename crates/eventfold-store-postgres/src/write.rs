@@ -8,6 +8,7 @@ use eventfold_core::{
     StoreResult, StreamHead, StreamName, Timestamp,
 };
 
+use crate::group::EventRows;
 use crate::read::{STREAM_COLUMNS, StreamRow, stream_from_row};
 use crate::{Inner, pg_err};
 
@@ -106,18 +107,16 @@ async fn commit(inner: &Inner, tx: Transaction<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-pub(crate) async fn append(
+/// One append in a transaction of its own, positions taken before it: the path without the
+/// ordering lock, for tests only (the store's appends go through the group-commit writer).
+pub(crate) async fn append_unordered(
     inner: &Inner,
     stream: &StreamName,
     expected: ExpectedRevision,
     events: Vec<NewEvent>,
 ) -> StoreResult<AppendResult> {
     let mut client = inner.client().await?;
-    let reserved = if inner.options.serialize_positions {
-        None
-    } else {
-        Some(take_positions_unordered(inner, &client, events.len() as u64).await?)
-    };
+    let reserved = take_positions_unordered(inner, &client, events.len() as u64).await?;
     let (tx, row) = begin(inner, &mut client, stream).await?;
     let head = row.as_ref().map(|r| r.head).unwrap_or_default();
     let last = row.as_ref().and_then(|r| r.last);
@@ -157,59 +156,18 @@ pub(crate) async fn append(
         return Ok(replay);
     }
     let n = events.len() as u64;
-    let (first_position, timestamp) = match reserved {
-        Some(r) => r,
-        None => take_positions(inner, &tx, n).await?,
-    };
+    let (first_position, timestamp) = reserved;
     let first_revision = head.next_revision;
-    let mut positions = Vec::with_capacity(events.len());
-    let mut revisions = Vec::with_capacity(events.len());
-    let mut ids = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut versions = Vec::with_capacity(events.len());
-    let mut content_types = Vec::with_capacity(events.len());
-    let mut datas = Vec::with_capacity(events.len());
-    let mut metadatas = Vec::with_capacity(events.len());
+    let mut rows = EventRows::new(timestamp);
     for (i, e) in events.into_iter().enumerate() {
-        positions.push((first_position + i as u64) as i64);
-        revisions.push((first_revision + i as u64) as i64);
-        ids.push(e.id.as_bytes().to_vec());
-        types.push(e.event_type.as_str().to_owned());
-        versions.push(i64::from(e.schema_version));
-        content_types.push(e.content_type.as_str().to_owned());
-        metadatas.push(serde_json::to_string(&e.metadata).map_err(|err| {
-            eventfold_core::ValidationError::new(
-                "event metadata",
-                "",
-                format!("does not serialize: {err}"),
-            )
-        })?);
-        datas.push(e.data);
+        rows.push(
+            stream,
+            first_position + i as u64,
+            first_revision + i as u64,
+            e,
+        )?;
     }
-    tx.execute(
-        &format!(
-            "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
-             schema_version, content_type, data, metadata) \
-             SELECT p, $2, r, i, t, $3, v, c, d, m FROM unnest($1::bigint[], $4::bigint[], \
-             $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], $10::text[]) \
-             AS u(p, r, i, t, v, c, d, m)",
-            inner.table("events")
-        ),
-        &[
-            &positions,
-            &stream.as_str(),
-            &timestamp,
-            &revisions,
-            &ids,
-            &types,
-            &versions,
-            &content_types,
-            &datas,
-            &metadatas,
-        ],
-    )
-    .await
-    .map_err(pg_err("insert events"))?;
+    rows.insert(inner, &tx).await?;
     let last = LastAppend {
         first_revision,
         len: n,

@@ -1,0 +1,383 @@
+//! Group commit: one writer task per store takes the appends queued meanwhile and writes them
+//! in one transaction, under the ordering lock, with one durable commit for all of them. The
+//! contract's rules are decided in memory, in queue order, over the streams' rows read at the
+//! start of the transaction, so one refused append does not fail the others.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+
+use eventfold_core::{
+    AppendResult, ExpectedRevision, LastAppend, NewEvent, Position, Revision, StoreError,
+    StoreResult, StreamHead, StreamName, Timestamp,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::read::{STREAM_COLUMNS, stream_from_row_named};
+use crate::{Inner, pg_err};
+
+/// Appends queued for the writer before callers wait for room.
+pub(crate) const QUEUE: usize = 4096;
+
+/// Events one group may hold (one append may hold up to the batch limit on its own).
+const GROUP_EVENTS_MAX: usize = 10_000;
+
+/// An append waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedRevision,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<StoreResult<AppendResult>>,
+}
+
+/// Starts the writer; it ends when the store (every sender) is dropped.
+pub(crate) fn spawn_writer(inner: Weak<Inner>, mut rx: mpsc::Receiver<Request>) {
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            let mut events = group[0].events.len();
+            while events < GROUP_EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        events += r.events.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let Some(inner) = inner.upgrade() else {
+                for r in group {
+                    let _ = r.reply.send(Err(StoreError::Closed));
+                }
+                return;
+            };
+            write_group(&inner, group).await;
+        }
+    });
+}
+
+/// What the group decided for one stream so far.
+struct StreamState {
+    head: StreamHead,
+    last: Option<LastAppend>,
+    /// The ids of `last`, once known (read from the database, or written by this group).
+    last_ids: Option<Vec<[u8; 16]>>,
+    changed: bool,
+}
+
+/// How one request is answered.
+enum Outcome {
+    /// Decided without writing: a refusal or a replay.
+    Done(StoreResult<AppendResult>),
+    /// Written by this group's transaction: the answer once it commits.
+    Written(AppendResult),
+}
+
+async fn write_group(inner: &Inner, mut group: Vec<Request>) {
+    match decide_and_write(inner, &mut group).await {
+        Ok(outcomes) => {
+            for (r, o) in group.into_iter().zip(outcomes) {
+                let answer = match o {
+                    Outcome::Done(a) => a,
+                    Outcome::Written(a) => Ok(a),
+                };
+                let _ = r.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            for r in group {
+                let _ = r.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<Vec<Outcome>> {
+    let mut client = inner.client().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg_err("begin a group of appends"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&inner.lock_key])
+        .await
+        .map_err(pg_err("take the write lock"))?;
+    let head_row = tx
+        .query_one(
+            &format!(
+                "SELECT next_position, last_timestamp_us FROM {}",
+                inner.table("log_head")
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_err("read the end of the log"))?;
+    let mut next_position = head_row.get::<_, i64>(0) as u64;
+    let timestamp = Timestamp::now().micros().max(head_row.get(1));
+
+    // The streams' rows, and the ids of their last batch where a request may repeat it.
+    let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
+                inner.table("streams")
+            ),
+            &[&names],
+        )
+        .await
+        .map_err(pg_err("read the streams' states"))?;
+    let mut streams: HashMap<String, StreamState> = HashMap::new();
+    for row in &rows {
+        let (name, st) = stream_from_row_named(row)?;
+        streams.insert(
+            name,
+            StreamState {
+                head: st.head,
+                last: st.last,
+                last_ids: None,
+                changed: false,
+            },
+        );
+    }
+    let mut want_streams: Vec<&str> = Vec::new();
+    let mut want_revisions: Vec<i64> = Vec::new();
+    for (name, st) in &streams {
+        if let Some(lb) = st.last
+            && group
+                .iter()
+                .any(|r| r.stream.as_str() == name && r.events.len() as u64 == lb.len)
+        {
+            for rev in lb.revisions() {
+                want_streams.push(name);
+                want_revisions.push(rev as i64);
+            }
+        }
+    }
+    if !want_streams.is_empty() {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT e.stream, e.id FROM {} e \
+                     JOIN unnest($1::text[], $2::bigint[]) AS w(s, r) \
+                     ON e.stream = w.s AND e.revision = w.r ORDER BY e.stream, e.revision",
+                    inner.table("events")
+                ),
+                &[&want_streams, &want_revisions],
+            )
+            .await
+            .map_err(pg_err("read the last batches' ids"))?;
+        for row in &rows {
+            let name: &str = row.get(0);
+            let id: &[u8] = row.get(1);
+            if let (Some(st), Ok(id)) = (streams.get_mut(name), <[u8; 16]>::try_from(id)) {
+                st.last_ids.get_or_insert_with(Vec::new).push(id);
+            }
+        }
+    }
+
+    // Decide every request in queue order; collect the rows of those that write.
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut rows = EventRows::new(timestamp);
+    for r in group.iter_mut() {
+        let st = streams
+            .entry(r.stream.as_str().to_owned())
+            .or_insert_with(|| StreamState {
+                head: StreamHead::default(),
+                last: None,
+                last_ids: None,
+                changed: false,
+            });
+        let decided = st
+            .head
+            .check_append(&r.stream, st.last, r.expected, r.events.len(), |_| {
+                Ok(st.last_ids.as_ref().is_some_and(|ids| {
+                    ids.len() == r.events.len()
+                        && ids.iter().zip(&r.events).all(|(a, e)| a == e.id.as_bytes())
+                }))
+            });
+        match decided {
+            Err(e) => outcomes.push(Outcome::Done(Err(e))),
+            Ok(Some(replay)) => outcomes.push(Outcome::Done(Ok(replay))),
+            Ok(None) => {
+                let n = r.events.len() as u64;
+                let first_revision = st.head.next_revision;
+                let first_position = next_position;
+                let ids = r.events.iter().map(|e| *e.id.as_bytes()).collect();
+                for (i, e) in std::mem::take(&mut r.events).into_iter().enumerate() {
+                    rows.push(
+                        &r.stream,
+                        first_position + i as u64,
+                        first_revision + i as u64,
+                        e,
+                    )?;
+                }
+                next_position += n;
+                st.head.next_revision += n;
+                let last = LastAppend {
+                    first_revision,
+                    len: n,
+                    first_position,
+                    last_position: first_position + n - 1,
+                };
+                st.last = Some(last);
+                st.last_ids = Some(ids);
+                st.changed = true;
+                outcomes.push(Outcome::Written(AppendResult {
+                    stream: r.stream.clone(),
+                    first_revision: Revision(first_revision),
+                    last_revision: Revision(first_revision + n - 1),
+                    first_position: Position(first_position),
+                    last_position: Position(last.last_position),
+                    idempotent_replay: false,
+                }));
+            }
+        }
+    }
+    if rows.is_empty() {
+        // Nothing to write: the transaction only read.
+        return Ok(outcomes);
+    }
+    rows.insert(inner, &tx).await?;
+    let mut s_names = Vec::new();
+    let mut s_next = Vec::new();
+    let mut s_fr = Vec::new();
+    let mut s_len = Vec::new();
+    let mut s_fp = Vec::new();
+    let mut s_lp = Vec::new();
+    for (name, st) in &streams {
+        if let (true, Some(lb)) = (st.changed, st.last) {
+            s_names.push(name.as_str());
+            s_next.push(st.head.next_revision as i64);
+            s_fr.push(lb.first_revision as i64);
+            s_len.push(lb.len as i64);
+            s_fp.push(lb.first_position as i64);
+            s_lp.push(lb.last_position as i64);
+        }
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (name, next_revision, last_first_revision, last_len, \
+             last_first_position, last_last_position) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[]) \
+             ON CONFLICT (name) DO UPDATE SET next_revision = EXCLUDED.next_revision, \
+             last_first_revision = EXCLUDED.last_first_revision, last_len = EXCLUDED.last_len, \
+             last_first_position = EXCLUDED.last_first_position, \
+             last_last_position = EXCLUDED.last_last_position",
+            inner.table("streams")
+        ),
+        &[&s_names, &s_next, &s_fr, &s_len, &s_fp, &s_lp],
+    )
+    .await
+    .map_err(pg_err("update the streams' states"))?;
+    tx.execute(
+        &format!(
+            "UPDATE {} SET next_position = $1, last_timestamp_us = $2",
+            inner.table("log_head")
+        ),
+        &[&(next_position as i64), &timestamp],
+    )
+    .await
+    .map_err(pg_err("move the end of the log"))?;
+    tx.execute("SELECT pg_notify($1, '')", &[&inner.channel])
+        .await
+        .map_err(pg_err("notify the subscribers"))?;
+    tx.commit()
+        .await
+        .map_err(pg_err("commit a group of appends"))?;
+    inner.wake();
+    Ok(outcomes)
+}
+
+/// The columns of the events one statement inserts, all with one commit time.
+#[derive(Default)]
+pub(crate) struct EventRows {
+    positions: Vec<i64>,
+    streams: Vec<String>,
+    revisions: Vec<i64>,
+    ids: Vec<Vec<u8>>,
+    types: Vec<String>,
+    versions: Vec<i64>,
+    content_types: Vec<String>,
+    datas: Vec<Vec<u8>>,
+    metadatas: Vec<String>,
+    timestamp_us: i64,
+}
+
+impl EventRows {
+    /// No rows yet; every row will carry `timestamp_us`.
+    pub(crate) fn new(timestamp_us: i64) -> Self {
+        EventRows {
+            timestamp_us,
+            ..EventRows::default()
+        }
+    }
+
+    /// Adds the row of `event`, at `position` and `revision` of `stream`.
+    pub(crate) fn push(
+        &mut self,
+        stream: &StreamName,
+        position: u64,
+        revision: u64,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        self.metadatas
+            .push(serde_json::to_string(&event.metadata).map_err(|err| {
+                eventfold_core::ValidationError::new(
+                    "event metadata",
+                    "",
+                    format!("does not serialize: {err}"),
+                )
+            })?);
+        self.positions.push(position as i64);
+        self.streams.push(stream.as_str().to_owned());
+        self.revisions.push(revision as i64);
+        self.ids.push(event.id.as_bytes().to_vec());
+        self.types.push(event.event_type.as_str().to_owned());
+        self.versions.push(i64::from(event.schema_version));
+        self.content_types
+            .push(event.content_type.as_str().to_owned());
+        self.datas.push(event.data);
+        Ok(())
+    }
+
+    /// Inserts the rows in one statement.
+    pub(crate) async fn insert(
+        &self,
+        inner: &Inner,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> StoreResult<()> {
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
+                 schema_version, content_type, data, metadata) \
+                 SELECT p, s, r, i, t, $3, v, c, d, m FROM unnest($1::bigint[], $2::text[], \
+                 $4::bigint[], $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], \
+                 $10::text[]) AS u(p, s, r, i, t, v, c, d, m)",
+                inner.table("events")
+            ),
+            &[
+                &self.positions,
+                &self.streams,
+                &self.timestamp_us,
+                &self.revisions,
+                &self.ids,
+                &self.types,
+                &self.versions,
+                &self.content_types,
+                &self.datas,
+                &self.metadatas,
+            ],
+        )
+        .await
+        .map_err(pg_err("insert events"))?;
+        Ok(())
+    }
+
+    /// Whether there is no row.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}
