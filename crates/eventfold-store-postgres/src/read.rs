@@ -325,25 +325,45 @@ pub(crate) async fn scan(
     } else {
         lo == 0
     };
-    let sql = if plan.forward {
-        format!(
-            "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
-             ORDER BY position LIMIT $3",
-            inner.table("events")
-        )
-    } else {
-        format!(
-            "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
-             ORDER BY position DESC LIMIT $3",
-            inner.table("events")
-        )
-    };
+    // The filter is pushed down so that non-matching rows are not fetched; every row is still
+    // checked with `EventFilter::matches`, the contract's own rule.
+    let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+    let prefix = filter.stream_prefix.as_deref().unwrap_or("");
+    let category = filter.category.as_deref();
+    let mut conditions = String::new();
+    if !types.is_empty() {
+        conditions.push_str(" AND event_type = ANY($4)");
+    }
+    if !prefix.is_empty() {
+        conditions.push_str(" AND starts_with(stream, $5)");
+    }
+    if category.is_some() {
+        conditions.push_str(" AND split_part(stream, '-', 1) = $6");
+    }
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
+         AND $4::text[] IS NOT NULL AND $5::text IS NOT NULL AND $6::text IS NOT NULL{conditions} \
+         ORDER BY position {} LIMIT $3",
+        inner.table("events"),
+        if plan.forward { "ASC" } else { "DESC" }
+    );
+    let category = category.unwrap_or("");
     let mut visibility: HashMap<String, Visibility> = HashMap::new();
     let mut events = Vec::new();
     let (mut a, mut b) = (lo, hi);
     while a < b {
         let rows = c
-            .query(&sql, &[&(a as i64), &(b as i64), &SCAN_CHUNK])
+            .query(
+                &sql,
+                &[
+                    &(a as i64),
+                    &(b as i64),
+                    &SCAN_CHUNK,
+                    &types,
+                    &prefix,
+                    &category,
+                ],
+            )
             .await
             .map_err(pg_err("read the log"))?;
         let batch = rows.iter().map(event).collect::<StoreResult<Vec<_>>>()?;
