@@ -1,9 +1,12 @@
 //! Subscriptions: a cursor over the log (or one stream) that reads one page at a time in a
 //! snapshot and, once caught up, waits for a wake-up or the poll interval. History and live
-//! events take the same path, so the switch-over has no gap and no duplicate.
+//! events take the same path, so the switch-over has no gap and no duplicate. A read that
+//! fails for want of a connection is retried (for up to 30 s) rather than ending the
+//! subscription: the pool reconnects.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use eventfold_core::{
     AllReadPlan, EventFilter, EventSubscription, Position, RecordedEvent, Revision, StoreError,
@@ -44,6 +47,23 @@ struct Cursor {
     target: Target,
     buf: VecDeque<RecordedEvent>,
     failed: bool,
+    /// When reads started failing (reset by every successful read).
+    failing_since: RetryClock,
+}
+
+/// When the current run of failed reads began; `None` while reads succeed.
+#[derive(Debug)]
+struct RetryClock(Option<Instant>);
+
+impl RetryClock {
+    fn ok() -> Self {
+        RetryClock(None)
+    }
+
+    /// How long reads have been failing, starting the clock at the first failure.
+    fn elapsed(&mut self) -> Duration {
+        self.0.get_or_insert_with(Instant::now).elapsed()
+    }
 }
 
 impl Cursor {
@@ -104,7 +124,11 @@ impl Cursor {
             // Mark the wake-ups as seen before reading, so a write that lands during the read
             // wakes us up instead of being missed.
             self.wake.borrow_and_update();
-            match self.fill().await {
+            let filled = self.fill().await;
+            if filled.is_ok() {
+                self.failing_since = RetryClock::ok();
+            }
+            match filled {
                 Ok(true) => continue,
                 Ok(false) => {
                     let poll = self.inner.options.poll_interval;
@@ -118,6 +142,12 @@ impl Cursor {
                         () = tokio::time::sleep(poll) => {}
                     }
                 }
+                Err(e) if is_transient(&e) && self.failing_since.elapsed() < RETRY_FOR => {
+                    // A lost connection: the pool opens a new one on the next read.
+                    tracing::debug!(error = %e, "a subscription's read failed; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));
@@ -125,6 +155,19 @@ impl Cursor {
             }
         }
     }
+}
+
+/// How long a subscription keeps retrying reads that fail for want of a connection before it
+/// ends with the error.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The wait between such retries.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Whether `e` is a failure to reach PostgreSQL (worth retrying), not a rule of the contract.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Storage { .. })
+        || matches!(e, StoreError::Backend { code, .. } if code == "postgres_unavailable")
 }
 
 /// A subscription following `target`.
@@ -136,6 +179,7 @@ pub(crate) fn run(inner: Arc<Inner>, target: Target) -> EventSubscription {
         target,
         buf: VecDeque::new(),
         failed: false,
+        failing_since: RetryClock::ok(),
     };
     futures::stream::unfold(cursor, |mut c| async move {
         c.next_event().await.map(|r| (r, c))

@@ -131,3 +131,61 @@ async fn a_write_through_another_store_wakes_subscribers_by_notify() {
         .expect("not an error");
     assert_eq!(got.position, r.first_position);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_by_the_server_are_reopened() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.store(in_schema("eventfold")).await;
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, EventFilter::default());
+    store
+        .append(&stream(), ExpectedRevision::Any, vec![event()])
+        .await
+        .expect("append");
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the first event")
+        .expect("an event")
+        .expect("not an error");
+    assert_eq!(first.position.0, 0);
+    let (admin, connection) =
+        tokio_postgres::connect("host=127.0.0.1 user=postgres", tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    let killed = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name],
+        )
+        .await
+        .expect("terminate the store's connections")
+        .get::<_, i64>(0);
+    assert!(killed >= 1, "the store had connections to kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A write may fail once on a connection the pool has not yet seen die; a retry succeeds.
+    let mut appended = None;
+    for _ in 0..3 {
+        match store
+            .append(&stream(), ExpectedRevision::Any, vec![event()])
+            .await
+        {
+            Ok(r) => {
+                appended = Some(r);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "storage_failure", "{e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let r = appended.expect("an append succeeds after the connections were killed");
+    let second = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the subscription goes on")
+        .expect("an event")
+        .expect("not an error");
+    assert_eq!(second.position, r.first_position);
+}
