@@ -1,6 +1,7 @@
-//! Writes: one transaction each. In the default mode it first takes the schema's advisory lock,
-//! held until commit, then reads the next position from the one-row `log_head`: positions are
-//! handed out in commit order, so readers never see a position appear below one they passed.
+//! The writes that are not group-committed: metadata changes and deletes (and, for tests only,
+//! appends without the ordering lock). One transaction each; in the default mode it first takes
+//! the schema's advisory lock, held until commit, then takes its position from the one-row
+//! `log_head`, so positions are handed out in commit order, as the group writer's are.
 
 use deadpool_postgres::Transaction;
 use eventfold_core::{
