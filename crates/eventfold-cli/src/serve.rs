@@ -1,5 +1,6 @@
 //! `eventfold serve`: configuration (flags > `EVENTFOLD_*` environment > TOML file > defaults),
-//! the engine, the server, and a graceful shutdown on SIGINT/SIGTERM.
+//! the store (the embedded engine, or PostgreSQL with `--store postgres://…`), the server, and a
+//! graceful shutdown on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,11 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use eventfold_core::Limits;
+use eventfold_core::{EventStore, Limits};
 use eventfold_engine::{Durability, Engine, EngineOptions};
 use eventfold_server::{AppState, ServerLimits};
+use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 
-/// Starts the HTTP server on the embedded engine.
+/// The PostgreSQL schema holding the user's events.
+const PG_EVENTS_SCHEMA: &str = "eventfold";
+/// The PostgreSQL schema holding the consumer groups' state, beside the events.
+const PG_GROUPS_SCHEMA: &str = "eventfold_groups";
+/// How long the start waits for PostgreSQL before giving up.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts the HTTP server on the embedded engine, or on PostgreSQL with `--store`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7700].
@@ -20,6 +29,11 @@ pub struct ServeArgs {
     /// Data directory of the embedded engine, created if missing [default: ./eventfold-data].
     #[arg(long, env = "EVENTFOLD_DATA")]
     pub data: Option<PathBuf>,
+    /// Keep the events in PostgreSQL instead of the embedded engine:
+    /// `postgres://user@host:port/database` (schemas `eventfold` and `eventfold_groups`, created
+    /// when missing). Not together with --data.
+    #[arg(long, env = "EVENTFOLD_STORE")]
+    pub store: Option<String>,
     /// When an append is acknowledged: `fsync` (after fdatasync; survives power loss) or `none`
     /// (after the write reaches the OS; survives a crash of the process only) [default: fsync].
     #[arg(long, env = "EVENTFOLD_DURABILITY")]
@@ -78,6 +92,7 @@ pub enum DurabilityArg {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
+    store: Option<String>,
     durability: Option<DurabilityArg>,
     event_bytes_max: Option<usize>,
     batch_events_max: Option<usize>,
@@ -91,11 +106,83 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
 }
 
+/// Where the server keeps its events and its consumer groups' state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded engine in this directory (the groups' state in `DIR/groups`).
+    Embedded(PathBuf),
+    /// The PostgreSQL database at this URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// The location a `--store` value names: only PostgreSQL URLs are accepted (the embedded
+    /// engine is chosen with `--data DIR`).
+    pub fn from_url(url: &str) -> anyhow::Result<StoreLocation> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(StoreLocation::Postgres(url.to_owned()))
+        } else {
+            bail!(
+                "--store {:?} is not a store URL this server knows: give postgres://user@host:port/database \
+                 (or postgresql://…) for PostgreSQL, or leave --store out and use --data DIR for the embedded engine",
+                redact_url(url)
+            )
+        }
+    }
+
+    /// The location for messages and logs: a directory, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Embedded(dir) => dir.display().to_string(),
+            StoreLocation::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `url` without any password: the one in `user:password@` and any `password=` parameter.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let mut out = String::new();
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    out.push_str(&authority);
+    out.push_str(path);
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    out
+}
+
 /// The settings after merging.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub data: PathBuf,
+    pub store: StoreLocation,
     pub engine: EngineOptions,
     pub server: ServerLimits,
     pub auth: eventfold_server::auth::Auth,
@@ -171,17 +258,20 @@ impl ServeArgs {
             (None, None) => None,
             _ => bail!("TLS needs both a certificate and a key: give --tls-cert and --tls-key"),
         };
+        // The store is one choice: flags and environment, when they make it, win over the file
+        // as a whole (a file's `store` does not fight a `--data` flag).
+        let store = match store_choice(self.store.as_deref(), self.data.as_deref())? {
+            Some(store) => store,
+            None => store_choice(file.store.as_deref(), file.data.as_deref())?
+                .unwrap_or_else(|| StoreLocation::Embedded(PathBuf::from("eventfold-data"))),
+        };
         Ok(Settings {
             tls,
+            store,
             listen: self
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
-            data: self
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("eventfold-data")),
             engine,
             server: ServerLimits {
                 store: limits,
@@ -193,6 +283,24 @@ impl ServeArgs {
             )
             .map_err(anyhow::Error::msg)?,
         })
+    }
+}
+
+/// The store one level of settings chooses, if it chooses one; both `store` and `data` at
+/// the same level is an error.
+fn store_choice(
+    store: Option<&str>,
+    data: Option<&std::path::Path>,
+) -> anyhow::Result<Option<StoreLocation>> {
+    match (store, data) {
+        (Some(_), Some(_)) => bail!(
+            "--store and --data both name a store: give --store postgres://… for PostgreSQL or \
+             --data DIR for the embedded engine, not both (check the flags, EVENTFOLD_STORE, \
+             EVENTFOLD_DATA and the config file)"
+        ),
+        (Some(url), None) => StoreLocation::from_url(url).map(Some),
+        (None, Some(dir)) => Ok(Some(StoreLocation::Embedded(dir.to_owned()))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -230,40 +338,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let data = s.data.clone();
-    let engine_opts = s.engine.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_opts))
+    let opened = open_store(&s).await?;
+    let (store, groups_state) = opened.stores();
+    let groups = eventfold_groups::Groups::open(store.clone(), groups_state)
         .await
-        .context("the engine's open task failed")?
-        .with_context(|| format!("cannot open the store in {}", s.data.display()))?;
-    // Consumer groups keep their state in a second engine beside the data, with the same
-    // durability, so the user's `$all` holds only the user's events.
-    let groups_dir = s.data.join("groups");
-    // Its own limits: the state's records (checkpoints, parked copies) and its restore reads
-    // must not depend on limits chosen for the user's events.
-    let groups_opts = EngineOptions {
-        limits: eventfold_core::Limits::DEFAULT,
-        segment_bytes: s
-            .engine
-            .segment_bytes
-            .max(eventfold_engine::SEGMENT_BYTES_DEFAULT),
-        ..s.engine.clone()
-    };
-    let groups_dir2 = groups_dir.clone();
-    let groups_engine =
-        tokio::task::spawn_blocking(move || Engine::open(&groups_dir2, groups_opts))
-            .await
-            .context("the groups engine's open task failed")?
-            .with_context(|| {
-                format!(
-                    "cannot open the consumer-group state in {}",
-                    groups_dir.display()
-                )
-            })?;
-    let groups =
-        eventfold_groups::Groups::open(Arc::new(engine.clone()), Arc::new(groups_engine.clone()))
-            .await
-            .context("cannot load the consumer groups")?;
+        .context("cannot load the consumer groups")?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| {
@@ -272,7 +351,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 s.listen
             )
         })?;
-    tracing::info!(listen = %s.listen, data = %s.data.display(), durability = ?s.engine.durability, tls = tls.is_some(), "eventfold serve");
+    tracing::info!(listen = %s.listen, store = %s.store.describe(), durability = ?s.engine.durability, tls = tls.is_some(), "eventfold serve");
     // One line on stdout for people and scripts: where to connect.
     println!(
         "eventfold listening on {}://{}",
@@ -287,7 +366,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(listen = %s.listen, "listening beyond loopback without --tls-cert/--tls-key: tokens and events cross the network in clear text");
         }
     }
-    let state = AppState::new(Arc::new(engine.clone()), s.server)
+    let state = AppState::new(store, s.server)
         .with_auth(s.auth.clone())
         .with_groups(groups.clone());
     match tls {
@@ -301,12 +380,168 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .context("the server failed")?;
     // Requests in flight have finished; stop the groups, flush and stop the writers.
     groups.shutdown().await;
-    tokio::task::spawn_blocking(move || groups_engine.shutdown())
-        .await
-        .context("the groups engine's shutdown task failed")?;
-    tokio::task::spawn_blocking(move || engine.shutdown())
-        .await
-        .context("the engine's shutdown task failed")?;
+    opened.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The stores a server runs on, opened.
+enum Opened {
+    /// The embedded engine and the engine of the groups' state beside it.
+    Embedded { events: Engine, groups: Engine },
+    /// Two stores in one PostgreSQL database: the events, and the groups' state.
+    Postgres {
+        events: PostgresStore,
+        groups: PostgresStore,
+    },
+}
+
+impl Opened {
+    /// The store of the user's events and the store of the consumer groups' state.
+    fn stores(&self) -> (Arc<dyn EventStore>, Arc<dyn EventStore>) {
+        match self {
+            Opened::Embedded { events, groups } => {
+                (Arc::new(events.clone()), Arc::new(groups.clone()))
+            }
+            Opened::Postgres { events, groups } => {
+                (Arc::new(events.clone()), Arc::new(groups.clone()))
+            }
+        }
+    }
+
+    /// Flushes and stops the engines' writers; PostgreSQL has committed every acknowledged
+    /// write already, so its stores are just dropped.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            Opened::Embedded { events, groups } => {
+                tokio::task::spawn_blocking(move || groups.shutdown())
+                    .await
+                    .context("the groups engine's shutdown task failed")?;
+                tokio::task::spawn_blocking(move || events.shutdown())
+                    .await
+                    .context("the engine's shutdown task failed")?;
+            }
+            Opened::Postgres { events, groups } => {
+                drop(groups);
+                drop(events);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens the store `s` names, and the store of the consumer groups' state beside it, so that
+/// the user's `$all` holds only the user's events.
+async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
+    match &s.store {
+        StoreLocation::Embedded(dir) => {
+            let data = dir.clone();
+            let engine_opts = s.engine.clone();
+            let events = tokio::task::spawn_blocking(move || Engine::open(&data, engine_opts))
+                .await
+                .context("the engine's open task failed")?
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            // The groups' state in a second engine beside the data, with the same durability and
+            // its own limits: its records (checkpoints, parked copies) and its restore reads must
+            // not depend on limits chosen for the user's events.
+            let groups_dir = dir.join("groups");
+            let groups_opts = EngineOptions {
+                limits: Limits::DEFAULT,
+                segment_bytes: s
+                    .engine
+                    .segment_bytes
+                    .max(eventfold_engine::SEGMENT_BYTES_DEFAULT),
+                ..s.engine.clone()
+            };
+            let groups_dir2 = groups_dir.clone();
+            let groups =
+                tokio::task::spawn_blocking(move || Engine::open(&groups_dir2, groups_opts))
+                    .await
+                    .context("the groups engine's open task failed")?
+                    .with_context(|| {
+                        format!(
+                            "cannot open the consumer-group state in {}",
+                            groups_dir.display()
+                        )
+                    })?;
+            Ok(Opened::Embedded { events, groups })
+        }
+        StoreLocation::Postgres(url) => {
+            let events = connect_postgres(
+                url,
+                PostgresOptions {
+                    schema: PG_EVENTS_SCHEMA.to_owned(),
+                    limits: s.engine.limits,
+                    ..PostgresOptions::default()
+                },
+            )
+            .await?;
+            // The groups' state keeps its own limits, as on the engine.
+            let groups = connect_postgres(
+                url,
+                PostgresOptions {
+                    schema: PG_GROUPS_SCHEMA.to_owned(),
+                    limits: Limits::DEFAULT,
+                    ..PostgresOptions::default()
+                },
+            )
+            .await?;
+            Ok(Opened::Postgres { events, groups })
+        }
+    }
+}
+
+/// Connects a PostgreSQL store on `url`; the error names the URL without its password and
+/// what to check.
+async fn connect_postgres(url: &str, options: PostgresOptions) -> anyhow::Result<PostgresStore> {
+    let shown = redact_url(url);
+    let schema = options.schema.clone();
+    let what = || {
+        format!(
+            "cannot open the PostgreSQL store at {shown} (schema {schema}): check that \
+             PostgreSQL runs there and accepts connections from this machine, that the user \
+             may log in and the database exists, or give another --store"
+        )
+    };
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, PostgresStore::connect(url, options)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(what())),
+        Err(_) => Err(
+            anyhow::anyhow!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()).context(what()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?sslmode=disable&password=secret"),
+            "postgresql://h/db?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn only_postgres_urls_are_stores() {
+        assert_eq!(
+            StoreLocation::from_url("postgres://u@h/db").expect("a PostgreSQL URL"),
+            StoreLocation::Postgres("postgres://u@h/db".to_owned())
+        );
+        assert!(StoreLocation::from_url("postgresql://h/db").is_ok());
+        let e = StoreLocation::from_url("mysql://u:pw@h/db").expect_err("not PostgreSQL");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("postgres://") && msg.contains("--data"),
+            "{msg}"
+        );
+        assert!(!msg.contains("pw"), "{msg}");
+    }
 }

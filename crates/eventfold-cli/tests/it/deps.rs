@@ -1,6 +1,7 @@
 //! The `eventfold` binary links no rival client and no benchmark machinery: its normal
 //! dependencies (not dev, not build), followed transitively through `cargo metadata`'s resolve
-//! graph, reach none of the crates the benchmarks compare against.
+//! graph, reach none of the crates the benchmarks compare against. The PostgreSQL store's own
+//! driver (tokio-postgres, deadpool-postgres) is the one exception: the server runs on it.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Command;
@@ -8,12 +9,12 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Crates the product must not link: the rival systems' clients, the benchmarks' histogram,
-/// and the benchmark crate that holds them.
+/// and the benchmark crate that holds them. tokio-postgres is not here: it is the driver of
+/// `eventfold-store-postgres`, which `eventfold serve --store postgres://…` runs on.
 const FORBIDDEN: &[&str] = &[
     "redis",
     "lapin",
     "async-nats",
-    "tokio-postgres",
     "rusqlite",
     "rdkafka",
     "hdrhistogram",
@@ -114,8 +115,15 @@ fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
 fn the_eventfold_binary_links_no_rival_client_or_benchmark_crate() {
     let meta = metadata();
     let reached = normal_closure(&meta, "eventfold-cli");
-    // The walk itself works: the CLI reaches its server and tokio.
-    for expected in ["eventfold-server", "tokio"] {
+    // The walk itself works: the CLI reaches its server, tokio and the PostgreSQL store's
+    // driver, which it is allowed to link.
+    for expected in [
+        "eventfold-server",
+        "tokio",
+        "eventfold-store-postgres",
+        "tokio-postgres",
+        "deadpool-postgres",
+    ] {
         assert!(
             reached
                 .values()

@@ -7,5 +7,6 @@ mod deps;
 mod groups;
 mod http;
 mod kill;
+mod postgres;
 mod server;
 mod tls;

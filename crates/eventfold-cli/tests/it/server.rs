@@ -17,10 +17,17 @@ impl Server {
     /// Starts `eventfold serve` on a free port over `dir` with extra flags, and waits until it
     /// listens.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![std::ffi::OsStr::new("--data"), dir.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Server::start_with(&args)
+    }
+
+    /// Starts `eventfold serve` on a free port with `args` (which name the store), and waits
+    /// until it listens.
+    pub fn start_with(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir)
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("EVENTFOLD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
