@@ -340,9 +340,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let opened = open_store(&s).await?;
     let (store, groups_state) = opened.stores();
-    let groups = eventfold_groups::Groups::open(store.clone(), groups_state)
-        .await
-        .context("cannot load the consumer groups")?;
+    // Other servers may share a PostgreSQL database: their groups' state is shared too.
+    let groups = if opened.is_shared() {
+        eventfold_groups::Groups::open_shared(store.clone(), groups_state).await
+    } else {
+        eventfold_groups::Groups::open(store.clone(), groups_state).await
+    }
+    .context("cannot load the consumer groups")?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| {
@@ -407,6 +411,12 @@ impl Opened {
                 (Arc::new(events.clone()), Arc::new(groups.clone()))
             }
         }
+    }
+
+    /// Whether other servers may use the same stores (a PostgreSQL database); the engine's
+    /// directory lock keeps every other process out.
+    fn is_shared(&self) -> bool {
+        matches!(self, Opened::Postgres { .. })
     }
 
     /// Flushes and stops the engines' writers; PostgreSQL has committed every acknowledged

@@ -2,12 +2,14 @@
 //! operations on it. They wire the pure delivery [`Window`] to the stores and to tokio; durable
 //! state goes through `persist`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventfold_core::{EventStore, Position, ReadAll, ReadFrom, SubscribeFrom, Timestamp};
+use eventfold_core::{
+    EventStore, NewEvent, Position, ReadAll, ReadFrom, RecordedEvent, SubscribeFrom, Timestamp,
+};
 use futures::StreamExt as _;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -21,7 +23,8 @@ use crate::name::{ConsumerName, GroupName};
 use crate::observe::{DeliveryOutcome, ObserverSlot};
 use crate::persist::{self, Restored};
 use crate::records::{
-    Checkpoint, ParkedRecord, RECORD_VERSION, ReplayCursor, Replayed, SettleAction, Settled,
+    CHECKPOINT, CLAIMED, Checkpoint, Claimed, ParkedRecord, RECORD_VERSION, REPLAYED, ReplayCursor,
+    Replayed, SETTLED, SettleAction, Settled,
 };
 use crate::window::{AckOutcome, Delivery, Held, Settle, Window};
 
@@ -36,6 +39,11 @@ pub const LAG_COUNT_MAX: usize = 10_000;
 const LAG_PAGE_EVENTS: usize = 1000;
 /// Wait before reading the source again after it failed.
 const SOURCE_RETRY: Duration = Duration::from_secs(1);
+/// Acks records read per page when a shared group catches up with the other servers.
+const SYNC_PAGE_RECORDS: usize = 100;
+/// Attempts at claiming a take before a pull gives up for now (each lost attempt means another
+/// server wrote first; the pull then waits as if nothing were ready).
+const CLAIM_TRIES: usize = 8;
 
 /// What a nack asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +122,11 @@ struct State {
     tail_matching: u64,
     /// Bumped when the filter changes: a count made under another filter is dropped.
     tail_gen: u64,
+    /// With a shared state store: the revision of the last acks record applied here.
+    acks_rev: Option<u64>,
+    /// With a shared state store: positions another server handed out that are not in the
+    /// window yet, with the deadline before which they are not delivered here.
+    held: BTreeMap<u64, std::time::Instant>,
 }
 
 impl State {
@@ -140,6 +153,61 @@ impl State {
             + self.tail_matching.saturating_sub(known as u64)
     }
 
+    /// Adds a read event to the window, held back when another server has it out.
+    fn offer(&mut self, e: RecordedEvent) {
+        let pos = e.position.0;
+        self.window.offer(e);
+        if let Some(until) = self.held.remove(&pos) {
+            self.window.hold(pos, until);
+        }
+    }
+
+    /// Applies a record of the acks stream that this server did not apply yet: written by
+    /// another server sharing the state store (or by an earlier attempt of this one whose
+    /// answer was lost). Records at or below `acks_rev` are skipped, so each applies once.
+    fn apply(&mut self, group: &GroupName, e: &RecordedEvent, clock: Clock) -> GroupResult<()> {
+        if self.acks_rev.is_some_and(|r| e.revision.0 <= r) {
+            return Ok(());
+        }
+        match e.event_type.as_str() {
+            SETTLED => {
+                let positions = persist::decode::<Settled>(group, e)?.positions;
+                self.window.forget(&positions);
+                for p in positions {
+                    self.fetch.remove(&p);
+                    self.held.remove(&p);
+                    if p >= self.next_read {
+                        self.settled_after.insert(p);
+                    }
+                }
+            }
+            REPLAYED => {
+                for p in persist::decode::<Replayed>(group, e)?.positions {
+                    self.settled_after.remove(&p);
+                    if !self.window.contains(p) {
+                        self.fetch.insert(p);
+                    }
+                }
+            }
+            CLAIMED => {
+                let c = persist::decode::<Claimed>(group, e)?;
+                let until = clock.instant(c.until_ms);
+                for p in c.positions {
+                    if self.window.contains(p) {
+                        self.window.hold(p, until);
+                    } else {
+                        self.held.insert(p, until);
+                    }
+                }
+            }
+            // A checkpoint summarizes records already applied; other kinds are a newer
+            // build's, to be skipped.
+            _ => {}
+        }
+        self.acks_rev = Some(e.revision.0);
+        Ok(())
+    }
+
     fn checkpoint_position(&self) -> u64 {
         let first_entry = self.window.first_position();
         let first_fetch = self.fetch.first().copied();
@@ -164,11 +232,41 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// Now on both clocks: the window's, and the wall clock that deadlines shared with other
+/// servers are written in (milliseconds since the Unix epoch).
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    now: std::time::Instant,
+    wall_ms: u64,
+}
+
+impl Clock {
+    fn read() -> Clock {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Clock {
+            now: now(),
+            wall_ms,
+        }
+    }
+
+    /// The window's instant of a wall-clock deadline.
+    fn instant(self, wall_ms: u64) -> std::time::Instant {
+        self.now + Duration::from_millis(wall_ms.saturating_sub(self.wall_ms))
+    }
+}
+
 /// One consumer group.
 pub(crate) struct Group {
     pub name: GroupName,
     source: Arc<dyn EventStore>,
     state_store: Arc<dyn EventStore>,
+    /// Other servers keep the same group in the same state store (see `append_acks`).
+    shared: bool,
+    /// With a shared state store: one write of the acks stream at a time (with the catch-up
+    /// before it), so that this server's records follow the last one it applied.
+    write_lock: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     wake_consumers: Notify,
     wake_reader: Notify,
@@ -182,6 +280,8 @@ pub(crate) struct Group {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Told how each delivery ended.
     observer: ObserverSlot,
+    /// When the stored configuration was last read (with a shared state store).
+    config_checked: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Group {
@@ -200,18 +300,29 @@ impl Group {
         state_store: Arc<dyn EventStore>,
         stored: crate::records::StoredConfig,
         observer: ObserverSlot,
+        shared: bool,
     ) -> GroupResult<Arc<Group>> {
         let Restored {
             next_read,
             fetch,
             settled_after,
+            acks_rev,
+            claimed,
         } = persist::restore_acks(&*state_store, &name, stored.start_position).await?;
+        let clock = Clock::read();
+        let held = claimed
+            .into_iter()
+            .filter(|&(_, until_ms)| shared && until_ms > clock.wall_ms)
+            .map(|(p, until_ms)| (p, clock.instant(until_ms)))
+            .collect();
         let (parked_cursor, parked) = persist::restore_parked(&*state_store, &name).await?;
         let epoch = format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
         let group = Arc::new(Group {
             name,
             source,
             state_store,
+            shared,
+            write_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 window: Window::new(stored.config.into(), epoch),
                 start_position: stored.start_position,
@@ -223,6 +334,8 @@ impl Group {
                 tail_to: next_read,
                 tail_matching: 0,
                 tail_gen: 0,
+                acks_rev,
+                held,
             }),
             wake_consumers: Notify::new(),
             wake_reader: Notify::new(),
@@ -232,6 +345,7 @@ impl Group {
             records_since_checkpoint: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             observer,
+            config_checked: Mutex::new(Instant::now()),
         });
         group.start_tasks();
         Ok(group)
@@ -284,6 +398,21 @@ impl Group {
         self.wake_timer.notify_one();
     }
 
+    /// The group's settings.
+    pub fn config(&self) -> GroupConfig {
+        self.state.lock().window.config().clone()
+    }
+
+    /// Whether the stored configuration was last read more than `every` ago.
+    pub fn config_due(&self, every: Duration) -> bool {
+        self.config_checked.lock().elapsed() >= every
+    }
+
+    /// The stored configuration was just read.
+    pub fn config_checked(&self) {
+        *self.config_checked.lock() = Instant::now();
+    }
+
     /// Waits until the window has room.
     async fn wait_for_room(&self) {
         loop {
@@ -315,7 +444,7 @@ impl Group {
                         if let Some(e) = slice.events.into_iter().next()
                             && e.position.0 == pos
                         {
-                            self.state.lock().window.offer(e);
+                            self.state.lock().offer(e);
                             self.wake_consumers.notify_waiters();
                         }
                         // Otherwise the event can no longer be read: nothing to deliver.
@@ -357,7 +486,7 @@ impl Group {
                         if settled || !matching {
                             continue;
                         }
-                        s.window.offer(e);
+                        s.offer(e);
                         drop(s);
                         self.wake_consumers.notify_waiters();
                     }
@@ -414,7 +543,11 @@ impl Group {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let got = self.state.lock().window.take(consumer, max, now.into_std());
+            let got = if self.shared {
+                self.take_shared(consumer, max).await
+            } else {
+                self.state.lock().window.take(consumer, max, now.into_std())
+            };
             if !got.is_empty() {
                 self.wake_timer.notify_one();
                 return got;
@@ -425,6 +558,140 @@ impl Group {
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// A take that the other servers sharing the state store learn of before it is handed out:
+    /// this server first applies what they wrote, then records the take as a `claimed` record
+    /// right after the last record it applied; when another server wrote first, the take is
+    /// undone and made again on the newer state. So a delivery is made only on a state that
+    /// holds every settle recorded before it, by any server.
+    async fn take_shared(&self, consumer: &ConsumerName, max: usize) -> Vec<Delivery> {
+        {
+            // Nothing ready here: nothing to claim, no store round trip.
+            let mut s = self.state.lock();
+            let got = s.window.take(consumer, max, now());
+            if got.is_empty() {
+                return got;
+            }
+            s.window.untake(&got);
+        }
+        let _write = self.write_lock.lock().await;
+        for _ in 0..CLAIM_TRIES {
+            if let Err(e) = self.sync().await {
+                tracing::warn!(group = %self.name, error = %e, "cannot read the group's shared state; delivering nothing for now");
+                return Vec::new();
+            }
+            let clock = Clock::read();
+            let (got, after, ack_timeout_ms) = {
+                let mut s = self.state.lock();
+                let got = s.window.take(consumer, max, clock.now);
+                (got, s.acks_rev, s.window.config().ack_timeout_ms)
+            };
+            if got.is_empty() {
+                return got;
+            }
+            let claim = Claimed {
+                version: RECORD_VERSION,
+                positions: got.iter().map(|d| d.event.position.0).collect(),
+                until_ms: clock.wall_ms.saturating_add(ack_timeout_ms),
+            };
+            let written = persist::append_after(
+                &*self.state_store,
+                &self.name,
+                &self.name.acks_stream(),
+                vec![persist::event(CLAIMED, &claim)],
+                after,
+                "claim deliveries",
+            )
+            .await;
+            let mut s = self.state.lock();
+            match written {
+                Ok(Some(last)) => {
+                    s.acks_rev = Some(last);
+                    return got;
+                }
+                Ok(None) => s.window.untake(&got),
+                Err(e) => {
+                    s.window.untake(&got);
+                    tracing::warn!(group = %self.name, error = %e, "cannot claim deliveries in the group's shared state; delivering nothing for now");
+                    return Vec::new();
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Applies the acks records written since the last one applied here (with a shared state
+    /// store; the caller holds `write_lock`).
+    async fn sync(&self) -> GroupResult<()> {
+        loop {
+            let after = self.state.lock().acks_rev;
+            let records = persist::read_after(
+                &*self.state_store,
+                &self.name,
+                &self.name.acks_stream(),
+                after,
+                SYNC_PAGE_RECORDS,
+            )
+            .await?;
+            let clock = Clock::read();
+            let mut s = self.state.lock();
+            for e in &records {
+                s.apply(&self.name, e, clock)?;
+            }
+            s.held.retain(|_, until| *until > clock.now);
+            if records.len() < SYNC_PAGE_RECORDS {
+                drop(s);
+                self.wake_reader.notify_one();
+                self.wake_timer.notify_one();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends records to the acks stream. With a shared state store the append goes right
+    /// after the last record this server applied: when another server wrote first, its records
+    /// are applied and `make` is asked again, so every server applies every record in the one
+    /// order of the stream. `make` returning nothing writes nothing.
+    async fn append_acks(
+        &self,
+        mut make: impl FnMut(&State) -> Vec<NewEvent>,
+        context: &'static str,
+    ) -> GroupResult<()> {
+        let stream = self.name.acks_stream();
+        if !self.shared {
+            let events = make(&self.state.lock());
+            if events.is_empty() {
+                return Ok(());
+            }
+            return persist::append(&*self.state_store, &self.name, &stream, events, context).await;
+        }
+        let _write = self.write_lock.lock().await;
+        loop {
+            let (events, after) = {
+                let s = self.state.lock();
+                (make(&s), s.acks_rev)
+            };
+            if events.is_empty() {
+                return Ok(());
+            }
+            match persist::append_after(
+                &*self.state_store,
+                &self.name,
+                &stream,
+                events,
+                after,
+                context,
+            )
+            .await?
+            {
+                Some(last) => {
+                    self.state.lock().acks_rev = Some(last);
+                    return Ok(());
+                }
+                None => self.sync().await?,
             }
         }
     }
@@ -542,7 +809,9 @@ impl Group {
             action,
             positions: positions.to_vec(),
         };
-        persist::write_settled(&*self.state_store, &self.name, &settled).await
+        let record = persist::event(SETTLED, &settled);
+        self.append_acks(|_| vec![record.clone()], "record acknowledgements")
+            .await
     }
 
     async fn maybe_checkpoint(&self) -> GroupResult<()> {
@@ -558,20 +827,23 @@ impl Group {
 
     /// Appends a checkpoint; the caller holds the ack gate exclusively.
     async fn write_checkpoint(&self) -> GroupResult<()> {
-        let c = {
-            let s = self.state.lock();
-            let mut unsettled: Vec<u64> = s.window.positions().collect();
-            unsettled.extend(s.fetch.iter().copied());
-            unsettled.sort_unstable();
-            unsettled.dedup();
-            Checkpoint {
-                version: RECORD_VERSION,
-                through: s.next_read,
-                unsettled,
-                settled_after: s.settled_after.iter().copied().collect(),
-            }
-        };
-        persist::write_checkpoint(&*self.state_store, &self.name, &c).await?;
+        self.append_acks(
+            |s| {
+                let mut unsettled: Vec<u64> = s.window.positions().collect();
+                unsettled.extend(s.fetch.iter().copied());
+                unsettled.sort_unstable();
+                unsettled.dedup();
+                let c = Checkpoint {
+                    version: RECORD_VERSION,
+                    through: s.next_read,
+                    unsettled,
+                    settled_after: s.settled_after.iter().copied().collect(),
+                };
+                vec![persist::event(CHECKPOINT, &c)]
+            },
+            "write a checkpoint",
+        )
+        .await?;
         self.records_since_checkpoint.store(0, Ordering::Relaxed);
         Ok(())
     }
@@ -602,6 +874,13 @@ impl Group {
     /// Delivers up to `max` parked events again (oldest first); returns how many.
     pub async fn replay(&self, max: usize) -> GroupResult<usize> {
         let _one = self.replay_lock.lock().await;
+        if self.shared {
+            // Another server may have replayed or parked since this one looked.
+            let (cursor, parked) = persist::restore_parked(&*self.state_store, &self.name).await?;
+            let mut s = self.state.lock();
+            s.parked_cursor = s.parked_cursor.max(cursor);
+            s.parked = parked;
+        }
         let cursor = self.state.lock().parked_cursor;
         let (entries, _) =
             persist::read_parked(&*self.state_store, &self.name, cursor, max).await?;
@@ -615,7 +894,9 @@ impl Group {
                 version: RECORD_VERSION,
                 positions: positions.clone(),
             };
-            persist::write_replayed(&*self.state_store, &self.name, &replayed).await?;
+            let record = persist::event(REPLAYED, &replayed);
+            self.append_acks(|_| vec![record.clone()], "record a replay")
+                .await?;
             let mut s = self.state.lock();
             for &p in &positions {
                 s.settled_after.remove(&p);

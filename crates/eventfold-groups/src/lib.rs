@@ -49,6 +49,9 @@ pub const PARKED_LIMIT_MAX: usize = 10_000;
 pub const REASON_BYTES_MAX: usize = 1024;
 /// Names listed per page while finding the groups at start-up.
 const LIST_PAGE: usize = 100;
+/// With a shared state store, how often an open group's configuration is read again (a change
+/// or deletion through another server applies here within this).
+pub const CONFIG_REFRESH: Duration = Duration::from_secs(1);
 
 /// The consumer groups of one source store.
 #[derive(Clone)]
@@ -64,6 +67,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// Shared with every group.
     observer: ObserverSlot,
+    /// Other servers keep their groups in the same state store.
+    shared: bool,
 }
 
 impl std::fmt::Debug for Groups {
@@ -128,13 +133,53 @@ fn reason_cut(reason: &str) -> &str {
 
 impl Groups {
     /// Opens the groups kept in `state`, reading events from `source`, and starts delivering.
+    /// This server is the only one using `state` (as the embedded engine's lock guarantees).
     /// Must run inside a tokio runtime.
     pub async fn open(
         source: Arc<dyn EventStore>,
         state: Arc<dyn EventStore>,
     ) -> GroupResult<Groups> {
-        let observer = ObserverSlot::default();
-        let mut found = HashMap::new();
+        Groups::open_with(source, state, false).await
+    }
+
+    /// Opens the groups kept in `state` when several servers share it (each with the same
+    /// `source`, e.g. one PostgreSQL database). Every server may serve every group: a take is
+    /// recorded as a `claimed` record before it is handed out and every write to a group's acks
+    /// stream goes right after the last record its server applied (a conflict means another
+    /// server wrote first: its records are applied and the write is made again), so no server
+    /// delivers an event whose settle was recorded before, and an event another server has out
+    /// is not delivered until that delivery's ack timeout. A group created, changed or deleted
+    /// through another server is seen here within [`CONFIG_REFRESH`]. Costs a read and a
+    /// write of the state store per pull that hands something out.
+    pub async fn open_shared(
+        source: Arc<dyn EventStore>,
+        state: Arc<dyn EventStore>,
+    ) -> GroupResult<Groups> {
+        Groups::open_with(source, state, true).await
+    }
+
+    async fn open_with(
+        source: Arc<dyn EventStore>,
+        state: Arc<dyn EventStore>,
+        shared: bool,
+    ) -> GroupResult<Groups> {
+        let groups = Groups {
+            inner: Arc::new(Inner {
+                source,
+                state,
+                groups: RwLock::new(HashMap::new()),
+                admin: tokio::sync::Mutex::new(()),
+                observer: ObserverSlot::default(),
+                shared,
+            }),
+        };
+        groups.discover().await?;
+        Ok(groups)
+    }
+
+    /// Opens every group of the state store not open here yet.
+    async fn discover(&self) -> GroupResult<()> {
+        let state = &*self.inner.state;
         let mut after = None;
         loop {
             let page = state
@@ -160,36 +205,55 @@ impl Groups {
                 let Ok(name) = GroupName::new(name) else {
                     continue;
                 };
-                if let Some(stored) = persist::load_config(&*state, &name).await? {
-                    let g = Group::open(
-                        name.clone(),
-                        source.clone(),
-                        state.clone(),
-                        stored,
-                        observer.clone(),
-                    )
-                    .await?;
-                    found.insert(name, g);
+                if !self.inner.groups.read().contains_key(&name) {
+                    self.load(&name).await?;
                 }
             }
             match page.next {
                 Some(n) => after = Some(n.as_str().to_owned()),
-                None => break,
+                None => return Ok(()),
             }
         }
-        Ok(Groups {
-            inner: Arc::new(Inner {
-                source,
-                state,
-                groups: RwLock::new(found),
-                admin: tokio::sync::Mutex::new(()),
-                observer,
-            }),
-        })
     }
 
-    /// Calls `observer` for every delivery of every group that ends from now on (acked,
-    /// nacked, timed out), with how long its consumer held it; replaces an observer set before.
+    /// Opens a group from its stored configuration (`None` when it has none), unless it is
+    /// open already.
+    async fn load(&self, name: &GroupName) -> GroupResult<Option<Arc<Group>>> {
+        let Some(stored) = persist::load_config(&*self.inner.state, name).await? else {
+            return Ok(None);
+        };
+        if let Some(g) = self.inner.groups.read().get(name) {
+            return Ok(Some(g.clone()));
+        }
+        let g = self.open_group(name, stored).await?;
+        let mut groups = self.inner.groups.write();
+        match groups.get(name) {
+            // Opened meanwhile by another request: keep that one.
+            Some(other) => {
+                let other = other.clone();
+                drop(groups);
+                g.stop();
+                Ok(Some(other))
+            }
+            None => {
+                groups.insert(name.clone(), g.clone());
+                Ok(Some(g))
+            }
+        }
+    }
+
+    async fn open_group(&self, name: &GroupName, stored: StoredConfig) -> GroupResult<Arc<Group>> {
+        Group::open(
+            name.clone(),
+            self.inner.source.clone(),
+            self.inner.state.clone(),
+            stored,
+            self.inner.observer.clone(),
+            self.inner.shared,
+        )
+        .await
+    }
+
     pub fn observe_deliveries(&self, observer: DeliveryObserver) {
         self.inner.observer.set(Some(observer));
     }
@@ -205,13 +269,66 @@ impl Groups {
             })
     }
 
+    /// The group named so. With a shared state store, a group not open here is looked for in
+    /// the store (another server may have created it), and an open one's configuration is read
+    /// again once per [`CONFIG_REFRESH`] (another server may have changed or deleted it).
+    async fn find(&self, name: &GroupName) -> GroupResult<Arc<Group>> {
+        let local = self.inner.groups.read().get(name).cloned();
+        if !self.inner.shared {
+            return self.get(name);
+        }
+        if let Some(g) = &local
+            && !g.config_due(CONFIG_REFRESH)
+        {
+            return Ok(g.clone());
+        }
+        let _admin = self.inner.admin.lock().await;
+        self.refresh(name)
+            .await?
+            .ok_or_else(|| GroupError::NotFound {
+                group: name.to_string(),
+            })
+    }
+
+    /// Brings a group in line with its stored configuration (shared state store; the caller
+    /// holds `admin`): opened when only the store has it, updated when changed, closed when
+    /// deleted.
+    async fn refresh(&self, name: &GroupName) -> GroupResult<Option<Arc<Group>>> {
+        let local = self.inner.groups.read().get(name).cloned();
+        let Some(g) = local else {
+            return self.load(name).await;
+        };
+        match persist::load_config(&*self.inner.state, name).await? {
+            Some(stored) => {
+                let config: GroupConfig = stored.config.into();
+                if g.config() != config {
+                    g.update(config);
+                }
+                g.config_checked();
+                Ok(Some(g))
+            }
+            None => {
+                self.inner.groups.write().remove(name);
+                for t in g.stop() {
+                    let _ = t.await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Creates a group, or replaces an existing group's settings (its `start` applies only at
     /// creation). Durable when it returns.
     pub async fn put(&self, name: &GroupName, config: GroupConfig) -> GroupResult<PutOutcome> {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
         let state = &*self.inner.state;
-        let existing = self.inner.groups.read().get(name).cloned();
+        let existing = if self.inner.shared {
+            // Created through another server: an update, never a second creation.
+            self.refresh(name).await?
+        } else {
+            self.inner.groups.read().get(name).cloned()
+        };
         if let Some(g) = existing {
             let start_position = g.info().await?.start_position;
             let stored = StoredConfig::new(&config, start_position);
@@ -237,14 +354,7 @@ impl Groups {
         };
         let stored = StoredConfig::new(&config, start_position);
         persist::write_config(state, name, &stored).await?;
-        let g = Group::open(
-            name.clone(),
-            self.inner.source.clone(),
-            self.inner.state.clone(),
-            stored,
-            self.inner.observer.clone(),
-        )
-        .await?;
+        let g = self.open_group(name, stored).await?;
         self.inner.groups.write().insert(name.clone(), g);
         Ok(PutOutcome::Created)
     }
@@ -252,7 +362,15 @@ impl Groups {
     /// Deletes a group with its acks and parked events. Durable when it returns.
     pub async fn delete(&self, name: &GroupName) -> GroupResult<()> {
         let _admin = self.inner.admin.lock().await;
-        let g = self.get(name)?;
+        let g = if self.inner.shared {
+            self.refresh(name)
+                .await?
+                .ok_or_else(|| GroupError::NotFound {
+                    group: name.to_string(),
+                })?
+        } else {
+            self.get(name)?
+        };
         let state = &*self.inner.state;
         // The configuration goes first: once it is gone the group is gone, also after a crash.
         persist::remove(state, name, &name.config_stream()).await?;
@@ -274,9 +392,12 @@ impl Groups {
 
     /// Every group's info, sorted by name.
     pub async fn list(&self) -> GroupResult<Vec<GroupInfo>> {
+        if self.inner.shared {
+            self.discover().await?;
+        }
         let mut out = Vec::new();
         for n in self.names() {
-            if let Ok(g) = self.get(&n) {
+            if let Ok(g) = self.find(&n).await {
                 out.push(g.info().await?);
             }
         }
@@ -285,7 +406,7 @@ impl Groups {
 
     /// One group's settings and figures.
     pub async fn info(&self, name: &GroupName) -> GroupResult<GroupInfo> {
-        self.get(name)?.info().await
+        self.find(name).await?.info().await
     }
 
     /// Long-poll: up to `max` deliveries for `consumer`, answering as soon as there is at
@@ -309,12 +430,12 @@ impl Groups {
                 format!("{} is above {PULL_WAIT_MS_MAX}", wait.as_millis()),
             ));
         }
-        Ok(self.get(name)?.pull(consumer, max, wait).await)
+        Ok(self.find(name).await?.pull(consumer, max, wait).await)
     }
 
     /// Opens a push stream for `consumer`: it is live until the returned handle is dropped.
-    pub fn push(&self, name: &GroupName, consumer: &ConsumerName) -> GroupResult<PushStream> {
-        let group = self.get(name)?;
+    pub async fn push(&self, name: &GroupName, consumer: &ConsumerName) -> GroupResult<PushStream> {
+        let group = self.find(name).await?;
         group.push_opened(consumer);
         Ok(PushStream {
             group,
@@ -336,7 +457,7 @@ impl Groups {
     /// to this group again, even after a crash.
     pub async fn ack(&self, name: &GroupName, ids: &[String]) -> GroupResult<AckOutcome> {
         Self::check_ids(ids)?;
-        self.get(name)?.ack(ids).await
+        self.find(name).await?.ack(ids).await
     }
 
     /// Nacks deliveries: retry after the backoff, park now, or skip (never deliver again).
@@ -348,7 +469,10 @@ impl Groups {
         reason: &str,
     ) -> GroupResult<AckOutcome> {
         Self::check_ids(ids)?;
-        self.get(name)?.nack(ids, action, reason_cut(reason)).await
+        self.find(name)
+            .await?
+            .nack(ids, action, reason_cut(reason))
+            .await
     }
 
     /// Parked events not yet replayed, from `from` (a revision of the parked stream).
@@ -364,7 +488,7 @@ impl Groups {
                 format!("{limit} is not in 1..={PARKED_LIMIT_MAX}"),
             ));
         }
-        let (parked, next) = self.get(name)?.parked(from, limit).await?;
+        let (parked, next) = self.find(name).await?.parked(from, limit).await?;
         Ok(ParkedPage { parked, next })
     }
 
@@ -378,12 +502,12 @@ impl Groups {
                 format!("{max} is not in 1..={PARKED_LIMIT_MAX}"),
             ));
         }
-        self.get(name)?.replay(max).await
+        self.find(name).await?.replay(max).await
     }
 
     /// The state-store stream behind `$parked-{group}`, when the group exists.
-    pub fn parked_stream(&self, name: &GroupName) -> GroupResult<StreamName> {
-        self.get(name).map(|_| name.parked_stream())
+    pub async fn parked_stream(&self, name: &GroupName) -> GroupResult<StreamName> {
+        self.find(name).await.map(|_| name.parked_stream())
     }
 
     /// The state store (to read `$parked-{group}` from).

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GroupError, GroupResult};
 use crate::name::GroupName;
 use crate::records::{
-    CHECKPOINT, CONFIG, Checkpoint, PARKED, ParkedRecord, RECORD_VERSION, REPLAY_CURSOR, REPLAYED,
-    ReplayCursor, Replayed, SETTLED, Settled, StoredConfig, Version,
+    CHECKPOINT, CLAIMED, CONFIG, Checkpoint, Claimed, PARKED, ParkedRecord, RECORD_VERSION,
+    REPLAY_CURSOR, REPLAYED, ReplayCursor, Replayed, SETTLED, Settled, StoredConfig, Version,
 };
 
 /// Events read per page while rebuilding state (small enough for any sane read limit).
@@ -75,6 +75,44 @@ pub(crate) async fn append(
         .await
         .map(|_| ())
         .map_err(store_err(group, context))
+}
+
+/// Appends `events` to `stream` right after revision `after` (`None`: the stream has no
+/// visible record yet). Returns the revision of the last event written, or `None` when the
+/// stream moved on meanwhile (another server sharing the state store wrote first).
+pub(crate) async fn append_after(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stream: &StreamName,
+    events: Vec<NewEvent>,
+    after: Option<u64>,
+    context: &'static str,
+) -> GroupResult<Option<u64>> {
+    let expected = after.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+    match state.append(stream, expected, events).await {
+        Ok(r) => Ok(Some(r.last_revision.0)),
+        Err(StoreError::WrongExpectedRevision { .. }) => Ok(None),
+        Err(e) => Err(store_err(group, context)(e)),
+    }
+}
+
+/// The records of `stream` after revision `after` (all of them for `None`), in order, at
+/// most `limit`.
+pub(crate) async fn read_after(
+    state: &dyn EventStore,
+    group: &GroupName,
+    stream: &StreamName,
+    after: Option<u64>,
+    limit: usize,
+) -> GroupResult<Vec<RecordedEvent>> {
+    let from = after.map_or(0, |r| r + 1);
+    let read =
+        ReadStream::forward(limit.clamp(1, RESTORE_PAGE_EVENTS)).from(ReadFrom::At(Revision(from)));
+    match state.read_stream(stream, read).await {
+        Ok(slice) => Ok(slice.events),
+        Err(StoreError::StreamNotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(store_err(group, "read its state")(e)),
+    }
 }
 
 /// Soft-deletes a state stream; one that does not exist is fine.
@@ -148,6 +186,11 @@ pub(crate) struct Restored {
     pub fetch: BTreeSet<u64>,
     /// Positions at or after `next_read` already settled (skipped by the read).
     pub settled_after: BTreeSet<u64>,
+    /// The revision of the newest record of the acks stream (`None`: no record).
+    pub acks_rev: Option<u64>,
+    /// Positions claimed after the last checkpoint and not settled since, with the claim's
+    /// deadline (milliseconds since the Unix epoch): another server may still hold them.
+    pub claimed: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Rebuilds the delivery state: the last checkpoint, then every record after it.
@@ -158,7 +201,9 @@ pub(crate) async fn restore_acks(
 ) -> GroupResult<Restored> {
     let mut tail = Vec::new();
     let mut checkpoint = None;
+    let mut acks_rev = None;
     read_backward(state, group, &group.acks_stream(), |e| {
+        acks_rev = acks_rev.or(Some(e.revision.0));
         if e.event_type.as_str() == CHECKPOINT {
             checkpoint = Some(decode::<Checkpoint>(group, e)?);
             return Ok(false);
@@ -172,17 +217,20 @@ pub(crate) async fn restore_acks(
             next_read: c.through,
             fetch: c.unsettled.into_iter().collect(),
             settled_after: c.settled_after.into_iter().collect(),
+            ..Restored::default()
         },
         None => Restored {
             next_read: start_position,
             ..Restored::default()
         },
     };
+    r.acks_rev = acks_rev;
     for e in tail.iter().rev() {
         match e.event_type.as_str() {
             SETTLED => {
                 for p in decode::<Settled>(group, e)?.positions {
                     r.fetch.remove(&p);
+                    r.claimed.remove(&p);
                     if p >= r.next_read {
                         r.settled_after.insert(p);
                     }
@@ -192,6 +240,12 @@ pub(crate) async fn restore_acks(
                 for p in decode::<Replayed>(group, e)?.positions {
                     r.settled_after.remove(&p);
                     r.fetch.insert(p);
+                }
+            }
+            CLAIMED => {
+                let c = decode::<Claimed>(group, e)?;
+                for p in c.positions {
+                    r.claimed.insert(p, c.until_ms);
                 }
             }
             _ => {}
@@ -307,54 +361,6 @@ pub(crate) async fn write_parked(
         }
     }
     Ok(())
-}
-
-/// Appends a `settled` record: these positions are never delivered again.
-pub(crate) async fn write_settled(
-    state: &dyn EventStore,
-    group: &GroupName,
-    settled: &Settled,
-) -> GroupResult<()> {
-    append(
-        state,
-        group,
-        &group.acks_stream(),
-        vec![event(SETTLED, settled)],
-        "record acknowledgements",
-    )
-    .await
-}
-
-/// Appends a checkpoint to the acks stream.
-pub(crate) async fn write_checkpoint(
-    state: &dyn EventStore,
-    group: &GroupName,
-    checkpoint: &Checkpoint,
-) -> GroupResult<()> {
-    append(
-        state,
-        group,
-        &group.acks_stream(),
-        vec![event(CHECKPOINT, checkpoint)],
-        "write a checkpoint",
-    )
-    .await
-}
-
-/// Appends a `replayed` record: these parked positions are deliverable again.
-pub(crate) async fn write_replayed(
-    state: &dyn EventStore,
-    group: &GroupName,
-    replayed: &Replayed,
-) -> GroupResult<()> {
-    append(
-        state,
-        group,
-        &group.acks_stream(),
-        vec![event(REPLAYED, replayed)],
-        "record a replay",
-    )
-    .await
 }
 
 /// Moves the parked stream's replay cursor.

@@ -4,7 +4,8 @@
 //! - `group-{name}-config`: `config` events; the last one wins.
 //! - `group-{name}-acks`: `settled` (positions acknowledged, skipped or parked: never delivered
 //!   again), `replayed` (parked positions made deliverable again) and `checkpoint` (a compact
-//!   summary; a restart reads back to the last one only).
+//!   summary; a restart reads back to the last one only); with a shared state store also
+//!   `claimed` (positions handed out by one server, held back by the others until a deadline).
 //! - `parked-{name}`: a `parked` event per parked event and `replay_cursor` markers.
 //!
 //! These are the stored shapes, apart from what the API sends: each carries a format `version`
@@ -25,6 +26,7 @@ pub(crate) const REPLAYED: &str = "replayed";
 pub(crate) const CHECKPOINT: &str = "checkpoint";
 pub(crate) const PARKED: &str = "parked";
 pub(crate) const REPLAY_CURSOR: &str = "replay_cursor";
+pub(crate) const CLAIMED: &str = "claimed";
 
 fn version_1() -> u32 {
     1
@@ -172,6 +174,18 @@ pub(crate) struct Replayed {
     #[serde(default = "version_1")]
     pub version: u32,
     pub positions: Vec<u64>,
+}
+
+/// Positions handed to a consumer by one of several servers sharing the state store: the others
+/// do not deliver them before `until_ms` (milliseconds since the Unix epoch) unless they are
+/// settled first. Written only when the state store is shared ([`crate::Groups::open_shared`]);
+/// a build that does not know the kind skips it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Claimed {
+    #[serde(default = "version_1")]
+    pub version: u32,
+    pub positions: Vec<u64>,
+    pub until_ms: u64,
 }
 
 /// Everything in `[.., through)` is settled except `unsettled`; at and after `through`, the

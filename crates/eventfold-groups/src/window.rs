@@ -534,6 +534,47 @@ impl Window {
         }
     }
 
+    /// Puts back deliveries just taken that could not be handed out after all (with a shared
+    /// state store: another server's records came first): ready again, as if never taken.
+    pub fn untake(&mut self, deliveries: &[Delivery]) {
+        for d in deliveries {
+            let pos = d.event.position.0;
+            let taken = self.entries.get(&pos).is_some_and(|e| {
+                e.attempts == d.attempt && matches!(e.state, EntryState::Delivered { .. })
+            });
+            if !taken {
+                continue;
+            }
+            self.set_state(pos, EntryState::Ready);
+            if let Some(e) = self.entries.get_mut(&pos) {
+                e.attempts -= 1;
+            }
+            self.counters.delivered = self.counters.delivered.saturating_sub(1);
+        }
+    }
+
+    /// Positions settled by another server sharing the state store: forgotten, whatever their
+    /// state here (a delivery of one here is then unknown to an ack), and not counted as this
+    /// server's.
+    pub fn forget(&mut self, positions: &[u64]) {
+        for &p in positions {
+            self.remove(p);
+        }
+    }
+
+    /// A position another server handed out until `until`: not delivered here before then. Only
+    /// a ready or backing-off entry is held back; one delivered or settling here keeps its state.
+    pub fn hold(&mut self, pos: u64, until: Instant) {
+        let later = match self.entries.get(&pos).map(|e| &e.state) {
+            Some(EntryState::Ready) => true,
+            Some(EntryState::Backoff { until: u }) => *u < until,
+            _ => false,
+        };
+        if later {
+            self.set_state(pos, EntryState::Backoff { until });
+        }
+    }
+
     /// Settling positions whose durable write failed: ready again, delivered again.
     pub fn unsettle(&mut self, positions: &[u64]) {
         for &p in positions {

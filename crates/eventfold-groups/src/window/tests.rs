@@ -475,3 +475,87 @@ proptest! {
         prop_assert!(m.now >= m.t0);
     }
 }
+
+/// The operations a shared state store needs: another server's claims hold events back, its
+/// settles forget them, and a take that could not be claimed is undone without a trace.
+mod shared {
+    use super::*;
+
+    fn window_with(events: u64) -> (Window, StreamName) {
+        let mut w = Window::new(GroupConfig::default(), "e".into());
+        let s = StreamName::new("s-1").expect("valid stream");
+        for p in 0..events {
+            w.offer(recorded(&s, p, p));
+        }
+        (w, s)
+    }
+
+    fn consumer() -> ConsumerName {
+        ConsumerName::new("c").expect("valid consumer")
+    }
+
+    #[test]
+    fn untake_puts_deliveries_back_as_never_taken() {
+        let (mut w, _) = window_with(3);
+        let t0 = Instant::now();
+        let got = w.take(&consumer(), 2, t0);
+        assert_eq!(got.len(), 2);
+        assert_eq!(w.in_flight(), 2);
+        w.untake(&got);
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.counters().delivered, 0);
+        let again = w.take(&consumer(), 3, t0);
+        let firsts: Vec<(u64, u32)> = again
+            .iter()
+            .map(|d| (d.event.position.0, d.attempt))
+            .collect();
+        assert_eq!(firsts, vec![(0, 1), (1, 1), (2, 1)]);
+        // Untaking a stale delivery (acked meanwhile) does nothing.
+        let mut out = AckOutcome::default();
+        let claimed = w.claim(&[again[0].delivery_id.clone()], &mut out);
+        w.settled(&claimed, Settle::Ack);
+        w.untake(&again[..1]);
+        assert!(!w.contains(0));
+    }
+
+    #[test]
+    fn a_held_event_waits_for_the_other_servers_deadline() {
+        let (mut w, _) = window_with(2);
+        let t0 = Instant::now();
+        w.hold(0, t0 + Duration::from_secs(5));
+        let got = w.take(&consumer(), 10, t0);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event.position.0, 1);
+        // An earlier deadline does not shorten the hold; a delivered entry is not held.
+        w.hold(0, t0 + Duration::from_secs(1));
+        w.hold(1, t0 + Duration::from_secs(9));
+        assert!(w.tick(t0 + Duration::from_secs(2)).timed_out.is_empty());
+        assert!(
+            w.take(&consumer(), 10, t0 + Duration::from_secs(2))
+                .is_empty()
+        );
+        w.tick(t0 + Duration::from_secs(5));
+        let got = w.take(&consumer(), 10, t0 + Duration::from_secs(5));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event.position.0, 0);
+        assert_eq!(got[0].attempt, 1);
+    }
+
+    #[test]
+    fn forgotten_events_are_gone_whatever_their_state() {
+        let (mut w, _) = window_with(4);
+        let t0 = Instant::now();
+        let got = w.take(&consumer(), 1, t0);
+        w.hold(1, t0 + Duration::from_secs(5));
+        w.forget(&[0, 1, 2]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.counters().acked, 0);
+        let mut out = AckOutcome::default();
+        assert!(w.claim(&[got[0].delivery_id.clone()], &mut out).is_empty());
+        assert_eq!(out.unknown.len(), 1);
+        let rest = w.take(&consumer(), 10, t0);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].event.position.0, 3);
+    }
+}

@@ -4,6 +4,7 @@
 mod basics;
 mod lag;
 mod observe;
+mod servers;
 mod share;
 mod timing;
 

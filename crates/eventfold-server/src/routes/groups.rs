@@ -285,7 +285,7 @@ pub async fn stream(
         group: name,
         consumer,
     } = req.into_inner();
-    let push = g.push(&name, &consumer)?;
+    let push = g.push(&name, &consumer).await?;
     let heartbeat = st.limits.heartbeat;
     let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
     let metrics = st.metrics.clone();
@@ -365,7 +365,7 @@ pub async fn read_parked_stream(
     read: eventfold_core::ReadStream,
 ) -> ApiResult<Response> {
     let g = groups(st)?;
-    let stream = g.parked_stream(name)?;
+    let stream = g.parked_stream(name).await?;
     match g.state_store().read_stream(&stream, read).await {
         Ok(slice) => Ok(super::encode::json_page(
             &slice.events,
