@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, client, send};
 
-async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize) {
+pub(crate) async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize) {
     let batch: Vec<Value> = (0..n)
         .map(|i| json!({"type": "t", "data": {"i": i}}))
         .collect();
@@ -19,7 +19,7 @@ async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize) {
     }
 }
 
-fn ids(deliveries: &Value) -> Vec<String> {
+pub(crate) fn ids(deliveries: &Value) -> Vec<String> {
     deliveries["deliveries"]
         .as_array()
         .expect("deliveries")
@@ -28,7 +28,7 @@ fn ids(deliveries: &Value) -> Vec<String> {
         .collect()
 }
 
-fn positions(deliveries: &Value) -> Vec<u64> {
+pub(crate) fn positions(deliveries: &Value) -> Vec<u64> {
     deliveries["deliveries"]
         .as_array()
         .expect("deliveries")

@@ -9,4 +9,5 @@ mod http;
 mod kill;
 mod postgres;
 mod server;
+mod shared_groups;
 mod tls;

@@ -14,14 +14,14 @@ const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres conn
 
 /// A database created for one test, dropped (with any connection left to it) when this is
 /// dropped.
-struct TestDb {
+pub(crate) struct TestDb {
     name: String,
 }
 
 impl TestDb {
     /// A fresh database, or `None` (skip, with the reason printed) when PostgreSQL is
     /// unreachable.
-    async fn create() -> Option<TestDb> {
+    pub(crate) async fn create() -> Option<TestDb> {
         let client = match admin().await {
             Ok(c) => c,
             Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
@@ -40,7 +40,7 @@ impl TestDb {
         Some(TestDb { name })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 }

@@ -1,0 +1,170 @@
+//! One consumer group served by two `eventfold serve --store postgres://…` processes over one
+//! database: consumers pulling from both get every event at least once, no delivery is made
+//! after an ack of the same event was answered, and kill -9 of one server mid-delivery loses
+//! nothing acknowledged (its deliveries go out again from the other server after their ack
+//! timeout; the restarted server serves the group again).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use std::sync::Mutex;
+
+use crate::groups::{append, ids, positions};
+use crate::postgres::TestDb;
+use crate::server::{Server, client, send};
+
+const EVENTS: usize = 3_000;
+
+/// What the consumers saw: each delivery with when its pull was sent, each answered ack.
+#[derive(Default)]
+struct Log {
+    /// (position, pull sent at, server)
+    delivered: Vec<(u64, Instant, &'static str)>,
+    /// position → when the first ack of it was answered
+    acked: BTreeMap<u64, Instant>,
+}
+
+fn start(url: &str) -> Server {
+    Server::start_with(&[OsStr::new("--store"), OsStr::new(url)])
+}
+
+/// A consumer pulling from `u` and acking every batch, until every event is acked or the
+/// server stops answering.
+fn consumer(
+    u: String,
+    name: &'static str,
+    server: &'static str,
+    log: Arc<Mutex<Log>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = client();
+        while log.lock().expect("lock").acked.len() < EVENTS {
+            let sent = Instant::now();
+            let Ok(resp) = c
+                .post(format!("{u}/subscriptions/orders/pull"))
+                .json(&json!({"consumer": name, "max": 50, "wait_ms": 200}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            let Ok(ds) = resp.json::<Value>().await else {
+                return;
+            };
+            let pos = positions(&ds);
+            if pos.is_empty() {
+                continue;
+            }
+            log.lock()
+                .expect("lock")
+                .delivered
+                .extend(pos.iter().map(|&p| (p, sent, server)));
+            let Ok(resp) = c
+                .post(format!("{u}/subscriptions/orders/ack"))
+                .json(&json!({"delivery_ids": ids(&ds)}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if resp.status().as_u16() != 200 {
+                return;
+            }
+            let Ok(out) = resp.json::<Value>().await else {
+                return;
+            };
+            let answered = Instant::now();
+            let acked: Vec<&str> = out["acked"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut log = log.lock().expect("lock");
+            for (id, p) in ids(&ds).iter().zip(&pos) {
+                if acked.contains(&id.as_str()) {
+                    log.acked.entry(*p).or_insert(answered);
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_served_by_two_servers_survives_kill_9_of_one() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let url = db.url();
+    let a = start(&url);
+    let b = start(&url);
+    let c = client();
+    append(&c, &a.url, "order-1", EVENTS / 2).await;
+    append(&c, &b.url, "order-2", EVENTS / 2).await;
+    let (st, v) = send(
+        c.put(format!("{}/subscriptions/orders", a.url))
+            .json(&json!({"start": "start", "ack_timeout_ms": 1500, "max_in_flight": 200})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    let log = Arc::new(Mutex::new(Log::default()));
+    let on_a = [
+        consumer(a.url.clone(), "a1", "a", log.clone()),
+        consumer(a.url.clone(), "a2", "a", log.clone()),
+    ];
+    let on_b = [
+        consumer(b.url.clone(), "b1", "b", log.clone()),
+        consumer(b.url.clone(), "b2", "b", log.clone()),
+    ];
+    // kill -9 of a once a third is acked: mid-delivery, with deliveries and acks in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.lock().expect("lock").acked.len() < EVENTS / 3 {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(move || a.kill9())
+        .await
+        .expect("kill");
+    for t in on_a {
+        let _ = t.await;
+    }
+    // Restarted, a serves the group again next to b.
+    let a = start(&url);
+    let again = consumer(a.url.clone(), "a3", "a", log.clone());
+    let all = async {
+        for t in on_b.into_iter().chain([again]) {
+            t.await.expect("consumer");
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(90), all)
+        .await
+        .is_err()
+    {
+        let acked = log.lock().expect("lock").acked.len();
+        panic!("only {acked} of {EVENTS} events acked within 90 s");
+    }
+
+    let log = log.lock().expect("lock");
+    assert_eq!(log.acked.len(), EVENTS, "every event acked");
+    let after_ack: Vec<(u64, &str)> = log
+        .delivered
+        .iter()
+        .filter(|(p, sent, _)| log.acked.get(p).is_some_and(|acked| sent > acked))
+        .map(|&(p, _, s)| (p, s))
+        .collect();
+    assert!(
+        after_ack.is_empty(),
+        "{} deliveries after an answered ack of the same event, e.g. {:?}",
+        after_ack.len(),
+        &after_ack[..after_ack.len().min(10)]
+    );
+    for server in ["a", "b"] {
+        assert!(
+            log.delivered.iter().any(|&(_, _, s)| s == server),
+            "server {server} delivered"
+        );
+    }
+    drop(b);
+}
