@@ -277,12 +277,19 @@ impl Groups {
         if !self.inner.shared {
             return self.get(name);
         }
-        if let Some(g) = &local
+        if let Some(g) = local
             && !g.config_due(CONFIG_REFRESH)
         {
-            return Ok(g.clone());
+            return Ok(g);
         }
         let _admin = self.inner.admin.lock().await;
+        // Refreshed by another request while this one waited for the lock.
+        let local = self.inner.groups.read().get(name).cloned();
+        if let Some(g) = local
+            && !g.config_due(CONFIG_REFRESH)
+        {
+            return Ok(g);
+        }
         self.refresh(name)
             .await?
             .ok_or_else(|| GroupError::NotFound {
