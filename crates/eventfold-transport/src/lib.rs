@@ -13,12 +13,14 @@
 //!
 //! The conformance suite every adapter runs is `eventfold-transport-conformance`.
 
+mod memory;
 pub mod wire;
 
 use std::time::Duration;
 
 use eventfold_core::RecordedEvent;
 
+pub use memory::MemoryTransport;
 pub use wire::{DecodeError, Message};
 
 /// Longest topic or group name: fits every broker's limits once adapters add their suffixes.
@@ -137,6 +139,10 @@ pub struct Features {
     pub ordered_per_key: bool,
     /// A retry waits the delay asked for; without it, a retried message may come back sooner.
     pub delayed_retry: bool,
+    /// A group created after messages were published reads them (the broker keeps a log:
+    /// Redis Streams, Kafka, JetStream); without it a group gets what is published after it
+    /// was first subscribed (RabbitMQ queues).
+    pub history: bool,
 }
 
 /// How a subscriber is set up.
