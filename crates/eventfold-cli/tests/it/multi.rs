@@ -170,7 +170,7 @@ fn appender(
     may_fail: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut own: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        let mut own: BTreeMap<u64, u64> = BTreeMap::new();
         let mut contested: Option<u64> = None;
         let mut i = 0u64;
         while i < appends && !stop.load(Ordering::Relaxed) {
@@ -183,7 +183,7 @@ fn appender(
                 )
             } else {
                 let s = i % 4;
-                let last = own.get(&s).copied().flatten();
+                let last = own.get(&s).copied();
                 (
                     format!("{name}-{s}"),
                     last.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact),
@@ -197,7 +197,7 @@ fn appender(
                     if target == "contested" {
                         contested = Some(r.last_revision.0);
                     } else {
-                        own.insert((i - 1) % 4, Some(r.last_revision.0));
+                        own.insert((i - 1) % 4, r.last_revision.0);
                     }
                 }
                 Err(StoreError::WrongExpectedRevision { actual, .. }) if target == "contested" => {
