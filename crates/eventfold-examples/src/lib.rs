@@ -5,3 +5,4 @@ pub mod bank_account;
 pub mod championship;
 pub mod orders;
 pub mod registration_saga;
+pub mod store;

@@ -540,3 +540,5 @@ impl Orders {
         Ok(())
     }
 }
+
+pub mod demo;

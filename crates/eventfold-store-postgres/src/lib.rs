@@ -27,6 +27,8 @@ mod notify;
 mod read;
 mod schema;
 mod subscribe;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod write;
 
 use std::sync::Arc;

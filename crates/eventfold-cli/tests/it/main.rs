@@ -7,6 +7,7 @@ mod deps;
 mod groups;
 mod http;
 mod kill;
+mod multi;
 mod postgres;
 mod server;
 mod shared_groups;

@@ -8,80 +8,9 @@ use std::process::Command;
 
 use serde_json::json;
 
+use eventfold_store_postgres::testing::TestDb;
+
 use crate::server::{Server, client, send};
-
-const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3";
-
-/// A database created for one test, dropped (with any connection left to it) when this is
-/// dropped.
-pub(crate) struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    /// A fresh database, or `None` (skip, with the reason printed) when PostgreSQL is
-    /// unreachable.
-    pub(crate) async fn create() -> Option<TestDb> {
-        let client = match admin().await {
-            Ok(c) => c,
-            Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-                panic!("PostgreSQL is required (EVENTFOLD_REQUIRE_SERVICES=1): {e}")
-            }
-            Err(e) => {
-                eprintln!("skipping: PostgreSQL is unreachable at 127.0.0.1:5432: {e}");
-                return None;
-            }
-        };
-        let name = format!("eventfold_cli_test_{}", uuid::Uuid::new_v4().simple());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        Some(TestDb { name })
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-async fn admin() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    admin_on(ADMIN).await
-}
-
-async fn admin_on(conn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: drop the database from a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime to drop the test database");
-            rt.block_on(async {
-                let client = admin().await?;
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!(
-                "could not drop the test database {}: {dropped:?}",
-                self.name
-            );
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_postgres_appends_reads_and_runs_consumer_groups() {
@@ -185,11 +114,7 @@ async fn serve_on_postgres_appends_reads_and_runs_consumer_groups() {
         "SIGTERM stops the server cleanly: {status}"
     );
 
-    let conn = format!(
-        "host=127.0.0.1 port=5432 user=postgres dbname={} connect_timeout=3",
-        db.name
-    );
-    let pg = admin_on(&conn).await.expect("connect to the test database");
+    let pg = db.client().await.expect("connect to the test database");
     let schemas: Vec<String> = pg
         .query(
             "SELECT DISTINCT table_schema::text FROM information_schema.tables \

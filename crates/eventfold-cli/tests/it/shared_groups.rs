@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use std::sync::Mutex;
 
 use crate::groups::{append, ids, positions};
-use crate::postgres::TestDb;
 use crate::server::{Server, client, send};
+use eventfold_store_postgres::testing::TestDb;
 
 const EVENTS: usize = 3_000;
 

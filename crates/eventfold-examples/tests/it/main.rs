@@ -3,5 +3,6 @@
 mod bank_account;
 mod championship;
 mod orders;
+mod postgres;
 mod registration_saga;
 mod support;

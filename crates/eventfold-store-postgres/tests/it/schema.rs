@@ -63,13 +63,7 @@ async fn a_schema_from_a_newer_eventfold_is_refused() {
     };
     let store = db.store(in_schema("eventfold")).await;
     drop(store);
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 user=postgres dbname={}", db.name),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(connection);
+    let client = db.client().await.expect("connect");
     client
         .batch_execute("UPDATE eventfold.schema_version SET version = 99")
         .await
@@ -149,15 +143,13 @@ async fn connections_killed_by_the_server_are_reopened() {
         .expect("an event")
         .expect("not an error");
     assert_eq!(first.position.0, 0);
-    let (admin, connection) =
-        tokio_postgres::connect("host=127.0.0.1 user=postgres", tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(connection);
+    let admin = eventfold_store_postgres::testing::admin()
+        .await
+        .expect("connect");
     let killed = admin
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
-            &[&db.name],
+            &[&db.name()],
         )
         .await
         .expect("terminate the store's connections")
