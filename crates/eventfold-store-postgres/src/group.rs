@@ -13,7 +13,7 @@ use eventfold_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::read::{STREAM_COLUMNS, stream_from_row_named};
-use crate::{Inner, pg_err};
+use crate::{Inner, commit_err, pg_err};
 
 /// Appends queued for the writer before callers wait for room.
 pub(crate) const QUEUE: usize = 4096;
@@ -286,7 +286,7 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
         .map_err(pg_err("notify the subscribers"))?;
     tx.commit()
         .await
-        .map_err(pg_err("commit a group of appends"))?;
+        .map_err(commit_err("a group of appends"))?;
     inner.wake();
     Ok(outcomes)
 }
