@@ -127,7 +127,11 @@ impl PostgresStore {
             config.clone(),
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // One empty query (a round trip) each time a connection is taken from the pool:
+                // a connection the server dropped (a restart, `pg_terminate_backend`, a request
+                // that just failed on it) is replaced there instead of failing the request
+                // that takes it.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)

@@ -187,7 +187,7 @@ async fn connections_killed_by_the_server_are_reopened() {
                 break;
             }
             Err(e) => {
-                assert_eq!(e.code(), "storage_failure", "{e}");
+                assert_eq!(e.code(), "store_unavailable", "{e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
