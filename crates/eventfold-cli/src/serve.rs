@@ -280,10 +280,10 @@ impl ServeArgs {
             }
             if !engine_only.is_empty() {
                 bail!(
-                    "{} set the embedded engine, but the store is PostgreSQL (--store postgres://…), \
-                     where they cannot apply: an append is acknowledged after PostgreSQL's commit \
-                     (as durable as the database's synchronous_commit makes it) and there are no \
-                     segment files. Remove them, or use --data DIR for the embedded engine",
+                    "the embedded engine's settings cannot apply to a PostgreSQL store (--store \
+                     postgres://…), where an append is acknowledged after PostgreSQL's commit (as \
+                     durable as the database's synchronous_commit makes it) and there are no \
+                     segment files: remove {}, or use --data DIR for the embedded engine",
                     engine_only.join(" and ")
                 );
             }
@@ -588,7 +588,7 @@ mod tests {
             let e = settings(flags).expect_err("an engine setting with PostgreSQL");
             let msg = e.to_string();
             assert!(
-                msg.contains(flags[2]) && msg.contains("PostgreSQL") && msg.contains("Remove"),
+                msg.contains(flags[2]) && msg.contains("PostgreSQL") && msg.contains("remove"),
                 "{msg}"
             );
         }

@@ -187,7 +187,7 @@ pub enum StoreError {
                 "the store became unavailable while committing this write ({detail}); it may or may not have been written: retry it with the same event ids (an idempotent retry: if it was written, the retry answers with the first result)"
             )
         } else {
-            format!("the store is unavailable for now ({detail}); nothing was written; retry later")
+            format!("the store cannot be reached for now ({detail}); the request was not carried out (nothing was written): retry it later")
         }
     )]
     Unavailable {
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(e.code(), "store_unavailable");
         let msg = e.to_string();
         assert!(
-            msg.contains("connection refused") && msg.contains("retry later"),
+            msg.contains("connection refused") && msg.contains("retry it later"),
             "{msg}"
         );
         let e = StoreError::Unavailable {

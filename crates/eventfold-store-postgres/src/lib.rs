@@ -147,14 +147,10 @@ impl PostgresStore {
             })?;
         let schema = options.schema.clone();
         let lock_key = lock_key(&schema);
-        let mut client = pool.get().await.map_err(|e| {
-            pool_err(
-                e,
-                &format!(
-                    "cannot connect to PostgreSQL at {target}; check that it runs, accepts connections from here and that the database exists"
-                ),
-            )
-        })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| pool_err(e, &format!("cannot connect to PostgreSQL at {target}")))?;
         schema::migrate(&mut client, &schema, lock_key).await?;
         drop(client);
         let (writer, queue) = mpsc::channel(group::QUEUE);
