@@ -106,14 +106,9 @@ async fn a_connection_lost_before_the_commit_wrote_nothing() {
     assert_eq!(slice.events.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_lost_during_the_commit_is_an_unknown_outcome_and_a_retry_is_safe() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
-    let store = db.store(PostgresOptions::default()).await;
-    // A deferred trigger runs inside COMMIT: make it wait there for events of one type.
-    let admin = connect(&db).await;
+/// Makes every commit that inserted an event of type `slow` wait inside `COMMIT` (a deferred
+/// trigger runs there) until its backend is terminated.
+async fn slow_commits(admin: &tokio_postgres::Client) {
     admin
         .batch_execute(
             "CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -123,17 +118,125 @@ async fn a_connection_lost_during_the_commit_is_an_unknown_outcome_and_a_retry_i
         )
         .await
         .expect("create the slow trigger");
+}
+
+/// Appends `events` with `NoStream` in a task of its own.
+fn spawn_append(
+    store: &eventfold_store_postgres::PostgresStore,
+    events: &[NewEvent],
+) -> tokio::task::JoinHandle<eventfold_core::StoreResult<eventfold_core::AppendResult>> {
+    let store = store.clone();
+    let events = events.to_vec();
+    tokio::spawn(async move {
+        store
+            .append(&stream(), ExpectedRevision::NoStream, events)
+            .await
+    })
+}
+
+/// After the retry of `events` (same ids, same expected revision), the batch is stored once,
+/// and a further retry is answered as a replay.
+async fn retried_once(store: &eventfold_store_postgres::PostgresStore, events: Vec<NewEvent>) {
+    let again = store
+        .append(&stream(), ExpectedRevision::NoStream, events.clone())
+        .await
+        .expect("the retry");
+    assert!(
+        !again.idempotent_replay,
+        "the first attempt was rolled back"
+    );
+    let replay = store
+        .append(&stream(), ExpectedRevision::NoStream, events.clone())
+        .await
+        .expect("a second retry");
+    assert!(replay.idempotent_replay);
+    let slice = store
+        .read_stream(&stream(), ReadStream::forward(100))
+        .await
+        .expect("read");
+    let ids: Vec<_> = slice.events.iter().map(|e| e.id).collect();
+    let want: Vec<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, want, "the batch is stored once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_the_commit_is_checked_on_another_one() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.store(PostgresOptions::default()).await;
+    let admin = connect(&db).await;
+    slow_commits(&admin).await;
     let events = vec![event("slow"), event("placed")];
-    let append = tokio::spawn({
-        let store = store.clone();
-        let events = events.clone();
-        async move {
-            store
-                .append(&stream(), ExpectedRevision::NoStream, events)
-                .await
-        }
-    });
+    let append = spawn_append(&store, &events);
     terminate_when(&admin, &db, "wait_event = 'PgSleep'").await;
+    let e = append
+        .await
+        .expect("the append task")
+        .expect_err("its connection was terminated during the commit");
+    // The store asked the database on another connection: the commit did not happen.
+    match &e {
+        StoreError::Unavailable {
+            outcome_unknown: false,
+            ..
+        } => {}
+        other => panic!("expected Unavailable with a known outcome, got {other:?}"),
+    }
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    admin
+        .batch_execute("DROP TRIGGER slow_commit ON eventfold.events")
+        .await
+        .expect("drop the slow trigger");
+    retried_once(&store, events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_with_the_database_is_an_unknown_outcome_and_a_retry_is_safe() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.store(PostgresOptions::default()).await;
+    let admin = connect(&db).await;
+    slow_commits(&admin).await;
+    let events = vec![event("slow"), event("placed")];
+    let append = spawn_append(&store, &events);
+    // Once the commit waits: no new connection to the database, every other one of the store
+    // closed, then the committing one.
+    let root = crate::admin()
+        .await
+        .expect("connect to the postgres database");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = root
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+                &[&db.name],
+            )
+            .await
+            .expect("look for the waiting commit")
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit came to wait"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    root.batch_execute(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .await
+    .expect("refuse new connections");
+    terminate_when(
+        &root,
+        &db,
+        "wait_event IS DISTINCT FROM 'PgSleep' AND backend_type = 'client backend'",
+    )
+    .await;
+    terminate_when(&root, &db, "wait_event = 'PgSleep'").await;
     let e = append
         .await
         .expect("the append task")
@@ -150,26 +253,16 @@ async fn a_connection_lost_during_the_commit_is_an_unknown_outcome_and_a_retry_i
         msg.contains("may or may not") && msg.contains("same event ids"),
         "{msg}"
     );
-    admin
+    root.batch_execute(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .await
+    .expect("take connections again");
+    connect(&db)
+        .await
         .batch_execute("DROP TRIGGER slow_commit ON eventfold.events")
         .await
         .expect("drop the slow trigger");
-    // The retry with the same ids (and the same expected revision) is safe: here the
-    // transaction had been rolled back, so it writes the batch, once.
-    let again = store
-        .append(&stream(), ExpectedRevision::NoStream, events.clone())
-        .await
-        .expect("the retry");
-    assert!(!again.idempotent_replay);
-    // And a retry after a commit that did happen is answered as a replay.
-    let replay = store
-        .append(&stream(), ExpectedRevision::NoStream, events)
-        .await
-        .expect("a second retry");
-    assert!(replay.idempotent_replay);
-    let slice = store
-        .read_stream(&stream(), ReadStream::forward(100))
-        .await
-        .expect("read");
-    assert_eq!(slice.events.len(), 2, "the batch is stored once");
+    retried_once(&store, events).await;
 }
