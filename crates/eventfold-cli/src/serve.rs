@@ -36,6 +36,7 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// When an append is acknowledged: `fsync` (after fdatasync; survives power loss) or `none`
     /// (after the write reaches the OS; survives a crash of the process only) [default: fsync].
+    /// Embedded engine only: an error with --store.
     #[arg(long, env = "EVENTFOLD_DURABILITY")]
     pub durability: Option<DurabilityArg>,
     /// A TOML file with any of these settings (keys as the long flags, with `_` for `-`).
@@ -56,7 +57,8 @@ pub struct ServeArgs {
     /// Seconds between heartbeats on idle subscriptions [default: 15].
     #[arg(long, env = "EVENTFOLD_HEARTBEAT_SECS")]
     pub heartbeat_secs: Option<u64>,
-    /// Size of each segment file of the engine, in bytes [default: 67108864].
+    /// Size of each segment file of the engine, in bytes [default: 67108864]. Embedded engine
+    /// only: an error with --store.
     #[arg(long, env = "EVENTFOLD_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
     /// A bearer token with every right on every stream. With a token (or a tokens file) every
@@ -265,6 +267,27 @@ impl ServeArgs {
             None => store_choice(file.store.as_deref(), file.data.as_deref())?
                 .unwrap_or_else(|| StoreLocation::Embedded(PathBuf::from("eventfold-data"))),
         };
+        if matches!(store, StoreLocation::Postgres(_)) {
+            let mut engine_only = Vec::new();
+            if self.durability.or(file.durability).is_some() {
+                engine_only
+                    .push("--durability (EVENTFOLD_DURABILITY, `durability` in the config file)");
+            }
+            if self.segment_bytes.or(file.segment_bytes).is_some() {
+                engine_only.push(
+                    "--segment-bytes (EVENTFOLD_SEGMENT_BYTES, `segment_bytes` in the config file)",
+                );
+            }
+            if !engine_only.is_empty() {
+                bail!(
+                    "the embedded engine's settings cannot apply to a PostgreSQL store (--store \
+                     postgres://…), where an append is acknowledged after PostgreSQL's commit (as \
+                     durable as the database's synchronous_commit makes it) and there are no \
+                     segment files: remove {}, or use --data DIR for the embedded engine",
+                    engine_only.join(" and ")
+                );
+            }
+        }
         Ok(Settings {
             tls,
             store,
@@ -304,28 +327,28 @@ fn store_choice(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Catches SIGINT and SIGTERM from this call on (the handlers are installed here, not when the
+/// future is first polled, so a signal sent as soon as the "listening" line is out is not
+/// lost); the future resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = ctrl_c.await;
-                return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down cleanly.
@@ -355,7 +378,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 s.listen
             )
         })?;
-    tracing::info!(listen = %s.listen, store = %s.store.describe(), durability = ?s.engine.durability, tls = tls.is_some(), "eventfold serve");
+    // Before the line below: a supervisor may signal as soon as it has read it.
+    let shutdown = shutdown_signal()?;
+    match &s.store {
+        StoreLocation::Embedded(_) => {
+            tracing::info!(listen = %s.listen, store = %s.store.describe(), durability = ?s.engine.durability, tls = tls.is_some(), "eventfold serve");
+        }
+        StoreLocation::Postgres(_) => {
+            tracing::info!(listen = %s.listen, store = %s.store.describe(), tls = tls.is_some(), "eventfold serve");
+        }
+    }
     // One line on stdout for people and scripts: where to connect.
     println!(
         "eventfold listening on {}://{}",
@@ -377,9 +409,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(config) => {
             let listener = eventfold_server::tls::TlsListener::new(listener, config)
                 .context("cannot start the TLS listener")?;
-            eventfold_server::serve(listener, state, shutdown_signal()).await
+            eventfold_server::serve(listener, state, shutdown).await
         }
-        None => eventfold_server::serve(listener, state, shutdown_signal()).await,
+        None => eventfold_server::serve(listener, state, shutdown).await,
     }
     .context("the server failed")?;
     // Requests in flight have finished; stop the groups, flush and stop the writers.
@@ -537,6 +569,78 @@ mod tests {
             "postgresql://h/db?sslmode=disable"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    /// The engine's own settings, from a flag or the config file, are refused with a
+    /// PostgreSQL store (they could not apply), and accepted with the engine.
+    #[test]
+    fn engine_only_settings_are_refused_on_postgres() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let settings = |args: &[&str]| {
+            let mut argv = vec!["serve"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .expect("flags parse")
+                .serve
+                .settings()
+        };
+        let pg = "postgres://u@h/db";
+        for flags in [
+            &["--store", pg, "--durability", "none"][..],
+            &["--store", pg, "--durability", "fsync"][..],
+            &["--store", pg, "--segment-bytes", "1048576"][..],
+        ] {
+            let e = settings(flags).expect_err("an engine setting with PostgreSQL");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(flags[2]) && msg.contains("PostgreSQL") && msg.contains("remove"),
+                "{msg}"
+            );
+        }
+        let e = settings(&[
+            "--store",
+            pg,
+            "--durability",
+            "none",
+            "--segment-bytes",
+            "1048576",
+        ])
+        .expect_err("both");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--durability") && msg.contains("--segment-bytes"),
+            "{msg}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("eventfold.toml");
+        std::fs::write(
+            &config,
+            format!("store = \"{pg}\"\nsegment_bytes = 1048576\n"),
+        )
+        .expect("write the config");
+        let config = config.to_str().expect("a UTF-8 temp path");
+        let e = settings(&["--config", config]).expect_err("from the file too");
+        assert!(e.to_string().contains("segment_bytes"), "{e}");
+
+        assert!(settings(&["--store", pg]).is_ok());
+        let data = dir.path().join("data");
+        let data = data.to_str().expect("a UTF-8 temp path");
+        let s = settings(&[
+            "--data",
+            data,
+            "--durability",
+            "none",
+            "--segment-bytes",
+            "1048576",
+        ])
+        .expect("engine settings with the engine");
+        assert_eq!(s.engine.segment_bytes, 1_048_576);
     }
 
     #[test]

@@ -283,6 +283,16 @@ fn follow(
                         details: Default::default(),
                     }) };
                     let e = if v.get("closing").is_some() { StoreError::Closed } else { from_error_body(500, &body) };
+                    // The server's store was unreachable for longer than it waits: follow
+                    // again from after the last event, as after a dropped connection.
+                    if matches!(e, StoreError::Unavailable { .. }) && attempts < 5 {
+                        s.done = false;
+                        s.body = None;
+                        s.buf.clear();
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
+                        continue;
+                    }
                     return Some((Err(e), s));
                 }
                 let ev = serde_json::from_value::<WireEvent>(v).ok().and_then(WireEvent::into_recorded);
@@ -310,7 +320,7 @@ fn follow(
                         s.body = Some(resp.bytes_stream().boxed());
                         s.buf.clear();
                     }
-                    Err(e @ StoreError::Backend { .. }) if attempts < 5 && is_transient(&e) => {
+                    Err(e) if attempts < 5 && is_transient(&e) => {
                         attempts += 1;
                         tracing::debug!(error = %e, attempts, "subscription reconnect failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
@@ -535,8 +545,11 @@ impl EventStore for Client {
 /// Whether a failed (re)connection is worth retrying: the server could not be reached or a proxy
 /// in front of it failed, as opposed to a refusal such as a missing token.
 fn is_transient(e: &StoreError) -> bool {
+    if matches!(e, StoreError::Unavailable { .. }) {
+        return true;
+    }
     let code = e.code();
-    code == "unavailable" || code.starts_with("http_5")
+    matches!(e, StoreError::Backend { .. }) && (code == "unavailable" || code.starts_with("http_5"))
 }
 
 fn subscribe_from<T: Into<u64>>(f: SubscribeFrom<T>) -> String {

@@ -173,6 +173,29 @@ pub enum StoreError {
     /// The store is shut down.
     #[error("the store is closed; open it again")]
     Closed,
+    /// The store cannot be reached for now (its database is down, restarting, refusing
+    /// connections, or dropped the connection): retrying later may succeed.
+    ///
+    /// With `outcome_unknown` the failure came while a write was being committed, so it may or
+    /// may not have been made. An append retried with the same event ids is safe: if the first
+    /// attempt was written, the retry is answered as an idempotent replay of it (as long as no
+    /// other append to that stream came in between).
+    #[error(
+        "{}",
+        if *outcome_unknown {
+            format!(
+                "the store became unavailable while committing this write ({detail}); it may or may not have been written: retry it with the same event ids (an idempotent retry: if it was written, the retry answers with the first result)"
+            )
+        } else {
+            format!("the store cannot be reached for now ({detail}); the request was not carried out (nothing was written): retry it later")
+        }
+    )]
+    Unavailable {
+        /// What failed, for a person.
+        detail: String,
+        /// The request was a write and it may or may not have been made.
+        outcome_unknown: bool,
+    },
     /// A backend-specific failure (network, remote server) that is none of the above.
     #[error("{code}: {message}")]
     Backend {
@@ -198,6 +221,7 @@ impl StoreError {
             StoreError::Locked { .. } => "storage_locked",
             StoreError::FormatTooNew { .. } => "storage_format_too_new",
             StoreError::Closed => "store_closed",
+            StoreError::Unavailable { .. } => "store_unavailable",
             StoreError::Backend { code, .. } => code,
         }
     }
@@ -238,6 +262,25 @@ mod tests {
         };
         assert_eq!(e.code(), "batch_too_many_events");
         assert!(e.to_string().contains("11"));
+        let e = StoreError::Unavailable {
+            detail: "connection refused".into(),
+            outcome_unknown: false,
+        };
+        assert_eq!(e.code(), "store_unavailable");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("connection refused") && msg.contains("retry it later"),
+            "{msg}"
+        );
+        let e = StoreError::Unavailable {
+            detail: "connection closed".into(),
+            outcome_unknown: true,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("may or may not") && msg.contains("same event ids"),
+            "{msg}"
+        );
         let long = "x".repeat(500);
         assert!(
             ValidationError::new("stream name", &long, "too long")

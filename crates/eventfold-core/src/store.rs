@@ -108,8 +108,9 @@ pub trait EventStore: Send + Sync + 'static {
     async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()>;
 
     /// Whether the store can take writes now: `Err` (with why) when it cannot, for example after
-    /// a storage failure. Reads may still work.
-    fn health(&self) -> StoreResult<()> {
+    /// a storage failure, or while a remote store's database does not answer. Reads may still
+    /// work. May ask the backend (a round trip), so it is for readiness checks, not every request.
+    async fn health(&self) -> StoreResult<()> {
         Ok(())
     }
 

@@ -265,7 +265,7 @@ impl EventStore for Engine {
         .map(|_| ())
     }
 
-    fn health(&self) -> StoreResult<()> {
+    async fn health(&self) -> StoreResult<()> {
         if self.inner.tx.read().is_none() {
             return Err(StoreError::Closed);
         }

@@ -123,6 +123,10 @@ error_codes! {
     GroupsUnavailable = ("groups_unavailable", 503),
     /// The server is shutting down (the final message of a subscription).
     ServerShutdown = ("server_shutdown", 503),
+    /// The store cannot be reached for now (its database is down, restarting or dropped the
+    /// connection); answered with `Retry-After`. `outcome_unknown: true` when a write may or
+    /// may not have been made (retry an append with the same event ids).
+    StoreUnavailable = ("store_unavailable", 503),
     /// A read or write of storage failed.
     StorageFailure = ("storage_failure", 500),
     /// Stored data failed its checksum or does not decode.
@@ -190,6 +194,7 @@ mod tests {
         ("not_ready", 503),
         ("groups_unavailable", 503),
         ("server_shutdown", 503),
+        ("store_unavailable", 503),
         ("storage_failure", 500),
         ("storage_corrupt", 500),
         ("storage_format_too_new", 500),

@@ -89,6 +89,7 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         },
         StoreError::Poisoned { .. } => ErrorCode::StoragePoisoned,
         StoreError::Closed => ErrorCode::StoreClosed,
+        StoreError::Unavailable { .. } => ErrorCode::StoreUnavailable,
         StoreError::Locked { .. } => ErrorCode::StorageLocked,
         StoreError::Storage { .. } => ErrorCode::StorageFailure,
         StoreError::Corrupt { .. } => ErrorCode::StorageCorrupt,
@@ -123,6 +124,12 @@ pub fn error_status(e: &StoreError) -> WireError {
         }
         StoreError::Invalid(v) => w.with("field", v.what),
         StoreError::Poisoned { cause } => w.with("cause", cause.as_str()),
+        StoreError::Unavailable {
+            detail,
+            outcome_unknown,
+        } => w
+            .with("detail", detail.as_str())
+            .with("outcome_unknown", *outcome_unknown),
         StoreError::LimitExceeded { max, actual, .. } => {
             w.with("max", *max).with("actual", *actual)
         }
@@ -197,6 +204,21 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
             };
         }
         ErrorCode::StoreClosed => return StoreError::Closed,
+        ErrorCode::StoreUnavailable => {
+            return StoreError::Unavailable {
+                detail: d
+                    .details
+                    .get("detail")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&d.message)
+                    .to_owned(),
+                outcome_unknown: d
+                    .details
+                    .get("outcome_unknown")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+            };
+        }
         ErrorCode::BackendFailure => {
             return StoreError::Backend {
                 code: d
@@ -265,6 +287,14 @@ mod tests {
                 cause: "fsync failed".into(),
             },
             StoreError::Closed,
+            StoreError::Unavailable {
+                detail: "connection refused".into(),
+                outcome_unknown: false,
+            },
+            StoreError::Unavailable {
+                detail: "connection closed during the commit".into(),
+                outcome_unknown: true,
+            },
         ] {
             let w = error_status(&e);
             let json = serde_json::to_string(&w.body).unwrap();
@@ -301,6 +331,10 @@ mod tests {
                 detail: "bad checksum".into(),
             },
             StoreError::Locked { dir: "/x".into() },
+            StoreError::Unavailable {
+                detail: "x".into(),
+                outcome_unknown: true,
+            },
             StoreError::FormatTooNew {
                 file: "0.seg".into(),
                 found: 2,
@@ -312,6 +346,11 @@ mod tests {
             assert_eq!(error_status(&e).status, code.status());
         }
         assert_eq!(store_error_code(&StoreError::Closed).status(), 503);
+        let unavailable = StoreError::Unavailable {
+            detail: "x".into(),
+            outcome_unknown: false,
+        };
+        assert_eq!(store_error_code(&unavailable).status(), 503);
         assert_eq!(
             store_error_code(&StoreError::Poisoned { cause: "x".into() }).status(),
             503

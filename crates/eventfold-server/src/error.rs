@@ -4,6 +4,11 @@ use eventfold_core::StoreError;
 use eventfold_groups::GroupError;
 use eventfold_protocol::{ErrorCode, WireError, error_status};
 
+/// The `Retry-After` of a `503 store_unavailable`, in seconds: long enough for a pool to open
+/// a new connection, short enough that a client retrying after it loses little time once the
+/// database is back.
+pub const STORE_UNAVAILABLE_RETRY_AFTER_SECS: u32 = 1;
+
 /// An error answered with the contract's body.
 #[derive(Debug)]
 pub struct ApiError(pub WireError);
@@ -28,6 +33,8 @@ impl From<StoreError> for ApiError {
             StoreError::Storage { .. } | StoreError::Corrupt { .. } | StoreError::Poisoned { .. }
         ) {
             tracing::error!(error = %e, "storage error answered to a request");
+        } else if matches!(e, StoreError::Unavailable { .. }) {
+            tracing::warn!(error = %e, "the store is unavailable; answered 503");
         }
         ApiError(error_status(&e))
     }
@@ -58,11 +65,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_later = self.0.code() == Some(ErrorCode::StoreUnavailable);
         let mut resp = (status, axum::Json(self.0.body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if retry_later {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(STORE_UNAVAILABLE_RETRY_AFTER_SECS),
             );
         }
         resp
@@ -86,6 +100,10 @@ mod tests {
                 cause: "fsync failed".into(),
             },
             StoreError::Closed,
+            StoreError::Unavailable {
+                detail: "connection refused".into(),
+                outcome_unknown: false,
+            },
             StoreError::io("write", std::io::Error::other("disk")),
             StoreError::StreamNotFound { stream },
             StoreError::LimitExceeded {
@@ -109,5 +127,45 @@ mod tests {
             cause: StoreError::Poisoned { cause: "x".into() },
         });
         assert_eq!(poisoned.0.status, 503);
+    }
+
+    /// A store that cannot be reached for now is a 503 with `Retry-After` and the store's
+    /// message (and whether a write's outcome is unknown), on a direct route and through a
+    /// group alike.
+    #[test]
+    fn an_unavailable_store_is_a_503_with_retry_after() {
+        let cause = StoreError::Unavailable {
+            detail: "connection closed".into(),
+            outcome_unknown: true,
+        };
+        let direct = ApiError::from(cause.clone());
+        assert_eq!(direct.0.body.error.code, "store_unavailable");
+        assert_eq!(
+            direct.0.body.error.details.get("outcome_unknown"),
+            Some(&serde_json::Value::Bool(true))
+        );
+        assert!(direct.0.body.error.message.contains("same event ids"));
+        let via_group = ApiError::from(GroupError::Store {
+            group: "g".into(),
+            context: "append the ack record",
+            cause,
+        });
+        for e in [direct, via_group] {
+            let resp = e.into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                resp.headers()
+                    .get(axum::http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+        }
+        let closed = ApiError::from(StoreError::Closed).into_response();
+        assert!(
+            closed
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

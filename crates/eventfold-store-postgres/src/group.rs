@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Weak;
+use std::time::Duration;
 
 use eventfold_core::{
     AppendResult, ExpectedRevision, LastAppend, NewEvent, Position, Revision, StoreError,
@@ -13,7 +14,7 @@ use eventfold_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::read::{STREAM_COLUMNS, stream_from_row_named};
-use crate::{Inner, pg_err};
+use crate::{Inner, commit_err, pg_err};
 
 /// Appends queued for the writer before callers wait for room.
 pub(crate) const QUEUE: usize = 4096;
@@ -284,11 +285,76 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
     tx.execute("SELECT pg_notify($1, '')", &[&inner.channel])
         .await
         .map_err(pg_err("notify the subscribers"))?;
-    tx.commit()
-        .await
-        .map_err(pg_err("commit a group of appends"))?;
+    // The group's first event: how to learn afterwards whether the commit happened.
+    let probe = (rows.positions[0], rows.ids[0].clone());
+    if let Err(e) = tx.commit().await {
+        let e = commit_err("a group of appends")(e);
+        if !matches!(
+            e,
+            StoreError::Unavailable {
+                outcome_unknown: true,
+                ..
+            }
+        ) {
+            return Err(e);
+        }
+        drop(client);
+        return match committed(inner, probe).await {
+            Some(true) => {
+                inner.wake();
+                Ok(outcomes)
+            }
+            Some(false) => Err(StoreError::Unavailable {
+                detail: "the connection to PostgreSQL was lost during the commit of a group \
+                         of appends, and it was rolled back"
+                    .to_owned(),
+                outcome_unknown: false,
+            }),
+            None => Err(e),
+        };
+    }
     inner.wake();
     Ok(outcomes)
+}
+
+/// How long the writer tries to learn whether a commit whose connection was lost happened.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the group whose first event is `probe` (position, id) was committed, on another
+/// connection, once the transaction that wrote it has ended: the check takes the ordering lock,
+/// which that transaction held until its end, so it cannot still be running (after a network
+/// failure its backend may live on for a while). `None` when this cannot be learned within
+/// [`RESOLVE_TIMEOUT`] (the database is still away): the outcome stays unknown.
+async fn committed(inner: &Inner, probe: (i64, Vec<u8>)) -> Option<bool> {
+    let (position, id) = probe;
+    let check = async {
+        let mut client = inner.client().await.ok()?;
+        let tx = client.transaction().await.ok()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&inner.lock_key])
+            .await
+            .ok()?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT id FROM {} WHERE position = $1",
+                    inner.table("events")
+                ),
+                &[&position],
+            )
+            .await
+            .ok()?;
+        let _ = tx.rollback().await;
+        Some(row.is_some_and(|r| r.get::<_, &[u8]>(0) == id.as_slice()))
+    };
+    let found = tokio::time::timeout(RESOLVE_TIMEOUT, check)
+        .await
+        .ok()
+        .flatten();
+    tracing::warn!(
+        committed = ?found,
+        "the connection was lost during the commit of a group of appends; checked whether it happened"
+    );
+    found
 }
 
 /// The columns of the events one statement inserts, all with one commit time.

@@ -34,7 +34,9 @@ mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
@@ -88,6 +90,8 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Inner {
     pool: Pool,
+    /// How to open a connection of its own (readiness checks).
+    config: tokio_postgres::Config,
     /// The schema name, checked to need no quoting beyond double quotes.
     schema: String,
     options: PostgresOptions,
@@ -106,26 +110,38 @@ impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a `key=value` string), creates
     /// or checks the store's schema, and starts listening for other stores' writes.
     ///
-    /// Fails with `FormatTooNew` when the schema was written by a newer eventfold, and with a
-    /// `postgres_unavailable` backend error naming the server when it cannot be reached.
+    /// Fails with `FormatTooNew` when the schema was written by a newer eventfold, with
+    /// `Unavailable` naming the server when it cannot be reached, and with a `postgres_refused`
+    /// backend error when it refuses the user or does not have the database.
     pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<PostgresStore> {
         check_schema_name(&options.schema)?;
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Backend {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Backend {
             code: "invalid_request".to_owned(),
             message: format!(
                 "the PostgreSQL URL does not parse ({e}); write it as postgres://user@host:port/database"
             ),
         })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let target = describe(&config);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // One empty query (a round trip) each time a connection is taken from the pool:
+                // a connection the server dropped (a restart, `pg_terminate_backend`, a request
+                // that just failed on it) is replaced there instead of failing the request
+                // that takes it.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend {
                 code: "invalid_request".to_owned(),
@@ -133,18 +149,17 @@ impl PostgresStore {
             })?;
         let schema = options.schema.clone();
         let lock_key = lock_key(&schema);
-        let mut client = pool.get().await.map_err(|e| StoreError::Backend {
-            code: "postgres_unavailable".to_owned(),
-            message: format!(
-                "cannot connect to PostgreSQL at {target}: {e}; check that it runs, accepts connections from here and that the database exists"
-            ),
-        })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| pool_err(e, &format!("cannot connect to PostgreSQL at {target}")))?;
         schema::migrate(&mut client, &schema, lock_key).await?;
         drop(client);
         let (writer, queue) = mpsc::channel(group::QUEUE);
         let inner = Arc::new(Inner {
             writer,
             pool,
+            config,
             channel: format!("eventfold_{schema}"),
             schema,
             options,
@@ -152,7 +167,7 @@ impl PostgresStore {
             wake: watch::Sender::new(0),
         });
         group::spawn_writer(Arc::downgrade(&inner), queue);
-        notify::spawn_listener(Arc::downgrade(&inner), config);
+        notify::spawn_listener(Arc::downgrade(&inner), inner.config.clone());
         Ok(PostgresStore { inner })
     }
 
@@ -167,15 +182,24 @@ impl PostgresStore {
     }
 }
 
+/// How long a request waits for a free connection of the pool before it is answered
+/// `Unavailable` (every connection busy for this long means the database is not keeping up).
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long opening (or checking) one connection may take before the database counts as
+/// unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a readiness check waits for the database's answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Inner {
     /// A connection from the pool.
     async fn client(&self) -> StoreResult<Object> {
-        self.pool.get().await.map_err(|e| StoreError::Backend {
-            code: "postgres_unavailable".to_owned(),
-            message: format!(
-                "cannot get a PostgreSQL connection: {e}; check that the database is up"
-            ),
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_err(e, "cannot get a PostgreSQL connection"))
     }
 
     /// `name` qualified by the store's schema.
@@ -189,9 +213,127 @@ impl Inner {
     }
 }
 
-/// The error of a failed PostgreSQL call while trying to do `context`.
+/// The error of a failed PostgreSQL call while trying to do `context`: `Unavailable` when the
+/// database could not be reached or dropped the connection (see [`is_unavailable`]; nothing
+/// was committed, since this is never the commit), else a storage failure.
 pub(crate) fn pg_err(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::io(format!("{context} in PostgreSQL"), std::io::Error::other(e))
+    move |e| {
+        if is_unavailable(&e) {
+            StoreError::Unavailable {
+                detail: format!("PostgreSQL failed to {context}: {}", describe_error(&e)),
+                outcome_unknown: false,
+            }
+        } else {
+            StoreError::io(format!("{context} in PostgreSQL"), std::io::Error::other(e))
+        }
+    }
+}
+
+/// The error of a failed `COMMIT` of a write: when the connection was lost, the server may
+/// have committed it before the answer was lost, so the outcome is unknown; any other error
+/// means it was rolled back.
+pub(crate) fn commit_err(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        if is_unavailable(&e) {
+            StoreError::Unavailable {
+                detail: format!(
+                    "the connection to PostgreSQL failed during the commit of {context}: {}",
+                    describe_error(&e)
+                ),
+                outcome_unknown: true,
+            }
+        } else {
+            StoreError::io(
+                format!("commit {context} in PostgreSQL"),
+                std::io::Error::other(e),
+            )
+        }
+    }
+}
+
+/// Whether `e` says PostgreSQL cannot be reached for now, rather than that a statement is
+/// wrong: the connection closed or broke (an I/O error, `pg_terminate_backend`, a server
+/// shutting down or crashing: SQLSTATE 57P01, 57P02), the server is starting up or shutting
+/// down (57P03), has no connection slot left (53300), does not let anyone connect to the
+/// database for now (55000 at connection time, `ALLOW_CONNECTIONS false`), or a connection
+/// exception (class 08). Retrying later may succeed; nothing else counts.
+pub(crate) fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+            ]
+            .contains(code);
+    }
+    // No database error: a failure of the socket (the kinds `Io` and `Connect` carry an
+    // `io::Error`) or a connect timeout.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    e.to_string().contains("timeout")
+}
+
+/// The error of a failure to open a connection, `what` saying what was tried: `Unavailable`
+/// (see [`is_unavailable`], and 55000: the database does not allow connections for now) unless
+/// PostgreSQL refused the user or does not have the database, a configuration to fix
+/// (`postgres_refused`).
+fn connection_err(e: &tokio_postgres::Error, what: &str) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    if is_unavailable(e) || e.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) {
+        StoreError::Unavailable {
+            detail: format!("{what}: {}", describe_error(e)),
+            outcome_unknown: false,
+        }
+    } else {
+        StoreError::Backend {
+            code: "postgres_refused".to_owned(),
+            message: format!(
+                "{what}: PostgreSQL refused the connection ({}); check the user, password and database of the store URL",
+                describe_error(e)
+            ),
+        }
+    }
+}
+
+/// `e` with its cause (tokio-postgres' own message leaves the cause out: "db error",
+/// "error communicating with the server").
+fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}: {})", e, db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// The error of a failure to get a connection from the pool, `what` saying what was tried:
+/// `Unavailable` unless PostgreSQL refused the user or does not have the database (a
+/// configuration to fix, not something that passes: `postgres_refused`).
+fn pool_err(e: PoolError, what: &str) -> StoreError {
+    let unavailable = |detail: String| StoreError::Unavailable {
+        detail,
+        outcome_unknown: false,
+    };
+    match e {
+        PoolError::Timeout(t) => unavailable(format!(
+            "{what}: no connection within the pool's timeout ({t:?}); the database is unreachable or overloaded"
+        )),
+        PoolError::Closed => StoreError::Closed,
+        PoolError::Backend(e) => connection_err(&e, what),
+        other => unavailable(format!("{what}: {other}")),
+    }
 }
 
 /// The server `config` names, for messages (never the password).
@@ -356,5 +498,37 @@ impl EventStore for PostgresStore {
         mode: DeleteMode,
     ) -> StoreResult<()> {
         write::delete(&self.inner, stream, expected, mode).await
+    }
+
+    /// Ready when a new connection to the database opens and answers a query within
+    /// [`HEALTH_TIMEOUT`]: a connection of the pool may have been dropped by the server
+    /// without the pool knowing yet, a new one says how the database is now.
+    async fn health(&self) -> StoreResult<()> {
+        let check = async {
+            let (client, connection) = self
+                .inner
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| connection_err(&e, "cannot connect to PostgreSQL"))?;
+            let connection = tokio::spawn(connection);
+            let answered = client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(pg_err("answer a readiness check"));
+            drop(client);
+            let _ = connection.await;
+            answered.map(drop)
+        };
+        match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable {
+                detail: format!(
+                    "PostgreSQL did not answer a readiness check within {} s",
+                    HEALTH_TIMEOUT.as_secs()
+                ),
+                outcome_unknown: false,
+            }),
+        }
     }
 }

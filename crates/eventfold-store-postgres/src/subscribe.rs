@@ -166,8 +166,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Whether `e` is a failure to reach PostgreSQL (worth retrying), not a rule of the contract.
 fn is_transient(e: &StoreError) -> bool {
-    matches!(e, StoreError::Storage { .. })
-        || matches!(e, StoreError::Backend { code, .. } if code == "postgres_unavailable")
+    matches!(
+        e,
+        StoreError::Storage { .. } | StoreError::Unavailable { .. }
+    )
 }
 
 /// A subscription following `target`.

@@ -11,7 +11,7 @@ use eventfold_core::{
 
 use crate::group::EventRows;
 use crate::read::{STREAM_COLUMNS, StreamRow, stream_from_row};
-use crate::{Inner, pg_err};
+use crate::{Inner, commit_err, pg_err};
 
 /// Begins a write: the ordering lock (unless switched off for tests), then the stream's row.
 async fn begin<'a>(
@@ -103,7 +103,7 @@ async fn notify(inner: &Inner, tx: &Transaction<'_>) -> StoreResult<()> {
 }
 
 async fn commit(inner: &Inner, tx: Transaction<'_>) -> StoreResult<()> {
-    tx.commit().await.map_err(pg_err("commit a write"))?;
+    tx.commit().await.map_err(commit_err("a write"))?;
     inner.wake();
     Ok(())
 }

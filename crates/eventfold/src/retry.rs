@@ -5,7 +5,8 @@
 //! **Store errors.** Every long-running consumer (the projection processor, the handler
 //! runner, the outbox relay and the saga manager) follows one rule: an event store error that
 //! may go away by itself ([`StoreError::Storage`], an I/O error; [`StoreError::Backend`], a
-//! remote store's network or server error) is retried from the consumer's checkpoint after the
+//! remote store's network or server error; [`StoreError::Unavailable`], a store whose database
+//! cannot be reached for now) is retried from the consumer's checkpoint after the
 //! delays of its `store_retry` policy (forever by default, a warning each time); any other
 //! (invalid data, a limit, a closed or poisoned store) stops it, since retrying cannot fix it.
 //! Errors of the user's own code keep each consumer's policy (a projection stops, a handler is
@@ -181,12 +182,12 @@ fn random_unit() -> f64 {
 }
 
 /// Whether a store error may go away by itself (an I/O error, a remote store's network or
-/// server error); the others (invalid data, a limit, a closed or poisoned store) do not. See
+/// server error, a store that cannot be reached for now); the others (invalid data, a limit, a closed or poisoned store) do not. See
 /// the [module documentation](self) for the policy built on it.
 pub(crate) fn is_transient(error: &StoreError) -> bool {
     matches!(
         error,
-        StoreError::Storage { .. } | StoreError::Backend { .. }
+        StoreError::Storage { .. } | StoreError::Backend { .. } | StoreError::Unavailable { .. }
     )
 }
 

@@ -711,7 +711,7 @@ async fn fault_case(
     );
     assert_eq!(engine.poisoned().as_deref(), Some(&*cause), "{what}");
     assert!(
-        matches!(engine.health(), Err(StoreError::Poisoned { .. })),
+        matches!(engine.health().await, Err(StoreError::Poisoned { .. })),
         "{what}"
     );
 

@@ -1,5 +1,6 @@
 use axum::Json;
 use axum::extract::State;
+use eventfold_core::StoreError;
 use eventfold_protocol::ErrorCode;
 use serde_json::json;
 
@@ -12,10 +13,16 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Storage is open and writable.
+/// Storage is open and writable (for a remote store: its database answers).
 pub async fn ready(State(st): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    match st.store.health() {
+    match st.store.health().await {
         Ok(()) => Ok(Json(json!({"status": "ok"}))),
+        Err(StoreError::Unavailable { detail, .. }) => Err(ApiError::new(
+            ErrorCode::NotReady,
+            format!(
+                "the store cannot be reached ({detail}); this server answers again by itself once it can"
+            ),
+        )),
         Err(e) => Err(ApiError::new(
             ErrorCode::NotReady,
             format!("storage is not writable: {e}"),

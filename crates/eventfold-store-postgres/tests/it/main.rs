@@ -4,6 +4,7 @@
 //! `EVENTFOLD_REQUIRE_SERVICES=1`.
 
 mod conformance;
+mod faults;
 mod group;
 mod ordering;
 mod schema;

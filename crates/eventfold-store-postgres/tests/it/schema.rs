@@ -91,8 +91,19 @@ async fn bad_schema_names_and_unreachable_servers_are_refused() {
     )
     .await
     .expect_err("nothing listens on port 1");
-    assert_eq!(e.code(), "postgres_unavailable", "{e}");
+    assert_eq!(e.code(), "store_unavailable", "{e}");
     assert!(e.to_string().contains("127.0.0.1:1/nowhere"), "{e}");
+    // A database that does not exist will not appear by waiting: refused, not unavailable.
+    let e = PostgresStore::connect(
+        "postgres://postgres@127.0.0.1:5432/eventfold_no_such_database?connect_timeout=2",
+        in_schema("eventfold"),
+    )
+    .await
+    .expect_err("no such database");
+    if e.code() != "store_unavailable" {
+        assert_eq!(e.code(), "postgres_refused", "{e}");
+        assert!(e.to_string().contains("eventfold_no_such_database"), "{e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +179,7 @@ async fn connections_killed_by_the_server_are_reopened() {
                 break;
             }
             Err(e) => {
-                assert_eq!(e.code(), "storage_failure", "{e}");
+                assert_eq!(e.code(), "store_unavailable", "{e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

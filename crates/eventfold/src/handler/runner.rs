@@ -34,7 +34,8 @@ const BATCH_EVENTS_MAX_DEFAULT: usize = 100;
 ///   crash, at most the events of one batch reach the handler again: delivery is at least once
 ///   (wrap the handler in [`Idempotent`](super::Idempotent) where that matters).
 /// - A transient store error (reading events, saving the checkpoint, writing a dead letter:
-///   [`StoreError::Storage`], [`StoreError::Backend`], such as a remote server's network error)
+///   [`StoreError::Storage`], [`StoreError::Backend`], [`StoreError::Unavailable`], such as a
+///   remote server's network error)
 ///   makes it start over from its checkpoint after the delays of
 ///   [`HandlerRunner::store_retry`] (forever by default), logging a warning each time and
 ///   showing it in [`HandlerStats::retrying`]; the events of the unfinished batch reach the

@@ -30,8 +30,9 @@ const HEAD_PAGES_MAX: usize = 64;
 /// Error policy: the processor never skips an event, and a failed batch is never applied in
 /// part (the read model rolls it back with its checkpoint).
 ///
-/// - A transient event store error ([`StoreError::Storage`], [`StoreError::Backend`]: an I/O
-///   error, a remote server's network or server error) makes a started processor start over
+/// - A transient event store error ([`StoreError::Storage`], [`StoreError::Backend`],
+///   [`StoreError::Unavailable`]: an I/O error, a remote server's network or server error, a
+///   database that cannot be reached for now) makes a started processor start over
 ///   from its checkpoint after the delays of [`ProjectionProcessor::store_retry`] (forever by
 ///   default), logging a warning each time; meanwhile its phase is [`Phase::Retrying`]. This is
 ///   the framework's one rule for long-running consumers (see [`crate::retry`]).

@@ -208,8 +208,8 @@ impl EventStore for Flaky {
         self.inner.set_metadata(stream, metadata).await
     }
 
-    fn health(&self) -> StoreResult<()> {
-        self.inner.health()
+    async fn health(&self) -> StoreResult<()> {
+        self.inner.health().await
     }
 
     async fn delete_stream(
