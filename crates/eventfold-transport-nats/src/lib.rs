@@ -335,6 +335,26 @@ impl Shared {
         }
     }
 
+    /// Publishes in order, awaiting the PubAcks of every chunk before sending the next.
+    async fn publish_prepared(
+        &self,
+        prepared: &[(String, async_nats::HeaderMap, Bytes)],
+    ) -> Result<(), jetstream::context::PublishError> {
+        for chunk in prepared.chunks(PUBLISH_CHUNK) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for (subject, headers, payload) in chunk {
+                let publish = jetstream::message::PublishMessage::build()
+                    .payload(payload.clone())
+                    .headers(headers.clone());
+                acks.push(self.js.send_publish(subject.clone(), publish).await?);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads up to `max` dead letters of the group, oldest first, with their sequence in the
     /// dead-letter stream.
     async fn read_dead(
@@ -420,26 +440,23 @@ impl Transport for NatsTransport {
             })
             .collect::<TransportResult<Vec<_>>>()?;
         s.check_connected()?;
-        s.ensure_topic(topic).await?;
-        for chunk in prepared.chunks(PUBLISH_CHUNK) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for (subject, headers, payload) in chunk {
-                acks.push(
-                    s.send(subject.clone(), headers.clone(), payload.clone())
-                        .await?,
-                );
-            }
-            for ack in acks {
-                if let Err(e) = ack.await {
-                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
-                        // Deleted behind our back: created again on the next publish.
-                        s.topics.lock().remove(topic);
-                    }
-                    return Err(s.publish_error(e));
+        let mut recreated = false;
+        loop {
+            s.ensure_topic(topic).await?;
+            match s.publish_prepared(&prepared).await {
+                Err(e)
+                    if !recreated
+                        && e.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
+                {
+                    // The stream was deleted behind this connection's back: create it again
+                    // and publish the batch again (what got through is de-duplicated).
+                    s.topics.lock().remove(topic);
+                    recreated = true;
                 }
+                Err(e) => return Err(s.publish_error(e)),
+                Ok(()) => return Ok(()),
             }
         }
-        Ok(())
     }
 
     async fn subscribe(
