@@ -32,6 +32,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const PULL_RETRY_MIN: Duration = Duration::from_millis(100);
 const PULL_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// What the pull loops hand over: a delivery, or why pulling fails (once per failure streak; the
+/// loops keep trying).
+type Pulled = Result<jetstream::Message, String>;
+
 /// A delivery fetched and not yet settled.
 struct Held {
     message: jetstream::Message,
@@ -44,7 +48,7 @@ pub(crate) struct NatsSubscriber {
     topic: Topic,
     group: ConsumerGroup,
     ack_timeout: Duration,
-    rx: mpsc::Receiver<jetstream::Message>,
+    rx: mpsc::Receiver<Pulled>,
     permits: Arc<Semaphore>,
     /// Received and not settled, by token (the reply subject).
     held: HashMap<String, Held>,
@@ -86,12 +90,15 @@ impl NatsSubscriber {
         let tasks = vec![
             tokio::spawn(pull_main(
                 main,
-                tx.clone(),
+                Pipe::new(tx.clone(), shared.connected()),
                 permits.clone(),
                 prefetch,
-                shared.connected(),
             )),
-            tokio::spawn(pull_replay(replay, tx, permits.clone(), shared.connected())),
+            tokio::spawn(pull_replay(
+                replay,
+                Pipe::new(tx, shared.connected()),
+                permits.clone(),
+            )),
         ];
         NatsSubscriber {
             shared,
@@ -155,8 +162,10 @@ impl Subscriber for NatsSubscriber {
                 },
                 None => self.rx.recv().await,
             };
-            let Some(message) = got else {
-                return Err(TransportError::Closed { broker: "nats" });
+            let message = match got {
+                None => return Err(TransportError::Closed { broker: "nats" }),
+                Some(Err(detail)) => return Err(self.shared.unavailable(detail)),
+                Some(Ok(m)) => m,
             };
             let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
                 // Not a JetStream delivery (cannot happen on a pull consumer's inbox).
@@ -229,7 +238,9 @@ impl Subscriber for NatsSubscriber {
         let mut unsettled: Vec<jetstream::Message> =
             self.held.drain().map(|(_, h)| h.message).collect();
         while let Ok(m) = self.rx.try_recv() {
-            unsettled.push(m);
+            if let Ok(m) = m {
+                unsettled.push(m);
+            }
         }
         for m in &unsettled {
             if let Err(e) = m.ack_with(AckKind::Nak(None)).await {
@@ -275,20 +286,77 @@ async fn take_permits(permits: &Semaphore, max: usize) -> Option<usize> {
     Some(n)
 }
 
-/// Pulls the group's messages from the topic's stream into `tx`.
+/// Where a pull loop hands its messages, and how it paces itself after failures.
+struct Pipe {
+    tx: mpsc::Sender<Pulled>,
+    /// Bumped on every reconnection: a pull waiting on the old connection is lost.
+    connected: tokio::sync::watch::Receiver<u64>,
+    pause: Duration,
+    /// Whether the current failure streak was reported.
+    reported: bool,
+}
+
+impl Pipe {
+    fn new(tx: mpsc::Sender<Pulled>, connected: tokio::sync::watch::Receiver<u64>) -> Pipe {
+        Pipe {
+            tx,
+            connected,
+            pause: PULL_RETRY_MIN,
+            reported: false,
+        }
+    }
+
+    /// Hands a delivery over; `false` once the subscriber is gone.
+    async fn deliver(&mut self, m: jetstream::Message) -> bool {
+        self.tx.send(Ok(m)).await.is_ok()
+    }
+
+    /// A pull went through: the failure streak is over.
+    fn succeeded(&mut self) {
+        self.pause = PULL_RETRY_MIN;
+        self.reported = false;
+    }
+
+    /// A pull failed: report it (once per streak, without waiting for room: a full channel has
+    /// deliveries to work on), then pause before the next, longer each time.
+    async fn failed(&mut self, what: &str, e: impl std::fmt::Display) {
+        tracing::debug!(error = %e, "{what}");
+        if !self.reported {
+            self.reported = true;
+            let _ = self.tx.try_send(Err(format!(
+                "{what}: {e}; the subscriber keeps trying (every {PULL_RETRY_MAX:?} at most)"
+            )));
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(PULL_RETRY_MAX);
+    }
+
+    /// The next message of a pull, or `None` when it ended (or the connection it was sent on
+    /// was lost).
+    async fn next(
+        &mut self,
+        batch: &mut async_nats::jetstream::consumer::pull::Batch,
+    ) -> Option<Result<jetstream::Message, async_nats::Error>> {
+        tokio::select! {
+            next = batch.next() => next,
+            Ok(()) = self.connected.changed() => None,
+        }
+    }
+}
+
+/// Pulls the group's messages from the topic's stream.
 async fn pull_main(
     consumer: PullConsumer,
-    tx: mpsc::Sender<jetstream::Message>,
+    mut pipe: Pipe,
     permits: Arc<Semaphore>,
     prefetch: usize,
-    mut connected: tokio::sync::watch::Receiver<u64>,
 ) {
-    let mut pause = PULL_RETRY_MIN;
     loop {
         let Some(n) = take_permits(&permits, prefetch).await else {
             return;
         };
         let mut received = 0;
+        pipe.connected.mark_unchanged();
         match consumer
             .batch()
             .max_messages(n)
@@ -297,47 +365,40 @@ async fn pull_main(
             .await
         {
             Ok(mut batch) => {
-                connected.mark_unchanged();
-                loop {
-                    tokio::select! {
-                        next = batch.next() => match next {
-                            Some(Ok(m)) => {
-                                received += 1;
-                                if tx.send(m).await.is_err() {
-                                    return;
-                                }
+                let mut error = None;
+                while let Some(next) = pipe.next(&mut batch).await {
+                    match next {
+                        Ok(m) => {
+                            received += 1;
+                            if !pipe.deliver(m).await {
+                                return;
                             }
-                            Some(Err(e)) => {
-                                tracing::debug!(error = %e, "a pull ended with an error");
-                                break;
-                            }
-                            None => break,
-                        },
-                        // Reconnected: this pull was lost with the old connection.
-                        Ok(()) = connected.changed() => break,
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
                     }
                 }
-                pause = PULL_RETRY_MIN;
+                drop(batch);
+                permits.add_permits(n - received);
+                match error {
+                    Some(e) => pipe.failed("pulling the group's messages failed", e).await,
+                    None => pipe.succeeded(),
+                }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot pull; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(PULL_RETRY_MAX);
+                permits.add_permits(n);
+                pipe.failed("cannot pull the group's messages", e).await;
             }
         }
-        permits.add_permits(n - received);
     }
 }
 
-/// Pulls the group's replayed dead letters into `tx`, one at a time.
-async fn pull_replay(
-    consumer: PullConsumer,
-    tx: mpsc::Sender<jetstream::Message>,
-    permits: Arc<Semaphore>,
-    mut connected: tokio::sync::watch::Receiver<u64>,
-) {
-    let mut pause = PULL_RETRY_MIN;
+/// Pulls the group's replayed dead letters, one at a time.
+async fn pull_replay(consumer: PullConsumer, mut pipe: Pipe, permits: Arc<Semaphore>) {
     loop {
+        pipe.connected.mark_unchanged();
         match consumer
             .batch()
             .max_messages(1)
@@ -345,27 +406,27 @@ async fn pull_replay(
             .messages()
             .await
         {
-            Ok(mut batch) => {
-                connected.mark_unchanged();
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    Ok(()) = connected.changed() => None,
-                };
-                if let Some(Ok(m)) = next {
+            Ok(mut batch) => match pipe.next(&mut batch).await {
+                Some(Ok(m)) => {
+                    drop(batch);
+                    pipe.succeeded();
                     match permits.acquire().await {
                         Ok(p) => p.forget(),
                         Err(_) => return,
                     }
-                    if tx.send(m).await.is_err() {
+                    if !pipe.deliver(m).await {
                         return;
                     }
                 }
-                pause = PULL_RETRY_MIN;
-            }
+                Some(Err(e)) => {
+                    pipe.failed("pulling the group's replayed dead letters failed", e)
+                        .await
+                }
+                None => pipe.succeeded(),
+            },
             Err(e) => {
-                tracing::debug!(error = %e, "cannot pull replayed dead letters; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(PULL_RETRY_MAX);
+                pipe.failed("cannot pull the group's replayed dead letters", e)
+                    .await
             }
         }
     }

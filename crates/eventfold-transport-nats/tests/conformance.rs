@@ -337,4 +337,30 @@ mod nats {
             "the other group got nothing more"
         );
     }
+
+    /// A subscriber whose consumer was deleted behind its back says so (retryable), instead of
+    /// waiting in silence.
+    #[tokio::test]
+    async fn a_subscriber_whose_consumer_is_gone_says_so() {
+        let Some(t) = nats().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let g = ConsumerGroup::new("gone").unwrap();
+        let mut sub = t
+            .subscribe(&topic, &g, &settings())
+            .await
+            .expect("subscribe");
+        let stream = t
+            .jetstream()
+            .get_stream(t.stream_name(&topic))
+            .await
+            .expect("stream");
+        stream.delete_consumer(g.as_str()).await.expect("delete");
+        let err = tokio::time::timeout(WAIT, sub.receive())
+            .await
+            .expect("an answer within the wait")
+            .expect_err("no message, an error");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("keeps trying"), "{err}");
+        sub.close().await.expect("close");
+    }
 }
