@@ -126,6 +126,15 @@ mod nats {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// Deletes the topic's streams (the conformance cases' are left to the sweep).
+    async fn remove(t: &NatsTransport, topic: &Topic) {
+        let _ = t.jetstream().delete_stream(t.stream_name(topic)).await;
+        let _ = t
+            .jetstream()
+            .delete_stream(t.dead_letter_stream_name(topic))
+            .await;
+    }
+
     /// A consumer written with nothing but the NATS client reads eventfold's events by subject,
     /// filtering on the type with a wildcard, and finds the wire headers.
     #[tokio::test]
@@ -178,6 +187,7 @@ mod nats {
             )
         };
         assert_eq!(seen, vec![want(&placed, "c-1"), want(&shipped, "c-2")]);
+        remove(&t, &topic).await;
     }
 
     /// The same event published twice (a relay retrying) is stored once: `Nats-Msg-Id` is its id.
@@ -198,6 +208,7 @@ mod nats {
             .await
             .expect("stream");
         assert_eq!(stream.info().await.expect("info").state.messages, 1);
+        remove(&t, &topic).await;
     }
 
     /// What NATS headers cannot carry is refused before anything is sent, saying which header.
@@ -243,6 +254,7 @@ mod nats {
             stored.subject.as_str(),
             format!("{NAMESPACE}.{topic}.e.Order~20Placed.~2A.~3E.~.v2")
         );
+        remove(&t, &topic).await;
     }
 
     /// A second subscriber of the group with other settings updates the group's consumer (ack
@@ -268,6 +280,7 @@ mod nats {
         assert_eq!(info.config.max_deliver, -1);
         first.close().await.expect("close");
         second.close().await.expect("close");
+        remove(&t, &topic).await;
     }
 
     /// A replayed dead letter reaches the group it was dead-lettered in, not the topic's other
@@ -336,6 +349,7 @@ mod nats {
                 .is_err(),
             "the other group got nothing more"
         );
+        remove(&t, &topic).await;
     }
 
     /// A subscriber whose consumer was deleted behind its back says so (retryable), instead of
@@ -362,5 +376,6 @@ mod nats {
         assert!(err.is_retryable(), "{err}");
         assert!(err.to_string().contains("keeps trying"), "{err}");
         sub.close().await.expect("close");
+        remove(&t, &topic).await;
     }
 }
