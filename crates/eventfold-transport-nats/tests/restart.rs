@@ -146,3 +146,89 @@ async fn the_broker_restarted_mid_run_loses_nothing_acknowledged() {
     drop(factory);
     server.lock().expect("the server lock").kill();
 }
+
+/// While the server is down, calls fail fast with a retryable error naming the URL; a
+/// subscriber waiting for messages through the outage gets what is published once it is back,
+/// without waiting for its lost pull request to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_unavailable_and_a_waiting_subscriber_resumes() {
+    use eventfold_transport::{ConsumerGroup, Message, SubscribeSettings, Topic};
+
+    let Some(binary) = binary() else {
+        if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("nats-server is required (EVENTFOLD_REQUIRE_SERVICES=1) but not installed");
+        }
+        eprintln!("skipping: nats-server is not installed (set NATS_SERVER to its path)");
+        return;
+    };
+    let mut server = Server::start(binary).expect("start nats-server");
+    let url = server.url();
+    ready(&url).await;
+    let t = NatsTransport::connect(&url).await.expect("connect");
+    let topic = Topic::new("outage").unwrap();
+    let g = ConsumerGroup::new("g").unwrap();
+    let settings = SubscribeSettings {
+        max_deliveries: 5,
+        ack_timeout: Duration::from_secs(30),
+        prefetch: 4,
+    };
+    let mut sub = t.subscribe(&topic, &g, &settings).await.expect("subscribe");
+    let message = |n: u32| Message {
+        key: "k".into(),
+        headers: vec![("ce_id".into(), format!("id-{n}"))],
+        payload: vec![1, 2, 3],
+    };
+
+    server.kill();
+    // The client notices the closed connection at once; give it a moment to.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + START_WAIT;
+    let err = loop {
+        match t.publish(&topic, &[message(1)]).await {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(Instant::now() < deadline, "publishing kept succeeding");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
+
+    server.spawn().expect("start nats-server again");
+    ready(&url).await;
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        match t.publish(&topic, &[message(2)]).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("publish after the restart: {e}"),
+        }
+    }
+    // Well within the 10 s after which the client gives up on a lost pull request.
+    let started = Instant::now();
+    let got = loop {
+        match tokio::time::timeout(Duration::from_secs(4), sub.receive()).await {
+            Ok(Ok(incoming)) => break incoming,
+            Ok(Err(e)) => {
+                assert!(e.is_retryable(), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => panic!("the subscriber did not resume within 4 s"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "no resume in 4 s"
+        );
+    };
+    // A publish answered `Unavailable` may still have reached the server (at least once).
+    assert!(
+        matches!(got.message.id(), Some("id-1" | "id-2")),
+        "{:?}",
+        got.message
+    );
+    sub.ack(&got).await.expect("ack");
+    sub.close().await.expect("close");
+}
