@@ -155,10 +155,15 @@ pub(crate) fn error(url: &str, action: &'static str, e: RedisError) -> Transport
             RetryMethod::WaitAndRetry | RetryMethod::Reconnect | RetryMethod::RetryImmediately
         ) && e.kind() != redis::ErrorKind::AuthenticationFailed;
     if retryable {
+        let what_to_do = if action == "connect" {
+            "check that redis-server runs there and the URL is right; retry later"
+        } else {
+            "retry later (the next call reconnects)"
+        };
         TransportError::Unavailable {
             broker: BROKER,
             url: url.to_owned(),
-            detail: format!("{action}: {e}"),
+            detail: format!("{action}: {e}; {what_to_do}"),
         }
     } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
         TransportError::Rejected {

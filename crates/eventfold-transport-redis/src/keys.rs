@@ -1,6 +1,7 @@
 //! The Redis keys of a topic and of its groups. The topic is a Redis Cluster hash tag
 //! (`{topic}`), so every key of a topic lives in one slot and the scripts that touch several of
-//! them (dead-lettering, replay, retries) work on a cluster too.
+//! them (dead-lettering, replay, retries) would be valid on a cluster (the transport itself
+//! connects to one server).
 
 use eventfold_transport::{ConsumerGroup, Topic};
 

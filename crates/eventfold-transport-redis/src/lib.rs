@@ -53,14 +53,16 @@ pub struct RedisTransport {
 }
 
 impl RedisTransport {
-    /// Connects to `url` (`redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS
-    /// where the `redis` crate was built with it). A Redis that cannot be reached is
-    /// [`TransportError::Unavailable`] naming the URL without its password.
+    /// Connects to `url` (`redis://[user[:password]@]host[:port][/db]` or
+    /// `redis+unix:///path`; TLS is not built in). A Redis that cannot be reached is
+    /// [`TransportError::Unavailable`] naming the URL without its password; each subscriber
+    /// opens a connection of its own to the same URL.
     pub async fn connect(url: &str) -> TransportResult<RedisTransport> {
         let shown = conn::redact(url);
         let client = redis::Client::open(url).map_err(|_| {
             TransportError::Invalid(format!(
-                "{shown:?} is not a Redis URL; use redis://[user[:password]@]host[:port][/db]"
+                "{shown:?} is not a Redis URL this build can use; use \
+                 redis://[user[:password]@]host[:port][/db] or redis+unix:///path (no TLS)"
             ))
         })?;
         let shared = Arc::new(Link::new(client.clone(), shown, RESPONSE_TIMEOUT));
