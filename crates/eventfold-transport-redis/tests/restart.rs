@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eventfold_transport::Transport;
+use eventfold_transport::{ConsumerGroup, Message, SubscribeSettings, Topic, Transport};
 use eventfold_transport_conformance::{Factory, cases};
 use eventfold_transport_redis::RedisTransport;
 
@@ -114,18 +114,23 @@ impl Drop for Server {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_broker_restarted_mid_run_loses_nothing_acknowledged() {
-    let server = match Server::start().await {
-        Ok(s) => Arc::new(s),
+/// A private server, or `None` (printed) when one cannot run here.
+async fn server() -> Option<Arc<Server>> {
+    match Server::start().await {
+        Ok(s) => Some(Arc::new(s)),
         Err(why) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
             panic!("EVENTFOLD_REQUIRE_SERVICES=1 but a private redis-server cannot run: {why}")
         }
         Err(why) => {
-            eprintln!("skipping the Redis restart case: {why}");
-            return;
+            eprintln!("skipping a Redis restart test: {why}");
+            None
         }
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_restarted_mid_run_loses_nothing_acknowledged() {
+    let Some(server) = server().await else { return };
     let url = server.url();
     let restarted = server.clone();
     let factory = Factory::new(
@@ -144,4 +149,62 @@ async fn the_broker_restarted_mid_run_loses_nothing_acknowledged() {
         }),
     );
     cases::the_broker_restarted_mid_run_loses_nothing_acknowledged(&factory).await;
+}
+
+/// A subscriber waiting in `receive` while Redis is down for a second reconnects by itself and
+/// gets what is published once it is back, without an error reaching the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_waiting_through_an_outage_resumes_by_itself() {
+    let Some(server) = server().await else { return };
+    let t = RedisTransport::connect(&server.url())
+        .await
+        .expect("the private redis-server");
+    let topic = Topic::new("outage").expect("topic");
+    let group = ConsumerGroup::new("g").expect("group");
+    let mut s = t
+        .subscribe(&topic, &group, &SubscribeSettings::default())
+        .await
+        .expect("subscribe");
+    let waiting = tokio::spawn(async move {
+        let got = tokio::time::timeout(Duration::from_secs(20), s.receive()).await;
+        (s, got)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let down = t
+        .publish(&topic, &[message()])
+        .await
+        .expect_err("Redis is down");
+    assert!(down.is_retryable(), "{down}");
+    assert!(down.to_string().contains(&server.url()), "{down}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.spawn().expect("redis-server starts again");
+    server
+        .wait_ready()
+        .await
+        .expect("redis-server answers again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match t.publish(&topic, &[message()]).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish after the restart: {e}"),
+        }
+    }
+    let (mut s, got) = waiting.await.expect("the waiting task");
+    let got = got
+        .expect("a delivery within 20 s")
+        .expect("receive rode out the outage");
+    assert_eq!(got.message, message());
+    s.ack(&got).await.expect("ack");
+}
+
+fn message() -> Message {
+    Message {
+        key: "k".into(),
+        headers: vec![("x-n".into(), "1".into())],
+        payload: b"after the outage".to_vec(),
+    }
 }
