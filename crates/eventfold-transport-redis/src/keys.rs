@@ -10,25 +10,27 @@ pub(crate) fn stream(topic: &Topic) -> String {
     format!("eventfold:{{{topic}}}")
 }
 
-/// The keys one group of one topic uses.
-#[derive(Clone, Debug)]
-pub(crate) struct GroupKeys {
+/// The Redis keys of one group of one topic (as `docs/transports/redis.md` lists them), for
+/// operators' tools and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupKeys {
     /// The topic's stream (the group is a consumer group on it).
-    pub(crate) stream: String,
+    pub stream: String,
     /// The group's own stream of replayed dead letters (the group is a consumer group on it too;
     /// no other group reads it).
-    pub(crate) replay: String,
+    pub replay: String,
     /// The group's scheduled retries: a sorted set of pending entries (`m:{id}` on the topic's
     /// stream, `r:{id}` on the replay stream) scored by the Unix time in ms they are due.
-    pub(crate) retry: String,
+    pub retry: String,
     /// The group's dead letters.
-    pub(crate) dead: String,
+    pub dead: String,
     /// The group's name.
-    pub(crate) group: String,
+    pub group: String,
 }
 
 impl GroupKeys {
-    pub(crate) fn new(topic: &Topic, group: &ConsumerGroup) -> GroupKeys {
+    /// The keys of `group` on `topic`.
+    pub fn new(topic: &Topic, group: &ConsumerGroup) -> GroupKeys {
         let stream = stream(topic);
         GroupKeys {
             replay: format!("{stream}:replay:{group}"),

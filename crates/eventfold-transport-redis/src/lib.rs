@@ -23,6 +23,8 @@ mod keys;
 mod scripts;
 mod subscriber;
 
+pub use crate::keys::GroupKeys;
+
 use std::sync::Arc;
 
 use eventfold_transport::{
@@ -32,7 +34,6 @@ use eventfold_transport::{
 use redis::Value;
 
 use crate::conn::{Link, RESPONSE_TIMEOUT};
-use crate::keys::GroupKeys;
 use crate::subscriber::{BLOCK_MAX, RedisSubscriber, create_groups, entry};
 
 /// The broker's name in errors and metrics.

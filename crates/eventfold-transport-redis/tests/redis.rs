@@ -3,6 +3,8 @@
 //! clear errors. Against 127.0.0.1:6379 (`EVENTFOLD_REDIS_URL`), skipped with the reason when it
 //! is unreachable, failed instead under `EVENTFOLD_REQUIRE_SERVICES=1`.
 
+mod common;
+
 use std::time::Duration;
 
 use eventfold_core::{
@@ -16,26 +18,9 @@ use eventfold_transport::{
 use eventfold_transport_redis::RedisTransport;
 use redis::Value;
 
-fn url() -> String {
-    std::env::var("EVENTFOLD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn open() -> Option<RedisTransport> {
-    match RedisTransport::connect(&url()).await {
-        Ok(t) => Some(t),
-        Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("EVENTFOLD_REQUIRE_SERVICES=1 but Redis is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("Redis is not usable, skipping: {e}");
-            None
-        }
-    }
-}
-
 /// A raw connection, as a consumer in another language would have.
 async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url())
+    redis::Client::open(common::url())
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -108,7 +93,9 @@ async fn a_redis_that_is_down_is_unavailable_and_the_password_never_shows() {
 
 #[tokio::test]
 async fn entries_are_plain_fields_that_any_client_reads() {
-    let Some(t) = open().await else { return };
+    let Some(t) = common::open().await else {
+        return;
+    };
     let topic = Topic::new(fresh("t")).expect("topic");
     let e = event("order-1");
     eventfold_transport::publish_events(&t, &topic, std::slice::from_ref(&e))
@@ -165,7 +152,9 @@ async fn entries_are_plain_fields_that_any_client_reads() {
 
 #[tokio::test]
 async fn binary_payloads_come_back_byte_for_byte_and_reserved_headers_are_refused() {
-    let Some(t) = open().await else { return };
+    let Some(t) = common::open().await else {
+        return;
+    };
     let topic = Topic::new(fresh("t")).expect("topic");
     let group = ConsumerGroup::new("bin").expect("group");
     let mut s = t
@@ -194,7 +183,9 @@ async fn binary_payloads_come_back_byte_for_byte_and_reserved_headers_are_refuse
 
 #[tokio::test]
 async fn a_retry_reaches_its_group_only_and_adds_nothing_to_the_topic() {
-    let Some(t) = open().await else { return };
+    let Some(t) = common::open().await else {
+        return;
+    };
     let topic = Topic::new(fresh("t")).expect("topic");
     let s = settings(Duration::from_secs(5));
     let mut a = t
@@ -241,7 +232,9 @@ async fn a_retry_reaches_its_group_only_and_adds_nothing_to_the_topic() {
 
 #[tokio::test]
 async fn a_replay_reaches_its_group_only() {
-    let Some(t) = open().await else { return };
+    let Some(t) = common::open().await else {
+        return;
+    };
     let topic = Topic::new(fresh("t")).expect("topic");
     let (ga, gb) = (
         ConsumerGroup::new("a").expect("group"),
@@ -293,7 +286,9 @@ async fn a_replay_reaches_its_group_only() {
 
 #[tokio::test]
 async fn close_gives_deliveries_back_long_before_the_ack_timeout() {
-    let Some(t) = open().await else { return };
+    let Some(t) = common::open().await else {
+        return;
+    };
     let topic = Topic::new(fresh("t")).expect("topic");
     let g = ConsumerGroup::new("close").expect("group");
     let s = settings(Duration::from_secs(60));
