@@ -48,12 +48,11 @@ pub(crate) struct Decoded {
     pub(crate) attempts: Option<u32>,
 }
 
-/// An entry's fields (a flat array of names and values) as a message. A field that is not
-/// UTF-8 (written by another producer) is read lossily; a field missing is empty.
-pub(crate) fn decode(fields: &Value) -> TransportResult<Decoded> {
-    let Value::Array(items) = fields else {
-        return Err(unexpected("entry fields", fields));
-    };
+/// An entry's fields (a flat array of names and values) as a message. Never fails, so no
+/// entry can stall a subscriber: a field that is not UTF-8 (written by another producer) is
+/// read lossily, a field missing is empty, and fields Redis did not send (a deleted entry) make
+/// an empty message, which is not an eventfold event and is dead-lettered with the reason.
+pub(crate) fn decode(fields: &Value) -> Decoded {
     let mut d = Decoded {
         message: Message {
             key: String::new(),
@@ -63,12 +62,12 @@ pub(crate) fn decode(fields: &Value) -> TransportResult<Decoded> {
         reason: None,
         attempts: None,
     };
-    for pair in items.chunks(2) {
-        let [name, value] = pair else {
-            return Err(unexpected("entry fields (an odd count)", fields));
-        };
-        let name = text(name)?;
-        let value = bytes(value)?;
+    let Value::Array(items) = fields else {
+        return d;
+    };
+    for pair in items.chunks_exact(2) {
+        let name = lossy(&pair[0]);
+        let value = bytes(&pair[1]).unwrap_or_default();
         match name.as_str() {
             F_KEY => d.message.key = String::from_utf8_lossy(&value).into_owned(),
             F_DATA => d.message.payload = value,
@@ -83,7 +82,13 @@ pub(crate) fn decode(fields: &Value) -> TransportResult<Decoded> {
                 .push((name, String::from_utf8_lossy(&value).into_owned())),
         }
     }
-    Ok(d)
+    d
+}
+
+fn lossy(v: &Value) -> String {
+    bytes(v)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// A bulk string's bytes.

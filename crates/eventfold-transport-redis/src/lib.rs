@@ -163,7 +163,7 @@ impl Transport for RedisTransport {
             .iter()
             .map(|e| {
                 let (_, f) = entry(e)?;
-                let d = fields::decode(f)?;
+                let d = fields::decode(f);
                 Ok(DeadLetter {
                     message: d.message,
                     reason: d.reason.unwrap_or_default(),

@@ -44,7 +44,8 @@ pub(crate) struct RedisSubscriber {
     keys: GroupKeys,
     consumer: String,
     settings: SubscribeSettings,
-    /// Fetched, not yet handed out (at most `prefetch`), with when they were fetched.
+    /// Fetched, not yet handed out (at most `prefetch` from each stream), with when they were
+    /// fetched.
     buffer: VecDeque<(Instant, Incoming)>,
     /// `XAUTOCLAIM` cursors on the topic stream and the replay stream.
     cursors: [String; 2],
@@ -136,13 +137,16 @@ impl RedisSubscriber {
             let Value::Array(e) = e else {
                 return Err(unexpected("a claimed entry", e));
             };
-            let [tag, id, count, f] = e.as_slice() else {
-                return Err(unexpected("a claimed entry", &Value::Array(e.clone())));
+            // `{tag, id, count, fields}`; fields are absent for an entry deleted meanwhile.
+            let (tag, id, count, f) = match e.as_slice() {
+                [tag, id, count, f] => (tag, id, count, f),
+                [tag, id, count] => (tag, id, count, &Value::Nil),
+                _ => return Err(unexpected("a claimed entry", &Value::Array(e.clone()))),
             };
             let tag = Tag::parse(&text(tag)?).unwrap_or(Tag::Main);
             let attempt = u32::try_from(int(count)?.max(1)).unwrap_or(u32::MAX);
             self.buffer
-                .push_back((fetched, incoming(tag, &text(id)?, attempt, f)?));
+                .push_back((fetched, incoming(tag, &text(id)?, attempt, f)));
         }
         if !self.buffer.is_empty() {
             return Ok(None);
@@ -180,7 +184,7 @@ impl RedisSubscriber {
             };
             for e in entries {
                 let (id, f) = entry(e)?;
-                self.buffer.push_back((fetched, incoming(tag, &id, 1, f)?));
+                self.buffer.push_back((fetched, incoming(tag, &id, 1, f)));
             }
         }
         Ok(None)
@@ -252,12 +256,12 @@ pub(crate) fn entry(e: &Value) -> TransportResult<(String, &Value)> {
     }
 }
 
-fn incoming(tag: Tag, id: &str, attempt: u32, f: &Value) -> TransportResult<Incoming> {
-    Ok(Incoming {
+fn incoming(tag: Tag, id: &str, attempt: u32, f: &Value) -> Incoming {
+    Incoming {
         token: Token::new(format!("{}:{id}", tag.as_str())),
         attempt,
-        message: fields::decode(f)?.message,
-    })
+        message: fields::decode(f).message,
+    }
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -316,3 +316,47 @@ async fn close_gives_deliveries_back_long_before_the_ack_timeout() {
     want.sort();
     assert_eq!(ids, want);
 }
+
+#[tokio::test]
+async fn an_entry_another_producer_wrote_is_dead_lettered_and_the_group_goes_on() {
+    let Some(t) = common::open().await else {
+        return;
+    };
+    let topic = Topic::new(fresh("t")).expect("topic");
+    let g = ConsumerGroup::new("foreign").expect("group");
+    let mut c = eventfold_transport::Consumer::open(
+        &t,
+        &topic,
+        &g,
+        &settings(Duration::from_secs(5)),
+        eventfold_transport::Backoff::default(),
+    )
+    .await
+    .expect("consumer");
+    let _: String = redis::cmd("XADD")
+        .arg(format!("eventfold:{{{topic}}}"))
+        .arg("*")
+        .arg("order")
+        .arg(&[0xffu8, 0xfe][..])
+        .query_async(&mut raw().await)
+        .await
+        .expect("xadd");
+    let e = event("order-5");
+    eventfold_transport::publish_events(&t, &topic, std::slice::from_ref(&e))
+        .await
+        .expect("publish");
+    let d = tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("within 10 s")
+        .expect("next");
+    assert_eq!(d.event.id, e.id, "only the event reaches the caller");
+    c.ack(d).await.expect("ack");
+    let dead = t.dead_letters(&topic, &g, 10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("not an eventfold event"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(dead[0].message.header("order"), Some("\u{fffd}\u{fffd}"));
+}
