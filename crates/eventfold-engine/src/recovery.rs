@@ -41,17 +41,34 @@ pub fn lock_dir(dir: &Path) -> StoreResult<File> {
         .write(true)
         .open(dir.join("LOCK"))
         .map_err(io_err(format!("open {}", dir.join("LOCK").display())))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: dir.display().to_string(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(
-            format!("lock {}", dir.join("LOCK").display()),
-            e,
-        )),
+    // A lock that was just released may still be held for a moment by a child process that
+    // another thread of the same process is spawning: between its fork and its exec the child
+    // shares the lock's file description. Such a hold ends by itself; another process really
+    // holding the directory does not, and is refused after LOCK_WAIT.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(
+                    format!("lock {}", dir.join("LOCK").display()),
+                    e,
+                ));
+            }
+        }
     }
 }
+
+/// How long opening waits for a directory lock held by someone else before refusing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A record of a transaction whose end has not been seen yet.
 #[derive(Debug)]

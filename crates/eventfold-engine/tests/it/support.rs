@@ -20,20 +20,8 @@ pub fn binary(ty: &str, bytes: Vec<u8>) -> NewEvent {
     )
 }
 
-/// Opens the engine in `dir`. A `Locked` answer right after a shutdown is retried for up to
-/// two seconds: the crash tests of this binary spawn child processes, and a child forked while
-/// this test's `LOCK` file was open shares its `flock` until it execs (the descriptor is
-/// close-on-exec), which on a loaded machine can outlast the shutdown by milliseconds.
+/// Opens the engine in `dir` (a `LOCK` still shared for a moment with a child process that
+/// another test is spawning is waited out by the engine itself: `recovery::lock_dir`).
 pub fn open(dir: &std::path::Path) -> Engine {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match Engine::open(dir, EngineOptions::for_tests()) {
-            Err(eventfold_core::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.expect("open engine"),
-        }
-    }
+    Engine::open(dir, EngineOptions::for_tests()).expect("open engine")
 }
