@@ -68,7 +68,7 @@ pub fn lock_dir(dir: &Path) -> StoreResult<File> {
 }
 
 /// How long opening waits for a directory lock held by someone else before refusing.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A record of a transaction whose end has not been seen yet.
 #[derive(Debug)]
