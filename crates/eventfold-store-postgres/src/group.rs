@@ -3,7 +3,7 @@
 //! contract's rules are decided in memory, in queue order, over the streams' rows read at the
 //! start of the transaction, so one refused append does not fail the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Weak;
 
 use deadpool_postgres::Transaction;
@@ -105,8 +105,8 @@ async fn prepared(tx: &Transaction<'_>, sql: &str) -> StoreResult<Statement> {
 // Round trips, which the ordering lock is held across, are what a group costs: the statements
 // are prepared once per connection and sent pipelined (tokio-postgres sends the requests of
 // futures polled together at once; PostgreSQL runs them one after the other, in the order
-// sent). So a group is five round trips: BEGIN; the lock and the two reads; the ids of last
-// batches (when a request may repeat one); the four writes; COMMIT.
+// sent). So a group is four round trips: BEGIN; the lock and the three reads (the end of the
+// log, the streams' rows, the ids of their last batches); the four writes; COMMIT.
 async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<Vec<Outcome>> {
     let mut client = inner.client().await?;
     let tx = client
@@ -121,19 +121,37 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
         "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
         inner.table("streams")
     );
-    let (lock, head, streams_sql) = futures::try_join!(
+    // The ids of the last batch of every stream whose last batch is as long as a request to
+    // it: what tells a retry from a new append.
+    let ids_sql = format!(
+        "SELECT s.name, e.id FROM {} s \
+         JOIN unnest($1::text[], $2::bigint[]) AS q(name, len) \
+         ON s.name = q.name AND s.last_len = q.len \
+         JOIN {} e ON e.stream = s.name AND e.revision >= s.last_first_revision \
+         AND e.revision < s.last_first_revision + s.last_len \
+         ORDER BY e.stream, e.revision",
+        inner.table("streams"),
+        inner.table("events")
+    );
+    let (lock, head, streams_sql, ids_sql) = futures::try_join!(
         prepared(&tx, "SELECT pg_advisory_xact_lock($1)"),
         prepared(&tx, &head_sql),
         prepared(&tx, &streams_sql),
+        prepared(&tx, &ids_sql),
     )?;
 
-    // The streams' rows, and the ids of their last batch where a request may repeat it.
     let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     names.sort_unstable();
     names.dedup();
+    // Each (stream, length) asked once, so that no id comes back twice.
+    let lengths: BTreeSet<(&str, i64)> = group
+        .iter()
+        .map(|r| (r.stream.as_str(), r.events.len() as i64))
+        .collect();
+    let (len_names, len_lens): (Vec<&str>, Vec<i64>) = lengths.into_iter().unzip();
     // One pipeline: the reads run after the lock is granted, each in a snapshot taken when it
     // starts (READ COMMITTED), so they see every write committed under the lock before.
-    let (_, head_row, rows) = futures::try_join!(
+    let (_, head_row, rows, id_rows) = futures::try_join!(
         async {
             tx.execute(&lock, &[&inner.lock_key])
                 .await
@@ -148,6 +166,11 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
             tx.query(&streams_sql, &[&names])
                 .await
                 .map_err(pg_err("read the streams' states"))
+        },
+        async {
+            tx.query(&ids_sql, &[&len_names, &len_lens])
+                .await
+                .map_err(pg_err("read the last batches' ids"))
         },
     )?;
     let mut next_position = head_row.get::<_, i64>(0) as u64;
@@ -165,41 +188,11 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
             },
         );
     }
-    let mut want_streams: Vec<&str> = Vec::new();
-    let mut want_revisions: Vec<i64> = Vec::new();
-    for (name, st) in &streams {
-        if let Some(lb) = st.last
-            && group
-                .iter()
-                .any(|r| r.stream.as_str() == name && r.events.len() as u64 == lb.len)
-        {
-            for rev in lb.revisions() {
-                want_streams.push(name);
-                want_revisions.push(rev as i64);
-            }
-        }
-    }
-    if !want_streams.is_empty() {
-        let ids = prepared(
-            &tx,
-            &format!(
-                "SELECT e.stream, e.id FROM {} e \
-                 JOIN unnest($1::text[], $2::bigint[]) AS w(s, r) \
-                 ON e.stream = w.s AND e.revision = w.r ORDER BY e.stream, e.revision",
-                inner.table("events")
-            ),
-        )
-        .await?;
-        let rows = tx
-            .query(&ids, &[&want_streams, &want_revisions])
-            .await
-            .map_err(pg_err("read the last batches' ids"))?;
-        for row in &rows {
-            let name: &str = row.get(0);
-            let id: &[u8] = row.get(1);
-            if let (Some(st), Ok(id)) = (streams.get_mut(name), <[u8; 16]>::try_from(id)) {
-                st.last_ids.get_or_insert_with(Vec::new).push(id);
-            }
+    for row in &id_rows {
+        let name: &str = row.get(0);
+        let id: &[u8] = row.get(1);
+        if let (Some(st), Ok(id)) = (streams.get_mut(name), <[u8; 16]>::try_from(id)) {
+            st.last_ids.get_or_insert_with(Vec::new).push(id);
         }
     }
 
