@@ -69,6 +69,9 @@ impl Admin {
     }
 }
 
+/// How long [`Database::drop_now`] lets connections to the database close by themselves.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A database of this run: dropped by [`Database::drop_now`], or on drop (from a thread of its
 /// own, with `WITH (FORCE)`, so that connections left to it do not keep it).
 #[derive(Debug)]
@@ -82,8 +85,20 @@ pub struct Database {
 
 impl Database {
     /// Drops the database now; call after every server on it has stopped.
+    ///
+    /// Connections this process just dropped close on their own tasks: the database is dropped
+    /// without `FORCE` while they do (for up to [`CLOSE_WAIT`]), so that none of them is cut
+    /// off with an error, and with `FORCE` after that.
     pub async fn drop_now(mut self, admin: &Admin) -> anyhow::Result<()> {
         self.dropped = true;
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while std::time::Instant::now() < deadline {
+            let plain = format!("DROP DATABASE IF EXISTS {}", self.name);
+            if admin.client.batch_execute(&plain).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(CLOSE_WAIT / 20).await;
+        }
         admin
             .client
             .batch_execute(&format!(
