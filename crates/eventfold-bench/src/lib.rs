@@ -1,11 +1,12 @@
 //! Whole-system benchmarks of eventfold, run by the `eventfold-bench` binary of this crate
-//! (`cargo run --release -p eventfold-bench -- engine|http|groups|framework`): `engine`, `http`
-//! (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`), `groups`
-//! (consumer groups beside NATS JetStream, Redis Streams and RabbitMQ; see `groups/mod.rs`) and
-//! `framework` (the `eventfold` crate's repository and projection rebuilds on the embedded
-//! engine; see `framework/mod.rs`). The benchmarks that measure the server start the `eventfold`
-//! binary they are given (see [`eventfold_bin`]); this crate is never a dependency of it, so the
-//! product links none of the rival clients.
+//! (`cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres`): `engine`,
+//! `http` (the server over HTTP beside NATS JetStream and Redis Streams; see `http/mod.rs`),
+//! `groups` (consumer groups beside NATS JetStream, Redis Streams and RabbitMQ; see
+//! `groups/mod.rs`), `framework` (the `eventfold` crate's repository and projection rebuilds on
+//! the embedded engine; see `framework/mod.rs`) and `postgres` (the server on PostgreSQL beside
+//! a plain PostgreSQL events table; see `pgstore/mod.rs`). The benchmarks that measure the
+//! server start the `eventfold` binary they are given (see [`eventfold_bin`]); this crate is
+//! never a dependency of it, so the product links none of the rival clients.
 //!
 //! `engine` prints one table: the embedded engine (rows a–e), the disk's own limit measured by
 //! the same program (f), and PostgreSQL doing (a) and (b) on the same machine, with the ratios
@@ -19,6 +20,7 @@ mod groups;
 mod http;
 mod machine;
 mod measure;
+mod pgstore;
 mod postgres;
 mod table;
 
@@ -43,6 +45,11 @@ pub use crate::http::{
     FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
     NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, RATE_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,
     SUBSCRIBERS_DEFAULT, run_http_bench,
+};
+pub use crate::pgstore::{
+    PG_EVENTS_DEFAULT, PG_LIVE_RATE_DEFAULT, PG_LIVE_SECS_DEFAULT, PG_PLAIN_EVENTS_DEFAULT,
+    PG_READ_EVENTS_DEFAULT, PG_SUBSCRIBERS_DEFAULT, PgPart, PostgresBenchOptions,
+    run_postgres_bench,
 };
 
 use crate::engine::{BATCH_A, WRITERS_B};

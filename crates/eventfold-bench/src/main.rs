@@ -1,6 +1,6 @@
 //! `eventfold-bench`: whole-system benchmarks (see `BENCHMARKS.md`), a binary apart from
 //! `eventfold` so that the product links none of the rival clients it is compared with. Run as
-//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework ...`.
+//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use eventfold_bench::{
     EngineBenchOptions, FrameworkBenchOptions, FrameworkPart, GroupsBenchOptions, GroupsSystem,
-    HttpBenchOptions, HttpSystem, Part,
+    HttpBenchOptions, HttpSystem, Part, PgPart, PostgresBenchOptions,
 };
 
 /// mimalloc, as in the `eventfold` binary: the engine and framework benchmarks run the engine
@@ -49,6 +49,82 @@ enum BenchCmd {
     /// and a projection rebuild over the preloaded events into an in-memory read model and into
     /// SQLite. Takes about a minute at the defaults.
     Framework(FrameworkArgs),
+    /// eventfold serving on PostgreSQL (`eventfold serve --store postgres://…`, started from
+    /// `--eventfold-bin` on a database the bench creates) side by side with a plain PostgreSQL
+    /// events table on the same server: 64 single-event appenders, two servers on one
+    /// database, batches of 100, `$all` catch-up reads, and the live latency to an `$all`
+    /// subscriber. Every database is dropped at the end. Takes one to two minutes at the
+    /// defaults.
+    Postgres(PostgresArgs),
+}
+
+/// Options of `eventfold-bench postgres`.
+#[derive(Debug, clap::Args)]
+struct PostgresArgs {
+    /// PostgreSQL, as the URL of a database to connect to first; the run's databases are
+    /// created on the same server (and dropped at the end).
+    #[arg(long, default_value = eventfold_bench::POSTGRES_URL_DEFAULT)]
+    postgres: String,
+    /// The `eventfold` binary started [default: the `eventfold` in the directory of this
+    /// executable, i.e. the same target directory after `cargo build --release -p
+    /// eventfold-cli`].
+    #[arg(long, value_name = "PATH")]
+    eventfold_bin: Option<PathBuf>,
+    /// Events of rows (2), (3) and (4), each (a row through a server stops after 20 s).
+    #[arg(long, default_value_t = eventfold_bench::PG_EVENTS_DEFAULT)]
+    events: u64,
+    /// Events of row (1), the plain table with 64 connections.
+    #[arg(long, default_value_t = eventfold_bench::PG_PLAIN_EVENTS_DEFAULT)]
+    plain_events: u64,
+    /// Events in the store row (5) reads (what rows (2) and (4) wrote, topped up by a preload).
+    #[arg(long, default_value_t = eventfold_bench::PG_READ_EVENTS_DEFAULT)]
+    read_events: u64,
+    /// Events per second appended in row (6).
+    #[arg(long, default_value_t = eventfold_bench::PG_LIVE_RATE_DEFAULT)]
+    rate: u64,
+    /// Seconds row (6) appends for.
+    #[arg(long, default_value_t = eventfold_bench::PG_LIVE_SECS_DEFAULT)]
+    live_secs: u64,
+    /// `$all` subscribers of row (6).
+    #[arg(long, default_value_t = eventfold_bench::PG_SUBSCRIBERS_DEFAULT)]
+    subscribers: usize,
+    /// Directory for the servers' logs [default: ./target/eventfold-bench, or
+    /// ./eventfold-bench].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Run only these parts (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<PgPartArg>,
+}
+
+/// A part of `eventfold-bench postgres`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PgPartArg {
+    /// Row (1): the plain table, 64 connections, one event per transaction.
+    Plain,
+    /// Row (2): one server, 64 HTTP clients, one event per append.
+    Single,
+    /// Row (3): two servers on one database, 32 clients each.
+    Two,
+    /// Row (4): batches of 100, the server and the plain table.
+    Batch,
+    /// Row (5): `$all` catch-up reads.
+    Read,
+    /// Row (6): live latency to an `$all` subscriber.
+    Live,
+}
+
+impl From<PgPartArg> for PgPart {
+    fn from(p: PgPartArg) -> PgPart {
+        match p {
+            PgPartArg::Plain => PgPart::Plain,
+            PgPartArg::Single => PgPart::Single,
+            PgPartArg::Two => PgPart::Two,
+            PgPartArg::Batch => PgPart::Batch,
+            PgPartArg::Read => PgPart::Read,
+            PgPartArg::Live => PgPart::Live,
+        }
+    }
 }
 
 /// Options of `eventfold-bench framework`.
@@ -314,8 +390,10 @@ impl From<PartArg> for Part {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,async_nats=warn,tokio_postgres=warn")
+        });
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -410,6 +488,24 @@ fn main() -> ExitCode {
             (
                 "framework",
                 rt.block_on(eventfold_bench::run_framework_bench(opts)),
+            )
+        }
+        BenchCmd::Postgres(args) => {
+            let opts = PostgresBenchOptions {
+                postgres_url: args.postgres,
+                eventfold_bin: args.eventfold_bin,
+                events: args.events,
+                plain_events: args.plain_events,
+                read_events: args.read_events,
+                rate: args.rate,
+                live_secs: args.live_secs,
+                subscribers: args.subscribers,
+                dir: args.dir,
+                only: args.only.into_iter().map(PgPart::from).collect(),
+            };
+            (
+                "postgres",
+                rt.block_on(eventfold_bench::run_postgres_bench(opts)),
             )
         }
     };

@@ -26,7 +26,7 @@ pub struct Pg {
     pub facts: String,
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Client> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Client> {
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;

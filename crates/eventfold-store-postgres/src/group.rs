@@ -3,15 +3,17 @@
 //! contract's rules are decided in memory, in queue order, over the streams' rows read at the
 //! start of the transaction, so one refused append does not fail the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Weak;
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use eventfold_core::{
     AppendResult, ExpectedRevision, LastAppend, NewEvent, Position, Revision, StoreError,
     StoreResult, StreamHead, StreamName, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Statement;
 
 use crate::read::{STREAM_COLUMNS, stream_from_row_named};
 use crate::{Inner, commit_err, pg_err};
@@ -93,42 +95,87 @@ async fn write_group(inner: &Inner, mut group: Vec<Request>) {
     }
 }
 
+/// Prepares `sql` on the transaction's connection, once per connection (the pool's statement
+/// cache), so that running it costs one round trip and no parse.
+async fn prepared(tx: &Transaction<'_>, sql: &str) -> StoreResult<Statement> {
+    tx.prepare_cached(sql)
+        .await
+        .map_err(pg_err("prepare a statement"))
+}
+
+// Round trips, which the ordering lock is held across, are what a group costs: the statements
+// are prepared once per connection and sent pipelined (tokio-postgres sends the requests of
+// futures polled together at once; PostgreSQL runs them one after the other, in the order
+// sent). So a group is four round trips: BEGIN; the lock and the three reads (the end of the
+// log, the streams' rows, the ids of their last batches); the four writes; COMMIT.
 async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<Vec<Outcome>> {
     let mut client = inner.client().await?;
     let tx = client
         .transaction()
         .await
         .map_err(pg_err("begin a group of appends"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&inner.lock_key])
-        .await
-        .map_err(pg_err("take the write lock"))?;
-    let head_row = tx
-        .query_one(
-            &format!(
-                "SELECT next_position, last_timestamp_us FROM {}",
-                inner.table("log_head")
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg_err("read the end of the log"))?;
-    let mut next_position = head_row.get::<_, i64>(0) as u64;
-    let timestamp = Timestamp::now().micros().max(head_row.get(1));
+    let head_sql = format!(
+        "SELECT next_position, last_timestamp_us FROM {}",
+        inner.table("log_head")
+    );
+    let streams_sql = format!(
+        "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
+        inner.table("streams")
+    );
+    // The ids of the last batch of every stream whose last batch is as long as a request to
+    // it: what tells a retry from a new append.
+    let ids_sql = format!(
+        "SELECT s.name, e.id FROM {} s \
+         JOIN unnest($1::text[], $2::bigint[]) AS q(name, len) \
+         ON s.name = q.name AND s.last_len = q.len \
+         JOIN {} e ON e.stream = s.name AND e.revision >= s.last_first_revision \
+         AND e.revision < s.last_first_revision + s.last_len \
+         ORDER BY e.stream, e.revision",
+        inner.table("streams"),
+        inner.table("events")
+    );
+    let (lock, head, streams_sql, ids_sql) = futures::try_join!(
+        prepared(&tx, "SELECT pg_advisory_xact_lock($1)"),
+        prepared(&tx, &head_sql),
+        prepared(&tx, &streams_sql),
+        prepared(&tx, &ids_sql),
+    )?;
 
-    // The streams' rows, and the ids of their last batch where a request may repeat it.
     let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
-                inner.table("streams")
-            ),
-            &[&names],
-        )
-        .await
-        .map_err(pg_err("read the streams' states"))?;
+    // Each (stream, length) asked once, so that no id comes back twice.
+    let lengths: BTreeSet<(&str, i64)> = group
+        .iter()
+        .map(|r| (r.stream.as_str(), r.events.len() as i64))
+        .collect();
+    let (len_names, len_lens): (Vec<&str>, Vec<i64>) = lengths.into_iter().unzip();
+    // One pipeline: the reads run after the lock is granted, each in a snapshot taken when it
+    // starts (READ COMMITTED), so they see every write committed under the lock before.
+    let (_, head_row, rows, id_rows) = futures::try_join!(
+        async {
+            tx.execute(&lock, &[&inner.lock_key])
+                .await
+                .map_err(pg_err("take the write lock"))
+        },
+        async {
+            tx.query_one(&head, &[])
+                .await
+                .map_err(pg_err("read the end of the log"))
+        },
+        async {
+            tx.query(&streams_sql, &[&names])
+                .await
+                .map_err(pg_err("read the streams' states"))
+        },
+        async {
+            tx.query(&ids_sql, &[&len_names, &len_lens])
+                .await
+                .map_err(pg_err("read the last batches' ids"))
+        },
+    )?;
+    let mut next_position = head_row.get::<_, i64>(0) as u64;
+    let timestamp = Timestamp::now().micros().max(head_row.get(1));
     let mut streams: HashMap<String, StreamState> = HashMap::new();
     for row in &rows {
         let (name, st) = stream_from_row_named(row)?;
@@ -142,39 +189,11 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
             },
         );
     }
-    let mut want_streams: Vec<&str> = Vec::new();
-    let mut want_revisions: Vec<i64> = Vec::new();
-    for (name, st) in &streams {
-        if let Some(lb) = st.last
-            && group
-                .iter()
-                .any(|r| r.stream.as_str() == name && r.events.len() as u64 == lb.len)
-        {
-            for rev in lb.revisions() {
-                want_streams.push(name);
-                want_revisions.push(rev as i64);
-            }
-        }
-    }
-    if !want_streams.is_empty() {
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT e.stream, e.id FROM {} e \
-                     JOIN unnest($1::text[], $2::bigint[]) AS w(s, r) \
-                     ON e.stream = w.s AND e.revision = w.r ORDER BY e.stream, e.revision",
-                    inner.table("events")
-                ),
-                &[&want_streams, &want_revisions],
-            )
-            .await
-            .map_err(pg_err("read the last batches' ids"))?;
-        for row in &rows {
-            let name: &str = row.get(0);
-            let id: &[u8] = row.get(1);
-            if let (Some(st), Ok(id)) = (streams.get_mut(name), <[u8; 16]>::try_from(id)) {
-                st.last_ids.get_or_insert_with(Vec::new).push(id);
-            }
+    for row in &id_rows {
+        let name: &str = row.get(0);
+        let id: &[u8] = row.get(1);
+        if let (Some(st), Ok(id)) = (streams.get_mut(name), <[u8; 16]>::try_from(id)) {
+            st.last_ids.get_or_insert_with(Vec::new).push(id);
         }
     }
 
@@ -240,7 +259,6 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
         // Nothing to write: the transaction only read.
         return Ok(outcomes);
     }
-    rows.insert(inner, &tx).await?;
     let mut s_names = Vec::new();
     let mut s_next = Vec::new();
     let mut s_fr = Vec::new();
@@ -257,34 +275,48 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
             s_lp.push(lb.last_position as i64);
         }
     }
-    tx.execute(
-        &format!(
-            "INSERT INTO {} (name, next_revision, last_first_revision, last_len, \
-             last_first_position, last_last_position) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
-             $5::bigint[], $6::bigint[]) \
-             ON CONFLICT (name) DO UPDATE SET next_revision = EXCLUDED.next_revision, \
-             last_first_revision = EXCLUDED.last_first_revision, last_len = EXCLUDED.last_len, \
-             last_first_position = EXCLUDED.last_first_position, \
-             last_last_position = EXCLUDED.last_last_position",
-            inner.table("streams")
-        ),
-        &[&s_names, &s_next, &s_fr, &s_len, &s_fp, &s_lp],
-    )
-    .await
-    .map_err(pg_err("update the streams' states"))?;
-    tx.execute(
-        &format!(
-            "UPDATE {} SET next_position = $1, last_timestamp_us = $2",
-            inner.table("log_head")
-        ),
-        &[&(next_position as i64), &timestamp],
-    )
-    .await
-    .map_err(pg_err("move the end of the log"))?;
-    tx.execute("SELECT pg_notify($1, '')", &[&inner.channel])
-        .await
-        .map_err(pg_err("notify the subscribers"))?;
+    let insert_sql = EventRows::insert_sql(inner);
+    let upsert_sql = format!(
+        "INSERT INTO {} (name, next_revision, last_first_revision, last_len, \
+         last_first_position, last_last_position) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) \
+         ON CONFLICT (name) DO UPDATE SET next_revision = EXCLUDED.next_revision, \
+         last_first_revision = EXCLUDED.last_first_revision, last_len = EXCLUDED.last_len, \
+         last_first_position = EXCLUDED.last_first_position, \
+         last_last_position = EXCLUDED.last_last_position",
+        inner.table("streams")
+    );
+    let move_head_sql = format!(
+        "UPDATE {} SET next_position = $1, last_timestamp_us = $2",
+        inner.table("log_head")
+    );
+    let (insert, upsert, move_head, notify) = futures::try_join!(
+        prepared(&tx, &insert_sql),
+        prepared(&tx, &upsert_sql),
+        prepared(&tx, &move_head_sql),
+        prepared(&tx, "SELECT pg_notify($1, '')"),
+    )?;
+    // The writes are independent of one another: one pipeline.
+    let next_position = next_position as i64;
+    futures::try_join!(
+        rows.insert_prepared(&tx, &insert),
+        async {
+            tx.execute(&upsert, &[&s_names, &s_next, &s_fr, &s_len, &s_fp, &s_lp])
+                .await
+                .map_err(pg_err("update the streams' states"))
+        },
+        async {
+            tx.execute(&move_head, &[&next_position, &timestamp])
+                .await
+                .map_err(pg_err("move the end of the log"))
+        },
+        async {
+            tx.execute(&notify, &[&inner.channel])
+                .await
+                .map_err(pg_err("notify the subscribers"))
+        },
+    )?;
     // The group's first event: how to learn afterwards whether the commit happened.
     let probe = (rows.positions[0], rows.ids[0].clone());
     if let Err(e) = tx.commit().await {
@@ -409,21 +441,32 @@ impl EventRows {
         Ok(())
     }
 
+    /// The statement that inserts the rows.
+    pub(crate) fn insert_sql(inner: &Inner) -> String {
+        format!(
+            "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
+             schema_version, content_type, data, metadata) \
+             SELECT p, s, r, i, t, $3, v, c, d, m FROM unnest($1::bigint[], $2::text[], \
+             $4::bigint[], $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], \
+             $10::text[]) AS u(p, s, r, i, t, v, c, d, m)",
+            inner.table("events")
+        )
+    }
+
     /// Inserts the rows in one statement.
-    pub(crate) async fn insert(
+    pub(crate) async fn insert(&self, inner: &Inner, tx: &Transaction<'_>) -> StoreResult<()> {
+        let insert = prepared(tx, &Self::insert_sql(inner)).await?;
+        self.insert_prepared(tx, &insert).await
+    }
+
+    /// Inserts the rows with `insert`, the statement of [`EventRows::insert_sql`].
+    pub(crate) async fn insert_prepared(
         &self,
-        inner: &Inner,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &Transaction<'_>,
+        insert: &Statement,
     ) -> StoreResult<()> {
         tx.execute(
-            &format!(
-                "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
-                 schema_version, content_type, data, metadata) \
-                 SELECT p, s, r, i, t, $3, v, c, d, m FROM unnest($1::bigint[], $2::text[], \
-                 $4::bigint[], $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], \
-                 $10::text[]) AS u(p, s, r, i, t, v, c, d, m)",
-                inner.table("events")
-            ),
+            insert,
             &[
                 &self.positions,
                 &self.streams,

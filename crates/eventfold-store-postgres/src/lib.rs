@@ -48,6 +48,10 @@ use tokio_postgres::NoTls;
 
 use crate::subscribe::Target;
 
+/// The connection option that makes PostgreSQL plan every execution of a prepared statement
+/// with its parameters (`plan_cache_mode`, PostgreSQL 12 and later).
+const CUSTOM_PLANS: &str = "-c plan_cache_mode=force_custom_plan";
+
 /// How a [`PostgresStore`] works.
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
@@ -124,6 +128,15 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // Statements are prepared once per connection and reused (see `group.rs`): have
+        // PostgreSQL plan each execution for its parameters and the tables' current sizes. A
+        // generic plan made while a table was small (a sequential scan) would otherwise stay
+        // in use as the table grows, making every write and read slower with the log's size.
+        let pg_options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {CUSTOM_PLANS}"),
+            _ => CUSTOM_PLANS.to_owned(),
+        };
+        config.options(&pg_options);
         let target = describe(&config);
         let manager = Manager::from_config(
             config.clone(),

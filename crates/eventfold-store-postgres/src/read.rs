@@ -252,11 +252,15 @@ pub(crate) async fn list_streams(
 /// The committed end of the log in the caller's snapshot: every position below it is
 /// committed and visible.
 pub(crate) async fn committed(inner: &Inner, c: &impl GenericClient) -> StoreResult<u64> {
+    let head = c
+        .prepare_cached(&format!(
+            "SELECT next_position FROM {}",
+            inner.table("log_head")
+        ))
+        .await
+        .map_err(pg_err("prepare a read of the end of the log"))?;
     let n: i64 = c
-        .query_one(
-            &format!("SELECT next_position FROM {}", inner.table("log_head")),
-            &[],
-        )
+        .query_one(&head, &[])
         .await
         .map_err(pg_err("read the end of the log"))?
         .get(0);
@@ -348,6 +352,18 @@ pub(crate) async fn scan(
         if plan.forward { "ASC" } else { "DESC" }
     );
     let category = category.unwrap_or("");
+    // Prepared once per connection: a scan is one round trip per chunk, no parse.
+    let sql = c
+        .prepare_cached(&sql)
+        .await
+        .map_err(pg_err("prepare a read of the log"))?;
+    let streams_sql = c
+        .prepare_cached(&format!(
+            "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
+            inner.table("streams")
+        ))
+        .await
+        .map_err(pg_err("prepare a read of the streams' states"))?;
     let mut visibility: HashMap<String, Visibility> = HashMap::new();
     let mut events = Vec::new();
     let (mut a, mut b) = (lo, hi);
@@ -376,13 +392,7 @@ pub(crate) async fn scan(
             .collect();
         if !unknown.is_empty() {
             let rows = c
-                .query(
-                    &format!(
-                        "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name = ANY($1)",
-                        inner.table("streams")
-                    ),
-                    &[&unknown],
-                )
+                .query(&streams_sql, &[&unknown])
                 .await
                 .map_err(pg_err("read the streams' states"))?;
             for r in &rows {

@@ -247,7 +247,7 @@ async fn setup(
             ),
             None => {
                 let bin = process::eventfold_bin(opts.eventfold_bin.as_deref())?;
-                let (guard, url) = process::spawn_eventfold(&bin, dir).await?;
+                let (guard, url) = process::spawn_eventfold(&bin, dir, None).await?;
                 (
                     Box::new(eventfold::Eventfold::connect(&url).await?),
                     format!(

@@ -58,11 +58,17 @@ impl Eventfold {
             ef.base,
             ready.status()
         );
-        // The last event of the log, if any: this run's events come after it.
+        // This run's events come after the log's end.
+        ef.start_position = ef.log_end().await?;
+        Ok(ef)
+    }
+
+    /// The position after the last event of `$all` (0 when the log is empty).
+    pub async fn log_end(&self) -> anyhow::Result<u64> {
         let last: serde_json::Value = check(
-            ef.get(&format!(
+            self.get(&format!(
                 "{}/all?from=end&direction=backward&limit=1",
-                ef.base
+                self.base
             ))
             .send()
             .await
@@ -73,8 +79,27 @@ impl Eventfold {
         .json()
         .await
         .context("the answer to a read of $all does not parse")?;
-        ef.start_position = last["events"][0]["position"].as_u64().map_or(0, |p| p + 1);
-        Ok(ef)
+        Ok(last["events"][0]["position"].as_u64().map_or(0, |p| p + 1))
+    }
+
+    /// A subscription to `$all` from `from` (included) as NDJSON: catch-up, then live.
+    pub async fn subscribe_all(&self, from: u64) -> anyhow::Result<Box<dyn Subscriber>> {
+        self.subscribe(&format!("{}/all/subscribe?from={from}", self.base))
+            .await
+    }
+
+    async fn subscribe(&self, url: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+        let resp = self
+            .get(url)
+            .header(reqwest::header::ACCEPT, NDJSON)
+            .send()
+            .await
+            .context("subscribe request failed")?;
+        let resp = check(resp, "subscribe").await?;
+        Ok(Box::new(EventfoldSubscriber {
+            body: resp.bytes_stream().boxed(),
+            partial: Vec::new(),
+        }))
     }
 
     fn with_auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -192,17 +217,8 @@ impl System for Eventfold {
     }
 
     async fn subscriber(&self, key: &str) -> anyhow::Result<Box<dyn Subscriber>> {
-        let resp = self
-            .get(&format!("{}/subscribe?from=start", self.stream_url(key)))
-            .header(reqwest::header::ACCEPT, NDJSON)
-            .send()
+        self.subscribe(&format!("{}/subscribe?from=start", self.stream_url(key)))
             .await
-            .context("subscribe request failed")?;
-        let resp = check(resp, "subscribe").await?;
-        Ok(Box::new(EventfoldSubscriber {
-            body: resp.bytes_stream().boxed(),
-            partial: Vec::new(),
-        }))
     }
 
     async fn publisher(&self, key: &str) -> anyhow::Result<Box<dyn Publisher>> {

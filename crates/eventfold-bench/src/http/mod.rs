@@ -3,14 +3,14 @@
 //! the same run. Every system is driven through one [`driver::System`] shape, so the rows are
 //! measured by one piece of code (`rows.rs`, `fanout.rs`).
 
-mod cpu;
-mod driver;
+pub(crate) mod cpu;
+pub(crate) mod driver;
 pub(crate) mod eventfold;
-mod fanout;
+pub(crate) mod fanout;
 pub(crate) mod nats;
 pub(crate) mod process;
 pub(crate) mod redis;
-mod rows;
+pub(crate) mod rows;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -274,7 +274,7 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
         "[{name}] (i) {} events, {CLIENTS_I} clients, one event per append",
         count(opts.events)
     );
-    match rows::concurrent_single(sys, CLIENTS_I, opts.events, WRITE_CAP).await {
+    match rows::concurrent_single(&[sys], CLIENTS_I, opts.events, WRITE_CAP).await {
         Ok(r) => {
             run.written += r.m.events;
             run.single = Some(r);
@@ -347,7 +347,7 @@ async fn setup(opts: &HttpBenchOptions, system: HttpSystem, dir: &Path) -> anyho
             }
             None => {
                 let bin = process::eventfold_bin(opts.eventfold_bin.as_deref())?;
-                let (guard, url) = process::spawn_eventfold(&bin, dir).await?;
+                let (guard, url) = process::spawn_eventfold(&bin, dir, None).await?;
                 let ef = eventfold::Eventfold::connect(&url, opts.token.clone()).await?;
                 (
                     Box::new(ef),

@@ -131,19 +131,31 @@ pub fn eventfold_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Starts `bin serve` (an `eventfold` binary) with `fsync` durability and its data in `dir`;
-/// returns the guard and the server's base URL once it answers `/health/ready`.
-pub async fn spawn_eventfold(bin: &Path, dir: &Path) -> anyhow::Result<(ChildServer, String)> {
+/// Starts `bin serve` (an `eventfold` binary), its log in `dir`: with `store` `None` on the
+/// embedded engine with `fsync` durability and its data in `dir`, with `Some(url)` on the
+/// PostgreSQL database at `url` (`--store`); returns the guard and the server's base URL once
+/// it answers `/health/ready`.
+pub async fn spawn_eventfold(
+    bin: &Path,
+    dir: &Path,
+    store: Option<&str>,
+) -> anyhow::Result<(ChildServer, String)> {
     let port = free_port()?;
-    let data = dir.join("eventfold-data");
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--durability")
-        .arg("fsync");
+        .arg(format!("127.0.0.1:{port}"));
+    match store {
+        None => {
+            cmd.arg("--data")
+                .arg(dir.join("eventfold-data"))
+                .arg("--durability")
+                .arg("fsync");
+        }
+        Some(url) => {
+            cmd.arg("--store").arg(url);
+        }
+    }
     // Settings from the environment (a config file, a token, another durability) would make
     // the measured server differ from the one stated in the table.
     for (k, _) in std::env::vars_os() {

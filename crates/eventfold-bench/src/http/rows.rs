@@ -21,17 +21,20 @@ pub struct WriteRow {
 
 /// Row (i): `clients` clients, each with its own connection, appending one event at a time and
 /// waiting for each acknowledgement, `events` in all (or until `cap` passes). Latencies are per
-/// append, closed-loop.
+/// append, closed-loop. Client `c` writes to stream `w{c}` through `systems[c % len]`: several
+/// servers of one system share the clients evenly.
 pub async fn concurrent_single(
-    sys: &dyn System,
+    systems: &[&dyn System],
     clients: u64,
     events: u64,
     cap: Duration,
 ) -> anyhow::Result<WriteRow> {
+    anyhow::ensure!(!systems.is_empty(), "no system to write to");
     let per_client = events.div_ceil(clients).max(1);
     let template = PayloadTemplate::new();
     let mut writers = Vec::new();
     for c in 0..clients {
+        let sys = systems[(c % systems.len() as u64) as usize];
         writers.push(
             sys.writer(&format!("w{c}"))
                 .await
