@@ -63,8 +63,6 @@ struct State {
     buffered: usize,
     /// Round-robin start, so no partition starves the others.
     cursor: usize,
-    /// The last poll error, cleared by the next record.
-    failing: Option<String>,
 }
 
 struct Shared {
@@ -317,7 +315,6 @@ fn poll(
                 let offset = m.offset();
                 {
                     let mut st = shared.state.lock().expect("lock");
-                    st.failing = None;
                     let State {
                         parts, buffered, ..
                     } = &mut *st;
@@ -329,8 +326,9 @@ fn poll(
                 shared.wake.notify_one();
             }
             Some(Err(e)) => {
+                // librdkafka retries by itself (brokers away, rebalances); the application
+                // keeps waiting in `receive` and gets the records once they flow again.
                 tracing::warn!(error = %e, "Kafka consumer error");
-                shared.state.lock().expect("lock").failing = Some(e.to_string());
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
