@@ -144,6 +144,9 @@ impl KafkaSubscriber {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("queued.min.messages", settings.prefetch.to_string())
+            // librdkafka waits this long before fetching again once its queue reached
+            // `queued.min.messages` (1 s by default): short, since that queue is kept small.
+            .set("fetch.queue.backoff.ms", "10")
             .set("session.timeout.ms", session.as_millis().to_string())
             .set(
                 "heartbeat.interval.ms",
