@@ -1,6 +1,7 @@
 //! The Kafka transport passes the transport conformance suite against librdkafka's in-process
-//! mock cluster (one per test binary, see `common`): no service is needed, nothing is skipped
-//! but the broker-restart case (the mock cluster cannot be restarted).
+//! mock cluster (one per test binary, see `common`): no service is needed. The broker-restart
+//! case is skipped here and runs in `restart.rs` on a cluster of its own, as an outage of every
+//! broker (its outage would disturb the cases running beside it).
 
 mod common;
 
