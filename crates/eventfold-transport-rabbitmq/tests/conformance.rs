@@ -41,3 +41,294 @@ async fn open() -> Option<Arc<dyn Transport>> {
 }
 
 eventfold_transport_conformance::transport_conformance_tests!(open);
+
+// What is particular to RabbitMQ, beyond the suite: where things are on the broker.
+
+mod rabbitmq {
+    use std::time::{Duration, Instant};
+
+    use eventfold_core::{
+        ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
+        Timestamp,
+    };
+    use eventfold_transport::{ConsumerGroup, Topic, Transport, TransportError, publish_events};
+    use eventfold_transport_rabbitmq::{RabbitTransport, delay_bucket};
+    use lapin::options::{
+        BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+
+    use super::connect;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn fresh(prefix: &str) -> String {
+        format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    }
+
+    fn event(event_type: &str, correlation: &str) -> RecordedEvent {
+        let mut metadata = Metadata::new();
+        metadata.insert("correlation_id".into(), correlation.into());
+        RecordedEvent {
+            id: EventId::new_v7(),
+            stream: StreamName::new("order-1").unwrap(),
+            event_type: EventType::new(event_type).unwrap(),
+            revision: Revision(0),
+            position: Position(1),
+            timestamp: Timestamp::now(),
+            schema_version: 1,
+            content_type: ContentType::json(),
+            data: br#"{"total":10}"#.to_vec(),
+            metadata,
+        }
+    }
+
+    /// Deletes a group's queues (its delay queues of `delays` too) and the topic's exchange.
+    async fn remove(t: &RabbitTransport, topic: &Topic, group: &ConsumerGroup, delays: &[u64]) {
+        let names = t.names(topic, group);
+        let Ok(ch) = t.channel().await else { return };
+        let mut queues = vec![names.queue.clone(), names.dead.clone()];
+        queues.extend(delays.iter().map(|ms| names.delay(*ms)));
+        for q in queues {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = ch
+            .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+
+    /// A consumer written with nothing but an AMQP client binds a queue of its own to the
+    /// topic's exchange with `order.*` and reads eventfold's events: routing key = type, the
+    /// wire headers, `message_id` = `ce_id`, `content_type`, persistent.
+    #[tokio::test]
+    async fn a_plain_amqp_queue_bound_to_a_pattern_reads_the_events() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let ch = t.channel().await.expect("channel");
+        // The exchange as the transport declares it (durable topic; auto-delete in tests).
+        ch.exchange_declare(
+            topic.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+        let queue = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("a queue of its own");
+        ch.queue_bind(
+            queue.name().clone(),
+            topic.as_str().into(),
+            "order.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind order.*");
+        let placed = event("order.placed", "c-1");
+        let shipped = event("order.shipped", "c-2");
+        let other = event("invoice.sent", "c-3");
+        publish_events(&t, &topic, &[placed.clone(), other, shipped.clone()])
+            .await
+            .expect("publish");
+        let mut seen = Vec::new();
+        while let Some(got) = ch
+            .basic_get(queue.name().clone(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            let d = got.delivery;
+            let p = &d.properties;
+            let h = p.headers().clone().expect("headers");
+            let text = |name: &str| match h.inner().get(name) {
+                Some(AMQPValue::LongString(s)) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                _ => None,
+            };
+            seen.push((
+                d.routing_key.to_string(),
+                text("ce_type"),
+                text("ce_correlationid"),
+                text("ce_partitionkey"),
+                p.message_id().as_ref().map(|s| s.to_string()),
+                p.content_type().as_ref().map(|s| s.to_string()),
+                *p.delivery_mode(),
+                d.data.clone(),
+            ));
+        }
+        let want = |e: &RecordedEvent, c: &str| {
+            (
+                e.event_type.to_string(),
+                Some(e.event_type.to_string()),
+                Some(c.to_owned()),
+                Some("order-1".to_owned()),
+                Some(e.id.to_string()),
+                Some("application/json".to_owned()),
+                Some(2),
+                e.data.clone(),
+            )
+        };
+        assert_eq!(seen, vec![want(&placed, "c-1"), want(&shipped, "c-2")]);
+        let _ = ch
+            .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+
+    /// A consumer that crashes on a message every time (its channel closes without an ack):
+    /// the quorum queue's own `x-delivery-limit` dead-letters the message into the group's
+    /// dead letters, where it is listed with why.
+    #[tokio::test]
+    async fn the_native_delivery_limit_dead_letters_what_crashes_consumers() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let g = ConsumerGroup::new("crashy").unwrap();
+        let settings = eventfold_transport::SubscribeSettings {
+            max_deliveries: 2,
+            ack_timeout: Duration::from_secs(30),
+            prefetch: 1,
+        };
+        // The first subscriber declares the queue (x-delivery-limit 2).
+        let sub = t.subscribe(&topic, &g, &settings).await.expect("subscribe");
+        let e = event("order.placed", "c");
+        publish_events(&t, &topic, std::slice::from_ref(&e))
+            .await
+            .expect("publish");
+        let mut attempts = Vec::new();
+        let mut sub = Some(sub);
+        loop {
+            let mut s = match sub.take() {
+                Some(s) => s,
+                None => t.subscribe(&topic, &g, &settings).await.expect("subscribe"),
+            };
+            match tokio::time::timeout(Duration::from_secs(2), s.receive()).await {
+                Ok(Ok(incoming)) => attempts.push(incoming.attempt),
+                Ok(Err(e)) => panic!("receive: {e}"),
+                Err(_) => {
+                    s.close().await.expect("close");
+                    break;
+                }
+            }
+            // The crash: closed without settling.
+            s.close().await.expect("close");
+            assert!(attempts.len() <= 5, "never dead-lettered: {attempts:?}");
+        }
+        assert_eq!(attempts, vec![1, 2, 3], "delivered limit + 1 times");
+        let deadline = Instant::now() + WAIT;
+        let dead = loop {
+            let dead = t.dead_letters(&topic, &g, 10).await.expect("dead letters");
+            if !dead.is_empty() || Instant::now() > deadline {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(
+            eventfold_transport::wire::decode(&dead[0].message)
+                .expect("an event")
+                .id,
+            e.id
+        );
+        assert!(
+            dead[0].reason.contains("delivery_limit"),
+            "{:?}",
+            dead[0].reason
+        );
+        // Listing does not remove them.
+        assert_eq!(t.dead_letters(&topic, &g, 10).await.unwrap().len(), 1);
+        remove(&t, &topic, &g, &[]).await;
+    }
+
+    /// A retry waits in the group's delay queue for its (rounded up) delay, then comes back to
+    /// that group only, counted as the next attempt.
+    #[tokio::test]
+    async fn a_retry_waits_in_the_groups_delay_queue_and_reaches_only_that_group() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let (a, b) = (
+            ConsumerGroup::new("a").unwrap(),
+            ConsumerGroup::new("b").unwrap(),
+        );
+        let settings = eventfold_transport::SubscribeSettings::default();
+        let mut sa = t.subscribe(&topic, &a, &settings).await.expect("a");
+        let mut sb = t.subscribe(&topic, &b, &settings).await.expect("b");
+        publish_events(&t, &topic, &[event("order.placed", "c")])
+            .await
+            .expect("publish");
+        let got = tokio::time::timeout(WAIT, sb.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        sb.ack(&got).await.expect("ack");
+        let got = tokio::time::timeout(WAIT, sa.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        let delay = Duration::from_millis(1_234);
+        let started = Instant::now();
+        sa.retry(&got, delay).await.expect("retry");
+        let again = tokio::time::timeout(WAIT, sa.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() >= delay,
+            "came back after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(again.attempt, 2);
+        assert_eq!(again.message.id(), got.message.id());
+        sa.ack(&again).await.expect("ack");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(700), sb.receive())
+                .await
+                .is_err(),
+            "the other group got nothing more"
+        );
+        sa.close().await.expect("close");
+        sb.close().await.expect("close");
+        remove(&t, &topic, &a, &[delay_bucket(delay)]).await;
+        remove(&t, &topic, &b, &[]).await;
+    }
+
+    /// RabbitMQ not there: a retryable error naming the URL, never its password.
+    #[tokio::test]
+    async fn an_unreachable_broker_is_unavailable_and_the_password_never_shows() {
+        let err = RabbitTransport::connect("amqp://guest:s3cret@127.0.0.1:1/%2f")
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(matches!(err, TransportError::Unavailable { .. }), "{err}");
+        assert!(err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("amqp://guest@127.0.0.1:1/%2f"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    /// Features as the docs say.
+    #[tokio::test]
+    async fn features_are_as_documented() {
+        let Some(t) = connect().await else { return };
+        let f = t.features();
+        assert!(!f.ordered_per_key && f.delayed_retry && !f.history);
+    }
+}
