@@ -311,6 +311,38 @@ mod rabbitmq {
         remove(&t, &topic, &b, &[]).await;
     }
 
+    /// A queue's arguments cannot change: a second subscriber with another `max_deliveries`
+    /// uses the group's queue as the first declared it, and gets its messages.
+    #[tokio::test]
+    async fn a_subscriber_with_other_settings_uses_the_queue_as_it_is() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let g = ConsumerGroup::new("settings").unwrap();
+        let first = eventfold_transport::SubscribeSettings {
+            max_deliveries: 2,
+            ..Default::default()
+        };
+        let other = eventfold_transport::SubscribeSettings {
+            max_deliveries: 7,
+            ..Default::default()
+        };
+        let a = t.subscribe(&topic, &g, &first).await.expect("first");
+        let mut b = t.subscribe(&topic, &g, &other).await.expect("second");
+        a.close().await.expect("close");
+        let e = event("order.placed", "c");
+        publish_events(&t, &topic, std::slice::from_ref(&e))
+            .await
+            .expect("publish");
+        let got = tokio::time::timeout(WAIT, b.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.message.id(), Some(e.id.to_string().as_str()));
+        b.ack(&got).await.expect("ack");
+        b.close().await.expect("close");
+        remove(&t, &topic, &g, &[]).await;
+    }
+
     /// RabbitMQ not there: a retryable error naming the URL, never its password.
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_and_the_password_never_shows() {
