@@ -146,7 +146,6 @@ impl RabbitSubscriber {
             return Ok(());
         };
         for tag in expired {
-            self.outstanding.remove(&tag);
             tracing::warn!(queue = %self.names.queue, tag, "a delivery was not settled within the ack timeout; it goes back to the queue");
             call(
                 &self.link.shown,
@@ -160,6 +159,8 @@ impl RabbitSubscriber {
                 ),
             )
             .await?;
+            // Only once it is given back: a `receive` dropped before leaves it to the next one.
+            self.outstanding.remove(&tag);
         }
         Ok(())
     }

@@ -343,6 +343,44 @@ mod rabbitmq {
         remove(&t, &topic, &g, &[]).await;
     }
 
+    /// A delivery a live subscriber holds past the ack timeout goes back to the queue: it comes
+    /// again as the next attempt, and settling the stale one says why it cannot.
+    #[tokio::test]
+    async fn a_delivery_held_past_the_ack_timeout_comes_again() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let g = ConsumerGroup::new("slow").unwrap();
+        let settings = eventfold_transport::SubscribeSettings {
+            ack_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let mut s = t.subscribe(&topic, &g, &settings).await.expect("subscribe");
+        publish_events(&t, &topic, &[event("order.placed", "c")])
+            .await
+            .expect("publish");
+        let first = tokio::time::timeout(WAIT, s.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        let handed = Instant::now();
+        let again = tokio::time::timeout(WAIT, s.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            handed.elapsed() >= settings.ack_timeout,
+            "{:?}",
+            handed.elapsed()
+        );
+        assert_eq!(again.message.id(), first.message.id());
+        assert_eq!((first.attempt, again.attempt), (1, 2));
+        let err = s.ack(&first).await.expect_err("the stale delivery");
+        assert!(err.to_string().contains("ack timeout"), "{err}");
+        s.ack(&again).await.expect("ack");
+        s.close().await.expect("close");
+        remove(&t, &topic, &g, &[]).await;
+    }
+
     /// RabbitMQ not there: a retryable error naming the URL, never its password.
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_and_the_password_never_shows() {
