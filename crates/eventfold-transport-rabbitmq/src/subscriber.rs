@@ -110,9 +110,8 @@ impl RabbitSubscriber {
             channel.confirm_select(ConfirmSelectOptions::default()),
         )
         .await?;
-        let consumer = call(
-            &url,
-            "consume the group's queue",
+        let consumed = tokio::time::timeout(
+            crate::CALL_TIMEOUT,
             channel.basic_consume(
                 short("the queue", &self.names.queue)?,
                 "".into(),
@@ -121,11 +120,32 @@ impl RabbitSubscriber {
             ),
         )
         .await;
-        let consumer = match consumer {
-            Ok(c) => c,
-            Err(e) => {
+        let consumer = match consumed {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) if convert::is_not_found(&e) => {
+                // The queue was deleted (by an operator, or RabbitMQ lost it): declared again,
+                // empty, and consumed on the next attempt.
+                tracing::warn!(queue = %self.names.queue, "the group's queue is gone; declaring it again");
+                self.link
+                    .declare_group(&self.names, self.settings.max_deliveries)
+                    .await?;
+                return Err(unavailable(
+                    &url,
+                    "consume the group's queue",
+                    "the queue was gone and is declared again",
+                ));
+            }
+            Ok(Err(e)) => {
                 let _ = channel.close(200, "failed".into()).await;
-                return Err(e);
+                return Err(convert::error(&url, "consume the group's queue", &e));
+            }
+            Err(_) => {
+                let _ = channel.close(200, "failed".into()).await;
+                return Err(unavailable(
+                    &url,
+                    "consume the group's queue",
+                    &format!("no answer within {:?}", crate::CALL_TIMEOUT),
+                ));
             }
         };
         self.epoch += 1;

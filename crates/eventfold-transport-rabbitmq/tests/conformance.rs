@@ -381,6 +381,49 @@ mod rabbitmq {
         remove(&t, &topic, &g, &[]).await;
     }
 
+    /// The group's queue deleted behind a subscriber's back (an operator, a broker reset): the
+    /// subscriber declares it again and goes on with what is published after.
+    #[tokio::test]
+    async fn a_subscriber_whose_queue_was_deleted_declares_it_again() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        let g = ConsumerGroup::new("gone").unwrap();
+        let mut s = t
+            .subscribe(&topic, &g, &Default::default())
+            .await
+            .expect("subscribe");
+        let ch = t.channel().await.expect("channel");
+        ch.queue_delete(
+            t.names(&topic, &g).queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the group's queue");
+        let receiving = tokio::spawn(async move {
+            let got = tokio::time::timeout(WAIT, s.receive())
+                .await
+                .expect("a delivery in time")
+                .expect("receive goes on");
+            s.ack(&got).await.expect("ack");
+            s.close().await.expect("close");
+            got
+        });
+        let e = event("order.placed", "c");
+        let deadline = Instant::now() + WAIT;
+        // Published until the queue is back (before, the exchange routes it nowhere).
+        let got = loop {
+            publish_events(&t, &topic, std::slice::from_ref(&e))
+                .await
+                .expect("publish");
+            if receiving.is_finished() || Instant::now() > deadline {
+                break receiving.await.expect("the receiving task");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(got.message.id(), Some(e.id.to_string().as_str()));
+        remove(&t, &topic, &g, &[]).await;
+    }
+
     /// RabbitMQ not there: a retryable error naming the URL, never its password.
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_and_the_password_never_shows() {
