@@ -539,7 +539,16 @@ impl Transport for RabbitTransport {
 
     async fn publish(&self, topic: &Topic, messages: &[Message]) -> TransportResult<()> {
         for batch in messages.chunks(PUBLISH_BATCH_MAX) {
-            self.publish_batch(topic, batch).await?;
+            match self.publish_batch(topic, batch).await {
+                // The exchange was deleted since this transport declared it (nothing of the
+                // batch was routed): the failure dropped what was declared, so it is declared
+                // again, once.
+                Err(TransportError::Rejected { detail, .. }) if detail.contains("no exchange") => {
+                    tracing::warn!(exchange = %topic, "the topic's exchange is gone; declaring it again");
+                    self.publish_batch(topic, batch).await?;
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

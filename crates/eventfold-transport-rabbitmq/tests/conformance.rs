@@ -424,6 +424,27 @@ mod rabbitmq {
         remove(&t, &topic, &g, &[]).await;
     }
 
+    /// The topic's exchange deleted after this transport declared it: the next publish declares
+    /// it again instead of failing.
+    #[tokio::test]
+    async fn a_publish_after_the_exchange_was_deleted_declares_it_again() {
+        let Some(t) = connect().await else { return };
+        let topic = Topic::new(fresh("t")).unwrap();
+        publish_events(&t, &topic, &[event("order.placed", "c")])
+            .await
+            .expect("publish");
+        let ch = t.channel().await.expect("channel");
+        ch.exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .expect("delete the exchange");
+        publish_events(&t, &topic, &[event("order.placed", "c")])
+            .await
+            .expect("publish after the exchange was deleted");
+        let _ = ch
+            .exchange_delete(topic.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+
     /// RabbitMQ not there: a retryable error naming the URL, never its password.
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_and_the_password_never_shows() {
