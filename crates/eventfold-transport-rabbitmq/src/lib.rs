@@ -698,16 +698,15 @@ fn dead_letter_of(props: &lapin::BasicProperties, body: &[u8]) -> DeadLetter {
     let (reason, attempts) = match convert::header(props, H_DEAD_REASON) {
         Some(reason) => (reason, convert::count(props, H_ATTEMPTS).unwrap_or(0)),
         None => {
+            // RabbitMQ does not carry the delivery count onto the dead letter: unknown, 0.
             let why = convert::header(props, "x-first-death-reason")
                 .unwrap_or_else(|| "unknown".to_owned());
-            let delivered = convert::count(props, "x-delivery-count").unwrap_or(0)
-                + convert::count(props, H_ATTEMPTS).unwrap_or(0);
             (
                 format!(
                     "dead-lettered by RabbitMQ ({why}): delivered more than the queue's \
-                     x-delivery-limit without an ack"
+                     x-delivery-limit without an ack (a consumer crashed on it each time?)"
                 ),
-                delivered,
+                0,
             )
         }
     };

@@ -254,13 +254,15 @@ mod rabbitmq {
             "{:?}",
             dead[0].reason
         );
+        assert_eq!(dead[0].attempts, 0, "RabbitMQ does not say how many");
         // Listing does not remove them.
         assert_eq!(t.dead_letters(&topic, &g, 10).await.unwrap().len(), 1);
         remove(&t, &topic, &g, &[]).await;
     }
 
     /// A retry waits in the group's delay queue for its (rounded up) delay, then comes back to
-    /// that group only, counted as the next attempt.
+    /// that group only, counted as the next attempt; dead-lettered then, it says why and after
+    /// how many attempts.
     #[tokio::test]
     async fn a_retry_waits_in_the_groups_delay_queue_and_reaches_only_that_group() {
         let Some(t) = connect().await else { return };
@@ -298,7 +300,17 @@ mod rabbitmq {
         );
         assert_eq!(again.attempt, 2);
         assert_eq!(again.message.id(), got.message.id());
-        sa.ack(&again).await.expect("ack");
+        sa.dead_letter(&again, "no such\ncustomer")
+            .await
+            .expect("dead letter");
+        let dead = t.dead_letters(&topic, &a, 10).await.expect("dead letters");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].reason.as_str(), dead[0].attempts),
+            ("no such customer", 2)
+        );
+        assert_eq!(dead[0].message.id(), got.message.id());
+        assert!(t.dead_letters(&topic, &b, 10).await.unwrap().is_empty());
         assert!(
             tokio::time::timeout(Duration::from_millis(700), sb.receive())
                 .await
