@@ -8,7 +8,7 @@ use eventfold_transport::{Message, TransportError, TransportResult};
 
 /// The header carrying [`Message::key`] (CloudEvents' partitioning extension, `partitionkey`,
 /// as the Kafka binding names it). Absent when the key is empty.
-pub const H_KEY: &str = "ce_partitionkey";
+pub const H_KEY: &str = eventfold_transport::wire::H_PARTITION_KEY;
 /// JetStream's de-duplication id header: the event's `ce_id`.
 pub const H_MSG_ID: &str = "Nats-Msg-Id";
 /// On a dead letter: why it was dead-lettered.

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use crate::BROKER;
 
 /// The header carrying [`Message::key`]; absent when the key is empty.
-pub const H_KEY: &str = "ce_partitionkey";
+pub const H_KEY: &str = eventfold_transport::wire::H_PARTITION_KEY;
 /// On a copy made by a delayed retry or a dead letter: the deliveries made before it.
 pub const H_ATTEMPTS: &str = "x-eventfold-attempts";
 /// On a dead letter: why it was dead-lettered.

@@ -51,6 +51,9 @@ pub const H_CAUSATION_ID: &str = "ce_causationid";
 pub const H_TRACEPARENT: &str = "ce_traceparent";
 pub const H_TRACESTATE: &str = "ce_tracestate";
 pub const H_METADATA: &str = "ce_eventfoldmetadata";
+/// The header that carries the message key on brokers without a key of their own (RabbitMQ,
+/// NATS): the CloudEvents partitioning extension's `partitionkey`.
+pub const H_PARTITION_KEY: &str = "ce_partitionkey";
 /// The metadata key whose string value, when present, is the message key instead of the stream.
 pub const PARTITION_KEY: &str = "partition_key";
 
