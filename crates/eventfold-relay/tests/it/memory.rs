@@ -3,7 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use eventfold_core::{EventFilter, EventStore, EventType, Position, RecordedEvent};
+use eventfold_core::{
+    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription, EventType,
+    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom,
+};
 use eventfold_memory::MemoryStore;
 use eventfold_relay::{
     CHECKPOINT_EVENT_TYPE, CHECKPOINT_KEEP, Relay, RelayConfig, RelayError, RelayName, RelayState,
@@ -13,6 +18,7 @@ use eventfold_transport::{
     ConsumerGroup, DeadLetter, Features, MemoryTransport, Message, SubscribeSettings, Subscriber,
     Topic, Transport, TransportError, TransportResult,
 };
+use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -63,8 +69,12 @@ async fn relays_everything_in_all_order_in_bounded_batches() {
     let p = progress.borrow().clone();
     assert_eq!(p.published, user.len() as u64);
     assert!(
-        p.batches >= 3,
+        p.batches >= 4,
         "1,534 events take at least 4 batches of 500: {p:?}"
+    );
+    assert!(
+        p.lag.is_some(),
+        "the lag was measured after the first batch: {p:?}"
     );
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
@@ -364,4 +374,183 @@ fn bad_settings_are_refused_with_what_to_do() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("1..=500"), "{err}");
+}
+
+/// A [`MemoryStore`] that fails for now: the first `cut_subscriptions` `$all` subscriptions end
+/// with `Unavailable` after `cut_after` events, and the first `failed_appends` appends fail as
+/// `Unavailable`, or, with `broken`, every subscription fails at once as corrupt.
+struct FlakyStore {
+    inner: MemoryStore,
+    cut_subscriptions: AtomicU32,
+    cut_after: usize,
+    failed_appends: AtomicU32,
+    broken: bool,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable {
+        detail: "connection reset".into(),
+        outcome_unknown: false,
+    }
+}
+
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+#[async_trait::async_trait]
+impl EventStore for FlakyStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        if take_one(&self.failed_appends) {
+            return Err(unavailable());
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.inner.read_stream(stream, read).await
+    }
+
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        self.inner.read_all(read).await
+    }
+
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        self.inner.subscribe_stream(stream, from)
+    }
+
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        if self.broken {
+            let e = StoreError::Corrupt {
+                file: "log".into(),
+                offset: 0,
+                detail: "bad checksum".into(),
+            };
+            return futures::stream::iter([Err(e)]).boxed();
+        }
+        let sub = self.inner.subscribe_all(from, filter);
+        if take_one(&self.cut_subscriptions) {
+            return sub
+                .take(self.cut_after)
+                .chain(futures::stream::iter([Err(unavailable())]))
+                .boxed();
+        }
+        sub
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        self.inner.list_streams(list).await
+    }
+
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.inner.get_metadata(stream).await
+    }
+
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        self.inner.set_metadata(stream, metadata).await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        self.inner.delete_stream(stream, expected, mode).await
+    }
+}
+
+fn flaky_store(cut_subscriptions: u32, failed_appends: u32, broken: bool) -> Arc<FlakyStore> {
+    Arc::new(FlakyStore {
+        inner: MemoryStore::new(),
+        cut_subscriptions: AtomicU32::new(cut_subscriptions),
+        cut_after: 150,
+        failed_appends: AtomicU32::new(failed_appends),
+        broken,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_failures_are_retried_from_the_last_confirmed_batch() {
+    let store = flaky_store(3, 0, false);
+    let written = fill(&store.inner, "order", 5, 1_000, 10).await;
+    // The relay's checkpoint appends fail 4 times in all.
+    store.failed_appends.store(4, Ordering::SeqCst);
+    let broker = MemoryTransport::new();
+    let mut cfg = config("store");
+    cfg.batch_events_max = 100;
+    let relay = Relay::new(store.clone(), Arc::new(broker.clone()), cfg).unwrap();
+    let mut progress = relay.progress();
+    let (stop, task) = spawn(relay);
+    caught_up(&mut progress, after(&written)).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(store.cut_subscriptions.load(Ordering::SeqCst), 0);
+    assert_eq!(store.failed_appends.load(Ordering::SeqCst), 0);
+    // A subscription cut mid-batch is resumed after the last published batch: exactly once.
+    let received = drain(&broker, &topic(), "check", written.len()).await;
+    assert_eq!(ids(&received), ids(&written));
+    assert_eq!(progress.borrow().published, written.len() as u64);
+}
+
+#[tokio::test]
+async fn a_store_error_that_will_not_pass_stops_the_relay() {
+    let store = flaky_store(0, 0, true);
+    fill(&store.inner, "order", 2, 10, 5).await;
+    let relay = Relay::new(store, Arc::new(MemoryTransport::new()), config("corrupt")).unwrap();
+    let err = relay.run(std::future::pending()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RelayError::Store {
+                error: StoreError::Corrupt { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("eventfold verify"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unusable_checkpoint_stream_stops_the_relay_and_says_how_to_start_over() {
+    let store = Arc::new(MemoryStore::new());
+    let name = RelayName::new("odd").unwrap();
+    store
+        .append(
+            &name.checkpoint_stream(),
+            ExpectedRevision::Any,
+            vec![NewEvent::json(
+                EventType::new("something.else").unwrap(),
+                &serde_json::json!({}),
+            )],
+        )
+        .await
+        .unwrap();
+    let relay = Relay::new(store, Arc::new(MemoryTransport::new()), config("odd")).unwrap();
+    let err = relay.run(std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, RelayError::Checkpoint { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("relay-checkpoint-odd") && text.contains("delete"),
+        "{text}"
+    );
 }
