@@ -49,12 +49,15 @@ pub const RELAY_NAME_BYTES_MAX: usize = 100;
 /// How often at most the lag is measured (one read of the log's last event).
 pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why a relay could not be built or stopped.
-#[derive(Debug)]
+/// Why a relay could not be built or stopped. Each message carries its cause (so no
+/// `source()`: printing the chain would repeat it).
+#[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// A setting that cannot be used; the message says what to do instead.
+    #[error("{0}")]
     Invalid(String),
     /// The store failed in a way retrying will not fix.
+    #[error("the relay stopped: the store failed while {doing}: {error}")]
     Store {
         /// What the relay was doing.
         doing: &'static str,
@@ -62,8 +65,14 @@ pub enum RelayError {
         error: StoreError,
     },
     /// The broker refused in a way retrying will not fix.
+    #[error(
+        "the relay stopped: the broker refused a publish: {0}; fix the cause and restart the relay (it resumes from its checkpoint)"
+    )]
     Transport(TransportError),
     /// The checkpoint stream holds something that is not a relay checkpoint.
+    #[error(
+        "the relay's checkpoint stream {stream} is unusable ({detail}); delete that stream to relay everything again from the start, or fix its last event"
+    )]
     Checkpoint {
         /// The checkpoint stream.
         stream: String,
@@ -71,46 +80,15 @@ pub enum RelayError {
         detail: String,
     },
     /// Retryable failures went on longer than [`RetryPolicy::max_attempts`].
+    #[error(
+        "the relay gave up after {attempts} failed attempts in a row; the last: {last}; restart it once the broker and store are reachable (it resumes from its checkpoint)"
+    )]
     GaveUp {
         /// Failed attempts in a row.
         attempts: u32,
         /// The last failure.
         last: String,
     },
-}
-
-impl std::fmt::Display for RelayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RelayError::Invalid(m) => write!(f, "{m}"),
-            RelayError::Store { doing, error } => write!(
-                f,
-                "the relay stopped: the store failed while {doing}: {error}"
-            ),
-            RelayError::Transport(e) => write!(
-                f,
-                "the relay stopped: the broker refused a publish: {e}; fix the cause and restart the relay (it resumes from its checkpoint)"
-            ),
-            RelayError::Checkpoint { stream, detail } => write!(
-                f,
-                "the relay's checkpoint stream {stream} is unusable ({detail}); delete that stream to relay everything again from the start, or fix its last event"
-            ),
-            RelayError::GaveUp { attempts, last } => write!(
-                f,
-                "the relay gave up after {attempts} failed attempts in a row; the last: {last}; restart it once the broker and store are reachable (it resumes from its checkpoint)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RelayError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RelayError::Store { error, .. } => Some(error),
-            RelayError::Transport(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// Whether a store error may go away by itself (the framework's rule for consumers).
