@@ -2,18 +2,20 @@
 //! `MemoryTransport`, and once on the real Redis.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use eventfold::core::{
     ContentType, EventType, NewEvent, Position, RecordedEvent, Revision, StreamName, Timestamp,
 };
 use eventfold::transport::{
-    ConsumerGroup, DeadLetter, MemoryTransport, Message, Topic, Transport, publish_events,
+    ConsumerGroup, DeadLetter, Features, MemoryTransport, Message, SubscribeSettings, Subscriber,
+    Topic, Transport, TransportError, TransportResult, publish_events,
 };
 use eventfold::{
     BoxError, Context, DomainEvent, Envelope, EventHandler, Handled, HandledOutcome, HandlerStats,
-    Idempotent, InMemoryProcessedIds, Permanent, RetryPolicy, RunningHandler, TransportRunner,
-    encode_event,
+    Idempotent, InMemoryProcessedIds, Permanent, RetryPolicy, RunnerError, RunningHandler,
+    TransportRunner, encode_event,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -413,4 +415,105 @@ async fn the_handler_consumes_from_redis() {
         dead[0].reason
     );
     assert_eq!(dead[0].attempts, 2);
+}
+
+/// A broker that is unavailable for the first `down` subscribes.
+struct Flapping {
+    inner: MemoryTransport,
+    down: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Transport for Flapping {
+    fn broker(&self) -> &'static str {
+        "flapping"
+    }
+
+    fn features(&self) -> Features {
+        self.inner.features()
+    }
+
+    async fn publish(&self, topic: &Topic, messages: &[Message]) -> TransportResult<()> {
+        self.inner.publish(topic, messages).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &Topic,
+        group: &ConsumerGroup,
+        settings: &SubscribeSettings,
+    ) -> TransportResult<Box<dyn Subscriber>> {
+        let down = self.down.load(Ordering::SeqCst);
+        if down > 0 {
+            self.down.store(down - 1, Ordering::SeqCst);
+            return Err(TransportError::Unavailable {
+                broker: "flapping",
+                url: "memory://test".into(),
+                detail: "connection refused".into(),
+            });
+        }
+        self.inner.subscribe(topic, group, settings).await
+    }
+
+    async fn dead_letters(
+        &self,
+        topic: &Topic,
+        group: &ConsumerGroup,
+        max: usize,
+    ) -> TransportResult<Vec<DeadLetter>> {
+        self.inner.dead_letters(topic, group, max).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        topic: &Topic,
+        group: &ConsumerGroup,
+        max: usize,
+    ) -> TransportResult<usize> {
+        self.inner.replay_dead_letters(topic, group, max).await
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_broker_is_subscribed_again_and_given_up_on_after_the_policy() {
+    let flapping = Arc::new(Flapping {
+        inner: MemoryTransport::new(),
+        down: AtomicU32::new(2),
+    });
+    let transport: Arc<dyn Transport> = flapping.clone();
+    let (topic, group) = names("shipments", "shipping");
+    publish_events(&*transport, &topic, &[shipped("o1", "DHL", 1)])
+        .await
+        .unwrap();
+    let reconnect = RetryPolicy::new(3)
+        .initial_delay(Duration::from_millis(10))
+        .jitter(0.0);
+
+    // Down twice, up on the third try: within the policy's 3 attempts.
+    let (handler, runner) = shipping(&transport, &topic, &group);
+    let mut running = runner.reconnect(reconnect.clone()).spawn();
+    wait(&mut running, |s| s.handled == 1).await;
+    running.stop().await.unwrap();
+    assert_eq!(*handler.handled.lock(), ["o1"]);
+
+    // Down for longer than the policy waits: the runner stops, saying why.
+    flapping.down.store(3, Ordering::SeqCst);
+    let (handler, runner) = shipping(&transport, &topic, &group);
+    let mut running = runner.reconnect(reconnect).spawn();
+    let ended = tokio::time::timeout(Duration::from_secs(10), running.wait_until(|_| false))
+        .await
+        .expect("the runner gave up within 10 s")
+        .unwrap_err();
+    assert!(ended.to_string().contains("connection refused"), "{ended}");
+    let err = running.stop().await.unwrap_err();
+    assert!(
+        matches!(&err, RunnerError::Transport { source, .. } if source.is_retryable()),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("flapping is unavailable at memory://test: connection refused"),
+        "{message}"
+    );
+    assert!(handler.attempts.lock().is_empty());
 }
