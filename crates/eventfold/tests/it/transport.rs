@@ -15,7 +15,7 @@ use eventfold::transport::{
 use eventfold::{
     BoxError, Context, DomainEvent, Envelope, EventHandler, Handled, HandledOutcome, HandlerStats,
     Idempotent, InMemoryProcessedIds, Permanent, RetryPolicy, RunnerError, RunningHandler,
-    TransportRunner, encode_event,
+    TransportRunner, Upcasters, encode_event,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -516,4 +516,87 @@ async fn an_unavailable_broker_is_subscribed_again_and_given_up_on_after_the_pol
         "{message}"
     );
     assert!(handler.attempts.lock().is_empty());
+}
+
+/// Version 1 of `shipment.returned`, before the field was renamed.
+#[derive(Deserialize)]
+struct ReturnedV1 {
+    order: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Returned {
+    pub order_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, DomainEvent)]
+#[event(prefix = "shipment.")]
+pub enum ReturnEvent {
+    #[event(version = 2)]
+    Returned(Returned),
+}
+
+#[derive(Default)]
+struct Returns(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl EventHandler<ReturnEvent> for Returns {
+    fn name(&self) -> &str {
+        "returns"
+    }
+
+    async fn handle(&self, envelope: &Envelope<ReturnEvent>) -> Result<(), BoxError> {
+        let ReturnEvent::Returned(r) = &envelope.event;
+        self.0.lock().push(r.order_id.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn old_schema_versions_on_the_broker_are_upcast() {
+    let old = from_new(
+        NewEvent::json(
+            EventType::new("shipment.returned").unwrap(),
+            &serde_json::json!({"order": "o9"}),
+        )
+        .with_schema_version(1),
+        1,
+    );
+    let (transport, topic, _) = broker_with(&[old]).await;
+    let upcasting = ConsumerGroup::new("upcasting").unwrap();
+    let plain = ConsumerGroup::new("plain").unwrap();
+
+    let returns = Arc::new(Returns::default());
+    let mut running = TransportRunner::new(
+        transport.clone(),
+        topic.clone(),
+        upcasting.clone(),
+        returns.clone(),
+    )
+    .upcasters(
+        Upcasters::new().register("shipment.returned", 1, |old: ReturnedV1| Returned {
+            order_id: old.order,
+        }),
+    )
+    .spawn();
+    wait(&mut running, |s| s.handled == 1).await;
+    running.stop().await.unwrap();
+    assert_eq!(*returns.0.lock(), ["o9"]);
+
+    // Without the upcaster the old version is a clear error: dead-lettered at once, unhandled.
+    let unhandled = Arc::new(Returns::default());
+    let mut running = TransportRunner::new(
+        transport.clone(),
+        topic.clone(),
+        plain.clone(),
+        unhandled.clone(),
+    )
+    .spawn();
+    wait(&mut running, |s| s.dead_lettered == 1).await;
+    running.stop().await.unwrap();
+    assert!(unhandled.0.lock().is_empty());
+    let dead = dead_letters(&transport, &topic, &plain).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("no upcaster"), "{}", dead[0].reason);
+    assert_eq!(dead[0].attempts, 1);
 }
