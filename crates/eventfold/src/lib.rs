@@ -1,7 +1,8 @@
 //! The eventfold framework: the patterns of event-driven services as Rust traits.
 //!
-//! Everything here is written against [`eventfold_core::EventStore`], so the same code runs on
-//! the embedded engine in-process and on a remote `eventfold serve` through the client.
+//! Everything here is written against [`eventfold_core::EventStore`] (and, for handlers on a
+//! message broker, [`eventfold_transport::Transport`]), so the same code runs on the embedded
+//! engine in-process, on a remote `eventfold serve` through the client and on any broker.
 //!
 //! - [`DomainEvent`] (derive it) turns a Rust enum into typed events with a type name and a
 //!   schema version per variant, JSON or MessagePack on the wire ([`Codec`]).
@@ -23,8 +24,9 @@
 //!   rebuilds with progress and shows its lag; [`testing::ProjectionTest`] tests one in memory.
 //! - [`EventHandler`]s react to events with retries ([`RetryPolicy`]), dead letters and
 //!   idempotency ([`Idempotent`]); the same handler runs on a store ([`HandlerRunner`]), on a
-//!   server's consumer group ([`GroupRunner`]) or on the in-process [`Bus`] (topic patterns,
-//!   bounded queues, a recording mode for tests).
+//!   server's consumer group ([`GroupRunner`]), as a group of a topic on a message broker
+//!   through any [`transport::Transport`] ([`TransportRunner`]) or on the in-process [`Bus`]
+//!   (topic patterns, bounded queues, a recording mode for tests).
 //! - [`retry`]: the one [`RetryPolicy`] (exponential backoff with jitter) of every retry loop,
 //!   and the rule for event store errors in long-running consumers.
 
@@ -52,10 +54,11 @@ pub use event::{Codec, CodecError, DomainEvent, Envelope, encode_event};
 pub use eventfold_client as client;
 pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
+pub use eventfold_transport as transport;
 pub use handler::{
     DeadLetter, DeadLetters, EventHandler, GroupRunner, Handled, HandledOutcome, HandlerObserver,
     HandlerRunner, HandlerStats, Idempotent, InMemoryProcessedIds, Permanent, RunnerError,
-    RunningHandler, StoreRetrying,
+    RunningHandler, StoreRetrying, TransportRunner,
 };
 pub use idempotency::ProcessedIds;
 pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};

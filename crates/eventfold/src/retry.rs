@@ -1,6 +1,8 @@
 //! Retrying with exponential backoff and jitter: one [`RetryPolicy`] for every retry loop of
 //! the framework (handlers, the group runner's pulls, the bus, the saga manager's commands,
-//! the outbox relay's sink) and for the long-running consumers' store errors.
+//! the outbox relay's sink) and for the long-running consumers' store errors. On a broker the
+//! broker retries: [`RetryPolicy::backoff`] and [`RetryPolicy::max_deliveries`] are the same
+//! policy in its terms.
 //!
 //! **Store errors.** Every long-running consumer (the projection processor, the handler
 //! runner, the outbox relay and the saga manager) follows one rule: an event store error that
@@ -105,6 +107,26 @@ impl RetryPolicy {
     /// How many attempts in all, the first included; `None` when it retries forever.
     pub fn max_attempts(&self) -> Option<u32> {
         self.max_attempts
+    }
+
+    /// The delays as a broker's retry backoff ([`TransportRunner`](crate::TransportRunner)):
+    /// the same exponential, capped waits, without jitter (a broker's retry takes the delay
+    /// it is given).
+    pub fn backoff(&self) -> eventfold_transport::Backoff {
+        eventfold_transport::Backoff {
+            initial: self.initial_delay,
+            multiplier: self.multiplier,
+            max: self.max_delay,
+        }
+    }
+
+    /// The attempts as a broker's `max_deliveries`: [`RetryPolicy::max_attempts`], at most
+    /// [`eventfold_transport::MAX_DELIVERIES_MAX`] (which is also what "forever" becomes: a
+    /// broker dead-letters after a bounded number of deliveries).
+    pub fn max_deliveries(&self) -> u32 {
+        self.max_attempts
+            .unwrap_or(eventfold_transport::MAX_DELIVERIES_MAX)
+            .clamp(1, eventfold_transport::MAX_DELIVERIES_MAX)
     }
 
     /// The wait after failed attempt `attempt` (1-based) before jitter: exponential, capped at
@@ -244,6 +266,27 @@ mod tests {
         let forever = RetryPolicy::forever().jitter(0.0);
         assert_eq!(forever.max_attempts(), None);
         assert_eq!(forever.retry_after(u32::MAX), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_policy_maps_onto_a_brokers_backoff_and_max_deliveries() {
+        let p = RetryPolicy::new(4)
+            .initial_delay(Duration::from_millis(50))
+            .multiplier(3.0)
+            .max_delay(Duration::from_secs(2));
+        let b = p.backoff();
+        for attempt in [1, 2, 3, 4, 10] {
+            assert_eq!(b.delay(attempt), p.base_delay(attempt), "attempt {attempt}");
+        }
+        assert_eq!(p.max_deliveries(), 4);
+        assert_eq!(
+            RetryPolicy::forever().max_deliveries(),
+            eventfold_transport::MAX_DELIVERIES_MAX
+        );
+        assert_eq!(
+            RetryPolicy::new(u32::MAX).max_deliveries(),
+            eventfold_transport::MAX_DELIVERIES_MAX
+        );
     }
 
     #[test]

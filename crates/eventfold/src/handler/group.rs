@@ -5,9 +5,10 @@ use std::time::Duration;
 use eventfold_client::{Client, GroupDelivery, NackAction};
 use tokio::sync::watch;
 
-use super::observe::{HandledOutcome, HandlerObserver, Observer};
+use super::EventHandler;
+use super::delivered::{Delivered, handle_delivery};
+use super::observe::{HandlerObserver, Observer};
 use super::running::{HandlerStats, RunnerError, RunningHandler, stopped};
-use super::{EventHandler, Permanent};
 use crate::event::DomainEvent;
 use crate::retry::RetryPolicy;
 use crate::upcast::Upcasters;
@@ -23,7 +24,7 @@ const PULL_WAIT_DEFAULT: Duration = Duration::from_secs(5);
 /// It pulls deliveries, handles each once, then acks the ones that succeeded (one request per
 /// pull) and nacks each failure with `retry`: the server delivers it again after the group's
 /// backoff and parks it after `max_deliveries` attempts — the server's parked events are this
-/// runner's dead letters (`eventfold group parked`, `$parked-{group}`). A [`Permanent`] failure
+/// runner's dead letters (`eventfold group parked`, `$parked-{group}`). A [`Permanent`](super::Permanent) failure
 /// or an event that does not decode is parked at once. Events of types `E` does not know are
 /// acked without calling the handler. Delivery is at least once (an ack lost in a crash means a
 /// redelivery): wrap the handler in [`Idempotent`](super::Idempotent) where that matters.
@@ -198,38 +199,25 @@ impl<E: DomainEvent, H: EventHandler<E>> GroupRunner<E, H> {
     /// Handles one delivery: `Ok(true)` handled, `Ok(false)` not an event of `E` (ack it
     /// anyway), `Err` the nack to send.
     async fn process(&self, d: GroupDelivery) -> Result<bool, (NackAction, String)> {
-        if !E::knows(d.event.event_type.as_str()) {
-            return Ok(false);
-        }
-        let started = self.observer.start();
-        let (event_type, attempt) = (d.event.event_type.clone(), d.attempt);
-        let result = self.handle(d).await;
-        let outcome = match &result {
-            Ok(()) => HandledOutcome::Succeeded,
-            Err(_) => HandledOutcome::Failed,
-        };
-        let handler = self.handler.name();
-        self.observer
-            .report(started, handler, event_type.as_str(), outcome, attempt);
-        result.map(|()| true)
-    }
-
-    /// Decodes and handles one delivery of an event of `E`: `Err` the nack to send.
-    async fn handle(&self, d: GroupDelivery) -> Result<(), (NackAction, String)> {
-        let envelope = self
-            .upcasters
-            .decode::<E>(d.event)
-            .map_err(|e| (NackAction::Park, e.to_string()))?;
-        match self.handler.handle(&envelope).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let action = if Permanent::is(&error) {
+        let delivered = handle_delivery(
+            &*self.handler,
+            &self.upcasters,
+            &self.observer,
+            d.event,
+            d.attempt,
+        )
+        .await;
+        match delivered {
+            Delivered::Foreign => Ok(false),
+            Delivered::Handled => Ok(true),
+            Delivered::Failed { permanent, reason } => {
+                let action = if permanent {
                     NackAction::Park
                 } else {
                     NackAction::Retry
                 };
-                tracing::warn!(handler = self.handler.name(), group = %self.group, id = %envelope.id, attempt = d.attempt, %error, ?action, "handler failed: nacked");
-                Err((action, format!("handler {}: {error}", self.handler.name())))
+                tracing::debug!(group = %self.group, attempt = d.attempt, ?action, "nacked");
+                Err((action, reason))
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Event handlers: code that reacts to events (sends an email, reserves stock, calls another
-//! service), written once and run three ways with the same failure handling:
+//! service), written once and run four ways with the same failure handling:
 //!
 //! - [`HandlerRunner`]: on any [`EventStore`](eventfold_core::EventStore) (the embedded engine,
 //!   or a server through the client), reading `$all` from a [`CheckpointStore`](crate::CheckpointStore)
@@ -9,18 +9,24 @@
 //!   ([`HandlerRunner::store_retry`], the framework's one rule, see [`crate::retry`]).
 //! - [`GroupRunner`]: as a consumer of a server's consumer group; acks what succeeded and nacks
 //!   what failed, so the server's backoff retries it and parks it after `max_deliveries`.
+//! - [`TransportRunner`]: as a consumer group of a topic on a message broker (any
+//!   [`Transport`](eventfold_transport::Transport)); acks what succeeded, lets the broker retry
+//!   what failed with the [`RetryPolicy`](crate::RetryPolicy)'s delays and dead-letter it after
+//!   its attempts.
 //! - [`Bus::subscribe_handler`](crate::Bus::subscribe_handler): in-process, on the [`Bus`](crate::Bus).
 //!
 //! Every runner is at-least-once: an event can reach the handler again after a crash or a
 //! redelivery. Wrap a handler whose effects must not repeat in [`Idempotent`].
 
 mod dead_letter;
+mod delivered;
 mod group;
 mod observe;
 mod processed;
 pub(crate) mod retry;
 mod runner;
 pub(crate) mod running;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +38,7 @@ pub use processed::InMemoryProcessedIds;
 pub use retry::{Attempted, handle_with_retry};
 pub use runner::{HandlerRunner, ReplayReport};
 pub use running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying};
+pub use transport::TransportRunner;
 
 use crate::BoxError;
 use crate::event::{DomainEvent, Envelope};

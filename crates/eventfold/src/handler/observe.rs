@@ -13,7 +13,8 @@ use std::time::Duration;
 pub enum HandledOutcome {
     /// The handler succeeded.
     Succeeded,
-    /// It failed: given up on (dead-lettered), or nacked to the server's consumer group.
+    /// It failed: given up on (dead-lettered), or nacked to the server's consumer group, or
+    /// left to the broker to retry or dead-letter.
     Failed,
 }
 
@@ -27,7 +28,8 @@ pub struct Handled<'a> {
     /// How it ended.
     pub outcome: HandledOutcome,
     /// The attempts this covers: on a store, every in-process attempt (0 when the event did not
-    /// decode); on a consumer group, the delivery's attempt number (the server retries).
+    /// decode); on a consumer group or a broker, the delivery's attempt number (the server or
+    /// the broker retries).
     pub attempts: u32,
     /// From the start of the first attempt to the outcome (on a store, the retry delays in
     /// between included).
@@ -35,7 +37,8 @@ pub struct Handled<'a> {
 }
 
 /// Told how each event's handling ended; set with `observer` on
-/// [`HandlerRunner`](super::HandlerRunner) or [`GroupRunner`](super::GroupRunner). A closure
+/// [`HandlerRunner`](super::HandlerRunner), [`GroupRunner`](super::GroupRunner) or
+/// [`TransportRunner`](super::TransportRunner). A closure
 /// `Fn(&Handled<'_>)` is one. It runs on the runner's task, between events: keep it quick.
 pub trait HandlerObserver: Send + Sync + 'static {
     /// One event was handled, or given up on.

@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 pub struct HandlerStats {
     /// Events the handler finished (succeeded on some attempt, or skipped as already done).
     pub handled: u64,
-    /// Failed attempts (each retry, each nack).
+    /// Failed attempts (each retry, each nack, each failed broker delivery).
     pub failed_attempts: u64,
     /// Events given up on: written to the dead-letter stream, kept as dead letters on the bus,
-    /// or parked on the server by this runner.
+    /// parked on the server or dead-lettered on the broker by this runner.
     pub dead_lettered: u64,
     /// The last saved checkpoint (store runner only).
     pub checkpoint: Option<Position>,
@@ -65,6 +65,19 @@ pub enum RunnerError {
         /// The store's error.
         #[source]
         source: StoreError,
+    },
+    /// The broker failed ([`TransportRunner`](super::TransportRunner)): with an error retrying
+    /// cannot fix, or an unavailable broker after its `reconnect` policy gave up. What was
+    /// delivered and not acked is delivered again.
+    #[error(
+        "handler {handler}: {source}; the runner stopped; start it again to continue (what was not acked is delivered again)"
+    )]
+    Transport {
+        /// The handler.
+        handler: String,
+        /// The transport's error.
+        #[source]
+        source: eventfold_transport::TransportError,
     },
     /// The runner ended before what was waited for happened.
     #[error("handler {handler} stopped: {reason}")]

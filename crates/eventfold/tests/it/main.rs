@@ -10,3 +10,4 @@ mod projection;
 mod remote;
 mod saga;
 mod support;
+mod transport;
