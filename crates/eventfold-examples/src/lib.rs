@@ -6,3 +6,4 @@ pub mod championship;
 pub mod orders;
 pub mod registration_saga;
 pub mod store;
+pub mod transport;

@@ -23,7 +23,10 @@ use eventfold::core::{
 use eventfold::{
     BoxError, CheckpointStore, Codec, CodecError, Context, DeadLetter, DeadLetters, DomainEvent,
     Envelope, EventHandler, HandlerRunner, HandlerStats, InMemoryCheckpoints, Permanent,
-    RetryPolicy, RunnerError, RunningHandler, Upcasters, encode_event,
+    RetryPolicy, RunnerError, RunningHandler, TransportRunner, Upcasters, encode_event,
+};
+use eventfold_transport::{
+    ConsumerGroup, SubscribeSettings, Topic, Transport, TransportError, wire,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -453,8 +456,74 @@ impl EventHandler<OrderEvent> for CustomerOrders {
     }
 }
 
-/// The orders application: the service, the three handlers and the read model, each handler
-/// running on the store with its own checkpoint.
+/// Where the email, inventory and analytics handlers read the orders from: the store (each
+/// with its checkpoint there), or a topic on a message broker that a relay fills from the store
+/// (each a consumer group of that topic).
+#[derive(Clone, Debug)]
+pub enum HandlersOn {
+    /// On the store, each handler with its own checkpoint.
+    Store,
+    /// On a broker, each handler a consumer group of the topic.
+    Broker(Broker),
+}
+
+/// A topic on a message broker, and the prefix of the handlers' consumer groups there
+/// (`{prefix}-email`, `{prefix}-inventory`, `{prefix}-analytics`).
+#[derive(Clone)]
+pub struct Broker {
+    /// The broker.
+    pub transport: Arc<dyn Transport>,
+    /// The topic the orders are published to.
+    pub topic: Topic,
+    /// The prefix of the consumer groups' names.
+    pub group_prefix: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("topic", &self.topic)
+            .field("group_prefix", &self.group_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// The consumer group of the handler named `handler`.
+    pub fn group(&self, handler: &str) -> Result<ConsumerGroup, TransportError> {
+        ConsumerGroup::new(format!("{}-{handler}", self.group_prefix))
+    }
+
+    /// Creates the email, inventory and analytics groups (a subscriber opened and closed with
+    /// the settings their runners use with `retry`), so the broker keeps for each everything
+    /// published from now on: a broker that routes to existing groups only (RabbitMQ's queues
+    /// bound to the exchange) drops what is published before a group exists.
+    pub async fn create_groups(&self, retry: &RetryPolicy) -> Result<(), TransportError> {
+        let settings = SubscribeSettings {
+            max_deliveries: retry.max_deliveries(),
+            ..SubscribeSettings::default()
+        };
+        for handler in ["email", "inventory", "analytics"] {
+            self.transport
+                .subscribe(&self.topic, &self.group(handler)?, &settings)
+                .await?
+                .close()
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the inventory handler's dead letters are.
+#[derive(Debug)]
+enum DeadLettersOn {
+    Store(DeadLetters),
+    Broker(Broker),
+}
+
+/// The orders application: the service, the three handlers and the read model. The handlers
+/// run on the store with their own checkpoints, or as consumer groups on a broker
+/// ([`HandlersOn`]); the in-memory read model always follows the store.
 #[derive(Debug)]
 pub struct Orders {
     /// Places orders.
@@ -467,8 +536,11 @@ pub struct Orders {
     pub analytics: Arc<AnalyticsHandler>,
     /// The customer read model.
     pub customer_orders: Arc<CustomerOrders>,
-    dead_letters: DeadLetters,
+    dead_letters: DeadLettersOn,
+    /// The runners with a checkpoint in the store.
     running: Vec<RunningHandler>,
+    /// The runners that are consumer groups on a broker (no checkpoint of their own).
+    brokered: Vec<RunningHandler>,
 }
 
 impl Orders {
@@ -479,6 +551,40 @@ impl Orders {
         store: Arc<dyn EventStore>,
         checkpoints: Arc<dyn CheckpointStore>,
         retry: RetryPolicy,
+    ) -> Orders {
+        Orders::launch(store, checkpoints, retry, None)
+    }
+
+    /// Starts the handlers as `on` says: on `store` (with their checkpoints in `checkpoints`),
+    /// or as consumer groups of a broker's topic (`checkpoints` unused; the broker keeps their
+    /// places and `retry` is its backoff and deliveries, after which it dead-letters). The
+    /// service appends to `store` and the read model follows it either way. An error only when
+    /// a consumer group's name is not valid.
+    pub fn start_on(
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        retry: RetryPolicy,
+        on: &HandlersOn,
+    ) -> Result<Orders, TransportError> {
+        let broker = match on {
+            HandlersOn::Store => None,
+            HandlersOn::Broker(broker) => Some((
+                broker,
+                [
+                    broker.group("email")?,
+                    broker.group("inventory")?,
+                    broker.group("analytics")?,
+                ],
+            )),
+        };
+        Ok(Orders::launch(store, checkpoints, retry, broker))
+    }
+
+    fn launch(
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        retry: RetryPolicy,
+        broker: Option<(&Broker, [ConsumerGroup; 3])>,
     ) -> Orders {
         let email = Arc::new(EmailHandler::default());
         let inventory = Arc::new(InventoryHandler::new(store.clone()));
@@ -491,27 +597,52 @@ impl Orders {
                 .retry(retry.clone())
                 .spawn()
         };
-        let running = vec![
-            run(email.clone(), checkpoints.clone()),
-            run(inventory.clone(), checkpoints.clone()),
-            run(analytics.clone(), checkpoints),
-            run(
-                customer_orders.clone(),
-                Arc::new(InMemoryCheckpoints::new()),
-            ),
-        ];
+        let handlers: [Arc<dyn EventHandler<OrderEvent>>; 3] =
+            [email.clone(), inventory.clone(), analytics.clone()];
+        let mut running = Vec::new();
+        let mut brokered = Vec::new();
+        let dead_letters = match broker {
+            None => {
+                for handler in handlers {
+                    running.push(run(handler, checkpoints.clone()));
+                }
+                DeadLettersOn::Store(DeadLetters::new(store.clone()))
+            }
+            Some((broker, groups)) => {
+                for (handler, group) in handlers.into_iter().zip(groups) {
+                    brokered.push(
+                        TransportRunner::new(
+                            broker.transport.clone(),
+                            broker.topic.clone(),
+                            group,
+                            handler,
+                        )
+                        .upcasters(upcasters())
+                        .retry(retry.clone())
+                        .spawn(),
+                    );
+                }
+                DeadLettersOn::Broker(broker.clone())
+            }
+        };
+        running.push(run(
+            customer_orders.clone(),
+            Arc::new(InMemoryCheckpoints::new()),
+        ));
         Orders {
-            service: OrderService::new(store.clone()),
+            service: OrderService::new(store),
             email,
             inventory,
             analytics,
             customer_orders,
-            dead_letters: DeadLetters::new(store),
+            dead_letters,
             running,
+            brokered,
         }
     }
 
-    /// Waits until every handler finished everything up to `position`.
+    /// Waits until every handler on the store finished everything up to `position` (for
+    /// handlers on a broker, [`Orders::caught_up_to`]).
     pub async fn caught_up(&mut self, position: Position) -> Result<(), RunnerError> {
         for r in &mut self.running {
             r.wait_for_checkpoint(position).await?;
@@ -519,22 +650,59 @@ impl Orders {
         Ok(())
     }
 
+    /// Waits until every handler finished everything up to `position`, the position of the
+    /// `orders`-th order event: the runners on the store by their checkpoints, those on a
+    /// broker by the events they handled or dead-lettered.
+    pub async fn caught_up_to(
+        &mut self,
+        position: Position,
+        orders: u64,
+    ) -> Result<(), RunnerError> {
+        for r in &mut self.brokered {
+            r.wait_until(|s| s.handled + s.dead_lettered >= orders)
+                .await?;
+        }
+        self.caught_up(position).await
+    }
+
     /// What each handler did, by name.
     pub fn stats(&self) -> Vec<(String, HandlerStats)> {
-        self.running
+        self.brokered
             .iter()
+            .chain(&self.running)
             .map(|r| (r.name().to_owned(), r.stats()))
             .collect()
     }
 
-    /// The orders the inventory handler gave up on.
-    pub async fn inventory_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead_letters.list(self.inventory.name()).await
+    /// The orders the inventory handler gave up on (at most 100 from a broker).
+    pub async fn inventory_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
+        match &self.dead_letters {
+            DeadLettersOn::Store(d) => Ok(d.list(self.inventory.name()).await?),
+            DeadLettersOn::Broker(broker) => {
+                let group = broker.group(self.inventory.name())?;
+                let letters = broker
+                    .transport
+                    .dead_letters(&broker.topic, &group, 100)
+                    .await?;
+                letters
+                    .into_iter()
+                    .map(|l| {
+                        Ok(DeadLetter {
+                            handler: self.inventory.name().to_owned(),
+                            original: wire::decode(&l.message)?,
+                            error: l.reason,
+                            attempts: l.attempts,
+                            position: None,
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
-    /// Stops every handler (each saves its checkpoint).
+    /// Stops every handler (each on the store saves its checkpoint).
     pub async fn stop(self) -> Result<(), RunnerError> {
-        for r in self.running {
+        for r in self.brokered.into_iter().chain(self.running) {
             r.stop().await?;
         }
         Ok(())

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use eventfold::core::{EventStore, ExpectedRevision, StreamName};
+use eventfold::core::{EventFilter, EventStore, ExpectedRevision, StreamName};
 use eventfold::{Context, DeadLetter, HandlerStats, RetryPolicy, StoreCheckpoints};
 
+use eventfold_relay::{Relay, RelayConfig, RelayName};
+
 use super::{
-    Analytics, Email, OrderLine, OrderPlaced, OrderPlacedV1, OrderSummary, Orders, POISON_SKU,
-    legacy_v1_event,
+    Analytics, Email, HandlersOn, OrderLine, OrderPlaced, OrderPlacedV1, OrderSummary, Orders,
+    POISON_SKU, legacy_v1_event,
 };
 
 /// What the demo showed.
@@ -52,6 +54,19 @@ fn cents(c: u64) -> String {
 /// the report to `out`. Its handlers keep their checkpoints in `store` and are stopped before
 /// it returns.
 pub async fn run(store: Arc<dyn EventStore>, out: &mut dyn Write) -> anyhow::Result<DemoOutcome> {
+    run_on(store, &HandlersOn::Store, out).await
+}
+
+/// Runs the demo on `store` with the email, inventory and analytics handlers where `on` says.
+/// On a broker, a relay (`relay-checkpoint-{group prefix}` in `store`) publishes the orders'
+/// events (category `order`) to the topic while the demo runs; each handler is a consumer
+/// group of it, and the inventory's dead letters are the broker's. The outcome is the same as
+/// on the store (the dead letters have no position in the store).
+pub async fn run_on(
+    store: Arc<dyn EventStore>,
+    on: &HandlersOn,
+    out: &mut dyn Write,
+) -> anyhow::Result<DemoOutcome> {
     // An order the first release wrote: `order.placed` schema version 1, item ids only. Every
     // handler reads it through the upcaster as version 2 (one unit of each, no price known).
     let legacy = OrderPlacedV1 {
@@ -78,11 +93,40 @@ pub async fn run(store: Arc<dyn EventStore>, out: &mut dyn Write) -> anyhow::Res
     // The handlers start after it and read it from the start like any other order. Quick
     // retries so the example ends fast: 3 attempts, 10 ms then 20 ms.
     let retry = RetryPolicy::new(3).initial_delay(Duration::from_millis(10));
-    let mut orders = Orders::start(
+    let relay = match on {
+        HandlersOn::Store => None,
+        HandlersOn::Broker(broker) => {
+            broker.create_groups(&retry).await.context(
+                "create the handlers' consumer groups on the broker given with --transport",
+            )?;
+            let config = RelayConfig::new(
+                RelayName::new(broker.group_prefix.clone())?,
+                broker.topic.clone(),
+            )
+            .filter(EventFilter {
+                category: Some("order".into()),
+                ..EventFilter::default()
+            });
+            let relay = Relay::new(store.clone(), broker.transport.clone(), config)?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(relay.run(async move {
+                let _ = stopped.await;
+            }));
+            writeln!(
+                out,
+                "relaying the orders to topic {} (consumer groups {}-*)",
+                broker.topic.as_str(),
+                broker.group_prefix
+            )?;
+            Some((stop, task))
+        }
+    };
+    let mut orders = Orders::start_on(
         store.clone(),
         Arc::new(StoreCheckpoints::new(store.clone())),
         retry,
-    );
+        on,
+    )?;
 
     let placed = [
         ("o-1001", "ann", vec![line("BOOK-1", 2, 1250)]),
@@ -111,7 +155,8 @@ pub async fn run(store: Arc<dyn EventStore>, out: &mut dyn Write) -> anyhow::Res
     }
     let last = last.context("no order was placed")?;
 
-    tokio::time::timeout(Duration::from_secs(30), orders.caught_up(last))
+    // Five order events: o-0999 and the four above.
+    tokio::time::timeout(Duration::from_secs(30), orders.caught_up_to(last, 5))
         .await
         .context("the handlers did not catch up within 30 s")??;
 
@@ -124,6 +169,10 @@ pub async fn run(store: Arc<dyn EventStore>, out: &mut dyn Write) -> anyhow::Res
         stats: orders.stats(),
     };
     orders.stop().await?;
+    if let Some((stop, task)) = relay {
+        let _ = stop.send(());
+        task.await.context("the relay's task failed")??;
+    }
 
     writeln!(out, "\nwhat each handler did:")?;
     for (name, s) in &outcome.stats {
@@ -157,10 +206,17 @@ pub async fn run(store: Arc<dyn EventStore>, out: &mut dyn Write) -> anyhow::Res
             o.units
         )?;
     }
-    writeln!(
-        out,
-        "\ndead-lettered by inventory (stream deadletter-inventory):"
-    )?;
+    match on {
+        HandlersOn::Store => writeln!(
+            out,
+            "\ndead-lettered by inventory (stream deadletter-inventory):"
+        )?,
+        HandlersOn::Broker(broker) => writeln!(
+            out,
+            "\ndead-lettered by inventory (dead letters of group {}-inventory on the broker):",
+            broker.group_prefix
+        )?,
+    }
     for letter in &outcome.dead_letters {
         writeln!(
             out,

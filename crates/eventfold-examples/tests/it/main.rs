@@ -6,3 +6,4 @@ mod orders;
 mod postgres;
 mod registration_saga;
 mod support;
+mod transport;

@@ -15,7 +15,7 @@ use crate::support::{read, temp_store};
 
 /// The parts of an outcome that do not depend on the store (no ids, times or positions).
 #[allow(clippy::type_complexity)]
-fn comparable(
+pub(crate) fn comparable(
     o: &DemoOutcome,
 ) -> (
     Vec<(String, String)>,
