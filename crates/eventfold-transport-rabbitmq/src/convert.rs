@@ -216,40 +216,9 @@ pub fn unavailable(url: &str, action: &str, detail: &str) -> TransportError {
     }
 }
 
-/// `url` without its password: `amqp://user:secret@host:5672/%2f` → `amqp://user@host:5672/%2f`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if user.is_empty() {
-                format!("{scheme}://{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://:secret@host"), "amqp://host");
-        assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact("nonsense"), "nonsense");
-    }
 
     #[test]
     fn a_message_goes_and_comes_back_with_its_key_and_without_control_headers() {

@@ -439,7 +439,7 @@ impl RabbitTransport {
         url: &str,
         options: RabbitOptions,
     ) -> TransportResult<RabbitTransport> {
-        let shown = convert::redact(url);
+        let shown = eventfold_transport::redact_url(url);
         if !url.starts_with("amqp://") {
             return Err(TransportError::Invalid(format!(
                 "{shown:?} is not a RabbitMQ URL this build can use; use \

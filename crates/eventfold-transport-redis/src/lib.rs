@@ -59,7 +59,7 @@ impl RedisTransport {
     /// [`TransportError::Unavailable`] naming the URL without its password; each subscriber
     /// opens a connection of its own to the same URL.
     pub async fn connect(url: &str) -> TransportResult<RedisTransport> {
-        let shown = conn::redact(url);
+        let shown = eventfold_transport::redact_url(url);
         let client = redis::Client::open(url).map_err(|_| {
             TransportError::Invalid(format!(
                 "{shown:?} is not a Redis URL this build can use; use \

@@ -288,6 +288,27 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
+/// A broker URL without its password, for messages: `amqp://user:secret@host:5672/%2f` →
+/// `amqp://user@host:5672/%2f`, `redis://:secret@host:6379` → `redis://host:6379`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if user.is_empty() {
+                format!("{scheme}://{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Publishes events in order (encoded by [`wire::encode`]).
 pub async fn publish_events(
     transport: &dyn Transport,
@@ -488,5 +509,28 @@ mod tests {
                 .to_string()
                 .contains("max_deliveries")
         );
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:secret@host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("rediss://a:b:c@h/1?x=y"), "rediss://a@h/1?x=y");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert!(!redact_url("redis://u:p%40ss@h:1").contains("p%40ss"));
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://:secret@host"), "amqp://host");
+        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 }
