@@ -19,6 +19,41 @@ pub(crate) async fn append(c: &reqwest::Client, u: &str, stream: &str, n: usize)
     }
 }
 
+/// Pulls for `consumer` until `n` deliveries have come (a pull answers as soon as anything is
+/// ready, so under load the group's reader may hand out fewer than `n` at first), and returns
+/// them as one `{"deliveries": [...]}` answer. Panics when they do not all come within 10 s.
+pub(crate) async fn pull_n(
+    c: &reqwest::Client,
+    u: &str,
+    group: &str,
+    consumer: &str,
+    n: usize,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut all: Vec<Value> = Vec::new();
+    while all.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} deliveries came: {all:?}",
+            all.len()
+        );
+        let (st, ds) = send(
+            c.post(format!("{u}/subscriptions/{group}/pull"))
+                .json(&json!({"consumer": consumer, "max": n - all.len(), "wait_ms": 2000})),
+        )
+        .await;
+        assert_eq!(st, 200, "{ds}");
+        all.extend(
+            ds["deliveries"]
+                .as_array()
+                .expect("deliveries")
+                .iter()
+                .cloned(),
+        );
+    }
+    json!({ "deliveries": all })
+}
+
 pub(crate) fn ids(deliveries: &Value) -> Vec<String> {
     deliveries["deliveries"]
         .as_array()
@@ -73,12 +108,7 @@ async fn every_group_endpoint_over_http() {
     assert_eq!(st, 200);
     assert_eq!(list["subscriptions"][0]["group"], "g");
 
-    let (st, ds) = send(
-        c.post(format!("{u}/subscriptions/g/pull"))
-            .json(&json!({"consumer": "c1", "max": 4, "wait_ms": 2000})),
-    )
-    .await;
-    assert_eq!(st, 200);
+    let ds = pull_n(&c, &u, "g", "c1", 4).await;
     let got = ids(&ds);
     assert_eq!(got.len(), 4);
     assert_eq!(ds["deliveries"][0]["attempt"], 1);

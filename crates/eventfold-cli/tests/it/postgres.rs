@@ -78,12 +78,7 @@ async fn serve_on_postgres_appends_reads_and_runs_consumer_groups() {
     let cfg = json!({"filter": {"category": "order"}, "start": "start", "ack_timeout_ms": 20000});
     let (st, info) = send(c.put(format!("{u}/subscriptions/g")).json(&cfg)).await;
     assert_eq!(st, 201, "{info}");
-    let (st, ds) = send(
-        c.post(format!("{u}/subscriptions/g/pull"))
-            .json(&json!({"consumer": "c1", "max": 10, "wait_ms": 5000})),
-    )
-    .await;
-    assert_eq!(st, 200, "{ds}");
+    let ds = crate::groups::pull_n(&c, &u, "g", "c1", 2).await;
     let deliveries = ds["deliveries"].as_array().expect("deliveries");
     let positions: Vec<u64> = deliveries
         .iter()
@@ -104,6 +99,16 @@ async fn serve_on_postgres_appends_reads_and_runs_consumer_groups() {
     let (st, info) = send(c.get(format!("{u}/subscriptions/g"))).await;
     assert_eq!(st, 200, "{info}");
     assert_eq!(info["acked_total"].as_u64(), Some(2), "{info}");
+    let (st, more) = send(
+        c.post(format!("{u}/subscriptions/g/pull"))
+            .json(&json!({"consumer": "c1", "max": 10, "wait_ms": 300})),
+    )
+    .await;
+    assert_eq!(
+        (st, more["deliveries"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "the user event is not the group's: {more}"
+    );
 
     // The groups' state is in its own schema: the user's `$all` still holds their 3 events.
     let (_, all) = send(c.get(format!("{u}/all"))).await;
