@@ -501,6 +501,11 @@ impl Broker {
     pub async fn create_groups(&self, retry: &RetryPolicy) -> Result<(), TransportError> {
         let settings = SubscribeSettings {
             max_deliveries: retry.max_deliveries(),
+            // These subscribers take no delivery; a short ack timeout is a short Kafka
+            // session, which a coordinator may wait out after they leave before the
+            // handlers' own members join (librdkafka's mock cluster waits the session
+            // timeout less a second after any member leaves).
+            ack_timeout: std::time::Duration::from_secs(6),
             ..SubscribeSettings::default()
         };
         for handler in ["email", "inventory", "analytics"] {

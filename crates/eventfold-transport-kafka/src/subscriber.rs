@@ -29,6 +29,9 @@ pub const SESSION_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 
 type Tp = (String, i32);
 
+/// How long `close` waits for a pending join to complete before it leaves anyway.
+const CLOSE_JOIN_WAIT: Duration = Duration::from_secs(10);
+
 /// How long one poll of the consumer blocks: also how soon a dropped subscriber's thread ends.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -63,6 +66,9 @@ struct State {
     buffered: usize,
     /// Round-robin start, so no partition starves the others.
     cursor: usize,
+    /// The group coordinator has given this member an assignment (possibly empty): it is a
+    /// member, and leaving sends a `LeaveGroup` the coordinator can match.
+    joined: bool,
 }
 
 struct Shared {
@@ -91,6 +97,7 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut st = self.shared.state.lock().expect("lock");
+            st.joined = true;
             for e in tpl.elements() {
                 st.next_epoch += 1;
                 let epoch = st.next_epoch;
@@ -396,6 +403,18 @@ impl Subscriber for KafkaSubscriber {
     }
 
     async fn close(mut self: Box<Self>) -> TransportResult<()> {
+        // A member closed while its JoinGroup is still pending leaves without a member id
+        // (librdkafka logs "has joined=false" and sends no LeaveGroup): the coordinator keeps
+        // it until its session times out, and the group's next rebalance waits for it. A
+        // subscribe-then-close (how a group is created before anything is published) does
+        // exactly that. So wait, bounded, until this member has joined, then leave.
+        let deadline = Instant::now() + CLOSE_JOIN_WAIT;
+        while !self.shared.state.lock().expect("lock").joined
+            && Instant::now() < deadline
+            && self.poller.as_ref().is_some_and(|p| !p.is_finished())
+        {
+            let _ = tokio::time::timeout(POLL_INTERVAL, self.shared.wake.notified()).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         let poller = self.poller.take();
         let consumer = self.consumer.clone();
