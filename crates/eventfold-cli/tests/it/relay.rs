@@ -835,3 +835,54 @@ async fn a_broker_down_mid_run_is_retried_and_the_relay_resumes() {
         out.stderr
     );
 }
+
+/// A relay from PostgreSQL (`--store`) keeps its checkpoint in that database, beside the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_from_postgres_publishes_and_checkpoints_in_the_database() {
+    let Some(t) = broker(REDIS).await else { return };
+    let Some(db) = eventfold_store_postgres::testing::TestDb::create().await else {
+        return;
+    };
+    let url = db.url();
+    let store = eventfold_store_postgres::PostgresStore::connect(
+        &url,
+        eventfold_store_postgres::PostgresOptions {
+            schema: "eventfold".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the PostgreSQL store");
+    let events = (0..12)
+        .map(|i| {
+            NewEvent::json(
+                EventType::new("invoice.issued").expect("type"),
+                &serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    store
+        .append(
+            &StreamName::new("invoice-9").expect("stream"),
+            ExpectedRevision::Any,
+            events,
+        )
+        .await
+        .expect("append");
+    let topic = unique("pg");
+    let _keys = RedisKeys(topic.clone());
+    let relay = RelayProc::start(&["--to", REDIS, "--topic", &topic, "--store", &url]);
+    let mut sub = consumer(&t, &topic).await;
+    let got = receive(&mut *sub, 12).await;
+    assert_eq!(
+        got.iter().map(|e| e.revision.0).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<u64>>()
+    );
+    let out = relay.stop("TERM");
+    assert_eq!(out.status, 0, "{out:?}");
+    let name = eventfold_relay::RelayName::new(format!("redis-{topic}")).expect("a name");
+    let checkpoint = eventfold_relay::read_checkpoint(&store, &name)
+        .await
+        .expect("the checkpoint");
+    assert_eq!(checkpoint.map(|p| p.0), Some(12));
+}
