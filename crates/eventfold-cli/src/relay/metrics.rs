@@ -57,66 +57,70 @@ impl RelayMetrics {
             (Cow::Borrowed("topic"), Cow::Owned(topic.to_string())),
         ];
         let mut registry = Registry::with_labels(labels.into_iter());
-        let m = RelayMetrics {
-            registry: Arc::new(Registry::default()),
-            events: Counter::default(),
-            batches: Counter::default(),
-            broker_errors: Counter::default(),
-            retries: Counter::default(),
-            checkpoint: Gauge::default(),
-            next_position: Gauge::default(),
-            lag: Gauge::default(),
-            state: Family::default(),
-        };
+        let (events, batches, broker_errors, retries) = (
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+        );
+        let (checkpoint, next_position, lag) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let state = Family::<StateLabel, Gauge>::default();
         registry.register(
             "eventfold_relay_events_published",
             "Events the broker confirmed since the relay started (events published again after a restart included)",
-            m.events.clone(),
+            events.clone(),
         );
         registry.register(
             "eventfold_relay_batches_published",
             "Publishes (batches of events) the broker confirmed since the relay started",
-            m.batches.clone(),
+            batches.clone(),
         );
         registry.register(
             "eventfold_relay_broker_errors",
             "Publishes the broker failed or refused, each attempt counted",
-            m.broker_errors.clone(),
+            broker_errors.clone(),
         );
         registry.register(
             "eventfold_relay_retries",
             "Backoff delays waited after a broker or store failure",
-            m.retries.clone(),
+            retries.clone(),
         );
         registry.register(
             "eventfold_relay_checkpoint_position",
             "The relay's last checkpoint: the next $all position it publishes after a restart (0 before the first)",
-            m.checkpoint.clone(),
+            checkpoint.clone(),
         );
         registry.register(
             "eventfold_relay_next_position",
             "The next $all position the relay reads",
-            m.next_position.clone(),
+            next_position.clone(),
         );
         registry.register(
             "eventfold_relay_lag",
             "$all positions between the next one the relay reads and the log's end (all events, filtered out or not), measured at most every second",
-            m.lag.clone(),
+            lag.clone(),
         );
         registry.register(
             "eventfold_relay_state",
             "1 for the relay's current state (starting, running, retrying, stopped, failed), 0 for the others",
-            m.state.clone(),
+            state.clone(),
         );
         for s in STATES {
-            m.state.get_or_create(&StateLabel { state: s }).set(0);
+            state
+                .get_or_create(&StateLabel { state: s })
+                .set(i64::from(s == "starting"));
         }
-        m.state
-            .get_or_create(&StateLabel { state: "starting" })
-            .set(1);
         RelayMetrics {
             registry: Arc::new(registry),
-            ..m
+            events,
+            batches,
+            broker_errors,
+            retries,
+            checkpoint,
+            next_position,
+            lag,
+            state,
         }
     }
 
