@@ -1,6 +1,7 @@
 //! `eventfold`: the server and the tools around it.
 
 mod client_cmd;
+mod relay;
 mod serve;
 mod verify;
 
@@ -33,6 +34,10 @@ enum Command {
         /// The data directory.
         dir: PathBuf,
     },
+    /// Publish a store's events to a message broker (Redis, RabbitMQ, Kafka, NATS) until
+    /// stopped, resuming from its checkpoint.
+    #[command(long_about = relay::LONG_ABOUT, after_help = relay::EXIT_STATUS_HELP)]
+    Relay(relay::RelayArgs),
     /// The client commands (append, read, tail, info, delete, export, import).
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Relay(args) => relay::run(args),
         Command::Client(command) => client_cmd::run(command),
         Command::Verify { dir } => verify::run(&dir),
     }

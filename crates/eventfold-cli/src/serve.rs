@@ -14,7 +14,7 @@ use eventfold_server::{AppState, ServerLimits};
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 
 /// The PostgreSQL schema holding the user's events.
-const PG_EVENTS_SCHEMA: &str = "eventfold";
+pub(crate) const PG_EVENTS_SCHEMA: &str = "eventfold";
 /// The PostgreSQL schema holding the consumer groups' state, beside the events.
 const PG_GROUPS_SCHEMA: &str = "eventfold_groups";
 /// How long the start waits for PostgreSQL before giving up.
@@ -330,7 +330,8 @@ fn store_choice(
 /// Catches SIGINT and SIGTERM from this call on (the handlers are installed here, not when the
 /// future is first polled, so a signal sent as soon as the "listening" line is out is not
 /// lost); the future resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal()
+-> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -535,7 +536,10 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
 
 /// Connects a PostgreSQL store on `url`; the error names the URL without its password and
 /// what to check.
-async fn connect_postgres(url: &str, options: PostgresOptions) -> anyhow::Result<PostgresStore> {
+pub(crate) async fn connect_postgres(
+    url: &str,
+    options: PostgresOptions,
+) -> anyhow::Result<PostgresStore> {
     let shown = redact_url(url);
     let schema = options.schema.clone();
     let what = || {

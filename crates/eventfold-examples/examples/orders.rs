@@ -31,20 +31,19 @@ use eventfold_engine::{Engine, EngineOptions};
 use eventfold_examples::orders::demo;
 use eventfold_examples::orders::{Broker, HandlersOn};
 use eventfold_examples::store::{StoreArg, open_postgres};
-use eventfold_examples::transport::TransportArg;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (args, transport) = TransportArg::split(std::env::args().skip(1))?;
+    let (args, transport) = eventfold_examples::transport::split(std::env::args().skip(1))?;
     let on = match transport {
         None => HandlersOn::Store,
-        Some(arg) => {
+        Some(url) => {
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let name = format!("orders-{}-{secs}", std::process::id());
             HandlersOn::Broker(Broker {
-                transport: arg.connect().await?,
+                transport: url.connect().await?,
                 topic: Topic::new(name.clone())?,
                 group_prefix: name,
             })

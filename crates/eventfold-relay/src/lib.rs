@@ -17,8 +17,12 @@
 //!   batch), logged once per streak of failures; any other error stops the relay with it.
 //! - **Its own events are never relayed.** Checkpoint events (type [`CHECKPOINT_EVENT_TYPE`] in
 //!   a stream starting with [`CHECKPOINT_STREAM_PREFIX`], of any relay) are skipped.
+//! - **A clean stop.** The shutdown future given to [`Relay::run`] is heeded while waiting for
+//!   events and during backoff delays, never between a publish and its checkpoint, so a clean
+//!   stop republishes nothing.
 //! - **Progress.** [`Relay::progress`] is a `watch` of [`RelayProgress`]: state, events and
-//!   batches published, the next position, the last checkpoint, the lag behind the log's end.
+//!   batches published, broker errors and backoff delays, the next position, the last
+//!   checkpoint, the lag behind the log's end.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use eventfold_core::{
     SubscribeFrom,
 };
 use eventfold_transport::{Message, Topic, Transport, TransportError, wire};
+use futures::future::Shared;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -265,6 +270,10 @@ pub struct RelayProgress {
     pub published: u64,
     /// Publishes the broker confirmed since this relay started.
     pub batches: u64,
+    /// Publishes the broker failed or refused since this relay started (each attempt).
+    pub broker_errors: u64,
+    /// Backoff delays waited since this relay started, after a broker or store failure.
+    pub retries: u64,
     /// The next `$all` position it will publish from.
     pub next_position: Position,
     /// The last checkpoint written (or read at start).
@@ -342,6 +351,20 @@ enum Failure {
     Store(&'static str, StoreError),
     Transport(TransportError),
     Ended,
+}
+
+/// Why the work loop ended without finishing (it never finishes otherwise).
+enum Halt {
+    /// The shutdown signal came.
+    Stopped,
+    /// An error that stops the relay.
+    Failed(RelayError),
+}
+
+impl From<RelayError> for Halt {
+    fn from(e: RelayError) -> Halt {
+        Halt::Failed(e)
+    }
 }
 
 /// Consecutive failures, so a streak is logged once.
@@ -465,14 +488,18 @@ impl Relay {
         &self.checkpoint_stream
     }
 
-    /// Relays until `shutdown` completes (`Ok`) or a non-retryable error (`Err`). Stopping at
-    /// any moment loses nothing: what was published after the last checkpoint is published
-    /// again by the next run.
+    /// Relays until `shutdown` completes (`Ok`) or a non-retryable error (`Err`).
+    ///
+    /// `shutdown` is heeded between batches and during backoff delays: a batch whose publish
+    /// has started is published and checkpointed before `run` returns (each broker call is
+    /// bounded by its adapter's timeouts), so a clean stop republishes nothing. Stopping at any
+    /// other moment (a crash, or dropping the future) loses nothing either: what was published
+    /// after the last checkpoint is published again by the next run.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RelayError> {
-        let result = tokio::select! {
-            biased;
-            () = shutdown => Ok(()),
-            r = self.work() => r,
+        let shutdown = shutdown.shared();
+        let result = match self.work(shutdown).await {
+            Ok(()) | Err(Halt::Stopped) => Ok(()),
+            Err(Halt::Failed(e)) => Err(e),
         };
         self.progress.send_modify(|p| {
             p.state = match &result {
@@ -480,23 +507,36 @@ impl Relay {
                 Err(e) => RelayState::Failed(e.to_string()),
             }
         });
+        if result.is_ok() {
+            tracing::info!(relay = %self.config.name, "relay stopped");
+        }
         result
     }
 
-    async fn work(&self) -> Result<(), RelayError> {
+    async fn work<S>(&self, shutdown: Shared<S>) -> Result<(), Halt>
+    where
+        S: Future<Output = ()>,
+    {
         let mut streak = Streak::default();
         let mut next = loop {
-            match self.start().await {
+            let started = tokio::select! {
+                biased;
+                () = shutdown.clone() => return Err(Halt::Stopped),
+                r = self.start() => r,
+            };
+            match started {
                 Ok(p) => break p,
                 Err(RelayError::Store { doing, error }) if is_transient(&error) => {
-                    self.failed(&mut streak, Failure::Store(doing, error))
+                    self.failed(&mut streak, Failure::Store(doing, error), &shutdown)
                         .await?
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(Halt::Failed(e)),
             }
         };
         self.recovered(&mut streak);
         let mut lag_at: Option<Instant> = None;
+        // The next position the lag was last measured at.
+        let mut lag_for: Option<Position> = None;
         loop {
             let mut reader = Reader {
                 sub: self
@@ -505,20 +545,33 @@ impl Relay {
                 held: None,
             };
             loop {
-                let batch = match reader
-                    .batch(self.config.batch_events_max, self.config.batch_bytes_max)
-                    .await
-                {
+                // Waiting for events: the lag is measured once more after a quiet
+                // LAG_INTERVAL, so an idle relay does not keep showing the lag of its last
+                // busy moment. (`batch` is cancel-safe: it awaits only the first event.)
+                let read = loop {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.clone() => return Err(Halt::Stopped),
+                        r = reader.batch(self.config.batch_events_max, self.config.batch_bytes_max) => break r,
+                        () = tokio::time::sleep(LAG_INTERVAL), if lag_for != Some(next) => {
+                            lag_at = Some(Instant::now());
+                            lag_for = Some(next);
+                            self.measure_lag(next).await;
+                        }
+                    }
+                };
+                let batch = match read {
                     Ok(b) => b,
                     Err(f) => {
-                        self.failed(&mut streak, f).await?;
+                        self.failed(&mut streak, f, &shutdown).await?;
                         break;
                     }
                 };
                 let after = Position(batch.last.0.saturating_add(1));
                 if !batch.messages.is_empty() {
-                    self.publish(&mut streak, &batch.messages).await?;
-                    self.write_checkpoint(&mut streak, after).await?;
+                    self.publish(&mut streak, &batch.messages, &shutdown)
+                        .await?;
+                    self.write_checkpoint(&mut streak, after, &shutdown).await?;
                     let n = batch.messages.len() as u64;
                     self.progress.send_modify(|p| {
                         p.published += n;
@@ -533,6 +586,7 @@ impl Relay {
                 });
                 if lag_at.is_none_or(|t| t.elapsed() >= LAG_INTERVAL) {
                     lag_at = Some(Instant::now());
+                    lag_for = Some(next);
                     self.measure_lag(next).await;
                 }
             }
@@ -574,23 +628,32 @@ impl Relay {
         Ok(next)
     }
 
-    async fn publish(&self, streak: &mut Streak, messages: &[Message]) -> Result<(), RelayError> {
+    async fn publish<S: Future<Output = ()>>(
+        &self,
+        streak: &mut Streak,
+        messages: &[Message],
+        shutdown: &Shared<S>,
+    ) -> Result<(), Halt> {
         loop {
             match self.transport.publish(&self.config.topic, messages).await {
                 Ok(()) => {
                     self.recovered(streak);
                     return Ok(());
                 }
-                Err(e) => self.failed(streak, Failure::Transport(e)).await?,
+                Err(e) => {
+                    self.progress.send_modify(|p| p.broker_errors += 1);
+                    self.failed(streak, Failure::Transport(e), shutdown).await?
+                }
             }
         }
     }
 
-    async fn write_checkpoint(
+    async fn write_checkpoint<S: Future<Output = ()>>(
         &self,
         streak: &mut Streak,
         next: Position,
-    ) -> Result<(), RelayError> {
+        shutdown: &Shared<S>,
+    ) -> Result<(), Halt> {
         let event = NewEvent::json(
             EventType::new(CHECKPOINT_EVENT_TYPE).expect("a valid event type"),
             &serde_json::json!({ "position": next.0 }),
@@ -613,8 +676,12 @@ impl Relay {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.failed(streak, Failure::Store("writing its checkpoint", e))
-                        .await?
+                    self.failed(
+                        streak,
+                        Failure::Store("writing its checkpoint", e),
+                        shutdown,
+                    )
+                    .await?
                 }
             }
         }
@@ -631,24 +698,33 @@ impl Relay {
 
     /// Decides about a failure: `Ok` after the backoff delay when it is retryable, `Err` when
     /// it stops the relay.
-    async fn failed(&self, streak: &mut Streak, failure: Failure) -> Result<(), RelayError> {
+    ///
+    /// A shutdown during the delay stops the relay (`Halt::Stopped`).
+    async fn failed<S: Future<Output = ()>>(
+        &self,
+        streak: &mut Streak,
+        failure: Failure,
+        shutdown: &Shared<S>,
+    ) -> Result<(), Halt> {
         let message = match failure {
             Failure::Store(doing, error) if is_transient(&error) => {
                 format!("the store failed while {doing}: {error}")
             }
-            Failure::Store(doing, error) => return Err(RelayError::Store { doing, error }),
+            Failure::Store(doing, error) => {
+                return Err(Halt::Failed(RelayError::Store { doing, error }));
+            }
             Failure::Transport(e) if e.is_retryable() => format!("publishing failed: {e}"),
-            Failure::Transport(e) => return Err(RelayError::Transport(e)),
+            Failure::Transport(e) => return Err(Halt::Failed(RelayError::Transport(e))),
             Failure::Ended => "the $all subscription ended".to_owned(),
         };
         streak.attempts = streak.attempts.saturating_add(1);
         if let Some(max) = self.config.retry.max_attempts
             && streak.attempts >= max
         {
-            return Err(RelayError::GaveUp {
+            return Err(Halt::Failed(RelayError::GaveUp {
                 attempts: streak.attempts,
                 last: message,
-            });
+            }));
         }
         if streak.attempts == 1 {
             tracing::warn!(
@@ -657,13 +733,17 @@ impl Relay {
             );
         }
         self.progress.send_modify(|p| {
+            p.retries += 1;
             p.state = RelayState::Retrying {
                 attempts: streak.attempts,
                 error: message.clone(),
             }
         });
-        tokio::time::sleep(self.config.retry.delay(streak.attempts)).await;
-        Ok(())
+        tokio::select! {
+            biased;
+            () = shutdown.clone() => Err(Halt::Stopped),
+            () = tokio::time::sleep(self.config.retry.delay(streak.attempts)) => Ok(()),
+        }
     }
 
     fn recovered(&self, streak: &mut Streak) {

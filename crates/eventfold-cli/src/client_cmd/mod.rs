@@ -139,30 +139,42 @@ pub(crate) struct Conn {
 impl ConnArgs {
     /// The client for `--server` / `--token`. A URL without a scheme gets `http://`.
     pub(crate) fn connect(&self) -> Result<Conn, CliError> {
-        let server = if self.server.contains("://") {
-            self.server.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{}", self.server.trim_end_matches('/'))
-        };
-        let mut client = Client::new(&server, self.token.clone()).map_err(|e| {
-            CliError::usage(format!(
-                "{e} (the server's URL comes from --server or EVENTFOLD_SERVER)"
-            ))
-        })?;
-        if let Some(path) = &self.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
-                CliError::usage(format!("cannot read --ca-cert {}: {e}", path.display()))
-            })?;
-            client = client
-                .with_root_certificate(&pem)
-                .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
-        }
+        let (client, server) =
+            open_client(&self.server, self.token.clone(), self.ca_cert.as_deref())?;
         Ok(Conn {
             client,
             server,
             json: self.json,
         })
     }
+}
+
+/// A client of the server at `server` (a URL without a scheme gets `http://`) with an optional
+/// bearer token and extra trusted certificate, and the URL it talks to (for messages).
+pub(crate) fn open_client(
+    server: &str,
+    token: Option<String>,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<(Client, String), CliError> {
+    let server = if server.contains("://") {
+        server.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", server.trim_end_matches('/'))
+    };
+    let mut client = Client::new(&server, token).map_err(|e| {
+        CliError::usage(format!(
+            "{e} (the server's URL comes from --server or EVENTFOLD_SERVER)"
+        ))
+    })?;
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            CliError::usage(format!("cannot read --ca-cert {}: {e}", path.display()))
+        })?;
+        client = client
+            .with_root_certificate(&pem)
+            .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
+    }
+    Ok((client, server))
 }
 
 impl Conn {

@@ -1,24 +1,28 @@
-//! The `eventfold` binary links no rival client and no benchmark machinery: its normal
-//! dependencies (not dev, not build), followed transitively through `cargo metadata`'s resolve
-//! graph, reach none of the crates the benchmarks compare against. The PostgreSQL store's own
-//! driver (tokio-postgres, deadpool-postgres) is the one exception: the server runs on it.
+//! The `eventfold` binary links no benchmark machinery, and broker clients only through the
+//! broker adapters: its normal dependencies (not dev, not build), followed transitively through
+//! `cargo metadata`'s resolve graph, reach none of the benchmarks' crates, and each broker client
+//! (redis, lapin, async-nats, rdkafka) only as the dependency of its adapter
+//! (`eventfold-transport-*`, which `eventfold relay` publishes through). The PostgreSQL store's
+//! own driver (tokio-postgres, deadpool-postgres) is linked too: the server runs on it.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Command;
 
 use serde_json::Value;
 
-/// Crates the product must not link: the rival systems' clients, the benchmarks' histogram,
-/// and the benchmark crate that holds them. tokio-postgres is not here: it is the driver of
+/// Crates the product must not link: the benchmarks' SQLite rival, histogram, and the
+/// benchmark crate that holds them. tokio-postgres is not here: it is the driver of
 /// `eventfold-store-postgres`, which `eventfold serve --store postgres://…` runs on.
-const FORBIDDEN: &[&str] = &[
-    "redis",
-    "lapin",
-    "async-nats",
-    "rusqlite",
-    "rdkafka",
-    "hdrhistogram",
-    "eventfold-bench",
+const FORBIDDEN: &[&str] = &["rusqlite", "hdrhistogram", "eventfold-bench"];
+
+/// Each broker client and the one crate that may depend on it: its adapter. Anything else
+/// using a broker client directly (the CLI, the relay, the server) is a second owner of that
+/// broker's protocol, or a benchmark's rival client leaking into the product.
+const BROKER_CLIENTS: &[(&str, &str)] = &[
+    ("redis", "eventfold-transport-redis"),
+    ("lapin", "eventfold-transport-rabbitmq"),
+    ("async-nats", "eventfold-transport-nats"),
+    ("rdkafka", "eventfold-transport-kafka"),
 ];
 
 /// Runs `cargo ARGS` and returns its standard output.
@@ -111,23 +115,67 @@ fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
     reached
 }
 
+/// The names of the packages among `reached` with a normal dependency on a package named
+/// `target`.
+fn normal_dependents(
+    meta: &Value,
+    reached: &HashMap<String, Vec<String>>,
+    target: &str,
+) -> Vec<String> {
+    let names: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .expect("packages is an array")
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().expect("package id"),
+                p["name"].as_str().expect("package name"),
+            )
+        })
+        .collect();
+    let mut out: Vec<String> = meta["resolve"]["nodes"]
+        .as_array()
+        .expect("resolve.nodes is an array")
+        .iter()
+        .filter(|n| reached.contains_key(n["id"].as_str().expect("node id")))
+        .filter(|n| {
+            n["deps"].as_array().expect("deps").iter().any(|d| {
+                names[d["pkg"].as_str().expect("dep pkg")] == target
+                    && d["dep_kinds"]
+                        .as_array()
+                        .expect("dep_kinds")
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+            })
+        })
+        .map(|n| names[n["id"].as_str().expect("node id")].to_owned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[test]
-fn the_eventfold_binary_links_no_rival_client_or_benchmark_crate() {
+fn the_eventfold_binary_links_broker_clients_only_through_their_adapters_and_no_benchmark_crate() {
     let meta = metadata();
     let reached = normal_closure(&meta, "eventfold-cli");
-    // The walk itself works: the CLI reaches its server, tokio and the PostgreSQL store's
-    // driver, which it is allowed to link.
+    let reaches = |name: &str| {
+        reached
+            .values()
+            .any(|p| p.last().map(String::as_str) == Some(name))
+    };
+    // The walk itself works: the CLI reaches its server, tokio, the PostgreSQL store's driver
+    // and the broker adapters with their clients, which it is allowed to link.
     for expected in [
         "eventfold-server",
         "tokio",
         "eventfold-store-postgres",
         "tokio-postgres",
         "deadpool-postgres",
+        "eventfold-transports",
     ] {
         assert!(
-            reached
-                .values()
-                .any(|p| p.last().map(String::as_str) == Some(expected)),
+            reaches(expected),
             "the walk from eventfold-cli did not reach {expected}: the test is not walking the graph"
         );
     }
@@ -143,4 +191,17 @@ fn the_eventfold_binary_links_no_rival_client_or_benchmark_crate() {
          eventfold-bench or to dev-dependencies):\n  {}",
         offending.join("\n  ")
     );
+    for (client, adapter) in BROKER_CLIENTS {
+        assert!(
+            reaches(adapter) && reaches(client),
+            "the walk did not reach {adapter} and {client}: eventfold relay publishes through it"
+        );
+        let dependents = normal_dependents(&meta, &reached, client);
+        assert_eq!(
+            dependents,
+            vec![(*adapter).to_owned()],
+            "{client} must reach the eventfold binary only through {adapter}, the crate that \
+             owns that broker's protocol; use the adapter (through eventfold-transports) instead"
+        );
+    }
 }

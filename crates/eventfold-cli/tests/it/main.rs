@@ -1,5 +1,5 @@
-//! Tests of the `eventfold` binary as users run it: real server processes on free ports, and
-//! what the binary links.
+//! Tests of the `eventfold` binary as users run it: real server and relay processes on free
+//! ports, and what the binary links.
 
 mod cli;
 mod conformance;
@@ -9,6 +9,7 @@ mod http;
 mod kill;
 mod multi;
 mod postgres;
+mod relay;
 mod server;
 mod shared_groups;
 mod tls;

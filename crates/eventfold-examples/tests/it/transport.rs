@@ -12,7 +12,8 @@ use std::sync::mpsc::channel;
 use eventfold::transport::Topic;
 use eventfold_examples::orders::demo::{self, DemoOutcome};
 use eventfold_examples::orders::{Broker, HandlersOn};
-use eventfold_examples::transport::TransportArg;
+use eventfold_examples::transport::split;
+use eventfold_transports::{Broker as BrokerKind, TransportUrl};
 use rdkafka::mocking::MockCluster;
 
 use crate::postgres::comparable;
@@ -34,11 +35,11 @@ fn unique(what: &str) -> String {
 /// Connects as `--transport value` says; `None` (with the reason printed) when the broker is
 /// unreachable, a panic instead under `EVENTFOLD_REQUIRE_SERVICES=1`.
 async fn broker(value: &str, what: &str) -> Option<Broker> {
-    let arg = TransportArg::split(["--transport".to_owned(), value.to_owned()])
+    let url = split(["--transport".to_owned(), value.to_owned()])
         .unwrap()
         .1
         .unwrap();
-    let transport = match arg.connect().await {
+    let transport = match url.connect().await {
         Ok(t) => t,
         Err(e) if std::env::var("EVENTFOLD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
             panic!("EVENTFOLD_REQUIRE_SERVICES=1 but {what} is not usable: {e:#}")
@@ -174,33 +175,37 @@ async fn the_orders_example_runs_on_kafka() {
 
 #[test]
 fn the_transport_argument_names_a_broker() {
-    let split = |args: &[&str]| TransportArg::split(args.iter().map(|a| (*a).to_owned()));
+    let split = |args: &[&str]| split(args.iter().map(|a| (*a).to_owned()));
     assert_eq!(split(&[]).unwrap(), (vec![], None));
+    let (rest, url) = split(&[
+        "--store",
+        "postgres://h/db",
+        "--transport",
+        "kafka://k:9092,j:9092",
+    ])
+    .unwrap();
     assert_eq!(
-        split(&[
-            "--store",
-            "postgres://h/db",
-            "--transport",
-            "kafka://k:9092,j:9092"
-        ])
-        .unwrap(),
-        (
-            vec!["--store".to_owned(), "postgres://h/db".to_owned()],
-            Some(TransportArg::Kafka("k:9092,j:9092".into()))
-        )
+        rest,
+        vec!["--store".to_owned(), "postgres://h/db".to_owned()]
+    );
+    let url = url.unwrap();
+    assert_eq!(url.broker(), BrokerKind::Kafka);
+    assert_eq!(
+        url,
+        "kafka://k:9092,j:9092".parse::<TransportUrl>().unwrap()
     );
     assert_eq!(
-        split(&["--transport", "memory"]).unwrap().1,
-        Some(TransportArg::Memory)
+        split(&["--transport", "memory"])
+            .unwrap()
+            .1
+            .map(|u| u.broker()),
+        Some(BrokerKind::Memory)
     );
-    assert_eq!(
-        split(&["--transport", "amqp://h"]).unwrap().1,
-        Some(TransportArg::Rabbitmq("amqp://h".into()))
-    );
-    let err = split(&["--transport", "postgres://h"])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--transport takes memory"), "{err}");
+    let amqp = split(&["--transport", "amqp://u:pw@h"]).unwrap().1.unwrap();
+    assert_eq!(amqp.broker(), BrokerKind::Rabbitmq);
+    assert_eq!(amqp.to_string(), "amqp://u@h");
+    let err = format!("{:#}", split(&["--transport", "postgres://h"]).unwrap_err());
+    assert!(err.contains("give memory"), "{err}");
     assert!(split(&["--transport"]).is_err());
     assert!(split(&["--transport", "memory", "--transport", "memory"]).is_err());
 }
