@@ -58,13 +58,13 @@ pub use eventfold_transport as transport;
 pub use handler::{
     DeadLetter, DeadLetters, EventHandler, GroupRunner, Handled, HandledOutcome, HandlerObserver,
     HandlerRunner, HandlerStats, Idempotent, InMemoryProcessedIds, Permanent, RunnerError,
-    RunningHandler, StoreRetrying, TransportRunner,
+    RunningHandler, StoreRetrying, TransportRunner, TransportSource,
 };
 pub use idempotency::ProcessedIds;
 pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
 pub use projection::{
-    InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
-    ProjectionProcessor, ReadModel,
+    Gaps, InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
+    ProjectionProcessor, ReadModel, StreamReadModel, TransportProjection,
 };
 pub use repository::{Executed, Loaded, MAX_ATTEMPTS_DEFAULT, Repository, RepositoryError};
 pub use retry::RetryPolicy;

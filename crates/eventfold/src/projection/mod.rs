@@ -18,6 +18,7 @@
 
 mod memory;
 mod processor;
+mod transport;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use processor::{
     BATCH_SIZE_DEFAULT, Lag, Phase, ProcessorHandle, ProcessorStatus, ProjectionProcessor,
     RebuildProgress, RebuildReport,
 };
+pub use transport::{Gaps, StreamReadModel, TransportProjection};
 
 /// A projection: its name (the key of its checkpoint) and the events it reads. Where its state
 /// lives and how it applies a batch is the business of a sub-trait ([`MemoryProjection`], or
