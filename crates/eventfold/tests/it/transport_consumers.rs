@@ -538,7 +538,9 @@ fn start_saga(
         topic.clone(),
         ConsumerGroup::new("checkout").unwrap(),
     )
-    .retry(quick());
+    .retry(quick())
+    // The test aborts managers (a crash): what one had received comes back after this.
+    .ack_timeout(Duration::from_secs(1));
     let manager =
         SagaManager::from_transport(CheckoutSaga, store.clone(), recorder.clone(), source)
             .with_clock(Arc::new(clock.clone()));
