@@ -24,7 +24,7 @@ use crate::upcast::Upcasters;
 /// - Each delivery is decoded as `E` (with the [`Upcasters`]) and handled once, then acked.
 ///   Events of types `E` does not know are acked without calling the handler; a message that
 ///   is not an eventfold event is dead-lettered with the reason by the transport's
-///   [`Consumer`] and never reaches it.
+///   [`Consumer`](eventfold_transport::Consumer) and never reaches it.
 /// - A failed delivery is retried by the broker: the [`RetryPolicy`] is the broker's backoff
 ///   ([`RetryPolicy::backoff`], without jitter) and its attempts are the group's
 ///   `max_deliveries` ([`RetryPolicy::max_deliveries`]). When they are used up, or the handler

@@ -337,9 +337,15 @@ impl<S: Saga> SagaManager<S> {
         let mut outages = 0u32;
         loop {
             let mut progressed = false;
-            let source = match self.run_once(&mut progressed).await {
+            let (delay, error) = match self.run_once(&mut progressed).await {
                 Err(Failure::Stop(e)) => return Err(e),
-                Err(Failure::Store(source)) => source,
+                Err(Failure::Store(source)) => (
+                    retries.next_delay(&self.options.store_retry, &source, progressed),
+                    SagaError::Store {
+                        saga: S::NAME,
+                        source,
+                    },
+                ),
                 Err(Failure::Transport(source)) => {
                     outages = if progressed {
                         1
@@ -350,35 +356,22 @@ impl<S: Saga> SagaManager<S> {
                         Intake::Transport(t) if source.is_retryable() => t.reconnect_after(outages),
                         _ => None,
                     };
-                    let Some(delay) = delay else {
-                        return Err(SagaError::Transport {
+                    (
+                        delay,
+                        SagaError::Transport {
                             saga: S::NAME,
                             source,
-                        });
-                    };
-                    tracing::warn!(
-                        saga = S::NAME,
-                        error = %source,
-                        attempt = outages,
-                        retry_in = ?delay,
-                        "saga manager: broker unavailable, subscribing again"
-                    );
-                    tokio::time::sleep(delay).await;
-                    continue;
+                        },
+                    )
                 }
             };
-            let Some(delay) = retries.next_delay(&self.options.store_retry, &source, progressed)
-            else {
-                return Err(SagaError::Store {
-                    saga: S::NAME,
-                    source,
-                });
+            let Some(delay) = delay else {
+                return Err(error);
             };
             tracing::warn!(
-                saga = S::NAME,
-                error = %source,
+                %error,
                 retry_in = ?delay,
-                "saga manager: event store error, starting over from the checkpoint"
+                "saga manager: starting over (from the checkpoint, or subscribing again)"
             );
             tokio::time::sleep(delay).await;
         }
@@ -434,17 +427,9 @@ impl<S: Saga> SagaManager<S> {
         );
         loop {
             self.fire_due().await?;
-            let deadline = self.timers.next_deadline();
-            let clock = self.clock.clone();
-            let timer = async move {
-                match deadline {
-                    Some(at) => clock.sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let next = tokio::select! {
                 next = batches.next() => next,
-                () = timer => continue,
+                () = self.next_timeout() => continue,
             };
             let events = match next {
                 Some(Ok(events)) => events,
@@ -459,6 +444,18 @@ impl<S: Saga> SagaManager<S> {
             }
             self.checkpoints.save(&checkpoint, last).await?;
             *progressed = true;
+        }
+    }
+
+    /// Resolves when the earliest pending timeout is due (never when none is pending).
+    fn next_timeout(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let deadline = self.timers.next_deadline();
+        let clock = self.clock.clone();
+        async move {
+            match deadline {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -479,17 +476,9 @@ impl<S: Saga> SagaManager<S> {
             let delivery = {
                 let mut next = std::pin::pin!(consumer.next());
                 loop {
-                    let deadline = self.timers.next_deadline();
-                    let clock = self.clock.clone();
-                    let timer = async move {
-                        match deadline {
-                            Some(at) => clock.sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         d = &mut next => break d.map_err(Failure::Transport)?,
-                        () = timer => self.fire_due().await?,
+                        () = self.next_timeout() => self.fire_due().await?,
                     }
                 }
             };
