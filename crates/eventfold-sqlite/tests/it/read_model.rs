@@ -13,20 +13,20 @@ use eventfold_sqlite::{Sqlite, SqliteError, SqliteProjection, SqliteReadModel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Added {
-    n: i64,
+pub struct Added {
+    pub n: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, DomainEvent)]
 #[event(prefix = "counter.")]
-enum CounterEvent {
+pub enum CounterEvent {
     Added(Added),
 }
 
 /// One row per event (its id is the key, so applying one twice fails) and a running total.
 /// While `poison` is set it fails on `n == POISON`, after writing the rows before it.
-struct Totals {
-    poison: Arc<AtomicBool>,
+pub struct Totals {
+    pub poison: Arc<AtomicBool>,
 }
 
 const POISON: i64 = 12;
