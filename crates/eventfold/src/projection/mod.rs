@@ -27,7 +27,7 @@
 //! again later ([`Gaps::Wait`]) or applied anyway ([`Gaps::Skip`], for topics that carry only
 //! part of each stream). Retries, dead letters, upcasters and reconnects are those of
 //! [`TransportRunner`](crate::TransportRunner). [`InMemoryReadModel`] is both kinds of read
-//! model, and so is `eventfold-sqlite`'s.
+//! model, and so are those of `eventfold-sqlite` and `eventfold-postgres`.
 
 mod memory;
 mod processor;
