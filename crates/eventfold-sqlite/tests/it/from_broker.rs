@@ -11,27 +11,12 @@ use eventfold::testing::append_events;
 use eventfold::transport::{ConsumerGroup, MemoryTransport, Topic, Transport, publish_events};
 use eventfold::{RetryPolicy, StreamReadModel, TransportProjection};
 use eventfold_engine::{Engine, EngineOptions};
-use eventfold_sqlite::{Sqlite, SqliteError, SqliteReadModel};
+use eventfold_sqlite::{Sqlite, SqliteReadModel};
 
-use crate::read_model::{Added, CounterEvent, Totals};
+use crate::read_model::{Added, CounterEvent, Totals, totals};
 
 async fn everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
     store.read_all(ReadAll::forward(1000)).await.unwrap().events
-}
-
-/// (rows in `applied`, count, sum).
-async fn totals(model: &SqliteReadModel<Totals>) -> (i64, i64, i64) {
-    model
-        .db()
-        .call(|c| -> Result<_, SqliteError> {
-            let rows = c.query_row("SELECT count(*) FROM applied", [], |r| r.get(0))?;
-            let (count, sum) = c.query_row("SELECT count, sum FROM totals", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            Ok((rows, count, sum))
-        })
-        .await
-        .unwrap()
 }
 
 async fn model(dir: &std::path::Path) -> SqliteReadModel<Totals> {

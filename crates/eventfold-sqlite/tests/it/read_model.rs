@@ -107,7 +107,7 @@ async fn add(store: &dyn EventStore, stream: &str, ns: impl IntoIterator<Item = 
 }
 
 /// (rows in `applied`, count, sum) of the read model.
-async fn totals(model: &SqliteReadModel<Totals>) -> (i64, i64, i64) {
+pub async fn totals(model: &SqliteReadModel<Totals>) -> (i64, i64, i64) {
     model
         .db()
         .call(|c| -> Result<_, SqliteError> {
