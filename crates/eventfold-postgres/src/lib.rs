@@ -5,14 +5,16 @@
 //! [`PostgresReadModel`] writes the checkpoint row (`eventfold_checkpoints`, in the connection's
 //! `search_path`) in the same transaction and commits both together, so a crash at any point
 //! leaves them in step: a restart neither skips an event nor applies one twice. Drive it with
-//! [`eventfold::ProjectionProcessor`]. [`PostgresCheckpoints`] keeps other consumers'
-//! checkpoints in the same table, and [`PostgresProcessedIds`] the ids idempotent consumers
-//! have handled.
+//! [`eventfold::ProjectionProcessor`], or feed it from a message broker with
+//! [`eventfold::TransportProjection`]: then the revision of the last event applied per stream
+//! (`eventfold_stream_revisions`) is written in each event's transaction instead.
+//! [`PostgresCheckpoints`] keeps other consumers' checkpoints in the same table, and
+//! [`PostgresProcessedIds`] the ids idempotent consumers have handled.
 
 use std::sync::Arc;
 
-use eventfold::core::{EventFilter, Position, StoreError};
-use eventfold::{BoxError, CheckpointStore, Envelope, Projection, ReadModel};
+use eventfold::core::{EventFilter, Position, Revision, StoreError, StreamName};
+use eventfold::{BoxError, CheckpointStore, Envelope, Projection, ReadModel, StreamReadModel};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
 
@@ -25,6 +27,15 @@ pub use tokio_postgres;
 const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS eventfold_checkpoints (
     name text PRIMARY KEY,
     position bigint NOT NULL CHECK (position >= 0)
+)";
+
+/// The per-stream revisions of read models fed from a broker, created by
+/// [`PostgresReadModel::new`].
+const STREAM_REVISIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS eventfold_stream_revisions (
+    name text NOT NULL,
+    stream text NOT NULL,
+    revision bigint NOT NULL CHECK (revision >= 0),
+    PRIMARY KEY (name, stream)
 )";
 
 /// Why a PostgreSQL operation failed.
@@ -48,6 +59,9 @@ pub enum PostgresError {
     /// A position does not fit PostgreSQL's `bigint`.
     #[error("position {0} is beyond what a PostgreSQL bigint holds (2^63 - 1)")]
     PositionRange(u64),
+    /// A revision does not fit PostgreSQL's `bigint`.
+    #[error("revision {0} is beyond what a PostgreSQL bigint holds (2^63 - 1)")]
+    RevisionRange(u64),
 }
 
 /// Connects with `config` (`host=127.0.0.1 user=postgres dbname=app`, or a `postgres://` URL),
@@ -112,6 +126,12 @@ pub trait PostgresProjection: Projection {
 /// A [`ReadModel`] in PostgreSQL: each batch is one transaction holding the projection's
 /// changes and the checkpoint row. Holds one connection (batches are applied one at a time);
 /// cheap to clone.
+///
+/// It is a [`StreamReadModel`] too, for an [`eventfold::TransportProjection`] fed from a
+/// message broker: then each event is one transaction that first moves the stream's row in
+/// `eventfold_stream_revisions` on from the revision expected (its row lock makes a consumer
+/// in another process wait, then find the row moved), then applies the event; when the row was
+/// not at the expected revision nothing changes.
 pub struct PostgresReadModel<P: PostgresProjection> {
     client: Arc<Mutex<Client>>,
     projection: Arc<P>,
@@ -141,6 +161,7 @@ impl<P: PostgresProjection> PostgresReadModel<P> {
     pub async fn new(mut client: Client, projection: P) -> Result<Self, BoxError> {
         let tx = client.transaction().await?;
         tx.batch_execute(CHECKPOINTS_DDL).await?;
+        tx.batch_execute(STREAM_REVISIONS_DDL).await?;
         projection.migrate(&tx).await?;
         tx.commit().await?;
         Ok(PostgresReadModel {
@@ -239,8 +260,83 @@ impl<P: PostgresProjection> ReadModel for PostgresReadModel<P> {
         let tx = client.transaction().await?;
         self.projection.reset(&tx).await?;
         delete_checkpoint(&tx, self.projection.name()).await?;
+        tx.execute(
+            "DELETE FROM eventfold_stream_revisions WHERE name = $1",
+            &[&self.projection.name()],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+fn bigint(revision: Revision) -> Result<i64, PostgresError> {
+    i64::try_from(revision.0).map_err(|_| PostgresError::RevisionRange(revision.0))
+}
+
+#[async_trait::async_trait]
+impl<P: PostgresProjection> StreamReadModel for PostgresReadModel<P> {
+    type Event = P::Event;
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    async fn stream_revision(&self, stream: &StreamName) -> Result<Option<Revision>, BoxError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT revision FROM eventfold_stream_revisions WHERE name = $1 AND stream = $2",
+                &[&self.projection.name(), &stream.as_str()],
+            )
+            .await?;
+        // The table's CHECK keeps it non-negative.
+        Ok(row.map(|r| Revision(r.get::<_, i64>(0).unsigned_abs())))
+    }
+
+    async fn apply_at(
+        &self,
+        stream: &StreamName,
+        expected: Option<Revision>,
+        revision: Revision,
+        event: Option<&Envelope<Self::Event>>,
+    ) -> Result<bool, BoxError> {
+        let (name, stream_name, new) = (self.projection.name(), stream.as_str(), bigint(revision)?);
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let moved = match expected {
+            None => {
+                tx.execute(
+                    "INSERT INTO eventfold_stream_revisions (name, stream, revision)
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&name, &stream_name, &new],
+                )
+                .await?
+            }
+            Some(old) => {
+                tx.execute(
+                    "UPDATE eventfold_stream_revisions SET revision = $3
+                     WHERE name = $1 AND stream = $2 AND revision = $4",
+                    &[&name, &stream_name, &new, &bigint(old)?],
+                )
+                .await?
+            }
+        };
+        if moved != 1 {
+            // Dropping the transaction rolls it back.
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            self.projection
+                .apply(&tx, std::slice::from_ref(event))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        ReadModel::reset(self).await
     }
 }
 

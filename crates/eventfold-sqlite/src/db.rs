@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_core::{Position, StoreError};
+use eventfold_core::{Position, Revision, StoreError};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
@@ -14,6 +14,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS eventfold_checkpoints (
     name TEXT PRIMARY KEY NOT NULL,
     position INTEGER NOT NULL
+) WITHOUT ROWID";
+
+/// The table of per-stream revisions of read models fed from a broker, kept by
+/// [`crate::SqliteReadModel`] as a [`eventfold::StreamReadModel`].
+pub(crate) const STREAM_REVISIONS_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS eventfold_stream_revisions (
+    name TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (name, stream)
 ) WITHOUT ROWID";
 
 /// Why a SQLite operation failed.
@@ -44,6 +54,21 @@ pub enum SqliteError {
     BadCheckpoint {
         /// The consumer.
         name: String,
+        /// The stored value.
+        value: i64,
+    },
+    /// A revision does not fit SQLite's signed 64-bit integers.
+    #[error("revision {0} is beyond what SQLite's INTEGER holds (2^63 - 1)")]
+    RevisionRange(u64),
+    /// A stored stream revision is negative (the table was edited by hand).
+    #[error(
+        "the revision of stream {stream:?} in read model {name:?} is {value}, which is not a revision; delete its row in eventfold_stream_revisions and rebuild the read model"
+    )]
+    BadRevision {
+        /// The read model.
+        name: String,
+        /// The stream.
+        stream: String,
         /// The stored value.
         value: i64,
     },
@@ -175,6 +200,54 @@ pub(crate) fn save_checkpoint(
 /// Forgets the checkpoint of `name` in `tx`.
 pub(crate) fn delete_checkpoint(tx: &Transaction<'_>, name: &str) -> Result<(), SqliteError> {
     tx.prepare_cached("DELETE FROM eventfold_checkpoints WHERE name = ?1")?
+        .execute([name])?;
+    Ok(())
+}
+
+/// The revision of the last event of `stream` applied by the read model `name`.
+pub(crate) fn load_stream_revision(
+    conn: &Connection,
+    name: &str,
+    stream: &str,
+) -> Result<Option<Revision>, SqliteError> {
+    let value: Option<i64> = conn
+        .prepare_cached(
+            "SELECT revision FROM eventfold_stream_revisions WHERE name = ?1 AND stream = ?2",
+        )?
+        .query_row([name, stream], |r| r.get(0))
+        .optional()?;
+    value
+        .map(|v| {
+            u64::try_from(v)
+                .map(Revision)
+                .map_err(|_| SqliteError::BadRevision {
+                    name: name.to_owned(),
+                    stream: stream.to_owned(),
+                    value: v,
+                })
+        })
+        .transpose()
+}
+
+/// Writes the revision of `stream` for the read model `name` in `tx`.
+pub(crate) fn save_stream_revision(
+    tx: &Transaction<'_>,
+    name: &str,
+    stream: &str,
+    revision: Revision,
+) -> Result<(), SqliteError> {
+    let value = i64::try_from(revision.0).map_err(|_| SqliteError::RevisionRange(revision.0))?;
+    tx.prepare_cached(
+        "INSERT INTO eventfold_stream_revisions (name, stream, revision) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name, stream) DO UPDATE SET revision = excluded.revision",
+    )?
+    .execute(rusqlite::params![name, stream, value])?;
+    Ok(())
+}
+
+/// Forgets every stream revision of the read model `name` in `tx`.
+pub(crate) fn delete_stream_revisions(tx: &Transaction<'_>, name: &str) -> Result<(), SqliteError> {
+    tx.prepare_cached("DELETE FROM eventfold_stream_revisions WHERE name = ?1")?
         .execute([name])?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 //!   [`rusqlite::Transaction`] for each batch; the checkpoint row is written in the same
 //!   transaction and committed with it, so a crash at any point leaves the read model and its
 //!   checkpoint in step: a restart neither skips an event nor applies one twice. Drive it with
-//!   [`eventfold::ProjectionProcessor`].
+//!   [`eventfold::ProjectionProcessor`], or feed it from a message broker with
+//!   [`eventfold::TransportProjection`]: then the revision of the last event applied per stream
+//!   (`eventfold_stream_revisions`) is written in each event's transaction instead.
 //! - [`SqliteCheckpoints`]: an [`eventfold::CheckpointStore`] in the same table.
 //! - [`SqliteProcessedIds`]: an [`eventfold::ProcessedIds`] store with a time-to-live per id,
 //!   for idempotent handlers whose effects are not in this database.

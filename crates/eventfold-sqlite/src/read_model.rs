@@ -1,11 +1,13 @@
 use std::sync::Arc;
 
-use eventfold::core::{EventFilter, Position};
-use eventfold::{BoxError, Envelope, Projection, ReadModel};
+use eventfold::core::{EventFilter, Position, Revision, StreamName};
+use eventfold::{BoxError, Envelope, Projection, ReadModel, StreamReadModel};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::db::{
-    CHECKPOINTS_DDL, Sqlite, SqliteError, delete_checkpoint, load_checkpoint, save_checkpoint,
+    CHECKPOINTS_DDL, STREAM_REVISIONS_DDL, Sqlite, SqliteError, delete_checkpoint,
+    delete_stream_revisions, load_checkpoint, load_stream_revision, save_checkpoint,
+    save_stream_revision,
 };
 
 /// A projection whose read model is tables in a SQLite database. Each method runs inside a
@@ -30,6 +32,10 @@ pub trait SqliteProjection: Projection {
 /// A [`ReadModel`] in SQLite: each batch is one `BEGIN IMMEDIATE` transaction holding the
 /// projection's changes and the checkpoint row (`eventfold_checkpoints`), run on a blocking
 /// thread. Cheap to clone.
+///
+/// It is a [`StreamReadModel`] too, for an [`eventfold::TransportProjection`] fed from a
+/// message broker: then each event is one transaction that checks the stream's row in
+/// `eventfold_stream_revisions`, applies the event and moves the row on, or changes nothing.
 pub struct SqliteReadModel<P: SqliteProjection> {
     db: Sqlite,
     projection: Arc<P>,
@@ -62,6 +68,7 @@ impl<P: SqliteProjection> SqliteReadModel<P> {
         db.call(move |conn| -> Result<(), BoxError> {
             let tx = begin(conn)?;
             tx.execute_batch(CHECKPOINTS_DDL)?;
+            tx.execute_batch(STREAM_REVISIONS_DDL)?;
             p.migrate(&tx)?;
             tx.commit()?;
             Ok(())
@@ -128,9 +135,62 @@ impl<P: SqliteProjection> ReadModel for SqliteReadModel<P> {
                 let tx = begin(conn)?;
                 p.reset(&tx)?;
                 delete_checkpoint(&tx, p.name())?;
+                delete_stream_revisions(&tx, p.name())?;
                 tx.commit()?;
                 Ok(())
             })
             .await
+    }
+}
+
+#[async_trait::async_trait]
+impl<P> StreamReadModel for SqliteReadModel<P>
+where
+    P: SqliteProjection,
+    P::Event: Clone,
+{
+    type Event = P::Event;
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    async fn stream_revision(&self, stream: &StreamName) -> Result<Option<Revision>, BoxError> {
+        let p = self.projection.clone();
+        let stream = stream.clone();
+        self.db
+            .call(move |conn| Ok(load_stream_revision(conn, p.name(), stream.as_str())?))
+            .await
+    }
+
+    async fn apply_at(
+        &self,
+        stream: &StreamName,
+        expected: Option<Revision>,
+        revision: Revision,
+        event: Option<&Envelope<Self::Event>>,
+    ) -> Result<bool, BoxError> {
+        let p = self.projection.clone();
+        let stream = stream.clone();
+        let event = event.cloned();
+        self.db
+            .call(move |conn| -> Result<bool, BoxError> {
+                let tx = begin(conn)?;
+                // Another consumer of the group moved the stream on: change nothing.
+                if load_stream_revision(&tx, p.name(), stream.as_str())? != expected {
+                    return Ok(false);
+                }
+                if let Some(event) = &event {
+                    p.apply(&tx, std::slice::from_ref(event))?;
+                }
+                save_stream_revision(&tx, p.name(), stream.as_str(), revision)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        ReadModel::reset(self).await
     }
 }

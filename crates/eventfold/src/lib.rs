@@ -15,18 +15,24 @@
 //! - [`CheckpointStore`] remembers where a consumer got to; [`batches`] reads `$all` from
 //!   there in batches, catch-up then live.
 //! - [`saga`]: process managers ([`Saga`], [`SagaManager`]) with durable timeouts and
-//!   compensation, their state kept in the store.
+//!   compensation, their state kept in the store; their events come from `$all` or from a
+//!   consumer group on a message broker ([`SagaManager::from_transport`]), redeliveries
+//!   recognised by event id.
 //! - [`outbox`]: the [`OutboxRelay`] publishes appended events to a [`Sink`] (a channel, a
 //!   [`WebhookSink`]) at least once, in order; the store is the outbox.
 //! - [`Projection`]s keep read models up to date: a [`ProjectionProcessor`] decodes batches
 //!   of `$all` and hands each to a [`ReadModel`] that applies it and its checkpoint atomically
 //!   (in memory here, SQLite and PostgreSQL in `eventfold-sqlite` and `eventfold-postgres`),
 //!   rebuilds with progress and shows its lag; [`testing::ProjectionTest`] tests one in memory.
+//!   On a message broker, where there is no global order, a [`TransportProjection`] applies
+//!   each event once per stream revision into a [`StreamReadModel`] (duplicates skipped,
+//!   out-of-order events waiting for their predecessors, [`Gaps`]).
 //! - [`EventHandler`]s react to events with retries ([`RetryPolicy`]), dead letters and
 //!   idempotency ([`Idempotent`]); the same handler runs on a store ([`HandlerRunner`]), on a
 //!   server's consumer group ([`GroupRunner`]), as a group of a topic on a message broker
 //!   through any [`transport::Transport`] ([`TransportRunner`]) or on the in-process [`Bus`]
-//!   (topic patterns, bounded queues, a recording mode for tests).
+//!   (topic patterns, bounded queues, a recording mode for tests). Every consumer on a broker
+//!   reads through a [`TransportSource`] (topic, group, retry and reconnect policies).
 //! - [`retry`]: the one [`RetryPolicy`] (exponential backoff with jitter) of every retry loop,
 //!   and the rule for event store errors in long-running consumers.
 
@@ -58,13 +64,13 @@ pub use eventfold_transport as transport;
 pub use handler::{
     DeadLetter, DeadLetters, EventHandler, GroupRunner, Handled, HandledOutcome, HandlerObserver,
     HandlerRunner, HandlerStats, Idempotent, InMemoryProcessedIds, Permanent, RunnerError,
-    RunningHandler, StoreRetrying, TransportRunner,
+    RunningHandler, StoreRetrying, TransportRunner, TransportSource,
 };
 pub use idempotency::ProcessedIds;
 pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
 pub use projection::{
-    InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
-    ProjectionProcessor, ReadModel,
+    Gaps, InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,
+    ProjectionProcessor, ReadModel, StreamReadModel, TransportProjection,
 };
 pub use repository::{Executed, Loaded, MAX_ATTEMPTS_DEFAULT, Repository, RepositoryError};
 pub use retry::RetryPolicy;

@@ -230,3 +230,81 @@ async fn checkpoints_are_saved_loaded_and_reset() {
     drop(checkpoints);
     drop_schema(&schema).await;
 }
+
+/// Fed from a broker (`MemoryTransport`): the store's events published late and twice are
+/// applied once each in stream order, also through a second connection (a restart).
+#[tokio::test]
+async fn events_from_a_broker_are_applied_once_each_in_stream_order_across_a_reconnect() {
+    use eventfold::core::{ReadAll, RecordedEvent, StreamName};
+    use eventfold::transport::{ConsumerGroup, MemoryTransport, Topic, Transport, publish_events};
+    use eventfold::{RetryPolicy, StreamReadModel, TransportProjection};
+
+    let Some((_dir, store, model, poison, schema)) = setup(false).await else {
+        return;
+    };
+    async fn consume(
+        transport: &Arc<dyn Transport>,
+        topic: &Topic,
+        model: &PostgresReadModel<Totals>,
+        deliveries: u64,
+    ) {
+        let mut running = TransportProjection::new(
+            transport.clone(),
+            topic.clone(),
+            ConsumerGroup::new("totals").unwrap(),
+            model.clone(),
+        )
+        .retry(
+            RetryPolicy::new(8)
+                .initial_delay(std::time::Duration::from_millis(10))
+                .jitter(0.0),
+        )
+        .spawn();
+        let stats = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            running.wait_until(|s| s.handled == deliveries),
+        )
+        .await
+        .expect("handled within 20 s")
+        .expect("running");
+        running.stop().await.unwrap();
+        assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    }
+    let revision = |m: PostgresReadModel<Totals>| async move {
+        m.stream_revision(&StreamName::new("counter-1").unwrap())
+            .await
+            .unwrap()
+            .map(|r| r.0)
+    };
+
+    add(&*store, 1..=6).await;
+    let events = store.read_all(ReadAll::forward(100)).await.unwrap().events;
+    // Revision 0 comes last (the others wait for it), and everything twice.
+    let mut published: Vec<RecordedEvent> = events[1..].to_vec();
+    published.extend(events.iter().cloned());
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let topic = Topic::new("counters").unwrap();
+    publish_events(&*transport, &topic, &published)
+        .await
+        .unwrap();
+    consume(&transport, &topic, &model, published.len() as u64).await;
+    // A second apply would break `applied`'s primary key and be dead-lettered.
+    assert_eq!(totals(&model).await, (6, 6, 21));
+    assert_eq!(revision(model.clone()).await, Some(5));
+
+    // A new connection in the same schema; everything again, and one new event.
+    let (client, _) = client_in(Some(&schema)).await.unwrap();
+    let reconnected = PostgresReadModel::new(client, Totals { poison })
+        .await
+        .unwrap();
+    add(&*store, [7]).await;
+    let again = store.read_all(ReadAll::forward(100)).await.unwrap().events;
+    publish_events(&*transport, &topic, &again).await.unwrap();
+    consume(&transport, &topic, &reconnected, again.len() as u64).await;
+    let result = (
+        totals(&reconnected).await,
+        revision(reconnected.clone()).await,
+    );
+    drop_schema(&schema).await;
+    assert_eq!(result, ((7, 7, 28), Some(6)));
+}

@@ -13,20 +13,20 @@ use eventfold_sqlite::{Sqlite, SqliteError, SqliteProjection, SqliteReadModel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Added {
-    n: i64,
+pub struct Added {
+    pub n: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, DomainEvent)]
 #[event(prefix = "counter.")]
-enum CounterEvent {
+pub enum CounterEvent {
     Added(Added),
 }
 
 /// One row per event (its id is the key, so applying one twice fails) and a running total.
 /// While `poison` is set it fails on `n == POISON`, after writing the rows before it.
-struct Totals {
-    poison: Arc<AtomicBool>,
+pub struct Totals {
+    pub poison: Arc<AtomicBool>,
 }
 
 const POISON: i64 = 12;
@@ -107,7 +107,7 @@ async fn add(store: &dyn EventStore, stream: &str, ns: impl IntoIterator<Item = 
 }
 
 /// (rows in `applied`, count, sum) of the read model.
-async fn totals(model: &SqliteReadModel<Totals>) -> (i64, i64, i64) {
+pub async fn totals(model: &SqliteReadModel<Totals>) -> (i64, i64, i64) {
     model
         .db()
         .call(|c| -> Result<_, SqliteError> {

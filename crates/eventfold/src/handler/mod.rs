@@ -19,13 +19,14 @@
 //! redelivery. Wrap a handler whose effects must not repeat in [`Idempotent`].
 
 mod dead_letter;
-mod delivered;
+pub(crate) mod delivered;
 mod group;
-mod observe;
+pub(crate) mod observe;
 mod processed;
 pub(crate) mod retry;
 mod runner;
 pub(crate) mod running;
+pub(crate) mod source;
 mod transport;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use processed::InMemoryProcessedIds;
 pub use retry::{Attempted, handle_with_retry};
 pub use runner::{HandlerRunner, ReplayReport};
 pub use running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying};
+pub use source::TransportSource;
 pub use transport::TransportRunner;
 
 use crate::BoxError;

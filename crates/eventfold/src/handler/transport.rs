@@ -2,15 +2,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_transport::{
-    Consumer, ConsumerGroup, Failed, SubscribeSettings, Topic, Transport, TransportError,
-};
+use eventfold_transport::{ConsumerGroup, Topic, Transport};
 use tokio::sync::watch;
 
 use super::EventHandler;
-use super::delivered::{Delivered, handle_delivery};
+use super::delivered::handle_delivery;
 use super::observe::{HandlerObserver, Observer};
-use super::running::{HandlerStats, RunnerError, RunningHandler, stopped};
+use super::running::{HandlerStats, RunnerError, RunningHandler};
+use super::source::TransportSource;
 use crate::event::DomainEvent;
 use crate::retry::RetryPolicy;
 use crate::upcast::Upcasters;
@@ -25,7 +24,7 @@ use crate::upcast::Upcasters;
 /// - Each delivery is decoded as `E` (with the [`Upcasters`]) and handled once, then acked.
 ///   Events of types `E` does not know are acked without calling the handler; a message that
 ///   is not an eventfold event is dead-lettered with the reason by the transport's
-///   [`Consumer`] and never reaches it.
+///   [`Consumer`](eventfold_transport::Consumer) and never reaches it.
 /// - A failed delivery is retried by the broker: the [`RetryPolicy`] is the broker's backoff
 ///   ([`RetryPolicy::backoff`], without jitter) and its attempts are the group's
 ///   `max_deliveries` ([`RetryPolicy::max_deliveries`]). When they are used up, or the handler
@@ -43,14 +42,8 @@ use crate::upcast::Upcasters;
 /// - Stopping finishes and settles the delivery in hand, then closes the subscriber (what it
 ///   had received and not settled is delivered again).
 pub struct TransportRunner<E, H> {
-    transport: Arc<dyn Transport>,
-    topic: Topic,
-    group: ConsumerGroup,
+    source: TransportSource,
     handler: Arc<H>,
-    retry: RetryPolicy,
-    reconnect: RetryPolicy,
-    ack_timeout: Duration,
-    prefetch: usize,
     upcasters: Upcasters,
     observer: Observer,
     _events: PhantomData<fn() -> E>,
@@ -59,13 +52,7 @@ pub struct TransportRunner<E, H> {
 impl<E, H> std::fmt::Debug for TransportRunner<E, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportRunner")
-            .field("broker", &self.transport.broker())
-            .field("topic", &self.topic)
-            .field("group", &self.group)
-            .field("retry", &self.retry)
-            .field("reconnect", &self.reconnect)
-            .field("ack_timeout", &self.ack_timeout)
-            .field("prefetch", &self.prefetch)
+            .field("source", &self.source)
             .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
@@ -81,16 +68,14 @@ impl<E: DomainEvent, H: EventHandler<E>> TransportRunner<E, H> {
         group: ConsumerGroup,
         handler: H,
     ) -> Self {
-        let defaults = SubscribeSettings::default();
+        Self::from_source(TransportSource::new(transport, topic, group), handler)
+    }
+
+    /// `handler` consuming from `source` (its topic, group, retry and reconnect policies).
+    pub fn from_source(source: TransportSource, handler: H) -> Self {
         TransportRunner {
-            transport,
-            topic,
-            group,
+            source,
             handler: Arc::new(handler),
-            retry: RetryPolicy::default(),
-            reconnect: RetryPolicy::default(),
-            ack_timeout: defaults.ack_timeout,
-            prefetch: defaults.prefetch,
             upcasters: Upcasters::new(),
             observer: Observer::default(),
             _events: PhantomData,
@@ -100,28 +85,28 @@ impl<E: DomainEvent, H: EventHandler<E>> TransportRunner<E, H> {
     /// Retries failed deliveries per `policy` (its delays, without jitter, and its attempts as
     /// the group's `max_deliveries`), then dead-letters them.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.source = self.source.retry(policy);
         self
     }
 
     /// How subscribing again after the broker was unavailable is tried before the runner gives
     /// up. Default: [`RetryPolicy::default`].
     pub fn reconnect(mut self, policy: RetryPolicy) -> Self {
-        self.reconnect = policy;
+        self.source = self.source.reconnect(policy);
         self
     }
 
     /// A delivery neither acked nor retried within `timeout` is delivered again (keep it well
     /// above the handler's longest run). Checked when the runner subscribes.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        self.ack_timeout = timeout;
+        self.source = self.source.ack_timeout(timeout);
         self
     }
 
     /// At most `n` deliveries handed to this runner and not yet settled. Checked when the
     /// runner subscribes.
     pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n;
+        self.source = self.source.prefetch(n);
         self
     }
 
@@ -144,29 +129,10 @@ impl<E: DomainEvent, H: EventHandler<E>> TransportRunner<E, H> {
         &self.handler
     }
 
-    fn name(&self) -> &str {
-        self.handler.name()
-    }
-
-    fn transport_error(&self, source: TransportError) -> RunnerError {
-        RunnerError::Transport {
-            handler: self.name().to_owned(),
-            source,
-        }
-    }
-
-    fn settings(&self) -> SubscribeSettings {
-        SubscribeSettings {
-            max_deliveries: self.retry.max_deliveries(),
-            ack_timeout: self.ack_timeout,
-            prefetch: self.prefetch,
-        }
-    }
-
     /// Starts the runner on its own task. Dropping the returned [`RunningHandler`] stops it
     /// too (after the delivery in hand).
     pub fn spawn(self) -> RunningHandler {
-        let name = self.name().to_owned();
+        let name = self.handler.name().to_owned();
         RunningHandler::spawn(
             name,
             |stop, stats| async move { self.run(stop, &stats).await },
@@ -177,97 +143,19 @@ impl<E: DomainEvent, H: EventHandler<E>> TransportRunner<E, H> {
     /// subscribes again after the broker was unavailable (see [`TransportRunner::reconnect`]).
     pub async fn run(
         &self,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
         stats: &watch::Sender<HandlerStats>,
     ) -> Result<(), RunnerError> {
-        let mut failures = 0u32;
-        let settings = self.settings();
-        loop {
-            let opened = tokio::select! {
-                biased;
-                () = stopped(&mut stop) => return Ok(()),
-                c = Consumer::open(&*self.transport, &self.topic, &self.group, &settings, self.retry.backoff()) => c,
-            };
-            let error = match opened {
-                Ok(consumer) => match self
-                    .consume(consumer, &mut stop, stats, &mut failures)
-                    .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(e) => e,
-                },
-                Err(e) => e,
-            };
-            if !error.is_retryable() {
-                return Err(self.transport_error(error));
-            }
-            failures = failures.saturating_add(1);
-            let Some(delay) = self.reconnect.retry_after(failures) else {
-                return Err(self.transport_error(error));
-            };
-            tracing::warn!(handler = self.name(), broker = self.transport.broker(), topic = %self.topic, group = %self.group, %error, attempt = failures, ?delay, "transport runner: broker unavailable, subscribing again");
-            tokio::select! {
-                biased;
-                () = stopped(&mut stop) => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// Consumes through `consumer` until stopped (`Ok`, the consumer closed) or the transport
-    /// fails (`Err`, the consumer dropped); `failures` is reset by each delivery received.
-    async fn consume(
-        &self,
-        mut consumer: Consumer,
-        stop: &mut watch::Receiver<bool>,
-        stats: &watch::Sender<HandlerStats>,
-        failures: &mut u32,
-    ) -> Result<(), TransportError> {
-        loop {
-            let delivery = tokio::select! {
-                biased;
-                () = stopped(stop) => break,
-                d = consumer.next() => d?,
-            };
-            *failures = 0;
-            let (event, attempt) = (delivery.event.clone(), delivery.attempt);
-            let delivered = handle_delivery(
-                &*self.handler,
-                &self.upcasters,
-                &self.observer,
-                event,
-                attempt,
-            )
-            .await;
-            match delivered {
-                Delivered::Foreign => consumer.ack(delivery).await?,
-                Delivered::Handled => {
-                    consumer.ack(delivery).await?;
-                    stats.send_modify(|s| s.handled += 1);
-                }
-                Delivered::Failed { permanent, reason } => {
-                    let id = delivery.event.id;
-                    let dead = if permanent {
-                        consumer.dead_letter(delivery, &reason).await?;
-                        true
-                    } else {
-                        consumer.fail(delivery, &reason).await? == Failed::DeadLettered
-                    };
-                    if dead {
-                        tracing::error!(handler = self.name(), group = %self.group, %id, attempt, %reason, "event dead-lettered");
-                    }
-                    stats.send_modify(|s| {
-                        s.failed_attempts += 1;
-                        if dead {
-                            s.dead_lettered += 1;
-                        }
-                    });
-                }
-            }
-        }
-        if let Err(error) = consumer.close().await {
-            tracing::warn!(handler = self.name(), group = %self.group, %error, "closing the subscriber failed: its unsettled deliveries come back after the ack timeout");
-        }
-        Ok(())
+        self.source
+            .run(self.handler.name(), stop, stats, |event, attempt| {
+                handle_delivery(
+                    &*self.handler,
+                    &self.upcasters,
+                    &self.observer,
+                    event,
+                    attempt,
+                )
+            })
+            .await
     }
 }

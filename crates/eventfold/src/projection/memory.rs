@@ -1,9 +1,10 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use eventfold_core::{EventFilter, Position};
+use eventfold_core::{EventFilter, Position, Revision, StreamName};
 use parking_lot::Mutex;
 
-use super::{Projection, ReadModel};
+use super::{Projection, ReadModel, StreamReadModel};
 use crate::BoxError;
 use crate::event::Envelope;
 
@@ -23,6 +24,8 @@ pub trait MemoryProjection: Projection {
 struct Guarded<S> {
     state: S,
     checkpoint: Option<Position>,
+    /// Per stream, the revision of the last event applied (fed from a broker).
+    streams: HashMap<StreamName, Revision>,
 }
 
 /// A [`ReadModel`] in memory: the state and its checkpoint behind one lock, so a reader never
@@ -33,6 +36,12 @@ struct Guarded<S> {
 /// cannot be undone without copying the state for every batch; instead the state and the
 /// checkpoint are reset together, so the next run replays from the start (never a double
 /// apply).
+///
+/// It is a [`StreamReadModel`] too, for a [`TransportProjection`](super::TransportProjection)
+/// fed from a broker: then it keeps the revision of the last event applied per stream under the
+/// same lock, and applies each event to a copy of the state that replaces it only when the
+/// projection succeeded (a failed event leaves the state as it was: the broker retries it, and
+/// what it acked before must not be lost). That copy per event makes it for small states.
 ///
 /// Cheap to clone: clones share the state. Keep one to read the state while a processor owns
 /// another.
@@ -67,6 +76,7 @@ impl<P: MemoryProjection> InMemoryReadModel<P> {
             guarded: Arc::new(Mutex::new(Guarded {
                 state: P::State::default(),
                 checkpoint: None,
+                streams: HashMap::new(),
             })),
         }
     }
@@ -132,6 +142,49 @@ impl<P: MemoryProjection> ReadModel for InMemoryReadModel<P> {
         let mut g = self.guarded.lock();
         g.state = P::State::default();
         g.checkpoint = None;
+        g.streams.clear();
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<P> StreamReadModel for InMemoryReadModel<P>
+where
+    P: MemoryProjection,
+    P::State: Clone,
+{
+    type Event = P::Event;
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    async fn stream_revision(&self, stream: &StreamName) -> Result<Option<Revision>, BoxError> {
+        Ok(self.guarded.lock().streams.get(stream).copied())
+    }
+
+    async fn apply_at(
+        &self,
+        stream: &StreamName,
+        expected: Option<Revision>,
+        revision: Revision,
+        event: Option<&Envelope<Self::Event>>,
+    ) -> Result<bool, BoxError> {
+        let mut g = self.guarded.lock();
+        if g.streams.get(stream).copied() != expected {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            let mut state = g.state.clone();
+            self.projection
+                .apply(&mut state, std::slice::from_ref(event))?;
+            g.state = state;
+        }
+        g.streams.insert(stream.clone(), revision);
+        Ok(true)
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        ReadModel::reset(self).await
     }
 }

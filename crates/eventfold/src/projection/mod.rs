@@ -15,9 +15,23 @@
 //! ([`ProjectionProcessor::store_retry`], the framework's one rule, see [`crate::retry`]); any
 //! other failure stops it. [`ProjectionProcessor::rebuild`] resets the read model and replays
 //! everything, reporting progress.
+//!
+//! # On a message broker
+//!
+//! A broker orders per key (per stream) at best and delivers at least once, so a checkpoint of
+//! one global position means nothing there. A [`TransportProjection`] consumes a topic as a
+//! consumer group into a [`StreamReadModel`] instead: the read model keeps the revision of the
+//! last event applied *per stream*, beside its state and in the same atomic step, and applies
+//! only the next revision of each stream (a compare-and-apply, so several consumers may share
+//! it). A duplicate is acked unapplied; an event that came before its predecessors is delivered
+//! again later ([`Gaps::Wait`]) or applied anyway ([`Gaps::Skip`], for topics that carry only
+//! part of each stream). Retries, dead letters, upcasters and reconnects are those of
+//! [`TransportRunner`](crate::TransportRunner). [`InMemoryReadModel`] is both kinds of read
+//! model, and so are those of `eventfold-sqlite` and `eventfold-postgres`.
 
 mod memory;
 mod processor;
+mod transport;
 
 use std::sync::Arc;
 
@@ -31,6 +45,7 @@ pub use processor::{
     BATCH_SIZE_DEFAULT, Lag, Phase, ProcessorHandle, ProcessorStatus, ProjectionProcessor,
     RebuildProgress, RebuildReport,
 };
+pub use transport::{Gaps, StreamReadModel, TransportProjection};
 
 /// A projection: its name (the key of its checkpoint) and the events it reads. Where its state
 /// lives and how it applies a batch is the business of a sub-trait ([`MemoryProjection`], or

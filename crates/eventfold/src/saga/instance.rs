@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use eventfold_core::{EventId, Position, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,17 @@ pub(crate) struct Instance<S, C> {
     /// Completed: later events are ignored.
     #[serde(default)]
     pub completed: bool,
+    /// The ids of the last events this instance handled (at most [`HANDLED_IDS_MAX`], oldest
+    /// first): how a manager fed from a broker, which has no global order to compare
+    /// positions by, recognises a redelivery.
+    #[serde(default)]
+    pub handled_ids: VecDeque<EventId>,
 }
+
+/// Event ids an instance remembers. A broker redelivers an event within its ack timeout and
+/// retry delays, long before an instance has handled this many newer events (a process
+/// manager's instance sees a handful); the bound keeps each snapshot small.
+pub(crate) const HANDLED_IDS_MAX: usize = 256;
 
 /// A command recorded but not yet delivered.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +82,7 @@ impl<S: Default, C> Default for Instance<S, C> {
             correlation_id: None,
             user_id: None,
             completed: false,
+            handled_ids: VecDeque::new(),
         }
     }
 }
@@ -128,6 +139,22 @@ impl<S, C> Instance<S, C> {
             self.completed = true;
             self.timeouts.clear();
         }
+    }
+
+    /// Whether the event `id` was handled already (one of the last [`HANDLED_IDS_MAX`]).
+    pub fn handled(&self, id: EventId) -> bool {
+        self.handled_ids.contains(&id)
+    }
+
+    /// Remembers that the event `id` was handled.
+    pub fn remember(&mut self, id: EventId) {
+        if self.handled(id) {
+            return;
+        }
+        if self.handled_ids.len() >= HANDLED_IDS_MAX {
+            self.handled_ids.pop_front();
+        }
+        self.handled_ids.push_back(id);
     }
 
     /// The earliest due timeout at `now`: its name and deadline.

@@ -5,15 +5,20 @@ use eventfold_core::{
     EventStore, EventType, ExpectedRevision, ListStreams, NewEvent, Position, ReadStream,
     RecordedEvent, StoreError, StreamMetadata, StreamName, Timestamp,
 };
+use eventfold_transport::{Consumer, TransportError};
 use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::instance::{Instance, failure_trigger, timeout_trigger};
 use super::timeouts::TimerIndex;
 use super::{Clock, CommandSender, Effects, Saga, SagaCommand, SendError, SystemClock, command_id};
+use crate::handler::delivered::Delivered;
+use crate::handler::source::close;
+use crate::handler::{HandlerStats, TransportSource};
 use crate::projection::filter_for;
 use crate::retry::{RetryPolicy, StoreRetries};
-use crate::{CheckpointStore, CodecError, Context, StoreCheckpoints, Upcasters};
+use crate::{CheckpointStore, CodecError, Context, DomainEvent, StoreCheckpoints, Upcasters};
 
 /// Event type of an instance snapshot in `saga-{name}-{instance}`.
 const STATE_EVENT_TYPE: &str = "saga.state";
@@ -139,6 +144,19 @@ pub enum SagaError {
         #[source]
         source: StoreError,
     },
+    /// The broker of a manager fed from a transport failed: with an error retrying cannot fix,
+    /// or an outage longer than the source's reconnect policy waits. What was delivered and
+    /// not acked is delivered again after a restart.
+    #[error(
+        "saga {saga}: the broker failed: {source}; restart the manager once it is back (what was not acked is delivered again)"
+    )]
+    Transport {
+        /// The saga.
+        saga: &'static str,
+        /// The transport's error.
+        #[source]
+        source: TransportError,
+    },
     /// Another writer appended to an instance stream: two managers run the same saga.
     #[error(
         "saga {saga}: instance {instance:?} was changed by another writer; run exactly one manager per saga"
@@ -151,10 +169,11 @@ pub enum SagaError {
     },
 }
 
-/// An internal failure: stop, or retry from the checkpoint.
+/// An internal failure: stop, or retry from the checkpoint (or subscribe again).
 enum Failure {
     Stop(SagaError),
     Store(StoreError),
+    Transport(TransportError),
 }
 
 impl From<SagaError> for Failure {
@@ -182,13 +201,22 @@ pub struct SagaSnapshot<St> {
     pub completed: bool,
 }
 
-/// Runs a [`Saga`] on an event store: reads its events from `$all`, keeps each instance's
-/// state in the store, sends commands, fires timeouts. See the [module documentation](super)
-/// for the guarantees.
+/// Where a manager's events come from.
+enum Intake {
+    /// `$all` of the store, from a checkpoint.
+    Store,
+    /// A consumer group of a topic on a broker.
+    Transport(TransportSource),
+}
+
+/// Runs a [`Saga`] on an event store: reads its events from `$all` (or from a broker, see
+/// [`SagaManager::from_transport`]), keeps each instance's state in the store, sends commands,
+/// fires timeouts. See the [module documentation](super) for the guarantees.
 pub struct SagaManager<S: Saga> {
     saga: S,
     store: Arc<dyn EventStore>,
     sender: Arc<dyn CommandSender<S::Command>>,
+    intake: Intake,
     checkpoints: Arc<dyn CheckpointStore>,
     clock: Arc<dyn Clock>,
     upcasters: Upcasters,
@@ -198,8 +226,13 @@ pub struct SagaManager<S: Saga> {
 
 impl<S: Saga> std::fmt::Debug for SagaManager<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let intake = match &self.intake {
+            Intake::Store => "store $all".to_owned(),
+            Intake::Transport(source) => format!("{source:?}"),
+        };
         f.debug_struct("SagaManager")
             .field("saga", &S::NAME)
+            .field("intake", &intake)
             .field("clock", &self.clock)
             .field("options", &self.options)
             .field("pending_timeouts", &self.timers.len())
@@ -222,6 +255,7 @@ impl<S: Saga> SagaManager<S> {
     ) -> Self {
         SagaManager {
             saga,
+            intake: Intake::Store,
             checkpoints: Arc::new(StoreCheckpoints::new(store.clone())),
             store,
             sender: Arc::new(sender),
@@ -232,7 +266,38 @@ impl<S: Saga> SagaManager<S> {
         }
     }
 
-    /// Keeps the checkpoint (name `saga-{NAME}`) in `checkpoints` instead.
+    /// A manager of `saga` that takes its events from a consumer group of a topic on a
+    /// message broker (`source`: any [`Transport`](eventfold_transport::Transport), with the
+    /// retry and reconnect policies) instead of `$all`; the instances' state, commands,
+    /// timeouts and compensation stay in `store`, exactly as with [`SagaManager::new`].
+    ///
+    /// - Each delivery is acked once the instance's new state is stored and its commands were
+    ///   sent. A redelivery (a crash before the ack, a publisher that published twice) is
+    ///   recognised by its event id, which every instance remembers (the last 256), and acked
+    ///   without reacting again: no state change and no command twice. The broker gives no
+    ///   global order, so the events of one instance are handled in the order they arrive
+    ///   (per stream on brokers that order per key).
+    /// - An event that does not decode, or whose instance id makes no stream name, is
+    ///   dead-lettered on the broker at once; an event type the saga does not read is acked.
+    /// - A transient event store error closes the subscriber (what it had not acked comes
+    ///   back) and starts over after [`SagaOptions::store_retry`]'s delays, as on a store; an
+    ///   unavailable broker is subscribed again after the source's reconnect delays, then the
+    ///   manager stops with [`SagaError::Transport`].
+    /// - Timeouts are read from the store on start and fire from the [`Clock`], whatever the
+    ///   intake. Run one manager per saga, as with a store.
+    pub fn from_transport(
+        saga: S,
+        store: Arc<dyn EventStore>,
+        sender: impl CommandSender<S::Command>,
+        source: TransportSource,
+    ) -> Self {
+        let mut manager = SagaManager::new(saga, store, sender);
+        manager.intake = Intake::Transport(source);
+        manager
+    }
+
+    /// Keeps the checkpoint (name `saga-{NAME}`) in `checkpoints` instead (a manager fed from
+    /// `$all`; one fed from a broker has no checkpoint: the broker's group keeps its place).
     pub fn with_checkpoints(mut self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
         self.checkpoints = checkpoints;
         self
@@ -269,24 +334,44 @@ impl<S: Saga> SagaManager<S> {
     pub async fn run(mut self) -> Result<Infallible, SagaError> {
         check_name(S::NAME)?;
         let mut retries = StoreRetries::default();
+        let mut outages = 0u32;
         loop {
             let mut progressed = false;
-            let source = match self.run_once(&mut progressed).await {
+            let (delay, error) = match self.run_once(&mut progressed).await {
                 Err(Failure::Stop(e)) => return Err(e),
-                Err(Failure::Store(source)) => source,
+                Err(Failure::Store(source)) => (
+                    retries.next_delay(&self.options.store_retry, &source, progressed),
+                    SagaError::Store {
+                        saga: S::NAME,
+                        source,
+                    },
+                ),
+                Err(Failure::Transport(source)) => {
+                    outages = if progressed {
+                        1
+                    } else {
+                        outages.saturating_add(1)
+                    };
+                    let delay = match &self.intake {
+                        Intake::Transport(t) if source.is_retryable() => t.reconnect_after(outages),
+                        _ => None,
+                    };
+                    (
+                        delay,
+                        SagaError::Transport {
+                            saga: S::NAME,
+                            source,
+                        },
+                    )
+                }
             };
-            let Some(delay) = retries.next_delay(&self.options.store_retry, &source, progressed)
-            else {
-                return Err(SagaError::Store {
-                    saga: S::NAME,
-                    source,
-                });
+            let Some(delay) = delay else {
+                return Err(error);
             };
             tracing::warn!(
-                saga = S::NAME,
-                error = %source,
+                %error,
                 retry_in = ?delay,
-                "saga manager: event store error, starting over from the checkpoint"
+                "saga manager: starting over (from the checkpoint, or subscribing again)"
             );
             tokio::time::sleep(delay).await;
         }
@@ -300,6 +385,10 @@ impl<S: Saga> SagaManager<S> {
         let loaded = load::<S>(store, instance).await.map_err(|f| match f {
             Failure::Stop(e) => e,
             Failure::Store(source) => SagaError::Store {
+                saga: S::NAME,
+                source,
+            },
+            Failure::Transport(source) => SagaError::Transport {
                 saga: S::NAME,
                 source,
             },
@@ -321,6 +410,13 @@ impl<S: Saga> SagaManager<S> {
 
     async fn run_once(&mut self, progressed: &mut bool) -> Result<Infallible, Failure> {
         self.recover().await?;
+        if let Intake::Transport(source) = &self.intake {
+            let source = source.clone();
+            let mut consumer = source.open().await.map_err(Failure::Transport)?;
+            let Err(failure) = self.consume(&source, &mut consumer, progressed).await;
+            close(consumer, S::NAME).await;
+            return Err(failure);
+        }
         let checkpoint = Self::checkpoint_name();
         let after = self.checkpoints.load(&checkpoint).await?;
         let mut batches = crate::batches(
@@ -331,17 +427,9 @@ impl<S: Saga> SagaManager<S> {
         );
         loop {
             self.fire_due().await?;
-            let deadline = self.timers.next_deadline();
-            let clock = self.clock.clone();
-            let timer = async move {
-                match deadline {
-                    Some(at) => clock.sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let next = tokio::select! {
                 next = batches.next() => next,
-                () = timer => continue,
+                () = self.next_timeout() => continue,
             };
             let events = match next {
                 Some(Ok(events)) => events,
@@ -352,10 +440,77 @@ impl<S: Saga> SagaManager<S> {
                 continue;
             };
             for event in events {
-                self.handle_event(event).await?;
+                self.handle_event(event, false).await?;
             }
             self.checkpoints.save(&checkpoint, last).await?;
             *progressed = true;
+        }
+    }
+
+    /// Resolves when the earliest pending timeout is due (never when none is pending).
+    fn next_timeout(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let deadline = self.timers.next_deadline();
+        let clock = self.clock.clone();
+        async move {
+            match deadline {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Handles the deliveries of `consumer` as they come and fires timeouts as they fall due,
+    /// until a failure. A delivery is settled once its event is handled; waiting for the
+    /// next one is never abandoned for a timeout (a receive cut short could leave a message
+    /// to come back only after the ack timeout).
+    async fn consume(
+        &mut self,
+        source: &TransportSource,
+        consumer: &mut Consumer,
+        progressed: &mut bool,
+    ) -> Result<Infallible, Failure> {
+        // The manager's counts are in its logs; settling reports into this.
+        let stats = watch::Sender::new(HandlerStats::default());
+        loop {
+            self.fire_due().await?;
+            let delivery = {
+                let mut next = std::pin::pin!(consumer.next());
+                loop {
+                    tokio::select! {
+                        d = &mut next => break d.map_err(Failure::Transport)?,
+                        () = self.next_timeout() => self.fire_due().await?,
+                    }
+                }
+            };
+            let delivered = self.handle_delivered(delivery.event.clone()).await?;
+            source
+                .settle(consumer, delivery, delivered, S::NAME, &stats)
+                .await
+                .map_err(Failure::Transport)?;
+            *progressed = true;
+        }
+    }
+
+    /// Handles one event from a broker: what to tell the broker, or a failure that stops or
+    /// restarts the manager.
+    async fn handle_delivered(&mut self, recorded: RecordedEvent) -> Result<Delivered, Failure> {
+        if !S::Event::knows(recorded.event_type.as_str()) {
+            return Ok(Delivered::Foreign);
+        }
+        match self.handle_event(recorded, true).await {
+            Ok(()) => Ok(Delivered::Handled),
+            Err(Failure::Stop(SagaError::Decode { source, .. })) => Ok(Delivered::Failed {
+                permanent: true,
+                reason: format!(
+                    "saga {}: cannot decode the event: {source}; register an upcaster, then replay the dead letter",
+                    S::NAME
+                ),
+            }),
+            Err(Failure::Stop(e @ SagaError::InvalidInstance { .. })) => Ok(Delivered::Failed {
+                permanent: true,
+                reason: e.to_string(),
+            }),
+            Err(failure) => Err(failure),
         }
     }
 
@@ -397,7 +552,9 @@ impl<S: Saga> SagaManager<S> {
         }
     }
 
-    async fn handle_event(&mut self, recorded: RecordedEvent) -> Result<(), Failure> {
+    /// Handles one event; `by_id`: recognise events handled before by their id (from a
+    /// broker) rather than by their `$all` position.
+    async fn handle_event(&mut self, recorded: RecordedEvent, by_id: bool) -> Result<(), Failure> {
         let position = recorded.position;
         let envelope = self
             .upcasters
@@ -411,8 +568,13 @@ impl<S: Saga> SagaManager<S> {
             return Ok(());
         };
         let (mut inst, mut revision) = load::<S>(&*self.store, &instance).await?;
-        if inst.last_position.is_some_and(|p| p >= position) {
-            tracing::debug!(saga = S::NAME, %instance, position = position.0, "already handled");
+        let handled = if by_id {
+            inst.handled(envelope.id)
+        } else {
+            inst.last_position.is_some_and(|p| p >= position)
+        };
+        if handled {
+            tracing::debug!(saga = S::NAME, %instance, position = position.0, id = %envelope.id, "already handled");
             return Ok(());
         }
         if inst.completed {
@@ -422,10 +584,16 @@ impl<S: Saga> SagaManager<S> {
         let before = to_json::<S, _>(&instance, &inst.state)?;
         let mut effects = Effects::new(self.clock.now());
         self.saga.react(&mut inst.state, &envelope, &mut effects);
-        if effects.is_empty() && to_json::<S, _>(&instance, &inst.state)? == before {
+        let unchanged = effects.is_empty() && to_json::<S, _>(&instance, &inst.state)? == before;
+        // From a broker, an existing instance remembers even an event that changed nothing:
+        // redelivered after later events changed the state, it could otherwise act late.
+        if unchanged && !(by_id && revision.is_some()) {
             return Ok(());
         }
-        inst.last_position = Some(position);
+        if !by_id {
+            inst.last_position = Some(position);
+        }
+        inst.remember(envelope.id);
         let trigger = envelope.id.to_string();
         inst.apply(S::NAME, &instance, &trigger, &envelope.context(), effects);
         save::<S>(&*self.store, &self.options, &instance, &inst, &mut revision).await?;

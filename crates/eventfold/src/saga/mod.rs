@@ -17,6 +17,9 @@
 //!
 //! - It reads `$all` (filtered to the saga's event types) through [`crate::batches`] from a
 //!   [`crate::CheckpointStore`] checkpoint, so it catches up after downtime, then runs live.
+//!   Or, made with [`SagaManager::from_transport`], it consumes a topic of a message broker as
+//!   a consumer group (the group keeps its place) and acks each event once the instance's new
+//!   state is stored and its commands were sent; everything below holds for both intakes.
 //! - Each instance's state lives in the event store, stream `saga-{name}-{instance}`: every
 //!   change appends a `saga.state` snapshot (state, timeouts with absolute deadlines, commands
 //!   not yet delivered, the last handled position), and the stream keeps only the last
@@ -28,7 +31,9 @@
 //!   the effects, so a receiver can drop duplicates by id; a restart never makes new ids for old
 //!   work. An event already handled by an instance (its position is at or below the instance's
 //!   last handled position) is skipped, so replaying after a lost checkpoint sends nothing twice
-//!   beyond that window.
+//!   beyond that window. From a broker, which has no global order, an instance recognises a
+//!   redelivered event by its id instead (it remembers the last 256 it handled), so a
+//!   redelivery changes no state and sends no command.
 //! - Timeouts are durable: their deadlines are in the snapshots, and on start the manager lists
 //!   the saga's instances, so a deadline that passed while the process was down fires right
 //!   after the restart. Time comes from a [`Clock`] ([`ManualClock`] in tests).
@@ -36,9 +41,12 @@
 //!   correlation id, the event as the cause), so correlation and causation ids flow through
 //!   the process without the saga writing them.
 //!
-//! Costs and limits: one manager handles one trigger at a time (events in `$all` order,
-//! timeouts as they fall due), and while it retries an unavailable receiver everything else
-//! waits. Each handled event costs one read of the instance's snapshot and, when the saga did
+//! Costs and limits: one manager handles one trigger at a time (events in `$all` order, or
+//! in delivery order from a broker; timeouts as they fall due), and while it retries an
+//! unavailable receiver everything else waits. Fed from a broker, an event for an existing
+//! instance is stored even when it changed nothing (to remember its id), and aborting the
+//! manager is a crash for the broker: what it had received and not acked comes back after
+//! the ack timeout. Each handled event costs one read of the instance's snapshot and, when the saga did
 //! something, one append (two when commands were sent). Completed instances keep their last
 //! snapshot, so a late event is recognised as belonging to a finished process; a manager's
 //! start reads one snapshot per instance the saga ever started.

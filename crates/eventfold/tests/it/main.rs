@@ -11,3 +11,4 @@ mod remote;
 mod saga;
 mod support;
 mod transport;
+mod transport_consumers;
