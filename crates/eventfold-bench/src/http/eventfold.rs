@@ -362,4 +362,54 @@ mod tests {
         );
         assert_eq!(number_after(b"{}", b"\"position\":"), None);
     }
+
+    /// What a subscriber hands out from `chunks`, and how its last receive ended.
+    async fn units(sse: bool, chunks: &[&'static [u8]]) -> (Vec<String>, Option<String>) {
+        let body = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        );
+        let mut sub = EventfoldSubscriber {
+            body: body.boxed(),
+            partial: Vec::new(),
+            sse,
+        };
+        let mut got = Vec::new();
+        for _ in 0..chunks.len() {
+            let r = sub
+                .receive(&mut |u: &[u8]| got.push(String::from_utf8_lossy(u).into_owned()))
+                .await;
+            if let Err(e) = r {
+                return (got, Some(format!("{e:#}")));
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn sse_frames_and_ndjson_lines_across_chunks() {
+        // Two frames in one chunk, a frame whose ending empty line is split, a heartbeat.
+        let (got, end) = units(
+            true,
+            &[
+                b"id: 0\nevent: t\ndata: {\"a\":0}\n\nid: 1\nevent: t\ndata: {\"a\":1}\n\nid: 2\nev",
+                b"ent: t\ndata: {\"a\":2}\n",
+                b"\n: heartbeat\n\n",
+                b"event: closing\ndata: {}\n\n",
+            ],
+        )
+        .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[2].starts_with("id: 2\nevent: t\ndata: {\"a\":2}"));
+        assert!(end.is_some_and(|e| e.contains("event: closing")));
+        let (got, end) = units(
+            false,
+            &[b"{\"a\":0}\n{\"a\"", b":1}\n\n", b"{\"closing\":{}}\n"],
+        )
+        .await;
+        assert_eq!(got, ["{\"a\":0}", "{\"a\":1}"]);
+        assert!(end.is_some_and(|e| e.contains("closing")));
+    }
 }
