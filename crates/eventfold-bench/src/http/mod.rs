@@ -499,6 +499,7 @@ fn print_fanout_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
             "p99.9",
             "max",
             "deliveries / expected",
+            "producer ack p99",
             "server CPU / delivery",
             "server CPUs",
             "CPUs busy: all / load gen",
@@ -506,7 +507,7 @@ fn print_fanout_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
             "p99 vs redis",
             "target",
         ],
-        vec![0, 1, 2, 14],
+        vec![0, 1, 2, 15],
     );
     let percentiles: [Pick; 4] = [|l| l.p50_ns, |l| l.p99_ns, |l| l.p999_ns, |l| l.max_ns];
     for r in runs.iter().filter(|r| r.skipped.is_none()) {
@@ -533,6 +534,7 @@ fn print_fanout_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
                 );
             }
             row.push(format!("{} / {}", count(f.delivered), count(f.expected())));
+            row.push(f.ack.map_or("-".into(), |l| nanos(l.p99_ns)));
             row.push(
                 f.server_cpu_per_delivery_ns()
                     .map_or("-".into(), |ns| nanos(ns.round() as u64)),
@@ -769,7 +771,9 @@ fn print_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
              system); a fresh stream (subject, key) per run; server CPU: the server process's \
              user + system time (/proc/PID/stat, 10-ms ticks) over the run, divided by the \
              deliveries; NATS and Redis are the oldest nats-server / redis-server process of \
-             the machine",
+             the machine; producer ack p99: due time → the system's acknowledgement of the \
+             send (eventfold's comes after the fdatasync, and subscribers see an event only \
+             after it too)",
             crate::measure::EVENT_DATA_BYTES
         ),
     ];
