@@ -42,8 +42,8 @@ pub use crate::groups::{
 };
 pub use crate::http::process::eventfold_bin;
 pub use crate::http::{
-    FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
-    NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, RATE_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,
+    FANOUT_RATES_DEFAULT, FANOUT_SECS_DEFAULT, HTTP_EVENTS_DEFAULT, HttpBenchOptions, HttpSystem,
+    NATS_SERVER_BIN_DEFAULT, NATS_URL_DEFAULT, REDIS_URL_DEFAULT, SERVER_DEFAULT,
     SUBSCRIBERS_DEFAULT, run_http_bench,
 };
 pub use crate::pgstore::{

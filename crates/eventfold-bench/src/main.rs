@@ -285,9 +285,13 @@ struct HttpArgs {
     /// Live subscribers of the fan-out row.
     #[arg(long, default_value_t = eventfold_bench::SUBSCRIBERS_DEFAULT)]
     subscribers: usize,
-    /// Events per second the fan-out producer sends.
-    #[arg(long, default_value_t = eventfold_bench::RATE_DEFAULT)]
-    rate: u64,
+    /// Events per second the fan-out producer sends: one fan-out run per rate
+    /// (comma-separated) [default: 1000,5000,10000].
+    #[arg(long, value_delimiter = ',')]
+    fanout_rates: Vec<u64>,
+    /// Run only the fan-out row (iv).
+    #[arg(long)]
+    fanout_only: bool,
     /// Seconds the fan-out producer sends for.
     #[arg(long, default_value_t = eventfold_bench::FANOUT_SECS_DEFAULT)]
     fanout_secs: u64,
@@ -438,7 +442,12 @@ fn main() -> ExitCode {
                 token: args.token,
                 events: args.events,
                 subscribers: args.subscribers,
-                rate: args.rate,
+                fanout_rates: if args.fanout_rates.is_empty() {
+                    eventfold_bench::FANOUT_RATES_DEFAULT.to_vec()
+                } else {
+                    args.fanout_rates
+                },
+                fanout_only: args.fanout_only,
                 fanout_secs: args.fanout_secs,
                 only: args.only.into_iter().map(HttpSystem::from).collect(),
                 skip_nats: args.skip_nats,

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod authorized;
+pub mod encoded;
 mod error;
 pub mod metrics;
 mod negotiate;
@@ -13,6 +14,7 @@ pub mod tls;
 
 pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
+pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
 pub use state::{AppState, ServerLimits};
 
 use std::future::Future;

@@ -71,6 +71,13 @@ pub struct Metrics {
     pub events_read: Counter,
     /// Open subscriptions (SSE and NDJSON).
     pub subscriptions_active: Gauge,
+    /// Events written to subscriptions (SSE and NDJSON): one per event per subscriber.
+    pub subscription_deliveries: Counter,
+    /// Chunks written to subscriptions: one per wake-up that had events, however many.
+    pub subscription_chunks: Counter,
+    /// Events serialized for subscriptions; the others were shared from
+    /// [`crate::encoded::EncodedEvents`]. Deliveries per encode is the sharing factor.
+    pub subscription_encodes: Counter,
     /// Events matching a consumer group's filter that are not settled yet (the group's
     /// `lag`, see [`eventfold_groups::GroupInfo::lag`]).
     pub consumer_group_lag: Family<GroupLabel, Gauge>,
@@ -128,6 +135,9 @@ impl Metrics {
         let append_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let events_read = Counter::default();
         let subscriptions_active = Gauge::default();
+        let subscription_deliveries = Counter::default();
+        let subscription_chunks = Counter::default();
+        let subscription_encodes = Counter::default();
         let consumer_group_lag = Family::<GroupLabel, Gauge>::default();
         let events_parked = Family::<GroupLabel, Counter>::default();
         let event_processing_duration: HistogramFamily<ProcessingLabels> =
@@ -184,6 +194,21 @@ impl Metrics {
             subscriptions_active.clone(),
         );
         registry.register(
+            "eventfold_subscription_deliveries",
+            "Events written to subscriptions (SSE and NDJSON), one per event per subscriber",
+            subscription_deliveries.clone(),
+        );
+        registry.register(
+            "eventfold_subscription_chunks",
+            "Body chunks written to subscriptions: one per wake-up that had events",
+            subscription_chunks.clone(),
+        );
+        registry.register(
+            "eventfold_subscription_encodes",
+            "Events serialized for subscriptions (the rest of the deliveries shared an encoding)",
+            subscription_encodes.clone(),
+        );
+        registry.register(
             "eventfold_consumer_group_lag",
             format!(
                 "Events matching a consumer group's filter not yet settled (acked, skipped or parked): read and unsettled plus not yet read, up to the end of the source; a lower bound for a few scrapes after a burst of more than {} events",
@@ -213,6 +238,9 @@ impl Metrics {
             append_duration,
             events_read,
             subscriptions_active,
+            subscription_deliveries,
+            subscription_chunks,
+            subscription_encodes,
             consumer_group_lag,
             events_parked,
             event_processing_duration,

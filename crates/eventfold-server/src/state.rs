@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The consumer groups (`/subscriptions`), when the server runs them.
     pub groups: Option<eventfold_groups::Groups>,
+    /// Events encoded once for all live subscriptions.
+    pub encoded: Arc<crate::encoded::EncodedEvents>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,6 +67,7 @@ impl AppState {
             auth: Arc::new(crate::auth::Auth::none()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             groups: None,
+            encoded: Arc::new(crate::encoded::EncodedEvents::new()),
         }
     }
 

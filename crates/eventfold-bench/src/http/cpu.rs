@@ -71,13 +71,76 @@ fn machine_ticks() -> Option<(u64, u64)> {
 
 /// User plus system ticks of this process: fields 14 and 15 of `/proc/self/stat`.
 fn own_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_ticks("/proc/self/stat")
+}
+
+/// User plus system ticks of the process whose `stat` file is at `path`.
+fn stat_ticks(path: &str) -> Option<u64> {
+    let (utime, stime, _) = stat_fields(path)?;
+    Some(utime + stime)
+}
+
+/// (utime, stime, starttime) of a process: fields 14, 15 and 22 of its `stat` file.
+fn stat_fields(path: &str) -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace().skip(11); // fields 3..=13
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some((field(14)?, field(15)?, field(22)?))
+}
+
+/// CPU time another process (a server under test) used over a window.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessCpu {
+    pid: u32,
+    ticks: u64,
+}
+
+impl ProcessCpu {
+    /// Starts counting `pid`'s CPU time; `None` when its `/proc` entry cannot be read.
+    pub fn start(pid: u32) -> Option<ProcessCpu> {
+        Some(ProcessCpu {
+            pid,
+            ticks: stat_ticks(&format!("/proc/{pid}/stat"))?,
+        })
+    }
+
+    /// Seconds of CPU (user + system) the process used since [`ProcessCpu::start`], at the
+    /// 10-ms resolution of `/proc`.
+    pub fn finish(&self) -> Option<f64> {
+        let now = stat_ticks(&format!("/proc/{}/stat", self.pid))?;
+        Some(now.checked_sub(self.ticks)? as f64 / TICKS_PER_S)
+    }
+}
+
+/// The oldest running process whose command name is `comm` (a system service started at boot
+/// rather than a copy someone started later), other than those in `exclude`.
+pub fn find_process(comm: &str, exclude: &[u32]) -> Option<u32> {
+    let mut best: Option<(u64, u32)> = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if exclude.contains(&pid) {
+            continue;
+        }
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim_end() != comm {
+            continue;
+        }
+        if let Some((_, _, start)) = stat_fields(&format!("/proc/{pid}/stat"))
+            && best.is_none_or(|(s, _)| start < s)
+        {
+            best = Some((start, pid));
+        }
+    }
+    best.map(|(_, pid)| pid)
 }
 
 /// The 1-minute load average.
@@ -108,5 +171,11 @@ mod tests {
         assert!(u.machine_busy >= 0.0 && u.machine_busy <= cpus as f64 + 0.01);
         assert!(u.load_generator >= 0.0);
         assert!(load_average().is_some());
+        let me = ProcessCpu::start(std::process::id()).expect("own stat");
+        assert!(me.finish().expect("own stat") >= 0.0);
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        // This process, or an older one of the same name.
+        assert!(find_process(comm.trim_end(), &[]).is_some());
+        assert_eq!(find_process("no-such-command", &[]), None);
     }
 }

@@ -20,15 +20,41 @@ pub trait System: Send + Sync {
     /// returns how many events it read.
     async fn read_back(&self, expected: u64) -> anyhow::Result<u64>;
 
-    /// A live subscriber to `key` from its start, with its own connection, ready to receive
-    /// when this returns. `key` has no events yet.
-    async fn subscriber(&self, key: &str) -> anyhow::Result<Box<dyn Subscriber>>;
+    /// The ways a fan-out subscriber can receive from this system (each is measured).
+    fn feeds(&self) -> &'static [Feed] {
+        &[Feed::Native]
+    }
+
+    /// A live subscriber to `key` from its start, with its own connection, receiving as
+    /// `feed` says, ready to receive when this returns. `key` has no events yet.
+    async fn subscriber(&self, key: &str, feed: Feed) -> anyhow::Result<Box<dyn Subscriber>>;
 
     /// The fan-out producer's connection, publishing to `key`.
     async fn publisher(&self, key: &str) -> anyhow::Result<Box<dyn Publisher>>;
 
     /// Removes what this run wrote, where the system is shared with others.
     async fn cleanup(&self) -> anyhow::Result<()>;
+}
+
+/// How a fan-out subscriber receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The system's own client protocol (NATS, Redis).
+    Native,
+    /// eventfold: `Accept: application/x-ndjson`, one JSON line per event.
+    Ndjson,
+    /// eventfold: `Accept: text/event-stream`, one SSE frame per event.
+    Sse,
+}
+
+impl Feed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feed::Native => "-",
+            Feed::Ndjson => "ndjson",
+            Feed::Sse => "sse",
+        }
+    }
 }
 
 /// A client that appends and waits.

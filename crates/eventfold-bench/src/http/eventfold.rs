@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-use super::driver::{Publisher, Subscriber, System, Writer};
+use super::driver::{Feed, Publisher, Subscriber, System, Writer};
 
 /// The largest `limit` of one read the server accepts by default: one read-back request.
 const READ_PAGE_EVENTS: u64 = 10_000;
@@ -84,14 +84,17 @@ impl Eventfold {
 
     /// A subscription to `$all` from `from` (included) as NDJSON: catch-up, then live.
     pub async fn subscribe_all(&self, from: u64) -> anyhow::Result<Box<dyn Subscriber>> {
-        self.subscribe(&format!("{}/all/subscribe?from={from}", self.base))
+        self.subscribe(&format!("{}/all/subscribe?from={from}", self.base), false)
             .await
     }
 
-    async fn subscribe(&self, url: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    async fn subscribe(&self, url: &str, sse: bool) -> anyhow::Result<Box<dyn Subscriber>> {
         let resp = self
             .get(url)
-            .header(reqwest::header::ACCEPT, NDJSON)
+            .header(
+                reqwest::header::ACCEPT,
+                if sse { "text/event-stream" } else { NDJSON },
+            )
             .send()
             .await
             .context("subscribe request failed")?;
@@ -99,6 +102,7 @@ impl Eventfold {
         Ok(Box::new(EventfoldSubscriber {
             body: resp.bytes_stream().boxed(),
             partial: Vec::new(),
+            sse,
         }))
     }
 
@@ -216,9 +220,16 @@ impl System for Eventfold {
         }
     }
 
-    async fn subscriber(&self, key: &str) -> anyhow::Result<Box<dyn Subscriber>> {
-        self.subscribe(&format!("{}/subscribe?from=start", self.stream_url(key)))
-            .await
+    fn feeds(&self) -> &'static [Feed] {
+        &[Feed::Ndjson, Feed::Sse]
+    }
+
+    async fn subscriber(&self, key: &str, feed: Feed) -> anyhow::Result<Box<dyn Subscriber>> {
+        self.subscribe(
+            &format!("{}/subscribe?from=start", self.stream_url(key)),
+            feed == Feed::Sse,
+        )
+        .await
     }
 
     async fn publisher(&self, key: &str) -> anyhow::Result<Box<dyn Publisher>> {
@@ -268,8 +279,10 @@ impl Publisher for EventfoldWriter {
 
 struct EventfoldSubscriber {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
-    /// The start of a line whose end has not arrived yet.
+    /// The start of a line (an SSE frame) whose end has not arrived yet.
     partial: Vec<u8>,
+    /// Server-Sent Events (frames end with an empty line) instead of NDJSON.
+    sse: bool,
 }
 
 #[async_trait::async_trait]
@@ -282,30 +295,48 @@ impl Subscriber for EventfoldSubscriber {
             Some(chunk) => chunk.context("the subscription's connection failed")?,
             None => anyhow::bail!("the server ended the subscription"),
         };
-        let mut on_line = |line: &[u8]| -> anyhow::Result<()> {
-            if line.is_empty() {
+        let sse = self.sse;
+        let mut on_unit = |unit: &[u8]| -> anyhow::Result<()> {
+            if unit.is_empty() || unit.starts_with(b":") {
                 return Ok(()); // heartbeat
             }
-            if line.starts_with(b"{\"error\"") || line.starts_with(b"{\"closing\"") {
+            let ended = if sse {
+                unit.starts_with(b"event: error") || unit.starts_with(b"event: closing")
+            } else {
+                unit.starts_with(b"{\"error\"") || unit.starts_with(b"{\"closing\"")
+            };
+            if ended {
                 anyhow::bail!(
                     "the subscription ended: {}",
-                    String::from_utf8_lossy(line)
+                    String::from_utf8_lossy(unit)
                         .chars()
                         .take(300)
                         .collect::<String>()
                 );
             }
-            on_event(line);
+            on_event(unit);
             Ok(())
         };
+        if sse {
+            // A frame ends with an empty line, whose two line ends may come in two chunks.
+            self.partial.extend_from_slice(&chunk);
+            let buf = std::mem::take(&mut self.partial);
+            let mut at = 0;
+            for end in memchr::memmem::find_iter(&buf, b"\n\n") {
+                on_unit(&buf[at..end])?;
+                at = end + 2;
+            }
+            self.partial = buf[at..].to_vec();
+            return Ok(());
+        }
         let mut at = 0;
         for nl in memchr::memchr_iter(b'\n', &chunk) {
             if self.partial.is_empty() {
-                on_line(&chunk[at..nl])?;
+                on_unit(&chunk[at..nl])?;
             } else {
                 self.partial.extend_from_slice(&chunk[at..nl]);
                 let line = std::mem::take(&mut self.partial);
-                on_line(&line)?;
+                on_unit(&line)?;
             }
             at = nl + 1;
         }
@@ -330,5 +361,55 @@ mod tests {
             Some(41)
         );
         assert_eq!(number_after(b"{}", b"\"position\":"), None);
+    }
+
+    /// What a subscriber hands out from `chunks`, and how its last receive ended.
+    async fn units(sse: bool, chunks: &[&'static [u8]]) -> (Vec<String>, Option<String>) {
+        let body = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        );
+        let mut sub = EventfoldSubscriber {
+            body: body.boxed(),
+            partial: Vec::new(),
+            sse,
+        };
+        let mut got = Vec::new();
+        for _ in 0..chunks.len() {
+            let r = sub
+                .receive(&mut |u: &[u8]| got.push(String::from_utf8_lossy(u).into_owned()))
+                .await;
+            if let Err(e) = r {
+                return (got, Some(format!("{e:#}")));
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn sse_frames_and_ndjson_lines_across_chunks() {
+        // Two frames in one chunk, a frame whose ending empty line is split, a heartbeat.
+        let (got, end) = units(
+            true,
+            &[
+                b"id: 0\nevent: t\ndata: {\"a\":0}\n\nid: 1\nevent: t\ndata: {\"a\":1}\n\nid: 2\nev",
+                b"ent: t\ndata: {\"a\":2}\n",
+                b"\n: heartbeat\n\n",
+                b"event: closing\ndata: {}\n\n",
+            ],
+        )
+        .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[2].starts_with("id: 2\nevent: t\ndata: {\"a\":2}"));
+        assert!(end.is_some_and(|e| e.contains("event: closing")));
+        let (got, end) = units(
+            false,
+            &[b"{\"a\":0}\n{\"a\"", b":1}\n\n", b"{\"closing\":{}}\n"],
+        )
+        .await;
+        assert_eq!(got, ["{\"a\":0}", "{\"a\":1}"]);
+        assert!(end.is_some_and(|e| e.contains("closing")));
     }
 }

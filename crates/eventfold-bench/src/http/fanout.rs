@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 
-use super::cpu::{CpuUse, CpuWindow};
-use super::driver::{PayloadTemplate, Subscriber, System, stamp};
+use super::cpu::{CpuUse, CpuWindow, ProcessCpu};
+use super::driver::{Feed, PayloadTemplate, Subscriber, System, stamp};
 use crate::measure::{Latencies, LatencySummary};
 
 /// Sends in flight at once; past it the producer waits (and the wait shows as latency).
@@ -55,11 +55,27 @@ pub struct Fanout {
     pub send_lag: Option<LatencySummary>,
     /// CPUs in use from the first send to the last receipt.
     pub cpu: Option<CpuUse>,
+    /// CPU seconds the server process used over the same window, when its process is known.
+    pub server_cpu_s: Option<f64>,
+    /// Seconds from the first send to the last receipt.
+    pub elapsed_s: f64,
 }
 
 impl Fanout {
     pub fn expected(&self) -> u64 {
         self.planned * self.subscribers as u64
+    }
+
+    /// Server CPU time per delivery, in nanoseconds.
+    pub fn server_cpu_per_delivery_ns(&self) -> Option<f64> {
+        let cpu = self.server_cpu_s?;
+        (self.delivered > 0).then(|| cpu * 1e9 / self.delivered as f64)
+    }
+
+    /// CPUs the server process kept busy on average.
+    pub fn server_cpus(&self) -> Option<f64> {
+        let cpu = self.server_cpu_s?;
+        (self.elapsed_s > 0.0).then(|| cpu / self.elapsed_s)
     }
 }
 
@@ -72,14 +88,17 @@ struct SubscriberResult {
     error: Option<String>,
 }
 
-/// Opens `subscribers` subscribers to `key`, then publishes `rate` events per second for
-/// `secs` seconds to it and measures every delivery.
+/// Opens `subscribers` subscribers to `key` receiving as `feed`, then publishes `rate` events
+/// per second for `secs` seconds to it and measures every delivery, and the CPU time of the
+/// server process `server_pid` (when known) over the run.
 pub async fn run(
     sys: &dyn System,
     key: &str,
+    feed: Feed,
     subscribers: usize,
     rate: u64,
     secs: u64,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<Fanout> {
     anyhow::ensure!(
         rate > 0 && secs > 0,
@@ -87,7 +106,7 @@ pub async fn run(
     );
     let planned = rate * secs;
     let subs: Vec<Box<dyn Subscriber>> = futures::stream::iter(0..subscribers)
-        .map(|_| sys.subscriber(key))
+        .map(|_| sys.subscriber(key, feed))
         .buffer_unordered(CONNECTS_AT_ONCE)
         .collect::<Vec<_>>()
         .await
@@ -99,6 +118,7 @@ pub async fn run(
 
     // The shared clock: payloads carry nanoseconds since `origin`.
     let cpu = CpuWindow::start();
+    let server_cpu = server_pid.and_then(ProcessCpu::start);
     let origin = Instant::now();
     let t0 = origin + LEAD_IN;
     let due = move |i: u64| t0 + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
@@ -223,6 +243,8 @@ pub async fn run(
         ack: ack.summary(),
         send_lag: send_lag.summary(),
         cpu: None,
+        server_cpu_s: None,
+        elapsed_s: 0.0,
     };
     let mut latencies = Latencies::new()?;
     while let Some(joined) = receivers.join_next().await {
@@ -243,5 +265,7 @@ pub async fn run(
     }
     f.latency = latencies.summary();
     f.cpu = cpu.finish();
+    f.server_cpu_s = server_cpu.and_then(|c| c.finish());
+    f.elapsed_s = origin.elapsed().as_secs_f64();
     Ok(f)
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
-use super::driver::{Publisher, Subscriber, System, Writer};
+use super::driver::{Feed, Publisher, Subscriber, System, Writer};
 
 /// How long to wait for a connection before calling the server absent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -136,7 +136,7 @@ impl System for Nats {
         Ok(read)
     }
 
-    async fn subscriber(&self, key: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    async fn subscriber(&self, key: &str, _feed: Feed) -> anyhow::Result<Box<dyn Subscriber>> {
         let messages = self.ordered(self.subject(key).to_string()).await?;
         Ok(Box::new(NatsSubscriber { messages }))
     }

@@ -36,6 +36,11 @@ impl ChildServer {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An error when the process has exited, with the end of its log.
     fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::driver::{Publisher, Subscriber, System, Writer};
+use super::driver::{Feed, Publisher, Subscriber, System, Writer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Entries per `XRANGE` of the read-back, as eventfold's read-back pages.
@@ -171,7 +171,7 @@ impl System for Redis {
         }
     }
 
-    async fn subscriber(&self, key: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    async fn subscriber(&self, key: &str, _feed: Feed) -> anyhow::Result<Box<dyn Subscriber>> {
         Ok(Box::new(RedisSubscriber {
             conn: connection(&self.client).await?,
             key: self.key(key),

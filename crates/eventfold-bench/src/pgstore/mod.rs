@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::http::cpu::{CpuUse, CpuWindow};
-use crate::http::driver::{Publisher, Subscriber, System, Writer};
+use crate::http::driver::{Feed, Publisher, Subscriber, System, Writer};
 use crate::http::eventfold::Eventfold;
 use crate::http::fanout::{self, Fanout};
 use crate::http::process;
@@ -403,7 +403,16 @@ async fn one_server_rows(
             opts.live_secs
         );
         let feed = AllFeed(ef.clone());
-        let live = fanout::run(&feed, "live", opts.subscribers, opts.rate, opts.live_secs).await;
+        let live = fanout::run(
+            &feed,
+            "live",
+            Feed::Ndjson,
+            opts.subscribers,
+            opts.rate,
+            opts.live_secs,
+            None,
+        )
+        .await;
         r.live = r.keep("row (6)", live);
     }
     Ok(())
@@ -473,7 +482,7 @@ impl System for AllFeed {
         self.0.read_back(expected).await
     }
 
-    async fn subscriber(&self, _key: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    async fn subscriber(&self, _key: &str, _feed: Feed) -> anyhow::Result<Box<dyn Subscriber>> {
         let from = self.0.log_end().await?;
         self.0.subscribe_all(from).await
     }

@@ -1,12 +1,12 @@
 //! The routes of the contract, a file per resource.
 
 mod all;
-mod encode;
+pub(crate) mod encode;
 mod group_bodies;
 pub mod groups;
 mod health;
 mod streams;
-mod subscribe;
+pub(crate) mod subscribe;
 pub mod table;
 
 use axum::Router;

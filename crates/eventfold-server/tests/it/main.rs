@@ -3,3 +3,4 @@
 mod auth;
 mod metrics;
 mod openapi;
+mod subscribe;
