@@ -17,11 +17,14 @@ use rdkafka::mocking::MockCluster;
 /// The environment variable naming an external cluster's bootstrap servers.
 pub const BOOTSTRAP_ENV: &str = "EVENTFOLD_KAFKA_BOOTSTRAP";
 
+/// An order to the mock cluster's thread: how long, and whom to tell when it is over.
+type Outage = (Duration, Sender<()>);
+
 /// A mock cluster of three brokers, or an external cluster.
 pub struct Cluster {
     pub bootstrap: String,
     /// `None` for an external cluster (it cannot be taken down from here).
-    outages: Option<Mutex<Sender<(Duration, Sender<()>)>>>,
+    outages: Option<Mutex<Sender<Outage>>>,
 }
 
 impl Cluster {
@@ -43,7 +46,7 @@ impl Cluster {
     /// A new mock cluster of three brokers.
     pub fn mock() -> Cluster {
         let (tx, rx) = channel();
-        let (outages, orders) = channel::<(Duration, Sender<()>)>();
+        let (outages, orders) = channel::<Outage>();
         std::thread::Builder::new()
             .name("kafka-mock-cluster".into())
             .spawn(move || {
