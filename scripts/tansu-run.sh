@@ -17,6 +17,7 @@
 set -euo pipefail
 
 what="${1:-all}"
+status=0
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
@@ -77,3 +78,4 @@ if [[ "$what" == all || "$what" == bench ]]; then
   TANSU_BIN="$tansu" cargo run --release -p eventfold-bench -- brokers \
     --only kafka-mock,kafka-tansu ${BENCH_ARGS:-}
 fi
+exit "$status"
