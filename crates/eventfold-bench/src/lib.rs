@@ -13,6 +13,7 @@
 //! between them. Absolute figures on a shared VM drift; the ratios, measured side by side in
 //! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
 
+mod brokers;
 mod disk;
 mod engine;
 mod framework;
@@ -30,6 +31,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use eventfold_engine::{Durability, EngineStats};
 
+pub use crate::brokers::{
+    BROKERS_EVENTS_DEFAULT, BROKERS_RATE_DEFAULT, BROKERS_SECS_DEFAULT, BrokerRow,
+    BrokersBenchOptions, run_brokers_bench,
+};
 pub use crate::framework::{
     FRAMEWORK_AGGREGATES_DEFAULT, FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT,
     FRAMEWORK_EVENTS_DEFAULT, FRAMEWORK_HOT_COMMANDS_DEFAULT, FRAMEWORK_SNAPSHOT_EVERY_DEFAULT,

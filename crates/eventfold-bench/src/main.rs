@@ -1,14 +1,15 @@
 //! `eventfold-bench`: whole-system benchmarks (see `BENCHMARKS.md`), a binary apart from
 //! `eventfold` so that the product links none of the rival clients it is compared with. Run as
-//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres ...`.
+//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres|brokers ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use eventfold_bench::{
-    EngineBenchOptions, FrameworkBenchOptions, FrameworkPart, GroupsBenchOptions, GroupsSystem,
-    HttpBenchOptions, HttpSystem, Part, PgPart, PostgresBenchOptions,
+    BrokerRow, BrokersBenchOptions, EngineBenchOptions, FrameworkBenchOptions, FrameworkPart,
+    GroupsBenchOptions, GroupsSystem, HttpBenchOptions, HttpSystem, Part, PgPart,
+    PostgresBenchOptions,
 };
 
 /// mimalloc, as in the `eventfold` binary: the engine and framework benchmarks run the engine
@@ -56,6 +57,84 @@ enum BenchCmd {
     /// subscriber. Every database is dropped at the end. Takes one to two minutes at the
     /// defaults.
     Postgres(PostgresArgs),
+    /// eventfold's events on message brokers through the transport adapters, beside eventfold's
+    /// own consumer groups: (a) relay throughput from an engine store into Redis Streams, NATS
+    /// JetStream, RabbitMQ, Kafka (librdkafka's in-process mock cluster) and Kafka (a `tansu`
+    /// broker, when one is installed); (b) the open-loop end-to-end latency append → relay →
+    /// broker → handler at a fixed rate, and the same through eventfold's consumer groups.
+    /// Takes two to four minutes at the defaults.
+    Brokers(BrokersArgs),
+}
+
+/// Options of `eventfold-bench brokers`.
+#[derive(Debug, clap::Args)]
+struct BrokersArgs {
+    /// Run only these rows (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<BrokerRowArg>,
+    /// Events in the store the relay publishes, row (a).
+    #[arg(long, default_value_t = eventfold_bench::BROKERS_EVENTS_DEFAULT)]
+    events: u64,
+    /// Events per second appended in the latency row (b).
+    #[arg(long, default_value_t = eventfold_bench::BROKERS_RATE_DEFAULT)]
+    rate: u64,
+    /// Seconds the latency row appends for.
+    #[arg(long, default_value_t = eventfold_bench::BROKERS_SECS_DEFAULT)]
+    secs: u64,
+    /// Redis.
+    #[arg(long, default_value = eventfold_bench::REDIS_URL_DEFAULT)]
+    redis: String,
+    /// NATS server with JetStream.
+    #[arg(long, default_value = eventfold_bench::NATS_URL_DEFAULT)]
+    nats: String,
+    /// RabbitMQ (AMQP 0-9-1).
+    #[arg(long, default_value = eventfold_bench::AMQP_URL_DEFAULT)]
+    amqp: String,
+    /// The tansu binary the kafka-tansu row starts (`tansu broker`, memory storage) [default:
+    /// `tansu` on PATH]. Nothing is downloaded: without one the row says how to install it.
+    #[arg(long, env = "TANSU_BIN", value_name = "PATH")]
+    tansu_bin: Option<PathBuf>,
+    /// The `eventfold` binary of the groups-http row [default: the `eventfold` in the
+    /// directory of this executable, after `cargo build --release -p eventfold-cli`].
+    #[arg(long, value_name = "PATH")]
+    eventfold_bin: Option<PathBuf>,
+    /// Directory for scratch data, on the disk to measure [default: ./target/eventfold-bench,
+    /// or ./eventfold-bench].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// A row of `eventfold-bench brokers`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BrokerRowArg {
+    /// Redis Streams.
+    Redis,
+    /// NATS JetStream.
+    Nats,
+    /// RabbitMQ quorum queues.
+    Rabbitmq,
+    /// Kafka: librdkafka's in-process mock cluster (not a real broker).
+    KafkaMock,
+    /// Kafka: a `tansu` broker started by the bench.
+    KafkaTansu,
+    /// eventfold's consumer groups in this process (the comparison row).
+    Groups,
+    /// eventfold's consumer groups over HTTP (`eventfold serve`).
+    GroupsHttp,
+}
+
+impl From<BrokerRowArg> for BrokerRow {
+    fn from(r: BrokerRowArg) -> BrokerRow {
+        match r {
+            BrokerRowArg::Redis => BrokerRow::Redis,
+            BrokerRowArg::Nats => BrokerRow::Nats,
+            BrokerRowArg::Rabbitmq => BrokerRow::Rabbitmq,
+            BrokerRowArg::KafkaMock => BrokerRow::KafkaMock,
+            BrokerRowArg::KafkaTansu => BrokerRow::KafkaTansu,
+            BrokerRowArg::Groups => BrokerRow::Groups,
+            BrokerRowArg::GroupsHttp => BrokerRow::GroupsHttp,
+        }
+    }
 }
 
 /// Options of `eventfold-bench postgres`.
@@ -396,7 +475,9 @@ impl From<PartArg> for Part {
 fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("EVENTFOLD_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,async_nats=warn,tokio_postgres=warn")
+            tracing_subscriber::EnvFilter::new(
+                "info,async_nats=warn,tokio_postgres=warn,lapin=warn",
+            )
         });
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
@@ -515,6 +596,24 @@ fn main() -> ExitCode {
             (
                 "postgres",
                 rt.block_on(eventfold_bench::run_postgres_bench(opts)),
+            )
+        }
+        BenchCmd::Brokers(args) => {
+            let opts = BrokersBenchOptions {
+                events: args.events,
+                rate: args.rate,
+                secs: args.secs,
+                only: args.only.into_iter().map(BrokerRow::from).collect(),
+                redis_url: args.redis,
+                nats_url: args.nats,
+                amqp_url: args.amqp,
+                tansu_bin: args.tansu_bin,
+                eventfold_bin: args.eventfold_bin,
+                dir: args.dir,
+            };
+            (
+                "brokers",
+                rt.block_on(eventfold_bench::run_brokers_bench(opts)),
             )
         }
     };

@@ -79,6 +79,48 @@ impl Measurement {
     }
 }
 
+/// The schedule of an open-loop load generator: event `seq` (from 0) is due `seq / rate`
+/// seconds after the run's start, whatever happened to the events before it, so a stall of the
+/// system under test shows as latency of every event scheduled during it (measured from the
+/// intended time) instead of silently lowering the rate (coordinated omission).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenLoopSchedule {
+    rate: u64,
+    total: u64,
+}
+
+impl OpenLoopSchedule {
+    /// `rate` events per second (at least 1) for `secs` seconds.
+    pub fn new(rate: u64, secs: u64) -> OpenLoopSchedule {
+        let rate = rate.max(1);
+        OpenLoopSchedule {
+            rate,
+            total: rate.saturating_mul(secs),
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Events in the whole run.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// How many events are due `elapsed` after the start (those with an intended time at or
+    /// before it), at most [`total`](Self::total).
+    pub fn due(&self, elapsed: Duration) -> u64 {
+        let due = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000_000 + 1;
+        u64::try_from(due).unwrap_or(u64::MAX).min(self.total)
+    }
+
+    /// The intended send time of event `seq`, in nanoseconds after the start.
+    pub fn intended_ns(&self, seq: u64) -> u64 {
+        u64::try_from(u128::from(seq) * 1_000_000_000 / u128::from(self.rate)).unwrap_or(u64::MAX)
+    }
+}
+
 /// The data of every benchmark event: a fixed pseudo-random pattern, so that no layer can
 /// make the benchmark look better by compressing zeros.
 pub fn event_data() -> Vec<u8> {
@@ -92,4 +134,62 @@ pub fn event_data() -> Vec<u8> {
             x.to_le_bytes()[0]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_fixed_in_time() {
+        let s = OpenLoopSchedule::new(1_000, 3);
+        assert_eq!(s.total(), 3_000);
+        // Event 0 is due at once, event n at n ms.
+        assert_eq!(s.due(Duration::ZERO), 1);
+        assert_eq!(s.due(Duration::from_micros(999)), 1);
+        assert_eq!(s.due(Duration::from_millis(1)), 2);
+        assert_eq!(s.due(Duration::from_millis(1_500)), 1_501);
+        assert_eq!(s.intended_ns(0), 0);
+        assert_eq!(s.intended_ns(1_500), 1_500_000_000);
+        // A stall does not move the schedule: after one, everything scheduled meanwhile is due.
+        assert_eq!(s.due(Duration::from_millis(2_000)), 2_001);
+        // Never more than the run's events.
+        assert_eq!(s.due(Duration::from_secs(60)), 3_000);
+        // Every due event's intended time has come.
+        for ms in [0u64, 1, 7, 999, 2_999] {
+            let at = Duration::from_millis(ms);
+            let due = s.due(at);
+            assert!(s.intended_ns(due - 1) <= at.as_nanos() as u64);
+            if due < s.total() {
+                assert!(s.intended_ns(due) > at.as_nanos() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn odd_rates_keep_their_count() {
+        let s = OpenLoopSchedule::new(3, 2);
+        assert_eq!(s.total(), 6);
+        assert_eq!(s.intended_ns(1), 333_333_333);
+        assert_eq!(s.due(Duration::from_nanos(333_333_332)), 1);
+        assert_eq!(s.due(Duration::from_nanos(333_333_334)), 2);
+        // A rate of 0 is taken as 1.
+        assert_eq!(OpenLoopSchedule::new(0, 5).total(), 5);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_recorded_latencies() {
+        let mut l = Latencies::new().expect("histogram");
+        assert!(l.summary().is_none());
+        for us in 1..=1_000u64 {
+            l.record_ns(us * 1_000);
+        }
+        let s = l.summary().expect("recorded");
+        // 3 significant digits.
+        let near = |got: u64, want: u64| got.abs_diff(want) <= want / 500;
+        assert!(near(s.p50_ns, 500_000), "{}", s.p50_ns);
+        assert!(near(s.p99_ns, 990_000), "{}", s.p99_ns);
+        assert!(near(s.p999_ns, 999_000), "{}", s.p999_ns);
+        assert!(near(s.max_ns, 1_000_000), "{}", s.max_ns);
+    }
 }

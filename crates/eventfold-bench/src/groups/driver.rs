@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_trait::async_trait;
 
-use crate::measure::{EVENT_DATA_BYTES, Latencies, LatencySummary};
+use crate::measure::{EVENT_DATA_BYTES, Latencies, LatencySummary, OpenLoopSchedule};
 
 /// How long one pull may wait for a first delivery: short, so that consumers notice the end of a
 /// drain soon.
@@ -95,7 +95,7 @@ pub trait Consumer: Send {
 
 /// Counts acknowledged deliveries and which events were acknowledged at least once.
 #[derive(Debug)]
-struct Tracker {
+pub(crate) struct Tracker {
     seen: Vec<AtomicBool>,
     distinct: AtomicU64,
     total: AtomicU64,
@@ -108,7 +108,7 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(n: u64, start: Instant) -> Tracker {
+    pub(crate) fn new(n: u64, start: Instant) -> Tracker {
         Tracker {
             seen: (0..n).map(|_| AtomicBool::new(false)).collect(),
             distinct: AtomicU64::new(0),
@@ -120,7 +120,7 @@ impl Tracker {
         }
     }
 
-    fn record(&self, p: &Payload) -> anyhow::Result<()> {
+    pub(crate) fn record(&self, p: &Payload) -> anyhow::Result<()> {
         let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
         let slot = self
             .seen
@@ -138,8 +138,13 @@ impl Tracker {
         Ok(())
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.done.load(Ordering::SeqCst)
+    }
+
+    /// Distinct events acknowledged so far.
+    pub(crate) fn distinct(&self) -> u64 {
+        self.distinct.load(Ordering::SeqCst)
     }
 }
 
@@ -282,8 +287,8 @@ pub async fn open_loop(
 ) -> anyhow::Result<OpenLoop> {
     sys.create(q).await?;
     let outcome = async {
-        let rate = rate.max(1);
-        let total = rate * secs;
+        let schedule = OpenLoopSchedule::new(rate, secs);
+        let (rate, total) = (schedule.rate(), schedule.total());
         let publisher = sys.publisher(q).await?;
         let mut cs = Vec::new();
         for id in 0..consumers {
@@ -324,11 +329,10 @@ pub async fn open_loop(
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let ns_per_event = 1e9 / rate as f64;
         let mut failure = None;
         while sent < total {
             tick.tick().await;
-            let due = ((base.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+            let due = schedule.due(base.elapsed());
             if due <= sent {
                 continue;
             }
@@ -336,7 +340,7 @@ pub async fn open_loop(
                 .map(|seq| {
                     Payload {
                         seq,
-                        sent_ns: (seq as f64 * ns_per_event) as u64,
+                        sent_ns: schedule.intended_ns(seq),
                     }
                     .encode()
                 })

@@ -8,8 +8,8 @@
 //! of the system's own peak rate from (1)/(2): a producer sends at a fixed rate, each event
 //! carries its intended send time, latency = ack done minus that time.
 
-mod driver;
-mod eventfold;
+pub(crate) mod driver;
+pub(crate) mod eventfold;
 mod nats;
 mod rabbitmq;
 mod redis;

@@ -22,7 +22,7 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<ChildServer> {
+    pub(crate) fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<ChildServer> {
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone().context("cannot share the log file")?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -62,7 +62,7 @@ impl ChildServer {
     }
 
     /// Waits until `ready` answers true, failing early when the process exits.
-    async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> anyhow::Result<()>
+    pub(crate) async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -98,7 +98,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-async fn accepts(port: u16) -> bool {
+pub(crate) async fn accepts(port: u16) -> bool {
     tokio::time::timeout(
         Duration::from_millis(500),
         tokio::net::TcpStream::connect(("127.0.0.1", port)),

@@ -1,6 +1,9 @@
-//! librdkafka's in-process mock cluster, kept alive on a thread of its own for the whole test
-//! binary (dropping `MockCluster` destroys the cluster; it is not `Sync`, so the thread owns it
-//! and takes orders over a channel).
+//! The cluster the tests run against: by default librdkafka's in-process mock cluster, kept
+//! alive on a thread of its own for the whole test binary (dropping `MockCluster` destroys the
+//! cluster; it is not `Sync`, so the thread owns it and takes orders over a channel). With
+//! `EVENTFOLD_KAFKA_BOOTSTRAP=host:port[,...]` set, an external cluster instead (a real Kafka, or
+//! a Kafka-compatible broker such as tansu: see `scripts/tansu-run.sh`); the tests that take
+//! the brokers down skip themselves then.
 
 #![allow(dead_code)]
 
@@ -11,16 +14,39 @@ use std::time::Duration;
 use eventfold_transport_kafka::KafkaTransport;
 use rdkafka::mocking::MockCluster;
 
-/// A mock cluster of three brokers.
+/// The environment variable naming an external cluster's bootstrap servers.
+pub const BOOTSTRAP_ENV: &str = "EVENTFOLD_KAFKA_BOOTSTRAP";
+
+/// An order to the mock cluster's thread: how long, and whom to tell when it is over.
+type Outage = (Duration, Sender<()>);
+
+/// A mock cluster of three brokers, or an external cluster.
 pub struct Cluster {
     pub bootstrap: String,
-    outages: Mutex<Sender<(Duration, Sender<()>)>>,
+    /// `None` for an external cluster (it cannot be taken down from here).
+    outages: Option<Mutex<Sender<Outage>>>,
 }
 
 impl Cluster {
+    /// The external cluster of [`BOOTSTRAP_ENV`] when it is set (and not empty), else a new
+    /// mock cluster.
     pub fn start() -> Cluster {
+        match std::env::var(BOOTSTRAP_ENV) {
+            Ok(b) if !b.trim().is_empty() => {
+                eprintln!("kafka tests: against the external cluster {BOOTSTRAP_ENV}={b}");
+                Cluster {
+                    bootstrap: b.trim().to_owned(),
+                    outages: None,
+                }
+            }
+            _ => Cluster::mock(),
+        }
+    }
+
+    /// A new mock cluster of three brokers.
+    pub fn mock() -> Cluster {
         let (tx, rx) = channel();
-        let (outages, orders) = channel::<(Duration, Sender<()>)>();
+        let (outages, orders) = channel::<Outage>();
         std::thread::Builder::new()
             .name("kafka-mock-cluster".into())
             .spawn(move || {
@@ -40,8 +66,13 @@ impl Cluster {
             .expect("spawn the mock cluster's thread");
         Cluster {
             bootstrap: rx.recv().expect("the mock cluster's bootstrap servers"),
-            outages: Mutex::new(outages),
+            outages: Some(Mutex::new(outages)),
         }
+    }
+
+    /// Whether [`outage`](Self::outage) can be used (a mock cluster).
+    pub fn can_take_down(&self) -> bool {
+        self.outages.is_some()
     }
 
     /// Every broker drops its connections and refuses new ones for `length`, then comes back
@@ -49,6 +80,8 @@ impl Cluster {
     pub async fn outage(&self, length: Duration) {
         let (done, wait) = channel();
         self.outages
+            .as_ref()
+            .expect("an outage of an external cluster: check can_take_down first")
             .lock()
             .expect("lock")
             .send((length, done))
@@ -62,7 +95,7 @@ impl Cluster {
     pub async fn open(&self) -> KafkaTransport {
         KafkaTransport::connect(&self.bootstrap)
             .await
-            .expect("connect to the mock cluster")
+            .unwrap_or_else(|e| panic!("cannot connect to the cluster at {}: {e}", self.bootstrap))
     }
 }
 
