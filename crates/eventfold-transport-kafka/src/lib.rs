@@ -33,8 +33,11 @@ use eventfold_transport::{
 };
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -49,6 +52,10 @@ pub const H_DLQ_REASON: &str = "eventfold_deadletter_reason";
 pub const H_DLQ_ATTEMPTS: &str = "eventfold_deadletter_attempts";
 /// How long a metadata request, a committed-offsets request or a dead-letter read may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a missing topic is given to appear by the broker's auto-creation before it is
+/// created with a `CreateTopics` request.
+const TOPIC_AUTO_CREATE_WAIT: Duration = Duration::from_secs(1);
+
 /// How long librdkafka keeps trying to deliver a produced record before the publish fails
 /// (`message.timeout.ms`): a broker away longer makes `publish` answer `Unavailable`.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,6 +96,8 @@ impl std::fmt::Debug for KafkaTransport {
 pub(crate) struct Inner {
     pub(crate) servers: String,
     producer: FutureProducer,
+    /// Creates the topics a cluster does not create by itself.
+    admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created by the broker's auto-creation if they did not).
     known: Mutex<HashSet<String>>,
 }
@@ -119,9 +128,18 @@ impl KafkaTransport {
                     "cannot set up a Kafka producer for {servers:?}: {e}"
                 ))
             })?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()
+            .map_err(|e| {
+                TransportError::Invalid(format!(
+                    "cannot set up a Kafka admin client for {servers:?}: {e}"
+                ))
+            })?;
         let inner = Arc::new(Inner {
             servers,
             producer,
+            admin,
             known: Mutex::new(HashSet::new()),
         });
         let probe = inner.clone();
@@ -171,15 +189,67 @@ impl Inner {
     }
 
     /// Makes sure `topic` exists: a metadata request for it, which lets the broker auto-create
-    /// it (`auto.create.topics.enable`, with the broker's `num.partitions`).
+    /// it (`auto.create.topics.enable`); when that does not make it, a `CreateTopics` request
+    /// with the broker's default partition count and replication factor (what auto-creation
+    /// would have used; a cluster without auto-creation, such as tansu, needs it).
     pub(crate) async fn ensure_topic(self: &Arc<Self>, topic: &str) -> TransportResult<()> {
         if self.known.lock().expect("lock").contains(topic) {
             return Ok(());
         }
+        if self.wait_for_topic(topic, TOPIC_AUTO_CREATE_WAIT).await? {
+            return Ok(());
+        }
+        let new = NewTopic::new(topic, -1, TopicReplication::Fixed(-1));
+        let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let created =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.admin.create_topics([&new], &opts))
+                .await
+                .map_err(|_| TransportError::Unavailable {
+                    broker: BROKER,
+                    url: self.servers.clone(),
+                    detail: format!(
+                        "creating topic {topic:?} got no answer within {REQUEST_TIMEOUT:?}"
+                    ),
+                })?
+                .map_err(|e| self.error("create a topic", &e))?;
+        for result in created {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(TransportError::Rejected {
+                        broker: BROKER,
+                        action: "create a topic",
+                        detail: format!(
+                            "topic {topic:?} does not exist and creating it failed ({code}): \
+                             create it (with the partitions you want) or enable \
+                             auto.create.topics.enable"
+                        ),
+                    });
+                }
+            }
+        }
+        if self.wait_for_topic(topic, REQUEST_TIMEOUT).await? {
+            return Ok(());
+        }
+        Err(TransportError::Rejected {
+            broker: BROKER,
+            action: "create a topic",
+            detail: format!(
+                "topic {topic:?} was created but has no partitions within {REQUEST_TIMEOUT:?}"
+            ),
+        })
+    }
+
+    /// Asks for `topic`'s metadata until it has partitions (`true`) or `wait` has passed.
+    async fn wait_for_topic(
+        self: &Arc<Self>,
+        topic: &str,
+        wait: Duration,
+    ) -> TransportResult<bool> {
         let me = self.clone();
         let name = topic.to_owned();
         blocking(move || {
-            let deadline = Instant::now() + REQUEST_TIMEOUT;
+            let deadline = Instant::now() + wait;
             loop {
                 let md = me
                     .producer
@@ -192,17 +262,10 @@ impl Inner {
                     .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
                 if ready {
                     me.known.lock().expect("lock").insert(name);
-                    return Ok(());
+                    return Ok(true);
                 }
                 if Instant::now() >= deadline {
-                    return Err(TransportError::Rejected {
-                        broker: BROKER,
-                        action: "create a topic",
-                        detail: format!(
-                            "topic {name:?} does not exist and was not auto-created: create it \
-                             (with the partitions you want) or enable auto.create.topics.enable"
-                        ),
-                    });
+                    return Ok(false);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
