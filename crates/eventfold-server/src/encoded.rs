@@ -22,9 +22,11 @@ use eventfold_core::{EventId, RecordedEvent};
 /// is the last 0.4 s, which is where live subscribers are.
 pub const ENCODED_SLOTS: usize = 4_096;
 /// Longest line kept in a slot. Longer events are encoded by each subscriber; the bound keeps
-/// the ring under 4,096 × 16 KiB = 64 MiB whatever clients append (typical events of a few
-/// hundred bytes take about 2 MiB).
-pub const ENCODED_LINE_BYTES_MAX: usize = 16 << 10;
+/// the ring under 4,096 × 2 KiB = 8 MiB whatever clients append (typical events of a few
+/// hundred bytes take about 2 MiB). At 16 KiB the ring alone could hold 64 MiB, more than the
+/// server's whole budget under stalled readers (`stalled_sse_readers_do_not_grow_server_memory`
+/// in eventfold-cli's tests failed at 53 MiB of growth with 4 KB events).
+pub const ENCODED_LINE_BYTES_MAX: usize = 2 << 10;
 
 struct Slot {
     position: u64,
