@@ -63,10 +63,9 @@ fn metadata() -> Value {
     serde_json::from_str(&json).expect("cargo metadata prints JSON")
 }
 
-/// Every package reachable from `root` over normal dependency edges, each with the path of
-/// package names that first reached it (breadth first, so a shortest path).
-fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
-    let names: HashMap<&str, &str> = meta["packages"]
+/// Package id → package name, for every package in `meta`.
+fn package_names(meta: &Value) -> HashMap<&str, &str> {
+    meta["packages"]
         .as_array()
         .expect("packages is an array")
         .iter()
@@ -76,7 +75,23 @@ fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
                 p["name"].as_str().expect("package name"),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Whether a resolve node's dependency `dep` is a normal one (its `kind` is null; "dev" or
+/// "build" otherwise) in at least one of its kinds.
+fn is_normal(dep: &Value) -> bool {
+    dep["dep_kinds"]
+        .as_array()
+        .expect("dep_kinds is an array")
+        .iter()
+        .any(|k| k["kind"].is_null())
+}
+
+/// Every package reachable from `root` over normal dependency edges, each with the path of
+/// package names that first reached it (breadth first, so a shortest path).
+fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
+    let names = package_names(meta);
     let nodes: HashMap<&str, &Value> = meta["resolve"]["nodes"]
         .as_array()
         .expect("resolve.nodes is an array")
@@ -96,14 +111,8 @@ fn normal_closure(meta: &Value, root: &str) -> HashMap<String, Vec<String>> {
         let path = reached[id].clone();
         let deps = nodes[id]["deps"].as_array().expect("deps is an array");
         for dep in deps {
-            // `kind` is null for a normal dependency, "dev" or "build" otherwise.
-            let normal = dep["dep_kinds"]
-                .as_array()
-                .expect("dep_kinds is an array")
-                .iter()
-                .any(|k| k["kind"].is_null());
             let pkg = dep["pkg"].as_str().expect("dep pkg");
-            if !normal || reached.contains_key(pkg) {
+            if !is_normal(dep) || reached.contains_key(pkg) {
                 continue;
             }
             let mut p = path.clone();
@@ -122,31 +131,18 @@ fn normal_dependents(
     reached: &HashMap<String, Vec<String>>,
     target: &str,
 ) -> Vec<String> {
-    let names: HashMap<&str, &str> = meta["packages"]
-        .as_array()
-        .expect("packages is an array")
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().expect("package id"),
-                p["name"].as_str().expect("package name"),
-            )
-        })
-        .collect();
+    let names = package_names(meta);
     let mut out: Vec<String> = meta["resolve"]["nodes"]
         .as_array()
         .expect("resolve.nodes is an array")
         .iter()
         .filter(|n| reached.contains_key(n["id"].as_str().expect("node id")))
         .filter(|n| {
-            n["deps"].as_array().expect("deps").iter().any(|d| {
-                names[d["pkg"].as_str().expect("dep pkg")] == target
-                    && d["dep_kinds"]
-                        .as_array()
-                        .expect("dep_kinds")
-                        .iter()
-                        .any(|k| k["kind"].is_null())
-            })
+            n["deps"]
+                .as_array()
+                .expect("deps")
+                .iter()
+                .any(|d| names[d["pkg"].as_str().expect("dep pkg")] == target && is_normal(d))
         })
         .map(|n| names[n["id"].as_str().expect("node id")].to_owned())
         .collect();
