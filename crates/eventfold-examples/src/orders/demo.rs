@@ -168,12 +168,7 @@ pub async fn run_on(
         let progress: Vec<String> = orders
             .stats()
             .iter()
-            .map(|(name, s)| {
-                format!(
-                    "{name}: handled {}, failed attempts {}, dead-lettered {}",
-                    s.handled, s.failed_attempts, s.dead_lettered
-                )
-            })
+            .map(|(name, s)| format!("{name}: {}", did(s)))
             .collect();
         anyhow::bail!(
             "the handlers did not catch up with the 5 orders within {} s ({})",
@@ -198,11 +193,7 @@ pub async fn run_on(
 
     writeln!(out, "\nwhat each handler did:")?;
     for (name, s) in &outcome.stats {
-        writeln!(
-            out,
-            "  {name:<16} handled {}, failed attempts {}, dead-lettered {}",
-            s.handled, s.failed_attempts, s.dead_lettered
-        )?;
+        writeln!(out, "  {name:<16} {}", did(s))?;
     }
     writeln!(out, "\nemail sent:")?;
     for email in &outcome.emails {
@@ -247,4 +238,12 @@ pub async fn run_on(
         )?;
     }
     Ok(outcome)
+}
+
+/// What a handler did, as the report and a catch-up timeout say it.
+fn did(s: &HandlerStats) -> String {
+    format!(
+        "handled {}, failed attempts {}, dead-lettered {}",
+        s.handled, s.failed_attempts, s.dead_lettered
+    )
 }
