@@ -16,8 +16,8 @@
 #   bench/eventstore-benchmarks/run.sh
 #
 # The first run applies harness.patch to the checkout, copies eventfold-adapter/ into it as
-# rust/adapters/eventfold and builds es-bench (release). Later runs re-copy the adapter and
-# reuse the build.
+# rust/adapters/eventfold and builds es-bench (release). Later runs refresh the adapter copy
+# when it changed and reuse the build.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,9 +51,15 @@ if [ ! -f "$HARNESS_DIR/rust/bench-core/src/local_server.rs" ]; then
     git -C "$HARNESS_DIR" apply "$HERE/harness.patch"
     sed -i "s#@UMADB_SRC@#$UMADB_SRC#g" "$HARNESS_DIR/rust/adapters/umadb/Cargo.toml"
 fi
-rm -rf "$HARNESS_DIR/rust/adapters/eventfold"
-cp -r "$HERE/eventfold-adapter" "$HARNESS_DIR/rust/adapters/eventfold"
-sed -i "s#@EVENTFOLD_ROOT@#$ROOT#g" "$HARNESS_DIR/rust/adapters/eventfold/Cargo.toml"
+# (replaced only when it differs, so that an unchanged adapter does not rebuild es-bench)
+staged="$(mktemp -d)"
+cp -r "$HERE/eventfold-adapter/." "$staged/"
+sed -i "s#@EVENTFOLD_ROOT@#$ROOT#g" "$staged/Cargo.toml"
+if ! diff -r -q "$staged" "$HARNESS_DIR/rust/adapters/eventfold" >/dev/null 2>&1; then
+    rm -rf "$HARNESS_DIR/rust/adapters/eventfold"
+    cp -r "$staged" "$HARNESS_DIR/rust/adapters/eventfold"
+fi
+rm -rf "$staged"
 
 # 2. Build the harness (release, as its Makefile does).
 (cd "$HARNESS_DIR" && CARGO_TARGET_DIR="$HARNESS_TARGET_DIR" cargo build --release -j "$JOBS" -p es-bench)
