@@ -6,6 +6,7 @@ pub mod auth;
 mod authorized;
 pub mod encoded;
 mod error;
+pub mod live;
 pub mod metrics;
 mod negotiate;
 mod routes;
@@ -25,8 +26,29 @@ pub fn router(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
+/// A connection whose writes go out at once (`TCP_NODELAY`). Without it the kernel may hold a
+/// small write back until the previous one is acknowledged (Nagle), and a client that only
+/// reads, like a subscriber, delays its acknowledgements: a live event, one small write, could
+/// wait for the acknowledgement of the one before.
+pub trait NoDelay {
+    /// Sets `TCP_NODELAY`.
+    fn no_delay(&self) -> std::io::Result<()>;
+}
+
+impl NoDelay for tokio::net::TcpStream {
+    fn no_delay(&self) -> std::io::Result<()> {
+        self.set_nodelay(true)
+    }
+}
+
+impl NoDelay for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn no_delay(&self) -> std::io::Result<()> {
+        self.get_ref().0.set_nodelay(true)
+    }
+}
+
 /// Serves `state` on `listener` (a [`tokio::net::TcpListener`], or a [`tls::TlsListener`])
-/// until `shutdown` resolves; then stops accepting, lets requests in flight finish
+/// until `shutdown` resolves, every connection with [`NoDelay`]; then stops accepting, lets requests in flight finish
 /// (subscriptions end with a final message) and returns.
 pub async fn serve<L>(
     listener: L,
@@ -35,11 +57,18 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: NoDelay,
 {
+    use axum::serve::ListenerExt as _;
     let closing = state.closing.clone();
     let app = router(state);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "eventfold is listening");
+    let listener = listener.tap_io(|io| {
+        if let Err(e) = io.no_delay() {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -78,6 +78,12 @@ pub struct Metrics {
     /// Events serialized for subscriptions; the others were shared from
     /// [`crate::encoded::EncodedEvents`]. Deliveries per encode is the sharing factor.
     pub subscription_encodes: Counter,
+    /// Subscriptions that moved from their own store cursor to the live hub
+    /// ([`crate::live`]): once at the end of each catch-up.
+    pub subscription_hub_joins: Counter,
+    /// Subscriptions that fell behind the live hub's ring (or lost it) and went back to their
+    /// own store cursor.
+    pub subscription_hub_fallbacks: Counter,
     /// Events matching a consumer group's filter that are not settled yet (the group's
     /// `lag`, see [`eventfold_groups::GroupInfo::lag`]).
     pub consumer_group_lag: Family<GroupLabel, Gauge>,
@@ -138,6 +144,8 @@ impl Metrics {
         let subscription_deliveries = Counter::default();
         let subscription_chunks = Counter::default();
         let subscription_encodes = Counter::default();
+        let subscription_hub_joins = Counter::default();
+        let subscription_hub_fallbacks = Counter::default();
         let consumer_group_lag = Family::<GroupLabel, Gauge>::default();
         let events_parked = Family::<GroupLabel, Counter>::default();
         let event_processing_duration: HistogramFamily<ProcessingLabels> =
@@ -209,6 +217,16 @@ impl Metrics {
             subscription_encodes.clone(),
         );
         registry.register(
+            "eventfold_subscription_hub_joins",
+            "Subscriptions that caught up and moved to the live hub (one reader of the log for all)",
+            subscription_hub_joins.clone(),
+        );
+        registry.register(
+            "eventfold_subscription_hub_fallbacks",
+            "Subscriptions that fell behind the live hub and went back to reading the store",
+            subscription_hub_fallbacks.clone(),
+        );
+        registry.register(
             "eventfold_consumer_group_lag",
             format!(
                 "Events matching a consumer group's filter not yet settled (acked, skipped or parked): read and unsettled plus not yet read, up to the end of the source; a lower bound for a few scrapes after a burst of more than {} events",
@@ -241,6 +259,8 @@ impl Metrics {
             subscription_deliveries,
             subscription_chunks,
             subscription_encodes,
+            subscription_hub_joins,
+            subscription_hub_fallbacks,
             consumer_group_lag,
             events_parked,
             event_processing_duration,

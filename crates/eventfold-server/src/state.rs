@@ -47,6 +47,8 @@ pub struct AppState {
     pub groups: Option<eventfold_groups::Groups>,
     /// Events encoded once for all live subscriptions.
     pub encoded: Arc<crate::encoded::EncodedEvents>,
+    /// The one reader of the log for every live subscription.
+    pub live: crate::live::Hub,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,6 +70,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             groups: None,
             encoded: Arc::new(crate::encoded::EncodedEvents::new()),
+            live: crate::live::Hub::default(),
         }
     }
 

@@ -1,14 +1,19 @@
 //! Subscriptions over Server-Sent Events and NDJSON: history, then live events, heartbeats when
-//! idle, resume with `Last-Event-ID`, and a final message when the server shuts down. The
-//! store's subscription is pulled only as fast as the socket drains, so a slow reader holds one
-//! page of events and one chunk in memory, never a growing queue: it falls behind and catches
-//! up by reading the store, and is never dropped for being slow.
+//! idle, resume with `Last-Event-ID`, and a final message when the server shuts down.
 //!
-//! Each wake-up's events go out as one chunk (all the events the store's subscription has
-//! ready, up to [`CHUNK_EVENTS_MAX`]), and each event's JSON is encoded once for every
-//! subscription ([`crate::encoded::EncodedEvents`]).
+//! A subscription reads its history with its own cursor over the store, pulled only as fast as
+//! the socket drains, so a slow reader holds one page of events and one chunk in memory, never
+//! a growing queue. Once the events after its last one are all in the live hub's ring
+//! ([`crate::live`]), it takes them from there instead: one reader of the log and one encoding
+//! per event for every live subscription. If it falls behind the ring it goes back to a store
+//! cursor from exactly where it is; it is never dropped for being slow.
+//!
+//! Each wake-up's events go out as one chunk (all the events that are ready, up to
+//! [`CHUNK_EVENTS_MAX`]), and each event's JSON is encoded once for every subscription.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,7 +23,8 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_core::{
-    EventFilter, EventSubscription, Position, Revision, StoreError, StreamName, SubscribeFrom,
+    EventFilter, EventStore, EventSubscription, Position, RecordedEvent, Revision, StoreError,
+    StreamName, SubscribeFrom,
 };
 use eventfold_protocol::{
     ErrorCode, NDJSON, QueryPairs, SUBSCRIBE_ALL_PARAMS, SUBSCRIBE_STREAM_PARAMS, store_error_code,
@@ -26,10 +32,14 @@ use eventfold_protocol::{
 };
 use futures::StreamExt as _;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{ApiRequest, Authorized, PathParams};
+use crate::encoded::EncodedEvents;
 use crate::error::{ApiError, ApiResult};
+use crate::live::{Hub, Interest, Lease, LiveEvent, Take, TakeLimits};
+use crate::metrics::Metrics;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
 
@@ -83,8 +93,11 @@ pub async fn stream(
     if let Some(id) = last_event_id(&headers)? {
         from = SubscribeFrom::At(Revision(id.saturating_add(1)));
     }
-    let sub = st.store.subscribe_stream(&stream, from);
-    Ok(respond(&st, &headers, sub, IdKind::Revision))
+    // A stream's revisions say nothing of positions: the store's subscription sends the
+    // first event, and the subscription moves to the hub after it.
+    let source = Source::Store(st.store.subscribe_stream(&stream, from));
+    let feed = Feed::new(&st, Interest::Stream(stream), source);
+    Ok(respond(&st, &headers, feed, IdKind::Revision))
 }
 
 /// `GET /all/subscribe?from=&type=&category=&stream_prefix=`.
@@ -115,8 +128,18 @@ pub async fn all(
     if let Some(id) = last_event_id(&headers)? {
         from = SubscribeFrom::At(Position(id.saturating_add(1)));
     }
-    let sub = st.store.subscribe_all(from, filter);
-    Ok(respond(&st, &headers, sub, IdKind::Position))
+    let mut feed = Feed::new(&st, Interest::All(filter.clone()), Source::Hub { next: 0 });
+    // From a position the hub still holds, straight from the hub; otherwise (or from the end,
+    // which only the store knows exactly) from the store.
+    feed.source = match from {
+        SubscribeFrom::Start if st.live.covers(0) => Source::Hub { next: 0 },
+        SubscribeFrom::At(p) if st.live.covers(p.0) => Source::Hub { next: p.0 },
+        _ => Source::Store(st.store.subscribe_all(from, filter)),
+    };
+    if matches!(feed.source, Source::Hub { .. }) {
+        st.metrics.subscription_hub_joins.inc();
+    }
+    Ok(respond(&st, &headers, feed, IdKind::Position))
 }
 
 /// Events written in one chunk at most: a catch-up from far behind goes out in chunks of this
@@ -127,162 +150,286 @@ pub const CHUNK_EVENTS_MAX: usize = 512;
 /// little larger: the JSON around them). A chunk closes at the first event that reaches it.
 pub const CHUNK_DATA_BYTES_MAX: usize = 1 << 20;
 
+const CHUNK: TakeLimits = TakeLimits {
+    events: CHUNK_EVENTS_MAX,
+    data_bytes: CHUNK_DATA_BYTES_MAX,
+};
+
 enum Item {
     /// The events that were ready at one wake-up, in order: written as one chunk.
-    Events(Vec<eventfold_core::RecordedEvent>),
+    Events(Vec<Arc<LiveEvent>>),
     Failed(StoreError),
     Heartbeat,
     Closing,
 }
 
-struct Live {
-    sub: EventSubscription,
+/// Where a subscription's events come from now.
+enum Source {
+    /// Its own cursor over the store: the history, and whenever it is behind the live hub.
+    Store(EventSubscription),
+    /// The live hub's ring, from position `next` on (every wanted event below it was sent).
+    Hub { next: u64 },
+}
+
+/// One subscription: its events from the store or the hub, merged with heartbeats and the
+/// shutdown signal; each wake-up's events as one item; ends after a failure or the closing
+/// message.
+struct Feed {
+    store: Arc<dyn EventStore>,
+    hub: Hub,
+    _lease: Lease,
+    ring_changed: watch::Receiver<u64>,
+    encoded: Arc<EncodedEvents>,
+    metrics: Arc<Metrics>,
+    interest: Interest,
+    source: Source,
+    /// The revision of the last event sent (a stream subscription resumes after it when it
+    /// falls back to the store).
+    last_revision: Option<u64>,
     closing: watch::Receiver<bool>,
+    heartbeat: Duration,
+    /// One timer for the subscription's life, moved on when it fires (not one per wait).
+    beat: Pin<Box<Sleep>>,
+    /// When something was last sent: a heartbeat goes out after `heartbeat` of silence.
+    last_out: Instant,
     /// A failure met while gathering a chunk: sent after the chunk.
     failed: Option<StoreError>,
     /// The store's subscription ended (or a final item was sent).
     done: bool,
 }
 
-/// Adds to `batch` every event the subscription has ready now, without waiting, up to
-/// [`CHUNK_EVENTS_MAX`] events and [`CHUNK_DATA_BYTES_MAX`] bytes. Order is kept: the events
-/// come from the one subscription, one after another.
-fn gather(live: &mut Live, batch: &mut Vec<eventfold_core::RecordedEvent>) {
-    use futures::FutureExt as _;
-    let size = |e: &eventfold_core::RecordedEvent| e.data.len() + e.metadata.json_len();
-    let mut bytes: usize = batch.iter().map(size).sum();
-    while batch.len() < CHUNK_EVENTS_MAX && bytes < CHUNK_DATA_BYTES_MAX {
-        match live.sub.next().now_or_never() {
-            Some(Some(Ok(e))) => {
-                bytes += size(&e);
-                batch.push(e);
-            }
-            Some(Some(Err(e))) => {
-                live.failed = Some(e);
-                return;
-            }
-            Some(None) => {
-                live.done = true;
-                return;
-            }
-            // Nothing more ready: the store's subscription keeps its wait for the next poll.
-            None => return,
+impl Feed {
+    fn new(st: &AppState, interest: Interest, source: Source) -> Self {
+        let now = Instant::now();
+        Feed {
+            store: st.store.clone(),
+            hub: st.live.clone(),
+            _lease: st.live.lease(&st.store, &st.encoded, &st.metrics),
+            ring_changed: st.live.watch(),
+            encoded: st.encoded.clone(),
+            metrics: st.metrics.clone(),
+            interest,
+            source,
+            last_revision: None,
+            closing: st.closing.subscribe(),
+            heartbeat: st.limits.heartbeat,
+            beat: Box::pin(tokio::time::sleep_until(now + st.limits.heartbeat)),
+            last_out: now,
+            failed: None,
+            done: false,
         }
+    }
+
+    /// The next item, or `None` at the end.
+    async fn next_item(&mut self) -> Option<Item> {
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Item::Failed(e));
+        }
+        if self.done {
+            return None;
+        }
+        let item = loop {
+            if *self.closing.borrow_and_update() {
+                break Item::Closing;
+            }
+            match &mut self.source {
+                Source::Hub { next } => {
+                    // Seen before looking, so a push during the take wakes the wait below.
+                    self.ring_changed.borrow_and_update();
+                    let mut cursor = *next;
+                    match self.hub.take(&mut cursor, &self.interest, CHUNK) {
+                        Take::Behind => {
+                            self.metrics.subscription_hub_fallbacks.inc();
+                            self.fall_back(cursor);
+                            continue;
+                        }
+                        Take::Events(events) => {
+                            *next = cursor;
+                            if let Some(last) = events.last() {
+                                self.last_revision = Some(last.event.revision.0);
+                                break Item::Events(events);
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.closing.changed() => break Item::Closing,
+                        changed = self.ring_changed.changed() => {
+                            if changed.is_err() {
+                                // The hub is gone (never while the lease lives): use the store.
+                                self.fall_back(cursor);
+                            }
+                        }
+                        () = &mut self.beat => {
+                            if self.beat_due() {
+                                // A stream subscription checks its stream with the store now
+                                // and then (a hard delete ends it; the hub sees no event).
+                                if matches!(self.interest, Interest::Stream(_)) {
+                                    self.fall_back(cursor);
+                                }
+                                break Item::Heartbeat;
+                            }
+                        }
+                    }
+                }
+                Source::Store(sub) => {
+                    tokio::select! {
+                        biased;
+                        _ = self.closing.changed() => break Item::Closing,
+                        next = sub.next() => match next {
+                            Some(Ok(e)) => break Item::Events(self.gather(e)),
+                            Some(Err(e)) => break Item::Failed(e),
+                            None => return None,
+                        },
+                        () = &mut self.beat => {
+                            if self.beat_due() {
+                                break Item::Heartbeat;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.done |= matches!(item, Item::Closing | Item::Failed(_));
+        if matches!(item, Item::Events(_)) {
+            self.last_out = Instant::now();
+        }
+        Some(item)
+    }
+
+    /// Whether a heartbeat is due; moves the timer to the next time one may be.
+    fn beat_due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self.last_out + self.heartbeat;
+        if now >= due {
+            self.last_out = now;
+            self.beat.as_mut().reset(now + self.heartbeat);
+            true
+        } else {
+            self.beat.as_mut().reset(due);
+            false
+        }
+    }
+
+    /// Reads from the store again, from `next` (the first position not yet sent or skipped).
+    fn fall_back(&mut self, next: u64) {
+        let sub = match &self.interest {
+            Interest::All(filter) => self
+                .store
+                .subscribe_all(SubscribeFrom::At(Position(next)), filter.clone()),
+            // A stream subscription reads from the hub only after it sent an event from the
+            // store, so its last revision is known.
+            Interest::Stream(stream) => self.store.subscribe_stream(
+                stream,
+                SubscribeFrom::At(Revision(self.last_revision.map_or(0, |r| r + 1))),
+            ),
+        };
+        self.source = Source::Store(sub);
+    }
+
+    /// `first` and every event the store's subscription has ready now, without waiting, up to
+    /// one chunk; then switches to the hub if the hub holds everything after the last one.
+    fn gather(&mut self, first: RecordedEvent) -> Vec<Arc<LiveEvent>> {
+        use futures::FutureExt as _;
+        let Source::Store(sub) = &mut self.source else {
+            return Vec::new();
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut item = Some(first);
+        while let Some(e) = item.take() {
+            let line = self.encoded.line(&e);
+            self.metrics
+                .subscription_encodes
+                .inc_by(u64::from(line.encoded));
+            let live = Arc::new(LiveEvent {
+                event: e,
+                line: line.bytes,
+            });
+            bytes += live.data_bytes();
+            batch.push(live);
+            if batch.len() >= CHUNK_EVENTS_MAX || bytes >= CHUNK_DATA_BYTES_MAX {
+                break;
+            }
+            match sub.next().now_or_never() {
+                Some(Some(Ok(e))) => item = Some(e),
+                Some(Some(Err(e))) => self.failed = Some(e),
+                Some(None) => self.done = true,
+                // Nothing more ready: the store's subscription keeps its wait for the next poll.
+                None => {}
+            }
+        }
+        if let Some(last) = batch.last() {
+            let next = last.event.position.0 + 1;
+            self.last_revision = Some(last.event.revision.0);
+            if self.failed.is_none() && !self.done && self.hub.covers(next) {
+                self.source = Source::Hub { next };
+                self.metrics.subscription_hub_joins.inc();
+            }
+        }
+        batch
     }
 }
 
-/// Merges the subscription with heartbeats and the shutdown signal: each wake-up's events as
-/// one item; ends after a failure or the closing message.
-fn items(
-    sub: EventSubscription,
-    heartbeat: Duration,
-    closing: watch::Receiver<bool>,
-) -> impl futures::Stream<Item = Item> + Send {
-    let live = Live {
-        sub,
-        closing,
-        failed: None,
-        done: false,
-    };
-    futures::stream::unfold(live, move |mut live| async move {
-        if let Some(e) = live.failed.take() {
-            live.done = true;
-            return Some((Item::Failed(e), live));
-        }
-        if live.done {
-            return None;
-        }
-        if *live.closing.borrow_and_update() {
-            live.done = true;
-            return Some((Item::Closing, live));
-        }
-        let item = tokio::select! {
-            biased;
-            _ = live.closing.changed() => Item::Closing,
-            next = live.sub.next() => match next {
-                Some(Ok(e)) => {
-                    let mut batch = vec![e];
-                    gather(&mut live, &mut batch);
-                    Item::Events(batch)
-                }
-                Some(Err(e)) => Item::Failed(e),
-                None => return None,
-            },
-            () = tokio::time::sleep(heartbeat) => Item::Heartbeat,
-        };
-        live.done |= matches!(item, Item::Closing | Item::Failed(_));
-        Some((item, live))
-    })
-}
-
-/// Writes a chunk's events: each event's JSON line comes from the shared encodings; only an SSE
-/// frame's `id:` and `event:` lines are this subscription's own.
+/// Writes a chunk's events: each event's JSON line is shared; only an SSE frame's `id:` and
+/// `event:` lines are this subscription's own.
 struct ChunkWriter {
-    encoded: std::sync::Arc<crate::encoded::EncodedEvents>,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     /// `None`: NDJSON; else SSE with these ids.
     sse: Option<IdKind>,
 }
 
 impl ChunkWriter {
-    fn events(&self, events: &[eventfold_core::RecordedEvent]) -> Bytes {
+    fn events(&self, events: &[Arc<LiveEvent>]) -> Bytes {
         use std::io::Write as _;
         let n = events.len() as u64;
         self.metrics.events_read.inc_by(n);
         self.metrics.subscription_deliveries.inc_by(n);
         self.metrics.subscription_chunks.inc();
-        let mut encodes = 0u64;
-        let mut line = |e: &eventfold_core::RecordedEvent| {
-            let l = self.encoded.line(e);
-            encodes += u64::from(l.encoded);
-            l.bytes
-        };
-        let out = match (self.sse, events) {
+        match (self.sse, events) {
             // One NDJSON event: the shared bytes themselves, no copy.
-            (None, [e]) => line(e),
+            (None, [e]) => e.line.clone(),
             (None, _) => {
-                let mut buf = Vec::with_capacity(events.len() * 512);
+                let mut buf = Vec::with_capacity(events.iter().map(|e| e.line.len()).sum());
                 for e in events {
-                    buf.extend_from_slice(&line(e));
+                    buf.extend_from_slice(&e.line);
                 }
                 Bytes::from(buf)
             }
             (Some(kind), _) => {
-                let mut buf = Vec::with_capacity(events.len() * 576);
+                let mut buf = Vec::with_capacity(events.iter().map(|e| e.line.len() + 64).sum());
                 for e in events {
                     let id = match kind {
-                        IdKind::Revision => e.revision.0,
-                        IdKind::Position => e.position.0,
+                        IdKind::Revision => e.event.revision.0,
+                        IdKind::Position => e.event.position.0,
                     };
                     let _ = write!(buf, "id: {id}\nevent: ");
-                    sse_safe(&mut buf, e.event_type.as_str());
+                    sse_safe(&mut buf, e.event.event_type.as_str());
                     buf.extend_from_slice(b"\ndata: ");
                     // The line ends with `\n`; one more ends the frame.
-                    buf.extend_from_slice(&line(e));
+                    buf.extend_from_slice(&e.line);
                     buf.push(b'\n');
                 }
                 Bytes::from(buf)
             }
-        };
-        self.metrics.subscription_encodes.inc_by(encodes);
-        out
+        }
     }
 }
 
-fn respond(
-    st: &AppState,
-    headers: &HeaderMap,
-    sub: EventSubscription,
-    id_kind: IdKind,
-) -> Response {
+fn respond(st: &AppState, headers: &HeaderMap, feed: Feed, id_kind: IdKind) -> Response {
     let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
-    let items = items(sub, st.limits.heartbeat, st.closing.subscribe()).inspect(move |_| {
-        // The guard lives as long as the stream, so the gauge falls when the client goes.
-        let _ = &active;
-    });
+    let items =
+        futures::stream::unfold(
+            feed,
+            |mut f| async move { f.next_item().await.map(|i| (i, f)) },
+        )
+        .inspect(move |_| {
+            // The guard lives as long as the stream, so the gauge falls when the client goes.
+            let _ = &active;
+        });
     let ndjson = matches!(wants(headers, Wants::EventStream), Wants::Ndjson);
     let writer = ChunkWriter {
-        encoded: st.encoded.clone(),
         metrics: st.metrics.clone(),
         sse: (!ndjson).then_some(id_kind),
     };

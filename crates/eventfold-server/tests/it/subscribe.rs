@@ -1,8 +1,10 @@
 //! Live subscriptions as the fan-out path writes them: each wake-up's events in one chunk, in
 //! order, with no gap and no duplicate across the catch-up→live switch for many subscribers
 //! at once; each event encoded once for all of them; bounded chunks for a subscriber that
-//! fell behind; SSE ids that are revisions on a stream and positions on `$all`; heartbeats and
-//! the closing frame. Each chunk the body yields is one frame read here.
+//! fell behind; subscribers that fall behind the live hub's ring and come back to it; the hub
+//! running only while someone subscribes; SSE ids that are revisions on a stream and positions
+//! on `$all`; heartbeats and the closing frame. Each chunk the body yields is one frame read
+//! here (a body not read is not polled: its subscription does nothing meanwhile).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,11 @@ struct Server {
 }
 
 fn server(heartbeat: Duration) -> Server {
+    server_with_hub(heartbeat, eventfold_server::live::Hub::default())
+}
+
+/// A server whose live hub is `hub` (a small ring makes subscribers fall behind it).
+fn server_with_hub(heartbeat: Duration, hub: eventfold_server::live::Hub) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine: Arc<dyn EventStore> =
         Arc::new(Engine::open(dir.path(), EngineOptions::for_tests()).expect("engine"));
@@ -34,7 +41,8 @@ fn server(heartbeat: Duration) -> Server {
         heartbeat,
         ..ServerLimits::default()
     };
-    let state = AppState::new(engine, limits);
+    let mut state = AppState::new(engine, limits);
+    state.live = hub;
     Server {
         app: eventfold_server::router(state.clone()),
         state,
@@ -84,6 +92,16 @@ impl Server {
             "application/x-ndjson"
         };
         self.request("GET", uri, accept, String::new()).await
+    }
+
+    /// Events in the log.
+    async fn log_len(&self) -> usize {
+        let b = self
+            .request("GET", "/all?limit=10000", "application/json", String::new())
+            .await;
+        let v: Value =
+            serde_json::from_slice(&b.collect().await.expect("read").to_bytes()).expect("json");
+        v["events"].as_array().expect("events").len()
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -448,4 +466,129 @@ async fn heartbeats_and_the_closing_frame_still_come() {
             .expect("the body ends");
         assert!(end.is_none(), "nothing after the closing frame");
     }
+}
+
+/// Reads chunks until the hub's ring holds everything after what `body` received (the
+/// subscription has joined the hub), appending a few events at a time so that it can.
+async fn until_joined(s: &Server, stream: &str, body: &mut Body, sse: bool) -> Vec<Got> {
+    let joins = s.metric("eventfold_subscription_hub_joins_total").await;
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        s.append(stream, 2, 10).await;
+        got.extend(take(body, 2, sse).await.0);
+        if s.metric("eventfold_subscription_hub_joins_total").await > joins {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the subscription never joined the live hub");
+}
+
+#[tokio::test]
+async fn live_subscribers_that_fall_behind_the_hub_read_the_store_and_come_back_without_gap() {
+    // A ring of 64 events; subscribers stop reading while 1,200 events go by.
+    let s = server_with_hub(
+        Duration::from_secs(60),
+        eventfold_server::live::Hub::new(64, 1 << 20),
+    );
+    s.append("f-0", 5, 10).await;
+    let mut on_all = s.subscribe("/all/subscribe?from=start", false).await;
+    let mut on_stream = s.subscribe("/streams/f-1/subscribe?from=start", true).await;
+    let filtered = "/all/subscribe?from=start&stream_prefix=f-2";
+    let mut on_filtered = s.subscribe(filtered, true).await;
+    let mut all = take(&mut on_all, 5, false).await.0;
+    all.extend(until_joined(&s, "f-0", &mut on_all, false).await);
+    let mut stream = until_joined(&s, "f-1", &mut on_stream, true).await;
+    let mut filt = until_joined(&s, "f-2", &mut on_filtered, true).await;
+    // Everyone is on the hub now; the bodies wait unread while the log moves far past the ring.
+    assert_eq!(
+        s.metric("eventfold_subscription_hub_fallbacks_total").await,
+        0.0
+    );
+    for i in 0..120 {
+        s.append(&format!("f-{}", i % 3), 10, 10).await;
+    }
+    let joins = s.metric("eventfold_subscription_hub_joins_total").await;
+    let total = s.log_len().await;
+    all.extend(take(&mut on_all, total - all.len(), false).await.0);
+    assert_eq!(
+        field(&all, "position"),
+        (0..total as u64).collect::<Vec<_>>(),
+        "$all: every position once, in order, across hub → store → hub"
+    );
+    let of = |all: &[Got], stream: &str| -> Vec<Got> {
+        all.iter()
+            .filter(|g| g.event["stream"] == stream)
+            .cloned()
+            .collect()
+    };
+    let f1 = of(&all, "f-1").len();
+    stream.extend(take(&mut on_stream, f1 - stream.len(), true).await.0);
+    assert_eq!(
+        field(&stream, "revision"),
+        (0..f1 as u64).collect::<Vec<_>>(),
+        "a stream: every revision once, in order"
+    );
+    assert_eq!(
+        field(&stream, "position"),
+        field(&of(&all, "f-1"), "position")
+    );
+    let f2 = of(&all, "f-2");
+    filt.extend(take(&mut on_filtered, f2.len() - filt.len(), true).await.0);
+    assert_eq!(
+        field(&filt, "position"),
+        field(&f2, "position"),
+        "a filter: what it matches, once, in order"
+    );
+    let fallbacks = s.metric("eventfold_subscription_hub_fallbacks_total").await;
+    assert!(
+        fallbacks >= 3.0,
+        "each subscriber fell behind the 64-event ring: {fallbacks} fallbacks"
+    );
+    // Caught up again, each is back on the hub, and live events keep coming in order.
+    s.append("f-1", 1, 10).await;
+    s.append("f-2", 1, 10).await;
+    let next = field(&take(&mut on_all, 2, false).await.0, "position");
+    assert_eq!(next, [total as u64, total as u64 + 1]);
+    assert_eq!(
+        field(&take(&mut on_stream, 1, true).await.0, "position"),
+        [next[0]]
+    );
+    assert_eq!(
+        field(&take(&mut on_filtered, 1, true).await.0, "position"),
+        [next[1]]
+    );
+    let back = s.metric("eventfold_subscription_hub_joins_total").await - joins;
+    assert!(back >= 3.0, "all three came back to the hub: {back}");
+}
+
+#[tokio::test]
+async fn the_hub_runs_only_while_someone_subscribes_and_restarts_at_the_end_of_the_log() {
+    let s = server(Duration::from_secs(60));
+    assert!(!s.state.live.running());
+    s.append("r-1", 3, 10).await;
+    let mut first = s
+        .subscribe("/streams/r-1/subscribe?from=start", false)
+        .await;
+    assert!(s.state.live.running());
+    take(&mut first, 3, false).await;
+    until_joined(&s, "r-1", &mut first, false).await;
+    drop(first);
+    assert!(
+        !s.state.live.running(),
+        "the last subscriber gone, the hub stops"
+    );
+    assert_eq!(s.state.live.from(), u64::MAX, "and holds nothing");
+    // Appends meanwhile are nobody's; a new subscriber from the start gets all of them once.
+    s.append("r-1", 4, 10).await;
+    let before = s.log_len().await;
+    let mut again = s.subscribe("/all/subscribe?from=start", true).await;
+    let mut got = take(&mut again, before, true).await.0;
+    got.extend(until_joined(&s, "r-1", &mut again, true).await);
+    let n = got.len() as u64;
+    assert_eq!(field(&got, "position"), (0..n).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|g| g.id).collect::<Vec<_>>(),
+        (0..n).map(Some).collect::<Vec<_>>()
+    );
 }
