@@ -371,6 +371,10 @@ struct HttpArgs {
     /// Run only the fan-out row (iv).
     #[arg(long)]
     fanout_only: bool,
+    /// eventfold's writers share one Rust client (`eventfold_client::Client`, its default
+    /// `POST /appends` path) instead of sending a `POST /streams/{s}` request per append.
+    #[arg(long)]
+    pipelined: bool,
     /// Seconds the fan-out producer sends for.
     #[arg(long, default_value_t = eventfold_bench::FANOUT_SECS_DEFAULT)]
     fanout_secs: u64,
@@ -529,6 +533,7 @@ fn main() -> ExitCode {
                     args.fanout_rates
                 },
                 fanout_only: args.fanout_only,
+                pipelined: args.pipelined,
                 fanout_secs: args.fanout_secs,
                 only: args.only.into_iter().map(HttpSystem::from).collect(),
                 skip_nats: args.skip_nats,

@@ -4,6 +4,7 @@
 //! suite.
 
 mod groups;
+mod pipeline;
 
 pub use eventfold_protocol::groups::{
     ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,
@@ -22,8 +23,8 @@ use eventfold_core::{
     StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_protocol::{
-    AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse, WireEvent,
-    from_error_body,
+    AppendAnswer, AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse,
+    WireEvent, from_error_body,
 };
 use futures::StreamExt as _;
 
@@ -33,6 +34,8 @@ pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
     token: Option<String>,
+    /// Appends go through one `POST /appends` per client (shared by its clones).
+    pipeline: std::sync::Arc<pipeline::Pipeline>,
 }
 
 fn transport(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -65,7 +68,12 @@ impl Client {
             ))
         })?;
         let http = http_client(None)?;
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            pipeline: Default::default(),
+        })
     }
 
     /// Trusts the PEM certificate(s) in `pem` for `https://` servers, beside the system's roots:
@@ -180,6 +188,17 @@ fn event_json(e: &NewEvent) -> serde_json::Value {
         ),
     };
     serde_json::Value::Object(m)
+}
+
+fn append_result(stream: &StreamName, r: &AppendResponse, replay: bool) -> AppendResult {
+    AppendResult {
+        stream: stream.clone(),
+        first_revision: Revision(r.first_revision),
+        last_revision: Revision(r.last_revision),
+        first_position: Position(r.first_position),
+        last_position: Position(r.last_position),
+        idempotent_replay: replay,
+    }
 }
 
 fn events(v: Vec<WireEvent>) -> StoreResult<Vec<RecordedEvent>> {
@@ -358,6 +377,24 @@ impl EventStore for Client {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
+        if !self.pipeline.unsupported() {
+            let line = serde_json::json!({
+                "stream": stream.as_str(),
+                "expected_revision": expected.to_string(),
+                "events": events.iter().map(event_json).collect::<Vec<_>>(),
+            });
+            let mut line = serde_json::to_vec(&line)
+                .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
+            line.push(b'\n');
+            match self.pipeline.append(self, Bytes::from(line)).await {
+                Ok(AppendAnswer::Appended { appended, replay }) => {
+                    return Ok(append_result(stream, &appended, replay));
+                }
+                Ok(AppendAnswer::Failed(body)) => return Err(pipeline::answer_error(&body)),
+                Err(pipeline::PipeError::Failed(e)) => return Err(e),
+                Err(pipeline::PipeError::Unsupported) => {}
+            }
+        }
         let body = serde_json::Value::Array(events.iter().map(event_json).collect());
         let rb = self
             .req(
@@ -371,14 +408,7 @@ impl EventStore for Client {
         let bytes = resp.bytes().await.map_err(|e| transport("append", e))?;
         let r: AppendResponse = serde_json::from_slice(&bytes)
             .map_err(|e| transport("append", format!("the answer does not parse ({e})")))?;
-        Ok(AppendResult {
-            stream: stream.clone(),
-            first_revision: Revision(r.first_revision),
-            last_revision: Revision(r.last_revision),
-            first_position: Position(r.first_position),
-            last_position: Position(r.last_position),
-            idempotent_replay: replay,
-        })
+        Ok(append_result(stream, &r, replay))
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

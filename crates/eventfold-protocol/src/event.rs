@@ -1,13 +1,13 @@
 use base64::Engine as _;
 use eventfold_core::{
-    ContentType, EventId, EventType, Metadata, NewEvent, Position, RecordedEvent, Revision,
-    StreamName, Timestamp,
+    ContentType, EventId, EventType, ExpectedRevision, Metadata, NewEvent, Position, RecordedEvent,
+    Revision, StreamName, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codes::ErrorCode;
-use crate::error::WireError;
+use crate::error::{ErrorBody, WireError};
 
 /// One new event in an append body.
 #[derive(Debug, Deserialize)]
@@ -109,6 +109,11 @@ pub fn parse_new_events(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
             format!("the body is not a JSON array of events: {e}"),
         )
     })?;
+    into_new_events(items)
+}
+
+/// Validates a batch of 1 or more events.
+fn into_new_events(items: Vec<NewEventJson>) -> Result<Vec<NewEvent>, WireError> {
     if items.is_empty() {
         return Err(WireError::new(
             ErrorCode::EmptyBatch,
@@ -120,6 +125,78 @@ pub fn parse_new_events(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
         .enumerate()
         .map(|(i, e)| e.into_new_event(i))
         .collect()
+}
+
+/// An expected revision as a line of `POST /appends` gives it: a number, or the header's text
+/// (`any`, `no-stream`, `exists`, or a number).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ExpectedJson {
+    Number(u64),
+    Text(String),
+}
+
+/// One line of a `POST /appends` body, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendLineJson {
+    stream: String,
+    #[serde(default)]
+    expected_revision: Option<ExpectedJson>,
+    events: Vec<NewEventJson>,
+}
+
+/// One line of a `POST /appends` body, parsed and validated: an append of its own.
+#[derive(Debug)]
+pub struct AppendLine {
+    /// The stream to append to.
+    pub stream: StreamName,
+    /// The revision the stream must be at.
+    pub expected: ExpectedRevision,
+    /// The batch (1 or more events, appended atomically).
+    pub events: Vec<NewEvent>,
+}
+
+/// Parses one line of `POST /appends`:
+/// `{"stream": "order-1", "expected_revision": "any" | "no-stream" | "exists" | 7, "events": [...]}`
+/// (`expected_revision` absent means `any`).
+pub fn parse_append_line(line: &[u8]) -> Result<AppendLine, WireError> {
+    let raw: AppendLineJson = serde_json::from_slice(line).map_err(|e| {
+        WireError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "the line is not an append ({{\"stream\": ..., \"expected_revision\": ..., \"events\": [...]}}): {e}"
+            ),
+        )
+    })?;
+    let stream = StreamName::new(&raw.stream).map_err(|e| WireError::invalid(&e))?;
+    let expected = match raw.expected_revision {
+        None => ExpectedRevision::Any,
+        Some(ExpectedJson::Number(n)) => ExpectedRevision::Exact(n),
+        Some(ExpectedJson::Text(t)) => t
+            .trim()
+            .parse()
+            .map_err(|e| WireError::invalid(&e).with("field", "expected_revision"))?,
+    };
+    Ok(AppendLine {
+        stream,
+        expected,
+        events: into_new_events(raw.events)?,
+    })
+}
+
+/// One line of the answer to `POST /appends`, in the order of the request's lines: the append's
+/// result, or the error it met (the same body a single append would have answered).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AppendAnswer {
+    /// Appended (or, with `replay`, an idempotent retry of the stream's last append).
+    Appended {
+        appended: AppendResponse,
+        replay: bool,
+    },
+    /// Refused; nothing of this line was appended.
+    Failed(ErrorBody),
 }
 
 /// The contract's event, as read back by a client.

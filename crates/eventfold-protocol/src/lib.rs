@@ -15,8 +15,8 @@ pub use error::{
     ErrorBody, ErrorDetail, WireError, error_status, from_error_body, store_error_code,
 };
 pub use event::{
-    AppendResponse, InfoResponse, NewEventJson, ReadResponse, StreamsResponse, WireEvent,
-    parse_new_events,
+    AppendAnswer, AppendLine, AppendResponse, InfoResponse, NewEventJson, ReadResponse,
+    StreamsResponse, WireEvent, parse_append_line, parse_new_events,
 };
 pub use query::{
     QUERY_PARAMS_MAX, QueryPairs, READ_ALL_PARAMS, READ_STREAM_PARAMS, SUBSCRIBE_ALL_PARAMS,

@@ -121,6 +121,64 @@ pub enum Caller<'a> {
     Token(&'a TokenRule),
 }
 
+/// A [`Caller`] that owns its hold on the rules: for work that outlives the request's
+/// borrow (the lines of a `POST /appends` body are authorized one by one as they arrive).
+#[derive(Debug, Clone)]
+pub struct OwnedCaller {
+    auth: std::sync::Arc<Auth>,
+    /// Index of the caller's rule; `None`: the server has no tokens.
+    rule: Option<usize>,
+}
+
+impl OwnedCaller {
+    /// Authenticates once: [`Auth::authenticate`], kept.
+    pub fn authenticate(
+        auth: &std::sync::Arc<Auth>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Self, ApiError> {
+        let rule = match auth.authenticate(authorization)? {
+            Caller::Anyone => None,
+            // The rule came from this very list: its index is there (fail closed if not).
+            Caller::Token(r) => Some(
+                auth.rules
+                    .iter()
+                    .position(|x| std::ptr::eq(x, r))
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::InternalError, "the caller's token rule is lost")
+                    })?,
+            ),
+        };
+        Ok(OwnedCaller {
+            auth: auth.clone(),
+            rule,
+        })
+    }
+
+    /// Refuses (`403 forbidden`) a caller whose token does not have `right` on any stream: a
+    /// route whose parts are authorized one by one still needs the right to be worth opening.
+    pub fn require_right(&self, right: Right) -> Result<(), ApiError> {
+        match self.rule {
+            Some(i) if !self.auth.rules[i].rights.contains(&right) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this token does not have the `{}` right needed here",
+                    right_name(right)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Auth::authorize`] for this caller.
+    pub fn authorize(&self, scope: &Scope) -> Result<(), ApiError> {
+        let caller = match self.rule {
+            None => Caller::Anyone,
+            Some(i) => Caller::Token(&self.auth.rules[i]),
+        };
+        self.auth.authorize(caller, scope)
+    }
+}
+
 impl Auth {
     /// No authentication.
     pub fn none() -> Self {

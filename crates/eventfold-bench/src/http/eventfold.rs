@@ -28,6 +28,9 @@ pub struct Eventfold {
     prefix: String,
     /// Position of the first event this run can have written: the read-back starts here.
     start_position: u64,
+    /// With `Some`, writers append through this one Rust client (`POST /appends`, every
+    /// writer's appends on one shared request) instead of a `POST /streams/{s}` each.
+    pipelined: Option<eventfold_client::Client>,
 }
 
 impl Eventfold {
@@ -45,6 +48,7 @@ impl Eventfold {
             token,
             prefix: format!("bench_http_{}", std::process::id()),
             start_position: 0,
+            pipelined: None,
         };
         let ready = ef
             .get(&format!("{}/health/ready", ef.base))
@@ -61,6 +65,15 @@ impl Eventfold {
         // This run's events come after the log's end.
         ef.start_position = ef.log_end().await?;
         Ok(ef)
+    }
+
+    /// Writers append through one shared `eventfold_client::Client` (the Rust client's default
+    /// path: `POST /appends`).
+    pub fn pipelined(mut self) -> anyhow::Result<Eventfold> {
+        let c = eventfold_client::Client::new(&self.base, self.token.clone())
+            .map_err(|e| anyhow::anyhow!("cannot make a client for {}: {e}", self.base))?;
+        self.pipelined = Some(c);
+        Ok(self)
     }
 
     /// The position after the last event of `$all` (0 when the log is empty).
@@ -178,6 +191,14 @@ async fn post(ef: &Eventfold, url: &str, body: Vec<u8>) -> anyhow::Result<()> {
 #[async_trait::async_trait]
 impl System for Eventfold {
     async fn writer(&self, key: &str) -> anyhow::Result<Box<dyn Writer>> {
+        if let Some(client) = &self.pipelined {
+            let stream = eventfold_core::StreamName::new(format!("{}-{key}", self.prefix))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(Box::new(PipelinedWriter {
+                client: client.clone(),
+                stream,
+            }));
+        }
         Ok(Box::new(EventfoldWriter {
             ef: self.clone(),
             url: self.stream_url(key),
@@ -274,6 +295,36 @@ impl Publisher for EventfoldWriter {
         let ef = self.ef.clone();
         let url = self.url.clone();
         Box::pin(async move { post(&ef, &url, append_body(&[payload])).await })
+    }
+}
+
+/// A writer on the shared Rust client: its appends travel with every other writer's.
+struct PipelinedWriter {
+    client: eventfold_client::Client,
+    stream: eventfold_core::StreamName,
+}
+
+#[async_trait::async_trait]
+impl Writer for PipelinedWriter {
+    async fn append(&mut self, batch: &[Bytes]) -> anyhow::Result<()> {
+        use eventfold_core::EventStore as _;
+        let event_type =
+            eventfold_core::EventType::new("bench.event").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let events = batch
+            .iter()
+            .map(|p| {
+                eventfold_core::NewEvent::bytes(
+                    event_type.clone(),
+                    eventfold_core::ContentType::json(),
+                    p.to_vec(),
+                )
+            })
+            .collect();
+        self.client
+            .append(&self.stream, eventfold_core::ExpectedRevision::Any, events)
+            .await
+            .map_err(|e| anyhow::anyhow!("append failed: {e}"))?;
+        Ok(())
     }
 }
 

@@ -107,6 +107,9 @@ pub struct HttpBenchOptions {
     pub fanout_rates: Vec<u64>,
     /// Run only row (iv).
     pub fanout_only: bool,
+    /// eventfold's writers share one Rust client (`POST /appends`) instead of a
+    /// `POST /streams/{s}` request per append.
+    pub pipelined: bool,
     /// Seconds the producer of row (iv) sends for.
     pub fanout_secs: u64,
     /// The systems to run; empty means all.
@@ -131,6 +134,7 @@ impl Default for HttpBenchOptions {
             subscribers: SUBSCRIBERS_DEFAULT,
             fanout_rates: FANOUT_RATES_DEFAULT.to_vec(),
             fanout_only: false,
+            pipelined: false,
             fanout_secs: FANOUT_SECS_DEFAULT,
             only: Vec::new(),
             skip_nats: false,
@@ -401,7 +405,10 @@ async fn setup(opts: &HttpBenchOptions, system: HttpSystem, dir: &Path) -> anyho
     Ok(match system {
         HttpSystem::Eventfold => match &opts.server {
             Some(url) => {
-                let ef = eventfold::Eventfold::connect(url, opts.token.clone()).await?;
+                let mut ef = eventfold::Eventfold::connect(url, opts.token.clone()).await?;
+                if opts.pipelined {
+                    ef = ef.pipelined()?;
+                }
                 (
                     Box::new(ef),
                     format!("eventfold at {url} (--server): durability as that server was started"),
@@ -411,13 +418,21 @@ async fn setup(opts: &HttpBenchOptions, system: HttpSystem, dir: &Path) -> anyho
             None => {
                 let bin = process::eventfold_bin(opts.eventfold_bin.as_deref())?;
                 let (guard, url) = process::spawn_eventfold(&bin, dir, None).await?;
-                let ef = eventfold::Eventfold::connect(&url, opts.token.clone()).await?;
+                let mut ef = eventfold::Eventfold::connect(&url, opts.token.clone()).await?;
+                if opts.pipelined {
+                    ef = ef.pipelined()?;
+                }
                 (
                     Box::new(ef),
                     format!(
                         "eventfold serve --durability fsync (started by the bench at {url} from \
-                         {}): a 2xx comes after the fdatasync of the append's group commit",
-                        bin.display()
+                         {}): a 2xx comes after the fdatasync of the append's group commit; {}",
+                        bin.display(),
+                        if opts.pipelined {
+                            "writers share one Rust client (POST /appends, answers in order on one request)"
+                        } else {
+                            "a POST /streams/{s} request per append"
+                        }
                     ),
                     Some(guard),
                 )

@@ -1,6 +1,7 @@
 //! The routes of the contract, a file per resource.
 
 mod all;
+pub(crate) mod appends;
 pub(crate) mod encode;
 mod group_bodies;
 pub mod groups;

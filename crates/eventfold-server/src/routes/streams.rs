@@ -68,40 +68,54 @@ pub async fn append(
             ));
         }
     };
-    let counts = st
-        .metrics
-        .type_counts(events.iter().map(|e| e.event_type.as_str()));
-    let started = std::time::Instant::now();
-    let result = st.store.append(&stream, expected, events).await;
-    st.metrics
-        .append_duration
-        .observe(started.elapsed().as_secs_f64());
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            Metrics::count_by_type(&st.metrics.events_failed, &counts);
-            return Err(e.into());
-        }
-    };
-    if !r.idempotent_replay {
-        Metrics::count_by_type(&st.metrics.events_appended, &counts);
-    }
+    let r = append_counted(&st, &stream, expected, events).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        axum::Json(AppendResponse {
-            stream: r.stream.to_string(),
-            first_revision: r.first_revision.0,
-            last_revision: r.last_revision.0,
-            first_position: r.first_position.0,
-            last_position: r.last_position.0,
-        }),
-    )
-        .into_response())
+    Ok((status, axum::Json(append_response(&r))).into_response())
+}
+
+/// Appends `events` to `stream` and counts them (appended or failed, by type) and the time
+/// the store took: what every append route does with a parsed, authorized append.
+pub(super) async fn append_counted(
+    st: &AppState,
+    stream: &StreamName,
+    expected: eventfold_core::ExpectedRevision,
+    events: Vec<eventfold_core::NewEvent>,
+) -> ApiResult<eventfold_core::AppendResult> {
+    let counts = st
+        .metrics
+        .type_counts(events.iter().map(|e| e.event_type.as_str()));
+    let started = std::time::Instant::now();
+    let result = st.store.append(stream, expected, events).await;
+    st.metrics
+        .append_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(r) => {
+            if !r.idempotent_replay {
+                Metrics::count_by_type(&st.metrics.events_appended, &counts);
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            Metrics::count_by_type(&st.metrics.events_failed, &counts);
+            Err(e.into())
+        }
+    }
+}
+
+/// The contract's answer to an append.
+pub(super) fn append_response(r: &eventfold_core::AppendResult) -> AppendResponse {
+    AppendResponse {
+        stream: r.stream.to_string(),
+        first_revision: r.first_revision.0,
+        last_revision: r.last_revision.0,
+        first_position: r.first_position.0,
+        last_position: r.last_position.0,
+    }
 }
 
 /// Events per store read while streaming NDJSON: the answer is built page by page.

@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, groups, health, streams, subscribe};
+use super::{all, appends, groups, health, streams, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, Read, Write};
 use crate::state::AppState;
 
@@ -43,6 +43,15 @@ pub fn operations() -> Vec<Operation> {
                 (415, "Error"),
             ],
             handler: post(streams::append),
+        },
+        Operation {
+            method: "post",
+            path: "/appends",
+            summary: "Many appends on one connection: an NDJSON body, one append per line ({\"stream\", \"expected_revision\", \"events\"}); the NDJSON answer has one line per request line, in order: {\"appended\": AppendResult, \"replay\": bool} or an error body naming the `line`",
+            params: &[],
+            body: Some("AppendLines"),
+            responses: &[(200, "AppendAnswers"), (401, "Error"), (415, "Error")],
+            handler: post(appends::appends),
         },
         Operation {
             method: "get",
@@ -287,6 +296,12 @@ fn schemas() -> Value {
         "AppendResult": {"type": "object", "required": ["stream", "first_revision", "last_revision", "first_position", "last_position"], "properties": {
             "stream": {"type": "string"}, "first_revision": {"type": "integer"}, "last_revision": {"type": "integer"},
             "first_position": {"type": "integer"}, "last_position": {"type": "integer"}}},
+        "AppendLines": {"description": "NDJSON (application/x-ndjson): one AppendLine per line", "$ref": "#/components/schemas/AppendLine"},
+        "AppendLine": {"type": "object", "required": ["stream", "events"], "properties": {"stream": {"type": "string"},
+            "expected_revision": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}, "events": {"$ref": "#/components/schemas/NewEvents"}}},
+        "AppendAnswers": {"description": "NDJSON (application/x-ndjson): one AppendAnswer per request line, in order", "$ref": "#/components/schemas/AppendAnswer"},
+        "AppendAnswer": {"oneOf": [{"type": "object", "required": ["appended", "replay"], "properties": {"appended": {"$ref": "#/components/schemas/AppendResult"}, "replay": {"type": "boolean"}}},
+            {"$ref": "#/components/schemas/Error"}]},
         "StreamInfo": {"type": "object", "properties": {"stream": {"type": "string"}, "last_revision": {"type": "integer"}, "last_position": {"type": "integer"},
             "event_count": {"type": "integer"}, "metadata": {"$ref": "#/components/schemas/StreamMetadata"}}},
         "StreamMetadata": {"type": "object", "additionalProperties": false, "properties": {"max_count": {"type": "integer", "minimum": 0},

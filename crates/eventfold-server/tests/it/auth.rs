@@ -110,6 +110,7 @@ async fn send(
     // A valid body for each writing route, so a refusal is about the token, not the body.
     let body = match (method, uri.split('?').next().unwrap_or(uri)) {
         ("POST", u) if u.starts_with("/streams/") => r#"[{"type":"t","data":{}}]"#,
+        ("POST", "/appends") => r#"{"stream":"order-1","events":[{"type":"t","data":{}}]}"#,
         ("PUT", u) if u.ends_with("/metadata") => r#"{"max_count":10}"#,
         ("PUT", _) => r#"{"start":"start"}"#,
         ("POST", u) if u.ends_with("/pull") => r#"{"consumer":"c","wait_ms":0}"#,

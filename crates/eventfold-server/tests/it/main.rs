@@ -1,5 +1,6 @@
 //! The server's integration tests, in process (the CLI crate tests real processes).
 
+mod appends;
 mod auth;
 mod metrics;
 mod openapi;
