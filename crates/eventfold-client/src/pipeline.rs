@@ -17,8 +17,6 @@ use crate::{Client, transport};
 
 /// Appends waiting to be written to the pipeline.
 const QUEUED_APPENDS_MAX: usize = 1024;
-/// Chunks of lines written ahead of the connection.
-const BODY_CHUNKS_MAX: usize = 16;
 /// The most bytes of lines written as one chunk.
 const CHUNK_BYTES_MAX: usize = 256 << 10;
 
@@ -96,7 +94,10 @@ fn unknown_outcome(why: &str) -> PipeError {
 /// line to the append waiting longest. Ends when the connection fails (every waiting append
 /// gets an error and the next append starts a new pipeline) or every sender is gone.
 async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<Job>) {
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(BODY_CHUNKS_MAX);
+    // Unbounded, but never more than `QUEUED_APPENDS_MAX` lines: a job is taken only while fewer
+    // appends wait for their answer. It must not block: a pipeline that stopped reading answers
+    // while waiting to write would deadlock with a server waiting for its answers to be read.
+    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
     let body = reqwest::Body::wrap_stream(futures::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|x| (x, rx))
     }));
@@ -112,9 +113,9 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
     let resp = loop {
         tokio::select! {
             r = &mut send => break r,
-            job = jobs.recv(), if body_tx.is_some() => match job {
+            job = jobs.recv(), if body_tx.is_some() && waiting.len() < QUEUED_APPENDS_MAX => match job {
                 Some(job) => {
-                    if !write(&mut jobs, job, &mut waiting, &mut body_tx).await {
+                    if !write(&mut jobs, job, &mut waiting, &body_tx) {
                         body_tx = None;
                     }
                 }
@@ -165,9 +166,9 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
                 Some(Err(e)) => break format!("the connection to the server failed ({e})"),
                 None => break "the server ended the appends answer".to_string(),
             },
-            job = jobs.recv(), if body_tx.is_some() => match job {
+            job = jobs.recv(), if body_tx.is_some() && waiting.len() < QUEUED_APPENDS_MAX => match job {
                 Some(job) => {
-                    if !write(&mut jobs, job, &mut waiting, &mut body_tx).await {
+                    if !write(&mut jobs, job, &mut waiting, &body_tx) {
                         break "the connection to the server closed".to_string();
                     }
                 }
@@ -189,11 +190,11 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
 
 /// Writes `job` and whatever else is queued (up to a chunk) as one chunk; `false` when the
 /// request body is gone.
-async fn write(
+fn write(
     jobs: &mut mpsc::Receiver<Job>,
     job: Job,
     waiting: &mut VecDeque<oneshot::Sender<Result<AppendAnswer, PipeError>>>,
-    body_tx: &mut Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    body_tx: &Option<mpsc::UnboundedSender<Result<Bytes, std::io::Error>>>,
 ) -> bool {
     let Some(tx) = body_tx.as_ref() else {
         return false;
@@ -201,14 +202,14 @@ async fn write(
     let (line, answer) = job;
     waiting.push_back(answer);
     let mut chunk = BytesMut::from(&line[..]);
-    while chunk.len() < CHUNK_BYTES_MAX {
+    while chunk.len() < CHUNK_BYTES_MAX && waiting.len() < QUEUED_APPENDS_MAX {
         let Ok((line, answer)) = jobs.try_recv() else {
             break;
         };
         waiting.push_back(answer);
         chunk.extend_from_slice(&line);
     }
-    tx.send(Ok(chunk.freeze())).await.is_ok()
+    tx.send(Ok(chunk.freeze())).is_ok()
 }
 
 /// Answers every waiting and queued append with `err` and stops taking more.
