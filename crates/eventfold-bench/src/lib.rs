@@ -23,6 +23,7 @@ mod machine;
 mod measure;
 mod pgstore;
 mod postgres;
+mod scale;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub use crate::pgstore::{
     PG_READ_EVENTS_DEFAULT, PG_SUBSCRIBERS_DEFAULT, PgPart, PostgresBenchOptions,
     run_postgres_bench,
 };
+
+pub use crate::scale::{EVENTS_PER_STREAM, Probe, ScaleBenchOptions, probe, run_scale_bench};
 
 use crate::engine::{BATCH_A, WRITERS_B};
 use crate::machine::MachineFacts;
@@ -190,7 +193,7 @@ pub async fn run_engine_bench(opts: EngineBenchOptions) -> anyhow::Result<()> {
 
 /// `./target/eventfold-bench` when `./target` exists (the real disk the project builds on),
 /// else `./eventfold-bench`: never the system temp dir, which may be a tmpfs.
-fn default_base_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_base_dir() -> anyhow::Result<PathBuf> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let target = cwd.join("target");
     Ok(if target.is_dir() {

@@ -45,6 +45,8 @@ pub struct EngineStats {
     pub log_bytes: u64,
     /// Estimated heap bytes of the in-memory indexes.
     pub index_bytes: u64,
+    /// Index runs a stream read may ask: key tables on disk and frozen memtables.
+    pub index_runs: u64,
     /// The position the next record gets.
     pub next_position: u64,
 }
@@ -104,6 +106,7 @@ impl Engine {
                 * self.inner.shared.segment_bytes
                 + off,
             index_bytes: index.heap_bytes(),
+            index_runs: index.run_count() as u64,
             next_position: index.next_position,
         }
     }

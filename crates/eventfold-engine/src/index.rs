@@ -1,13 +1,17 @@
-//! The in-memory indexes, derived from the log: stream → revision → address, category and
-//! event type → addresses, and a sparse position → address map. Addresses grow with positions
-//! (the log is append-only), so every list here is sorted by position too.
+//! The indexes, derived from the log. In memory: each stream's state (O(1) per stream), the
+//! sparse position → address map, the active segment's memtable and the list of runs (frozen
+//! memtables and key tables of sealed segments). On disk: the key tables (`keytable.rs`), which
+//! map stream → revision → address and category / event type → addresses. Addresses grow with
+//! positions (the log is append-only).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use eventfold_core::{LastAppend, StreamHead, StreamMetadata, category_of};
+use eventfold_core::{LastAppend, StreamHead, StreamMetadata};
 
 use crate::format::{FLAG_TX_END, Kind, NO_REVISION};
+use crate::keytable::{Memtable, NS_STREAM, Query, Table, key};
+use crate::snapshot::Snapshot;
 
 /// One sparse entry per this many records: a position lookup scans at most this many records.
 pub const SPARSE_EVERY: u64 = 64;
@@ -35,12 +39,13 @@ impl LastBatch {
     }
 }
 
-/// What the index knows about one stream.
+/// What the index knows about one stream: O(1) memory whatever its length (the addresses of its
+/// events are in the key tables and the memtable).
 #[derive(Debug, Clone)]
 pub struct StreamState {
     pub name: Arc<str>,
-    /// Address of each revision's record (index = revision).
-    pub addrs: Vec<u64>,
+    /// The revision the next event gets.
+    pub next_revision: u64,
     pub last_position: u64,
     /// Revisions below this were soft-deleted.
     pub deleted_before: u64,
@@ -50,10 +55,10 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    fn new(name: Arc<str>) -> Self {
+    pub fn new(name: Arc<str>) -> Self {
         StreamState {
             name,
-            addrs: Vec::new(),
+            next_revision: 0,
             last_position: 0,
             deleted_before: 0,
             tombstoned: false,
@@ -64,7 +69,7 @@ impl StreamState {
 
     /// The revision the next event gets.
     pub fn next_revision(&self) -> u64 {
-        self.addrs.len() as u64
+        self.next_revision
     }
 
     /// Where the stream stands, for the contract's rules (existence, visibility, writes).
@@ -94,16 +99,97 @@ pub struct Summary<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inconsistent(pub String);
 
+/// A sealed segment's (or merged segments') entries: frozen in memory until its table is
+/// written, then on disk.
+#[derive(Debug, Clone)]
+pub enum Run {
+    Frozen { seg: u32, mem: Arc<Memtable> },
+    Table(Arc<Table>),
+}
+
+impl Run {
+    pub fn first_seg(&self) -> u32 {
+        match self {
+            Run::Frozen { seg, .. } => *seg,
+            Run::Table(t) => t.first_seg,
+        }
+    }
+
+    pub fn last_seg(&self) -> u32 {
+        match self {
+            Run::Frozen { seg, .. } => *seg,
+            Run::Table(t) => t.last_seg,
+        }
+    }
+
+    fn query(&self, q: &Query, out: &mut Vec<(u64, u64)>) -> std::io::Result<()> {
+        match self {
+            Run::Frozen { mem, .. } => {
+                mem.query(q, out);
+                Ok(())
+            }
+            Run::Table(t) => t.query(q, out),
+        }
+    }
+}
+
+/// A lookup prepared under the index lock and finished outside it: the memtable's hits and the
+/// runs to ask (tables are read from disk).
+#[derive(Debug)]
+pub struct Lookup {
+    query: Query,
+    mem: Vec<(u64, u64)>,
+    runs: Vec<Run>,
+    /// The ordinals are addresses: runs outside the asked segments are skipped.
+    ordinal_is_addr: bool,
+}
+
+impl Lookup {
+    /// `(ordinal, address)` of the hits, in the query's order, at most its limit.
+    pub fn run(self) -> std::io::Result<Vec<(u64, u64)>> {
+        let q = self.query;
+        let mut out = Vec::new();
+        if q.reverse {
+            out.extend(self.mem.iter().take(q.limit));
+            for r in self.runs.iter().rev() {
+                if out.len() >= q.limit {
+                    break;
+                }
+                if self.ordinal_is_addr && u64::from(r.first_seg()) > q.hi >> 32 {
+                    continue;
+                }
+                let rest = Query {
+                    limit: q.limit - out.len(),
+                    ..q
+                };
+                r.query(&rest, &mut out)?;
+            }
+        } else {
+            for r in &self.runs {
+                if out.len() >= q.limit {
+                    break;
+                }
+                if self.ordinal_is_addr && u64::from(r.last_seg()) < q.lo >> 32 {
+                    continue;
+                }
+                let rest = Query {
+                    limit: q.limit - out.len(),
+                    ..q
+                };
+                r.query(&rest, &mut out)?;
+            }
+            out.extend(self.mem.iter().take(q.limit - out.len().min(q.limit)));
+        }
+        out.truncate(q.limit);
+        Ok(out)
+    }
+}
+
 /// The indexes.
 #[derive(Debug, Default)]
 pub struct Index {
     names: BTreeMap<Arc<str>, u32>,
     streams: Vec<StreamState>,
-    stream_category: Vec<u32>,
-    category_ids: HashMap<Arc<str>, u32>,
-    categories: Vec<Vec<u64>>,
-    type_ids: HashMap<Arc<str>, u32>,
-    types: Vec<Vec<u64>>,
     /// Every `SPARSE_EVERY`-th record and the first of each segment: (position, address).
     sparse: Vec<(u64, u64)>,
     /// The next position to assign; everything below is durable and visible.
@@ -114,13 +200,45 @@ pub struct Index {
     pub events: u64,
     last_was_tx_end: bool,
     last_segment: Option<u32>,
+    /// Hash bits of keys (see [`crate::keytable::key`]).
+    pub hash_bits: u32,
+    /// Entries of the active segment.
+    pub memtable: Memtable,
+    /// Entries of the sealed segments, in segment order, covering each exactly once.
+    runs: Vec<Run>,
 }
 
 impl Index {
-    pub fn new() -> Self {
+    pub fn new(hash_bits: u32) -> Self {
         Index {
             last_was_tx_end: true,
+            hash_bits,
             ..Index::default()
+        }
+    }
+
+    /// The state a snapshot describes (the end of its sealed segment), without any run.
+    pub fn from_snapshot(snap: Snapshot, hash_bits: u32) -> Self {
+        let mut ix = Index::new(hash_bits);
+        for (i, st) in snap.streams.into_iter().enumerate() {
+            ix.names.insert(st.name.clone(), i as u32);
+            ix.streams.push(st);
+        }
+        ix.sparse = snap.sparse;
+        ix.next_position = snap.next_position;
+        ix.events = snap.events;
+        ix.last_segment = Some(snap.segment);
+        ix
+    }
+
+    /// The stream states and sparse map as they stand, for a snapshot of sealed segment `seg`.
+    pub fn snapshot(&self, seg: u32) -> Snapshot {
+        Snapshot {
+            segment: seg,
+            next_position: self.next_position,
+            events: self.events,
+            streams: self.streams.clone(),
+            sparse: self.sparse.clone(),
         }
     }
 
@@ -140,32 +258,146 @@ impl Index {
         let name: Arc<str> = Arc::from(name);
         let id = self.streams.len() as u32;
         self.names.insert(name.clone(), id);
-        let cat = intern(
-            &mut self.category_ids,
-            &mut self.categories,
-            category_of(&name),
-        );
-        self.stream_category.push(cat);
         self.streams.push(StreamState::new(name));
         id
     }
 
-    pub fn type_id_or_insert(&mut self, name: &str) -> u32 {
-        intern(&mut self.type_ids, &mut self.types, name)
+    fn lookup(&self, query: Query, ordinal_is_addr: bool) -> Lookup {
+        let mut mem = Vec::new();
+        self.memtable.query(&query, &mut mem);
+        Lookup {
+            query,
+            mem,
+            runs: self.runs.clone(),
+            ordinal_is_addr,
+        }
     }
 
-    /// Addresses of the events of a category, in log order.
-    pub fn category(&self, category: &str) -> &[u64] {
-        self.category_ids
-            .get(category)
-            .map_or(&[], |&i| &self.categories[i as usize])
+    /// The addresses of `stream`'s revisions `range` are among the hits (hash collisions may add
+    /// records of other streams: the caller checks each record it reads).
+    pub fn stream_lookup(&self, stream: &str, range: std::ops::Range<u64>) -> Lookup {
+        self.lookup(
+            Query {
+                key: key(NS_STREAM, stream, self.hash_bits),
+                lo: range.start,
+                hi: range.end.saturating_sub(1),
+                limit: if range.is_empty() { 0 } else { usize::MAX },
+                reverse: false,
+            },
+            false,
+        )
     }
 
-    /// Addresses of the events of a type, in log order.
-    pub fn event_type(&self, event_type: &str) -> &[u64] {
-        self.type_ids
-            .get(event_type)
-            .map_or(&[], |&i| &self.types[i as usize])
+    /// Up to `limit` addresses of events of a category (`ns` = [`crate::keytable::NS_CATEGORY`]) or type
+    /// ([`crate::keytable::NS_TYPE`]) from `from` on (forward) or down from it (backward), in that order; hash
+    /// collisions may add other events.
+    pub fn list_lookup(
+        &self,
+        ns: u64,
+        name: &str,
+        from: u64,
+        forward: bool,
+        limit: usize,
+    ) -> Lookup {
+        let (lo, hi) = if forward { (from, u64::MAX) } else { (0, from) };
+        self.lookup(
+            Query {
+                key: key(ns, name, self.hash_bits),
+                lo,
+                hi,
+                limit,
+                reverse: !forward,
+            },
+            true,
+        )
+    }
+
+    /// Freezes the memtable as sealed segment `seg`'s run, until its table is written.
+    pub fn freeze(&mut self, seg: u32) -> Arc<Memtable> {
+        let mem = Arc::new(std::mem::take(&mut self.memtable));
+        self.runs.push(Run::Frozen {
+            seg,
+            mem: mem.clone(),
+        });
+        mem
+    }
+
+    /// A sealed segment whose table could not be written at open: its entries stay in memory.
+    pub fn push_frozen(&mut self, seg: u32, mem: Arc<Memtable>) {
+        self.runs.push(Run::Frozen { seg, mem });
+    }
+
+    /// Adds the sealed segments' tables (at open, beside any frozen run) and sorts the runs
+    /// by segment.
+    pub fn set_tables(&mut self, tables: impl Iterator<Item = Arc<Table>>) {
+        self.runs.extend(tables.map(Run::Table));
+        self.runs.sort_by_key(Run::first_seg);
+    }
+
+    /// Replaces segment `seg`'s frozen memtable by its table, now written.
+    pub fn table_written(&mut self, table: Arc<Table>) {
+        for r in &mut self.runs {
+            if matches!(r, Run::Frozen { seg, .. } if *seg == table.first_seg && *seg == table.last_seg)
+            {
+                *r = Run::Table(table);
+                return;
+            }
+        }
+    }
+
+    /// The oldest `fanout` adjacent tables of one size class (segments covered, in powers of
+    /// `fanout`), if there are that many: what to merge next.
+    pub fn merge_candidates(&self, fanout: usize) -> Option<Vec<Arc<Table>>> {
+        let level = |t: &Table| (t.last_seg - t.first_seg + 1).ilog(fanout as u32);
+        let tables: Vec<&Arc<Table>> = self
+            .runs
+            .iter()
+            .map_while(|r| match r {
+                Run::Table(t) => Some(t),
+                Run::Frozen { .. } => None,
+            })
+            .collect();
+        let mut i = 0;
+        while i < tables.len() {
+            let l = level(tables[i]);
+            let mut j = i;
+            while j < tables.len() && level(tables[j]) == l {
+                j += 1;
+            }
+            if j - i >= fanout {
+                return Some(tables[i..i + fanout].iter().map(|t| (*t).clone()).collect());
+            }
+            i = j;
+        }
+        None
+    }
+
+    /// Replaces the tables `inputs` (adjacent runs) by `merged`; `false` if they are not there.
+    pub fn merged(&mut self, inputs: &[Arc<Table>], merged: Arc<Table>) -> bool {
+        let Some(first) = inputs.first() else {
+            return false;
+        };
+        let Some(at) = self
+            .runs
+            .iter()
+            .position(|r| matches!(r, Run::Table(t) if Arc::ptr_eq(t, first)))
+        else {
+            return false;
+        };
+        let same = inputs.iter().enumerate().all(
+            |(k, t)| matches!(self.runs.get(at + k), Some(Run::Table(r)) if Arc::ptr_eq(r, t)),
+        );
+        if !same {
+            return false;
+        }
+        self.runs
+            .splice(at..at + inputs.len(), [Run::Table(merged)]);
+        true
+    }
+
+    /// How many runs a stream read may touch.
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
     }
 
     /// Streams in name order, from `lower` on.
@@ -199,13 +431,13 @@ impl Index {
         &self.sparse
     }
 
-    /// Applies one durable record, in log order. `stream_id` and `type_id` are the record's
-    /// interned ids (from [`Index::stream_id_or_insert`] / [`Index::type_id_or_insert`]).
+    /// Applies one durable record, in log order, to the stream states and the sparse map (not
+    /// to the memtable: see [`Memtable::add_event`]). `stream_id` is the record's interned id
+    /// (from [`Index::stream_id_or_insert`]).
     pub fn apply(
         &mut self,
         s: &Summary<'_>,
         stream_id: u32,
-        type_id: Option<u32>,
         metadata: Option<StreamMetadata>,
     ) -> Result<(), Inconsistent> {
         if s.position != self.next_position {
@@ -221,7 +453,6 @@ impl Index {
             self.last_segment = Some(segment);
         }
         let first_of_tx = self.last_was_tx_end;
-        let cat = self.stream_category[stream_id as usize];
         let st = &mut self.streams[stream_id as usize];
         match s.kind {
             Kind::Event => {
@@ -231,16 +462,13 @@ impl Index {
                         s.position, st.name
                     )));
                 }
-                if s.revision != st.next_revision() {
+                if s.revision != st.next_revision {
                     return Err(Inconsistent(format!(
                         "event at position {} has revision {} of stream {} but the stream is at {}",
-                        s.position,
-                        s.revision,
-                        st.name,
-                        st.next_revision()
+                        s.position, s.revision, st.name, st.next_revision
                     )));
                 }
-                st.addrs.push(s.addr);
+                st.next_revision += 1;
                 st.last_position = s.position;
                 match (&mut st.last_batch, first_of_tx) {
                     (Some(b), false) => {
@@ -256,10 +484,6 @@ impl Index {
                             first_id: s.id,
                         })
                     }
-                }
-                self.categories[cat as usize].push(s.addr);
-                if let Some(t) = type_id {
-                    self.types[t as usize].push(s.addr);
                 }
                 self.events += 1;
             }
@@ -280,31 +504,22 @@ impl Index {
         Ok(())
     }
 
-    /// Estimated heap bytes held by the indexes.
+    /// Estimated heap bytes held by the indexes in memory (stream states, sparse map,
+    /// memtables and table fences; not the page cache of table files).
     pub fn heap_bytes(&self) -> u64 {
-        let lists: usize = self
-            .categories
-            .iter()
-            .chain(self.types.iter())
-            .map(|v| v.capacity() * 8)
-            .sum();
         let streams: usize = self
             .streams
             .iter()
-            .map(|s| {
-                s.addrs.capacity() * 8 + std::mem::size_of::<StreamState>() + s.name.len() * 2 + 64
+            .map(|s| std::mem::size_of::<StreamState>() + s.name.len() * 2 + 64)
+            .sum();
+        let runs: u64 = self
+            .runs
+            .iter()
+            .map(|r| match r {
+                Run::Frozen { mem, .. } => mem.heap_bytes(),
+                Run::Table(t) => t.summary_bytes(),
             })
             .sum();
-        (lists + streams + self.sparse.capacity() * 16 + self.stream_category.capacity() * 4) as u64
+        (streams + self.sparse.capacity() * 16) as u64 + self.memtable.heap_bytes() + runs
     }
-}
-
-fn intern(ids: &mut HashMap<Arc<str>, u32>, lists: &mut Vec<Vec<u64>>, name: &str) -> u32 {
-    if let Some(&i) = ids.get(name) {
-        return i;
-    }
-    let i = lists.len() as u32;
-    ids.insert(Arc::from(name), i);
-    lists.push(Vec::new());
-    i
 }

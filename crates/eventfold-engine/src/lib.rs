@@ -4,20 +4,24 @@
 //! files (see `FORMAT.md` beside this crate). One writer thread group-commits appends: it drains
 //! a bounded queue, checks expected revisions, writes the whole group with one `write` and one
 //! `fdatasync`, and only then publishes the events to readers and wakes subscribers. The
-//! indexes (stream → revisions, category, event type, position) live in memory, are derived
-//! from the log, and are checkpointed per sealed segment so that reopening reads only the
-//! active segment.
+//! indexes are derived from the log: per stream only its state stays in memory; stream →
+//! revision → address and category / event type → addresses live in sorted key tables on disk
+//! (one per sealed segment, merged in the background) plus a memtable for the active segment.
+//! Reopening loads the latest stream-state snapshot and replays only what came after it.
 
 mod engine;
 mod format;
 mod index;
+mod indexer;
 pub mod io;
+mod keytable;
 mod options;
 mod reader;
 mod recovery;
 mod segindex;
 mod segment;
 mod shared;
+mod snapshot;
 mod subscribe;
 mod verify;
 mod writer;
@@ -25,6 +29,6 @@ mod writer;
 pub use engine::{Engine, EngineStats};
 pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,
-    SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_DEFAULT, SNAPSHOT_EVERY_SEGMENTS_DEFAULT,
 };
 pub use verify::{VerifyReport, verify};

@@ -14,7 +14,8 @@ use eventfold_core::{
 };
 
 use crate::format::{self, Kind, NameCache, RecordIn};
-use crate::index::{Index, StreamState};
+use crate::index::{Index, Lookup, StreamState};
+use crate::keytable::{NS_CATEGORY, NS_TYPE};
 use crate::segment::SegmentScanner;
 use crate::shared::Shared;
 
@@ -52,14 +53,24 @@ impl Shared {
         Ok(st.expect("a readable stream has a state"))
     }
 
-    /// The address of each revision in `range` of `stream` (appends never move addresses).
-    fn addrs_of(&self, stream: &StreamName, range: std::ops::Range<u64>) -> Vec<u64> {
-        let index = self.index.read();
-        index
-            .stream(stream.as_str())
-            .and_then(|st| st.addrs.get(range.start as usize..range.end as usize))
-            .map(<[u64]>::to_vec)
-            .unwrap_or_default()
+    /// Candidate addresses of each revision in `range` of `stream`, in log order (appends never
+    /// move addresses). Hash collisions may add records of other streams: callers keep only
+    /// records of `stream` whose revision lies in `range`.
+    pub fn addrs_of(
+        &self,
+        stream: &StreamName,
+        range: std::ops::Range<u64>,
+    ) -> StoreResult<Vec<u64>> {
+        let lookup = self.index.read().stream_lookup(stream.as_str(), range);
+        let mut addrs: Vec<u64> = lookup
+            .run()
+            .map_err(|e| StoreError::io(format!("read the index of stream {stream}"), e))?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        Ok(addrs)
     }
 
     /// The commit time of `stream`'s event at `revision`, read from the log.
@@ -69,16 +80,19 @@ impl Shared {
         revision: u64,
         buf: &mut Vec<u8>,
     ) -> StoreResult<i64> {
-        let Some(&a) = self.addrs_of(stream, revision..revision + 1).first() else {
-            // Addresses are only ever added, and the caller saw this revision in the index.
-            return Err(StoreError::Backend {
-                code: "internal".into(),
-                message: format!(
-                    "the index has no address for revision {revision} of stream {stream} it listed"
-                ),
-            });
-        };
-        Ok(self.segments.read_record(a, buf)?.timestamp_us)
+        for a in self.addrs_of(stream, revision..revision + 1)? {
+            let r = self.segments.read_record(a, buf)?;
+            if r.kind == Kind::Event && r.stream == stream.as_str() && r.revision == revision {
+                return Ok(r.timestamp_us);
+            }
+        }
+        // Addresses are only ever added, and the caller saw this revision in the index.
+        Err(StoreError::Backend {
+            code: "internal".into(),
+            message: format!(
+                "the index has no address for revision {revision} of stream {stream} it listed"
+            ),
+        })
     }
 
     /// The visible revisions of a stream, with its metadata and last position.
@@ -101,11 +115,14 @@ impl Shared {
         self.limits.check_read_limit(read.limit)?;
         let (visible, _, _) = self.visible_range(stream)?;
         let plan = read.plan(visible);
-        let addrs = self.addrs_of(stream, plan.revisions);
+        let range = plan.revisions;
+        let addrs = self.addrs_of(stream, range.clone())?;
         let mut events = Vec::with_capacity(addrs.len());
         let mut names = NameCache::default();
         self.segments.read_many(&addrs, |a, r| {
-            events.push(to_event(self, &r, a, &mut names)?);
+            if r.kind == Kind::Event && r.stream == stream.as_str() && range.contains(&r.revision) {
+                events.push(to_event(self, &r, a, &mut names)?);
+            }
             Ok(())
         })?;
         if plan.reverse {
@@ -151,27 +168,42 @@ impl Shared {
     }
 
     /// Candidate addresses for a filtered `$all` read, from the category or type index; `None`
-    /// when the filter has neither and the log itself must be scanned.
-    fn candidates(&self, filter: &EventFilter, from_addr: u64, forward: bool) -> Option<Vec<u64>> {
-        let index = self.index.read();
-        let lists: Vec<&[u64]> = match (&filter.category, filter.types.is_empty()) {
-            (Some(c), _) => vec![index.category(c)],
-            (None, false) => filter
-                .types
-                .iter()
-                .map(|t| index.event_type(t.as_str()))
-                .collect(),
-            (None, true) => return None,
+    /// when the filter has neither and the log itself must be scanned. Hash collisions may add
+    /// events the filter does not match: the collector checks every record.
+    fn candidates(
+        &self,
+        filter: &EventFilter,
+        from_addr: u64,
+        forward: bool,
+    ) -> StoreResult<Option<Vec<u64>>> {
+        let lookups: Vec<Lookup> = {
+            let index = self.index.read();
+            match (&filter.category, filter.types.is_empty()) {
+                (Some(c), _) => {
+                    vec![index.list_lookup(NS_CATEGORY, c, from_addr, forward, CANDIDATES_PER_STEP)]
+                }
+                (None, false) => filter
+                    .types
+                    .iter()
+                    .map(|t| {
+                        index.list_lookup(
+                            NS_TYPE,
+                            t.as_str(),
+                            from_addr,
+                            forward,
+                            CANDIDATES_PER_STEP,
+                        )
+                    })
+                    .collect(),
+                (None, true) => return Ok(None),
+            }
         };
         let mut out: Vec<u64> = Vec::new();
-        for l in lists {
-            if forward {
-                let i = l.partition_point(|&a| a < from_addr);
-                out.extend_from_slice(&l[i..(i + CANDIDATES_PER_STEP).min(l.len())]);
-            } else {
-                let i = l.partition_point(|&a| a <= from_addr);
-                out.extend_from_slice(&l[i.saturating_sub(CANDIDATES_PER_STEP)..i]);
-            }
+        for l in lookups {
+            let hits = l
+                .run()
+                .map_err(|e| StoreError::io("read the category and type index", e))?;
+            out.extend(hits.into_iter().map(|(_, a)| a));
         }
         out.sort_unstable();
         out.dedup();
@@ -181,7 +213,7 @@ impl Shared {
             out.reverse();
             out.truncate(CANDIDATES_PER_STEP);
         }
-        Some(out)
+        Ok(Some(out))
     }
 
     pub fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {
@@ -212,7 +244,7 @@ impl Shared {
             &read.filter,
             if forward { floor_addr } else { ceil_addr },
             forward,
-        ) {
+        )? {
             // Index-driven: visit only the records of the category or types.
             let mut buf = Vec::new();
             'outer: loop {
@@ -263,7 +295,7 @@ impl Shared {
                     break;
                 }
                 cands = self
-                    .candidates(&read.filter, from, forward)
+                    .candidates(&read.filter, from, forward)?
                     .unwrap_or_default();
             }
         } else if forward {

@@ -11,9 +11,11 @@ use crate::format::{
     self, FLAG_TX_END, HeaderError, Kind, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX,
 };
 use crate::index::{Index, Summary};
+use crate::keytable::{self, Memtable, Table};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
 use crate::segment::{self, SegmentScanner, Segments, read_at_most, segment_file_name, sync_dir};
+use crate::snapshot::{self, Snapshot};
 use crate::writer::WriterStart;
 
 /// What `recover` hands to the engine.
@@ -231,27 +233,20 @@ fn last_nonzero(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
     Ok(last)
 }
 
-/// Applies a segment's checkpoint to the index, reading metadata records back from the log.
+/// Applies a segment's checkpoint to the stream states, reading metadata records back from the
+/// log.
 pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> StoreResult<()> {
     let mut stream_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
-    let mut type_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
     let mut buf = Vec::new();
     for e in &ix.entries {
         let kind = SegIndex::kind(e);
         let stream = &ix.strings[e.stream as usize];
         let sid =
             *stream_ids[e.stream as usize].get_or_insert_with(|| index.stream_id_or_insert(stream));
-        let (event_type, tid) = if kind == Kind::Event {
-            let t = &ix.strings[e.event_type as usize];
-            (
-                &**t,
-                Some(
-                    *type_ids[e.event_type as usize]
-                        .get_or_insert_with(|| index.type_id_or_insert(t)),
-                ),
-            )
+        let event_type = if kind == Kind::Event {
+            &*ix.strings[e.event_type as usize]
         } else {
-            (kind.system_type(), None)
+            kind.system_type()
         };
         let addr = format::addr(ix.segment_no, u64::from(e.offset));
         let metadata = if kind == Kind::Metadata {
@@ -277,10 +272,115 @@ pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> 
             id: None,
         };
         index
-            .apply(&s, sid, tid, metadata)
+            .apply(&s, sid, metadata)
             .map_err(|err| segments.corrupt(ix.segment_no, u64::from(e.offset), err.0))?;
     }
     Ok(())
+}
+
+/// The key-table entries of a segment's records.
+pub fn memtable_of(ix: &SegIndex, hash_bits: u32) -> Memtable {
+    let mut mem = Memtable::default();
+    for e in ix
+        .entries
+        .iter()
+        .filter(|e| SegIndex::kind(e) == Kind::Event)
+    {
+        mem.add_event(
+            &ix.strings[e.stream as usize],
+            &ix.strings[e.event_type as usize],
+            e.revision,
+            format::addr(ix.segment_no, u64::from(e.offset)),
+            hash_bits,
+        );
+    }
+    mem
+}
+
+/// The newest usable snapshot of a sealed segment (below `active_no`), if any.
+fn load_snapshot(dir: &Path, numbers: &[u32], active_no: u32) -> Option<Snapshot> {
+    let mut nos = snapshot::list(dir).ok()?;
+    nos.sort_unstable_by(|a, b| b.cmp(a));
+    for n in nos {
+        if n >= active_no || numbers.binary_search(&n).is_err() {
+            continue;
+        }
+        match Snapshot::load(dir, n) {
+            Ok(s) => return Some(s),
+            Err(why) => {
+                tracing::warn!(snapshot = n, %why, "stream-state snapshot unusable; trying an older one")
+            }
+        }
+    }
+    None
+}
+
+/// What covers a sealed segment's key entries: a table found on disk, or one to build.
+#[derive(Debug)]
+enum Slot {
+    Have(Arc<Table>),
+    Build(u32),
+}
+
+/// Chooses key tables that cover the sealed segments `sealed` (in order) exactly once,
+/// preferring the widest (merged) ones, and deletes every other table file: inputs of a merge
+/// that finished, tables of another hash width, damaged ones.
+fn choose_tables(dir: &Path, sealed: &[u32], hash_bits: u32) -> StoreResult<Vec<Slot>> {
+    let mut found: Vec<(u32, u32, std::path::PathBuf)> = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(io_err(format!("list {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("list {}", dir.display())))?;
+        let name = entry.file_name();
+        if let Some((a, b)) = name.to_str().and_then(keytable::parse_table_file_name) {
+            found.push((a, b, entry.path()));
+        }
+    }
+    // Widest first for each first segment.
+    found.sort_unstable_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)));
+    let last_sealed = sealed.last().copied();
+    let mut slots = Vec::new();
+    let mut keep: Vec<std::path::PathBuf> = Vec::new();
+    let mut covered_to: Option<u32> = None;
+    for &no in sealed {
+        if covered_to.is_some_and(|c| no <= c) {
+            continue;
+        }
+        let mut chosen = None;
+        for (a, b, path) in found.iter().filter(|f| f.0 == no) {
+            if last_sealed.is_none_or(|l| *b > l) {
+                continue;
+            }
+            match Table::open(path, hash_bits) {
+                Ok(t) if t.first_seg == *a && t.last_seg == *b => {
+                    chosen = Some(t);
+                    break;
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), %why, "key table unusable; it is rebuilt")
+                }
+            }
+        }
+        match chosen {
+            Some(t) => {
+                covered_to = Some(t.last_seg);
+                keep.push(t.path.clone());
+                slots.push(Slot::Have(Arc::new(t)));
+            }
+            None => {
+                covered_to = Some(no);
+                slots.push(Slot::Build(no));
+            }
+        }
+    }
+    for (_, _, path) in &found {
+        if !keep.contains(path)
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(file = %path.display(), error = %e, "could not delete an unused key table");
+        }
+    }
+    Ok(slots)
 }
 
 /// The error for a segment written in a newer format: not corruption, and nothing is changed.
@@ -312,8 +412,17 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         numbers.push(0);
     }
     let segments = Segments::new(dir.to_path_buf());
-    let mut index = Index::new();
     let last_no = *numbers.last().expect("at least one segment exists here");
+    let hash_bits = options.index_hash_bits.min(keytable::KEY_HASH_BITS_MAX);
+    let snapshot = load_snapshot(dir, &numbers, last_no);
+    let snap_seg = snapshot.as_ref().map(|s| s.segment);
+    let mut index = match snapshot {
+        Some(s) => Index::from_snapshot(s, hash_bits),
+        None => Index::new(hash_bits),
+    };
+    let sealed: Vec<u32> = numbers[..numbers.len() - 1].to_vec();
+    let mut slots = choose_tables(dir, &sealed, hash_bits)?;
+    let mut replayed = 0u32;
     let mut start = None;
     for &no in &numbers {
         let path = segments.path(no);
@@ -343,6 +452,13 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         }
         segments.insert(no, file.clone());
         if no != last_no {
+            let need_state = snap_seg.is_none_or(|s| no > s);
+            let build = slots
+                .iter()
+                .position(|sl| matches!(sl, Slot::Build(b) if *b == no));
+            if !need_state && build.is_none() {
+                continue;
+            }
             let ix = match SegIndex::load(dir, no) {
                 Ok(Some(ix)) if ix.end_offset <= file_len => ix,
                 other => {
@@ -356,7 +472,27 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
                     scan.segindex
                 }
             };
-            apply_segindex(&mut index, &segments, &ix)?;
+            if need_state {
+                apply_segindex(&mut index, &segments, &ix)?;
+                replayed += 1;
+            }
+            if let Some(i) = build {
+                let mem = memtable_of(&ix, hash_bits);
+                slots[i] = match keytable::write_memtable(dir, no, &mem, hash_bits, sync) {
+                    Ok(t) => Slot::Have(Arc::new(t)),
+                    Err(e) => {
+                        tracing::warn!(segment = no, error = %e, "could not write the key table; the segment's entries stay in memory");
+                        index.push_frozen(no, Arc::new(mem));
+                        Slot::Build(no)
+                    }
+                };
+            }
+            if no + 1 == last_no && replayed >= options.snapshot_every_segments.max(1) {
+                // Many checkpoints were replayed: save the next open the work.
+                if let Err(e) = index.snapshot(no).write(dir, sync) {
+                    tracing::warn!(segment = no, error = %e, "could not write the stream-state snapshot");
+                }
+            }
         } else {
             let scan = scan_segment(&segments, no, &file, file_len, true)?;
             if scan.garbage_end > scan.end {
@@ -383,6 +519,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
                     .map_err(io_err(format!("flush {}", path.display())))?;
             }
             apply_segindex(&mut index, &segments, &scan.segindex)?;
+            index.memtable = memtable_of(&scan.segindex, hash_bits);
             index.end_addr = format::addr(no, scan.end);
             start = Some(WriterStart {
                 active_no: no,
@@ -393,6 +530,10 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         }
     }
     let start = start.expect("the last segment was scanned above");
+    index.set_tables(slots.into_iter().filter_map(|s| match s {
+        Slot::Have(t) => Some(t),
+        Slot::Build(_) => None,
+    }));
     Ok(Recovered {
         index,
         segments,

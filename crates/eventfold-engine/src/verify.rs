@@ -86,7 +86,7 @@ pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
     let numbers = list_segments_readonly(dir)?;
     let segments = Segments::new(dir.to_path_buf());
     let mut report = VerifyReport::default();
-    let mut index = Index::new();
+    let mut index = Index::new(crate::keytable::KEY_HASH_BITS_MAX);
     let last = numbers.last().copied();
     for &no in &numbers {
         let path = segments.path(no);

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
 use crate::index::{LastBatch, Summary};
+use crate::indexer::{IndexJob, Indexer};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
 use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
@@ -109,6 +110,7 @@ pub struct Writer {
     prealloc: Option<std_mpsc::Receiver<std::io::Result<()>>>,
     jobs: std_mpsc::SyncSender<Job>,
     housekeeper: Option<std::thread::JoinHandle<()>>,
+    indexer: Option<Indexer>,
     commit: watch::Sender<u64>,
     last_ts: i64,
     poisoned: Option<String>,
@@ -133,6 +135,7 @@ impl Writer {
         commit: watch::Sender<u64>,
     ) -> Self {
         let dir = shared.dir.clone();
+        let shared_for_indexer = shared.clone();
         let (jobs, rx) = std_mpsc::sync_channel::<Job>(4);
         let hk_dir = dir.clone();
         let segment_bytes = opts.segment_bytes;
@@ -166,6 +169,7 @@ impl Writer {
             prealloc: None,
             jobs,
             housekeeper,
+            indexer: Some(Indexer::start(shared_for_indexer, sync)),
             commit,
             last_ts: 0,
             poisoned: None,
@@ -218,11 +222,17 @@ impl Writer {
         }
         // Queue closed: the engine is shutting down. Stop the housekeeper after its last job.
         let Writer {
-            jobs, housekeeper, ..
+            jobs,
+            housekeeper,
+            indexer,
+            ..
         } = self;
         drop(jobs);
         if let Some(h) = housekeeper {
             let _ = h.join();
+        }
+        if let Some(ix) = indexer {
+            ix.stop();
         }
     }
 
@@ -371,27 +381,17 @@ impl Writer {
         {
             return Ok(false);
         }
-        let addrs: Vec<u64> = {
-            let index = self.shared.index.read();
-            let Some(st) = index.stream(stream.as_str()) else {
-                return Ok(false);
-            };
-            let from = lb.first_revision as usize;
-            st.addrs
-                .get(from..from + lb.len as usize)
-                .map(<[u64]>::to_vec)
-                .unwrap_or_default()
-        };
-        if addrs.len() != events.len() {
-            return Ok(false);
-        }
+        let range = lb.first_revision..lb.first_revision + lb.len;
+        let mut ids = Vec::with_capacity(events.len());
         let mut buf = Vec::new();
-        for (a, e) in addrs.iter().zip(events) {
-            if self.shared.segments.read_record(*a, &mut buf)?.id != *e.id.as_bytes() {
-                return Ok(false);
+        for a in self.shared.addrs_of(stream, range.clone())? {
+            let r = self.shared.segments.read_record(a, &mut buf)?;
+            // Hash collisions may list records of other streams.
+            if r.kind == Kind::Event && r.stream == stream.as_str() && range.contains(&r.revision) {
+                ids.push(r.id);
             }
         }
-        Ok(true)
+        Ok(ids.len() == events.len() && ids.iter().zip(events).all(|(a, e)| a == e.id.as_bytes()))
     }
 
     /// Encodes the op's records into the group buffer and updates the head.
@@ -580,7 +580,30 @@ impl Writer {
         let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
         self.shared.segments.insert(next, file.clone());
         let sealed = std::mem::replace(&mut self.segindex, SegIndex::new(next));
+        let sealed_no = sealed.segment_no;
         let _ = self.jobs.send(Job::WriteIndex(sealed));
+        // The index now stands at the end of the sealed segment (everything staged before the
+        // roll was published): freeze its memtable and, every so often, snapshot the streams.
+        let (mem, snapshot) = {
+            let mut index = self.shared.index.write();
+            let mem = index.freeze(sealed_no);
+            let every = self.opts.snapshot_every_segments.max(1);
+            let snapshot = (sealed_no + 1)
+                .is_multiple_of(every)
+                .then(|| index.snapshot(sealed_no));
+            (mem, snapshot)
+        };
+        if let Some(ix) = &self.indexer {
+            // Blocks while the indexer is `INDEX_JOBS_MAX` jobs behind: back-pressure that
+            // bounds the frozen memtables held in memory.
+            let _ = ix.jobs.send(IndexJob::Table {
+                seg: sealed_no,
+                mem,
+            });
+            if let Some(s) = snapshot {
+                let _ = ix.jobs.send(IndexJob::Snapshot(s));
+            }
+        }
         self.active_no = next;
         self.active = file;
         self.offset = SEGMENT_HEADER_BYTES;
@@ -606,10 +629,15 @@ impl Writer {
                 id: Some(s.id),
             };
             let sid = index.stream_id_or_insert(&s.stream);
-            let tid = (s.kind == Kind::Event).then(|| index.type_id_or_insert(&s.event_type));
-            if let Err(e) = index.apply(&sum, sid, tid, s.metadata.clone()) {
+            if let Err(e) = index.apply(&sum, sid, s.metadata.clone()) {
                 // The writer checked every rule the index checks; this is a bug, not bad input.
                 tracing::error!(error = %e.0, "the index refused a record the writer staged");
+            }
+            if s.kind == Kind::Event {
+                let bits = index.hash_bits;
+                index
+                    .memtable
+                    .add_event(&s.stream, &s.event_type, s.revision, s.addr, bits);
             }
             if (s.addr >> 32) as u32 == self.segindex.segment_no {
                 self.segindex.add(&sum, s.end_offset);

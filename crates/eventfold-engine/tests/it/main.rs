@@ -5,5 +5,6 @@ mod conformance;
 mod crash;
 mod faults;
 mod fixture;
+mod index;
 mod model;
 mod support;

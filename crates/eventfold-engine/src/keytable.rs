@@ -1,0 +1,817 @@
+//! The on-disk part of the indexes: sorted, immutable key tables (`FIRST-LAST.ktab`), one per
+//! sealed segment at first and merged in the background into fewer, larger ones (like
+//! EventStoreDB's PTables). An entry is `(key, ordinal, address)`: the key is a 64-bit hash of a
+//! stream name, category or event type (namespace in the top two bits), the ordinal is the
+//! event's revision (streams) or its address (categories, types). Entries are sorted by
+//! `(key, ordinal)` in 4 KiB pages, each with its own CRC32C checked when read; a fence per page
+//! (its first key and ordinal) stays in memory. A hash says nothing certain about the name:
+//! readers check the record they read (stream, revision, category or type) and drop strangers.
+//!
+//! The active segment's entries live in a [`Memtable`]; when the segment is sealed the memtable
+//! is frozen (still readable) until its table is written. All of it is derived data.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use foldhash::fast::RandomState;
+
+use crate::segment::{read_at_most, sync_dir};
+
+/// Key namespaces (top two bits of a key): a stream, a category and an event type of the same
+/// name never share a key.
+pub const NS_STREAM: u64 = 1;
+pub const NS_CATEGORY: u64 = 2;
+pub const NS_TYPE: u64 = 3;
+
+/// Hash bits a key keeps below its namespace. Tests narrow them (`EngineOptions::index_hash_bits`)
+/// to force collisions.
+pub const KEY_HASH_BITS_MAX: u32 = 62;
+
+const PAGE_BYTES: usize = 4096;
+const PAGE_HEADER_BYTES: usize = 4;
+const ENTRY_BYTES: usize = 24;
+/// Entries per page: what fits between the 4-byte header and the 4-byte CRC at the end.
+const PAGE_ENTRIES_MAX: usize = (PAGE_BYTES - PAGE_HEADER_BYTES - 4) / ENTRY_BYTES;
+const FENCE_BYTES: usize = 16;
+const TRAILER_BYTES: usize = 48;
+const TABLE_MAGIC: &[u8; 8] = b"EVFLDKTB";
+const TABLE_VERSION: u32 = 1;
+/// Read-ahead of a merge's input tables, per input.
+const MERGE_READ_BYTES: usize = 64 * PAGE_BYTES;
+
+/// The key of `name` in namespace `ns`, keeping `hash_bits` bits of its hash. The hash is
+/// FNV-1a 64 with the splitmix64 finalizer: fixed here forever for version 1 tables, since
+/// tables on disk are sorted by it.
+pub fn key(ns: u64, name: &str, hash_bits: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let bits = hash_bits.min(KEY_HASH_BITS_MAX);
+    let mask = if bits == 0 {
+        0
+    } else {
+        u64::MAX >> (64 - bits)
+    };
+    (ns << 62) | (h & mask)
+}
+
+/// One index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyEntry {
+    pub key: u64,
+    pub ordinal: u64,
+    pub addr: u64,
+}
+
+/// What a lookup wants: entries of `key` with `lo <= ordinal <= hi`, at most `limit`, from
+/// the lowest ordinal up (or from the highest down when `reverse`).
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub key: u64,
+    pub lo: u64,
+    pub hi: u64,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl Query {
+    fn below(&self, e: &KeyEntry) -> bool {
+        (e.key, e.ordinal) < (self.key, self.lo)
+    }
+    fn above(&self, e: &KeyEntry) -> bool {
+        (e.key, e.ordinal) > (self.key, self.hi)
+    }
+}
+
+/// The active segment's entries (and, frozen, a sealed segment's until its table is written).
+#[derive(Debug, Default)]
+pub struct Memtable {
+    /// Per key, `(ordinal, address)` sorted.
+    map: HashMap<u64, Vec<(u64, u64)>, RandomState>,
+    entries: usize,
+}
+
+impl Memtable {
+    pub fn add(&mut self, key: u64, ordinal: u64, addr: u64) {
+        let list = self.map.entry(key).or_default();
+        // Entries of one name arrive in ordinal order; only names whose keys collide interleave.
+        if list.last().is_some_and(|&last| last > (ordinal, addr)) {
+            let at = list.partition_point(|&e| e < (ordinal, addr));
+            list.insert(at, (ordinal, addr));
+        } else {
+            list.push((ordinal, addr));
+        }
+        self.entries += 1;
+    }
+
+    /// Adds the three entries of an event: its stream, its category and its type.
+    pub fn add_event(
+        &mut self,
+        stream: &str,
+        event_type: &str,
+        revision: u64,
+        addr: u64,
+        hash_bits: u32,
+    ) {
+        self.add(key(NS_STREAM, stream, hash_bits), revision, addr);
+        let category = eventfold_core::category_of(stream);
+        self.add(key(NS_CATEGORY, category, hash_bits), addr, addr);
+        self.add(key(NS_TYPE, event_type, hash_bits), addr, addr);
+    }
+
+    pub fn query(&self, q: &Query, out: &mut Vec<(u64, u64)>) {
+        let Some(list) = self.map.get(&q.key) else {
+            return;
+        };
+        let from = list.partition_point(|&(o, _)| o < q.lo);
+        let to = list.partition_point(|&(o, _)| o <= q.hi);
+        let hits = &list[from..to.max(from)];
+        if q.reverse {
+            out.extend(hits.iter().rev().take(q.limit));
+        } else {
+            out.extend(hits.iter().take(q.limit));
+        }
+    }
+
+    /// Every entry, sorted as a table holds them.
+    pub fn sorted(&self) -> Vec<KeyEntry> {
+        let mut keys: Vec<u64> = self.map.keys().copied().collect();
+        keys.sort_unstable();
+        let mut out = Vec::with_capacity(self.entries);
+        for k in keys {
+            let list = &self.map[&k];
+            let start = out.len();
+            out.extend(list.iter().map(|&(ordinal, addr)| KeyEntry {
+                key: k,
+                ordinal,
+                addr,
+            }));
+            // Ordinals arrive in order; sorting again only guards the invariant cheaply.
+            out[start..].sort_unstable();
+        }
+        out
+    }
+
+    pub fn heap_bytes(&self) -> u64 {
+        (self.map.capacity() * 40 + self.map.values().map(|v| v.capacity() * 16).sum::<usize>())
+            as u64
+    }
+}
+
+/// A key table file on disk, open for reads.
+#[derive(Debug)]
+pub struct Table {
+    pub first_seg: u32,
+    pub last_seg: u32,
+    pub entries: u64,
+    pub path: PathBuf,
+    file: File,
+    /// `(key, ordinal)` of each page's first entry.
+    fences: Vec<(u64, u64)>,
+    /// Which keys the table may hold.
+    bloom: Bloom,
+}
+
+/// A bloom filter of a table's keys: [`BLOOM_BITS_PER_KEY`] bits per distinct key and
+/// [`BLOOM_PROBES`] probes (about 1% false positives). A stream read asks every table; this
+/// lets it skip, without I/O, the tables that hold nothing of the stream.
+#[derive(Debug, Default)]
+struct Bloom {
+    bits: Vec<u8>,
+}
+
+/// Bits per distinct key.
+const BLOOM_BITS_PER_KEY: usize = 10;
+/// Probes per key.
+const BLOOM_PROBES: u64 = 7;
+
+impl Bloom {
+    fn build(keys: &[u64]) -> Bloom {
+        let bytes = (keys.len() * BLOOM_BITS_PER_KEY).div_ceil(8).max(8);
+        let mut b = Bloom {
+            bits: vec![0u8; bytes],
+        };
+        for &k in keys {
+            for bit in b.probes(k) {
+                b.bits[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        b
+    }
+
+    fn probes(&self, key: u64) -> impl Iterator<Item = usize> + use<> {
+        // Double hashing from a remix of the key (keys may keep few hash bits in tests).
+        let mut h = key ^ (key >> 33);
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        let (h1, h2) = (h, (h >> 32) | 1);
+        let m = (self.bits.len() * 8) as u64;
+        (0..BLOOM_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+    }
+
+    fn may_contain(&self, key: u64) -> bool {
+        self.bits.is_empty()
+            || self
+                .probes(key)
+                .all(|bit| self.bits[bit / 8] & (1 << (bit % 8)) != 0)
+    }
+}
+
+pub fn table_file_name(first: u32, last: u32) -> String {
+    format!("{first:010}-{last:010}.ktab")
+}
+
+/// `(first, last)` segments of a table file name.
+pub fn parse_table_file_name(name: &str) -> Option<(u32, u32)> {
+    let stem = name.strip_suffix(".ktab")?;
+    let (a, b) = stem.split_once('-')?;
+    if a.len() != 10 || b.len() != 10 {
+        return None;
+    }
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn decode_page(page: &[u8], out: &mut Vec<KeyEntry>) -> Result<(), String> {
+    let stored = u32_at(page, PAGE_BYTES - 4);
+    if crc32c::crc32c(&page[..PAGE_BYTES - 4]) != stored {
+        return Err("page checksum mismatch".into());
+    }
+    let n = usize::from(u16::from_le_bytes([page[0], page[1]]));
+    if n == 0 || n > PAGE_ENTRIES_MAX {
+        return Err(format!("page holds {n} entries"));
+    }
+    for i in 0..n {
+        let at = PAGE_HEADER_BYTES + i * ENTRY_BYTES;
+        out.push(KeyEntry {
+            key: u64_at(page, at),
+            ordinal: u64_at(page, at + 8),
+            addr: u64_at(page, at + 16),
+        });
+    }
+    Ok(())
+}
+
+impl Table {
+    /// Opens a table: checks its trailer and fences (pages are checked when read). `Err` says
+    /// why it cannot be used; the caller rebuilds it from the log.
+    pub fn open(path: &Path, hash_bits: u32) -> Result<Table, String> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("not a table name")?;
+        let (first, last) = parse_table_file_name(name).ok_or("not a table name")?;
+        let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot stat it: {e}"))?
+            .len();
+        if len < TRAILER_BYTES as u64 {
+            return Err("too short".into());
+        }
+        let mut trailer = [0u8; TRAILER_BYTES];
+        read_exact(&file, &mut trailer, len - TRAILER_BYTES as u64)?;
+        if &trailer[0..8] != TABLE_MAGIC {
+            return Err("bad magic".into());
+        }
+        if u32_at(&trailer, 8) != TABLE_VERSION {
+            return Err("unknown table version".into());
+        }
+        if (u32_at(&trailer, 12), u32_at(&trailer, 16)) != (first, last) {
+            return Err("it describes other segments than its name".into());
+        }
+        if u32_at(&trailer, 20) != hash_bits {
+            return Err("built with another key hash width".into());
+        }
+        let entries = u64_at(&trailer, 24);
+        let pages = u64_at(&trailer, 32);
+        let bloom_bytes = u64::from(u32_at(&trailer, 40));
+        let expect_len = pages
+            .checked_mul((PAGE_BYTES + FENCE_BYTES) as u64)
+            .and_then(|n| n.checked_add(TRAILER_BYTES as u64 + bloom_bytes));
+        if expect_len != Some(len) || entries > pages * PAGE_ENTRIES_MAX as u64 {
+            return Err("its size does not match its page count".into());
+        }
+        let fence_bytes = (pages as usize) * FENCE_BYTES;
+        let mut buf = vec![0u8; fence_bytes + bloom_bytes as usize + TRAILER_BYTES - 4];
+        read_exact(&file, &mut buf, pages * PAGE_BYTES as u64)?;
+        if crc32c::crc32c(&buf) != u32_at(&trailer, TRAILER_BYTES - 4) {
+            return Err("fence checksum mismatch".into());
+        }
+        let fences = buf[..fence_bytes]
+            .chunks_exact(FENCE_BYTES)
+            .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+            .collect::<Vec<_>>();
+        let bloom = Bloom {
+            bits: buf[fence_bytes..fence_bytes + bloom_bytes as usize].to_vec(),
+        };
+        if fences.windows(2).any(|w| w[0] > w[1]) {
+            return Err("fences out of order".into());
+        }
+        Ok(Table {
+            first_seg: first,
+            last_seg: last,
+            entries,
+            path: path.to_path_buf(),
+            file,
+            fences,
+            bloom,
+        })
+    }
+
+    fn read_page(&self, page: usize, buf: &mut [u8], out: &mut Vec<KeyEntry>) -> io::Result<()> {
+        read_exact(&self.file, buf, (page * PAGE_BYTES) as u64).map_err(io::Error::other)?;
+        decode_page(buf, out).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} page {page}: {why}; the table is derived data: delete it and the next open rebuilds it",
+                    self.path.display()
+                ),
+            )
+        })
+    }
+
+    /// Appends the `(ordinal, address)` of the entries `q` asks for to `out`.
+    pub fn query(&self, q: &Query, out: &mut Vec<(u64, u64)>) -> io::Result<()> {
+        if q.limit == 0 || !self.bloom.may_contain(q.key) {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; PAGE_BYTES];
+        let mut page = Vec::with_capacity(PAGE_ENTRIES_MAX);
+        let taken = out.len();
+        if !q.reverse {
+            // Start at the last page that begins below the query: it may hold its first entries
+            // (and entries equal in key and ordinal may continue across pages).
+            let p = self.fences.partition_point(|&f| f < (q.key, q.lo));
+            for i in p.saturating_sub(1)..self.fences.len() {
+                if i > p.saturating_sub(1) && self.fences[i] > (q.key, q.hi) {
+                    break;
+                }
+                page.clear();
+                self.read_page(i, &mut buf, &mut page)?;
+                for e in &page {
+                    if q.below(e) {
+                        continue;
+                    }
+                    if q.above(e) || out.len() - taken >= q.limit {
+                        return Ok(());
+                    }
+                    out.push((e.ordinal, e.addr));
+                }
+            }
+        } else {
+            let p = self.fences.partition_point(|&f| f <= (q.key, q.hi));
+            for i in (0..p).rev() {
+                page.clear();
+                self.read_page(i, &mut buf, &mut page)?;
+                for e in page.iter().rev() {
+                    if q.above(e) {
+                        continue;
+                    }
+                    if q.below(e) || out.len() - taken >= q.limit {
+                        return Ok(());
+                    }
+                    out.push((e.ordinal, e.addr));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory held for the table: fences and bloom filter.
+    pub fn summary_bytes(&self) -> u64 {
+        (self.fences.capacity() * FENCE_BYTES + self.bloom.bits.capacity()) as u64
+    }
+}
+
+fn read_exact(file: &File, buf: &mut [u8], off: u64) -> Result<(), String> {
+    let n = read_at_most(file, buf, off).map_err(|e| format!("cannot read it: {e}"))?;
+    if n != buf.len() {
+        return Err("truncated".into());
+    }
+    Ok(())
+}
+
+/// Writes a table from entries given in sorted order: to `NAME.tmp`, flushed, renamed, and
+/// the directory flushed (when `sync`).
+pub struct TableWriter {
+    dir: PathBuf,
+    first: u32,
+    last: u32,
+    hash_bits: u32,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    page: Vec<u8>,
+    in_page: usize,
+    fences: Vec<(u64, u64)>,
+    entries: u64,
+    prev: Option<KeyEntry>,
+    /// Distinct keys, for the bloom filter.
+    keys: Vec<u64>,
+}
+
+impl TableWriter {
+    pub fn create(dir: &Path, first: u32, last: u32, hash_bits: u32) -> io::Result<TableWriter> {
+        let tmp = dir.join(format!("{}.tmp", table_file_name(first, last)));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
+        Ok(TableWriter {
+            dir: dir.to_path_buf(),
+            first,
+            last,
+            hash_bits,
+            tmp,
+            out: BufWriter::with_capacity(MERGE_READ_BYTES, file),
+            page: vec![0u8; PAGE_BYTES],
+            in_page: 0,
+            fences: Vec::new(),
+            entries: 0,
+            prev: None,
+            keys: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, e: KeyEntry) -> io::Result<()> {
+        if self.prev.is_some_and(|p| p >= e) {
+            return Err(io::Error::other(
+                "key table entries out of order (a bug in the index builder)",
+            ));
+        }
+        if self.prev.is_none_or(|p| p.key != e.key) {
+            self.keys.push(e.key);
+        }
+        self.prev = Some(e);
+        if self.in_page == 0 {
+            self.fences.push((e.key, e.ordinal));
+        }
+        let at = PAGE_HEADER_BYTES + self.in_page * ENTRY_BYTES;
+        self.page[at..at + 8].copy_from_slice(&e.key.to_le_bytes());
+        self.page[at + 8..at + 16].copy_from_slice(&e.ordinal.to_le_bytes());
+        self.page[at + 16..at + 24].copy_from_slice(&e.addr.to_le_bytes());
+        self.in_page += 1;
+        self.entries += 1;
+        if self.in_page == PAGE_ENTRIES_MAX {
+            self.end_page()?;
+        }
+        Ok(())
+    }
+
+    fn end_page(&mut self) -> io::Result<()> {
+        let n = self.in_page as u16;
+        self.page[0..2].copy_from_slice(&n.to_le_bytes());
+        let used = PAGE_HEADER_BYTES + self.in_page * ENTRY_BYTES;
+        self.page[used..PAGE_BYTES - 4].fill(0);
+        let crc = crc32c::crc32c(&self.page[..PAGE_BYTES - 4]);
+        self.page[PAGE_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        self.out.write_all(&self.page)?;
+        self.in_page = 0;
+        Ok(())
+    }
+
+    /// Finishes the file and makes it the table `FIRST-LAST.ktab`; returns it opened.
+    pub fn finish(mut self, sync: bool) -> io::Result<Table> {
+        if self.in_page > 0 {
+            self.end_page()?;
+        }
+        let mut tail = Vec::with_capacity(self.fences.len() * FENCE_BYTES + TRAILER_BYTES);
+        for &(k, o) in &self.fences {
+            tail.extend_from_slice(&k.to_le_bytes());
+            tail.extend_from_slice(&o.to_le_bytes());
+        }
+        let bloom = Bloom::build(&self.keys);
+        let bloom_bytes = u32::try_from(bloom.bits.len())
+            .map_err(|_| io::Error::other("bloom filter larger than 4 GiB"))?;
+        tail.extend_from_slice(&bloom.bits);
+        tail.extend_from_slice(TABLE_MAGIC);
+        tail.extend_from_slice(&TABLE_VERSION.to_le_bytes());
+        tail.extend_from_slice(&self.first.to_le_bytes());
+        tail.extend_from_slice(&self.last.to_le_bytes());
+        tail.extend_from_slice(&self.hash_bits.to_le_bytes());
+        tail.extend_from_slice(&self.entries.to_le_bytes());
+        tail.extend_from_slice(&(self.fences.len() as u64).to_le_bytes());
+        tail.extend_from_slice(&bloom_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&tail);
+        tail.extend_from_slice(&crc.to_le_bytes());
+        self.out.write_all(&tail)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        if sync {
+            file.sync_all()?;
+        }
+        drop(file);
+        let path = self.dir.join(table_file_name(self.first, self.last));
+        fs::rename(&self.tmp, &path)?;
+        if sync {
+            sync_dir(&self.dir)?;
+        }
+        Table::open(&path, self.hash_bits).map_err(io::Error::other)
+    }
+}
+
+/// Writes the table of one sealed segment from its frozen memtable.
+pub fn write_memtable(
+    dir: &Path,
+    seg: u32,
+    mem: &Memtable,
+    hash_bits: u32,
+    sync: bool,
+) -> io::Result<Table> {
+    let mut w = TableWriter::create(dir, seg, seg, hash_bits)?;
+    for e in mem.sorted() {
+        w.push(e)?;
+    }
+    w.finish(sync)
+}
+
+/// Reads a table's pages in order, for merging.
+struct Cursor<'t> {
+    table: &'t Table,
+    next_page: usize,
+    buf: Vec<u8>,
+    entries: Vec<KeyEntry>,
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&mut self) -> io::Result<Option<KeyEntry>> {
+        while self.at == self.entries.len() {
+            if self.next_page == self.table.fences.len() {
+                return Ok(None);
+            }
+            let pages =
+                (self.table.fences.len() - self.next_page).min(MERGE_READ_BYTES / PAGE_BYTES);
+            self.buf.resize(pages * PAGE_BYTES, 0);
+            read_exact(
+                &self.table.file,
+                &mut self.buf,
+                (self.next_page * PAGE_BYTES) as u64,
+            )
+            .map_err(io::Error::other)?;
+            self.entries.clear();
+            self.at = 0;
+            for p in self.buf.chunks_exact(PAGE_BYTES) {
+                decode_page(p, &mut self.entries).map_err(|why| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {why}", self.table.path.display()),
+                    )
+                })?;
+            }
+            self.next_page += pages;
+        }
+        Ok(Some(self.entries[self.at]))
+    }
+}
+
+#[derive(PartialEq, Eq)]
+struct Head(KeyEntry, usize);
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Min-heap on the entry.
+        other.0.cmp(&self.0).then(other.1.cmp(&self.1))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Merges adjacent tables (in segment order) into one covering all their segments.
+/// Stops (with an error, leaving a temporary file the next open deletes) once `stop` is set.
+pub fn merge(
+    dir: &Path,
+    tables: &[Arc<Table>],
+    hash_bits: u32,
+    sync: bool,
+    stop: &AtomicBool,
+) -> io::Result<Table> {
+    let first = tables.first().map_or(0, |t| t.first_seg);
+    let last = tables.last().map_or(0, |t| t.last_seg);
+    let mut w = TableWriter::create(dir, first, last, hash_bits)?;
+    let mut cursors: Vec<Cursor<'_>> = tables
+        .iter()
+        .map(|t| Cursor {
+            table: t,
+            next_page: 0,
+            buf: Vec::new(),
+            entries: Vec::new(),
+            at: 0,
+        })
+        .collect();
+    let mut heap = BinaryHeap::new();
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(e) = c.peek()? {
+            heap.push(Head(e, i));
+        }
+    }
+    while let Some(Head(e, i)) = heap.pop() {
+        if w.entries.is_multiple_of(1 << 16) && stop.load(AtomicOrdering::Relaxed) {
+            return Err(io::Error::other("merge stopped: the store is closing"));
+        }
+        w.push(e)?;
+        cursors[i].at += 1;
+        if let Some(n) = cursors[i].peek()? {
+            heap.push(Head(n, i));
+        }
+    }
+    w.finish(sync)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: u64) -> Vec<KeyEntry> {
+        let mut v: Vec<KeyEntry> = (0..n)
+            .map(|i| KeyEntry {
+                key: i % 7,
+                ordinal: i,
+                addr: i * 10,
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn write(dir: &Path, seg: u32, es: &[KeyEntry]) -> Table {
+        let mut w = TableWriter::create(dir, seg, seg, 62).expect("create");
+        for &e in es {
+            w.push(e).expect("push");
+        }
+        w.finish(false).expect("finish")
+    }
+
+    #[test]
+    fn a_table_answers_ranges_forward_and_backward_across_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let es = entries(5000);
+        let t = write(dir.path(), 3, &es);
+        assert_eq!(t.entries, 5000);
+        assert!(t.fences.len() > 20);
+        let q = |lo, hi, limit, reverse| {
+            let mut out = Vec::new();
+            t.query(
+                &Query {
+                    key: 3,
+                    lo,
+                    hi,
+                    limit,
+                    reverse,
+                },
+                &mut out,
+            )
+            .expect("query");
+            out.iter().map(|&(o, _)| o).collect::<Vec<_>>()
+        };
+        let all: Vec<u64> = (0..5000).filter(|i| i % 7 == 3).collect();
+        assert_eq!(q(0, u64::MAX, usize::MAX, false), all);
+        let mid: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|&o| (1000..=3000).contains(&o))
+            .collect();
+        assert_eq!(q(1000, 3000, usize::MAX, false), mid);
+        assert_eq!(q(1000, 3000, 5, false), mid[..5].to_vec());
+        let rev: Vec<u64> = mid.iter().rev().take(5).copied().collect();
+        assert_eq!(q(1000, 3000, 5, true), rev);
+        assert!(q(5000, u64::MAX, 10, false).is_empty());
+    }
+
+    #[test]
+    fn merging_keeps_every_entry_in_order_and_a_damaged_page_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all = entries(3000);
+        let (a, b): (Vec<KeyEntry>, Vec<KeyEntry>) = all.iter().partition(|e| e.ordinal < 1700);
+        let ta = Arc::new(write(dir.path(), 0, &a));
+        let tb = Arc::new(write(dir.path(), 1, &b));
+        let m = merge(dir.path(), &[ta, tb], 62, false, &AtomicBool::new(false)).expect("merge");
+        assert_eq!((m.first_seg, m.last_seg, m.entries), (0, 1, 3000));
+        let mut out = Vec::new();
+        for k in 0..7 {
+            m.query(
+                &Query {
+                    key: k,
+                    lo: 0,
+                    hi: u64::MAX,
+                    limit: usize::MAX,
+                    reverse: false,
+                },
+                &mut out,
+            )
+            .expect("query");
+        }
+        let want: Vec<(u64, u64)> = all.iter().map(|e| (e.ordinal, e.addr)).collect();
+        assert_eq!(out, want);
+        // Flip a byte in page 0: the read fails instead of answering wrong addresses.
+        let path = m.path.clone();
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[100] ^= 1;
+        fs::write(&path, bytes).expect("write");
+        let m = Table::open(&path, 62).expect("fences are intact");
+        let err = m
+            .query(
+                &Query {
+                    key: 0,
+                    lo: 0,
+                    hi: u64::MAX,
+                    limit: 10,
+                    reverse: false,
+                },
+                &mut Vec::new(),
+            )
+            .expect_err("page 0 is damaged");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(
+            Table::open(&path, 61).is_err(),
+            "another hash width is refused"
+        );
+    }
+
+    #[test]
+    fn colliding_entries_equal_in_key_and_ordinal_are_all_found_across_pages() {
+        // 500 entries (key 9, ordinal 0) of different names: three pages start alike.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut es: Vec<KeyEntry> = (0..500)
+            .map(|a| KeyEntry {
+                key: 9,
+                ordinal: 0,
+                addr: a,
+            })
+            .chain((0..400).map(|a| KeyEntry {
+                key: 8,
+                ordinal: a,
+                addr: a,
+            }))
+            .collect();
+        es.sort_unstable();
+        let t = write(dir.path(), 0, &es);
+        let mut out = Vec::new();
+        let q = Query {
+            key: 9,
+            lo: 0,
+            hi: 0,
+            limit: usize::MAX,
+            reverse: false,
+        };
+        t.query(&q, &mut out).expect("query");
+        assert_eq!(out.len(), 500);
+        out.clear();
+        t.query(&Query { reverse: true, ..q }, &mut out)
+            .expect("query");
+        assert_eq!(out.len(), 500);
+        // The memtable keeps colliding names' entries sorted whatever their arrival order.
+        let mut m = Memtable::default();
+        for (o, a) in [(5, 50), (0, 60), (6, 70), (1, 80)] {
+            m.add(3, o, a);
+        }
+        let mut got = Vec::new();
+        m.query(
+            &Query {
+                key: 3,
+                lo: 1,
+                hi: 5,
+                limit: usize::MAX,
+                reverse: false,
+            },
+            &mut got,
+        );
+        assert_eq!(got, vec![(1, 80), (5, 50)]);
+    }
+
+    #[test]
+    fn keys_keep_their_namespace_whatever_the_hash_width() {
+        assert_ne!(key(NS_STREAM, "a", 0), key(NS_CATEGORY, "a", 0));
+        assert_eq!(key(NS_STREAM, "a", 0), key(NS_STREAM, "b", 0));
+        assert_ne!(key(NS_STREAM, "a", 62), key(NS_STREAM, "b", 62));
+        assert_eq!(
+            parse_table_file_name(&table_file_name(4, 19)),
+            Some((4, 19))
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Stream-state snapshots (`NNNNNNNNNN.snap`): the in-memory state of every stream and the sparse
+//! position map as they stood at the end of sealed segment N, so that opening a store reads
+//! O(streams) bytes plus the index checkpoints of the segments sealed after N, instead of every
+//! checkpoint. Derived data: a damaged or missing snapshot is ignored and the state rebuilt from
+//! the checkpoints (and the log).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use eventfold_core::StreamMetadata;
+
+use crate::index::{LastBatch, StreamState};
+use crate::segment::sync_dir;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"EVFLDSNP";
+const SNAPSHOT_VERSION: u32 = 1;
+/// Snapshots kept on disk: the newest and the one before it (if the newest is damaged).
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The last segment it covers (sealed).
+    pub segment: u32,
+    pub next_position: u64,
+    pub events: u64,
+    pub streams: Vec<StreamState>,
+    pub sparse: Vec<(u64, u64)>,
+}
+
+pub fn snapshot_file_name(no: u32) -> String {
+    format!("{no:010}.snap")
+}
+
+pub fn parse_snapshot_file_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".snap")?;
+    (stem.len() == 10).then(|| stem.parse().ok()).flatten()
+}
+
+impl Snapshot {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.streams.len() * 96 + self.sparse.len() * 16);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.segment.to_le_bytes());
+        out.extend_from_slice(&self.next_position.to_le_bytes());
+        out.extend_from_slice(&self.events.to_le_bytes());
+        out.extend_from_slice(&(self.streams.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.sparse.len() as u64).to_le_bytes());
+        for s in &self.streams {
+            out.extend_from_slice(&(s.name.len() as u16).to_le_bytes());
+            out.extend_from_slice(s.name.as_bytes());
+            out.extend_from_slice(&s.next_revision.to_le_bytes());
+            out.extend_from_slice(&s.last_position.to_le_bytes());
+            out.extend_from_slice(&s.deleted_before.to_le_bytes());
+            let flags = u8::from(s.tombstoned) | (u8::from(s.last_batch.is_some()) << 1);
+            out.push(flags);
+            if let Some(b) = &s.last_batch {
+                for v in [b.first_revision, b.len, b.first_position, b.last_position] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            let meta = if s.metadata == StreamMetadata::default() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&s.metadata).expect("stream metadata always serializes")
+            };
+            out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+            out.extend_from_slice(&meta);
+        }
+        for &(p, a) in &self.sparse {
+            out.extend_from_slice(&p.to_le_bytes());
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Writes it atomically (temporary file, flush, rename, directory flush) and deletes
+    /// snapshots older than the last [`SNAPSHOTS_KEPT`].
+    pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
+        let name = snapshot_file_name(self.segment);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&self.encode())?;
+        if sync {
+            f.sync_all()?;
+        }
+        drop(f);
+        fs::rename(&tmp, dir.join(&name))?;
+        if sync {
+            sync_dir(dir)?;
+        }
+        let mut all = list(dir)?;
+        all.retain(|&n| n <= self.segment);
+        all.sort_unstable();
+        let keep_from = all.len().saturating_sub(SNAPSHOTS_KEPT);
+        for &old in &all[..keep_from] {
+            let _ = fs::remove_file(dir.join(snapshot_file_name(old)));
+        }
+        Ok(())
+    }
+
+    /// Loads snapshot `no`; `Err` says why it cannot be used.
+    pub fn load(dir: &Path, no: u32) -> Result<Snapshot, String> {
+        let b = fs::read(dir.join(snapshot_file_name(no))).map_err(|e| e.to_string())?;
+        decode(&b, no)
+    }
+}
+
+/// Snapshot numbers in `dir`, unsorted.
+pub fn list(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Some(n) = entry?
+            .file_name()
+            .to_str()
+            .and_then(parse_snapshot_file_name)
+        {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
+    if b.len() < 44 || &b[0..8] != SNAPSHOT_MAGIC {
+        return Err("not a snapshot (bad magic)".into());
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader { b: body, at: 8 };
+    if r.u32()? != SNAPSHOT_VERSION {
+        return Err("unknown snapshot version".into());
+    }
+    if r.u32()? != no {
+        return Err("it names another segment".into());
+    }
+    let mut s = Snapshot {
+        segment: no,
+        next_position: r.u64()?,
+        events: r.u64()?,
+        ..Snapshot::default()
+    };
+    let streams = r.u64()?;
+    let sparse = r.u64()?;
+    // Every stream takes at least 33 bytes and every sparse entry 16: refuse counts the body
+    // cannot hold before reserving memory for them.
+    if streams
+        .saturating_mul(33)
+        .saturating_add(sparse.saturating_mul(16))
+        > body.len() as u64
+    {
+        return Err("counts larger than the file".into());
+    }
+    s.streams.reserve_exact(streams as usize);
+    for _ in 0..streams {
+        let n = usize::from(r.u16()?);
+        let name = std::str::from_utf8(r.take(n)?).map_err(|_| "name is not UTF-8".to_owned())?;
+        let mut st = StreamState::new(Arc::from(name));
+        st.next_revision = r.u64()?;
+        st.last_position = r.u64()?;
+        st.deleted_before = r.u64()?;
+        let flags = r.take(1)?[0];
+        st.tombstoned = flags & 1 != 0;
+        if flags & 2 != 0 {
+            st.last_batch = Some(LastBatch {
+                first_revision: r.u64()?,
+                len: r.u64()?,
+                first_position: r.u64()?,
+                last_position: r.u64()?,
+                first_id: None,
+            });
+        }
+        let m = r.u32()? as usize;
+        let meta = r.take(m)?;
+        if m > 0 {
+            st.metadata = serde_json::from_slice(meta).map_err(|e| format!("metadata: {e}"))?;
+        }
+        s.streams.push(st);
+    }
+    s.sparse.reserve_exact(sparse as usize);
+    for _ in 0..sparse {
+        s.sparse.push((r.u64()?, r.u64()?));
+    }
+    if r.at != body.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(s)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| "truncated".to_owned())?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let s = self.take(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+}
