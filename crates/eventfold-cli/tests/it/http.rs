@@ -933,3 +933,46 @@ async fn json_data_is_returned_as_sent() {
         .expect("body");
     assert!(ndjson.lines().any(|l| l.contains(want)), "{ndjson}");
 }
+
+/// 64 tasks append through one Rust client, so their appends share one `POST /appends`
+/// request: every append is answered, with its own stream's revisions, in order. (The benchmark
+/// found a deadlock of the pipeline under 64 tasks; this test runs that shape of load, but was
+/// not shown to reproduce that deadlock.)
+#[tokio::test]
+async fn many_tasks_share_one_appends_request_and_every_append_is_answered() {
+    use eventfold_core::{EventStore as _, EventType, ExpectedRevision, NewEvent, StreamName};
+    let (_dir, server) = start();
+    let client = eventfold_client::Client::new(&server.url, None).expect("client");
+    const TASKS: u64 = 64;
+    const EACH: u64 = 300;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let stream = StreamName::new(format!("pipe-{t}")).expect("name");
+            let payload = serde_json::json!({ "pad": "x".repeat(200) });
+            for i in 0..EACH {
+                let r = client
+                    .append(
+                        &stream,
+                        if i == 0 {
+                            ExpectedRevision::NoStream
+                        } else {
+                            ExpectedRevision::Exact(i - 1)
+                        },
+                        vec![NewEvent::json(EventType::new("t").expect("type"), &payload)],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("task {t}, append {i}: {e}"));
+                assert_eq!(r.first_revision.0, i);
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+    })
+    .await
+    .expect("every append is answered within 120 s");
+}
