@@ -195,13 +195,15 @@ fn decode(b: &[u8], no: u32) -> Result<SegIndex, String> {
     Ok(ix)
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+/// Little-endian fields read off a byte slice, each refused when the slice is too short (shared
+/// by the checkpoint and snapshot decoders).
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let s = self
             .b
             .get(self.at..self.at + n)
@@ -209,15 +211,15 @@ impl<'a> Reader<'a> {
         self.at += n;
         Ok(s)
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    pub(crate) fn u16(&mut self) -> Result<u16, String> {
         let s = self.take(2)?;
         Ok(u16::from_le_bytes([s[0], s[1]]))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
         let s = self.take(8)?;
         let mut a = [0; 8];
         a.copy_from_slice(s);

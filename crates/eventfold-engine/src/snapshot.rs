@@ -12,6 +12,7 @@ use std::sync::Arc;
 use eventfold_core::StreamMetadata;
 
 use crate::index::{LastBatch, StreamState};
+use crate::segindex::Reader;
 use crate::segment::sync_dir;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"EVFLDSNP";
@@ -192,34 +193,4 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
         return Err("trailing bytes".into());
     }
     Ok(s)
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self
-            .b
-            .get(self.at..self.at + n)
-            .ok_or_else(|| "truncated".to_owned())?;
-        self.at += n;
-        Ok(s)
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let s = self.take(8)?;
-        let mut a = [0; 8];
-        a.copy_from_slice(s);
-        Ok(u64::from_le_bytes(a))
-    }
 }
