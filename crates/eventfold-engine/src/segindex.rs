@@ -3,14 +3,14 @@
 //! sealed segments. They are derived data: a missing or damaged one is rebuilt from its segment.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::format::Kind;
 use crate::index::Summary;
-use crate::segment::{index_file_name, sync_dir};
+use crate::segment::{index_file_name, write_atomically};
 
 const INDEX_MAGIC: &[u8; 8] = b"EVFLDIDX";
 const INDEX_VERSION: u32 = 1;
@@ -119,17 +119,7 @@ impl SegIndex {
 
     /// Writes the checkpoint atomically (temporary file, flush, rename).
     pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        let name = index_file_name(self.segment_no);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&self.encode())?;
-        if sync {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, dir.join(&name))?;
-        if sync {
-            sync_dir(dir)?;
-        }
+        write_atomically(dir, &index_file_name(self.segment_no), &self.encode(), sync)?;
         Ok(())
     }
 

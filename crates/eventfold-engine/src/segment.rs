@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +37,24 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
 /// Flushes a directory so that names created or renamed in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Writes derived data (an index checkpoint, a snapshot) so that `dir/name` is either absent,
+/// the old file or the whole new one: to `name.tmp`, flushed, renamed, then the directory
+/// flushed (the flushes only with `sync`). Open deletes a `*.tmp` left by a crash.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Creates `NNNNNNNNNN.seg.prealloc`: the header, then zeros up to `segment_bytes`, flushed

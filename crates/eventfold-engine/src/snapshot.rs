@@ -4,8 +4,8 @@
 //! checkpoint. Derived data: a damaged or missing snapshot is ignored and the state rebuilt from
 //! the checkpoints (and the log).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use eventfold_core::StreamMetadata;
 
 use crate::index::{LastBatch, StreamState};
 use crate::segindex::Reader;
-use crate::segment::sync_dir;
+use crate::segment::write_atomically;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"EVFLDSNP";
 const SNAPSHOT_VERSION: u32 = 1;
@@ -83,18 +83,7 @@ impl Snapshot {
     /// Writes it atomically (temporary file, flush, rename, directory flush) and deletes
     /// snapshots older than the last [`SNAPSHOTS_KEPT`].
     pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        let name = snapshot_file_name(self.segment);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&self.encode())?;
-        if sync {
-            f.sync_all()?;
-        }
-        drop(f);
-        fs::rename(&tmp, dir.join(&name))?;
-        if sync {
-            sync_dir(dir)?;
-        }
+        write_atomically(dir, &snapshot_file_name(self.segment), &self.encode(), sync)?;
         let mut all = list(dir)?;
         all.retain(|&n| n <= self.segment);
         all.sort_unstable();
