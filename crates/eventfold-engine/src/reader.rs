@@ -112,6 +112,18 @@ impl Shared {
     }
 
     pub fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.read_stream_within(stream, read, usize::MAX)
+    }
+
+    /// [`Shared::read_stream`], keeping only the events up to the first that brings the data
+    /// and metadata bytes to `bytes_max` (never none). For forward reads, whose reader moves
+    /// on from the last event it got (a subscription's cursor); a backward read ignores it.
+    pub fn read_stream_within(
+        &self,
+        stream: &StreamName,
+        read: ReadStream,
+        bytes_max: usize,
+    ) -> StoreResult<StreamSlice> {
         self.limits.check_read_limit(read.limit)?;
         let (visible, _, _) = self.visible_range(stream)?;
         let plan = read.plan(visible);
@@ -119,8 +131,15 @@ impl Shared {
         let addrs = self.addrs_of(stream, range.clone())?;
         let mut events = Vec::with_capacity(addrs.len());
         let mut names = NameCache::default();
+        let bytes_max = if plan.reverse { usize::MAX } else { bytes_max };
+        let mut bytes = 0usize;
         self.segments.read_many(&addrs, |a, r| {
-            if r.kind == Kind::Event && r.stream == stream.as_str() && range.contains(&r.revision) {
+            if bytes < bytes_max
+                && r.kind == Kind::Event
+                && r.stream == stream.as_str()
+                && range.contains(&r.revision)
+            {
+                bytes += r.data.len() + r.metadata.len();
                 events.push(to_event(self, &r, a, &mut names)?);
             }
             Ok(())
@@ -217,6 +236,12 @@ impl Shared {
     }
 
     pub fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {
+        self.read_all_within(read, usize::MAX)
+    }
+
+    /// [`Shared::read_all`], ending also at the first event that brings the data and metadata
+    /// bytes read to `bytes_max` (a page of big events is as few of them as fit, never none).
+    pub fn read_all_within(&self, read: &ReadAll, bytes_max: usize) -> StoreResult<AllSlice> {
         self.limits.check_read_limit(read.limit)?;
         let (committed, end_addr) = {
             let index = self.index.read();
@@ -229,7 +254,7 @@ impl Shared {
             });
         };
         let (start, forward) = (plan.start, plan.forward);
-        let mut c = Collector::new(self, read, plan);
+        let mut c = Collector::new(self, read, plan, bytes_max);
         // The address to start from: the sparse entry at or before `start`.
         let (floor_addr, ceil_addr) = {
             let index = self.index.read();
@@ -469,13 +494,16 @@ struct Collector<'a> {
     visibility: HashMap<Box<str>, Visibility, RandomState>,
     names: NameCache,
     events: Vec<RecordedEvent>,
+    /// Data and metadata bytes of `events`, and where they end the read.
+    bytes: usize,
+    bytes_max: usize,
     scanned: usize,
     last_scanned: Option<u64>,
     exhausted: bool,
 }
 
 impl<'a> Collector<'a> {
-    fn new(shared: &'a Shared, read: &'a ReadAll, plan: AllReadPlan) -> Self {
+    fn new(shared: &'a Shared, read: &'a ReadAll, plan: AllReadPlan, bytes_max: usize) -> Self {
         Collector {
             shared,
             read,
@@ -484,6 +512,8 @@ impl<'a> Collector<'a> {
             visibility: HashMap::default(),
             names: NameCache::default(),
             events: Vec::new(),
+            bytes: 0,
+            bytes_max,
             scanned: 0,
             last_scanned: None,
             exhausted: false,
@@ -513,9 +543,12 @@ impl<'a> Collector<'a> {
             if v.shows(r.revision, r.timestamp_us) {
                 self.events
                     .push(to_event(self.shared, r, addr, &mut self.names)?);
+                self.bytes += r.data.len() + r.metadata.len();
             }
         }
-        Ok(self.events.len() >= self.read.limit || self.scanned >= AllReadPlan::SCAN_RECORDS_MAX)
+        Ok(self.events.len() >= self.read.limit
+            || self.bytes >= self.bytes_max
+            || self.scanned >= AllReadPlan::SCAN_RECORDS_MAX)
     }
 
     fn finish(self) -> AllSlice {

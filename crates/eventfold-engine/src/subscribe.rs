@@ -15,8 +15,11 @@ use tokio::sync::watch;
 
 use crate::shared::Shared;
 
-/// Events read per page while catching up: bounds a subscriber's memory.
+/// Events read per page while catching up: with [`PAGE_BYTES`], bounds a subscriber's memory.
 const PAGE_EVENTS: usize = 512;
+/// Data and metadata bytes read per page at most (a page ends at the first event
+/// that reaches it): 512 events of 1 MiB would otherwise be held by every subscriber.
+pub const PAGE_BYTES: usize = 256 << 10;
 
 enum Target {
     All {
@@ -50,7 +53,7 @@ impl Cursor {
                     limit,
                     filter: filter.clone(),
                 };
-                let slice = self.shared.read_all(&read)?;
+                let slice = self.shared.read_all_within(&read, PAGE_BYTES)?;
                 let got = !slice.events.is_empty();
                 let more = match slice.next {
                     Some(n) => {
@@ -68,7 +71,11 @@ impl Cursor {
                 Ok(more)
             }
             Target::Stream { stream, cursor } => {
-                let events = cursor.advance(self.shared.read_stream(stream, cursor.read(limit)))?;
+                let events = cursor.advance(self.shared.read_stream_within(
+                    stream,
+                    cursor.read(limit),
+                    PAGE_BYTES,
+                ))?;
                 let got = !events.is_empty();
                 self.buf.extend(events);
                 Ok(got)

@@ -37,13 +37,14 @@ use crate::metrics::Metrics;
 /// byte bound first).
 pub const LIVE_EVENTS_MAX: usize = 8_192;
 /// Bytes the ring holds at most, counting each event's data and metadata and its encoded line:
-/// about 3,000 events of 256 B (0.3 s at 10,000 events/s), and one largest batch (1 MiB of
-/// data and its lines). A batch may briefly add one chunk's worth
-/// ([`crate::CHUNK_DATA_BYTES_MAX`]) before eviction. Not more: the server's resident memory
-/// grows by several times what the ring counts (allocator slack, the lines' spare capacity),
-/// and at 8 MiB `stalled_sse_readers_do_not_grow_server_memory` in eventfold-cli's tests saw
-/// 60 MiB of growth with 4 KB events (limit 48); at 2 MiB, 31 MiB.
-pub const LIVE_BYTES_MAX: usize = 2 << 20;
+/// about 12,000 events of 256 B (1.2 s at 10,000 events/s; the event bound comes first), and
+/// a few largest batches (1 MiB of data and its lines). A batch may briefly add one chunk's
+/// worth ([`crate::CHUNK_DATA_BYTES_MAX`]) before eviction. `stalled_sse_readers_do_not_grow_server_memory`
+/// in eventfold-cli's tests grows the server by 6–14 MiB with it (4 KB events, four stalled
+/// readers, limit 48 MiB). That test once saw 60 MiB at 8 MiB and 31 MiB at 2 MiB: most of it
+/// was mimalloc keeping what the append path had freed (22–29 MiB with no reader at all,
+/// 7 MiB with glibc's malloc), which the test now warms up before its baseline.
+pub const LIVE_BYTES_MAX: usize = 8 << 20;
 /// Pause before the hub starts again after its store subscription failed.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
