@@ -71,10 +71,11 @@ export async function renderGroup(main, segments, _query, ctx) {
   const name = segments[0] || "";
   const figures = h("div", {}, h("p.muted", {}, "Loading…"));
   const parked = h("div", { id: "parked" });
+  const settings = h("div", {});
   const msg = h("p", { role: "status", id: "group-message" });
   main.append(h("h1", {}, "Group ", h("span.mono", {}, name)),
-    h("div.bar", {}, link("Edit", ["new-group"], { edit: name }), deleteButton(name, ctx)), msg, figures,
-    h("h2", {}, "Parked events"), parked);
+    h("div.bar", {}, h("a.button", { href: route(["new-group"], { edit: name }) }, "Edit"), deleteButton(name, ctx)), msg, figures,
+    h("h2", {}, "Parked events"), parked, h("h2", {}, "Settings"), settings);
 
   async function loadParked() {
     const page = await api.get(api.path(["subscriptions", name, "parked"], { limit: 50 }));
@@ -128,17 +129,23 @@ export async function renderGroup(main, segments, _query, ctx) {
               (g.consumers || []).map((c) => h("tr", {}, h("td.wrap", {}, c.name), h("td", {}, c.live ? "yes" : "no"),
                 h("td.num", {}, fmtInt(c.in_flight)), h("td.num", {}, fmtInt(c.push_streams)))),
               "No consumer has pulled yet."),
-            h("h2", {}, "Settings"),
-            kv([["Filter", filterText(g.filter)], ["Start", String(g.start_position)], ["Checkpoint", fmtInt(g.checkpoint)],
+            setSettings(settings, kv([["Filter", filterText(g.filter)], ["Start", String(g.start_position)], ["Checkpoint", fmtInt(g.checkpoint)],
               ["Strategy", g.strategy], ["Max deliveries", fmtInt(g.max_deliveries)], ["Ack timeout", `${fmtInt(g.ack_timeout_ms)} ms`],
               ["Retry backoff", g.retry_backoff ? `${g.retry_backoff.initial_ms} ms × ${g.retry_backoff.multiplier}, at most ${g.retry_backoff.max_ms} ms` : "—"],
               ["Max in flight", fmtInt(g.max_in_flight)],
-              g.max_in_flight_per_consumer ? ["Max in flight per consumer", fmtInt(g.max_in_flight_per_consumer)] : null]));
+              g.max_in_flight_per_consumer ? ["Max in flight per consumer", fmtInt(g.max_in_flight_per_consumer)] : null])));
         },
       };
     }),
     loadParked(),
   ]);
+}
+
+// Shows `content` in `box` (the settings live below the parked events); nothing in its place.
+function setSettings(box, content) {
+  clear(box);
+  box.append(content);
+  return null;
 }
 
 function deleteButton(name, ctx) {
