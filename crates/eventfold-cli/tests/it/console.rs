@@ -612,6 +612,57 @@ async fn with_tokens_the_console_asks_for_one_and_explains_a_403() {
             "the new group",
         )
         .await;
+    // The admin edits a stream's metadata and deletes the stream.
+    let (status, body) = send(
+        client()
+            .post(format!("{url}/streams/order-1"))
+            .bearer_auth("admin-secret-1")
+            .json(&json!([{"type": "a", "data": {}}, {"type": "b", "data": {}}])),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    chrome
+        .show(
+            "#/stream/order-1",
+            "document.querySelector('#metadata-form')",
+        )
+        .await;
+    let max_count = chrome
+        .page
+        .find_element("#md-max-count")
+        .await
+        .expect("max-count input");
+    max_count.click().await.expect("focus");
+    max_count.type_str("1").await.expect("type");
+    chrome.click("#metadata-form button[type=submit]").await;
+    chrome
+        .wait_for(
+            "document.querySelector('#metadata-form [role=status]').textContent === 'Saved.'",
+            "the metadata saved",
+        )
+        .await;
+    let (_, md) = send(
+        client()
+            .get(format!("{url}/streams/order-1/metadata"))
+            .bearer_auth("admin-secret-1"),
+    )
+    .await;
+    assert_eq!(md["max_count"], 1, "{md}");
+    chrome.click("#delete-stream").await;
+    chrome.click("#delete-confirm").await;
+    chrome
+        .wait_for(
+            "location.hash === '#/streams'",
+            "the streams after the delete",
+        )
+        .await;
+    let (status, _) = send(
+        client()
+            .get(format!("{url}/streams/order-1"))
+            .bearer_auth("admin-secret-1"),
+    )
+    .await;
+    assert_eq!(status, 404, "the stream is deleted");
     chrome.assert_no_problems("as the admin");
     let (status, _) = send(
         client()
