@@ -403,9 +403,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(listen = %s.listen, "listening beyond loopback without --tls-cert/--tls-key: tokens and events cross the network in clear text");
         }
     }
-    let state = AppState::new(store, s.server)
+    let mut state = AppState::new(store, s.server)
         .with_auth(s.auth.clone())
         .with_groups(groups.clone());
+    if let StoreLocation::Embedded(dir) = &s.store {
+        let dir = dir.clone();
+        state = state.with_stored_bytes(Arc::new(move || directory_bytes(&dir)));
+    }
     match tls {
         Some(config) => {
             let listener = eventfold_server::tls::TlsListener::new(listener, config)
@@ -420,6 +424,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     opened.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The bytes on disk of the files under `dir` (the engine's segments, indexes and the groups' store):
+/// what `GET /stats` reports as stored. Walks the tree each time; a data directory holds a few
+/// files per 64 MiB segment.
+fn directory_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total += allocated(&entry.metadata()?);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The bytes a file takes on disk: its allocated blocks (the engine preallocates segments, so
+/// their length says little), or its length where blocks are not known.
+fn allocated(m: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        m.blocks() * 512
+    }
+    #[cfg(not(unix))]
+    {
+        m.len()
+    }
 }
 
 /// The stores a server runs on, opened.

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod authorized;
+pub mod console;
 pub mod encoded;
 mod error;
 pub mod live;
@@ -16,7 +17,7 @@ pub mod tls;
 pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
 pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
-pub use state::{AppState, ServerLimits};
+pub use state::{AppState, ServerLimits, StoredBytes};
 
 use std::future::Future;
 use std::net::SocketAddr;

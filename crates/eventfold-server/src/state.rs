@@ -49,7 +49,14 @@ pub struct AppState {
     pub encoded: Arc<crate::encoded::EncodedEvents>,
     /// The one reader of the log for every live subscription.
     pub live: crate::live::Hub,
+    /// When this state was made: the server's start, for `GET /stats`.
+    pub started: std::time::Instant,
+    /// Measures the bytes the store holds on disk, when the server knows how (`GET /stats`).
+    pub stored_bytes: Option<StoredBytes>,
 }
+
+/// Measures the bytes a store holds on disk (a blocking call: it may walk a directory).
+pub type StoredBytes = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +78,8 @@ impl AppState {
             groups: None,
             encoded: Arc::new(crate::encoded::EncodedEvents::new()),
             live: crate::live::Hub::default(),
+            started: std::time::Instant::now(),
+            stored_bytes: None,
         }
     }
 
@@ -80,6 +89,13 @@ impl AppState {
         let metrics = self.metrics.clone();
         groups.observe_deliveries(Arc::new(move |e| metrics.delivery_ended(e)));
         self.groups = Some(groups);
+        self
+    }
+
+    /// Reports the store's size on disk in `GET /stats` with `measure` (run on a blocking
+    /// thread).
+    pub fn with_stored_bytes(mut self, measure: StoredBytes) -> Self {
+        self.stored_bytes = Some(measure);
         self
     }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod conformance;
+mod console;
 mod deps;
 mod groups;
 mod http;

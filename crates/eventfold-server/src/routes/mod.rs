@@ -6,6 +6,7 @@ pub(crate) mod encode;
 mod group_bodies;
 pub mod groups;
 mod health;
+mod stats;
 mod streams;
 pub(crate) mod subscribe;
 pub mod table;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, mr);
     }
     router
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `read_body` with the server's own limit.

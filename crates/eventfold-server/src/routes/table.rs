@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, groups, health, streams, subscribe};
+use super::{all, appends, groups, health, stats, streams, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, Read, Write};
 use crate::state::AppState;
 
@@ -258,6 +258,15 @@ pub fn operations() -> Vec<Operation> {
         },
         Operation {
             method: "get",
+            path: "/stats",
+            summary: "The server at a glance: version, uptime, the log's head position, streams (counted up to 10,000), bytes on disk, open subscriptions, consumer groups, whether tokens are needed",
+            params: params::<OnServer>(),
+            body: None,
+            responses: &[(200, "ServerStats")],
+            handler: get(stats::stats),
+        },
+        Operation {
+            method: "get",
             path: "/openapi.json",
             summary: "This document",
             params: params::<OnServer>(),
@@ -308,6 +317,10 @@ fn schemas() -> Value {
             "max_age_seconds": {"type": "integer", "minimum": 0}, "truncate_before": {"type": "integer", "minimum": 0}, "custom": {"type": "object"}}},
         "StreamList": {"type": "object", "properties": {"streams": {"type": "array", "items": {"type": "string"}}, "next": {"type": ["string", "null"]}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "ServerStats": {"type": "object", "required": ["version", "uptime_seconds", "head_position", "streams", "streams_complete", "stored_bytes", "subscriptions_active", "groups", "auth"],
+            "properties": {"version": {"type": "string"}, "uptime_seconds": {"type": "integer"}, "head_position": {"type": ["integer", "null"]},
+            "streams": {"type": "integer"}, "streams_complete": {"type": "boolean"}, "stored_bytes": {"type": ["integer", "null"]},
+            "subscriptions_active": {"type": "integer"}, "groups": {"type": ["integer", "null"]}, "auth": {"type": "boolean"}}},
         "GroupConfig": {"type": "object", "additionalProperties": false, "properties": {
             "filter": {"type": "object", "additionalProperties": false, "properties": {"stream": {"type": "string"}, "category": {"type": "string"},
                 "stream_prefix": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"}}}},

@@ -4,4 +4,5 @@ mod appends;
 mod auth;
 mod metrics;
 mod openapi;
+mod stats;
 mod subscribe;
