@@ -17,8 +17,15 @@
 //!
 //! The hub runs only while some subscription holds a [`Lease`]; when it stops or its store
 //! subscription fails, the ring is cleared and every subscriber falls back to its own cursor.
+//!
+//! Wake-ups are targeted: each live subscription registers a [`Waiter`] with what it wants,
+//! and a push wakes only the waiters that want one of its events (a stream subscription is
+//! found by its stream's name, an `$all` subscription's filter is asked once per push), so a
+//! thousand subscribers of a thousand streams are not all woken for every commit. A waiter's
+//! wake-up is a permit ([`tokio::sync::Notify`]): one given while it is not waiting is kept,
+//! so a push between a subscriber's take and its wait is never missed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,7 +35,7 @@ use eventfold_core::{
     SubscribeFrom,
 };
 use futures::StreamExt as _;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::encoded::EncodedEvents;
 use crate::metrics::Metrics;
@@ -180,11 +187,12 @@ impl LiveRing {
 
     /// Adds the run's next events (in position order, after everything held); evicts the oldest
     /// beyond the bounds. `false` (and nothing added) when the run was stopped.
-    pub fn push(&mut self, generation: u64, batch: Vec<Arc<LiveEvent>>) -> bool {
+    pub fn push(&mut self, generation: u64, batch: &[Arc<LiveEvent>]) -> bool {
         if generation != self.generation || self.from == u64::MAX {
             return false;
         }
         for e in batch {
+            let e = e.clone();
             let p = e.event.position.0;
             if p < self.to {
                 // The store's subscription is in order: this is a bug, never skip silently.
@@ -239,9 +247,92 @@ impl LiveRing {
 #[derive(Debug)]
 struct Shared {
     ring: RwLock<LiveRing>,
-    /// Moved after every push and stop: live subscribers wait on it.
-    changed: watch::Sender<u64>,
+    /// Who to wake after a push (those who want one of its events) or a stop (everyone).
+    waiters: Mutex<Waiters>,
     control: Mutex<Control>,
+}
+
+impl Shared {
+    /// Wakes the waiters that want one of `batch`'s events; returns how many.
+    fn wake(&self, batch: &[Arc<LiveEvent>]) -> u64 {
+        let w = lock(&self.waiters);
+        let mut woken = 0u64;
+        let mut streams: HashSet<&str> = HashSet::new();
+        for e in batch {
+            let stream = e.event.stream.as_str();
+            if !streams.insert(stream) {
+                continue;
+            }
+            for (_, n) in w.streams.get(stream).into_iter().flatten() {
+                n.notify_one();
+                woken += 1;
+            }
+        }
+        for (_, filter, n) in &w.all {
+            if batch
+                .iter()
+                .any(|e| filter.matches(e.event.stream.as_str(), e.event.event_type.as_str()))
+            {
+                n.notify_one();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Wakes every waiter (the ring was cleared: they must look again and fall back).
+    fn wake_all(&self) {
+        let w = lock(&self.waiters);
+        for (_, n) in w.streams.values().flatten() {
+            n.notify_one();
+        }
+        for (_, _, n) in &w.all {
+            n.notify_one();
+        }
+    }
+}
+
+/// The registered waiters, by what they want.
+#[derive(Debug, Default)]
+struct Waiters {
+    next_id: u64,
+    streams: HashMap<Box<str>, Vec<(u64, Arc<Notify>)>>,
+    all: Vec<(u64, EventFilter, Arc<Notify>)>,
+}
+
+/// A subscription's place among the hub's waiters; removed when dropped.
+#[derive(Debug)]
+pub struct Waiter {
+    shared: Arc<Shared>,
+    id: u64,
+    /// The stream it waits for (`None`: an `$all` subscription).
+    stream: Option<Box<str>>,
+    notify: Arc<Notify>,
+}
+
+impl Waiter {
+    /// Resolves at the first push with an event it wants, or a stop, since the last time it
+    /// resolved (a wake-up given while nobody waits is kept for the next call).
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut w = lock(&self.shared.waiters);
+        match &self.stream {
+            Some(stream) => {
+                if let Some(v) = w.streams.get_mut(stream) {
+                    v.retain(|(id, _)| *id != self.id);
+                    if v.is_empty() {
+                        w.streams.remove(stream);
+                    }
+                }
+            }
+            None => w.all.retain(|(id, _, _)| *id != self.id),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -269,7 +360,7 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 ring: RwLock::new(LiveRing::new(events_max, bytes_max)),
-                changed: watch::channel(0).0,
+                waiters: Mutex::new(Waiters::default()),
                 control: Mutex::new(Control::default()),
             }),
         }
@@ -297,9 +388,33 @@ impl Hub {
         }
     }
 
-    /// A receiver that changes whenever the ring does.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.shared.changed.subscribe()
+    /// Registers a waiter for `interest`: woken by the pushes that hold an event it wants,
+    /// and by every stop.
+    pub fn waiter(&self, interest: &Interest) -> Waiter {
+        let notify = Arc::new(Notify::new());
+        let mut w = lock(&self.shared.waiters);
+        w.next_id += 1;
+        let id = w.next_id;
+        let stream = match interest {
+            Interest::Stream(s) => {
+                let key: Box<str> = s.as_str().into();
+                w.streams
+                    .entry(key.clone())
+                    .or_default()
+                    .push((id, notify.clone()));
+                Some(key)
+            }
+            Interest::All(filter) => {
+                w.all.push((id, filter.clone(), notify.clone()));
+                None
+            }
+        };
+        Waiter {
+            shared: self.shared.clone(),
+            id,
+            stream,
+            notify,
+        }
     }
 
     /// Whether a subscriber with everything below `next` can continue from the ring.
@@ -338,7 +453,7 @@ impl Drop for Lease {
                 task.abort();
             }
             write(&self.shared.ring).stop();
-            self.shared.changed.send_modify(|n| *n += 1);
+            self.shared.wake_all();
         }
     }
 }
@@ -381,7 +496,7 @@ async fn run(
                     store.subscribe_all(SubscribeFrom::At(Position(start)), EventFilter::default());
                 follow(&shared, generation, sub, &encoded, &metrics).await;
                 write(&shared.ring).stop_run(generation);
-                shared.changed.send_modify(|n| *n += 1);
+                shared.wake_all();
             }
             Err(e) => tracing::warn!(error = %e, "the live hub cannot find the end of the log"),
         }
@@ -434,10 +549,10 @@ async fn follow(
                 None => {}
             }
         }
-        if !write(&shared.ring).push(generation, batch) {
+        if !write(&shared.ring).push(generation, &batch) {
             return;
         }
-        shared.changed.send_modify(|n| *n += 1);
+        metrics.subscription_hub_wakeups.inc_by(shared.wake(&batch));
         if failed {
             return;
         }
@@ -489,19 +604,19 @@ mod tests {
         assert!(matches!(ring.take(&mut next, &all(), ANY), Take::Behind));
         let g = ring.start(5);
         assert!(!ring.covers(4) && ring.covers(5) && ring.covers(100));
-        assert!(ring.push(g, vec![ev("a-1", 5, 1), ev("a-1", 8, 1)]));
+        assert!(ring.push(g, &[ev("a-1", 5, 1), ev("a-1", 8, 1)]));
         let mut next = 5;
         assert_eq!(positions(ring.take(&mut next, &all(), ANY)), [5, 8]);
         assert_eq!(next, 9);
         ring.stop();
         assert!(
-            !ring.push(g, vec![ev("a-1", 9, 1)]),
+            !ring.push(g, &[ev("a-1", 9, 1)]),
             "a stopped run may not push"
         );
         assert!(matches!(ring.take(&mut next, &all(), ANY), Take::Behind));
         let g2 = ring.start(20);
-        assert!(!ring.push(g, vec![ev("a-1", 20, 1)]), "nor an earlier run");
-        assert!(ring.push(g2, vec![ev("a-1", 20, 1)]));
+        assert!(!ring.push(g, &[ev("a-1", 20, 1)]), "nor an earlier run");
+        assert!(ring.push(g2, &[ev("a-1", 20, 1)]));
         ring.stop_run(g);
         assert!(
             ring.covers(20),
@@ -521,9 +636,9 @@ mod tests {
         assert!(
             ring.push(
                 g,
-                (0..10)
+                &(0..10)
                     .map(|p| ev(if p % 2 == 0 { "a-1" } else { "b-1" }, p, 1))
-                    .collect()
+                    .collect::<Vec<_>>()
             )
         );
         let b = Interest::Stream("b-1".parse().expect("name"));
@@ -538,10 +653,7 @@ mod tests {
             Vec::<u64>::new()
         );
         assert_eq!(ahead, 12);
-        assert!(ring.push(
-            g,
-            vec![ev("a-1", 10, 1), ev("a-1", 12, 1), ev("b-1", 13, 1)]
-        ));
+        assert!(ring.push(g, &[ev("a-1", 10, 1), ev("a-1", 12, 1), ev("b-1", 13, 1)]));
         assert_eq!(positions(ring.take(&mut ahead, &all(), ANY)), [12, 13]);
         assert_eq!(positions(ring.take(&mut next, &b, ANY)), [13]);
         // A filter on `$all`.
@@ -560,7 +672,7 @@ mod tests {
     fn takes_are_bounded_like_chunks_and_resume_where_they_stopped() {
         let mut ring = LiveRing::new(100, 1 << 20);
         let g = ring.start(0);
-        assert!(ring.push(g, (0..10).map(|p| ev("a-1", p, 100)).collect()));
+        assert!(ring.push(g, &(0..10).map(|p| ev("a-1", p, 100)).collect::<Vec<_>>()));
         let mut next = 0;
         let three = TakeLimits {
             events: 3,
@@ -581,10 +693,10 @@ mod tests {
     fn eviction_moves_the_start_and_a_cursor_behind_it_must_read_the_store() {
         let mut ring = LiveRing::new(4, 1 << 20);
         let g = ring.start(0);
-        assert!(ring.push(g, (0..3).map(|p| ev("a-1", p, 1)).collect()));
+        assert!(ring.push(g, &(0..3).map(|p| ev("a-1", p, 1)).collect::<Vec<_>>()));
         let mut slow = 1;
         let mut fast = 3;
-        assert!(ring.push(g, (3..7).map(|p| ev("a-1", p, 1)).collect()));
+        assert!(ring.push(g, &(3..7).map(|p| ev("a-1", p, 1)).collect::<Vec<_>>()));
         assert_eq!(ring.from(), 3, "0, 1 and 2 were evicted");
         assert!(matches!(ring.take(&mut slow, &all(), ANY), Take::Behind));
         assert_eq!(slow, 1, "a cursor behind the ring does not move");
@@ -592,18 +704,58 @@ mod tests {
         // The byte bound evicts too.
         let mut small = LiveRing::new(100, 3 * ev("a-1", 0, 100).weight());
         let g = small.start(0);
-        assert!(small.push(g, (0..5).map(|p| ev("a-1", p, 100)).collect()));
+        assert!(small.push(g, &(0..5).map(|p| ev("a-1", p, 100)).collect::<Vec<_>>()));
         assert_eq!(small.from(), 2);
         let mut n = 2;
         assert_eq!(positions(small.take(&mut n, &all(), ANY)), [2, 3, 4]);
+    }
+
+    /// Whether the waiter holds a wake-up (taking it).
+    fn woken(w: &Waiter) -> bool {
+        use futures::FutureExt as _;
+        w.woken().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_push_wakes_only_the_subscriptions_that_want_one_of_its_events() {
+        let hub = Hub::new(100, 1 << 20);
+        let a = hub.waiter(&Interest::Stream("a-1".parse().expect("name")));
+        let a2 = hub.waiter(&Interest::Stream("a-1".parse().expect("name")));
+        let b = hub.waiter(&Interest::Stream("b-1".parse().expect("name")));
+        let everything = hub.waiter(&all());
+        let only_c = hub.waiter(&Interest::All(EventFilter {
+            stream_prefix: Some("c-".into()),
+            ..EventFilter::default()
+        }));
+        // Two events of a-1 in one push: each of its waiters is woken once.
+        assert_eq!(hub.shared.wake(&[ev("a-1", 0, 1), ev("a-1", 1, 1)]), 3);
+        assert!(woken(&a) && woken(&a2) && woken(&everything));
+        assert!(!woken(&b) && !woken(&only_c));
+        assert!(!woken(&a), "one wake-up per push, taken once");
+        // A wake-up given while nobody waits is kept until the next wait.
+        assert_eq!(hub.shared.wake(&[ev("b-1", 2, 1), ev("c-9", 3, 1)]), 3);
+        assert!(woken(&b) && woken(&only_c) && woken(&everything));
+        assert!(!woken(&a) && !woken(&a2));
+        // A dropped waiter is no longer woken (nor counted); a stop wakes everyone.
+        drop(a2);
+        assert_eq!(hub.shared.wake(&[ev("a-1", 4, 1)]), 2);
+        assert!(woken(&a) && woken(&everything));
+        hub.shared.wake_all();
+        assert!(woken(&a) && woken(&b) && woken(&everything) && woken(&only_c));
+        drop((a, b, everything, only_c));
+        let w = lock(&hub.shared.waiters);
+        assert!(
+            w.streams.is_empty() && w.all.is_empty(),
+            "nothing left behind"
+        );
     }
 
     #[test]
     fn an_out_of_order_push_stops_the_run_instead_of_skipping() {
         let mut ring = LiveRing::new(10, 1 << 20);
         let g = ring.start(0);
-        assert!(ring.push(g, vec![ev("a-1", 3, 1)]));
-        assert!(!ring.push(g, vec![ev("a-1", 2, 1)]));
+        assert!(ring.push(g, &[ev("a-1", 3, 1)]));
+        assert!(!ring.push(g, &[ev("a-1", 2, 1)]));
         let mut next = 0;
         assert!(matches!(ring.take(&mut next, &all(), ANY), Take::Behind));
     }

@@ -84,6 +84,10 @@ pub struct Metrics {
     /// Subscriptions that fell behind the live hub's ring (or lost it) and went back to their
     /// own store cursor.
     pub subscription_hub_fallbacks: Counter,
+    /// Live subscriptions woken by the hub: one per push per subscription that wants one of
+    /// the push's events (the others sleep on). Deliveries per wake-up says how many events a
+    /// wake-up carried.
+    pub subscription_hub_wakeups: Counter,
     /// Events matching a consumer group's filter that are not settled yet (the group's
     /// `lag`, see [`eventfold_groups::GroupInfo::lag`]).
     pub consumer_group_lag: Family<GroupLabel, Gauge>,
@@ -146,6 +150,7 @@ impl Metrics {
         let subscription_encodes = Counter::default();
         let subscription_hub_joins = Counter::default();
         let subscription_hub_fallbacks = Counter::default();
+        let subscription_hub_wakeups = Counter::default();
         let consumer_group_lag = Family::<GroupLabel, Gauge>::default();
         let events_parked = Family::<GroupLabel, Counter>::default();
         let event_processing_duration: HistogramFamily<ProcessingLabels> =
@@ -227,6 +232,11 @@ impl Metrics {
             subscription_hub_fallbacks.clone(),
         );
         registry.register(
+            "eventfold_subscription_hub_wakeups",
+            "Live subscriptions woken by the live hub because a commit held an event they want",
+            subscription_hub_wakeups.clone(),
+        );
+        registry.register(
             "eventfold_consumer_group_lag",
             format!(
                 "Events matching a consumer group's filter not yet settled (acked, skipped or parked): read and unsettled plus not yet read, up to the end of the source; a lower bound for a few scrapes after a burst of more than {} events",
@@ -261,6 +271,7 @@ impl Metrics {
             subscription_encodes,
             subscription_hub_joins,
             subscription_hub_fallbacks,
+            subscription_hub_wakeups,
             consumer_group_lag,
             events_parked,
             event_processing_duration,

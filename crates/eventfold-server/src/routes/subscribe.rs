@@ -38,7 +38,7 @@ use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::encoded::EncodedEvents;
 use crate::error::{ApiError, ApiResult};
-use crate::live::{Hub, Interest, Lease, LiveEvent, Take, TakeLimits};
+use crate::live::{Hub, Interest, Lease, LiveEvent, Take, TakeLimits, Waiter};
 use crate::metrics::Metrics;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
@@ -178,7 +178,8 @@ struct Feed {
     store: Arc<dyn EventStore>,
     hub: Hub,
     _lease: Lease,
-    ring_changed: watch::Receiver<u64>,
+    /// Woken by the hub's pushes that hold an event this subscription wants.
+    waiter: Waiter,
     encoded: Arc<EncodedEvents>,
     metrics: Arc<Metrics>,
     interest: Interest,
@@ -205,7 +206,7 @@ impl Feed {
             store: st.store.clone(),
             hub: st.live.clone(),
             _lease: st.live.lease(&st.store, &st.encoded, &st.metrics),
-            ring_changed: st.live.watch(),
+            waiter: st.live.waiter(&interest),
             encoded: st.encoded.clone(),
             metrics: st.metrics.clone(),
             interest,
@@ -235,8 +236,7 @@ impl Feed {
             }
             match &mut self.source {
                 Source::Hub { next } => {
-                    // Seen before looking, so a push during the take wakes the wait below.
-                    self.ring_changed.borrow_and_update();
+                    // A push during the take leaves a wake-up for the wait below.
                     let mut cursor = *next;
                     match self.hub.take(&mut cursor, &self.interest, CHUNK) {
                         Take::Behind => {
@@ -255,12 +255,7 @@ impl Feed {
                     tokio::select! {
                         biased;
                         _ = self.closing.changed() => break Item::Closing,
-                        changed = self.ring_changed.changed() => {
-                            if changed.is_err() {
-                                // The hub is gone (never while the lease lives): use the store.
-                                self.fall_back(cursor);
-                            }
-                        }
+                        () = self.waiter.woken() => {}
                         () = &mut self.beat => {
                             if self.beat_due() {
                                 // A stream subscription checks its stream with the store now
