@@ -16,8 +16,10 @@ use eventfold_core::{
 use crate::format::{self, Kind, NameCache, RecordIn};
 use crate::index::{Index, Lookup, StreamState};
 use crate::keytable::{NS_CATEGORY, NS_TYPE};
-use crate::segment::SegmentScanner;
 use crate::shared::Shared;
+
+/// Events a `$all` read reserves room for before it scans (its limit, at most this).
+const PAGE_RESERVE_MAX: usize = 4096;
 
 /// Addresses copied out of an index list per lock acquisition.
 const CANDIDATES_PER_STEP: usize = 1024;
@@ -329,7 +331,7 @@ impl Shared {
             } else {
                 self.segment_bytes
             };
-            let mut sc = SegmentScanner::new(file, off, limit);
+            let mut sc = self.segments.scanner(file, off, limit);
             loop {
                 let rec = sc.next_record().map_err(|e| {
                     StoreError::io(format!("read {}", self.segments.path(no).display()), e)
@@ -376,7 +378,7 @@ impl Shared {
                 return Ok(());
             };
             let mut records = Vec::new();
-            let mut sc = SegmentScanner::new(
+            let mut sc = self.segments.scanner(
                 file,
                 off.max(format::SEGMENT_HEADER_BYTES),
                 self.segment_bytes,
@@ -483,7 +485,8 @@ impl<'a> Collector<'a> {
             now: Timestamp::now().micros(),
             visibility: HashMap::default(),
             names: NameCache::default(),
-            events: Vec::new(),
+            // A page's worth up front (bounded: a huge limit on a short log must not reserve it).
+            events: Vec::with_capacity(read.limit.min(PAGE_RESERVE_MAX)),
             scanned: 0,
             last_scanned: None,
             exhausted: false,

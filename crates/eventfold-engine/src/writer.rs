@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
 use crate::index::{LastBatch, Summary};
 use crate::indexer::{IndexJob, Indexer};
+use crate::keytable::{self, EventKeys, NS_TYPE};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
 use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
@@ -407,14 +408,21 @@ impl Writer {
         staged: &mut Vec<Staged>,
     ) -> Reply {
         let name = stream.as_arc().clone();
+        // The events of a batch mostly share their type: one shared string per run of equal
+        // types, not one allocation per event.
+        let mut last_type: Option<Arc<str>> = None;
         let mut push = |w: &mut Writer, rec: RecordOut<'_>, metadata: Option<StreamMetadata>| {
             let offset = buf_start + w.buf.len() as u64;
             rec.encode_into(&mut w.buf);
+            let event_type = match &last_type {
+                Some(t) if **t == *rec.event_type => t.clone(),
+                _ => last_type.insert(Arc::from(rec.event_type)).clone(),
+            };
             staged.push(Staged {
                 kind: rec.kind,
                 flags: rec.flags,
                 stream: name.clone(),
-                event_type: Arc::from(rec.event_type),
+                event_type,
                 position: rec.position,
                 revision: rec.revision,
                 addr: format::addr(w.active_no, offset),
@@ -617,6 +625,12 @@ impl Writer {
             return;
         }
         let mut index = self.shared.index.write();
+        let bits = index.hash_bits;
+        // What the previous record's stream and type resolved to (index id, keys, checkpoint
+        // string ids): the records of one append share their stream and mostly their type, so
+        // each is looked up and hashed once per run of equal names, not once per record.
+        let mut last_stream: Option<(&Arc<str>, u32, EventKeys, u32)> = None;
+        let mut last_type: Option<(&Arc<str>, u64, u32)> = None;
         for s in &staged {
             let sum = Summary {
                 kind: s.kind,
@@ -628,19 +642,43 @@ impl Writer {
                 addr: s.addr,
                 id: Some(s.id),
             };
-            let sid = index.stream_id_or_insert(&s.stream);
+            let (sid, keys, seg_stream) = match last_stream {
+                Some((name, sid, keys, seg)) if same_name(name, &s.stream) => (sid, keys, seg),
+                _ => {
+                    let v = (
+                        index.stream_id_or_insert(&s.stream),
+                        EventKeys::of_stream(&s.stream, bits),
+                        self.segindex.intern(&s.stream),
+                    );
+                    last_stream = Some((&s.stream, v.0, v.1, v.2));
+                    v
+                }
+            };
             if let Err(e) = index.apply(&sum, sid, s.metadata.clone()) {
                 // The writer checked every rule the index checks; this is a bug, not bad input.
                 tracing::error!(error = %e.0, "the index refused a record the writer staged");
             }
+            let mut seg_type = 0;
             if s.kind == Kind::Event {
-                let bits = index.hash_bits;
+                let (type_key, seg) = match last_type {
+                    Some((name, k, seg)) if same_name(name, &s.event_type) => (k, seg),
+                    _ => {
+                        let v = (
+                            keytable::key(NS_TYPE, &s.event_type, bits),
+                            self.segindex.intern(&s.event_type),
+                        );
+                        last_type = Some((&s.event_type, v.0, v.1));
+                        v
+                    }
+                };
+                seg_type = seg;
                 index
                     .memtable
-                    .add_event(&s.stream, &s.event_type, s.revision, s.addr, bits);
+                    .add_event_keys(&keys, type_key, s.revision, s.addr);
             }
             if (s.addr >> 32) as u32 == self.segindex.segment_no {
-                self.segindex.add(&sum, s.end_offset);
+                self.segindex
+                    .add_interned(&sum, seg_stream, seg_type, s.end_offset);
             } else {
                 // Roll-over publishes everything staged before it, so this is a bug.
                 tracing::error!(
@@ -683,6 +721,12 @@ impl Writer {
             let _ = tx.send(Err(err()));
         }
     }
+}
+
+/// Whether two staged names are equal: the same shared string (the common case inside a
+/// batch), else compared by content.
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
 }
 
 fn op_stream(op: &Op) -> &StreamName {
