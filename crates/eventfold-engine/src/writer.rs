@@ -117,7 +117,14 @@ pub struct Writer {
     poisoned: Option<String>,
     buf: Vec<u8>,
     carry: Option<Request>,
+    /// The staged records and answers of the last group, emptied, kept for their capacity
+    /// (bounded by the largest group, itself bounded by `group_commit_bytes_max`).
+    staged_reuse: Vec<Staged>,
+    answers_reuse: Vec<Answer>,
 }
+
+/// Where to answer a request of the group, and what.
+type Answer = (oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>);
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +183,8 @@ impl Writer {
             poisoned: None,
             buf: Vec::with_capacity(1 << 20),
             carry: None,
+            staged_reuse: Vec::new(),
+            answers_reuse: Vec::new(),
         };
         w.start_prealloc();
         w
@@ -249,9 +258,12 @@ impl Writer {
         let now = Timestamp::now().micros().max(self.last_ts);
         self.last_ts = now;
         let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut answers: Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)> =
-            Vec::with_capacity(group.len());
+        // Reused from the last group (emptied): a group of thousands of records does not grow
+        // fresh vectors, page-faulting their memory in, every time.
+        let mut staged = std::mem::take(&mut self.staged_reuse);
+        let mut answers = std::mem::take(&mut self.answers_reuse);
+        debug_assert!(staged.is_empty() && answers.is_empty());
+        answers.reserve(group.len());
         let mut next_position = self.shared.index.read().next_position;
         self.buf.clear();
         let mut buf_start = self.offset;
@@ -283,7 +295,7 @@ impl Writer {
                             self.process(requests.collect());
                             return;
                         }
-                        self.publish(std::mem::take(&mut staged));
+                        self.publish(&mut staged);
                         for (tx, r) in answers.drain(..) {
                             let _ = tx.send(r);
                         }
@@ -314,10 +326,12 @@ impl Writer {
             self.poison(e, &mut answers, None);
             return;
         }
-        self.publish(staged);
-        for (tx, r) in answers {
+        self.publish(&mut staged);
+        for (tx, r) in answers.drain(..) {
             let _ = tx.send(r);
         }
+        self.staged_reuse = staged;
+        self.answers_reuse = answers;
     }
 
     fn head_of(&self, stream: &StreamName) -> Head {
@@ -620,7 +634,7 @@ impl Writer {
     }
 
     /// Makes the flushed group visible: indexes, watermark, subscribers.
-    fn publish(&mut self, staged: Vec<Staged>) {
+    fn publish(&mut self, staged: &mut Vec<Staged>) {
         if staged.is_empty() {
             return;
         }
@@ -631,7 +645,7 @@ impl Writer {
         // each is looked up and hashed once per run of equal names, not once per record.
         let mut last_stream: Option<(&Arc<str>, u32, EventKeys, u32)> = None;
         let mut last_type: Option<(&Arc<str>, u64, u32)> = None;
-        for s in &staged {
+        for s in staged.iter() {
             let sum = Summary {
                 kind: s.kind,
                 flags: s.flags,
@@ -691,12 +705,13 @@ impl Writer {
         let next = index.next_position;
         drop(index);
         self.commit.send_replace(next);
+        staged.clear();
     }
 
     fn poison(
         &mut self,
         e: std::io::Error,
-        answers: &mut Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)>,
+        answers: &mut Vec<Answer>,
         pending: Option<oneshot::Sender<StoreResult<Reply>>>,
     ) {
         let cause = format!(
