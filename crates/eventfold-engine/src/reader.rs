@@ -469,6 +469,9 @@ struct Collector<'a> {
     plan: AllReadPlan,
     now: i64,
     visibility: HashMap<Box<str>, Visibility, RandomState>,
+    /// The stream of the last event offered and its visibility (from `visibility`).
+    last_stream: String,
+    last_visibility: Option<Visibility>,
     names: NameCache,
     events: Vec<RecordedEvent>,
     scanned: usize,
@@ -484,6 +487,8 @@ impl<'a> Collector<'a> {
             plan,
             now: Timestamp::now().micros(),
             visibility: HashMap::default(),
+            last_stream: String::new(),
+            last_visibility: None,
             names: NameCache::default(),
             // A page's worth up front (bounded: a huge limit on a short log must not reserve it).
             events: Vec::with_capacity(read.limit.min(PAGE_RESERVE_MAX)),
@@ -502,14 +507,24 @@ impl<'a> Collector<'a> {
         self.scanned += 1;
         self.last_scanned = Some(r.position);
         if r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type) {
-            let v = match self.visibility.get(r.stream) {
-                Some(v) => *v,
-                None => {
-                    let index = self.shared.index.read();
-                    let v = index.stream(r.stream).map(|st| visible(st, self.now));
-                    drop(index);
-                    let v = v.unwrap_or(Visibility::HIDDEN);
-                    self.visibility.insert(r.stream.into(), v);
+            let v = match self.last_visibility {
+                // Consecutive records mostly share their stream: compare, do not hash.
+                Some(v) if self.last_stream == r.stream => v,
+                _ => {
+                    let v = match self.visibility.get(r.stream) {
+                        Some(v) => *v,
+                        None => {
+                            let index = self.shared.index.read();
+                            let v = index.stream(r.stream).map(|st| visible(st, self.now));
+                            drop(index);
+                            let v = v.unwrap_or(Visibility::HIDDEN);
+                            self.visibility.insert(r.stream.into(), v);
+                            v
+                        }
+                    };
+                    self.last_stream.clear();
+                    self.last_stream.push_str(r.stream);
+                    self.last_visibility = Some(v);
                     v
                 }
             };

@@ -237,3 +237,62 @@ async fn one_group_of_many_streams_and_types_indexes_every_event_under_its_own_n
     check(&engine, &w, "after reopen").await;
     engine.shutdown();
 }
+
+/// `$all` resolves each record's stream visibility and names from the previous record's when
+/// they share a stream: interleaved streams, one of them soft-deleted in the middle, must each
+/// keep their own visibility and names on every record.
+#[tokio::test]
+async fn all_reads_give_each_record_its_own_streams_visibility_and_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = crate::support::open(dir.path());
+    let (a, b) = (stream("alpha-1"), stream("beta-1"));
+    let mut want = Vec::new();
+    for round in 0..4u8 {
+        for (s, ty) in [(&a, "type-a"), (&b, "type-b"), (&b, "type-b2")] {
+            let events = vec![binary(ty, vec![round; 8]), binary(ty, vec![round; 8])];
+            let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+            engine
+                .append(s, ExpectedRevision::Any, events)
+                .await
+                .expect("append");
+            // Alpha's events of these rounds are soft-deleted below.
+            if s == &b {
+                want.extend(
+                    ids.into_iter()
+                        .map(|id| (s.to_string(), ty.to_string(), id)),
+                );
+            }
+        }
+    }
+    engine
+        .delete_stream(&a, ExpectedRevision::Any, eventfold_core::DeleteMode::Soft)
+        .await
+        .expect("soft delete");
+    for (s, ty) in [(&a, "type-a"), (&b, "type-b"), (&a, "type-a")] {
+        let e = binary(ty, vec![9; 8]);
+        want.push((s.to_string(), ty.to_string(), e.id));
+        engine
+            .append(s, ExpectedRevision::Any, vec![e])
+            .await
+            .expect("append after delete");
+    }
+    for page in [1, 2, 3, 1000] {
+        let mut got = Vec::new();
+        let mut read = ReadAll::forward(page);
+        loop {
+            let slice = engine.read_all(read.clone()).await.expect("read $all");
+            got.extend(
+                slice
+                    .events
+                    .iter()
+                    .map(|e| (e.stream.to_string(), e.event_type.to_string(), e.id)),
+            );
+            match slice.next {
+                Some(p) => read = read.from(ReadFrom::At(p)),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "pages of {page}");
+    }
+    engine.shutdown();
+}
