@@ -181,6 +181,117 @@ pub async fn concurrent_writers(engine: &Engine, events: u64) -> anyhow::Result<
     })
 }
 
+/// Streams row (g) spreads its appends over (round robin, `ExpectedRevision::Any`).
+const STREAMS_G: u64 = 64;
+/// Appends row (g) may have in flight before it stops with an error: an engine that falls this
+/// far behind the schedule is overloaded, and the row would only measure its queue.
+const IN_FLIGHT_MAX_G: u64 = 100_000;
+
+/// Row (g): single-event appends OPEN LOOP at `rate` appends/s for `duration`. Send times are
+/// scheduled (`start + i / rate`) and each append's latency is measured from its scheduled
+/// time, not from when it was actually sent, so a late sender or a stalled engine counts in
+/// full (no coordinated omission). A dedicated thread keeps the schedule and starts each
+/// append as a task on the runtime; appends are not awaited by the sender.
+pub async fn open_loop(
+    engine: &Engine,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Measurement> {
+    anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
+    let maker = EventMaker::new()?;
+    let streams = Arc::new(
+        (0..STREAMS_G)
+            .map(|i| StreamName::new(format!("bench_g-{i}")))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let handle = tokio::runtime::Handle::current();
+    let latencies = Arc::new(std::sync::Mutex::new(Latencies::new()?));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let start = Instant::now();
+    let sender = {
+        let engine = engine.clone();
+        let latencies = latencies.clone();
+        let in_flight = in_flight.clone();
+        let failed = failed.clone();
+        std::thread::Builder::new()
+            .name("bench-open-loop".into())
+            .spawn(move || {
+                let interval_ns = 1e9 / rate;
+                let mut i = 0u64;
+                let outcome = (|| {
+                    while i < total {
+                        let due = start + Duration::from_nanos((i as f64 * interval_ns) as u64);
+                        let now = Instant::now();
+                        if due > now {
+                            // Sleeps overshoot by the timer slack (~50 µs): the appends due in
+                            // the meantime go out together, their lateness measured.
+                            std::thread::sleep(due - now);
+                            continue;
+                        }
+                        anyhow::ensure!(
+                            in_flight.load(Ordering::Relaxed) < IN_FLIGHT_MAX_G,
+                            "{IN_FLIGHT_MAX_G} appends in flight at {rate:.0}/s: the engine cannot keep this rate"
+                        );
+                        if let Some(e) = failed.lock().expect("no panics hold this lock").take() {
+                            anyhow::bail!(e);
+                        }
+                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        let engine = engine.clone();
+                        let batch = maker.batch(1);
+                        let stream = streams.clone();
+                        let latencies = latencies.clone();
+                        let in_flight = in_flight.clone();
+                        let failed = failed.clone();
+                        handle.spawn(async move {
+                            let s = &stream[(i % STREAMS_G) as usize];
+                            let r = engine.append(s, ExpectedRevision::Any, batch).await;
+                            let ns = u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            match r {
+                                Ok(_) => latencies
+                                    .lock()
+                                    .expect("no panics hold this lock")
+                                    .record_ns(ns),
+                                Err(e) => {
+                                    *failed.lock().expect("no panics hold this lock") =
+                                        Some(format!("append to {} failed: {e}", s.as_str()));
+                                }
+                            }
+                            in_flight.fetch_sub(1, Ordering::Relaxed);
+                        });
+                        i += 1;
+                    }
+                    Ok(())
+                })();
+                let _ = done_tx.send(outcome);
+            })
+            .context("cannot start the open-loop sender thread")?
+    };
+    let sent = done_rx
+        .await
+        .context("the open-loop sender thread stopped")?;
+    let _ = sender.join();
+    sent?;
+    while in_flight.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = start.elapsed();
+    if let Some(e) = failed.lock().expect("no panics hold this lock").take() {
+        anyhow::bail!(e);
+    }
+    let latency = latencies
+        .lock()
+        .expect("no panics hold this lock")
+        .summary();
+    Ok(Measurement {
+        events: total,
+        elapsed,
+        latency,
+    })
+}
+
 /// Row (c): the whole `$all` forward, in pages of [`PAGE_C`]; latencies are per page.
 pub async fn read_all(engine: &Engine) -> anyhow::Result<Measurement> {
     let mut latencies = Latencies::new()?;

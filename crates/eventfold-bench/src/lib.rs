@@ -82,6 +82,17 @@ const TARGET_B_VS_PG: f64 = 10.0;
 const TARGET_C_EVENTS_PER_S: f64 = 2_000_000.0;
 const TARGET_D_P99_NS: u64 = 200_000;
 const TARGET_E_OPEN: Duration = Duration::from_secs(2);
+/// Issue 12, goal 3: building the store of row (e) (batches of 1,000, every group fsynced) at
+/// 1 M events/s or more.
+const TARGET_E_BUILD_EVENTS_PER_S: f64 = 1_000_000.0;
+/// Issue 12, goal 3: row (g)'s p99 (open loop at half of row (b)'s peak) within this many times
+/// the disk's own `write` + `fdatasync` p99 (row f, one event).
+const TARGET_G_P99_VS_DISK: f64 = 3.0;
+/// Row (g) runs at this fraction of row (b)'s rate, for this long.
+const G_RATE_OF_B: f64 = 0.5;
+const G_DURATION: Duration = Duration::from_secs(3);
+/// Events per `write` + `fdatasync` of the disk row that row (e)'s batches compare with.
+const BATCH_F_LARGE: u64 = 1_000;
 
 /// Which parts of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +157,11 @@ struct Results {
     c: Option<Measurement>,
     d: Option<Measurement>,
     e: Option<engine::Reopen>,
+    g: Option<Measurement>,
+    /// Row (g)'s rate, appends/s.
+    g_rate: Option<f64>,
     f100: Option<Measurement>,
+    f1000: Option<Measurement>,
     f1: Option<Measurement>,
     pg_a: Option<Measurement>,
     pg_b: Option<Measurement>,
@@ -265,6 +280,13 @@ async fn run_parts(
         );
         r.f100 = Some(blocking(move || disk::run(&dir, n, BATCH_A, b100)).await?);
         let dir = run_dir.to_path_buf();
+        let n1000 = (n * 2).max(BATCH_F_LARGE);
+        eprintln!(
+            "(f) disk: {} events of {b100} B, batches of {BATCH_F_LARGE}, write + fdatasync each",
+            count(n1000)
+        );
+        r.f1000 = Some(blocking(move || disk::run(&dir, n1000, BATCH_F_LARGE, b100)).await?);
+        let dir = run_dir.to_path_buf();
         let n1 = (n / 50).max(100);
         eprintln!(
             "(f) disk: {} events of {b1} B, one per write + fdatasync",
@@ -286,7 +308,16 @@ async fn run_parts(
                 "(b) engine: {} events, {WRITERS_B} writers, one event per append",
                 count(n / 5)
             );
-            r.b = Some(engine::concurrent_writers(&store, n / 5).await?);
+            let b = engine::concurrent_writers(&store, n / 5).await?;
+            r.b = Some(b);
+            let g_rate = b.events_per_s() * G_RATE_OF_B;
+            eprintln!(
+                "(g) engine: one event per append, open loop at {} appends/s (half of (b)) for {} s",
+                rate(g_rate),
+                G_DURATION.as_secs()
+            );
+            r.g_rate = Some(g_rate);
+            r.g = Some(engine::open_loop(&store, g_rate, G_DURATION).await?);
             let iterations = (n / 100).max(100);
             eprintln!(
                 "(d) engine: read a 100-event stream {} times",
@@ -427,6 +458,20 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             target,
         ));
     }
+    if let (Some(g), Some(g_rate)) = (&r.g, r.g_rate) {
+        let p99 = g.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
+        let disk = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
+        let vs = disk.map(|d| p99 as f64 / d.max(1) as f64);
+        t.push(row(
+            "(g)",
+            &format!("engine: open loop {}/s, 1 event/append", rate(g_rate)),
+            g,
+            vs.map(|v| format!("p99 {} (f) b1 p99", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            vs.map(|v| format!("p99 ≤ 3× (f) b1: {}", met(v <= TARGET_G_P99_VS_DISK)))
+                .unwrap_or_else(|| "p99 ≤ 3× (f) b1 (f not run)".into()),
+        ));
+    }
     if let Some(c) = &r.c {
         let v = c.events_per_s() / TARGET_C_EVENTS_PER_S;
         t.push(row(
@@ -448,12 +493,17 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
         ));
     }
     if let Some(e) = &r.e {
+        let vs = per(&e.build, &r.f1000);
         t.push(row(
             "(e)",
             "engine: build store (4 writers, batches of 1,000)",
             &e.build,
-            "-".into(),
-            "-".into(),
+            vs.map(|v| format!("{} (f) b1000", ratio(v)))
+                .unwrap_or_else(|| "-".into()),
+            format!(
+                "≥ 1 M/s: {}",
+                met(e.build.events_per_s() >= TARGET_E_BUILD_EVENTS_PER_S)
+            ),
         ));
         let scaled = if e.stats.events < REOPEN_EVENTS_DEFAULT {
             " (smaller store)"
@@ -482,6 +532,15 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
         t.push(row(
             "(f)",
             "disk: write+fdatasync, batches of 100",
+            f,
+            "reference".into(),
+            "-".into(),
+        ));
+    }
+    if let Some(f) = &r.f1000 {
+        t.push(row(
+            "(f)",
+            "disk: write+fdatasync, batches of 1,000",
             f,
             "reference".into(),
             "-".into(),
@@ -525,12 +584,13 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
     notes.push(
         "MB/s counts event data (256 B per event); latencies are per append (a, b, f), per page \
          (c) or per read (d), measured closed-loop (each writer waits for its acknowledgement), \
-         so they are service times, not open-loop latencies"
+         so they are service times, not open-loop latencies; (g) is open loop: appends are sent \
+         on a fixed schedule and each latency runs from its scheduled send time"
             .to_string(),
     );
     if let Some((b100, b1)) = r.record_bytes {
         notes.push(format!(
-            "(f) writes what the engine writes per event: {b100} B in batches of 100, {b1} B alone"
+            "(f) writes what the engine writes per event: {b100} B in batches of 100 and 1,000, {b1} B alone"
         ));
     }
     if let (Some(b), Some(f1)) = (&r.b, &r.f1) {

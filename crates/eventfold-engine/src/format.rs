@@ -266,15 +266,31 @@ impl RecordIn<'_> {
         };
         Some(RecordedEvent {
             id: EventId::from_bytes(self.id),
-            stream: NameCache::get(&mut names.streams, self.stream, |n| StreamName::new(n))?,
-            event_type: NameCache::get(&mut names.types, self.event_type, |n| EventType::new(n))?,
+            stream: NameCache::get(
+                &mut names.streams,
+                &mut names.last_stream,
+                self.stream,
+                StreamName::as_str,
+                |n| StreamName::new(n),
+            )?,
+            event_type: NameCache::get(
+                &mut names.types,
+                &mut names.last_type,
+                self.event_type,
+                EventType::as_str,
+                |n| EventType::new(n),
+            )?,
             revision: Revision(self.revision),
             position: Position(self.position),
             timestamp: Timestamp(self.timestamp_us),
             schema_version: self.schema_version,
-            content_type: NameCache::get(&mut names.content_types, self.content_type, |n| {
-                ContentType::new(n)
-            })?,
+            content_type: NameCache::get(
+                &mut names.content_types,
+                &mut names.last_content_type,
+                self.content_type,
+                ContentType::as_str,
+                |n| ContentType::new(n),
+            )?,
             data: self.data.to_vec(),
             metadata,
         })
@@ -289,19 +305,35 @@ pub struct NameCache {
     streams: HashMap<Box<str>, StreamName>,
     types: HashMap<Box<str>, EventType>,
     content_types: HashMap<Box<str>, ContentType>,
+    /// The previous event's names: consecutive events of a page mostly share them (a batch is
+    /// contiguous in the log), and comparing with the last one costs less than hashing.
+    last_stream: Option<StreamName>,
+    last_type: Option<EventType>,
+    last_content_type: Option<ContentType>,
 }
 
 impl NameCache {
     fn get<T: Clone, E>(
         map: &mut HashMap<Box<str>, T>,
+        last: &mut Option<T>,
         key: &str,
+        as_str: fn(&T) -> &str,
         make: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        if let Some(v) = map.get(key) {
+        if let Some(v) = last
+            && as_str(v) == key
+        {
             return Some(v.clone());
         }
-        let v = make(key).ok()?;
-        map.insert(key.into(), v.clone());
+        let v = match map.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = make(key).ok()?;
+                map.insert(key.into(), v.clone());
+                v
+            }
+        };
+        *last = Some(v.clone());
         Some(v)
     }
 }

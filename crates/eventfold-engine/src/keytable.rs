@@ -67,6 +67,22 @@ pub fn key(ns: u64, name: &str, hash_bits: u32) -> u64 {
     (ns << 62) | (h & mask)
 }
 
+/// The stream and category keys of a stream's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKeys {
+    pub stream: u64,
+    pub category: u64,
+}
+
+impl EventKeys {
+    pub fn of_stream(stream: &str, hash_bits: u32) -> Self {
+        EventKeys {
+            stream: key(NS_STREAM, stream, hash_bits),
+            category: key(NS_CATEGORY, eventfold_core::category_of(stream), hash_bits),
+        }
+    }
+}
+
 /// One index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyEntry {
@@ -125,10 +141,20 @@ impl Memtable {
         addr: u64,
         hash_bits: u32,
     ) {
-        self.add(key(NS_STREAM, stream, hash_bits), revision, addr);
-        let category = eventfold_core::category_of(stream);
-        self.add(key(NS_CATEGORY, category, hash_bits), addr, addr);
-        self.add(key(NS_TYPE, event_type, hash_bits), addr, addr);
+        self.add_event_keys(
+            &EventKeys::of_stream(stream, hash_bits),
+            key(NS_TYPE, event_type, hash_bits),
+            revision,
+            addr,
+        );
+    }
+
+    /// [`Memtable::add_event`] with the keys computed by the caller, who may reuse them for
+    /// the events of one batch.
+    pub fn add_event_keys(&mut self, keys: &EventKeys, type_key: u64, revision: u64, addr: u64) {
+        self.add(keys.stream, revision, addr);
+        self.add(keys.category, addr, addr);
+        self.add(type_key, addr, addr);
     }
 
     pub fn query(&self, q: &Query, out: &mut Vec<(u64, u64)>) {

@@ -16,8 +16,10 @@ use eventfold_core::{
 use crate::format::{self, Kind, NameCache, RecordIn};
 use crate::index::{Index, Lookup, StreamState};
 use crate::keytable::{NS_CATEGORY, NS_TYPE};
-use crate::segment::SegmentScanner;
 use crate::shared::Shared;
+
+/// Events a `$all` read reserves room for before it scans (its limit, at most this).
+const PAGE_RESERVE_MAX: usize = 4096;
 
 /// Addresses copied out of an index list per lock acquisition.
 const CANDIDATES_PER_STEP: usize = 1024;
@@ -354,7 +356,7 @@ impl Shared {
             } else {
                 self.segment_bytes
             };
-            let mut sc = SegmentScanner::new(file, off, limit);
+            let mut sc = self.segments.scanner(file, off, limit);
             loop {
                 let rec = sc.next_record().map_err(|e| {
                     StoreError::io(format!("read {}", self.segments.path(no).display()), e)
@@ -401,7 +403,7 @@ impl Shared {
                 return Ok(());
             };
             let mut records = Vec::new();
-            let mut sc = SegmentScanner::new(
+            let mut sc = self.segments.scanner(
                 file,
                 off.max(format::SEGMENT_HEADER_BYTES),
                 self.segment_bytes,
@@ -492,6 +494,9 @@ struct Collector<'a> {
     plan: AllReadPlan,
     now: i64,
     visibility: HashMap<Box<str>, Visibility, RandomState>,
+    /// The stream of the last event offered and its visibility (from `visibility`).
+    last_stream: String,
+    last_visibility: Option<Visibility>,
     names: NameCache,
     events: Vec<RecordedEvent>,
     /// Data and metadata bytes of `events`, and where they end the read.
@@ -510,8 +515,11 @@ impl<'a> Collector<'a> {
             plan,
             now: Timestamp::now().micros(),
             visibility: HashMap::default(),
+            last_stream: String::new(),
+            last_visibility: None,
             names: NameCache::default(),
-            events: Vec::new(),
+            // A page's worth up front (bounded: a huge limit on a short log must not reserve it).
+            events: Vec::with_capacity(read.limit.min(PAGE_RESERVE_MAX)),
             bytes: 0,
             bytes_max,
             scanned: 0,
@@ -529,14 +537,24 @@ impl<'a> Collector<'a> {
         self.scanned += 1;
         self.last_scanned = Some(r.position);
         if r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type) {
-            let v = match self.visibility.get(r.stream) {
-                Some(v) => *v,
-                None => {
-                    let index = self.shared.index.read();
-                    let v = index.stream(r.stream).map(|st| visible(st, self.now));
-                    drop(index);
-                    let v = v.unwrap_or(Visibility::HIDDEN);
-                    self.visibility.insert(r.stream.into(), v);
+            let v = match self.last_visibility {
+                // Consecutive records mostly share their stream: compare, do not hash.
+                Some(v) if self.last_stream == r.stream => v,
+                _ => {
+                    let v = match self.visibility.get(r.stream) {
+                        Some(v) => *v,
+                        None => {
+                            let index = self.shared.index.read();
+                            let v = index.stream(r.stream).map(|st| visible(st, self.now));
+                            drop(index);
+                            let v = v.unwrap_or(Visibility::HIDDEN);
+                            self.visibility.insert(r.stream.into(), v);
+                            v
+                        }
+                    };
+                    self.last_stream.clear();
+                    self.last_stream.push_str(r.stream);
+                    self.last_visibility = Some(v);
                     v
                 }
             };

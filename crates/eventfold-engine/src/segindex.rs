@@ -50,7 +50,8 @@ impl SegIndex {
         }
     }
 
-    fn intern(&mut self, s: &str) -> u32 {
+    /// The string table index of `s`, added if new.
+    pub fn intern(&mut self, s: &str) -> u32 {
         if let Some(&i) = self.lookup.get(s) {
             return i;
         }
@@ -66,6 +67,20 @@ impl SegIndex {
         let stream = self.intern(s.stream);
         let event_type = if s.kind == Kind::Event {
             self.intern(s.event_type)
+        } else {
+            NO_TYPE
+        };
+        self.add_interned(s, stream, event_type, end_offset);
+    }
+
+    /// [`SegIndex::add`] with the stream and (for events) type already interned by the caller
+    /// ([`SegIndex::intern`]), which may reuse them across the records of one batch. `event_type`
+    /// is ignored for system records.
+    pub fn add_interned(&mut self, s: &Summary<'_>, stream: u32, event_type: u32, end_offset: u64) {
+        debug_assert_eq!(&*self.strings[stream as usize], s.stream);
+        let event_type = if s.kind == Kind::Event {
+            debug_assert_eq!(&*self.strings[event_type as usize], s.event_type);
+            event_type
         } else {
             NO_TYPE
         };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eventfold_core::StoreError;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
 
@@ -86,14 +86,32 @@ pub fn preallocate(dir: &Path, no: u32, segment_bytes: u64, sync: bool) -> io::R
 pub struct Segments {
     files: RwLock<BTreeMap<u32, Arc<File>>>,
     dir: PathBuf,
+    /// Scan buffers returned by finished scans, reused by the next ones (at most
+    /// [`SCAN_BUFS_POOLED_MAX`] of them): a `$all` page then neither allocates, page-faults nor
+    /// zero-fills its buffer.
+    scan_bufs: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Scan buffers the pool keeps (each up to [`SCAN_CHUNK_BYTES`]); more concurrent scans
+/// allocate their own and free them.
+const SCAN_BUFS_POOLED_MAX: usize = 4;
 
 impl Segments {
     pub fn new(dir: PathBuf) -> Self {
         Segments {
             files: RwLock::default(),
             dir,
+            scan_bufs: Mutex::default(),
         }
+    }
+
+    /// A forward scanner over segment `file` from `offset` to `end`, with a buffer from the
+    /// pool (given back when the scanner is dropped).
+    pub fn scanner(&self, file: Arc<File>, offset: u64, end: u64) -> SegmentScanner<'_> {
+        let buf = self.scan_bufs.lock().pop().unwrap_or_default();
+        let mut sc = SegmentScanner::with_buf(file, offset, end, buf);
+        sc.pool = Some(&self.scan_bufs);
+        sc
     }
 
     pub fn insert(&self, no: u32, file: Arc<File>) {
@@ -224,30 +242,61 @@ pub fn read_at_most(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> 
     Ok(done)
 }
 
-/// A forward reader over one segment's records, reading in large chunks.
+/// A forward reader over one segment's records, reading in chunks that grow from
+/// [`SCAN_FIRST_CHUNK_BYTES`] to [`SCAN_CHUNK_BYTES`].
 #[derive(Debug)]
-pub struct SegmentScanner {
+pub struct SegmentScanner<'p> {
     file: Arc<File>,
+    /// Its first `valid` bytes hold the file from `buf_off`; the rest is spare room, kept
+    /// initialized (a reused buffer is not zero-filled again).
     buf: Vec<u8>,
+    valid: usize,
     /// File offset of `buf[0]`.
     buf_off: u64,
     /// Offset of the next record.
     pub offset: u64,
     /// Do not read at or past this offset.
     end: u64,
+    /// Bytes the next fill reads (at least).
+    chunk: usize,
+    pool: Option<&'p Mutex<Vec<Vec<u8>>>>,
 }
 
-/// How much a scanner reads at once.
+/// The most a scanner reads at once.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// What a scanner reads first: a short read (a `$all` page of a few hundred records) does not
+/// copy a whole [`SCAN_CHUNK_BYTES`] out of the page cache; each further fill doubles it.
+const SCAN_FIRST_CHUNK_BYTES: usize = 64 << 10;
 
-impl SegmentScanner {
+impl Drop for SegmentScanner<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool {
+            let mut pool = pool.lock();
+            if pool.len() < SCAN_BUFS_POOLED_MAX && self.buf.capacity() <= SCAN_CHUNK_BYTES {
+                pool.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+}
+
+impl SegmentScanner<'static> {
+    /// A scanner with a buffer of its own (see [`Segments::scanner`] for a pooled one).
     pub fn new(file: Arc<File>, offset: u64, end: u64) -> Self {
+        SegmentScanner::with_buf(file, offset, end, Vec::new())
+    }
+}
+
+impl<'p> SegmentScanner<'p> {
+    fn with_buf(file: Arc<File>, offset: u64, end: u64, buf: Vec<u8>) -> Self {
         SegmentScanner {
             file,
-            buf: Vec::new(),
+            buf,
+            valid: 0,
             buf_off: offset,
             offset,
             end,
+            chunk: SCAN_FIRST_CHUNK_BYTES,
+            pool: None,
         }
     }
 
@@ -257,15 +306,25 @@ impl SegmentScanner {
             return Ok(Ok(None));
         }
         let mut rel = (self.offset - self.buf_off) as usize;
-        let needed = match self.buf.get(rel..).and_then(format::frame_len) {
+        let needed = match self.buf[..self.valid]
+            .get(rel..)
+            .and_then(format::frame_len)
+        {
             Some(n) => n,
             None => format::FRAME_HEADER_BYTES,
         };
-        if rel + needed > self.buf.len() {
+        if rel + needed > self.valid {
             self.fill(needed)?;
             rel = 0;
+            // The frame's header may have been cut off by the end of the last chunk: now that it
+            // is read, make sure the whole frame is too (a record can be longer than a chunk).
+            if let Some(total) = format::frame_len(&self.buf[..self.valid])
+                && total > self.valid
+            {
+                self.fill(total)?;
+            }
         }
-        let avail_end = ((self.end - self.buf_off) as usize).min(self.buf.len());
+        let avail_end = ((self.end - self.buf_off) as usize).min(self.valid);
         match format::decode(&self.buf[rel..avail_end.max(rel)]) {
             Ok((r, n)) => {
                 let at = self.offset;
@@ -279,11 +338,14 @@ impl SegmentScanner {
 
     fn fill(&mut self, needed: usize) -> io::Result<()> {
         let want = needed
-            .max(SCAN_CHUNK_BYTES)
+            .max(self.chunk)
             .min((self.end - self.offset) as usize);
-        self.buf.resize(want, 0);
-        let n = read_at_most(&self.file, &mut self.buf, self.offset)?;
-        self.buf.truncate(n);
+        self.chunk = (self.chunk * 2).min(SCAN_CHUNK_BYTES);
+        if self.buf.len() < want {
+            // Grows only: bytes zeroed once stay initialized for every later fill.
+            self.buf.resize(want, 0);
+        }
+        self.valid = read_at_most(&self.file, &mut self.buf[..want], self.offset)?;
         self.buf_off = self.offset;
         Ok(())
     }
@@ -305,4 +367,105 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FLAG_TX_END, Kind, RecordOut};
+
+    /// A segment of records whose sizes straddle every chunk size a scanner reads (64 KiB
+    /// doubling to 1 MiB), written after the header; returns the file and (offset, data length)
+    /// of each record.
+    fn segment_of_odd_sizes(dir: &Path) -> (Arc<File>, u64, Vec<(u64, usize)>) {
+        let sizes = [
+            10, 70_000, 3, 65_000, 140_000, 1, 300_000, 50, 600_000, 20, 1_200_000, 7, 40_000,
+        ];
+        let mut buf = format::encode_segment_header(0).to_vec();
+        let mut layout = Vec::new();
+        for (i, &n) in sizes.iter().cycle().take(40).enumerate() {
+            let data = vec![i as u8; n];
+            layout.push((buf.len() as u64, n));
+            RecordOut {
+                kind: Kind::Event,
+                flags: FLAG_TX_END,
+                stream: "s-1",
+                event_type: "t",
+                content_type: "application/octet-stream",
+                position: i as u64,
+                revision: i as u64,
+                timestamp_us: 0,
+                id: [i as u8; 16],
+                schema_version: 1,
+                metadata: b"",
+                data: &data,
+            }
+            .encode_into(&mut buf);
+        }
+        let end = buf.len() as u64;
+        // Zeros after the data, as in a preallocated segment.
+        buf.resize(buf.len() + 4096, 0);
+        let path = dir.join(segment_file_name(0));
+        fs::write(&path, &buf).expect("write segment");
+        (Arc::new(File::open(&path).expect("open")), end, layout)
+    }
+
+    fn scan_all(mut sc: SegmentScanner<'_>) -> Vec<(u64, u64, usize, u8)> {
+        let mut out = Vec::new();
+        while let Some((at, r)) = sc.next_record().expect("io").expect("valid records") {
+            out.push((
+                at,
+                r.position,
+                r.data.len(),
+                r.data.first().copied().unwrap_or(0),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn scanners_read_records_longer_than_their_chunks_and_reuse_pooled_buffers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (file, end, layout) = segment_of_odd_sizes(dir.path());
+        let want: Vec<(u64, u64, usize, u8)> = layout
+            .iter()
+            .enumerate()
+            .map(|(i, &(at, n))| (at, i as u64, n, if n == 0 { 0 } else { i as u8 }))
+            .collect();
+        let segments = Segments::new(dir.path().to_path_buf());
+        // A pooled buffer left full of other bytes must not leak into a later scan.
+        segments.scan_bufs.lock().push(vec![0xEE; SCAN_CHUNK_BYTES]);
+        // Up to the 1.2 MB record: the buffer stays within a chunk and goes back to the pool.
+        let before_big = layout[10].0;
+        for round in 0..3 {
+            let got = scan_all(segments.scanner(file.clone(), SEGMENT_HEADER_BYTES, before_big));
+            assert_eq!(got, want[..10], "pooled scan, round {round}");
+            assert_eq!(
+                segments.scan_bufs.lock().len(),
+                1,
+                "the buffer went back to the pool"
+            );
+        }
+        // The whole segment: the buffer grows past a chunk for the 1.2 MB record and is dropped.
+        for round in 0..2 {
+            let got = scan_all(segments.scanner(file.clone(), SEGMENT_HEADER_BYTES, end + 4096));
+            assert_eq!(got, want, "whole scan, round {round}");
+        }
+        assert!(
+            segments
+                .scan_bufs
+                .lock()
+                .iter()
+                .all(|b| b.capacity() <= SCAN_CHUNK_BYTES),
+            "the pool keeps no buffer above a chunk"
+        );
+        // From every record's start, and stopping at an `end` inside the data.
+        for (k, &(at, _)) in layout.iter().enumerate().step_by(3) {
+            let got = scan_all(segments.scanner(file.clone(), at, end));
+            assert_eq!(got, want[k..], "scan from record {k}");
+        }
+        let cut = layout[20].0;
+        let got = scan_all(SegmentScanner::new(file.clone(), SEGMENT_HEADER_BYTES, cut));
+        assert_eq!(got, want[..20], "scan stopping at record 20");
+    }
 }

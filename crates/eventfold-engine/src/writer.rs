@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
 use crate::index::{LastBatch, Summary};
 use crate::indexer::{IndexJob, Indexer};
+use crate::keytable::{self, EventKeys, NS_TYPE};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
 use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
@@ -116,7 +117,14 @@ pub struct Writer {
     poisoned: Option<String>,
     buf: Vec<u8>,
     carry: Option<Request>,
+    /// The staged records and answers of the last group, emptied, kept for their capacity
+    /// (bounded by the largest group, itself bounded by `group_commit_bytes_max`).
+    staged_reuse: Vec<Staged>,
+    answers_reuse: Vec<Answer>,
 }
+
+/// Where to answer a request of the group, and what.
+type Answer = (oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>);
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +183,8 @@ impl Writer {
             poisoned: None,
             buf: Vec::with_capacity(1 << 20),
             carry: None,
+            staged_reuse: Vec::new(),
+            answers_reuse: Vec::new(),
         };
         w.start_prealloc();
         w
@@ -248,9 +258,12 @@ impl Writer {
         let now = Timestamp::now().micros().max(self.last_ts);
         self.last_ts = now;
         let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut answers: Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)> =
-            Vec::with_capacity(group.len());
+        // Reused from the last group (emptied): a group of thousands of records does not grow
+        // fresh vectors, page-faulting their memory in, every time.
+        let mut staged = std::mem::take(&mut self.staged_reuse);
+        let mut answers = std::mem::take(&mut self.answers_reuse);
+        debug_assert!(staged.is_empty() && answers.is_empty());
+        answers.reserve(group.len());
         let mut next_position = self.shared.index.read().next_position;
         self.buf.clear();
         let mut buf_start = self.offset;
@@ -282,7 +295,7 @@ impl Writer {
                             self.process(requests.collect());
                             return;
                         }
-                        self.publish(std::mem::take(&mut staged));
+                        self.publish(&mut staged);
                         for (tx, r) in answers.drain(..) {
                             let _ = tx.send(r);
                         }
@@ -313,10 +326,12 @@ impl Writer {
             self.poison(e, &mut answers, None);
             return;
         }
-        self.publish(staged);
-        for (tx, r) in answers {
+        self.publish(&mut staged);
+        for (tx, r) in answers.drain(..) {
             let _ = tx.send(r);
         }
+        self.staged_reuse = staged;
+        self.answers_reuse = answers;
     }
 
     fn head_of(&self, stream: &StreamName) -> Head {
@@ -407,14 +422,21 @@ impl Writer {
         staged: &mut Vec<Staged>,
     ) -> Reply {
         let name = stream.as_arc().clone();
+        // The events of a batch mostly share their type: one shared string per run of equal
+        // types, not one allocation per event.
+        let mut last_type: Option<Arc<str>> = None;
         let mut push = |w: &mut Writer, rec: RecordOut<'_>, metadata: Option<StreamMetadata>| {
             let offset = buf_start + w.buf.len() as u64;
             rec.encode_into(&mut w.buf);
+            let event_type = match &last_type {
+                Some(t) if **t == *rec.event_type => t.clone(),
+                _ => last_type.insert(Arc::from(rec.event_type)).clone(),
+            };
             staged.push(Staged {
                 kind: rec.kind,
                 flags: rec.flags,
                 stream: name.clone(),
-                event_type: Arc::from(rec.event_type),
+                event_type,
                 position: rec.position,
                 revision: rec.revision,
                 addr: format::addr(w.active_no, offset),
@@ -612,12 +634,18 @@ impl Writer {
     }
 
     /// Makes the flushed group visible: indexes, watermark, subscribers.
-    fn publish(&mut self, staged: Vec<Staged>) {
+    fn publish(&mut self, staged: &mut Vec<Staged>) {
         if staged.is_empty() {
             return;
         }
         let mut index = self.shared.index.write();
-        for s in &staged {
+        let bits = index.hash_bits;
+        // What the previous record's stream and type resolved to (index id, keys, checkpoint
+        // string ids): the records of one append share their stream and mostly their type, so
+        // each is looked up and hashed once per run of equal names, not once per record.
+        let mut last_stream: Option<(&Arc<str>, u32, EventKeys, u32)> = None;
+        let mut last_type: Option<(&Arc<str>, u64, u32)> = None;
+        for s in staged.iter() {
             let sum = Summary {
                 kind: s.kind,
                 flags: s.flags,
@@ -628,19 +656,43 @@ impl Writer {
                 addr: s.addr,
                 id: Some(s.id),
             };
-            let sid = index.stream_id_or_insert(&s.stream);
+            let (sid, keys, seg_stream) = match last_stream {
+                Some((name, sid, keys, seg)) if same_name(name, &s.stream) => (sid, keys, seg),
+                _ => {
+                    let v = (
+                        index.stream_id_or_insert(&s.stream),
+                        EventKeys::of_stream(&s.stream, bits),
+                        self.segindex.intern(&s.stream),
+                    );
+                    last_stream = Some((&s.stream, v.0, v.1, v.2));
+                    v
+                }
+            };
             if let Err(e) = index.apply(&sum, sid, s.metadata.clone()) {
                 // The writer checked every rule the index checks; this is a bug, not bad input.
                 tracing::error!(error = %e.0, "the index refused a record the writer staged");
             }
+            let mut seg_type = 0;
             if s.kind == Kind::Event {
-                let bits = index.hash_bits;
+                let (type_key, seg) = match last_type {
+                    Some((name, k, seg)) if same_name(name, &s.event_type) => (k, seg),
+                    _ => {
+                        let v = (
+                            keytable::key(NS_TYPE, &s.event_type, bits),
+                            self.segindex.intern(&s.event_type),
+                        );
+                        last_type = Some((&s.event_type, v.0, v.1));
+                        v
+                    }
+                };
+                seg_type = seg;
                 index
                     .memtable
-                    .add_event(&s.stream, &s.event_type, s.revision, s.addr, bits);
+                    .add_event_keys(&keys, type_key, s.revision, s.addr);
             }
             if (s.addr >> 32) as u32 == self.segindex.segment_no {
-                self.segindex.add(&sum, s.end_offset);
+                self.segindex
+                    .add_interned(&sum, seg_stream, seg_type, s.end_offset);
             } else {
                 // Roll-over publishes everything staged before it, so this is a bug.
                 tracing::error!(
@@ -653,12 +705,13 @@ impl Writer {
         let next = index.next_position;
         drop(index);
         self.commit.send_replace(next);
+        staged.clear();
     }
 
     fn poison(
         &mut self,
         e: std::io::Error,
-        answers: &mut Vec<(oneshot::Sender<StoreResult<Reply>>, StoreResult<Reply>)>,
+        answers: &mut Vec<Answer>,
         pending: Option<oneshot::Sender<StoreResult<Reply>>>,
     ) {
         let cause = format!(
@@ -683,6 +736,12 @@ impl Writer {
             let _ = tx.send(Err(err()));
         }
     }
+}
+
+/// Whether two staged names are equal: the same shared string (the common case inside a
+/// batch), else compared by content.
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
 }
 
 fn op_stream(op: &Op) -> &StreamName {

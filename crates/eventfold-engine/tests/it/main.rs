@@ -5,6 +5,7 @@ mod conformance;
 mod crash;
 mod faults;
 mod fixture;
+mod group;
 mod index;
 mod model;
 mod support;
