@@ -211,6 +211,19 @@ impl Chrome {
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));
     }
 
+    /// Focuses `selector` by a click and types `text` into it, as a user would; returns the
+    /// element (to press a key in it).
+    async fn type_into(&self, selector: &str, text: &str) -> chromiumoxide::Element {
+        let input = self
+            .page
+            .find_element(selector)
+            .await
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+        input.click().await.expect("focus");
+        input.type_str(text).await.expect("type");
+        input
+    }
+
     fn assert_no_problems(&self, when: &str) {
         let p = self.take_problems();
         assert!(p.is_empty(), "console problems {when}: {p:#?}");
@@ -526,13 +539,7 @@ async fn with_tokens_the_console_asks_for_one_and_explains_a_403() {
         .await;
     chrome.shot("token-prompt").await;
     // Typed with the keyboard, sent with Enter.
-    let input = chrome
-        .page
-        .find_element("#token")
-        .await
-        .expect("token input");
-    input.click().await.expect("focus");
-    input.type_str("reader-secret-1").await.expect("type");
+    let input = chrome.type_into("#token", "reader-secret-1").await;
     input.press_key("Enter").await.expect("enter");
     chrome
         .wait_for(
@@ -552,13 +559,7 @@ async fn with_tokens_the_console_asks_for_one_and_explains_a_403() {
     chrome
         .show("#/new-group", "document.querySelector('#group-form')")
         .await;
-    let name = chrome
-        .page
-        .find_element("#g-name")
-        .await
-        .expect("name input");
-    name.click().await.expect("focus");
-    name.type_str("billing").await.expect("type");
+    chrome.type_into("#g-name", "billing").await;
     chrome.click("#group-form button[type=submit]").await;
     chrome
         .wait_for(
@@ -587,24 +588,12 @@ async fn with_tokens_the_console_asks_for_one_and_explains_a_403() {
             "the token prompt again",
         )
         .await;
-    let input = chrome
-        .page
-        .find_element("#token")
-        .await
-        .expect("token input");
-    input.click().await.expect("focus");
-    input.type_str("admin-secret-1").await.expect("type");
+    let input = chrome.type_into("#token", "admin-secret-1").await;
     input.press_key("Enter").await.expect("enter");
     chrome
         .show("#/new-group", "document.querySelector('#group-form')")
         .await;
-    let name = chrome
-        .page
-        .find_element("#g-name")
-        .await
-        .expect("name input");
-    name.click().await.expect("focus");
-    name.type_str("billing").await.expect("type");
+    chrome.type_into("#g-name", "billing").await;
     chrome.click("#group-form button[type=submit]").await;
     chrome
         .wait_for(
@@ -627,13 +616,7 @@ async fn with_tokens_the_console_asks_for_one_and_explains_a_403() {
             "document.querySelector('#metadata-form')",
         )
         .await;
-    let max_count = chrome
-        .page
-        .find_element("#md-max-count")
-        .await
-        .expect("max-count input");
-    max_count.click().await.expect("focus");
-    max_count.type_str("1").await.expect("type");
+    chrome.type_into("#md-max-count", "1").await;
     chrome.click("#metadata-form button[type=submit]").await;
     chrome
         .wait_for(
