@@ -8,6 +8,7 @@ mod error;
 mod event;
 pub mod groups;
 mod query;
+mod trace;
 
 pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
 pub use codes::ErrorCode;
@@ -23,6 +24,7 @@ pub use query::{
     SUBSCRIBE_STREAM_PARAMS, parse_expected_revision, read_all_query, read_stream_query,
     subscribe_all_query, subscribe_stream_query,
 };
+pub use trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context, parse_trace_headers};
 
 /// Media type of NDJSON streams.
 pub const NDJSON: &str = "application/x-ndjson";

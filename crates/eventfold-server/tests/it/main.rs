@@ -5,3 +5,4 @@ mod auth;
 mod metrics;
 mod openapi;
 mod subscribe;
+mod trace;
