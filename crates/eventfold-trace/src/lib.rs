@@ -103,6 +103,16 @@ pub fn event_context(metadata: &Metadata) -> Option<TraceContext> {
     TraceContext::from_metadata(metadata).ok().flatten()
 }
 
+/// The context work caused by an event continues: the current span when it belongs to the
+/// event's trace (a handler's span, a child of the event's context), else the event's own.
+pub fn continued_context(event: Option<TraceContext>) -> Option<TraceContext> {
+    match (current_context(), event) {
+        (Some(cur), Some(ev)) if cur.parent.trace_id() == ev.parent.trace_id() => Some(cur),
+        (_, Some(ev)) => Some(ev),
+        (cur, None) => cur,
+    }
+}
+
 /// The W3C context of the current OpenTelemetry context's span, if one is active and valid.
 pub fn current_context() -> Option<TraceContext> {
     if !enabled() {
@@ -189,6 +199,15 @@ impl Span {
     /// (`opentelemetry::trace::FutureExt::with_context`), or the current one when tracing is off.
     pub fn otel_context(&self) -> Context {
         self.0.clone().unwrap_or_else(Context::current)
+    }
+
+    /// Runs `f` with this span as the current context (so spans and [`current_context`] inside
+    /// it see it as their parent); just `f` when tracing is off.
+    pub async fn instrument<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.0 {
+            Some(cx) => opentelemetry::trace::FutureExt::with_context(f, cx.clone()).await,
+            None => f.await,
+        }
     }
 
     /// Adds attributes (only evaluated when tracing is on).

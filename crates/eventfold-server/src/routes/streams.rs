@@ -97,6 +97,7 @@ pub async fn append(
 /// Traces it: a `send` producer span (when tracing is on) whose parent is the request's
 /// context `trace`, and every event without a context of its own stores the span's (or, when
 /// tracing is off, `trace`, or a generated one), so every event appended over HTTP carries one.
+/// Without `trace`, the span's parent is the first context the events carry.
 pub(super) async fn append_counted(
     st: &AppState,
     stream: &StreamName,
@@ -104,7 +105,16 @@ pub(super) async fn append_counted(
     mut events: Vec<eventfold_core::NewEvent>,
     trace: Option<&TraceContext>,
 ) -> ApiResult<eventfold_core::AppendResult> {
-    let span = eventfold_trace::Span::start("send", Kind::Producer, trace, [], || {
+    // Without a traceparent header, the span continues the trace the events carry (a
+    // framework's command span, say), looked for only when spans are made.
+    let carried = match trace {
+        None if eventfold_trace::enabled() => events
+            .iter()
+            .find_map(|e| eventfold_trace::event_context(&e.metadata)),
+        _ => None,
+    };
+    let parent = trace.or(carried.as_ref());
+    let span = eventfold_trace::Span::start("send", Kind::Producer, parent, [], || {
         vec![
             Attribute::new(semconv::MESSAGING_OPERATION_NAME, "send"),
             Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "send"),

@@ -652,6 +652,7 @@ impl<S: Saga> SagaManager<S> {
                 correlation_id: pending.correlation_id,
                 causation_id: command.id.to_string(),
                 user_id: pending.user_id,
+                trace: eventfold_trace::current_context(),
             };
             let mut effects = Effects::new(self.clock.now());
             self.saga
