@@ -141,7 +141,7 @@ pub async fn pull(
     };
     st.metrics.events_read.inc_by(deliveries.len() as u64);
     let _span = crate::spans::receive(
-        name.as_str(),
+        Some(name.as_str()),
         Some(consumer.as_str()),
         deliveries.iter().map(|d| &*d.event),
     );
@@ -337,7 +337,7 @@ pub async fn stream(
             Item::Delivery(d) => {
                 metrics.events_read.inc();
                 let _span = crate::spans::receive(
-                    push_group.as_str(),
+                    Some(push_group.as_str()),
                     Some(push_consumer.as_str()),
                     std::iter::once(&*d.event),
                 );

@@ -8,7 +8,10 @@ use std::time::Duration;
 use eventfold::client::Client;
 use eventfold::core::{EventStore, TraceContext};
 use eventfold::handler::GroupRunner;
-use eventfold::{Aggregate, BoxError, Context, DomainEvent, Envelope, EventHandler, Repository};
+use eventfold::{
+    Aggregate, BoxError, Context, DomainEvent, Envelope, EventHandler, InMemoryReadModel,
+    MemoryProjection, Projection, ProjectionProcessor, Repository,
+};
 use opentelemetry::trace::{SpanId, SpanKind, TraceId, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use parking_lot::Mutex;
@@ -61,6 +64,24 @@ impl EventHandler<ParcelEvent> for Notifier {
 
     async fn handle(&self, envelope: &Envelope<ParcelEvent>) -> Result<(), BoxError> {
         self.caused.lock().push(envelope.context().trace);
+        Ok(())
+    }
+}
+
+/// Counts parcels, as a read model.
+struct Count;
+
+impl Projection for Count {
+    type Event = ParcelEvent;
+    fn name(&self) -> &str {
+        "parcels"
+    }
+}
+
+impl MemoryProjection for Count {
+    type State = u64;
+    fn apply(&self, state: &mut u64, events: &[Envelope<ParcelEvent>]) -> Result<(), BoxError> {
+        *state += events.len() as u64;
         Ok(())
     }
 }
@@ -140,6 +161,11 @@ async fn one_trace_follows_a_command_to_the_handler_that_reacted() {
     .unwrap()
     .unwrap();
     running.stop().await.unwrap();
+    let model = InMemoryReadModel::new(Count);
+    let projection = ProjectionProcessor::new(remote.clone(), model.clone()).start();
+    projection.wait_until(done.position.unwrap()).await.unwrap();
+    projection.stop().await.unwrap();
+    assert_eq!(model.read(|n| *n), 1);
 
     // The stored event carries the repository's send span as its context.
     let stored = remote
@@ -193,6 +219,17 @@ async fn one_trace_follows_a_command_to_the_handler_that_reacted() {
     assert_eq!(
         SpanId::from_bytes(caused.parent.parent_id()),
         process.span_context.span_id()
+    );
+    // The projection's batch is processed in a span linked to (for one event: the child of)
+    // the event's context.
+    let projected = one(&spans, "process parcels");
+    assert!(
+        projected.parent_span_id == send.span_context.span_id()
+            || projected
+                .links
+                .iter()
+                .any(|l| l.span_context.span_id() == send.span_context.span_id()),
+        "{projected:#?}"
     );
     let _ = exporter;
     server.stop().await;
