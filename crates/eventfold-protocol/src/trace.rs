@@ -4,7 +4,9 @@
 //! stored. A malformed value is refused with `invalid_trace_context` (400) naming the header or
 //! the event, never stored unchecked and never silently dropped.
 
-use eventfold_core::{NewEvent, TRACEPARENT_KEY, TRACESTATE_KEY, TraceContext, ValidationError};
+use eventfold_core::{
+    Limits, NewEvent, TRACEPARENT_KEY, TRACESTATE_KEY, TraceContext, ValidationError,
+};
 
 use crate::codes::ErrorCode;
 use crate::error::WireError;
@@ -70,9 +72,45 @@ pub(crate) fn check_event_trace(event: &NewEvent, i: usize) -> Result<(), WireEr
 
 /// Gives every event that does not carry its own trace context `ctx` (the request's, or the
 /// server's span). Events' own contexts were checked when they were parsed.
-pub fn fill_trace_context(events: &mut [NewEvent], ctx: &TraceContext) {
+///
+/// The context counts towards the store's `limits` like any metadata, and it is the server's
+/// addition, not the client's: an event it would push over `event_bytes_max` (or a batch over
+/// `batch_bytes_max`) is left without it, so a client's append is accepted or refused, and its
+/// sizes reported, exactly as without tracing.
+pub fn fill_trace_context(events: &mut [NewEvent], ctx: &TraceContext, limits: &Limits) {
+    // What writing the context can add to one event's metadata, at most: the two keys, their
+    // quotes, colons and commas, and `{}` when the metadata was empty.
+    let added_max = 55 + 32 + ctx.state.as_ref().map_or(0, |s| s.as_str().len() + 32);
+    let n = events.len();
+    let far_from_limits = events
+        .iter()
+        .all(|e| e.data.len() + e.metadata.json_len() + added_max <= limits.event_bytes_max)
+        && events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.json_len())
+            .sum::<usize>()
+            + n * added_max
+            <= limits.batch_bytes_max;
+    if far_from_limits {
+        for e in events {
+            ctx.fill(&mut e.metadata);
+        }
+        return;
+    }
+    let mut total: usize = events.iter().map(NewEvent::size_bytes).sum();
     for e in events {
+        if e.metadata.contains_key(TRACEPARENT_KEY) {
+            continue;
+        }
+        let before = e.size_bytes();
         ctx.fill(&mut e.metadata);
+        let after = e.size_bytes();
+        if after > limits.event_bytes_max || total - before + after > limits.batch_bytes_max {
+            e.metadata.remove(TRACEPARENT_KEY);
+            e.metadata.remove(TRACESTATE_KEY);
+        } else {
+            total = total - before + after;
+        }
     }
 }
 
@@ -120,7 +158,7 @@ mod tests {
         let ctx = parse_trace_headers(Some(VALID.as_bytes()), None)
             .unwrap()
             .unwrap();
-        fill_trace_context(&mut events, &ctx);
+        fill_trace_context(&mut events, &ctx, &Limits::DEFAULT);
         assert_eq!(events[0].metadata.get_str("traceparent"), Some(own));
         assert_eq!(events[1].metadata.get_str("traceparent"), Some(VALID));
         let e = parse_new_events(
@@ -130,6 +168,38 @@ mod tests {
         assert_eq!(e.body.error.code, "invalid_trace_context");
         assert_eq!(e.body.error.details["index"], 1);
         assert_eq!(e.body.error.details["field"], "metadata.traceparent");
+    }
+
+    #[test]
+    fn the_context_never_pushes_an_event_over_the_limits() {
+        let ctx = parse_trace_headers(Some(VALID.as_bytes()), None)
+            .unwrap()
+            .unwrap();
+        let limits = Limits {
+            event_bytes_max: 200,
+            batch_bytes_max: 400,
+            ..Limits::DEFAULT
+        };
+        let event = |n: usize| {
+            NewEvent::bytes(
+                eventfold_core::EventType::new("t").unwrap(),
+                eventfold_core::ContentType::json(),
+                vec![b'x'; n],
+            )
+        };
+        // Room for the context in the first; none in the second (at the limit already).
+        let mut events = vec![event(10), event(200)];
+        fill_trace_context(&mut events, &ctx, &limits);
+        assert_eq!(events[0].metadata.get_str("traceparent"), Some(VALID));
+        assert!(events[1].metadata.is_empty());
+        assert_eq!(events[1].size_bytes(), 200);
+        // The batch limit holds too: 320 bytes, room for one context (73 bytes), not two.
+        let mut events = vec![event(100), event(100), event(120)];
+        fill_trace_context(&mut events, &ctx, &limits);
+        assert!(events[0].metadata.contains_key("traceparent"));
+        assert!(!events[1].metadata.contains_key("traceparent"));
+        assert!(!events[2].metadata.contains_key("traceparent"));
+        assert!(events.iter().map(NewEvent::size_bytes).sum::<usize>() <= 400);
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub(super) async fn append_counted(
     fill_trace_context(
         &mut events,
         &eventfold_trace::context_to_store(&span, trace),
+        &st.limits.store,
     );
     let counts = st
         .metrics
