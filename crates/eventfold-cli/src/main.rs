@@ -1,6 +1,7 @@
 //! `eventfold`: the server and the tools around it.
 
 mod client_cmd;
+mod otlp;
 mod relay;
 mod serve;
 mod verify;

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "EVENTFOLD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector base URL (e.g.
+    /// http://127.0.0.1:4318; `/v1/traces` is appended). Also on when the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. Off by default.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `--durability` values.
@@ -354,6 +359,16 @@ pub(crate) fn shutdown_signal()
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down cleanly.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let otlp = crate::otlp::start(args.otlp_endpoint.as_deref())?;
+    let result = serve(args).await;
+    if let Some(otlp) = otlp {
+        // The exporter's blocking flush, off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+    }
+    result
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
     // Bad certificate files are refused before the store is opened.
     let tls = match &s.tls {

@@ -16,6 +16,7 @@ mod names;
 mod plan;
 mod read;
 mod store;
+mod trace;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
 pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp, compact_json};
@@ -31,3 +32,7 @@ pub use read::{
     StreamSlice, SubscribeFrom,
 };
 pub use store::{AppendResult, DeleteMode, EventStore, EventSubscription, StreamInfo};
+pub use trace::{
+    TRACE_FLAG_SAMPLED, TRACEPARENT_KEY, TRACESTATE_BYTES_MAX, TRACESTATE_KEY,
+    TRACESTATE_MEMBERS_MAX, TraceContext, TraceParent, TraceState,
+};

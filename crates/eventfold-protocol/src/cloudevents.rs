@@ -101,14 +101,17 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
         }
         metadata.insert(k, v);
     }
-    Ok(NewEvent {
+    // The distributed-tracing extension (`traceparent`, `tracestate`) is checked like a header.
+    let event = NewEvent {
         id,
         event_type,
         data,
         content_type,
         schema_version: 1,
         metadata,
-    })
+    };
+    crate::trace::check_event_trace(&event, i)?;
+    Ok(event)
 }
 
 /// Parses one structured-mode CloudEvent.

@@ -77,6 +77,9 @@ error_codes! {
     InvalidLastEventId = ("invalid_last_event_id", 400),
     /// Another value of the request breaks a rule (the message says which).
     InvalidRequest = ("invalid_request", 400),
+    /// A `traceparent`/`tracestate` (header, CloudEvents attribute or event metadata) is not a
+    /// valid W3C trace context.
+    InvalidTraceContext = ("invalid_trace_context", 400),
     /// A read asks for more events than the server's maximum.
     ReadLimitTooLarge = ("read_limit_too_large", 400),
     /// The body is larger than the server accepts.
@@ -174,6 +177,7 @@ mod tests {
         ("invalid_metadata", 400),
         ("invalid_last_event_id", 400),
         ("invalid_request", 400),
+        ("invalid_trace_context", 400),
         ("read_limit_too_large", 400),
         ("body_too_large", 413),
         ("event_too_large", 413),

@@ -70,6 +70,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
         "expected revision" => ErrorCode::InvalidExpectedRevision,
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,
+        "traceparent" | "tracestate" => ErrorCode::InvalidTraceContext,
         _ => ErrorCode::InvalidRequest,
     }
 }

@@ -90,14 +90,16 @@ impl NewEventJson {
                 .parse::<EventId>()
                 .map_err(|e| WireError::invalid(&e).with("index", i as u64))?,
         };
-        Ok(NewEvent {
+        let event = NewEvent {
             id,
             event_type,
             data,
             content_type,
             schema_version: self.schema_version.unwrap_or(1),
             metadata: self.metadata.unwrap_or_default(),
-        })
+        };
+        crate::trace::check_event_trace(&event, i)?;
+        Ok(event)
     }
 }
 

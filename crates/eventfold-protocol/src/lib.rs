@@ -9,6 +9,7 @@ mod event;
 pub mod groups;
 mod query;
 mod stats;
+mod trace;
 
 pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
 pub use codes::ErrorCode;
@@ -25,6 +26,7 @@ pub use query::{
     subscribe_all_query, subscribe_stream_query,
 };
 pub use stats::{STATS_STREAMS_COUNT_MAX, ServerStats};
+pub use trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context, parse_trace_headers};
 
 /// Media type of NDJSON streams.
 pub const NDJSON: &str = "application/x-ndjson";

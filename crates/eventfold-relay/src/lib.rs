@@ -381,6 +381,41 @@ struct Batch {
     last: Position,
 }
 
+/// The `publish {topic}` producer span of one batch (nothing when tracing is off), linked to
+/// the context each message carries in its `ce_traceparent` header (the event's stored one).
+fn publish_span(topic: &Topic, messages: &[Message]) -> eventfold_trace::Span {
+    use eventfold_trace::{Attribute, Kind, Span, semconv};
+    use eventfold_transport::wire::{H_TRACEPARENT, H_TRACESTATE};
+    if !eventfold_trace::enabled() {
+        return Span::none();
+    }
+    let contexts: Vec<eventfold_core::TraceContext> = messages
+        .iter()
+        .filter_map(|m| {
+            eventfold_core::TraceContext::parse(m.header(H_TRACEPARENT), m.header(H_TRACESTATE))
+                .ok()
+                .flatten()
+        })
+        .collect();
+    Span::start(
+        format!("publish {topic}"),
+        Kind::Producer,
+        None,
+        &contexts,
+        || {
+            vec![
+                Attribute::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
+                Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
+                Attribute::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_string()),
+                Attribute::new(
+                    semconv::MESSAGING_BATCH_MESSAGE_COUNT,
+                    messages.len() as i64,
+                ),
+            ]
+        },
+    )
+}
+
 fn message_bytes(m: &Message) -> usize {
     m.key.len()
         + m.payload.len()
@@ -634,6 +669,7 @@ impl Relay {
         messages: &[Message],
         shutdown: &Shared<S>,
     ) -> Result<(), Halt> {
+        let _span = publish_span(&self.config.topic, messages);
         loop {
             match self.transport.publish(&self.config.topic, messages).await {
                 Ok(()) => {

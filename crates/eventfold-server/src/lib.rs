@@ -11,6 +11,7 @@ pub mod live;
 pub mod metrics;
 mod negotiate;
 mod routes;
+mod spans;
 mod state;
 pub mod tls;
 

@@ -1,4 +1,4 @@
-use eventfold_core::{EventId, Metadata, RecordedEvent};
+use eventfold_core::{EventId, Metadata, RecordedEvent, TraceContext};
 
 /// Metadata key of the id shared by everything one request caused.
 pub const CORRELATION_ID: &str = "correlation_id";
@@ -20,6 +20,9 @@ pub struct Context {
     pub causation_id: String,
     /// Who asked, when known.
     pub user_id: Option<String>,
+    /// The W3C trace the work belongs to (written as `traceparent`/`tracestate`): the active
+    /// OpenTelemetry span when tracing is on, the causing event's stored context otherwise.
+    pub trace: Option<TraceContext>,
 }
 
 impl Context {
@@ -30,6 +33,7 @@ impl Context {
             correlation_id: id.clone(),
             causation_id: id,
             user_id: None,
+            trace: eventfold_trace::current_context(),
         }
     }
 
@@ -40,12 +44,19 @@ impl Context {
             causation_id: correlation_id.clone(),
             correlation_id,
             user_id: None,
+            trace: eventfold_trace::current_context(),
         }
     }
 
     /// Sets the user.
     pub fn user(mut self, user_id: impl Into<String>) -> Self {
         self.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Sets the trace (a context received from a caller, say).
+    pub fn with_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
         self
     }
 
@@ -62,6 +73,7 @@ impl Context {
             correlation_id: text(CORRELATION_ID).unwrap_or_else(|| id.to_string()),
             causation_id: id.to_string(),
             user_id: text(USER_ID),
+            trace: eventfold_trace::continued_context(eventfold_trace::event_context(metadata)),
         }
     }
 
@@ -71,6 +83,9 @@ impl Context {
         metadata.insert(CAUSATION_ID.into(), self.causation_id.clone().into());
         if let Some(u) = &self.user_id {
             metadata.insert(USER_ID.into(), u.clone().into());
+        }
+        if let Some(t) = &self.trace {
+            t.write_to(metadata);
         }
     }
 }

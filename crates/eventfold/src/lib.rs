@@ -49,6 +49,7 @@ mod repository;
 pub mod retry;
 pub mod saga;
 mod snapshot;
+mod spans;
 mod subscription;
 mod upcast;
 
@@ -60,6 +61,7 @@ pub use event::{Codec, CodecError, DomainEvent, Envelope, encode_event};
 pub use eventfold_client as client;
 pub use eventfold_core as core;
 pub use eventfold_derive::DomainEvent;
+pub use eventfold_trace as trace;
 pub use eventfold_transport as transport;
 pub use handler::{
     DeadLetter, DeadLetters, EventHandler, GroupRunner, Handled, HandledOutcome, HandlerObserver,

@@ -349,21 +349,29 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = self.stream_name(id)?;
-        for attempt in 1..self.max_attempts {
-            let command = command.clone();
-            match self
-                .attempt(&stream, context, attempt, |s| s.handle(command))
-                .await
-            {
-                Err(AttemptError::Conflict(e)) => {
-                    tracing::debug!(%stream, attempt, error = %e, "concurrent write; running the command again on fresh state");
+        let (span, context) = traced(&stream, context);
+        let context = &context;
+        let r = span
+            .instrument(async {
+                for attempt in 1..self.max_attempts {
+                    let command = command.clone();
+                    match self
+                        .attempt(&stream, context, attempt, |s| s.handle(command))
+                        .await
+                    {
+                        Err(AttemptError::Conflict(e)) => {
+                            tracing::debug!(%stream, attempt, error = %e, "concurrent write; running the command again on fresh state");
+                        }
+                        other => return other.map_err(|e| self.final_error(&stream, e)),
+                    }
                 }
-                other => return other.map_err(|e| self.final_error(&stream, e)),
-            }
-        }
-        self.attempt(&stream, context, self.max_attempts, |s| s.handle(command))
-            .await
-            .map_err(|e| self.final_error(&stream, e))
+                self.attempt(&stream, context, self.max_attempts, |s| s.handle(command))
+                    .await
+                    .map_err(|e| self.final_error(&stream, e))
+            })
+            .await;
+        end_send(&span, &r);
+        r
     }
 
     /// Like [`Repository::execute`] with the decision made by `decide` instead of
@@ -378,16 +386,24 @@ impl<A: Aggregate> Repository<A> {
         F: FnMut(&A) -> Result<Vec<A::Event>, A::Error> + Send,
     {
         let stream = self.stream_name(id)?;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&stream, context, attempt, &mut decide).await {
-                Err(AttemptError::Conflict(e)) if attempt < self.max_attempts => {
-                    tracing::debug!(%stream, attempt, error = %e, "concurrent write; deciding again on fresh state");
-                    attempt += 1;
+        let (span, context) = traced(&stream, context);
+        let context = &context;
+        let r = span
+            .instrument(async {
+                let mut attempt = 1;
+                loop {
+                    match self.attempt(&stream, context, attempt, &mut decide).await {
+                        Err(AttemptError::Conflict(e)) if attempt < self.max_attempts => {
+                            tracing::debug!(%stream, attempt, error = %e, "concurrent write; deciding again on fresh state");
+                            attempt += 1;
+                        }
+                        other => return other.map_err(|e| self.final_error(&stream, e)),
+                    }
                 }
-                other => return other.map_err(|e| self.final_error(&stream, e)),
-            }
-        }
+            })
+            .await;
+        end_send(&span, &r);
+        r
     }
 
     fn final_error(
@@ -639,5 +655,35 @@ impl<A: Aggregate> Repository<A> {
                 None => return Ok(loaded),
             }
         }
+    }
+}
+
+/// The `send` span of a command on `stream` (a child of the command's trace) and the context
+/// its events are stamped with: the span's when tracing is on, the command's as given otherwise.
+fn traced(stream: &StreamName, context: &Context) -> (eventfold_trace::Span, Context) {
+    let span = crate::spans::send(stream, context.trace.as_ref());
+    let mut context = context.clone();
+    if let Some(t) = span.context() {
+        context.trace = Some(t);
+    }
+    (span, context)
+}
+
+/// Records how a command's `send` span ended.
+fn end_send<A: Aggregate>(
+    span: &eventfold_trace::Span,
+    r: &Result<Executed<A>, RepositoryError<A::Error>>,
+) {
+    match r {
+        Ok(x) => span.set_attributes(|| {
+            vec![
+                eventfold_trace::Attribute::new(
+                    eventfold_trace::semconv::MESSAGING_BATCH_MESSAGE_COUNT,
+                    x.events.len() as i64,
+                ),
+                eventfold_trace::Attribute::new("eventfold.attempts", i64::from(x.attempts)),
+            ]
+        }),
+        Err(e) => span.fail("command_failed", e),
     }
 }

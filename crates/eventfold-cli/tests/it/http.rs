@@ -203,7 +203,20 @@ async fn cloudevents_structured_and_batch() {
     .await;
     assert_eq!(st, 201);
     let (_, v) = send(c.get(format!("{u}/streams/ce-1"))).await;
-    let e = &v["events"];
+    let mut e = v["events"].clone();
+    // The server stores a W3C trace context in every event that came without one.
+    let traceparent = e[0]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("traceparent")
+        .expect("a traceparent is stored");
+    assert!(
+        traceparent
+            .as_str()
+            .unwrap()
+            .parse::<eventfold_core::TraceParent>()
+            .is_ok()
+    );
     assert_eq!(
         e[0]["metadata"],
         json!({"ce_id": "evt-1", "source": "/orders", "ce_time": "2026-11-22T10:00:00Z", "subject": "o-1", "tenant": "acme"})

@@ -14,7 +14,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use eventfold_core::StreamName;
+use eventfold_core::{StreamName, TraceContext};
 use eventfold_protocol::{
     AppendAnswer, ErrorCode, NDJSON, QueryPairs, WireError, parse_append_line,
 };
@@ -23,7 +23,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::streams::{append_counted, append_response};
+use super::streams::{append_counted, append_response, trace_headers};
 use crate::auth::{OwnedCaller, Right, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -44,6 +44,8 @@ pub async fn appends(
     let caller = OwnedCaller::authenticate(&st.auth, headers.get(AUTHORIZATION))?;
     caller.require_right(Right::Write)?;
     QueryPairs::parse(uri.query())?.check_known(&[])?;
+    // The request's trace context applies to every line's events that carry none.
+    let trace = trace_headers(&headers)?;
     let essence = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -64,7 +66,7 @@ pub async fn appends(
     }
     let (tx, rx) = mpsc::channel::<Bytes>(ANSWER_CHUNKS_MAX);
     let line_max = st.limits.body_bytes_max();
-    tokio::spawn(pipeline(st, caller, body, line_max, tx));
+    tokio::spawn(pipeline(st, caller, trace, body, line_max, tx));
     let body = Body::from_stream(receiver_stream(rx).map(Ok::<Bytes, std::convert::Infallible>));
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut()
@@ -103,6 +105,7 @@ fn failed(e: ApiError) -> AppendAnswer {
 async fn pipeline(
     st: AppState,
     caller: OwnedCaller,
+    trace: Option<TraceContext>,
     body: Body,
     line_max: usize,
     tx: mpsc::Sender<Bytes>,
@@ -126,7 +129,14 @@ async fn pipeline(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            inflight.push_back(start(&st, &caller, line, line_no, &mut last_on));
+            inflight.push_back(start(
+                &st,
+                &caller,
+                trace.as_ref(),
+                line,
+                line_no,
+                &mut last_on,
+            ));
             line_no += 1;
         }
         if reading && buf.len() > line_max {
@@ -195,7 +205,7 @@ async fn pipeline(
                         buf.extend_from_slice(b"\n");
                         let line = buf.split();
                         let line = &line[..line.len() - 1];
-                        inflight.push_back(start(&st, &caller, line, line_no, &mut last_on));
+                        inflight.push_back(start(&st, &caller, trace.as_ref(), line, line_no, &mut last_on));
                         line_no += 1;
                     }
                 }
@@ -209,6 +219,7 @@ async fn pipeline(
 fn start(
     st: &AppState,
     caller: &OwnedCaller,
+    trace: Option<&TraceContext>,
     line: &[u8],
     line_no: u64,
     last_on: &mut HashMap<StreamName, (u64, oneshot::Receiver<()>)>,
@@ -238,18 +249,20 @@ fn start(
         .insert(a.stream.clone(), (line_no, done_rx))
         .map(|(_, rx)| rx);
     let st = st.clone();
+    let trace = trace.cloned();
     async move {
         if let Some(before) = before {
             // Resolves when the previous append on this stream has its answer (or was dropped).
             let _ = before.await;
         }
-        let answer = match append_counted(&st, &a.stream, a.expected, a.events).await {
-            Ok(r) => AppendAnswer::Appended {
-                appended: append_response(&r),
-                replay: r.idempotent_replay,
-            },
-            Err(e) => failed(with_line(e, line_no)),
-        };
+        let answer =
+            match append_counted(&st, &a.stream, a.expected, a.events, trace.as_ref()).await {
+                Ok(r) => AppendAnswer::Appended {
+                    appended: append_response(&r),
+                    replay: r.idempotent_replay,
+                },
+                Err(e) => failed(with_line(e, line_no)),
+            };
         drop(done_tx);
         Answered {
             line_no,

@@ -140,6 +140,11 @@ pub async fn pull(
         }
     };
     st.metrics.events_read.inc_by(deliveries.len() as u64);
+    let _span = crate::spans::receive(
+        Some(name.as_str()),
+        Some(consumer.as_str()),
+        deliveries.iter().map(|d| &*d.event),
+    );
     Ok(Json(PullResponse {
         deliveries: deliveries.iter().map(delivery_to_wire).collect(),
     })
@@ -156,7 +161,12 @@ pub async fn ack(
     let g = groups(&st)?;
     let name = req.into_inner().group;
     let b: AckRequest = json_body(&headers, body).await?;
-    Ok(Json(settled(g.ack(&name, &b.delivery_ids).await?)).into_response())
+    let span = crate::spans::settle(name.as_str(), "ack", b.delivery_ids.len());
+    let out = g.ack(&name, &b.delivery_ids).await;
+    if let Err(e) = &out {
+        span.fail("ack_failed", e);
+    }
+    Ok(Json(settled(out?)).into_response())
 }
 
 /// `POST /subscriptions/{group}/nack`.
@@ -175,9 +185,14 @@ pub async fn nack(
         &b.reason
     };
     // `events_failed` counts the nacked events by type: `Metrics::delivery_ended` is told.
+    let span = crate::spans::settle(name.as_str(), "nack", b.delivery_ids.len());
     let out = g
         .nack(&name, &b.delivery_ids, nack_action(b.action), reason)
-        .await?;
+        .await;
+    if let Err(e) = &out {
+        span.fail("nack_failed", e);
+    }
+    let out = out?;
     Ok(Json(settled(out)).into_response())
 }
 
@@ -315,11 +330,17 @@ pub async fn stream(
         },
     );
     let ndjson = wants(&headers, Wants::EventStream) == Wants::Ndjson;
+    let (push_group, push_consumer) = (name.clone(), consumer.clone());
     let body = futures::StreamExt::map(items, move |item| {
         let _ = &active;
         Ok::<_, Infallible>(match item {
             Item::Delivery(d) => {
                 metrics.events_read.inc();
+                let _span = crate::spans::receive(
+                    Some(push_group.as_str()),
+                    Some(push_consumer.as_str()),
+                    std::iter::once(&*d.event),
+                );
                 let data = serde_json::to_string(&delivery_to_wire(&d))
                     .expect("a delivery always serializes");
                 if ndjson {

@@ -4,13 +4,17 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use eventfold_core::{DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetadata, StreamName};
+use eventfold_core::{
+    DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetadata, StreamName, TraceContext,
+};
 use eventfold_groups::GroupName;
 use eventfold_protocol::{
     AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, NDJSON,
-    QueryPairs, READ_STREAM_PARAMS, StreamsResponse, parse_cloudevent, parse_cloudevents_batch,
-    parse_expected_revision, parse_new_events, read_stream_query,
+    QueryPairs, READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    fill_trace_context, parse_cloudevent, parse_cloudevents_batch, parse_expected_revision,
+    parse_new_events, parse_trace_headers, read_stream_query,
 };
+use eventfold_trace::{Attribute, Kind, semconv};
 
 use super::encode::{json_page, ndjson_line};
 use super::read_body;
@@ -34,6 +38,15 @@ fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedR
     Ok(parse_expected_revision(v)?)
 }
 
+/// The request's W3C `traceparent`/`tracestate` headers, parsed once (400
+/// `invalid_trace_context` naming the header when malformed).
+pub(super) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContext>> {
+    Ok(parse_trace_headers(
+        headers.get(TRACEPARENT_HEADER).map(|v| v.as_bytes()),
+        headers.get(TRACESTATE_HEADER).map(|v| v.as_bytes()),
+    )?)
+}
+
 /// `POST /streams/{stream}`.
 pub async fn append(
     State(st): State<AppState>,
@@ -43,6 +56,7 @@ pub async fn append(
 ) -> ApiResult<Response> {
     let stream = req.into_inner().stream;
     let expected = expected_revision(&headers)?;
+    let trace = trace_headers(&headers)?;
     let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -68,7 +82,7 @@ pub async fn append(
             ));
         }
     };
-    let r = append_counted(&st, &stream, expected, events).await?;
+    let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
     } else {
@@ -79,12 +93,40 @@ pub async fn append(
 
 /// Appends `events` to `stream` and counts them (appended or failed, by type) and the time
 /// the store took: what every append route does with a parsed, authorized append.
+///
+/// Traces it: a `send` producer span (when tracing is on) whose parent is the request's
+/// context `trace`, and every event without a context of its own stores the span's (or, when
+/// tracing is off, `trace`, or a generated one), so every event appended over HTTP carries one.
+/// Without `trace`, the span's parent is the first context the events carry.
 pub(super) async fn append_counted(
     st: &AppState,
     stream: &StreamName,
     expected: eventfold_core::ExpectedRevision,
-    events: Vec<eventfold_core::NewEvent>,
+    mut events: Vec<eventfold_core::NewEvent>,
+    trace: Option<&TraceContext>,
 ) -> ApiResult<eventfold_core::AppendResult> {
+    // Without a traceparent header, the span continues the trace the events carry (a
+    // framework's command span, say), looked for only when spans are made.
+    let carried = match trace {
+        None if eventfold_trace::enabled() => events
+            .iter()
+            .find_map(|e| eventfold_trace::event_context(&e.metadata)),
+        _ => None,
+    };
+    let parent = trace.or(carried.as_ref());
+    let span = eventfold_trace::Span::start("send", Kind::Producer, parent, [], || {
+        vec![
+            Attribute::new(semconv::MESSAGING_OPERATION_NAME, "send"),
+            Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
+            Attribute::new(semconv::MESSAGING_DESTINATION_NAME, stream.to_string()),
+            Attribute::new(semconv::MESSAGING_BATCH_MESSAGE_COUNT, events.len() as i64),
+        ]
+    });
+    fill_trace_context(
+        &mut events,
+        &eventfold_trace::context_to_store(&span, trace),
+        &st.limits.store,
+    );
     let counts = st
         .metrics
         .type_counts(events.iter().map(|e| e.event_type.as_str()));
@@ -98,11 +140,19 @@ pub(super) async fn append_counted(
             if !r.idempotent_replay {
                 Metrics::count_by_type(&st.metrics.events_appended, &counts);
             }
+            span.set_attributes(|| {
+                vec![
+                    Attribute::new("eventfold.first_position", r.first_position.0 as i64),
+                    Attribute::new("eventfold.idempotent_replay", r.idempotent_replay),
+                ]
+            });
             Ok(r)
         }
         Err(e) => {
             Metrics::count_by_type(&st.metrics.events_failed, &counts);
-            Err(e.into())
+            let e: ApiError = e.into();
+            span.fail(&e.0.body.error.code, &e.0.body.error.message);
+            Err(e)
         }
     }
 }

@@ -379,6 +379,7 @@ impl ChunkWriter {
     fn events(&self, events: &[Arc<LiveEvent>]) -> Bytes {
         use std::io::Write as _;
         let n = events.len() as u64;
+        let _span = crate::spans::receive(None, None, events.iter().map(|e| &e.event));
         self.metrics.events_read.inc_by(n);
         self.metrics.subscription_deliveries.inc_by(n);
         self.metrics.subscription_chunks.inc();

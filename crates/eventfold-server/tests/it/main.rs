@@ -6,3 +6,4 @@ mod metrics;
 mod openapi;
 mod stats;
 mod subscribe;
+mod trace;

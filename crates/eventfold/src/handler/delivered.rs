@@ -49,17 +49,26 @@ where
             permanent: true,
             reason: e.to_string(),
         },
-        Ok(envelope) => match handler.handle(&envelope).await {
-            Ok(()) => Delivered::Handled,
-            Err(error) => {
-                let permanent = Permanent::is(&error);
-                tracing::warn!(handler = handler.name(), id = %envelope.id, attempt, %error, permanent, "handler failed");
-                Delivered::Failed {
-                    permanent,
-                    reason: format!("handler {}: {error}", handler.name()),
+        Ok(envelope) => {
+            let span = crate::spans::process(
+                handler.name(),
+                &envelope.id,
+                &envelope.stream,
+                &envelope.metadata,
+            );
+            match span.instrument(handler.handle(&envelope)).await {
+                Ok(()) => Delivered::Handled,
+                Err(error) => {
+                    let permanent = Permanent::is(&error);
+                    tracing::warn!(handler = handler.name(), id = %envelope.id, attempt, %error, permanent, "handler failed");
+                    span.fail("handler_failed", &error);
+                    Delivered::Failed {
+                        permanent,
+                        reason: format!("handler {}: {error}", handler.name()),
+                    }
                 }
             }
-        },
+        }
     };
     let outcome = match delivered {
         Delivered::Failed { .. } => HandledOutcome::Failed,

@@ -41,19 +41,32 @@ where
     E: DomainEvent,
     H: EventHandler<E> + ?Sized,
 {
-    let (attempts, result) = policy
-        .run(
+    let span = crate::spans::process(
+        handler.name(),
+        &envelope.id,
+        &envelope.stream,
+        &envelope.metadata,
+    );
+    let (attempts, result) = span
+        .instrument(policy.run(
             move || handler.handle(envelope),
             |error| !Permanent::is(error),
             |attempt, error, delay| {
                 tracing::info!(handler = handler.name(), id = %envelope.id, attempt, ?delay, %error, "handler failed: retrying");
             },
-        )
+        ))
         .await;
+    span.set_attributes(|| {
+        vec![eventfold_trace::Attribute::new(
+            "eventfold.attempts",
+            i64::from(attempts),
+        )]
+    });
     match result {
         Ok(()) => Attempted::Succeeded { attempts },
         Err(error) => {
             tracing::warn!(handler = handler.name(), id = %envelope.id, attempt = attempts, %error, "handler failed: giving up");
+            span.fail("handler_failed", &error);
             Attempted::Failed { attempts, error }
         }
     }

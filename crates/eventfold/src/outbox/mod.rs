@@ -248,10 +248,10 @@ impl OutboxRelay {
         first: u64,
         last: u64,
     ) -> Result<(), RelayError> {
-        let (attempts, result) = self
-            .options
-            .sink_retry
-            .run(
+        // The sink runs inside the span, so a sink that sends (a webhook) can carry it on.
+        let span = crate::spans::publish_batch(&self.name, batch);
+        let (attempts, result) = span
+            .instrument(self.options.sink_retry.run(
                 || self.sink.publish(batch),
                 |_| true,
                 |attempt, error, delay| {
@@ -265,8 +265,11 @@ impl OutboxRelay {
                         "outbox sink failed; retrying the batch"
                     );
                 },
-            )
+            ))
             .await;
+        if let Err(e) = &result {
+            span.fail("sink_failed", e);
+        }
         result.map_err(|source| RelayError::SinkFailed {
             relay: self.name.clone(),
             attempts,

@@ -404,6 +404,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             });
         };
         let n = batch.len();
+        let span = crate::spans::process_batch(self.read_model.name(), &batch);
         let mut events = Vec::with_capacity(n);
         for recorded in batch {
             let position = recorded.position.0;
@@ -417,9 +418,9 @@ impl<R: ReadModel> ProjectionProcessor<R> {
                     })?;
             events.push(envelope);
         }
-        self.read_model
-            .apply(events, last)
+        span.instrument(self.read_model.apply(events, last))
             .await
+            .inspect_err(|e| span.fail("projection_failed", e))
             .map_err(|e| ProjectionError::Apply {
                 projection: self.read_model.name().to_owned(),
                 first: first.0,

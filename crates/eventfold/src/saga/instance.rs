@@ -67,6 +67,7 @@ impl<C: Clone> Pending<C> {
                 correlation_id: self.correlation_id.clone(),
                 causation_id: self.causation_id.clone(),
                 user_id: self.user_id.clone(),
+                trace: eventfold_trace::current_context(),
             },
         }
     }
@@ -98,6 +99,7 @@ impl<S, C> Instance<S, C> {
                 .unwrap_or_else(|| cause.to_owned()),
             causation_id: cause.to_owned(),
             user_id: self.user_id.clone(),
+            trace: eventfold_trace::current_context(),
         }
     }
 

@@ -555,6 +555,26 @@ impl<S: Saga> SagaManager<S> {
     /// Handles one event; `by_id`: recognise events handled before by their id (from a
     /// broker) rather than by their `$all` position.
     async fn handle_event(&mut self, recorded: RecordedEvent, by_id: bool) -> Result<(), Failure> {
+        let span = crate::spans::process(
+            &format!("saga-{}", S::NAME),
+            &recorded.id,
+            &recorded.stream,
+            &recorded.metadata,
+        );
+        let r = span
+            .instrument(self.handle_event_in_span(recorded, by_id))
+            .await;
+        if r.is_err() {
+            span.fail("saga_failed", "the saga step failed");
+        }
+        r
+    }
+
+    async fn handle_event_in_span(
+        &mut self,
+        recorded: RecordedEvent,
+        by_id: bool,
+    ) -> Result<(), Failure> {
         let position = recorded.position;
         let envelope = self
             .upcasters
@@ -652,6 +672,7 @@ impl<S: Saga> SagaManager<S> {
                 correlation_id: pending.correlation_id,
                 causation_id: command.id.to_string(),
                 user_id: pending.user_id,
+                trace: eventfold_trace::current_context(),
             };
             let mut effects = Effects::new(self.clock.now());
             self.saga

@@ -187,6 +187,7 @@ impl<S: Saga> SagaHarness<S> {
             correlation_id: command.context.correlation_id.clone(),
             causation_id: command.id.to_string(),
             user_id: command.context.user_id.clone(),
+            trace: command.context.trace.clone(),
         };
         let mut effects = Effects::new(self.now);
         self.saga

@@ -10,5 +10,6 @@ mod projection;
 mod remote;
 mod saga;
 mod support;
+mod trace;
 mod transport;
 mod transport_consumers;
