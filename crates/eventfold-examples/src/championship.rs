@@ -453,7 +453,8 @@ impl Championship {
         let closing = state.closing.clone();
         let app = axum::Router::new()
             .route("/", axum::routing::get(|| async { Html(PAGE) }))
-            .merge(eventfold_server::router(state));
+            // The API without the console: this page is the example's `/`.
+            .merge(eventfold_server::api_router(state));
         let listener = tokio::net::TcpListener::bind(options.addr).await?;
         let addr = listener.local_addr()?;
         let mut server_stop = shutdown_rx.clone();

@@ -23,9 +23,16 @@ pub use state::{AppState, ServerLimits, StoredBytes};
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// Builds the router over `state`.
+/// Builds the router over `state`: the API and the web console at `/` (what `eventfold serve`
+/// serves).
 pub fn router(state: AppState) -> axum::Router {
-    routes::router(state)
+    routes::router(state, true)
+}
+
+/// The API alone, without the console: for an application that embeds the server in its own
+/// router and serves its own pages (`/` among them).
+pub fn api_router(state: AppState) -> axum::Router {
+    routes::router(state, false)
 }
 
 /// A connection whose writes go out at once (`TCP_NODELAY`). Without it the kernel may hold a

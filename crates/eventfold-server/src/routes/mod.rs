@@ -19,7 +19,8 @@ use eventfold_protocol::ErrorCode;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes, and the console's when `console` is true.
+pub fn router(state: AppState, console: bool) -> Router {
     // Every route comes from the operations table, which also makes `/openapi.json`.
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for op in table::operations() {
@@ -32,8 +33,10 @@ pub fn router(state: AppState) -> Router {
     for (path, mr) in by_path {
         router = router.route(path, mr);
     }
+    if console {
+        router = router.merge(crate::console::router());
+    }
     router
-        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `read_body` with the server's own limit.

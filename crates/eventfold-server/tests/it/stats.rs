@@ -142,3 +142,27 @@ async fn the_console_is_served_without_a_token_with_its_security_headers() {
     let (status, _, text) = send(&app, "GET", "/console/missing.js", None, Value::Null).await;
     assert_eq!(status, 404, "{text}");
 }
+
+/// An application that embeds the API in its own router gets no console, so its own `/` does
+/// not collide with the console's.
+#[tokio::test]
+async fn the_api_router_leaves_the_root_to_the_application() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let engine: Arc<dyn EventStore> =
+        Arc::new(Engine::open(data.path(), EngineOptions::for_tests()).expect("engine"));
+    let api = eventfold_server::api_router(AppState::new(engine, ServerLimits::default()));
+    for uri in ["/", "/console/app.js"] {
+        let (status, _, text) = send(&api, "GET", uri, None, Value::Null).await;
+        assert_eq!(status, 404, "{uri}: {text}");
+    }
+    let (status, _, _) = send(&api, "GET", "/stats", None, Value::Null).await;
+    assert_eq!(status, 200);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "the application's page" }),
+        )
+        .merge(api);
+    let (status, _, text) = send(&app, "GET", "/", None, Value::Null).await;
+    assert_eq!((status, text.as_str()), (200, "the application's page"));
+}
