@@ -5,7 +5,7 @@
 //! the event stores; a delivery of several links to each of theirs. (The append's `send` span
 //! is made in `routes::streams::append_counted`.)
 
-use eventfold_core::{RecordedEvent, TraceContext};
+use eventfold_core::RecordedEvent;
 use eventfold_trace::{Attribute, Kind, Span, semconv};
 
 /// The span of delivering `events` to `consumer` of `group`, or, without a group, to an
@@ -22,15 +22,12 @@ pub(crate) fn receive<'a>(
     if events.is_empty() {
         return Span::none();
     }
-    let contexts: Vec<TraceContext> = events
-        .iter()
-        .filter_map(|e| eventfold_trace::event_context(&e.metadata))
-        .collect();
-    let name = match group {
+    let name = || match group {
         Some(g) => format!("receive {g}"),
         None => "receive subscription".to_owned(),
     };
-    Span::for_events(name, Kind::Consumer, &contexts, || {
+    let metadata = events.iter().map(|e| &e.metadata);
+    Span::for_stored(name, Kind::Consumer, metadata, || {
         let mut a = vec![
             Attribute::new(semconv::MESSAGING_OPERATION_NAME, "receive"),
             Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "receive"),

@@ -183,6 +183,21 @@ impl Span {
         }
     }
 
+    /// [`Span::for_events`] for the events whose stored metadata is `metadata`: their valid
+    /// contexts are read (and the name made) only when tracing is on.
+    pub fn for_stored<'a>(
+        name: impl FnOnce() -> String,
+        kind: SpanKind,
+        metadata: impl IntoIterator<Item = &'a Metadata>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Self {
+        if !enabled() {
+            return Span(None);
+        }
+        let contexts: Vec<TraceContext> = metadata.into_iter().filter_map(event_context).collect();
+        Span::for_events(name(), kind, &contexts, attributes)
+    }
+
     /// Whether a span is being made (tracing is on).
     pub fn is_some(&self) -> bool {
         self.0.is_some()

@@ -34,15 +34,10 @@ pub(crate) fn process(
     stream: &StreamName,
     metadata: &Metadata,
 ) -> Span {
-    if !eventfold_trace::enabled() {
-        return Span::none();
-    }
-    let parent = eventfold_trace::event_context(metadata);
-    let contexts: Vec<TraceContext> = parent.into_iter().collect();
-    Span::for_events(
-        format!("process {consumer}"),
+    Span::for_stored(
+        || format!("process {consumer}"),
         Kind::Consumer,
-        &contexts,
+        [metadata],
         || {
             vec![
                 Attribute::new(semconv::MESSAGING_OPERATION_NAME, "process"),
@@ -58,17 +53,10 @@ pub(crate) fn process(
 /// The span of `consumer` (a projection) processing a batch of events: linked to each event's
 /// stored context (the child of it for a batch of one).
 pub(crate) fn process_batch(consumer: &str, batch: &[RecordedEvent]) -> Span {
-    if !eventfold_trace::enabled() {
-        return Span::none();
-    }
-    let contexts: Vec<TraceContext> = batch
-        .iter()
-        .filter_map(|e| eventfold_trace::event_context(&e.metadata))
-        .collect();
-    Span::for_events(
-        format!("process {consumer}"),
+    Span::for_stored(
+        || format!("process {consumer}"),
         Kind::Consumer,
-        &contexts,
+        batch.iter().map(|e| &e.metadata),
         || {
             vec![
                 Attribute::new(semconv::MESSAGING_OPERATION_NAME, "process"),
@@ -83,17 +71,10 @@ pub(crate) fn process_batch(consumer: &str, batch: &[RecordedEvent]) -> Span {
 /// The span of the outbox relay `relay` publishing a batch to its sink: a producer span linked
 /// to each event's stored context (the child of it for a batch of one).
 pub(crate) fn publish_batch(relay: &str, batch: &[RecordedEvent]) -> Span {
-    if !eventfold_trace::enabled() {
-        return Span::none();
-    }
-    let contexts: Vec<TraceContext> = batch
-        .iter()
-        .filter_map(|e| eventfold_trace::event_context(&e.metadata))
-        .collect();
-    Span::for_events(
-        format!("publish {relay}"),
+    Span::for_stored(
+        || format!("publish {relay}"),
         Kind::Producer,
-        &contexts,
+        batch.iter().map(|e| &e.metadata),
         || {
             vec![
                 Attribute::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
