@@ -163,6 +163,17 @@ async fn grow(dir: &Path, from: u64, to: u64) -> anyhow::Result<Duration> {
         joined.context("a writer task failed")??;
     }
     let took = start.elapsed();
+    // The key tables are written and merged in the background; a shutdown abandons a merge in
+    // progress and the probe's open would restart it under the measurements. Wait for it here.
+    let settle = Instant::now();
+    while engine.stats().index_busy {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "    index settled {:.1} s after the last append ({} runs)",
+        settle.elapsed().as_secs_f64(),
+        engine.stats().index_runs
+    );
     shutdown(engine).await?;
     Ok(took)
 }

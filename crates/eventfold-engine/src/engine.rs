@@ -49,6 +49,10 @@ pub struct EngineStats {
     pub index_runs: u64,
     /// The position the next record gets.
     pub next_position: u64,
+    /// Whether background index work is waiting: a frozen memtable not yet written as a key
+    /// table, or tables of one size class ready to be merged. Reads are correct either way;
+    /// they ask more runs until it is done.
+    pub index_busy: bool,
 }
 
 /// Largest bytes one event record adds beside its data and metadata (frame, fixed body, names).
@@ -108,6 +112,10 @@ impl Engine {
             index_bytes: index.heap_bytes(),
             index_runs: index.run_count() as u64,
             next_position: index.next_position,
+            index_busy: index.has_frozen()
+                || index
+                    .merge_candidates(crate::indexer::MERGE_FANOUT)
+                    .is_some(),
         }
     }
 

@@ -400,6 +400,11 @@ impl Index {
         self.runs.len()
     }
 
+    /// Whether a frozen memtable waits to be written as a key table.
+    pub fn has_frozen(&self) -> bool {
+        self.runs.iter().any(|r| matches!(r, Run::Frozen { .. }))
+    }
+
     /// Streams in name order, from `lower` on.
     pub fn names_from<'a>(
         &'a self,
