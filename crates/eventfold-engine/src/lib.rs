@@ -2,8 +2,9 @@
 //!
 //! The source of truth is an append-only log of checksummed records in preallocated segment
 //! files (see `FORMAT.md` beside this crate). One writer thread group-commits appends: it drains
-//! a bounded queue, checks expected revisions, writes the whole group with one `write` and one
-//! `fdatasync`, and only then publishes the events to readers and wakes subscribers. The
+//! a bounded queue, checks expected revisions and writes the whole group with one `write`; a
+//! committer thread flushes it with one `fdatasync` (while the writer goes on with the next
+//! group), and only then publishes the events to readers and wakes subscribers. The
 //! indexes are derived from the log: per stream only its state stays in memory; stream →
 //! revision → address and category / event type → addresses live in sorted key tables on disk
 //! (one per sealed segment, merged in the background) plus a memtable for the active segment.

@@ -1,7 +1,15 @@
 //! The one writer: drains the bounded append queue in groups, checks each request against the
-//! stream heads, writes the group with one `write` and one `fdatasync`, then publishes it to the
-//! indexes, wakes subscribers and answers every waiter. Runs on its own OS thread because
-//! `fdatasync` blocks.
+//! stream heads, encodes the group and writes it with one `write`; the *committer* then flushes
+//! it with one `fdatasync`, publishes it to the indexes, wakes subscribers and answers every
+//! waiter. Both run on their own OS threads because `write` and `fdatasync` block.
+//!
+//! The two form a pipeline of depth two: while the committer flushes group N, the writer checks,
+//! encodes and writes group N+1, so the disk's flush and the CPU's encoding overlap. The writer
+//! checks N+1 against the heads N left (kept in `heads_prev` until N is published), hands a group
+//! over only when the committer has finished the one before (a rendezvous channel), never has
+//! more than [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed, and waits for the
+//! committer to drain before it seals a segment, so a sealed segment is whole on disk before the
+//! next one takes a byte. Answers leave in queue order, each only after its group's flush.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,9 +23,12 @@ use eventfold_core::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::format::{self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES};
+use crate::format::{
+    self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX,
+};
 use crate::index::{LastBatch, Summary};
 use crate::indexer::{IndexJob, Indexer};
+use crate::io::FileIo;
 use crate::keytable::{self, EventKeys, NS_TYPE};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
@@ -92,6 +103,25 @@ struct Staged {
     metadata: Option<StreamMetadata>,
 }
 
+/// A group the writer wrote, for the committer to flush, publish and answer.
+struct Written {
+    /// The file the group's bytes went to; `None` when it wrote none (refusals, replays).
+    file: Option<Arc<File>>,
+    /// Its segment number, for the poison message.
+    segment_no: u32,
+    staged: Vec<Staged>,
+    answers: Vec<Answer>,
+    /// Where the log ends after the group.
+    end_addr: u64,
+}
+
+/// What the writer hands the committer, in order.
+enum ToCommitter {
+    Group(Written),
+    /// Answered once every group handed over before it is committed.
+    Barrier(std_mpsc::SyncSender<()>),
+}
+
 enum Job {
     Prealloc {
         no: u32,
@@ -107,20 +137,40 @@ pub struct Writer {
     active_no: u32,
     active: Arc<File>,
     offset: u64,
-    segindex: SegIndex,
+    /// The active segment's checkpoint, filled by the committer as it publishes.
+    segindex: Arc<parking_lot::Mutex<SegIndex>>,
     prealloc: Option<std_mpsc::Receiver<std::io::Result<()>>>,
     jobs: std_mpsc::SyncSender<Job>,
     housekeeper: Option<std::thread::JoinHandle<()>>,
     indexer: Option<Indexer>,
-    commit: watch::Sender<u64>,
     last_ts: i64,
-    poisoned: Option<String>,
     buf: Vec<u8>,
     carry: Option<Request>,
-    /// The staged records and answers of the last group, emptied, kept for their capacity
-    /// (bounded by the largest group, itself bounded by `group_commit_bytes_max`).
-    staged_reuse: Vec<Staged>,
-    answers_reuse: Vec<Answer>,
+    /// The position the next record gets (the index's lags behind while a group is in flight).
+    next_position: u64,
+    /// Heads changed by the group being staged, and by the group the committer holds: both are
+    /// ahead of the index until published.
+    heads_cur: HashMap<Arc<str>, Head>,
+    heads_prev: HashMap<Arc<str>, Head>,
+    /// Bytes of the group the committer holds, written and maybe not yet flushed.
+    in_flight_bytes: u64,
+    to_committer: Option<std_mpsc::SyncSender<ToCommitter>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// Emptied vectors of committed groups, back for their capacity (bounded by the largest
+    /// group, itself bounded by `group_commit_bytes_max`): a group of thousands of records
+    /// does not grow fresh vectors, page-faulting their memory in, every time.
+    recycled: std_mpsc::Receiver<(Vec<Staged>, Vec<Answer>)>,
+}
+
+/// The committer: flushes each written group, publishes it and answers its waiters.
+struct Committer {
+    shared: Arc<Shared>,
+    io: Arc<dyn FileIo>,
+    sync: bool,
+    dir: PathBuf,
+    segindex: Arc<parking_lot::Mutex<SegIndex>>,
+    commit: watch::Sender<u64>,
+    recycle: std_mpsc::SyncSender<(Vec<Staged>, Vec<Answer>)>,
 }
 
 /// Where to answer a request of the group, and what.
@@ -166,6 +216,24 @@ impl Writer {
                 }
             })
             .ok();
+        let segindex = Arc::new(parking_lot::Mutex::new(start.segindex));
+        let (recycle, recycled) = std_mpsc::sync_channel(2);
+        // Capacity 0: a hand-over waits until the committer has finished the group before.
+        let (to_committer, from_writer) = std_mpsc::sync_channel(0);
+        let committer = Committer {
+            shared: shared.clone(),
+            io: opts.io.clone(),
+            sync,
+            dir: dir.clone(),
+            segindex: segindex.clone(),
+            commit,
+            recycle,
+        };
+        let committer = std::thread::Builder::new()
+            .name("eventfold-committer".into())
+            .spawn(move || committer.run(from_writer))
+            .ok();
+        let next_position = shared.index.read().next_position;
         let mut w = Writer {
             shared,
             opts,
@@ -173,18 +241,22 @@ impl Writer {
             active_no: start.active_no,
             active: start.active,
             offset: start.offset,
-            segindex: start.segindex,
+            segindex,
             prealloc: None,
             jobs,
             housekeeper,
             indexer: Some(Indexer::start(shared_for_indexer, sync)),
-            commit,
             last_ts: 0,
-            poisoned: None,
             buf: Vec::with_capacity(1 << 20),
             carry: None,
-            staged_reuse: Vec::new(),
-            answers_reuse: Vec::new(),
+            next_position,
+            heads_cur: HashMap::new(),
+            heads_prev: HashMap::new(),
+            in_flight_bytes: 0,
+            // Without its thread every hand-over fails and the writer poisons the store.
+            to_committer: committer.is_some().then_some(to_committer),
+            committer,
+            recycled,
         };
         w.start_prealloc();
         w
@@ -230,13 +302,20 @@ impl Writer {
             }
             self.process(group);
         }
-        // Queue closed: the engine is shutting down. Stop the housekeeper after its last job.
+        // Queue closed: the engine is shutting down. The committer finishes the group it holds,
+        // then the housekeeper its last job.
         let Writer {
             jobs,
             housekeeper,
             indexer,
+            to_committer,
+            committer,
             ..
         } = self;
+        drop(to_committer);
+        if let Some(h) = committer {
+            let _ = h.join();
+        }
         drop(jobs);
         if let Some(h) = housekeeper {
             let _ = h.join();
@@ -247,7 +326,8 @@ impl Writer {
     }
 
     fn process(&mut self, group: Vec<Request>) {
-        if let Some(cause) = &self.poisoned {
+        let poisoned = self.shared.poisoned.lock().clone();
+        if let Some(cause) = poisoned {
             for r in group {
                 let _ = r.reply.send(Err(StoreError::Poisoned {
                     cause: cause.clone(),
@@ -257,14 +337,10 @@ impl Writer {
         }
         let now = Timestamp::now().micros().max(self.last_ts);
         self.last_ts = now;
-        let mut heads: HashMap<Arc<str>, Head> = HashMap::new();
-        // Reused from the last group (emptied): a group of thousands of records does not grow
-        // fresh vectors, page-faulting their memory in, every time.
-        let mut staged = std::mem::take(&mut self.staged_reuse);
-        let mut answers = std::mem::take(&mut self.answers_reuse);
+        let (mut staged, mut answers) = self.recycled.try_recv().unwrap_or_default();
         debug_assert!(staged.is_empty() && answers.is_empty());
         answers.reserve(group.len());
-        let mut next_position = self.shared.index.read().next_position;
+        let mut next_position = self.next_position;
         self.buf.clear();
         let mut buf_start = self.offset;
 
@@ -272,7 +348,11 @@ impl Writer {
         while let Some(req) = requests.next() {
             let stream = op_stream(&req.op).clone();
             let key = stream.as_arc().clone();
-            let head = match heads.get(&key) {
+            let head = match self
+                .heads_cur
+                .get(&key)
+                .or_else(|| self.heads_prev.get(&key))
+            {
                 Some(h) => h.clone(),
                 None => self.head_of(&stream),
             };
@@ -286,21 +366,19 @@ impl Writer {
                     if buf_start + (self.buf.len() + req.encoded_bytes) as u64
                         > self.opts.segment_bytes
                     {
-                        // Everything staged so far goes to the segment being sealed: flush it,
-                        // publish it and answer it before the new segment takes any byte.
-                        if let Err(e) = self.flush(buf_start) {
+                        // Everything staged so far goes to the segment being sealed: write it
+                        // and let the committer flush, publish and answer it (and everything
+                        // before it) before the new segment takes any byte.
+                        self.next_position = next_position;
+                        let handed = self.hand_over(buf_start, &mut staged, &mut answers);
+                        let rolled = handed.and_then(|()| {
+                            self.drain();
+                            self.roll()
+                        });
+                        if let Err(e) = rolled {
                             self.poison(e, &mut answers, Some(req.reply));
                             // The rest of the group is refused with the cause too (dropping
                             // them would answer `Closed`).
-                            self.process(requests.collect());
-                            return;
-                        }
-                        self.publish(&mut staged);
-                        for (tx, r) in answers.drain(..) {
-                            let _ = tx.send(r);
-                        }
-                        if let Err(e) = self.roll() {
-                            self.poison(e, &mut answers, Some(req.reply));
                             self.process(requests.collect());
                             return;
                         }
@@ -316,22 +394,88 @@ impl Writer {
                         buf_start,
                         &mut staged,
                     );
-                    heads.insert(key, h);
+                    self.heads_cur.insert(key, h);
                     Ok(r)
                 }
             };
             answers.push((req.reply, outcome));
         }
-        if let Err(e) = self.flush(buf_start) {
+        self.next_position = next_position;
+        if let Err(e) = self.hand_over(buf_start, &mut staged, &mut answers) {
             self.poison(e, &mut answers, None);
-            return;
         }
-        self.publish(&mut staged);
-        for (tx, r) in answers.drain(..) {
-            let _ = tx.send(r);
+    }
+
+    /// Writes the group buffer at `buf_start` of the active segment and hands the group to the
+    /// committer, which flushes, publishes and answers it. Returns once the committer holds it
+    /// (and so has finished the group before). On an error nothing was handed over: `staged`
+    /// and `answers` are still the caller's, and every earlier group is committed.
+    fn hand_over(
+        &mut self,
+        buf_start: u64,
+        staged: &mut Vec<Staged>,
+        answers: &mut Vec<Answer>,
+    ) -> std::io::Result<()> {
+        let bytes = self.buf.len() as u64;
+        if bytes > 0 {
+            // Recovery relies on the unsynced window: with the group the committer holds, this
+            // one must fit in it, or it waits for that flush first.
+            if self.in_flight_bytes + bytes > UNSYNCED_BYTES_MAX {
+                self.drain();
+            }
+            if let Err(e) = self
+                .opts
+                .io
+                .write_all_at(&self.active, &self.buf, buf_start)
+            {
+                self.drain();
+                return Err(e);
+            }
+            self.offset = buf_start + bytes;
+            self.buf.clear();
         }
-        self.staged_reuse = staged;
-        self.answers_reuse = answers;
+        let group = Written {
+            file: (bytes > 0).then(|| self.active.clone()),
+            segment_no: self.active_no,
+            staged: std::mem::take(staged),
+            answers: std::mem::take(answers),
+            end_addr: format::addr(self.active_no, self.offset),
+        };
+        let sent = self
+            .to_committer
+            .as_ref()
+            .map(|tx| tx.send(ToCommitter::Group(group)));
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(std_mpsc::SendError(msg))) => {
+                if let ToCommitter::Group(g) = msg {
+                    *staged = g.staged;
+                    *answers = g.answers;
+                }
+                return Err(std::io::Error::other("the committer thread stopped"));
+            }
+            None => return Err(std::io::Error::other("the committer thread did not start")),
+        }
+        // The committer took this group, so it published the one before: the heads that group
+        // changed are in the index now.
+        self.in_flight_bytes = bytes;
+        std::mem::swap(&mut self.heads_prev, &mut self.heads_cur);
+        self.heads_cur.clear();
+        Ok(())
+    }
+
+    /// Waits until the committer has committed every group handed over.
+    fn drain(&mut self) {
+        let (done, wait) = std_mpsc::sync_channel(1);
+        if let Some(tx) = &self.to_committer
+            && tx.send(ToCommitter::Barrier(done)).is_ok()
+        {
+            let _ = wait.recv();
+        }
+        // Every group handed over is published: the heads they changed are in the index (the
+        // group being staged, if any, keeps its own in `heads_cur`).
+        self.in_flight_bytes = 0;
+        self.heads_prev.clear();
     }
 
     fn head_of(&self, stream: &StreamName) -> Head {
@@ -567,22 +711,6 @@ impl Writer {
         }
     }
 
-    /// Writes the group buffer at `buf_start` of the active segment and flushes it.
-    fn flush(&mut self, buf_start: u64) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.opts
-            .io
-            .write_all_at(&self.active, &self.buf, buf_start)?;
-        if self.sync() {
-            self.opts.io.sync_data(&self.active)?;
-        }
-        self.offset = buf_start + self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
     /// Seals the active segment and makes the preallocated next one active.
     fn roll(&mut self) -> std::io::Result<()> {
         let next = self.active_no + 1;
@@ -601,7 +729,7 @@ impl Writer {
         }
         let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
         self.shared.segments.insert(next, file.clone());
-        let sealed = std::mem::replace(&mut self.segindex, SegIndex::new(next));
+        let sealed = std::mem::replace(&mut *self.segindex.lock(), SegIndex::new(next));
         let sealed_no = sealed.segment_no;
         let _ = self.jobs.send(Job::WriteIndex(sealed));
         // The index now stands at the end of the sealed segment (everything staged before the
@@ -633,11 +761,99 @@ impl Writer {
         Ok(())
     }
 
+    /// Stops writes for good after a failed write or roll: answers what the group staged, and
+    /// `pending`, with the cause. Every group handed over before was committed (or refused).
+    fn poison(
+        &mut self,
+        e: std::io::Error,
+        answers: &mut Vec<Answer>,
+        pending: Option<oneshot::Sender<StoreResult<Reply>>>,
+    ) {
+        let cause = poison_store(
+            &self.shared,
+            format!(
+                "write or flush of segment {} failed: {e}",
+                self.dir.join(segment_file_name(self.active_no)).display()
+            ),
+        );
+        refuse(&cause, answers);
+        if let Some(tx) = pending {
+            let _ = tx.send(Err(StoreError::Poisoned { cause }));
+        }
+    }
+}
+
+/// Marks the store poisoned with `cause` (the first cause stays) and returns the cause it has.
+fn poison_store(shared: &Shared, cause: String) -> String {
+    let mut poisoned = shared.poisoned.lock();
+    if poisoned.is_none() {
+        tracing::error!(%cause, "storage failure: the store stops accepting writes");
+        *poisoned = Some(cause);
+    }
+    poisoned.clone().unwrap_or_default()
+}
+
+/// Answers a group that will not be published: refusals decided before the failure stand;
+/// anything that would have been written fails with `cause`.
+fn refuse(cause: &str, answers: &mut Vec<Answer>) {
+    for (tx, r) in answers.drain(..) {
+        let r = match r {
+            Ok(_) => Err(StoreError::Poisoned {
+                cause: cause.to_owned(),
+            }),
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(r);
+    }
+}
+
+impl Committer {
+    fn run(self, rx: std_mpsc::Receiver<ToCommitter>) {
+        for msg in rx {
+            match msg {
+                ToCommitter::Group(g) => self.commit(g),
+                ToCommitter::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Flushes the group's bytes, publishes its records and answers its waiters; after a
+    /// failure (this flush, or an earlier one) refuses it instead.
+    fn commit(&self, mut g: Written) {
+        if let Some(file) = &g.file
+            && self.sync
+            && let Err(e) = self.io.sync_data(file)
+        {
+            poison_store(
+                &self.shared,
+                format!(
+                    "write or flush of segment {} failed: {e}",
+                    self.dir.join(segment_file_name(g.segment_no)).display()
+                ),
+            );
+        }
+        let poisoned = self.shared.poisoned.lock().clone();
+        match poisoned {
+            Some(cause) => refuse(&cause, &mut g.answers),
+            None => {
+                self.publish(&g.staged, g.end_addr);
+                for (tx, r) in g.answers.drain(..) {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+        g.staged.clear();
+        let _ = self.recycle.try_send((g.staged, g.answers));
+    }
+
     /// Makes the flushed group visible: indexes, watermark, subscribers.
-    fn publish(&mut self, staged: &mut Vec<Staged>) {
+    fn publish(&self, staged: &[Staged], end_addr: u64) {
         if staged.is_empty() {
             return;
         }
+        let mut segindex = self.segindex.lock();
         let mut index = self.shared.index.write();
         let bits = index.hash_bits;
         // What the previous record's stream and type resolved to (index id, keys, checkpoint
@@ -662,7 +878,7 @@ impl Writer {
                     let v = (
                         index.stream_id_or_insert(&s.stream),
                         EventKeys::of_stream(&s.stream, bits),
-                        self.segindex.intern(&s.stream),
+                        segindex.intern(&s.stream),
                     );
                     last_stream = Some((&s.stream, v.0, v.1, v.2));
                     v
@@ -679,7 +895,7 @@ impl Writer {
                     _ => {
                         let v = (
                             keytable::key(NS_TYPE, &s.event_type, bits),
-                            self.segindex.intern(&s.event_type),
+                            segindex.intern(&s.event_type),
                         );
                         last_type = Some((&s.event_type, v.0, v.1));
                         v
@@ -690,9 +906,8 @@ impl Writer {
                     .memtable
                     .add_event_keys(&keys, type_key, s.revision, s.addr);
             }
-            if (s.addr >> 32) as u32 == self.segindex.segment_no {
-                self.segindex
-                    .add_interned(&sum, seg_stream, seg_type, s.end_offset);
+            if (s.addr >> 32) as u32 == segindex.segment_no {
+                segindex.add_interned(&sum, seg_stream, seg_type, s.end_offset);
             } else {
                 // Roll-over publishes everything staged before it, so this is a bug.
                 tracing::error!(
@@ -701,40 +916,11 @@ impl Writer {
                 );
             }
         }
-        index.end_addr = format::addr(self.active_no, self.offset);
+        index.end_addr = end_addr;
         let next = index.next_position;
         drop(index);
+        drop(segindex);
         self.commit.send_replace(next);
-        staged.clear();
-    }
-
-    fn poison(
-        &mut self,
-        e: std::io::Error,
-        answers: &mut Vec<Answer>,
-        pending: Option<oneshot::Sender<StoreResult<Reply>>>,
-    ) {
-        let cause = format!(
-            "write or flush of segment {} failed: {e}",
-            self.dir.join(segment_file_name(self.active_no)).display()
-        );
-        tracing::error!(%cause, "storage failure: the store stops accepting writes");
-        self.poisoned = Some(cause.clone());
-        *self.shared.poisoned.lock() = Some(cause.clone());
-        let err = || StoreError::Poisoned {
-            cause: cause.clone(),
-        };
-        for (tx, r) in answers.drain(..) {
-            // Refusals decided before the failure stand; anything that would have been written fails.
-            let r = match r {
-                Ok(_) => Err(err()),
-                Err(e) => Err(e),
-            };
-            let _ = tx.send(r);
-        }
-        if let Some(tx) = pending {
-            let _ = tx.send(Err(err()));
-        }
     }
 }
 

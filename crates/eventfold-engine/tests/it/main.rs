@@ -8,4 +8,5 @@ mod fixture;
 mod group;
 mod index;
 mod model;
+mod pipeline;
 mod support;
