@@ -234,3 +234,91 @@ async fn one_trace_follows_a_command_to_the_handler_that_reacted() {
     let _ = exporter;
     server.stop().await;
 }
+
+/// Appends `n` events to `stream` through `client` from inside a new span named `name`;
+/// returns that span's context.
+async fn append_in_span(
+    client: &Client,
+    name: &'static str,
+    stream: &str,
+    n: usize,
+) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+    let span = opentelemetry::global::tracer_provider()
+        .tracer("test")
+        .start(name);
+    let cx = opentelemetry::Context::current_with_span(span);
+    let sc = cx.span().span_context().clone();
+    let events = (0..n)
+        .map(|i| {
+            eventfold::core::NewEvent::json(
+                eventfold::core::EventType::new("t").unwrap(),
+                &serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    client
+        .append(
+            &eventfold::core::StreamName::new(stream).unwrap(),
+            eventfold::core::ExpectedRevision::Any,
+            events,
+        )
+        .with_context(cx.clone())
+        .await
+        .unwrap();
+    cx.span().end();
+    sc
+}
+
+/// The trace ids stored in `stream`'s events.
+async fn stored_trace_ids(client: &Client, stream: &str) -> Vec<TraceId> {
+    client
+        .read_stream(
+            &eventfold::core::StreamName::new(stream).unwrap(),
+            eventfold::core::ReadStream::forward(100),
+        )
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| {
+            let c = TraceContext::from_metadata(&e.metadata)
+                .unwrap()
+                .expect("every event stores a context");
+            TraceId::from_bytes(c.parent.trace_id())
+        })
+        .collect()
+}
+
+/// Breaking it: a client that sends no context (the server then stores a trace of its own), or
+/// sends one connection's context for every append (the pipeline is shared by the two tasks
+/// below), fails the trace id comparisons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_appends_carry_the_callers_context() {
+    let _ = exporter();
+    let server = Server::start().await;
+    let client = Client::new(&server.url, None).unwrap();
+    // Two tasks append at once over the client's one pipelined connection, each in its own span;
+    // one appends a batch.
+    let (a, b) = tokio::join!(
+        append_in_span(&client, "caller a", "traced-a", 3),
+        append_in_span(&client, "caller b", "traced-b", 1),
+    );
+    assert_ne!(a.trace_id(), b.trace_id());
+    assert_eq!(
+        stored_trace_ids(&client, "traced-a").await,
+        vec![a.trace_id(); 3]
+    );
+    assert_eq!(
+        stored_trace_ids(&client, "traced-b").await,
+        vec![b.trace_id()]
+    );
+    // The server's send span is the caller's child.
+    let send = spans_of(a.trace_id())
+        .into_iter()
+        .find(|s| s.name == "send" && s.span_kind == SpanKind::Producer)
+        .expect("the server's send span is in the caller's trace");
+    assert_eq!(send.parent_span_id, a.span_id());
+    server.stop().await;
+}
+
