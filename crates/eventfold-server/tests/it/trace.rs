@@ -408,3 +408,91 @@ async fn acks_and_nacks_are_settle_spans_about_the_delivered_events() {
     assert_eq!(op.as_deref(), Some("nack"));
 }
 
+/// Reads `uri` as a subscription (`accept`) until `until` holds for what arrived, then drops it.
+async fn subscribe_until(
+    app: &axum::Router,
+    uri: &str,
+    accept: &str,
+    until: impl Fn(&str) -> bool,
+) {
+    use http_body_util::BodyExt as _;
+    let req = Request::get(uri)
+        .header("accept", accept)
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert!(resp.status().is_success(), "{uri}: {}", resp.status());
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    while !until(&seen) {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), body.frame())
+            .await
+            .expect("a chunk within 20 s")
+            .expect("the subscription goes on")
+            .expect("a chunk");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// Breaking it: a `receive subscription` span made without the events' contexts (a root), or
+/// not made at all, is not found about them.
+#[tokio::test]
+async fn subscription_deliveries_are_consumer_spans_about_the_events() {
+    let _ = exporter();
+    let s = server();
+    let one = "00-cccccccccccccccccccccccccccccccc-00f067aa0ba902b7-01";
+    let (status, _) = post(
+        &s.app,
+        "/streams/sub-one",
+        "application/json",
+        &[("traceparent", one)],
+        r#"[{"type":"a","data":1}]"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Two events, each with its own context.
+    let (status, _) = post(
+        &s.app,
+        "/streams/sub-two",
+        "application/json",
+        &[],
+        r#"[{"type":"a","data":1,"metadata":{"traceparent":"00-dddddddddddddddddddddddddddddddd-00f067aa0ba902b7-01"}},
+            {"type":"a","data":2,"metadata":{"traceparent":"00-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-00f067aa0ba902b7-01"}}]"#
+            .into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // NDJSON: the delivery of the one event is a consumer span, the child of its context.
+    subscribe_until(
+        &s.app,
+        "/streams/sub-one/subscribe?from=start",
+        "application/x-ndjson",
+        |seen| seen.contains("sub-one"),
+    )
+    .await;
+    let c = &stored(&s.store, "sub-one").await[0];
+    let found = spans_about("receive subscription", c);
+    assert_eq!(found.len(), 1, "one delivery span about {c:?}");
+    assert_eq!(found[0].span_kind, SpanKind::Consumer);
+    assert_eq!(
+        found[0].span_context.trace_id(),
+        TraceId::from_bytes(c.parent.trace_id())
+    );
+
+    // SSE: each event's delivery is about its context (linked, when a chunk holds both).
+    subscribe_until(
+        &s.app,
+        "/streams/sub-two/subscribe?from=start",
+        "text/event-stream",
+        |seen| seen.matches("data: ").count() >= 2,
+    )
+    .await;
+    for c in stored(&s.store, "sub-two").await {
+        let found = spans_about("receive subscription", &c);
+        assert_eq!(found.len(), 1, "one delivery span about {c:?}");
+        assert_eq!(found[0].span_kind, SpanKind::Consumer);
+    }
+}

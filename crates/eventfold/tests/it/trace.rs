@@ -86,7 +86,7 @@ impl MemoryProjection for Count {
     }
 }
 
-fn exporter() -> &'static InMemorySpanExporter {
+pub(crate) fn exporter() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
     EXPORTER.get_or_init(|| {
         let exporter = InMemorySpanExporter::default();
@@ -322,3 +322,74 @@ async fn the_clients_appends_carry_the_callers_context() {
     server.stop().await;
 }
 
+/// Every finished span named `name` that is the child of the context `ctx` stores or links to
+/// it (waits for up to 10 s: a span ends when the work it covers is done, after its effects
+/// may already be visible).
+pub(crate) async fn spans_about(name: &str, ctx: &TraceContext) -> Vec<SpanData> {
+    let trace = TraceId::from_bytes(ctx.parent.trace_id());
+    let span = SpanId::from_bytes(ctx.parent.parent_id());
+    let about = |s: &SpanData| {
+        s.name == name
+            && ((s.span_context.trace_id() == trace && s.parent_span_id == span)
+                || s.links.iter().any(|l| {
+                    l.span_context.trace_id() == trace && l.span_context.span_id() == span
+                }))
+    };
+    for _ in 0..1000 {
+        let found: Vec<SpanData> = exporter()
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(about)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Vec::new()
+}
+
+/// Breaking it: an outbox publish span made as a root, or not made, is not found about the
+/// event's context.
+#[tokio::test]
+async fn an_outbox_publish_is_a_producer_span_about_the_events_context() {
+    let _ = exporter();
+    let store = crate::support::memory_store();
+    let ctx = TraceContext::parse(
+        Some("00-0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b-00f067aa0ba902b7-01"),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let mut event = eventfold::core::NewEvent::json(
+        eventfold::core::EventType::new("thing.happened").unwrap(),
+        &serde_json::json!({}),
+    );
+    ctx.write_to(&mut event.metadata);
+    store
+        .append(
+            &eventfold::core::StreamName::new("outboxed-1").unwrap(),
+            eventfold::core::ExpectedRevision::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+    let (sink, mut rx) = eventfold::ChannelSink::new(4);
+    let relay = eventfold::OutboxRelay::new(
+        "traced",
+        store.clone(),
+        Arc::new(eventfold::InMemoryCheckpoints::new()),
+        sink,
+    );
+    let task = tokio::spawn(relay.run());
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within 10 s")
+        .unwrap();
+    assert_eq!(got.stream.as_str(), "outboxed-1");
+    let found = spans_about("publish traced", &ctx).await;
+    task.abort();
+    assert_eq!(found.len(), 1, "one publish span about the event");
+    assert_eq!(found[0].span_kind, SpanKind::Producer);
+}
