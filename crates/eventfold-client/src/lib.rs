@@ -2,6 +2,10 @@
 //! [`EventStore`](eventfold_core::EventStore), so code written against the trait runs the same
 //! on the embedded engine and on a remote server, and the client passes the same conformance
 //! suite.
+//!
+//! Appends made inside a span (eventfold-trace's current context, when tracing is on) carry its
+//! W3C context (the `traceparent` header, or the line's own fields on `POST /appends`), so the
+//! server's `send` span and the events' stored context continue the caller's trace.
 
 mod groups;
 mod pipeline;
@@ -20,11 +24,11 @@ use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadFrom, ReadStream,
     RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom,
+    StreamName, StreamSlice, SubscribeFrom, TRACEPARENT_KEY, TRACESTATE_KEY,
 };
 use eventfold_protocol::{
     AppendAnswer, AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse,
-    WireEvent, from_error_body,
+    TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
 };
 use futures::StreamExt as _;
 
@@ -377,12 +381,22 @@ impl EventStore for Client {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
+        // The caller's span (when tracing is on): the server's `send` span continues it and the
+        // events store it unless they carry their own.
+        let trace = eventfold_trace::current_context();
         if !self.pipeline.unsupported() {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "stream": stream.as_str(),
                 "expected_revision": expected.to_string(),
                 "events": events.iter().map(event_json).collect::<Vec<_>>(),
             });
+            // One connection carries every task's appends: the context goes on the line.
+            if let Some(t) = &trace {
+                line[TRACEPARENT_KEY] = t.parent.to_string().into();
+                if let Some(s) = &t.state {
+                    line[TRACESTATE_KEY] = s.as_str().into();
+                }
+            }
             let mut line = serde_json::to_vec(&line)
                 .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
             line.push(b'\n');
@@ -396,13 +410,19 @@ impl EventStore for Client {
             }
         }
         let body = serde_json::Value::Array(events.iter().map(event_json).collect());
-        let rb = self
+        let mut rb = self
             .req(
                 reqwest::Method::POST,
                 self.url(&["streams", stream.as_str()]),
             )
             .header("expected-revision", expected.to_string())
             .json(&body);
+        if let Some(t) = &trace {
+            rb = rb.header(TRACEPARENT_HEADER, t.parent.to_string());
+            if let Some(s) = &t.state {
+                rb = rb.header(TRACESTATE_HEADER, s.as_str());
+            }
+        }
         let resp = self.send(rb, "append").await?;
         let replay = resp.status() == reqwest::StatusCode::OK;
         let bytes = resp.bytes().await.map_err(|e| transport("append", e))?;

@@ -719,6 +719,11 @@ impl Group {
         (taken, held)
     }
 
+    /// The events of the current deliveries `ids` names (see [`Window::delivered_events`]).
+    pub fn delivered_events(&self, ids: &[String]) -> Vec<Arc<RecordedEvent>> {
+        self.state.lock().window.delivered_events(ids)
+    }
+
     /// Acknowledges deliveries: durable before this returns.
     pub async fn ack(&self, ids: &[String]) -> GroupResult<AckOutcome> {
         let mut out = AckOutcome::default();

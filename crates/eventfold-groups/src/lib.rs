@@ -460,6 +460,18 @@ impl Groups {
         Ok(())
     }
 
+    /// The events of the deliveries `ids` names that are still out (not yet acked, nacked or
+    /// timed out), without settling them: for the span of an ack or nack, which links to the
+    /// contexts those events store. Unknown ids are left out.
+    pub async fn delivered_events(
+        &self,
+        name: &GroupName,
+        ids: &[String],
+    ) -> GroupResult<Vec<Arc<eventfold_core::RecordedEvent>>> {
+        Self::check_ids(ids)?;
+        Ok(self.find(name).await?.delivered_events(ids))
+    }
+
     /// Acknowledges deliveries. When this returns `Ok`, the acked events are never delivered
     /// to this group again, even after a crash.
     pub async fn ack(&self, name: &GroupName, ids: &[String]) -> GroupResult<AckOutcome> {

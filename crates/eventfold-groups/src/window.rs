@@ -475,6 +475,21 @@ impl Window {
         taken
     }
 
+    /// The events of the current deliveries the ids name (unknown or stale ids are left out),
+    /// without claiming them: what an ack or nack span links to.
+    pub fn delivered_events(&self, ids: &[String]) -> Vec<Arc<RecordedEvent>> {
+        ids.iter()
+            .filter_map(|id| {
+                let (epoch, pos, attempt) = parse_id(id)?;
+                let e = self.entries.get(&pos)?;
+                (epoch == self.epoch
+                    && e.attempts == attempt
+                    && matches!(e.state, EntryState::Delivered { .. }))
+                .then(|| e.event.clone())
+            })
+            .collect()
+    }
+
     /// How long each of `positions` (held, e.g. just claimed) has been out since its last
     /// delivery, at `now`.
     pub fn held(&self, positions: &[u64], now: Instant) -> Vec<Held> {

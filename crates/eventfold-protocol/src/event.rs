@@ -1,7 +1,7 @@
 use base64::Engine as _;
 use eventfold_core::{
     ContentType, EventId, EventType, ExpectedRevision, Metadata, NewEvent, Position, RecordedEvent,
-    Revision, StreamName, Timestamp,
+    Revision, StreamName, Timestamp, TraceContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -146,6 +146,10 @@ struct AppendLineJson {
     #[serde(default)]
     expected_revision: Option<ExpectedJson>,
     events: Vec<NewEventJson>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
 }
 
 /// One line of a `POST /appends` body, parsed and validated: an append of its own.
@@ -157,11 +161,16 @@ pub struct AppendLine {
     pub expected: ExpectedRevision,
     /// The batch (1 or more events, appended atomically).
     pub events: Vec<NewEvent>,
+    /// The line's own W3C trace context (`traceparent`/`tracestate` fields): the context of the
+    /// code that made this append, which may differ line by line on one connection. It wins
+    /// over the request's headers.
+    pub trace: Option<TraceContext>,
 }
 
 /// Parses one line of `POST /appends`:
-/// `{"stream": "order-1", "expected_revision": "any" | "no-stream" | "exists" | 7, "events": [...]}`
-/// (`expected_revision` absent means `any`).
+/// `{"stream": "order-1", "expected_revision": "any" | "no-stream" | "exists" | 7, "events": [...],
+/// "traceparent": "00-…", "tracestate": "…"}` (`expected_revision` absent means `any`; the
+/// trace fields are optional, and a malformed one is `invalid_trace_context` naming the field).
 pub fn parse_append_line(line: &[u8]) -> Result<AppendLine, WireError> {
     let raw: AppendLineJson = serde_json::from_slice(line).map_err(|e| {
         WireError::new(
@@ -180,10 +189,13 @@ pub fn parse_append_line(line: &[u8]) -> Result<AppendLine, WireError> {
             .parse()
             .map_err(|e| WireError::invalid(&e).with("field", "expected_revision"))?,
     };
+    let trace =
+        crate::trace::parse_line_trace(raw.traceparent.as_deref(), raw.tracestate.as_deref())?;
     Ok(AppendLine {
         stream,
         expected,
         events: into_new_events(raw.events)?,
+        trace,
     })
 }
 

@@ -52,6 +52,21 @@ pub fn parse_trace_headers(
     })
 }
 
+/// Parses the `traceparent`/`tracestate` fields of a `POST /appends` line (`None` when it has
+/// neither); a malformed one is `invalid_trace_context` with `"field"` naming it.
+pub(crate) fn parse_line_trace(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Result<Option<TraceContext>, WireError> {
+    TraceContext::parse(traceparent, tracestate).map_err(|e| {
+        WireError::new(
+            ErrorCode::InvalidTraceContext,
+            format!("the line's {}: {e}", e.what),
+        )
+        .with("field", e.what.to_string())
+    })
+}
+
 /// Checks the trace context an event's own metadata carries (event number `i` of its batch).
 pub(crate) fn check_event_trace(event: &NewEvent, i: usize) -> Result<(), WireError> {
     if !event.metadata.contains_key(TRACEPARENT_KEY) && !event.metadata.contains_key(TRACESTATE_KEY)
@@ -168,6 +183,34 @@ mod tests {
         assert_eq!(e.body.error.code, "invalid_trace_context");
         assert_eq!(e.body.error.details["index"], 1);
         assert_eq!(e.body.error.details["field"], "metadata.traceparent");
+    }
+
+    #[test]
+    fn an_append_line_carries_its_own_context() {
+        let line = format!(
+            r#"{{"stream":"s-1","events":[{{"type":"t","data":1}}],"traceparent":"{VALID}","tracestate":"k=v"}}"#
+        );
+        let a = crate::parse_append_line(line.as_bytes()).unwrap();
+        let c = a.trace.expect("the line's context");
+        assert_eq!(c.parent.to_string(), VALID);
+        assert_eq!(c.state.unwrap().as_str(), "k=v");
+        let a = crate::parse_append_line(br#"{"stream":"s-1","events":[{"type":"t","data":1}]}"#)
+            .unwrap();
+        assert_eq!(a.trace, None);
+        for (line, field) in [
+            (
+                r#"{"stream":"s-1","events":[{"type":"t","data":1}],"traceparent":"00-x"}"#,
+                "traceparent",
+            ),
+            (
+                r#"{"stream":"s-1","events":[{"type":"t","data":1}],"tracestate":"k=v"}"#,
+                "tracestate",
+            ),
+        ] {
+            let e = crate::parse_append_line(line.as_bytes()).unwrap_err();
+            assert_eq!(e.body.error.code, "invalid_trace_context", "{line}");
+            assert_eq!(e.body.error.details["field"], field, "{line}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The server's delivery spans (eventfold-trace; nothing is made when tracing is off): a
 //! `receive {group}` consumer span per consumer-group pull or pushed delivery, a
 //! `receive subscription` span per chunk of events written to an SSE/NDJSON subscriber, and a
-//! `settle {group}` span per ack or nack. A delivery of one event is the child of the context
-//! the event stores; a delivery of several links to each of theirs. (The append's `send` span
+//! `settle {group}` span per ack or nack. A delivery (or settlement) of one event is the child of
+//! the context the event stores; one of several links to each of theirs. (The append's `send` span
 //! is made in `routes::streams::append_counted`.)
 
 use eventfold_core::RecordedEvent;
@@ -56,14 +56,34 @@ pub(crate) fn receive<'a>(
     })
 }
 
-/// The span of an ack or nack (`operation`) of `n` deliveries of `group`.
-pub(crate) fn settle(group: &str, operation: &'static str, n: usize) -> Span {
-    Span::start(format!("settle {group}"), Kind::Client, None, [], || {
-        vec![
-            Attribute::new(semconv::MESSAGING_OPERATION_NAME, operation),
-            Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "settle"),
-            Attribute::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()),
-            Attribute::new(semconv::MESSAGING_BATCH_MESSAGE_COUNT, n as i64),
-        ]
-    })
+/// The span of an ack or nack (`operation`) of `n` deliveries of `group`, whose events (the
+/// deliveries still out) are `events`: the child of the context the event stores when there is
+/// one, else linked to each (as the conventions' settle spans link to the message's creation
+/// context).
+pub(crate) fn settle(
+    group: &str,
+    operation: &'static str,
+    n: usize,
+    events: &[std::sync::Arc<RecordedEvent>],
+) -> Span {
+    Span::for_stored(
+        || format!("settle {group}"),
+        Kind::Client,
+        events.iter().map(|e| &e.metadata),
+        || {
+            let mut a = vec![
+                Attribute::new(semconv::MESSAGING_OPERATION_NAME, operation),
+                Attribute::new(semconv::MESSAGING_OPERATION_TYPE, "settle"),
+                Attribute::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()),
+                Attribute::new(semconv::MESSAGING_BATCH_MESSAGE_COUNT, n as i64),
+            ];
+            if let [one] = events {
+                a.push(Attribute::new(
+                    semconv::MESSAGING_MESSAGE_ID,
+                    one.id.to_string(),
+                ));
+            }
+            a
+        },
+    )
 }

@@ -15,9 +15,10 @@
 //! |---|---|---|---|
 //! | server, an append | `send` | Producer | the request's `traceparent` |
 //! | server, SSE/NDJSON subscription page, group pull or push | `receive {source}` | Client | links to each event's context |
-//! | server, ack / nack | `settle {group}` | Client | links to the acked events' contexts |
+//! | server, ack / nack | `settle {group}` | Client | child of the settled event's context (one), links to each (several) |
 //! | framework, repository save | `send {category}` | Producer | the current context |
 //! | framework, handler / projection / saga step | `process {name}` | Consumer | child of the event's context |
+//! | framework, saga timeout | `timeout saga-{name}` | Internal | child of the context stored with the instance |
 //! | framework, outbox publish, relay publish | `publish {destination}` | Producer | child of the event's context |
 
 use std::borrow::Cow;

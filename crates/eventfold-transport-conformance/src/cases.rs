@@ -272,6 +272,36 @@ pub async fn publish_returns_once_the_broker_has_it(f: &Factory) {
     }
 }
 
+/// The W3C trace context an event stores travels in headers of its own (`ce_traceparent`,
+/// `ce_tracestate`: the CloudEvents distributed-tracing extension), so a consumer that is not
+/// eventfold, or a broker's own tooling, continues the trace without decoding the event.
+/// Breaking it: an adapter that drops or renames those headers (the event still decodes whole
+/// from `ce_eventfoldmetadata`) fails here.
+pub async fn the_trace_context_travels_in_its_own_headers(f: &Factory) {
+    use eventfold_transport::wire::{H_TRACEPARENT, H_TRACESTATE};
+    let t = open!(f, "the_trace_context_travels_in_its_own_headers");
+    let (topic, g) = (topic(), group("trace"));
+    let mut sub = tokio::time::timeout(WAIT, t.subscribe(&topic, &g, &settings()))
+        .await
+        .expect("subscribe within the wait")
+        .expect("subscribe");
+    let mut sent = events("order-trace", 0, 1);
+    sent[0]
+        .metadata
+        .insert("tracestate".into(), "vendor=value".into());
+    publish(&*t, &topic, &sent).await;
+    let incoming = tokio::time::timeout(WAIT, sub.receive())
+        .await
+        .expect("a message within the wait")
+        .expect("receive");
+    assert_eq!(
+        incoming.message.header(H_TRACEPARENT),
+        sent[0].metadata.get_str("traceparent")
+    );
+    assert_eq!(incoming.message.header(H_TRACESTATE), Some("vendor=value"));
+    sub.ack(&incoming).await.expect("ack");
+}
+
 /// A topic's subscribers get nothing of another topic.
 pub async fn topics_are_isolated(f: &Factory) {
     let t = open!(f, "topics_are_isolated");

@@ -47,6 +47,7 @@ macro_rules! transport_conformance_tests {
             subscribers_close_concurrently,
             publish_returns_once_the_broker_has_it,
             topics_are_isolated,
+            the_trace_context_travels_in_its_own_headers,
             two_groups_each_get_everything,
             a_poison_event_is_dead_lettered_and_can_be_replayed,
             what_is_not_an_eventfold_event_is_dead_lettered,

@@ -50,6 +50,29 @@ pub(crate) fn process(
     )
 }
 
+/// The span of a saga's (`consumer`'s) timeout `name` of `instance` firing: internal, the child
+/// of `parent` (the context of the step that scheduled it, stored with the instance).
+pub(crate) fn timeout(
+    consumer: &str,
+    instance: &str,
+    name: &str,
+    parent: Option<&TraceContext>,
+) -> Span {
+    Span::start(
+        format!("timeout {consumer}"),
+        Kind::Internal,
+        parent,
+        [],
+        || {
+            vec![
+                Attribute::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, consumer.to_owned()),
+                Attribute::new("eventfold.saga.instance", instance.to_owned()),
+                Attribute::new("eventfold.saga.timeout", name.to_owned()),
+            ]
+        },
+    )
+}
+
 /// The span of `consumer` (a projection) processing a batch of events: linked to each event's
 /// stored context (the child of it for a batch of one).
 pub(crate) fn process_batch(consumer: &str, batch: &[RecordedEvent]) -> Span {

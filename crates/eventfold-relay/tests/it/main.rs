@@ -4,3 +4,4 @@
 mod kill;
 mod memory;
 mod support;
+mod trace;

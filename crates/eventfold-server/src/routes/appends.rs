@@ -1,5 +1,5 @@
 //! `POST /appends`: many appends on one connection. The body is NDJSON, one append per line
-//! (`{"stream", "expected_revision", "events"}`); the answer is NDJSON, one line per request line
+//! (`{"stream", "expected_revision", "events"}`, and optionally the line's own `traceparent`/`tracestate`); the answer is NDJSON, one line per request line
 //! in the same order, each the append's result or its error (the body a single append would have
 //! answered). Lines are parsed, authorized and handed to the store as they arrive, up to
 //! [`PIPELINE_APPENDS_MAX`] in flight, so appends sent back to back share group commits and a
@@ -249,7 +249,8 @@ fn start(
         .insert(a.stream.clone(), (line_no, done_rx))
         .map(|(_, rx)| rx);
     let st = st.clone();
-    let trace = trace.cloned();
+    // The line's own context (the code that made this append) wins over the request's.
+    let trace = a.trace.clone().or_else(|| trace.cloned());
     async move {
         if let Some(before) = before {
             // Resolves when the previous append on this stream has its answer (or was dropped).

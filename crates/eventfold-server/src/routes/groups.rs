@@ -161,7 +161,7 @@ pub async fn ack(
     let g = groups(&st)?;
     let name = req.into_inner().group;
     let b: AckRequest = json_body(&headers, body).await?;
-    let span = crate::spans::settle(name.as_str(), "ack", b.delivery_ids.len());
+    let span = settle_span(g, &name, "ack", &b.delivery_ids).await;
     let out = g.ack(&name, &b.delivery_ids).await;
     if let Err(e) = &out {
         span.fail("ack_failed", e);
@@ -185,7 +185,7 @@ pub async fn nack(
         &b.reason
     };
     // `events_failed` counts the nacked events by type: `Metrics::delivery_ended` is told.
-    let span = crate::spans::settle(name.as_str(), "nack", b.delivery_ids.len());
+    let span = settle_span(g, &name, "nack", &b.delivery_ids).await;
     let out = g
         .nack(&name, &b.delivery_ids, nack_action(b.action), reason)
         .await;
@@ -194,6 +194,22 @@ pub async fn nack(
     }
     let out = out?;
     Ok(Json(settled(out)).into_response())
+}
+
+/// The span of an ack or nack of `ids`, related to the contexts the delivered events store
+/// (looked up only when tracing is on).
+async fn settle_span(
+    g: &Groups,
+    name: &GroupName,
+    operation: &'static str,
+    ids: &[String],
+) -> eventfold_trace::Span {
+    if !eventfold_trace::enabled() {
+        return eventfold_trace::Span::none();
+    }
+    // An error here (unknown group, bad ids) is the ack's own to answer.
+    let events = g.delivered_events(name, ids).await.unwrap_or_default();
+    crate::spans::settle(name.as_str(), operation, ids.len(), &events)
 }
 
 fn settled(out: AckOutcome) -> SettleResponse {

@@ -270,3 +270,229 @@ async fn an_append_is_a_producer_span_whose_context_the_events_store() {
         assert_eq!(c.parent.parent_id(), span.span_context.span_id().to_bytes());
     }
 }
+
+/// A server with consumer groups.
+async fn groups_server() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(
+        Engine::open(dir.path().join("events"), EngineOptions::for_tests()).expect("engine"),
+    );
+    let state: Arc<dyn EventStore> = Arc::new(
+        Engine::open(dir.path().join("groups"), EngineOptions::for_tests()).expect("engine"),
+    );
+    let groups = eventfold_groups::Groups::open(store.clone(), state)
+        .await
+        .expect("groups");
+    Server {
+        app: eventfold_server::router(
+            AppState::new(store.clone(), ServerLimits::default()).with_groups(groups),
+        ),
+        store,
+        _dir: dir,
+    }
+}
+
+/// Every finished span named `name` in the trace of `ctx` or linked to it.
+fn spans_about(name: &str, ctx: &TraceContext) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    let trace = TraceId::from_bytes(ctx.parent.trace_id());
+    let span = SpanId::from_bytes(ctx.parent.parent_id());
+    exporter()
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            (s.span_context.trace_id() == trace && s.parent_span_id == span)
+                || s.links
+                    .iter()
+                    .any(|l| l.span_context.trace_id() == trace && l.span_context.span_id() == span)
+        })
+        .collect()
+}
+
+/// Breaking it: a settle span made as a root (no parent, no links), or one that links to the
+/// wrong events, is not found about the events' stored contexts.
+#[tokio::test]
+async fn acks_and_nacks_are_settle_spans_about_the_delivered_events() {
+    let _ = exporter();
+    let s = groups_server().await;
+    let parent_b = "00-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-00f067aa0ba902b7-01";
+    let (status, _) = post(
+        &s.app,
+        "/streams/settle-a",
+        "application/json",
+        &[("traceparent", PARENT)],
+        r#"[{"type":"a","data":1},{"type":"a","data":2}]"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = post(
+        &s.app,
+        "/streams/settle-b",
+        "application/json",
+        &[("traceparent", parent_b)],
+        r#"[{"type":"b","data":3}]"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let a = stored(&s.store, "settle-a").await;
+    let b = stored(&s.store, "settle-b").await;
+
+    let put = Request::put("/subscriptions/settlers")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"start":"start","filter":{"stream_prefix":"settle-"}}"#,
+        ))
+        .unwrap();
+    let status = s.app.clone().oneshot(put).await.unwrap().status();
+    assert_eq!(status.as_u16(), 201);
+    let (status, pulled) = post(
+        &s.app,
+        "/subscriptions/settlers/pull",
+        "application/json",
+        &[],
+        r#"{"consumer":"c","max":3,"wait_ms":5000}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{pulled}");
+    let ids = |stream: &str| -> Vec<String> {
+        pulled["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["event"]["stream"] == stream)
+            .map(|d| d["delivery_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (ids_a, ids_b) = (ids("settle-a"), ids("settle-b"));
+    assert_eq!((ids_a.len(), ids_b.len()), (2, 1), "{pulled}");
+
+    // The ack of a's two events links to both their contexts.
+    let (status, _) = post(
+        &s.app,
+        "/subscriptions/settlers/ack",
+        "application/json",
+        &[],
+        serde_json::json!({ "delivery_ids": ids_a }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for c in &a {
+        let found = spans_about("settle settlers", c);
+        assert_eq!(found.len(), 1, "one ack span about {c:?}");
+        assert_eq!(found[0].span_kind, SpanKind::Client);
+        assert_eq!(found[0].links.len(), 2, "{:#?}", found[0]);
+    }
+    // The nack of b's one event is the child of its context.
+    let (status, _) = post(
+        &s.app,
+        "/subscriptions/settlers/nack",
+        "application/json",
+        &[],
+        serde_json::json!({ "delivery_ids": ids_b, "action": "park", "reason": "no" }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let nack = spans_about("settle settlers", &b[0]);
+    assert_eq!(nack.len(), 1);
+    assert_eq!(
+        nack[0].span_context.trace_id(),
+        TraceId::from_bytes(b[0].parent.trace_id()),
+        "a settlement of one event is in its trace"
+    );
+    let op = nack[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "messaging.operation.name")
+        .map(|kv| kv.value.as_str().into_owned());
+    assert_eq!(op.as_deref(), Some("nack"));
+}
+
+/// Reads `uri` as a subscription (`accept`) until `until` holds for what arrived, then drops it.
+async fn subscribe_until(
+    app: &axum::Router,
+    uri: &str,
+    accept: &str,
+    until: impl Fn(&str) -> bool,
+) {
+    use http_body_util::BodyExt as _;
+    let req = Request::get(uri)
+        .header("accept", accept)
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert!(resp.status().is_success(), "{uri}: {}", resp.status());
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    while !until(&seen) {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), body.frame())
+            .await
+            .expect("a chunk within 20 s")
+            .expect("the subscription goes on")
+            .expect("a chunk");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// Breaking it: a `receive subscription` span made without the events' contexts (a root), or
+/// not made at all, is not found about them.
+#[tokio::test]
+async fn subscription_deliveries_are_consumer_spans_about_the_events() {
+    let _ = exporter();
+    let s = server();
+    let one = "00-cccccccccccccccccccccccccccccccc-00f067aa0ba902b7-01";
+    let (status, _) = post(
+        &s.app,
+        "/streams/sub-one",
+        "application/json",
+        &[("traceparent", one)],
+        r#"[{"type":"a","data":1}]"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Two events, each with its own context.
+    let (status, _) = post(
+        &s.app,
+        "/streams/sub-two",
+        "application/json",
+        &[],
+        r#"[{"type":"a","data":1,"metadata":{"traceparent":"00-dddddddddddddddddddddddddddddddd-00f067aa0ba902b7-01"}},
+            {"type":"a","data":2,"metadata":{"traceparent":"00-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-00f067aa0ba902b7-01"}}]"#
+            .into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // NDJSON: the delivery of the one event is a consumer span, the child of its context.
+    subscribe_until(
+        &s.app,
+        "/streams/sub-one/subscribe?from=start",
+        "application/x-ndjson",
+        |seen| seen.contains("sub-one"),
+    )
+    .await;
+    let c = &stored(&s.store, "sub-one").await[0];
+    let found = spans_about("receive subscription", c);
+    assert_eq!(found.len(), 1, "one delivery span about {c:?}");
+    assert_eq!(found[0].span_kind, SpanKind::Consumer);
+    assert_eq!(
+        found[0].span_context.trace_id(),
+        TraceId::from_bytes(c.parent.trace_id())
+    );
+
+    // SSE: each event's delivery is about its context (linked, when a chunk holds both).
+    subscribe_until(
+        &s.app,
+        "/streams/sub-two/subscribe?from=start",
+        "text/event-stream",
+        |seen| seen.matches("data: ").count() >= 2,
+    )
+    .await;
+    for c in stored(&s.store, "sub-two").await {
+        let found = spans_about("receive subscription", &c);
+        assert_eq!(found.len(), 1, "one delivery span about {c:?}");
+        assert_eq!(found[0].span_kind, SpanKind::Consumer);
+    }
+}

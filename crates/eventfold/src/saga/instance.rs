@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
-use eventfold_core::{EventId, Position, Timestamp};
+use eventfold_core::{EventId, Position, Timestamp, TraceContext};
 use serde::{Deserialize, Serialize};
 
 use super::{Effects, SagaCommand, TimerChange, command_id};
@@ -38,6 +38,37 @@ pub(crate) struct Instance<S, C> {
     /// positions by, recognises a redelivery.
     #[serde(default)]
     pub handled_ids: VecDeque<EventId>,
+    /// The W3C context of the last step (an event's, a timeout's, a compensation's): what a
+    /// timeout firing later, maybe after a restart, continues. Absent in snapshots written
+    /// before it was added (such a timeout starts no trace), which still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<StoredTrace>,
+}
+
+/// A W3C trace context as a saga snapshot stores it: its two header values, text. Apart from
+/// [`TraceContext`] (which has no serde form) so the snapshot's shape is fixed here; a value
+/// that no longer parses is ignored, never an error that stops the saga.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredTrace {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl StoredTrace {
+    pub fn new(c: &TraceContext) -> Self {
+        StoredTrace {
+            traceparent: c.parent.to_string(),
+            tracestate: c.state.as_ref().map(|s| s.as_str().to_owned()),
+        }
+    }
+
+    /// The context, when it is still a valid one.
+    pub fn context(&self) -> Option<TraceContext> {
+        TraceContext::parse(Some(&self.traceparent), self.tracestate.as_deref())
+            .ok()
+            .flatten()
+    }
 }
 
 /// Event ids an instance remembers. A broker redelivers an event within its ack timeout and
@@ -54,6 +85,9 @@ pub(crate) struct Pending<C> {
     pub causation_id: String,
     #[serde(default)]
     pub user_id: Option<String>,
+    /// The context the command was decided in, so one sent after a restart continues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<StoredTrace>,
 }
 
 impl<C: Clone> Pending<C> {
@@ -67,7 +101,9 @@ impl<C: Clone> Pending<C> {
                 correlation_id: self.correlation_id.clone(),
                 causation_id: self.causation_id.clone(),
                 user_id: self.user_id.clone(),
-                trace: eventfold_trace::current_context(),
+                trace: eventfold_trace::continued_context(
+                    self.trace.as_ref().and_then(StoredTrace::context),
+                ),
             },
         }
     }
@@ -84,13 +120,20 @@ impl<S: Default, C> Default for Instance<S, C> {
             user_id: None,
             completed: false,
             handled_ids: VecDeque::new(),
+            trace: None,
         }
     }
 }
 
 impl<S, C> Instance<S, C> {
+    /// The stored context of the last step (what a timeout continues).
+    pub fn last_trace(&self) -> Option<TraceContext> {
+        self.trace.as_ref().and_then(StoredTrace::context)
+    }
+
     /// The context for work caused by `cause` (a timeout, a failed command) that is not an
-    /// event: the process's correlation id, `cause` as the causation id.
+    /// event: the process's correlation id, `cause` as the causation id, and the trace of the
+    /// current span, or of the last step.
     pub fn context_for(&self, cause: &str) -> Context {
         Context {
             correlation_id: self
@@ -99,7 +142,7 @@ impl<S, C> Instance<S, C> {
                 .unwrap_or_else(|| cause.to_owned()),
             causation_id: cause.to_owned(),
             user_id: self.user_id.clone(),
-            trace: eventfold_trace::current_context(),
+            trace: eventfold_trace::continued_context(self.last_trace()),
         }
     }
 
@@ -116,6 +159,10 @@ impl<S, C> Instance<S, C> {
         if self.correlation_id.is_none() {
             self.correlation_id = Some(context.correlation_id.clone());
             self.user_id = context.user_id.clone();
+        }
+        let trace = context.trace.as_ref().map(StoredTrace::new);
+        if trace.is_some() {
+            self.trace = trace.clone();
         }
         for change in effects.timers {
             match change {
@@ -135,6 +182,7 @@ impl<S, C> Instance<S, C> {
                 correlation_id: context.correlation_id.clone(),
                 causation_id: context.causation_id.clone(),
                 user_id: context.user_id.clone(),
+                trace: trace.clone(),
             });
         }
         if effects.complete {

@@ -631,13 +631,30 @@ impl<S: Saga> SagaManager<S> {
                 inst.timeouts.remove(&name);
                 let trigger = timeout_trigger(&name, deadline);
                 let cause = command_id(S::NAME, &instance, &trigger, usize::MAX);
-                let context = inst.context_for(&cause.to_string());
                 tracing::info!(saga = S::NAME, %instance, timeout = %name, "saga timeout fired");
-                let mut effects = Effects::new(now);
-                self.saga.on_timeout(&mut inst.state, &name, &mut effects);
-                inst.apply(S::NAME, &instance, &trigger, &context, effects);
-                save::<S>(&*self.store, &self.options, &instance, &inst, &mut revision).await?;
-                self.settle(&instance, &mut inst, &mut revision).await?;
+                // The timeout continues the trace of the step that scheduled it (stored in the
+                // snapshot, so a restart in between does not lose it).
+                let span = crate::spans::timeout(
+                    &format!("saga-{}", S::NAME),
+                    &instance,
+                    &name,
+                    inst.last_trace().as_ref(),
+                );
+                let r = span
+                    .instrument(async {
+                        let context = inst.context_for(&cause.to_string());
+                        let mut effects = Effects::new(now);
+                        self.saga.on_timeout(&mut inst.state, &name, &mut effects);
+                        inst.apply(S::NAME, &instance, &trigger, &context, effects);
+                        save::<S>(&*self.store, &self.options, &instance, &inst, &mut revision)
+                            .await?;
+                        self.settle(&instance, &mut inst, &mut revision).await
+                    })
+                    .await;
+                if r.is_err() {
+                    span.fail("saga_failed", "the saga timeout failed");
+                }
+                r?;
             }
             self.timers.set(&instance, &inst.timeouts);
         }
@@ -672,7 +689,12 @@ impl<S: Saga> SagaManager<S> {
                 correlation_id: pending.correlation_id,
                 causation_id: command.id.to_string(),
                 user_id: pending.user_id,
-                trace: eventfold_trace::current_context(),
+                trace: eventfold_trace::continued_context(
+                    pending
+                        .trace
+                        .as_ref()
+                        .and_then(super::instance::StoredTrace::context),
+                ),
             };
             let mut effects = Effects::new(self.clock.now());
             self.saga

@@ -39,7 +39,9 @@
 //!   after the restart. Time comes from a [`Clock`] ([`ManualClock`] in tests).
 //! - Every command sent carries a [`crate::Context`] derived from its trigger (the event's
 //!   correlation id, the event as the cause), so correlation and causation ids flow through
-//!   the process without the saga writing them.
+//!   the process without the saga writing them. Its trace continues the step's span; the
+//!   snapshot keeps the last step's W3C context, so a timeout (a `timeout saga-{name}` span)
+//!   or a command resent after a restart continues the same trace.
 //!
 //! Costs and limits: one manager handles one trigger at a time (events in `$all` order, or
 //! in delivery order from a broker; timeouts as they fall due), and while it retries an

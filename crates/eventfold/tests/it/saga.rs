@@ -571,3 +571,69 @@ async fn the_manager_stops_with_a_clear_error_when_the_store_closes() {
     assert!(matches!(err, eventfold::SagaError::Store { .. }), "{err}");
     assert!(err.to_string().contains("transfer"), "{err}");
 }
+
+/// The saga's step is a `process` span, the child of the event's context; a timeout that fires
+/// after a restart continues that step's trace, from the context stored with the instance.
+/// Breaking it: a step span without the event's context, or a snapshot that does not keep the
+/// step's context (the timeout then starts a new trace), fails the trace checks.
+#[tokio::test]
+async fn a_saga_step_and_a_timeout_after_a_restart_continue_the_events_trace() {
+    use opentelemetry::trace::{SpanId, SpanKind, TraceId};
+    let _ = crate::trace::exporter();
+    let root = eventfold::core::TraceContext::parse(
+        Some("00-5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a-1111111111111111-01"),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let trace_id = TraceId::from_bytes(root.parent.trace_id());
+    let mut w = World::new();
+    let task = w.start();
+    w.request(
+        "traced",
+        "slow",
+        "bob",
+        &Context::new().with_trace(root.clone()),
+    )
+    .await;
+    let debit = w.next_debit().await;
+    let steps = crate::trace::spans_about("process saga-transfer", &root).await;
+    assert_eq!(
+        steps.len(),
+        1,
+        "one step span, the child of the event's context"
+    );
+    let step = &steps[0];
+    assert_eq!(step.span_kind, SpanKind::Consumer);
+    let debit_trace = debit.context.trace.expect("the debit carries the trace");
+    assert_eq!(
+        SpanId::from_bytes(debit_trace.parent.parent_id()),
+        step.span_context.span_id(),
+        "the command continues the step"
+    );
+    w.instance_when("traced", |s| s.pending_commands == 0).await;
+    stop(task).await;
+
+    // The deadline passes while no manager runs.
+    w.clock.advance(DEBIT_TIMEOUT + Duration::from_secs(5));
+    let task = w.start();
+    let refund = w.next_refund("slow").await;
+    let refund_trace = refund.context.trace.expect("the refund carries the trace");
+    assert_eq!(
+        TraceId::from_bytes(refund_trace.parent.trace_id()),
+        trace_id,
+        "the timeout continues the trace of the step that scheduled it"
+    );
+    let step_ctx = eventfold::trace::trace_context(&step.span_context).unwrap();
+    let timeouts = crate::trace::spans_about("timeout saga-transfer", &step_ctx).await;
+    assert_eq!(
+        timeouts.len(),
+        1,
+        "the timeout's span is the child of the step's"
+    );
+    assert_eq!(
+        SpanId::from_bytes(refund_trace.parent.parent_id()),
+        timeouts[0].span_context.span_id()
+    );
+    stop(task).await;
+}

@@ -86,7 +86,7 @@ impl MemoryProjection for Count {
     }
 }
 
-fn exporter() -> &'static InMemorySpanExporter {
+pub(crate) fn exporter() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
     EXPORTER.get_or_init(|| {
         let exporter = InMemorySpanExporter::default();
@@ -233,4 +233,163 @@ async fn one_trace_follows_a_command_to_the_handler_that_reacted() {
     );
     let _ = exporter;
     server.stop().await;
+}
+
+/// Appends `n` events to `stream` through `client` from inside a new span named `name`;
+/// returns that span's context.
+async fn append_in_span(
+    client: &Client,
+    name: &'static str,
+    stream: &str,
+    n: usize,
+) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+    let span = opentelemetry::global::tracer_provider()
+        .tracer("test")
+        .start(name);
+    let cx = opentelemetry::Context::current_with_span(span);
+    let sc = cx.span().span_context().clone();
+    let events = (0..n)
+        .map(|i| {
+            eventfold::core::NewEvent::json(
+                eventfold::core::EventType::new("t").unwrap(),
+                &serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    client
+        .append(
+            &eventfold::core::StreamName::new(stream).unwrap(),
+            eventfold::core::ExpectedRevision::Any,
+            events,
+        )
+        .with_context(cx.clone())
+        .await
+        .unwrap();
+    cx.span().end();
+    sc
+}
+
+/// The trace ids stored in `stream`'s events.
+async fn stored_trace_ids(client: &Client, stream: &str) -> Vec<TraceId> {
+    client
+        .read_stream(
+            &eventfold::core::StreamName::new(stream).unwrap(),
+            eventfold::core::ReadStream::forward(100),
+        )
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| {
+            let c = TraceContext::from_metadata(&e.metadata)
+                .unwrap()
+                .expect("every event stores a context");
+            TraceId::from_bytes(c.parent.trace_id())
+        })
+        .collect()
+}
+
+/// Breaking it: a client that sends no context (the server then stores a trace of its own), or
+/// sends one connection's context for every append (the pipeline is shared by the two tasks
+/// below), fails the trace id comparisons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_appends_carry_the_callers_context() {
+    let _ = exporter();
+    let server = Server::start().await;
+    let client = Client::new(&server.url, None).unwrap();
+    // Two tasks append at once over the client's one pipelined connection, each in its own span;
+    // one appends a batch.
+    let (a, b) = tokio::join!(
+        append_in_span(&client, "caller a", "traced-a", 3),
+        append_in_span(&client, "caller b", "traced-b", 1),
+    );
+    assert_ne!(a.trace_id(), b.trace_id());
+    assert_eq!(
+        stored_trace_ids(&client, "traced-a").await,
+        vec![a.trace_id(); 3]
+    );
+    assert_eq!(
+        stored_trace_ids(&client, "traced-b").await,
+        vec![b.trace_id()]
+    );
+    // The server's send span is the caller's child.
+    let send = spans_of(a.trace_id())
+        .into_iter()
+        .find(|s| s.name == "send" && s.span_kind == SpanKind::Producer)
+        .expect("the server's send span is in the caller's trace");
+    assert_eq!(send.parent_span_id, a.span_id());
+    server.stop().await;
+}
+
+/// Every finished span named `name` that is the child of the context `ctx` stores or links to
+/// it (waits for up to 10 s: a span ends when the work it covers is done, after its effects
+/// may already be visible).
+pub(crate) async fn spans_about(name: &str, ctx: &TraceContext) -> Vec<SpanData> {
+    let trace = TraceId::from_bytes(ctx.parent.trace_id());
+    let span = SpanId::from_bytes(ctx.parent.parent_id());
+    let about = |s: &SpanData| {
+        s.name == name
+            && ((s.span_context.trace_id() == trace && s.parent_span_id == span)
+                || s.links.iter().any(|l| {
+                    l.span_context.trace_id() == trace && l.span_context.span_id() == span
+                }))
+    };
+    for _ in 0..1000 {
+        let found: Vec<SpanData> = exporter()
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(about)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Vec::new()
+}
+
+/// Breaking it: an outbox publish span made as a root, or not made, is not found about the
+/// event's context.
+#[tokio::test]
+async fn an_outbox_publish_is_a_producer_span_about_the_events_context() {
+    let _ = exporter();
+    let store = crate::support::memory_store();
+    let ctx = TraceContext::parse(
+        Some("00-0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b-00f067aa0ba902b7-01"),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let mut event = eventfold::core::NewEvent::json(
+        eventfold::core::EventType::new("thing.happened").unwrap(),
+        &serde_json::json!({}),
+    );
+    ctx.write_to(&mut event.metadata);
+    store
+        .append(
+            &eventfold::core::StreamName::new("outboxed-1").unwrap(),
+            eventfold::core::ExpectedRevision::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+    let (sink, mut rx) = eventfold::ChannelSink::new(4);
+    let relay = eventfold::OutboxRelay::new(
+        "traced",
+        store.clone(),
+        Arc::new(eventfold::InMemoryCheckpoints::new()),
+        sink,
+    );
+    let task = tokio::spawn(relay.run());
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within 10 s")
+        .unwrap();
+    assert_eq!(got.stream.as_str(), "outboxed-1");
+    let found = spans_about("publish traced", &ctx).await;
+    task.abort();
+    assert_eq!(found.len(), 1, "one publish span about the event");
+    assert_eq!(found[0].span_kind, SpanKind::Producer);
 }
