@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::support::{engine_in, memory_store};
+use crate::support::{engine_in, memory_store, sample, wait_for_sample};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Requested {
@@ -570,4 +570,47 @@ async fn the_manager_stops_with_a_clear_error_when_the_store_closes() {
         .unwrap();
     assert!(matches!(err, eventfold::SagaError::Store { .. }), "{err}");
     assert!(err.to_string().contains("transfer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_fired_timeout_is_counted_and_no_longer_pending_in_the_framework_metrics() {
+    let mut w = World::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    let manager = w.manager(RetryPolicy::new(3)).with_metrics(metrics);
+    let task = tokio::spawn(async move {
+        let Err(e) = manager.run().await;
+        panic!("the saga manager stopped: {e}");
+    });
+    w.request("t9", "slow", "bob", &Context::new()).await;
+    w.next_debit().await;
+    let pending = "eventfold_saga_timeouts_pending{saga=\"transfer\"}";
+    let text = wait_for_sample(&registry, pending, 1.0).await;
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_saga_timeouts_fired_total{saga=\"transfer\"}"
+        ),
+        None,
+        "nothing fired before the deadline: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_consumer_events_processed_total{consumer=\"saga-transfer\",type=\"transfer.requested\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    w.clock.advance(DEBIT_TIMEOUT + Duration::from_secs(1));
+    w.next_refund("slow").await;
+    wait_for_sample(
+        &registry,
+        "eventfold_saga_timeouts_fired_total{saga=\"transfer\"}",
+        1.0,
+    )
+    .await;
+    wait_for_sample(&registry, pending, 0.0).await;
+    stop(task).await;
 }
