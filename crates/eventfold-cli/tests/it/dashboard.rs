@@ -114,6 +114,15 @@ fn metric_names(expr: &str) -> Vec<String> {
                     next += 1;
                 }
                 let called = chars.get(next) == Some(&'(');
+                // `sum by (…) (…)`: an aggregation with its label list before its argument.
+                let rest: String = chars[next..].iter().collect();
+                let aggregation = ["by", "without"].iter().any(|k| {
+                    rest.strip_prefix(k)
+                        .is_some_and(|r| r.trim_start().starts_with('('))
+                });
+                if aggregation {
+                    continue;
+                }
                 if LABEL_LISTS.contains(&word.as_str()) {
                     if called {
                         i = skip(next, '(', ')');
