@@ -4,7 +4,8 @@
 //! [`prometheus_client::registry::Registry`], and hands clones of it to what it runs:
 //! [`HandlerRunner::observer`](crate::HandlerRunner::observer) (and the other runners'
 //! `observer`, and [`TransportProjection::observer`](crate::TransportProjection::observer): it is
-//! a [`HandlerObserver`]), [`ProjectionProcessor::metrics`](crate::ProjectionProcessor::metrics),
+//! a [`HandlerObserver`]; on the bus: [`Bus::subscribe_handler_observed`](crate::Bus::subscribe_handler_observed)),
+//! [`ProjectionProcessor::metrics`](crate::ProjectionProcessor::metrics),
 //! [`SagaManager::with_metrics`](crate::SagaManager::with_metrics) and
 //! [`OutboxRelay::with_metrics`](crate::OutboxRelay::with_metrics). Whatever is not given one
 //! measures nothing and reads nothing more from the store.
