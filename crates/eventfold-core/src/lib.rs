@@ -17,6 +17,7 @@ mod plan;
 mod read;
 mod store;
 mod trace;
+mod type_labels;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
 pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp, compact_json};
@@ -36,3 +37,4 @@ pub use trace::{
     TRACE_FLAG_SAMPLED, TRACEPARENT_KEY, TRACESTATE_BYTES_MAX, TRACESTATE_KEY,
     TRACESTATE_MEMBERS_MAX, TraceContext, TraceParent, TraceState,
 };
+pub use type_labels::{TYPE_LABEL_OTHER, TYPE_LABELS_MAX, TypeLabels};

@@ -5,8 +5,9 @@
 //! seen, then [`TYPE_LABEL_OTHER`]; `group` takes consumer group names, which only an admin
 //! creates (and a deleted group's series go with it); `outcome` is `ack`, `nack` or `timeout`.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+
+use eventfold_core::TypeLabels;
 
 use eventfold_groups::{DeliveryEnded, DeliveryOutcome};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,15 +24,7 @@ pub struct GroupLabel {
     pub group: String,
 }
 
-/// Distinct event types that get their own `type` label; the types seen after them are counted
-/// as [`TYPE_LABEL_OTHER`]. Every label value is a series kept forever by the server and by
-/// every scraper, and clients choose event types freely: 256 holds every type of a large service
-/// (the example domains use a handful each) and bounds each `type`-labelled family at 257
-/// series whatever clients send.
-pub const TYPE_LABELS_MAX: usize = 256;
-/// The `type` label of events whose type came after the first [`TYPE_LABELS_MAX`] (an event
-/// type literally named `other` shares it).
-pub const TYPE_LABEL_OTHER: &str = "other";
+pub use eventfold_core::{TYPE_LABEL_OTHER, TYPE_LABELS_MAX};
 
 /// The `type` label: an event type, or [`TYPE_LABEL_OTHER`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -62,7 +55,7 @@ fn processing_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     /// The event types that have their own `type` label (at most [`TYPE_LABELS_MAX`]).
-    types: Mutex<HashSet<Arc<str>>>,
+    types: TypeLabels,
     /// Events acknowledged by appends, by `type`.
     pub events_appended: Family<TypeLabel, Counter>,
     /// Time from receiving an append to answering it, in seconds.
@@ -99,6 +92,9 @@ pub struct Metrics {
     /// Events whose append failed (refused or not written) or that a consumer nacked, by
     /// `type`.
     pub events_failed: Family<TypeLabel, Counter>,
+    /// Events a consumer acknowledged in a consumer group, by `type` (the same events as the
+    /// groups' `acked`, counted by type rather than by group).
+    pub events_processed: Family<TypeLabel, Counter>,
     /// A consumer group's unacknowledged deliveries.
     pub consumer_group_in_flight: Family<GroupLabel, Gauge>,
     /// A consumer group's deliveries (first attempts and retries).
@@ -156,6 +152,7 @@ impl Metrics {
         let event_processing_duration: HistogramFamily<ProcessingLabels> =
             Family::new_with_constructor(processing_histogram);
         let events_failed = Family::<TypeLabel, Counter>::default();
+        let events_processed = Family::<TypeLabel, Counter>::default();
         let consumer_group_in_flight = Family::<GroupLabel, Gauge>::default();
         let consumer_group_delivered = Family::<GroupLabel, Counter>::default();
         let consumer_group_acked = Family::<GroupLabel, Counter>::default();
@@ -259,9 +256,14 @@ impl Metrics {
             format!("Events whose append failed or that a consumer nacked, by event type (the first {TYPE_LABELS_MAX} types, then {TYPE_LABEL_OTHER})"),
             events_failed.clone(),
         );
+        registry.register(
+            "eventfold_events_processed",
+            format!("Events a consumer acknowledged in a consumer group, by event type (the first {TYPE_LABELS_MAX} types, then {TYPE_LABEL_OTHER})"),
+            events_processed.clone(),
+        );
         Metrics {
             registry,
-            types: Mutex::new(HashSet::new()),
+            types: TypeLabels::new(),
             events_appended,
             append_duration,
             events_read,
@@ -276,6 +278,7 @@ impl Metrics {
             events_parked,
             event_processing_duration,
             events_failed,
+            events_processed,
             consumer_group_in_flight,
             consumer_group_delivered,
             consumer_group_acked,
@@ -284,26 +287,14 @@ impl Metrics {
         }
     }
 
-    /// The `type` label of `event_type`: itself if it is among the first [`TYPE_LABELS_MAX`]
-    /// types seen (a new type is admitted while there is room), else [`TYPE_LABEL_OTHER`].
-    fn type_label(types: &mut HashSet<Arc<str>>, event_type: &str) -> TypeLabel {
-        let own = types.contains(event_type)
-            || (types.len() < TYPE_LABELS_MAX && types.insert(Arc::from(event_type)));
-        TypeLabel {
-            r#type: if own { event_type } else { TYPE_LABEL_OTHER }.to_owned(),
-        }
-    }
-
     /// How many events of a batch go under each `type` label.
     pub fn type_counts<'a>(
         &self,
         event_types: impl IntoIterator<Item = &'a str>,
     ) -> BTreeMap<TypeLabel, u64> {
-        // A poisoned lock only means a panic elsewhere while admitting a type; the set is valid.
-        let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = BTreeMap::new();
-        for t in event_types {
-            *out.entry(Self::type_label(&mut types, t)).or_insert(0) += 1;
+        for r#type in self.types.labels(event_types) {
+            *out.entry(TypeLabel { r#type }).or_insert(0) += 1;
         }
         out
     }
@@ -315,8 +306,8 @@ impl Metrics {
         }
     }
 
-    /// Records a consumer-group delivery that ended: its time in the processing histogram, and
-    /// a nacked event in `events_failed`.
+    /// Records a consumer-group delivery that ended: its time in the processing histogram, an
+    /// acked event in `events_processed` and a nacked one in `events_failed`.
     pub fn delivery_ended(&self, e: &DeliveryEnded<'_>) {
         self.event_processing_duration
             .get_or_create(&ProcessingLabels {
@@ -324,10 +315,13 @@ impl Metrics {
                 outcome: e.outcome.as_str(),
             })
             .observe(e.held.as_secs_f64());
-        if e.outcome == DeliveryOutcome::Nack {
-            let counts = self.type_counts([e.event.event_type.as_str()]);
-            Self::count_by_type(&self.events_failed, &counts);
-        }
+        let family = match e.outcome {
+            DeliveryOutcome::Ack => &self.events_processed,
+            DeliveryOutcome::Nack => &self.events_failed,
+            DeliveryOutcome::Timeout => return,
+        };
+        let counts = self.type_counts([e.event.event_type.as_str()]);
+        Self::count_by_type(family, &counts);
     }
 
     /// Brings a group's families up to its manager's figures (counters only move forward).

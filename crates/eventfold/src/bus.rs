@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{CodecError, DomainEvent, Envelope};
+use crate::handler::observe::{HandledOutcome, HandlerObserver, Observer};
 use crate::handler::retry::decode_and_handle;
 use crate::handler::running::stopped;
 use crate::handler::{DeadLetter, EventHandler, HandlerStats, RunningHandler};
@@ -441,6 +442,37 @@ impl Bus {
         E: DomainEvent,
         H: EventHandler<E>,
     {
+        self.run_handler(pattern, handler, retry, Observer::default())
+    }
+
+    /// [`Bus::subscribe_handler`], telling `observer` how each message's handling ended (from
+    /// its first attempt to success or to being dead-lettered, retry delays included), for the
+    /// program's metrics ([`crate::FrameworkMetrics`] is an observer).
+    pub fn subscribe_handler_observed<E, H>(
+        &self,
+        pattern: &str,
+        handler: H,
+        retry: RetryPolicy,
+        observer: Arc<dyn HandlerObserver>,
+    ) -> Result<RunningHandler, PatternError>
+    where
+        E: DomainEvent,
+        H: EventHandler<E>,
+    {
+        self.run_handler(pattern, handler, retry, Observer::new(observer))
+    }
+
+    fn run_handler<E, H>(
+        &self,
+        pattern: &str,
+        handler: H,
+        retry: RetryPolicy,
+        observer: Observer,
+    ) -> Result<RunningHandler, PatternError>
+    where
+        E: DomainEvent,
+        H: EventHandler<E>,
+    {
         let mut subscription = self.subscribe(pattern)?;
         let name = handler.name().to_owned();
         // Weak: a handler task must not keep the bus (and so its own queue) alive.
@@ -461,7 +493,7 @@ impl Bus {
                     tokio::select! {
                         biased;
                         () = stopped(&mut stop) => return Ok(()),
-                        () = handle_message(&handler, &message, &upcasters, &retry, &stats_tx, &bus) => {}
+                        () = handle_message(&handler, &message, &upcasters, &retry, &observer, &stats_tx, &bus) => {}
                     }
                 }
             },
@@ -474,20 +506,35 @@ async fn handle_message<E: DomainEvent, H: EventHandler<E>>(
     message: &BusMessage,
     upcasters: &Upcasters,
     retry: &RetryPolicy,
+    observer: &Observer,
     stats: &watch::Sender<HandlerStats>,
     bus: &Weak<Inner>,
 ) {
-    if !E::knows(message.event.event_type.as_str()) {
+    let event_type = message.event.event_type.as_str();
+    if !E::knows(event_type) {
         return;
     }
-    let (attempts, error) =
-        match decode_and_handle(handler, message.decode::<E>(upcasters), retry).await {
-            Ok(attempts) => {
-                stats.send_modify(|s| s.record_handled(attempts));
-                return;
-            }
-            Err(failed) => failed,
-        };
+    let started = observer.start();
+    let handled = decode_and_handle(handler, message.decode::<E>(upcasters), retry).await;
+    let (outcome, attempts) = match &handled {
+        Ok(attempts) => (HandledOutcome::Succeeded, *attempts),
+        Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
+    };
+    observer.report(
+        started,
+        handler.name(),
+        event_type,
+        outcome,
+        attempts,
+        attempts.saturating_sub(1),
+    );
+    let (attempts, error) = match handled {
+        Ok(attempts) => {
+            stats.send_modify(|s| s.record_handled(attempts));
+            return;
+        }
+        Err(failed) => failed,
+    };
     tracing::error!(handler = handler.name(), topic = %message.topic, id = %message.event.id, attempts, %error, "bus message dead-lettered");
     stats.send_modify(|s| s.record_dead_lettered(attempts));
     if let Some(inner) = bus.upgrade() {

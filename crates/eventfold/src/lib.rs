@@ -33,6 +33,8 @@
 //!   through any [`transport::Transport`] ([`TransportRunner`]) or on the in-process [`Bus`]
 //!   (topic patterns, bounded queues, a recording mode for tests). Every consumer on a broker
 //!   reads through a [`TransportSource`] (topic, group, retry and reconnect policies).
+//! - [`metrics`]: [`FrameworkMetrics`], the Prometheus families of handlers, projections, sagas
+//!   and the outbox relay, registered in the application's own registry.
 //! - [`retry`]: the one [`RetryPolicy`] (exponential backoff with jitter) of every retry loop,
 //!   and the rule for event store errors in long-running consumers.
 
@@ -43,6 +45,7 @@ mod context;
 mod event;
 pub mod handler;
 mod idempotency;
+pub mod metrics;
 pub mod outbox;
 pub mod projection;
 mod repository;
@@ -69,6 +72,7 @@ pub use handler::{
     RunningHandler, StoreRetrying, TransportRunner, TransportSource,
 };
 pub use idempotency::ProcessedIds;
+pub use metrics::FrameworkMetrics;
 pub use outbox::{ChannelSink, OutboxRelay, RelayError, RelayOptions, Sink, WebhookSink};
 pub use projection::{
     Gaps, InMemoryReadModel, MemoryProjection, ProcessorHandle, Projection, ProjectionError,

@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod console;
+mod dashboard;
 mod deps;
 mod groups;
 mod http;

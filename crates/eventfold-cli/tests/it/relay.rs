@@ -19,7 +19,7 @@ use eventfold_engine::{Durability, Engine, EngineOptions};
 use eventfold_transport::{ConsumerGroup, SubscribeSettings, Subscriber, Topic, Transport, wire};
 use eventfold_transports::TransportUrl;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const REDIS: &str = "redis://127.0.0.1:6379";
 /// How long a test waits for something that should take well under a second.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -28,7 +28,7 @@ fn require_services() -> bool {
 }
 
 /// A topic (and group) name no other run uses.
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -37,7 +37,7 @@ fn unique(what: &str) -> String {
 
 /// The transport `url` opens; `None` (the reason printed) when the broker is unreachable, a
 /// panic instead under `EVENTFOLD_REQUIRE_SERVICES=1`.
-async fn broker(url: &str) -> Option<Arc<dyn Transport>> {
+pub(crate) async fn broker(url: &str) -> Option<Arc<dyn Transport>> {
     let parsed: TransportUrl = url.parse().expect("a broker URL");
     match parsed.connect().await {
         Ok(t) => Some(t),
@@ -56,7 +56,7 @@ async fn broker(url: &str) -> Option<Arc<dyn Transport>> {
 
 /// Deletes the Redis keys of a topic when dropped, so the shared Redis does not keep every
 /// run's topics.
-struct RedisKeys(String);
+pub(crate) struct RedisKeys(pub(crate) String);
 
 impl Drop for RedisKeys {
     fn drop(&mut self) {
@@ -114,7 +114,7 @@ async fn fill(dir: &Path, appends: &[(&str, Vec<&str>)]) {
 }
 
 /// A running `eventfold relay` (or a shell running it in the background), killed when dropped.
-struct RelayProc {
+pub(crate) struct RelayProc {
     child: Child,
     /// The relay's pid (the shell's child when started by [`RelayProc::in_background`]).
     pid: u32,
@@ -152,7 +152,7 @@ fn collect(mut from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> 
 impl RelayProc {
     /// Starts `eventfold relay ARGS --metrics 127.0.0.1:0 --progress-secs 1` and waits for its
     /// first line (printed once its signal handlers are installed).
-    fn start(args: &[&str]) -> RelayProc {
+    pub(crate) fn start(args: &[&str]) -> RelayProc {
         let mut c = Command::new(env!("CARGO_BIN_EXE_eventfold"));
         c.arg("relay").args(args).args(Self::EXTRA);
         Self::spawn(c, false)
@@ -211,7 +211,7 @@ impl RelayProc {
     }
 
     /// `http://ADDR/metrics`.
-    fn metrics_url(&self) -> String {
+    pub(crate) fn metrics_url(&self) -> String {
         self.started
             .split("metrics on ")
             .nth(1)
@@ -235,7 +235,7 @@ impl RelayProc {
     }
 
     /// Waits until `family` reaches at least `n`; its value.
-    async fn metric_at_least(&self, family: &str, n: u64) -> u64 {
+    pub(crate) async fn metric_at_least(&self, family: &str, n: u64) -> u64 {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let v = self.metric(family).await;

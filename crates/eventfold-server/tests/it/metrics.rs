@@ -161,7 +161,7 @@ async fn types_beyond_the_first_ones_are_counted_as_other() {
 }
 
 #[tokio::test]
-async fn the_processing_histogram_observes_acks_and_nacks_per_group() {
+async fn the_processing_histogram_and_the_type_counters_observe_acks_and_nacks_per_group() {
     let s = server().await;
     assert_eq!(s.append("order-1", &["order.placed"; 3], &[]).await, 201);
     let (status, text) = s
@@ -215,6 +215,14 @@ async fn the_processing_histogram_observes_acks_and_nacks_per_group() {
         ),
         Some(1.0),
         "a nacked event is a failed one: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_events_processed_total{type=\"order.placed\"}"
+        ),
+        Some(2.0),
+        "an acked event is a processed one: {text}"
     );
     // A deleted group's series go with it.
     let (status, _) = s

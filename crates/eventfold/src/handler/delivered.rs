@@ -80,6 +80,7 @@ where
         event_type.as_str(),
         outcome,
         attempt,
+        u32::from(attempt > 1),
     );
     delivered
 }

@@ -2,8 +2,9 @@
 //!
 //! The framework measures and the program records: a runner given a [`HandlerObserver`] calls
 //! it once per event it handled or gave up on, and the program puts that into whatever it
-//! exports (a Prometheus histogram, StatsD, a log). The framework itself depends on no metrics
-//! library, and a runner without an observer measures nothing.
+//! exports (a Prometheus histogram, StatsD, a log), or hands it the framework's own Prometheus
+//! families ([`crate::metrics::FrameworkMetrics`] is an observer). A runner without an observer
+//! measures nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub struct Handled<'a> {
     /// decode); on a consumer group or a broker, the delivery's attempt number (the server or
     /// the broker retries).
     pub attempts: u32,
+    /// The attempts after the first that this report covers: on a store, every in-process
+    /// retry (`attempts - 1`); on a consumer group or a broker, 1 for a redelivery (attempt 2
+    /// or later), else 0. Summed over reports, the retries made.
+    pub retries: u32,
     /// From the start of the first attempt to the outcome (on a store, the retry delays in
     /// between included).
     pub duration: Duration,
@@ -79,6 +84,7 @@ impl Observer {
         event_type: &str,
         outcome: HandledOutcome,
         attempts: u32,
+        retries: u32,
     ) {
         if let (Some(o), Some(started)) = (&self.0, started) {
             o.handled(&Handled {
@@ -86,6 +92,7 @@ impl Observer {
                 event_type,
                 outcome,
                 attempts,
+                retries,
                 duration: started.elapsed(),
             });
         }

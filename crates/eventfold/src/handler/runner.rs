@@ -303,8 +303,14 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
             Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
         };
         let event_type = recorded.event_type.as_str();
-        self.observer
-            .report(started, self.name(), event_type, outcome, attempts);
+        self.observer.report(
+            started,
+            self.name(),
+            event_type,
+            outcome,
+            attempts,
+            attempts.saturating_sub(1),
+        );
         let (attempts, error) = match handled {
             Ok(attempts) => {
                 stats.send_modify(|s| s.record_handled(attempts));

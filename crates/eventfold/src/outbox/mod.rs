@@ -26,6 +26,7 @@ use futures::StreamExt;
 
 pub use webhook::{WebhookError, WebhookFormat, WebhookSink, WebhookSinkBuilder};
 
+use crate::metrics::FrameworkMetrics;
 use crate::retry::{RetryPolicy, StoreRetries};
 use crate::{BoxError, CheckpointStore};
 
@@ -141,6 +142,7 @@ pub struct OutboxRelay {
     checkpoints: Arc<dyn CheckpointStore>,
     sink: Arc<dyn Sink>,
     options: RelayOptions,
+    metrics: Option<FrameworkMetrics>,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -167,6 +169,25 @@ impl OutboxRelay {
             checkpoints,
             sink: Arc::new(sink),
             options: RelayOptions::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts into `metrics` (relay `name`) the events published and the sink's failed
+    /// attempts, and keeps the relay's lag (`eventfold_outbox_lag`), measured at start and
+    /// after each batch (one backward read of `$all` each time).
+    pub fn with_metrics(mut self, metrics: FrameworkMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Sets the lag gauge from `position` (the checkpoint) to the newest event the relay
+    /// publishes; best effort: a failed read of the head leaves it as it was.
+    async fn measure_lag(&self, position: Option<eventfold_core::Position>) {
+        if let Some(m) = &self.metrics
+            && let Ok(head) = crate::projection::head(&*self.store, &self.options.filter).await
+        {
+            m.outbox_lag(&self.name, head, position);
         }
     }
 
@@ -217,6 +238,7 @@ impl OutboxRelay {
             .load(&checkpoint)
             .await
             .map_err(store_err)?;
+        self.measure_lag(after).await;
         let mut batches = crate::batches(
             &*self.store,
             after,
@@ -239,6 +261,10 @@ impl OutboxRelay {
                 .await
                 .map_err(store_err)?;
             *progressed = true;
+            if let Some(m) = &self.metrics {
+                m.outbox_published(&self.name, batch.len());
+            }
+            self.measure_lag(Some(last)).await;
         }
     }
 
@@ -255,6 +281,9 @@ impl OutboxRelay {
                 || self.sink.publish(batch),
                 |_| true,
                 |attempt, error, delay| {
+                    if let Some(m) = &self.metrics {
+                        m.outbox_failure(&self.name);
+                    }
                     tracing::warn!(
                         relay = %self.name,
                         attempt,
@@ -269,6 +298,9 @@ impl OutboxRelay {
             .await;
         if let Err(e) = &result {
             span.fail("sink_failed", e);
+            if let Some(m) = &self.metrics {
+                m.outbox_failure(&self.name);
+            }
         }
         result.map_err(|source| RelayError::SinkFailed {
             relay: self.name.clone(),

@@ -41,6 +41,7 @@ use crate::BoxError;
 use crate::event::{CodecError, DomainEvent, Envelope};
 
 pub use memory::{InMemoryReadModel, MemoryProjection};
+pub(crate) use processor::head;
 pub use processor::{
     BATCH_SIZE_DEFAULT, Lag, Phase, ProcessorHandle, ProcessorStatus, ProjectionProcessor,
     RebuildProgress, RebuildReport,

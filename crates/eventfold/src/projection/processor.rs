@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::{ProjectionError, ReadModel};
 use crate::BoxError;
+use crate::metrics::{FrameworkMetrics, LAG_REFRESH_INTERVAL, lag_events};
 use crate::retry::{RetryPolicy, StoreRetries};
 use crate::subscription::batches;
 use crate::upcast::Upcasters;
@@ -50,6 +51,7 @@ pub struct ProjectionProcessor<R: ReadModel> {
     upcasters: Upcasters,
     batch_size: usize,
     store_retry: RetryPolicy,
+    metrics: Option<FrameworkMetrics>,
 }
 
 impl<R: ReadModel> std::fmt::Debug for ProjectionProcessor<R> {
@@ -59,6 +61,7 @@ impl<R: ReadModel> std::fmt::Debug for ProjectionProcessor<R> {
             .field("batch_size", &self.batch_size)
             .field("upcasters", &self.upcasters)
             .field("store_retry", &self.store_retry)
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +74,7 @@ impl<R: ReadModel> Clone for ProjectionProcessor<R> {
             upcasters: self.upcasters.clone(),
             batch_size: self.batch_size,
             store_retry: self.store_retry.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -163,7 +167,17 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             upcasters: Upcasters::new(),
             batch_size: BATCH_SIZE_DEFAULT,
             store_retry: RetryPolicy::forever(),
+            metrics: None,
         }
+    }
+
+    /// Counts into `metrics` (under the projection's name) the events applied and failed by
+    /// type and each batch's time, and keeps the projection's lag
+    /// (`eventfold_projection_lag`): measured after each batch and, while started, every
+    /// [`LAG_REFRESH_INTERVAL`] (one backward read of `$all` each time).
+    pub fn metrics(mut self, metrics: FrameworkMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Delays before a started processor starts over from its checkpoint after a transient
@@ -266,6 +280,15 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             phase: Phase::Starting,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(metrics) = &self.metrics {
+            tokio::spawn(refresh_lag(
+                metrics.clone(),
+                self.read_model.name().to_owned(),
+                self.store.clone(),
+                self.read_model.filter(),
+                status_rx.clone(),
+            ));
+        }
         let this = self.clone();
         let task = tokio::spawn(async move {
             let result = this.run(&status_tx, stop_rx).await;
@@ -335,6 +358,9 @@ impl<R: ReadModel> ProjectionProcessor<R> {
     ) -> Result<(), ProjectionError> {
         let after = self.load_checkpoint().await?;
         let head = self.head().await?;
+        if let Some(m) = &self.metrics {
+            m.projection_lag(self.read_model.name(), head, after);
+        }
         let live = |p: Option<Position>| match head {
             None => true,
             Some(h) => p.is_some_and(|p| p >= h),
@@ -404,29 +430,54 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             });
         };
         let n = batch.len();
-        let span = crate::spans::process_batch(self.read_model.name(), &batch);
+        let name = self.read_model.name();
+        let span = crate::spans::process_batch(name, &batch);
+        let started = self.metrics.as_ref().map(|_| tokio::time::Instant::now());
+        let types: Vec<String> = match &self.metrics {
+            Some(_) => batch
+                .iter()
+                .map(|e| e.event_type.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
         let mut events = Vec::with_capacity(n);
         for recorded in batch {
             let position = recorded.position.0;
-            let envelope =
-                self.upcasters
-                    .decode(recorded)
-                    .map_err(|source| ProjectionError::Decode {
-                        projection: self.read_model.name().to_owned(),
-                        position,
-                        source,
-                    })?;
+            let event_type = recorded.event_type.clone();
+            let decoded = self.upcasters.decode(recorded);
+            let envelope = decoded.map_err(|source| {
+                if let Some(m) = &self.metrics {
+                    m.count(name, true, [event_type.as_str()]);
+                }
+                ProjectionError::Decode {
+                    projection: name.to_owned(),
+                    position,
+                    source,
+                }
+            })?;
             events.push(envelope);
         }
-        span.instrument(self.read_model.apply(events, last))
+        let applied = span
+            .instrument(self.read_model.apply(events, last))
             .await
-            .inspect_err(|e| span.fail("projection_failed", e))
-            .map_err(|e| ProjectionError::Apply {
-                projection: self.read_model.name().to_owned(),
-                first: first.0,
-                last: last.0,
-                source: Arc::from(e),
-            })?;
+            .inspect_err(|e| span.fail("projection_failed", e));
+        if let (Some(m), Some(started)) = (&self.metrics, started) {
+            let failed = applied.is_err();
+            m.count(name, failed, types.iter().map(String::as_str));
+            m.observe(name, failed, started.elapsed());
+        }
+        applied.map_err(|e| ProjectionError::Apply {
+            projection: name.to_owned(),
+            first: first.0,
+            last: last.0,
+            source: Arc::from(e),
+        })?;
+        if let Some(m) = &self.metrics {
+            // The lag gauge is best effort: a failed read of the head leaves it as it was.
+            if let Ok(head) = self.head().await {
+                m.projection_lag(name, head, Some(last));
+            }
+        }
         Ok((last, n))
     }
 
@@ -454,7 +505,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
 }
 
 /// The newest event of `$all` that passes `filter`.
-async fn head(
+pub(crate) async fn head(
     store: &dyn EventStore,
     filter: &EventFilter,
 ) -> Result<Option<Position>, StoreError> {
@@ -470,6 +521,31 @@ async fn head(
         }
     }
     Ok(None)
+}
+
+/// Measures the lag of the started processor `projection` every [`LAG_REFRESH_INTERVAL`] (so
+/// the gauge rises while it is stuck or retrying, not only after batches), until the processor
+/// ends.
+async fn refresh_lag(
+    metrics: FrameworkMetrics,
+    projection: String,
+    store: Arc<dyn EventStore>,
+    filter: EventFilter,
+    status: watch::Receiver<ProcessorStatus>,
+) {
+    loop {
+        tokio::time::sleep(LAG_REFRESH_INTERVAL).await;
+        // An error: the processor's task ended (its status sender is gone).
+        if status.has_changed().is_err()
+            || matches!(status.borrow().phase, Phase::Stopped | Phase::Failed(_))
+        {
+            return;
+        }
+        if let Ok(head) = head(&*store, &filter).await {
+            let position = status.borrow().position;
+            metrics.projection_lag(&projection, head, position);
+        }
+    }
 }
 
 /// A running processor: its status, its lag, and the way to stop it. Dropping the handle stops
@@ -512,15 +588,10 @@ impl ProcessorHandle {
     pub async fn lag(&self) -> Result<Lag, StoreError> {
         let position = self.status.borrow().position;
         let head = head(&*self.store, &self.filter).await?;
-        let lag_events = match (head, position) {
-            (None, _) => 0,
-            (Some(h), None) => h.0 + 1,
-            (Some(h), Some(p)) => h.0.saturating_sub(p.0),
-        };
         Ok(Lag {
             position,
             head,
-            lag_events,
+            lag_events: lag_events(head, position),
         })
     }
 

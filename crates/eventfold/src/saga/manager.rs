@@ -16,6 +16,7 @@ use super::{Clock, CommandSender, Effects, Saga, SagaCommand, SendError, SystemC
 use crate::handler::delivered::Delivered;
 use crate::handler::source::close;
 use crate::handler::{HandlerStats, TransportSource};
+use crate::metrics::FrameworkMetrics;
 use crate::projection::filter_for;
 use crate::retry::{RetryPolicy, StoreRetries};
 use crate::{CheckpointStore, CodecError, Context, DomainEvent, StoreCheckpoints, Upcasters};
@@ -222,6 +223,7 @@ pub struct SagaManager<S: Saga> {
     upcasters: Upcasters,
     options: SagaOptions,
     timers: TimerIndex,
+    metrics: Option<FrameworkMetrics>,
 }
 
 impl<S: Saga> std::fmt::Debug for SagaManager<S> {
@@ -263,6 +265,7 @@ impl<S: Saga> SagaManager<S> {
             upcasters: Upcasters::new(),
             options: SagaOptions::default(),
             timers: TimerIndex::default(),
+            metrics: None,
         }
     }
 
@@ -318,6 +321,13 @@ impl<S: Saga> SagaManager<S> {
     /// Sets the options.
     pub fn with_options(mut self, options: SagaOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Counts into `metrics` the events the saga handled and failed on by type and each step's
+    /// time (consumer `saga-{NAME}`), the timeouts fired and those pending (saga `NAME`).
+    pub fn with_metrics(mut self, metrics: FrameworkMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -547,7 +557,10 @@ impl<S: Saga> SagaManager<S> {
             }
             match page.next {
                 Some(next) => after = Some(next.as_str().to_owned()),
-                None => return Ok(()),
+                None => {
+                    self.count_pending();
+                    return Ok(());
+                }
             }
         }
     }
@@ -555,19 +568,36 @@ impl<S: Saga> SagaManager<S> {
     /// Handles one event; `by_id`: recognise events handled before by their id (from a
     /// broker) rather than by their `$all` position.
     async fn handle_event(&mut self, recorded: RecordedEvent, by_id: bool) -> Result<(), Failure> {
+        let consumer = format!("saga-{}", S::NAME);
         let span = crate::spans::process(
-            &format!("saga-{}", S::NAME),
+            &consumer,
             &recorded.id,
             &recorded.stream,
             &recorded.metadata,
         );
+        let measured = self
+            .metrics
+            .as_ref()
+            .map(|_| (tokio::time::Instant::now(), recorded.event_type.clone()));
         let r = span
             .instrument(self.handle_event_in_span(recorded, by_id))
             .await;
         if r.is_err() {
             span.fail("saga_failed", "the saga step failed");
         }
+        if let (Some(m), Some((started, event_type))) = (&self.metrics, measured) {
+            m.count(&consumer, r.is_err(), [event_type.as_str()]);
+            m.observe(&consumer, r.is_err(), started.elapsed());
+        }
+        self.count_pending();
         r
+    }
+
+    /// Brings the pending timeouts gauge up to date.
+    fn count_pending(&self) {
+        if let Some(m) = &self.metrics {
+            m.saga_timeouts_pending(S::NAME, self.timers.len());
+        }
     }
 
     async fn handle_event_in_span(
@@ -632,6 +662,9 @@ impl<S: Saga> SagaManager<S> {
                 let trigger = timeout_trigger(&name, deadline);
                 let cause = command_id(S::NAME, &instance, &trigger, usize::MAX);
                 tracing::info!(saga = S::NAME, %instance, timeout = %name, "saga timeout fired");
+                if let Some(m) = &self.metrics {
+                    m.saga_timeout_fired(S::NAME);
+                }
                 // The timeout continues the trace of the step that scheduled it (stored in the
                 // snapshot, so a restart in between does not lose it).
                 let span = crate::spans::timeout(
@@ -658,6 +691,7 @@ impl<S: Saga> SagaManager<S> {
             }
             self.timers.set(&instance, &inst.timeouts);
         }
+        self.count_pending();
         Ok(())
     }
 

@@ -229,3 +229,48 @@ async fn a_handler_on_the_bus_retries_then_dead_letters_while_the_rest_flows() {
     assert!(letters[0].error.contains("cannot ship"));
     running.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_on_the_bus_counts_into_the_framework_metrics() {
+    let bus = Bus::new(8);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    let handler = Shipping {
+        shipped: Mutex::new(Vec::new()),
+    };
+    let retry = RetryPolicy::new(3).initial_delay(Duration::from_millis(100));
+    let mut running = bus
+        .subscribe_handler_observed("order.placed", handler, retry, Arc::new(metrics))
+        .unwrap();
+    for id in ["a", "POISON", "b"] {
+        bus.publish_event(&placed(id), &Context::new())
+            .await
+            .unwrap();
+    }
+    running
+        .wait_until(|s| s.handled + s.dead_lettered == 3)
+        .await
+        .unwrap();
+    running.stop().await.unwrap();
+    let text = crate::support::scrape(&registry);
+    let sample = |series: &str| crate::support::sample(&text, series);
+    let labels = "{consumer=\"shipping\",type=\"order.placed\"}";
+    assert_eq!(
+        sample(&format!(
+            "eventfold_consumer_events_processed_total{labels}"
+        )),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&format!("eventfold_consumer_events_failed_total{labels}")),
+        Some(1.0),
+        "{text}"
+    );
+    // The poison message's two retries.
+    assert_eq!(
+        sample("eventfold_consumer_retries_total{consumer=\"shipping\"}"),
+        Some(2.0),
+        "{text}"
+    );
+}

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::support::{Flaky, Server, io_error, memory_store, network_error};
+use crate::support::{Flaky, Server, io_error, memory_store, network_error, sample, scrape};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placed {
@@ -687,4 +687,59 @@ async fn on_a_server_consumer_group_the_poison_event_ends_parked_and_the_rest_is
     assert_eq!(info.in_flight, 0, "{info:?}");
     running.stop().await.unwrap();
     server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_handler_counts_failed_events_and_retries_in_the_framework_metrics() {
+    let store = memory_store();
+    let last = place(&*store, &[("1", "A"), ("2", "POISON"), ("3", "B")]).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    // Every event fails its first attempt; the poison one fails all 3.
+    let handler = Recorder {
+        flaky: 1,
+        ..Recorder::default()
+    };
+    let mut running = HandlerRunner::new(store, Arc::new(InMemoryCheckpoints::new()), handler)
+        .retry(fast_retry(3))
+        .observer(Arc::new(metrics))
+        .spawn();
+    running.wait_for_checkpoint(last).await.unwrap();
+    running.stop().await.unwrap();
+    let text = scrape(&registry);
+    let series = |name: &str| {
+        sample(
+            &text,
+            &format!("{name}{{consumer=\"recorder\",type=\"order.placed\"}}"),
+        )
+    };
+    assert_eq!(
+        series("eventfold_consumer_events_processed_total"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series("eventfold_consumer_events_failed_total"),
+        Some(1.0),
+        "{text}"
+    );
+    // 1 retry for each of the two good events, 2 for the poison one.
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_consumer_retries_total{consumer=\"recorder\"}"
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    let count = |outcome: &str| {
+        sample(
+            &text,
+            &format!(
+                "eventfold_consumer_processing_duration_seconds_count{{consumer=\"recorder\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("succeeded"), Some(2.0), "{text}");
+    assert_eq!(count("failed"), Some(1.0), "{text}");
 }

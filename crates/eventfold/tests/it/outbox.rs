@@ -19,7 +19,7 @@ use eventfold::{
 };
 use tokio::sync::mpsc;
 
-use crate::support::memory_store;
+use crate::support::{memory_store, sample, wait_for_sample};
 
 /// Appends `n` events round-robin to `streams`, one append each; their ids in order.
 async fn append(store: &dyn EventStore, streams: &[&str], n: usize, from: usize) -> Vec<EventId> {
@@ -387,4 +387,59 @@ fn a_webhook_url_must_be_http() {
         .unwrap_err();
     assert!(err.to_string().contains("http"), "{err}");
     assert!(WebhookSink::builder("not a url").build().is_err());
+}
+
+/// A channel sink whose first publish fails.
+struct FailsOnce {
+    inner: ChannelSink,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl eventfold::Sink for FailsOnce {
+    async fn publish(
+        &self,
+        batch: &[eventfold::core::RecordedEvent],
+    ) -> Result<(), eventfold::BoxError> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Err("the bus is not there yet".into());
+        }
+        self.inner.publish(batch).await
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_metrics_count_published_events_and_failures_and_the_lag_falls_to_zero() {
+    let store = memory_store();
+    append(&*store, &["order-1"], 5, 0).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    let (inner, mut rx) = ChannelSink::new(16);
+    let sink = FailsOnce {
+        inner,
+        failed: Default::default(),
+    };
+    let relay = OutboxRelay::new("orders", store, Arc::new(InMemoryCheckpoints::new()), sink)
+        .with_options(RelayOptions::default().sink_retry(fast(RetryPolicy::forever())))
+        .with_metrics(metrics);
+    let task = tokio::spawn(relay.run());
+    for _ in 0..5 {
+        rx.recv().await.expect("an event");
+    }
+    wait_for_sample(
+        &registry,
+        "eventfold_outbox_events_published_total{relay=\"orders\"}",
+        5.0,
+    )
+    .await;
+    let text = wait_for_sample(&registry, "eventfold_outbox_lag{relay=\"orders\"}", 0.0).await;
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_outbox_publish_failures_total{relay=\"orders\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    task.abort();
 }

@@ -16,7 +16,7 @@ use eventfold::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::{Flaky, io_error, memory_store, network_error, store_in};
+use crate::support::{Flaky, io_error, memory_store, network_error, sample, scrape, store_in};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -314,4 +314,49 @@ fn the_default_filter_is_the_event_types_of_the_enum() {
     let filter = Totals.filter();
     let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
     assert_eq!(types, CounterEvent::EVENT_TYPES);
+}
+
+#[tokio::test]
+async fn a_projections_lag_gauge_falls_to_zero_once_it_has_caught_up() {
+    let store = memory_store();
+    add(&*store, "a", 1..=3).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    let model = InMemoryReadModel::new(Totals);
+    let processor = ProjectionProcessor::new(store.clone(), model.clone())
+        .batch_size(1)
+        .metrics(metrics);
+    let lag = "eventfold_projection_lag{projection=\"totals\"}";
+    // After each batch of one, the gauge shows the events still to apply.
+    let mut seen = Vec::new();
+    processor
+        .catch_up(|_| seen.push(sample(&scrape(&registry), lag)))
+        .await
+        .unwrap();
+    assert_eq!(seen, [Some(2.0), Some(1.0), Some(0.0)]);
+    let text = scrape(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_consumer_events_processed_total{consumer=\"totals\",type=\"counter.added\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+
+    // Started: behind by the two events appended since, then caught up again.
+    let last = add(&*store, "a", [4, 5]).await;
+    let handle = processor.start();
+    handle.wait_until(last).await.unwrap();
+    let text = scrape(&registry);
+    assert_eq!(sample(&text, lag), Some(0.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_consumer_processing_duration_seconds_count{consumer=\"totals\",outcome=\"succeeded\"}"
+        ),
+        Some(5.0),
+        "one observation per batch: {text}"
+    );
+    handle.stop().await.unwrap();
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::support::{engine_in, memory_store};
+use crate::support::{engine_in, memory_store, sample, wait_for_sample};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Requested {
@@ -635,5 +635,48 @@ async fn a_saga_step_and_a_timeout_after_a_restart_continue_the_events_trace() {
         SpanId::from_bytes(refund_trace.parent.parent_id()),
         timeouts[0].span_context.span_id()
     );
+    stop(task).await;
+}
+
+#[tokio::test]
+async fn a_fired_timeout_is_counted_and_no_longer_pending_in_the_framework_metrics() {
+    let mut w = World::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = eventfold::FrameworkMetrics::new(&mut registry);
+    let manager = w.manager(RetryPolicy::new(3)).with_metrics(metrics);
+    let task = tokio::spawn(async move {
+        let Err(e) = manager.run().await;
+        panic!("the saga manager stopped: {e}");
+    });
+    w.request("t9", "slow", "bob", &Context::new()).await;
+    w.next_debit().await;
+    let pending = "eventfold_saga_timeouts_pending{saga=\"transfer\"}";
+    let text = wait_for_sample(&registry, pending, 1.0).await;
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_saga_timeouts_fired_total{saga=\"transfer\"}"
+        ),
+        None,
+        "nothing fired before the deadline: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_consumer_events_processed_total{consumer=\"saga-transfer\",type=\"transfer.requested\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    w.clock.advance(DEBIT_TIMEOUT + Duration::from_secs(1));
+    w.next_refund("slow").await;
+    wait_for_sample(
+        &registry,
+        "eventfold_saga_timeouts_fired_total{saga=\"transfer\"}",
+        1.0,
+    )
+    .await;
+    wait_for_sample(&registry, pending, 0.0).await;
     stop(task).await;
 }

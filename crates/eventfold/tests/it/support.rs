@@ -221,3 +221,34 @@ impl EventStore for Flaky {
         self.inner.delete_stream(stream, expected, mode).await
     }
 }
+
+/// The OpenMetrics text of `registry`.
+pub fn scrape(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodable metrics");
+    text
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+/// Polls `registry` (for up to 10 s) until the sample `series` is `value`; the last text.
+pub async fn wait_for_sample(
+    registry: &prometheus_client::registry::Registry,
+    series: &str,
+    value: f64,
+) -> String {
+    for _ in 0..1000 {
+        let text = scrape(registry);
+        if sample(&text, series) == Some(value) {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let text = scrape(registry);
+    panic!("{series} never became {value}:\n{text}");
+}
