@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{CodecError, DomainEvent, Envelope};
-use crate::handler::observe::{HandledOutcome, HandlerObserver, Observer};
+use crate::handler::observe::{HandlerObserver, Observer};
 use crate::handler::retry::decode_and_handle;
 use crate::handler::running::stopped;
 use crate::handler::{DeadLetter, EventHandler, HandlerStats, RunningHandler};
@@ -516,24 +516,10 @@ async fn handle_message<E: DomainEvent, H: EventHandler<E>>(
     }
     let started = observer.start();
     let handled = decode_and_handle(handler, message.decode::<E>(upcasters), retry).await;
-    let (outcome, attempts) = match &handled {
-        Ok(attempts) => (HandledOutcome::Succeeded, *attempts),
-        Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
-    };
-    observer.report(
-        started,
-        handler.name(),
-        event_type,
-        outcome,
-        attempts,
-        attempts.saturating_sub(1),
-    );
-    let (attempts, error) = match handled {
-        Ok(attempts) => {
-            stats.send_modify(|s| s.record_handled(attempts));
-            return;
-        }
-        Err(failed) => failed,
+    let Err((attempts, error)) =
+        observer.report_retried(started, handler.name(), event_type, handled, stats)
+    else {
+        return;
     };
     tracing::error!(handler = handler.name(), topic = %message.topic, id = %message.event.id, attempts, %error, "bus message dead-lettered");
     stats.send_modify(|s| s.record_dead_lettered(attempts));

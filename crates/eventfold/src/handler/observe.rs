@@ -97,4 +97,33 @@ impl Observer {
             });
         }
     }
+
+    /// Reports what an in-process handling under the retry policy gave (`Ok(attempts)`, or
+    /// `Err((attempts, error))` once the policy gave up; attempts after the first are retries)
+    /// and counts a success in `stats`. The failure is handed back, for the caller to
+    /// dead-letter.
+    pub fn report_retried(
+        &self,
+        started: Option<tokio::time::Instant>,
+        handler: &str,
+        event_type: &str,
+        handled: Result<u32, (u32, String)>,
+        stats: &tokio::sync::watch::Sender<super::HandlerStats>,
+    ) -> Result<(), (u32, String)> {
+        let (outcome, attempts) = match &handled {
+            Ok(attempts) => (HandledOutcome::Succeeded, *attempts),
+            Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
+        };
+        self.report(
+            started,
+            handler,
+            event_type,
+            outcome,
+            attempts,
+            attempts.saturating_sub(1),
+        );
+        let attempts = handled?;
+        stats.send_modify(|s| s.record_handled(attempts));
+        Ok(())
+    }
 }

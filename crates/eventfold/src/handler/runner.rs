@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 use super::EventHandler;
 use super::dead_letter::{DeadLetter, DeadLetters};
-use super::observe::{HandledOutcome, HandlerObserver, Observer};
+use super::observe::{HandlerObserver, Observer};
 use super::retry::decode_and_handle;
 use super::running::{HandlerStats, RunnerError, RunningHandler, StoreRetrying, stopped};
 use crate::checkpoint::CheckpointStore;
@@ -298,25 +298,12 @@ impl<E: DomainEvent, H: EventHandler<E>> HandlerRunner<E, H> {
         let started = self.observer.start();
         let decoded = self.upcasters.decode::<E>(recorded.clone());
         let handled = decode_and_handle(&*self.handler, decoded, &self.retry).await;
-        let (outcome, attempts) = match &handled {
-            Ok(attempts) => (HandledOutcome::Succeeded, *attempts),
-            Err((attempts, _)) => (HandledOutcome::Failed, *attempts),
-        };
         let event_type = recorded.event_type.as_str();
-        self.observer.report(
-            started,
-            self.name(),
-            event_type,
-            outcome,
-            attempts,
-            attempts.saturating_sub(1),
-        );
-        let (attempts, error) = match handled {
-            Ok(attempts) => {
-                stats.send_modify(|s| s.record_handled(attempts));
-                return Ok(());
-            }
-            Err(failed) => failed,
+        let Err((attempts, error)) =
+            self.observer
+                .report_retried(started, self.name(), event_type, handled, stats)
+        else {
+            return Ok(());
         };
         let letter = DeadLetter {
             handler: self.name().to_owned(),
