@@ -405,6 +405,10 @@ struct HttpArgs {
     /// Run only the fan-out row (iv).
     #[arg(long)]
     fanout_only: bool,
+    /// Run only the read-back row (iii): write --events events per system in batches of 1,000
+    /// (not measured), then read them all back as row (iii) does.
+    #[arg(long, conflicts_with = "fanout_only")]
+    read_only: bool,
     /// eventfold's writers share one Rust client (`eventfold_client::Client`, its default
     /// `POST /appends` path) instead of sending a `POST /streams/{s}` request per append.
     #[arg(long)]
@@ -567,6 +571,7 @@ fn main() -> ExitCode {
                     args.fanout_rates
                 },
                 fanout_only: args.fanout_only,
+                read_only: args.read_only,
                 pipelined: args.pipelined,
                 fanout_secs: args.fanout_secs,
                 only: args.only.into_iter().map(HttpSystem::from).collect(),

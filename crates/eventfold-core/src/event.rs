@@ -76,7 +76,7 @@ impl Metadata {
     /// Whether `raw` may go out as it is: an object with no line break between tokens.
     fn raw_is_usable(&self) -> bool {
         self.raw.as_deref().is_some_and(|r| {
-            r.starts_with('{') && r.ends_with('}') && !r.bytes().any(|b| b == b'\n' || b == b'\r')
+            r.starts_with('{') && r.ends_with('}') && !has_line_break(r.as_bytes())
         })
     }
 
@@ -284,10 +284,81 @@ impl Timestamp {
     }
 }
 
+/// Bytes of a timestamp in RFC 3339 with microseconds: `2026-11-22T10:00:00.123456Z`.
+const RFC3339_MICROS_BYTES: usize = 27;
+/// Seconds since the Unix epoch of 10000-01-01T00:00:00Z: the first instant with a five-digit
+/// year, which RFC 3339 cannot write.
+const YEAR_10000_SECS: i64 = 253_402_300_800;
+
+/// A timestamp written as RFC 3339 in UTC with microseconds, on the stack (see
+/// [`Timestamp::rfc3339`]).
+#[derive(Clone, Copy)]
+pub struct Rfc3339 {
+    bytes: [u8; RFC3339_MICROS_BYTES],
+}
+
+impl Rfc3339 {
+    /// The text: `2026-11-22T10:00:00.123456Z`.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and `-T:.Z` are ever written into `bytes`.
+        std::str::from_utf8(&self.bytes).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Writes `n` (below `10^digits`) as `digits` decimal digits at the start of `out`.
+fn put_digits(out: &mut [u8], mut n: u64, digits: usize) {
+    for b in out[..digits].iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+impl Timestamp {
+    /// RFC 3339 in UTC with microseconds (`2026-11-22T10:00:00.123456Z`, as `Display` writes
+    /// it), without allocating: every event that goes out carries one. `None` for times
+    /// before 1970 or from the year 10000 on, which `Display` writes as `humantime` does.
+    pub fn rfc3339(self) -> Option<Rfc3339> {
+        let secs = self.0.div_euclid(1_000_000);
+        if !(0..YEAR_10000_SECS).contains(&secs) {
+            return None;
+        }
+        let micros = self.0.rem_euclid(1_000_000) as u64;
+        let (days, sod) = (secs / 86_400, (secs % 86_400) as u64);
+        // Days to the civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let mut bytes = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut bytes[0..], year as u64, 4);
+        put_digits(&mut bytes[5..], month as u64, 2);
+        put_digits(&mut bytes[8..], day as u64, 2);
+        put_digits(&mut bytes[11..], sod / 3_600, 2);
+        put_digits(&mut bytes[14..], sod / 60 % 60, 2);
+        put_digits(&mut bytes[17..], sod % 60, 2);
+        put_digits(&mut bytes[20..], micros, 6);
+        Some(Rfc3339 { bytes })
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with microseconds: `2026-11-22T10:00:00.123456Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&humantime::format_rfc3339_micros(self.to_system_time()), f)
+        match self.rfc3339() {
+            Some(t) => f.write_str(t.as_str()),
+            None => fmt::Display::fmt(&humantime::format_rfc3339_micros(self.to_system_time()), f),
+        }
     }
 }
 
@@ -402,6 +473,11 @@ impl RecordedEvent {
     }
 }
 
+/// Whether `bytes` hold a `\n` or a `\r` (in valid JSON text only whitespace between tokens can).
+fn has_line_break(bytes: &[u8]) -> bool {
+    memchr::memchr2(b'\n', b'\r', bytes).is_some()
+}
+
 /// `json` (valid JSON text) without the whitespace between its tokens; everything else (key
 /// order, numbers, escapes inside strings) byte for byte as given.
 pub fn compact_json(json: &[u8]) -> Vec<u8> {
@@ -428,14 +504,16 @@ pub fn compact_json(json: &[u8]) -> Vec<u8> {
 impl serde::Serialize for RecordedEvent {
     /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use base64::Engine as _;
         let mut m = s.serialize_map(Some(10))?;
         m.serialize_entry("id", &self.id)?;
         m.serialize_entry("stream", &self.stream)?;
         m.serialize_entry("type", &self.event_type)?;
         m.serialize_entry("revision", &self.revision)?;
         m.serialize_entry("position", &self.position)?;
-        m.serialize_entry("timestamp", &self.timestamp.to_string())?;
+        match self.timestamp.rfc3339() {
+            Some(t) => m.serialize_entry("timestamp", t.as_str())?,
+            None => m.serialize_entry("timestamp", &self.timestamp.to_string())?,
+        }
         m.serialize_entry("schema_version", &self.schema_version)?;
         m.serialize_entry("content_type", self.content_type.as_str())?;
         // JSON data goes out as stored: key order, number precision and escapes kept (a
@@ -448,17 +526,25 @@ impl serde::Serialize for RecordedEvent {
             None
         };
         match raw {
-            Some(r) if !self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) => {
-                m.serialize_entry("data", r)?
-            }
+            Some(r) if !has_line_break(&self.data) => m.serialize_entry("data", r)?,
             Some(_) => m.serialize_entry("data", &self.data_json())?,
-            None => m.serialize_entry(
-                "data_base64",
-                &base64::engine::general_purpose::STANDARD.encode(&self.data),
-            )?,
+            None => m.serialize_entry("data_base64", &Base64(&self.data))?,
         }
         m.serialize_entry("metadata", &self.metadata)?;
         m.end()
+    }
+}
+
+/// Bytes serialized as a standard base64 string, encoded straight into the serializer's
+/// output (no intermediate `String`).
+struct Base64<'a>(&'a [u8]);
+
+impl serde::Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
     }
 }
 
@@ -551,6 +637,37 @@ mod tests {
         assert_eq!(Timestamp::from_system_time(now.to_system_time()), now);
         assert_eq!(Timestamp::parse_rfc3339(&now.to_string()), Some(now));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    /// The allocation-free writer agrees with `humantime` (which `Display` used alone before)
+    /// at every kind of boundary: a change to the date arithmetic fails here.
+    #[test]
+    fn rfc3339_writes_what_humantime_writes() {
+        let mut micros: Vec<i64> = vec![
+            0,
+            1,
+            999_999,
+            86_399_999_999,
+            86_400_000_000,
+            951_782_400_000_000,             // 2000-02-29
+            951_868_799_999_999,             // 2000-02-29T23:59:59.999999
+            4_107_542_400_000_000,           // 2100-03-01
+            1_795_000_000_123_456,           // 2026-11-18T11:06:40.123456
+            YEAR_10000_SECS * 1_000_000 - 1, // 9999-12-31T23:59:59.999999
+        ];
+        // Every day boundary of 1969..2105, and a spread of odd instants.
+        let day = 86_400_000_000i64;
+        micros.extend((0..50_000).map(|d| d * day - 1).filter(|m| *m >= 0));
+        micros.extend((0..50_000).map(|d| d * day));
+        micros.extend((0..100_000i64).map(|i| i * 2_534_023_008_000 + i % 1_000_000));
+        for m in micros {
+            let t = Timestamp(m);
+            let want = humantime::format_rfc3339_micros(t.to_system_time()).to_string();
+            assert_eq!(t.rfc3339().expect("in range").as_str(), want, "{m}");
+            assert_eq!(t.to_string(), want);
+        }
+        assert!(Timestamp(-1).rfc3339().is_none());
+        assert!(Timestamp(YEAR_10000_SECS * 1_000_000).rfc3339().is_none());
     }
 
     #[test]

@@ -48,6 +48,10 @@ const BATCH_II: u64 = 100;
 /// Longest a write row may run on one system: a system that slow is cut short (marked `*`)
 /// and its rate is what it did until then.
 const WRITE_CAP: Duration = Duration::from_secs(20);
+/// Events per append of `--read-only`'s fill (not measured).
+pub const READ_ONLY_FILL_BATCH: u64 = 1_000;
+/// Longest `--read-only`'s fill may take.
+const READ_ONLY_FILL_CAP: Duration = Duration::from_secs(600);
 
 /// The server's targets, printed beside the figures: row (i) at least 30,000 events/s and at
 /// least NATS's default-sync rate; row (iv) p99 below NATS's and Redis's at every rate, and
@@ -107,6 +111,9 @@ pub struct HttpBenchOptions {
     pub fanout_rates: Vec<u64>,
     /// Run only row (iv).
     pub fanout_only: bool,
+    /// Run only row (iii): fill each system with `events` events in unmeasured batches of
+    /// [`READ_ONLY_FILL_BATCH`], then read them back (no rows i, ii, iv).
+    pub read_only: bool,
     /// eventfold's writers share one Rust client (`POST /appends`) instead of a
     /// `POST /streams/{s}` request per append.
     pub pipelined: bool,
@@ -134,6 +141,7 @@ impl Default for HttpBenchOptions {
             subscribers: SUBSCRIBERS_DEFAULT,
             fanout_rates: FANOUT_RATES_DEFAULT.to_vec(),
             fanout_only: false,
+            read_only: false,
             pipelined: false,
             fanout_secs: FANOUT_SECS_DEFAULT,
             only: Vec::new(),
@@ -217,6 +225,10 @@ pub async fn run_http_bench(opts: HttpBenchOptions) -> anyhow::Result<()> {
         "--fanout-rates must list rates of at least 1 event/s"
     );
     anyhow::ensure!(opts.fanout_secs >= 1, "--fanout-secs must be at least 1");
+    anyhow::ensure!(
+        !(opts.fanout_only && opts.read_only),
+        "--fanout-only and --read-only exclude each other"
+    );
     if opts.server.is_none() && opts.selected().contains(&HttpSystem::Eventfold) {
         // Before anything is measured: a missing server binary is a usage error, not a skip.
         process::eventfold_bin(opts.eventfold_bin.as_deref())?;
@@ -267,6 +279,8 @@ fn print_header(facts: &MachineFacts, opts: &HttpBenchOptions, run_dir: &Path) {
         opts.fanout_secs,
         if opts.fanout_only {
             " --fanout-only"
+        } else if opts.read_only {
+            " --read-only"
         } else {
             ""
         }
@@ -301,7 +315,19 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
     run.facts = Some(facts);
     let sys: &dyn System = sys.as_ref();
 
-    if !opts.fanout_only {
+    if opts.read_only {
+        eprintln!(
+            "[{name}] --read-only: writing {} events in batches of {READ_ONLY_FILL_BATCH} (not measured)",
+            count(opts.events)
+        );
+        match rows::batched(sys, READ_ONLY_FILL_BATCH, opts.events, READ_ONLY_FILL_CAP).await {
+            Ok(r) => run.written += r.m.events,
+            Err(e) => run
+                .notes
+                .push(format!("{name}: the --read-only fill failed: {e:#}")),
+        }
+    }
+    if !opts.fanout_only && !opts.read_only {
         eprintln!(
             "[{name}] (i) {} events, {CLIENTS_I} clients, one event per append",
             count(opts.events)
@@ -324,6 +350,8 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
             }
             Err(e) => run.notes.push(format!("{name}: row (ii) failed: {e:#}")),
         }
+    }
+    if !opts.fanout_only {
         eprintln!(
             "[{name}] (iii) read back the {} events written",
             count(run.written)
@@ -350,12 +378,17 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
         (None, HttpSystem::Redis) => cpu::find_process("redis-server", &[]),
         (None, _) => None,
     };
-    if server_pid.is_none() {
+    if server_pid.is_none() && !opts.read_only {
         run.notes.push(format!(
             "{name}: its server process was not found: no CPU per delivery"
         ));
     }
-    for &rate in &opts.fanout_rates {
+    let rates: &[u64] = if opts.read_only {
+        &[]
+    } else {
+        &opts.fanout_rates
+    };
+    for &rate in rates {
         for &feed in sys.feeds() {
             eprintln!(
                 "[{name}] (iv) fan-out: {} subscribers ({}), {} events/s for {} s",
@@ -756,7 +789,9 @@ fn print_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
         print!("{}", t.render());
         println!();
     }
-    print_fanout_table(opts, runs);
+    if !opts.read_only {
+        print_fanout_table(opts, runs);
+    }
 
     let mut notes = vec![
         "ratios are eventfold ÷ the other system: above 1× eventfold moves more events/s; on \

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use eventfold_core::{AllSlice, ReadAll, ReadFrom};
 use eventfold_protocol::{NDJSON, QueryPairs, READ_ALL_PARAMS, read_all_query};
 
-use super::encode::{json_page, ndjson_line};
+use super::encode::{json_page, ndjson_lines};
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::ApiResult;
@@ -64,36 +64,42 @@ pub async fn read(
 }
 
 fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice) -> Response {
-    let total = read.limit;
-    let body = futures::stream::unfold(
-        (st, read, Some(first), 0usize),
-        move |(st, read, page, mut sent)| async move {
-            let page = page?;
-            let mut out = Vec::new();
-            for e in page.events.iter().take(total - sent) {
-                out.extend_from_slice(&ndjson_line(e));
-                sent += 1;
+    // Pages are read and encoded by a task of their own, one page ahead of the socket: the
+    // next page's read and encoding run while the connection writes the previous one.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        let total = read.limit;
+        let mut sent = 0usize;
+        let mut page = first;
+        loop {
+            let take = page.events.len().min(total - sent);
+            let out = ndjson_lines(&page.events[..take]);
+            sent += take;
+            st.metrics.events_read.inc_by(take as u64);
+            let next = page.next;
+            drop(page);
+            if tx.send(out).await.is_err() {
+                return; // The client went away.
             }
-            let next = match page.next {
-                Some(p) if sent < total => {
-                    let more = ReadAll {
-                        from: ReadFrom::At(p),
-                        limit: (total - sent).min(NDJSON_PAGE_EVENTS),
-                        ..read.clone()
-                    };
-                    st.store
-                        .read_all(more)
-                        .await
-                        .inspect_err(|e| tracing::warn!(error = %e, "NDJSON read ended early"))
-                        .ok()
-                }
-                _ => None,
+            let Some(p) = next.filter(|_| sent < total) else {
+                return;
             };
-            Some((
-                Ok::<_, std::io::Error>(Bytes::from(out)),
-                (st, read, next, sent),
-            ))
-        },
-    );
+            let more = ReadAll {
+                from: ReadFrom::At(p),
+                limit: (total - sent).min(NDJSON_PAGE_EVENTS),
+                ..read.clone()
+            };
+            match st.store.read_all(more).await {
+                Ok(p) => page = p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NDJSON read ended early");
+                    return;
+                }
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
     ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
 }

@@ -3,7 +3,6 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use eventfold_core::{
     DeleteMode, ListStreams, ReadFrom, ReadStream, StreamMetadata, StreamName, TraceContext,
 };
@@ -16,7 +15,7 @@ use eventfold_protocol::{
 };
 use eventfold_trace::{Attribute, Kind, semconv};
 
-use super::encode::{json_page, ndjson_line};
+use super::encode::{json_page, ndjson_lines};
 use super::read_body;
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Read, Write};
@@ -267,13 +266,10 @@ fn ndjson_stream_read(
             Some(p) => p,
             None => return None,
         };
-        let mut out = Vec::new();
-        let mut sent = sent;
-        for e in page.events.iter().take(total - sent) {
-            out.extend_from_slice(&ndjson_line(e));
-            sent += 1;
-            st.metrics.events_read.inc();
-        }
+        let take = page.events.len().min(total - sent);
+        let out = ndjson_lines(&page.events[..take]);
+        let sent = sent + take;
+        st.metrics.events_read.inc_by(take as u64);
         let next = match page.next {
             Some(r) if sent < total => {
                 let more = ReadStream {
@@ -291,10 +287,7 @@ fn ndjson_stream_read(
             }
             _ => None,
         };
-        Some((
-            Ok::<_, std::io::Error>(Bytes::from(out)),
-            (st, stream, read, next, sent),
-        ))
+        Some((Ok::<_, std::io::Error>(out), (st, stream, read, next, sent)))
     });
     ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
 }

@@ -4,6 +4,7 @@ mod appends;
 mod auth;
 mod metrics;
 mod openapi;
+mod reads;
 mod stats;
 mod subscribe;
 mod trace;
