@@ -57,6 +57,14 @@ pub struct ServeArgs {
     /// Seconds between heartbeats on idle subscriptions [default: 15].
     #[arg(long, env = "EVENTFOLD_HEARTBEAT_SECS")]
     pub heartbeat_secs: Option<u64>,
+    /// Connections served at once; more wait until one closes [default: 10000].
+    #[arg(long, env = "EVENTFOLD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's whole header before it is disconnected
+    /// (slowloris protection; also how long an idle kept-alive connection stays open)
+    /// [default: 30].
+    #[arg(long, env = "EVENTFOLD_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
     /// Size of each segment file of the engine, in bytes [default: 67108864]. Embedded engine
     /// only: an error with --store.
     #[arg(long, env = "EVENTFOLD_SEGMENT_BYTES")]
@@ -106,6 +114,8 @@ struct FileConfig {
     batch_bytes_max: Option<usize>,
     read_limit_max: Option<usize>,
     heartbeat_secs: Option<u64>,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
     segment_bytes: Option<u64>,
     auth_token: Option<String>,
     tokens_file: Option<PathBuf>,
@@ -241,6 +251,23 @@ impl ServeArgs {
                 "--heartbeat-secs must be between 1 and 15 (the contract promises a heartbeat at least every 15 s)"
             );
         }
+        let connections_max = self
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(eventfold_server::CONNECTIONS_MAX_DEFAULT);
+        if connections_max == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        let header_read_timeout = self
+            .header_read_timeout_secs
+            .or(file.header_read_timeout_secs)
+            .map_or(
+                eventfold_server::HEADER_READ_TIMEOUT_DEFAULT,
+                Duration::from_secs,
+            );
+        if header_read_timeout.is_zero() {
+            bail!("--header-read-timeout-secs must be at least 1");
+        }
         let durability = match self
             .durability
             .or(file.durability)
@@ -304,6 +331,8 @@ impl ServeArgs {
             server: ServerLimits {
                 store: limits,
                 heartbeat: Duration::from_secs(heartbeat),
+                connections_max,
+                header_read_timeout,
             },
             auth: eventfold_server::auth::Auth::new(
                 self.auth_token.clone().or(file.auth_token),

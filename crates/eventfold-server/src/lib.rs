@@ -18,7 +18,9 @@ pub mod tls;
 pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
 pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
-pub use state::{AppState, ServerLimits, StoredBytes};
+pub use state::{
+    AppState, CONNECTIONS_MAX_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT, ServerLimits, StoredBytes,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,8 +61,12 @@ impl NoDelay for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
 /// Serves `state` on `listener` (a [`tokio::net::TcpListener`], or a [`tls::TlsListener`])
 /// until `shutdown` resolves, every connection with [`NoDelay`]; then stops accepting, lets requests in flight finish
 /// (subscriptions end with a final message) and returns.
+///
+/// At most [`ServerLimits::connections_max`] connections are served at once (the next is
+/// accepted when one closes), and a request's header must arrive within
+/// [`ServerLimits::header_read_timeout`].
 pub async fn serve<L>(
-    listener: L,
+    mut listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -68,21 +74,81 @@ where
     L: axum::serve::Listener<Addr = SocketAddr>,
     L::Io: NoDelay,
 {
-    use axum::serve::ListenerExt as _;
     let closing = state.closing.clone();
+    let limits = state.limits.clone();
     let app = router(state);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "eventfold is listening");
-    let listener = listener.tap_io(|io| {
+    tracing::info!(
+        ?addr,
+        connections_max = limits.connections_max,
+        "eventfold is listening"
+    );
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections_max.max(1)));
+    // Connections watch `stop` for the graceful end, and hold `open` until they are gone.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (io, remote) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
         if let Err(e) = io.no_delay() {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections; finishing requests in flight");
-            closing.send_replace(true);
-        })
-        .await
+        if permits.available_permits() == 0 {
+            tracing::warn!(
+                connections_max = limits.connections_max,
+                "the server serves its most connections: new ones wait until one closes"
+            );
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        let header_read_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let stopping = async {
+                // The guard `wait_for` gives is dropped here, before anything else awaits.
+                let _ = stop.wait_for(|s| *s).await.is_ok();
+            };
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = stopping => None,
+            };
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+            drop(open);
+        });
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    closing.send_replace(true);
+    stop_tx.send_replace(true);
+    drop(open_rx);
+    drop(listener);
+    open_tx.closed().await;
+    Ok(())
 }

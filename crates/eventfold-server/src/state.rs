@@ -11,13 +11,28 @@ pub struct ServerLimits {
     pub store: Limits,
     /// Heartbeat interval of idle subscriptions (contract: at most 15 s).
     pub heartbeat: Duration,
+    /// Connections served at once; further clients wait in the listen backlog until one
+    /// closes (every connection holds a task and buffers, subscribers for hours).
+    pub connections_max: usize,
+    /// Time a client has to send a request's whole header, from its first byte (or from the
+    /// connection, or the previous answer, on a kept-alive one, so it is also how long an idle
+    /// kept-alive connection stays open): a client that trickles its header (slowloris) is
+    /// disconnected instead of holding a connection forever.
+    pub header_read_timeout: Duration,
 }
+
+/// Default [`ServerLimits::connections_max`].
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Default [`ServerLimits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             store: Limits::DEFAULT,
             heartbeat: Duration::from_secs(15),
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
         }
     }
 }

@@ -9,6 +9,7 @@ mod deps;
 mod groups;
 mod http;
 mod kill;
+mod limits;
 mod multi;
 mod postgres;
 mod relay;
