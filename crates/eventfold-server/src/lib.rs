@@ -75,7 +75,7 @@ where
     L::Io: NoDelay,
 {
     let closing = state.closing.clone();
-    let limits = state.limits.clone();
+    let limits = state.limits;
     let app = router(state);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(
