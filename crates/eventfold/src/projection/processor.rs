@@ -433,21 +433,18 @@ impl<R: ReadModel> ProjectionProcessor<R> {
         let name = self.read_model.name();
         let span = crate::spans::process_batch(name, &batch);
         let started = self.metrics.as_ref().map(|_| tokio::time::Instant::now());
-        let types: Vec<String> = match &self.metrics {
-            Some(_) => batch
-                .iter()
-                .map(|e| e.event_type.as_str().to_owned())
-                .collect(),
+        // The batch's types, for the metrics only (shared names, no copy of the strings).
+        let types: Vec<eventfold_core::EventType> = match &self.metrics {
+            Some(_) => batch.iter().map(|e| e.event_type.clone()).collect(),
             None => Vec::new(),
         };
         let mut events = Vec::with_capacity(n);
-        for recorded in batch {
+        for (i, recorded) in batch.into_iter().enumerate() {
             let position = recorded.position.0;
-            let event_type = recorded.event_type.clone();
             let decoded = self.upcasters.decode(recorded);
             let envelope = decoded.map_err(|source| {
-                if let Some(m) = &self.metrics {
-                    m.count(name, true, [event_type.as_str()]);
+                if let (Some(m), Some(t)) = (&self.metrics, types.get(i)) {
+                    m.count(name, true, [t.as_str()]);
                 }
                 ProjectionError::Decode {
                     projection: name.to_owned(),
@@ -463,7 +460,7 @@ impl<R: ReadModel> ProjectionProcessor<R> {
             .inspect_err(|e| span.fail("projection_failed", e));
         if let (Some(m), Some(started)) = (&self.metrics, started) {
             let failed = applied.is_err();
-            m.count(name, failed, types.iter().map(String::as_str));
+            m.count(name, failed, types.iter().map(|t| t.as_str()));
             m.observe(name, failed, started.elapsed());
         }
         applied.map_err(|e| ProjectionError::Apply {
