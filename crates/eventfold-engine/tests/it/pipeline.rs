@@ -109,23 +109,33 @@ fn spawn_append(
     tokio::spawn(async move { engine.append(&stream(name), expected, events).await })
 }
 
+/// A store whose first append, A (`a_events` to `order-1`, expecting no stream), is written and
+/// held inside its flush: the test decides when that flush returns.
+struct HeldFlush {
+    dir: tempfile::TempDir,
+    io: Arc<FlushGate>,
+    engine: Engine,
+    a: Pending<eventfold_core::AppendResult>,
+}
+
+async fn hold_first_append(a_events: Vec<eventfold_core::NewEvent>) -> HeldFlush {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
+    io.gate().hold_next_flush = true;
+    let a = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
+    io.until(|g| g.holding).await;
+    HeldFlush { dir, io, engine, a }
+}
+
 /// While A's flush is held, B (which expects A's revision: only the writer's own view of the
 /// group in flight can admit it) is checked and written. Neither is answered or visible until
 /// A's flush returns; then both are acknowledged, in order. The old single-threaded writer
 /// could not write B before A's flush returned, so the `writes == 2` wait fails there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_group_is_written_during_a_flush_and_answered_only_after_its_own() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
-    io.gate().hold_next_flush = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding && g.writes == 1).await;
+    let HeldFlush { dir, io, engine, a } = hold_first_append(vec![event("placed", 1)]).await;
+    assert_eq!(io.gate().writes, 1);
     let b = spawn_append(
         &engine,
         "order-1",
@@ -162,18 +172,13 @@ async fn the_next_group_is_written_during_a_flush_and_answered_only_after_its_ow
 /// replay of A, the conflict refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_during_a_flush_are_judged_against_the_group_in_flight() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
-    io.gate().hold_next_flush = true;
     let a_events = vec![event("placed", 1)];
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        a_events.clone(),
-    );
-    io.until(|g| g.holding).await;
+    let HeldFlush {
+        dir: _dir,
+        io,
+        engine,
+        a,
+    } = hold_first_append(a_events.clone()).await;
     let replay = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
     let conflict = spawn_append(
         &engine,
