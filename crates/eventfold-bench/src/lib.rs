@@ -24,6 +24,7 @@ mod measure;
 mod pgstore;
 mod postgres;
 mod scale;
+mod soak;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,7 @@ pub use crate::pgstore::{
 };
 
 pub use crate::scale::{EVENTS_PER_STREAM, Probe, ScaleBenchOptions, probe, run_scale_bench};
+pub use crate::soak::{SOAK_ROUNDS_DEFAULT, SOAK_VERIFY_EVERY_DEFAULT, SoakOptions, run_soak};
 
 use crate::engine::{BATCH_A, WRITERS_B};
 use crate::machine::MachineFacts;

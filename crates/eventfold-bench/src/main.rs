@@ -71,6 +71,14 @@ enum BenchCmd {
     /// reads. About 40 s per 10 M events of store to build, plus the probes; needs 370 bytes
     /// of disk per event.
     Scale(ScaleArgs),
+    /// Not a benchmark: a reliability soak. Rounds of kill -9 of a real `eventfold serve`
+    /// (from `--eventfold-bin`) on one data directory while 8 writers append and 2 consumers
+    /// pull and ack a consumer group; after each restart every append the last round had
+    /// acknowledged is checked, `eventfold verify` runs every `--verify-every` rounds, and at
+    /// the end every stream is read whole and the group drained: exit status 2 if anything
+    /// acknowledged was lost or wrong, or an acked event was delivered again. About 1 s per
+    /// round.
+    Soak(SoakArgs),
     /// (Internal: the child process of `scale`.) Opens a store, measures, prints one JSON line.
     #[command(hide = true)]
     ScaleProbe(ScaleProbeArgs),
@@ -87,6 +95,31 @@ struct ScaleArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Keep the store afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Options of `eventfold-bench soak`.
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// kill -9 rounds.
+    #[arg(long, default_value_t = eventfold_bench::SOAK_ROUNDS_DEFAULT)]
+    rounds: u64,
+    /// Run `eventfold verify` on the data directory every this many rounds (and after the last).
+    #[arg(long, default_value_t = eventfold_bench::SOAK_VERIFY_EVERY_DEFAULT)]
+    verify_every: u64,
+    /// Seed of the round lengths [default: the time].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The `eventfold` binary [default: the `eventfold` in the directory of this executable,
+    /// after `cargo build --release -p eventfold-cli`].
+    #[arg(long, value_name = "PATH")]
+    eventfold_bin: Option<PathBuf>,
+    /// Directory for the data, on the disk to test [default: ./target/eventfold-bench, or
+    /// ./eventfold-bench].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the data directory afterwards.
     #[arg(long)]
     keep: bool,
 }
@@ -667,6 +700,22 @@ fn main() -> ExitCode {
                 keep: args.keep,
             };
             ("scale", rt.block_on(eventfold_bench::run_scale_bench(opts)))
+        }
+        BenchCmd::Soak(args) => {
+            let opts = eventfold_bench::SoakOptions {
+                rounds: args.rounds,
+                verify_every: args.verify_every,
+                eventfold_bin: args.eventfold_bin,
+                dir: args.dir,
+                seed: args.seed.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1)
+                }),
+                keep: args.keep,
+            };
+            ("soak", rt.block_on(eventfold_bench::run_soak(opts)))
         }
         BenchCmd::ScaleProbe(args) => (
             "scale-probe",
