@@ -9,4 +9,5 @@ mod group;
 mod index;
 mod model;
 mod pipeline;
+mod powerloss;
 mod support;
