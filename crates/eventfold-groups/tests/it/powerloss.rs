@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eventfold_core::{EventStore, EventType, ExpectedRevision, NewEvent, StreamName};
@@ -30,7 +31,7 @@ const IMAGES_PER_ROUND: u64 = 2;
 const SOURCE_EVENTS: u64 = 80;
 /// The power goes after a random number of the state store's I/O operations up to this (a
 /// round without crash takes about this many).
-const CRASH_OPS_MAX: u64 = 400;
+const CRASH_OPS_MAX: u64 = 120;
 /// Pull rounds of the workload at most.
 const PULLS_MAX: usize = 60;
 
@@ -221,6 +222,10 @@ async fn check_image(dir: &Path, source: &Arc<dyn EventStore>, seen: &Seen, all:
     state.shutdown();
 }
 
+/// Acknowledged settles checked, and rounds whose workload finished before the power went.
+static SETTLES: AtomicU64 = AtomicU64::new(0);
+static ENDED_BEFORE_CRASH: AtomicU64 = AtomicU64::new(0);
+
 async fn round(seed: u64, base: &Path) {
     let mut rng = Rng(seed);
     let source_engine =
@@ -255,6 +260,9 @@ async fn round(seed: u64, base: &Path) {
             let seen = match Groups::open(source.clone(), Arc::new(state.clone())).await {
                 Ok(groups) => {
                     let seen = workload(&groups, &mut rng, &io).await;
+                    if !io.crashed() {
+                        ENDED_BEFORE_CRASH.fetch_add(1, Ordering::Relaxed);
+                    }
                     io.crash_now();
                     groups.shutdown().await;
                     seen
@@ -268,6 +276,7 @@ async fn round(seed: u64, base: &Path) {
         Err(_) => Seen::default(),
     };
     io.crash_now();
+    SETTLES.fetch_add(seen.settled.len() as u64, Ordering::Relaxed);
     for k in 0..IMAGES_PER_ROUND {
         let dest = base.join(format!("image-{k}"));
         io.crash_image(rng.next(), &dest)
@@ -311,8 +320,10 @@ async fn acknowledged_settles_survive_power_loss() {
         round(s, base.path()).await;
     }
     println!(
-        "power loss (groups): {rounds} crash points, {} crash states checked, {:.1} s",
+        "power loss (groups): {rounds} crash points ({} workloads ended before the power went), {} crash states checked, {} acknowledged settles checked, {:.1} s",
+        ENDED_BEFORE_CRASH.load(Ordering::Relaxed),
         rounds * IMAGES_PER_ROUND,
+        SETTLES.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
 }
