@@ -126,6 +126,12 @@ async fn a_full_disk_refuses_appends_with_storage_full_and_they_resume_once_spac
         }
         i += 1;
     };
+    println!(
+        "disk full after {} acknowledged appends ({} events, {} bytes of log)",
+        acks.len(),
+        acks.iter().map(|a| a.ids.len()).sum::<usize>(),
+        engine.stats().log_bytes
+    );
     assert_eq!(full.code(), "storage_full", "{full}");
     let message = full.to_string();
     assert!(

@@ -67,7 +67,7 @@ fn config() -> GroupConfig {
 struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -76,7 +76,7 @@ impl Rng {
     }
 
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -279,7 +279,7 @@ async fn round(seed: u64, base: &Path) {
     SETTLES.fetch_add(seen.settled.len() as u64, Ordering::Relaxed);
     for k in 0..IMAGES_PER_ROUND {
         let dest = base.join(format!("image-{k}"));
-        io.crash_image(rng.next(), &dest)
+        io.crash_image(rng.next_u64(), &dest)
             .expect("write the crash image");
         let _say = SayOnPanic(format!(
             "seed {seed} (set {SEED_ENV}={seed} {ROUNDS_ENV}=1 to replay), power cut after {} ops, image {k}",
@@ -310,12 +310,12 @@ async fn acknowledged_settles_survive_power_loss() {
     let seed: u64 = std::env::var(SEED_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| Rng(u64::from(std::process::id())).next());
+        .unwrap_or_else(|| Rng(u64::from(std::process::id())).next_u64());
     println!("power loss (groups): {rounds} rounds from seed {seed}");
     let started = std::time::Instant::now();
     let mut master = Rng(seed);
     for _ in 0..rounds {
-        let s = if rounds == 1 { seed } else { master.next() };
+        let s = if rounds == 1 { seed } else { master.next_u64() };
         let base = tempfile::tempdir().expect("tempdir");
         round(s, base.path()).await;
     }
