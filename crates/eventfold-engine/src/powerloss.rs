@@ -181,6 +181,15 @@ impl PowerLossIo {
         let st = self.state();
         let mut rng = Rng(seed);
         std::fs::create_dir(dest)?;
+        if !st.dirs.contains_key(&self.root) && self.root.is_dir() {
+            // Nothing changed it through this I/O (the power went first): as it was, durable.
+            for entry in std::fs::read_dir(&self.root)? {
+                let entry = entry?;
+                if entry.metadata()?.is_file() {
+                    std::fs::copy(entry.path(), dest.join(entry.file_name()))?;
+                }
+            }
+        }
         let mut dirs: Vec<(&PathBuf, &Dir)> = st.dirs.iter().collect();
         dirs.sort_by(|a, b| a.0.cmp(b.0));
         for (path, dir) in dirs {
