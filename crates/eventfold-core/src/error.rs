@@ -128,6 +128,15 @@ pub enum StoreError {
         /// The failure that poisoned the store.
         cause: String,
     },
+    /// The disk holding the store is full: nothing of the request was written and the store
+    /// stays open; writes succeed again once there is room.
+    #[error(
+        "the disk of the data directory is full (could not {context}); nothing was written: free space on that disk (or grow it), then retry; the store takes writes again as soon as there is room"
+    )]
+    StorageFull {
+        /// What was being attempted.
+        context: String,
+    },
     /// An I/O operation failed.
     #[error("storage failure while trying to {context}")]
     Storage {
@@ -216,6 +225,7 @@ impl StoreError {
             StoreError::Invalid(_) => "invalid_request",
             StoreError::LimitExceeded { limit, .. } => limit.code(),
             StoreError::Poisoned { .. } => "storage_poisoned",
+            StoreError::StorageFull { .. } => "storage_full",
             StoreError::Storage { .. } => "storage_failure",
             StoreError::Corrupt { .. } => "storage_corrupt",
             StoreError::Locked { .. } => "storage_locked",

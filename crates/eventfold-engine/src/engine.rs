@@ -75,6 +75,7 @@ impl Engine {
             poisoned: Mutex::new(None),
             limits: options.limits,
             segment_bytes: options.segment_bytes,
+            io: options.io.clone(),
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);

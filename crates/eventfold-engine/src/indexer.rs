@@ -71,7 +71,7 @@ impl Indexer {
                     match job {
                         IndexJob::Table { seg, mem } => {
                             let bits = shared.index.read().hash_bits;
-                            match keytable::write_memtable(&dir, seg, &mem, bits, sync) {
+                            match keytable::write_memtable(&*shared.io, &dir, seg, &mem, bits, sync) {
                                 Ok(t) => {
                                     shared.index.write().table_written(Arc::new(t));
                                     let _ = wake.try_send(());
@@ -84,7 +84,7 @@ impl Indexer {
                             }
                         }
                         IndexJob::Snapshot(s) => {
-                            if let Err(e) = s.write(&dir, sync) {
+                            if let Err(e) = s.write(&*shared.io, &dir, sync) {
                                 tracing::warn!(segment = s.segment, error = %e, "could not write the stream-state snapshot; the next open replays more checkpoints");
                             }
                         }
@@ -131,7 +131,7 @@ fn merge_all(shared: &Shared, dir: &Path, sync: bool, stop: &AtomicBool) {
             (index.merge_candidates(MERGE_FANOUT), index.hash_bits)
         };
         let Some(inputs) = inputs else { return };
-        match keytable::merge(dir, &inputs, bits, sync, stop) {
+        match keytable::merge(&*shared.io, dir, &inputs, bits, sync, stop) {
             Ok(t) => {
                 tracing::debug!(
                     first = t.first_seg,
@@ -142,7 +142,7 @@ fn merge_all(shared: &Shared, dir: &Path, sync: bool, stop: &AtomicBool) {
                 let merged = Arc::new(t);
                 if shared.index.write().merged(&inputs, merged.clone()) {
                     for t in &inputs {
-                        if let Err(e) = std::fs::remove_file(&t.path) {
+                        if let Err(e) = shared.io.remove_file(&t.path) {
                             tracing::warn!(file = %t.path.display(), error = %e, "could not delete a merged key table; the next open deletes it");
                         }
                     }

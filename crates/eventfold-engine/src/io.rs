@@ -1,20 +1,69 @@
-//! The small I/O surface of the writer, behind a trait so tests can inject torn writes,
-//! failed flushes and full disks (redb's `StorageBackend` idea).
+//! The I/O surface of the engine, behind a trait so tests can inject torn writes, failed
+//! flushes, full disks and power loss (redb's `StorageBackend` idea).
+//!
+//! Every file mutation the engine makes goes through [`FileIo`]: creating and opening files for
+//! writing, writes, `set_len`, `fdatasync`/`fsync`, renames, removals and directory flushes.
+//! Reads go straight to the files. Two methods are the log's hot path ([`FileIo::write_all_at`]
+//! and [`FileIo::sync_data`]: records written into and flushed in the active segment); the others
+//! serve everything else (preallocation, index checkpoints, key tables, snapshots, the lock file,
+//! recovery's renames and removals) and have the operating system's behaviour as their default,
+//! so an injector that only cares about the log overrides two methods.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Mutex;
 
-/// How the writer writes and flushes segment files.
+/// How the engine writes, flushes, creates, renames and removes files.
 pub trait FileIo: Send + Sync + std::fmt::Debug + 'static {
-    /// Writes all of `buf` at `offset`.
+    /// Writes all of `buf` at `offset` of a segment: the log's records (and recovery's zeroing
+    /// of a torn tail).
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Flushes the file's data to stable storage (`fdatasync`).
+    /// Flushes a segment's data to stable storage (`fdatasync`).
     fn sync_data(&self, file: &File) -> io::Result<()>;
+
+    /// Opens `path` for reading and writing; creates it when `create`, empties it when
+    /// `truncate`.
+    fn open_rw(&self, path: &Path, create: bool, truncate: bool) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(truncate)
+            .open(path)
+    }
+    /// Writes all of `buf` at `offset` of any other file (preallocation, derived files).
+    fn write_file_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(buf, offset)
+    }
+    /// Sets the file's length.
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    /// Flushes the file's data and metadata (`fsync`).
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+    /// Renames `from` to `to`, replacing `to`. Durable only after [`FileIo::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    /// Removes the file. Durable only after [`FileIo::sync_dir`].
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    /// Creates the directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    /// Flushes a directory so that names created, renamed or removed in it are durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
 }
 
-/// The operating system's I/O: `pwrite` and `fdatasync`.
+/// The operating system's I/O: `pwrite`, `fdatasync` and the default methods. The default.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsIo;
 
@@ -90,3 +139,5 @@ impl FileIo for FaultyIo {
         }
     }
 }
+
+pub use crate::powerloss::{PowerLossIo, SECTOR_BYTES};

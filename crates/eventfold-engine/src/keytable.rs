@@ -12,15 +12,16 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use foldhash::fast::RandomState;
 
-use crate::segment::{read_at_most, sync_dir};
+use crate::io::FileIo;
+use crate::segment::read_at_most;
 
 /// Key namespaces (top two bits of a key): a stream, a category and an event type of the same
 /// name never share a key.
@@ -441,13 +442,17 @@ fn read_exact(file: &File, buf: &mut [u8], off: u64) -> Result<(), String> {
 
 /// Writes a table from entries given in sorted order: to `NAME.tmp`, flushed, renamed, and
 /// the directory flushed (when `sync`).
-pub struct TableWriter {
+pub struct TableWriter<'io> {
+    io: &'io dyn FileIo,
     dir: PathBuf,
     first: u32,
     last: u32,
     hash_bits: u32,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    /// Bytes not yet written, at `written` of the file (flushed at [`MERGE_READ_BYTES`]).
+    out: Vec<u8>,
+    written: u64,
     page: Vec<u8>,
     in_page: usize,
     fences: Vec<(u64, u64)>,
@@ -457,21 +462,26 @@ pub struct TableWriter {
     keys: Vec<u64>,
 }
 
-impl TableWriter {
-    pub fn create(dir: &Path, first: u32, last: u32, hash_bits: u32) -> io::Result<TableWriter> {
+impl<'io> TableWriter<'io> {
+    pub fn create(
+        io: &'io dyn FileIo,
+        dir: &Path,
+        first: u32,
+        last: u32,
+        hash_bits: u32,
+    ) -> io::Result<TableWriter<'io>> {
         let tmp = dir.join(format!("{}.tmp", table_file_name(first, last)));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)?;
+        let file = io.open_rw(&tmp, true, true)?;
         Ok(TableWriter {
+            io,
             dir: dir.to_path_buf(),
             first,
             last,
             hash_bits,
             tmp,
-            out: BufWriter::with_capacity(MERGE_READ_BYTES, file),
+            file,
+            out: Vec::with_capacity(MERGE_READ_BYTES),
+            written: 0,
             page: vec![0u8; PAGE_BYTES],
             in_page: 0,
             fences: Vec::new(),
@@ -513,8 +523,18 @@ impl TableWriter {
         self.page[used..PAGE_BYTES - 4].fill(0);
         let crc = crc32c::crc32c(&self.page[..PAGE_BYTES - 4]);
         self.page[PAGE_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
-        self.out.write_all(&self.page)?;
+        self.out.extend_from_slice(&self.page);
         self.in_page = 0;
+        if self.out.len() >= MERGE_READ_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.io.write_file_at(&self.file, &self.out, self.written)?;
+        self.written += self.out.len() as u64;
+        self.out.clear();
         Ok(())
     }
 
@@ -542,16 +562,16 @@ impl TableWriter {
         tail.extend_from_slice(&bloom_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&tail);
         tail.extend_from_slice(&crc.to_le_bytes());
-        self.out.write_all(&tail)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        self.out.extend_from_slice(&tail);
+        self.flush()?;
         if sync {
-            file.sync_all()?;
+            self.io.sync_all(&self.file)?;
         }
-        drop(file);
+        drop(self.file);
         let path = self.dir.join(table_file_name(self.first, self.last));
-        fs::rename(&self.tmp, &path)?;
+        self.io.rename(&self.tmp, &path)?;
         if sync {
-            sync_dir(&self.dir)?;
+            self.io.sync_dir(&self.dir)?;
         }
         Table::open(&path, self.hash_bits).map_err(io::Error::other)
     }
@@ -559,17 +579,25 @@ impl TableWriter {
 
 /// Writes the table of one sealed segment from its frozen memtable.
 pub fn write_memtable(
+    io: &dyn FileIo,
     dir: &Path,
     seg: u32,
     mem: &Memtable,
     hash_bits: u32,
     sync: bool,
 ) -> io::Result<Table> {
-    let mut w = TableWriter::create(dir, seg, seg, hash_bits)?;
-    for e in mem.sorted() {
-        w.push(e)?;
+    let mut w = TableWriter::create(io, dir, seg, seg, hash_bits)?;
+    let tmp = w.tmp.clone();
+    let written = mem
+        .sorted()
+        .into_iter()
+        .try_for_each(|e| w.push(e))
+        .and_then(|()| w.finish(sync));
+    if written.is_err() {
+        // Give back the space (a full disk): the table is rebuilt on the next open.
+        let _ = io.remove_file(&tmp);
     }
-    w.finish(sync)
+    written
 }
 
 /// Reads a table's pages in order, for merging.
@@ -629,8 +657,9 @@ impl PartialOrd for Head {
 }
 
 /// Merges adjacent tables (in segment order) into one covering all their segments.
-/// Stops (with an error, leaving a temporary file the next open deletes) once `stop` is set.
+/// Stops (with an error, deleting its temporary file) once `stop` is set.
 pub fn merge(
+    io: &dyn FileIo,
     dir: &Path,
     tables: &[Arc<Table>],
     hash_bits: u32,
@@ -639,7 +668,22 @@ pub fn merge(
 ) -> io::Result<Table> {
     let first = tables.first().map_or(0, |t| t.first_seg);
     let last = tables.last().map_or(0, |t| t.last_seg);
-    let mut w = TableWriter::create(dir, first, last, hash_bits)?;
+    let w = TableWriter::create(io, dir, first, last, hash_bits)?;
+    let tmp = w.tmp.clone();
+    let merged = merge_into(w, tables, sync, stop);
+    if merged.is_err() {
+        // Give back the space (a full disk, or the store closing): reads keep the inputs.
+        let _ = io.remove_file(&tmp);
+    }
+    merged
+}
+
+fn merge_into(
+    mut w: TableWriter<'_>,
+    tables: &[Arc<Table>],
+    sync: bool,
+    stop: &AtomicBool,
+) -> io::Result<Table> {
     let mut cursors: Vec<Cursor<'_>> = tables
         .iter()
         .map(|t| Cursor {
@@ -686,7 +730,7 @@ mod tests {
     }
 
     fn write(dir: &Path, seg: u32, es: &[KeyEntry]) -> Table {
-        let mut w = TableWriter::create(dir, seg, seg, 62).expect("create");
+        let mut w = TableWriter::create(&crate::io::OsIo, dir, seg, seg, 62).expect("create");
         for &e in es {
             w.push(e).expect("push");
         }
@@ -736,7 +780,15 @@ mod tests {
         let (a, b): (Vec<KeyEntry>, Vec<KeyEntry>) = all.iter().partition(|e| e.ordinal < 1700);
         let ta = Arc::new(write(dir.path(), 0, &a));
         let tb = Arc::new(write(dir.path(), 1, &b));
-        let m = merge(dir.path(), &[ta, tb], 62, false, &AtomicBool::new(false)).expect("merge");
+        let m = merge(
+            &crate::io::OsIo,
+            dir.path(),
+            &[ta, tb],
+            62,
+            false,
+            &AtomicBool::new(false),
+        )
+        .expect("merge");
         assert_eq!((m.first_seg, m.last_seg, m.entries), (0, 1, 3000));
         let mut out = Vec::new();
         for k in 0..7 {
@@ -756,9 +808,9 @@ mod tests {
         assert_eq!(out, want);
         // Flip a byte in page 0: the read fails instead of answering wrong addresses.
         let path = m.path.clone();
-        let mut bytes = fs::read(&path).expect("read");
+        let mut bytes = std::fs::read(&path).expect("read");
         bytes[100] ^= 1;
-        fs::write(&path, bytes).expect("write");
+        std::fs::write(&path, bytes).expect("write");
         let m = Table::open(&path, 62).expect("fences are intact");
         let err = m
             .query(

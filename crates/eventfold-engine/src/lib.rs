@@ -17,6 +17,7 @@ mod indexer;
 pub mod io;
 mod keytable;
 mod options;
+mod powerloss;
 mod reader;
 mod recovery;
 mod segindex;

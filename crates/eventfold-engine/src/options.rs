@@ -50,7 +50,8 @@ pub struct EngineOptions {
     pub append_queue_depth: usize,
     /// Bound of one group commit, in bytes.
     pub group_commit_bytes_max: usize,
-    /// The writer's I/O (replace to inject faults in tests).
+    /// The I/O every file mutation goes through (`OsIo`; replace to inject faults or model
+    /// power loss in tests, see [`crate::io`]).
     pub io: Arc<dyn FileIo>,
     /// A stream-state snapshot is written when every this-many-th segment is sealed.
     pub snapshot_every_segments: u32,

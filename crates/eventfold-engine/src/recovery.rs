@@ -1,7 +1,7 @@
 //! Opening a store: lock the directory, load the index checkpoints of sealed segments (or
 //! rescan the segments they are missing for), scan the active segment, cut a torn tail.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,10 +11,11 @@ use crate::format::{
     self, FLAG_TX_END, HeaderError, Kind, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX,
 };
 use crate::index::{Index, Summary};
+use crate::io::FileIo;
 use crate::keytable::{self, Memtable, Table};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
-use crate::segment::{self, SegmentScanner, Segments, read_at_most, segment_file_name, sync_dir};
+use crate::segment::{self, SegmentScanner, Segments, read_at_most, segment_file_name};
 use crate::snapshot::{self, Snapshot};
 use crate::writer::WriterStart;
 
@@ -32,16 +33,13 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> StoreError {
 }
 
 /// Takes the directory's lock file; a second process gets `Locked`.
-pub fn lock_dir(dir: &Path) -> StoreResult<File> {
-    std::fs::create_dir_all(dir).map_err(io_err(format!(
+pub fn lock_dir(io: &dyn FileIo, dir: &Path) -> StoreResult<File> {
+    io.create_dir_all(dir).map_err(io_err(format!(
         "create the data directory {}",
         dir.display()
     )))?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))
+    let lock = io
+        .open_rw(&dir.join("LOCK"), true, false)
         .map_err(io_err(format!("open {}", dir.join("LOCK").display())))?;
     // A lock that was just released may still be held for a moment by a child process that
     // another thread of the same process is spawning: between its fork and its exec the child
@@ -325,7 +323,12 @@ enum Slot {
 /// Chooses key tables that cover the sealed segments `sealed` (in order) exactly once,
 /// preferring the widest (merged) ones, and deletes every other table file: inputs of a merge
 /// that finished, tables of another hash width, damaged ones.
-fn choose_tables(dir: &Path, sealed: &[u32], hash_bits: u32) -> StoreResult<Vec<Slot>> {
+fn choose_tables(
+    io: &dyn FileIo,
+    dir: &Path,
+    sealed: &[u32],
+    hash_bits: u32,
+) -> StoreResult<Vec<Slot>> {
     let mut found: Vec<(u32, u32, std::path::PathBuf)> = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(io_err(format!("list {}", dir.display())))?;
     for entry in entries {
@@ -375,7 +378,7 @@ fn choose_tables(dir: &Path, sealed: &[u32], hash_bits: u32) -> StoreResult<Vec<
     }
     for (_, _, path) in &found {
         if !keep.contains(path)
-            && let Err(e) = std::fs::remove_file(path)
+            && let Err(e) = io.remove_file(path)
         {
             tracing::warn!(file = %path.display(), error = %e, "could not delete an unused key table");
         }
@@ -394,20 +397,23 @@ fn newer_format(path: &Path, version: u32) -> StoreError {
 
 /// Opens the store in `dir` and rebuilds its state.
 pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
-    let lock = lock_dir(dir)?;
+    let io = &*options.io;
+    let lock = lock_dir(io, dir)?;
     let sync = options.durability == Durability::Fsync;
     let mut numbers =
-        segment::list_segments(dir).map_err(io_err(format!("list {}", dir.display())))?;
+        segment::list_segments(io, dir).map_err(io_err(format!("list {}", dir.display())))?;
     if numbers.is_empty() {
-        let tmp = segment::preallocate(dir, 0, options.segment_bytes, sync).map_err(io_err(
+        let tmp = segment::preallocate(io, dir, 0, options.segment_bytes, sync).map_err(io_err(
             format!("create the first segment in {}", dir.display()),
         ))?;
-        std::fs::rename(&tmp, dir.join(segment_file_name(0))).map_err(io_err(format!(
-            "create the first segment in {}",
-            dir.display()
-        )))?;
+        io.rename(&tmp, &dir.join(segment_file_name(0)))
+            .map_err(io_err(format!(
+                "create the first segment in {}",
+                dir.display()
+            )))?;
         if sync {
-            sync_dir(dir).map_err(io_err(format!("flush {}", dir.display())))?;
+            io.sync_dir(dir)
+                .map_err(io_err(format!("flush {}", dir.display())))?;
         }
         numbers.push(0);
     }
@@ -421,18 +427,17 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         None => Index::new(hash_bits),
     };
     let sealed: Vec<u32> = numbers[..numbers.len() - 1].to_vec();
-    let mut slots = choose_tables(dir, &sealed, hash_bits)?;
+    let mut slots = choose_tables(io, dir, &sealed, hash_bits)?;
     let mut replayed = 0u32;
     let mut start = None;
     for &no in &numbers {
         let path = segments.path(no);
-        let file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(no == last_no)
-                .open(&path)
-                .map_err(io_err(format!("open {}", path.display())))?,
-        );
+        let file = if no == last_no {
+            io.open_rw(&path, false, false)
+        } else {
+            File::open(&path)
+        };
+        let file = Arc::new(file.map_err(io_err(format!("open {}", path.display())))?);
         let file_len = file
             .metadata()
             .map_err(io_err(format!("stat {}", path.display())))?
@@ -466,7 +471,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
                         tracing::warn!(segment = no, %why, "index checkpoint unusable; rescanning the segment");
                     }
                     let scan = scan_segment(&segments, no, &file, file_len, false)?;
-                    if let Err(e) = scan.segindex.write(dir, sync) {
+                    if let Err(e) = scan.segindex.write(io, dir, sync) {
                         tracing::warn!(segment = no, error = %e, "could not write the index checkpoint");
                     }
                     scan.segindex
@@ -478,7 +483,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
             }
             if let Some(i) = build {
                 let mem = memtable_of(&ix, hash_bits);
-                slots[i] = match keytable::write_memtable(dir, no, &mem, hash_bits, sync) {
+                slots[i] = match keytable::write_memtable(io, dir, no, &mem, hash_bits, sync) {
                     Ok(t) => Slot::Have(Arc::new(t)),
                     Err(e) => {
                         tracing::warn!(segment = no, error = %e, "could not write the key table; the segment's entries stay in memory");
@@ -489,7 +494,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
             }
             if no + 1 == last_no && replayed >= options.snapshot_every_segments.max(1) {
                 // Many checkpoints were replayed: save the next open the work.
-                if let Err(e) = index.snapshot(no).write(dir, sync) {
+                if let Err(e) = index.snapshot(no).write(io, dir, sync) {
                     tracing::warn!(segment = no, error = %e, "could not write the stream-state snapshot");
                 }
             }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::format::Kind;
 use crate::index::Summary;
+use crate::io::FileIo;
 use crate::segment::{index_file_name, write_atomically};
 
 const INDEX_MAGIC: &[u8; 8] = b"EVFLDIDX";
@@ -133,8 +134,14 @@ impl SegIndex {
     }
 
     /// Writes the checkpoint atomically (temporary file, flush, rename).
-    pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        write_atomically(dir, &index_file_name(self.segment_no), &self.encode(), sync)?;
+    pub fn write(&self, io: &dyn FileIo, dir: &Path, sync: bool) -> io::Result<()> {
+        write_atomically(
+            io,
+            dir,
+            &index_file_name(self.segment_no),
+            &self.encode(),
+            sync,
+        )?;
         Ok(())
     }
 

@@ -1,8 +1,8 @@
 //! Segment files: names, creation (preallocated and zero-filled), and reading records back.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, File};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use eventfold_core::StoreError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
+use crate::io::FileIo;
 
 /// The file name of segment `no`.
 pub fn segment_file_name(no: u32) -> String {
@@ -34,49 +35,58 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
         .then(|| digits.parse().ok())?
 }
 
-/// Flushes a directory so that names created or renamed in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Writes derived data (an index checkpoint, a snapshot) so that `dir/name` is either absent,
 /// the old file or the whole new one: to `name.tmp`, flushed, renamed, then the directory
-/// flushed (the flushes only with `sync`). Open deletes a `*.tmp` left by a crash.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
+/// flushed (the flushes only with `sync`). Open deletes a `*.tmp` left by a crash; a failed
+/// write (a full disk) deletes its own.
+pub fn write_atomically(
+    io: &dyn FileIo,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    sync: bool,
+) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if sync {
-        f.sync_all()?;
+    let written = (|| {
+        let f = io.open_rw(&tmp, true, true)?;
+        io.write_file_at(&f, bytes, 0)?;
+        if sync {
+            io.sync_all(&f)?;
+        }
+        drop(f);
+        io.rename(&tmp, &dir.join(name))
+    })();
+    if let Err(e) = written {
+        let _ = io.remove_file(&tmp);
+        return Err(e);
     }
-    drop(f);
-    fs::rename(&tmp, dir.join(name))?;
     if sync {
-        sync_dir(dir)?;
+        io.sync_dir(dir)?;
     }
     Ok(())
 }
 
 /// Creates `NNNNNNNNNN.seg.prealloc`: the header, then zeros up to `segment_bytes`, flushed
 /// when `sync`. The writer renames it into the log when it needs it.
-pub fn preallocate(dir: &Path, no: u32, segment_bytes: u64, sync: bool) -> io::Result<PathBuf> {
+pub fn preallocate(
+    io: &dyn FileIo,
+    dir: &Path,
+    no: u32,
+    segment_bytes: u64,
+    sync: bool,
+) -> io::Result<PathBuf> {
     let path = dir.join(prealloc_file_name(no));
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .read(true)
-        .open(&path)?;
-    f.write_all_at(&format::encode_segment_header(no), 0)?;
+    let f = io.open_rw(&path, true, true)?;
+    io.write_file_at(&f, &format::encode_segment_header(no), 0)?;
     let zeros = vec![0u8; 1 << 20];
     let mut off = SEGMENT_HEADER_BYTES;
     while off < segment_bytes {
         let n = (segment_bytes - off).min(zeros.len() as u64) as usize;
-        f.write_all_at(&zeros[..n], off)?;
+        io.write_file_at(&f, &zeros[..n], off)?;
         off += n as u64;
     }
     if sync {
-        f.sync_all()?;
+        io.sync_all(&f)?;
     }
     Ok(path)
 }
@@ -353,7 +363,7 @@ impl<'p> SegmentScanner<'p> {
 
 /// Lists the segment numbers in `dir`, sorted, and removes leftovers of interrupted work
 /// (preallocations and temporary index files).
-pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+pub fn list_segments(io: &dyn FileIo, dir: &Path) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -362,7 +372,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
         if let Some(no) = parse_segment_file_name(name) {
             out.push(no);
         } else if name.ends_with(".prealloc") || name.ends_with(".tmp") {
-            fs::remove_file(entry.path())?;
+            io.remove_file(&entry.path())?;
         }
     }
     out.sort_unstable();

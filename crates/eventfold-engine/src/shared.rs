@@ -4,12 +4,14 @@
 //! builds on them; nothing here knows any of them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use eventfold_core::Limits;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::index::Index;
+use crate::io::FileIo;
 use crate::segment::Segments;
 
 /// State shared by the writer, readers and subscriptions.
@@ -22,4 +24,6 @@ pub struct Shared {
     pub poisoned: Mutex<Option<String>>,
     pub limits: Limits,
     pub segment_bytes: u64,
+    /// Every file mutation goes through it (see [`crate::io`]).
+    pub io: Arc<dyn FileIo>,
 }

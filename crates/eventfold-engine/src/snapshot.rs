@@ -12,6 +12,7 @@ use std::sync::Arc;
 use eventfold_core::StreamMetadata;
 
 use crate::index::{LastBatch, StreamState};
+use crate::io::FileIo;
 use crate::segindex::Reader;
 use crate::segment::write_atomically;
 
@@ -82,14 +83,20 @@ impl Snapshot {
 
     /// Writes it atomically (temporary file, flush, rename, directory flush) and deletes
     /// snapshots older than the last [`SNAPSHOTS_KEPT`].
-    pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        write_atomically(dir, &snapshot_file_name(self.segment), &self.encode(), sync)?;
+    pub fn write(&self, io: &dyn FileIo, dir: &Path, sync: bool) -> io::Result<()> {
+        write_atomically(
+            io,
+            dir,
+            &snapshot_file_name(self.segment),
+            &self.encode(),
+            sync,
+        )?;
         let mut all = list(dir)?;
         all.retain(|&n| n <= self.segment);
         all.sort_unstable();
         let keep_from = all.len().saturating_sub(SNAPSHOTS_KEPT);
         for &old in &all[..keep_from] {
-            let _ = fs::remove_file(dir.join(snapshot_file_name(old)));
+            let _ = io.remove_file(&dir.join(snapshot_file_name(old)));
         }
         Ok(())
     }

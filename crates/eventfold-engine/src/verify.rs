@@ -82,7 +82,7 @@ pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
             ),
         });
     }
-    let _lock = lock_dir(dir)?;
+    let _lock = lock_dir(&crate::io::OsIo, dir)?;
     let numbers = list_segments_readonly(dir)?;
     let segments = Segments::new(dir.to_path_buf());
     let mut report = VerifyReport::default();

@@ -12,7 +12,7 @@
 //! next one takes a byte. Answers leave in queue order, each only after its group's flush.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -32,7 +32,7 @@ use crate::io::FileIo;
 use crate::keytable::{self, EventKeys, NS_TYPE};
 use crate::options::{Durability, EngineOptions};
 use crate::segindex::SegIndex;
-use crate::segment::{self, prealloc_file_name, segment_file_name, sync_dir};
+use crate::segment::{self, prealloc_file_name, segment_file_name};
 use crate::shared::Shared;
 
 /// A change for the writer.
@@ -198,17 +198,18 @@ impl Writer {
         let hk_dir = dir.clone();
         let segment_bytes = opts.segment_bytes;
         let sync = opts.durability == Durability::Fsync;
+        let hk_io = opts.io.clone();
         let housekeeper = std::thread::Builder::new()
             .name("eventfold-housekeeper".into())
             .spawn(move || {
                 for job in rx {
                     match job {
                         Job::Prealloc { no, done } => {
-                            let r = segment::preallocate(&hk_dir, no, segment_bytes, sync).map(|_| ());
+                            let r = segment::preallocate(&*hk_io, &hk_dir, no, segment_bytes, sync).map(|_| ());
                             let _ = done.send(r);
                         }
                         Job::WriteIndex(ix) => {
-                            if let Err(e) = ix.write(&hk_dir, sync) {
+                            if let Err(e) = ix.write(&*hk_io, &hk_dir, sync) {
                                 tracing::warn!(segment = ix.segment_no, error = %e, "could not write the index checkpoint; it will be rebuilt from the segment on the next open");
                             }
                         }
@@ -370,12 +371,34 @@ impl Writer {
                         // and let the committer flush, publish and answer it (and everything
                         // before it) before the new segment takes any byte.
                         self.next_position = next_position;
-                        let handed = self.hand_over(buf_start, &mut staged, &mut answers);
+                        let handed = self
+                            .hand_over(buf_start, &mut staged, &mut answers)
+                            .map_err(RollError::Io);
                         let rolled = handed.and_then(|()| {
                             self.drain();
                             self.roll()
                         });
-                        if let Err(e) = rolled {
+                        if let Err(RollError::NoRoom(e)) = rolled {
+                            // The disk is full. Everything before this request is committed
+                            // and nothing of it (or of the rest of the group) was written: refuse
+                            // them without poisoning; the next append that needs a new segment
+                            // tries again, so writes resume once there is room.
+                            let cause = StoreError::StorageFull {
+                                context: format!(
+                                    "prepare the next segment file {}: {e}",
+                                    self.dir
+                                        .join(segment_file_name(self.active_no + 1))
+                                        .display()
+                                ),
+                            };
+                            tracing::warn!(error = %cause, "append refused: the disk is full");
+                            let _ = req.reply.send(Err(cause.clone()));
+                            for r in requests {
+                                let _ = r.reply.send(Err(cause.clone()));
+                            }
+                            return;
+                        }
+                        if let Err(RollError::Io(e)) = rolled {
                             self.poison(e, &mut answers, Some(req.reply));
                             // The rest of the group is refused with the cause too (dropping
                             // them would answer `Closed`).
@@ -711,8 +734,10 @@ impl Writer {
         }
     }
 
-    /// Seals the active segment and makes the preallocated next one active.
-    fn roll(&mut self) -> std::io::Result<()> {
+    /// Seals the active segment and makes the preallocated next one active. A full disk while
+    /// preparing the next segment changes nothing ([`RollError::NoRoom`]): the active segment
+    /// stays, and the next roll tries again.
+    fn roll(&mut self) -> Result<(), RollError> {
         let next = self.active_no + 1;
         let ready = self.prealloc.take().map(|rx| {
             rx.recv()
@@ -720,14 +745,29 @@ impl Writer {
         });
         let prealloc = self.dir.join(prealloc_file_name(next));
         if !matches!(ready, Some(Ok(()))) {
-            segment::preallocate(&self.dir, next, self.opts.segment_bytes, self.sync())?;
+            let made = segment::preallocate(
+                &*self.opts.io,
+                &self.dir,
+                next,
+                self.opts.segment_bytes,
+                self.sync(),
+            );
+            if let Err(e) = made {
+                // Give back the space the unfinished file took (it is not part of the log).
+                let _ = self.opts.io.remove_file(&prealloc);
+                return Err(if is_disk_full(&e) {
+                    RollError::NoRoom(e)
+                } else {
+                    RollError::Io(e)
+                });
+            }
         }
         let path = self.dir.join(segment_file_name(next));
-        std::fs::rename(&prealloc, &path)?;
+        self.opts.io.rename(&prealloc, &path)?;
         if self.sync() {
-            sync_dir(&self.dir)?;
+            self.opts.io.sync_dir(&self.dir)?;
         }
-        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
+        let file = Arc::new(self.opts.io.open_rw(&path, false, false)?);
         self.shared.segments.insert(next, file.clone());
         let sealed = std::mem::replace(&mut *self.segindex.lock(), SegIndex::new(next));
         let sealed_no = sealed.segment_no;
@@ -781,6 +821,28 @@ impl Writer {
             let _ = tx.send(Err(StoreError::Poisoned { cause }));
         }
     }
+}
+
+/// Why a roll failed.
+#[derive(Debug)]
+enum RollError {
+    /// The disk is full: the next segment could not be prepared, and nothing changed.
+    NoRoom(std::io::Error),
+    /// Anything else: the store is poisoned.
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for RollError {
+    fn from(e: std::io::Error) -> Self {
+        RollError::Io(e)
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`: no room on the disk (or in the user's quota).
+fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 /// Marks the store poisoned with `cause` (the first cause stays) and returns the cause it has.

@@ -130,6 +130,8 @@ error_codes! {
     /// connection); answered with `Retry-After`. `outcome_unknown: true` when a write may or
     /// may not have been made (retry an append with the same event ids).
     StoreUnavailable = ("store_unavailable", 503),
+    /// The disk of the store is full: nothing was written; free space, then retry.
+    StorageFull = ("storage_full", 507),
     /// A read or write of storage failed.
     StorageFailure = ("storage_failure", 500),
     /// Stored data failed its checksum or does not decode.
@@ -199,6 +201,7 @@ mod tests {
         ("groups_unavailable", 503),
         ("server_shutdown", 503),
         ("store_unavailable", 503),
+        ("storage_full", 507),
         ("storage_failure", 500),
         ("storage_corrupt", 500),
         ("storage_format_too_new", 500),

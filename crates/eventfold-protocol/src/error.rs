@@ -92,6 +92,7 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::Closed => ErrorCode::StoreClosed,
         StoreError::Unavailable { .. } => ErrorCode::StoreUnavailable,
         StoreError::Locked { .. } => ErrorCode::StorageLocked,
+        StoreError::StorageFull { .. } => ErrorCode::StorageFull,
         StoreError::Storage { .. } => ErrorCode::StorageFailure,
         StoreError::Corrupt { .. } => ErrorCode::StorageCorrupt,
         StoreError::FormatTooNew { .. } => ErrorCode::StorageFormatTooNew,
@@ -125,6 +126,7 @@ pub fn error_status(e: &StoreError) -> WireError {
         }
         StoreError::Invalid(v) => w.with("field", v.what),
         StoreError::Poisoned { cause } => w.with("cause", cause.as_str()),
+        StoreError::StorageFull { context } => w.with("context", context.as_str()),
         StoreError::Unavailable {
             detail,
             outcome_unknown,
@@ -199,6 +201,16 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 cause: d
                     .details
                     .get("cause")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&d.message)
+                    .to_owned(),
+            };
+        }
+        ErrorCode::StorageFull => {
+            return StoreError::StorageFull {
+                context: d
+                    .details
+                    .get("context")
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or(&d.message)
                     .to_owned(),
@@ -284,6 +296,9 @@ mod tests {
                 max: 10,
                 actual: 11,
             },
+            StoreError::StorageFull {
+                context: "preallocate segment 3".into(),
+            },
             StoreError::Poisoned {
                 cause: "fsync failed".into(),
             },
@@ -332,6 +347,9 @@ mod tests {
                 detail: "bad checksum".into(),
             },
             StoreError::Locked { dir: "/x".into() },
+            StoreError::StorageFull {
+                context: "preallocate segment 3".into(),
+            },
             StoreError::Unavailable {
                 detail: "x".into(),
                 outcome_unknown: true,

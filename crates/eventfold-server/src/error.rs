@@ -35,6 +35,8 @@ impl From<StoreError> for ApiError {
             tracing::error!(error = %e, "storage error answered to a request");
         } else if matches!(e, StoreError::Unavailable { .. }) {
             tracing::warn!(error = %e, "the store is unavailable; answered 503");
+        } else if matches!(e, StoreError::StorageFull { .. }) {
+            tracing::warn!(error = %e, "the disk is full; answered 507");
         }
         ApiError(error_status(&e))
     }

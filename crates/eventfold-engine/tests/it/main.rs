@@ -3,10 +3,12 @@
 mod basics;
 mod conformance;
 mod crash;
+mod diskfull;
 mod faults;
 mod fixture;
 mod group;
 mod index;
 mod model;
 mod pipeline;
+mod powerloss;
 mod support;

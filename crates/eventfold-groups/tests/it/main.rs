@@ -4,6 +4,7 @@
 mod basics;
 mod lag;
 mod observe;
+mod powerloss;
 mod servers;
 mod share;
 mod timing;

@@ -41,6 +41,7 @@ pub fn operations() -> Vec<Operation> {
                 (410, "Error"),
                 (413, "Error"),
                 (415, "Error"),
+                (507, "Error"),
             ],
             handler: post(streams::append),
         },

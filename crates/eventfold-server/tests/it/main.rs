@@ -2,6 +2,7 @@
 
 mod appends;
 mod auth;
+mod diskfull;
 mod metrics;
 mod openapi;
 mod reads;
