@@ -479,7 +479,10 @@ impl Groups {
         self.find(name).await?.ack(ids).await
     }
 
-    /// Nacks deliveries: retry after the backoff, park now, or skip (never deliver again).
+    /// Nacks deliveries: retry after the backoff, park now, or skip (never deliver again). When
+    /// a `retry` returns `Ok`, the failed attempt is recorded: the event gets `max_deliveries`
+    /// attempts in all, across restarts. A park is made once, also when the process dies
+    /// between its two appends (the next start-up completes it).
     pub async fn nack(
         &self,
         name: &GroupName,

@@ -351,7 +351,11 @@ impl Model {
                 for p in &positions {
                     self.events.get_mut(p).expect("known").1 = Fate::Waiting;
                 }
-                let park = self.window.retry(positions, "failed", self.now);
+                let retry = self.window.retry(positions, "failed", self.now);
+                for (p, n) in &retry.failed {
+                    assert_eq!(*n, attempts[p], "a retry records the attempts made");
+                }
+                let park = retry.park;
                 for p in &park {
                     assert!(
                         attempts[p] >= self.config.max_deliveries,
