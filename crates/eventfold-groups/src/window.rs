@@ -425,14 +425,20 @@ impl Window {
     }
 
     /// A pull by `consumer` at `now`: marks it live and hands it up to `max` ready events, in
-    /// position order, within the group's and the consumer's in-flight bounds.
+    /// position order, within the group's and the consumer's in-flight bounds, and up to
+    /// [`crate::PULL_DATA_BYTES_MAX`] of data and metadata (the event that reaches it is the last).
     pub fn take(&mut self, consumer: &ConsumerName, max: usize, now: Instant) -> Vec<Delivery> {
         self.touch(consumer, now, true);
         let mut out = Vec::new();
         let mut cursor = 0u64;
         let mine_max = self.config.consumer_in_flight_max();
         let mut mine = self.consumers.get(consumer).map_or(0, |c| c.in_flight);
-        while out.len() < max && self.in_flight < self.config.max_in_flight && mine < mine_max {
+        let mut bytes = 0usize;
+        while out.len() < max
+            && self.in_flight < self.config.max_in_flight
+            && mine < mine_max
+            && bytes < crate::PULL_DATA_BYTES_MAX
+        {
             let Some(&pos) = self.ready.range(cursor..).next() else {
                 break;
             };
@@ -456,6 +462,7 @@ impl Window {
             entry.attempts = entry.attempts.max(entry.failed) + 1;
             entry.delivered_at = Some(now);
             self.counters.delivered += 1;
+            bytes += entry.event.data.len() + entry.event.metadata.json_len();
             out.push(Delivery {
                 delivery_id: format!("{}-{pos}-{}", self.epoch, entry.attempts),
                 attempt: entry.attempts,
