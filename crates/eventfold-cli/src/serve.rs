@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// [default: 30].
     #[arg(long, env = "EVENTFOLD_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's whole body (for POST /appends: each line,
+    /// from its first byte) before it is answered 408 body_read_timeout and disconnected
+    /// [default: 60].
+    #[arg(long, env = "EVENTFOLD_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
     /// Size of each segment file of the engine, in bytes [default: 67108864]. Embedded engine
     /// only: an error with --store.
     #[arg(long, env = "EVENTFOLD_SEGMENT_BYTES")]
@@ -116,6 +121,7 @@ struct FileConfig {
     heartbeat_secs: Option<u64>,
     max_connections: Option<usize>,
     header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
     segment_bytes: Option<u64>,
     auth_token: Option<String>,
     tokens_file: Option<PathBuf>,
@@ -268,6 +274,16 @@ impl ServeArgs {
         if header_read_timeout.is_zero() {
             bail!("--header-read-timeout-secs must be at least 1");
         }
+        let body_read_timeout = self
+            .body_read_timeout_secs
+            .or(file.body_read_timeout_secs)
+            .map_or(
+                eventfold_server::BODY_READ_TIMEOUT_DEFAULT,
+                Duration::from_secs,
+            );
+        if body_read_timeout.is_zero() {
+            bail!("--body-read-timeout-secs must be at least 1");
+        }
         let durability = match self
             .durability
             .or(file.durability)
@@ -333,6 +349,7 @@ impl ServeArgs {
                 heartbeat: Duration::from_secs(heartbeat),
                 connections_max,
                 header_read_timeout,
+                body_read_timeout,
             },
             auth: eventfold_server::auth::Auth::new(
                 self.auth_token.clone().or(file.auth_token),

@@ -23,8 +23,8 @@ use crate::name::{ConsumerName, GroupName};
 use crate::observe::{DeliveryOutcome, ObserverSlot};
 use crate::persist::{self, Restored};
 use crate::records::{
-    CHECKPOINT, CLAIMED, Checkpoint, Claimed, ParkedRecord, RECORD_VERSION, REPLAYED, ReplayCursor,
-    Replayed, SETTLED, SettleAction, Settled,
+    CHECKPOINT, CLAIMED, Checkpoint, Claimed, ParkedRecord, RECORD_VERSION, REPLAYED, RETRIED,
+    ReplayCursor, Replayed, Retried, SETTLED, SettleAction, Settled,
 };
 use crate::window::{AckOutcome, Delivery, Held, Settle, Window};
 
@@ -44,6 +44,12 @@ const SYNC_PAGE_RECORDS: usize = 100;
 /// Attempts at claiming a take before a pull gives up for now (each lost attempt means another
 /// server wrote first; the pull then waits as if nothing were ready).
 const CLAIM_TRIES: usize = 8;
+/// Attempts at opening a group whose interrupted parks must be recorded, when another server
+/// sharing the state store keeps writing its acks stream meanwhile.
+const OPEN_TRIES: usize = 8;
+/// Most `(position, count)` pairs in one `retried` record (a record stays well below the
+/// per-event size limit, like an ack record of `ACK_IDS_MAX` positions).
+const RETRIED_PER_RECORD_MAX: usize = crate::ACK_IDS_MAX;
 
 /// What a nack asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +133,12 @@ struct State {
     /// With a shared state store: positions another server handed out that are not in the
     /// window yet, with the deadline before which they are not delivered here.
     held: BTreeMap<u64, std::time::Instant>,
+    /// Failed attempts recorded of unsettled positions not in the window yet (restored at
+    /// start-up, or recorded by another server): given to the window when they are read.
+    failed: BTreeMap<u64, u32>,
+    /// Positions whose parked copy is written but whose `settled` record could not be: they stay
+    /// settling (never delivered again) until the timer task records them.
+    unrecorded_parks: Vec<u64>,
 }
 
 impl State {
@@ -153,12 +165,24 @@ impl State {
             + self.tail_matching.saturating_sub(known as u64)
     }
 
-    /// Adds a read event to the window, held back when another server has it out.
+    /// Adds a read event to the window, held back when another server has it out, with the
+    /// failed attempts recorded of it.
     fn offer(&mut self, e: RecordedEvent) {
         let pos = e.position.0;
         self.window.offer(e);
         if let Some(until) = self.held.remove(&pos) {
             self.window.hold(pos, until);
+        }
+        if let Some(n) = self.failed.remove(&pos) {
+            self.window.raise_failed(pos, n);
+        }
+    }
+
+    /// Raises the failed attempts known of `pos` (a `retried` record).
+    fn raise_failed(&mut self, pos: u64, n: u32) {
+        if !self.window.raise_failed(pos, n) {
+            let known = self.failed.entry(pos).or_default();
+            *known = (*known).max(n);
         }
     }
 
@@ -176,17 +200,28 @@ impl State {
                 for p in positions {
                     self.fetch.remove(&p);
                     self.held.remove(&p);
+                    self.failed.remove(&p);
                     if p >= self.next_read {
                         self.settled_after.insert(p);
                     }
                 }
             }
             REPLAYED => {
-                for p in persist::decode::<Replayed>(group, e)?.positions {
+                let replayed = persist::decode::<Replayed>(group, e)?;
+                for p in replayed.positions {
                     self.settled_after.remove(&p);
+                    self.failed.remove(&p);
                     if !self.window.contains(p) {
                         self.fetch.insert(p);
                     }
+                }
+                if let Some(c) = replayed.parked_cursor {
+                    self.parked_cursor = self.parked_cursor.max(c);
+                }
+            }
+            RETRIED => {
+                for (p, n) in persist::decode::<Retried>(group, e)?.failed {
+                    self.raise_failed(p, n);
                 }
             }
             CLAIMED => {
@@ -302,20 +337,26 @@ impl Group {
         observer: ObserverSlot,
         shared: bool,
     ) -> GroupResult<Arc<Group>> {
-        let Restored {
-            next_read,
-            fetch,
-            settled_after,
-            acks_rev,
-            claimed,
-        } = persist::restore_acks(&*state_store, &name, stored.start_position).await?;
+        let (
+            Restored {
+                next_read,
+                fetch,
+                settled_after,
+                acks_rev,
+                claimed,
+                failed,
+                parked_cursor: _,
+            },
+            restored_parked,
+        ) = Group::restore(&*state_store, &name, stored.start_position).await?;
         let clock = Clock::read();
         let held = claimed
             .into_iter()
             .filter(|&(_, until_ms)| shared && until_ms > clock.wall_ms)
             .map(|(p, until_ms)| (p, clock.instant(until_ms)))
             .collect();
-        let (parked_cursor, parked) = persist::restore_parked(&*state_store, &name).await?;
+        let parked_cursor = restored_parked.cursor;
+        let parked = restored_parked.count;
         let epoch = format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
         let group = Arc::new(Group {
             name,
@@ -336,6 +377,8 @@ impl Group {
                 tail_gen: 0,
                 acks_rev,
                 held,
+                failed,
+                unrecorded_parks: Vec::new(),
             }),
             wake_consumers: Notify::new(),
             wake_reader: Notify::new(),
@@ -349,6 +392,68 @@ impl Group {
         });
         group.start_tasks();
         Ok(group)
+    }
+
+    /// Rebuilds the delivery state and the parked set, and completes what a crash interrupted:
+    /// a park whose parked copy was written but not its `settled` record is recorded now (the
+    /// copy is the park's commit point: the event is not delivered again), and a replay whose
+    /// `replay_cursor` marker was not written gets it.
+    async fn restore(
+        state: &dyn EventStore,
+        name: &GroupName,
+        start_position: u64,
+    ) -> GroupResult<(Restored, persist::RestoredParked)> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut r = persist::restore_acks(state, name, start_position).await?;
+            let mut parked =
+                persist::restore_parked(state, name, r.parked_cursor, |p| r.unsettled(p)).await?;
+            if parked.marker_behind {
+                let marker = ReplayCursor {
+                    version: RECORD_VERSION,
+                    cursor: parked.cursor,
+                };
+                persist::write_replay_cursor(state, name, &marker).await?;
+            }
+            if parked.unrecorded.is_empty() {
+                return Ok((r, parked));
+            }
+            if tries > OPEN_TRIES {
+                tracing::warn!(group = %name, positions = ?parked.unrecorded, "cannot record interrupted parks while other servers write the group's state; those events may be parked again");
+                return Ok((r, parked));
+            }
+            let events = parked
+                .unrecorded
+                .chunks(crate::ACK_IDS_MAX)
+                .map(|c| {
+                    let settled = Settled {
+                        version: RECORD_VERSION,
+                        action: SettleAction::Park,
+                        positions: c.to_vec(),
+                    };
+                    persist::event(SETTLED, &settled)
+                })
+                .collect();
+            // Right after the records just read: a record written meanwhile (a replay by
+            // another server) may change what is unsettled, so read again then.
+            if let Some(last) = persist::append_after(
+                state,
+                name,
+                &name.acks_stream(),
+                events,
+                r.acks_rev,
+                "record an interrupted park",
+            )
+            .await?
+            {
+                tracing::info!(group = %name, positions = ?parked.unrecorded, "recorded parks interrupted by a crash");
+                r.settle(&parked.unrecorded);
+                r.acks_rev = Some(last);
+                parked.unrecorded.clear();
+                return Ok((r, parked));
+            }
+        }
     }
 
     fn start_tasks(self: &Arc<Self>) {
@@ -446,8 +551,10 @@ impl Group {
                         {
                             self.state.lock().offer(e);
                             self.wake_consumers.notify_waiters();
+                        } else {
+                            // The event can no longer be read: nothing to deliver.
+                            self.state.lock().failed.remove(&pos);
                         }
-                        // Otherwise the event can no longer be read: nothing to deliver.
                     }
                     Err(e) => {
                         tracing::warn!(group = %self.name, error = %e, "cannot read the source; retrying");
@@ -484,6 +591,7 @@ impl Group {
                             s.settled_after = s.settled_after.split_off(&(pos + 1));
                         }
                         if settled || !matching {
+                            s.failed.remove(&pos);
                             continue;
                         }
                         s.offer(e);
@@ -518,10 +626,34 @@ impl Group {
             if tick.woke {
                 self.wake_consumers.notify_waiters();
             }
+            if let Err(e) = self.record_failed(tick.failed).await {
+                tracing::error!(group = %self.name, error = %e, "cannot record timed-out deliveries; their attempts count again after a restart");
+            }
             if !tick.park.is_empty()
                 && let Err(e) = self.settle_positions(tick.park, SettleAction::Park).await
             {
                 tracing::error!(group = %self.name, error = %e, "cannot park events; they will be delivered again");
+            }
+            let unrecorded = std::mem::take(&mut self.state.lock().unrecorded_parks);
+            let mut next = next;
+            if !unrecorded.is_empty() {
+                let gate = self.ack_gate.read().await;
+                let r = self.record_settled(&unrecorded, SettleAction::Park).await;
+                let mut s = self.state.lock();
+                match r {
+                    Ok(()) => {
+                        s.window.settled(&unrecorded, Settle::Park);
+                        s.parked += unrecorded.len() as u64;
+                    }
+                    Err(e) => {
+                        tracing::error!(group = %self.name, error = %e, "cannot record parks; retrying");
+                        s.unrecorded_parks.extend(unrecorded);
+                        let retry = now() + SOURCE_RETRY;
+                        next = Some(next.map_or(retry, |t| t.min(retry)));
+                    }
+                }
+                drop(s);
+                drop(gate);
             }
             match next {
                 Some(t) => {
@@ -750,10 +882,13 @@ impl Group {
                 self.settle_positions(taken, SettleAction::Park).await?;
             }
             NackAction::Retry => {
-                let to_park = self.state.lock().window.retry(taken, reason, now());
+                let retry = self.state.lock().window.retry(taken, reason, now());
                 self.wake_timer.notify_one();
                 self.wake_consumers.notify_waiters();
-                self.settle_positions(to_park, SettleAction::Park).await?;
+                let recorded = self.record_failed(retry.failed).await;
+                self.settle_positions(retry.park, SettleAction::Park)
+                    .await?;
+                recorded?;
             }
         }
         self.observer
@@ -768,47 +903,105 @@ impl Group {
             return Ok(());
         }
         let gate = self.ack_gate.read().await;
-        let result = self.write_settled(&positions, action).await;
+        // A park copies the events first; a copy written is the park's commit point.
+        let (copied, to_record) = if action == SettleAction::Park {
+            let mut copied = Vec::new();
+            let r = self.copy_parked(&positions, &mut copied).await;
+            (r, copied)
+        } else {
+            (Ok(()), positions.clone())
+        };
+        let recorded = if to_record.is_empty() {
+            Ok(())
+        } else {
+            self.record_settled(&to_record, action).await
+        };
         {
             let mut s = self.state.lock();
-            if result.is_ok() {
-                s.window.settled(&positions, settle_of(action));
-                if action == SettleAction::Park {
-                    s.parked += positions.len() as u64;
+            if to_record.len() < positions.len() {
+                // Not copied (the copy failed): ready again, delivered again.
+                let kept: std::collections::HashSet<u64> = to_record.iter().copied().collect();
+                let lost: Vec<u64> = positions
+                    .iter()
+                    .copied()
+                    .filter(|p| !kept.contains(p))
+                    .collect();
+                s.window.unsettle(&lost);
+            }
+            match (&recorded, action) {
+                (Ok(()), _) => {
+                    s.window.settled(&to_record, settle_of(action));
+                    if action == SettleAction::Park {
+                        s.parked += to_record.len() as u64;
+                    }
                 }
-            } else {
-                s.window.unsettle(&positions);
+                // Parked already: kept settling until the timer task records them.
+                (Err(_), SettleAction::Park) => s.unrecorded_parks.extend(&to_record),
+                (Err(_), _) => s.window.unsettle(&to_record),
             }
         }
         drop(gate);
         self.wake_reader.notify_one();
         self.wake_consumers.notify_waiters();
-        result?;
+        if recorded.is_err() && action == SettleAction::Park {
+            self.wake_timer.notify_one();
+        }
+        copied?;
+        recorded?;
         self.records_since_checkpoint
             .fetch_add(1, Ordering::Relaxed);
         self.maybe_checkpoint().await
     }
 
-    async fn write_settled(&self, positions: &[u64], action: SettleAction) -> GroupResult<()> {
-        if action == SettleAction::Park {
-            let parked: Vec<ParkedRecord> = {
-                let s = self.state.lock();
-                let at = Timestamp::now().to_string();
-                s.window
-                    .to_park(positions)
-                    .into_iter()
-                    .map(|p| ParkedRecord {
-                        version: RECORD_VERSION,
-                        event: serde_json::to_value(&*p.event).expect("events always serialize"),
-                        position: p.event.position.0,
-                        reason: p.reason,
-                        attempts: p.attempts,
-                        parked_at: at.clone(),
-                    })
-                    .collect()
-            };
-            persist::write_parked(&*self.state_store, &self.name, parked).await?;
+    /// Records failed attempts that will be retried (a nack `retry`, ack timeouts), so that the
+    /// attempt count survives a restart and is known to other servers sharing the state store.
+    async fn record_failed(&self, failed: Vec<(u64, u32)>) -> GroupResult<()> {
+        if failed.is_empty() {
+            return Ok(());
         }
+        let gate = self.ack_gate.read().await;
+        let events: Vec<NewEvent> = failed
+            .chunks(RETRIED_PER_RECORD_MAX)
+            .map(|c| {
+                let retried = Retried {
+                    version: RECORD_VERSION,
+                    failed: c.to_vec(),
+                };
+                persist::event(RETRIED, &retried)
+            })
+            .collect();
+        self.append_acks(|_| events.clone(), "record failed attempts")
+            .await?;
+        drop(gate);
+        self.records_since_checkpoint
+            .fetch_add(1, Ordering::Relaxed);
+        self.maybe_checkpoint().await
+    }
+
+    /// Copies the events at settling `positions` into the parked stream; `copied` gets the
+    /// positions copied (on an error, those copied before it).
+    async fn copy_parked(&self, positions: &[u64], copied: &mut Vec<u64>) -> GroupResult<()> {
+        let parked: Vec<ParkedRecord> = {
+            let s = self.state.lock();
+            let at = Timestamp::now().to_string();
+            s.window
+                .to_park(positions)
+                .into_iter()
+                .map(|p| ParkedRecord {
+                    version: RECORD_VERSION,
+                    event: serde_json::to_value(&*p.event).expect("events always serialize"),
+                    position: p.event.position.0,
+                    reason: p.reason,
+                    attempts: p.attempts,
+                    parked_at: at.clone(),
+                })
+                .collect()
+        };
+        persist::write_parked(&*self.state_store, &self.name, parked, copied).await
+    }
+
+    /// Appends the `settled` record of `positions`.
+    async fn record_settled(&self, positions: &[u64], action: SettleAction) -> GroupResult<()> {
         let settled = Settled {
             version: RECORD_VERSION,
             action,
@@ -838,11 +1031,18 @@ impl Group {
                 unsettled.extend(s.fetch.iter().copied());
                 unsettled.sort_unstable();
                 unsettled.dedup();
+                let mut failed: Vec<(u64, u32)> = s.window.failed_counts().collect();
+                failed.extend(s.failed.iter().map(|(&p, &n)| (p, n)).filter(|&(p, _)| {
+                    s.fetch.contains(&p) || (p >= s.next_read && !s.settled_after.contains(&p))
+                }));
+                failed.sort_unstable();
                 let c = Checkpoint {
                     version: RECORD_VERSION,
                     through: s.next_read,
                     unsettled,
                     settled_after: s.settled_after.iter().copied().collect(),
+                    failed,
+                    parked_cursor: Some(s.parked_cursor),
                 };
                 vec![persist::event(CHECKPOINT, &c)]
             },
@@ -881,10 +1081,12 @@ impl Group {
         let _one = self.replay_lock.lock().await;
         if self.shared {
             // Another server may have replayed or parked since this one looked.
-            let (cursor, parked) = persist::restore_parked(&*self.state_store, &self.name).await?;
+            let known = self.state.lock().parked_cursor;
+            let restored =
+                persist::restore_parked(&*self.state_store, &self.name, known, |_| false).await?;
             let mut s = self.state.lock();
-            s.parked_cursor = s.parked_cursor.max(cursor);
-            s.parked = parked;
+            s.parked_cursor = s.parked_cursor.max(restored.cursor);
+            s.parked = restored.count;
         }
         let cursor = self.state.lock().parked_cursor;
         let (entries, _) =
@@ -898,6 +1100,7 @@ impl Group {
             let replayed = Replayed {
                 version: RECORD_VERSION,
                 positions: positions.clone(),
+                parked_cursor: Some(last_rev + 1),
             };
             let record = persist::event(REPLAYED, &replayed);
             self.append_acks(|_| vec![record.clone()], "record a replay")
@@ -905,6 +1108,7 @@ impl Group {
             let mut s = self.state.lock();
             for &p in &positions {
                 s.settled_after.remove(&p);
+                s.failed.remove(&p);
                 if !s.window.contains(p) {
                     s.fetch.insert(p);
                 }

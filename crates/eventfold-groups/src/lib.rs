@@ -39,6 +39,11 @@ use records::StoredConfig;
 
 /// Most deliveries one pull may ask for.
 pub const PULL_MAX: usize = 10_000;
+/// Bytes of event data and metadata one pull (or one step of a push stream) hands out at most;
+/// the event that reaches it is the last (so at least one is handed out). A pull's answer is
+/// built whole and held until the client has read it: without this bound, a pull of
+/// `PULL_MAX` events of 1 MiB would hold gigabytes for one slow reader.
+pub const PULL_DATA_BYTES_MAX: usize = 4 << 20;
 /// Longest long-poll wait: one minute (longer polls are better served by a push stream).
 pub const PULL_WAIT_MS_MAX: u64 = 60_000;
 /// Most ids in one ack or nack: one ack record stays well below the per-event size limit.
@@ -479,7 +484,10 @@ impl Groups {
         self.find(name).await?.ack(ids).await
     }
 
-    /// Nacks deliveries: retry after the backoff, park now, or skip (never deliver again).
+    /// Nacks deliveries: retry after the backoff, park now, or skip (never deliver again). When
+    /// a `retry` returns `Ok`, the failed attempt is recorded: the event gets `max_deliveries`
+    /// attempts in all, across restarts. A park is made once, also when the process dies
+    /// between its two appends (the next start-up completes it).
     pub async fn nack(
         &self,
         name: &GroupName,

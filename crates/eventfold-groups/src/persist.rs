@@ -1,7 +1,7 @@
 //! The group's state in the state store: appending records, and rebuilding the delivery state
 //! from them at start-up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use eventfold_core::{
     EventStore, EventType, ExpectedRevision, NewEvent, ReadFrom, ReadStream, RecordedEvent,
@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GroupError, GroupResult};
 use crate::name::GroupName;
 use crate::records::{
-    CHECKPOINT, CLAIMED, CONFIG, Checkpoint, Claimed, PARKED, ParkedRecord, RECORD_VERSION,
-    REPLAY_CURSOR, REPLAYED, ReplayCursor, Replayed, SETTLED, Settled, StoredConfig, Version,
+    CHECKPOINT, CLAIMED, CONFIG, Checkpoint, Claimed, PARKED, ParkedPosition, ParkedRecord,
+    RECORD_VERSION, REPLAY_CURSOR, REPLAYED, RETRIED, ReplayCursor, Replayed, Retried, SETTLED,
+    Settled, StoredConfig, Version,
 };
 
 /// Events read per page while rebuilding state (small enough for any sane read limit).
@@ -190,7 +191,30 @@ pub(crate) struct Restored {
     pub acks_rev: Option<u64>,
     /// Positions claimed after the last checkpoint and not settled since, with the claim's
     /// deadline (milliseconds since the Unix epoch): another server may still hold them.
-    pub claimed: std::collections::BTreeMap<u64, u64>,
+    pub claimed: BTreeMap<u64, u64>,
+    /// Failed attempts recorded of unsettled positions.
+    pub failed: BTreeMap<u64, u32>,
+    /// The parked stream's replay cursor as the acks stream knows it (0: none recorded).
+    pub parked_cursor: u64,
+}
+
+impl Restored {
+    /// Whether `pos` is not settled (to be delivered, or read and then delivered).
+    pub fn unsettled(&self, pos: u64) -> bool {
+        self.fetch.contains(&pos) || (pos >= self.next_read && !self.settled_after.contains(&pos))
+    }
+
+    /// Applies a `settled` record of `positions` written after this state was read.
+    pub fn settle(&mut self, positions: &[u64]) {
+        for &p in positions {
+            self.fetch.remove(&p);
+            self.claimed.remove(&p);
+            self.failed.remove(&p);
+            if p >= self.next_read {
+                self.settled_after.insert(p);
+            }
+        }
+    }
 }
 
 /// Rebuilds the delivery state: the last checkpoint, then every record after it.
@@ -217,6 +241,8 @@ pub(crate) async fn restore_acks(
             next_read: c.through,
             fetch: c.unsettled.into_iter().collect(),
             settled_after: c.settled_after.into_iter().collect(),
+            failed: c.failed.into_iter().collect(),
+            parked_cursor: c.parked_cursor.unwrap_or(0),
             ..Restored::default()
         },
         None => Restored {
@@ -227,19 +253,20 @@ pub(crate) async fn restore_acks(
     r.acks_rev = acks_rev;
     for e in tail.iter().rev() {
         match e.event_type.as_str() {
-            SETTLED => {
-                for p in decode::<Settled>(group, e)?.positions {
-                    r.fetch.remove(&p);
-                    r.claimed.remove(&p);
-                    if p >= r.next_read {
-                        r.settled_after.insert(p);
-                    }
-                }
-            }
+            SETTLED => r.settle(&decode::<Settled>(group, e)?.positions),
             REPLAYED => {
-                for p in decode::<Replayed>(group, e)?.positions {
+                let replayed = decode::<Replayed>(group, e)?;
+                for p in replayed.positions {
                     r.settled_after.remove(&p);
+                    r.failed.remove(&p);
                     r.fetch.insert(p);
+                }
+                r.parked_cursor = r.parked_cursor.max(replayed.parked_cursor.unwrap_or(0));
+            }
+            RETRIED => {
+                for (p, n) in decode::<Retried>(group, e)?.failed {
+                    let known = r.failed.entry(p).or_default();
+                    *known = (*known).max(n);
                 }
             }
             CLAIMED => {
@@ -251,32 +278,67 @@ pub(crate) async fn restore_acks(
             _ => {}
         }
     }
+    // A `retried` record may land after the `settled` one of the same position.
+    let failed = std::mem::take(&mut r.failed);
+    r.failed = failed
+        .into_iter()
+        .filter(|&(p, _)| r.unsettled(p))
+        .collect();
     Ok(r)
 }
 
-/// The parked set's replay cursor and the number of parked entries not yet replayed.
+/// The parked set as rebuilt from the parked stream.
+#[derive(Debug, Default)]
+pub(crate) struct RestoredParked {
+    /// Every parked entry below this revision was replayed: the newest `replay_cursor` marker,
+    /// or the cursor the acks stream recorded when that is further (a replay whose marker was
+    /// not written yet).
+    pub cursor: u64,
+    /// Whether the marker in the parked stream is behind `cursor`.
+    pub marker_behind: bool,
+    /// Parked entries not yet replayed.
+    pub count: u64,
+    /// The positions of parked entries not yet replayed for which `unsettled` says yes: parks
+    /// whose `settled` record was never written (a crash between the two appends).
+    pub unrecorded: Vec<u64>,
+}
+
+/// Rebuilds the parked set: reads the parked stream backward to its replay cursor (at least
+/// `acks_cursor`), counting the entries and asking `unsettled` about each one's position.
 pub(crate) async fn restore_parked(
     state: &dyn EventStore,
     group: &GroupName,
-) -> GroupResult<(u64, u64)> {
-    let mut cursor: Option<u64> = None;
-    let mut count = 0;
+    acks_cursor: u64,
+    unsettled: impl Fn(u64) -> bool,
+) -> GroupResult<RestoredParked> {
+    let mut marker: Option<u64> = None;
+    let mut out = RestoredParked::default();
     read_backward(state, group, &group.parked_stream(), |e| {
-        if cursor.is_some_and(|c| e.revision.0 < c) {
+        if e.revision.0 < marker.unwrap_or(0).max(acks_cursor) {
             return Ok(false);
         }
         match e.event_type.as_str() {
-            PARKED => count += 1,
-            REPLAY_CURSOR if cursor.is_none() => {
-                let c = decode::<ReplayCursor>(group, e)?.cursor;
-                cursor = Some(c);
+            PARKED => {
+                out.count += 1;
+                let p = decode::<ParkedPosition>(group, e)?.position;
+                if unsettled(p) {
+                    out.unrecorded.push(p);
+                }
+            }
+            REPLAY_CURSOR if marker.is_none() => {
+                marker = Some(decode::<ReplayCursor>(group, e)?.cursor);
             }
             _ => {}
         }
         Ok(true)
     })
     .await?;
-    Ok((cursor.unwrap_or(0), count))
+    let marker = marker.unwrap_or(0);
+    out.cursor = marker.max(acks_cursor);
+    out.marker_behind = marker < acks_cursor;
+    out.unrecorded.sort_unstable();
+    out.unrecorded.dedup();
+    Ok(out)
 }
 
 /// Reads parked entries (not yet replayed) from revision `from` on, at most `limit` of them.
@@ -327,14 +389,17 @@ pub(crate) async fn write_config(
 }
 
 /// Copies events into the parked stream, one append each; an event too big to copy is kept
-/// with its coordinates only.
+/// with its coordinates only. Pushes the position of each copy written to `copied` (on an
+/// error, those written before it).
 pub(crate) async fn write_parked(
     state: &dyn EventStore,
     group: &GroupName,
     parked: Vec<ParkedRecord>,
+    copied: &mut Vec<u64>,
 ) -> GroupResult<()> {
     let stream = group.parked_stream();
     for mut p in parked {
+        let position = p.position;
         let first = event(PARKED, &p);
         let r = append(state, group, &stream, vec![first], "park an event").await;
         if let Err(GroupError::Store {
@@ -359,6 +424,7 @@ pub(crate) async fn write_parked(
         } else {
             r?;
         }
+        copied.push(position);
     }
     Ok(())
 }

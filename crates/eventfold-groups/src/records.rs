@@ -3,15 +3,21 @@
 //!
 //! - `group-{name}-config`: `config` events; the last one wins.
 //! - `group-{name}-acks`: `settled` (positions acknowledged, skipped or parked: never delivered
-//!   again), `replayed` (parked positions made deliverable again) and `checkpoint` (a compact
-//!   summary; a restart reads back to the last one only); with a shared state store also
-//!   `claimed` (positions handed out by one server, held back by the others until a deadline).
+//!   again), `retried` (failed attempts of unsettled positions: nack `retry`s and ack timeouts),
+//!   `replayed` (parked positions made deliverable again) and `checkpoint` (a compact summary; a
+//!   restart reads back to the last one only); with a shared state store also `claimed`
+//!   (positions handed out by one server, held back by the others until a deadline).
 //! - `parked-{name}`: a `parked` event per parked event and `replay_cursor` markers.
 //!
 //! These are the stored shapes, apart from what the API sends: each carries a format `version`
 //! (absent in records written before versions existed: those are version 1), unknown fields
 //! are ignored so that an older build reads what a newer one adds within the same version, and a
 //! record of a version above [`RECORD_VERSION`] is refused as written by a newer eventfold.
+//!
+//! `retried` and the optional fields `failed`/`parked_cursor` (of `checkpoint`) and
+//! `parked_cursor` (of `replayed`) were added within version 1: a build that does not know them
+//! skips the kind and ignores the fields, which only loses what they add (attempt counts start
+//! over at its restart, as they did before them), so they need no new version.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,7 @@ pub(crate) const CHECKPOINT: &str = "checkpoint";
 pub(crate) const PARKED: &str = "parked";
 pub(crate) const REPLAY_CURSOR: &str = "replay_cursor";
 pub(crate) const CLAIMED: &str = "claimed";
+pub(crate) const RETRIED: &str = "retried";
 
 fn version_1() -> u32 {
     1
@@ -174,6 +181,21 @@ pub(crate) struct Replayed {
     #[serde(default = "version_1")]
     pub version: u32,
     pub positions: Vec<u64>,
+    /// The parked stream's replay cursor once this replay is done (the revision after the last
+    /// entry replayed); the `replay_cursor` marker that follows in the parked stream says the
+    /// same. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_cursor: Option<u64>,
+}
+
+/// Failed attempts (nack `retry`, ack timeout) of unsettled positions: `(position, failed
+/// attempts so far)`. Counts only grow: applying a record twice, or an older count after a
+/// newer one, changes nothing.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Retried {
+    #[serde(default = "version_1")]
+    pub version: u32,
+    pub failed: Vec<(u64, u32)>,
 }
 
 /// Positions handed to a consumer by one of several servers sharing the state store: the others
@@ -197,6 +219,12 @@ pub(crate) struct Checkpoint {
     pub through: u64,
     pub unsettled: Vec<u64>,
     pub settled_after: Vec<u64>,
+    /// Failed attempts so far of unsettled positions, `(position, count)`, those with any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<(u64, u32)>,
+    /// The parked stream's replay cursor as the acks stream knows it (see [`Replayed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_cursor: Option<u64>,
 }
 
 /// One parked event as stored in `parked-{name}`.
@@ -211,6 +239,12 @@ pub(crate) struct ParkedRecord {
     pub attempts: u32,
     /// RFC 3339.
     pub parked_at: String,
+}
+
+/// The position of a `parked` record, read without decoding its copy of the event.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ParkedPosition {
+    pub position: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -306,6 +340,42 @@ mod tests {
         let rc: ReplayCursor =
             decode(&g, &stored("parked-g", r#"{"cursor":3}"#)).expect("cursor decodes");
         assert_eq!(rc.cursor, 3);
+    }
+
+    /// The records and fields added for durable attempt counts: a checkpoint and a replay
+    /// written before them read as having none, and what is written now reads back.
+    #[test]
+    fn attempt_counts_and_the_acks_cursor_are_optional() {
+        let g = group();
+        let c: Checkpoint = decode(
+            &g,
+            &stored(
+                "group-g-acks",
+                r#"{"version":1,"through":9,"unsettled":[3],"settled_after":[]}"#,
+            ),
+        )
+        .expect("an older checkpoint decodes");
+        assert!(c.failed.is_empty() && c.parked_cursor.is_none());
+        let r: Replayed =
+            decode(&g, &stored("group-g-acks", r#"{"positions":[4]}"#)).expect("replayed decodes");
+        assert_eq!(r.parked_cursor, None);
+        let written = Retried {
+            version: RECORD_VERSION,
+            failed: vec![(5, 2), (7, 1)],
+        };
+        let v = serde_json::to_string(&written).expect("serializes");
+        assert_eq!(v, r#"{"version":1,"failed":[[5,2],[7,1]]}"#);
+        let back: Retried = decode(&g, &stored("group-g-acks", &v)).expect("decodes");
+        assert_eq!(back.failed, vec![(5, 2), (7, 1)]);
+        let p: ParkedPosition = decode(
+            &g,
+            &stored(
+                "parked-g",
+                r#"{"event":{"stream":"order-1","data":{"big":[1,2,3]}},"position":5,"reason":"bad","attempts":2,"parked_at":"2026-01-01T00:00:00Z"}"#,
+            ),
+        )
+        .expect("a parked record's position decodes");
+        assert_eq!(p.position, 5);
     }
 
     #[test]

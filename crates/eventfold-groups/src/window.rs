@@ -71,7 +71,12 @@ enum EntryState {
 #[derive(Debug)]
 struct Entry {
     event: Arc<RecordedEvent>,
+    /// The number of the last delivery made (the `attempt` it was handed out with).
     attempts: u32,
+    /// Failed attempts (nack `retry`, ack timeout) known: counted here, or recorded before a
+    /// restart or by another server. The next delivery is attempt `max(attempts, failed) + 1`,
+    /// and a failure parks the event once this reaches `max_deliveries`.
+    failed: u32,
     last_reason: String,
     /// When the last delivery went out.
     delivered_at: Option<Instant>,
@@ -106,10 +111,30 @@ pub(crate) struct Counters {
 pub(crate) struct Tick {
     /// Positions whose attempts are used up: settling, to be parked by the caller.
     pub park: Vec<u64>,
+    /// Positions whose delivery timed out and that will be delivered again, with their failed
+    /// attempts so far: for the caller to record.
+    pub failed: Vec<(u64, u32)>,
     /// Whether anything became deliverable again.
     pub woke: bool,
     /// Deliveries whose ack timeout fired.
     pub timed_out: Vec<Held>,
+}
+
+/// What [`Window::retry`] decided.
+#[derive(Debug, Default)]
+pub(crate) struct Retry {
+    /// Positions whose attempts are used up: settling, to be parked by the caller.
+    pub park: Vec<u64>,
+    /// Positions backing off, with their failed attempts so far: for the caller to record.
+    pub failed: Vec<(u64, u32)>,
+}
+
+/// What a failed attempt leads to.
+enum Failed {
+    /// The attempts are used up: settling, to be parked.
+    Park,
+    /// Backing off (or ready again) after this many failed attempts.
+    Again(u32),
 }
 
 /// An event to copy into the parked set.
@@ -246,6 +271,7 @@ impl Window {
             Entry {
                 event: Arc::new(e),
                 attempts: 0,
+                failed: 0,
                 last_reason: String::new(),
                 delivered_at: None,
                 state: EntryState::Ready,
@@ -326,26 +352,45 @@ impl Window {
         }
     }
 
-    /// A failed attempt: back off, or settling when the attempts are used up (returns `true`:
-    /// the caller parks it).
-    fn fail(&mut self, pos: u64, reason: String, now: Instant) -> bool {
-        let Some(entry) = self.entries.get_mut(&pos) else {
-            return false;
-        };
+    /// A failed attempt of the current delivery: back off, or settling when the attempts are
+    /// used up (the caller parks it). `None` for a position not held.
+    fn fail(&mut self, pos: u64, reason: String, now: Instant) -> Option<Failed> {
+        let entry = self.entries.get_mut(&pos)?;
         entry.last_reason = reason;
-        let attempts = entry.attempts;
+        entry.failed = entry.failed.max(entry.attempts);
+        let failed = entry.failed;
         self.counters.retried += 1;
-        if attempts >= self.config.max_deliveries {
+        if failed >= self.config.max_deliveries {
             self.set_state(pos, EntryState::Settling);
-            return true;
+            return Some(Failed::Park);
         }
-        let delay = self.config.retry_backoff.delay(attempts);
+        let delay = self.config.retry_backoff.delay(failed);
         if delay.is_zero() {
             self.set_state(pos, EntryState::Ready);
         } else {
             self.set_state(pos, EntryState::Backoff { until: now + delay });
         }
-        false
+        Some(Failed::Again(failed))
+    }
+
+    /// Raises the failed attempts known of `pos` to at least `failed` (recorded before a
+    /// restart, or by another server); returns whether the window holds `pos`.
+    pub fn raise_failed(&mut self, pos: u64, failed: u32) -> bool {
+        match self.entries.get_mut(&pos) {
+            Some(e) => {
+                e.failed = e.failed.max(failed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The held positions with failed attempts, with their counts (for a checkpoint).
+    pub fn failed_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.failed > 0)
+            .map(|(&p, e)| (p, e.failed))
     }
 
     /// Whether `pos` (of `stream`) may go to `consumer` now under the pinned strategy.
@@ -380,14 +425,20 @@ impl Window {
     }
 
     /// A pull by `consumer` at `now`: marks it live and hands it up to `max` ready events, in
-    /// position order, within the group's and the consumer's in-flight bounds.
+    /// position order, within the group's and the consumer's in-flight bounds, and up to
+    /// [`crate::PULL_DATA_BYTES_MAX`] of data and metadata (the event that reaches it is the last).
     pub fn take(&mut self, consumer: &ConsumerName, max: usize, now: Instant) -> Vec<Delivery> {
         self.touch(consumer, now, true);
         let mut out = Vec::new();
         let mut cursor = 0u64;
         let mine_max = self.config.consumer_in_flight_max();
         let mut mine = self.consumers.get(consumer).map_or(0, |c| c.in_flight);
-        while out.len() < max && self.in_flight < self.config.max_in_flight && mine < mine_max {
+        let mut bytes = 0usize;
+        while out.len() < max
+            && self.in_flight < self.config.max_in_flight
+            && mine < mine_max
+            && bytes < crate::PULL_DATA_BYTES_MAX
+        {
             let Some(&pos) = self.ready.range(cursor..).next() else {
                 break;
             };
@@ -408,9 +459,10 @@ impl Window {
             );
             mine += 1;
             let entry = self.entries.get_mut(&pos).expect("entry just updated");
-            entry.attempts += 1;
+            entry.attempts = entry.attempts.max(entry.failed) + 1;
             entry.delivered_at = Some(now);
             self.counters.delivered += 1;
+            bytes += entry.event.data.len() + entry.event.metadata.json_len();
             out.push(Delivery {
                 delivery_id: format!("{}-{pos}-{}", self.epoch, entry.attempts),
                 attempt: entry.attempts,
@@ -506,12 +558,17 @@ impl Window {
     }
 
     /// Claimed positions that failed (a nack `retry`): they back off, or stay settling when
-    /// their attempts are used up; returns those, for the caller to park.
-    pub fn retry(&mut self, positions: Vec<u64>, reason: &str, now: Instant) -> Vec<u64> {
-        positions
-            .into_iter()
-            .filter(|&p| self.fail(p, reason.to_owned(), now))
-            .collect()
+    /// their attempts are used up (for the caller to park).
+    pub fn retry(&mut self, positions: Vec<u64>, reason: &str, now: Instant) -> Retry {
+        let mut out = Retry::default();
+        for p in positions {
+            match self.fail(p, reason.to_owned(), now) {
+                Some(Failed::Park) => out.park.push(p),
+                Some(Failed::Again(n)) => out.failed.push((p, n)),
+                None => {}
+            }
+        }
+        out
     }
 
     /// Records why claimed positions are about to be parked.
@@ -531,7 +588,7 @@ impl Window {
             .map(|e| ToPark {
                 event: e.event.clone(),
                 reason: e.last_reason.clone(),
-                attempts: e.attempts,
+                attempts: e.attempts.max(e.failed),
             })
             .collect()
     }
@@ -618,8 +675,10 @@ impl Window {
                     }
                     // Reinsert so that `set_state` finds and removes it consistently.
                     self.timers.insert((t, pos));
-                    if self.fail(pos, reason, now) {
-                        out.park.push(pos);
+                    match self.fail(pos, reason, now) {
+                        Some(Failed::Park) => out.park.push(pos),
+                        Some(Failed::Again(n)) => out.failed.push((pos, n)),
+                        None => {}
                     }
                     out.woke = true;
                 }

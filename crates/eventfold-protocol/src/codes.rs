@@ -51,6 +51,8 @@ error_codes! {
     InvalidPath = ("invalid_path", 400),
     /// The body could not be read from the connection.
     UnreadableBody = ("unreadable_body", 400),
+    /// The body did not arrive whole within the server's body read timeout.
+    BodyReadTimeout = ("body_read_timeout", 408),
     /// The body is not the JSON the route expects.
     InvalidBody = ("invalid_body", 400),
     /// The body is not JSON.
@@ -166,6 +168,7 @@ mod tests {
         ("duplicate_query_parameter", 400),
         ("invalid_path", 400),
         ("unreadable_body", 400),
+        ("body_read_timeout", 408),
         ("invalid_body", 400),
         ("invalid_json", 400),
         ("invalid_event", 400),

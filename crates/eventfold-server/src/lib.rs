@@ -19,7 +19,8 @@ pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
 pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
 pub use state::{
-    AppState, CONNECTIONS_MAX_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT, ServerLimits, StoredBytes,
+    AppState, BODY_READ_TIMEOUT_DEFAULT, CONNECTIONS_MAX_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
+    ServerLimits, StoredBytes,
 };
 
 use std::future::Future;
@@ -63,8 +64,9 @@ impl NoDelay for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
 /// (subscriptions end with a final message) and returns.
 ///
 /// At most [`ServerLimits::connections_max`] connections are served at once (the next is
-/// accepted when one closes), and a request's header must arrive within
-/// [`ServerLimits::header_read_timeout`].
+/// accepted when one closes), a request's header must arrive within
+/// [`ServerLimits::header_read_timeout`] and its body within
+/// [`ServerLimits::body_read_timeout`].
 pub async fn serve<L>(
     mut listener: L,
     state: AppState,

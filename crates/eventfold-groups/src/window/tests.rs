@@ -351,7 +351,11 @@ impl Model {
                 for p in &positions {
                     self.events.get_mut(p).expect("known").1 = Fate::Waiting;
                 }
-                let park = self.window.retry(positions, "failed", self.now);
+                let retry = self.window.retry(positions, "failed", self.now);
+                for (p, n) in &retry.failed {
+                    assert_eq!(*n, attempts[p], "a retry records the attempts made");
+                }
+                let park = retry.park;
                 for p in &park {
                     assert!(
                         attempts[p] >= self.config.max_deliveries,
@@ -492,6 +496,27 @@ mod shared {
 
     fn consumer() -> ConsumerName {
         ConsumerName::new("c").expect("valid consumer")
+    }
+
+    /// A take stops at the event whose data reaches `PULL_DATA_BYTES_MAX`: one pull never
+    /// holds more than that (plus one event) for a slow reader, whatever `max` asks.
+    #[test]
+    fn a_take_is_bounded_in_bytes() {
+        let mut w = Window::new(GroupConfig::default(), "e".into());
+        let s = StreamName::new("s-1").expect("valid stream");
+        let event_bytes = 1 << 20;
+        for p in 0..10 {
+            let mut e = recorded(&s, p, p);
+            e.data = vec![b'x'; event_bytes];
+            w.offer(e);
+        }
+        let t0 = Instant::now();
+        let got = w.take(&consumer(), 10, t0);
+        assert_eq!(got.len(), crate::PULL_DATA_BYTES_MAX.div_ceil(event_bytes));
+        let rest = w.take(&consumer(), 10, t0);
+        assert_eq!(got.len() + rest.len(), 8, "the next pull takes the rest");
+        let last = w.take(&consumer(), 10, t0);
+        assert_eq!(last.len(), 2);
     }
 
     #[test]

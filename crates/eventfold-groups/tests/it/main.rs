@@ -2,6 +2,7 @@
 //! a restart must read back what the groups wrote to disk.
 
 mod basics;
+mod durable;
 mod lag;
 mod observe;
 mod powerloss;

@@ -115,15 +115,24 @@ async fn pipeline(
     let mut buf = BytesMut::new();
     let mut reading = !*closing.borrow_and_update();
     let mut line_no: u64 = 0;
+    // Since when the buffer holds the start of a line without its end: the rest must come
+    // within the body read timeout (a client may stay idle between lines, not inside one).
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let line_timeout = st.limits.body_read_timeout;
     let mut inflight: FuturesOrdered<BoxFuture<'static, Answered>> = FuturesOrdered::new();
     // The last append in flight per stream: the next one on that stream waits for it.
     let mut last_on: HashMap<StreamName, (u64, oneshot::Receiver<()>)> = HashMap::new();
     loop {
         // Start every complete line the window has room for.
+        let mut started_any = false;
+        // Whether the buffer holds no line end (else the loop stopped for want of room).
+        let mut no_line_end = false;
         while inflight.len() < PIPELINE_APPENDS_MAX {
             let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+                no_line_end = true;
                 break;
             };
+            started_any = true;
             let line = buf.split_to(nl + 1);
             let line = &line[..nl];
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -138,6 +147,12 @@ async fn pipeline(
                 &mut last_on,
             ));
             line_no += 1;
+        }
+        let partial = no_line_end && !buf.is_empty();
+        if !partial {
+            partial_since = None;
+        } else if partial_since.is_none() || started_any {
+            partial_since = Some(tokio::time::Instant::now());
         }
         if reading && buf.len() > line_max {
             // No line end within the limit: the rest cannot be split into lines.
@@ -185,6 +200,28 @@ async fn pipeline(
                 if tx.send(Bytes::from(chunk)).await.is_err() {
                     return; // The client went away.
                 }
+            }
+            () = tokio::time::sleep_until(
+                partial_since.map_or_else(tokio::time::Instant::now, |t| t + line_timeout)
+            ), if reading && partial_since.is_some() => {
+                let e = with_line(
+                    super::body_read_timeout(line_timeout, &format!("line {line_no}")),
+                    line_no,
+                );
+                let bytes = encode(&failed(e));
+                inflight.push_back(
+                    async move {
+                        Answered {
+                            line_no,
+                            stream: None,
+                            bytes,
+                        }
+                    }
+                    .boxed(),
+                );
+                reading = false;
+                buf.clear();
+                partial_since = None;
             }
             changed = closing.changed(), if reading => {
                 if changed.is_err() || *closing.borrow() {

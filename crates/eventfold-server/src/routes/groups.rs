@@ -52,8 +52,18 @@ fn groups(st: &AppState) -> ApiResult<&Groups> {
 }
 
 /// The JSON body; an empty body is `{}`.
-async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
-    let bytes = read_body(headers, body, GROUP_BODY_BYTES_MAX).await?;
+async fn json_body<T: DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let bytes = read_body(
+        headers,
+        body,
+        GROUP_BODY_BYTES_MAX,
+        st.limits.body_read_timeout,
+    )
+    .await?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -76,7 +86,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let settings: GroupSettings = json_body(&headers, body).await?;
+    let settings: GroupSettings = json_body(&st, &headers, body).await?;
     let config = config_from_wire(settings)?;
     let outcome = g.put(&name, config).await?;
     let info = g.info(&name).await?;
@@ -125,7 +135,7 @@ pub async fn pull(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: PullRequest = json_body(&headers, body).await?;
+    let b: PullRequest = json_body(&st, &headers, body).await?;
     let consumer = ConsumerName::new(&b.consumer)?;
     let max = b.max.unwrap_or(PULL_MAX_DEFAULT);
     let wait = Duration::from_millis(b.wait_ms.unwrap_or(PULL_WAIT_MS_DEFAULT));
@@ -160,7 +170,7 @@ pub async fn ack(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: AckRequest = json_body(&headers, body).await?;
+    let b: AckRequest = json_body(&st, &headers, body).await?;
     let span = settle_span(g, &name, "ack", &b.delivery_ids).await;
     let out = g.ack(&name, &b.delivery_ids).await;
     if let Err(e) = &out {
@@ -178,7 +188,7 @@ pub async fn nack(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: NackRequest = json_body(&headers, body).await?;
+    let b: NackRequest = json_body(&st, &headers, body).await?;
     let reason = if b.reason.is_empty() {
         "nacked without a reason"
     } else {
@@ -263,7 +273,7 @@ pub async fn replay(
 ) -> ApiResult<Response> {
     let g = groups(&st)?;
     let name = req.into_inner().group;
-    let b: ReplayRequest = json_body(&headers, body).await?;
+    let b: ReplayRequest = json_body(&st, &headers, body).await?;
     let replayed = g.replay(&name, b.max).await?;
     Ok(Json(ReplayResponse {
         replayed: replayed as u64,

@@ -65,11 +65,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 /// Reads the request body, refusing one larger than `max` from its `Content-Length` alone
-/// (before reading anything) or as soon as it grows past `max`.
+/// (before reading anything) or as soon as it grows past `max`, and one that has not arrived
+/// whole within `timeout` ([`crate::ServerLimits::body_read_timeout`]).
 pub async fn read_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     max: usize,
+    timeout: std::time::Duration,
 ) -> ApiResult<Bytes> {
     let too_large = || {
         ApiError::new(
@@ -85,7 +87,10 @@ pub async fn read_body(
     if announced.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| body_read_timeout(timeout, "the request body"))?;
+    read.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = source {
             if err.is::<http_body_util::LengthLimitError>() {
@@ -98,6 +103,19 @@ pub async fn read_body(
             format!("the request body could not be read: {e}"),
         )
     })
+}
+
+/// The error of a body (or part of one) that did not arrive within `timeout`. Hyper closes the
+/// connection after the answer: the rest of the body is not read.
+pub fn body_read_timeout(timeout: std::time::Duration, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyReadTimeout,
+        format!(
+            "{what} did not arrive whole within {} s; send it at once (a server may raise --body-read-timeout-secs for slow links)",
+            timeout.as_secs()
+        ),
+    )
+    .with_detail("timeout_secs", timeout.as_secs())
 }
 
 /// Refuses a read limit above the configured maximum (the store checks it too, but a streamed

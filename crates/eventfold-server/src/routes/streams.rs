@@ -56,7 +56,13 @@ pub async fn append(
     let stream = req.into_inner().stream;
     let expected = expected_revision(&headers)?;
     let trace = trace_headers(&headers)?;
-    let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
+    let body = read_body(
+        &headers,
+        body,
+        st.limits.body_bytes_max(),
+        st.limits.body_read_timeout,
+    )
+    .await?;
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -365,7 +371,13 @@ pub async fn put_metadata(
     body: Body,
 ) -> ApiResult<Response> {
     let stream = req.into_inner().stream;
-    let body = read_body(&headers, body, st.limits.body_bytes_max()).await?;
+    let body = read_body(
+        &headers,
+        body,
+        st.limits.body_bytes_max(),
+        st.limits.body_read_timeout,
+    )
+    .await?;
     let md: StreamMetadata = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(ErrorCode::InvalidMetadata,
             format!("the body is not stream metadata ({{\"max_count\"?, \"max_age_seconds\"?, \"truncate_before\"?, \"custom\"?}}): {e}"),

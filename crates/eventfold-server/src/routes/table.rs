@@ -38,6 +38,7 @@ pub fn operations() -> Vec<Operation> {
                 (200, "AppendResult"),
                 (400, "Error"),
                 (409, "Error"),
+                (408, "Error"),
                 (410, "Error"),
                 (413, "Error"),
                 (415, "Error"),
@@ -101,7 +102,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Replace a stream's metadata (max_count, max_age_seconds, truncate_before, custom)",
             params: params::<OnStream<Admin>>(),
             body: Some("StreamMetadata"),
-            responses: &[(200, "StreamMetadata"), (400, "Error"), (410, "Error")],
+            responses: &[
+                (200, "StreamMetadata"),
+                (400, "Error"),
+                (410, "Error"),
+                (408, "Error"),
+            ],
             handler: put(streams::put_metadata),
         },
         Operation {
@@ -155,7 +161,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, max_in_flight (needs `admin`)",
             params: params::<OnGroup<Admin>>(),
             body: Some("GroupConfig"),
-            responses: &[(201, "GroupInfo"), (200, "GroupInfo"), (400, "Error")],
+            responses: &[
+                (201, "GroupInfo"),
+                (200, "GroupInfo"),
+                (400, "Error"),
+                (408, "Error"),
+            ],
             handler: put(groups::put),
         },
         Operation {
@@ -182,7 +193,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Long-poll {consumer, max, wait_ms}: deliveries as soon as there are some, or none after wait_ms",
             params: params::<OnGroup<Read>>(),
             body: Some("PullRequest"),
-            responses: &[(200, "Deliveries"), (400, "Error"), (404, "Error")],
+            responses: &[
+                (200, "Deliveries"),
+                (400, "Error"),
+                (404, "Error"),
+                (408, "Error"),
+            ],
             handler: post(groups::pull),
         },
         Operation {
@@ -200,7 +216,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Acknowledge deliveries {delivery_ids}; a 2xx is durable; unknown or timed-out ids are listed in `unknown`",
             params: params::<OnGroup<Read>>(),
             body: Some("AckRequest"),
-            responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
+            responses: &[
+                (200, "AckResult"),
+                (400, "Error"),
+                (404, "Error"),
+                (408, "Error"),
+            ],
             handler: post(groups::ack),
         },
         Operation {
@@ -209,7 +230,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Nack deliveries {delivery_ids, action: retry | park | skip, reason}",
             params: params::<OnGroup<Read>>(),
             body: Some("NackRequest"),
-            responses: &[(200, "AckResult"), (400, "Error"), (404, "Error")],
+            responses: &[
+                (200, "AckResult"),
+                (400, "Error"),
+                (404, "Error"),
+                (408, "Error"),
+            ],
             handler: post(groups::nack),
         },
         Operation {
@@ -227,7 +253,12 @@ pub fn operations() -> Vec<Operation> {
             summary: "Deliver parked events again, oldest first, up to {max} (needs `admin`)",
             params: params::<OnGroup<Admin>>(),
             body: Some("ReplayRequest"),
-            responses: &[(200, "ReplayResult"), (400, "Error"), (404, "Error")],
+            responses: &[
+                (200, "ReplayResult"),
+                (400, "Error"),
+                (404, "Error"),
+                (408, "Error"),
+            ],
             handler: post(groups::replay),
         },
         Operation {
