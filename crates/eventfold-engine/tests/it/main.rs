@@ -5,6 +5,7 @@ mod conformance;
 mod crash;
 mod faults;
 mod fixture;
+mod fuzz_corpus;
 mod group;
 mod index;
 mod model;

@@ -54,10 +54,15 @@ fn groups(st: &AppState) -> ApiResult<&Groups> {
 /// The JSON body; an empty body is `{}`.
 async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
     let bytes = read_body(headers, body, GROUP_BODY_BYTES_MAX).await?;
+    parse_json_body(&bytes)
+}
+
+/// A group request's JSON body; an empty (or blank) body is `{}`.
+pub(crate) fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(

@@ -3,11 +3,11 @@
 mod all;
 pub(crate) mod appends;
 pub(crate) mod encode;
-mod group_bodies;
+pub(crate) mod group_bodies;
 pub mod groups;
 mod health;
 mod stats;
-mod streams;
+pub(crate) mod streams;
 pub(crate) mod subscribe;
 pub mod table;
 

@@ -2,6 +2,7 @@
 
 mod appends;
 mod auth;
+mod fuzz_corpus;
 mod metrics;
 mod openapi;
 mod reads;
