@@ -64,7 +64,7 @@ pub(crate) fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T>
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| {
+    super::from_json_object(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidBody,
             format!("the request body is not the expected JSON: {e}"),

@@ -382,7 +382,7 @@ pub async fn put_metadata(
 
 /// The body of `PUT /streams/{stream}/metadata`.
 pub(crate) fn parse_stream_metadata(body: &[u8]) -> ApiResult<StreamMetadata> {
-    serde_json::from_slice(body).map_err(|e| {
+    super::from_json_object(body).map_err(|e| {
         ApiError::new(ErrorCode::InvalidMetadata,
             format!("the body is not stream metadata ({{\"max_count\"?, \"max_age_seconds\"?, \"truncate_before\"?, \"custom\"?}}): {e}"),
         )

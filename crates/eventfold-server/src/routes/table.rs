@@ -456,9 +456,7 @@ pub fn document() -> Value {
                 "schema": query_param_schema(op.path, p)}),
             );
         }
-        if op.method == "post" && op.path == "/streams/{stream}"
-            || op.method == "delete" && op.path == "/streams/{stream}"
-        {
+        if op.path == "/streams/{stream}" && (op.method == "post" || op.method == "delete") {
             params.push(json!({"name": "Expected-Revision", "in": "header", "required": false,
                 "description": "any (default) | no-stream | exists | the stream's last revision",
                 "schema": {"anyOf": [{"type": "string", "enum": ["any", "no-stream", "exists"]}, {"type": "integer", "minimum": 0, "maximum": u64::MAX}]}}));
