@@ -34,7 +34,9 @@ fn the_entry_points_parse_as_the_routes_do() {
     ));
     assert!(!fuzz::append_body(Some("text/plain"), b"[]"));
     assert_eq!(
-        fuzz::append_lines(b"{\"stream\":\"a\",\"events\":[{\"type\":\"t\"}]}\n\n  \nnot json\n"),
+        fuzz::append_lines(
+            b"{\"stream\":\"a\",\"events\":[{\"type\":\"t\",\"data\":1}]}\n\n  \nnot json\n"
+        ),
         1
     );
     // Every route with a request type takes a plain stream/group name and no query.
