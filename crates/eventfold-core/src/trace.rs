@@ -112,10 +112,11 @@ impl std::str::FromStr for TraceParent {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |why: &str| ValidationError::new("traceparent", s, why);
         let shape = "expected version-traceid-parentid-flags in lowercase hex, as 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        if s.len() < 55 {
+        // Only ASCII can be valid: checked before slicing, so a multi-byte character across a
+        // field boundary is refused, not a panic (found by fuzzing the traceparent header).
+        let Some((head, rest)) = s.split_at_checked(55).filter(|(h, _)| h.is_ascii()) else {
             return Err(bad(shape));
-        }
-        let (head, rest) = s.split_at(55);
+        };
         let version = hex_bytes::<1>(&head[..2]).ok_or_else(|| bad(shape))?[0];
         if version == 0xff {
             return Err(bad("version ff is invalid"));
@@ -383,6 +384,11 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01",
             "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            // A two-byte character across byte 55, the end of the version-00 fields (found by
+            // the `headers` fuzz target: the slice at 55 panicked).
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{4da}",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7\u{4da}1",
+            "\u{4da}-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             let e = bad.parse::<TraceParent>().unwrap_err();
             assert_eq!(e.what, "traceparent", "{bad:?}");

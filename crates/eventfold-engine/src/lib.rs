@@ -12,6 +12,8 @@
 
 mod engine;
 mod format;
+#[doc(hidden)]
+pub mod fuzz;
 mod index;
 mod indexer;
 pub mod io;

@@ -83,6 +83,11 @@ impl<R: ApiRequest> FromRequestParts<AppState> for Authorized<R> {
 pub struct PathParams(Vec<(String, String)>);
 
 impl PathParams {
+    /// Parameters from (name, decoded value) pairs: what the router hands over.
+    pub(crate) fn new(pairs: Vec<(String, String)>) -> Self {
+        PathParams(pairs)
+    }
+
     /// The parameter `name` of the route's path.
     pub fn get(&self, name: &str) -> ApiResult<&str> {
         self.0

@@ -7,6 +7,8 @@ mod authorized;
 pub mod console;
 pub mod encoded;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod live;
 pub mod metrics;
 mod negotiate;

@@ -6,6 +6,7 @@ mod crash;
 mod diskfull;
 mod faults;
 mod fixture;
+mod fuzz_corpus;
 mod group;
 mod index;
 mod model;

@@ -312,6 +312,6 @@ fn start(
 }
 
 /// Names the line an error is about.
-fn with_line(e: ApiError, line_no: u64) -> ApiError {
+pub(crate) fn with_line(e: ApiError, line_no: u64) -> ApiError {
     ApiError(WireError::with(e.0, "line", line_no))
 }

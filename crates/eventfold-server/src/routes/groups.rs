@@ -64,12 +64,17 @@ async fn json_body<T: DeserializeOwned>(
         st.limits.body_read_timeout,
     )
     .await?;
+    parse_json_body(&bytes)
+}
+
+/// A group request's JSON body; an empty (or blank) body is `{}`.
+pub(crate) fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| {
+    super::from_json_object(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidBody,
             format!("the request body is not the expected JSON: {e}"),

@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::negotiate::{Wants, wants};
 use crate::state::AppState;
 
-fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedRevision> {
+pub(crate) fn expected_revision(
+    headers: &HeaderMap,
+) -> ApiResult<eventfold_core::ExpectedRevision> {
     let v = match headers.get("expected-revision") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -39,7 +41,7 @@ fn expected_revision(headers: &HeaderMap) -> ApiResult<eventfold_core::ExpectedR
 
 /// The request's W3C `traceparent`/`tracestate` headers, parsed once (400
 /// `invalid_trace_context` naming the header when malformed).
-pub(super) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContext>> {
+pub(crate) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContext>> {
     Ok(parse_trace_headers(
         headers.get(TRACEPARENT_HEADER).map(|v| v.as_bytes()),
         headers.get(TRACESTATE_HEADER).map(|v| v.as_bytes()),
@@ -63,21 +65,35 @@ pub async fn append(
         st.limits.body_read_timeout,
     )
     .await?;
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let events = parse_append_body(content_type, &body)?;
+    let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
+    let status = if r.idempotent_replay {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(append_response(&r))).into_response())
+}
+
+/// The events of an append body, parsed by its `Content-Type` (`None`, or a header that is not
+/// text: JSON).
+pub(crate) fn parse_append_body(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Vec<eventfold_core::NewEvent>> {
     let essence = content_type
+        .unwrap_or("application/json")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let events = match essence.as_str() {
+    Ok(match essence.as_str() {
         // curl's `-d` sends form-urlencoded; the body is JSON all the same.
-        "application/json" | "" | "application/x-www-form-urlencoded" => parse_new_events(&body)?,
-        CLOUDEVENTS_JSON => parse_cloudevent(&body)?,
-        CLOUDEVENTS_BATCH_JSON => parse_cloudevents_batch(&body)?,
+        "application/json" | "" | "application/x-www-form-urlencoded" => parse_new_events(body)?,
+        CLOUDEVENTS_JSON => parse_cloudevent(body)?,
+        CLOUDEVENTS_BATCH_JSON => parse_cloudevents_batch(body)?,
         other => {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -86,14 +102,7 @@ pub async fn append(
                 ),
             ));
         }
-    };
-    let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
-    let status = if r.idempotent_replay {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, axum::Json(append_response(&r))).into_response())
+    })
 }
 
 /// Appends `events` to `stream` and counts them (appended or failed, by type) and the time
@@ -378,13 +387,18 @@ pub async fn put_metadata(
         st.limits.body_read_timeout,
     )
     .await?;
-    let md: StreamMetadata = serde_json::from_slice(&body).map_err(|e| {
+    let md = parse_stream_metadata(&body)?;
+    st.store.set_metadata(&stream, md.clone()).await?;
+    Ok(axum::Json(md).into_response())
+}
+
+/// The body of `PUT /streams/{stream}/metadata`.
+pub(crate) fn parse_stream_metadata(body: &[u8]) -> ApiResult<StreamMetadata> {
+    super::from_json_object(body).map_err(|e| {
         ApiError::new(ErrorCode::InvalidMetadata,
             format!("the body is not stream metadata ({{\"max_count\"?, \"max_age_seconds\"?, \"truncate_before\"?, \"custom\"?}}): {e}"),
         )
-    })?;
-    st.store.set_metadata(&stream, md.clone()).await?;
-    Ok(axum::Json(md).into_response())
+    })
 }
 
 /// `DELETE /streams/{stream}[?hard=true]`.

@@ -5,8 +5,9 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use super::{all, appends, groups, health, stats, streams, subscribe};
-use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, Read, Write};
+use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
+use eventfold_protocol::{CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, NDJSON, QueryPairs};
 
 /// One operation: method, path, what it does, and its handler.
 pub struct Operation {
@@ -14,9 +15,19 @@ pub struct Operation {
     pub path: &'static str,
     pub summary: &'static str,
     pub params: &'static [&'static str],
+    /// The route's own parse of its path parameters and query string (`None`: the route reads
+    /// neither through a request type). The fuzz targets call every one.
+    pub parse: Option<ParseFn>,
     pub body: Option<&'static str>,
     pub responses: &'static [(u16, &'static str)],
     pub handler: MethodRouter<AppState>,
+}
+
+/// A route's parse of its path parameters and query string, the result dropped.
+pub type ParseFn = fn(&PathParams, &QueryPairs) -> crate::error::ApiResult<()>;
+
+fn parse<R: ApiRequest>(path: &PathParams, query: &QueryPairs) -> crate::error::ApiResult<()> {
+    R::parse(path, query).map(drop)
 }
 
 /// The query parameters of a route's request type (one owner: its `parse` refuses any other).
@@ -32,6 +43,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}",
             summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch); header Expected-Revision: any | no-stream | exists | <u64>",
             params: params::<OnStream<Write>>(),
+            parse: Some(parse::<OnStream<Write>>),
             body: Some("NewEvents"),
             responses: &[
                 (201, "AppendResult"),
@@ -51,6 +63,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/appends",
             summary: "Many appends on one connection: an NDJSON body, one append per line ({\"stream\", \"expected_revision\", \"events\"}); the NDJSON answer has one line per request line, in order: {\"appended\": AppendResult, \"replay\": bool} or an error body naming the `line`",
             params: &[],
+            parse: None,
             body: Some("AppendLines"),
             responses: &[(200, "AppendAnswers"), (401, "Error"), (415, "Error")],
             handler: post(appends::appends),
@@ -60,6 +73,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}",
             summary: "Read a stream (JSON page, or NDJSON with Accept: application/x-ndjson)",
             params: params::<streams::ReadStreamRequest>(),
+            parse: Some(parse::<streams::ReadStreamRequest>),
             body: None,
             responses: &[
                 (200, "EventPage"),
@@ -74,6 +88,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}",
             summary: "Delete a stream: soft by default, a tombstone with hard=true; header Expected-Revision",
             params: params::<streams::DeleteRequest>(),
+            parse: Some(parse::<streams::DeleteRequest>),
             body: None,
             responses: &[(204, ""), (404, "Error"), (409, "Error"), (410, "Error")],
             handler: delete(streams::delete),
@@ -83,6 +98,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}/info",
             summary: "What is known about a stream",
             params: params::<OnStream<Read>>(),
+            parse: Some(parse::<OnStream<Read>>),
             body: None,
             responses: &[(200, "StreamInfo"), (404, "Error"), (410, "Error")],
             handler: get(streams::info),
@@ -92,6 +108,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}/metadata",
             summary: "A stream's metadata",
             params: params::<OnStream<Read>>(),
+            parse: Some(parse::<OnStream<Read>>),
             body: None,
             responses: &[(200, "StreamMetadata"), (410, "Error")],
             handler: get(streams::get_metadata),
@@ -101,6 +118,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}/metadata",
             summary: "Replace a stream's metadata (max_count, max_age_seconds, truncate_before, custom)",
             params: params::<OnStream<Admin>>(),
+            parse: Some(parse::<OnStream<Admin>>),
             body: Some("StreamMetadata"),
             responses: &[
                 (200, "StreamMetadata"),
@@ -115,6 +133,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams/{stream}/subscribe",
             summary: "Subscribe to a stream: history from `from` (default end), then live events, as SSE or NDJSON; Last-Event-ID resumes",
             params: params::<subscribe::SubscribeStreamRequest>(),
+            parse: Some(parse::<subscribe::SubscribeStreamRequest>),
             body: None,
             responses: &[(200, "Event"), (400, "Error")],
             handler: get(subscribe::stream),
@@ -124,6 +143,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/streams",
             summary: "List streams in name order",
             params: params::<streams::ListRequest>(),
+            parse: Some(parse::<streams::ListRequest>),
             body: None,
             responses: &[(200, "StreamList"), (400, "Error")],
             handler: get(streams::list),
@@ -133,6 +153,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/all",
             summary: "Read the global log with optional filters (JSON page or NDJSON)",
             params: params::<all::ReadAllRequest>(),
+            parse: Some(parse::<all::ReadAllRequest>),
             body: None,
             responses: &[(200, "EventPage"), (400, "Error")],
             handler: get(all::read),
@@ -142,6 +163,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/all/subscribe",
             summary: "Subscribe to the global log: history from `from` (default end), then live events, as SSE or NDJSON",
             params: params::<subscribe::SubscribeAllRequest>(),
+            parse: Some(parse::<subscribe::SubscribeAllRequest>),
             body: None,
             responses: &[(200, "Event"), (400, "Error")],
             handler: get(subscribe::all),
@@ -151,6 +173,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions",
             summary: "List the consumer groups with their figures (needs `read` on every stream)",
             params: params::<OnServer>(),
+            parse: Some(parse::<OnServer>),
             body: None,
             responses: &[(200, "GroupList"), (503, "Error")],
             handler: get(groups::list),
@@ -160,6 +183,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}",
             summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, max_in_flight (needs `admin`)",
             params: params::<OnGroup<Admin>>(),
+            parse: Some(parse::<OnGroup<Admin>>),
             body: Some("GroupConfig"),
             responses: &[
                 (201, "GroupInfo"),
@@ -174,6 +198,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}",
             summary: "A consumer group's config plus checkpoint, lag, in_flight, parked, delivered_total, acked_total, consumers",
             params: params::<OnGroup<Read>>(),
+            parse: Some(parse::<OnGroup<Read>>),
             body: None,
             responses: &[(200, "GroupInfo"), (404, "Error")],
             handler: get(groups::info),
@@ -183,6 +208,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}",
             summary: "Delete a consumer group with its acks and parked events (needs `admin`)",
             params: params::<OnGroup<Admin>>(),
+            parse: Some(parse::<OnGroup<Admin>>),
             body: None,
             responses: &[(204, ""), (404, "Error")],
             handler: delete(groups::delete),
@@ -192,6 +218,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/pull",
             summary: "Long-poll {consumer, max, wait_ms}: deliveries as soon as there are some, or none after wait_ms",
             params: params::<OnGroup<Read>>(),
+            parse: Some(parse::<OnGroup<Read>>),
             body: Some("PullRequest"),
             responses: &[
                 (200, "Deliveries"),
@@ -206,6 +233,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/stream",
             summary: "Push deliveries to `consumer` as SSE (event: delivery, id: delivery_id) or NDJSON; never more than max_in_flight unacknowledged",
             params: params::<groups::PushRequest>(),
+            parse: Some(parse::<groups::PushRequest>),
             body: None,
             responses: &[(200, "Delivery"), (400, "Error"), (404, "Error")],
             handler: get(groups::stream),
@@ -215,6 +243,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/ack",
             summary: "Acknowledge deliveries {delivery_ids}; a 2xx is durable; unknown or timed-out ids are listed in `unknown`",
             params: params::<OnGroup<Read>>(),
+            parse: Some(parse::<OnGroup<Read>>),
             body: Some("AckRequest"),
             responses: &[
                 (200, "AckResult"),
@@ -229,6 +258,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/nack",
             summary: "Nack deliveries {delivery_ids, action: retry | park | skip, reason}",
             params: params::<OnGroup<Read>>(),
+            parse: Some(parse::<OnGroup<Read>>),
             body: Some("NackRequest"),
             responses: &[
                 (200, "AckResult"),
@@ -243,6 +273,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/parked",
             summary: "Parked events not yet replayed, oldest first (also readable as the stream $parked-{group})",
             params: params::<groups::ParkedRequest>(),
+            parse: Some(parse::<groups::ParkedRequest>),
             body: None,
             responses: &[(200, "ParkedPage"), (400, "Error"), (404, "Error")],
             handler: get(groups::parked),
@@ -252,6 +283,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/subscriptions/{group}/parked/replay",
             summary: "Deliver parked events again, oldest first, up to {max} (needs `admin`)",
             params: params::<OnGroup<Admin>>(),
+            parse: Some(parse::<OnGroup<Admin>>),
             body: Some("ReplayRequest"),
             responses: &[
                 (200, "ReplayResult"),
@@ -266,6 +298,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/health/live",
             summary: "The process is up (no auth)",
             params: &[],
+            parse: None,
             body: None,
             responses: &[(200, "Status")],
             handler: get(health::live),
@@ -275,6 +308,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/health/ready",
             summary: "Storage is open and writable (no auth)",
             params: &[],
+            parse: None,
             body: None,
             responses: &[(200, "Status"), (503, "Error")],
             handler: get(health::ready),
@@ -284,8 +318,9 @@ pub fn operations() -> Vec<Operation> {
             path: "/metrics",
             summary: "Metrics in the Prometheus/OpenMetrics text format",
             params: params::<OnServer>(),
+            parse: Some(parse::<OnServer>),
             body: None,
-            responses: &[(200, "")],
+            responses: &[(200, "Metrics")],
             handler: get(health::metrics),
         },
         Operation {
@@ -293,6 +328,7 @@ pub fn operations() -> Vec<Operation> {
             path: "/stats",
             summary: "The server at a glance: version, uptime, the log's head position, streams (counted up to 10,000), bytes on disk, open subscriptions, consumer groups, whether tokens are needed",
             params: params::<OnServer>(),
+            parse: Some(parse::<OnServer>),
             body: None,
             responses: &[(200, "ServerStats")],
             handler: get(stats::stats),
@@ -302,8 +338,9 @@ pub fn operations() -> Vec<Operation> {
             path: "/openapi.json",
             summary: "This document",
             params: params::<OnServer>(),
+            parse: Some(parse::<OnServer>),
             body: None,
-            responses: &[(200, "")],
+            responses: &[(200, "OpenApi")],
             handler: get(openapi_json),
         },
     ]
@@ -320,7 +357,7 @@ fn schemas() -> Value {
         .iter()
         .map(|c| c.as_str())
         .collect();
-    json!({
+    let mut s = json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string", "enum": codes}, "message": {"type": "string"}}, "additionalProperties": true}}},
         "NewEvent": {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
@@ -376,7 +413,62 @@ fn schemas() -> Value {
             "reason": {"type": "string"}, "attempts": {"type": "integer"}, "parked_at": {"type": "string", "format": "date-time"}}}}, "next": {"type": ["integer", "null"]}}},
         "ReplayRequest": {"type": "object", "properties": {"max": {"type": "integer", "minimum": 1}}},
         "ReplayResult": {"type": "object", "properties": {"replayed": {"type": "integer"}}}
-    })
+    });
+    // Apart: one `json!` of every schema reaches the macro recursion limit.
+    s["CloudEvent"] = json!({"type": "object", "required": ["specversion", "id", "source", "type"], "properties": {
+        "specversion": {"const": "1.0"}, "id": {"type": "string", "minLength": 1}, "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1, "maxLength": 256}, "datacontenttype": {"type": "string"}, "data": {},
+        "data_base64": {"type": "string", "contentEncoding": "base64"}, "time": {}, "subject": {}},
+        "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
+        "description": "CloudEvents 1.0, structured mode; extension attributes become metadata"});
+    s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
+    s
+}
+
+/// A W3C `traceparent` (version 00 and later versions, which may append fields).
+const TRACEPARENT_PATTERN: &str = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$";
+
+/// The media type of a body schema: the NDJSON ones are NDJSON, the others JSON.
+fn media_type(schema: &str) -> &'static str {
+    match schema {
+        "AppendLines" | "AppendAnswers" => NDJSON,
+        _ => "application/json",
+    }
+}
+
+/// The type of a query parameter, as the route's parse reads it.
+fn query_param_schema(path: &str, name: &str) -> Value {
+    let unsigned = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    match name {
+        "from" if path.contains("parked") => unsigned,
+        "from" => json!({"anyOf": [{"type": "string", "enum": ["start", "end"]}, unsigned]}),
+        "limit" => unsigned,
+        "direction" => json!({"type": "string", "enum": ["forward", "backward"]}),
+        "hard" => json!({"type": "boolean", "default": false}),
+        "category" => json!({"type": "string", "minLength": 1}),
+        "type" => json!({"type": "string", "description": "event types, comma-separated"}),
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// The errors every operation of its kind can answer besides its own: a malformed request
+/// (400) and, with tokens configured, a missing or rejected token (401) or missing rights
+/// (403); a body too large (413) or of an unsupported media type (415); the groups' routes
+/// answer 503 on a server without consumer groups.
+fn common_errors(op: &Operation) -> impl Iterator<Item = &'static (u16, &'static str)> {
+    const AUTHORIZED: &[(u16, &str)] = &[(400, "Error"), (401, "Error"), (403, "Error")];
+    const BODY: &[(u16, &str)] = &[(413, "Error"), (415, "Error")];
+    const GROUPS: &[(u16, &str)] = &[(404, "Error"), (503, "Error")];
+    let authorized = !op.path.starts_with("/health/");
+    let groups = op.path.starts_with("/subscriptions");
+    [
+        (authorized, AUTHORIZED),
+        (op.body.is_some(), BODY),
+        (groups, GROUPS),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .flat_map(|(_, list)| list.iter())
 }
 
 /// The OpenAPI 3.1 document of [`operations`].
@@ -392,21 +484,57 @@ pub fn document() -> Value {
         }
         for p in op.params {
             params.push(
-                json!({"name": p, "in": "query", "required": false, "schema": {"type": "string"}}),
+                json!({"name": p, "in": "query", "required": *p == "consumer",
+                "schema": query_param_schema(op.path, p)}),
             );
         }
+        if op.path == "/streams/{stream}" && (op.method == "post" || op.method == "delete") {
+            params.push(json!({"name": "Expected-Revision", "in": "header", "required": false,
+                "description": "any (default) | no-stream | exists | the stream's last revision",
+                "schema": {"anyOf": [{"type": "string", "enum": ["any", "no-stream", "exists"]}, {"type": "integer", "minimum": 0, "maximum": u64::MAX}]}}));
+        }
+        if op.method == "post" && (op.path == "/streams/{stream}" || op.path == "/appends") {
+            params.push(
+                json!({"name": "traceparent", "in": "header", "required": false,
+                "description": "W3C Trace Context: the trace the append belongs to",
+                "schema": {"type": "string", "pattern": TRACEPARENT_PATTERN}}),
+            );
+            params.push(json!({"name": "tracestate", "in": "header", "required": false,
+                "description": "W3C Trace Context, with traceparent only", "schema": {"type": "string"}}));
+        }
         let mut responses = serde_json::Map::new();
-        for (status, schema) in op.responses {
-            let r = if schema.is_empty() {
-                json!({"description": status.to_string()})
-            } else {
-                json!({"description": status.to_string(), "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+        for (status, schema) in op.responses.iter().chain(common_errors(&op)) {
+            let r = match *schema {
+                "" => json!({"description": status.to_string()}),
+                "Metrics" => json!({"description": status.to_string(), "content": {
+                    "application/openmetrics-text": {"schema": {"type": "string"}}}}),
+                "OpenApi" => json!({"description": status.to_string(), "content": {
+                    "application/json": {"schema": {"type": "object"}}}}),
+                schema => json!({"description": status.to_string(), "content": {
+                    media_type(schema): {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
             };
-            responses.insert(status.to_string(), r);
+            responses.entry(status.to_string()).or_insert(r);
         }
         let mut o = json!({"summary": op.summary, "parameters": params, "responses": responses});
         if let Some(b) = op.body {
-            o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+            let mut content = serde_json::Map::new();
+            content.insert(
+                media_type(b).into(),
+                json!({"schema": {"$ref": format!("#/components/schemas/{b}")}}),
+            );
+            if b == "NewEvents" {
+                content.insert(
+                    CLOUDEVENTS_JSON.into(),
+                    json!({"schema": {"$ref": "#/components/schemas/CloudEvent"}}),
+                );
+                content.insert(
+                    CLOUDEVENTS_BATCH_JSON.into(),
+                    json!({"schema": {"$ref": "#/components/schemas/CloudEvents"}}),
+                );
+            }
+            // The groups' bodies may be left out (an empty body is `{}`).
+            let required = !matches!(b, "GroupConfig" | "ReplayRequest");
+            o["requestBody"] = json!({"required": required, "content": content});
         }
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         entry[op.method] = o;

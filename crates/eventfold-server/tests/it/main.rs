@@ -3,6 +3,7 @@
 mod appends;
 mod auth;
 mod diskfull;
+mod fuzz_corpus;
 mod metrics;
 mod openapi;
 mod reads;

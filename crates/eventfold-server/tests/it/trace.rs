@@ -496,3 +496,36 @@ async fn subscription_deliveries_are_consumer_spans_about_the_events() {
         assert_eq!(found[0].span_kind, SpanKind::Consumer);
     }
 }
+
+/// A traceparent with a multi-byte character across byte 55 (where the version-00 fields end)
+/// is refused like any malformed one, in the header and in an event's metadata. It panicked in
+/// the parser before (found by the `headers` fuzz target, fuzz/corpus/headers/).
+#[tokio::test]
+async fn a_traceparent_with_a_multibyte_character_at_its_end_is_refused_not_a_panic() {
+    let s = server();
+    let torn = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{4da}";
+    let (status, body) = post(
+        &s.app,
+        "/streams/fuzz-1",
+        "application/json",
+        &[("traceparent", torn)],
+        r#"[{"type":"t","data":1}]"#.into(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &serde_json::json!("invalid_trace_context"))
+    );
+    let (status, body) = post(
+        &s.app,
+        "/streams/fuzz-1",
+        "application/json",
+        &[],
+        format!(r#"[{{"type":"t","data":1,"metadata":{{"traceparent":"{torn}"}}}}]"#),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &serde_json::json!("invalid_trace_context"))
+    );
+}
