@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, groups, health, stats, streams, subscribe};
+use super::{all, appends, backup, groups, health, stats, streams, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, Read, Write};
 use crate::state::AppState;
 
@@ -264,6 +264,15 @@ pub fn operations() -> Vec<Operation> {
             body: None,
             responses: &[(200, "ServerStats")],
             handler: get(stats::stats),
+        },
+        Operation {
+            method: "get",
+            path: "/backup",
+            summary: "An online, consistent backup of the server's stores as a tar archive (application/x-tar: the manifest eventfold-backup.json, then the segment files; the consumer groups' under groups/), taken while appends go on; `eventfold restore` makes a data directory of it (needs `admin` on every stream; 501 backup_unavailable on PostgreSQL)",
+            params: params::<OnServer<Admin>>(),
+            body: None,
+            responses: &[(200, ""), (401, "Error"), (403, "Error"), (501, "Error")],
+            handler: get(backup::backup),
         },
         Operation {
             method: "get",
