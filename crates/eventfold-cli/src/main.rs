@@ -3,6 +3,7 @@
 mod client_cmd;
 mod otlp;
 mod relay;
+mod restore;
 mod serve;
 mod verify;
 
@@ -33,6 +34,15 @@ enum Command {
     /// when there is one. The store must not be open in a server.
     Verify {
         /// The data directory.
+        dir: PathBuf,
+    },
+    /// Make a data directory of an `eventfold backup` archive, then check it as `verify` does.
+    /// DIR must be new or empty; the archive is unpacked beside it and moved into place only
+    /// once whole. Start a server on it with `eventfold serve --data DIR`.
+    Restore {
+        /// The archive `eventfold backup` wrote.
+        archive: PathBuf,
+        /// The data directory to create.
         dir: PathBuf,
     },
     /// Publish a store's events to a message broker (Redis, RabbitMQ, Kafka, NATS) until
@@ -81,5 +91,6 @@ fn main() -> ExitCode {
         Command::Relay(args) => relay::run(args),
         Command::Client(command) => client_cmd::run(command),
         Command::Verify { dir } => verify::run(&dir),
+        Command::Restore { archive, dir } => restore::run(&archive, &dir),
     }
 }

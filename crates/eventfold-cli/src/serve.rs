@@ -471,6 +471,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let dir = dir.clone();
         state = state.with_stored_bytes(Arc::new(move || directory_bytes(&dir)));
     }
+    if let Some(source) = opened.backup_source() {
+        state = state.with_backup(source);
+    }
     match tls {
         Some(config) => {
             let listener = eventfold_server::tls::TlsListener::new(listener, config)
@@ -545,6 +548,36 @@ impl Opened {
         }
     }
 
+    /// The cuts of `GET /backup` on the embedded engines (the groups' state first, so that no
+    /// group state refers to an event beyond the events' cut); none on PostgreSQL.
+    fn backup_source(&self) -> Option<eventfold_server::BackupSource> {
+        let Opened::Embedded { events, groups } = self else {
+            return None;
+        };
+        let (events, groups) = (events.clone(), groups.clone());
+        Some(Arc::new(move || {
+            let part = |dir: &'static str, engine: &Engine| {
+                let plan = engine.backup().map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(eventfold_server::BackupPart {
+                    dir,
+                    next_position: plan.next_position,
+                    events: plan.events,
+                    files: plan
+                        .files
+                        .into_iter()
+                        .map(|f| {
+                            let reader: Box<dyn std::io::Read + Send> = Box::new(f.reader());
+                            (f.name().to_string(), f.len(), reader)
+                        })
+                        .collect(),
+                })
+            };
+            let groups = part(eventfold_protocol::backup::GROUPS_DIR, &groups)?;
+            let events = part("", &events)?;
+            Ok(vec![events, groups])
+        }))
+    }
+
     /// Whether other servers may use the same stores (a PostgreSQL database); the engine's
     /// directory lock keeps every other process out.
     fn is_shared(&self) -> bool {
@@ -586,7 +619,7 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
             // The groups' state in a second engine beside the data, with the same durability and
             // its own limits: its records (checkpoints, parked copies) and its restore reads must
             // not depend on limits chosen for the user's events.
-            let groups_dir = dir.join("groups");
+            let groups_dir = dir.join(eventfold_protocol::backup::GROUPS_DIR);
             let groups_opts = EngineOptions {
                 limits: Limits::DEFAULT,
                 segment_bytes: s

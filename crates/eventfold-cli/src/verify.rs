@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-/// The sub-directory where `eventfold serve` keeps the consumer groups' state store.
-const GROUPS_DIR: &str = "groups";
+use eventfold_protocol::backup::GROUPS_DIR;
 
 /// What checking one store came to.
 enum Outcome {

@@ -7,6 +7,7 @@
 //! W3C context (the `traceparent` header, or the line's own fields on `POST /appends`), so the
 //! server's `send` span and the events' stored context continue the caller's trace.
 
+mod backup;
 mod groups;
 mod pipeline;
 

@@ -130,6 +130,10 @@ impl Engine {
         &self.inner.shared.dir
     }
 
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     async fn submit(&self, op: Op, encoded_bytes: usize) -> StoreResult<Reply> {
         let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();

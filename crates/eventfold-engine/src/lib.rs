@@ -10,6 +10,7 @@
 //! (one per sealed segment, merged in the background) plus a memtable for the active segment.
 //! Reopening loads the latest stream-state snapshot and replays only what came after it.
 
+mod backup;
 mod engine;
 mod format;
 #[doc(hidden)]
@@ -30,6 +31,7 @@ mod subscribe;
 mod verify;
 mod writer;
 
+pub use backup::{BackupFile, BackupPlan, BackupReader, is_backup_file_name};
 pub use engine::{Engine, EngineStats};
 pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,

@@ -136,6 +136,15 @@ impl Segments {
         self.files.read().len()
     }
 
+    /// The segments numbered up to `last`, ascending, with their open files.
+    pub fn up_to(&self, last: u32) -> Vec<(u32, Arc<File>)> {
+        self.files
+            .read()
+            .range(..=last)
+            .map(|(no, f)| (*no, f.clone()))
+            .collect()
+    }
+
     pub fn path(&self, no: u32) -> PathBuf {
         self.dir.join(segment_file_name(no))
     }

@@ -126,6 +126,9 @@ error_codes! {
     NotReady = ("not_ready", 503),
     /// This server runs without consumer groups.
     GroupsUnavailable = ("groups_unavailable", 503),
+    /// This server cannot back up its stores online (it keeps them in PostgreSQL: use the
+    /// database's own backups).
+    BackupUnavailable = ("backup_unavailable", 501),
     /// The server is shutting down (the final message of a subscription).
     ServerShutdown = ("server_shutdown", 503),
     /// The store cannot be reached for now (its database is down, restarting or dropped the
@@ -202,6 +205,7 @@ mod tests {
         ("storage_locked", 503),
         ("not_ready", 503),
         ("groups_unavailable", 503),
+        ("backup_unavailable", 501),
         ("server_shutdown", 503),
         ("store_unavailable", 503),
         ("storage_full", 507),

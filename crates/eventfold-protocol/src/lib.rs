@@ -2,6 +2,7 @@
 //! server and the client so the two cannot disagree: event bodies in and out (plain JSON and
 //! CloudEvents), answers, the error body and its mapping to [`StoreError`], and query parameters.
 
+pub mod backup;
 mod cloudevents;
 mod codes;
 mod error;

@@ -188,18 +188,19 @@ impl<N: Needs> ApiRequest for OnGroup<N> {
     }
 }
 
-/// A request about the whole server (metrics, the API document, the list of groups), with no
-/// query parameters: it needs `read` over every stream.
+/// A request about the whole server, with no query parameters: it needs the right `N` over
+/// every stream (`read` for metrics, the API document, the list of groups; `admin` for a
+/// backup).
 #[derive(Debug)]
-pub struct OnServer;
+pub struct OnServer<N = Read>(PhantomData<N>);
 
-impl ApiRequest for OnServer {
+impl<N: Needs> ApiRequest for OnServer<N> {
     const PARAMS: &'static [&'static str] = &[];
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
         query.check_known(Self::PARAMS)?;
-        Ok(OnServer)
+        Ok(OnServer(PhantomData))
     }
     fn scope(&self) -> Scope {
-        Scope::every(Right::Read)
+        Scope::every(N::RIGHT)
     }
 }

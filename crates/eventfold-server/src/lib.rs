@@ -21,8 +21,8 @@ pub use authorized::{ApiRequest, Authorized, PathParams};
 pub use error::ApiError;
 pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
 pub use state::{
-    AppState, BODY_READ_TIMEOUT_DEFAULT, CONNECTIONS_MAX_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
-    ServerLimits, StoredBytes,
+    AppState, BODY_READ_TIMEOUT_DEFAULT, BackupPart, BackupSource, CONNECTIONS_MAX_DEFAULT,
+    HEADER_READ_TIMEOUT_DEFAULT, ServerLimits, StoredBytes,
 };
 
 use std::future::Future;

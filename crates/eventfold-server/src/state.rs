@@ -77,10 +77,31 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Measures the bytes the store holds on disk, when the server knows how (`GET /stats`).
     pub stored_bytes: Option<StoredBytes>,
+    /// Takes the consistent cut of `GET /backup`, when the server's stores can be backed up
+    /// online (the embedded engine).
+    pub backup: Option<BackupSource>,
 }
 
 /// Measures the bytes a store holds on disk (a blocking call: it may walk a directory).
 pub type StoredBytes = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
+
+/// Takes a consistent cut of the server's stores for `GET /backup` (a blocking call): the
+/// consumer-group state store first, then the events, so that no group state in the backup
+/// refers to an event beyond its cut.
+pub type BackupSource = Arc<dyn Fn() -> std::io::Result<Vec<BackupPart>> + Send + Sync>;
+
+/// One store's part of a backup.
+pub struct BackupPart {
+    /// Its directory in the archive: `""` (the events) or
+    /// [`eventfold_protocol::backup::GROUPS_DIR`].
+    pub dir: &'static str,
+    /// The position the next event after the cut gets.
+    pub next_position: u64,
+    /// Event records before the cut.
+    pub events: u64,
+    /// Its files: name, length, and a reader of exactly that many bytes.
+    pub files: Vec<(String, u64, Box<dyn std::io::Read + Send>)>,
+}
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +125,7 @@ impl AppState {
             live: crate::live::Hub::default(),
             started: std::time::Instant::now(),
             stored_bytes: None,
+            backup: None,
         }
     }
 
@@ -120,6 +142,12 @@ impl AppState {
     /// thread).
     pub fn with_stored_bytes(mut self, measure: StoredBytes) -> Self {
         self.stored_bytes = Some(measure);
+        self
+    }
+
+    /// Serves `GET /backup` from the cuts `source` takes.
+    pub fn with_backup(mut self, source: BackupSource) -> Self {
+        self.backup = Some(source);
         self
     }
 

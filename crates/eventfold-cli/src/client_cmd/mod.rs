@@ -4,6 +4,7 @@
 //! [`EXIT_STATUS_HELP`]. A file per command.
 
 mod append;
+mod backup;
 mod delete;
 mod export;
 mod group;
@@ -61,6 +62,10 @@ pub enum ClientCommand {
     /// run again after an interruption.
     #[command(long_about = import::LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
     Import(import::ImportArgs),
+    /// Take an online backup of a running server into a tar file (restore it with
+    /// `eventfold restore`).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Backup(backup::BackupArgs),
     /// Consumer groups: create, list, info, parked, replay, delete.
     #[command(after_help = EXIT_STATUS_HELP)]
     Group {
@@ -90,6 +95,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Delete(a) => delete::run(a).await,
             ClientCommand::Export(a) => export::run(a).await,
             ClientCommand::Import(a) => import::run(a).await,
+            ClientCommand::Backup(a) => backup::run(a).await,
             ClientCommand::Group { command } => group::run(command).await,
         }
     });

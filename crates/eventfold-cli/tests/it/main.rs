@@ -1,6 +1,7 @@
 //! Tests of the `eventfold` binary as users run it: real server and relay processes on free
 //! ports, and what the binary links.
 
+mod backup;
 mod cli;
 mod conformance;
 mod console;

@@ -2,6 +2,7 @@
 
 mod all;
 pub(crate) mod appends;
+mod backup;
 pub(crate) mod encode;
 pub(crate) mod group_bodies;
 pub mod groups;

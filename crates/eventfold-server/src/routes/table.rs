@@ -4,9 +4,10 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, groups, health, stats, streams, subscribe};
+use super::{all, appends, backup, groups, health, stats, streams, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
+use eventfold_protocol::backup::BACKUP_MEDIA_TYPE;
 use eventfold_protocol::{CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, NDJSON, QueryPairs};
 
 /// One operation: method, path, what it does, and its handler.
@@ -335,6 +336,16 @@ pub fn operations() -> Vec<Operation> {
         },
         Operation {
             method: "get",
+            path: "/backup",
+            summary: "An online, consistent backup of the server's stores as a tar archive (application/x-tar: the manifest eventfold-backup.json, then the segment files; the consumer groups' under groups/), taken while appends go on; `eventfold restore` makes a data directory of it (needs `admin` on every stream; 501 backup_unavailable on PostgreSQL)",
+            params: params::<OnServer<Admin>>(),
+            parse: Some(parse::<OnServer<Admin>>),
+            body: None,
+            responses: &[(200, "Backup"), (501, "Error")],
+            handler: get(backup::backup),
+        },
+        Operation {
+            method: "get",
             path: "/openapi.json",
             summary: "This document",
             params: params::<OnServer>(),
@@ -508,6 +519,8 @@ pub fn document() -> Value {
                 "" => json!({"description": status.to_string()}),
                 "Metrics" => json!({"description": status.to_string(), "content": {
                     "application/openmetrics-text": {"schema": {"type": "string"}}}}),
+                "Backup" => json!({"description": status.to_string(), "content": {
+                    (BACKUP_MEDIA_TYPE): {"schema": {"type": "string", "format": "binary"}}}}),
                 "OpenApi" => json!({"description": status.to_string(), "content": {
                     "application/json": {"schema": {"type": "object"}}}}),
                 schema => json!({"description": status.to_string(), "content": {

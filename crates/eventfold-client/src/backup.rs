@@ -1,0 +1,25 @@
+//! `GET /backup`: the server's online backup archive, as a stream of bytes.
+
+use bytes::Bytes;
+use eventfold_core::StoreResult;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+
+use crate::Client;
+
+impl Client {
+    /// Starts an online backup of the server's stores (`GET /backup`, needs `admin` on every
+    /// stream) and answers the archive's bytes as they come (a tar, see
+    /// `eventfold_protocol::backup`). The stream ends in an error, never early, when the server
+    /// could not finish the archive.
+    pub async fn backup(&self) -> StoreResult<BoxStream<'static, StoreResult<Bytes>>> {
+        let what = "take a backup";
+        let resp = self
+            .send(self.req(reqwest::Method::GET, self.url(&["backup"])), what)
+            .await?;
+        Ok(resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| crate::transport(what, e)))
+            .boxed())
+    }
+}
