@@ -103,6 +103,17 @@ pub struct BackupPart {
     pub files: Vec<(String, u64, Box<dyn std::io::Read + Send>)>,
 }
 
+impl std::fmt::Debug for BackupPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupPart")
+            .field("dir", &self.dir)
+            .field("next_position", &self.next_position)
+            .field("events", &self.events)
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")

@@ -152,16 +152,18 @@ async fn a_backup_taken_during_appends_restores_everything_acknowledged_before_i
     tokio::time::sleep(Duration::from_millis(100)).await;
     let archive = dir.path().join("backup.tar");
     let out = {
-        let args = [
-            "backup".as_ref(),
-            "--server".as_ref(),
-            server.url.as_ref(),
-            "--out".as_ref(),
-            archive.as_os_str(),
-        ];
-        tokio::task::spawn_blocking(move || eventfold(&args))
-            .await
-            .expect("backup task")
+        let (url, archive) = (server.url.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || {
+            eventfold(&[
+                "backup".as_ref(),
+                "--server".as_ref(),
+                url.as_ref(),
+                "--out".as_ref(),
+                archive.as_os_str(),
+            ])
+        })
+        .await
+        .expect("backup task")
     };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     stop.store(true, Ordering::Relaxed);
