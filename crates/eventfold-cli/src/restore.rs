@@ -183,10 +183,18 @@ fn unpack(file: File, archive: &Path, staging: &Path) -> Result<String, String> 
             expected.len()
         )));
     }
+    // Each store directory gets its (empty) lock file, as a store the engine made has.
+    let mut stores = vec![staging.to_path_buf()];
     if has_groups {
-        sync_dir(&staging.join(GROUPS_DIR))?;
+        stores.push(staging.join(GROUPS_DIR));
     }
-    sync_dir(staging)?;
+    for store in stores.iter().rev() {
+        let lock = store.join(eventfold_engine::LOCK_FILE);
+        File::create(&lock)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("cannot create {}: {e}", lock.display()))?;
+        sync_dir(store)?;
+    }
     let events: u64 = manifest
         .stores
         .iter()

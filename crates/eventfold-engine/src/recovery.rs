@@ -39,8 +39,8 @@ pub fn lock_dir(io: &dyn FileIo, dir: &Path) -> StoreResult<File> {
         dir.display()
     )))?;
     let lock = io
-        .open_rw(&dir.join("LOCK"), true, false)
-        .map_err(io_err(format!("open {}", dir.join("LOCK").display())))?;
+        .open_rw(&dir.join(crate::segment::LOCK_FILE), true, false)
+        .map_err(io_err(format!("open {}", dir.join(crate::segment::LOCK_FILE).display())))?;
     // A lock that was just released may still be held for a moment by a child process that
     // another thread of the same process is spawning: between its fork and its exec the child
     // shares the lock's file description. Such a hold ends by itself; another process really
@@ -59,7 +59,7 @@ pub fn lock_dir(io: &dyn FileIo, dir: &Path) -> StoreResult<File> {
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(StoreError::io(
-                    format!("lock {}", dir.join("LOCK").display()),
+                    format!("lock {}", dir.join(crate::segment::LOCK_FILE).display()),
                     e,
                 ));
             }

@@ -13,6 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
 use crate::io::FileIo;
 
+/// The lock file of a data directory: empty; the process that has the store open holds an
+/// exclusive `flock` on it. `verify` recognizes a data directory by it.
+pub const LOCK_FILE: &str = "LOCK";
+
 /// The file name of segment `no`.
 pub fn segment_file_name(no: u32) -> String {
     format!("{no:010}.seg")

@@ -73,7 +73,7 @@ impl fmt::Display for VerifyReport {
 /// the index checkpoints. Changes nothing. Fails with `Locked` while a server has the store open.
 pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
     let dir = dir.as_ref();
-    if !dir.join("LOCK").exists() {
+    if !dir.join(crate::segment::LOCK_FILE).exists() {
         return Err(StoreError::Backend {
             code: "not_a_store".into(),
             message: format!(

@@ -63,7 +63,7 @@ fn event(i: u64) -> NewEvent {
 /// Reads a whole stream: revision -> id.
 async fn ids(client: &Client, stream: &str) -> BTreeMap<u64, EventId> {
     let slice = client
-        .read_stream(&name(stream), ReadStream::forward(100_000))
+        .read_stream(&name(stream), ReadStream::forward(10_000))
         .await
         .expect("read");
     slice.events.iter().map(|e| (e.revision.0, e.id)).collect()
