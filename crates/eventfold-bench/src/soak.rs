@@ -192,18 +192,7 @@ async fn soak(opts: &SoakOptions, bin: &Path, dir: &Path, data: &Path) -> anyhow
     let mut rng = Rng(opts.seed);
     let mut f = Figures::default();
     for round in 0..opts.rounds {
-        let (server, url) = spawn_eventfold(bin, dir, None)
-            .await
-            .with_context(|| format!("round {round}: the server did not start"))?;
-        let client = Client::new(&url, None).context("client")?;
-        let previous = std::mem::take(&mut lock(&ledger).this_round);
-        let (checked, lost, wrong) = check_appends(&client, &previous).await?;
-        f.events_checked_per_round += checked;
-        f.lost += lost;
-        f.wrong += wrong;
-        if lost + wrong > 0 {
-            eprintln!("round {round}: {lost} acknowledged events lost, {wrong} wrong");
-        }
+        let (server, client) = restart(bin, dir, &ledger, &mut f, round).await?;
         if round == 0 {
             create_group(&client).await?;
         }
@@ -252,13 +241,7 @@ async fn soak(opts: &SoakOptions, bin: &Path, dir: &Path, data: &Path) -> anyhow
         }
     }
     // The last start: everything read back whole, and the group drained.
-    let (server, url) = spawn_eventfold(bin, dir, None).await?;
-    let client = Client::new(&url, None).context("client")?;
-    let previous = std::mem::take(&mut lock(&ledger).this_round);
-    let (checked, lost, wrong) = check_appends(&client, &previous).await?;
-    f.events_checked_per_round += checked;
-    f.lost += lost;
-    f.wrong += wrong;
+    let (server, client) = restart(bin, dir, &ledger, &mut f, opts.rounds).await?;
     let appended = lock(&ledger).appended.clone();
     let (lost, wrong) = check_streams(&client, &appended).await?;
     f.lost += lost;
@@ -278,6 +261,29 @@ async fn soak(opts: &SoakOptions, bin: &Path, dir: &Path, data: &Path) -> anyhow
         eprintln!("event {id} was delivered again after its ack had been confirmed");
     }
     Ok(f)
+}
+
+/// Starts the server for `round` and checks the appends the previous round acknowledged.
+async fn restart(
+    bin: &Path,
+    dir: &Path,
+    ledger: &Mutex<Ledger>,
+    f: &mut Figures,
+    round: u64,
+) -> anyhow::Result<(ChildServer, Client)> {
+    let (server, url) = spawn_eventfold(bin, dir, None)
+        .await
+        .with_context(|| format!("round {round}: the server did not start"))?;
+    let client = Client::new(&url, None).context("client")?;
+    let previous = std::mem::take(&mut lock(ledger).this_round);
+    let (checked, lost, wrong) = check_appends(&client, &previous).await?;
+    f.events_checked_per_round += checked;
+    f.lost += lost;
+    f.wrong += wrong;
+    if lost + wrong > 0 {
+        eprintln!("round {round}: {lost} acknowledged events lost, {wrong} wrong");
+    }
+    Ok((server, client))
 }
 
 fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {

@@ -33,9 +33,9 @@ mod writer;
 
 pub use backup::{BackupFile, BackupPlan, BackupReader, is_backup_file_name};
 pub use engine::{Engine, EngineStats};
-pub use segment::LOCK_FILE;
 pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,
     SEGMENT_BYTES_DEFAULT, SNAPSHOT_EVERY_SEGMENTS_DEFAULT,
 };
+pub use segment::LOCK_FILE;
 pub use verify::{VerifyReport, verify};

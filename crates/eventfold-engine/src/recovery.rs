@@ -40,7 +40,10 @@ pub fn lock_dir(io: &dyn FileIo, dir: &Path) -> StoreResult<File> {
     )))?;
     let lock = io
         .open_rw(&dir.join(crate::segment::LOCK_FILE), true, false)
-        .map_err(io_err(format!("open {}", dir.join(crate::segment::LOCK_FILE).display())))?;
+        .map_err(io_err(format!(
+            "open {}",
+            dir.join(crate::segment::LOCK_FILE).display()
+        )))?;
     // A lock that was just released may still be held for a moment by a child process that
     // another thread of the same process is spawning: between its fork and its exec the child
     // shares the lock's file description. Such a hold ends by itself; another process really

@@ -99,6 +99,26 @@ fn failed(e: ApiError) -> AppendAnswer {
     AppendAnswer::Failed(e.0.body)
 }
 
+/// Answers line `line_no` with `e`, after the answers before it; the caller stops reading (the
+/// rest of the body cannot be split into lines, or did not come in time).
+fn refuse_rest(
+    inflight: &mut FuturesOrdered<BoxFuture<'static, Answered>>,
+    line_no: u64,
+    e: ApiError,
+) {
+    let bytes = encode(&failed(e));
+    inflight.push_back(
+        async move {
+            Answered {
+                line_no,
+                stream: None,
+                bytes,
+            }
+        }
+        .boxed(),
+    );
+}
+
 /// Reads `body` line by line, hands each append to the store, writes the answers in order to
 /// `tx`. Ends when the body ends and every answer is written, when the server closes (lines not
 /// yet read are not answered, and were not appended), or when the client goes away.
@@ -162,17 +182,7 @@ async fn pipeline(
                     "line {line_no} is longer than {line_max} bytes without a line end; split the batch"
                 ),
             );
-            let bytes = encode(&failed(e));
-            inflight.push_back(
-                async move {
-                    Answered {
-                        line_no,
-                        stream: None,
-                        bytes,
-                    }
-                }
-                .boxed(),
-            );
+            refuse_rest(&mut inflight, line_no, e);
             reading = false;
             buf.clear();
         }
@@ -208,17 +218,7 @@ async fn pipeline(
                     super::body_read_timeout(line_timeout, &format!("line {line_no}")),
                     line_no,
                 );
-                let bytes = encode(&failed(e));
-                inflight.push_back(
-                    async move {
-                        Answered {
-                            line_no,
-                            stream: None,
-                            bytes,
-                        }
-                    }
-                    .boxed(),
-                );
+                refuse_rest(&mut inflight, line_no, e);
                 reading = false;
                 buf.clear();
                 partial_since = None;
