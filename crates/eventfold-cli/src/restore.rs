@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use eventfold_engine::io::FileIo as _;
 use eventfold_protocol::backup::{BACKUP_FORMAT, BackupManifest, GROUPS_DIR, MANIFEST_NAME};
 
 /// Largest manifest read (it lists one line per file).
@@ -243,8 +244,8 @@ fn check_name(rel: &str) -> Result<(), String> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    eventfold_engine::io::OsIo
+        .sync_dir(dir)
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 

@@ -12,24 +12,11 @@
 //! file stays (it marks a data directory).
 
 use eventfold_core::{
-    ContentType, DeleteMode, EventId, EventStore, EventType, ExpectedRevision, Limits, Metadata,
-    NewEvent, Revision, StoreResult, StreamMetadata, StreamName,
+    ContentType, DeleteMode, EventId, EventStore, EventType, ExpectedRevision, Metadata, NewEvent,
+    Revision, StoreResult, StreamMetadata, StreamName,
 };
-use eventfold_engine::{Engine, EngineOptions};
-
-/// The options the fixture is written and read with.
-fn options() -> EngineOptions {
-    EngineOptions {
-        segment_bytes: 4096,
-        limits: Limits {
-            event_bytes_max: 1024,
-            batch_events_max: 2,
-            batch_bytes_max: 1024,
-            read_limit_max: 1000,
-        },
-        ..EngineOptions::for_tests()
-    }
-}
+use eventfold_engine::Engine;
+use eventfold_engine::fuzz::fixture_options;
 
 /// The fixed id number `n`.
 fn id(n: u8) -> EventId {
@@ -60,7 +47,7 @@ async fn main() -> StoreResult<()> {
         eprintln!("{} exists; remove it first", dir.display());
         std::process::exit(2);
     }
-    let engine = Engine::open(&dir, options())?;
+    let engine = Engine::open(&dir, fixture_options())?;
     let any = ExpectedRevision::Any;
     let (order1, order2) = (name("order-1"), name("order-2"));
     let (user1, user2, log1) = (name("user-1"), name("user-2"), name("log-1"));

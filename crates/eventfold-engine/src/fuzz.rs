@@ -47,9 +47,12 @@ pub fn decode_records(bytes: &[u8]) -> usize {
     records
 }
 
-/// The options the fuzz targets open a store with: the small segments of the format fixture
-/// (4 KiB, so an input covers a whole segment) and no fsync.
-pub fn options() -> EngineOptions {
+/// The options the format fixture (`tests/fixtures/v1`) is written and read with, and the fuzz
+/// targets open a store with: 4 KiB segments (so an input covers a whole segment), small limits
+/// and no fsync. The segment size is not recorded on disk, so the writer of the fixture
+/// (`examples/write_format_fixture.rs`), its test and the fuzz targets must agree: this is the
+/// one place that says it.
+pub fn fixture_options() -> EngineOptions {
     EngineOptions {
         segment_bytes: 4096,
         limits: Limits {
@@ -78,7 +81,7 @@ pub enum Opened {
 pub fn open_damaged_segment(dir: &Path, segment: &[u8]) -> Opened {
     std::fs::write(dir.join(crate::segment::segment_file_name(0)), segment)
         .expect("write the segment into the fuzz target's own temporary directory");
-    let engine = match crate::Engine::open(dir, options()) {
+    let engine = match crate::Engine::open(dir, fixture_options()) {
         Ok(e) => e,
         Err(e) => {
             let message = e.to_string();
@@ -115,7 +118,7 @@ pub fn open_damaged_segment(dir: &Path, segment: &[u8]) -> Opened {
     read_back(&engine);
     engine.shutdown();
     drop(engine);
-    let engine = crate::Engine::open(dir, options())
+    let engine = crate::Engine::open(dir, fixture_options())
         .unwrap_or_else(|e| panic!("the store does not reopen after recovery and one append: {e}"));
     read_back(&engine);
     engine.shutdown();

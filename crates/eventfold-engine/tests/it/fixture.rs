@@ -7,10 +7,11 @@
 use std::path::Path;
 
 use eventfold_core::{
-    DeleteMode, EventId, EventStore, ExpectedRevision, Limits, ListStreams, ReadAll, ReadStream,
+    DeleteMode, EventId, EventStore, ExpectedRevision, ListStreams, ReadAll, ReadStream,
     RecordedEvent, Revision, StoreError, StreamMetadata,
 };
-use eventfold_engine::{Engine, EngineOptions};
+use eventfold_engine::Engine;
+use eventfold_engine::fuzz::fixture_options;
 
 use crate::support::{event, stream};
 
@@ -20,20 +21,6 @@ const V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
 /// The commit times of the fixture's first and last events, in microseconds.
 const V1_FIRST_TIMESTAMP_US: i64 = 1_796_189_678_311_507;
 const V1_LAST_TIMESTAMP_US: i64 = 1_796_189_678_315_553;
-
-/// The options the fixture was written with (the segment size is not recorded on disk).
-fn options() -> EngineOptions {
-    EngineOptions {
-        segment_bytes: 4096,
-        limits: Limits {
-            event_bytes_max: 1024,
-            batch_events_max: 2,
-            batch_bytes_max: 1024,
-            read_limit_max: 1000,
-        },
-        ..EngineOptions::for_tests()
-    }
-}
 
 /// The fixed id number `n` the fixture's events carry.
 fn id(n: u8) -> EventId {
@@ -106,7 +93,7 @@ async fn version_1_opens_with_every_event_metadata_and_delete_as_written() {
         (2, 42, 38, 1),
         "{report}"
     );
-    let engine = Engine::open(dir.path(), options()).expect("open version 1");
+    let engine = Engine::open(dir.path(), fixture_options()).expect("open version 1");
     let stats = engine.stats();
     assert_eq!((stats.next_position, stats.segments), (42, 2));
 
@@ -278,7 +265,7 @@ fn a_newer_format_version_is_refused_as_newer_not_as_corrupt_and_left_untouched(
 
     set_format_version(dir.path(), 2);
     let written = std::fs::read(dir.path().join("0000000000.seg")).expect("read");
-    let err = Engine::open(dir.path(), options()).expect_err("a version 2 segment");
+    let err = Engine::open(dir.path(), fixture_options()).expect_err("a version 2 segment");
     assert_eq!(err.code(), "storage_format_too_new", "{err}");
     let msg = err.to_string();
     assert!(
