@@ -430,13 +430,9 @@ async fn check_appends(
     for (stream, expected) in &by_stream {
         let first = *expected.keys().next().expect("not empty");
         let stored = read_stream_from(client, stream, first).await?;
-        for (rev, id) in expected {
-            match stored.get(rev) {
-                None => lost += 1,
-                Some(got) if got != id => wrong += 1,
-                Some(_) => {}
-            }
-        }
+        let (l, w) = compare(expected, &stored);
+        lost += l;
+        wrong += w;
     }
     Ok((acked.len() as u64, lost, wrong))
 }
@@ -456,15 +452,25 @@ async fn check_streams(
                 "{stream}: revision {rev} where {i} was expected: revisions are not contiguous"
             );
         }
-        for (rev, id) in expected {
-            match stored.get(rev) {
-                None => lost += 1,
-                Some(got) if got != id => wrong += 1,
-                Some(_) => {}
-            }
-        }
+        let (l, w) = compare(expected, &stored);
+        lost += l;
+        wrong += w;
     }
     Ok((lost, wrong))
+}
+
+/// Acknowledged events missing from `stored`, and those stored with another id at their
+/// revision: (lost, wrong).
+fn compare(expected: &BTreeMap<u64, EventId>, stored: &BTreeMap<u64, EventId>) -> (u64, u64) {
+    let (mut lost, mut wrong) = (0, 0);
+    for (rev, id) in expected {
+        match stored.get(rev) {
+            None => lost += 1,
+            Some(got) if got != id => wrong += 1,
+            Some(_) => {}
+        }
+    }
+    (lost, wrong)
 }
 
 async fn read_stream_from(
