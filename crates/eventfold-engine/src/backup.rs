@@ -116,6 +116,9 @@ impl Engine {
     /// (a `stat` and an `open` per sealed segment).
     pub fn backup(&self) -> StoreResult<BackupPlan> {
         let shared = self.shared();
+        // No scavenge swaps a segment in while the cut is taken: each segment's handle and
+        // checkpoint are of the same file.
+        let _gate = shared.gate.read();
         let (end_no, end_off, next_position, events) = {
             let index = shared.index.read();
             let (no, off) = crate::format::split_addr(index.end_addr);

@@ -76,6 +76,12 @@ impl Engine {
             limits: options.limits,
             segment_bytes: options.segment_bytes,
             io: options.io.clone(),
+            sync: options.durability == crate::options::Durability::Fsync,
+            gate: RwLock::new(()),
+            maintenance: Mutex::new(()),
+            scavenging: Mutex::new(()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);
@@ -97,6 +103,27 @@ impl Engine {
     /// Later calls on any clone answer `Closed`. Blocking.
     pub fn shutdown(&self) {
         self.inner.stop();
+    }
+
+    /// Scavenges the store: rewrites its sealed segments without the events no read can
+    /// return any more (hard-deleted streams; below a soft delete or `truncate_before`; beyond
+    /// `max_count`; older than `max_age`), so that their bytes leave the disk, while appends,
+    /// reads and subscriptions go on. Positions and revisions of the other events do not
+    /// change. `progress` is called after each sealed segment. `None` when another scavenge
+    /// is running. Blocking (it reads every sealed segment that may hold such events).
+    ///
+    /// What it keeps: every system record (metadata, deletes, tombstones: a hard-deleted
+    /// stream's name stays, so it is never reused) and each stream's last append unless the
+    /// stream is hard-deleted (idempotent retries need it). Events in the active segment wait
+    /// until it is sealed.
+    pub fn scavenge(
+        &self,
+        mut progress: impl FnMut(&crate::ScavengeProgress),
+    ) -> StoreResult<Option<crate::ScavengeReport>> {
+        if let Some(cause) = self.poisoned() {
+            return Err(StoreError::Poisoned { cause });
+        }
+        crate::scavenge::scavenge(&self.inner.shared, &mut progress)
     }
 
     /// Figures about the store.
@@ -163,6 +190,11 @@ impl Inner {
         if let Some(h) = writer.take() {
             let _ = h.join();
         }
+        // A scavenge commits no segment after this (and one committing now finishes first).
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        drop(self.shared.maintenance.lock());
         self.lock.lock().take();
     }
 }

@@ -9,8 +9,14 @@ use eventfold_core::{
     Timestamp,
 };
 
-/// Version of the on-disk format, written in every segment header.
-pub const FORMAT_VERSION: u32 = 1;
+/// The highest segment format version this build reads (see `FORMAT.md`, "Versions").
+pub const FORMAT_VERSION: u32 = COMPACTED_SEGMENT_VERSION;
+/// The format version of segments the writer writes: records contiguous from the segment's
+/// first position.
+pub const LOG_SEGMENT_VERSION: u32 = 1;
+/// The format version of a segment rewritten by a scavenge: version 1's records with gaps,
+/// and the header names the positions the segment spans.
+pub const COMPACTED_SEGMENT_VERSION: u32 = 2;
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"EVFLDSEG";
 /// Bytes of the segment header; records start right after it.
@@ -340,13 +346,44 @@ impl NameCache {
 
 /// The segment header: magic, format version, segment number, CRC32C of the preceding bytes.
 pub fn encode_segment_header(segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    header_start(LOG_SEGMENT_VERSION, segment_no)
+}
+
+/// The header of a compacted segment (version 2): version 1's first 20 bytes, then the
+/// positions the segment spans (its first record's before any scavenge, and one past its
+/// last) and a CRC32C of bytes 0..36.
+pub fn encode_compacted_header(
+    segment_no: u32,
+    positions: std::ops::Range<u64>,
+) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut h = header_start(COMPACTED_SEGMENT_VERSION, segment_no);
+    h[20..28].copy_from_slice(&positions.start.to_le_bytes());
+    h[28..36].copy_from_slice(&positions.end.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..36]);
+    h[36..40].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn header_start(version: u32, segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&segment_no.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..16]);
     h[16..20].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// What a segment header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment number.
+    pub no: u32,
+    /// For a compacted segment (version 2): the positions it spans, `first..end`. Its records
+    /// lie in that range, in order, with gaps where a scavenge removed records; the next
+    /// segment starts at `end`. `None` for a log segment (version 1): its records follow each
+    /// other from the end of the segment before.
+    pub compacted: Option<std::ops::Range<u64>>,
 }
 
 /// Why a segment header cannot be used.
@@ -368,17 +405,17 @@ impl std::fmt::Display for HeaderError {
             HeaderError::Damaged(why) => f.write_str(why),
             HeaderError::Newer { version } => write!(
                 f,
-                "written by a newer eventfold (format version {version}; this build reads version {FORMAT_VERSION}); upgrade eventfold to open it"
+                "written by a newer eventfold (format version {version}; this build reads up to version {FORMAT_VERSION}); upgrade eventfold to open it"
             ),
         }
     }
 }
 
-/// Checks a segment header; returns the segment number it names.
+/// Checks a segment header; returns what it says.
 ///
 /// Bytes 0..20 (magic, version, segment number, CRC32C of bytes 0..16) keep this layout in
 /// every format version, so an intact header of a newer version is told apart from damage.
-pub fn decode_segment_header(h: &[u8]) -> Result<u32, HeaderError> {
+pub fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, HeaderError> {
     let damaged = |why: &str| Err(HeaderError::Damaged(why.into()));
     if h.len() < SEGMENT_HEADER_BYTES as usize {
         return damaged("file is shorter than a segment header");
@@ -389,11 +426,30 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u32, HeaderError> {
     if crc32c::crc32c(&h[0..16]) != u32_at(h, 16) {
         return damaged("segment header checksum mismatch");
     }
+    let no = u32_at(h, 12);
     match u32_at(h, 8) {
-        FORMAT_VERSION => Ok(u32_at(h, 12)),
+        LOG_SEGMENT_VERSION => Ok(SegmentHeader {
+            no,
+            compacted: None,
+        }),
+        COMPACTED_SEGMENT_VERSION => {
+            if crc32c::crc32c(&h[0..36]) != u32_at(h, 36) {
+                return damaged("compacted segment header checksum mismatch");
+            }
+            let (first, end) = (u64_at(h, 20), u64_at(h, 28));
+            if first > end {
+                return damaged(
+                    "compacted segment header names positions that end before they start",
+                );
+            }
+            Ok(SegmentHeader {
+                no,
+                compacted: Some(first..end),
+            })
+        }
         version if version > FORMAT_VERSION => Err(HeaderError::Newer { version }),
         version => Err(HeaderError::Damaged(format!(
-            "format version {version} was never written by any eventfold (this build reads version {FORMAT_VERSION})"
+            "format version {version} was never written by any eventfold (this build reads up to version {FORMAT_VERSION})"
         ))),
     }
 }
@@ -538,13 +594,51 @@ mod tests {
             "84d70e52",         // CRC32C of the 16 bytes before
         )));
         assert_eq!(encode_segment_header(42)[..], golden[..]);
-        assert_eq!(decode_segment_header(&golden), Ok(42));
+        assert_eq!(decode_segment_header(&golden).map(|h| h.no), Ok(42));
+    }
+
+    #[test]
+    fn compacted_segment_headers_name_their_positions_and_every_flipped_bit_is_caught() {
+        let h = encode_compacted_header(7, 100..250);
+        assert_eq!(&h[8..12], &COMPACTED_SEGMENT_VERSION.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                no: 7,
+                compacted: Some(100..250)
+            })
+        );
+        for bit in 0..40 * 8 {
+            let mut bad = h;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_segment_header(&bad).is_err(),
+                "flipped bit {bit} of a compacted header went unnoticed"
+            );
+        }
+        let backwards = encode_compacted_header(
+            7,
+            std::ops::Range {
+                start: 250,
+                end: 100,
+            },
+        );
+        assert!(matches!(
+            decode_segment_header(&backwards),
+            Err(HeaderError::Damaged(_))
+        ));
     }
 
     #[test]
     fn segment_headers() {
         let h = encode_segment_header(42);
-        assert_eq!(decode_segment_header(&h), Ok(42));
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                no: 42,
+                compacted: None
+            })
+        );
         let mut bad = h;
         bad[13] ^= 1;
         assert!(matches!(

@@ -200,6 +200,12 @@ pub struct Index {
     pub events: u64,
     last_was_tx_end: bool,
     last_segment: Option<u32>,
+    /// Set once a compacted segment (one a scavenge rewrote) was replayed: from there on a
+    /// stream's revisions may skip forward (the scavenge removed the events between).
+    gaps_ok: bool,
+    /// While a compacted segment is replayed: one past the last position it spans. Its
+    /// records lie below it, in order, with gaps.
+    compacted_end: Option<u64>,
     /// Hash bits of keys (see [`crate::keytable::key`]).
     pub hash_bits: u32,
     /// Entries of the active segment.
@@ -436,6 +442,84 @@ impl Index {
         &self.sparse
     }
 
+    /// Starts replaying a segment: `compacted` is what its header says (see
+    /// [`crate::format::SegmentHeader`]). A compacted segment must start where the log before
+    /// it ended; its records may then leave gaps up to the end it names.
+    pub fn begin_segment(
+        &mut self,
+        compacted: Option<&std::ops::Range<u64>>,
+    ) -> Result<(), Inconsistent> {
+        if let Some(span) = compacted {
+            if span.start != self.next_position {
+                return Err(Inconsistent(format!(
+                    "compacted segment spans positions {}..{} but the log before it ends at position {}",
+                    span.start, span.end, self.next_position
+                )));
+            }
+            self.gaps_ok = true;
+            self.compacted_end = Some(span.end);
+        }
+        Ok(())
+    }
+
+    /// Ends the segment [`Index::begin_segment`] started: after a compacted one, the log goes
+    /// on from the end of the positions it spans (a segment ends with a whole transaction).
+    pub fn end_segment(&mut self) {
+        if let Some(end) = self.compacted_end.take() {
+            self.next_position = end;
+            self.last_was_tx_end = true;
+        }
+    }
+
+    /// After a scavenge rewrote sealed segment `seg`: its sparse entries become `sparse` (the
+    /// new file's, in position order) and `removed_events` event records are gone.
+    pub fn compacted(&mut self, seg: u32, sparse: Vec<(u64, u64)>, removed_events: u64) {
+        let lo = self
+            .sparse
+            .partition_point(|&(_, a)| (a >> 32) < u64::from(seg));
+        let hi = self
+            .sparse
+            .partition_point(|&(_, a)| (a >> 32) <= u64::from(seg));
+        self.sparse.splice(lo..hi, sparse);
+        self.events -= removed_events.min(self.events);
+    }
+
+    /// The key tables covering sealed segment `seg` (one, as runs cover each segment once;
+    /// none when a frozen memtable does).
+    pub fn table_covering(&self, seg: u32) -> Option<Arc<Table>> {
+        self.runs.iter().find_map(|r| match r {
+            Run::Table(t) if t.first_seg <= seg && seg <= t.last_seg => Some(t.clone()),
+            _ => None,
+        })
+    }
+
+    /// Replaces the key table `old` by `new` (covering the same segments); `false` if `old` is
+    /// no longer a run.
+    pub fn replace_table(&mut self, old: &Arc<Table>, new: Vec<Arc<Table>>) -> bool {
+        let Some(at) = self
+            .runs
+            .iter()
+            .position(|r| matches!(r, Run::Table(t) if Arc::ptr_eq(t, old)))
+        else {
+            return false;
+        };
+        self.runs
+            .splice(at..at + 1, new.into_iter().map(Run::Table));
+        true
+    }
+
+    /// The sealed segments whose entries are in key tables on disk (not frozen memtables).
+    pub fn tabled_segments(&self) -> Vec<u32> {
+        self.runs
+            .iter()
+            .filter_map(|r| match r {
+                Run::Table(t) => Some(t.first_seg..=t.last_seg),
+                Run::Frozen { .. } => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Applies one durable record, in log order, to the stream states and the sparse map (not
     /// to the memtable: see [`Memtable::add_event`]). `stream_id` is the record's interned id
     /// (from [`Index::stream_id_or_insert`]).
@@ -445,12 +529,21 @@ impl Index {
         stream_id: u32,
         metadata: Option<StreamMetadata>,
     ) -> Result<(), Inconsistent> {
-        if s.position != self.next_position {
-            return Err(Inconsistent(format!(
-                "record at position {} follows position {}; positions must be contiguous",
-                s.position,
-                self.next_position.wrapping_sub(1)
-            )));
+        match self.compacted_end {
+            None if s.position != self.next_position => {
+                return Err(Inconsistent(format!(
+                    "record at position {} follows position {}; positions must be contiguous",
+                    s.position,
+                    self.next_position.wrapping_sub(1)
+                )));
+            }
+            Some(end) if s.position < self.next_position || s.position >= end => {
+                return Err(Inconsistent(format!(
+                    "record at position {} lies outside positions {}..{} that are left to the compacted segment holding it",
+                    s.position, self.next_position, end
+                )));
+            }
+            _ => {}
         }
         let segment = (s.addr >> 32) as u32;
         if self.last_segment != Some(segment) || s.position.is_multiple_of(SPARSE_EVERY) {
@@ -467,13 +560,15 @@ impl Index {
                         s.position, st.name
                     )));
                 }
-                if s.revision != st.next_revision {
+                // After a compacted segment, the events a scavenge removed leave gaps.
+                let skipped = self.gaps_ok && s.revision > st.next_revision;
+                if s.revision != st.next_revision && !skipped {
                     return Err(Inconsistent(format!(
                         "event at position {} has revision {} of stream {} but the stream is at {}",
                         s.position, s.revision, st.name, st.next_revision
                     )));
                 }
-                st.next_revision += 1;
+                st.next_revision = s.revision + 1;
                 st.last_position = s.position;
                 match (&mut st.last_batch, first_of_tx) {
                     (Some(b), false) => {

@@ -30,8 +30,9 @@ pub const INDEX_JOBS_MAX: usize = 4;
 pub enum IndexJob {
     /// Write the table of sealed segment `seg`.
     Table { seg: u32, mem: Arc<Memtable> },
-    /// Write a snapshot.
-    Snapshot(Snapshot),
+    /// Write a snapshot, taken when [`Shared::epoch`] was the number given: if a scavenge
+    /// swapped a segment in since, the snapshot holds its old addresses and is dropped.
+    Snapshot(Snapshot, u64),
 }
 
 /// The two threads, and how to stop them.
@@ -83,8 +84,11 @@ impl Indexer {
                                 ),
                             }
                         }
-                        IndexJob::Snapshot(s) => {
-                            if let Err(e) = s.write(&*shared.io, &dir, sync) {
+                        IndexJob::Snapshot(s, epoch) => {
+                            let _m = shared.maintenance.lock();
+                            if shared.epoch.load(Ordering::Acquire) != epoch {
+                                tracing::debug!(segment = s.segment, "snapshot dropped: a scavenge rewrote a segment since it was taken");
+                            } else if let Err(e) = s.write(&*shared.io, &dir, sync) {
                                 tracing::warn!(segment = s.segment, error = %e, "could not write the stream-state snapshot; the next open replays more checkpoints");
                             }
                         }
@@ -126,6 +130,8 @@ fn merge_all(shared: &Shared, dir: &Path, sync: bool, stop: &AtomicBool) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        // No scavenge replaces tables while this merge reads and replaces them.
+        let _m = shared.maintenance.lock();
         let (inputs, bits) = {
             let index = shared.index.read();
             (index.merge_candidates(MERGE_FANOUT), index.hash_bits)

@@ -23,6 +23,7 @@ mod options;
 mod powerloss;
 mod reader;
 mod recovery;
+mod scavenge;
 mod segindex;
 mod segment;
 mod shared;
@@ -37,5 +38,6 @@ pub use options::{
     APPEND_QUEUE_DEPTH_DEFAULT, Durability, EngineOptions, GROUP_COMMIT_BYTES_MAX_DEFAULT,
     SEGMENT_BYTES_DEFAULT, SNAPSHOT_EVERY_SEGMENTS_DEFAULT,
 };
+pub use scavenge::{ScavengeProgress, ScavengeReport};
 pub use segment::LOCK_FILE;
 pub use verify::{VerifyReport, verify};

@@ -234,9 +234,25 @@ fn last_nonzero(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
     Ok(last)
 }
 
+/// Applies a segment's checkpoint to the stream states (see [`apply_segindex`]); `compacted` is
+/// what the segment's header says of the positions it spans, when a scavenge rewrote it.
+pub fn apply_segment(
+    index: &mut Index,
+    segments: &Segments,
+    ix: &SegIndex,
+    compacted: Option<&std::ops::Range<u64>>,
+) -> StoreResult<()> {
+    index
+        .begin_segment(compacted)
+        .map_err(|err| segments.corrupt(ix.segment_no, 0, err.0))?;
+    apply_segindex(index, segments, ix)?;
+    index.end_segment();
+    Ok(())
+}
+
 /// Applies a segment's checkpoint to the stream states, reading metadata records back from the
 /// log.
-pub fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> StoreResult<()> {
+fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> StoreResult<()> {
     let mut stream_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
     let mut buf = Vec::new();
     for e in &ix.entries {
@@ -448,15 +464,23 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
         let n = read_at_most(&file, &mut header, 0)
             .map_err(io_err(format!("read {}", path.display())))?;
-        match format::decode_segment_header(&header[..n]) {
-            Ok(found) if found == no => {}
-            Ok(found) => {
-                return Err(segments.corrupt(no, 0, format!("the header names segment {found}")));
+        let compacted = match format::decode_segment_header(&header[..n]) {
+            Ok(h) if h.no == no => h.compacted,
+            Ok(h) => {
+                return Err(segments.corrupt(no, 0, format!("the header names segment {}", h.no)));
             }
             Err(HeaderError::Newer { version }) => {
                 return Err(newer_format(&path, version));
             }
             Err(HeaderError::Damaged(why)) => return Err(segments.corrupt(no, 0, why)),
+        };
+        if no == last_no && compacted.is_some() {
+            return Err(segments.corrupt(
+                no,
+                0,
+                "the last segment is a compacted one, but a scavenge only rewrites sealed segments"
+                    .into(),
+            ));
         }
         segments.insert(no, file.clone());
         if no != last_no {
@@ -481,7 +505,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
                 }
             };
             if need_state {
-                apply_segindex(&mut index, &segments, &ix)?;
+                apply_segment(&mut index, &segments, &ix, compacted.as_ref())?;
                 replayed += 1;
             }
             if let Some(i) = build {
@@ -526,7 +550,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
                     .sync_data(&file)
                     .map_err(io_err(format!("flush {}", path.display())))?;
             }
-            apply_segindex(&mut index, &segments, &scan.segindex)?;
+            apply_segment(&mut index, &segments, &scan.segindex, None)?;
             index.memtable = memtable_of(&scan.segindex, hash_bits);
             index.end_addr = format::addr(no, scan.end);
             start = Some(WriterStart {

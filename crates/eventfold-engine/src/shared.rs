@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use eventfold_core::Limits;
 use parking_lot::{Mutex, RwLock};
@@ -26,4 +27,22 @@ pub struct Shared {
     pub segment_bytes: u64,
     /// Every file mutation goes through it (see [`crate::io`]).
     pub io: Arc<dyn FileIo>,
+    /// Whether files are flushed (`Durability::Fsync`).
+    pub sync: bool,
+    /// Held for reading by every read from the copying of addresses out of the index to the
+    /// reading of their records (and by a backup while it takes its cut); for writing by a
+    /// scavenge while it swaps a rewritten segment in, so that no reader reads a new file at
+    /// an address of the old one.
+    pub gate: RwLock<()>,
+    /// Held while key tables or snapshots on disk are replaced or written: by the merger for
+    /// each merge, by the indexer for each snapshot, and by a scavenge for each segment it
+    /// rewrites.
+    pub maintenance: Mutex<()>,
+    /// Held for the whole of a scavenge: one at a time.
+    pub scavenging: Mutex<()>,
+    /// Counts the segments scavenges swapped in: a snapshot taken before one (holding the old
+    /// file's addresses) is not written.
+    pub epoch: AtomicU64,
+    /// Set when the engine stops: a scavenge commits no further segment.
+    pub closed: AtomicBool,
 }

@@ -9,7 +9,7 @@ use eventfold_core::{StoreError, StoreResult};
 
 use crate::format::{self, SEGMENT_HEADER_BYTES};
 use crate::index::Index;
-use crate::recovery::{apply_segindex, lock_dir, scan_segment};
+use crate::recovery::{apply_segment, lock_dir, scan_segment};
 use crate::segindex::SegIndex;
 use crate::segment::{self, Segments, read_at_most};
 
@@ -28,6 +28,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Index checkpoints that matched their segment.
     pub checkpoints_ok: u64,
+    /// Segments a scavenge rewrote (format version 2: gaps where removed records were).
+    pub compacted_segments: u64,
     /// Unacknowledged bytes at the tail that the next open will cut off (after a crash).
     pub torn_tail_bytes: u64,
     /// Things that are wrong, one sentence each.
@@ -55,6 +57,13 @@ impl fmt::Display for VerifyReport {
             "{} index checkpoints match their segments",
             self.checkpoints_ok
         )?;
+        if self.compacted_segments > 0 {
+            writeln!(
+                f,
+                "{} segments compacted by a scavenge (positions and revisions of the removed events are gaps)",
+                self.compacted_segments
+            )?;
+        }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
         }
@@ -103,12 +112,13 @@ pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
         let n = read_at_most(&file, &mut header, 0)
             .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
-        match format::decode_segment_header(&header[..n]) {
-            Ok(found) if found == no => {}
-            Ok(found) => {
+        let compacted = match format::decode_segment_header(&header[..n]) {
+            Ok(h) if h.no == no => h.compacted,
+            Ok(h) => {
                 report.problems.push(format!(
-                    "{}: the header names segment {found}",
-                    path.display()
+                    "{}: the header names segment {}",
+                    path.display(),
+                    h.no
                 ));
                 continue;
             }
@@ -116,6 +126,9 @@ pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
                 report.problems.push(format!("{}: {why}", path.display()));
                 continue;
             }
+        };
+        if compacted.is_some() {
+            report.compacted_segments += 1;
         }
         segments.insert(no, file.clone());
         report.segments += 1;
@@ -155,7 +168,7 @@ pub fn verify(dir: impl AsRef<Path>) -> StoreResult<VerifyReport> {
         report.records += scan.segindex.entries.len() as u64;
         report.events += scan.segindex.entries.iter().filter(|e| e.kind == 1).count() as u64;
         report.bytes += scan.end - SEGMENT_HEADER_BYTES;
-        if let Err(e) = apply_segindex(&mut index, &segments, &scan.segindex) {
+        if let Err(e) = apply_segment(&mut index, &segments, &scan.segindex, compacted.as_ref()) {
             report.problems.push(e.to_string());
         }
     }

@@ -566,6 +566,7 @@ impl Writer {
         let range = lb.first_revision..lb.first_revision + lb.len;
         let mut ids = Vec::with_capacity(events.len());
         let mut buf = Vec::new();
+        let _gate = self.shared.gate.read();
         for a in self.shared.addrs_of(stream, range.clone())? {
             let r = self.shared.segments.read_record(a, &mut buf)?;
             // Hash collisions may list records of other streams.
@@ -778,9 +779,12 @@ impl Writer {
             let mut index = self.shared.index.write();
             let mem = index.freeze(sealed_no);
             let every = self.opts.snapshot_every_segments.max(1);
-            let snapshot = (sealed_no + 1)
-                .is_multiple_of(every)
-                .then(|| index.snapshot(sealed_no));
+            let snapshot = (sealed_no + 1).is_multiple_of(every).then(|| {
+                (
+                    index.snapshot(sealed_no),
+                    self.shared.epoch.load(std::sync::atomic::Ordering::Acquire),
+                )
+            });
             (mem, snapshot)
         };
         if let Some(ix) = &self.indexer {
@@ -790,8 +794,8 @@ impl Writer {
                 seg: sealed_no,
                 mem,
             });
-            if let Some(s) = snapshot {
-                let _ = ix.jobs.send(IndexJob::Snapshot(s));
+            if let Some((s, epoch)) = snapshot {
+                let _ = ix.jobs.send(IndexJob::Snapshot(s, epoch));
             }
         }
         self.active_no = next;

@@ -263,9 +263,10 @@ fn a_newer_format_version_is_refused_as_newer_not_as_corrupt_and_left_untouched(
         std::fs::read(Path::new(V1).join("0000000000.seg")).expect("read")
     );
 
-    set_format_version(dir.path(), 2);
+    // Version 2 is a compacted segment (a scavenge's); 3 was never written.
+    set_format_version(dir.path(), 3);
     let written = std::fs::read(dir.path().join("0000000000.seg")).expect("read");
-    let err = Engine::open(dir.path(), fixture_options()).expect_err("a version 2 segment");
+    let err = Engine::open(dir.path(), fixture_options()).expect_err("a version 3 segment");
     assert_eq!(err.code(), "storage_format_too_new", "{err}");
     let msg = err.to_string();
     assert!(

@@ -12,4 +12,5 @@ mod index;
 mod model;
 mod pipeline;
 mod powerloss;
+mod scavenge;
 mod support;
