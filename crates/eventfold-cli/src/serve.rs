@@ -474,6 +474,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(source) = opened.backup_source() {
         state = state.with_backup(source);
     }
+    if let Some(source) = opened.scavenge_source() {
+        state = state.with_scavenge(source);
+    }
     match tls {
         Some(config) => {
             let listener = eventfold_server::tls::TlsListener::new(listener, config)
@@ -575,6 +578,19 @@ impl Opened {
             let groups = part(eventfold_protocol::backup::GROUPS_DIR, &groups)?;
             let events = part("", &events)?;
             Ok(vec![events, groups])
+        }))
+    }
+
+    /// The scavenges of `POST /scavenge` on the embedded engine's event store; none on
+    /// PostgreSQL.
+    fn scavenge_source(&self) -> Option<eventfold_server::ScavengeSource> {
+        let Opened::Embedded { events, .. } = self else {
+            return None;
+        };
+        let events = events.clone();
+        Some(Arc::new(move |progress| {
+            let report = events.scavenge(|p| progress(p.done, p.total, &wire_report(&p.so_far)))?;
+            Ok(report.map(|r| wire_report(&r)))
         }))
     }
 
@@ -687,6 +703,22 @@ pub(crate) async fn connect_postgres(
         Err(_) => Err(
             anyhow::anyhow!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()).context(what()),
         ),
+    }
+}
+
+/// The engine's scavenge report as the API sends it.
+fn wire_report(
+    r: &eventfold_engine::ScavengeReport,
+) -> eventfold_protocol::scavenge::ScavengeReport {
+    eventfold_protocol::scavenge::ScavengeReport {
+        segments_scanned: r.segments_scanned,
+        segments_compacted: r.segments_compacted,
+        events_removed: r.events_removed,
+        events_kept: r.events_kept,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        bytes_reclaimed: r.bytes_reclaimed(),
+        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
     }
 }
 

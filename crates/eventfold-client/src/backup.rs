@@ -23,3 +23,28 @@ impl Client {
             .boxed())
     }
 }
+
+impl Client {
+    /// Starts a scavenge of the server's event store in the background (`POST /scavenge`,
+    /// needs `admin` on every stream); answers its status. `scavenge_running` when one runs.
+    pub async fn start_scavenge(
+        &self,
+    ) -> StoreResult<eventfold_protocol::scavenge::ScavengeStatus> {
+        self.json(
+            self.req(reqwest::Method::POST, self.url(&["scavenge"])),
+            "start a scavenge",
+        )
+        .await
+    }
+
+    /// How the last (or running) scavenge stands (`GET /scavenge`).
+    pub async fn scavenge_status(
+        &self,
+    ) -> StoreResult<eventfold_protocol::scavenge::ScavengeStatus> {
+        self.json(
+            self.req(reqwest::Method::GET, self.url(&["scavenge"])),
+            "read the scavenge's status",
+        )
+        .await
+    }
+}

@@ -122,8 +122,8 @@ pub fn scavenge(
         return Ok(None);
     };
     let started = Instant::now();
+    let segments = sealed_and_indexed(shared);
     let now = Timestamp::now().micros();
-    let segments = shared.index.read().tabled_segments();
     let mut report = ScavengeReport::default();
     for (i, &no) in segments.iter().enumerate() {
         let compacted = scavenge_segment(shared, no, now, &mut report)?;
@@ -139,6 +139,30 @@ pub fn scavenge(
     }
     report.duration = started.elapsed();
     Ok(Some(report))
+}
+
+/// How long a scavenge waits for the background index work on segments sealed just before
+/// it (their key tables and checkpoints); segments still without them wait for the next one.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
+
+/// The sealed segments whose key tables and checkpoints are written, after waiting (up to
+/// [`INDEX_WAIT`]) for those of segments sealed just before the call: a scavenge covers
+/// every segment sealed before it started.
+fn sealed_and_indexed(shared: &Shared) -> Vec<u32> {
+    let deadline = Instant::now() + INDEX_WAIT;
+    loop {
+        let (frozen, tabled) = {
+            let index = shared.index.read();
+            (index.has_frozen(), index.tabled_segments())
+        };
+        let checkpointed = tabled
+            .iter()
+            .all(|&no| shared.dir.join(index_file_name(no)).exists());
+        if (!frozen && checkpointed) || Instant::now() >= deadline {
+            return tabled;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The rules of the streams a checkpoint names, as the index stands now.

@@ -129,6 +129,11 @@ error_codes! {
     /// This server cannot back up its stores online (it keeps them in PostgreSQL: use the
     /// database's own backups).
     BackupUnavailable = ("backup_unavailable", 501),
+    /// This server cannot scavenge its store (it keeps its events in PostgreSQL, where
+    /// eventfold does not remove the rows of deleted or expired events yet).
+    ScavengeUnavailable = ("scavenge_unavailable", 501),
+    /// A scavenge is already running: `GET /scavenge` says how far it has got.
+    ScavengeRunning = ("scavenge_running", 409),
     /// The server is shutting down (the final message of a subscription).
     ServerShutdown = ("server_shutdown", 503),
     /// The store cannot be reached for now (its database is down, restarting or dropped the
@@ -206,6 +211,8 @@ mod tests {
         ("not_ready", 503),
         ("groups_unavailable", 503),
         ("backup_unavailable", 501),
+        ("scavenge_unavailable", 501),
+        ("scavenge_running", 409),
         ("server_shutdown", 503),
         ("store_unavailable", 503),
         ("storage_full", 507),

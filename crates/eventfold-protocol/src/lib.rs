@@ -9,6 +9,7 @@ mod error;
 mod event;
 pub mod groups;
 mod query;
+pub mod scavenge;
 mod stats;
 mod trace;
 

@@ -22,7 +22,7 @@ pub use error::ApiError;
 pub use routes::subscribe::{CHUNK_DATA_BYTES_MAX, CHUNK_EVENTS_MAX};
 pub use state::{
     AppState, BODY_READ_TIMEOUT_DEFAULT, BackupPart, BackupSource, CONNECTIONS_MAX_DEFAULT,
-    HEADER_READ_TIMEOUT_DEFAULT, ServerLimits, StoredBytes,
+    HEADER_READ_TIMEOUT_DEFAULT, ScavengeSource, ServerLimits, StoredBytes,
 };
 
 use std::future::Future;

@@ -80,7 +80,24 @@ pub struct AppState {
     /// Takes the consistent cut of `GET /backup`, when the server's stores can be backed up
     /// online (the embedded engine).
     pub backup: Option<BackupSource>,
+    /// Runs a scavenge of the event store (`POST /scavenge`), when the store can be scavenged
+    /// (the embedded engine).
+    pub scavenge: Option<ScavengeSource>,
+    /// Where the server's scavenges stand (`GET /scavenge`).
+    pub scavenge_status: Arc<std::sync::Mutex<eventfold_protocol::scavenge::ScavengeStatus>>,
 }
+
+/// Runs a scavenge of the event store to its end (a blocking call), telling `progress` after
+/// each segment (segments looked at, of how many, the report so far); `Ok(None)` when another
+/// scavenge of the store is running.
+pub type ScavengeSource = Arc<
+    dyn Fn(
+            &mut dyn FnMut(u64, u64, &eventfold_protocol::scavenge::ScavengeReport),
+        )
+            -> eventfold_core::StoreResult<Option<eventfold_protocol::scavenge::ScavengeReport>>
+        + Send
+        + Sync,
+>;
 
 /// Measures the bytes a store holds on disk (a blocking call: it may walk a directory).
 pub type StoredBytes = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
@@ -137,6 +154,8 @@ impl AppState {
             started: std::time::Instant::now(),
             stored_bytes: None,
             backup: None,
+            scavenge: None,
+            scavenge_status: Arc::default(),
         }
     }
 
@@ -159,6 +178,12 @@ impl AppState {
     /// Serves `GET /backup` from the cuts `source` takes.
     pub fn with_backup(mut self, source: BackupSource) -> Self {
         self.backup = Some(source);
+        self
+    }
+
+    /// Serves `POST /scavenge` with `source`.
+    pub fn with_scavenge(mut self, source: ScavengeSource) -> Self {
+        self.scavenge = Some(source);
         self
     }
 

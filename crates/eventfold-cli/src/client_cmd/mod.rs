@@ -11,6 +11,7 @@ mod group;
 mod import;
 mod info;
 mod read;
+mod scavenge;
 mod tail;
 
 use std::fmt;
@@ -66,6 +67,10 @@ pub enum ClientCommand {
     /// `eventfold restore`).
     #[command(after_help = EXIT_STATUS_HELP)]
     Backup(backup::BackupArgs),
+    /// Reclaim the disk space of deleted, truncated and expired events on a running server
+    /// (positions and revisions of the others stay).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Scavenge(scavenge::ScavengeArgs),
     /// Consumer groups: create, list, info, parked, replay, delete.
     #[command(after_help = EXIT_STATUS_HELP)]
     Group {
@@ -96,6 +101,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Export(a) => export::run(a).await,
             ClientCommand::Import(a) => import::run(a).await,
             ClientCommand::Backup(a) => backup::run(a).await,
+            ClientCommand::Scavenge(a) => scavenge::run(a).await,
             ClientCommand::Group { command } => group::run(command).await,
         }
     });

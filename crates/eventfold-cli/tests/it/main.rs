@@ -14,6 +14,7 @@ mod limits;
 mod multi;
 mod postgres;
 mod relay;
+mod scavenge;
 mod server;
 mod shared_groups;
 mod tls;

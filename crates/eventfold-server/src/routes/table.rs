@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, backup, groups, health, stats, streams, subscribe};
+use super::{all, appends, backup, groups, health, scavenge, stats, streams, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
 use eventfold_protocol::backup::BACKUP_MEDIA_TYPE;
@@ -345,6 +345,26 @@ pub fn operations() -> Vec<Operation> {
             handler: get(backup::backup),
         },
         Operation {
+            method: "post",
+            path: "/scavenge",
+            summary: "Start a scavenge in the background: sealed segments are rewritten without the events no read can return any more (hard-deleted streams, soft deletes, truncate_before, max_count, max_age), so their bytes leave the disk, while appends and reads go on; positions and revisions stay (needs `admin` on every stream; 409 scavenge_running while one runs; 501 scavenge_unavailable on PostgreSQL)",
+            params: params::<OnServer<Admin>>(),
+            parse: Some(parse::<OnServer<Admin>>),
+            body: None,
+            responses: &[(202, "ScavengeStatus"), (409, "Error"), (501, "Error")],
+            handler: post(scavenge::start),
+        },
+        Operation {
+            method: "get",
+            path: "/scavenge",
+            summary: "How the last (or running) scavenge stands: segments looked at, of how many, events removed, bytes reclaimed (needs `admin` on every stream)",
+            params: params::<OnServer<Admin>>(),
+            parse: Some(parse::<OnServer<Admin>>),
+            body: None,
+            responses: &[(200, "ScavengeStatus")],
+            handler: get(scavenge::status),
+        },
+        Operation {
             method: "get",
             path: "/openapi.json",
             summary: "This document",
@@ -398,10 +418,6 @@ fn schemas() -> Value {
             "max_age_seconds": {"type": "integer", "minimum": 0}, "truncate_before": {"type": "integer", "minimum": 0}, "custom": {"type": "object"}}},
         "StreamList": {"type": "object", "properties": {"streams": {"type": "array", "items": {"type": "string"}}, "next": {"type": ["string", "null"]}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
-        "ServerStats": {"type": "object", "required": ["version", "uptime_seconds", "head_position", "streams", "streams_complete", "stored_bytes", "subscriptions_active", "groups", "auth"],
-            "properties": {"version": {"type": "string"}, "uptime_seconds": {"type": "integer"}, "head_position": {"type": ["integer", "null"]},
-            "streams": {"type": "integer"}, "streams_complete": {"type": "boolean"}, "stored_bytes": {"type": ["integer", "null"]},
-            "subscriptions_active": {"type": "integer"}, "groups": {"type": ["integer", "null"]}, "auth": {"type": "boolean"}}},
         "GroupConfig": {"type": "object", "additionalProperties": false, "properties": {
             "filter": {"type": "object", "additionalProperties": false, "properties": {"stream": {"type": "string"}, "category": {"type": "string"},
                 "stream_prefix": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"}}}},
@@ -433,6 +449,17 @@ fn schemas() -> Value {
         "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
         "description": "CloudEvents 1.0, structured mode; extension attributes become metadata"});
     s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
+    s["ScavengeReport"] = json!({"type": "object", "additionalProperties": false,
+        "required": ["segments_scanned", "segments_compacted", "events_removed", "events_kept", "bytes_before", "bytes_after", "bytes_reclaimed", "duration_ms"],
+        "properties": {"segments_scanned": {"type": "integer", "minimum": 0}, "segments_compacted": {"type": "integer", "minimum": 0},
+        "events_removed": {"type": "integer", "minimum": 0}, "events_kept": {"type": "integer", "minimum": 0},
+        "bytes_before": {"type": "integer", "minimum": 0}, "bytes_after": {"type": "integer", "minimum": 0},
+        "bytes_reclaimed": {"type": "integer", "minimum": 0}, "duration_ms": {"type": "integer", "minimum": 0}}});
+    s["ScavengeStatus"] = json!({"type": "object", "additionalProperties": false,
+        "required": ["state", "started_at", "segments_done", "segments_total", "report", "error"],
+        "properties": {"state": {"enum": ["idle", "running", "finished", "failed"]}, "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "segments_done": {"type": "integer", "minimum": 0}, "segments_total": {"type": "integer", "minimum": 0},
+        "report": {"$ref": "#/components/schemas/ScavengeReport"}, "error": {"type": ["string", "null"]}}});
     s
 }
 
