@@ -141,13 +141,13 @@ pub fn scavenge(
     Ok(Some(report))
 }
 
-/// How long a scavenge waits for the background index work on segments sealed just before
-/// it (their key tables and checkpoints); segments still without them wait for the next one.
+/// How long a scavenge waits for the key tables of segments sealed just before it; segments
+/// still without one wait for the next scavenge.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
-/// The sealed segments whose key tables and checkpoints are written, after waiting (up to
-/// [`INDEX_WAIT`]) for those of segments sealed just before the call: a scavenge covers
-/// every segment sealed before it started.
+/// The sealed segments whose key tables are written, after waiting (up to [`INDEX_WAIT`]) for
+/// those of segments sealed just before the call: a scavenge covers every segment sealed
+/// before it started.
 fn sealed_and_indexed(shared: &Shared) -> Vec<u32> {
     let deadline = Instant::now() + INDEX_WAIT;
     loop {
@@ -155,14 +155,21 @@ fn sealed_and_indexed(shared: &Shared) -> Vec<u32> {
             let index = shared.index.read();
             (index.has_frozen(), index.tabled_segments())
         };
-        let checkpointed = tabled
-            .iter()
-            .all(|&no| shared.dir.join(index_file_name(no)).exists());
-        if (!frozen && checkpointed) || Instant::now() >= deadline {
+        if !frozen || Instant::now() >= deadline {
             return tabled;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether segment `no` is one a scavenge rewrote (its header is version 2). Asked under
+/// [`Shared::maintenance`] by the writer's housekeeper before it writes the checkpoint of a
+/// segment sealed a moment ago: one a scavenge got to first has the new file's already.
+pub fn is_compacted(shared: &Shared, no: u32) -> bool {
+    shared
+        .segments
+        .file(no)
+        .is_some_and(|f| matches!(compacted_span(shared, no, &f), Ok(Some(_))))
 }
 
 /// The rules of the streams a checkpoint names, as the index stands now.
@@ -208,12 +215,9 @@ fn scavenge_segment(
     now: i64,
     report: &mut ScavengeReport,
 ) -> StoreResult<bool> {
-    // The checkpoint says what the segment holds without reading it; without one (not written
-    // yet, or damaged), the segment waits for the next scavenge.
-    let ix = match SegIndex::load(&shared.dir, no) {
-        Ok(Some(ix)) => ix,
-        Ok(None) | Err(_) => return Ok(false),
-    };
+    // The checkpoint says what the segment holds without reading it (a segment without one,
+    // or with a damaged one, is scanned).
+    let ix = checkpoint_of(shared, no)?;
     let rules = rules_of(shared, &ix, now);
     let mut worth = false;
     for e in ix
@@ -256,7 +260,9 @@ fn scavenge_segment(
         let _ = shared.io.remove_file(&rewritten.tmp);
         return Ok(false);
     }
-    commit(shared, no, &rewritten)?;
+    if !commit(shared, no, &rewritten)? {
+        return Ok(false);
+    }
     report.segments_compacted += 1;
     report.events_removed += rewritten.events_removed;
     report.events_kept += rewritten.events_kept;
@@ -422,8 +428,9 @@ fn rewrite(
 /// key tables of the segments the deleted table covered; (4) swap file, tables and sparse
 /// entries in memory at once, with no read in flight; (5) write the new checkpoint. A crash
 /// before (2) leaves the old segment without derived files, after it the new one: the next
-/// open rebuilds what is missing from the segment itself.
-fn commit(shared: &Shared, no: u32, rw: &Rewritten) -> StoreResult<()> {
+/// open rebuilds what is missing from the segment itself. `false` when the segment's entries
+/// are no longer in a key table (nothing was changed).
+fn commit(shared: &Shared, no: u32, rw: &Rewritten) -> StoreResult<bool> {
     let dir = &shared.dir;
     let io = &*shared.io;
     let flush_dir = || -> StoreResult<()> {
@@ -440,7 +447,7 @@ fn commit(shared: &Shared, no: u32, rw: &Rewritten) -> StoreResult<()> {
     }
     let Some(table) = shared.index.read().table_covering(no) else {
         let _ = io.remove_file(&rw.tmp);
-        return Ok(());
+        return Ok(false);
     };
     // (1)
     remove_if_there(io, &dir.join(index_file_name(no)))?;
@@ -495,7 +502,7 @@ fn commit(shared: &Shared, no: u32, rw: &Rewritten) -> StoreResult<()> {
     if let Err(e) = rw.segindex.write(io, dir, shared.sync) {
         tracing::warn!(segment = no, error = %e, "could not write the index checkpoint of a scavenged segment; the next open rebuilds it");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The checkpoint of sealed segment `s`, from its file or, when it has none, a scan.

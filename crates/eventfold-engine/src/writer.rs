@@ -199,6 +199,7 @@ impl Writer {
         let segment_bytes = opts.segment_bytes;
         let sync = opts.durability == Durability::Fsync;
         let hk_io = opts.io.clone();
+        let hk_shared = shared.clone();
         let housekeeper = std::thread::Builder::new()
             .name("eventfold-housekeeper".into())
             .spawn(move || {
@@ -209,6 +210,12 @@ impl Writer {
                             let _ = done.send(r);
                         }
                         Job::WriteIndex(ix) => {
+                            // A scavenge that rewrote the segment meanwhile wrote the new file's
+                            // checkpoint: this one describes the old file.
+                            let _m = hk_shared.maintenance.lock();
+                            if crate::scavenge::is_compacted(&hk_shared, ix.segment_no) {
+                                continue;
+                            }
                             if let Err(e) = ix.write(&*hk_io, &hk_dir, sync) {
                                 tracing::warn!(segment = ix.segment_no, error = %e, "could not write the index checkpoint; it will be rebuilt from the segment on the next open");
                             }
