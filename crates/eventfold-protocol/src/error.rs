@@ -71,6 +71,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,
         "traceparent" | "tracestate" => ErrorCode::InvalidTraceContext,
+        "subject" => ErrorCode::InvalidSubject,
         _ => ErrorCode::InvalidRequest,
     }
 }

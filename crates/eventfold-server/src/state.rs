@@ -80,6 +80,9 @@ pub struct AppState {
     /// Takes the consistent cut of `GET /backup`, when the server's stores can be backed up
     /// online (the embedded engine).
     pub backup: Option<BackupSource>,
+    /// The subject keys of `DELETE /subjects/{subject}/key`, when `store` crypto-shreds with
+    /// them (an `eventfold_shred::Shredding` over the same key store).
+    pub subject_keys: Option<Arc<dyn eventfold_shred::SubjectKeys>>,
 }
 
 /// Measures the bytes a store holds on disk (a blocking call: it may walk a directory).
@@ -92,8 +95,8 @@ pub type BackupSource = Arc<dyn Fn() -> std::io::Result<Vec<BackupPart>> + Send 
 
 /// One store's part of a backup.
 pub struct BackupPart {
-    /// Its directory in the archive: `""` (the events) or
-    /// [`eventfold_protocol::backup::GROUPS_DIR`].
+    /// Its directory in the archive: `""` (the events),
+    /// [`eventfold_protocol::backup::GROUPS_DIR`] or [`eventfold_protocol::backup::KEYS_DIR`].
     pub dir: &'static str,
     /// The position the next event after the cut gets.
     pub next_position: u64,
@@ -137,6 +140,7 @@ impl AppState {
             started: std::time::Instant::now(),
             stored_bytes: None,
             backup: None,
+            subject_keys: None,
         }
     }
 
@@ -159,6 +163,13 @@ impl AppState {
     /// Serves `GET /backup` from the cuts `source` takes.
     pub fn with_backup(mut self, source: BackupSource) -> Self {
         self.backup = Some(source);
+        self
+    }
+
+    /// Serves `DELETE /subjects/{subject}/key` from `keys`: the key store the state's store
+    /// (an `eventfold_shred::Shredding`) seals with.
+    pub fn with_subject_keys(mut self, keys: Arc<dyn eventfold_shred::SubjectKeys>) -> Self {
+        self.subject_keys = Some(keys);
         self
     }
 

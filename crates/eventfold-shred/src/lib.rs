@@ -26,7 +26,7 @@ mod subject;
 pub use envelope::{SEAL_OVERHEAD_BYTES_MAX, SEALED_CONTENT_TYPE};
 pub use file::{FileKeys, KEYS_FILE, KEYS_FORMAT_VERSION, KeyRecord, parse_key_file};
 pub use keys::{Deleted, KEY_BYTES, KeyLookup, SubjectKey, SubjectKeys};
-pub use store::{REDACTED_KEY_DELETED, Shredding, sealed_limits};
+pub use store::{REDACTED_KEY_DELETED, Shredding, reveal, sealed_limits};
 pub use subject::{SUBJECT_BYTES_MAX, Subject};
 
 use std::sync::Arc;

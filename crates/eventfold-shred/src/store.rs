@@ -118,8 +118,11 @@ fn corrupt(e: &RecordedEvent, detail: String) -> StoreError {
     }
 }
 
-/// Opens (or redacts) one event read from the inner store.
-async fn reveal(keys: &dyn SubjectKeys, mut e: RecordedEvent) -> StoreResult<RecordedEvent> {
+/// Opens (or redacts) one event read from a store under a [`Shredding`] (an event that is not
+/// sealed comes back as it is): what every read of [`Shredding`] does, for a reader that holds
+/// events read from the store underneath and opens them only when it hands them out (the
+/// server's consumer groups, whose read-ahead must not keep plaintext past a key's deletion).
+pub async fn reveal(keys: &dyn SubjectKeys, mut e: RecordedEvent) -> StoreResult<RecordedEvent> {
     if e.content_type.as_str() != SEALED_CONTENT_TYPE {
         return Ok(e);
     }

@@ -16,4 +16,5 @@ mod postgres;
 mod relay;
 mod server;
 mod shared_groups;
+mod shred;
 mod tls;

@@ -9,6 +9,7 @@ pub mod groups;
 mod health;
 mod stats;
 pub(crate) mod streams;
+pub(crate) mod subjects;
 pub(crate) mod subscribe;
 pub mod table;
 
