@@ -9,6 +9,7 @@
 
 mod backup;
 mod groups;
+mod subjects;
 mod pipeline;
 
 pub use eventfold_protocol::groups::{

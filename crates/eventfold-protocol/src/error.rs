@@ -251,6 +251,7 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 ErrorCode::InvalidExpectedRevision => "expected revision",
                 ErrorCode::InvalidEventId => "event id",
                 ErrorCode::InvalidContentType => "content type",
+                ErrorCode::InvalidSubject => "subject",
                 _ => "request",
             };
             return StoreError::Invalid(ValidationError {

@@ -269,8 +269,28 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
     )
     .await
     .expect("append");
-    let (status, _) = send(client().delete(format!("{}/subjects/user-2/key", server.url))).await;
-    assert_eq!(status, 204);
+    // The command line forgets a subject; one it never saw is refused (exit status 1).
+    let forget = |subject: &str| {
+        let (url, subject) = (server.url.clone(), subject.to_owned());
+        tokio::task::spawn_blocking(move || {
+            eventfold(&[
+                "subject".as_ref(),
+                "forget".as_ref(),
+                subject.as_ref(),
+                "--server".as_ref(),
+                url.as_ref(),
+            ])
+        })
+    };
+    let out = forget("user-2").await.expect("forget task");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted the key"), "{out:?}");
+    let out = forget("nobody").await.expect("forget task");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("subject_key_not_found"),
+        "{out:?}"
+    );
     let archive = dir.path().join("backup.tar");
     let out = {
         let (url, archive) = (server.url.clone(), archive.clone());
