@@ -554,7 +554,13 @@ impl Opened {
     /// events' store crypto-shreds (`eventfold_shred::Shredding`): on the engine with the key
     /// file in `DIR/keys`; on PostgreSQL, which has no key store yet, events naming a
     /// `$subject` are refused rather than stored in the clear.
-    fn stores(&self) -> (Arc<dyn EventStore>, Arc<dyn EventStore>, Arc<dyn EventStore>) {
+    fn stores(
+        &self,
+    ) -> (
+        Arc<dyn EventStore>,
+        Arc<dyn EventStore>,
+        Arc<dyn EventStore>,
+    ) {
         match self {
             Opened::Embedded {
                 events,
@@ -721,7 +727,10 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
                 .await
                 .context("the key store's open task failed")?
                 .with_context(|| {
-                    format!("cannot open the subject key store in {}", keys_dir.display())
+                    format!(
+                        "cannot open the subject key store in {}",
+                        keys_dir.display()
+                    )
                 })?;
             Ok(Opened::Embedded {
                 events,

@@ -9,8 +9,8 @@
 
 mod backup;
 mod groups;
-mod subjects;
 mod pipeline;
+mod subjects;
 
 pub use eventfold_protocol::groups::{
     ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,

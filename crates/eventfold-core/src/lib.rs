@@ -21,8 +21,8 @@ mod type_labels;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
 pub use event::{
-    CONTENT_TYPE_BYTES_MAX, ContentType, Metadata, NewEvent, REDACTED_METADATA_KEY, RecordedEvent, SUBJECT_METADATA_KEY,
-    Timestamp, compact_json,
+    CONTENT_TYPE_BYTES_MAX, ContentType, Metadata, NewEvent, REDACTED_METADATA_KEY, RecordedEvent,
+    SUBJECT_METADATA_KEY, Timestamp, compact_json,
 };
 pub use expected::ExpectedRevision;
 pub use head::{LastAppend, StreamHead, Visibility};

@@ -93,8 +93,7 @@ pub fn seal(
             },
         )
         .map_err(|_| "the cipher refused the data".to_string())?;
-    let mut out =
-        Vec::with_capacity(FIXED_BYTES + content_type.len() + NONCE_BYTES + sealed.len());
+    let mut out = Vec::with_capacity(FIXED_BYTES + content_type.len() + NONCE_BYTES + sealed.len());
     out.push(ENVELOPE_VERSION);
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(content_type.len() as u16).to_le_bytes());
@@ -213,17 +212,36 @@ mod tests {
     #[test]
     fn a_ciphertext_opens_only_for_its_own_event_subject_and_key() {
         let key = SubjectKey::random();
-        let (s1, s2) = (Subject::new("a").expect("valid"), Subject::new("b").expect("valid"));
+        let (s1, s2) = (
+            Subject::new("a").expect("valid"),
+            Subject::new("b").expect("valid"),
+        );
         let (st1, st2) = (stream(), StreamName::new("user-2").expect("valid"));
         let id = EventId::new_v7();
-        let b = Binding { stream: &st1, id, subject: &s1 };
+        let b = Binding {
+            stream: &st1,
+            id,
+            subject: &s1,
+        };
         let sealed = seal(&key, 3, &b, "application/json", b"{\"name\":\"Ada\"}").expect("seal");
         let env = parse(&sealed).expect("parse");
         assert!(open(&key, &env, &b).is_some());
         for other in [
-            Binding { stream: &st2, id, subject: &s1 },
-            Binding { stream: &st1, id: EventId::new_v7(), subject: &s1 },
-            Binding { stream: &st1, id, subject: &s2 },
+            Binding {
+                stream: &st2,
+                id,
+                subject: &s1,
+            },
+            Binding {
+                stream: &st1,
+                id: EventId::new_v7(),
+                subject: &s1,
+            },
+            Binding {
+                stream: &st1,
+                id,
+                subject: &s2,
+            },
         ] {
             assert!(open(&key, &env, &other).is_none(), "{other:?}");
         }

@@ -179,8 +179,8 @@ pub fn parse_key_file(path: &Path, bytes: &[u8]) -> StoreResult<(Vec<KeyRecord>,
             // Shorter than a record's head: a torn tail (`torn_tail` holds).
             break;
         }
-        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-            as usize;
+        let len =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         let end = at + RECORD_HEAD_BYTES + len.min(PAYLOAD_BYTES_MAX + 1);
         if len > PAYLOAD_BYTES_MAX || end > bytes.len() {
@@ -510,21 +510,42 @@ mod tests {
         let keys = FileKeys::open(dir.path()).expect("reopen");
         assert_eq!(live(&keys, "a", 1).await, Some(k1));
         assert!(contains(&fs::read(keys.path()).expect("read"), &k1));
-        assert_eq!(keys.delete(&subject("a")).await.expect("delete"), Deleted::Now);
-        assert_eq!(keys.delete(&subject("a")).await.expect("delete"), Deleted::Already);
-        assert_eq!(keys.delete(&subject("nobody")).await.expect("delete"), Deleted::NeverHad);
+        assert_eq!(
+            keys.delete(&subject("a")).await.expect("delete"),
+            Deleted::Now
+        );
+        assert_eq!(
+            keys.delete(&subject("a")).await.expect("delete"),
+            Deleted::Already
+        );
+        assert_eq!(
+            keys.delete(&subject("nobody")).await.expect("delete"),
+            Deleted::NeverHad
+        );
         let file = fs::read(keys.path()).expect("read");
-        assert!(!contains(&file, &k1), "the deleted key is still in the file");
+        assert!(
+            !contains(&file, &k1),
+            "the deleted key is still in the file"
+        );
         assert!(contains(&file, &kb), "another subject's key was lost");
-        assert!(matches!(keys.lookup(&subject("a"), 1).await, Ok(KeyLookup::Deleted)));
-        assert!(matches!(keys.lookup(&subject("a"), 2).await, Ok(KeyLookup::Missing)));
+        assert!(matches!(
+            keys.lookup(&subject("a"), 1).await,
+            Ok(KeyLookup::Deleted)
+        ));
+        assert!(matches!(
+            keys.lookup(&subject("a"), 2).await,
+            Ok(KeyLookup::Missing)
+        ));
         let (g2, k2) = keys.key_for_append(&subject("a")).await.expect("key");
         assert_eq!(g2, 2);
         let k2 = *k2.bytes();
         drop(keys);
 
         let keys = FileKeys::open(dir.path()).expect("reopen");
-        assert!(matches!(keys.lookup(&subject("a"), 1).await, Ok(KeyLookup::Deleted)));
+        assert!(matches!(
+            keys.lookup(&subject("a"), 1).await,
+            Ok(KeyLookup::Deleted)
+        ));
         assert_eq!(live(&keys, "a", 2).await, Some(k2));
         assert_eq!(live(&keys, "b", 1).await, Some(kb));
     }
@@ -546,11 +567,17 @@ mod tests {
         fs::write(&path, &whole[..whole.len() - 10]).expect("write");
         let keys = FileKeys::open(dir.path()).expect("a torn tail is cut");
         assert!(live(&keys, "b", 1).await.is_some());
-        assert!(matches!(keys.lookup(&subject("c"), 1).await, Ok(KeyLookup::Missing)));
+        assert!(matches!(
+            keys.lookup(&subject("c"), 1).await,
+            Ok(KeyLookup::Missing)
+        ));
         drop(keys);
         // Three records of 48 bytes (a one-byte subject): two remain.
         assert_eq!(whole.len(), HEADER_BYTES + 3 * 48);
-        assert_eq!(fs::metadata(&path).expect("meta").len() as usize, HEADER_BYTES + 2 * 48);
+        assert_eq!(
+            fs::metadata(&path).expect("meta").len() as usize,
+            HEADER_BYTES + 2 * 48
+        );
 
         // A flipped byte in the first record (not the tail).
         let mut bad = whole.clone();
@@ -558,13 +585,18 @@ mod tests {
         fs::write(&path, &bad).expect("write");
         let e = FileKeys::open(dir.path()).expect_err("damaged");
         let msg = e.to_string();
-        assert!(msg.contains(&path.display().to_string()) && msg.contains("checksum"), "{msg}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("checksum"),
+            "{msg}"
+        );
         assert_eq!(e.code(), "storage_corrupt");
 
         let mut bad = whole.clone();
         bad[0] = b'X';
         fs::write(&path, &bad).expect("write");
-        let msg = FileKeys::open(dir.path()).expect_err("not a key file").to_string();
+        let msg = FileKeys::open(dir.path())
+            .expect_err("not a key file")
+            .to_string();
         assert!(msg.contains("not an eventfold key file"), "{msg}");
 
         let mut newer = whole.clone();

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use eventfold_core::{
     AllSlice, AppendResult, ContentType, DeleteMode, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, Limits, ListStreams, NewEvent, Position, REDACTED_METADATA_KEY, ReadAll,
-    ReadStream, RecordedEvent, Revision, SUBJECT_METADATA_KEY, StoreError, StoreResult,
-    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
-    ValidationError,
+    ReadStream, RecordedEvent, Revision, SUBJECT_METADATA_KEY, StoreError, StoreResult, StreamInfo,
+    StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom, ValidationError,
 };
 use futures::StreamExt as _;
 
@@ -26,7 +25,9 @@ pub const REDACTED_KEY_DELETED: &str = "subject-key-deleted";
 /// never what a client meets.
 pub fn sealed_limits(limits: Limits) -> Limits {
     Limits {
-        event_bytes_max: limits.event_bytes_max.saturating_add(SEAL_OVERHEAD_BYTES_MAX),
+        event_bytes_max: limits
+            .event_bytes_max
+            .saturating_add(SEAL_OVERHEAD_BYTES_MAX),
         batch_bytes_max: limits.batch_bytes_max.saturating_add(
             limits
                 .batch_events_max
@@ -82,7 +83,10 @@ impl<S: EventStore> Shredding<S> {
 
 /// The subject an event to append names, validated; refuses what only this store may write.
 fn subject_of(e: &NewEvent) -> StoreResult<Option<Subject>> {
-    if e.content_type.as_str().eq_ignore_ascii_case(SEALED_CONTENT_TYPE) {
+    if e.content_type
+        .as_str()
+        .eq_ignore_ascii_case(SEALED_CONTENT_TYPE)
+    {
         return Err(ValidationError::new(
             "content type",
             e.content_type.as_str(),
@@ -237,16 +241,15 @@ impl<S: EventStore> EventStore for Shredding<S> {
                 id: e.id,
                 subject: &subject,
             };
-            let sealed = envelope::seal(
-                &key,
-                generation,
-                &binding,
-                e.content_type.as_str(),
-                &e.data,
-            )
-            .map_err(|d| {
-                StoreError::Invalid(ValidationError::new("event data", "", format!("cannot be sealed: {d}")))
-            })?;
+            let sealed =
+                envelope::seal(&key, generation, &binding, e.content_type.as_str(), &e.data)
+                    .map_err(|d| {
+                        StoreError::Invalid(ValidationError::new(
+                            "event data",
+                            "",
+                            format!("cannot be sealed: {d}"),
+                        ))
+                    })?;
             e.data = sealed;
             e.content_type = ContentType::new(SEALED_CONTENT_TYPE)?;
         }

@@ -56,7 +56,12 @@ mod tests {
         assert_eq!(Subject::new("user-42").expect("valid").as_str(), "user-42");
         assert!(Subject::new("jöe@example.com").is_ok());
         assert!(Subject::new(&"a".repeat(SUBJECT_BYTES_MAX)).is_ok());
-        for bad in [String::new(), "a".repeat(SUBJECT_BYTES_MAX + 1), "a\nb".into(), "\u{0}".into()] {
+        for bad in [
+            String::new(),
+            "a".repeat(SUBJECT_BYTES_MAX + 1),
+            "a\nb".into(),
+            "\u{0}".into(),
+        ] {
             let e = Subject::new(&bad).expect_err("invalid");
             assert_eq!(e.what, "subject");
         }

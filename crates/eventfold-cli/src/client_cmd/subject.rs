@@ -24,8 +24,8 @@ pub struct ForgetArgs {
 
 pub(super) async fn run(command: SubjectCommand) -> Result<(), CliError> {
     let SubjectCommand::Forget(a) = command;
-    let subject = eventfold_shred::Subject::new(&a.subject)
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let subject =
+        eventfold_shred::Subject::new(&a.subject).map_err(|e| CliError::usage(e.to_string()))?;
     let conn = a.conn.connect()?;
     conn.client
         .forget_subject(subject.as_str())

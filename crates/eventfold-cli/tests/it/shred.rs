@@ -61,9 +61,9 @@ fn key_of(data: &Path, subject: &str) -> Option<[u8; 32]> {
     let bytes = std::fs::read(&path).expect("read the key file");
     let (records, _) = eventfold_shred::parse_key_file(&path, &bytes).expect("parse");
     records.into_iter().rev().find_map(|r| match r {
-        eventfold_shred::KeyRecord::Key { subject: s, key, .. } if s.as_str() == subject => {
-            Some(*key.bytes())
-        }
+        eventfold_shred::KeyRecord::Key {
+            subject: s, key, ..
+        } if s.as_str() == subject => Some(*key.bytes()),
         _ => None,
     })
 }
@@ -137,9 +137,13 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
     )
     .await
     .expect("append");
-    c.append(&name("user-8"), ExpectedRevision::Any, vec![about("user-8", grace)])
-        .await
-        .expect("append");
+    c.append(
+        &name("user-8"),
+        ExpectedRevision::Any,
+        vec![about("user-8", grace)],
+    )
+    .await
+    .expect("append");
 
     // Reads give the plaintext; no file of the data directory holds it (keys included).
     let read = c
@@ -163,14 +167,23 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
     let http = client();
     assert_eq!(send(http.delete(url("user-7"))).await.0, 401);
     let (status, body) = send(http.delete(url("user-7")).bearer_auth(WRITER)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
-    assert!(key_of(&data, "user-7").is_some(), "a refused delete deleted the key");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(
+        key_of(&data, "user-7").is_some(),
+        "a refused delete deleted the key"
+    );
     let (status, body) = send(http.delete(url("nobody")).bearer_auth(ADMIN)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("subject_key_not_found"))
     );
-    assert_eq!(send(http.delete(url("user-7")).bearer_auth(ADMIN)).await.0, 204);
+    assert_eq!(
+        send(http.delete(url("user-7")).bearer_auth(ADMIN)).await.0,
+        204
+    );
     assert_eq!(
         send(http.delete(url("user-7")).bearer_auth(ADMIN)).await.0,
         204,
@@ -180,8 +193,10 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
     // The key's bytes are in no file; every read path redacts, no error.
     assert_eq!(files_holding(&data, &key), Vec::<String>::new());
     let check = |events: &[RecordedEvent]| {
-        let mine: Vec<&RecordedEvent> =
-            events.iter().filter(|e| e.stream.as_str() == "user-7").collect();
+        let mine: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| e.stream.as_str() == "user-7")
+            .collect();
         assert_eq!(mine.len(), 2);
         assert!(mine.iter().all(|e| redacted(e)), "{mine:?}");
         let other = events
@@ -201,7 +216,12 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
         .expect("read")
         .events;
     check(&[stream, other].concat());
-    check(&c.read_all(ReadAll::forward(100)).await.expect("read $all").events);
+    check(
+        &c.read_all(ReadAll::forward(100))
+            .await
+            .expect("read $all")
+            .events,
+    );
     let lines = subscribed(&format!("{}/all/subscribe?from=start", server.url), 3).await;
     let events: Vec<RecordedEvent> = lines
         .into_iter()
@@ -217,13 +237,22 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
         .group_pull("mailer", "c1", 10, Duration::from_millis(500))
         .await
         .expect("pull");
-    check(&delivered.iter().map(|d| d.event.clone()).collect::<Vec<_>>());
+    check(
+        &delivered
+            .iter()
+            .map(|d| d.event.clone())
+            .collect::<Vec<_>>(),
+    );
 
     // A new event about the subject gets a new key and reads; the old ones stay redacted,
     // also after a restart.
-    c.append(&name("user-7"), ExpectedRevision::Any, vec![about("user-7", "back")])
-        .await
-        .expect("append after the deletion");
+    c.append(
+        &name("user-7"),
+        ExpectedRevision::Any,
+        vec![about("user-7", "back")],
+    )
+    .await
+    .expect("append after the deletion");
     drop(c);
     assert!(server.terminate().success());
     let server = Server::start(&data, &args);
@@ -284,7 +313,10 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
     };
     let out = forget("user-2").await.expect("forget task");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted the key"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted the key"),
+        "{out:?}"
+    );
     let out = forget("nobody").await.expect("forget task");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -316,7 +348,12 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
         restored.as_os_str(),
     ]);
     assert!(out.status.success(), "{out:?}");
-    assert!(restored.join("keys").join(eventfold_shred::KEYS_FILE).exists());
+    assert!(
+        restored
+            .join("keys")
+            .join(eventfold_shred::KEYS_FILE)
+            .exists()
+    );
     let server = Server::start(&restored, &[]);
     let c = Client::new(&server.url, None).expect("client");
     let one = c
@@ -330,5 +367,8 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
         .await
         .expect("read")
         .events;
-    assert!(redacted(&two[0]), "a key deleted before the backup stays deleted: {two:?}");
+    assert!(
+        redacted(&two[0]),
+        "a key deleted before the backup stays deleted: {two:?}"
+    );
 }

@@ -297,9 +297,8 @@ async fn reveal(st: &AppState, deliveries: Vec<Delivery>) -> ApiResult<Vec<Deliv
     let mut out = Vec::with_capacity(deliveries.len());
     for mut d in deliveries {
         if d.event.content_type.as_str() == eventfold_shred::SEALED_CONTENT_TYPE {
-            d.event = std::sync::Arc::new(
-                eventfold_shred::reveal(&**keys, (*d.event).clone()).await?,
-            );
+            d.event =
+                std::sync::Arc::new(eventfold_shred::reveal(&**keys, (*d.event).clone()).await?);
         }
         out.push(d);
     }
@@ -365,29 +364,30 @@ pub async fn stream(
         move |(push, mut closing, mut queue, done)| {
             let st = reveal_st.clone();
             async move {
-            if done {
-                return None;
+                if done {
+                    return None;
+                }
+                if let Some(d) = queue.pop_front() {
+                    return Some((Item::Delivery(d), (push, closing, queue, false)));
+                }
+                if *closing.borrow_and_update() {
+                    return Some((Item::Closing, (push, closing, queue, true)));
+                }
+                let got = tokio::select! {
+                    biased;
+                    _ = closing.changed() => return Some((Item::Closing, (push, closing, queue, true))),
+                    got = push.next(PUSH_BATCH, heartbeat) => got,
+                };
+                match reveal(&st, got).await {
+                    Ok(got) => queue.extend(got),
+                    Err(e) => return Some((Item::Failed(e), (push, closing, queue, true))),
+                }
+                match queue.pop_front() {
+                    Some(d) => Some((Item::Delivery(d), (push, closing, queue, false))),
+                    None => Some((Item::Heartbeat, (push, closing, queue, false))),
+                }
             }
-            if let Some(d) = queue.pop_front() {
-                return Some((Item::Delivery(d), (push, closing, queue, false)));
-            }
-            if *closing.borrow_and_update() {
-                return Some((Item::Closing, (push, closing, queue, true)));
-            }
-            let got = tokio::select! {
-                biased;
-                _ = closing.changed() => return Some((Item::Closing, (push, closing, queue, true))),
-                got = push.next(PUSH_BATCH, heartbeat) => got,
-            };
-            match reveal(&st, got).await {
-                Ok(got) => queue.extend(got),
-                Err(e) => return Some((Item::Failed(e), (push, closing, queue, true))),
-            }
-            match queue.pop_front() {
-                Some(d) => Some((Item::Delivery(d), (push, closing, queue, false))),
-                None => Some((Item::Heartbeat, (push, closing, queue, false))),
-            }
-        }},
+        },
     );
     let ndjson = wants(&headers, Wants::EventStream) == Wants::Ndjson;
     let (push_group, push_consumer) = (name.clone(), consumer.clone());
@@ -417,7 +417,10 @@ pub async fn stream(
                 if ndjson {
                     Bytes::from(json!({ "error": msg }).to_string() + "\n")
                 } else {
-                    Bytes::from(format!("event: error\ndata: {}\n\n", json!({ "error": msg })))
+                    Bytes::from(format!(
+                        "event: error\ndata: {}\n\n",
+                        json!({ "error": msg })
+                    ))
                 }
             }
             Item::Heartbeat if ndjson => Bytes::from_static(b"\n"),

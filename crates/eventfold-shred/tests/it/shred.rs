@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use eventfold_core::{
-    ContentType, EventFilter, EventStore, EventType, ExpectedRevision, Limits, Metadata,
-    NewEvent, ReadAll, ReadStream, RecordedEvent, StoreError, StreamName, SubscribeFrom,
+    ContentType, EventFilter, EventStore, EventType, ExpectedRevision, Limits, Metadata, NewEvent,
+    ReadAll, ReadStream, RecordedEvent, StoreError, StreamName, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_shred::{
@@ -65,7 +65,10 @@ fn has_secret(e: &RecordedEvent) -> bool {
 async fn subject_data_is_sealed_below_and_plain_above() {
     let f = fixture(Limits::DEFAULT);
     let data = serde_json::json!({"name": SECRET});
-    let plain = NewEvent::json(EventType::new("note").expect("valid"), &serde_json::json!({"n": 1}));
+    let plain = NewEvent::json(
+        EventType::new("note").expect("valid"),
+        &serde_json::json!({"n": 1}),
+    );
     f.store
         .append(
             &name("user-1"),
@@ -78,7 +81,10 @@ async fn subject_data_is_sealed_below_and_plain_above() {
     assert_eq!(raw[0].content_type.as_str(), SEALED_CONTENT_TYPE);
     assert!(!has_secret(&raw[0]), "the plaintext reached the store");
     assert_eq!(raw[0].metadata.get_str("$subject"), Some("user-1"));
-    assert_eq!(raw[1].data, plain.data, "events without a subject are untouched");
+    assert_eq!(
+        raw[1].data, plain.data,
+        "events without a subject are untouched"
+    );
 
     let read = f
         .store
@@ -129,12 +135,24 @@ async fn deleting_the_key_redacts_on_every_read_path() {
     let check = |events: &[RecordedEvent]| {
         assert_eq!(events.len(), 3);
         assert!(events[0].data.is_empty());
-        assert_eq!(events[0].metadata.get_str("$redacted"), Some("subject-key-deleted"));
-        assert!(events[0].content_type.is_json(), "its own content type is kept");
+        assert_eq!(
+            events[0].metadata.get_str("$redacted"),
+            Some("subject-key-deleted")
+        );
+        assert!(
+            events[0].content_type.is_json(),
+            "its own content type is kept"
+        );
         assert_eq!(events[0].metadata.get_str("correlation_id"), Some("c-1"));
-        assert_eq!(events[1].data_json(), Some(serde_json::json!({"name": "Grace"})));
+        assert_eq!(
+            events[1].data_json(),
+            Some(serde_json::json!({"name": "Grace"}))
+        );
         assert_eq!(events[1].metadata.get("$redacted"), None);
-        assert_eq!(events[2].data_json(), Some(serde_json::json!({"name": "after"})));
+        assert_eq!(
+            events[2].data_json(),
+            Some(serde_json::json!({"name": "after"}))
+        );
     };
     check(
         &f.store
@@ -209,7 +227,10 @@ async fn damaged_or_keyless_sealed_data_is_corrupt_not_redacted() {
         .await
     {
         Err(StoreError::Corrupt { detail, .. }) => {
-            assert!(detail.contains("no key") && detail.contains("restore"), "{detail}")
+            assert!(
+                detail.contains("no key") && detail.contains("restore"),
+                "{detail}"
+            )
         }
         other => panic!("lost keys: {other:?}"),
     }
@@ -244,7 +265,10 @@ async fn appends_are_checked_as_the_client_sent_them() {
     let mut not_string = about("user-1", &serde_json::json!(1));
     not_string.metadata.insert("$subject".into(), 42.into());
     assert_eq!(refused(not_string).await.what, "subject");
-    assert_eq!(refused(about("a\nb", &serde_json::json!(1))).await.what, "subject");
+    assert_eq!(
+        refused(about("a\nb", &serde_json::json!(1))).await.what,
+        "subject"
+    );
     let sealed_type = NewEvent::bytes(
         EventType::new("t").expect("valid"),
         ContentType::new(SEALED_CONTENT_TYPE).expect("valid"),
