@@ -372,3 +372,47 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
         "a key deleted before the backup stays deleted: {two:?}"
     );
 }
+
+/// On PostgreSQL there is no key store yet: an event naming a subject is refused (never
+/// stored in the clear) and the route says shredding is unavailable; other events go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_subjects_rather_than_storing_them_in_the_clear() {
+    let Some(db) = eventfold_store_postgres::testing::TestDb::create().await else {
+        return;
+    };
+    let url = db.url();
+    let s = Server::start_with(&[std::ffi::OsStr::new("--store"), std::ffi::OsStr::new(&url)]);
+    let c = client();
+    let (st, v) = send(
+        c.post(format!("{}/streams/user-1", s.url)).json(&serde_json::json!([
+            {"type": "user.registered", "data": {"name": "Ada"}, "metadata": {"$subject": "user-1"}}
+        ])),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_subject")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("PostgreSQL"),
+        "{v}"
+    );
+    let (st, v) = send(c.delete(format!("{}/subjects/user-1/key", s.url))).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (501, Some("shredding_unavailable")),
+        "{v}"
+    );
+    let (st, v) = send(
+        c.post(format!("{}/streams/user-1", s.url))
+            .json(&serde_json::json!([{"type": "user.registered", "data": {"n": 1}}])),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    drop(s);
+    drop(db);
+}

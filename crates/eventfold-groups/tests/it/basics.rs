@@ -304,7 +304,10 @@ async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
     m.insert("$subject".into(), "user-1".into());
     let secret = serde_json::json!({"name": "Ada"});
     let about = NewEvent::json(EventType::new("user.joined").unwrap(), &secret).with_metadata(m);
-    let plain = NewEvent::json(EventType::new("note").unwrap(), &serde_json::json!({"n": 1}));
+    let plain = NewEvent::json(
+        EventType::new("note").unwrap(),
+        &serde_json::json!({"n": 1}),
+    );
     env.source
         .append(
             &"user-1".parse().unwrap(),
@@ -324,8 +327,14 @@ async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
     assert_eq!(page.parked.len(), 2);
     let copy = &page.parked[0].event;
     assert_eq!(copy["metadata"]["$subject"], "user-1");
-    assert!(copy.get("data").is_none() && copy.get("data_base64").is_none(), "{copy}");
-    assert_eq!(page.parked[1].event["data"]["n"], 1, "other events keep theirs");
+    assert!(
+        copy.get("data").is_none() && copy.get("data_base64").is_none(),
+        "{copy}"
+    );
+    assert_eq!(
+        page.parked[1].event["data"]["n"], 1,
+        "other events keep theirs"
+    );
     assert_eq!(env.groups.replay(&g, None).await.unwrap(), 2);
     let back = env.pull(&g, "c1", 2, 1000).await;
     assert_eq!(back[0].event.data_json(), Some(secret));
