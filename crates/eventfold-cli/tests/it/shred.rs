@@ -82,33 +82,64 @@ fn tokens_file(dir: &Path) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
-/// The first `n` NDJSON lines of a subscription, as events.
-async fn subscribed(url: &str, n: usize) -> Vec<serde_json::Value> {
-    let mut resp = client()
-        .get(url)
-        .bearer_auth(ADMIN)
-        .header("accept", "application/x-ndjson")
-        .send()
-        .await
-        .expect("subscribe");
-    assert_eq!(resp.status().as_u16(), 200);
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
-    while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+/// An open NDJSON subscription.
+struct Subscription {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Subscription {
+    async fn open(url: &str) -> Subscription {
+        let resp = client()
+            .get(url)
+            .bearer_auth(ADMIN)
+            .header("accept", "application/x-ndjson")
+            .send()
             .await
-            .expect("a chunk within 20 s")
-            .expect("read")
-            .expect("the subscription goes on");
-        buf.extend_from_slice(&chunk);
-        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            let v: serde_json::Value = serde_json::from_slice(&line).expect("a JSON line");
-            if v.get("id").is_some() {
-                out.push(v);
-            }
+            .expect("subscribe");
+        assert_eq!(resp.status().as_u16(), 200);
+        Subscription {
+            resp,
+            buf: Vec::new(),
         }
     }
-    out
+
+    /// The next `n` events (heartbeat lines skipped).
+    async fn events(&mut self, n: usize) -> Vec<RecordedEvent> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let v: serde_json::Value = match serde_json::from_slice(&line) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                if v.get("id").is_some() {
+                    out.push(
+                        serde_json::from_value::<eventfold_protocol::WireEvent>(v)
+                            .expect("an event")
+                            .into_recorded()
+                            .expect("valid"),
+                    );
+                }
+            }
+            if out.len() >= n {
+                break;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.resp.chunk())
+                .await
+                .expect("a chunk within 20 s")
+                .expect("read")
+                .expect("the subscription goes on");
+            self.buf.extend_from_slice(&chunk);
+        }
+        out
+    }
+}
+
+/// The first `n` events of a new subscription.
+async fn subscribed(url: &str, n: usize) -> Vec<RecordedEvent> {
+    Subscription::open(url).await.events(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,17 +253,7 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
             .expect("read $all")
             .events,
     );
-    let lines = subscribed(&format!("{}/all/subscribe?from=start", server.url), 3).await;
-    let events: Vec<RecordedEvent> = lines
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value::<eventfold_protocol::WireEvent>(v)
-                .expect("an event")
-                .into_recorded()
-                .expect("valid")
-        })
-        .collect();
-    check(&events);
+    check(&subscribed(&format!("{}/all/subscribe?from=start", server.url), 3).await);
     let delivered = c
         .group_pull("mailer", "c1", 10, Duration::from_millis(500))
         .await
@@ -415,4 +436,49 @@ async fn postgres_refuses_subjects_rather_than_storing_them_in_the_clear() {
     assert_eq!(st, 201, "{v}");
     drop(s);
     drop(db);
+}
+
+/// A subscriber that joins the live hub after a deletion never gets the decrypted events the
+/// hub's ring held from before it: the deletion empties the ring (and the encoded lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_hub_does_not_serve_erased_data_from_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--auth-token", ADMIN]);
+    let c = Client::new(&server.url, Some(ADMIN.into())).expect("client");
+    let all = format!("{}/all/subscribe?from=start", server.url);
+    // A live subscriber from an empty log: the hub follows the log from position 0.
+    let mut first = Subscription::open(&all).await;
+    c.append(
+        &name("user-7"),
+        ExpectedRevision::Any,
+        vec![about("user-7", "Ada-1c2d"), about("user-7", "Ada-1c2d")],
+    )
+    .await
+    .expect("append");
+    c.append(
+        &name("user-8"),
+        ExpectedRevision::Any,
+        vec![about("user-8", "Grace-3e4f")],
+    )
+    .await
+    .expect("append");
+    let live = first.events(3).await;
+    assert_eq!(live[0].data_json().expect("json")["name"], "Ada-1c2d");
+    let (status, _) = send(
+        client()
+            .delete(format!("{}/subjects/user-7/key", server.url))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 204);
+    for attempt in 0..3 {
+        let events = subscribed(&all, 3).await;
+        assert!(
+            redacted(&events[0]) && redacted(&events[1]),
+            "attempt {attempt}: {events:?}"
+        );
+        assert_eq!(events[2].data_json().expect("json")["name"], "Grace-3e4f");
+    }
+    drop(first);
 }
