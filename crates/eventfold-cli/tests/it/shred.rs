@@ -369,12 +369,13 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
         restored.as_os_str(),
     ]);
     assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        restored
-            .join("keys")
-            .join(eventfold_shred::KEYS_FILE)
-            .exists()
+        report.contains("subject keys in") && report.contains("ok: 1 key records, 1 forgotten"),
+        "restore verifies the key file: {report}"
     );
+    let keys = restored.join("keys").join(eventfold_shred::KEYS_FILE);
+    assert!(keys.exists());
     let server = Server::start(&restored, &[]);
     let c = Client::new(&server.url, None).expect("client");
     let one = c
@@ -391,6 +392,19 @@ async fn a_backup_carries_the_keys_and_its_restore_reads_the_data() {
     assert!(
         redacted(&two[0]),
         "a key deleted before the backup stays deleted: {two:?}"
+    );
+    drop(server);
+
+    // A damaged key file is found by `eventfold verify`, named, exit status 1.
+    let mut bytes = std::fs::read(&keys).expect("read");
+    bytes[20] ^= 0xff;
+    std::fs::write(&keys, &bytes).expect("write");
+    let out = eventfold(&["verify".as_ref(), restored.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("damaged") && report.contains(&keys.display().to_string()),
+        "{report}"
     );
 }
 
