@@ -137,6 +137,36 @@ impl Subscription {
     }
 }
 
+/// The first `n` events of a new subscription as Server-Sent Events.
+async fn sse_events(url: &str, n: usize) -> Vec<RecordedEvent> {
+    let mut resp = client()
+        .get(url)
+        .bearer_auth(ADMIN)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(resp.status().as_u16(), 200);
+    let (mut text, mut out) = (String::new(), Vec::new());
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+            .await
+            .expect("a chunk within 20 s")
+            .expect("read")
+            .expect("the subscription goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = text.find('\n') {
+            let line: String = text.drain(..=i).collect();
+            if let Some(json) = line.trim_end().strip_prefix("data: ")
+                && let Ok(w) = serde_json::from_str::<eventfold_protocol::WireEvent>(json)
+            {
+                out.push(w.into_recorded().expect("valid"));
+            }
+        }
+    }
+    out
+}
+
 /// The first `n` events of a new subscription.
 async fn subscribed(url: &str, n: usize) -> Vec<RecordedEvent> {
     Subscription::open(url).await.events(n).await
@@ -254,6 +284,12 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
             .events,
     );
     check(&subscribed(&format!("{}/all/subscribe?from=start", server.url), 3).await);
+    let sse = sse_events(
+        &format!("{}/streams/user-7/subscribe?from=start", server.url),
+        2,
+    )
+    .await;
+    assert!(sse.iter().all(redacted), "SSE: {sse:?}");
     let delivered = c
         .group_pull("mailer", "c1", 10, Duration::from_millis(500))
         .await
