@@ -52,7 +52,10 @@ pub async fn delete_key(
             // from now on subscribers read them again from the store.
             st.live.forget_events();
             st.encoded.clear();
-            tracing::info!(subject = %subject, "a subject's key was deleted: its sealed data is unreadable from now on");
+            // The subject's id stays out of the log: it may itself be personal data.
+            tracing::info!(
+                "a data subject's key was deleted: its sealed data is unreadable from now on"
+            );
             Ok(StatusCode::NO_CONTENT)
         }
         Deleted::Already => Ok(StatusCode::NO_CONTENT),
