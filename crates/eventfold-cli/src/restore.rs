@@ -3,9 +3,10 @@
 //!
 //! The archive is unpacked into a sibling directory `DIR.restoring-PID` and renamed to `DIR`
 //! only once every file the manifest lists is there, whole and synced, so an interrupted
-//! restore never leaves something that looks like a data directory. Only the manifest and the
+//! restore never leaves something that looks like a data directory. Only the manifest, the
 //! store files the engine names (`eventfold_engine::is_backup_file_name`, at the top or under
-//! `groups/`) are accepted: an archive cannot write anywhere else.
+//! `groups/`) and the subject key file (`keys/subject-keys`, checked to parse) are accepted:
+//! an archive cannot write anywhere else.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -14,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use eventfold_engine::io::FileIo as _;
-use eventfold_protocol::backup::{BACKUP_FORMAT, BackupManifest, GROUPS_DIR, MANIFEST_NAME};
+use eventfold_protocol::backup::{
+    BACKUP_FORMAT, BackupManifest, GROUPS_DIR, KEYS_DIR, MANIFEST_NAME,
+};
 
 /// Largest manifest read (it lists one line per file).
 const MANIFEST_BYTES_MAX: u64 = 64 << 20;
@@ -121,7 +124,7 @@ fn unpack(file: File, archive: &Path, staging: &Path) -> Result<String, String> 
     // relative path -> expected bytes, from the manifest.
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for store in &manifest.stores {
-        if !(store.dir.is_empty() || store.dir == GROUPS_DIR) {
+        if !(store.dir.is_empty() || store.dir == GROUPS_DIR || store.dir == KEYS_DIR) {
             return Err(bad(format!(
                 "its manifest names a store in `{}`",
                 store.dir
@@ -140,6 +143,11 @@ fn unpack(file: File, archive: &Path, staging: &Path) -> Result<String, String> 
         staging.to_path_buf()
     };
     fs::create_dir_all(&made).map_err(|e| format!("cannot create {}: {e}", made.display()))?;
+    let has_keys = manifest.stores.iter().any(|s| s.dir == KEYS_DIR);
+    if has_keys {
+        let keys = staging.join(KEYS_DIR);
+        fs::create_dir_all(&keys).map_err(|e| format!("cannot create {}: {e}", keys.display()))?;
+    }
     let (mut files, mut bytes) = (0u64, 0u64);
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("cannot read an entry ({e})")))?;
@@ -189,6 +197,16 @@ fn unpack(file: File, archive: &Path, staging: &Path) -> Result<String, String> 
     if has_groups {
         stores.push(staging.join(GROUPS_DIR));
     }
+    if has_keys {
+        // The key file must open as the server will open it: a damaged one is refused here,
+        // not at the first read of a sealed event.
+        let keys = staging.join(KEYS_DIR);
+        let path = keys.join(eventfold_shred::KEYS_FILE);
+        let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        eventfold_shred::parse_key_file(&path, &bytes)
+            .map_err(|e| bad(format!("its subject key file does not parse ({e})")))?;
+        sync_dir(&keys)?;
+    }
     for store in stores.iter().rev() {
         let lock = store.join(eventfold_engine::LOCK_FILE);
         File::create(&lock)
@@ -226,19 +244,21 @@ fn entry_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, String> {
         .map_err(|_| "an entry's name is not UTF-8".to_string())
 }
 
-/// Accepts `NAME` or `groups/NAME` where NAME is a store file the engine names; nothing else
-/// (no `..`, no absolute path, no other directory or file).
+/// Accepts `NAME` or `groups/NAME` where NAME is a store file the engine names, and
+/// `keys/subject-keys`; nothing else (no `..`, no absolute path, no other directory or file).
 fn check_name(rel: &str) -> Result<(), String> {
-    let name = match rel.split_once('/') {
-        None => rel,
-        Some((GROUPS_DIR, name)) => name,
-        Some(_) => "",
+    let ok = match rel.split_once('/') {
+        None => eventfold_engine::is_backup_file_name(rel),
+        Some((GROUPS_DIR, name)) => eventfold_engine::is_backup_file_name(name),
+        Some((KEYS_DIR, name)) => name == eventfold_shred::KEYS_FILE,
+        Some(_) => false,
     };
-    if eventfold_engine::is_backup_file_name(name) {
+    if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{rel}` is not a file of an eventfold backup (only NNNNNNNNNN.seg and NNNNNNNNNN.idx, at the top or under {GROUPS_DIR}/)"
+            "`{rel}` is not a file of an eventfold backup (only NNNNNNNNNN.seg and NNNNNNNNNN.idx, at the top or under {GROUPS_DIR}/, and {KEYS_DIR}/{})",
+            eventfold_shred::KEYS_FILE
         ))
     }
 }
@@ -255,7 +275,12 @@ mod tests {
 
     #[test]
     fn only_store_files_are_restored() {
-        for ok in ["0000000000.seg", "0000000012.idx", "groups/0000000003.seg"] {
+        for ok in [
+            "0000000000.seg",
+            "0000000012.idx",
+            "groups/0000000003.seg",
+            "keys/subject-keys",
+        ] {
             assert!(check_name(ok).is_ok(), "{ok} was refused");
         }
         for bad in [
@@ -271,6 +296,10 @@ mod tests {
             MANIFEST,
             "",
             "groups/",
+            "keys/0000000000.seg",
+            "keys/subject-keys.tmp",
+            "keys/../subject-keys",
+            "subject-keys",
         ] {
             assert!(check_name(bad).is_err(), "{bad} was accepted");
         }

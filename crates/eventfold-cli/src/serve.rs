@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use eventfold_core::{EventStore, Limits};
 use eventfold_engine::{Durability, Engine, EngineOptions};
 use eventfold_server::{AppState, ServerLimits};
+use eventfold_shred::{FileKeys, NoKeyStore, Shredding, SubjectKeys, sealed_limits};
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 
 /// The PostgreSQL schema holding the user's events.
@@ -424,12 +425,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let opened = open_store(&s).await?;
-    let (store, groups_state) = opened.stores();
-    // Other servers may share a PostgreSQL database: their groups' state is shared too.
+    let (store, raw_events, groups_state) = opened.stores();
+    // The groups read the events as stored (sealed data stays sealed in their read-ahead);
+    // the server opens each delivery's event as it hands it out. Other servers may share a
+    // PostgreSQL database: their groups' state is shared too.
     let groups = if opened.is_shared() {
-        eventfold_groups::Groups::open_shared(store.clone(), groups_state).await
+        eventfold_groups::Groups::open_shared(raw_events, groups_state).await
     } else {
-        eventfold_groups::Groups::open(store.clone(), groups_state).await
+        eventfold_groups::Groups::open(raw_events, groups_state).await
     }
     .context("cannot load the consumer groups")?;
     let listener = tokio::net::TcpListener::bind(s.listen)
@@ -467,6 +470,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(store, s.server)
         .with_auth(s.auth.clone())
         .with_groups(groups.clone());
+    if let Some(keys) = opened.subject_keys() {
+        state = state.with_subject_keys(keys);
+    }
     if let StoreLocation::Embedded(dir) = &s.store {
         let dir = dir.clone();
         state = state.with_stored_bytes(Arc::new(move || directory_bytes(&dir)));
@@ -529,35 +535,92 @@ fn allocated(m: &std::fs::Metadata) -> u64 {
 
 /// The stores a server runs on, opened.
 enum Opened {
-    /// The embedded engine and the engine of the groups' state beside it.
-    Embedded { events: Engine, groups: Engine },
+    /// The embedded engine, the engine of the groups' state beside it, and the subject keys
+    /// (crypto-shredding) in `DIR/keys`.
+    Embedded {
+        events: Engine,
+        groups: Engine,
+        keys: FileKeys,
+        limits: Limits,
+    },
     /// Two stores in one PostgreSQL database: the events, and the groups' state.
     Postgres {
         events: PostgresStore,
         groups: PostgresStore,
+        limits: Limits,
     },
 }
 
 impl Opened {
-    /// The store of the user's events and the store of the consumer groups' state.
-    fn stores(&self) -> (Arc<dyn EventStore>, Arc<dyn EventStore>) {
+    /// The store of the user's events, the same events as stored (for the consumer groups,
+    /// whose deliveries the server opens), and the store of the consumer groups' state. The
+    /// events' store crypto-shreds (`eventfold_shred::Shredding`): on the engine with the key
+    /// file in `DIR/keys`; on PostgreSQL, which has no key store yet, events naming a
+    /// `$subject` are refused rather than stored in the clear.
+    fn stores(
+        &self,
+    ) -> (
+        Arc<dyn EventStore>,
+        Arc<dyn EventStore>,
+        Arc<dyn EventStore>,
+    ) {
         match self {
-            Opened::Embedded { events, groups } => {
-                (Arc::new(events.clone()), Arc::new(groups.clone()))
-            }
-            Opened::Postgres { events, groups } => {
-                (Arc::new(events.clone()), Arc::new(groups.clone()))
-            }
+            Opened::Embedded {
+                events,
+                groups,
+                keys,
+                limits,
+            } => (
+                Arc::new(Shredding::new(
+                    events.clone(),
+                    Arc::new(keys.clone()),
+                    *limits,
+                )),
+                Arc::new(events.clone()),
+                Arc::new(groups.clone()),
+            ),
+            Opened::Postgres {
+                events,
+                groups,
+                limits,
+            } => (
+                Arc::new(Shredding::new(
+                    events.clone(),
+                    Arc::new(NoKeyStore::new(
+                        "cannot be kept erasable on this server: crypto-shredding keeps its keys \
+                         in the embedded engine's data directory, and this server keeps its events \
+                         in PostgreSQL; append without `$subject` in the metadata, or serve with \
+                         --data DIR",
+                    )),
+                    *limits,
+                )),
+                Arc::new(events.clone()),
+                Arc::new(groups.clone()),
+            ),
+        }
+    }
+
+    /// The key store `DELETE /subjects/{subject}/key` deletes from (none on PostgreSQL).
+    fn subject_keys(&self) -> Option<Arc<dyn SubjectKeys>> {
+        match self {
+            Opened::Embedded { keys, .. } => Some(Arc::new(keys.clone())),
+            Opened::Postgres { .. } => None,
         }
     }
 
     /// The cuts of `GET /backup` on the embedded engines (the groups' state first, so that no
     /// group state refers to an event beyond the events' cut); none on PostgreSQL.
     fn backup_source(&self) -> Option<eventfold_server::BackupSource> {
-        let Opened::Embedded { events, groups } = self else {
+        let Opened::Embedded {
+            events,
+            groups,
+            keys,
+            ..
+        } = self
+        else {
             return None;
         };
-        let (events, groups) = (events.clone(), groups.clone());
+        let (events, groups, keys) = (events.clone(), groups.clone(), keys.clone());
         Some(Arc::new(move || {
             let part = |dir: &'static str, engine: &Engine| {
                 let plan = engine.backup().map_err(std::io::Error::other)?;
@@ -577,7 +640,21 @@ impl Opened {
             };
             let groups = part(eventfold_protocol::backup::GROUPS_DIR, &groups)?;
             let events = part("", &events)?;
-            Ok(vec![events, groups])
+            // After the events' cut: a key is durable before any event sealed with it, so
+            // this copy has the key of every sealed event in the cut (and none deleted
+            // before now).
+            let (len, file) = keys.snapshot()?;
+            let keys = eventfold_server::BackupPart {
+                dir: eventfold_protocol::backup::KEYS_DIR,
+                next_position: 0,
+                events: 0,
+                files: vec![(
+                    eventfold_shred::KEYS_FILE.to_string(),
+                    len,
+                    Box::new(std::io::Read::take(file, len)),
+                )],
+            };
+            Ok(vec![events, groups, keys])
         }))
     }
 
@@ -604,7 +681,7 @@ impl Opened {
     /// write already, so its stores are just dropped.
     async fn shutdown(self) -> anyhow::Result<()> {
         match self {
-            Opened::Embedded { events, groups } => {
+            Opened::Embedded { events, groups, .. } => {
                 tokio::task::spawn_blocking(move || groups.shutdown())
                     .await
                     .context("the groups engine's shutdown task failed")?;
@@ -612,7 +689,7 @@ impl Opened {
                     .await
                     .context("the engine's shutdown task failed")?;
             }
-            Opened::Postgres { events, groups } => {
+            Opened::Postgres { events, groups, .. } => {
                 drop(groups);
                 drop(events);
             }
@@ -627,7 +704,12 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
     match &s.store {
         StoreLocation::Embedded(dir) => {
             let data = dir.clone();
-            let engine_opts = s.engine.clone();
+            // The engine stores sealed events, larger than what clients sent by the envelope;
+            // `Shredding` holds clients to `s.engine.limits` on the plaintext.
+            let engine_opts = EngineOptions {
+                limits: sealed_limits(s.engine.limits),
+                ..s.engine.clone()
+            };
             let events = tokio::task::spawn_blocking(move || Engine::open(&data, engine_opts))
                 .await
                 .context("the engine's open task failed")?
@@ -655,7 +737,23 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
                             groups_dir.display()
                         )
                     })?;
-            Ok(Opened::Embedded { events, groups })
+            let keys_dir = dir.join(eventfold_protocol::backup::KEYS_DIR);
+            let keys_dir2 = keys_dir.clone();
+            let keys = tokio::task::spawn_blocking(move || FileKeys::open(&keys_dir2))
+                .await
+                .context("the key store's open task failed")?
+                .with_context(|| {
+                    format!(
+                        "cannot open the subject key store in {}",
+                        keys_dir.display()
+                    )
+                })?;
+            Ok(Opened::Embedded {
+                events,
+                groups,
+                keys,
+                limits: s.engine.limits,
+            })
         }
         StoreLocation::Postgres(url) => {
             let events = connect_postgres(
@@ -677,7 +775,11 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
                 },
             )
             .await?;
-            Ok(Opened::Postgres { events, groups })
+            Ok(Opened::Postgres {
+                events,
+                groups,
+                limits: s.engine.limits,
+            })
         }
     }
 }

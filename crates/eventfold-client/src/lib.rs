@@ -10,6 +10,7 @@
 mod backup;
 mod groups;
 mod pipeline;
+mod subjects;
 
 pub use eventfold_protocol::groups::{
     ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,

@@ -8,6 +8,16 @@ use crate::error::ValidationError;
 use crate::ids::{EventId, Position, Revision};
 use crate::names::{EventType, StreamName};
 
+/// The metadata key naming the data subject an event is about (a string): a store that
+/// crypto-shreds (`eventfold-shred`) encrypts the event's data with that subject's key, and
+/// deleting the key makes the data unreadable forever. Anything that copies an event's data
+/// elsewhere (a consumer group's parked copy) leaves the data of such an event out.
+pub const SUBJECT_METADATA_KEY: &str = "$subject";
+
+/// The metadata key a crypto-shredding store sets on an event it returns without its data,
+/// with why (`subject-key-deleted`); never accepted from a client.
+pub const REDACTED_METADATA_KEY: &str = "$redacted";
+
 /// The metadata of an event: a JSON object. `correlation_id`, `causation_id`, `source`,
 /// `user_id`, `traceparent` and `tracestate` have the contract's meanings; other keys are free.
 ///
@@ -184,7 +194,7 @@ impl<'de> serde::Deserialize<'de> for Metadata {
 }
 
 /// Longest content type, in bytes.
-const CONTENT_TYPE_BYTES_MAX: usize = 256;
+pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
 
 /// The media type of an event's data (`application/json` by default).
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -20,7 +20,10 @@ mod trace;
 mod type_labels;
 
 pub use error::{LimitKind, StoreError, StoreResult, ValidationError};
-pub use event::{ContentType, Metadata, NewEvent, RecordedEvent, Timestamp, compact_json};
+pub use event::{
+    CONTENT_TYPE_BYTES_MAX, ContentType, Metadata, NewEvent, REDACTED_METADATA_KEY, RecordedEvent,
+    SUBJECT_METADATA_KEY, Timestamp, compact_json,
+};
 pub use expected::ExpectedRevision;
 pub use head::{LastAppend, StreamHead, Visibility};
 pub use ids::{EventId, Position, Revision};

@@ -389,8 +389,11 @@ pub(crate) async fn write_config(
 }
 
 /// Copies events into the parked stream, one append each; an event too big to copy is kept
-/// with its coordinates only. Pushes the position of each copy written to `copied` (on an
-/// error, those written before it).
+/// with its coordinates only, and an event about a data subject (its metadata names one,
+/// [`eventfold_core::SUBJECT_METADATA_KEY`]) without its data: the source keeps that data
+/// erasable (crypto-shredding), a copy in the state store would not be. A replay fetches the
+/// event from the source by its position, never from the copy. Pushes the position of each
+/// copy written to `copied` (on an error, those written before it).
 pub(crate) async fn write_parked(
     state: &dyn EventStore,
     group: &GroupName,
@@ -400,6 +403,15 @@ pub(crate) async fn write_parked(
     let stream = group.parked_stream();
     for mut p in parked {
         let position = p.position;
+        let about_subject = p
+            .event
+            .get("metadata")
+            .and_then(|m| m.get(eventfold_core::SUBJECT_METADATA_KEY))
+            .is_some();
+        if about_subject && let Some(obj) = p.event.as_object_mut() {
+            obj.remove("data");
+            obj.remove("data_base64");
+        }
         let first = event(PARKED, &p);
         let r = append(state, group, &stream, vec![first], "park an event").await;
         if let Err(GroupError::Store {

@@ -82,6 +82,9 @@ error_codes! {
     /// A `traceparent`/`tracestate` (header, CloudEvents attribute or event metadata) is not a
     /// valid W3C trace context.
     InvalidTraceContext = ("invalid_trace_context", 400),
+    /// A data subject id (`$subject` in an event's metadata, or a path's `{subject}`) is not
+    /// valid, or this server cannot keep a subject's data erasable (the message says why).
+    InvalidSubject = ("invalid_subject", 400),
     /// A read asks for more events than the server's maximum.
     ReadLimitTooLarge = ("read_limit_too_large", 400),
     /// The body is larger than the server accepts.
@@ -114,6 +117,8 @@ error_codes! {
     WrongExpectedRevision = ("wrong_expected_revision", 409),
     /// The consumer group does not exist.
     GroupNotFound = ("group_not_found", 404),
+    /// The data subject never had a key on this server (nothing of it is sealed).
+    SubjectKeyNotFound = ("subject_key_not_found", 404),
 
     // The server and its stores.
     /// The store stopped accepting writes after a failed write or flush.
@@ -134,6 +139,9 @@ error_codes! {
     ScavengeUnavailable = ("scavenge_unavailable", 501),
     /// A scavenge is already running: `GET /scavenge` says how far it has got.
     ScavengeRunning = ("scavenge_running", 409),
+    /// This server keeps no subject keys (it keeps its events in PostgreSQL): crypto-shredding
+    /// needs the embedded engine.
+    ShreddingUnavailable = ("shredding_unavailable", 501),
     /// The server is shutting down (the final message of a subscription).
     ServerShutdown = ("server_shutdown", 503),
     /// The store cannot be reached for now (its database is down, restarting or dropped the
@@ -191,6 +199,7 @@ mod tests {
         ("invalid_last_event_id", 400),
         ("invalid_request", 400),
         ("invalid_trace_context", 400),
+        ("invalid_subject", 400),
         ("read_limit_too_large", 400),
         ("body_too_large", 413),
         ("event_too_large", 413),
@@ -205,6 +214,7 @@ mod tests {
         ("stream_deleted", 410),
         ("wrong_expected_revision", 409),
         ("group_not_found", 404),
+        ("subject_key_not_found", 404),
         ("storage_poisoned", 503),
         ("store_closed", 503),
         ("storage_locked", 503),
@@ -213,6 +223,7 @@ mod tests {
         ("backup_unavailable", 501),
         ("scavenge_unavailable", 501),
         ("scavenge_running", 409),
+        ("shredding_unavailable", 501),
         ("server_shutdown", 503),
         ("store_unavailable", 503),
         ("storage_full", 507),

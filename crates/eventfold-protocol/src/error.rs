@@ -71,6 +71,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,
         "traceparent" | "tracestate" => ErrorCode::InvalidTraceContext,
+        "subject" => ErrorCode::InvalidSubject,
         _ => ErrorCode::InvalidRequest,
     }
 }
@@ -250,6 +251,7 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 ErrorCode::InvalidExpectedRevision => "expected revision",
                 ErrorCode::InvalidEventId => "event id",
                 ErrorCode::InvalidContentType => "content type",
+                ErrorCode::InvalidSubject => "subject",
                 _ => "request",
             };
             return StoreError::Invalid(ValidationError {

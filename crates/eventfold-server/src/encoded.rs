@@ -31,6 +31,10 @@ pub const ENCODED_LINE_BYTES_MAX: usize = 2 << 10;
 struct Slot {
     position: u64,
     id: EventId,
+    /// The data's length: an event read again after its subject's key was deleted has the same
+    /// position and id but no data, and must never get the line encoded with its plaintext
+    /// (`eventfold_shred`), even when that line was kept after [`EncodedEvents::clear`].
+    data_len: usize,
     line: Bytes,
 }
 
@@ -70,6 +74,14 @@ impl EncodedEvents {
         }
     }
 
+    /// Forgets every line (after a subject's key was deleted: a line encoded before holds its
+    /// plaintext, and the ring must never answer with it again).
+    pub fn clear(&self) {
+        for slot in self.slots.iter() {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
     /// The event's JSON line: from the ring when another subscription encoded it already, else
     /// encoded now (and kept, when short enough).
     pub fn line(&self, e: &RecordedEvent) -> Line {
@@ -80,6 +92,7 @@ impl EncodedEvents {
             if let Some(s) = held.as_ref()
                 && s.position == e.position.0
                 && s.id == e.id
+                && s.data_len == e.data.len()
             {
                 return Line {
                     bytes: s.line.clone(),
@@ -97,6 +110,7 @@ impl EncodedEvents {
                 *held = Some(Slot {
                     position: e.position.0,
                     id: e.id,
+                    data_len: e.data.len(),
                     line: bytes.clone(),
                 });
             }
@@ -153,6 +167,26 @@ mod tests {
         let lc = ring.line(&c);
         assert!(lc.encoded);
         assert_eq!(lc.bytes, crate::routes::encode::ndjson_line(&c));
+    }
+
+    /// The same event read again without its data (its subject's key was deleted) never gets
+    /// the line that holds its plaintext, and `clear` forgets every line.
+    #[test]
+    fn a_redacted_event_never_gets_its_plaintext_line() {
+        let ring = EncodedEvents::new();
+        let plain = event(9, 1, "{\"name\":\"Ada\"}");
+        assert!(ring.line(&plain).encoded);
+        assert!(!ring.line(&plain).encoded);
+        let mut redacted = plain.clone();
+        redacted.data.clear();
+        redacted
+            .metadata
+            .insert("$redacted".into(), "subject-key-deleted".into());
+        let line = ring.line(&redacted);
+        assert!(line.encoded);
+        assert!(!String::from_utf8_lossy(&line.bytes).contains("Ada"));
+        ring.clear();
+        assert!(ring.line(&redacted).encoded, "cleared");
     }
 
     #[test]

@@ -427,6 +427,15 @@ impl Hub {
         read(&self.shared.ring).take(next, interest, limits)
     }
 
+    /// Empties the ring and stops its run (every live subscription falls back to its own
+    /// store cursor, which reads the events again; the hub restarts from the end of the log):
+    /// after a subject's key was deleted, events decrypted before must not be served from
+    /// memory.
+    pub fn forget_events(&self) {
+        write(&self.shared.ring).stop();
+        self.shared.wake_all();
+    }
+
     /// Whether the hub's task is running (for tests).
     pub fn running(&self) -> bool {
         lock(&self.shared.control).task.is_some()

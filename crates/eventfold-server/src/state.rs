@@ -85,6 +85,9 @@ pub struct AppState {
     pub scavenge: Option<ScavengeSource>,
     /// Where the server's scavenges stand (`GET /scavenge`).
     pub scavenge_status: Arc<std::sync::Mutex<eventfold_protocol::scavenge::ScavengeStatus>>,
+    /// The subject keys of `DELETE /subjects/{subject}/key`, when `store` crypto-shreds with
+    /// them (an `eventfold_shred::Shredding` over the same key store).
+    pub subject_keys: Option<Arc<dyn eventfold_shred::SubjectKeys>>,
 }
 
 /// Runs a scavenge of the event store to its end (a blocking call), telling `progress` after
@@ -109,8 +112,8 @@ pub type BackupSource = Arc<dyn Fn() -> std::io::Result<Vec<BackupPart>> + Send 
 
 /// One store's part of a backup.
 pub struct BackupPart {
-    /// Its directory in the archive: `""` (the events) or
-    /// [`eventfold_protocol::backup::GROUPS_DIR`].
+    /// Its directory in the archive: `""` (the events),
+    /// [`eventfold_protocol::backup::GROUPS_DIR`] or [`eventfold_protocol::backup::KEYS_DIR`].
     pub dir: &'static str,
     /// The position the next event after the cut gets.
     pub next_position: u64,
@@ -156,6 +159,7 @@ impl AppState {
             backup: None,
             scavenge: None,
             scavenge_status: Arc::default(),
+            subject_keys: None,
         }
     }
 
@@ -184,6 +188,13 @@ impl AppState {
     /// Serves `POST /scavenge` with `source`.
     pub fn with_scavenge(mut self, source: ScavengeSource) -> Self {
         self.scavenge = Some(source);
+        self
+    }
+
+    /// Serves `DELETE /subjects/{subject}/key` from `keys`: the key store the state's store
+    /// (an `eventfold_shred::Shredding`) seals with.
+    pub fn with_subject_keys(mut self, keys: Arc<dyn eventfold_shred::SubjectKeys>) -> Self {
+        self.subject_keys = Some(keys);
         self
     }
 

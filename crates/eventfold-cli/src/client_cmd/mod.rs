@@ -1,5 +1,5 @@
 //! The client commands of `eventfold` (`append`, `read`, `tail`, `info`, `delete`, `export`,
-//! `import`): each talks to a running server through `eventfold-client`, prints text for people
+//! `import`, `backup`, `group`, `subject`): each talks to a running server through `eventfold-client`, prints text for people
 //! by default and JSON with `--json`, and ends with the exit status documented in
 //! [`EXIT_STATUS_HELP`]. A file per command.
 
@@ -12,6 +12,7 @@ mod import;
 mod info;
 mod read;
 mod scavenge;
+mod subject;
 mod tail;
 
 use std::fmt;
@@ -77,6 +78,12 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: group::GroupCommand,
     },
+    /// Data subjects (crypto-shredding): forget one by deleting its key.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Subject {
+        #[command(subcommand)]
+        command: subject::SubjectCommand,
+    },
 }
 
 /// Runs a client command to its end and returns the exit status.
@@ -103,6 +110,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Backup(a) => backup::run(a).await,
             ClientCommand::Scavenge(a) => scavenge::run(a).await,
             ClientCommand::Group { command } => group::run(command).await,
+            ClientCommand::Subject { command } => subject::run(command).await,
         }
     });
     match result {

@@ -17,4 +17,5 @@ mod relay;
 mod scavenge;
 mod server;
 mod shared_groups;
+mod shred;
 mod tls;

@@ -292,3 +292,51 @@ async fn in_flight_is_bounded_per_group_and_per_consumer() {
     assert_eq!(err.code(), "invalid_request");
     env.close().await;
 }
+
+/// A parked copy of an event about a data subject (`$subject` in its metadata) keeps no data:
+/// that data is erasable in the source (crypto-shredding), a copy in the state store would not
+/// be. Its replay delivers the event from the source, data and all.
+#[tokio::test]
+async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
+    use eventfold_core::{EventType, ExpectedRevision, Metadata, NewEvent};
+    let env = Env::memory().await;
+    let mut m = Metadata::new();
+    m.insert("$subject".into(), "user-1".into());
+    let secret = serde_json::json!({"name": "Ada"});
+    let about = NewEvent::json(EventType::new("user.joined").unwrap(), &secret).with_metadata(m);
+    let plain = NewEvent::json(
+        EventType::new("note").unwrap(),
+        &serde_json::json!({"n": 1}),
+    );
+    env.source
+        .append(
+            &"user-1".parse().unwrap(),
+            ExpectedRevision::Any,
+            vec![about, plain],
+        )
+        .await
+        .unwrap();
+    let g = group("g");
+    env.groups.put(&g, config(|_| {})).await.unwrap();
+    let ds = env.pull(&g, "c1", 2, 1000).await;
+    env.groups
+        .nack(&g, &ids(&ds), NackAction::Park, "bad")
+        .await
+        .unwrap();
+    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    assert_eq!(page.parked.len(), 2);
+    let copy = &page.parked[0].event;
+    assert_eq!(copy["metadata"]["$subject"], "user-1");
+    assert!(
+        copy.get("data").is_none() && copy.get("data_base64").is_none(),
+        "{copy}"
+    );
+    assert_eq!(
+        page.parked[1].event["data"]["n"], 1,
+        "other events keep theirs"
+    );
+    assert_eq!(env.groups.replay(&g, None).await.unwrap(), 2);
+    let back = env.pull(&g, "c1", 2, 1000).await;
+    assert_eq!(back[0].event.data_json(), Some(secret));
+    env.close().await;
+}

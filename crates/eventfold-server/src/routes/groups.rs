@@ -154,6 +154,7 @@ pub async fn pull(
             _ = closing.changed() => Vec::new(),
         }
     };
+    let deliveries = reveal(&st, deliveries).await?;
     st.metrics.events_read.inc_by(deliveries.len() as u64);
     let _span = crate::spans::receive(
         Some(name.as_str()),
@@ -286,10 +287,31 @@ pub async fn replay(
     .into_response())
 }
 
+/// Opens (or redacts) the events of `deliveries` when the server crypto-shreds: the groups
+/// read the store underneath (sealed data), so what their read-ahead holds is never
+/// plaintext, and a delivery after a subject's key was deleted is redacted like every read.
+async fn reveal(st: &AppState, deliveries: Vec<Delivery>) -> ApiResult<Vec<Delivery>> {
+    let Some(keys) = &st.subject_keys else {
+        return Ok(deliveries);
+    };
+    let mut out = Vec::with_capacity(deliveries.len());
+    for mut d in deliveries {
+        if d.event.content_type.as_str() == eventfold_shred::SEALED_CONTENT_TYPE {
+            d.event =
+                std::sync::Arc::new(eventfold_shred::reveal(&**keys, (*d.event).clone()).await?);
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
 enum Item {
     Delivery(Delivery),
     Heartbeat,
     Closing,
+    /// A delivery's event could not be opened (its sealed data is damaged): the stream ends
+    /// with this error.
+    Failed(ApiError),
 }
 
 /// `GET /subscriptions/{group}/stream?consumer=name`.
@@ -336,27 +358,34 @@ pub async fn stream(
     let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
     let metrics = st.metrics.clone();
     let closing = st.closing.subscribe();
+    let reveal_st = st.clone();
     let items = futures::stream::unfold(
         (push, closing, std::collections::VecDeque::new(), false),
-        move |(push, mut closing, mut queue, done)| async move {
-            if done {
-                return None;
-            }
-            if let Some(d) = queue.pop_front() {
-                return Some((Item::Delivery(d), (push, closing, queue, false)));
-            }
-            if *closing.borrow_and_update() {
-                return Some((Item::Closing, (push, closing, queue, true)));
-            }
-            let got = tokio::select! {
-                biased;
-                _ = closing.changed() => return Some((Item::Closing, (push, closing, queue, true))),
-                got = push.next(PUSH_BATCH, heartbeat) => got,
-            };
-            queue.extend(got);
-            match queue.pop_front() {
-                Some(d) => Some((Item::Delivery(d), (push, closing, queue, false))),
-                None => Some((Item::Heartbeat, (push, closing, queue, false))),
+        move |(push, mut closing, mut queue, done)| {
+            let st = reveal_st.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if let Some(d) = queue.pop_front() {
+                    return Some((Item::Delivery(d), (push, closing, queue, false)));
+                }
+                if *closing.borrow_and_update() {
+                    return Some((Item::Closing, (push, closing, queue, true)));
+                }
+                let got = tokio::select! {
+                    biased;
+                    _ = closing.changed() => return Some((Item::Closing, (push, closing, queue, true))),
+                    got = push.next(PUSH_BATCH, heartbeat) => got,
+                };
+                match reveal(&st, got).await {
+                    Ok(got) => queue.extend(got),
+                    Err(e) => return Some((Item::Failed(e), (push, closing, queue, true))),
+                }
+                match queue.pop_front() {
+                    Some(d) => Some((Item::Delivery(d), (push, closing, queue, false))),
+                    None => Some((Item::Heartbeat, (push, closing, queue, false))),
+                }
             }
         },
     );
@@ -380,6 +409,17 @@ pub async fn stream(
                     Bytes::from(format!(
                         "id: {}\nevent: delivery\ndata: {data}\n\n",
                         d.delivery_id
+                    ))
+                }
+            }
+            Item::Failed(e) => {
+                let msg = json!({"code": e.0.body.error.code, "message": e.0.body.error.message});
+                if ndjson {
+                    Bytes::from(json!({ "error": msg }).to_string() + "\n")
+                } else {
+                    Bytes::from(format!(
+                        "event: error\ndata: {}\n\n",
+                        json!({ "error": msg })
                     ))
                 }
             }

@@ -10,6 +10,7 @@ mod health;
 mod scavenge;
 mod stats;
 pub(crate) mod streams;
+pub(crate) mod subjects;
 pub(crate) mod subscribe;
 pub mod table;
 

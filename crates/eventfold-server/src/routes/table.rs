@@ -4,7 +4,7 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, backup, groups, health, scavenge, stats, streams, subscribe};
+use super::{all, appends, backup, groups, health, scavenge, stats, streams, subjects, subscribe};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
 use eventfold_protocol::backup::BACKUP_MEDIA_TYPE;
@@ -335,6 +335,16 @@ pub fn operations() -> Vec<Operation> {
             handler: get(stats::stats),
         },
         Operation {
+            method: "delete",
+            path: "/subjects/{subject}/key",
+            summary: "Crypto-shredding: delete a data subject's key (needs `admin` on every stream). The data of every event appended with `\"$subject\": \"{subject}\"` in its metadata was stored encrypted with that key; from now on reads and subscriptions return those events with empty data and `\"$redacted\": \"subject-key-deleted\"` in their metadata. 204 also when the key was deleted before; 404 subject_key_not_found when the subject never had one; 501 shredding_unavailable on PostgreSQL",
+            params: params::<subjects::OnSubject>(),
+            parse: Some(parse::<subjects::OnSubject>),
+            body: None,
+            responses: &[(204, ""), (400, "Error"), (404, "Error"), (501, "Error")],
+            handler: delete(subjects::delete_key),
+        },
+        Operation {
             method: "get",
             path: "/backup",
             summary: "An online, consistent backup of the server's stores as a tar archive (application/x-tar: the manifest eventfold-backup.json, then the segment files; the consumer groups' under groups/), taken while appends go on; `eventfold restore` makes a data directory of it (needs `admin` on every stream; 501 backup_unavailable on PostgreSQL)",
@@ -519,6 +529,12 @@ pub fn document() -> Value {
         }
         if op.path.contains("{group}") {
             params.push(json!({"name": "group", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._-]+$"}}));
+        }
+        if op.path.contains("{subject}") {
+            params.push(json!({"name": "subject", "in": "path", "required": true,
+                "description": "a data subject id: what events name in their metadata as `$subject`",
+                "schema": {"type": "string", "minLength": 1, "maxLength": eventfold_shred::SUBJECT_BYTES_MAX,
+                    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}}));
         }
         for p in op.params {
             params.push(
