@@ -132,6 +132,49 @@ impl StreamHead {
         Ok(())
     }
 
+    /// Decides the rest of an import once [`StreamHead::check_append`] said "write": the batch
+    /// must land at `first_revision`, and its `timestamps` (microseconds, in batch order) must
+    /// not decrease, must not be earlier than `last_event_us` (the store's last event's) and
+    /// not later than `now_us` (the store's clock).
+    pub fn check_import(
+        &self,
+        stream: &StreamName,
+        first_revision: Revision,
+        timestamps: impl IntoIterator<Item = i64>,
+        last_event_us: i64,
+        now_us: i64,
+    ) -> StoreResult<()> {
+        if self.next_revision != first_revision.0 {
+            return Err(StoreError::ImportRevisionMismatch {
+                stream: stream.clone(),
+                first_revision,
+                next_revision: Revision(self.next_revision),
+            });
+        }
+        let mut last = last_event_us;
+        for (i, t) in timestamps.into_iter().enumerate() {
+            if t < last {
+                return Err(StoreError::ImportTimestampTooEarly {
+                    stream: stream.clone(),
+                    timestamp: crate::Timestamp(t),
+                    last: crate::Timestamp(last),
+                });
+            }
+            if t > now_us {
+                return Err(StoreError::Invalid(crate::ValidationError::new(
+                    "timestamp",
+                    &crate::Timestamp(t).to_string(),
+                    format!(
+                        "of event {i} is later than the store's clock ({}); an import carries past commit times only",
+                        crate::Timestamp(now_us)
+                    ),
+                )));
+            }
+            last = t;
+        }
+        Ok(())
+    }
+
     fn check_expected(&self, stream: &StreamName, expected: ExpectedRevision) -> StoreResult<()> {
         let actual = self.actual();
         if !expected.is_satisfied_by(actual) {

@@ -114,6 +114,10 @@ error_codes! {
     WrongExpectedRevision = ("wrong_expected_revision", 409),
     /// The consumer group does not exist.
     GroupNotFound = ("group_not_found", 404),
+    /// An import's batch would not land at the revision it had in the exported store.
+    ImportRevisionMismatch = ("import_revision_mismatch", 409),
+    /// An import's event timestamp is earlier than the store's last event's.
+    ImportTimestampTooEarly = ("import_timestamp_too_early", 409),
 
     // The server and its stores.
     /// The store stopped accepting writes after a failed write or flush.
@@ -152,6 +156,8 @@ error_codes! {
     /// A backend behind this server (another server, a database) failed; its own code is in
     /// the `backend_code` detail.
     BackendFailure = ("backend_failure", 502),
+    /// The server's store cannot do this (e.g. import with timestamps on PostgreSQL).
+    UnsupportedByStore = ("unsupported_by_store", 501),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -200,6 +206,8 @@ mod tests {
         ("stream_deleted", 410),
         ("wrong_expected_revision", 409),
         ("group_not_found", 404),
+        ("import_revision_mismatch", 409),
+        ("import_timestamp_too_early", 409),
         ("storage_poisoned", 503),
         ("store_closed", 503),
         ("storage_locked", 503),
@@ -216,6 +224,7 @@ mod tests {
         ("state_from_newer_version", 500),
         ("internal_error", 500),
         ("backend_failure", 502),
+        ("unsupported_by_store", 501),
     ];
 
     #[test]

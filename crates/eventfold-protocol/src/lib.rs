@@ -8,6 +8,7 @@ mod codes;
 mod error;
 mod event;
 pub mod groups;
+pub mod moving;
 mod query;
 mod stats;
 mod trace;
