@@ -169,7 +169,7 @@ pub trait EventStore: Send + Sync + 'static {
         let _ = (stream, expected, batch);
         Err(crate::StoreError::Unsupported {
             operation: "append events with the timestamps they had in another store".into(),
-            hint: "import with the target's own timestamps instead (`eventfold import --server-timestamps`), or into a server on the embedded engine".into(),
+            hint: "import with the target's own timestamps instead (`eventfold import --server-timestamps`)".into(),
         })
     }
 
@@ -184,7 +184,7 @@ pub trait EventStore: Send + Sync + 'static {
         let _ = list;
         Err(crate::StoreError::Unsupported {
             operation: "list its streams with their deletes".into(),
-            hint: "export from a server on the embedded engine, or move the events only".into(),
+            hint: "move the events only (`eventfold export --events-only`)".into(),
         })
     }
 

@@ -18,7 +18,7 @@ use super::{CliError, ConnArgs, Out, PAGE_EVENTS, plural, progress_bar};
 /// revision and original timestamp) in log order, then a `{"stream_state": ...}` line per
 /// stream that has metadata or was deleted (soft or hard), so that `eventfold import` recreates
 /// them. The events end at the last one that existed when it started. Deletes and metadata
-/// need an `admin` token (and a server on the embedded engine); --events-only leaves them out.
+/// need an `admin` token; --events-only leaves them out.
 /// A progress bar is drawn on stderr when it is a terminal (not with --quiet or --json); the
 /// summary goes to stdout with --out, else to stderr.
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,7 @@ pub struct ExportArgs {
     #[arg(long, short)]
     quiet: bool,
     /// Write the events only, not the streams' deletes and metadata (for a token without
-    /// `admin`, or a server on PostgreSQL, which cannot list deleted streams).
+    /// `admin`, or a server whose store cannot list deleted streams).
     #[arg(long)]
     events_only: bool,
 }

@@ -142,7 +142,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "post",
             path: "/streams/{stream}/import",
-            summary: "Import a batch (moving a store, `eventfold import`): an append whose events keep their ids and the timestamps they had in the exported store, and must land at `first_revision`; header Expected-Revision as for an append. Needs `admin` on the stream. 409 import_revision_mismatch when the stream's next revision is another, 409 import_timestamp_too_early when a timestamp is earlier than the store's last event's (timestamps never decrease), 400 for a timestamp later than the server's clock, 501 unsupported_by_store on PostgreSQL",
+            summary: "Import a batch (moving a store, `eventfold import`): an append whose events keep their ids and the timestamps they had in the exported store, and must land at `first_revision`; header Expected-Revision as for an append. Needs `admin` on the stream. 409 import_revision_mismatch when the stream's next revision is another, 409 import_timestamp_too_early when a timestamp is earlier than the store's last event's (timestamps never decrease), 400 for a timestamp later than the server's clock, 501 unsupported_by_store when the store cannot keep given timestamps",
             params: params::<OnStream<Admin>>(),
             parse: Some(parse::<OnStream<Admin>>),
             body: Some("ImportBatch"),
@@ -162,7 +162,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/admin/streams",
-            summary: "Every stream the store knows in name order, deleted ones included, with its next revision, soft-delete point, tombstone and metadata (what `eventfold export` carries); needs `admin` on the streams listed; 501 unsupported_by_store on PostgreSQL",
+            summary: "Every stream the store knows in name order, deleted ones included, with its next revision, soft-delete point, tombstone and metadata (what `eventfold export` carries); needs `admin` on the streams listed; 501 unsupported_by_store when the store cannot list them",
             params: params::<moving::KnownStreamsRequest>(),
             parse: Some(parse::<moving::KnownStreamsRequest>),
             body: None,
