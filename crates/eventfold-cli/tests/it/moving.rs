@@ -167,36 +167,38 @@ async fn known_names(store: &dyn EventStore) -> Vec<StreamName> {
         .streams
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_moved_store_reads_the_same_revisions_timestamps_metadata_and_deletes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = Server::start(&dir.path().join("a"), &["--durability", "none"]);
-    let b = Server::start(&dir.path().join("b"), &["--durability", "none"]);
-    let src: Arc<dyn EventStore> = Arc::new(Client::new(&a.url, None).expect("client"));
-    let dst: Arc<dyn EventStore> = Arc::new(Client::new(&b.url, None).expect("client"));
-    fill(src.clone()).await;
-
-    let file = dir.path().join("move.ndjson");
-    let file = file.to_str().expect("utf-8 path");
-    let (status, out, err) = eventfold(&a.url, None, &["export", "--out", file]);
-    assert_eq!(status, 0, "{out}{err}");
-    let first = import_summary(&b.url, file);
-    assert_eq!(first["written"], 6 + 2 + 3 + 2, "{first}");
-    assert_eq!(first["deleted"], 2, "gone-1 soft, hard-1 hard: {first}");
-    // Run again: nothing written twice, the deletes and metadata the same.
-    let again = import_summary(&b.url, file);
-    assert_eq!(
-        (again["written"].as_u64(), again["skipped"].as_u64()),
-        (Some(0), Some(13)),
-        "{again}"
-    );
-
+/// Every stream of `src` reads the same on `dst` (events, ids, revisions, timestamps,
+/// metadata; positions aside), so do `$all` and a temporal load in the middle of `tally-t-1`;
+/// the deleted streams are deleted alike.
+async fn same_history(src: &Arc<dyn EventStore>, dst: &Arc<dyn EventStore>) {
+    // Every stream the store knows, deleted ones too: the same next revision, tombstone and
+    // metadata (hidden revisions arrive deleted, so `deleted_before` may differ; a tombstone's
+    // revisions are not recreated: nothing can read or append them).
+    let known = |store: Arc<dyn EventStore>| async move {
+        let list = ListStreams {
+            limit: 1000,
+            ..ListStreams::default()
+        };
+        let page = store.list_known_streams(list).await.expect("known streams");
+        page.streams
+            .into_iter()
+            .map(|k| {
+                (
+                    k.stream,
+                    (!k.head.tombstoned).then_some(k.head.next_revision),
+                    k.head.tombstoned,
+                    k.metadata,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(known(src.clone()).await, known(dst.clone()).await);
     // Every stream reads the same: events, ids, revisions, timestamps, metadata.
-    let names = known_names(&*src).await;
-    assert_eq!(names, known_names(&*dst).await);
+    let names = known_names(&**src).await;
+    assert_eq!(names, known_names(&**dst).await);
     assert!(names.contains(&name("soft-1")) && !names.contains(&name("gone-1")));
     for s in names.iter().chain([&name("gone-1"), &name("hard-1")]) {
-        let (x, y) = (read_all_of(&*src, s).await, read_all_of(&*dst, s).await);
+        let (x, y) = (read_all_of(&**src, s).await, read_all_of(&**dst, s).await);
         match (&x, &y) {
             (Ok(x), Ok(y)) => assert_eq!(x, y, "stream {s}"),
             (Err(x), Err(y)) => assert_eq!(x.code(), y.code(), "stream {s}"),
@@ -210,14 +212,14 @@ async fn a_moved_store_reads_the_same_revisions_timestamps_metadata_and_deletes(
             );
         }
     }
-    let soft = read_all_of(&*dst, &name("soft-1"))
+    let soft = read_all_of(&**dst, &name("soft-1"))
         .await
         .expect("soft-1 reads");
     assert_eq!(
         soft.iter().map(|e| e.revision.0).collect::<Vec<_>>(),
         [3, 4]
     );
-    let trunc = read_all_of(&*dst, &name("trunc-1"))
+    let trunc = read_all_of(&**dst, &name("trunc-1"))
         .await
         .expect("trunc-1 reads");
     assert_eq!(trunc.first().map(|e| e.revision.0), Some(3));
@@ -245,7 +247,7 @@ async fn a_moved_store_reads_the_same_revisions_timestamps_metadata_and_deletes(
     assert_eq!(all(src.clone()).await, all(dst.clone()).await);
 
     // A temporal load in the middle of t-1's history answers the same on both.
-    let t1 = read_all_of(&*src, &name("tally-t-1")).await.expect("t-1");
+    let t1 = read_all_of(&**src, &name("tally-t-1")).await.expect("t-1");
     assert_eq!(t1.len(), 6);
     let middle = t1[2].timestamp;
     let (on_src, on_dst) = (
@@ -263,6 +265,33 @@ async fn a_moved_store_reads_the_same_revisions_timestamps_metadata_and_deletes(
         (on_dst.state, on_dst.revision),
         (on_src.state, on_src.revision)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_store_reads_the_same_revisions_timestamps_metadata_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), &["--durability", "none"]);
+    let b = Server::start(&dir.path().join("b"), &["--durability", "none"]);
+    let src: Arc<dyn EventStore> = Arc::new(Client::new(&a.url, None).expect("client"));
+    let dst: Arc<dyn EventStore> = Arc::new(Client::new(&b.url, None).expect("client"));
+    fill(src.clone()).await;
+
+    let file = dir.path().join("move.ndjson");
+    let file = file.to_str().expect("utf-8 path");
+    let (status, out, err) = eventfold(&a.url, None, &["export", "--out", file]);
+    assert_eq!(status, 0, "{out}{err}");
+    let first = import_summary(&b.url, file);
+    assert_eq!(first["written"], 6 + 2 + 3 + 2, "{first}");
+    assert_eq!(first["deleted"], 2, "gone-1 soft, hard-1 hard: {first}");
+    // Run again: nothing written twice, the deletes and metadata the same.
+    let again = import_summary(&b.url, file);
+    assert_eq!(
+        (again["written"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(13)),
+        "{again}"
+    );
+
+    same_history(&src, &dst).await;
 
     // The soft-deleted stream with nothing after continues at the same revision on both.
     for store in [&src, &dst] {
@@ -346,4 +375,35 @@ async fn importing_timestamps_needs_an_admin_token_and_server_timestamps_do_not(
         y[0].timestamp > x[2].timestamp,
         "the target's own timestamps"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_onto_postgres_and_back() {
+    let Some(db) = eventfold_store_postgres::testing::TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), &["--durability", "none"]);
+    let url = db.url();
+    let p = Server::start_with(&[std::ffi::OsStr::new("--store"), std::ffi::OsStr::new(&url)]);
+    let e = Server::start(&dir.path().join("e"), &["--durability", "none"]);
+    let client =
+        |url: &str| -> Arc<dyn EventStore> { Arc::new(Client::new(url, None).expect("client")) };
+    let (src, on_pg, back) = (client(&a.url), client(&p.url), client(&e.url));
+    fill(src.clone()).await;
+    let (to_pg, from_pg) = (
+        dir.path().join("to-pg.ndjson"),
+        dir.path().join("from-pg.ndjson"),
+    );
+    let (to_pg, from_pg) = (
+        to_pg.to_str().expect("utf-8"),
+        from_pg.to_str().expect("utf-8"),
+    );
+    for (from, file, to) in [(&a.url, to_pg, &p.url), (&p.url, from_pg, &e.url)] {
+        let (status, out, err) = eventfold(from, None, &["export", "--out", file]);
+        assert_eq!(status, 0, "{out}{err}");
+        import_summary(to, file);
+    }
+    same_history(&src, &on_pg).await;
+    same_history(&src, &back).await;
 }
