@@ -109,7 +109,8 @@ struct Import<'a> {
     batch_events: usize,
     states: HashMap<StreamName, StreamState>,
     counts: Counts,
-    /// The latest timestamp of the file's events so far.
+    /// The latest timestamp of the file's events so far (imported now or before): the time of
+    /// the placeholders of a stream soft-deleted with nothing after.
     last_timestamp: Option<Timestamp>,
 }
 
@@ -239,6 +240,9 @@ impl Import<'_> {
         };
         let conn = self.conn;
         let stream = first.stream.clone();
+        if let Some(t) = batch.iter().map(|e| e.timestamp).max() {
+            self.last_timestamp = Some(self.last_timestamp.map_or(t, |l| l.max(t)));
+        }
         let st = self.states.entry(stream.clone()).or_default();
         let mut pending: &[RecordedEvent] = batch;
         while !st.done_checking && !pending.is_empty() {
@@ -279,9 +283,6 @@ impl Import<'_> {
             if n == 0 || slice.next.is_none() {
                 st.done_checking = true;
             }
-        }
-        if let Some(t) = pending.last().map(|e| e.timestamp) {
-            self.last_timestamp = Some(self.last_timestamp.map_or(t, |l| l.max(t)));
         }
         if pending.is_empty() {
             batch.clear();

@@ -407,3 +407,80 @@ async fn a_store_moves_onto_postgres_and_back() {
     same_history(&src, &on_pg).await;
     same_history(&src, &back).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stopped_inside_a_deleted_prefix_finishes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), &["--durability", "none"]);
+    let b = Server::start(&dir.path().join("b"), &["--durability", "none"]);
+    let src: Arc<dyn EventStore> = Arc::new(Client::new(&a.url, None).expect("client"));
+    let dst: Arc<dyn EventStore> = Arc::new(Client::new(&b.url, None).expect("client"));
+    let s = name("soft-1");
+    append(&*src, "soft-1", 3).await;
+    src.delete_stream(&s, ExpectedRevision::Any, DeleteMode::Soft)
+        .await
+        .expect("soft delete");
+    append(&*src, "soft-1", 2).await;
+    let file = dir.path().join("move.ndjson");
+    let file = file.to_str().expect("utf-8 path");
+    let (status, out, err) = eventfold(&a.url, None, &["export", "--out", file]);
+    assert_eq!(status, 0, "{out}{err}");
+    // What an import stopped after its first placeholder batch leaves: placeholders for
+    // revisions 0 and 1 (of 0 to 2), not yet deleted.
+    let first = read_all_of(&*src, &s).await.expect("source")[0].timestamp;
+    let gap = EventType::new("eventfold.import.deleted").expect("a valid type");
+    let placeholders = (0..2)
+        .map(|_| (NewEvent::json(gap.clone(), &serde_json::json!({})), first))
+        .collect();
+    dst.append_imported(
+        &s,
+        ExpectedRevision::NoStream,
+        eventfold::core::ImportBatch {
+            first_revision: eventfold::core::Revision(0),
+            events: placeholders,
+        },
+    )
+    .await
+    .expect("placeholders");
+    let summary = import_summary(&b.url, file);
+    assert_eq!(
+        (
+            summary["written"].as_u64(),
+            summary["placeholders"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(
+        read_all_of(&*src, &s).await.expect("source"),
+        read_all_of(&*dst, &s).await.expect("target")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_the_first_format_still_imports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), &["--durability", "none"]);
+    let b = Server::start(&dir.path().join("b"), &["--durability", "none"]);
+    let src: Arc<dyn EventStore> = Arc::new(Client::new(&a.url, None).expect("client"));
+    let dst: Arc<dyn EventStore> = Arc::new(Client::new(&b.url, None).expect("client"));
+    append(&*src, "order-1", 2).await;
+    append(&*src, "order-1", 1).await;
+    let (status, out, err) = eventfold(&a.url, None, &["export", "--quiet"]);
+    assert_eq!(status, 0, "{out}{err}");
+    // Format 1: the events only, no header.
+    let old: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.contains("eventfold_export"))
+        .collect();
+    assert_eq!(old.len(), 3);
+    let file = dir.path().join("old.ndjson");
+    std::fs::write(&file, format!("{}\n", old.join("\n"))).expect("write");
+    let summary = import_summary(&b.url, file.to_str().expect("utf-8 path"));
+    assert_eq!(summary["written"], 3, "{summary}");
+    let s = name("order-1");
+    assert_eq!(
+        read_all_of(&*src, &s).await.expect("source"),
+        read_all_of(&*dst, &s).await.expect("target")
+    );
+}
