@@ -425,6 +425,24 @@ mod tests {
     }
 
     #[test]
+    fn an_import_lands_at_its_revision_with_timestamps_that_never_decrease() {
+        let h = head(5, 5, false);
+        let s = name();
+        let check = |first, ts: &[i64], last, now| {
+            code(h.check_import(&s, Revision(first), ts.iter().copied(), last, now))
+        };
+        assert_eq!(
+            check(5, &[10, 10, 20], 10, 30),
+            "ok",
+            "equal times are not a decrease"
+        );
+        assert_eq!(check(0, &[10], 0, 30), "import_revision_mismatch");
+        assert_eq!(check(5, &[9], 10, 30), "import_timestamp_too_early");
+        assert_eq!(check(5, &[20, 15], 10, 30), "import_timestamp_too_early");
+        assert_eq!(check(5, &[31], 10, 30), "invalid_request");
+    }
+
+    #[test]
     fn range_finds_the_first_young_revision() {
         // Timestamps by revision: non-decreasing.
         let ts = [10, 20, 20, 30, 40, 50];

@@ -9,7 +9,8 @@
 //! survives the last clone being dropped.
 //!
 //! Times follow the engine: an event's timestamp is the wall-clock commit time (never going
-//! backwards), and `max_age_seconds` is measured against the wall clock at read time, so
+//! backwards), or for an import (`append_imported`) the one it carries (never below the last
+//! event's), and `max_age_seconds` is measured against the wall clock at read time, so
 //! paused tokio time does not age events.
 
 mod state;
