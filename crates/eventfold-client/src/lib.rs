@@ -24,11 +24,12 @@ use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
     ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, TRACEPARENT_KEY, TRACESTATE_KEY,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_protocol::{
-    AppendAnswer, AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse,
-    TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
+    AppendAnswer, AppendLineOut, AppendResponse, ErrorBody, InfoResponse, ReadResponse,
+    StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
+    new_event_out,
 };
 use futures::StreamExt as _;
 
@@ -166,10 +167,6 @@ impl Client {
         serde_json::from_slice(&bytes)
             .map_err(|e| transport(what, format!("the answer does not parse ({e})")))
     }
-}
-
-fn event_json(e: &NewEvent) -> serde_json::Value {
-    eventfold_protocol::moving::new_event_json(e)
 }
 
 fn append_result(stream: &StreamName, r: &AppendResponse, replay: bool) -> AppendResult {
@@ -363,18 +360,17 @@ impl EventStore for Client {
         // events store it unless they carry their own.
         let trace = eventfold_trace::current_context();
         if !self.pipeline.unsupported() {
-            let mut line = serde_json::json!({
-                "stream": stream.as_str(),
-                "expected_revision": expected.to_string(),
-                "events": events.iter().map(event_json).collect::<Vec<_>>(),
-            });
             // One connection carries every task's appends: the context goes on the line.
-            if let Some(t) = &trace {
-                line[TRACEPARENT_KEY] = t.parent.to_string().into();
-                if let Some(s) = &t.state {
-                    line[TRACESTATE_KEY] = s.as_str().into();
-                }
-            }
+            let line = AppendLineOut {
+                stream: stream.as_str(),
+                expected_revision: expected.to_string(),
+                events: events.iter().map(new_event_out).collect(),
+                traceparent: trace.as_ref().map(|t| t.parent.to_string()),
+                tracestate: trace
+                    .as_ref()
+                    .and_then(|t| t.state.as_ref())
+                    .map(|s| s.as_str()),
+            };
             let mut line = serde_json::to_vec(&line)
                 .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
             line.push(b'\n');
@@ -387,7 +383,7 @@ impl EventStore for Client {
                 Err(pipeline::PipeError::Unsupported) => {}
             }
         }
-        let body = serde_json::Value::Array(events.iter().map(event_json).collect());
+        let body: Vec<_> = events.iter().map(new_event_out).collect();
         let mut rb = self
             .req(
                 reqwest::Method::POST,

@@ -8,16 +8,15 @@
 //! metadata); then one `{"stream_state": {...}}` line per stream whose metadata is set or which
 //! was deleted ([`StreamStateJson`]). A file without a header is format 1: events only.
 
-use base64::Engine as _;
 use eventfold_core::{
-    ImportBatch, KnownStream, NewEvent, Revision, StreamHead, StreamMetadata, StreamName, Timestamp,
+    ImportBatch, KnownStream, Revision, StreamHead, StreamMetadata, StreamName, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codes::ErrorCode;
 use crate::error::WireError;
-use crate::event::{NewEventJson, WireEvent};
+use crate::event::{NewEventJson, NewEventOut, WireEvent, new_event_out};
 
 /// The export format this build writes; it reads every version up to it.
 pub const EXPORT_FORMAT_VERSION: u32 = 2;
@@ -161,47 +160,29 @@ pub fn export_stream_line(k: &KnownStream) -> String {
     serde_json::json!({ "stream_state": StreamStateJson::from(k) }).to_string()
 }
 
-/// A new event in the JSON shape append and import bodies take (`data` for JSON content that
-/// parses, else `data_base64`).
-pub fn new_event_json(e: &NewEvent) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), e.id.to_string().into());
-    m.insert("type".into(), e.event_type.as_str().into());
-    m.insert("content_type".into(), e.content_type.as_str().into());
-    m.insert("schema_version".into(), e.schema_version.into());
-    if !e.metadata.is_empty() {
-        m.insert("metadata".into(), e.metadata.clone().into());
-    }
-    let as_json = e
-        .content_type
-        .is_json()
-        .then(|| serde_json::from_slice::<serde_json::Value>(&e.data).ok())
-        .flatten();
-    match as_json {
-        Some(v) => m.insert("data".into(), v),
-        None => m.insert(
-            "data_base64".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(&e.data)
-                .into(),
-        ),
-    };
-    serde_json::Value::Object(m)
+/// The body of `POST /streams/{stream}/import` (see [`parse_import_body`]).
+#[derive(Debug, Serialize)]
+pub struct ImportBodyOut<'a> {
+    first_revision: u64,
+    events: Vec<NewEventOut<'a>>,
 }
 
 /// The body of `POST /streams/{stream}/import`:
 /// `{"first_revision": 5, "events": [{...an append body's event, "timestamp": "RFC 3339"}]}`.
-pub fn import_body(batch: &ImportBatch) -> serde_json::Value {
-    let events: Vec<serde_json::Value> = batch
+pub fn import_body(batch: &ImportBatch) -> ImportBodyOut<'_> {
+    let events = batch
         .events
         .iter()
         .map(|(e, t)| {
-            let mut v = new_event_json(e);
-            v["timestamp"] = t.to_string().into();
-            v
+            let mut out = new_event_out(e);
+            out.timestamp = Some(t.to_string());
+            out
         })
         .collect();
-    serde_json::json!({ "first_revision": batch.first_revision.0, "events": events })
+    ImportBodyOut {
+        first_revision: batch.first_revision.0,
+        events,
+    }
 }
 
 #[derive(Deserialize)]
@@ -281,6 +262,7 @@ pub fn parse_import_body(body: &[u8]) -> Result<ImportBatch, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eventfold_core::NewEvent;
 
     #[test]
     fn export_lines_of_every_kind_parse_and_old_files_are_events() {
@@ -339,6 +321,14 @@ mod tests {
         };
         let body = serde_json::to_vec(&import_body(&batch)).unwrap();
         assert_eq!(parse_import_body(&body).unwrap(), batch);
+        // JSON data goes as written: key order and number spelling kept.
+        let raw = NewEvent::bytes(
+            eventfold_core::EventType::new("raw").unwrap(),
+            eventfold_core::ContentType::json(),
+            br#"{"b":1,"a":1.50}"#.to_vec(),
+        );
+        let line = serde_json::to_string(&new_event_out(&raw)).unwrap();
+        assert!(line.contains(r#""data":{"b":1,"a":1.50}"#), "{line}");
         for (body, code) in [
             (r#"{"first_revision":0,"events":[]}"#, "empty_batch"),
             (
