@@ -20,17 +20,17 @@ pub use groups::{GroupDelivery, NackAction, Settled};
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadFrom, ReadStream,
-    RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom, TRACEPARENT_KEY, TRACESTATE_KEY,
+    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
+    ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_protocol::{
-    AppendAnswer, AppendResponse, ErrorBody, InfoResponse, ReadResponse, StreamsResponse,
-    TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
+    AppendAnswer, AppendLineOut, AppendResponse, ErrorBody, InfoResponse, ReadResponse,
+    StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
+    new_event_out,
 };
 use futures::StreamExt as _;
 
@@ -168,32 +168,6 @@ impl Client {
         serde_json::from_slice(&bytes)
             .map_err(|e| transport(what, format!("the answer does not parse ({e})")))
     }
-}
-
-fn event_json(e: &NewEvent) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), e.id.to_string().into());
-    m.insert("type".into(), e.event_type.as_str().into());
-    m.insert("content_type".into(), e.content_type.as_str().into());
-    m.insert("schema_version".into(), e.schema_version.into());
-    if !e.metadata.is_empty() {
-        m.insert("metadata".into(), e.metadata.clone().into());
-    }
-    let as_json = e
-        .content_type
-        .is_json()
-        .then(|| serde_json::from_slice::<serde_json::Value>(&e.data).ok())
-        .flatten();
-    match as_json {
-        Some(v) => m.insert("data".into(), v),
-        None => m.insert(
-            "data_base64".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(&e.data)
-                .into(),
-        ),
-    };
-    serde_json::Value::Object(m)
 }
 
 fn append_result(stream: &StreamName, r: &AppendResponse, replay: bool) -> AppendResult {
@@ -387,18 +361,17 @@ impl EventStore for Client {
         // events store it unless they carry their own.
         let trace = eventfold_trace::current_context();
         if !self.pipeline.unsupported() {
-            let mut line = serde_json::json!({
-                "stream": stream.as_str(),
-                "expected_revision": expected.to_string(),
-                "events": events.iter().map(event_json).collect::<Vec<_>>(),
-            });
             // One connection carries every task's appends: the context goes on the line.
-            if let Some(t) = &trace {
-                line[TRACEPARENT_KEY] = t.parent.to_string().into();
-                if let Some(s) = &t.state {
-                    line[TRACESTATE_KEY] = s.as_str().into();
-                }
-            }
+            let line = AppendLineOut {
+                stream: stream.as_str(),
+                expected_revision: expected.to_string(),
+                events: events.iter().map(new_event_out).collect(),
+                traceparent: trace.as_ref().map(|t| t.parent.to_string()),
+                tracestate: trace
+                    .as_ref()
+                    .and_then(|t| t.state.as_ref())
+                    .map(|s| s.as_str()),
+            };
             let mut line = serde_json::to_vec(&line)
                 .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
             line.push(b'\n');
@@ -411,7 +384,7 @@ impl EventStore for Client {
                 Err(pipeline::PipeError::Unsupported) => {}
             }
         }
-        let body = serde_json::Value::Array(events.iter().map(event_json).collect());
+        let body: Vec<_> = events.iter().map(new_event_out).collect();
         let mut rb = self
             .req(
                 reqwest::Method::POST,
@@ -522,6 +495,60 @@ impl EventStore for Client {
             last_position: Position(r.last_position),
             event_count: r.event_count,
             metadata: r.metadata,
+        })
+    }
+
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let rb = self
+            .req(
+                reqwest::Method::POST,
+                self.url(&["streams", stream.as_str(), "import"]),
+            )
+            .header("expected-revision", expected.to_string())
+            .json(&eventfold_protocol::moving::import_body(&batch));
+        let resp = self.send(rb, "import").await?;
+        let replay = resp.status() == reqwest::StatusCode::OK;
+        let bytes = resp.bytes().await.map_err(|e| transport("import", e))?;
+        let r: AppendResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| transport("import", format!("the answer does not parse ({e})")))?;
+        Ok(append_result(stream, &r, replay))
+    }
+
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        let mut q = vec![("limit".to_owned(), list.limit.to_string())];
+        if let Some(p) = list.prefix {
+            q.push(("prefix".into(), p));
+        }
+        if let Some(a) = list.after {
+            q.push(("after".into(), a));
+        }
+        let r: eventfold_protocol::moving::KnownStreamsResponse = self
+            .json(
+                self.req(reqwest::Method::GET, self.url(&["admin", "streams"]))
+                    .query(&q),
+                "list known streams",
+            )
+            .await?;
+        let streams = r
+            .streams
+            .into_iter()
+            .map(|s| {
+                s.into_known().map_err(|e| {
+                    transport(
+                        "list known streams",
+                        format!("the answer holds an invalid stream ({e})"),
+                    )
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(KnownStreams {
+            streams,
+            next: r.next.map(StreamName::new).transpose()?,
         })
     }
 

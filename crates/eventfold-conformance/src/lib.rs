@@ -91,6 +91,9 @@ macro_rules! conformance_tests {
             soft_delete_of_a_missing_stream,
             hard_delete,
             hard_delete_of_a_missing_or_soft_deleted_stream,
+            // moving a store (optional: `Unsupported` passes)
+            import_keeps_timestamps_and_revisions,
+            known_streams_list_deleted_ones,
             // list
             list_streams_pages_in_order,
             stream_info_fields,

@@ -205,6 +205,42 @@ pub enum StoreError {
         /// The request was a write and it may or may not have been made.
         outcome_unknown: bool,
     },
+    /// An import ([`crate::EventStore::append_imported`]) would not land at the revision its
+    /// first event had in the store it comes from. Nothing was written.
+    #[error(
+        "import into stream {stream} refused: the batch starts at revision {first_revision} in the export but the stream's next revision here is {next_revision}; nothing was written: import into a store that does not hold this stream yet, in the order of the export"
+    )]
+    ImportRevisionMismatch {
+        /// The stream imported into.
+        stream: StreamName,
+        /// Where the batch should land.
+        first_revision: Revision,
+        /// Where it would have landed.
+        next_revision: Revision,
+    },
+    /// An import ([`crate::EventStore::append_imported`]) carries a timestamp earlier than the
+    /// store's last event's (or than the one before it in the batch): a store's event timestamps
+    /// never decrease. Nothing was written.
+    #[error(
+        "import into stream {stream} refused: an event's timestamp {timestamp} is earlier than {last}, the store's last event's (event timestamps never decrease); nothing was written: import into a store that holds nothing newer, in the order of the export"
+    )]
+    ImportTimestampTooEarly {
+        /// The stream imported into.
+        stream: StreamName,
+        /// The timestamp refused.
+        timestamp: crate::Timestamp,
+        /// The store's last event's timestamp.
+        last: crate::Timestamp,
+    },
+    /// This store cannot do the operation (for example, appending with given timestamps on a
+    /// backend that only uses its own clock).
+    #[error("this store cannot {operation}; {hint}")]
+    Unsupported {
+        /// What was asked.
+        operation: String,
+        /// What to do instead.
+        hint: String,
+    },
     /// A backend-specific failure (network, remote server) that is none of the above.
     #[error("{code}: {message}")]
     Backend {
@@ -232,6 +268,9 @@ impl StoreError {
             StoreError::FormatTooNew { .. } => "storage_format_too_new",
             StoreError::Closed => "store_closed",
             StoreError::Unavailable { .. } => "store_unavailable",
+            StoreError::ImportRevisionMismatch { .. } => "import_revision_mismatch",
+            StoreError::ImportTimestampTooEarly { .. } => "import_timestamp_too_early",
+            StoreError::Unsupported { .. } => "unsupported_by_store",
             StoreError::Backend { code, .. } => code,
         }
     }

@@ -132,6 +132,49 @@ impl StreamHead {
         Ok(())
     }
 
+    /// Decides the rest of an import once [`StreamHead::check_append`] said "write": the batch
+    /// must land at `first_revision`, and its `timestamps` (microseconds, in batch order) must
+    /// not decrease, must not be earlier than `last_event_us` (the store's last event's) and
+    /// not later than `now_us` (the store's clock).
+    pub fn check_import(
+        &self,
+        stream: &StreamName,
+        first_revision: Revision,
+        timestamps: impl IntoIterator<Item = i64>,
+        last_event_us: i64,
+        now_us: i64,
+    ) -> StoreResult<()> {
+        if self.next_revision != first_revision.0 {
+            return Err(StoreError::ImportRevisionMismatch {
+                stream: stream.clone(),
+                first_revision,
+                next_revision: Revision(self.next_revision),
+            });
+        }
+        let mut last = last_event_us;
+        for (i, t) in timestamps.into_iter().enumerate() {
+            if t < last {
+                return Err(StoreError::ImportTimestampTooEarly {
+                    stream: stream.clone(),
+                    timestamp: crate::Timestamp(t),
+                    last: crate::Timestamp(last),
+                });
+            }
+            if t > now_us {
+                return Err(StoreError::Invalid(crate::ValidationError::new(
+                    "timestamp",
+                    &crate::Timestamp(t).to_string(),
+                    format!(
+                        "of event {i} is later than the store's clock ({}); an import carries past commit times only",
+                        crate::Timestamp(now_us)
+                    ),
+                )));
+            }
+            last = t;
+        }
+        Ok(())
+    }
+
     fn check_expected(&self, stream: &StreamName, expected: ExpectedRevision) -> StoreResult<()> {
         let actual = self.actual();
         if !expected.is_satisfied_by(actual) {
@@ -379,6 +422,24 @@ mod tests {
         for (v, rev, ts, want) in cases {
             assert_eq!(v.shows(rev, ts), want, "{v:?} revision {rev} at {ts}");
         }
+    }
+
+    #[test]
+    fn an_import_lands_at_its_revision_with_timestamps_that_never_decrease() {
+        let h = head(5, 5, false);
+        let s = name();
+        let check = |first, ts: &[i64], last, now| {
+            code(h.check_import(&s, Revision(first), ts.iter().copied(), last, now))
+        };
+        assert_eq!(
+            check(5, &[10, 10, 20], 10, 30),
+            "ok",
+            "equal times are not a decrease"
+        );
+        assert_eq!(check(0, &[10], 0, 30), "import_revision_mismatch");
+        assert_eq!(check(5, &[9], 10, 30), "import_timestamp_too_early");
+        assert_eq!(check(5, &[20, 15], 10, 30), "import_timestamp_too_early");
+        assert_eq!(check(5, &[31], 10, 30), "invalid_request");
     }
 
     #[test]

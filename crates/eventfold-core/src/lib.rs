@@ -35,7 +35,10 @@ pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
     StreamSlice, SubscribeFrom,
 };
-pub use store::{AppendResult, DeleteMode, EventStore, EventSubscription, StreamInfo};
+pub use store::{
+    AppendResult, DeleteMode, EventStore, EventSubscription, ImportBatch, KnownStream,
+    KnownStreams, StreamInfo,
+};
 pub use trace::{
     TRACE_FLAG_SAMPLED, TRACEPARENT_KEY, TRACESTATE_BYTES_MAX, TRACESTATE_KEY,
     TRACESTATE_MEMBERS_MAX, TraceContext, TraceParent, TraceState,

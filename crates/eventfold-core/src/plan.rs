@@ -7,11 +7,14 @@ use std::ops::{Bound, Range};
 
 use crate::error::{StoreError, StoreResult};
 use crate::event::RecordedEvent;
+use crate::head::StreamHead;
 use crate::ids::{Position, Revision};
+use crate::metadata::StreamMetadata;
 use crate::names::StreamName;
 use crate::read::{
     Direction, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList, StreamSlice, SubscribeFrom,
 };
+use crate::store::{KnownStream, KnownStreams};
 
 /// What a read of one stream returns, planned over its visible revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +168,40 @@ impl ListStreams {
         }
         let next = if more { streams.last().cloned() } else { None };
         Ok(StreamList { streams, next })
+    }
+}
+
+impl ListStreams {
+    /// The answer to [`crate::EventStore::list_known_streams`], from the store's streams in
+    /// byte order starting at [`Self::lower_bound`]: every one with the prefix, deleted or not,
+    /// at most `limit`, and `next` when more may follow.
+    pub fn page_known<'a>(
+        &self,
+        streams: impl IntoIterator<Item = (&'a str, StreamHead, &'a StreamMetadata)>,
+    ) -> StoreResult<KnownStreams> {
+        let prefix = self.prefix.as_deref().unwrap_or("");
+        let mut out = Vec::new();
+        let mut more = false;
+        for (name, head, metadata) in streams {
+            if !name.starts_with(prefix) {
+                break;
+            }
+            if out.len() == self.limit {
+                more = true;
+                break;
+            }
+            out.push(KnownStream {
+                stream: StreamName::new(name)?,
+                head,
+                metadata: metadata.clone(),
+            });
+        }
+        let next = if more {
+            out.last().map(|k| k.stream.clone())
+        } else {
+            None
+        };
+        Ok(KnownStreams { streams: out, next })
     }
 }
 

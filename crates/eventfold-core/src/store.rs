@@ -1,7 +1,7 @@
 use futures::stream::BoxStream;
 
 use crate::error::StoreResult;
-use crate::event::NewEvent;
+use crate::event::{NewEvent, Timestamp};
 use crate::expected::ExpectedRevision;
 use crate::ids::{Position, Revision};
 use crate::metadata::StreamMetadata;
@@ -26,6 +26,38 @@ pub struct AppendResult {
     /// `true` when the batch was a retry of the stream's most recent batch: nothing was written
     /// and the fields above are those of the original append.
     pub idempotent_replay: bool,
+}
+
+/// A batch to import (see [`EventStore::append_imported`]): events with the commit times they
+/// had in the store they come from, and the revision the first of them had there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportBatch {
+    /// The revision the batch's first event had in the source store; the batch is refused
+    /// unless it lands there.
+    pub first_revision: Revision,
+    /// The events, each with its original commit time, in revision order.
+    pub events: Vec<(NewEvent, Timestamp)>,
+}
+
+/// One stream the store knows, deleted or not, as a move to another store needs it (see
+/// [`EventStore::list_known_streams`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnownStream {
+    /// The stream.
+    pub stream: StreamName,
+    /// Its next revision, soft-delete point and tombstone.
+    pub head: crate::head::StreamHead,
+    /// Its metadata (kept across a soft delete).
+    pub metadata: StreamMetadata,
+}
+
+/// A page of [`KnownStream`]s in byte order of their names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KnownStreams {
+    /// The streams.
+    pub streams: Vec<KnownStream>,
+    /// The name to pass as `after` for the next page, or `None` at the end.
+    pub next: Option<StreamName>,
 }
 
 /// What is known about one stream.
@@ -112,6 +144,48 @@ pub trait EventStore: Send + Sync + 'static {
     /// work. May ask the backend (a round trip), so it is for readiness checks, not every request.
     async fn health(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// Appends like [`EventStore::append`], but each event keeps the commit time it is given
+    /// instead of taking the store's clock, and the batch must land at `first_revision`: for
+    /// moving a store (`eventfold import`), an administrator's operation that a server offers to
+    /// admin tokens only. Refused (nothing written) with
+    /// [`StoreError::ImportTimestampTooEarly`] when a timestamp is earlier than the last event
+    /// the store committed or than the one before it in the batch (a store's event timestamps
+    /// never decrease), with [`StoreError::ImportRevisionMismatch`] when the stream's next
+    /// revision is not `first_revision`; refused as invalid when a timestamp is later than the
+    /// store's clock. A retry of the stream's last batch is a replay, as for `append`. A store
+    /// that only uses its own clock answers [`StoreError::Unsupported`] (the default).
+    ///
+    /// [`StoreError::ImportTimestampTooEarly`]: crate::StoreError::ImportTimestampTooEarly
+    /// [`StoreError::ImportRevisionMismatch`]: crate::StoreError::ImportRevisionMismatch
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let _ = (stream, expected, batch);
+        Err(crate::StoreError::Unsupported {
+            operation: "append events with the timestamps they had in another store".into(),
+            hint: "import with the target's own timestamps instead (`eventfold import --server-timestamps`)".into(),
+        })
+    }
+
+    /// Every stream the store knows, in byte order, with its head and metadata: deleted ones
+    /// (soft, with nothing after, and hard) included, unlike [`EventStore::list_streams`]. What
+    /// `eventfold export` needs to carry deletes and metadata; a server offers it to admin
+    /// tokens only. A store that cannot list them answers [`StoreError::Unsupported`] (the
+    /// default).
+    ///
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        let _ = list;
+        Err(crate::StoreError::Unsupported {
+            operation: "list its streams with their deletes".into(),
+            hint: "move the events only (`eventfold export --events-only`)".into(),
+        })
     }
 
     /// Deletes a stream after checking `expected`. Deleting a stream that does not exist is

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError,
-    StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
-    ValidationError,
+    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom, ValidationError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -247,6 +247,7 @@ impl EventStore for Engine {
                     stream: stream.clone(),
                     expected,
                     events,
+                    import: None,
                 },
                 bytes,
             )
@@ -256,6 +257,38 @@ impl EventStore for Engine {
             Reply::Done => Err(StoreError::Backend {
                 code: "internal".into(),
                 message: "the writer answered an append with no result".into(),
+            }),
+        }
+    }
+
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let (events, timestamps): (Vec<NewEvent>, Vec<i64>) = batch
+            .events
+            .into_iter()
+            .map(|(e, t)| (e, t.micros()))
+            .unzip();
+        let bytes = self.check_batch(&events)?;
+        match self
+            .submit(
+                Op::Append {
+                    stream: stream.clone(),
+                    expected,
+                    events,
+                    import: Some((batch.first_revision.0, timestamps)),
+                },
+                bytes,
+            )
+            .await?
+        {
+            Reply::Appended(r) => Ok(r),
+            Reply::Done => Err(StoreError::Backend {
+                code: "internal".into(),
+                message: "the writer answered an import with no result".into(),
             }),
         }
     }
@@ -294,6 +327,10 @@ impl EventStore for Engine {
 
     async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
         self.inner.shared.get_metadata(stream)
+    }
+
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        self.inner.shared.list_known_streams(&list)
     }
 
     async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {

@@ -8,9 +8,9 @@ use std::ops::Range;
 use foldhash::fast::RandomState;
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, EventFilter, ListStreams, Position, ReadAll, ReadStream, RecordedEvent,
-    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, EventFilter, KnownStreams, ListStreams, Position, ReadAll, ReadStream,
+    RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, Timestamp, Visibility,
 };
 
 use crate::format::{self, Kind, NameCache, RecordIn};
@@ -184,6 +184,15 @@ impl Shared {
             .names_from(list.lower_bound())
             .map(|(name, st)| (&**name, st.head().exists()));
         list.page(names)
+    }
+
+    pub fn list_known_streams(&self, list: &ListStreams) -> StoreResult<KnownStreams> {
+        self.limits.check_read_limit(list.limit)?;
+        let index = self.index.read();
+        let streams = index
+            .names_from(list.lower_bound())
+            .map(|(name, st)| (&**name, st.head(), &st.metadata));
+        list.page_known(streams)
     }
 
     /// Candidate addresses for a filtered `$all` read, from the category or type index; `None`

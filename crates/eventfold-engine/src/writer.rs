@@ -42,6 +42,9 @@ pub enum Op {
         stream: StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        /// An import (`EventStore::append_imported`): the revision the batch must land at and
+        /// each event's timestamp (microseconds), instead of the clock's.
+        import: Option<(u64, Vec<i64>)>,
     },
     SetMetadata {
         stream: StreamName,
@@ -144,6 +147,8 @@ pub struct Writer {
     housekeeper: Option<std::thread::JoinHandle<()>>,
     indexer: Option<Indexer>,
     last_ts: i64,
+    /// The timestamp of the last event record in the log: an import may not go below it.
+    last_event_ts: i64,
     buf: Vec<u8>,
     carry: Option<Request>,
     /// The position the next record gets (the index's lags behind while a group is in flight).
@@ -242,6 +247,10 @@ impl Writer {
             .spawn(move || committer.run(from_writer))
             .ok();
         let next_position = shared.index.read().next_position;
+        let last_event_ts = last_event_timestamp(&shared).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the last event's timestamp; imports are checked against the clock's order from now on");
+            i64::MIN
+        });
         let mut w = Writer {
             shared,
             opts,
@@ -254,7 +263,8 @@ impl Writer {
             jobs,
             housekeeper,
             indexer: Some(Indexer::start(shared_for_indexer, sync)),
-            last_ts: 0,
+            last_ts: last_event_ts.max(0),
+            last_event_ts,
             buf: Vec::with_capacity(1 << 20),
             carry: None,
             next_position,
@@ -365,7 +375,7 @@ impl Writer {
                 None => self.head_of(&stream),
             };
             // Is this request a replay or refused? Decide before writing anything.
-            let verdict = self.check(&req.op, &stream, &head);
+            let verdict = self.check(&req.op, &stream, &head, now);
             let outcome = match verdict {
                 Err(e) => Err(e),
                 Ok(Some(replay)) => Ok(Reply::Appended(replay)),
@@ -530,13 +540,17 @@ impl Writer {
         op: &Op,
         stream: &StreamName,
         head: &Head,
+        now: i64,
     ) -> StoreResult<Option<AppendResult>> {
         match op {
             Op::Append {
-                expected, events, ..
+                expected,
+                events,
+                import,
+                ..
             } => {
                 let lb = head.last_batch;
-                head.stream.check_append(
+                let verdict = head.stream.check_append(
                     stream,
                     lb.map(|b| b.append()),
                     *expected,
@@ -545,7 +559,17 @@ impl Writer {
                         let lb = lb.expect("the ids are compared only when there is a last batch");
                         self.same_ids(stream, head, &lb, events)
                     },
-                )
+                )?;
+                if let (None, Some((first_revision, timestamps))) = (&verdict, import) {
+                    head.stream.check_import(
+                        stream,
+                        Revision(*first_revision),
+                        timestamps.iter().copied(),
+                        self.last_event_ts,
+                        now,
+                    )?;
+                }
+                Ok(verdict)
             }
             Op::SetMetadata { .. } => head.stream.check_writable(stream).map(|()| None),
             Op::Delete { expected, mode, .. } => head
@@ -644,12 +668,17 @@ impl Writer {
             }
         }
         match op {
-            Op::Append { events, .. } => {
+            Op::Append { events, import, .. } => {
+                let timestamps = import.map(|(_, t)| t);
                 let first_revision = head.stream.next_revision;
                 let first_position = *next_position;
                 let n = events.len();
                 let mut ids = Vec::with_capacity(n);
                 for (i, e) in events.iter().enumerate() {
+                    // An import's timestamps were checked: not decreasing, not below the last
+                    // event's, not above `now`; so every event's is at least the one before.
+                    let timestamp_us = timestamps.as_ref().map_or(now, |t| t[i]);
+                    self.last_event_ts = timestamp_us;
                     let metadata = if e.metadata.is_empty() {
                         Vec::new()
                     } else {
@@ -663,7 +692,7 @@ impl Writer {
                         content_type: e.content_type.as_str(),
                         position: *next_position,
                         revision: head.stream.next_revision,
-                        timestamp_us: now,
+                        timestamp_us,
                         id: *e.id.as_bytes(),
                         schema_version: e.schema_version,
                         metadata: &metadata,
@@ -1009,4 +1038,41 @@ fn op_stream(op: &Op) -> &StreamName {
             stream
         }
     }
+}
+
+/// The timestamp of the last event record in the log (`i64::MIN` when it has none), read at
+/// open so that an import is checked against it across restarts. Walks back through the
+/// sparse map one window (at most 64 records, never across a segment) at a time, reading each
+/// window forward, until a window holds an event: one window for any log whose tail is not a
+/// long run of metadata changes and deletes.
+fn last_event_timestamp(shared: &Shared) -> StoreResult<i64> {
+    let (sparse, next_position) = {
+        let index = shared.index.read();
+        (index.sparse().to_vec(), index.next_position)
+    };
+    let mut end = next_position;
+    let mut buf = Vec::new();
+    for &(start, addr) in sparse.iter().rev() {
+        let mut found = None;
+        let (mut at, mut position) = (addr, start);
+        while position < end {
+            let (kind, ts, pos) = {
+                let r = shared.segments.read_record(at, &mut buf)?;
+                (r.kind, r.timestamp_us, r.position)
+            };
+            if kind == Kind::Event {
+                found = Some(ts);
+            }
+            let Some(len) = format::frame_len(&buf) else {
+                break;
+            };
+            at += len as u64;
+            position = pos + 1;
+        }
+        if let Some(ts) = found {
+            return Ok(ts);
+        }
+        end = start;
+    }
+    Ok(i64::MIN)
 }

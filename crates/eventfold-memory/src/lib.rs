@@ -9,7 +9,8 @@
 //! survives the last clone being dropped.
 //!
 //! Times follow the engine: an event's timestamp is the wall-clock commit time (never going
-//! backwards), and `max_age_seconds` is measured against the wall clock at read time, so
+//! backwards), or for an import (`append_imported`) the one it carries (never below the last
+//! event's), and `max_age_seconds` is measured against the wall clock at read time, so
 //! paused tokio time does not age events.
 
 mod state;
@@ -19,9 +20,9 @@ use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
-    StoreResult, StreamCursor, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    SubscribeFrom,
+    ExpectedRevision, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, Revision, StoreResult, StreamCursor, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -94,7 +95,26 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.limits().check_batch(&events)?;
-        self.write(|s| s.append(stream, expected, events))
+        self.write(|s| s.append(stream, expected, events, None))
+    }
+
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let (events, timestamps): (Vec<NewEvent>, Vec<Timestamp>) =
+            batch.events.into_iter().unzip();
+        self.limits().check_batch(&events)?;
+        self.write(|s| {
+            s.append(
+                stream,
+                expected,
+                events,
+                Some((batch.first_revision, timestamps)),
+            )
+        })
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
@@ -131,6 +151,10 @@ impl EventStore for MemoryStore {
 
     async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
         self.inner.state.read().stream_info(stream)
+    }
+
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        self.inner.state.read().list_known_streams(&list)
     }
 
     async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {

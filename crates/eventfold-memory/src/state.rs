@@ -7,10 +7,10 @@ use std::convert::Infallible;
 use std::ops::{Bound, Range};
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, LastAppend,
-    Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent, Revision,
-    StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, KnownStreams,
+    LastAppend, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
+    Revision, StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, Timestamp, Visibility,
 };
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
@@ -63,6 +63,8 @@ pub(crate) struct State {
     streams: BTreeMap<String, StreamState>,
     /// The last commit timestamp: commit times never go backwards, even if the clock does.
     last_timestamp_us: i64,
+    /// The last event's timestamp: an import may not go below it.
+    last_event_timestamp_us: i64,
 }
 
 impl State {
@@ -72,6 +74,7 @@ impl State {
             log: Vec::new(),
             streams: BTreeMap::new(),
             last_timestamp_us: i64::MIN,
+            last_event_timestamp_us: i64::MIN,
         }
     }
 
@@ -134,12 +137,14 @@ impl State {
         Ok((st, range))
     }
 
-    /// Appends a batch whose size the caller checked against the limits.
+    /// Appends a batch whose size the caller checked against the limits; with `import`, at the
+    /// revision and with the timestamps it gives (see `EventStore::append_imported`).
     pub(crate) fn append(
         &mut self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        import: Option<(Revision, Vec<Timestamp>)>,
     ) -> StoreResult<AppendResult> {
         let last = self
             .streams
@@ -158,11 +163,24 @@ impl State {
         if let Some(replay) = replay {
             return Ok(replay);
         }
+        let now = Timestamp::now().micros().max(self.last_timestamp_us);
+        if let Some((first_revision, timestamps)) = &import {
+            self.head(stream).check_import(
+                stream,
+                *first_revision,
+                timestamps.iter().map(|t| t.micros()),
+                self.last_event_timestamp_us,
+                now,
+            )?;
+        }
         let timestamp = Timestamp(self.commit_timestamp());
+        let timestamps = import.map(|(_, t)| t);
         let first_position = self.next_position();
         let st = self.streams.entry(stream.as_str().to_owned()).or_default();
         let first_revision = st.next_revision();
-        for e in events {
+        for (i, e) in events.into_iter().enumerate() {
+            let timestamp = timestamps.as_ref().map_or(timestamp, |t| t[i]);
+            self.last_event_timestamp_us = timestamp.micros();
             let position = self.log.len() as u64;
             st.positions.push(position);
             self.log.push(Record::Event(RecordedEvent {
@@ -285,6 +303,15 @@ impl State {
             .range::<str, _>((list.lower_bound(), Bound::Unbounded))
             .map(|(name, st)| (name.as_str(), st.head().exists()));
         list.page(names)
+    }
+
+    pub(crate) fn list_known_streams(&self, list: &ListStreams) -> StoreResult<KnownStreams> {
+        self.limits.check_read_limit(list.limit)?;
+        let streams = self
+            .streams
+            .range::<str, _>((list.lower_bound(), Bound::Unbounded))
+            .map(|(name, st)| (name.as_str(), st.head(), &st.metadata));
+        list.page_known(streams)
     }
 
     pub(crate) fn read_all(&self, read: &ReadAll) -> StoreResult<AllSlice> {

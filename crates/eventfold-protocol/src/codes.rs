@@ -119,6 +119,10 @@ error_codes! {
     GroupNotFound = ("group_not_found", 404),
     /// The data subject never had a key on this server (nothing of it is sealed).
     SubjectKeyNotFound = ("subject_key_not_found", 404),
+    /// An import's batch would not land at the revision it had in the exported store.
+    ImportRevisionMismatch = ("import_revision_mismatch", 409),
+    /// An import's event timestamp is earlier than the store's last event's.
+    ImportTimestampTooEarly = ("import_timestamp_too_early", 409),
 
     // The server and its stores.
     /// The store stopped accepting writes after a failed write or flush.
@@ -165,6 +169,8 @@ error_codes! {
     /// A backend behind this server (another server, a database) failed; its own code is in
     /// the `backend_code` detail.
     BackendFailure = ("backend_failure", 502),
+    /// The server's store cannot do this (e.g. import with timestamps on PostgreSQL).
+    UnsupportedByStore = ("unsupported_by_store", 501),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -215,6 +221,8 @@ mod tests {
         ("wrong_expected_revision", 409),
         ("group_not_found", 404),
         ("subject_key_not_found", 404),
+        ("import_revision_mismatch", 409),
+        ("import_timestamp_too_early", 409),
         ("storage_poisoned", 503),
         ("store_closed", 503),
         ("storage_locked", 503),
@@ -234,6 +242,7 @@ mod tests {
         ("state_from_newer_version", 500),
         ("internal_error", 500),
         ("backend_failure", 502),
+        ("unsupported_by_store", 501),
     ];
 
     #[test]

@@ -1,4 +1,6 @@
-use eventfold_core::{ExpectedRevision, Revision, StoreError, StreamName, ValidationError};
+use eventfold_core::{
+    ExpectedRevision, Revision, StoreError, StreamName, Timestamp, ValidationError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::ErrorCode;
@@ -98,6 +100,9 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::Corrupt { .. } => ErrorCode::StorageCorrupt,
         StoreError::FormatTooNew { .. } => ErrorCode::StorageFormatTooNew,
         StoreError::Backend { .. } => ErrorCode::BackendFailure,
+        StoreError::ImportRevisionMismatch { .. } => ErrorCode::ImportRevisionMismatch,
+        StoreError::ImportTimestampTooEarly { .. } => ErrorCode::ImportTimestampTooEarly,
+        StoreError::Unsupported { .. } => ErrorCode::UnsupportedByStore,
         _ => ErrorCode::InternalError,
     }
 }
@@ -141,6 +146,25 @@ pub fn error_status(e: &StoreError) -> WireError {
             WireError::new(ErrorCode::BackendFailure, message.clone())
                 .with("backend_code", code.as_str())
         }
+        StoreError::ImportRevisionMismatch {
+            stream,
+            first_revision,
+            next_revision,
+        } => w
+            .with("stream", stream.as_str())
+            .with("first_revision", first_revision.0)
+            .with("next_revision", next_revision.0),
+        StoreError::ImportTimestampTooEarly {
+            stream,
+            timestamp,
+            last,
+        } => w
+            .with("stream", stream.as_str())
+            .with("timestamp", timestamp.to_string())
+            .with("last", last.to_string()),
+        StoreError::Unsupported { operation, hint } => w
+            .with("operation", operation.as_str())
+            .with("hint", hint.as_str()),
         _ => w,
     }
 }
@@ -233,6 +257,45 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                     .unwrap_or(false),
             };
         }
+        ErrorCode::ImportRevisionMismatch => {
+            if let (Some(stream), Some(first), Some(next)) =
+                (stream(), num("first_revision"), num("next_revision"))
+            {
+                return StoreError::ImportRevisionMismatch {
+                    stream,
+                    first_revision: Revision(first),
+                    next_revision: Revision(next),
+                };
+            }
+        }
+        ErrorCode::ImportTimestampTooEarly => {
+            let ts = |k: &str| {
+                d.details
+                    .get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(Timestamp::parse_rfc3339)
+            };
+            if let (Some(stream), Some(timestamp), Some(last)) =
+                (stream(), ts("timestamp"), ts("last"))
+            {
+                return StoreError::ImportTimestampTooEarly {
+                    stream,
+                    timestamp,
+                    last,
+                };
+            }
+        }
+        ErrorCode::UnsupportedByStore => {
+            let text = |k: &str| {
+                d.details
+                    .get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            if let (Some(operation), Some(hint)) = (text("operation"), text("hint")) {
+                return StoreError::Unsupported { operation, hint };
+            }
+        }
         ErrorCode::BackendFailure => {
             return StoreError::Backend {
                 code: d
@@ -312,6 +375,20 @@ mod tests {
             StoreError::Unavailable {
                 detail: "connection closed during the commit".into(),
                 outcome_unknown: true,
+            },
+            StoreError::ImportRevisionMismatch {
+                stream: s.clone(),
+                first_revision: Revision(5),
+                next_revision: Revision(0),
+            },
+            StoreError::ImportTimestampTooEarly {
+                stream: s.clone(),
+                timestamp: Timestamp(1_700_000_000_000_001),
+                last: Timestamp(1_700_000_000_500_000),
+            },
+            StoreError::Unsupported {
+                operation: "append with given timestamps".into(),
+                hint: "do something else".into(),
             },
         ] {
             let w = error_status(&e);

@@ -129,6 +129,69 @@ fn into_new_events(items: Vec<NewEventJson>) -> Result<Vec<NewEvent>, WireError>
         .collect()
 }
 
+/// A new event in the JSON shape append and import bodies take, as a client sends it: JSON data
+/// as `data`, exactly as written (key order, number spelling), else `data_base64`.
+#[derive(Debug, Serialize)]
+pub struct NewEventOut<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    content_type: &'a str,
+    schema_version: u32,
+    #[serde(skip_serializing_if = "no_metadata")]
+    metadata: &'a eventfold_core::Metadata,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    /// Imports only: the original commit time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timestamp: Option<String>,
+}
+
+fn no_metadata(m: &&eventfold_core::Metadata) -> bool {
+    m.is_empty()
+}
+
+/// `e` in the shape of an append body's event (see [`NewEventOut`]).
+pub fn new_event_out(e: &NewEvent) -> NewEventOut<'_> {
+    // JSON content that parses goes as itself; anything else as base64.
+    let raw = e
+        .content_type
+        .is_json()
+        .then(|| serde_json::from_slice::<&RawValue>(&e.data).ok())
+        .flatten();
+    NewEventOut {
+        id: e.id.to_string(),
+        event_type: e.event_type.as_str(),
+        content_type: e.content_type.as_str(),
+        schema_version: e.schema_version,
+        metadata: &e.metadata,
+        data: raw,
+        data_base64: raw
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&e.data)),
+        timestamp: None,
+    }
+}
+
+/// One line of a `POST /appends` body, as a client sends it (see [`parse_append_line`]).
+#[derive(Debug, Serialize)]
+pub struct AppendLineOut<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// `any`, `no-stream`, `exists` or the revision, as text.
+    pub expected_revision: String,
+    /// The batch.
+    pub events: Vec<NewEventOut<'a>>,
+    /// The W3C context of the code that made the append.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Its `tracestate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<&'a str>,
+}
+
 /// An expected revision as a line of `POST /appends` gives it: a number, or the header's text
 /// (`any`, `no-stream`, `exists`, or a number).
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ mod codes;
 mod error;
 mod event;
 pub mod groups;
+pub mod moving;
 mod query;
 pub mod scavenge;
 mod stats;
@@ -19,8 +20,9 @@ pub use error::{
     ErrorBody, ErrorDetail, WireError, error_status, from_error_body, store_error_code,
 };
 pub use event::{
-    AppendAnswer, AppendLine, AppendResponse, InfoResponse, NewEventJson, ReadResponse,
-    StreamsResponse, WireEvent, parse_append_line, parse_new_events,
+    AppendAnswer, AppendLine, AppendLineOut, AppendResponse, InfoResponse, NewEventJson,
+    NewEventOut, ReadResponse, StreamsResponse, WireEvent, new_event_out, parse_append_line,
+    parse_new_events,
 };
 pub use query::{
     QUERY_PARAMS_MAX, QueryPairs, READ_ALL_PARAMS, READ_STREAM_PARAMS, SUBSCRIBE_ALL_PARAMS,

@@ -221,39 +221,32 @@ impl<S: EventStore> EventStore for Shredding<S> {
         mut events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.limits.check_batch(&events)?;
-        let subjects = events
-            .iter()
-            .map(subject_of)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let mut keys: HashMap<Subject, (u32, Arc<SubjectKey>)> = HashMap::new();
-        for (e, subject) in events.iter_mut().zip(subjects) {
-            let Some(subject) = subject else { continue };
-            let (generation, key) = match keys.get(&subject) {
-                Some(k) => k.clone(),
-                None => {
-                    let k = self.keys.key_for_append(&subject).await?;
-                    keys.insert(subject.clone(), k.clone());
-                    k
-                }
-            };
-            let binding = Binding {
-                stream,
-                id: e.id,
-                subject: &subject,
-            };
-            let sealed =
-                envelope::seal(&key, generation, &binding, e.content_type.as_str(), &e.data)
-                    .map_err(|d| {
-                        StoreError::Invalid(ValidationError::new(
-                            "event data",
-                            "",
-                            format!("cannot be sealed: {d}"),
-                        ))
-                    })?;
-            e.data = sealed;
-            e.content_type = ContentType::new(SEALED_CONTENT_TYPE)?;
-        }
+        self.seal_all(stream, &mut events).await?;
         self.inner.append(stream, expected, events).await
+    }
+
+    /// An import is sealed like an append: the subject's key on this store (a new one when the
+    /// subject is new here).
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mut batch: eventfold_core::ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let mut events: Vec<NewEvent> = batch.events.iter().map(|(e, _)| e.clone()).collect();
+        self.limits.check_batch(&events)?;
+        self.seal_all(stream, &mut events).await?;
+        for ((e, _), sealed) in batch.events.iter_mut().zip(events) {
+            *e = sealed;
+        }
+        self.inner.append_imported(stream, expected, batch).await
+    }
+
+    async fn list_known_streams(
+        &self,
+        list: eventfold_core::ListStreams,
+    ) -> StoreResult<eventfold_core::KnownStreams> {
+        self.inner.list_known_streams(list).await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
@@ -315,5 +308,44 @@ impl<S: EventStore> EventStore for Shredding<S> {
         mode: DeleteMode,
     ) -> StoreResult<()> {
         self.inner.delete_stream(stream, expected, mode).await
+    }
+}
+
+impl<S: EventStore> Shredding<S> {
+    /// Seals, in place, the data of the events that name a subject, with that subject's key.
+    async fn seal_all(&self, stream: &StreamName, events: &mut [NewEvent]) -> StoreResult<()> {
+        let subjects = events
+            .iter()
+            .map(subject_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut keys: HashMap<Subject, (u32, Arc<SubjectKey>)> = HashMap::new();
+        for (e, subject) in events.iter_mut().zip(subjects) {
+            let Some(subject) = subject else { continue };
+            let (generation, key) = match keys.get(&subject) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = self.keys.key_for_append(&subject).await?;
+                    keys.insert(subject.clone(), k.clone());
+                    k
+                }
+            };
+            let binding = Binding {
+                stream,
+                id: e.id,
+                subject: &subject,
+            };
+            let sealed =
+                envelope::seal(&key, generation, &binding, e.content_type.as_str(), &e.data)
+                    .map_err(|d| {
+                        StoreError::Invalid(ValidationError::new(
+                            "event data",
+                            "",
+                            format!("cannot be sealed: {d}"),
+                        ))
+                    })?;
+            e.data = sealed;
+            e.content_type = ContentType::new(SEALED_CONTENT_TYPE)?;
+        }
+        Ok(())
     }
 }

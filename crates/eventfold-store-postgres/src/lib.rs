@@ -39,9 +39,9 @@ use deadpool_postgres::{
 };
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision,
-    StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    SubscribeFrom,
+    ExpectedRevision, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -479,6 +479,28 @@ impl EventStore for PostgresStore {
         self.limits().check_read_limit(list.limit)?;
         let client = self.inner.client().await?;
         read::list_streams(&self.inner, &client, &list).await
+    }
+
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        let first_revision = batch.first_revision;
+        let (events, timestamps): (Vec<NewEvent>, Vec<_>) = batch.events.into_iter().unzip();
+        self.limits().check_batch(&events)?;
+        let batch = ImportBatch {
+            first_revision,
+            events: events.into_iter().zip(timestamps).collect(),
+        };
+        write::import(&self.inner, stream, expected, batch).await
+    }
+
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        self.limits().check_read_limit(list.limit)?;
+        let client = self.inner.client().await?;
+        read::list_known_streams(&self.inner, &client, &list).await
     }
 
     async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {

@@ -7,10 +7,10 @@ use std::ops::Range;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Object, Transaction};
 use eventfold_core::{
-    AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, LastAppend, ListStreams,
-    Metadata, Position, ReadAll, ReadStream, RecordedEvent, Revision, StoreError, StoreResult,
-    StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, Timestamp,
-    Visibility,
+    AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, KnownStreams, LastAppend,
+    ListStreams, Metadata, Position, ReadAll, ReadStream, RecordedEvent, Revision, StoreError,
+    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    Timestamp, Visibility,
 };
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -247,6 +247,40 @@ pub(crate) async fn list_streams(
         .await
         .map_err(pg_err("list streams"))?;
     list.page(rows.iter().map(|r| (r.get::<_, &str>(0), true)))
+}
+
+/// Every stream the store knows with the prefix, deleted ones included, in byte order.
+pub(crate) async fn list_known_streams(
+    inner: &Inner,
+    c: &impl GenericClient,
+    list: &ListStreams,
+) -> StoreResult<KnownStreams> {
+    let prefix = list.prefix.as_deref().unwrap_or("");
+    let (op, bound) = match list.lower_bound() {
+        std::ops::Bound::Excluded(a) => (">", a),
+        std::ops::Bound::Included(a) => (">=", a),
+        std::ops::Bound::Unbounded => (">=", ""),
+    };
+    let rows = c
+        .query(
+            &format!(
+                "SELECT name, {STREAM_COLUMNS} FROM {} WHERE name {op} $1 \
+                 AND left(name, length($2)) = $2 ORDER BY name LIMIT $3",
+                inner.table("streams")
+            ),
+            &[&bound, &prefix, &(list.limit as i64 + 1)],
+        )
+        .await
+        .map_err(pg_err("list known streams"))?;
+    let streams = rows
+        .iter()
+        .map(stream_from_row_named)
+        .collect::<StoreResult<Vec<_>>>()?;
+    list.page_known(
+        streams
+            .iter()
+            .map(|(name, row)| (name.as_str(), row.head, &row.metadata)),
+    )
 }
 
 /// The committed end of the log in the caller's snapshot: every position below it is

@@ -1,12 +1,12 @@
-//! The writes that are not group-committed: metadata changes and deletes (and, for tests only,
+//! The writes that are not group-committed: metadata changes, deletes, imports (and, for tests only,
 //! appends without the ordering lock). One transaction each; in the default mode it first takes
 //! the schema's advisory lock, held until commit, then takes its position from the one-row
 //! `log_head`, so positions are handed out in commit order, as the group writer's are.
 
 use deadpool_postgres::Transaction;
 use eventfold_core::{
-    AppendResult, DeleteMode, ExpectedRevision, LastAppend, NewEvent, Position, Revision,
-    StoreResult, StreamHead, StreamName, Timestamp,
+    AppendResult, DeleteMode, ExpectedRevision, ImportBatch, LastAppend, NewEvent, Position,
+    Revision, StoreResult, StreamHead, StreamName, Timestamp,
 };
 
 use crate::group::EventRows;
@@ -261,4 +261,129 @@ pub(crate) async fn delete(
     .map_err(pg_err("delete a stream"))?;
     notify(inner, &tx).await?;
     commit(inner, tx).await
+}
+
+/// An import (`EventStore::append_imported`): an append in a transaction of its own, under the
+/// ordering lock, whose events keep the given timestamps and must land at the batch's first
+/// revision. Not group-committed: an administrator's operation, not the hot path.
+pub(crate) async fn import(
+    inner: &Inner,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    batch: ImportBatch,
+) -> StoreResult<AppendResult> {
+    let mut client = inner.client().await?;
+    let (tx, row) = begin(inner, &mut client, stream).await?;
+    let head = row.as_ref().map(|r| r.head).unwrap_or_default();
+    let last = row.as_ref().and_then(|r| r.last);
+    let n = batch.events.len() as u64;
+    // The ids of the last batch, when this one may be its retry.
+    let mut last_ids: Vec<Vec<u8>> = Vec::new();
+    if let Some(lb) = last
+        && lb.len == n
+        && !head.tombstoned
+    {
+        last_ids = tx
+            .query(
+                &format!(
+                    "SELECT id FROM {} WHERE stream = $1 AND revision >= $2 AND revision < $3 \
+                     ORDER BY revision",
+                    inner.table("events")
+                ),
+                &[
+                    &stream.as_str(),
+                    &(lb.first_revision as i64),
+                    &((lb.first_revision + lb.len) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err("read the last batch's ids"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    }
+    let replay = head.check_append(stream, last, expected, batch.events.len(), |_| {
+        Ok(last_ids.len() == batch.events.len()
+            && last_ids
+                .iter()
+                .zip(&batch.events)
+                .all(|(a, (e, _))| a.as_slice() == e.id.as_bytes()))
+    })?;
+    if let Some(replay) = replay {
+        return Ok(replay);
+    }
+    // The last event's commit time (the lock is held: nothing commits meanwhile), then the
+    // positions and the clock (never below the log's last write).
+    let last_event_us: i64 = tx
+        .query_opt(
+            &format!(
+                "SELECT timestamp_us FROM {} ORDER BY position DESC LIMIT 1",
+                inner.table("events")
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_err("read the last event's timestamp"))?
+        .map_or(i64::MIN, |r| r.get(0));
+    let (first_position, now) = take_positions(inner, &tx, n).await?;
+    head.check_import(
+        stream,
+        batch.first_revision,
+        batch.events.iter().map(|(_, t)| t.micros()),
+        last_event_us,
+        now,
+    )?;
+    let first_revision = head.next_revision;
+    let mut rows = EventRows::new(now);
+    let mut positions = Vec::with_capacity(batch.events.len());
+    let mut timestamps = Vec::with_capacity(batch.events.len());
+    for (i, (e, t)) in batch.events.into_iter().enumerate() {
+        let position = first_position + i as u64;
+        positions.push(position as i64);
+        timestamps.push(t.micros());
+        rows.push(stream, position, first_revision + i as u64, e)?;
+    }
+    rows.insert(inner, &tx).await?;
+    tx.execute(
+        &format!(
+            "UPDATE {} SET timestamp_us = u.t FROM unnest($1::bigint[], $2::bigint[]) AS u(p, t) \
+             WHERE position = u.p",
+            inner.table("events")
+        ),
+        &[&positions, &timestamps],
+    )
+    .await
+    .map_err(pg_err("set the imported timestamps"))?;
+    let last_position = first_position + n - 1;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (name, next_revision, last_first_revision, last_len, \
+             last_first_position, last_last_position) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET next_revision = EXCLUDED.next_revision, \
+             last_first_revision = EXCLUDED.last_first_revision, last_len = EXCLUDED.last_len, \
+             last_first_position = EXCLUDED.last_first_position, \
+             last_last_position = EXCLUDED.last_last_position",
+            inner.table("streams")
+        ),
+        &[
+            &stream.as_str(),
+            &((first_revision + n) as i64),
+            &(first_revision as i64),
+            &(n as i64),
+            &(first_position as i64),
+            &(last_position as i64),
+        ],
+    )
+    .await
+    .map_err(pg_err("update a stream's state"))?;
+    notify(inner, &tx).await?;
+    commit(inner, tx).await?;
+    Ok(AppendResult {
+        stream: stream.clone(),
+        first_revision: Revision(first_revision),
+        last_revision: Revision(first_revision + n - 1),
+        first_position: Position(first_position),
+        last_position: Position(last_position),
+        idempotent_replay: false,
+    })
 }

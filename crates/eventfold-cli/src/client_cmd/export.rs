@@ -1,20 +1,26 @@
-//! `eventfold export`: every event of `$all` (or one stream) as NDJSON, with a progress bar.
+//! `eventfold export`: every event of `$all` (or one stream) as NDJSON, then the streams'
+//! deletes and metadata, with a progress bar. Line shapes: `eventfold_protocol::moving`.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eventfold_core::{
-    EventStore as _, ReadAll, ReadFrom, ReadStream, RecordedEvent, StoreError, StreamName,
+    EventStore as _, KnownStream, ListStreams, ReadAll, ReadFrom, ReadStream, RecordedEvent,
+    StoreError, StreamMetadata, StreamName,
 };
+use eventfold_protocol::moving::{export_header_line, export_stream_line};
 
 use super::{CliError, ConnArgs, Out, PAGE_EVENTS, plural, progress_bar};
 
-/// Writes every event of the global log `$all`, or of one stream, as NDJSON: one event per line
-/// in the HTTP API's event shape, in log order. The export ends at the last event that existed
-/// when it started. `eventfold import` reads the file back. A progress bar is drawn on stderr
-/// when it is a terminal (not with --quiet or --json); the summary goes to stdout with --out,
-/// else to stderr.
+/// Writes every event of the global log `$all`, or of one stream, as NDJSON: a header line
+/// (`{"eventfold_export": 2}`), one event per line in the HTTP API's event shape (with its
+/// revision and original timestamp) in log order, then a `{"stream_state": ...}` line per
+/// stream that has metadata or was deleted (soft or hard), so that `eventfold import` recreates
+/// them. The events end at the last one that existed when it started. Deletes and metadata
+/// need an `admin` token; --events-only leaves them out.
+/// A progress bar is drawn on stderr when it is a terminal (not with --quiet or --json); the
+/// summary goes to stdout with --out, else to stderr.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     #[command(flatten)]
@@ -28,6 +34,10 @@ pub struct ExportArgs {
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Write the events only, not the streams' deletes and metadata (for a token without
+    /// `admin`, or a server whose store cannot list deleted streams).
+    #[arg(long)]
+    events_only: bool,
 }
 
 const BAR_TEMPLATE: &str = "exporting {elapsed_precise} [{bar:40}] {percent:>3}%  {msg}";
@@ -39,6 +49,8 @@ struct Sink {
     file: Option<(PathBuf, PathBuf)>,
     events: u64,
     streams: HashSet<StreamName>,
+    /// `stream_state` lines written.
+    states: u64,
 }
 
 impl Sink {
@@ -58,12 +70,15 @@ impl Sink {
                 )
             }
         };
-        Ok(Sink {
+        let mut sink = Sink {
             w,
             file,
             events: 0,
             streams: HashSet::new(),
-        })
+            states: 0,
+        };
+        sink.line(export_header_line().as_bytes())?;
+        Ok(sink)
     }
 
     fn io_error(&self, e: std::io::Error) -> CliError {
@@ -71,6 +86,27 @@ impl Sink {
             None => CliError::stdout(e),
             Some((part, _)) => CliError::usage(format!("cannot write {}: {e}", part.display())),
         }
+    }
+
+    fn line(&mut self, line: &[u8]) -> Result<(), CliError> {
+        let r = self
+            .w
+            .write_all(line)
+            .and_then(|()| self.w.write_all(b"\n"));
+        r.map_err(|err| self.io_error(err))
+    }
+
+    /// A stream's deletes and metadata, when it has any.
+    fn state(&mut self, k: &KnownStream) -> Result<(), CliError> {
+        if !k.head.tombstoned
+            && k.head.deleted_before == 0
+            && k.metadata == StreamMetadata::default()
+        {
+            return Ok(());
+        }
+        self.line(export_stream_line(k).as_bytes())?;
+        self.states += 1;
+        Ok(())
     }
 
     fn write(&mut self, e: &RecordedEvent) -> Result<(), CliError> {
@@ -86,7 +122,7 @@ impl Sink {
     }
 
     /// Flushes, and for a file syncs it and renames it into place.
-    fn finish(mut self) -> Result<(u64, usize, Option<PathBuf>), CliError> {
+    fn finish(mut self) -> Result<(u64, usize, u64, Option<PathBuf>), CliError> {
         let r = self.w.flush();
         r.map_err(|e| self.io_error(e))?;
         drop(self.w);
@@ -106,7 +142,7 @@ impl Sink {
                 Some(path)
             }
         };
-        Ok((self.events, self.streams.len(), path))
+        Ok((self.events, self.streams.len(), self.states, path))
     }
 }
 
@@ -179,7 +215,10 @@ pub(super) async fn run(a: ExportArgs) -> Result<(), CliError> {
             bar.finish_and_clear();
         }
     }
-    let (events, streams, path) = sink.finish()?;
+    if !a.events_only {
+        export_states(&conn, &mut sink, a.stream.as_ref()).await?;
+    }
+    let (events, streams, states, path) = sink.finish()?;
     match path {
         Some(path) => {
             let mut out = Out::new();
@@ -187,13 +226,15 @@ pub(super) async fn run(a: ExportArgs) -> Result<(), CliError> {
                 out.json(&serde_json::json!({
                     "events": events,
                     "streams": streams,
+                    "stream_states": states,
                     "out": path.display().to_string(),
                 }))?;
             } else {
                 out.line(format_args!(
-                    "exported {} of {} to {}",
+                    "exported {} of {} and {} to {}",
                     plural(events, "event"),
                     plural(streams as u64, "stream"),
+                    plural(states, "stream state"),
                     path.display()
                 ))?;
             }
@@ -202,12 +243,56 @@ pub(super) async fn run(a: ExportArgs) -> Result<(), CliError> {
         None => {
             if !hidden {
                 eprintln!(
-                    "exported {} of {}",
+                    "exported {} of {} and {}",
                     plural(events, "event"),
-                    plural(streams as u64, "stream")
+                    plural(streams as u64, "stream"),
+                    plural(states, "stream state")
                 );
             }
             Ok(())
+        }
+    }
+}
+
+/// Streams listed per request for their deletes and metadata.
+const STATES_PAGE: usize = 1000;
+
+/// Writes the `stream_state` lines: every stream the server knows (one, with --stream) that
+/// has metadata or was deleted.
+async fn export_states(
+    conn: &super::Conn,
+    sink: &mut Sink,
+    only: Option<&StreamName>,
+) -> Result<(), CliError> {
+    let mut after: Option<String> = None;
+    loop {
+        let list = ListStreams {
+            prefix: only.map(|s| s.as_str().to_owned()),
+            after: after.take(),
+            limit: STATES_PAGE,
+        };
+        let page = match conn.client.list_known_streams(list).await {
+            Ok(page) => page,
+            Err(e) if e.code() == "forbidden" => {
+                return Err(CliError::refused(format!(
+                    "{e}; exporting the streams' deletes and metadata needs an admin token: use one, or export with --events-only to move the events alone"
+                )));
+            }
+            Err(e) if matches!(e, StoreError::Unsupported { .. }) || e.code() == "not_found" => {
+                return Err(CliError::refused(format!(
+                    "the server cannot list its streams' deletes and metadata ({e}); export with --events-only to move the events alone"
+                )));
+            }
+            Err(e) => return Err(conn.fail(e)),
+        };
+        for k in &page.streams {
+            if only.is_none_or(|s| *s == k.stream) {
+                sink.state(k)?;
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n.as_str().to_owned()),
+            None => return Ok(()),
         }
     }
 }

@@ -362,13 +362,20 @@ fn export_then_import_into_a_fresh_server_gives_the_same_events() {
     let one = eventfold(&a.url, &["export", "--stream", "order-2"], "")
         .ok()
         .json_lines();
-    assert_eq!(one.len(), 6);
+    // The header, then the events.
+    assert_eq!(one[0], json!({"eventfold_export": 2}));
+    assert_eq!(one.len(), 1 + 6);
 
     let (_d2, b) = start(&[]);
     let r = eventfold(&b.url, &["import", file, "--json"], "").ok();
+    let summary = serde_json::from_str::<Value>(&r.stdout).expect("JSON summary");
     assert_eq!(
-        serde_json::from_str::<Value>(&r.stdout).expect("JSON summary"),
-        json!({"written": 14, "skipped": 0, "streams": 3})
+        [
+            &summary["written"],
+            &summary["skipped"],
+            &summary["streams"]
+        ],
+        [14, 0, 3]
     );
     let source = eventfold(&a.url, &["read", "$all", "--json"], "")
         .ok()
@@ -391,9 +398,9 @@ fn import_again_or_after_an_interruption_writes_nothing_twice() {
     fill(&a.url);
     let full = eventfold(&a.url, &["export", "--quiet"], "").ok().stdout;
     let lines: Vec<&str> = full.lines().collect();
-    // An interrupted import: the first 5 events only.
+    // An interrupted import: the header and the first 5 events only.
     let head = dir.path().join("head.ndjson");
-    std::fs::write(&head, format!("{}\n", lines[..5].join("\n"))).expect("write");
+    std::fs::write(&head, format!("{}\n", lines[..6].join("\n"))).expect("write");
     let all = dir.path().join("all.ndjson");
     std::fs::write(&all, &full).expect("write");
     let (head, all) = (head.to_str().expect("utf-8"), all.to_str().expect("utf-8"));
@@ -447,7 +454,12 @@ fn import_again_or_after_an_interruption_writes_nothing_twice() {
         "",
     )
     .ok();
+    // Keeping the original timestamps, the first event older than that one is refused.
     let r = eventfold(&c.url, &["import", all], "");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("never decrease"), "{r:?}");
+    // As an ordinary writer, the stream that holds another event is.
+    let r = eventfold(&c.url, &["import", all, "--server-timestamps"], "");
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("order-2"), "{r:?}");
 }

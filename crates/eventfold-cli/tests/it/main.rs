@@ -11,6 +11,7 @@ mod groups;
 mod http;
 mod kill;
 mod limits;
+mod moving;
 mod multi;
 mod postgres;
 mod relay;

@@ -7,6 +7,7 @@ pub(crate) mod encode;
 pub(crate) mod group_bodies;
 pub mod groups;
 mod health;
+pub(crate) mod moving;
 mod scavenge;
 mod stats;
 pub(crate) mod streams;

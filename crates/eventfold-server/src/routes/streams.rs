@@ -172,7 +172,7 @@ pub(super) async fn append_counted(
 }
 
 /// The contract's answer to an append.
-pub(super) fn append_response(r: &eventfold_core::AppendResult) -> AppendResponse {
+pub(crate) fn append_response(r: &eventfold_core::AppendResult) -> AppendResponse {
     AppendResponse {
         stream: r.stream.to_string(),
         first_revision: r.first_revision.0,

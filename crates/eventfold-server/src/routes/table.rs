@@ -4,7 +4,9 @@
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
-use super::{all, appends, backup, groups, health, scavenge, stats, streams, subjects, subscribe};
+use super::{
+    all, appends, backup, groups, health, moving, scavenge, stats, streams, subjects, subscribe,
+};
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
 use eventfold_protocol::backup::BACKUP_MEDIA_TYPE;
@@ -138,6 +140,36 @@ pub fn operations() -> Vec<Operation> {
             body: None,
             responses: &[(200, "Event"), (400, "Error")],
             handler: get(subscribe::stream),
+        },
+        Operation {
+            method: "post",
+            path: "/streams/{stream}/import",
+            summary: "Import a batch (moving a store, `eventfold import`): an append whose events keep their ids and the timestamps they had in the exported store, and must land at `first_revision`; header Expected-Revision as for an append. Needs `admin` on the stream. 409 import_revision_mismatch when the stream's next revision is another, 409 import_timestamp_too_early when a timestamp is earlier than the store's last event's (timestamps never decrease), 400 for a timestamp later than the server's clock, 501 unsupported_by_store when the store cannot keep given timestamps",
+            params: params::<OnStream<Admin>>(),
+            parse: Some(parse::<OnStream<Admin>>),
+            body: Some("ImportBatch"),
+            responses: &[
+                (201, "AppendResult"),
+                (200, "AppendResult"),
+                (400, "Error"),
+                (408, "Error"),
+                (409, "Error"),
+                (410, "Error"),
+                (413, "Error"),
+                (501, "Error"),
+                (507, "Error"),
+            ],
+            handler: post(moving::import),
+        },
+        Operation {
+            method: "get",
+            path: "/admin/streams",
+            summary: "Every stream the store knows in name order, deleted ones included, with its next revision, soft-delete point, tombstone and metadata (what `eventfold export` carries); needs `admin` on the streams listed; 501 unsupported_by_store when the store cannot list them",
+            params: params::<moving::KnownStreamsRequest>(),
+            parse: Some(parse::<moving::KnownStreamsRequest>),
+            body: None,
+            responses: &[(200, "KnownStreams"), (400, "Error"), (501, "Error")],
+            handler: get(moving::known_streams),
         },
         Operation {
             method: "get",
@@ -458,6 +490,19 @@ fn schemas() -> Value {
         "data_base64": {"type": "string", "contentEncoding": "base64"}, "time": {}, "subject": {}},
         "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
         "description": "CloudEvents 1.0, structured mode; extension attributes become metadata"});
+    s["ImportEvent"] = json!({"type": "object", "required": ["id", "type", "timestamp"], "additionalProperties": false, "properties": {
+        "id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "minLength": 1, "maxLength": 256},
+        "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"}, "content_type": {"type": "string"},
+        "schema_version": {"type": "integer", "minimum": 0}, "metadata": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time", "description": "the event's commit time in the exported store"}}});
+    s["ImportBatch"] = json!({"type": "object", "required": ["first_revision", "events"], "additionalProperties": false, "properties": {
+        "first_revision": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "the revision the first event had in the exported store"},
+        "events": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ImportEvent"}}}});
+    s["StreamState"] = json!({"type": "object", "required": ["stream", "next_revision"], "properties": {
+        "stream": {"type": "string"}, "next_revision": {"type": "integer", "minimum": 0}, "deleted_before": {"type": "integer", "minimum": 0, "default": 0},
+        "tombstoned": {"type": "boolean", "default": false}, "metadata": {"$ref": "#/components/schemas/StreamMetadata"}}});
+    s["KnownStreams"] = json!({"type": "object", "required": ["streams", "next"], "properties": {
+        "streams": {"type": "array", "items": {"$ref": "#/components/schemas/StreamState"}}, "next": {"type": ["string", "null"]}}});
     s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
     s["ScavengeReport"] = json!({"type": "object", "additionalProperties": false,
         "required": ["segments_scanned", "segments_compacted", "events_removed", "events_kept", "bytes_before", "bytes_after", "bytes_reclaimed", "duration_ms"],
@@ -542,7 +587,9 @@ pub fn document() -> Value {
                 "schema": query_param_schema(op.path, p)}),
             );
         }
-        if op.path == "/streams/{stream}" && (op.method == "post" || op.method == "delete") {
+        if (op.path == "/streams/{stream}" && (op.method == "post" || op.method == "delete"))
+            || op.path == "/streams/{stream}/import"
+        {
             params.push(json!({"name": "Expected-Revision", "in": "header", "required": false,
                 "description": "any (default) | no-stream | exists | the stream's last revision",
                 "schema": {"anyOf": [{"type": "string", "enum": ["any", "no-stream", "exists"]}, {"type": "integer", "minimum": 0, "maximum": u64::MAX}]}}));

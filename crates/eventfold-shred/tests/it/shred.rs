@@ -300,3 +300,42 @@ async fn appends_are_checked_as_the_client_sent_them() {
         other => panic!("over the limit: {other:?}"),
     }
 }
+
+/// An import (a move from another store, with original timestamps) is sealed like an append,
+/// and the deleted-streams listing goes through: without the forwarding, `Shredding` refused
+/// both with `unsupported_by_store` (the trait's defaults), so `eventfold import` failed on
+/// every embedded server.
+#[tokio::test]
+async fn imports_are_sealed_like_appends_and_listings_go_through() {
+    let f = fixture(Limits::DEFAULT);
+    let data = serde_json::json!({"name": SECRET});
+    let at = eventfold_core::Timestamp(1_700_000_000_000_000);
+    let batch = eventfold_core::ImportBatch {
+        first_revision: eventfold_core::Revision(0),
+        events: vec![(about("user-9", &data), at)],
+    };
+    f.store
+        .append_imported(&name("user-9"), ExpectedRevision::NoStream, batch)
+        .await
+        .expect("import");
+    let raw = all(&f.raw).await;
+    assert_eq!(raw.len(), 1);
+    assert!(
+        !has_secret(&raw[0]),
+        "the store underneath got the plaintext"
+    );
+    assert_eq!(raw[0].content_type.as_str(), SEALED_CONTENT_TYPE);
+    assert_eq!(raw[0].timestamp, at);
+    let read = all(&f.store).await;
+    assert!(has_secret(&read[0]));
+    assert_eq!(read[0].timestamp, at);
+    let known = f
+        .store
+        .list_known_streams(eventfold_core::ListStreams {
+            limit: 100,
+            ..eventfold_core::ListStreams::default()
+        })
+        .await
+        .expect("list known streams");
+    assert_eq!(known.streams.len(), 1);
+}

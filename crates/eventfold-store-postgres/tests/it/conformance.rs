@@ -3,8 +3,9 @@
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreResult,
-    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
@@ -64,6 +65,19 @@ impl EventStore for Store {
     async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
         each!(self, s => s.list_streams(list).await)
     }
+    async fn append_imported(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        batch: ImportBatch,
+    ) -> StoreResult<AppendResult> {
+        each!(self, s => s.append_imported(stream, expected, batch).await)
+    }
+
+    async fn list_known_streams(&self, list: ListStreams) -> StoreResult<KnownStreams> {
+        each!(self, s => s.list_known_streams(list).await)
+    }
+
     async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
         each!(self, s => s.get_metadata(stream).await)
     }
