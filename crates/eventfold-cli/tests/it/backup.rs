@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use eventfold_core::{
 };
 use eventfold_protocol::groups::{GroupFilterBody, GroupSettings, StartFrom};
 
-use crate::server::Server;
+use crate::server::{Server, eventfold, text};
 
 /// 1 MiB segments (and batch limits that fit them): the backup spans sealed segments with their
 /// checkpoints and the active one.
@@ -29,25 +28,6 @@ const SMALL_SEGMENTS: &[&str] = &[
     "--batch-events-max",
     "100",
 ];
-
-fn eventfold(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(args)
-        .env_remove("EVENTFOLD_TOKEN")
-        .env_remove("EVENTFOLD_SERVER")
-        .env("EVENTFOLD_LOG", "warn")
-        .output()
-        .expect("run eventfold")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn name(s: &str) -> StreamName {
     StreamName::new(s).expect("valid")

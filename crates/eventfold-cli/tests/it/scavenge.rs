@@ -2,15 +2,18 @@
 //! directory while the server serves, everything else reads as before (after a restart too),
 //! `eventfold verify` accepts the store, and only an admin may start one.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use eventfold_client::Client;
 use eventfold_core::{
     DeleteMode, EventStore, EventType, ExpectedRevision, NewEvent, ReadStream, StreamName,
 };
 
-use crate::server::Server;
+use crate::server::{Server, files_holding, text};
+
+/// Runs `eventfold` with string arguments.
+fn run(args: &[&str]) -> std::process::Output {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::server::eventfold(&args)
+}
 
 /// 1 MiB segments, so that a few MiB of events seal several.
 const SMALL_SEGMENTS: &[&str] = &[
@@ -21,25 +24,6 @@ const SMALL_SEGMENTS: &[&str] = &[
     "--batch-events-max",
     "100",
 ];
-
-fn eventfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(args)
-        .env_remove("EVENTFOLD_TOKEN")
-        .env_remove("EVENTFOLD_SERVER")
-        .env("EVENTFOLD_LOG", "warn")
-        .output()
-        .expect("run eventfold")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn name(s: &str) -> StreamName {
     StreamName::new(s).expect("valid")
@@ -54,27 +38,6 @@ fn events(marker: &str, from: u64, n: u64) -> Vec<NewEvent> {
             )
         })
         .collect()
-}
-
-/// The files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut hits = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).expect("list dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if std::fs::read(&path)
-                .expect("read")
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                hits.push(path);
-            }
-        }
-    }
-    hits
 }
 
 async fn everything(client: &Client, streams: &[&str]) -> Vec<String> {
@@ -143,11 +106,11 @@ async fn a_scavenge_erases_a_hard_deleted_streams_bytes_from_a_running_server() 
     let before = everything(&client, &streams).await;
     let needle = b"PERSONAL-NOTE-OF-CUSTOMER-7";
     assert!(
-        !files_containing(&data, needle).is_empty(),
+        !files_holding(&data, needle).is_empty(),
         "the deleted events are on disk before the scavenge (or the test proves nothing)"
     );
 
-    let out = eventfold(&["scavenge", "--server", &server.url]);
+    let out = run(&["scavenge", "--server", &server.url]);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -155,13 +118,13 @@ async fn a_scavenge_erases_a_hard_deleted_streams_bytes_from_a_running_server() 
         "{}",
         text(&out)
     );
-    let found = files_containing(&data, needle);
+    let found = files_holding(&data, needle);
     assert!(
         found.is_empty(),
         "the deleted stream's bytes are still in {found:?}"
     );
     assert_eq!(everything(&client, &streams).await, before);
-    let out = eventfold(&["scavenge", "--status", "--json", "--server", &server.url]);
+    let out = run(&["scavenge", "--status", "--json", "--server", &server.url]);
     assert!(out.status.success(), "{}", text(&out));
     let status: eventfold_protocol::scavenge::ScavengeStatus =
         serde_json::from_slice(&out.stdout).expect("status JSON");
@@ -173,7 +136,7 @@ async fn a_scavenge_erases_a_hard_deleted_streams_bytes_from_a_running_server() 
     assert!(status.report.bytes_reclaimed >= 200 * 4_000, "{status:?}");
 
     assert!(server.terminate().success());
-    let out = eventfold(&["verify", data.to_str().expect("utf-8")]);
+    let out = run(&["verify", data.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out));
     let server = Server::start(&data, SMALL_SEGMENTS);
     let client = Client::new(&server.url, None).expect("client");

@@ -100,3 +100,45 @@ pub async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
     };
     (status, v)
 }
+
+/// Runs the `eventfold` binary with `args` to its end (no token or server from the
+/// environment, warnings only in its log).
+pub fn eventfold(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(args)
+        .env_remove("EVENTFOLD_TOKEN")
+        .env_remove("EVENTFOLD_SERVER")
+        .env("EVENTFOLD_LOG", "warn")
+        .output()
+        .expect("run eventfold")
+}
+
+/// A run's exit status and output, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every file under `dir` (recursively) that holds `needle`.
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}

@@ -5,7 +5,6 @@
 //! the data directory, across a restart; a backup carries the keys and its restore reads them.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use eventfold_client::Client;
@@ -15,7 +14,7 @@ use eventfold_core::{
 };
 use eventfold_protocol::groups::{GroupFilterBody, GroupSettings, StartFrom};
 
-use crate::server::{Server, client, send};
+use crate::server::{Server, client, eventfold, files_holding, send};
 
 const ADMIN: &str = "root-token-000001";
 const WRITER: &str = "writer-token-00001";
@@ -33,26 +32,6 @@ fn about(subject: &str, marker: &str) -> NewEvent {
         &serde_json::json!({"name": marker, "email": format!("{marker}@example.com")}),
     )
     .with_metadata(m)
-}
-
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read file");
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    found.push(path.display().to_string());
-                }
-            }
-        }
-    }
-    found
 }
 
 /// The key bytes of `subject` in the key file (the file's own parser), newest generation.
@@ -323,16 +302,6 @@ async fn a_subjects_data_is_sealed_on_disk_and_erased_with_its_key() {
     assert_eq!(read[2].data_json().expect("json")["name"], "back");
     assert_eq!(files_holding(&data, &key), Vec::<String>::new());
     assert_eq!(files_holding(&data, ada.as_bytes()), Vec::<String>::new());
-}
-
-fn eventfold(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(args)
-        .env_remove("EVENTFOLD_TOKEN")
-        .env_remove("EVENTFOLD_SERVER")
-        .env("EVENTFOLD_LOG", "warn")
-        .output()
-        .expect("run eventfold")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
