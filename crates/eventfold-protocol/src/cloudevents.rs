@@ -2,11 +2,13 @@
 //! `id` (a UUID) → event id (else kept as `metadata.ce_id`), `type` → type, `source` →
 //! `metadata.source`, `time` → `metadata.ce_time`, `subject` → `metadata.subject`,
 //! `datacontenttype` → content type, `data`/`data_base64` → data, extensions → metadata.
+//! The way back out is [`crate::cloudevents_out`].
 
 use base64::Engine as _;
 use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
 use serde_json::Value;
 
+use crate::cloudevents_out::{CE_EXT_METADATA, is_attribute_name};
 use crate::codes::ErrorCode;
 use crate::error::WireError;
 
@@ -68,7 +70,9 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
             .decode(b.as_bytes())
             .map_err(|e| bad(i, format!("`data_base64` is not valid base64 ({e})")))?,
         (None, Some(_)) => return Err(bad(i, "`data_base64` must be a string")),
-        (None, None) => b"null".to_vec(),
+        // No data: JSON `null`, or no bytes for other content types.
+        (None, None) if content_type.is_json() => b"null".to_vec(),
+        (None, None) => Vec::new(),
     };
     let mut metadata = Metadata::new();
     let id = match ce_id.parse::<EventId>() {
@@ -85,13 +89,19 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
     if let Some(t) = ce.remove("time") {
         metadata.insert("ce_time".into(), t);
     }
-    // `subject`, `dataschema` and every extension keep their own names.
+    // `subject`, `dataschema` and every extension keep their own names; eventfold's own
+    // extensions (a CloudEvent read from eventfold and appended again) say where it was, not
+    // what it is, and are dropped, except `eventfoldmetadata`, whose keys come back.
+    let mut carried = None;
     for (k, v) in ce {
-        if !k
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            || k.is_empty()
-        {
+        if k == CE_EXT_METADATA {
+            carried = Some(v);
+            continue;
+        }
+        if k.starts_with("eventfold") && is_attribute_name(&k) {
+            continue;
+        }
+        if !is_attribute_name(&k) {
             return Err(bad(
                 i,
                 format!(
@@ -100,6 +110,20 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
             ));
         }
         metadata.insert(k, v);
+    }
+    if let Some(carried) = carried {
+        let Some(Value::Object(rest)) = carried
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        else {
+            return Err(bad(
+                i,
+                format!("`{CE_EXT_METADATA}` must be a string holding a JSON object"),
+            ));
+        };
+        for (k, v) in rest {
+            metadata.entry(k).or_insert(v);
+        }
     }
     // The distributed-tracing extension (`traceparent`, `tracestate`) is checked like a header.
     let event = NewEvent {

@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod cloudevents;
+mod cloudevents_out;
 mod codes;
 mod error;
 mod event;
@@ -15,6 +16,11 @@ mod stats;
 mod trace;
 
 pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
+pub use cloudevents_out::{
+    CE_EXT_ID, CE_EXT_METADATA, CE_EXT_POSITION, CE_EXT_REVISION, CE_EXT_STREAM,
+    CLOUDEVENTS_SPECVERSION, CloudEventOut, cloudevents_batch, default_source,
+    write_cloudevent_line,
+};
 pub use codes::ErrorCode;
 pub use error::{
     ErrorBody, ErrorDetail, WireError, error_status, from_error_body, store_error_code,
