@@ -149,6 +149,55 @@ pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
     Ok(vec![one(v, 0)?])
 }
 
+/// The prefix of a binary-mode CloudEvent's attribute headers (HTTP protocol binding).
+pub const CE_HEADER_PREFIX: &str = "ce-";
+
+/// Parses one binary-mode CloudEvent (the HTTP protocol binding): its attributes in `ce-*`
+/// headers (`headers`: every request header, names in lowercase as HTTP libraries give them;
+/// values percent-decoded as the binding says), `Content-Type` as `datacontenttype`, and the
+/// body as the data (JSON for a JSON content type, bytes otherwise). The attributes then map
+/// exactly as a structured CloudEvent's do; extension values arrive as strings (headers have
+/// no other type).
+pub fn parse_cloudevent_binary<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<NewEvent>, WireError> {
+    let mut ce = serde_json::Map::new();
+    for (name, value) in headers {
+        let Some(attr) = name.strip_prefix(CE_HEADER_PREFIX) else {
+            continue;
+        };
+        let text = percent_encoding::percent_decode(value)
+            .decode_utf8()
+            .map_err(|_| bad(0, format!("the header {name} is not UTF-8 text")))?;
+        ce.insert(attr.to_owned(), Value::String(text.into_owned()));
+    }
+    if let Some(c) = content_type {
+        ce.insert("datacontenttype".into(), Value::String(c.to_owned()));
+    }
+    let json = content_type.is_none_or(|c| {
+        ContentType::new(c)
+            .map(|c| c.is_json())
+            .unwrap_or(false)
+    });
+    if json && !body.is_empty() {
+        let data: Value = serde_json::from_slice(body).map_err(|e| {
+            WireError::new(
+                ErrorCode::InvalidJson,
+                format!("the body of a binary-mode CloudEvent with JSON data is not JSON: {e}"),
+            )
+        })?;
+        ce.insert("data".into(), data);
+    } else if !json {
+        ce.insert(
+            "data_base64".into(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+        );
+    }
+    Ok(vec![one(Value::Object(ce), 0)?])
+}
+
 /// Parses a batch (`application/cloudevents-batch+json`): an array of structured CloudEvents.
 pub fn parse_cloudevents_batch(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
     let v: Vec<Value> = serde_json::from_slice(body).map_err(|e| {

@@ -15,7 +15,9 @@ pub mod scavenge;
 mod stats;
 mod trace;
 
-pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
+pub use cloudevents::{
+    CE_HEADER_PREFIX, parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch,
+};
 pub use cloudevents_out::{
     CE_EXT_ID, CE_EXT_METADATA, CE_EXT_POSITION, CE_EXT_REVISION, CE_EXT_STREAM,
     CLOUDEVENTS_SPECVERSION, CloudEventOut, cloudevents_batch, default_source,
