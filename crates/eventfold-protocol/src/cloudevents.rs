@@ -75,9 +75,11 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
         (None, None) => Vec::new(),
     };
     let mut metadata = Metadata::new();
+    // A UUID in its usual spelling is the event id; any other id (another spelling of a UUID
+    // too) is kept as it came, so that it reads back exactly.
     let id = match ce_id.parse::<EventId>() {
-        Ok(id) => id,
-        Err(_) => {
+        Ok(id) if id.to_string() == ce_id => id,
+        _ => {
             metadata.insert("ce_id".into(), Value::String(ce_id));
             EventId::new_v7()
         }
@@ -168,19 +170,21 @@ pub fn parse_cloudevent_binary<'a>(
         let Some(attr) = name.strip_prefix(CE_HEADER_PREFIX) else {
             continue;
         };
-        let text = percent_encoding::percent_decode(value)
-            .decode_utf8()
-            .map_err(|_| bad(0, format!("the header {name} is not UTF-8 text")))?;
-        ce.insert(attr.to_owned(), Value::String(text.into_owned()));
+        // Percent-decoded UTF-8, as the binding says; bytes that are not UTF-8 are read as
+        // ISO-8859-1, HTTP's historical header charset (what clients that send non-ASCII
+        // unencoded, such as the Python SDK, write).
+        let bytes: Vec<u8> = percent_encoding::percent_decode(value).collect();
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => e.into_bytes().iter().map(|&b| char::from(b)).collect(),
+        };
+        ce.insert(attr.to_owned(), Value::String(text));
     }
     if let Some(c) = content_type {
         ce.insert("datacontenttype".into(), Value::String(c.to_owned()));
     }
-    let json = content_type.is_none_or(|c| {
-        ContentType::new(c)
-            .map(|c| c.is_json())
-            .unwrap_or(false)
-    });
+    let json =
+        content_type.is_none_or(|c| ContentType::new(c).map(|c| c.is_json()).unwrap_or(false));
     if json && !body.is_empty() {
         let data: Value = serde_json::from_slice(body).map_err(|e| {
             WireError::new(

@@ -58,8 +58,7 @@ const SOURCE_KEY: &str = "source";
 /// Whether `k` is a CloudEvents attribute name: lowercase ASCII letters and digits.
 pub(crate) fn is_attribute_name(k: &str) -> bool {
     !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
@@ -243,6 +242,7 @@ mod tests {
         let id = prop_oneof![
             "[a-zA-Z0-9:._-]{1,40}",
             Just("0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d".to_owned()),
+            Just("0192F6A0-7C1E-7A3B-9C1D-2F1E3A4B5C6D".to_owned()),
         ];
         let data = prop_oneof![
             // JSON data (objects with any keys, numbers, strings).
@@ -276,7 +276,9 @@ mod tests {
             id,
             "[a-z/:.]{1,30}",
             "[a-z.]{1,20}",
-            proptest::option::of("20[0-9]{2}-0[1-9]-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z"),
+            proptest::option::of(
+                "20[0-9]{2}-0[1-9]-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z",
+            ),
             proptest::option::of("\\PC{1,20}"),
             proptest::option::of("https://example\\.com/[a-z]{1,10}"),
             data,

@@ -44,5 +44,12 @@ pub use trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context, parse
 pub const NDJSON: &str = "application/x-ndjson";
 /// Media type of a structured CloudEvent.
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// The header of a read answered as a CloudEvents batch that holds the next page's `from`
+/// (a batch is a bare array, with no room for it); absent at the end.
+pub const CLOUDEVENTS_NEXT_HEADER: &str = "eventfold-next";
+/// Media type of NDJSON whose lines are structured CloudEvents (`Accept` and `Content-Type`).
+pub const NDJSON_CLOUDEVENTS: &str = "application/x-ndjson; format=cloudevents";
+/// Media type of Server-Sent Events whose `data:` is a structured CloudEvent.
+pub const EVENT_STREAM_CLOUDEVENTS: &str = "text/event-stream; format=cloudevents";
 /// Media type of a batch of structured CloudEvents.
 pub const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";

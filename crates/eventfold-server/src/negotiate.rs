@@ -24,10 +24,7 @@ pub struct Negotiated {
     pub cloudevents: bool,
 }
 
-/// The media type of NDJSON of structured CloudEvents.
-pub const NDJSON_CLOUDEVENTS: &str = "application/x-ndjson; format=cloudevents";
-/// The media type of Server-Sent Events whose `data:` is a structured CloudEvent.
-pub const EVENT_STREAM_CLOUDEVENTS: &str = "text/event-stream; format=cloudevents";
+pub use eventfold_protocol::{EVENT_STREAM_CLOUDEVENTS, NDJSON_CLOUDEVENTS};
 
 /// Whether a media range's parameters hold `format=cloudevents` (any case, quoted or not).
 fn asks_cloudevents(params: &[&str]) -> bool {
@@ -111,7 +108,10 @@ mod tests {
             ce(Wants::Ndjson)
         );
         assert_eq!(
-            n("text/html, Text/Event-Stream;Format=\"CloudEvents\"", Wants::Json),
+            n(
+                "text/html, Text/Event-Stream;Format=\"CloudEvents\"",
+                Wants::Json
+            ),
             ce(Wants::EventStream)
         );
         assert_eq!(

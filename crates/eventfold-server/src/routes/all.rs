@@ -107,5 +107,9 @@ fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice, shape: Shape) -> Res
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
-    ([(CONTENT_TYPE, shape.ndjson_media_type())], Body::from_stream(body)).into_response()
+    (
+        [(CONTENT_TYPE, shape.ndjson_media_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }

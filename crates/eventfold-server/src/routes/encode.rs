@@ -123,8 +123,7 @@ pub fn cloudevents_page(events: &[eventfold_core::RecordedEvent], next: Option<u
     r
 }
 
-/// The header of a CloudEvents batch answer that holds the next page's `from`.
-pub const NEXT_HEADER: &str = "eventfold-next";
+pub use eventfold_protocol::CLOUDEVENTS_NEXT_HEADER as NEXT_HEADER;
 
 #[cfg(test)]
 mod tests {

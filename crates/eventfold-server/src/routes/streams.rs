@@ -8,9 +8,9 @@ use eventfold_core::{
 };
 use eventfold_groups::GroupName;
 use eventfold_protocol::{
-    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse,
-    QueryPairs, READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER,
-    fill_trace_context, parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch, parse_expected_revision,
+    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, QueryPairs,
+    READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context,
+    parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch, parse_expected_revision,
     parse_new_events, parse_trace_headers, read_stream_query,
 };
 use eventfold_trace::{Attribute, Kind, semconv};
@@ -323,7 +323,11 @@ fn ndjson_stream_read(
         };
         Some((Ok::<_, std::io::Error>(out), (st, stream, read, next, sent)))
     });
-    ([(CONTENT_TYPE, shape.ndjson_media_type())], Body::from_stream(body)).into_response()
+    (
+        [(CONTENT_TYPE, shape.ndjson_media_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// `GET /streams/{stream}/info`.

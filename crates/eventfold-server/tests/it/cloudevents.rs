@@ -104,7 +104,10 @@ impl Server {
 fn without_own(mut v: Value, stream: &str, revision: u64) -> Value {
     let m = v.as_object_mut().expect("an object");
     assert_eq!(m.remove("eventfoldstream"), Some(json!(stream)));
-    assert_eq!(m.remove("eventfoldrevision"), Some(json!(revision.to_string())));
+    assert_eq!(
+        m.remove("eventfoldrevision"),
+        Some(json!(revision.to_string()))
+    );
     assert!(m.remove("eventfoldposition").is_some());
     assert!(m.remove("eventfoldid").is_some());
     v
@@ -126,7 +129,8 @@ async fn cloudevents_appended_read_back_as_cloudevents_in_every_format() {
         "type": "note.added", "time": "2026-11-22T10:00:01Z", "datacontenttype": "text/plain",
         "traceparent": TRACEPARENT, "data": "ünïcode text",
     });
-    s.append("ce-1", "application/cloudevents+json", &full).await;
+    s.append("ce-1", "application/cloudevents+json", &full)
+        .await;
     s.append("ce-1", "application/cloudevents-batch+json", &json!([text]))
         .await;
     // Binary mode: attributes in ce- headers (percent-encoded), the data as the body.
@@ -161,7 +165,11 @@ async fn cloudevents_appended_read_back_as_cloudevents_in_every_format() {
     let batch: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
     assert_eq!(batch.len(), 3);
     for (i, (got, want)) in batch.iter().zip(&sent).enumerate() {
-        assert_eq!(without_own(got.clone(), "ce-1", i as u64), *want, "event {i}");
+        assert_eq!(
+            without_own(got.clone(), "ce-1", i as u64),
+            *want,
+            "event {i}"
+        );
     }
     // The UUID id is the event's id: `eventfoldid` says the same.
     assert_eq!(batch[1]["eventfoldid"], sent[1]["id"]);
@@ -255,7 +263,10 @@ async fn a_native_event_gets_defaults_and_survives_a_trip_through_cloudevents() 
     assert_eq!(ce["id"], ce["eventfoldid"]);
     assert!(ce["time"].as_str().expect("time").ends_with('Z'));
     assert_eq!(ce["tenant"], "acme");
-    assert!(ce["traceparent"].is_string(), "the context the server stored");
+    assert!(
+        ce["traceparent"].is_string(),
+        "the context the server stored"
+    );
     s.append(
         "copy-1",
         "application/cloudevents+json",
