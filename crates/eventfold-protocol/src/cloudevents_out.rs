@@ -391,7 +391,8 @@ mod tests {
             ..e
         };
         assert_eq!(out(&binary)["data_base64"], "/wA=");
-        let batch: Value = serde_json::from_slice(&cloudevents_batch(&[binary.clone()])).unwrap();
+        let batch: Value =
+            serde_json::from_slice(&cloudevents_batch(std::slice::from_ref(&binary))).unwrap();
         assert_eq!(batch[0], Value::Object(out(&binary)));
     }
 }
