@@ -253,4 +253,56 @@ mod tests {
             "empty_batch"
         );
     }
+
+    /// Binary mode: `ce-*` headers percent-decoded (bytes that are not UTF-8 read as
+    /// ISO-8859-1), other headers ignored, JSON or bytes as data, and the same checks.
+    #[test]
+    fn binary_mode_maps_like_structured_mode() {
+        let h = |extra: &[(&'static str, &'static [u8])]| {
+            let mut v: Vec<(&str, &[u8])> = vec![
+                ("ce-specversion", b"1.0"),
+                ("ce-id", b"b-1"),
+                ("ce-source", b"/s"),
+                ("ce-type", b"t"),
+                ("host", b"x"),
+            ];
+            v.extend_from_slice(extra);
+            v
+        };
+        let e = &parse_cloudevent_binary(
+            h(&[("ce-subject", b"caf%C3%A9"), ("ce-site", b"caf\xe9")]),
+            Some("application/json"),
+            br#"{"n":1}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(e.metadata["ce_id"], "b-1");
+        assert_eq!(e.metadata["subject"], "café");
+        assert_eq!(e.metadata["site"], "café");
+        assert!(!e.metadata.contains_key("host"));
+        assert_eq!(e.data, br#"{"n":1}"#);
+        let e = &parse_cloudevent_binary(h(&[]), Some("image/png"), &[0, 255]).unwrap()[0];
+        assert_eq!(
+            (e.content_type.as_str(), &e.data[..]),
+            ("image/png", &[0, 255][..])
+        );
+        assert_eq!(
+            parse_cloudevent_binary(h(&[]), None, b"{no")
+                .unwrap_err()
+                .body
+                .error
+                .code,
+            "invalid_json"
+        );
+        let no_type = vec![
+            ("ce-specversion", &b"1.0"[..]),
+            ("ce-id", b"a"),
+            ("ce-source", b"s"),
+        ];
+        assert_eq!(
+            parse_cloudevent_binary(no_type, None, b"")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
 }
