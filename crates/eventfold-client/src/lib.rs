@@ -28,9 +28,9 @@ use eventfold_core::{
     StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_protocol::{
-    AppendAnswer, AppendLineOut, AppendResponse, ErrorBody, InfoResponse, ReadResponse,
-    StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, WireEvent, from_error_body,
-    new_event_out,
+    AppendAnswer, AppendLineOut, AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_NEXT_HEADER,
+    ErrorBody, InfoResponse, ReadResponse, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    WireEvent, from_error_body, new_event_out,
 };
 use futures::StreamExt as _;
 
@@ -167,6 +167,85 @@ impl Client {
         let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| transport(what, format!("the answer does not parse ({e})")))
+    }
+}
+
+/// A page of events read as CloudEvents: each a structured CloudEvent as the server wrote it
+/// (`eventfold_protocol::CloudEventOut`), and where the next page starts (a revision for a
+/// stream, a position for `$all`; `None` at the end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEventsPage {
+    pub events: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub next: Option<u64>,
+}
+
+impl Client {
+    /// Reads a page of a stream as CloudEvents (`Accept: application/cloudevents-batch+json`).
+    pub async fn read_stream_cloudevents(
+        &self,
+        stream: &StreamName,
+        read: ReadStream,
+    ) -> StoreResult<CloudEventsPage> {
+        let q = vec![
+            ("from".to_owned(), from_param(read.from)),
+            (
+                "direction".to_owned(),
+                direction_param(read.direction).to_owned(),
+            ),
+            ("limit".to_owned(), read.limit.to_string()),
+        ];
+        self.cloudevents_page(
+            self.url(&["streams", stream.as_str()]),
+            q,
+            "read a stream as CloudEvents",
+        )
+        .await
+    }
+
+    /// Reads a page of `$all` as CloudEvents (`Accept: application/cloudevents-batch+json`).
+    pub async fn read_all_cloudevents(&self, read: ReadAll) -> StoreResult<CloudEventsPage> {
+        let mut q = vec![
+            ("from".to_owned(), from_param(read.from)),
+            (
+                "direction".to_owned(),
+                direction_param(read.direction).to_owned(),
+            ),
+            ("limit".to_owned(), read.limit.to_string()),
+        ];
+        filter_params(&read.filter, &mut q);
+        self.cloudevents_page(self.url(&["all"]), q, "read $all as CloudEvents")
+            .await
+    }
+
+    async fn cloudevents_page(
+        &self,
+        url: reqwest::Url,
+        q: Vec<(String, String)>,
+        what: &str,
+    ) -> StoreResult<CloudEventsPage> {
+        let rb = self
+            .req(reqwest::Method::GET, url)
+            .query(&q)
+            .header(reqwest::header::ACCEPT, CLOUDEVENTS_BATCH_JSON);
+        let resp = self.send(rb, what).await?;
+        let next = match resp.headers().get(CLOUDEVENTS_NEXT_HEADER) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        transport(
+                            what,
+                            format!("the {CLOUDEVENTS_NEXT_HEADER} header is not a number"),
+                        )
+                    })?,
+            ),
+        };
+        let bytes = resp.bytes().await.map_err(|e| transport(what, e))?;
+        let events = serde_json::from_slice(&bytes)
+            .map_err(|e| transport(what, format!("the answer is not a CloudEvents batch ({e})")))?;
+        Ok(CloudEventsPage { events, next })
     }
 }
 

@@ -2,11 +2,13 @@
 //! `id` (a UUID) → event id (else kept as `metadata.ce_id`), `type` → type, `source` →
 //! `metadata.source`, `time` → `metadata.ce_time`, `subject` → `metadata.subject`,
 //! `datacontenttype` → content type, `data`/`data_base64` → data, extensions → metadata.
+//! The way back out is [`crate::cloudevents_out`].
 
 use base64::Engine as _;
 use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
 use serde_json::Value;
 
+use crate::cloudevents_out::{CE_EXT_METADATA, is_attribute_name};
 use crate::codes::ErrorCode;
 use crate::error::WireError;
 
@@ -68,12 +70,16 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
             .decode(b.as_bytes())
             .map_err(|e| bad(i, format!("`data_base64` is not valid base64 ({e})")))?,
         (None, Some(_)) => return Err(bad(i, "`data_base64` must be a string")),
-        (None, None) => b"null".to_vec(),
+        // No data: JSON `null`, or no bytes for other content types.
+        (None, None) if content_type.is_json() => b"null".to_vec(),
+        (None, None) => Vec::new(),
     };
     let mut metadata = Metadata::new();
+    // A UUID in its usual spelling is the event id; any other id (another spelling of a UUID
+    // too) is kept as it came, so that it reads back exactly.
     let id = match ce_id.parse::<EventId>() {
-        Ok(id) => id,
-        Err(_) => {
+        Ok(id) if id.to_string() == ce_id => id,
+        _ => {
             metadata.insert("ce_id".into(), Value::String(ce_id));
             EventId::new_v7()
         }
@@ -85,13 +91,19 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
     if let Some(t) = ce.remove("time") {
         metadata.insert("ce_time".into(), t);
     }
-    // `subject`, `dataschema` and every extension keep their own names.
+    // `subject`, `dataschema` and every extension keep their own names; eventfold's own
+    // extensions (a CloudEvent read from eventfold and appended again) say where it was, not
+    // what it is, and are dropped, except `eventfoldmetadata`, whose keys come back.
+    let mut carried = None;
     for (k, v) in ce {
-        if !k
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            || k.is_empty()
-        {
+        if k == CE_EXT_METADATA {
+            carried = Some(v);
+            continue;
+        }
+        if k.starts_with("eventfold") && is_attribute_name(&k) {
+            continue;
+        }
+        if !is_attribute_name(&k) {
             return Err(bad(
                 i,
                 format!(
@@ -100,6 +112,20 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
             ));
         }
         metadata.insert(k, v);
+    }
+    if let Some(carried) = carried {
+        let Some(Value::Object(rest)) = carried
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        else {
+            return Err(bad(
+                i,
+                format!("`{CE_EXT_METADATA}` must be a string holding a JSON object"),
+            ));
+        };
+        for (k, v) in rest {
+            metadata.entry(k).or_insert(v);
+        }
     }
     // The distributed-tracing extension (`traceparent`, `tracestate`) is checked like a header.
     let event = NewEvent {
@@ -123,6 +149,57 @@ pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
         )
     })?;
     Ok(vec![one(v, 0)?])
+}
+
+/// The prefix of a binary-mode CloudEvent's attribute headers (HTTP protocol binding).
+pub const CE_HEADER_PREFIX: &str = "ce-";
+
+/// Parses one binary-mode CloudEvent (the HTTP protocol binding): its attributes in `ce-*`
+/// headers (`headers`: every request header, names in lowercase as HTTP libraries give them;
+/// values percent-decoded as the binding says), `Content-Type` as `datacontenttype`, and the
+/// body as the data (JSON for a JSON content type, bytes otherwise). The attributes then map
+/// exactly as a structured CloudEvent's do; extension values arrive as strings (headers have
+/// no other type).
+pub fn parse_cloudevent_binary<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<NewEvent>, WireError> {
+    let mut ce = serde_json::Map::new();
+    for (name, value) in headers {
+        let Some(attr) = name.strip_prefix(CE_HEADER_PREFIX) else {
+            continue;
+        };
+        // Percent-decoded UTF-8, as the binding says; bytes that are not UTF-8 are read as
+        // ISO-8859-1, HTTP's historical header charset (what clients that send non-ASCII
+        // unencoded, such as the Python SDK, write).
+        let bytes: Vec<u8> = percent_encoding::percent_decode(value).collect();
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => e.into_bytes().iter().map(|&b| char::from(b)).collect(),
+        };
+        ce.insert(attr.to_owned(), Value::String(text));
+    }
+    if let Some(c) = content_type {
+        ce.insert("datacontenttype".into(), Value::String(c.to_owned()));
+    }
+    let json =
+        content_type.is_none_or(|c| ContentType::new(c).map(|c| c.is_json()).unwrap_or(false));
+    if json && !body.is_empty() {
+        let data: Value = serde_json::from_slice(body).map_err(|e| {
+            WireError::new(
+                ErrorCode::InvalidJson,
+                format!("the body of a binary-mode CloudEvent with JSON data is not JSON: {e}"),
+            )
+        })?;
+        ce.insert("data".into(), data);
+    } else if !json {
+        ce.insert(
+            "data_base64".into(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+        );
+    }
+    Ok(vec![one(Value::Object(ce), 0)?])
 }
 
 /// Parses a batch (`application/cloudevents-batch+json`): an array of structured CloudEvents.
@@ -174,6 +251,58 @@ mod tests {
         assert_eq!(
             parse_cloudevents_batch(b"[]").unwrap_err().body.error.code,
             "empty_batch"
+        );
+    }
+
+    /// Binary mode: `ce-*` headers percent-decoded (bytes that are not UTF-8 read as
+    /// ISO-8859-1), other headers ignored, JSON or bytes as data, and the same checks.
+    #[test]
+    fn binary_mode_maps_like_structured_mode() {
+        let h = |extra: &[(&'static str, &'static [u8])]| {
+            let mut v: Vec<(&str, &[u8])> = vec![
+                ("ce-specversion", b"1.0"),
+                ("ce-id", b"b-1"),
+                ("ce-source", b"/s"),
+                ("ce-type", b"t"),
+                ("host", b"x"),
+            ];
+            v.extend_from_slice(extra);
+            v
+        };
+        let e = &parse_cloudevent_binary(
+            h(&[("ce-subject", b"caf%C3%A9"), ("ce-site", b"caf\xe9")]),
+            Some("application/json"),
+            br#"{"n":1}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(e.metadata["ce_id"], "b-1");
+        assert_eq!(e.metadata["subject"], "café");
+        assert_eq!(e.metadata["site"], "café");
+        assert!(!e.metadata.contains_key("host"));
+        assert_eq!(e.data, br#"{"n":1}"#);
+        let e = &parse_cloudevent_binary(h(&[]), Some("image/png"), &[0, 255]).unwrap()[0];
+        assert_eq!(
+            (e.content_type.as_str(), &e.data[..]),
+            ("image/png", &[0, 255][..])
+        );
+        assert_eq!(
+            parse_cloudevent_binary(h(&[]), None, b"{no")
+                .unwrap_err()
+                .body
+                .error
+                .code,
+            "invalid_json"
+        );
+        let no_type = vec![
+            ("ce-specversion", &b"1.0"[..]),
+            ("ce-id", b"a"),
+            ("ce-source", b"s"),
+        ];
+        assert_eq!(
+            parse_cloudevent_binary(no_type, None, b"")
+                .unwrap_err()
+                .status,
+            400
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod cloudevents;
+mod cloudevents_out;
 mod codes;
 mod error;
 mod event;
@@ -14,7 +15,14 @@ pub mod scavenge;
 mod stats;
 mod trace;
 
-pub use cloudevents::{parse_cloudevent, parse_cloudevents_batch};
+pub use cloudevents::{
+    CE_HEADER_PREFIX, parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch,
+};
+pub use cloudevents_out::{
+    CE_EXT_ID, CE_EXT_METADATA, CE_EXT_POSITION, CE_EXT_REVISION, CE_EXT_STREAM,
+    CLOUDEVENTS_SPECVERSION, CloudEventOut, cloudevents_batch, default_source,
+    write_cloudevent_line,
+};
 pub use codes::ErrorCode;
 pub use error::{
     ErrorBody, ErrorDetail, WireError, error_status, from_error_body, store_error_code,
@@ -36,5 +44,12 @@ pub use trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context, parse
 pub const NDJSON: &str = "application/x-ndjson";
 /// Media type of a structured CloudEvent.
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// The header of a read answered as a CloudEvents batch that holds the next page's `from`
+/// (a batch is a bare array, with no room for it); absent at the end.
+pub const CLOUDEVENTS_NEXT_HEADER: &str = "eventfold-next";
+/// Media type of NDJSON whose lines are structured CloudEvents (`Accept` and `Content-Type`).
+pub const NDJSON_CLOUDEVENTS: &str = "application/x-ndjson; format=cloudevents";
+/// Media type of Server-Sent Events whose `data:` is a structured CloudEvent.
+pub const EVENT_STREAM_CLOUDEVENTS: &str = "text/event-stream; format=cloudevents";
 /// Media type of a batch of structured CloudEvents.
 pub const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";

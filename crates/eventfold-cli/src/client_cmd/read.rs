@@ -1,4 +1,5 @@
-//! `eventfold read`: a stream or `$all`, page after page, as text lines or NDJSON.
+//! `eventfold read`: a stream or `$all`, page after page, as text lines, NDJSON, or NDJSON of
+//! CloudEvents.
 
 use eventfold_core::{
     Direction, EventFilter, EventStore as _, EventType, Position, ReadAll, ReadFrom, ReadStream,
@@ -36,6 +37,10 @@ pub struct ReadArgs {
     /// Only events of streams whose name starts with this; $all only.
     #[arg(long)]
     stream_prefix: Option<String>,
+    /// Each event as a structured CloudEvent, one per line, as the server writes them
+    /// (`Accept: application/cloudevents-batch+json`; see docs/http-api.md, "CloudEvents out").
+    #[arg(long)]
+    cloudevents: bool,
 }
 
 pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
@@ -52,13 +57,17 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
     });
     let mut remaining = a.limit.unwrap_or(u64::MAX);
     let mut out = Out::new();
+    if matches!(a.target, Target::Stream(_)) && (a.category.is_some() || a.stream_prefix.is_some())
+    {
+        return Err(CliError::usage(
+            "--category and --stream-prefix filter '$all'; a stream read takes only --type",
+        ));
+    }
+    if a.cloudevents {
+        return read_cloudevents(&a, &conn, from, direction, remaining, out).await;
+    }
     match &a.target {
         Target::Stream(stream) => {
-            if a.category.is_some() || a.stream_prefix.is_some() {
-                return Err(CliError::usage(
-                    "--category and --stream-prefix filter '$all'; a stream read takes only --type",
-                ));
-            }
             let mut from = match from {
                 StartAt::Start => ReadFrom::Start,
                 StartAt::End => ReadFrom::End,
@@ -129,6 +138,85 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
         }
     }
     out.flush()
+}
+
+/// `--cloudevents`: the same pages, read as CloudEvents batches and printed one CloudEvent
+/// per line as the server wrote it.
+async fn read_cloudevents(
+    a: &ReadArgs,
+    conn: &super::Conn,
+    from: StartAt,
+    direction: Direction,
+    mut remaining: u64,
+    mut out: Out,
+) -> Result<(), CliError> {
+    let mut at = match from {
+        StartAt::Start => ReadFrom::Start,
+        StartAt::End => ReadFrom::End,
+        StartAt::At(n) => ReadFrom::At(n),
+    };
+    while remaining > 0 {
+        let page = match &a.target {
+            // The type filter is applied here, so a page may match fewer than it holds.
+            Target::Stream(stream) => conn
+                .client
+                .read_stream_cloudevents(
+                    stream,
+                    ReadStream {
+                        from: at_as(at, Revision),
+                        direction,
+                        limit: if a.types.is_empty() {
+                            page(remaining)
+                        } else {
+                            PAGE_EVENTS
+                        },
+                    },
+                )
+                .await
+                .map_err(|e| conn.fail(e))?,
+            Target::All => conn
+                .client
+                .read_all_cloudevents(ReadAll {
+                    from: at_as(at, Position),
+                    direction,
+                    limit: page(remaining),
+                    filter: EventFilter {
+                        types: a.types.clone(),
+                        category: a.category.clone(),
+                        stream_prefix: a.stream_prefix.clone(),
+                    },
+                })
+                .await
+                .map_err(|e| conn.fail(e))?,
+        };
+        for ce in &page.events {
+            let wanted = a.types.is_empty()
+                || ce
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| a.types.iter().any(|w| w.as_str() == t));
+            if remaining > 0 && wanted {
+                out.json(ce)?;
+                remaining -= 1;
+            }
+        }
+        match page.next {
+            Some(next) if !page.events.is_empty() && ReadFrom::At(next) != at => {
+                at = ReadFrom::At(next);
+            }
+            _ => break,
+        }
+    }
+    out.flush()
+}
+
+/// A start as a revision or a position.
+fn at_as<T>(at: ReadFrom<u64>, f: impl FnOnce(u64) -> T) -> ReadFrom<T> {
+    match at {
+        ReadFrom::Start => ReadFrom::Start,
+        ReadFrom::End => ReadFrom::End,
+        ReadFrom::At(n) => ReadFrom::At(f(n)),
+    }
 }
 
 /// The limit of the next read: what is left, at most a page.

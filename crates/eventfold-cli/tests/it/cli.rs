@@ -161,6 +161,21 @@ fn append_then_read_as_text_and_json() {
         .json_lines();
     assert_eq!(paid.len(), 1);
     assert_eq!(paid[0]["stream"], "order-1");
+    // As CloudEvents (the server's batches, page after page), of a stream and of $all.
+    let ce = eventfold(u, &["read", "order-1", "--cloudevents", "--limit", "2"], "")
+        .ok()
+        .json_lines();
+    assert_eq!(ce.len(), 2);
+    assert_eq!(ce[0]["specversion"], "1.0");
+    assert_eq!(ce[0]["source"], "/streams/order-1");
+    assert_eq!(ce[0]["data"]["total"], 9.5);
+    assert_eq!(ce[1]["type"], "order.paid");
+    assert_eq!(ce[1]["eventfoldrevision"], "1");
+    let ce = eventfold(u, &["read", "$all", "--cloudevents", "--type", "blob"], "")
+        .ok()
+        .json_lines();
+    assert_eq!(ce.len(), 1);
+    assert_eq!(ce[0]["data_base64"], "AAEC");
 }
 
 #[test]

@@ -5,13 +5,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eventfold_core::{AllSlice, ReadAll, ReadFrom};
-use eventfold_protocol::{NDJSON, QueryPairs, READ_ALL_PARAMS, read_all_query};
+use eventfold_protocol::{QueryPairs, READ_ALL_PARAMS, read_all_query};
 
-use super::encode::{json_page, ndjson_lines};
+use super::encode::{Shape, cloudevents_page, json_page};
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::ApiResult;
-use crate::negotiate::{Wants, wants};
+use crate::negotiate::{Wants, negotiate};
 use crate::state::AppState;
 
 const NDJSON_PAGE_EVENTS: usize = 500;
@@ -47,7 +47,9 @@ pub async fn read(
         limit_given,
     } = req.into_inner();
     read.limit = super::default_limit(limit_given, read.limit, &st);
-    if wants(&headers, Wants::Json) == Wants::Ndjson {
+    let asked = negotiate(&headers, Wants::Json);
+    let shape = Shape::of(asked.cloudevents);
+    if asked.wants == Wants::Ndjson {
         super::check_read_limit(&st, read.limit)?;
         let first = st
             .store
@@ -56,14 +58,18 @@ pub async fn read(
                 ..read.clone()
             })
             .await?;
-        return Ok(ndjson_all(st, read, first));
+        return Ok(ndjson_all(st, read, first, shape));
     }
     let slice = st.store.read_all(read).await?;
     st.metrics.events_read.inc_by(slice.events.len() as u64);
-    Ok(json_page(&slice.events, slice.next.map(|p| p.0)))
+    let next = slice.next.map(|p| p.0);
+    Ok(match asked.wants {
+        Wants::CloudEventsBatch => cloudevents_page(&slice.events, next),
+        _ => json_page(&slice.events, next),
+    })
 }
 
-fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice) -> Response {
+fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice, shape: Shape) -> Response {
     // Pages are read and encoded by a task of their own, one page ahead of the socket: the
     // next page's read and encoding run while the connection writes the previous one.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
@@ -73,7 +79,7 @@ fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice) -> Response {
         let mut page = first;
         loop {
             let take = page.events.len().min(total - sent);
-            let out = ndjson_lines(&page.events[..take]);
+            let out = shape.lines(&page.events[..take]);
             sent += take;
             st.metrics.events_read.inc_by(take as u64);
             let next = page.next;
@@ -101,5 +107,9 @@ fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice) -> Response {
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
-    ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
+    (
+        [(CONTENT_TYPE, shape.ndjson_media_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }

@@ -63,6 +63,68 @@ pub fn ndjson_lines(events: &[eventfold_core::RecordedEvent]) -> Bytes {
     Bytes::from(v)
 }
 
+/// How a read answer writes each event: eventfold's own JSON, or a structured CloudEvent
+/// (`eventfold_protocol::CloudEventOut`, the one mapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Native,
+    CloudEvents,
+}
+
+impl Shape {
+    pub fn of(cloudevents: bool) -> Shape {
+        if cloudevents {
+            Shape::CloudEvents
+        } else {
+            Shape::Native
+        }
+    }
+
+    /// The `Content-Type` of an NDJSON answer of this shape.
+    pub fn ndjson_media_type(self) -> &'static str {
+        match self {
+            Shape::Native => eventfold_protocol::NDJSON,
+            Shape::CloudEvents => crate::negotiate::NDJSON_CLOUDEVENTS,
+        }
+    }
+
+    /// The lines of a page of events in this shape.
+    pub fn lines(self, events: &[eventfold_core::RecordedEvent]) -> Bytes {
+        match self {
+            Shape::Native => ndjson_lines(events),
+            Shape::CloudEvents => cloudevent_lines(events),
+        }
+    }
+}
+
+/// One structured CloudEvent per line (sized like [`ndjson_lines`]: about the same bytes).
+pub fn cloudevent_lines(events: &[eventfold_core::RecordedEvent]) -> Bytes {
+    let mut v = Vec::with_capacity(events.iter().map(line_estimate).sum());
+    for e in events {
+        eventfold_protocol::write_cloudevent_line(&mut v, e);
+    }
+    Bytes::from(v)
+}
+
+/// A page as a CloudEvents batch; the next page's start, when there is one, in the
+/// `Eventfold-Next` header (a batch is a bare array, with no room for it).
+pub fn cloudevents_page(events: &[eventfold_core::RecordedEvent], next: Option<u64>) -> Response {
+    use axum::http::header::CONTENT_TYPE;
+    let body = eventfold_protocol::cloudevents_batch(events);
+    let mut r = (
+        [(CONTENT_TYPE, eventfold_protocol::CLOUDEVENTS_BATCH_JSON)],
+        body,
+    )
+        .into_response();
+    if let Some(n) = next {
+        r.headers_mut()
+            .insert(NEXT_HEADER, axum::http::HeaderValue::from(n));
+    }
+    r
+}
+
+pub use eventfold_protocol::CLOUDEVENTS_NEXT_HEADER as NEXT_HEADER;
+
 #[cfg(test)]
 mod tests {
     use eventfold_core::{

@@ -8,20 +8,20 @@ use eventfold_core::{
 };
 use eventfold_groups::GroupName;
 use eventfold_protocol::{
-    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, NDJSON,
-    QueryPairs, READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER,
-    fill_trace_context, parse_cloudevent, parse_cloudevents_batch, parse_expected_revision,
+    AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, QueryPairs,
+    READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context,
+    parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch, parse_expected_revision,
     parse_new_events, parse_trace_headers, read_stream_query,
 };
 use eventfold_trace::{Attribute, Kind, semconv};
 
-use super::encode::{json_page, ndjson_lines};
+use super::encode::{Shape, cloudevents_page, json_page};
 use super::read_body;
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Read, Write};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
-use crate::negotiate::{Wants, wants};
+use crate::negotiate::{Wants, negotiate};
 use crate::state::AppState;
 
 pub(crate) fn expected_revision(
@@ -48,6 +48,9 @@ pub(crate) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContex
     )?)
 }
 
+/// The header that makes an append a binary-mode CloudEvent.
+const CE_SPECVERSION_HEADER: &str = "ce-specversion";
+
 /// `POST /streams/{stream}`.
 pub async fn append(
     State(st): State<AppState>,
@@ -66,7 +69,16 @@ pub async fn append(
     )
     .await?;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let events = parse_append_body(content_type, &body)?;
+    let events = if headers.contains_key(CE_SPECVERSION_HEADER) {
+        // A binary-mode CloudEvent: attributes in `ce-*` headers, the data as the body.
+        parse_cloudevent_binary(
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            content_type,
+            &body,
+        )?
+    } else {
+        parse_append_body(content_type, &body)?
+    };
     let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
@@ -248,7 +260,9 @@ pub async fn read(
         }
         StreamTarget::Stream(stream) => stream,
     };
-    if wants(&headers, Wants::Json) == Wants::Ndjson {
+    let asked = negotiate(&headers, Wants::Json);
+    let shape = Shape::of(asked.cloudevents);
+    if asked.wants == Wants::Ndjson {
         super::check_read_limit(&st, read.limit)?;
         // Read the first page up front so errors get a status, not a cut stream.
         let first = st
@@ -261,11 +275,15 @@ pub async fn read(
                 },
             )
             .await?;
-        return Ok(ndjson_stream_read(st, stream, read, first));
+        return Ok(ndjson_stream_read(st, stream, read, first, shape));
     }
     let slice = st.store.read_stream(&stream, read).await?;
     st.metrics.events_read.inc_by(slice.events.len() as u64);
-    Ok(json_page(&slice.events, slice.next.map(|r| r.0)))
+    let next = slice.next.map(|r| r.0);
+    Ok(match asked.wants {
+        Wants::CloudEventsBatch => cloudevents_page(&slice.events, next),
+        _ => json_page(&slice.events, next),
+    })
 }
 
 fn ndjson_stream_read(
@@ -273,6 +291,7 @@ fn ndjson_stream_read(
     stream: StreamName,
     read: ReadStream,
     first: eventfold_core::StreamSlice,
+    shape: Shape,
 ) -> Response {
     let total = read.limit;
     let state = (st, stream, read, Some(first), 0usize);
@@ -282,7 +301,7 @@ fn ndjson_stream_read(
             None => return None,
         };
         let take = page.events.len().min(total - sent);
-        let out = ndjson_lines(&page.events[..take]);
+        let out = shape.lines(&page.events[..take]);
         let sent = sent + take;
         st.metrics.events_read.inc_by(take as u64);
         let next = match page.next {
@@ -304,7 +323,11 @@ fn ndjson_stream_read(
         };
         Some((Ok::<_, std::io::Error>(out), (st, stream, read, next, sent)))
     });
-    ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
+    (
+        [(CONTENT_TYPE, shape.ndjson_media_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// `GET /streams/{stream}/info`.

@@ -40,7 +40,7 @@ use crate::encoded::EncodedEvents;
 use crate::error::{ApiError, ApiResult};
 use crate::live::{Hub, Interest, Lease, LiveEvent, Take, TakeLimits, Waiter};
 use crate::metrics::Metrics;
-use crate::negotiate::{Wants, wants};
+use crate::negotiate::{EVENT_STREAM_CLOUDEVENTS, NDJSON_CLOUDEVENTS, Wants, negotiate};
 use crate::state::AppState;
 
 /// Which number identifies an event on this subscription: its revision (one stream) or its
@@ -373,6 +373,10 @@ struct ChunkWriter {
     metrics: Arc<Metrics>,
     /// `None`: NDJSON; else SSE with these ids.
     sse: Option<IdKind>,
+    /// Each event as a structured CloudEvent, encoded for this subscription alone (the shared
+    /// line is eventfold's own JSON; CloudEvents subscribers are rare enough that a second
+    /// ring is not worth its memory).
+    cloudevents: bool,
 }
 
 impl ChunkWriter {
@@ -383,6 +387,9 @@ impl ChunkWriter {
         self.metrics.events_read.inc_by(n);
         self.metrics.subscription_deliveries.inc_by(n);
         self.metrics.subscription_chunks.inc();
+        if self.cloudevents {
+            return self.cloudevents_chunk(events);
+        }
         match (self.sse, events) {
             // One NDJSON event: the shared bytes themselves, no copy.
             (None, [e]) => e.line.clone(),
@@ -413,6 +420,33 @@ impl ChunkWriter {
     }
 }
 
+impl ChunkWriter {
+    /// The chunk of a CloudEvents subscription: each event encoded here.
+    fn cloudevents_chunk(&self, events: &[Arc<LiveEvent>]) -> Bytes {
+        use std::io::Write as _;
+        let mut buf = Vec::with_capacity(events.iter().map(|e| e.line.len() + 256).sum());
+        for e in events {
+            if let Some(kind) = self.sse {
+                let _ = write!(buf, "id: {}\nevent: ", sse_id(kind, &e.event));
+                sse_safe(&mut buf, e.event.event_type.as_str());
+                buf.extend_from_slice(b"\ndata: ");
+                eventfold_protocol::write_cloudevent_line(&mut buf, &e.event);
+                buf.push(b'\n');
+            } else {
+                eventfold_protocol::write_cloudevent_line(&mut buf, &e.event);
+            }
+        }
+        Bytes::from(buf)
+    }
+}
+
+fn sse_id(kind: IdKind, e: &RecordedEvent) -> u64 {
+    match kind {
+        IdKind::Revision => e.revision.0,
+        IdKind::Position => e.position.0,
+    }
+}
+
 fn respond(st: &AppState, headers: &HeaderMap, feed: Feed, id_kind: IdKind) -> Response {
     let active = crate::metrics::ActiveSubscription::new(&st.metrics.subscriptions_active);
     let items =
@@ -424,10 +458,17 @@ fn respond(st: &AppState, headers: &HeaderMap, feed: Feed, id_kind: IdKind) -> R
             // The guard lives as long as the stream, so the gauge falls when the client goes.
             let _ = &active;
         });
-    let ndjson = matches!(wants(headers, Wants::EventStream), Wants::Ndjson);
+    let asked = negotiate(headers, Wants::EventStream);
+    let ndjson = asked.wants == Wants::Ndjson;
     let writer = ChunkWriter {
         metrics: st.metrics.clone(),
         sse: (!ndjson).then_some(id_kind),
+        cloudevents: asked.cloudevents,
+    };
+    let (ndjson_type, sse_type) = if asked.cloudevents {
+        (NDJSON_CLOUDEVENTS, EVENT_STREAM_CLOUDEVENTS)
+    } else {
+        (NDJSON, "text/event-stream")
     };
     if ndjson {
         let body = items.map(move |item| {
@@ -439,7 +480,7 @@ fn respond(st: &AppState, headers: &HeaderMap, feed: Feed, id_kind: IdKind) -> R
             })
         });
         (
-            [(CONTENT_TYPE, NDJSON), (CACHE_CONTROL, "no-cache")],
+            [(CONTENT_TYPE, ndjson_type), (CACHE_CONTROL, "no-cache")],
             Body::from_stream(body),
         )
             .into_response()
@@ -462,10 +503,7 @@ fn respond(st: &AppState, headers: &HeaderMap, feed: Feed, id_kind: IdKind) -> R
             })
         });
         (
-            [
-                (CONTENT_TYPE, "text/event-stream"),
-                (CACHE_CONTROL, "no-cache"),
-            ],
+            [(CONTENT_TYPE, sse_type), (CACHE_CONTROL, "no-cache")],
             Body::from_stream(body),
         )
             .into_response()

@@ -44,7 +44,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "post",
             path: "/streams/{stream}",
-            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch); header Expected-Revision: any | no-stream | exists | <u64>",
+            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch; or one binary-mode CloudEvent: its attributes in ce-* headers, its data as the body of any Content-Type); header Expected-Revision: any | no-stream | exists | <u64>",
             params: params::<OnStream<Write>>(),
             parse: Some(parse::<OnStream<Write>>),
             body: Some("NewEvents"),
@@ -74,7 +74,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/streams/{stream}",
-            summary: "Read a stream (JSON page, or NDJSON with Accept: application/x-ndjson)",
+            summary: "Read a stream (JSON page, or NDJSON with Accept: application/x-ndjson; CloudEvents with Accept: application/cloudevents-batch+json or application/x-ndjson; format=cloudevents)",
             params: params::<streams::ReadStreamRequest>(),
             parse: Some(parse::<streams::ReadStreamRequest>),
             body: None,
@@ -134,7 +134,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/streams/{stream}/subscribe",
-            summary: "Subscribe to a stream: history from `from` (default end), then live events, as SSE or NDJSON; Last-Event-ID resumes",
+            summary: "Subscribe to a stream: history from `from` (default end), then live events, as SSE or NDJSON (of CloudEvents with Accept: text/event-stream; format=cloudevents or application/x-ndjson; format=cloudevents); Last-Event-ID resumes",
             params: params::<subscribe::SubscribeStreamRequest>(),
             parse: Some(parse::<subscribe::SubscribeStreamRequest>),
             body: None,
@@ -184,7 +184,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/all",
-            summary: "Read the global log with optional filters (JSON page or NDJSON)",
+            summary: "Read the global log with optional filters (JSON page or NDJSON; CloudEvents with Accept: application/cloudevents-batch+json or application/x-ndjson; format=cloudevents)",
             params: params::<all::ReadAllRequest>(),
             parse: Some(parse::<all::ReadAllRequest>),
             body: None,
@@ -194,7 +194,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/all/subscribe",
-            summary: "Subscribe to the global log: history from `from` (default end), then live events, as SSE or NDJSON",
+            summary: "Subscribe to the global log: history from `from` (default end), then live events, as SSE or NDJSON (of CloudEvents with Accept: text/event-stream; format=cloudevents or application/x-ndjson; format=cloudevents)",
             params: params::<subscribe::SubscribeAllRequest>(),
             parse: Some(parse::<subscribe::SubscribeAllRequest>),
             body: None,
@@ -503,6 +503,19 @@ fn schemas() -> Value {
         "tombstoned": {"type": "boolean", "default": false}, "metadata": {"$ref": "#/components/schemas/StreamMetadata"}}});
     s["KnownStreams"] = json!({"type": "object", "required": ["streams", "next"], "properties": {
         "streams": {"type": "array", "items": {"$ref": "#/components/schemas/StreamState"}}, "next": {"type": ["string", "null"]}}});
+    s["CloudEventOut"] = json!({"type": "object",
+        "required": ["specversion", "id", "source", "type", "time", "datacontenttype",
+            "eventfoldstream", "eventfoldrevision", "eventfoldposition", "eventfoldid"],
+        "properties": {"specversion": {"const": "1.0"}, "id": {"type": "string"}, "source": {"type": "string"},
+            "type": {"type": "string"}, "time": {}, "datacontenttype": {"type": "string"}, "subject": {}, "dataschema": {},
+            "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"},
+            "eventfoldstream": {"type": "string"}, "eventfoldrevision": {"type": "string", "pattern": "^[0-9]+$"},
+            "eventfoldposition": {"type": "string", "pattern": "^[0-9]+$"}, "eventfoldid": {"type": "string", "format": "uuid"},
+            "eventfoldmetadata": {"type": "string", "description": "the metadata without a CloudEvents attribute name, a JSON object"}},
+        "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
+        "description": "An event as a structured CloudEvent 1.0 (docs/http-api.md, \"CloudEvents out\"): the attributes it came with, else its id, /streams/{stream} as source and its commit time; every metadata key that is a CloudEvents name as an extension; eventfold's own extensions"});
+    s["CloudEventsOut"] =
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/CloudEventOut"}});
     s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
     s["ScavengeReport"] = json!({"type": "object", "additionalProperties": false,
         "required": ["segments_scanned", "segments_compacted", "events_removed", "events_kept", "bytes_before", "bytes_after", "bytes_reclaimed", "duration_ms"],
@@ -564,6 +577,35 @@ fn common_errors(op: &Operation) -> impl Iterator<Item = &'static (u16, &'static
     .flat_map(|(_, list)| list.iter())
 }
 
+/// The CloudEvents a read or a subscription answers besides its own shape, by `Accept`
+/// (`crate::negotiate`): a read page as a CloudEvents batch (the next page's `from` in the
+/// `Eventfold-Next` header) or NDJSON of CloudEvents; a subscription as SSE or NDJSON of
+/// CloudEvents.
+fn add_cloudevents_answers(op: &Operation, responses: &mut serde_json::Map<String, Value>) {
+    use crate::negotiate::{EVENT_STREAM_CLOUDEVENTS, NDJSON_CLOUDEVENTS};
+    let read = op.method == "get" && (op.path == "/streams/{stream}" || op.path == "/all");
+    let subscription = op.method == "get" && op.path.ends_with("/subscribe");
+    let Some(ok) = responses.get_mut("200") else {
+        return;
+    };
+    let ce = json!({"schema": {"$ref": "#/components/schemas/CloudEventOut"}});
+    if read {
+        ok["content"][CLOUDEVENTS_BATCH_JSON] =
+            json!({"schema": {"$ref": "#/components/schemas/CloudEventsOut"}});
+        ok["content"][NDJSON] = json!({"schema": {"$ref": "#/components/schemas/Event"}});
+        ok["content"][NDJSON_CLOUDEVENTS] = ce;
+        ok["headers"] = json!({(super::encode::NEXT_HEADER): {"required": false,
+            "description": "with a CloudEvents batch: the next page's `from`, when there is one",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"}}});
+    } else if subscription {
+        ok["content"]["text/event-stream"] =
+            json!({"schema": {"$ref": "#/components/schemas/Event"}});
+        ok["content"][NDJSON] = json!({"schema": {"$ref": "#/components/schemas/Event"}});
+        ok["content"][EVENT_STREAM_CLOUDEVENTS] = ce.clone();
+        ok["content"][NDJSON_CLOUDEVENTS] = ce;
+    }
+}
+
 /// The OpenAPI 3.1 document of [`operations`].
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
@@ -618,6 +660,7 @@ pub fn document() -> Value {
             };
             responses.entry(status.to_string()).or_insert(r);
         }
+        add_cloudevents_answers(&op, &mut responses);
         let mut o = json!({"summary": op.summary, "parameters": params, "responses": responses});
         if let Some(b) = op.body {
             let mut content = serde_json::Map::new();

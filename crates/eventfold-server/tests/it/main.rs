@@ -2,6 +2,7 @@
 
 mod appends;
 mod auth;
+mod cloudevents;
 mod diskfull;
 mod fuzz_corpus;
 mod metrics;
