@@ -3,7 +3,7 @@
 //! parameter or a bad value is a 400 that names it.
 
 use eventfold_core::{
-    Direction, EventFilter, EventType, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream,
+    Direction, EventFilter, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream,
     Revision, SubscribeFrom,
 };
 
@@ -188,10 +188,13 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     let mut filter = EventFilter::default();
     if let Some(types) = q.get("type") {
         for t in types.split(',').filter(|t| !t.is_empty()) {
-            filter.types.push(
-                EventType::new(t)
-                    .map_err(|e| bad("type", t, &format!("is not an event type: {}", e.reason)))?,
-            );
+            filter.push_type(t).map_err(|e| {
+                bad(
+                    "type",
+                    t,
+                    &format!("is not an {}: {}", e.what, e.reason),
+                )
+            })?;
         }
     }
     if let Some(c) = q.get("category") {

@@ -1,7 +1,7 @@
 //! `eventfold read`: a stream or `$all`, page after page, as text lines or NDJSON.
 
 use eventfold_core::{
-    Direction, EventFilter, EventStore as _, EventType, Position, ReadAll, ReadFrom, ReadStream,
+    Direction, EventFilter, EventStore as _, TypeSelector, Position, ReadAll, ReadFrom, ReadStream,
     Revision,
 };
 
@@ -26,9 +26,10 @@ pub struct ReadArgs {
     /// At most this many events (of those that pass the filters) [default: all].
     #[arg(long)]
     limit: Option<u64>,
-    /// Only events of this type (repeat for several).
+    /// Only events of this type (repeat for several); with `*` (one word) or `#` (zero or more
+    /// words) a pattern: `order.*`, `order.#`.
     #[arg(long = "type", value_name = "TYPE")]
-    types: Vec<EventType>,
+    types: Vec<TypeSelector>,
     /// Only events of streams of this category (the part of the name before the first `-`);
     /// $all only.
     #[arg(long)]
@@ -84,7 +85,7 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
                     .await
                     .map_err(|e| conn.fail(e))?;
                 for e in &slice.events {
-                    if remaining > 0 && (a.types.is_empty() || a.types.contains(&e.event_type)) {
+                    if remaining > 0 && (a.types.is_empty() || a.types.iter().any(|t| t.matches(e.event_type.as_str()))) {
                         out.event(e, conn.json)?;
                         remaining -= 1;
                     }
@@ -97,10 +98,11 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
         }
         Target::All => {
             let filter = EventFilter {
-                types: a.types.clone(),
                 category: a.category.clone(),
                 stream_prefix: a.stream_prefix.clone(),
-            };
+                ..EventFilter::default()
+            }
+            .with_types(a.types.iter().cloned());
             let mut from = match from {
                 StartAt::Start => ReadFrom::Start,
                 StartAt::End => ReadFrom::End,
