@@ -1,6 +1,6 @@
+use crate::error::ValidationError;
 use crate::event::RecordedEvent;
 use crate::ids::{Position, Revision};
-use crate::error::ValidationError;
 use crate::names::{EventType, StreamName, category_of};
 use crate::pattern::{TypePattern, TypeSelector};
 

@@ -3,8 +3,8 @@
 //! parameter or a bad value is a 400 that names it.
 
 use eventfold_core::{
-    Direction, EventFilter, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream,
-    Revision, SubscribeFrom,
+    Direction, EventFilter, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream, Revision,
+    SubscribeFrom,
 };
 
 use crate::codes::ErrorCode;
@@ -188,13 +188,9 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     let mut filter = EventFilter::default();
     if let Some(types) = q.get("type") {
         for t in types.split(',').filter(|t| !t.is_empty()) {
-            filter.push_type(t).map_err(|e| {
-                bad(
-                    "type",
-                    t,
-                    &format!("is not an {}: {}", e.what, e.reason),
-                )
-            })?;
+            filter
+                .push_type(t)
+                .map_err(|e| bad("type", t, &format!("is not an {}: {}", e.what, e.reason)))?;
         }
     }
     if let Some(c) = q.get("category") {

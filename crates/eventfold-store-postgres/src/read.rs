@@ -7,10 +7,10 @@ use std::ops::Range;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Object, Transaction};
 use eventfold_core::{
-    AllReadPlan, AllSlice, ContentType, EventFilter, PatternWord, TypePattern, EventId, EventType, KnownStreams, LastAppend,
-    ListStreams, Metadata, Position, ReadAll, ReadStream, RecordedEvent, Revision, StoreError,
-    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    Timestamp, Visibility,
+    AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, KnownStreams, LastAppend,
+    ListStreams, Metadata, PatternWord, Position, ReadAll, ReadStream, RecordedEvent, Revision,
+    StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, Timestamp, TypePattern, Visibility,
 };
 use tokio_postgres::{IsolationLevel, Row};
 

@@ -1,8 +1,8 @@
 //! `eventfold read`: a stream or `$all`, page after page, as text lines or NDJSON.
 
 use eventfold_core::{
-    Direction, EventFilter, EventStore as _, TypeSelector, Position, ReadAll, ReadFrom, ReadStream,
-    Revision,
+    Direction, EventFilter, EventStore as _, Position, ReadAll, ReadFrom, ReadStream, Revision,
+    TypeSelector,
 };
 
 use super::{CliError, ConnArgs, Out, PAGE_EVENTS, StartAt, Target};
@@ -85,7 +85,10 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
                     .await
                     .map_err(|e| conn.fail(e))?;
                 for e in &slice.events {
-                    if remaining > 0 && (a.types.is_empty() || a.types.iter().any(|t| t.matches(e.event_type.as_str()))) {
+                    if remaining > 0
+                        && (a.types.is_empty()
+                            || a.types.iter().any(|t| t.matches(e.event_type.as_str())))
+                    {
                         out.event(e, conn.json)?;
                         remaining -= 1;
                     }

@@ -3,7 +3,7 @@
 use std::io::IsTerminal as _;
 
 use eventfold_core::{
-    EventFilter, EventStore as _, TypeSelector, Position, Revision, StoreError, SubscribeFrom,
+    EventFilter, EventStore as _, Position, Revision, StoreError, SubscribeFrom, TypeSelector,
 };
 use futures::StreamExt as _;
 

@@ -362,7 +362,9 @@ pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
         "with a category: both"
     );
     assert!(
-        pick(&["nothing.#"], Direction::Forward, any()).await.is_empty(),
+        pick(&["nothing.#"], Direction::Forward, any())
+            .await
+            .is_empty(),
         "no match"
     );
     assert_eq!(

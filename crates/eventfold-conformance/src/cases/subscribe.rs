@@ -302,7 +302,11 @@ pub async fn subscribe_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limit
         .append(
             &stream("tp-1"),
             ExpectedRevision::Any,
-            vec![ev("order.placed", 0), ev("order.item.added", 1), ev("user.placed", 2)],
+            vec![
+                ev("order.placed", 0),
+                ev("order.item.added", 1),
+                ev("user.placed", 2),
+            ],
         )
         .await
         .expect("append");
@@ -319,6 +323,9 @@ pub async fn subscribe_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limit
         .await
         .expect("append");
     let e = next(&mut sub).await;
-    assert_eq!((e.stream.as_str(), e.event_type.as_str()), ("tp-2", "order.paid"));
+    assert_eq!(
+        (e.stream.as_str(), e.event_type.as_str()),
+        ("tp-2", "order.paid")
+    );
     nothing_within(&mut sub, 200).await;
 }

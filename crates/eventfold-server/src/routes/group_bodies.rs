@@ -201,6 +201,10 @@ mod tests {
         };
         let e = config_from_wire(bad).expect_err("a malformed pattern");
         assert_eq!(e.0.status, 400);
-        assert!(e.0.body.error.message.contains("order.*x"), "{}", e.0.body.error.message);
+        assert!(
+            e.0.body.error.message.contains("order.*x"),
+            "{}",
+            e.0.body.error.message
+        );
     }
 }
