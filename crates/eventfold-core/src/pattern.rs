@@ -94,12 +94,21 @@ impl TypePattern {
 
     /// Whether `event_type` matches. Linear in words × pattern words (no backtracking blow-up).
     pub fn matches(&self, event_type: &str) -> bool {
-        let p = &self.words;
-        // reach[j]: the pattern's first j words can match the type's words consumed so far.
+        PatternWord::match_all(&self.words, event_type)
+    }
+}
+
+impl PatternWord {
+    /// Whether the `.`-separated words of `text` match `pattern`, in time linear in words ×
+    /// pattern words. The one matcher of AMQP-style patterns: type filters and the framework
+    /// bus's topics use it.
+    pub fn match_all(pattern: &[PatternWord], text: &str) -> bool {
+        let p = pattern;
+        // reach[j]: the pattern's first j words can match the words consumed so far.
         let mut reach = vec![false; p.len() + 1];
         reach[0] = true;
         close_many(p, &mut reach);
-        for w in event_type.split('.') {
+        for w in text.split('.') {
             let mut next = vec![false; p.len() + 1];
             for j in 0..p.len() {
                 if !reach[j] {

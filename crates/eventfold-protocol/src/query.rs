@@ -339,6 +339,21 @@ mod tests {
             read_all_query(&q(&[("from", "7"), ("type", "a,b"), ("category", "order")])).unwrap();
         assert_eq!(r.from, ReadFrom::At(Position(7)));
         assert_eq!(r.filter.types.len(), 2);
+        // An entry with `*` or `#` is a pattern, parsed here once; the others stay exact.
+        let r = read_all_query(&q(&[("type", "a,order.*,#.failed")])).unwrap();
+        assert_eq!(r.filter.types.len(), 1);
+        let patterns: Vec<&str> = r.filter.type_patterns.iter().map(|p| p.as_str()).collect();
+        assert_eq!(patterns, ["order.*", "#.failed"]);
+        let (_, f) = subscribe_all_query(&q(&[("type", "order.#")])).unwrap();
+        assert!(f.matches("order-1", "order.item.added") && !f.matches("order-1", "orders"));
+        let e = read_all_query(&q(&[("type", "a,order.*x")])).unwrap_err();
+        assert_eq!(e.body.error.code, "invalid_query");
+        assert!(
+            e.body.error.message.contains("`type=order.*x`")
+                && e.body.error.message.contains("event type pattern"),
+            "{}",
+            e.body.error.message
+        );
         for bad in [
             &[("from", "x")][..],
             &[("limit", "-1")],
