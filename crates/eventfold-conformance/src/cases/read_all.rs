@@ -278,6 +278,7 @@ pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
         ("order-3", "order.shipped"),
         ("pay-2", "payment.failed.twice"),
         ("odd-1", "o..x"),
+        ("odd-1", "f(x.[y"),
     ] {
         store
             .append(&stream(s), ExpectedRevision::Any, vec![ev(t, 0)])
@@ -343,6 +344,11 @@ pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
         "`_` is literal, not LIKE's any character"
     );
     assert_eq!(
+        pick(&["f(x.*"], Direction::Forward, any()).await,
+        ["f(x.[y"],
+        "an unbalanced `(` or `[` in a word is literal (and not a malformed regular expression)"
+    );
+    assert_eq!(
         pick(&["o.*.x"], Direction::Forward, any()).await,
         ["o..x"],
         "`*` matches an empty word of a type"
@@ -369,7 +375,7 @@ pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
     );
     assert_eq!(
         pick(&["#"], Direction::Forward, any()).await.len(),
-        12,
+        13,
         "`#` alone matches every type"
     );
 
