@@ -286,14 +286,10 @@ fn direction_param(d: Direction) -> &'static str {
 }
 
 fn filter_params(f: &EventFilter, q: &mut Vec<(String, String)>) {
-    if !f.types.is_empty() {
+    if !f.types.is_empty() || !f.type_patterns.is_empty() {
         q.push((
             "type".into(),
-            f.types
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            f.type_entries().collect::<Vec<_>>().join(","),
         ));
     }
     if let Some(c) = &f.category {

@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             // read_all
             read_all_directions_and_next,
             read_all_filters,
+            read_all_type_patterns,
             // metadata
             metadata_default_and_round_trip,
             max_count_hides_older_events,
@@ -104,6 +105,7 @@ macro_rules! conformance_tests {
             subscribe_stream_has_no_gap_during_concurrent_appends,
             subscribe_all_has_no_gap_during_concurrent_appends,
             subscribe_all_filtered_and_from_position,
+            subscribe_all_type_patterns,
             many_subscribers_see_the_same_sequence,
             // concurrency
             racing_exact_appends_have_one_winner_per_revision,

@@ -13,6 +13,7 @@ mod ids;
 mod limits;
 mod metadata;
 mod names;
+mod pattern;
 mod plan;
 mod read;
 mod store;
@@ -30,6 +31,7 @@ pub use ids::{EventId, Position, Revision};
 pub use limits::Limits;
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
+pub use pattern::{PatternWord, TypePattern, TypeSelector};
 pub use plan::{AllReadPlan, StreamCursor, StreamReadPlan};
 pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,

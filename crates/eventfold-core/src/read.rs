@@ -1,6 +1,8 @@
+use crate::error::ValidationError;
 use crate::event::RecordedEvent;
 use crate::ids::{Position, Revision};
 use crate::names::{EventType, StreamName, category_of};
+use crate::pattern::{TypePattern, TypeSelector};
 
 /// The order of a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -61,10 +63,15 @@ impl ReadStream {
 }
 
 /// Which events of `$all` a read or subscription wants. All given conditions must hold.
+///
+/// The type condition is: the event type is one of `types` or matches one of `type_patterns`
+/// (both empty: any type). Build it from written entries with [`EventFilter::push_type`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
-    /// The event type is one of these (empty: any type).
+    /// The event type is one of these exactly (served by a store's type index where it has one).
     pub types: Vec<EventType>,
+    /// Or the event type matches one of these patterns (`order.*`, `order.#`).
+    pub type_patterns: Vec<TypePattern>,
     /// The stream's category is this one.
     pub category: Option<String>,
     /// The stream name starts with this.
@@ -74,12 +81,53 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether the filter lets everything through.
     pub fn is_empty(&self) -> bool {
-        self.types.is_empty() && self.category.is_none() && self.stream_prefix.is_none()
+        self.types.is_empty()
+            && self.type_patterns.is_empty()
+            && self.category.is_none()
+            && self.stream_prefix.is_none()
+    }
+
+    /// Adds one written type entry: a pattern when it contains `*` or `#` (see
+    /// [`TypeSelector`]), else an exact event type.
+    pub fn push_type(&mut self, entry: &str) -> Result<(), ValidationError> {
+        self.add_type(TypeSelector::new(entry)?);
+        Ok(())
+    }
+
+    /// Adds one parsed type entry.
+    pub fn add_type(&mut self, selector: TypeSelector) {
+        match selector {
+            TypeSelector::Exact(t) => self.types.push(t),
+            TypeSelector::Pattern(p) => self.type_patterns.push(p),
+        }
+    }
+
+    /// This filter with `selectors` added to its type condition.
+    pub fn with_types(mut self, selectors: impl IntoIterator<Item = TypeSelector>) -> Self {
+        for s in selectors {
+            self.add_type(s);
+        }
+        self
+    }
+
+    /// The type entries as written: exact types, then patterns.
+    pub fn type_entries(&self) -> impl Iterator<Item = &str> {
+        self.types
+            .iter()
+            .map(EventType::as_str)
+            .chain(self.type_patterns.iter().map(TypePattern::as_str))
+    }
+
+    /// Whether the type condition lets `event_type` through.
+    pub fn matches_type(&self, event_type: &str) -> bool {
+        (self.types.is_empty() && self.type_patterns.is_empty())
+            || self.types.iter().any(|t| t.as_str() == event_type)
+            || self.type_patterns.iter().any(|p| p.matches(event_type))
     }
 
     /// Whether an event of `event_type` in `stream` passes.
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
-        (self.types.is_empty() || self.types.iter().any(|t| t.as_str() == event_type))
+        self.matches_type(event_type)
             && self
                 .category
                 .as_deref()

@@ -197,7 +197,9 @@ impl Shared {
 
     /// Candidate addresses for a filtered `$all` read, from the category or type index; `None`
     /// when the filter has neither and the log itself must be scanned. Hash collisions may add
-    /// events the filter does not match: the collector checks every record.
+    /// events the filter does not match: the collector checks every record. The type index is
+    /// keyed by a hash of the whole type, so it cannot answer a pattern (`order.*`): a filter with
+    /// type patterns and no category scans the log.
     fn candidates(
         &self,
         filter: &EventFilter,
@@ -210,7 +212,7 @@ impl Shared {
                 (Some(c), _) => {
                     vec![index.list_lookup(NS_CATEGORY, c, from_addr, forward, CANDIDATES_PER_STEP)]
                 }
-                (None, false) => filter
+                (None, false) if filter.type_patterns.is_empty() => filter
                     .types
                     .iter()
                     .map(|t| {
@@ -223,7 +225,7 @@ impl Shared {
                         )
                     })
                     .collect(),
-                (None, true) => return Ok(None),
+                (None, _) => return Ok(None),
             }
         };
         let mut out: Vec<u64> = Vec::new();

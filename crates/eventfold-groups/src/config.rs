@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use eventfold_core::{EventFilter, EventType, StreamName};
+use eventfold_core::{EventFilter, EventType, StreamName, TypePattern};
 use serde::{Deserialize, Serialize};
 
 use crate::error::GroupError;
@@ -23,8 +23,10 @@ pub struct GroupFilter {
     pub category: Option<String>,
     /// Streams whose name starts with this.
     pub stream_prefix: Option<String>,
-    /// Event types (empty: any).
+    /// Event types (both this and `type_patterns` empty: any).
     pub types: Vec<EventType>,
+    /// Or event types matching one of these patterns (`order.*`, `order.#`).
+    pub type_patterns: Vec<TypePattern>,
 }
 
 impl GroupFilter {
@@ -33,6 +35,7 @@ impl GroupFilter {
     pub fn event_filter(&self) -> EventFilter {
         EventFilter {
             types: self.types.clone(),
+            type_patterns: self.type_patterns.clone(),
             category: self.category.clone(),
             stream_prefix: self
                 .stream

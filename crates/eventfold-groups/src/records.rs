@@ -89,6 +89,9 @@ pub(crate) struct StoredFilter {
     pub stream_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<eventfold_core::EventType>,
+    /// Absent in records written before type patterns (no patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub type_patterns: Vec<eventfold_core::TypePattern>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -113,6 +116,7 @@ impl From<&GroupConfig> for StoredSettings {
                 category: c.filter.category.clone(),
                 stream_prefix: c.filter.stream_prefix.clone(),
                 types: c.filter.types.clone(),
+                type_patterns: c.filter.type_patterns.clone(),
             },
             start: c.start,
             max_deliveries: c.max_deliveries,
@@ -140,6 +144,7 @@ impl From<StoredSettings> for GroupConfig {
                 category: c.filter.category,
                 stream_prefix: c.filter.stream_prefix,
                 types: c.filter.types,
+                type_patterns: c.filter.type_patterns,
             },
             start: c.start,
             max_deliveries: c.max_deliveries,

@@ -68,7 +68,7 @@ impl WireError {
 fn code_for_validation(e: &ValidationError) -> ErrorCode {
     match e.what {
         "stream name" => ErrorCode::InvalidStreamName,
-        "event type" => ErrorCode::InvalidEventType,
+        "event type" | "event type pattern" => ErrorCode::InvalidEventType,
         "expected revision" => ErrorCode::InvalidExpectedRevision,
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,

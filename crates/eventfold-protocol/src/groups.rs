@@ -75,7 +75,8 @@ pub struct GroupFilterBody {
     /// Only streams whose name starts with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_prefix: Option<String>,
-    /// Only events of these types (empty: every type).
+    /// Only events of these types (empty: every type); an entry with `*` or `#` is a pattern
+    /// (`order.*`: one word; `order.#`: zero or more words), as in `$all` reads' `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<String>,
 }

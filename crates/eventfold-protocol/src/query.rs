@@ -3,8 +3,8 @@
 //! parameter or a bad value is a 400 that names it.
 
 use eventfold_core::{
-    Direction, EventFilter, EventType, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream,
-    Revision, SubscribeFrom,
+    Direction, EventFilter, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream, Revision,
+    SubscribeFrom,
 };
 
 use crate::codes::ErrorCode;
@@ -188,10 +188,9 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     let mut filter = EventFilter::default();
     if let Some(types) = q.get("type") {
         for t in types.split(',').filter(|t| !t.is_empty()) {
-            filter.types.push(
-                EventType::new(t)
-                    .map_err(|e| bad("type", t, &format!("is not an event type: {}", e.reason)))?,
-            );
+            filter
+                .push_type(t)
+                .map_err(|e| bad("type", t, &format!("is not an {}: {}", e.what, e.reason)))?;
         }
     }
     if let Some(c) = q.get("category") {
@@ -340,6 +339,21 @@ mod tests {
             read_all_query(&q(&[("from", "7"), ("type", "a,b"), ("category", "order")])).unwrap();
         assert_eq!(r.from, ReadFrom::At(Position(7)));
         assert_eq!(r.filter.types.len(), 2);
+        // An entry with `*` or `#` is a pattern, parsed here once; the others stay exact.
+        let r = read_all_query(&q(&[("type", "a,order.*,#.failed")])).unwrap();
+        assert_eq!(r.filter.types.len(), 1);
+        let patterns: Vec<&str> = r.filter.type_patterns.iter().map(|p| p.as_str()).collect();
+        assert_eq!(patterns, ["order.*", "#.failed"]);
+        let (_, f) = subscribe_all_query(&q(&[("type", "order.#")])).unwrap();
+        assert!(f.matches("order-1", "order.item.added") && !f.matches("order-1", "orders"));
+        let e = read_all_query(&q(&[("type", "a,order.*x")])).unwrap_err();
+        assert_eq!(e.body.error.code, "invalid_query");
+        assert!(
+            e.body.error.message.contains("`type=order.*x`")
+                && e.body.error.message.contains("event type pattern"),
+            "{}",
+            e.body.error.message
+        );
         for bad in [
             &[("from", "x")][..],
             &[("limit", "-1")],

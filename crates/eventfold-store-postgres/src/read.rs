@@ -8,9 +8,9 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Object, Transaction};
 use eventfold_core::{
     AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, KnownStreams, LastAppend,
-    ListStreams, Metadata, Position, ReadAll, ReadStream, RecordedEvent, Revision, StoreError,
-    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    Timestamp, Visibility,
+    ListStreams, Metadata, PatternWord, Position, ReadAll, ReadStream, RecordedEvent, Revision,
+    StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, Timestamp, TypePattern, Visibility,
 };
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -328,6 +328,40 @@ pub(crate) async fn read_all(
     })
 }
 
+/// One PostgreSQL regular expression (ARE) matching what any of `patterns` matches, applied to
+/// `'.' || event_type`; empty when there are none. Built from the parsed words, never from the
+/// written text: every word becomes `\.` and then the literal word with each ASCII
+/// non-alphanumeric character escaped (in an ARE, `\` before a non-alphanumeric is that character
+/// itself), `*` becomes `\.[^.]*` (one word) and `#` becomes `(?:\.[^.]*)*` (zero or more words).
+pub(crate) fn types_regex(patterns: &[TypePattern]) -> String {
+    if patterns.is_empty() {
+        return String::new();
+    }
+    let alternatives: Vec<String> = patterns
+        .iter()
+        .map(|p| {
+            let mut re = String::new();
+            for w in p.words() {
+                match w {
+                    PatternWord::Literal(l) => {
+                        re.push_str("\\.");
+                        for ch in l.chars() {
+                            if ch.is_ascii() && !ch.is_ascii_alphanumeric() {
+                                re.push('\\');
+                            }
+                            re.push(ch);
+                        }
+                    }
+                    PatternWord::One => re.push_str("\\.[^.]*"),
+                    PatternWord::Many => re.push_str("(?:\\.[^.]*)*"),
+                }
+            }
+            re
+        })
+        .collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
 /// What one scan of `$all` found.
 pub(crate) struct Scanned {
     pub(crate) events: Vec<RecordedEvent>,
@@ -366,11 +400,17 @@ pub(crate) async fn scan(
     // The filter is pushed down so that non-matching rows are not fetched; every row is still
     // checked with `EventFilter::matches`, the contract's own rule.
     let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+    let patterns = types_regex(&filter.type_patterns);
     let prefix = filter.stream_prefix.as_deref().unwrap_or("");
     let category = filter.category.as_deref();
     let mut conditions = String::new();
-    if !types.is_empty() {
-        conditions.push_str(" AND event_type = ANY($4)");
+    match (types.is_empty(), patterns.is_empty()) {
+        (true, true) => {}
+        (false, true) => conditions.push_str(" AND event_type = ANY($4)"),
+        (true, false) => conditions.push_str(" AND ('.' || event_type) ~ $7"),
+        (false, false) => {
+            conditions.push_str(" AND (event_type = ANY($4) OR ('.' || event_type) ~ $7)")
+        }
     }
     if !prefix.is_empty() {
         conditions.push_str(" AND starts_with(stream, $5)");
@@ -380,7 +420,8 @@ pub(crate) async fn scan(
     }
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
-         AND $4::text[] IS NOT NULL AND $5::text IS NOT NULL AND $6::text IS NOT NULL{conditions} \
+         AND $4::text[] IS NOT NULL AND $5::text IS NOT NULL AND $6::text IS NOT NULL \
+         AND $7::text IS NOT NULL{conditions} \
          ORDER BY position {} LIMIT $3",
         inner.table("events"),
         if plan.forward { "ASC" } else { "DESC" }
@@ -412,6 +453,7 @@ pub(crate) async fn scan(
                     &types,
                     &prefix,
                     &category,
+                    &patterns,
                 ],
             )
             .await

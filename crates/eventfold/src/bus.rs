@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use eventfold_core::{
-    ContentType, EventId, EventType, Position, RecordedEvent, Revision, StreamName, Timestamp,
+    ContentType, EventId, EventType, PatternWord, Position, RecordedEvent, Revision, StreamName,
+    Timestamp,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -87,20 +88,11 @@ pub enum PublishError {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Word {
-    Literal(String),
-    /// `*`: one word.
-    One,
-    /// `#`: zero or more words.
-    Many,
-}
-
 /// A validated topic pattern: dot-separated words, `*` for one word, `#` for zero or more.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicPattern {
     text: String,
-    words: Vec<Word>,
+    words: Vec<PatternWord>,
 }
 
 impl TopicPattern {
@@ -112,13 +104,13 @@ impl TopicPattern {
                 "" => Err(PatternError::EmptyWord {
                     pattern: pattern.to_owned(),
                 }),
-                "*" => Ok(Word::One),
-                "#" => Ok(Word::Many),
+                "*" => Ok(PatternWord::One),
+                "#" => Ok(PatternWord::Many),
                 w if w.contains(['*', '#']) => Err(PatternError::WildcardInWord {
                     pattern: pattern.to_owned(),
                     word: w.to_owned(),
                 }),
-                w => Ok(Word::Literal(w.to_owned())),
+                w => Ok(PatternWord::Literal(w.into())),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TopicPattern {
@@ -132,24 +124,9 @@ impl TopicPattern {
         &self.text
     }
 
-    /// Whether `topic` matches.
+    /// Whether `topic` matches (the matcher of `eventfold-core`'s type patterns).
     pub fn matches(&self, topic: &str) -> bool {
-        let topic: Vec<&str> = topic.split('.').collect();
-        // can[j]: the pattern words seen so far match the first j topic words.
-        let mut can = vec![false; topic.len() + 1];
-        can[0] = true;
-        for word in &self.words {
-            let mut next = vec![false; topic.len() + 1];
-            for j in 0..=topic.len() {
-                next[j] = match word {
-                    Word::Many => can[j] || (j > 0 && next[j - 1]),
-                    Word::One => j > 0 && can[j - 1],
-                    Word::Literal(l) => j > 0 && can[j - 1] && topic[j - 1] == l,
-                };
-            }
-            can = next;
-        }
-        can[topic.len()]
+        PatternWord::match_all(&self.words, topic)
     }
 }
 

@@ -73,7 +73,8 @@ pub struct CreateArgs {
     /// Only streams whose name starts with this.
     #[arg(long)]
     stream_prefix: Option<String>,
-    /// Only events of this type (repeat for several).
+    /// Only events of this type (repeat for several); with `*` (one word) or `#` (zero or more
+    /// words) a pattern: `order.*`, `order.#`.
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
     /// Where a new group starts: start, end or a position [server default: end].

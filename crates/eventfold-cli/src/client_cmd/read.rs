@@ -2,8 +2,8 @@
 //! CloudEvents.
 
 use eventfold_core::{
-    Direction, EventFilter, EventStore as _, EventType, Position, ReadAll, ReadFrom, ReadStream,
-    Revision,
+    Direction, EventFilter, EventStore as _, Position, ReadAll, ReadFrom, ReadStream, Revision,
+    TypeSelector,
 };
 
 use super::{CliError, ConnArgs, Out, PAGE_EVENTS, StartAt, Target};
@@ -27,9 +27,10 @@ pub struct ReadArgs {
     /// At most this many events (of those that pass the filters) [default: all].
     #[arg(long)]
     limit: Option<u64>,
-    /// Only events of this type (repeat for several).
+    /// Only events of this type (repeat for several); with `*` (one word) or `#` (zero or more
+    /// words) a pattern: `order.*`, `order.#`.
     #[arg(long = "type", value_name = "TYPE")]
-    types: Vec<EventType>,
+    types: Vec<TypeSelector>,
     /// Only events of streams of this category (the part of the name before the first `-`);
     /// $all only.
     #[arg(long)]
@@ -93,7 +94,10 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
                     .await
                     .map_err(|e| conn.fail(e))?;
                 for e in &slice.events {
-                    if remaining > 0 && (a.types.is_empty() || a.types.contains(&e.event_type)) {
+                    if remaining > 0
+                        && (a.types.is_empty()
+                            || a.types.iter().any(|t| t.matches(e.event_type.as_str())))
+                    {
                         out.event(e, conn.json)?;
                         remaining -= 1;
                     }
@@ -106,10 +110,11 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
         }
         Target::All => {
             let filter = EventFilter {
-                types: a.types.clone(),
                 category: a.category.clone(),
                 stream_prefix: a.stream_prefix.clone(),
-            };
+                ..EventFilter::default()
+            }
+            .with_types(a.types.iter().cloned());
             let mut from = match from {
                 StartAt::Start => ReadFrom::Start,
                 StartAt::End => ReadFrom::End,
@@ -155,6 +160,14 @@ async fn read_cloudevents(
         StartAt::End => ReadFrom::End,
         StartAt::At(n) => ReadFrom::At(n),
     };
+    // The types (exact and patterns) with the category and prefix: what `$all` is asked for,
+    // and what a stream's events are checked against here.
+    let types_only = EventFilter {
+        category: a.category.clone(),
+        stream_prefix: a.stream_prefix.clone(),
+        ..EventFilter::default()
+    }
+    .with_types(a.types.iter().cloned());
     while remaining > 0 {
         let page = match &a.target {
             // The type filter is applied here, so a page may match fewer than it holds.
@@ -180,11 +193,7 @@ async fn read_cloudevents(
                     from: at_as(at, Position),
                     direction,
                     limit: page(remaining),
-                    filter: EventFilter {
-                        types: a.types.clone(),
-                        category: a.category.clone(),
-                        stream_prefix: a.stream_prefix.clone(),
-                    },
+                    filter: types_only.clone(),
                 })
                 .await
                 .map_err(|e| conn.fail(e))?,
@@ -194,7 +203,7 @@ async fn read_cloudevents(
                 || ce
                     .get("type")
                     .and_then(|t| t.as_str())
-                    .is_some_and(|t| a.types.iter().any(|w| w.as_str() == t));
+                    .is_some_and(|t| types_only.matches_type(t));
             if remaining > 0 && wanted {
                 out.json(ce)?;
                 remaining -= 1;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal as _;
 
 use eventfold_core::{
-    EventFilter, EventStore as _, EventType, Position, Revision, StoreError, SubscribeFrom,
+    EventFilter, EventStore as _, Position, Revision, StoreError, SubscribeFrom, TypeSelector,
 };
 use futures::StreamExt as _;
 
@@ -23,9 +23,10 @@ pub struct TailArgs {
     /// position ($all).
     #[arg(long, default_value = "end", value_name = "start|end|N")]
     from: StartAt,
-    /// Only events of this type (repeat for several); $all only.
+    /// Only events of this type (repeat for several; `order.*` and `order.#` are patterns:
+    /// `*` is one word, `#` zero or more); $all only.
     #[arg(long = "type", value_name = "TYPE")]
-    types: Vec<EventType>,
+    types: Vec<TypeSelector>,
     /// Only events of streams of this category; $all only.
     #[arg(long)]
     category: Option<String>,
@@ -57,10 +58,11 @@ pub(super) async fn run(a: TailArgs) -> Result<(), CliError> {
                 StartAt::At(n) => SubscribeFrom::At(Position(n)),
             };
             let filter = EventFilter {
-                types: a.types.clone(),
                 category: a.category.clone(),
                 stream_prefix: a.stream_prefix.clone(),
-            };
+                ..EventFilter::default()
+            }
+            .with_types(a.types.iter().cloned());
             conn.client.subscribe_all(from, filter)
         }
     };

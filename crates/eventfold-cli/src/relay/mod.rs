@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use eventfold_core::{EventFilter, EventStore, EventType};
+use eventfold_core::{EventFilter, EventStore, TypeSelector};
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_relay::{Relay, RelayConfig, RelayName};
 use eventfold_store_postgres::PostgresOptions;
@@ -98,9 +98,10 @@ pub struct RelayArgs {
     /// A PEM certificate (or bundle) to trust for an https:// --server.
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
-    /// Only events of this type (repeat for several; exact names, no wildcards).
+    /// Only events of this type (repeat for several; `order.*` and `order.#` are patterns:
+    /// `*` is one word, `#` zero or more).
     #[arg(long = "type", value_name = "TYPE")]
-    pub types: Vec<EventType>,
+    pub types: Vec<TypeSelector>,
     /// Only events of streams of this category (the part of the stream name before the first
     /// `-`: `order` for `order-42`).
     #[arg(long)]
@@ -243,10 +244,11 @@ async fn relay(a: RelayArgs) -> Result<(), CliError> {
         )));
     }
     let filter = EventFilter {
-        types: a.types.clone(),
         category: a.category.clone(),
         stream_prefix: a.stream_prefix.clone(),
-    };
+        ..EventFilter::default()
+    }
+    .with_types(a.types.iter().cloned());
     // The broker before the store: it is the part most often down at start, and connecting to
     // it opens nothing that needs closing.
     let transport = to.connect().await.map_err(|e| {

@@ -176,6 +176,35 @@ fn append_then_read_as_text_and_json() {
         .json_lines();
     assert_eq!(ce.len(), 1);
     assert_eq!(ce[0]["data_base64"], "AAEC");
+    // Type patterns: on $all (the server filters) and on a stream (the CLI filters).
+    for target in ["$all", "order-1"] {
+        let orders = eventfold(u, &["read", target, "--type", "order.*", "--json"], "")
+            .ok()
+            .json_lines();
+        assert_eq!(
+            orders.iter().map(|e| e["type"].clone()).collect::<Vec<_>>(),
+            ["order.placed", "order.paid"],
+            "{target}"
+        );
+    }
+    let ce = eventfold(
+        u,
+        &["read", "order-1", "--cloudevents", "--type", "order.*"],
+        "",
+    )
+    .ok()
+    .json_lines();
+    assert_eq!(
+        ce.iter().map(|e| e["type"].clone()).collect::<Vec<_>>(),
+        ["order.placed", "order.paid"],
+        "a stream read as CloudEvents, filtered by a pattern on the CLI's side"
+    );
+    let r = eventfold(u, &["read", "$all", "--type", "order.*x"], "");
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("order.*x") && r.stderr.contains("`*x`"),
+        "{r:?}"
+    );
 }
 
 #[test]

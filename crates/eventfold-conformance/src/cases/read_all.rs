@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use eventfold_core::{
     Direction, EventFilter, EventStore, ExpectedRevision, Limits, Position, ReadAll, ReadFrom,
+    TypePattern,
 };
 
 use crate::support::{StoreExt as _, ev, positions, stream, ty};
@@ -210,6 +211,7 @@ pub async fn read_all_filters<S: EventStore>(store: &Arc<S>, _: Limits) {
         category: Some("order".into()),
         types: vec![ty("placed"), ty("paid")],
         stream_prefix: Some("order-2".into()),
+        ..EventFilter::default()
     };
     assert_eq!(pick(all_three, Direction::Forward).await, ["order-2/paid"]);
     let contradictory = EventFilter {
@@ -250,6 +252,155 @@ pub async fn read_all_filters<S: EventStore>(store: &Arc<S>, _: Limits) {
                     .iter()
                     .map(|e| format!("{}/{}", e.stream, e.event_type)),
             );
+            match page.next {
+                Some(p) => read = read.from(ReadFrom::At(p)),
+                None => break,
+            }
+        }
+        assert_eq!(seen, want, "paging {direction:?}");
+    }
+}
+
+/// Type patterns (`*`: one word, `#`: zero or more words) select by the words of the type, alone,
+/// with exact types (OR) and with a category (AND); regular-expression and `LIKE` characters in
+/// a pattern's words are literal; `limit` counts matches and `next` pages through them both ways.
+pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
+    for (s, t) in [
+        ("order-1", "order.placed"),
+        ("order-1", "order.item.added"),
+        ("order-2", "order"),
+        ("pay-1", "payment.failed"),
+        ("pay-1", "failed"),
+        ("order-2", "orders.placed"),
+        ("odd-1", "a+b.x_y"),
+        ("odd-1", "aab.x_y"),
+        ("odd-1", "a+b.%"),
+        ("order-3", "order.shipped"),
+        ("pay-2", "payment.failed.twice"),
+        ("odd-1", "o..x"),
+        ("odd-1", "f(x.[y"),
+    ] {
+        store
+            .append(&stream(s), ExpectedRevision::Any, vec![ev(t, 0)])
+            .await
+            .expect("append");
+    }
+    let pick = |patterns: &[&str], direction: Direction, f: EventFilter| {
+        let mut filter = f;
+        for p in patterns {
+            filter.push_type(p).expect("a valid pattern");
+        }
+        let read = ReadAll {
+            from: match direction {
+                Direction::Forward => ReadFrom::Start,
+                Direction::Backward => ReadFrom::End,
+            },
+            direction,
+            limit: 100,
+            filter,
+        };
+        async move {
+            store
+                .read_all(read.clone())
+                .await
+                .unwrap_or_else(|e| panic!("read {read:?}: {e}"))
+                .events
+                .iter()
+                .map(|e| e.event_type.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let any = EventFilter::default;
+    assert_eq!(
+        pick(&["order.*"], Direction::Forward, any()).await,
+        ["order.placed", "order.shipped"],
+        "`*` is exactly one word"
+    );
+    assert_eq!(
+        pick(&["order.#"], Direction::Forward, any()).await,
+        ["order.placed", "order.item.added", "order", "order.shipped"],
+        "`#` is zero or more words; `orders` is another word"
+    );
+    assert_eq!(
+        pick(&["order.#"], Direction::Backward, any()).await,
+        ["order.shipped", "order", "order.item.added", "order.placed"]
+    );
+    assert_eq!(
+        pick(&["#.failed"], Direction::Forward, any()).await,
+        ["payment.failed", "failed"]
+    );
+    assert_eq!(
+        pick(&["*.failed.#"], Direction::Forward, any()).await,
+        ["payment.failed", "payment.failed.twice"]
+    );
+    assert_eq!(
+        pick(&["a+b.*"], Direction::Forward, any()).await,
+        ["a+b.x_y", "a+b.%"],
+        "`+` is literal, not a repetition"
+    );
+    assert_eq!(
+        pick(&["*.x_y"], Direction::Forward, any()).await,
+        ["a+b.x_y", "aab.x_y"],
+        "`_` is literal, not LIKE's any character"
+    );
+    assert_eq!(
+        pick(&["f(x.*"], Direction::Forward, any()).await,
+        ["f(x.[y"],
+        "an unbalanced `(` or `[` in a word is literal (and not a malformed regular expression)"
+    );
+    assert_eq!(
+        pick(&["o.*.x"], Direction::Forward, any()).await,
+        ["o..x"],
+        "`*` matches an empty word of a type"
+    );
+    assert_eq!(
+        pick(&["failed", "order.*"], Direction::Forward, any()).await,
+        ["order.placed", "failed", "order.shipped"],
+        "exact types and patterns: either"
+    );
+    let order = || EventFilter {
+        category: Some("order".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        pick(&["#.placed"], Direction::Forward, order()).await,
+        ["order.placed", "orders.placed"],
+        "with a category: both"
+    );
+    assert!(
+        pick(&["nothing.#"], Direction::Forward, any())
+            .await
+            .is_empty(),
+        "no match"
+    );
+    assert_eq!(
+        pick(&["#"], Direction::Forward, any()).await.len(),
+        13,
+        "`#` alone matches every type"
+    );
+
+    // `limit` counts matches; following `next` finds every match once, both ways.
+    let filter = EventFilter {
+        type_patterns: vec![TypePattern::new("#.failed.#").expect("a pattern")],
+        ..EventFilter::default()
+    };
+    for (first, want) in [
+        (
+            ReadAll::forward(1),
+            ["payment.failed", "failed", "payment.failed.twice"],
+        ),
+        (
+            ReadAll::backward(1),
+            ["payment.failed.twice", "failed", "payment.failed"],
+        ),
+    ] {
+        let direction = first.direction;
+        let mut read = first.filter(filter.clone());
+        let mut seen = Vec::new();
+        for _ in 0..30 {
+            let page = store.read_all(read.clone()).await.expect("read a page");
+            assert!(page.events.len() <= 1, "limit 1 gave {page:?}");
+            seen.extend(page.events.iter().map(|e| e.event_type.to_string()));
             match page.next {
                 Some(p) => read = read.from(ReadFrom::At(p)),
                 None => break,

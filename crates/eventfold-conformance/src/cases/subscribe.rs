@@ -294,3 +294,38 @@ pub async fn many_subscribers_see_the_same_sequence<S: EventStore>(store: &Arc<S
         assert_eq!(seq, want, "subscriber {i}");
     }
 }
+
+/// A `$all` subscription with a type pattern delivers the matching events of history, then the
+/// matching live ones, and nothing else.
+pub async fn subscribe_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
+    store
+        .append(
+            &stream("tp-1"),
+            ExpectedRevision::Any,
+            vec![
+                ev("order.placed", 0),
+                ev("order.item.added", 1),
+                ev("user.placed", 2),
+            ],
+        )
+        .await
+        .expect("append");
+    let mut filter = EventFilter::default();
+    filter.push_type("order.*").expect("a pattern");
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, filter);
+    assert_eq!(next(&mut sub).await.event_type.as_str(), "order.placed");
+    store
+        .append(
+            &stream("tp-2"),
+            ExpectedRevision::Any,
+            vec![ev("order.item.removed", 3), ev("order.paid", 4)],
+        )
+        .await
+        .expect("append");
+    let e = next(&mut sub).await;
+    assert_eq!(
+        (e.stream.as_str(), e.event_type.as_str()),
+        ("tp-2", "order.paid")
+    );
+    nothing_within(&mut sub, 200).await;
+}

@@ -106,7 +106,7 @@ async fn a_filter_relays_only_the_matching_events() {
     let filter = EventFilter {
         types: vec![EventType::new("type.a").unwrap()],
         category: Some("order".into()),
-        stream_prefix: None,
+        ..EventFilter::default()
     };
     let wanted: Vec<RecordedEvent> = all
         .iter()

@@ -3,7 +3,7 @@
 //! defaults), and the groups' figures, deliveries and parked events become the bodies the
 //! client reads.
 
-use eventfold_core::{EventType, RecordedEvent, StreamName};
+use eventfold_core::{EventFilter, RecordedEvent, StreamName};
 use eventfold_groups::{
     ConsumerInfo, Delivery, GroupConfig, GroupFilter, GroupInfo, NackAction, ParkedEvent,
     ParkedPage, RetryBackoff, Start, Strategy,
@@ -18,16 +18,17 @@ use crate::error::ApiResult;
 /// The settings of a `PUT`, validated into the groups' config; absent fields are defaults.
 pub fn config_from_wire(s: GroupSettings) -> ApiResult<GroupConfig> {
     let d = GroupConfig::default();
+    // Each entry is an exact type or, with `*` or `#`, a pattern: the rule of `$all` reads.
+    let mut types = EventFilter::default();
+    for t in &s.filter.types {
+        types.push_type(t)?;
+    }
     let filter = GroupFilter {
         stream: s.filter.stream.map(StreamName::new).transpose()?,
         category: s.filter.category,
         stream_prefix: s.filter.stream_prefix,
-        types: s
-            .filter
-            .types
-            .iter()
-            .map(EventType::new)
-            .collect::<Result<_, _>>()?,
+        types: types.types,
+        type_patterns: types.type_patterns,
     };
     let b = s.retry_backoff.unwrap_or_default();
     Ok(GroupConfig {
@@ -67,6 +68,7 @@ pub fn config_to_wire(c: &GroupConfig) -> GroupSettings {
                 .types
                 .iter()
                 .map(|t| t.as_str().to_owned())
+                .chain(c.filter.type_patterns.iter().map(|p| p.as_str().to_owned()))
                 .collect(),
         },
         start: Some(match c.start {
@@ -158,6 +160,8 @@ fn parked_event_to_wire(e: ParkedEvent) -> ParkedBody<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+    use eventfold_core::{EventType, TypePattern};
+
     use super::*;
 
     #[test]
@@ -167,6 +171,7 @@ mod tests {
         let full = GroupConfig {
             filter: GroupFilter {
                 types: vec![EventType::new("order.placed").expect("type")],
+                type_patterns: vec![TypePattern::new("invoice.#").expect("pattern")],
                 category: Some("order".into()),
                 ..GroupFilter::default()
             },
@@ -187,5 +192,19 @@ mod tests {
             ..GroupSettings::default()
         };
         assert_eq!(config_from_wire(bad).expect_err("invalid").0.status, 400);
+        let bad = GroupSettings {
+            filter: GroupFilterBody {
+                types: vec!["order.*x".into()],
+                ..GroupFilterBody::default()
+            },
+            ..GroupSettings::default()
+        };
+        let e = config_from_wire(bad).expect_err("a malformed pattern");
+        assert_eq!(e.0.status, 400);
+        assert!(
+            e.0.body.error.message.contains("order.*x"),
+            "{}",
+            e.0.body.error.message
+        );
     }
 }

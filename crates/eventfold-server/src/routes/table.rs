@@ -462,7 +462,8 @@ fn schemas() -> Value {
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
         "GroupConfig": {"type": "object", "additionalProperties": false, "properties": {
             "filter": {"type": "object", "additionalProperties": false, "properties": {"stream": {"type": "string"}, "category": {"type": "string"},
-                "stream_prefix": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"}}}},
+                "stream_prefix": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"},
+                    "description": "event types; an entry with `*` (one word) or `#` (zero or more words) is a pattern: `order.*`, `order.#`"}}},
             "start": {"oneOf": [{"enum": ["start", "end"]}, {"type": "integer", "minimum": 0}]},
             "max_deliveries": {"type": "integer", "minimum": 1, "default": 10}, "ack_timeout_ms": {"type": "integer", "minimum": 1, "default": 30000},
             "retry_backoff": {"type": "object", "properties": {"initial_ms": {"type": "integer", "default": 100}, "max_ms": {"type": "integer", "default": 60000}, "multiplier": {"type": "number", "default": 2.0}}},
@@ -552,7 +553,9 @@ fn query_param_schema(path: &str, name: &str) -> Value {
         "direction" => json!({"type": "string", "enum": ["forward", "backward"]}),
         "hard" => json!({"type": "boolean", "default": false}),
         "category" => json!({"type": "string", "minLength": 1}),
-        "type" => json!({"type": "string", "description": "event types, comma-separated"}),
+        "type" => {
+            json!({"type": "string", "description": "event types, comma-separated; an entry with `*` (exactly one `.`-separated word) or `#` (zero or more words) is a pattern: `order.*`, `order.#`, `#.failed`"})
+        }
         _ => json!({"type": "string"}),
     }
 }

@@ -7,6 +7,7 @@ mod diskfull;
 mod fuzz_corpus;
 mod metrics;
 mod openapi;
+mod patterns;
 mod reads;
 mod stats;
 mod subscribe;
