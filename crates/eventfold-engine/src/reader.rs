@@ -561,9 +561,7 @@ impl<'a> Collector<'a> {
         self.scanned += 1;
         self.last_scanned = Some(r.position);
         // A backward read passes over the events later than `until` (the log's newest ones).
-        if !after_until
-            && r.kind == Kind::Event
-            && self.read.filter.matches(r.stream, r.event_type)
+        if !after_until && r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type)
         {
             let v = match self.last_visibility {
                 // Consecutive records mostly share their stream: compare, do not hash.

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use eventfold_core::{
-    EventStore, EventType, ExpectedRevision, ImportBatch, NewEvent, Revision, StreamName,
-    Timestamp,
+    EventStore, EventType, ExpectedRevision, ImportBatch, NewEvent, Revision, StreamName, Timestamp,
 };
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_server::{AppState, ServerLimits};
@@ -95,7 +94,8 @@ async fn reads_as_of_a_time_in_every_shape() {
 
     for bad in ["yesterday", "2026-01-31", "1700000000"] {
         for path in ["/streams/t-1", "/all"] {
-            let (status, text) = get(&app, &format!("{path}?until={bad}"), "application/json").await;
+            let (status, text) =
+                get(&app, &format!("{path}?until={bad}"), "application/json").await;
             assert_eq!(status, 400, "{path} until={bad}: {text}");
             let v: Value = serde_json::from_str(&text).expect("an error");
             assert_eq!(v["error"]["code"], "invalid_query", "{text}");
@@ -107,7 +107,12 @@ async fn reads_as_of_a_time_in_every_shape() {
             );
         }
     }
-    let (status, text) = get(&app, "/all/subscribe?until=2026-01-31T00:00:00Z", "application/x-ndjson").await;
+    let (status, text) = get(
+        &app,
+        "/all/subscribe?until=2026-01-31T00:00:00Z",
+        "application/x-ndjson",
+    )
+    .await;
     assert_eq!(status, 400, "subscriptions do not take `until`: {text}");
 
     let (_, doc) = get(&app, "/openapi.json", "application/json").await;
