@@ -67,7 +67,7 @@ impl ReadStream {
         self
     }
 
-    /// Returns only events committed at or before `until` (see [`ReadStream::until`]).
+    /// Returns only events committed at or before `until` (see `ReadStream::until`).
     pub fn until(mut self, until: Timestamp) -> Self {
         self.until = Some(until);
         self
@@ -204,7 +204,7 @@ impl ReadAll {
         self
     }
 
-    /// Returns only events committed at or before `until` (see [`ReadAll::until`]).
+    /// Returns only events committed at or before `until` (see `ReadAll::until`).
     pub fn until(mut self, until: Timestamp) -> Self {
         self.until = Some(until);
         self

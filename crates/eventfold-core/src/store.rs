@@ -107,11 +107,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Reads a page of one stream. `StreamNotFound` when it does not exist or was
     /// soft-deleted with nothing after; `StreamDeleted` after a hard delete. With
-    /// [`ReadStream::until`], only the events committed at or before it.
+    /// `ReadStream::until`, only the events committed at or before it.
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice>;
 
     /// Reads a page of the global log, filtered. Events that can no longer be read from their
-    /// stream are not returned. With [`ReadAll::until`], only the events committed at or
+    /// stream are not returned. With `ReadAll::until`, only the events committed at or
     /// before it.
     async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice>;
 
