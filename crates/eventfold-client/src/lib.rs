@@ -25,7 +25,7 @@ use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
     ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use eventfold_protocol::{
     AppendAnswer, AppendLineOut, AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_NEXT_HEADER,
@@ -186,7 +186,7 @@ impl Client {
         stream: &StreamName,
         read: ReadStream,
     ) -> StoreResult<CloudEventsPage> {
-        let q = vec![
+        let mut q = vec![
             ("from".to_owned(), from_param(read.from)),
             (
                 "direction".to_owned(),
@@ -194,6 +194,7 @@ impl Client {
             ),
             ("limit".to_owned(), read.limit.to_string()),
         ];
+        until_param(read.until, &mut q);
         self.cloudevents_page(
             self.url(&["streams", stream.as_str()]),
             q,
@@ -213,6 +214,7 @@ impl Client {
             ("limit".to_owned(), read.limit.to_string()),
         ];
         filter_params(&read.filter, &mut q);
+        until_param(read.until, &mut q);
         self.cloudevents_page(self.url(&["all"]), q, "read $all as CloudEvents")
             .await
     }
@@ -282,6 +284,13 @@ fn direction_param(d: Direction) -> &'static str {
     match d {
         Direction::Forward => "forward",
         Direction::Backward => "backward",
+    }
+}
+
+/// `until` as the server parses it: RFC 3339 in UTC with microseconds.
+fn until_param(until: Option<Timestamp>, q: &mut Vec<(String, String)>) {
+    if let Some(t) = until {
+        q.push(("until".into(), t.to_string()));
     }
 }
 
@@ -482,11 +491,15 @@ impl EventStore for Client {
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
-        let q = [
-            ("from", from_param(read.from)),
-            ("direction", direction_param(read.direction).to_owned()),
-            ("limit", read.limit.to_string()),
+        let mut q = vec![
+            ("from".to_owned(), from_param(read.from)),
+            (
+                "direction".to_owned(),
+                direction_param(read.direction).to_owned(),
+            ),
+            ("limit".to_owned(), read.limit.to_string()),
         ];
+        until_param(read.until, &mut q);
         let r: ReadResponse<WireEvent> = self
             .json(
                 self.req(
@@ -513,6 +526,7 @@ impl EventStore for Client {
             ("limit".to_owned(), read.limit.to_string()),
         ];
         filter_params(&read.filter, &mut q);
+        until_param(read.until, &mut q);
         let r: ReadResponse<WireEvent> = self
             .json(
                 self.req(reqwest::Method::GET, self.url(&["all"])).query(&q),

@@ -95,6 +95,8 @@ macro_rules! conformance_tests {
             // moving a store (optional: `Unsupported` passes)
             import_keeps_timestamps_and_revisions,
             known_streams_list_deleted_ones,
+            // reads as of a time (`until`; events timed by an import, optional like it)
+            reads_until_a_time,
             // list
             list_streams_pages_in_order,
             stream_info_fields,

@@ -271,6 +271,30 @@ impl Visibility {
         }
         Ok(lo..self.to)
     }
+
+    /// [`Visibility::range`] as of `until_us` (`None`: now): without the events committed
+    /// after it, which are a suffix (commit times never decrease along a stream), found by a
+    /// second binary search over the visible revisions.
+    pub fn range_until<E>(
+        &self,
+        until_us: Option<i64>,
+        mut timestamp_of: impl FnMut(u64) -> Result<i64, E>,
+    ) -> Result<Range<u64>, E> {
+        let visible = self.range(&mut timestamp_of)?;
+        let Some(until) = until_us else {
+            return Ok(visible);
+        };
+        let (mut lo, mut hi) = (visible.start, visible.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if timestamp_of(mid)? > until {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(visible.start..lo)
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +464,31 @@ mod tests {
         assert_eq!(check(5, &[9], 10, 30), "import_timestamp_too_early");
         assert_eq!(check(5, &[20, 15], 10, 30), "import_timestamp_too_early");
         assert_eq!(check(5, &[31], 10, 30), "invalid_request");
+    }
+
+    #[test]
+    fn range_until_ends_at_the_last_event_at_or_before_until() {
+        // Revision r committed at 10 * r; max-age hides below 20; 3 and 4 tie at 30.
+        let ts = [0, 10, 20, 30, 30, 50, 60];
+        let v = Visibility {
+            from: 0,
+            to: ts.len() as u64,
+            tombstoned: false,
+            min_timestamp_us: Some(20),
+        };
+        let at = |r: u64| Ok::<_, ()>(ts[r as usize]);
+        for (until, want) in [
+            (None, 2..7),
+            (Some(-5), 2..2),
+            (Some(19), 2..2),
+            (Some(20), 2..3),
+            (Some(30), 2..5),
+            (Some(49), 2..5),
+            (Some(60), 2..7),
+            (Some(i64::MAX), 2..7),
+        ] {
+            assert_eq!(v.range_until(until, at), Ok(want), "until {until:?}");
+        }
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl StreamCursor {
             from: ReadFrom::At(Revision(self.next)),
             direction: Direction::Forward,
             limit,
+            until: None,
         }
     }
 
@@ -279,6 +280,7 @@ mod tests {
             from: at(from, Revision),
             direction,
             limit,
+            until: None,
         }
     }
 
@@ -352,6 +354,7 @@ mod tests {
             direction,
             limit,
             filter: Default::default(),
+            until: None,
         }
     }
 

@@ -1,5 +1,5 @@
 use crate::error::ValidationError;
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, Timestamp};
 use crate::ids::{Position, Revision};
 use crate::names::{EventType, StreamName, category_of};
 use crate::pattern::{TypePattern, TypeSelector};
@@ -34,6 +34,10 @@ pub struct ReadStream {
     pub direction: Direction,
     /// How many events at most (at most [`crate::Limits::read_limit_max`]).
     pub limit: usize,
+    /// Only events committed at or before this time: the stream as it was then (`None`: now).
+    /// Commit times never decrease along a stream, so the visible revisions end at the last
+    /// event at or before `until`; `Start`, `End` and `next` are taken within them.
+    pub until: Option<Timestamp>,
 }
 
 impl ReadStream {
@@ -43,6 +47,7 @@ impl ReadStream {
             from: ReadFrom::Start,
             direction: Direction::Forward,
             limit,
+            until: None,
         }
     }
 
@@ -52,12 +57,19 @@ impl ReadStream {
             from: ReadFrom::End,
             direction: Direction::Backward,
             limit,
+            until: None,
         }
     }
 
     /// Starts at `from` instead.
     pub fn from(mut self, from: ReadFrom<Revision>) -> Self {
         self.from = from;
+        self
+    }
+
+    /// Returns only events committed at or before `until` (see `ReadStream::until`).
+    pub fn until(mut self, until: Timestamp) -> Self {
+        self.until = Some(until);
         self
     }
 }
@@ -150,6 +162,11 @@ pub struct ReadAll {
     pub limit: usize,
     /// Which events to return.
     pub filter: EventFilter,
+    /// Only events committed at or before this time: the log as it was then (`None`: now).
+    /// Commit times never decrease along the log, so a forward read ends (`next: None`) at the
+    /// first later event, and a backward read passes over the later ones (a backward read from
+    /// `End` starts, in effect, at the last event at or before `until`).
+    pub until: Option<Timestamp>,
 }
 
 impl ReadAll {
@@ -160,6 +177,7 @@ impl ReadAll {
             direction: Direction::Forward,
             limit,
             filter: EventFilter::default(),
+            until: None,
         }
     }
 
@@ -170,6 +188,7 @@ impl ReadAll {
             direction: Direction::Backward,
             limit,
             filter: EventFilter::default(),
+            until: None,
         }
     }
 
@@ -183,6 +202,17 @@ impl ReadAll {
     pub fn filter(mut self, filter: EventFilter) -> Self {
         self.filter = filter;
         self
+    }
+
+    /// Returns only events committed at or before `until` (see `ReadAll::until`).
+    pub fn until(mut self, until: Timestamp) -> Self {
+        self.until = Some(until);
+        self
+    }
+
+    /// Whether an event committed at `timestamp_us` (microseconds) is later than `until`.
+    pub fn is_after_until(&self, timestamp_us: i64) -> bool {
+        self.until.is_some_and(|u| timestamp_us > u.micros())
     }
 }
 

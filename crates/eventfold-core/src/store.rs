@@ -106,11 +106,13 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreResult<AppendResult>;
 
     /// Reads a page of one stream. `StreamNotFound` when it does not exist or was
-    /// soft-deleted with nothing after; `StreamDeleted` after a hard delete.
+    /// soft-deleted with nothing after; `StreamDeleted` after a hard delete. With
+    /// `ReadStream::until`, only the events committed at or before it.
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice>;
 
     /// Reads a page of the global log, filtered. Events that can no longer be read from their
-    /// stream are not returned.
+    /// stream are not returned. With `ReadAll::until`, only the events committed at or
+    /// before it.
     async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice>;
 
     /// Subscribes to one stream: its events from `from`, then live ones.

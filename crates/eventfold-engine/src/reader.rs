@@ -93,8 +93,13 @@ impl Shared {
         Ok(i64::MIN)
     }
 
-    /// The visible revisions of a stream, with its metadata and last position.
-    fn visible_range(&self, stream: &StreamName) -> StoreResult<(Range<u64>, StreamMetadata, u64)> {
+    /// The visible revisions of a stream as of `until` (`None`: now), with its metadata and
+    /// last position.
+    fn visible_range(
+        &self,
+        stream: &StreamName,
+        until: Option<Timestamp>,
+    ) -> StoreResult<(Range<u64>, StreamMetadata, u64)> {
         let (v, metadata, last_position) = {
             let index = self.index.read();
             let st = self.existing(&index, stream)?;
@@ -105,7 +110,9 @@ impl Shared {
             )
         };
         let mut buf = Vec::new();
-        let range = v.range(|r| self.timestamp_of(stream, r, &mut buf))?;
+        let range = v.range_until(until.map(Timestamp::micros), |r| {
+            self.timestamp_of(stream, r, &mut buf)
+        })?;
         Ok((range, metadata, last_position))
     }
 
@@ -124,7 +131,7 @@ impl Shared {
     ) -> StoreResult<StreamSlice> {
         self.limits.check_read_limit(read.limit)?;
         let _gate = self.gate.read();
-        let (visible, _, _) = self.visible_range(stream)?;
+        let (visible, _, _) = self.visible_range(stream, read.until)?;
         let plan = read.plan(visible);
         let range = plan.revisions;
         let addrs = self.addrs_of(stream, range.clone())?;
@@ -154,7 +161,7 @@ impl Shared {
 
     pub fn stream_info(&self, stream: &StreamName) -> StoreResult<eventfold_core::StreamInfo> {
         let _gate = self.gate.read();
-        let (visible, metadata, last_position) = self.visible_range(stream)?;
+        let (visible, metadata, last_position) = self.visible_range(stream, None)?;
         let index = self.index.read();
         let st = self.existing(&index, stream)?;
         Ok(StreamInfo {
@@ -544,9 +551,18 @@ impl<'a> Collector<'a> {
             self.exhausted = true;
             return Ok(true);
         }
+        let after_until = r.kind == Kind::Event && self.read.is_after_until(r.timestamp_us);
+        if after_until && self.plan.forward {
+            // Commit times never decrease along the log: nothing further is at or before
+            // `until`, the read ends here.
+            self.exhausted = true;
+            return Ok(true);
+        }
         self.scanned += 1;
         self.last_scanned = Some(r.position);
-        if r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type) {
+        // A backward read passes over the events later than `until` (the log's newest ones).
+        if !after_until && r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type)
+        {
             let v = match self.last_visibility {
                 // Consecutive records mostly share their stream: compare, do not hash.
                 Some(v) if self.last_stream == r.stream => v,

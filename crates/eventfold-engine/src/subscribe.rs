@@ -52,6 +52,7 @@ impl Cursor {
                     direction: Direction::Forward,
                     limit,
                     filter: filter.clone(),
+                    until: None,
                 };
                 let slice = self.shared.read_all_within(&read, PAGE_BYTES)?;
                 let got = !slice.events.is_empty();

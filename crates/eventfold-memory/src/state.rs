@@ -125,12 +125,16 @@ impl State {
         }
     }
 
-    /// The visible revisions of an existing stream, max-age applied.
-    fn visible_range(&self, stream: &StreamName) -> StoreResult<(&StreamState, Range<u64>)> {
+    /// The visible revisions of an existing stream as of `until` (`None`: now), max-age applied.
+    fn visible_range(
+        &self,
+        stream: &StreamName,
+        until: Option<Timestamp>,
+    ) -> StoreResult<(&StreamState, Range<u64>)> {
         let st = self.existing(stream)?;
         let v = st.visible(Timestamp::now().micros());
         let range = v
-            .range(|r| {
+            .range_until(until.map(Timestamp::micros), |r| {
                 Ok::<_, Infallible>(self.event_at(st.positions[r as usize]).timestamp.micros())
             })
             .unwrap_or_else(|never| match never {});
@@ -254,7 +258,7 @@ impl State {
         read: ReadStream,
     ) -> StoreResult<StreamSlice> {
         self.limits.check_read_limit(read.limit)?;
-        let (st, visible) = self.visible_range(stream)?;
+        let (st, visible) = self.visible_range(stream, read.until)?;
         let plan = read.plan(visible);
         let range = plan.revisions;
         let positions = &st.positions[range.start as usize..range.end as usize];
@@ -272,7 +276,7 @@ impl State {
     }
 
     pub(crate) fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
-        let (st, visible) = self.visible_range(stream)?;
+        let (st, visible) = self.visible_range(stream, None)?;
         Ok(StreamInfo {
             stream: stream.clone(),
             last_revision: Revision(st.next_revision() - 1),
@@ -333,6 +337,7 @@ impl State {
             read.limit,
             AllReadPlan::SCAN_RECORDS_MAX,
         );
+        scan.until = read.until.map(|u| (u, plan.forward));
         let exhausted = scan.run(positions);
         Ok(AllSlice {
             next: plan.next(scan.last_scanned, exhausted),
@@ -367,6 +372,9 @@ struct Scan<'a> {
     events: Vec<RecordedEvent>,
     scanned: usize,
     last_scanned: Option<u64>,
+    /// A read's `until`, and whether it reads forward (then the first later event ends it;
+    /// backward, the later events are passed over).
+    until: Option<(Timestamp, bool)>,
 }
 
 impl<'a> Scan<'a> {
@@ -381,6 +389,7 @@ impl<'a> Scan<'a> {
             events: Vec::new(),
             scanned: 0,
             last_scanned: None,
+            until: None,
         }
     }
 
@@ -391,11 +400,24 @@ impl<'a> Scan<'a> {
             if self.events.len() >= self.limit || self.scanned >= self.scan_max {
                 return false;
             }
+            let record = &self.state.log[p as usize];
+            let after_until = match (record, self.until) {
+                (Record::Event(e), Some((until, _))) => e.timestamp > until,
+                _ => false,
+            };
+            if after_until && self.until.is_some_and(|(_, forward)| forward) {
+                // Commit times never decrease along the log: nothing further is at or before
+                // `until`.
+                return true;
+            }
             self.scanned += 1;
             self.last_scanned = Some(p);
-            let Record::Event(e) = &self.state.log[p as usize] else {
+            let Record::Event(e) = record else {
                 continue;
             };
+            if after_until {
+                continue;
+            }
             if !self
                 .filter
                 .matches(e.stream.as_str(), e.event_type.as_str())

@@ -4,7 +4,7 @@
 
 use eventfold_core::{
     Direction, EventFilter, ExpectedRevision, Position, ReadAll, ReadFrom, ReadStream, Revision,
-    SubscribeFrom,
+    SubscribeFrom, Timestamp,
 };
 
 use crate::codes::ErrorCode;
@@ -176,6 +176,21 @@ fn parse_limit(q: &QueryPairs) -> Result<usize, WireError> {
     }
 }
 
+/// `until`: an RFC 3339 time (absent: no bound).
+fn parse_until(q: &QueryPairs) -> Result<Option<Timestamp>, WireError> {
+    q.get("until")
+        .map(|v| {
+            Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                bad(
+                    "until",
+                    v,
+                    "must be an RFC 3339 time in UTC such as `2026-01-31T12:00:00Z` or `2026-01-31T12:00:00.123456Z`",
+                )
+            })
+        })
+        .transpose()
+}
+
 fn map_from<T>(f: ReadFrom<u64>, wrap: fn(u64) -> T) -> ReadFrom<T> {
     match f {
         ReadFrom::Start => ReadFrom::Start,
@@ -206,7 +221,7 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
 }
 
 /// The query parameters of a stream read.
-pub const READ_STREAM_PARAMS: &[&str] = &["from", "direction", "limit"];
+pub const READ_STREAM_PARAMS: &[&str] = &["from", "direction", "limit", "until"];
 /// The query parameters of a `$all` read.
 pub const READ_ALL_PARAMS: &[&str] = &[
     "from",
@@ -215,13 +230,14 @@ pub const READ_ALL_PARAMS: &[&str] = &[
     "type",
     "category",
     "stream_prefix",
+    "until",
 ];
 /// The query parameters of a stream subscription.
 pub const SUBSCRIBE_STREAM_PARAMS: &[&str] = &["from"];
 /// The query parameters of a `$all` subscription.
 pub const SUBSCRIBE_ALL_PARAMS: &[&str] = &["from", "type", "category", "stream_prefix"];
 
-/// `GET /streams/{stream}`: `from`, `direction`, `limit`.
+/// `GET /streams/{stream}`: `from`, `direction`, `limit`, `until`.
 pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
     q.check_known(READ_STREAM_PARAMS)?;
     let (direction, from) = parse_direction_and_from(q)?;
@@ -229,10 +245,11 @@ pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
         from: map_from(from, Revision),
         direction,
         limit: parse_limit(q)?,
+        until: parse_until(q)?,
     })
 }
 
-/// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`.
+/// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`, `until`.
 pub fn read_all_query(q: &QueryPairs) -> Result<ReadAll, WireError> {
     q.check_known(READ_ALL_PARAMS)?;
     let (direction, from) = parse_direction_and_from(q)?;
@@ -241,6 +258,7 @@ pub fn read_all_query(q: &QueryPairs) -> Result<ReadAll, WireError> {
         direction,
         limit: parse_limit(q)?,
         filter: parse_filter(q)?,
+        until: parse_until(q)?,
     })
 }
 
@@ -363,6 +381,19 @@ mod tests {
         ] {
             assert_eq!(read_all_query(&q(bad)).unwrap_err().status, 400);
         }
+        // `until` is parsed once into a timestamp, on both reads; subscriptions do not take it.
+        let t = "2026-01-31T12:00:00.5Z";
+        let want = Timestamp::parse_rfc3339(t);
+        assert!(want.is_some());
+        assert_eq!(read_stream_query(&q(&[("until", t)])).unwrap().until, want);
+        assert_eq!(read_all_query(&q(&[("until", t)])).unwrap().until, want);
+        assert_eq!(read_all_query(&q(&[])).unwrap().until, None);
+        for v in ["yesterday", "2026-01-31", "2026-13-01T00:00:00Z", ""] {
+            let e = read_stream_query(&q(&[("until", v)])).unwrap_err();
+            assert_eq!(e.body.error.code, "invalid_query", "{v}");
+            assert!(e.body.error.message.contains("RFC 3339"), "{v}");
+        }
+        assert!(subscribe_all_query(&q(&[("until", t)])).is_err());
         assert_eq!(subscribe_all_query(&q(&[])).unwrap().0, SubscribeFrom::End);
         assert_eq!(
             parse_expected_revision(Some("no-stream")).unwrap(),

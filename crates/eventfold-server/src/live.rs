@@ -495,6 +495,7 @@ async fn run(
                 direction: Direction::Backward,
                 limit: 1,
                 filter: EventFilter::default(),
+                until: None,
             })
             .await;
         match last {

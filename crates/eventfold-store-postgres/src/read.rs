@@ -130,19 +130,54 @@ pub(crate) fn event(row: &Row) -> StoreResult<RecordedEvent> {
     })
 }
 
-/// The stream's state and its visible revisions (max-age applied), or the error reads answer.
+/// The stream's state and its visible revisions (max-age applied) as of `until` (`None`: now),
+/// or the error reads answer.
 async fn visible_range(
     inner: &Inner,
     c: &impl GenericClient,
     stream: &StreamName,
+    until: Option<Timestamp>,
 ) -> StoreResult<(StreamRow, Range<u64>)> {
     let row = stream_row(inner, c, stream).await?;
     let head = row.as_ref().map(|r| r.head).unwrap_or_default();
     head.check_readable(stream)?;
     let row = row.expect("a readable stream has a row");
     let v = head.visibility(&row.metadata, Timestamp::now().micros());
+    let young = young_range(inner, c, stream, v).await?;
+    let Some(until) = until else {
+        return Ok((row, young));
+    };
+    // Commit times never decrease along a stream: the events later than `until` are a suffix.
+    let end: Option<i64> = c
+        .query_one(
+            &format!(
+                "SELECT min(revision) FROM {} WHERE stream = $1 AND revision >= $2 \
+                 AND revision < $3 AND timestamp_us > $4",
+                inner.table("events")
+            ),
+            &[
+                &stream.as_str(),
+                &(young.start as i64),
+                &(young.end as i64),
+                &until.micros(),
+            ],
+        )
+        .await
+        .map_err(pg_err("find a stream's events after `until`"))?
+        .get(0);
+    let end = end.map_or(young.end, |r| r as u64);
+    Ok((row, young.start..end))
+}
+
+/// The revisions of `v` that max-age leaves visible.
+async fn young_range(
+    inner: &Inner,
+    c: &impl GenericClient,
+    stream: &StreamName,
+    v: Visibility,
+) -> StoreResult<Range<u64>> {
     let Some(min) = v.min_timestamp_us else {
-        return Ok((row, v.from..v.to));
+        return Ok(v.from..v.to);
     };
     // Commit times never decrease along a stream, so the young events are a suffix.
     let lo: Option<i64> = c
@@ -158,7 +193,7 @@ async fn visible_range(
         .map_err(pg_err("find a stream's young events"))?
         .get(0);
     let lo = lo.map_or(v.to, |r| r as u64);
-    Ok((row, lo..v.to))
+    Ok(lo..v.to)
 }
 
 pub(crate) async fn read_stream(
@@ -167,7 +202,7 @@ pub(crate) async fn read_stream(
     stream: &StreamName,
     read: &ReadStream,
 ) -> StoreResult<StreamSlice> {
-    let (_, visible) = visible_range(inner, c, stream).await?;
+    let (_, visible) = visible_range(inner, c, stream, read.until).await?;
     let plan = read.plan(visible);
     let range = plan.revisions;
     let mut events = if range.is_empty() {
@@ -201,7 +236,7 @@ pub(crate) async fn stream_info(
     c: &impl GenericClient,
     stream: &StreamName,
 ) -> StoreResult<StreamInfo> {
-    let (row, visible) = visible_range(inner, c, stream).await?;
+    let (row, visible) = visible_range(inner, c, stream, None).await?;
     let last_revision = row.head.next_revision - 1;
     let last_position: i64 = c
         .query_one(
@@ -320,6 +355,7 @@ pub(crate) async fn read_all(
         &read.filter,
         read.limit,
         AllReadPlan::SCAN_RECORDS_MAX,
+        read.until,
     )
     .await?;
     Ok(AllSlice {
@@ -372,7 +408,9 @@ pub(crate) struct Scanned {
 }
 
 /// Scans `$all` from `plan.start` in the plan's direction over at most `scan_max` positions,
-/// keeping up to `limit` events that match `filter` and are visible in their stream.
+/// keeping up to `limit` events that match `filter` and are visible in their stream. With
+/// `until` (a read's), a forward scan ends at the first later event (commit times never decrease
+/// along the log) and a backward scan passes over the later ones.
 pub(crate) async fn scan(
     inner: &Inner,
     c: &impl GenericClient,
@@ -380,6 +418,7 @@ pub(crate) async fn scan(
     filter: &EventFilter,
     limit: usize,
     scan_max: usize,
+    until: Option<Timestamp>,
 ) -> StoreResult<Scanned> {
     let now = Timestamp::now().micros();
     let scan_max = scan_max.max(1) as u64;
@@ -483,6 +522,16 @@ pub(crate) async fn scan(
                 a = p + 1;
             } else {
                 b = p;
+            }
+            if until.is_some_and(|u| e.timestamp > u) {
+                if plan.forward {
+                    return Ok(Scanned {
+                        events,
+                        last_scanned: p,
+                        exhausted: true,
+                    });
+                }
+                continue;
             }
             if !filter.matches(e.stream.as_str(), e.event_type.as_str()) {
                 continue;

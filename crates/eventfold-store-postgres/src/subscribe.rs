@@ -85,7 +85,8 @@ impl Cursor {
                     forward: true,
                     committed,
                 };
-                let scan = read::scan(inner, &tx, &plan, filter, limit, PAGE_SCAN_MAX).await?;
+                let scan =
+                    read::scan(inner, &tx, &plan, filter, limit, PAGE_SCAN_MAX, None).await?;
                 *next = Some(scan.last_scanned + 1);
                 self.buf.extend(scan.events);
                 Ok(true)

@@ -207,6 +207,7 @@ impl EventStoreAdapter for EventfoldAdapter {
                 from,
                 direction: Direction::Forward,
                 limit: want as usize,
+                until: None,
             };
             let slice = match self.client.read_stream(&stream, read).await {
                 Ok(slice) => slice,

@@ -3,7 +3,7 @@
 
 use eventfold_core::{
     Direction, EventFilter, EventStore as _, Position, ReadAll, ReadFrom, ReadStream, Revision,
-    TypeSelector,
+    Timestamp, TypeSelector,
 };
 
 use super::{CliError, ConnArgs, Out, PAGE_EVENTS, StartAt, Target};
@@ -38,10 +38,20 @@ pub struct ReadArgs {
     /// Only events of streams whose name starts with this; $all only.
     #[arg(long)]
     stream_prefix: Option<String>,
+    /// Only events committed at or before this time (RFC 3339 in UTC, e.g.
+    /// `2026-01-31T12:00:00Z`): the stream or `$all` as it was then.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_until)]
+    until: Option<Timestamp>,
     /// Each event as a structured CloudEvent, one per line, as the server writes them
     /// (`Accept: application/cloudevents-batch+json`; see docs/http-api.md, "CloudEvents out").
     #[arg(long)]
     cloudevents: bool,
+}
+
+fn parse_until(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s).ok_or_else(|| {
+        format!("`{s}` is not an RFC 3339 time in UTC such as `2026-01-31T12:00:00Z`")
+    })
 }
 
 pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
@@ -89,6 +99,7 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
                             from,
                             direction,
                             limit,
+                            until: a.until,
                         },
                     )
                     .await
@@ -128,6 +139,7 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
                         direction,
                         limit: page(remaining),
                         filter: filter.clone(),
+                        until: a.until,
                     })
                     .await
                     .map_err(|e| conn.fail(e))?;
@@ -183,6 +195,7 @@ async fn read_cloudevents(
                         } else {
                             PAGE_EVENTS
                         },
+                        until: a.until,
                     },
                 )
                 .await
@@ -194,6 +207,7 @@ async fn read_cloudevents(
                     direction,
                     limit: page(remaining),
                     filter: types_only.clone(),
+                    until: a.until,
                 })
                 .await
                 .map_err(|e| conn.fail(e))?,

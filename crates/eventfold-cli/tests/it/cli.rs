@@ -156,6 +156,46 @@ fn append_then_read_as_text_and_json() {
             .collect::<Vec<_>>(),
         [2, 1]
     );
+    // As of a time: the first event's commit time keeps it and any event committed with it.
+    let t0 = events[0]["timestamp"]
+        .as_str()
+        .expect("a timestamp")
+        .to_owned();
+    let upto: Vec<Value> = events
+        .iter()
+        .filter(|e| e["timestamp"].as_str().is_some_and(|t| t <= t0.as_str()))
+        .map(|e| e["revision"].clone())
+        .collect();
+    assert!(
+        upto.len() < events.len(),
+        "the last batch is later: {events:?}"
+    );
+    for args in [
+        &["read", "order-1", "--until", &t0, "--json"][..],
+        &["read", "$all", "--until", &t0, "--json"],
+        &["read", "order-1", "--until", &t0, "--cloudevents"],
+    ] {
+        let got = eventfold(u, args, "").ok().json_lines();
+        let revisions: Vec<Value> = got
+            .iter()
+            .map(|e| {
+                if e["revision"].is_null() {
+                    json!(
+                        e["eventfoldrevision"]
+                            .as_str()
+                            .expect("a revision")
+                            .parse::<u64>()
+                            .expect("a number")
+                    )
+                } else {
+                    e["revision"].clone()
+                }
+            })
+            .collect();
+        assert_eq!(revisions, upto, "{args:?}");
+    }
+    let r = eventfold(u, &["read", "order-1", "--until", "yesterday"], "");
+    assert!(r.status == 2 && r.stderr.contains("RFC 3339"), "{r:?}");
     let paid = eventfold(u, &["read", "$all", "--type", "order.paid", "--json"], "")
         .ok()
         .json_lines();

@@ -17,6 +17,7 @@ mod moving;
 mod read_all;
 mod read_stream;
 mod subscribe;
+mod time;
 
 pub use append::*;
 pub use concurrency::*;
@@ -29,3 +30,4 @@ pub use moving::*;
 pub use read_all::*;
 pub use read_stream::*;
 pub use subscribe::*;
+pub use time::*;

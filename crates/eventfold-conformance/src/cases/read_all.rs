@@ -137,6 +137,7 @@ pub async fn read_all_filters<S: EventStore>(store: &Arc<S>, _: Limits) {
             direction,
             limit: 100,
             filter: f,
+            until: None,
         };
         store
             .read_all(read.clone())
@@ -298,6 +299,7 @@ pub async fn read_all_type_patterns<S: EventStore>(store: &Arc<S>, _: Limits) {
             direction,
             limit: 100,
             filter,
+            until: None,
         };
         async move {
             store

@@ -342,6 +342,7 @@ impl Harness {
                         eventfold_core::Direction::Forward
                     },
                     limit: *limit,
+                    until: None,
                 };
                 let got = match self.engine().read_stream(&name(*stream), read).await {
                     Ok(s) => slice_outcome(&s.events, s.next.map(|r| r.0)),
@@ -385,6 +386,7 @@ impl Harness {
                     },
                     limit: *limit,
                     filter: filter.clone(),
+                    until: None,
                 };
                 let got = self
                     .engine()

@@ -553,6 +553,9 @@ fn query_param_schema(path: &str, name: &str) -> Value {
         "direction" => json!({"type": "string", "enum": ["forward", "backward"]}),
         "hard" => json!({"type": "boolean", "default": false}),
         "category" => json!({"type": "string", "minLength": 1}),
+        "until" => {
+            json!({"type": "string", "format": "date-time", "description": "only events committed at or before this time, RFC 3339 in UTC (`2026-01-31T12:00:00Z`, up to microseconds): the stream or `$all` as it was then"})
+        }
         "type" => {
             json!({"type": "string", "description": "event types, comma-separated; an entry with `*` (exactly one `.`-separated word) or `#` (zero or more words) is a pattern: `order.*`, `order.#`, `#.failed`"})
         }

@@ -84,6 +84,7 @@ async fn revisions(store: &Arc<dyn EventStore>, stream: &str) -> Vec<u64> {
                 from: ReadFrom::Start,
                 direction: Direction::Forward,
                 limit: 10_000,
+                until: None,
             },
         )
         .await

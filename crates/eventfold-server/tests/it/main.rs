@@ -12,3 +12,4 @@ mod reads;
 mod stats;
 mod subscribe;
 mod trace;
+mod until;
