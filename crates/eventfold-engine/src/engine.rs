@@ -161,6 +161,31 @@ impl Engine {
         &self.inner.shared
     }
 
+    /// Checks a batch and hands it to the writer as an append (with given timestamps and a
+    /// landing revision when `import` says so).
+    async fn submit_append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        import: Option<(u64, Vec<i64>)>,
+    ) -> StoreResult<AppendResult> {
+        let bytes = self.check_batch(&events)?;
+        let op = Op::Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            import,
+        };
+        match self.submit(op, bytes).await? {
+            Reply::Appended(r) => Ok(r),
+            Reply::Done => Err(StoreError::Backend {
+                code: "internal".into(),
+                message: "the writer answered an append with no result".into(),
+            }),
+        }
+    }
+
     async fn submit(&self, op: Op, encoded_bytes: usize) -> StoreResult<Reply> {
         let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();
@@ -240,25 +265,7 @@ impl EventStore for Engine {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        let bytes = self.check_batch(&events)?;
-        match self
-            .submit(
-                Op::Append {
-                    stream: stream.clone(),
-                    expected,
-                    events,
-                    import: None,
-                },
-                bytes,
-            )
-            .await?
-        {
-            Reply::Appended(r) => Ok(r),
-            Reply::Done => Err(StoreError::Backend {
-                code: "internal".into(),
-                message: "the writer answered an append with no result".into(),
-            }),
-        }
+        self.submit_append(stream, expected, events, None).await
     }
 
     async fn append_imported(
@@ -272,25 +279,13 @@ impl EventStore for Engine {
             .into_iter()
             .map(|(e, t)| (e, t.micros()))
             .unzip();
-        let bytes = self.check_batch(&events)?;
-        match self
-            .submit(
-                Op::Append {
-                    stream: stream.clone(),
-                    expected,
-                    events,
-                    import: Some((batch.first_revision.0, timestamps)),
-                },
-                bytes,
-            )
-            .await?
-        {
-            Reply::Appended(r) => Ok(r),
-            Reply::Done => Err(StoreError::Backend {
-                code: "internal".into(),
-                message: "the writer answered an import with no result".into(),
-            }),
-        }
+        self.submit_append(
+            stream,
+            expected,
+            events,
+            Some((batch.first_revision.0, timestamps)),
+        )
+        .await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

@@ -13,6 +13,39 @@ use crate::group::EventRows;
 use crate::read::{STREAM_COLUMNS, StreamRow, stream_from_row};
 use crate::{Inner, commit_err, pg_err};
 
+/// The ids of the stream's last batch, in revision order, when a batch of `len` events may be
+/// its retry (empty otherwise).
+async fn last_batch_ids(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    stream: &StreamName,
+    head: &StreamHead,
+    last: Option<LastAppend>,
+    len: u64,
+) -> StoreResult<Vec<Vec<u8>>> {
+    let Some(lb) = last.filter(|lb| lb.len == len && !head.tombstoned) else {
+        return Ok(Vec::new());
+    };
+    Ok(tx
+        .query(
+            &format!(
+                "SELECT id FROM {} WHERE stream = $1 AND revision >= $2 AND revision < $3 \
+                 ORDER BY revision",
+                inner.table("events")
+            ),
+            &[
+                &stream.as_str(),
+                &(lb.first_revision as i64),
+                &((lb.first_revision + lb.len) as i64),
+            ],
+        )
+        .await
+        .map_err(pg_err("read the last batch's ids"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Begins a write: the ordering lock (unless switched off for tests), then the stream's row.
 async fn begin<'a>(
     inner: &Inner,
@@ -121,31 +154,7 @@ pub(crate) async fn append_unordered(
     let (tx, row) = begin(inner, &mut client, stream).await?;
     let head = row.as_ref().map(|r| r.head).unwrap_or_default();
     let last = row.as_ref().and_then(|r| r.last);
-    // The ids of the last batch, when this one may be its retry.
-    let mut last_ids: Vec<Vec<u8>> = Vec::new();
-    if let Some(lb) = last
-        && lb.len == events.len() as u64
-        && !head.tombstoned
-    {
-        last_ids = tx
-            .query(
-                &format!(
-                    "SELECT id FROM {} WHERE stream = $1 AND revision >= $2 AND revision < $3 \
-                     ORDER BY revision",
-                    inner.table("events")
-                ),
-                &[
-                    &stream.as_str(),
-                    &(lb.first_revision as i64),
-                    &((lb.first_revision + lb.len) as i64),
-                ],
-            )
-            .await
-            .map_err(pg_err("read the last batch's ids"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    }
+    let last_ids = last_batch_ids(inner, &tx, stream, &head, last, events.len() as u64).await?;
     let replay = head.check_append(stream, last, expected, events.len(), |_| {
         Ok(last_ids.len() == events.len()
             && last_ids
@@ -277,31 +286,7 @@ pub(crate) async fn import(
     let head = row.as_ref().map(|r| r.head).unwrap_or_default();
     let last = row.as_ref().and_then(|r| r.last);
     let n = batch.events.len() as u64;
-    // The ids of the last batch, when this one may be its retry.
-    let mut last_ids: Vec<Vec<u8>> = Vec::new();
-    if let Some(lb) = last
-        && lb.len == n
-        && !head.tombstoned
-    {
-        last_ids = tx
-            .query(
-                &format!(
-                    "SELECT id FROM {} WHERE stream = $1 AND revision >= $2 AND revision < $3 \
-                     ORDER BY revision",
-                    inner.table("events")
-                ),
-                &[
-                    &stream.as_str(),
-                    &(lb.first_revision as i64),
-                    &((lb.first_revision + lb.len) as i64),
-                ],
-            )
-            .await
-            .map_err(pg_err("read the last batch's ids"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    }
+    let last_ids = last_batch_ids(inner, &tx, stream, &head, last, n).await?;
     let replay = head.check_append(stream, last, expected, batch.events.len(), |_| {
         Ok(last_ids.len() == batch.events.len()
             && last_ids

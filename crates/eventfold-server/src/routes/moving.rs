@@ -12,7 +12,7 @@ use eventfold_protocol::moving::{KnownStreamsResponse, StreamStateJson, parse_im
 
 use super::read_body;
 use super::streams::{append_response, expected_revision};
-use crate::auth::{Right, Scope, StreamSet};
+use crate::auth::{Right, Scope};
 use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams};
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -51,24 +51,12 @@ pub async fn import(
 pub struct KnownStreamsRequest(ListStreams);
 
 impl ApiRequest for KnownStreamsRequest {
-    const PARAMS: &'static [&'static str] = &["prefix", "after", "limit"];
+    const PARAMS: &'static [&'static str] = super::streams::LIST_PARAMS;
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(Self::PARAMS)?;
-        let limit = query.get_u64("limit")?.unwrap_or(KNOWN_LIMIT_DEFAULT);
-        Ok(KnownStreamsRequest(ListStreams {
-            prefix: query.get("prefix").map(str::to_owned),
-            after: query.get("after").map(str::to_owned),
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        }))
+        super::streams::parse_listing(query, KNOWN_LIMIT_DEFAULT).map(KnownStreamsRequest)
     }
     fn scope(&self) -> Scope {
-        Scope::Streams(
-            Right::Admin,
-            StreamSet {
-                prefix: self.0.prefix.clone(),
-                category: None,
-            },
-        )
+        super::streams::listing_scope(Right::Admin, &self.0)
     }
 }
 

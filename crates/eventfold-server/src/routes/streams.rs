@@ -352,25 +352,38 @@ pub async fn info(
 pub struct ListRequest(ListStreams);
 
 impl ApiRequest for ListRequest {
-    const PARAMS: &'static [&'static str] = &["prefix", "after", "limit"];
+    const PARAMS: &'static [&'static str] = LIST_PARAMS;
     fn parse(_path: &PathParams, query: &QueryPairs) -> ApiResult<Self> {
-        query.check_known(Self::PARAMS)?;
-        let limit = query.get_u64("limit")?.unwrap_or(LIST_LIMIT_DEFAULT);
-        Ok(ListRequest(ListStreams {
-            prefix: query.get("prefix").map(str::to_owned),
-            after: query.get("after").map(str::to_owned),
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        }))
+        parse_listing(query, LIST_LIMIT_DEFAULT).map(ListRequest)
     }
     fn scope(&self) -> Scope {
-        Scope::Streams(
-            Right::Read,
-            StreamSet {
-                prefix: self.0.prefix.clone(),
-                category: None,
-            },
-        )
+        listing_scope(Right::Read, &self.0)
     }
+}
+
+/// The query parameters of a listing of streams (`GET /streams`, `GET /admin/streams`).
+pub(crate) const LIST_PARAMS: &[&str] = &["prefix", "after", "limit"];
+
+/// A listing's query (`prefix`, `after`, `limit` with a default), parsed once.
+pub(crate) fn parse_listing(query: &QueryPairs, limit_default: u64) -> ApiResult<ListStreams> {
+    query.check_known(LIST_PARAMS)?;
+    let limit = query.get_u64("limit")?.unwrap_or(limit_default);
+    Ok(ListStreams {
+        prefix: query.get("prefix").map(str::to_owned),
+        after: query.get("after").map(str::to_owned),
+        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+    })
+}
+
+/// What a listing needs: `right` on the streams its prefix names (every stream without one).
+pub(crate) fn listing_scope(right: Right, list: &ListStreams) -> Scope {
+    Scope::Streams(
+        right,
+        StreamSet {
+            prefix: list.prefix.clone(),
+            category: None,
+        },
+    )
 }
 
 /// Names per page of `GET /streams` when no `limit` is given.
