@@ -1042,32 +1042,37 @@ fn op_stream(op: &Op) -> &StreamName {
 
 /// The timestamp of the last event record in the log (`i64::MIN` when it has none), read at
 /// open so that an import is checked against it across restarts. Walks back through the
-/// sparse map one window (at most 64 records, never across a segment) at a time, reading each
-/// window forward, until a window holds an event: one window for any log whose tail is not a
-/// long run of metadata changes and deletes.
+/// sparse map one window (at most 64 records, never across a segment) at a time, scanning each
+/// window forward (to the segment's end at most: a segment a scavenge compacted may end before
+/// the window's last position), until a window holds an event: one window for any log whose
+/// tail is not a long run of metadata changes and deletes.
 fn last_event_timestamp(shared: &Shared) -> StoreResult<i64> {
     let (sparse, next_position) = {
         let index = shared.index.read();
         (index.sparse().to_vec(), index.next_position)
     };
     let mut end = next_position;
-    let mut buf = Vec::new();
     for &(start, addr) in sparse.iter().rev() {
+        let (no, off) = format::split_addr(addr);
+        let Some(file) = shared.segments.file(no) else {
+            end = start;
+            continue;
+        };
         let mut found = None;
-        let (mut at, mut position) = (addr, start);
-        while position < end {
-            let (kind, ts, pos) = {
-                let r = shared.segments.read_record(at, &mut buf)?;
-                (r.kind, r.timestamp_us, r.position)
-            };
-            if kind == Kind::Event {
-                found = Some(ts);
+        let mut scanner = shared.segments.scanner(file, off, u64::MAX);
+        loop {
+            let rec = scanner.next_record().map_err(|e| {
+                StoreError::io(format!("read {}", shared.segments.path(no).display()), e)
+            })?;
+            match rec {
+                Ok(Some((_, r))) if r.position < end => {
+                    if r.kind == Kind::Event {
+                        found = Some(r.timestamp_us);
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => return Err(shared.segments.corrupt(no, scanner.offset, e.to_string())),
             }
-            let Some(len) = format::frame_len(&buf) else {
-                break;
-            };
-            at += len as u64;
-            position = pos + 1;
         }
         if let Some(ts) = found {
             return Ok(ts);

@@ -570,3 +570,75 @@ async fn power_loss_round(seed: u64, base: &Path) -> (bool, u64) {
     }
     (finished, images)
 }
+
+/// After a scavenge removed the last records of a sealed segment, and the active segment holds
+/// only a metadata change and a delete, reopening still finds the log's last event (walking
+/// back into the compacted segment, which ends before its last position): an import earlier
+/// than it is refused. Reading on past the compacted file's end failed the walk, and imports
+/// were then checked against nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_events_timestamp_is_found_across_a_compacted_segment_at_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), options(Arc::new(OsIo))).expect("open");
+    fill(&engine, "a", "a", 8, 4, 300).await;
+    let last_a = engine
+        .read_stream(&stream("a"), ReadStream::backward(1))
+        .await
+        .expect("read a")
+        .events[0]
+        .timestamp;
+    // Stream b fills segment 0 up to less than a metadata record from its end.
+    let mut n = 0;
+    while SEGMENT_BYTES - engine.stats().log_bytes > 2_500 {
+        fill(&engine, "b", &format!("b-{n}"), 1, 1, 100).await;
+        n += 1;
+    }
+    assert_eq!(engine.stats().segments, 1);
+    let mut custom = serde_json::Map::new();
+    custom.insert("note".into(), "x".repeat(2_800).into());
+    engine
+        .set_metadata(
+            &stream("b"),
+            StreamMetadata {
+                custom: Some(custom),
+                ..StreamMetadata::default()
+            },
+        )
+        .await
+        .expect("metadata");
+    assert_eq!(
+        engine.stats().segments,
+        2,
+        "the metadata record rolled over"
+    );
+    engine
+        .delete_stream(&stream("b"), ExpectedRevision::Any, DeleteMode::Hard)
+        .await
+        .expect("hard delete");
+    tokio::task::block_in_place(|| settle(&engine));
+    let r = tokio::task::block_in_place(|| engine.scavenge(|_| {}))
+        .expect("scavenge")
+        .expect("no other scavenge runs");
+    assert_eq!(r.events_removed, n, "{r:?}");
+    engine.shutdown();
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), options(Arc::new(OsIo))).expect("reopen");
+    let before_a = eventfold_core::Timestamp(last_a.micros() - 1);
+    let refused = engine
+        .append_imported(
+            &stream("z"),
+            ExpectedRevision::NoStream,
+            eventfold_core::ImportBatch {
+                first_revision: Revision(0),
+                events: events("z", 1, 10)
+                    .into_iter()
+                    .map(|e| (e, before_a))
+                    .collect(),
+            },
+        )
+        .await
+        .expect_err("an import earlier than the log's last event");
+    assert_eq!(refused.code(), "import_timestamp_too_early", "{refused}");
+    engine.shutdown();
+}
