@@ -24,6 +24,7 @@ mod measure;
 mod pgstore;
 mod postgres;
 mod scale;
+mod schema;
 mod soak;
 mod table;
 
@@ -59,6 +60,7 @@ pub use crate::pgstore::{
     run_postgres_bench,
 };
 
+pub use crate::schema::{SCHEMA_EVENTS_DEFAULT, SchemaBenchOptions, run_schema_bench};
 pub use crate::scale::{EVENTS_PER_STREAM, Probe, ScaleBenchOptions, probe, run_scale_bench};
 pub use crate::soak::{SOAK_ROUNDS_DEFAULT, SOAK_VERIFY_EVERY_DEFAULT, SoakOptions, run_soak};
 

@@ -1,6 +1,6 @@
 //! `eventfold-bench`: whole-system benchmarks (see `BENCHMARKS.md`), a binary apart from
 //! `eventfold` so that the product links none of the rival clients it is compared with. Run as
-//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres|brokers ...`.
+//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres|brokers|schema ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +71,13 @@ enum BenchCmd {
     /// reads. About 40 s per 10 M events of store to build, plus the probes; needs 370 bytes
     /// of disk per event.
     Scale(ScaleArgs),
+    /// What JSON Schema validation costs on the append path: a 256-byte JSON event appended
+    /// to the embedded engine without the schema decorator, through it with no schema for the
+    /// type, and with a schema checking every event (CPU-bound batches without fsync, and 64
+    /// fsync'd single-event writers), then over HTTP through `eventfold serve` (from
+    /// `--eventfold-bin`) before and after registering the schema. Under a minute at the
+    /// defaults.
+    Schema(SchemaArgs),
     /// Not a benchmark: a reliability soak. Rounds of kill -9 of a real `eventfold serve`
     /// (from `--eventfold-bin`) on one data directory while 8 writers append and 2 consumers
     /// pull and ack a consumer group; after each restart every append the last round had
@@ -97,6 +104,25 @@ struct ScaleArgs {
     /// Keep the store afterwards.
     #[arg(long)]
     keep: bool,
+}
+
+/// Options of `eventfold-bench schema`.
+#[derive(Debug, clap::Args)]
+struct SchemaArgs {
+    /// Events of the CPU-bound rows (batches of 100); the fsync'd and HTTP rows append a tenth.
+    #[arg(long, default_value_t = eventfold_bench::SCHEMA_EVENTS_DEFAULT)]
+    events: u64,
+    /// The `eventfold` binary of the HTTP rows [default: the `eventfold` in the directory of
+    /// this executable, after `cargo build --release -p eventfold-cli`].
+    #[arg(long, value_name = "PATH")]
+    eventfold_bin: Option<PathBuf>,
+    /// Leave out the HTTP rows.
+    #[arg(long)]
+    skip_http: bool,
+    /// Directory for scratch data, on the disk to measure [default: ./target/eventfold-bench,
+    /// or ./eventfold-bench].
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// Options of `eventfold-bench soak`.
@@ -700,6 +726,18 @@ fn main() -> ExitCode {
                 keep: args.keep,
             };
             ("scale", rt.block_on(eventfold_bench::run_scale_bench(opts)))
+        }
+        BenchCmd::Schema(args) => {
+            let opts = eventfold_bench::SchemaBenchOptions {
+                events: args.events,
+                dir: args.dir,
+                eventfold_bin: args.eventfold_bin,
+                skip_http: args.skip_http,
+            };
+            (
+                "schema",
+                rt.block_on(eventfold_bench::run_schema_bench(opts)),
+            )
         }
         BenchCmd::Soak(args) => {
             let opts = eventfold_bench::SoakOptions {

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use eventfold_core::{EventStore, Limits};
 use eventfold_engine::{Durability, Engine, EngineOptions};
 use eventfold_server::{AppState, ServerLimits};
+use eventfold_schema::Validating;
 use eventfold_shred::{FileKeys, NoKeyStore, Shredding, SubjectKeys, sealed_limits};
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 
@@ -554,9 +555,11 @@ enum Opened {
 impl Opened {
     /// The store of the user's events, the same events as stored (for the consumer groups,
     /// whose deliveries the server opens), and the store of the consumer groups' state. The
-    /// events' store crypto-shreds (`eventfold_shred::Shredding`): on the engine with the key
-    /// file in `DIR/keys`; on PostgreSQL, which has no key store yet, events naming a
-    /// `$subject` are refused rather than stored in the clear.
+    /// events' store validates appends against the JSON Schemas registered in it
+    /// (`eventfold_schema::Validating`; a no-op until a schema is registered) and, under that,
+    /// crypto-shreds (`eventfold_shred::Shredding`), so schemas see the plaintext: on the
+    /// engine with the key file in `DIR/keys`; on PostgreSQL, which has no key store yet,
+    /// events naming a `$subject` are refused rather than stored in the clear.
     fn stores(
         &self,
     ) -> (
@@ -571,11 +574,13 @@ impl Opened {
                 keys,
                 limits,
             } => (
-                Arc::new(Shredding::new(
+                // This process alone writes the directory (its lock): the registry learns of
+                // every registration as it makes it.
+                Arc::new(Validating::exclusive(Shredding::new(
                     events.clone(),
                     Arc::new(keys.clone()),
                     *limits,
-                )),
+                ))),
                 Arc::new(events.clone()),
                 Arc::new(groups.clone()),
             ),
@@ -584,7 +589,9 @@ impl Opened {
                 groups,
                 limits,
             } => (
-                Arc::new(Shredding::new(
+                // Other servers may register schemas on the same database: the registry looks
+                // for new registrations before every append.
+                Arc::new(Validating::new(Shredding::new(
                     events.clone(),
                     Arc::new(NoKeyStore::new(
                         "cannot be kept erasable on this server: crypto-shredding keeps its keys \
@@ -593,7 +600,7 @@ impl Opened {
                          --data DIR",
                     )),
                     *limits,
-                )),
+                ))),
                 Arc::new(events.clone()),
                 Arc::new(groups.clone()),
             ),

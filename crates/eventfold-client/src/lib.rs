@@ -10,6 +10,7 @@
 mod backup;
 mod groups;
 mod pipeline;
+mod schemas;
 mod subjects;
 
 pub use eventfold_protocol::groups::{
@@ -665,6 +666,24 @@ impl EventStore for Client {
             streams,
             next: r.next.map(StreamName::new).transpose()?,
         })
+    }
+
+    async fn register_schema(
+        &self,
+        schema: eventfold_core::EventSchema,
+    ) -> StoreResult<eventfold_core::SchemaRegistered> {
+        self.put_schema(schema).await
+    }
+
+    async fn schema(
+        &self,
+        key: &eventfold_core::SchemaKey,
+    ) -> StoreResult<eventfold_core::EventSchema> {
+        self.get_schema(key).await
+    }
+
+    async fn list_schemas(&self) -> StoreResult<Vec<eventfold_core::SchemaKey>> {
+        self.get_schema_list().await
     }
 
     async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {

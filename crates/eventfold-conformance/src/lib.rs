@@ -115,6 +115,14 @@ macro_rules! conformance_tests {
             concurrent_appends_to_many_streams,
         );
     };
+    (@schemas $factory:expr, $limits:expr) => {
+        $crate::conformance_tests!(@cases $factory, $limits,
+            schemas_register_list_and_get,
+            appends_are_checked_against_registered_schemas,
+            reads_never_change_after_a_schema_is_registered,
+            imports_are_not_checked_against_schemas,
+        );
+    };
     (@cases $factory:expr, $limits:expr, $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,5 +132,20 @@ macro_rules! conformance_tests {
                 $crate::cases::$case(&store, $limits).await;
             }
         )+
+    };
+}
+
+/// Expands to one `#[tokio::test]` per case of the schema registry ([`cases::schemas_register_list_and_get`]
+/// and the others of `cases/schemas.rs`), like [`conformance_tests!`]: for stores that have a
+/// registry (`eventfold_schema::Validating` around a backend, or a server through the client).
+///
+/// `schema_conformance_tests!(factory)` or `schema_conformance_tests!(factory, limits = expr)`.
+#[macro_export]
+macro_rules! schema_conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_tests!(@schemas $factory, $crate::Limits::DEFAULT);
+    };
+    ($factory:expr, limits = $limits:expr $(,)?) => {
+        $crate::conformance_tests!(@schemas $factory, $limits);
     };
 }

@@ -232,6 +232,40 @@ pub enum StoreError {
         /// The store's last event's timestamp.
         last: crate::Timestamp,
     },
+    /// An event of an append does not match the JSON Schema registered for its type and schema
+    /// version (see [`crate::EventStore::register_schema`]). Nothing of the batch was written.
+    #[error(
+        "event {index} of the batch (type {event_type:?}, schema version {schema_version}) does not match the JSON Schema registered for it, at {}: {reason}; nothing of the batch was written: fix the event, or register a new schema version and append with it",
+        if instance_path.is_empty() { "the root of its data" } else { instance_path.as_str() }
+    )]
+    SchemaValidationFailed {
+        /// The event's index in the batch (0 for the first).
+        index: usize,
+        /// The event's type.
+        event_type: crate::EventType,
+        /// The event's schema version.
+        schema_version: u32,
+        /// Where in the event's data the first failure is, as a JSON Pointer (`/items/0/price`;
+        /// empty for the data as a whole).
+        instance_path: String,
+        /// What the schema wanted there.
+        reason: String,
+    },
+    /// A different JSON Schema is registered for this event type and schema version already:
+    /// a registered schema never changes. Nothing was changed.
+    #[error(
+        "a different JSON Schema is registered for {key} already; a registered schema never changes (events were validated against it): register this one as a new schema version and append events with that version"
+    )]
+    SchemaConflict {
+        /// The event type and schema version.
+        key: crate::SchemaKey,
+    },
+    /// No JSON Schema is registered for this event type and schema version.
+    #[error("no JSON Schema is registered for {key}; list the registered ones with GET /schemas")]
+    SchemaNotFound {
+        /// The event type and schema version.
+        key: crate::SchemaKey,
+    },
     /// This store cannot do the operation (for example, appending with given timestamps on a
     /// backend that only uses its own clock).
     #[error("this store cannot {operation}; {hint}")]
@@ -270,6 +304,9 @@ impl StoreError {
             StoreError::Unavailable { .. } => "store_unavailable",
             StoreError::ImportRevisionMismatch { .. } => "import_revision_mismatch",
             StoreError::ImportTimestampTooEarly { .. } => "import_timestamp_too_early",
+            StoreError::SchemaValidationFailed { .. } => "schema_validation_failed",
+            StoreError::SchemaConflict { .. } => "schema_conflict",
+            StoreError::SchemaNotFound { .. } => "schema_not_found",
             StoreError::Unsupported { .. } => "unsupported_by_store",
             StoreError::Backend { code, .. } => code,
         }

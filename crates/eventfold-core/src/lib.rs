@@ -16,6 +16,7 @@ mod names;
 mod pattern;
 mod plan;
 mod read;
+mod schema;
 mod store;
 mod trace;
 mod type_labels;
@@ -28,7 +29,7 @@ pub use event::{
 pub use expected::ExpectedRevision;
 pub use head::{LastAppend, StreamHead, Visibility};
 pub use ids::{EventId, Position, Revision};
-pub use limits::Limits;
+pub use limits::{COMPILED_SCHEMAS_MAX, Limits, SCHEMA_BYTES_MAX, SCHEMAS_MAX};
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
 pub use pattern::{PatternWord, TypePattern, TypeSelector};
@@ -37,6 +38,7 @@ pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
     StreamSlice, SubscribeFrom,
 };
+pub use schema::{EventSchema, SchemaDocument, SchemaKey, SchemaRegistered};
 pub use store::{
     AppendResult, DeleteMode, EventStore, EventSubscription, ImportBatch, KnownStream,
     KnownStreams, StreamInfo,

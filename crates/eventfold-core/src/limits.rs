@@ -1,6 +1,23 @@
 use crate::error::{LimitKind, StoreError, StoreResult, ValidationError};
 use crate::event::NewEvent;
 
+/// Longest JSON Schema document a store registers, in bytes of compact JSON: 64 KiB holds the
+/// schema of any event a person would write by hand or generate from a type, and bounds what
+/// one registration costs to compile and to keep.
+pub const SCHEMA_BYTES_MAX: usize = 64 << 10;
+
+/// Most JSON Schemas one store registers (every event type and schema version counted once):
+/// a registry's index is kept in memory whole, about 300 bytes per schema at the longest
+/// type names, so 10,000 stay under 3 MiB; compiled schemas are cached apart, bounded by
+/// [`COMPILED_SCHEMAS_MAX`].
+pub const SCHEMAS_MAX: usize = 10_000;
+
+/// Compiled JSON Schemas a store keeps ready at once; the least recently used is dropped
+/// beyond it and compiled again when next needed. A compiled schema takes a few to a few
+/// hundred KiB, so 1,000 bound the cache to tens of MiB while holding every schema a service's
+/// busy event types use.
+pub const COMPILED_SCHEMAS_MAX: usize = 1_000;
+
 /// The contract's size limits. Every implementation enforces them the same way, so a batch that
 /// one backend accepts is accepted by all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -190,6 +190,46 @@ pub trait EventStore: Send + Sync + 'static {
         })
     }
 
+    /// Registers a JSON Schema for events of one type and schema version: from then on an
+    /// append of such an event whose data does not match it is refused
+    /// ([`StoreError::SchemaValidationFailed`], nothing of the batch written), on every server
+    /// of the store. Events of a type and version without a schema are not checked, and reads
+    /// never change. A registered schema never changes: registering the same document again
+    /// is [`SchemaRegistered::Unchanged`], another one [`StoreError::SchemaConflict`]. A
+    /// document that is not a valid JSON Schema is refused as invalid (`JSON Schema`). A
+    /// store without a schema registry answers [`StoreError::Unsupported`] (the default);
+    /// `eventfold_schema::Validating` is the registry around any store.
+    ///
+    /// [`StoreError::SchemaValidationFailed`]: crate::StoreError::SchemaValidationFailed
+    /// [`StoreError::SchemaConflict`]: crate::StoreError::SchemaConflict
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    /// [`SchemaRegistered::Unchanged`]: crate::SchemaRegistered::Unchanged
+    async fn register_schema(
+        &self,
+        schema: crate::EventSchema,
+    ) -> StoreResult<crate::SchemaRegistered> {
+        let _ = schema;
+        Err(no_schema_registry())
+    }
+
+    /// The JSON Schema registered for `key` ([`StoreError::SchemaNotFound`] when there is
+    /// none); [`StoreError::Unsupported`] without a registry (the default).
+    ///
+    /// [`StoreError::SchemaNotFound`]: crate::StoreError::SchemaNotFound
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn schema(&self, key: &crate::SchemaKey) -> StoreResult<crate::EventSchema> {
+        let _ = key;
+        Err(no_schema_registry())
+    }
+
+    /// Every event type and schema version with a registered JSON Schema, in order of type,
+    /// then version; [`StoreError::Unsupported`] without a registry (the default).
+    ///
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn list_schemas(&self) -> StoreResult<Vec<crate::SchemaKey>> {
+        Err(no_schema_registry())
+    }
+
     /// Deletes a stream after checking `expected`. Deleting a stream that does not exist is
     /// `StreamNotFound` (soft) or allowed (hard, which reserves the name).
     async fn delete_stream(
@@ -198,4 +238,13 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedRevision,
         mode: DeleteMode,
     ) -> StoreResult<()>;
+}
+
+/// The answer of the schema methods of a store without a registry.
+fn no_schema_registry() -> crate::StoreError {
+    crate::StoreError::Unsupported {
+        operation: "keep JSON Schemas of event types".into(),
+        hint: "wrap the store in `eventfold_schema::Validating` (what `eventfold serve` does)"
+            .into(),
+    }
 }

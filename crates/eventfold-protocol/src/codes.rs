@@ -85,6 +85,9 @@ error_codes! {
     /// A data subject id (`$subject` in an event's metadata, or a path's `{subject}`) is not
     /// valid, or this server cannot keep a subject's data erasable (the message says why).
     InvalidSubject = ("invalid_subject", 400),
+    /// A JSON Schema document is not valid (not JSON, not an object or boolean, too large, or
+    /// not a JSON Schema its draft accepts; the message says which).
+    InvalidSchema = ("invalid_schema", 400),
     /// A read asks for more events than the server's maximum.
     ReadLimitTooLarge = ("read_limit_too_large", 400),
     /// The body is larger than the server accepts.
@@ -119,6 +122,16 @@ error_codes! {
     GroupNotFound = ("group_not_found", 404),
     /// The data subject never had a key on this server (nothing of it is sealed).
     SubjectKeyNotFound = ("subject_key_not_found", 404),
+    /// No JSON Schema is registered for the event type and schema version.
+    SchemaNotFound = ("schema_not_found", 404),
+    /// A different JSON Schema is registered for the event type and schema version already
+    /// (registered schemas never change: register a new version).
+    SchemaConflict = ("schema_conflict", 409),
+    /// An event of an append does not match the JSON Schema registered for its type and
+    /// schema version; nothing of the batch was written. Details: `index` (in the batch),
+    /// `event_type`, `schema_version`, `instance_path` (a JSON Pointer into the event's data),
+    /// `reason`.
+    SchemaValidationFailed = ("schema_validation_failed", 422),
     /// An import's batch would not land at the revision it had in the exported store.
     ImportRevisionMismatch = ("import_revision_mismatch", 409),
     /// An import's event timestamp is earlier than the store's last event's.
@@ -206,6 +219,7 @@ mod tests {
         ("invalid_request", 400),
         ("invalid_trace_context", 400),
         ("invalid_subject", 400),
+        ("invalid_schema", 400),
         ("read_limit_too_large", 400),
         ("body_too_large", 413),
         ("event_too_large", 413),
@@ -221,6 +235,9 @@ mod tests {
         ("wrong_expected_revision", 409),
         ("group_not_found", 404),
         ("subject_key_not_found", 404),
+        ("schema_not_found", 404),
+        ("schema_conflict", 409),
+        ("schema_validation_failed", 422),
         ("import_revision_mismatch", 409),
         ("import_timestamp_too_early", 409),
         ("storage_poisoned", 503),

@@ -74,6 +74,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
         "content type" => ErrorCode::InvalidContentType,
         "traceparent" | "tracestate" => ErrorCode::InvalidTraceContext,
         "subject" => ErrorCode::InvalidSubject,
+        "JSON Schema" => ErrorCode::InvalidSchema,
         _ => ErrorCode::InvalidRequest,
     }
 }
@@ -103,6 +104,9 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::ImportRevisionMismatch { .. } => ErrorCode::ImportRevisionMismatch,
         StoreError::ImportTimestampTooEarly { .. } => ErrorCode::ImportTimestampTooEarly,
         StoreError::Unsupported { .. } => ErrorCode::UnsupportedByStore,
+        StoreError::SchemaValidationFailed { .. } => ErrorCode::SchemaValidationFailed,
+        StoreError::SchemaConflict { .. } => ErrorCode::SchemaConflict,
+        StoreError::SchemaNotFound { .. } => ErrorCode::SchemaNotFound,
         _ => ErrorCode::InternalError,
     }
 }
@@ -165,6 +169,21 @@ pub fn error_status(e: &StoreError) -> WireError {
         StoreError::Unsupported { operation, hint } => w
             .with("operation", operation.as_str())
             .with("hint", hint.as_str()),
+        StoreError::SchemaValidationFailed {
+            index,
+            event_type,
+            schema_version,
+            instance_path,
+            reason,
+        } => w
+            .with("index", *index as u64)
+            .with("event_type", event_type.as_str())
+            .with("schema_version", *schema_version)
+            .with("instance_path", instance_path.as_str())
+            .with("reason", reason.as_str()),
+        StoreError::SchemaConflict { key } | StoreError::SchemaNotFound { key } => w
+            .with("event_type", key.event_type.as_str())
+            .with("schema_version", key.schema_version),
         _ => w,
     }
 }
@@ -296,6 +315,40 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 return StoreError::Unsupported { operation, hint };
             }
         }
+        ErrorCode::SchemaValidationFailed => {
+            let text = |k: &str| d.details.get(k).and_then(serde_json::Value::as_str);
+            if let (Some(index), Some(event_type), Some(schema_version), Some(path), Some(reason)) = (
+                num("index").and_then(|n| usize::try_from(n).ok()),
+                text("event_type").and_then(|t| eventfold_core::EventType::new(t).ok()),
+                num("schema_version").and_then(|n| u32::try_from(n).ok()),
+                text("instance_path"),
+                text("reason"),
+            ) {
+                return StoreError::SchemaValidationFailed {
+                    index,
+                    event_type,
+                    schema_version,
+                    instance_path: path.to_owned(),
+                    reason: reason.to_owned(),
+                };
+            }
+        }
+        ErrorCode::SchemaConflict | ErrorCode::SchemaNotFound => {
+            let key = d
+                .details
+                .get("event_type")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| eventfold_core::EventType::new(t).ok())
+                .zip(num("schema_version").and_then(|n| u32::try_from(n).ok()))
+                .map(|(t, v)| eventfold_core::SchemaKey::new(t, v));
+            if let Some(key) = key {
+                return if code == ErrorCode::SchemaConflict {
+                    StoreError::SchemaConflict { key }
+                } else {
+                    StoreError::SchemaNotFound { key }
+                };
+            }
+        }
         ErrorCode::BackendFailure => {
             return StoreError::Backend {
                 code: d
@@ -315,6 +368,7 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 ErrorCode::InvalidEventId => "event id",
                 ErrorCode::InvalidContentType => "content type",
                 ErrorCode::InvalidSubject => "subject",
+                ErrorCode::InvalidSchema => "JSON Schema",
                 _ => "request",
             };
             return StoreError::Invalid(ValidationError {
@@ -389,6 +443,32 @@ mod tests {
             StoreError::Unsupported {
                 operation: "append with given timestamps".into(),
                 hint: "do something else".into(),
+            },
+            StoreError::SchemaValidationFailed {
+                index: 2,
+                event_type: eventfold_core::EventType::new("order.placed").unwrap(),
+                schema_version: 3,
+                instance_path: "/items/0/price".into(),
+                reason: "\"x\" is not of type \"number\"".into(),
+            },
+            StoreError::SchemaValidationFailed {
+                index: 0,
+                event_type: eventfold_core::EventType::new("order.placed").unwrap(),
+                schema_version: 1,
+                instance_path: String::new(),
+                reason: "the data is not JSON".into(),
+            },
+            StoreError::SchemaConflict {
+                key: eventfold_core::SchemaKey::new(
+                    eventfold_core::EventType::new("order.placed").unwrap(),
+                    1,
+                ),
+            },
+            StoreError::SchemaNotFound {
+                key: eventfold_core::SchemaKey::new(
+                    eventfold_core::EventType::new("order/placed").unwrap(),
+                    0,
+                ),
             },
         ] {
             let w = error_status(&e);

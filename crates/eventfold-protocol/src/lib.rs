@@ -12,6 +12,7 @@ pub mod groups;
 pub mod moving;
 mod query;
 pub mod scavenge;
+pub mod schemas;
 mod stats;
 mod trace;
 

@@ -69,7 +69,7 @@ fn parsers() -> &'static [ParseFn] {
     })
 }
 
-/// A request's path parameter (`{stream}`, `{group}`, `{subject}`, decoded) and raw query string, parsed by
+/// A request's path parameter (`{stream}`, `{group}`, `{subject}`, `{type}`, `{version}`, decoded) and raw query string, parsed by
 /// every route's request type as its extractor does. The routes that accepted them.
 pub fn request(path_value: &str, query: Option<&str>) -> usize {
     let query = match QueryPairs::parse(query) {
@@ -83,6 +83,8 @@ pub fn request(path_value: &str, query: Option<&str>) -> usize {
         ("stream".into(), path_value.into()),
         ("group".into(), path_value.into()),
         ("subject".into(), path_value.into()),
+        ("type".into(), path_value.into()),
+        ("version".into(), path_value.into()),
     ]);
     parsers()
         .iter()

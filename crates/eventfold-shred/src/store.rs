@@ -249,6 +249,24 @@ impl<S: EventStore> EventStore for Shredding<S> {
         self.inner.list_known_streams(list).await
     }
 
+    /// Forwarded. A schema registry belongs outside a `Shredding` (as `eventfold serve`
+    /// stacks them), where it sees the plaintext: under it, sealed data is not JSON and fails
+    /// every schema.
+    async fn register_schema(
+        &self,
+        schema: eventfold_core::EventSchema,
+    ) -> StoreResult<eventfold_core::SchemaRegistered> {
+        self.inner.register_schema(schema).await
+    }
+
+    async fn schema(&self, key: &eventfold_core::SchemaKey) -> StoreResult<eventfold_core::EventSchema> {
+        self.inner.schema(key).await
+    }
+
+    async fn list_schemas(&self) -> StoreResult<Vec<eventfold_core::SchemaKey>> {
+        self.inner.list_schemas().await
+    }
+
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
         let slice = self.inner.read_stream(stream, read).await?;
         Ok(StreamSlice {

@@ -1,5 +1,5 @@
 //! The client commands of `eventfold` (`append`, `read`, `tail`, `info`, `delete`, `export`,
-//! `import`, `backup`, `group`, `subject`): each talks to a running server through `eventfold-client`, prints text for people
+//! `import`, `backup`, `group`, `subject`, `schema`): each talks to a running server through `eventfold-client`, prints text for people
 //! by default and JSON with `--json`, and ends with the exit status documented in
 //! [`EXIT_STATUS_HELP`]. A file per command.
 
@@ -12,6 +12,7 @@ mod import;
 mod info;
 mod read;
 mod scavenge;
+mod schema;
 mod subject;
 mod tail;
 
@@ -84,6 +85,12 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: subject::SubjectCommand,
     },
+    /// JSON Schemas per event type and schema version: put, get, list.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Schema {
+        #[command(subcommand)]
+        command: schema::SchemaCommand,
+    },
 }
 
 /// Runs a client command to its end and returns the exit status.
@@ -111,6 +118,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Scavenge(a) => scavenge::run(a).await,
             ClientCommand::Group { command } => group::run(command).await,
             ClientCommand::Subject { command } => subject::run(command).await,
+            ClientCommand::Schema { command } => schema::run(command).await,
         }
     });
     match result {

@@ -16,6 +16,7 @@ mod metadata;
 mod moving;
 mod read_all;
 mod read_stream;
+mod schemas;
 mod subscribe;
 mod time;
 
@@ -29,5 +30,6 @@ pub use metadata::*;
 pub use moving::*;
 pub use read_all::*;
 pub use read_stream::*;
+pub use schemas::*;
 pub use subscribe::*;
 pub use time::*;

@@ -9,6 +9,7 @@ pub mod groups;
 mod health;
 pub(crate) mod moving;
 mod scavenge;
+pub(crate) mod schemas;
 mod stats;
 pub(crate) mod streams;
 pub(crate) mod subjects;

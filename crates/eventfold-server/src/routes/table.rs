@@ -5,7 +5,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use super::{
-    all, appends, backup, groups, health, moving, scavenge, stats, streams, subjects, subscribe,
+    all, appends, backup, groups, health, moving, scavenge, schemas, stats, streams, subjects,
+    subscribe,
 };
 use crate::authorized::{Admin, ApiRequest, OnGroup, OnServer, OnStream, PathParams, Read, Write};
 use crate::state::AppState;
@@ -57,6 +58,7 @@ pub fn operations() -> Vec<Operation> {
                 (410, "Error"),
                 (413, "Error"),
                 (415, "Error"),
+                (422, "Error"),
                 (507, "Error"),
             ],
             handler: post(streams::append),
@@ -377,6 +379,43 @@ pub fn operations() -> Vec<Operation> {
             handler: delete(subjects::delete_key),
         },
         Operation {
+            method: "put",
+            path: "/schemas/{type}/{version}",
+            summary: "Register the JSON Schema (the body) for events of `type` with `schema_version` `version` (needs `admin` on every stream). From then on an append of such an event whose data does not match is refused with 422 schema_validation_failed (nothing of the batch written); events of a type and version without a schema are not checked, and reads never change. 201 when registered now, 200 when the same document was registered before; 409 schema_conflict for another document (a registered schema never changes: register a new version); 400 invalid_schema when the body is not a JSON Schema (drafts 4 to 2020-12; nothing is fetched, so every `$ref` points inside the document)",
+            params: params::<schemas::OnSchema<Admin>>(),
+            parse: Some(parse::<schemas::OnSchema<Admin>>),
+            body: Some("JsonSchema"),
+            responses: &[
+                (201, "SchemaKey"),
+                (200, "SchemaKey"),
+                (400, "Error"),
+                (408, "Error"),
+                (409, "Error"),
+                (501, "Error"),
+            ],
+            handler: put(schemas::put),
+        },
+        Operation {
+            method: "get",
+            path: "/schemas/{type}/{version}",
+            summary: "The JSON Schema registered for events of `type` with schema version `version`, as registered (needs `read` on every stream); 404 schema_not_found when there is none",
+            params: params::<schemas::OnSchema<Read>>(),
+            parse: Some(parse::<schemas::OnSchema<Read>>),
+            body: None,
+            responses: &[(200, "JsonSchema"), (404, "Error"), (501, "Error")],
+            handler: get(schemas::get),
+        },
+        Operation {
+            method: "get",
+            path: "/schemas",
+            summary: "Every event type and schema version with a registered JSON Schema, in order of type, then version (needs `read` on every stream)",
+            params: params::<OnServer>(),
+            parse: Some(parse::<OnServer>),
+            body: None,
+            responses: &[(200, "SchemaList"), (501, "Error")],
+            handler: get(schemas::list),
+        },
+        Operation {
             method: "get",
             path: "/backup",
             summary: "An online, consistent backup of the server's stores as a tar archive (application/x-tar: the manifest eventfold-backup.json, then the segment files; the consumer groups' under groups/), taken while appends go on; `eventfold restore` makes a data directory of it (needs `admin` on every stream; 501 backup_unavailable on PostgreSQL)",
@@ -518,6 +557,12 @@ fn schemas() -> Value {
     s["CloudEventsOut"] =
         json!({"type": "array", "items": {"$ref": "#/components/schemas/CloudEventOut"}});
     s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
+    s["JsonSchema"] = json!({"type": ["object", "boolean"],
+        "description": "a JSON Schema document (draft 2020-12 unless its `$schema` names another of drafts 4, 6, 7, 2019-09), at most 65536 bytes of compact JSON"});
+    s["SchemaKey"] = json!({"type": "object", "additionalProperties": false, "required": ["event_type", "schema_version"],
+        "properties": {"event_type": {"type": "string", "minLength": 1, "maxLength": 256}, "schema_version": {"type": "integer", "minimum": 0, "maximum": u32::MAX}}});
+    s["SchemaList"] = json!({"type": "object", "additionalProperties": false, "required": ["schemas"],
+        "properties": {"schemas": {"type": "array", "items": {"$ref": "#/components/schemas/SchemaKey"}}}});
     s["ScavengeReport"] = json!({"type": "object", "additionalProperties": false,
         "required": ["segments_scanned", "segments_compacted", "events_removed", "events_kept", "bytes_before", "bytes_after", "bytes_reclaimed", "duration_ms"],
         "properties": {"segments_scanned": {"type": "integer", "minimum": 0}, "segments_compacted": {"type": "integer", "minimum": 0},
@@ -622,6 +667,17 @@ pub fn document() -> Value {
         }
         if op.path.contains("{group}") {
             params.push(json!({"name": "group", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._-]+$"}}));
+        }
+        if op.path.contains("{type}") {
+            params.push(json!({"name": "type", "in": "path", "required": true,
+                "description": "an event type (percent-encode a `/` in it)",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}}));
+        }
+        if op.path.contains("{version}") {
+            params.push(json!({"name": "version", "in": "path", "required": true,
+                "description": "a schema version: the events' `schema_version`",
+                "schema": {"type": "integer", "minimum": 0, "maximum": u32::MAX}}));
         }
         if op.path.contains("{subject}") {
             params.push(json!({"name": "subject", "in": "path", "required": true,

@@ -294,7 +294,10 @@ async fn every_route_needs_a_right_but_the_health_checks() {
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for (method, _) in ops.as_object().expect("operations") {
             let method = method.to_uppercase();
-            let mut uri = path.replace("{stream}", "order-1").replace("{group}", "g");
+            let mut uri = path
+                .replace("{stream}", "order-1")
+                .replace("{group}", "g")
+                .replace("{version}", "1");
             if uri.ends_with("/subscriptions/g/stream") {
                 uri.push_str("?consumer=c"); // required: a request that does not parse is a 400
             }

@@ -9,6 +9,7 @@ mod metrics;
 mod openapi;
 mod patterns;
 mod reads;
+mod schemas;
 mod stats;
 mod subscribe;
 mod trace;

@@ -15,7 +15,7 @@ use crate::TestDb;
 /// The store under test, or the in-memory stand-in when PostgreSQL is unreachable (the case
 /// then proves nothing about PostgreSQL, and says so on stderr).
 #[derive(Debug)]
-enum Store {
+pub(crate) enum Store {
     Postgres(PostgresStore),
     Skipped(MemoryStore),
 }
@@ -94,7 +94,7 @@ impl EventStore for Store {
     }
 }
 
-async fn store() -> (Store, Option<TestDb>) {
+pub(crate) async fn store() -> (Store, Option<TestDb>) {
     match TestDb::create().await {
         Some(db) => {
             let options = PostgresOptions {
