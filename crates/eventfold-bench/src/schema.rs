@@ -122,7 +122,11 @@ async fn register(store: &dyn EventStore) -> anyhow::Result<()> {
 }
 
 /// One writer, batches of [`BATCH`] over [`STREAMS`] streams, each append awaited.
-async fn one_writer(store: &dyn EventStore, prefix: &str, events: u64) -> anyhow::Result<Measurement> {
+async fn one_writer(
+    store: &dyn EventStore,
+    prefix: &str,
+    events: u64,
+) -> anyhow::Result<Measurement> {
     let data = order_json();
     let streams = (0..STREAMS)
         .map(|i| StreamName::new(format!("{prefix}-{i}")))
@@ -279,13 +283,15 @@ pub async fn run_schema_bench(opts: SchemaBenchOptions) -> anyhow::Result<()> {
 
 async fn run_rows(opts: &SchemaBenchOptions, run_dir: &Path) -> anyhow::Result<Table> {
     let mut table = Table::new(
-        vec!["row", "setup", "events", "events/s", "vs first", "p50", "p99"],
+        vec![
+            "row", "setup", "events", "events/s", "vs first", "p50", "p99",
+        ],
         vec![0, 1],
     );
     let mut push = |table: &mut Table, row: &str, setup: &str, m: &Measurement, base: f64| {
-        let (p50, p99) = m
-            .latency
-            .map_or(("-".into(), "-".into()), |l| (nanos(l.p50_ns), nanos(l.p99_ns)));
+        let (p50, p99) = m.latency.map_or(("-".into(), "-".into()), |l| {
+            (nanos(l.p50_ns), nanos(l.p99_ns))
+        });
         table.push(vec![
             row.into(),
             setup.into(),
@@ -317,7 +323,13 @@ async fn run_rows(opts: &SchemaBenchOptions, run_dir: &Path) -> anyhow::Result<T
         crate::engine::remove_dir(&dir)?;
         let b = *base.get_or_insert(m.events_per_s());
         eprintln!("(a) {}: {:.0} events/s", setup.label(), m.events_per_s());
-        push(&mut table, "(a) in-process, batches of 100, no fsync", setup.label(), &m, b);
+        push(
+            &mut table,
+            "(a) in-process, batches of 100, no fsync",
+            setup.label(),
+            &m,
+            b,
+        );
     }
     let mut base = None;
     for (i, setup) in SETUPS.into_iter().enumerate() {
@@ -329,7 +341,13 @@ async fn run_rows(opts: &SchemaBenchOptions, run_dir: &Path) -> anyhow::Result<T
         crate::engine::remove_dir(&dir)?;
         let b = *base.get_or_insert(m.events_per_s());
         eprintln!("(b) {}: {:.0} events/s", setup.label(), m.events_per_s());
-        push(&mut table, "(b) in-process, 64 writers x 1 event, fsync", setup.label(), &m, b);
+        push(
+            &mut table,
+            "(b) in-process, 64 writers x 1 event, fsync",
+            setup.label(),
+            &m,
+            b,
+        );
     }
     if opts.skip_http {
         println!("  (c) over HTTP: skipped (--skip-http)");

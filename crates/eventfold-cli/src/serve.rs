@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use eventfold_core::{EventStore, Limits};
 use eventfold_engine::{Durability, Engine, EngineOptions};
-use eventfold_server::{AppState, ServerLimits};
 use eventfold_schema::Validating;
+use eventfold_server::{AppState, ServerLimits};
 use eventfold_shred::{FileKeys, NoKeyStore, Shredding, SubjectKeys, sealed_limits};
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
 

@@ -54,7 +54,10 @@ impl Client {
             .map(SchemaKey::try_from)
             .collect::<Result<Vec<_>, ValidationError>>()
             .map_err(|e: ValidationError| -> StoreError {
-                transport(what, format!("the answer names an invalid event type ({e})"))
+                transport(
+                    what,
+                    format!("the answer names an invalid event type ({e})"),
+                )
             })
     }
 }

@@ -28,7 +28,10 @@ impl From<&SchemaKey> for SchemaKeyBody {
 impl TryFrom<SchemaKeyBody> for SchemaKey {
     type Error = ValidationError;
     fn try_from(b: SchemaKeyBody) -> Result<Self, Self::Error> {
-        Ok(SchemaKey::new(EventType::new(b.event_type)?, b.schema_version))
+        Ok(SchemaKey::new(
+            EventType::new(b.event_type)?,
+            b.schema_version,
+        ))
     }
 }
 

@@ -77,11 +77,10 @@ impl CompiledSchema {
                 ),
             });
         }
-        let data: serde_json::Value =
-            serde_json::from_slice(&event.data).map_err(|e| Failure {
-                instance_path: String::new(),
-                reason: format!("the data is not JSON: {e}"),
-            })?;
+        let data: serde_json::Value = serde_json::from_slice(&event.data).map_err(|e| Failure {
+            instance_path: String::new(),
+            reason: format!("the data is not JSON: {e}"),
+        })?;
         self.check_value(&data)
     }
 
@@ -157,10 +156,19 @@ mod tests {
     fn bad_schemas_are_refused_with_why() {
         for (bad, why) in [
             (json!({"type": 12}), "not a JSON Schema"),
-            (json!({"$ref": "https://example.com/s.json"}), "not a JSON Schema"),
+            (
+                json!({"$ref": "https://example.com/s.json"}),
+                "not a JSON Schema",
+            ),
             (json!({"$ref": "file:///etc/passwd"}), "not a JSON Schema"),
-            (json!({"type": "string", "pattern": "(?=a)"}), "not a JSON Schema"),
-            (json!({"$schema": "https://example.com/meta"}), "not a JSON Schema"),
+            (
+                json!({"type": "string", "pattern": "(?=a)"}),
+                "not a JSON Schema",
+            ),
+            (
+                json!({"$schema": "https://example.com/meta"}),
+                "not a JSON Schema",
+            ),
         ] {
             let e = compile(&doc(bad.clone())).unwrap_err();
             assert_eq!(e.what, "JSON Schema");
@@ -168,7 +176,10 @@ mod tests {
         }
         // Inside the document is fine, and so are the older drafts.
         compile(&doc(json!({"$defs": {"p": {"type": "number"}}, "properties": {"price": {"$ref": "#/$defs/p"}}}))).unwrap();
-        compile(&doc(json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}))).unwrap();
+        compile(&doc(
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}),
+        ))
+        .unwrap();
         compile(&doc(json!(true))).unwrap();
     }
 

@@ -74,8 +74,8 @@ pub fn parse_registration(
             supported: REGISTRATION_FORMAT_VERSION,
         });
     }
-    let r: RegistrationV1 =
-        serde_json::from_slice(data).map_err(|e| corrupt(format!("its data does not decode: {e}")))?;
+    let r: RegistrationV1 = serde_json::from_slice(data)
+        .map_err(|e| corrupt(format!("its data does not decode: {e}")))?;
     let event_type = EventType::new(&r.event_type).map_err(|e| corrupt(e.to_string()))?;
     let document = SchemaDocument::new(r.schema).map_err(|e| corrupt(e.to_string()))?;
     Ok(EventSchema {

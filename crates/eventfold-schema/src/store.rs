@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventfold_core::{
-    AllSlice, AppendResult, COMPILED_SCHEMAS_MAX, DeleteMode, EventFilter, EventSchema,
-    EventStore, EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams,
-    NewEvent, Position, ReadAll, ReadFrom, ReadStream, Revision, SCHEMAS_MAX, SchemaKey,
-    SchemaRegistered, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom, ValidationError,
+    AllSlice, AppendResult, COMPILED_SCHEMAS_MAX, DeleteMode, EventFilter, EventSchema, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadFrom, ReadStream, Revision, SCHEMAS_MAX, SchemaKey, SchemaRegistered,
+    StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    SubscribeFrom, ValidationError,
 };
 use parking_lot::RwLock;
 
@@ -278,7 +278,11 @@ impl<S: EventStore> Validating<S> {
     }
 
     /// The compiled schema of `key`, registered at `revision`.
-    async fn compiled(&self, key: &SchemaKey, revision: Revision) -> StoreResult<Arc<CompiledSchema>> {
+    async fn compiled(
+        &self,
+        key: &SchemaKey,
+        revision: Revision,
+    ) -> StoreResult<Arc<CompiledSchema>> {
         if let Some(c) = self.registry.cached(key) {
             return Ok(c);
         }
@@ -351,7 +355,9 @@ impl<S: EventStore> Validating<S> {
                     StoreError::Invalid(ValidationError::new(
                         "JSON Schema",
                         SCHEMA_STREAM,
-                        format!("an event imported into the schema stream is not a registration: {err}"),
+                        format!(
+                            "an event imported into the schema stream is not a registration: {err}"
+                        ),
                     ))
                 })?;
             compile(&schema.document)?;

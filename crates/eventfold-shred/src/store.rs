@@ -259,7 +259,10 @@ impl<S: EventStore> EventStore for Shredding<S> {
         self.inner.register_schema(schema).await
     }
 
-    async fn schema(&self, key: &eventfold_core::SchemaKey) -> StoreResult<eventfold_core::EventSchema> {
+    async fn schema(
+        &self,
+        key: &eventfold_core::SchemaKey,
+    ) -> StoreResult<eventfold_core::EventSchema> {
         self.inner.schema(key).await
     }
 

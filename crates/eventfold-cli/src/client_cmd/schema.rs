@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use eventfold_core::{EventSchema, EventStore as _, EventType, SchemaDocument, SchemaKey, SchemaRegistered};
+use eventfold_core::{
+    EventSchema, EventStore as _, EventType, SchemaDocument, SchemaKey, SchemaRegistered,
+};
 
 use super::{CliError, ConnArgs, Out};
 

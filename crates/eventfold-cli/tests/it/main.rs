@@ -16,6 +16,7 @@ mod multi;
 mod postgres;
 mod relay;
 mod scavenge;
+mod schemas;
 mod server;
 mod shared_groups;
 mod shred;

@@ -176,7 +176,10 @@ pub async fn appends_are_checked_against_registered_schemas<S: EventStore>(
         )
         .await;
     let reason = assert_failed(r, 1, "order.placed", 1, "/items/0/price");
-    assert!(reason.contains("number"), "the reason says what was wanted: {reason}");
+    assert!(
+        reason.contains("number"),
+        "the reason says what was wanted: {reason}"
+    );
     let missing = NewEvent::json(ty("order.placed"), &json!({"lines": []}));
     assert_failed(
         store.append(&s, ExpectedRevision::Any, vec![missing]).await,
@@ -191,7 +194,9 @@ pub async fn appends_are_checked_against_registered_schemas<S: EventStore>(
         br#"{"items": []}"#.to_vec(),
     );
     assert_failed(
-        store.append(&s, ExpectedRevision::Any, vec![not_json]).await,
+        store
+            .append(&s, ExpectedRevision::Any, vec![not_json])
+            .await,
         0,
         "order.placed",
         1,
@@ -255,13 +260,19 @@ pub async fn reads_never_change_after_a_schema_is_registered<S: EventStore>(
     assert_eq!(after.events[0].data, old.data);
     let all = store.read_all(ReadAll::forward(100)).await.expect("$all");
     assert!(
-        all.events.iter().any(|e| e.id == old.id && e.data == old.data),
+        all.events
+            .iter()
+            .any(|e| e.id == old.id && e.data == old.data),
         "$all still has the old event as it was"
     );
     // But a new one like it is refused.
     assert_failed(
         store
-            .append(&s, ExpectedRevision::Exact(0), vec![order("order.placed", json!("twelve"))])
+            .append(
+                &s,
+                ExpectedRevision::Exact(0),
+                vec![order("order.placed", json!("twelve"))],
+            )
             .await,
         0,
         "order.placed",

@@ -53,7 +53,10 @@ async fn the_schema_stream_is_written_by_the_registry_only() {
     let store = Validating::exclusive(MemoryStore::new());
     store.register_schema(price_schema("p")).await.unwrap();
     let s = stream(SCHEMA_STREAM);
-    let read = store.read_stream(&s, ReadStream::forward(10)).await.unwrap();
+    let read = store
+        .read_stream(&s, ReadStream::forward(10))
+        .await
+        .unwrap();
     assert_eq!(read.events.len(), 1, "readable like any stream");
     assert_eq!(read.events[0].event_type.as_str(), REGISTERED_EVENT_TYPE);
     let forged = NewEvent::json(
@@ -120,7 +123,10 @@ async fn every_server_on_a_store_sees_every_registration() {
     // other is told so, and both then enforce the winner.
     let one = schema("q", 2, json!({"type": "object", "required": ["one"]}));
     let two = schema("q", 2, json!({"type": "object", "required": ["two"]}));
-    let (ra, rb) = tokio::join!(a.register_schema(one.clone()), b.register_schema(two.clone()));
+    let (ra, rb) = tokio::join!(
+        a.register_schema(one.clone()),
+        b.register_schema(two.clone())
+    );
     let winner = match (ra, rb) {
         (Ok(SchemaRegistered::Created), Err(StoreError::SchemaConflict { .. })) => one,
         (Err(StoreError::SchemaConflict { .. }), Ok(SchemaRegistered::Created)) => two,
@@ -184,13 +190,10 @@ async fn an_import_carries_the_registrations() {
         events: events
             .iter()
             .map(|e| {
-                let mut n = NewEvent::bytes(
-                    e.event_type.clone(),
-                    e.content_type.clone(),
-                    e.data.clone(),
-                )
-                .with_id(e.id)
-                .with_schema_version(e.schema_version);
+                let mut n =
+                    NewEvent::bytes(e.event_type.clone(), e.content_type.clone(), e.data.clone())
+                        .with_id(e.id)
+                        .with_schema_version(e.schema_version);
                 n.metadata = e.metadata.clone();
                 (n, e.timestamp)
             })
@@ -308,7 +311,10 @@ async fn the_plaintext_is_validated_under_shredding() {
             .await,
         0,
     );
-    let read = store.read_stream(&s, ReadStream::forward(10)).await.unwrap();
+    let read = store
+        .read_stream(&s, ReadStream::forward(10))
+        .await
+        .unwrap();
     assert_eq!(read.events.len(), 1);
     assert_eq!(read.events[0].data_json(), Some(json!({"price": 5})));
 }

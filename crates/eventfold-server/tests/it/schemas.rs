@@ -38,7 +38,13 @@ fn app(validating: bool) -> (axum::Router, tempfile::TempDir) {
     (eventfold_server::router(state), dir)
 }
 
-async fn send(app: &axum::Router, token: &str, method: &str, uri: &str, body: &str) -> (u16, Value) {
+async fn send(
+    app: &axum::Router,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (u16, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -76,10 +82,16 @@ async fn schemas_are_registered_read_and_listed() {
     );
     let key = json!({"event_type": "order/placed", "schema_version": 1});
     let put = "/schemas/order%2Fplaced/1";
-    assert_eq!(send(&app, ADMIN, "PUT", put, SCHEMA).await, (201, key.clone()));
+    assert_eq!(
+        send(&app, ADMIN, "PUT", put, SCHEMA).await,
+        (201, key.clone())
+    );
     // Same document, other whitespace and key order: unchanged.
     let same = r#"{ "properties": {"total": {"type": "number"}}, "required": ["total"], "type": "object" }"#;
-    assert_eq!(send(&app, ADMIN, "PUT", put, same).await, (200, key.clone()));
+    assert_eq!(
+        send(&app, ADMIN, "PUT", put, same).await,
+        (200, key.clone())
+    );
     let (status, body) = send(&app, ADMIN, "PUT", put, r#"{"type":"object"}"#).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "schema_conflict");
@@ -98,7 +110,12 @@ async fn schemas_are_registered_read_and_listed() {
         ("/schemas/t/1", "{", 400, "invalid_json"),
         ("/schemas/t/1", "[1]", 400, "invalid_schema"),
         ("/schemas/t/1", r#"{"type": 12}"#, 400, "invalid_schema"),
-        ("/schemas/t/1", r##"{"$ref": "https://example.com/x"}"##, 400, "invalid_schema"),
+        (
+            "/schemas/t/1",
+            r##"{"$ref": "https://example.com/x"}"##,
+            400,
+            "invalid_schema",
+        ),
         ("/schemas/t/x", SCHEMA, 400, "invalid_request"),
         ("/schemas/t/4294967296", SCHEMA, 400, "invalid_request"),
     ] {
@@ -110,29 +127,54 @@ async fn schemas_are_registered_read_and_listed() {
             "{method} {uri} {body}: {answer}"
         );
     }
-    let big = format!(r#"{{"description": "{}"}}"#, "x".repeat(eventfold_core::SCHEMA_BYTES_MAX));
+    let big = format!(
+        r#"{{"description": "{}"}}"#,
+        "x".repeat(eventfold_core::SCHEMA_BYTES_MAX)
+    );
     let (got, answer) = send(&app, ADMIN, "PUT", "/schemas/t/1", &big).await;
-    assert_eq!((got, answer["error"]["code"].as_str()), (400, Some("invalid_schema")));
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (400, Some("invalid_schema"))
+    );
 }
 
 #[tokio::test]
 async fn appends_that_do_not_match_are_422_on_every_append_route() {
     let (app, _dir) = app(true);
-    assert_eq!(send(&app, ADMIN, "PUT", "/schemas/order.placed/1", SCHEMA).await.0, 201);
+    assert_eq!(
+        send(&app, ADMIN, "PUT", "/schemas/order.placed/1", SCHEMA)
+            .await
+            .0,
+        201
+    );
     let batch = r#"[{"type":"order.placed","data":{"total":1}},{"type":"order.placed","data":{"total":"x"}}]"#;
     let (status, body) = send(&app, ADMIN, "POST", "/streams/order-1", batch).await;
     assert_eq!(status, 422, "{body}");
     let e = &body["error"];
     assert_eq!(e["code"], "schema_validation_failed");
     assert_eq!(
-        (&e["index"], &e["event_type"], &e["schema_version"], &e["instance_path"]),
-        (&json!(1), &json!("order.placed"), &json!(1), &json!("/total"))
+        (
+            &e["index"],
+            &e["event_type"],
+            &e["schema_version"],
+            &e["instance_path"]
+        ),
+        (
+            &json!(1),
+            &json!("order.placed"),
+            &json!(1),
+            &json!("/total")
+        )
     );
-    assert!(e["reason"].as_str().is_some_and(|r| r.contains("number")), "{e}");
+    assert!(
+        e["reason"].as_str().is_some_and(|r| r.contains("number")),
+        "{e}"
+    );
     let (status, _) = send(&app, ADMIN, "GET", "/streams/order-1", "").await;
     assert_eq!(status, 404, "nothing of the batch was written");
     // A CloudEvent, and a line of POST /appends.
-    let ce = r#"{"specversion":"1.0","id":"a","source":"s","type":"order.placed","data":{"total":"x"}}"#;
+    let ce =
+        r#"{"specversion":"1.0","id":"a","source":"s","type":"order.placed","data":{"total":"x"}}"#;
     let req = Request::post("/streams/order-1")
         .header("authorization", format!("Bearer {ADMIN}"))
         .header("content-type", "application/cloudevents+json")
@@ -169,17 +211,30 @@ async fn appends_that_do_not_match_are_422_on_every_append_route() {
         r#"[{"type":"eventfold.schema-registered","data":{}}]"#,
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_stream_name")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_stream_name"))
+    );
 }
 
 #[tokio::test]
 async fn registering_needs_admin_and_a_registry() {
     let (app, _dir) = app(true);
     let (status, body) = send(&app, "writer-token", "PUT", "/schemas/t/1", SCHEMA).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
-    assert_eq!(send(&app, "writer-token", "GET", "/schemas", "").await.0, 200);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(
+        send(&app, "writer-token", "GET", "/schemas", "").await.0,
+        200
+    );
     let (plain, _dir2) = app_without_registry();
-    for (method, uri) in [("PUT", "/schemas/t/1"), ("GET", "/schemas/t/1"), ("GET", "/schemas")] {
+    for (method, uri) in [
+        ("PUT", "/schemas/t/1"),
+        ("GET", "/schemas/t/1"),
+        ("GET", "/schemas"),
+    ] {
         let (status, body) = send(&plain, ADMIN, method, uri, SCHEMA).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
