@@ -288,7 +288,7 @@ async fn run_rows(opts: &SchemaBenchOptions, run_dir: &Path) -> anyhow::Result<T
         ],
         vec![0, 1],
     );
-    let mut push = |table: &mut Table, row: &str, setup: &str, m: &Measurement, base: f64| {
+    let push = |table: &mut Table, row: &str, setup: &str, m: &Measurement, base: f64| {
         let (p50, p99) = m.latency.map_or(("-".into(), "-".into()), |l| {
             (nanos(l.p50_ns), nanos(l.p99_ns))
         });
