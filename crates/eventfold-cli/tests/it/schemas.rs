@@ -6,7 +6,8 @@ use std::ffi::OsStr;
 
 use crate::server::{Server, eventfold, text};
 
-const SCHEMA: &str = r#"{"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}"#;
+const SCHEMA: &str =
+    r#"{"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}"#;
 
 fn run(server: &Server, args: &[&str]) -> std::process::Output {
     let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
@@ -26,26 +27,69 @@ fn schemas_are_kept_enforced_and_moved() {
 
     let out = run(&a, &["schema", "put", "order.placed", "1", file]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("registered"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("registered"),
+        "{}",
+        text(&out)
+    );
     let out = run(&a, &["schema", "put", "order.placed", "1", file]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing changed"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing changed"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(dir.path().join("other.json"), r#"{"type": "object"}"#).expect("file");
     let other = dir.path().join("other.json");
-    let out = run(&a, &["schema", "put", "order.placed", "1", other.to_str().expect("utf-8")]);
+    let out = run(
+        &a,
+        &[
+            "schema",
+            "put",
+            "order.placed",
+            "1",
+            other.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("new schema version"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("new schema version"),
+        "{}",
+        text(&out)
+    );
     let out = run(&a, &["schema", "list"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "order.placed  1", "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "order.placed  1",
+        "{}",
+        text(&out)
+    );
     let out = run(&a, &["schema", "get", "order.placed", "1", "--json"]);
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(got, serde_json::from_str::<serde_json::Value>(SCHEMA).unwrap());
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(SCHEMA).unwrap()
+    );
 
     let append = |server: &Server, data: &str| {
-        run(server, &["append", "order-1", "--type", "order.placed", "--data", data])
+        run(
+            server,
+            &[
+                "append",
+                "order-1",
+                "--type",
+                "order.placed",
+                "--data",
+                data,
+            ],
+        )
     };
     let out = append(&a, r#"{"total": "lots"}"#);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/total"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/total"),
+        "{}",
+        text(&out)
+    );
     assert!(append(&a, r#"{"total": 3}"#).status.success());
 
     // A restart keeps them.
