@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventfold_core::{
     AllSlice, AppendResult, COMPILED_SCHEMAS_MAX, DeleteMode, EventFilter, EventSchema, EventStore,
-    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
-    Position, ReadAll, ReadFrom, ReadStream, Revision, SCHEMAS_MAX, SchemaKey, SchemaRegistered,
-    StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    SubscribeFrom, ValidationError,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, LimitKind, ListStreams,
+    NewEvent, Position, ReadAll, ReadFrom, ReadStream, Revision, SCHEMAS_MAX, SchemaKey,
+    SchemaRegistered, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom, ValidationError,
 };
 use parking_lot::RwLock;
 
@@ -76,6 +76,9 @@ struct Registry {
     compiled: RwLock<HashMap<SchemaKey, Cached>>,
     /// The clock of `Cached::last_used`.
     uses: AtomicU64,
+    /// Registrations read from the schema stream per read: [`LOAD_PAGE_EVENTS`], or the
+    /// store's read limit when that is lower.
+    page: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +191,7 @@ impl<S: EventStore> Validating<S> {
                 writer: tokio::sync::Mutex::new(()),
                 compiled: RwLock::new(HashMap::new()),
                 uses: AtomicU64::new(0),
+                page: std::sync::atomic::AtomicUsize::new(LOAD_PAGE_EVENTS),
             }),
         }
     }
@@ -206,12 +210,22 @@ impl<S: EventStore> Validating<S> {
     async fn catch_up_locked(&self) -> StoreResult<()> {
         loop {
             let from = self.registry.index.read().next_revision;
-            let read = ReadStream::forward(LOAD_PAGE_EVENTS).from(ReadFrom::At(Revision(from)));
+            let page = self.registry.page.load(Ordering::Relaxed);
+            let read = ReadStream::forward(page).from(ReadFrom::At(Revision(from)));
             let slice = match self.inner.read_stream(&self.registry.stream, read).await {
                 Ok(slice) => slice,
                 Err(StoreError::StreamNotFound { .. }) => {
                     self.registry.index.write().loaded = true;
                     return Ok(());
+                }
+                // A store that reads fewer events at once (`--read-limit-max`): its pages.
+                Err(StoreError::LimitExceeded {
+                    limit: LimitKind::ReadLimit,
+                    max,
+                    ..
+                }) if max >= 1 && (max as usize) < page => {
+                    self.registry.page.store(max as usize, Ordering::Relaxed);
+                    continue;
                 }
                 Err(e) => return Err(e),
             };

@@ -318,3 +318,42 @@ async fn the_plaintext_is_validated_under_shredding() {
     assert_eq!(read.events.len(), 1);
     assert_eq!(read.events[0].data_json(), Some(json!({"price": 5})));
 }
+
+/// A store that reads fewer events at once than the registry's page (a server started with a
+/// low `--read-limit-max`): the registry reads in the store's pages, and appends still work.
+#[tokio::test]
+async fn a_low_read_limit_is_respected() {
+    let limits = Limits {
+        read_limit_max: 2,
+        ..Limits::DEFAULT
+    };
+    let mem = MemoryStore::with_limits(limits);
+    let first = Validating::exclusive(mem.clone());
+    for t in ["a", "b", "c", "d", "e"] {
+        first.register_schema(price_schema(t)).await.unwrap();
+    }
+    for store in [
+        Validating::exclusive(mem.clone()),
+        Validating::new(mem.clone()),
+    ] {
+        store
+            .append(
+                &stream("x-1"),
+                ExpectedRevision::Any,
+                vec![priced("e", json!(1))],
+            )
+            .await
+            .unwrap();
+        assert_refused(
+            store
+                .append(
+                    &stream("x-1"),
+                    ExpectedRevision::Any,
+                    vec![priced("e", json!("no"))],
+                )
+                .await,
+            0,
+        );
+        assert_eq!(store.list_schemas().await.unwrap().len(), 5);
+    }
+}
