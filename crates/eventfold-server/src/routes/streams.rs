@@ -68,17 +68,7 @@ pub async fn append(
         st.limits.body_read_timeout,
     )
     .await?;
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let events = if headers.contains_key(CE_SPECVERSION_HEADER) {
-        // A binary-mode CloudEvent: attributes in `ce-*` headers, the data as the body.
-        parse_cloudevent_binary(
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
-            content_type,
-            &body,
-        )?
-    } else {
-        parse_append_body(content_type, &body)?
-    };
+    let events = parse_append_request(&headers, &body)?;
     let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
@@ -86,6 +76,25 @@ pub async fn append(
         StatusCode::CREATED
     };
     Ok((status, axum::Json(append_response(&r))).into_response())
+}
+
+/// The events of `POST /streams/{stream}` from its headers and body: a binary-mode CloudEvent
+/// when a `ce-specversion` header is there (attributes in `ce-*` headers, the data as the
+/// body), else the body by its `Content-Type` ([`parse_append_body`]).
+pub(crate) fn parse_append_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Vec<eventfold_core::NewEvent>> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if headers.contains_key(CE_SPECVERSION_HEADER) {
+        Ok(parse_cloudevent_binary(
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            content_type,
+            body,
+        )?)
+    } else {
+        parse_append_body(content_type, body)
+    }
 }
 
 /// The events of an append body, parsed by its `Content-Type` (`None`, or a header that is not
