@@ -14,7 +14,7 @@ mod subjects;
 
 pub use eventfold_protocol::groups::{
     ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,
-    RetryBackoffBody, StartFrom, StrategyBody,
+    PinByBody, RetryBackoffBody, StartFrom, StrategyBody,
 };
 pub use groups::{GroupDelivery, NackAction, Settled};
 

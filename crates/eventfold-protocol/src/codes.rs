@@ -117,6 +117,8 @@ error_codes! {
     WrongExpectedRevision = ("wrong_expected_revision", 409),
     /// The consumer group does not exist.
     GroupNotFound = ("group_not_found", 404),
+    /// An update of a `pinned` consumer group would change its `pin_by`.
+    PinByChangeRefused = ("pin_by_change_refused", 409),
     /// The data subject never had a key on this server (nothing of it is sealed).
     SubjectKeyNotFound = ("subject_key_not_found", 404),
     /// An import's batch would not land at the revision it had in the exported store.
@@ -220,6 +222,7 @@ mod tests {
         ("stream_deleted", 410),
         ("wrong_expected_revision", 409),
         ("group_not_found", 404),
+        ("pin_by_change_refused", 409),
         ("subject_key_not_found", 404),
         ("import_revision_mismatch", 409),
         ("import_timestamp_too_early", 409),

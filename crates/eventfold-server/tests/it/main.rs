@@ -8,6 +8,7 @@ mod fuzz_corpus;
 mod metrics;
 mod openapi;
 mod patterns;
+mod pin_by;
 mod reads;
 mod stats;
 mod subscribe;
