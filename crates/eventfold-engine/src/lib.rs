@@ -25,6 +25,7 @@ mod reader;
 mod recovery;
 mod scavenge;
 mod segindex;
+mod seen;
 mod segment;
 mod shared;
 mod snapshot;
