@@ -256,7 +256,8 @@ impl Writer {
             tracing::warn!(error = %e, "could not read the last event's timestamp; imports are checked against the clock's order from now on");
             i64::MIN
         });
-        let (seen, read) = crate::seen::rebuild(&shared, opts.idempotency, Timestamp::now().micros());
+        let (seen, read) =
+            crate::seen::rebuild(&shared, opts.idempotency, Timestamp::now().micros());
         if let Err(e) = read {
             tracing::error!(error = %e, ids = seen.len(), "could not read the idempotency window back from the log's tail: retries of the appends before the failure are recognized only as a stream's last batch");
         }

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreResult, StreamCursor, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom, Timestamp,
+    ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreResult, StreamCursor, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use parking_lot::RwLock;
 use tokio::sync::watch;

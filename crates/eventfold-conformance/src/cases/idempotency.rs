@@ -44,12 +44,7 @@ fn assert_duplicate<T: std::fmt::Debug>(r: StoreResult<T>, s: &StreamName, id: E
 
 /// The ids of the visible events of `s`, in revision order.
 async fn ids_of<S: EventStore>(store: &Arc<S>, s: &StreamName) -> Vec<EventId> {
-    store
-        .stream_events(s)
-        .await
-        .iter()
-        .map(|e| e.id)
-        .collect()
+    store.stream_events(s).await.iter().map(|e| e.id).collect()
 }
 
 fn ids(events: &[NewEvent]) -> Vec<EventId> {
@@ -213,7 +208,10 @@ pub async fn partial_overlap_is_refused<S: EventStore>(store: &Arc<S>, _: Limits
         (two[..1].to_vec(), two[0].id),
         ([one.clone(), fresh.clone()].concat(), one[0].id),
         ([fresh.clone(), two.clone()].concat(), two[0].id),
-        (vec![one[1].clone(), one[0].clone(), one[2].clone()], one[1].id),
+        (
+            vec![one[1].clone(), one[0].clone(), one[2].clone()],
+            one[1].id,
+        ),
         (vec![one[2].clone(), two[0].clone()], one[2].id),
     ];
     for (batch, id) in cases {
