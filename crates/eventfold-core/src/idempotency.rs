@@ -237,11 +237,12 @@ struct StreamSlot {
 /// [`IdempotencyWindow`], oldest first, and a hash table from id to its place.
 ///
 /// Memory is bounded by the window: 16 bytes per id (a ring of the ids in log order), 5 bytes
-/// per slot of the hash table (a 4-byte index into the ring and a control byte; 57-88 % full,
-/// so 6-9 bytes per id), 40 bytes per append (its stream, first position and revision, commit
+/// per slot of the hash table (a 4-byte index into the ring and a control byte; 44-88 % full,
+/// so 6-11 bytes per id), 40 bytes per append (its stream, first position and revision, commit
 /// time, length), and per stream with appends in the window its name once (shared with the
-/// caller's `StreamName`) and ~40 bytes: about 25 bytes per event for batches of many events,
-/// about 65 for single-event appends. Appends leave the window oldest first as the log moves on
+/// caller's `StreamName`) and ~40 bytes; the rings grow by doubling. At a full window of a
+/// million ids that is about 26 bytes per id for appends of many events and 70-80 for
+/// single-event appends (`BENCHMARKS.md`, "Idempotency window"). Appends leave the window oldest first as the log moves on
 /// ([`SeenIds::record`]) and as they age; an append that does not fit the window at all is not
 /// recorded.
 #[derive(Debug)]

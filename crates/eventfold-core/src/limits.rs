@@ -6,7 +6,7 @@ use crate::event::NewEvent;
 /// Default span of the idempotency window ([`crate::IdempotencyWindow`]), in positions of the
 /// log: a retry is recognized while fewer than a million events (and metadata changes and
 /// deletes) were written after its original. At 1,000 appends/s that is over 15 minutes; the
-/// engine holds it in about 25-65 MB and reads it back from the log's tail at open (measured in
+/// engine holds it in about 26-80 MB and reads it back from the log's tail at open, ~1 s (measured in
 /// `BENCHMARKS.md`, "Idempotency window").
 pub const IDEMPOTENCY_WINDOW_EVENTS_DEFAULT: u64 = 1_000_000;
 

@@ -5,7 +5,7 @@
 //! contiguous and its last one carries [`FLAG_TX_END`]. So opening scans forward from the sparse
 //! entry before the window's first position to the end of the log and records each whole
 //! append it finds: a cost bounded by the window (one sequential read of at most `events`
-//! records, ~300 MB for the default million; `BENCHMARKS.md`, "Idempotency window"), no file
+//! records, ~370 MB and ~1 s for the default million; `BENCHMARKS.md`, "Idempotency window"), no file
 //! format of its own, and nothing that can disagree with the log. The writer then keeps the
 //! window up to date itself, under its own sequencing (see `writer.rs`).
 //!

@@ -272,7 +272,10 @@ async fn idempotent_replays_are_counted_and_duplicate_ids_refused() {
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, "eventfold_events_appended_total{type=\"order.placed\"}"),
+        sample(
+            &text,
+            "eventfold_events_appended_total{type=\"order.placed\"}"
+        ),
         Some(1.0)
     );
 }
