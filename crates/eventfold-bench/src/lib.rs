@@ -107,6 +107,10 @@ pub enum Part {
     Disk,
     /// PostgreSQL doing (a) and (b).
     Postgres,
+    /// Row (i): the idempotency window's cost: row (b) with it on (the default) and off, and
+    /// the reopen of a store of `--idempotency-reopen-events` with and without it. Only when
+    /// asked (`--only idempotency`).
+    Idempotency,
 }
 
 /// How to run `eventfold-bench engine`.
@@ -125,9 +129,15 @@ pub struct EngineBenchOptions {
     pub postgres_url: String,
     /// Skip the PostgreSQL rows (says so under the table).
     pub skip_postgres: bool,
-    /// The parts to run; empty means all.
+    /// The parts to run; empty means all but [`Part::Idempotency`].
     pub only: Vec<Part>,
+    /// Events of the store row (i) reopens with and without the idempotency window.
+    pub idempotency_reopen_events: u64,
 }
+
+/// Default `--idempotency-reopen-events`: the default window's size, so the window read back
+/// at open is whole.
+pub const IDEMPOTENCY_REOPEN_EVENTS_DEFAULT: u64 = 1_000_000;
 
 impl Default for EngineBenchOptions {
     fn default() -> Self {
@@ -138,6 +148,7 @@ impl Default for EngineBenchOptions {
             postgres_url: POSTGRES_URL_DEFAULT.into(),
             skip_postgres: false,
             only: Vec::new(),
+            idempotency_reopen_events: IDEMPOTENCY_REOPEN_EVENTS_DEFAULT,
         }
     }
 }
@@ -146,6 +157,9 @@ impl EngineBenchOptions {
     fn runs(&self, part: Part) -> bool {
         if part == Part::Postgres && self.skip_postgres {
             return false;
+        }
+        if part == Part::Idempotency {
+            return self.only.contains(&part);
         }
         self.only.is_empty() || self.only.contains(&part)
     }
@@ -172,6 +186,7 @@ struct Results {
     /// Stats of the store of rows (a)–(d) at the end.
     engine_stats: Option<EngineStats>,
     pg_facts: Option<String>,
+    idem: Option<engine::Idempotency>,
     notes: Vec<String>,
 }
 
@@ -371,6 +386,16 @@ async fn run_parts(
         }
     }
 
+    if opts.runs(Part::Idempotency) {
+        eprintln!(
+            "(i) engine: row (b) with the idempotency window on and off ({} events each, 2 pairs), then a store of {} events opened with and without it",
+            count(n / 5),
+            count(opts.idempotency_reopen_events)
+        );
+        r.idem =
+            Some(engine::idempotency(run_dir, n / 5, opts.idempotency_reopen_events, 2).await?);
+    }
+
     if opts.runs(Part::Reopen) {
         let dir = run_dir.join("reopen");
         eprintln!(
@@ -530,6 +555,60 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             format!("< 2 s at 10 M: {}{scaled}", met(e.open < TARGET_E_OPEN)),
         ]);
     }
+    if let Some(i) = &r.idem {
+        let mean = |on: bool| {
+            let runs: Vec<f64> =
+                i.b.iter()
+                    .filter(|(o, ..)| *o == on)
+                    .map(|(_, m, ..)| m.events_per_s())
+                    .collect();
+            runs.iter().sum::<f64>() / runs.len().max(1) as f64
+        };
+        let off = mean(false);
+        for (on, m, ids, _) in &i.b {
+            t.push(row(
+                "(i)",
+                &format!(
+                    "engine: 64 writers, 1 event/append, window {}",
+                    if *on {
+                        format!("on ({} ids)", count(*ids))
+                    } else {
+                        "off".into()
+                    }
+                ),
+                m,
+                if *on {
+                    format!("{} off (mean)", ratio(m.events_per_s() / off.max(1.0)))
+                } else {
+                    "-".into()
+                },
+                "-".into(),
+            ));
+        }
+        for (on, open, ids, _) in &i.open {
+            t.push(vec![
+                "(i)".into(),
+                format!(
+                    "engine: open, window {}",
+                    if *on {
+                        format!("on ({} ids read back)", count(*ids))
+                    } else {
+                        "off".into()
+                    }
+                ),
+                count(i.events),
+                format!("{:.3}", open.as_secs_f64()),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+    }
     if let Some(f) = &r.f100 {
         t.push(row(
             "(f)",
@@ -624,6 +703,24 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             count(s.events),
             count(s.streams)
         ));
+    }
+    if let Some(i) = &r.idem {
+        if let Some((_, _, ids, bytes)) = i.b.iter().find(|(on, ..)| *on) {
+            notes.push(format!(
+                "(i) window memory after single-event appends: {} ids in {} bytes ({:.0} bytes per id)",
+                count(*ids),
+                count(*bytes),
+                *bytes as f64 / (*ids).max(1) as f64
+            ));
+        }
+        if let Some((_, _, ids, bytes)) = i.open.iter().find(|(on, ..)| *on) {
+            notes.push(format!(
+                "(i) window read back at open from batches of 1,000: {} ids in {} bytes ({:.0} bytes per id)",
+                count(*ids),
+                count(*bytes),
+                *bytes as f64 / (*ids).max(1) as f64
+            ));
+        }
     }
     if let Some(f) = &r.pg_facts {
         notes.push(format!(

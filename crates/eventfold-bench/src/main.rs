@@ -518,9 +518,12 @@ struct EngineArgs {
     /// Do not run the PostgreSQL rows.
     #[arg(long)]
     skip_postgres: bool,
-    /// Run only these parts (comma-separated).
+    /// Run only these parts (comma-separated); `idempotency` runs only when named here.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<PartArg>,
+    /// Events of the store that row (i) opens with and without the idempotency window.
+    #[arg(long, default_value_t = eventfold_bench::IDEMPOTENCY_REOPEN_EVENTS_DEFAULT)]
+    idempotency_reopen_events: u64,
 }
 
 /// A part of `eventfold-bench engine`.
@@ -534,6 +537,8 @@ enum PartArg {
     Disk,
     /// PostgreSQL doing (a) and (b).
     Postgres,
+    /// Row (i): the idempotency window's cost on appends and at open (only when named).
+    Idempotency,
 }
 
 impl From<PartArg> for Part {
@@ -543,6 +548,7 @@ impl From<PartArg> for Part {
             PartArg::Reopen => Part::Reopen,
             PartArg::Disk => Part::Disk,
             PartArg::Postgres => Part::Postgres,
+            PartArg::Idempotency => Part::Idempotency,
         }
     }
 }
@@ -585,6 +591,7 @@ fn main() -> ExitCode {
                 postgres_url: args.postgres,
                 skip_postgres: args.skip_postgres,
                 only: args.only.into_iter().map(Part::from).collect(),
+                idempotency_reopen_events: args.idempotency_reopen_events,
             };
             (
                 "engine",

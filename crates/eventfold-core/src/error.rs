@@ -232,6 +232,18 @@ pub enum StoreError {
         /// The store's last event's timestamp.
         last: crate::Timestamp,
     },
+    /// An append carries an event id the store saw inside its idempotency window, but is not a
+    /// retry of one earlier append to this stream (the same ids in the same order), or carries
+    /// an id twice. Nothing was written.
+    #[error(
+        "append to stream {stream} refused: event id {id} was already appended within the store's idempotency window (or appears twice in this batch), and the batch is not a retry of one earlier append to this stream (the same event ids in the same order); nothing was written: give new events new ids, and resend a failed append unchanged"
+    )]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: StreamName,
+        /// The first id of the batch that was seen.
+        id: crate::EventId,
+    },
     /// This store cannot do the operation (for example, appending with given timestamps on a
     /// backend that only uses its own clock).
     #[error("this store cannot {operation}; {hint}")]
@@ -270,6 +282,7 @@ impl StoreError {
             StoreError::Unavailable { .. } => "store_unavailable",
             StoreError::ImportRevisionMismatch { .. } => "import_revision_mismatch",
             StoreError::ImportTimestampTooEarly { .. } => "import_timestamp_too_early",
+            StoreError::DuplicateEventId { .. } => "duplicate_event_id",
             StoreError::Unsupported { .. } => "unsupported_by_store",
             StoreError::Backend { code, .. } => code,
         }

@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod expected;
 mod head;
+mod idempotency;
 mod ids;
 mod limits;
 mod metadata;
@@ -27,8 +28,12 @@ pub use event::{
 };
 pub use expected::ExpectedRevision;
 pub use head::{LastAppend, StreamHead, Visibility};
+pub use idempotency::{IdVerdict, IdempotencyWindow, SeenAt, SeenIds, judge_ids};
 pub use ids::{EventId, Position, Revision};
-pub use limits::Limits;
+pub use limits::{
+    IDEMPOTENCY_WINDOW_AGE_DEFAULT, IDEMPOTENCY_WINDOW_EVENTS_DEFAULT,
+    IDEMPOTENCY_WINDOW_EVENTS_MAX, Limits,
+};
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
 pub use pattern::{PatternWord, TypePattern, TypeSelector};

@@ -1,5 +1,23 @@
+use std::time::Duration;
+
 use crate::error::{LimitKind, StoreError, StoreResult, ValidationError};
 use crate::event::NewEvent;
+
+/// Default span of the idempotency window ([`crate::IdempotencyWindow`]), in positions of the
+/// log: a retry is recognized while fewer than a million events (and metadata changes and
+/// deletes) were written after its original. At 1,000 appends/s that is over 15 minutes; the
+/// engine holds it in about 26-80 MB and reads it back from the log's tail at open, ~1 s (measured in
+/// `BENCHMARKS.md`, "Idempotency window").
+pub const IDEMPOTENCY_WINDOW_EVENTS_DEFAULT: u64 = 1_000_000;
+
+/// Largest idempotency window, in positions: 50 million ids held in memory are 1.3-3.3 GB; a
+/// larger window is a configuration mistake, not a need (retries come within minutes).
+pub const IDEMPOTENCY_WINDOW_EVENTS_MAX: u64 = 50_000_000;
+
+/// Default age bound of the idempotency window: a day, longer than any client's retry policy,
+/// so that a quiet store still recognizes yesterday's retries while a busy one is bounded by
+/// [`IDEMPOTENCY_WINDOW_EVENTS_DEFAULT`].
+pub const IDEMPOTENCY_WINDOW_AGE_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The contract's size limits. Every implementation enforces them the same way, so a batch that
 /// one backend accepts is accepted by all.

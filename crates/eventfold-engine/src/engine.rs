@@ -53,6 +53,11 @@ pub struct EngineStats {
     /// table, or tables of one size class ready to be merged. Reads are correct either way;
     /// they ask more runs until it is done.
     pub index_busy: bool,
+    /// Event ids held in the idempotency window (see [`EngineOptions::idempotency`]), as of
+    /// the writer's last group.
+    pub idempotency_ids: u64,
+    /// Heap bytes the idempotency window holds (capacities), as of the writer's last group.
+    pub idempotency_bytes: u64,
 }
 
 /// Largest bytes one event record adds beside its data and metadata (frame, fixed body, names).
@@ -82,6 +87,8 @@ impl Engine {
             scavenging: Mutex::new(()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
+            seen_ids: std::sync::atomic::AtomicU64::new(0),
+            seen_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);
@@ -144,6 +151,16 @@ impl Engine {
                 || index
                     .merge_candidates(crate::indexer::MERGE_FANOUT)
                     .is_some(),
+            idempotency_ids: self
+                .inner
+                .shared
+                .seen_ids
+                .load(std::sync::atomic::Ordering::Relaxed),
+            idempotency_bytes: self
+                .inner
+                .shared
+                .seen_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -231,6 +248,7 @@ impl Drop for Inner {
 }
 
 fn check_options(o: &EngineOptions) -> StoreResult<()> {
+    o.idempotency.check()?;
     let invalid = |why: String| {
         StoreError::Invalid(ValidationError::new("engine option", "segment_bytes", why))
     };

@@ -24,6 +24,7 @@ mod powerloss;
 mod reader;
 mod recovery;
 mod scavenge;
+mod seen;
 mod segindex;
 mod segment;
 mod shared;

@@ -45,4 +45,8 @@ pub struct Shared {
     pub epoch: AtomicU64,
     /// Set when the engine stops: a scavenge commits no further segment.
     pub closed: AtomicBool,
+    /// Ids in the writer's idempotency window, and the heap bytes it holds (for
+    /// [`crate::EngineStats`]; the writer owns the window).
+    pub seen_ids: AtomicU64,
+    pub seen_bytes: AtomicU64,
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
-    AppendResult, DeleteMode, EventId, ExpectedRevision, NewEvent, Position, Revision, StoreError,
-    StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
+    AppendResult, DeleteMode, EventId, ExpectedRevision, IdVerdict, LastAppend, NewEvent, Position,
+    Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -165,6 +165,11 @@ pub struct Writer {
     /// group, itself bounded by `group_commit_bytes_max`): a group of thousands of records
     /// does not grow fresh vectors, page-faulting their memory in, every time.
     recycled: std_mpsc::Receiver<(Vec<Staged>, Vec<Answer>)>,
+    /// The idempotency window: the ids of the appends among the log's newest positions,
+    /// recorded as they are staged (so a retry queued behind its original, in the same group
+    /// or the next, is judged against it before it is durable; its answer leaves after the
+    /// original's flush, as every answer of a later group does).
+    seen: SeenIds,
 }
 
 /// The committer: flushes each written group, publishes it and answers its waiters.
@@ -251,6 +256,12 @@ impl Writer {
             tracing::warn!(error = %e, "could not read the last event's timestamp; imports are checked against the clock's order from now on");
             i64::MIN
         });
+        let (seen, read) =
+            crate::seen::rebuild(&shared, opts.idempotency, Timestamp::now().micros());
+        if let Err(e) = read {
+            tracing::error!(error = %e, ids = seen.len(), "could not read the idempotency window back from the log's tail: retries of the appends before the failure are recognized only as a stream's last batch");
+        }
+        publish_seen_stats(&shared, &seen);
         let mut w = Writer {
             shared,
             opts,
@@ -275,6 +286,7 @@ impl Writer {
             to_committer: committer.is_some().then_some(to_committer),
             committer,
             recycled,
+            seen,
         };
         w.start_prealloc();
         w
@@ -375,7 +387,7 @@ impl Writer {
                 None => self.head_of(&stream),
             };
             // Is this request a replay or refused? Decide before writing anything.
-            let verdict = self.check(&req.op, &stream, &head, now);
+            let verdict = self.check(&req.op, &stream, &head, now, next_position);
             let outcome = match verdict {
                 Err(e) => Err(e),
                 Ok(Some(replay)) => Ok(Reply::Appended(replay)),
@@ -441,6 +453,7 @@ impl Writer {
             answers.push((req.reply, outcome));
         }
         self.next_position = next_position;
+        publish_seen_stats(&self.shared, &self.seen);
         if let Err(e) = self.hand_over(buf_start, &mut staged, &mut answers) {
             self.poison(e, &mut answers, None);
         }
@@ -541,6 +554,7 @@ impl Writer {
         stream: &StreamName,
         head: &Head,
         now: i64,
+        next_position: u64,
     ) -> StoreResult<Option<AppendResult>> {
         match op {
             Op::Append {
@@ -550,8 +564,19 @@ impl Writer {
                 ..
             } => {
                 let lb = head.last_batch;
-                let verdict = head.stream.check_append(
+                let ids = match self.seen.judge(
+                    stream.as_str(),
+                    events.iter().map(|e| e.id),
+                    next_position,
+                    now,
+                ) {
+                    // An import carries history as it was: only a whole repeat is a retry.
+                    IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
+                    v => v,
+                };
+                let verdict = head.stream.check_append_ids(
                     stream,
+                    ids,
                     lb.map(|b| b.append()),
                     *expected,
                     events.len(),
@@ -711,6 +736,19 @@ impl Writer {
                     last_position,
                     first_id: ids.first().copied(),
                 });
+                self.seen.record(
+                    &name,
+                    events.iter().map(|e| e.id),
+                    LastAppend {
+                        first_revision,
+                        len: n as u64,
+                        first_position,
+                        last_position,
+                    },
+                    timestamps.as_ref().map_or(now, |t| t[0]),
+                    *next_position,
+                    now,
+                );
                 head.staged_ids = Some(ids);
                 Reply::Appended(AppendResult {
                     stream: stream.clone(),
@@ -1024,6 +1062,13 @@ impl Committer {
         drop(segindex);
         self.commit.send_replace(next);
     }
+}
+
+/// Tells [`crate::EngineStats`] how large the idempotency window is.
+fn publish_seen_stats(shared: &Shared, seen: &SeenIds) {
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.seen_ids.store(seen.len() as u64, Relaxed);
+    shared.seen_bytes.store(seen.heap_bytes() as u64, Relaxed);
 }
 
 /// Whether two staged names are equal: the same shared string (the common case inside a

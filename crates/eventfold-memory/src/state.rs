@@ -7,10 +7,10 @@ use std::convert::Infallible;
 use std::ops::{Bound, Range};
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, KnownStreams,
-    LastAppend, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
-    Revision, StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, IdVerdict,
+    IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, RecordedEvent, Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamInfo,
+    StreamList, StreamMetadata, StreamName, StreamSlice, Timestamp, Visibility,
 };
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
@@ -65,16 +65,19 @@ pub(crate) struct State {
     last_timestamp_us: i64,
     /// The last event's timestamp: an import may not go below it.
     last_event_timestamp_us: i64,
+    /// The ids of the appends inside the idempotency window.
+    seen: SeenIds,
 }
 
 impl State {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, window: IdempotencyWindow) -> Self {
         State {
             limits,
             log: Vec::new(),
             streams: BTreeMap::new(),
             last_timestamp_us: i64::MIN,
             last_event_timestamp_us: i64::MIN,
+            seen: SeenIds::new(window),
         }
     }
 
@@ -154,20 +157,35 @@ impl State {
             .streams
             .get(stream.as_str())
             .and_then(|st| st.last_batch);
-        let replay =
-            self.head(stream)
-                .check_append(stream, last, expected, events.len(), |lb| {
-                    let st = &self.streams[stream.as_str()];
-                    let range = lb.revisions();
-                    Ok(st.positions[range.start as usize..range.end as usize]
-                        .iter()
-                        .zip(&events)
-                        .all(|(&p, e)| self.event_at(p).id == e.id))
-                })?;
+        let now = Timestamp::now().micros().max(self.last_timestamp_us);
+        let ids = match self.seen.judge(
+            stream.as_str(),
+            events.iter().map(|e| e.id),
+            self.next_position(),
+            now,
+        ) {
+            // An import carries history as it was: only a whole repeat is a retry.
+            IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
+            v => v,
+        };
+        let replay = self.head(stream).check_append_ids(
+            stream,
+            ids,
+            last,
+            expected,
+            events.len(),
+            |lb| {
+                let st = &self.streams[stream.as_str()];
+                let range = lb.revisions();
+                Ok(st.positions[range.start as usize..range.end as usize]
+                    .iter()
+                    .zip(&events)
+                    .all(|(&p, e)| self.event_at(p).id == e.id))
+            },
+        )?;
         if let Some(replay) = replay {
             return Ok(replay);
         }
-        let now = Timestamp::now().micros().max(self.last_timestamp_us);
         if let Some((first_revision, timestamps)) = &import {
             self.head(stream).check_import(
                 stream,
@@ -180,6 +198,8 @@ impl State {
         let timestamp = Timestamp(self.commit_timestamp());
         let timestamps = import.map(|(_, t)| t);
         let first_position = self.next_position();
+        let batch_timestamp = timestamps.as_ref().map_or(timestamp, |t| t[0]);
+        let ids: Vec<_> = events.iter().map(|e| e.id).collect();
         let st = self.streams.entry(stream.as_str().to_owned()).or_default();
         let first_revision = st.next_revision();
         for (i, e) in events.into_iter().enumerate() {
@@ -202,16 +222,26 @@ impl State {
         }
         let last_position = self.log.len() as u64 - 1;
         let len = st.next_revision() - first_revision;
-        st.last_batch = Some(LastAppend {
+        let batch = LastAppend {
             first_revision,
             len,
             first_position,
             last_position,
-        });
+        };
+        st.last_batch = Some(batch);
+        let next_revision = st.next_revision();
+        self.seen.record(
+            stream.as_arc(),
+            ids.into_iter(),
+            batch,
+            batch_timestamp.micros(),
+            last_position + 1,
+            now,
+        );
         Ok(AppendResult {
             stream: stream.clone(),
             first_revision: Revision(first_revision),
-            last_revision: Revision(st.next_revision() - 1),
+            last_revision: Revision(next_revision - 1),
             first_position: Position(first_position),
             last_position: Position(last_position),
             idempotent_replay: false,

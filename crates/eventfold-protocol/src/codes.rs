@@ -125,6 +125,9 @@ error_codes! {
     ImportRevisionMismatch = ("import_revision_mismatch", 409),
     /// An import's event timestamp is earlier than the store's last event's.
     ImportTimestampTooEarly = ("import_timestamp_too_early", 409),
+    /// An append carries an event id seen within the store's idempotency window (or twice in
+    /// its batch) without being a retry of one earlier append to the stream.
+    DuplicateEventId = ("duplicate_event_id", 409),
 
     // The server and its stores.
     /// The store stopped accepting writes after a failed write or flush.
@@ -226,6 +229,7 @@ mod tests {
         ("subject_key_not_found", 404),
         ("import_revision_mismatch", 409),
         ("import_timestamp_too_early", 409),
+        ("duplicate_event_id", 409),
         ("storage_poisoned", 503),
         ("store_closed", 503),
         ("storage_locked", 503),

@@ -102,6 +102,7 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::Backend { .. } => ErrorCode::BackendFailure,
         StoreError::ImportRevisionMismatch { .. } => ErrorCode::ImportRevisionMismatch,
         StoreError::ImportTimestampTooEarly { .. } => ErrorCode::ImportTimestampTooEarly,
+        StoreError::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
         StoreError::Unsupported { .. } => ErrorCode::UnsupportedByStore,
         _ => ErrorCode::InternalError,
     }
@@ -165,6 +166,9 @@ pub fn error_status(e: &StoreError) -> WireError {
         StoreError::Unsupported { operation, hint } => w
             .with("operation", operation.as_str())
             .with("hint", hint.as_str()),
+        StoreError::DuplicateEventId { stream, id } => {
+            w.with("stream", stream.as_str()).with("id", id.to_string())
+        }
         _ => w,
     }
 }
@@ -285,6 +289,16 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 };
             }
         }
+        ErrorCode::DuplicateEventId => {
+            let id = d
+                .details
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| s.parse().ok());
+            if let (Some(stream), Some(id)) = (stream(), id) {
+                return StoreError::DuplicateEventId { stream, id };
+            }
+        }
         ErrorCode::UnsupportedByStore => {
             let text = |k: &str| {
                 d.details
@@ -389,6 +403,10 @@ mod tests {
             StoreError::Unsupported {
                 operation: "append with given timestamps".into(),
                 hint: "do something else".into(),
+            },
+            StoreError::DuplicateEventId {
+                stream: s.clone(),
+                id: "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d".parse().unwrap(),
             },
         ] {
             let w = error_status(&e);

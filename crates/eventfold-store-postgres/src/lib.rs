@@ -39,9 +39,9 @@ use deadpool_postgres::{
 };
 use eventfold_core::{
     AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom,
+    ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -65,9 +65,16 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How often a caught-up subscription reads again when no wake-up came. Default 50 ms.
     pub poll_interval: Duration,
+    /// How far back a retry is recognized by its event ids (see `EventStore::append`): looked
+    /// up in the events table (by the index on `id`, under the ordering lock, so every server
+    /// on the schema sees every other's appends). Default
+    /// [`IdempotencyWindow::DEFAULT`]; [`IdempotencyWindow::OFF`]: only a stream's last batch.
+    /// Servers sharing a schema should use the same window.
+    pub idempotency: IdempotencyWindow,
     /// Take the ordering lock on every write (the default, and the only correct setting).
     /// Turning it off takes positions before the write's transaction, as a `bigserial`
-    /// would, so subscribers can skip events: for tests that prove the lock matters.
+    /// would, so subscribers can skip events: for tests that prove the lock matters (appends
+    /// then recognize only a stream's last batch as a retry).
     #[doc(hidden)]
     pub serialize_positions: bool,
 }
@@ -79,6 +86,7 @@ impl Default for PostgresOptions {
             limits: Limits::DEFAULT,
             pool_size: 16,
             poll_interval: Duration::from_millis(50),
+            idempotency: IdempotencyWindow::DEFAULT,
             serialize_positions: true,
         }
     }
@@ -119,6 +127,7 @@ impl PostgresStore {
     /// backend error when it refuses the user or does not have the database.
     pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<PostgresStore> {
         check_schema_name(&options.schema)?;
+        options.idempotency.check()?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Backend {
             code: "invalid_request".to_owned(),
             message: format!(

@@ -7,7 +7,25 @@ use tokio_postgres::Client;
 use crate::pg_err;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+///
+/// - 1: `log_head`, `streams`, `events`.
+/// - 2: the idempotency window: `events.batch_index` and `events.batch_len` (each event's
+///   index in its append and that append's length; NULL on rows written by version 1) and the
+///   index `events_id_idx` on `events (id)`. Rows of version 1 keep their ids in the window (a
+///   batch of them is recognized by the stream's last batch only).
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// The migration to version 2. `IF NOT EXISTS` everywhere: an operator may have made the index
+/// beforehand with `CREATE INDEX CONCURRENTLY`, which does not stop writes while it builds
+/// (a plain `CREATE INDEX`, as here, holds writes to the table until it is built).
+fn to_version_2(schema: &str) -> String {
+    format!(
+        "ALTER TABLE \"{schema}\".events ADD COLUMN IF NOT EXISTS batch_index integer, \
+             ADD COLUMN IF NOT EXISTS batch_len integer;
+         CREATE INDEX IF NOT EXISTS events_id_idx ON \"{schema}\".events (id);
+         INSERT INTO \"{schema}\".schema_version VALUES (2);"
+    )
+}
 
 /// Creates the schema's tables, or checks that they are of a version this build reads.
 pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) -> StoreResult<()> {
@@ -33,7 +51,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) ->
         .await
         .map_err(pg_err("read the schema version"))?
         .and_then(|r| r.get(0));
-    match found {
+    let version = match found {
         Some(v) if v > SCHEMA_VERSION => {
             return Err(StoreError::FormatTooNew {
                 file: format!("PostgreSQL schema \"{schema}\""),
@@ -41,7 +59,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) ->
                 supported: SCHEMA_VERSION as u32,
             });
         }
-        Some(_) => {}
+        Some(v) => v,
         None => {
             tx.batch_execute(&format!(
                 "CREATE TABLE \"{schema}\".log_head (
@@ -74,11 +92,19 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) ->
                      metadata text NOT NULL,
                      UNIQUE (stream, revision)
                  );
-                 INSERT INTO \"{schema}\".schema_version VALUES ({SCHEMA_VERSION});"
+                 INSERT INTO \"{schema}\".schema_version VALUES (1);"
             ))
             .await
             .map_err(pg_err("create the event tables"))?;
+            1
         }
+    };
+    if version < 2 {
+        tx.batch_execute(&to_version_2(schema))
+            .await
+            .map_err(pg_err(
+                "migrate the schema to version 2 (the idempotency window)",
+            ))?;
     }
     tx.commit()
         .await

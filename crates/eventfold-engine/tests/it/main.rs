@@ -8,6 +8,7 @@ mod faults;
 mod fixture;
 mod fuzz_corpus;
 mod group;
+mod idempotency;
 mod import;
 mod index;
 mod model;

@@ -172,7 +172,9 @@ pub(super) async fn append_counted(
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(r) => {
-            if !r.idempotent_replay {
+            if r.idempotent_replay {
+                st.metrics.idempotent_replays.inc();
+            } else {
                 Metrics::count_by_type(&st.metrics.events_appended, &counts);
             }
             span.set_attributes(|| {

@@ -44,7 +44,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "post",
             path: "/streams/{stream}",
-            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch; or one binary-mode CloudEvent: its attributes in ce-* headers, its data as the body of any Content-Type); header Expected-Revision: any | no-stream | exists | <u64>",
+            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch; or one binary-mode CloudEvent: its attributes in ce-* headers, its data as the body of any Content-Type); header Expected-Revision: any | no-stream | exists | <u64>. 201 when written; 200 with the original result when the batch repeats an earlier append to the stream (the same event ids in the same order) within the server's idempotency window, nothing written, whatever Expected-Revision says; 409 wrong_expected_revision, or 409 duplicate_event_id when an event id was already appended within the window (or appears twice) and the batch is not such a retry",
             params: params::<OnStream<Write>>(),
             parse: Some(parse::<OnStream<Write>>),
             body: Some("NewEvents"),

@@ -108,3 +108,31 @@ async fn store() -> (Store, Option<TestDb>) {
 }
 
 eventfold_conformance::conformance_tests!(store);
+
+mod window {
+    use eventfold_memory::MemoryStore;
+    use eventfold_store_postgres::PostgresOptions;
+
+    use super::Store;
+    use crate::TestDb;
+
+    eventfold_conformance::idempotency_window_tests!(|window| async move {
+        match TestDb::create().await {
+            Some(db) => {
+                let options = PostgresOptions {
+                    pool_size: 4,
+                    idempotency: window,
+                    ..PostgresOptions::default()
+                };
+                (Store::Postgres(db.store(options).await), Some(db))
+            }
+            None => (
+                Store::Skipped(MemoryStore::with_window(
+                    eventfold_core::Limits::DEFAULT,
+                    window,
+                )),
+                None,
+            ),
+        }
+    });
+}
