@@ -1,6 +1,24 @@
 use crate::error::{LimitKind, StoreError, StoreResult, ValidationError};
 use crate::event::NewEvent;
 
+/// Longest tag, in bytes of UTF-8. Room for a kind and an id (`student:` and a UUID is 44
+/// bytes) with margin; bounded so that an event's tags take at most
+/// `TAG_BYTES_MAX * TAGS_PER_EVENT_MAX` = 4 KiB, whatever the batch limits.
+pub const TAG_BYTES_MAX: usize = 128;
+
+/// Most tags one event may carry. A tag names an entity the event is about (a course, a
+/// student); an event about more than 32 of them is better split. Bounded because a
+/// conditional append's index updates one slot per tag of every event it writes.
+pub const TAGS_PER_EVENT_MAX: usize = 32;
+
+/// Most items one query may have (items are OR-ed). A decision's consistency boundary is a
+/// handful of items; bounded because every item is checked against every event a read by the
+/// query scans, and against the index of each conditional append.
+pub const QUERY_ITEMS_MAX: usize = 32;
+
+/// Most event types one query item may list (any of them matches).
+pub const QUERY_ITEM_TYPES_MAX: usize = 64;
+
 /// The contract's size limits. Every implementation enforces them the same way, so a batch that
 /// one backend accepts is accepted by all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
