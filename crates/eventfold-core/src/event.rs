@@ -448,9 +448,12 @@ impl NewEvent {
         self
     }
 
-    /// The bytes this event counts against the per-event limit: data plus serialized metadata.
+    /// The bytes this event counts against the per-event limit: data, serialized metadata and
+    /// the bytes of its tags.
     pub fn size_bytes(&self) -> usize {
-        self.data.len() + metadata_len(&self.metadata)
+        self.data.len()
+            + metadata_len(&self.metadata)
+            + self.tags.iter().map(|t| t.as_str().len()).sum::<usize>()
     }
 }
 

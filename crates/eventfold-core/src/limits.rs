@@ -23,13 +23,13 @@ pub const QUERY_ITEM_TYPES_MAX: usize = 64;
 /// one backend accepts is accepted by all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Data plus serialized metadata of one event. Default 1 MiB: large enough for any document
+    /// Data plus serialized metadata (plus tags) of one event. Default 1 MiB: large enough for any document
     /// an event should carry, small enough that one event never dominates a group commit.
     pub event_bytes_max: usize,
     /// Events in one append. Default 10,000: one append is one atomic write; bounding it bounds
     /// the writer's batch and the time one append holds it.
     pub batch_events_max: usize,
-    /// Bytes (data + metadata) of one append. Default 16 MiB, for the same reason.
+    /// Bytes (data + metadata + tags) of one append. Default 16 MiB, for the same reason.
     pub batch_bytes_max: usize,
     /// Events returned by one read. Default 10,000: bounds the memory of one answer; larger
     /// reads page with `next`.

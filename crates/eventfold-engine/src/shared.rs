@@ -45,4 +45,7 @@ pub struct Shared {
     pub epoch: AtomicU64,
     /// Set when the engine stops: a scavenge commits no further segment.
     pub closed: AtomicBool,
+    /// The last position of each tag's and type's events, as far as conditional appends need
+    /// it (see [`crate::condition`]); the writer moves it as it sequences events.
+    pub last_seen: crate::condition::LastSeen,
 }
