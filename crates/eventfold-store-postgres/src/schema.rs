@@ -6,8 +6,22 @@ use tokio_postgres::Client;
 
 use crate::pg_err;
 
-/// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+/// The newest schema version this build writes and reads: 1 the first; 2 adds the events'
+/// `tags` (a `text[]`, empty by default) and a GIN index on them, for reads by query and
+/// conditional appends.
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// The statements that take a schema from version `n - 1` to `n`, for each `n` after 1, in
+/// order; run under the migration lock, in the migration's transaction.
+fn upgrades(schema: &str) -> Vec<(i32, String)> {
+    vec![(
+        2,
+        format!(
+            "ALTER TABLE \"{schema}\".events ADD COLUMN IF NOT EXISTS tags text[] NOT NULL DEFAULT '{{}}';
+             CREATE INDEX IF NOT EXISTS events_tags ON \"{schema}\".events USING gin (tags);"
+        ),
+    )]
+}
 
 /// Creates the schema's tables, or checks that they are of a version this build reads.
 pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) -> StoreResult<()> {
@@ -41,7 +55,21 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) ->
                 supported: SCHEMA_VERSION as u32,
             });
         }
-        Some(_) => {}
+        Some(v) => {
+            for (to, sql) in upgrades(schema) {
+                if v < to {
+                    tx.batch_execute(&sql)
+                        .await
+                        .map_err(pg_err("upgrade the schema"))?;
+                    tx.execute(
+                        &format!("INSERT INTO \"{schema}\".schema_version VALUES ($1)"),
+                        &[&to],
+                    )
+                    .await
+                    .map_err(pg_err("record the schema version"))?;
+                }
+            }
+        }
         None => {
             tx.batch_execute(&format!(
                 "CREATE TABLE \"{schema}\".log_head (
@@ -72,8 +100,10 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, lock_key: i64) ->
                      content_type text NOT NULL,
                      data bytea NOT NULL,
                      metadata text NOT NULL,
+                     tags text[] NOT NULL DEFAULT '{{}}',
                      UNIQUE (stream, revision)
                  );
+                 CREATE INDEX events_tags ON \"{schema}\".events USING gin (tags);
                  INSERT INTO \"{schema}\".schema_version VALUES ({SCHEMA_VERSION});"
             ))
             .await
