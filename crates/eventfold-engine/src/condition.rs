@@ -11,9 +11,10 @@
 //!   of its types' slots) is past P; hash collisions only ever say "maybe". At open every slot
 //!   is set to the log's end, so "maybe" for any P before it. Fixed size (about 640 KiB)
 //!   whatever the number of tags.
-//! - [`Recent`]: the last events the writer sequenced (position, type, tags), at least
-//!   [`RECENT_EVENTS_MAX`] of them (more while a group is not yet published) and at most
-//!   [`RECENT_BYTES_MAX`] of tags: when the slots say "maybe", the writer checks these exactly.
+//! - [`Recent`]: the last events the writer sequenced (position, type, tags): all those not yet
+//!   published, and of the published ones the last [`RECENT_EVENTS_MAX`], or fewer when their
+//!   types and tags pass [`RECENT_BYTES_MAX`]: when the slots say "maybe", the writer checks
+//!   these exactly.
 //!
 //! When the slots say "maybe" for a P older than what [`Recent`] holds (an old read, or a
 //! position from before the store was opened), the engine first scans the published log from
@@ -33,10 +34,11 @@ use eventfold_core::{Position, Query, Tags};
 pub const TAG_SLOTS: usize = 1 << 16;
 /// Slots of the type array: 16 Ki × 8 bytes = 128 KiB (stores have far fewer types than tags).
 pub const TYPE_SLOTS: usize = 1 << 14;
-/// Events [`Recent`] keeps at least (once published): about as many as two full groups of
-/// small events; a condition's P older than them is first checked against the log.
+/// Published events [`Recent`] keeps at most: a condition whose P is older than what it keeps
+/// is first checked against the log.
 pub const RECENT_EVENTS_MAX: usize = 1 << 16;
-/// Bytes of types and tags [`Recent`] keeps at most (once published).
+/// Bytes of types and tags of the published events [`Recent`] keeps at most (tags of up to
+/// 4 KiB per event would otherwise let 65,536 events hold 256 MiB).
 pub const RECENT_BYTES_MAX: usize = 16 << 20;
 
 /// The slots (see the module docs). Written by the writer only, read by anyone.

@@ -42,6 +42,7 @@ impl GroupFilter {
                 .as_ref()
                 .map(|s| s.as_str().to_owned())
                 .or_else(|| self.stream_prefix.clone()),
+            query: eventfold_core::Query::all(),
         }
     }
 

@@ -113,6 +113,7 @@ fn recorded(stream: &StreamName, revision: u64, position: u64) -> RecordedEvent 
         content_type: ContentType::json(),
         data: b"{}".to_vec(),
         metadata: Metadata::new(),
+        tags: Default::default(),
     }
 }
 

@@ -2,10 +2,10 @@
 //! each case runs on the in-memory store instead, after printing why.
 
 use eventfold_core::{
-    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
