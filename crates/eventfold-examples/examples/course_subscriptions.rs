@@ -37,10 +37,10 @@ async fn run(store: Arc<dyn EventStore>) -> anyhow::Result<()> {
     // Two decisions made on the same events: both see the last seat of maths free.
     let decider = school.decider();
     let bob = decider
-        .decide(&Subscribe::new("maths", "bob"), None)
+        .decide(&Subscribe::new("maths", "bob")?, None)
         .await?;
     let eve = decider
-        .decide(&Subscribe::new("maths", "eve"), None)
+        .decide(&Subscribe::new("maths", "eve")?, None)
         .await?;
     decider.append(&bob, &ctx).await?;
     println!("bob takes the last seat of maths");

@@ -118,11 +118,11 @@ pub enum SchoolError {
 }
 
 fn course_tag(course: &str) -> Tag {
-    Tag::new(format!("course:{course}")).expect("checked by `check_id`")
+    Tag::new(format!("course:{course}")).expect("checked when the decision was made")
 }
 
 fn student_tag(student: &str) -> Tag {
-    Tag::new(format!("student:{student}")).expect("checked by `check_id`")
+    Tag::new(format!("student:{student}")).expect("checked when the decision was made")
 }
 
 fn check_id(what: &'static str, id: &str) -> Result<(), SchoolError> {
@@ -154,13 +154,14 @@ pub struct DefineCourse {
 }
 
 impl DefineCourse {
-    /// Define `course` with `capacity`.
-    pub fn new(course: &str, capacity: u32) -> Self {
-        DefineCourse {
+    /// Define `course` with `capacity`; refused when the id does not make a tag.
+    pub fn new(course: &str, capacity: u32) -> Result<Self, SchoolError> {
+        check_id("course", course)?;
+        Ok(DefineCourse {
             course: course.to_owned(),
             capacity,
             exists: false,
-        }
+        })
     }
 }
 
@@ -182,7 +183,6 @@ impl Decision for DefineCourse {
     }
 
     fn decide(&self) -> Result<Vec<SchoolEvent>, SchoolError> {
-        check_id("course", &self.course)?;
         if self.exists {
             return Err(SchoolError::CourseExists(self.course.clone()));
         }
@@ -222,16 +222,18 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
-    /// Subscribe `student` to `course`.
-    pub fn new(course: &str, student: &str) -> Self {
-        Subscribe {
+    /// Subscribe `student` to `course`; refused when an id does not make a tag.
+    pub fn new(course: &str, student: &str) -> Result<Self, SchoolError> {
+        check_id("course", course)?;
+        check_id("student", student)?;
+        Ok(Subscribe {
             course: course.to_owned(),
             student: student.to_owned(),
             capacity: None,
             course_students: 0,
             student_courses: 0,
             already: false,
-        }
+        })
     }
 }
 
@@ -278,8 +280,6 @@ impl Decision for Subscribe {
     }
 
     fn decide(&self) -> Result<Vec<SchoolEvent>, SchoolError> {
-        check_id("course", &self.course)?;
-        check_id("student", &self.student)?;
         let Some(capacity) = self.capacity else {
             return Err(SchoolError::NoSuchCourse(self.course.clone()));
         };
@@ -328,14 +328,15 @@ pub struct ChangeCapacity {
 }
 
 impl ChangeCapacity {
-    /// Set `course`'s capacity to `capacity`.
-    pub fn new(course: &str, capacity: u32) -> Self {
-        ChangeCapacity {
+    /// Set `course`'s capacity to `capacity`; refused when the id does not make a tag.
+    pub fn new(course: &str, capacity: u32) -> Result<Self, SchoolError> {
+        check_id("course", course)?;
+        Ok(ChangeCapacity {
             course: course.to_owned(),
             capacity,
             defined: false,
             students: 0,
-        }
+        })
     }
 }
 
@@ -366,7 +367,6 @@ impl Decision for ChangeCapacity {
     }
 
     fn decide(&self) -> Result<Vec<SchoolEvent>, SchoolError> {
-        check_id("course", &self.course)?;
         if !self.defined {
             return Err(SchoolError::NoSuchCourse(self.course.clone()));
         }
@@ -419,9 +419,8 @@ impl School {
         capacity: u32,
         ctx: &Context,
     ) -> Result<Decided<DefineCourse>, DecisionError<SchoolError>> {
-        self.decider
-            .execute(DefineCourse::new(course, capacity), ctx)
-            .await
+        let d = DefineCourse::new(course, capacity).map_err(DecisionError::Rejected)?;
+        self.decider.execute(d, ctx).await
     }
 
     /// Changes a course's capacity.
@@ -431,9 +430,8 @@ impl School {
         capacity: u32,
         ctx: &Context,
     ) -> Result<Decided<ChangeCapacity>, DecisionError<SchoolError>> {
-        self.decider
-            .execute(ChangeCapacity::new(course, capacity), ctx)
-            .await
+        let d = ChangeCapacity::new(course, capacity).map_err(DecisionError::Rejected)?;
+        self.decider.execute(d, ctx).await
     }
 
     /// Subscribes a student to a course.
@@ -443,8 +441,7 @@ impl School {
         student: &str,
         ctx: &Context,
     ) -> Result<Decided<Subscribe>, DecisionError<SchoolError>> {
-        self.decider
-            .execute(Subscribe::new(course, student), ctx)
-            .await
+        let d = Subscribe::new(course, student).map_err(DecisionError::Rejected)?;
+        self.decider.execute(d, ctx).await
     }
 }

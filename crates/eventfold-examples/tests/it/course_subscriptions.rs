@@ -129,11 +129,11 @@ async fn racing_decisions_cannot_both_break_a_rule(store: Arc<dyn EventStore>) {
     let decider = school.decider();
     // The last seat of c1: both decisions see it free.
     let a = decider
-        .decide(&Subscribe::new("c1", "s1"), None)
+        .decide(&Subscribe::new("c1", "s1").unwrap(), None)
         .await
         .expect("s1 decides");
     let b = decider
-        .decide(&Subscribe::new("c1", "s2"), None)
+        .decide(&Subscribe::new("c1", "s2").unwrap(), None)
         .await
         .expect("s2 decides");
     assert_eq!((a.events.len(), b.events.len()), (1, 1), "both see a seat");
@@ -171,11 +171,14 @@ async fn racing_decisions_cannot_both_break_a_rule(store: Arc<dyn EventStore>) {
     }
     let last = STUDENT_COURSES_MAX;
     let x = decider
-        .decide(&Subscribe::new(&format!("d{last}"), "s7"), None)
+        .decide(&Subscribe::new(&format!("d{last}"), "s7").unwrap(), None)
         .await
         .expect("decide");
     let y = decider
-        .decide(&Subscribe::new(&format!("d{}", last + 1), "s7"), None)
+        .decide(
+            &Subscribe::new(&format!("d{}", last + 1), "s7").unwrap(),
+            None,
+        )
         .await
         .expect("decide");
     decider.append(&x, &ctx).await.expect("the first");
@@ -188,7 +191,7 @@ async fn racing_decisions_cannot_both_break_a_rule(store: Arc<dyn EventStore>) {
     );
     // A decision on a disjoint boundary is not held up by either.
     let other = decider
-        .decide(&Subscribe::new(&format!("d{last}"), "s8"), None)
+        .decide(&Subscribe::new(&format!("d{last}"), "s8").unwrap(), None)
         .await
         .expect("decide");
     school
