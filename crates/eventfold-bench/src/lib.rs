@@ -14,6 +14,7 @@
 //! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
 
 mod brokers;
+mod dcb;
 mod disk;
 mod engine;
 mod framework;
@@ -37,6 +38,7 @@ pub use crate::brokers::{
     BROKERS_EVENTS_DEFAULT, BROKERS_RATE_DEFAULT, BROKERS_SECS_DEFAULT, BrokerRow,
     BrokersBenchOptions, run_brokers_bench,
 };
+pub use crate::dcb::{DCB_EVENTS_DEFAULT, DCB_WRITERS_DEFAULT, DcbBenchOptions, run_dcb_bench};
 pub use crate::framework::{
     FRAMEWORK_AGGREGATES_DEFAULT, FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT,
     FRAMEWORK_EVENTS_DEFAULT, FRAMEWORK_HOT_COMMANDS_DEFAULT, FRAMEWORK_SNAPSHOT_EVERY_DEFAULT,

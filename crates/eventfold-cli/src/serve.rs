@@ -976,7 +976,9 @@ mod tests {
                 .map(|s| s.engine.idempotency)
         };
         let day = Some(Duration::from_secs(24 * 3600));
-        let cases: [(&[&str], Option<(u64, Option<Duration>)>); 7] = [
+        // The flags, and the window they set (events, age), or `None` for refused.
+        type Case<'a> = (&'a [&'a str], Option<(u64, Option<Duration>)>);
+        let cases: [Case; 7] = [
             (&[], Some((1_000_000, day))),
             (&["--idempotency-window-events", "0"], Some((0, day))),
             (

@@ -119,6 +119,14 @@ macro_rules! conformance_tests {
             racing_exact_appends_have_one_winner_per_revision,
             optimistic_concurrency_loop_loses_nothing,
             concurrent_appends_to_many_streams,
+            // dynamic consistency boundaries (tags, queries, conditional appends)
+            tags_round_trip,
+            read_all_by_query,
+            subscribe_all_by_query,
+            conditional_append_passes_when_nothing_matched_after,
+            conditional_append_fails_when_an_event_matched_after,
+            conditional_append_checks_replay_then_expected_then_condition,
+            racing_conditional_appends_have_one_winner_per_round,
         );
     };
     (@cases $factory:expr, $limits:expr, $($case:ident),+ $(,)?) => {

@@ -16,8 +16,10 @@ mod metadata;
 mod names;
 mod pattern;
 mod plan;
+mod query;
 mod read;
 mod store;
+mod tag;
 mod trace;
 mod type_labels;
 
@@ -32,12 +34,14 @@ pub use idempotency::{IdVerdict, IdempotencyWindow, SeenAt, SeenIds, judge_ids};
 pub use ids::{EventId, Position, Revision};
 pub use limits::{
     IDEMPOTENCY_WINDOW_AGE_DEFAULT, IDEMPOTENCY_WINDOW_EVENTS_DEFAULT,
-    IDEMPOTENCY_WINDOW_EVENTS_MAX, Limits,
+    IDEMPOTENCY_WINDOW_EVENTS_MAX, Limits, QUERY_ITEM_TYPES_MAX, QUERY_ITEMS_MAX, TAG_BYTES_MAX,
+    TAGS_PER_EVENT_MAX,
 };
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
 pub use pattern::{PatternWord, TypePattern, TypeSelector};
 pub use plan::{AllReadPlan, StreamCursor, StreamReadPlan};
+pub use query::{AppendCondition, Query, QueryItem};
 pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
     StreamSlice, SubscribeFrom,
@@ -46,6 +50,7 @@ pub use store::{
     AppendResult, DeleteMode, EventStore, EventSubscription, ImportBatch, KnownStream,
     KnownStreams, StreamInfo,
 };
+pub use tag::{Tag, Tags};
 pub use trace::{
     TRACE_FLAG_SAMPLED, TRACEPARENT_KEY, TRACESTATE_BYTES_MAX, TRACESTATE_KEY,
     TRACESTATE_MEMBERS_MAX, TraceContext, TraceParent, TraceState,

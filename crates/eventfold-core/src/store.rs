@@ -6,6 +6,7 @@ use crate::expected::ExpectedRevision;
 use crate::ids::{Position, Revision};
 use crate::metadata::StreamMetadata;
 use crate::names::StreamName;
+use crate::query::AppendCondition;
 use crate::read::{
     AllSlice, EventFilter, ListStreams, ReadAll, ReadStream, StreamList, StreamSlice, SubscribeFrom,
 };
@@ -123,6 +124,36 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult>;
+
+    /// Appends like [`EventStore::append`], and fails with
+    /// [`StoreError::AppendConditionFailed`] (writing nothing) when an event matching the
+    /// condition's query was appended after its `after` position (every event, with no
+    /// `after`): a decision made on the events a read by that query returned stays valid only
+    /// if none of them changed, which is what a Dynamic Consistency Boundary checks instead of
+    /// one stream's revision. The check is atomic with the write: no append, of any stream,
+    /// can slip between them. It counts every event appended, whether or not reads can still
+    /// return it (see [`AppendCondition`]).
+    ///
+    /// Rules are checked in this order: a retry of the stream's last batch is a replay (so a
+    /// retry after an unknown outcome succeeds even though its own events now match), then
+    /// `expected`, then the condition. A store that cannot check a condition atomically
+    /// answers [`StoreError::Unsupported`] (the default).
+    ///
+    /// [`StoreError::AppendConditionFailed`]: crate::StoreError::AppendConditionFailed
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        let _ = (stream, expected, events, condition);
+        Err(crate::StoreError::Unsupported {
+            operation: "append with a condition on a query (a Dynamic Consistency Boundary)".into(),
+            hint: "use a store that supports it (the engine, PostgreSQL, the memory store, or a server running one of them)".into(),
+        })
+    }
 
     /// Reads a page of one stream. `StreamNotFound` when it does not exist or was
     /// soft-deleted with nothing after; `StreamDeleted` after a hard delete. With

@@ -11,6 +11,7 @@
 //! Reopening loads the latest stream-state snapshot and replays only what came after it.
 
 mod backup;
+mod condition;
 mod engine;
 mod format;
 #[doc(hidden)]

@@ -44,6 +44,7 @@ impl GroupFilter {
                 .as_ref()
                 .map(|s| s.as_str().to_owned())
                 .or_else(|| self.stream_prefix.clone()),
+            query: eventfold_core::Query::all(),
         }
     }
 
@@ -418,6 +419,7 @@ mod tests {
                 serde_json::Value::Object(m) => Metadata::from(m),
                 _ => Metadata::new(),
             },
+            tags: Default::default(),
         };
         let field = PinBy::Metadata(MetadataField::new("partition_key").expect("valid"));
         let keyed = event(serde_json::json!({"partition_key": "customer-9"}));

@@ -343,6 +343,7 @@ mod tests {
             content_type: ContentType::json(),
             data: data.as_bytes().to_vec(),
             metadata: Metadata::new(),
+            tags: Default::default(),
         }
     }
 

@@ -19,10 +19,10 @@ mod subscribe;
 use std::sync::Arc;
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent,
-    Position, ReadAll, ReadStream, Revision, StoreResult, StreamCursor, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits,
+    ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreResult, StreamCursor,
+    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -101,7 +101,19 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.limits().check_batch(&events)?;
-        self.write(|s| s.append(stream, expected, events, None))
+        self.write(|s| s.append(stream, expected, events, None, None))
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.limits().check_batch(&events)?;
+        // Under the one lock: no append comes between the check and the write.
+        self.write(|s| s.append(stream, expected, events, None, Some(&condition)))
     }
 
     async fn append_imported(
@@ -119,6 +131,7 @@ impl EventStore for MemoryStore {
                 expected,
                 events,
                 Some((batch.first_revision, timestamps)),
+                None,
             )
         })
     }

@@ -7,10 +7,11 @@ use std::convert::Infallible;
 use std::ops::{Bound, Range};
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, IdVerdict,
-    IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, RecordedEvent, Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamInfo,
-    StreamList, StreamMetadata, StreamName, StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter,
+    ExpectedRevision, IdVerdict, IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams,
+    NewEvent, Position, ReadAll, ReadStream, RecordedEvent, Revision, SeenIds, StoreError,
+    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    Timestamp, Visibility,
 };
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
@@ -145,13 +146,16 @@ impl State {
     }
 
     /// Appends a batch whose size the caller checked against the limits; with `import`, at the
-    /// revision and with the timestamps it gives (see `EventStore::append_imported`).
+    /// revision and with the timestamps it gives (see `EventStore::append_imported`); with
+    /// `condition`, only if no event matching its query was appended after its position (see
+    /// `EventStore::append_with_condition`).
     pub(crate) fn append(
         &mut self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         import: Option<(Revision, Vec<Timestamp>)>,
+        condition: Option<&AppendCondition>,
     ) -> StoreResult<AppendResult> {
         let last = self
             .streams
@@ -186,6 +190,9 @@ impl State {
         if let Some(replay) = replay {
             return Ok(replay);
         }
+        if let Some(c) = condition {
+            self.check_condition(stream, c)?;
+        }
         if let Some((first_revision, timestamps)) = &import {
             self.head(stream).check_import(
                 stream,
@@ -218,6 +225,7 @@ impl State {
                 content_type: e.content_type,
                 data: e.data,
                 metadata: e.metadata,
+                tags: e.tags,
             }));
         }
         let last_position = self.log.len() as u64 - 1;
@@ -246,6 +254,24 @@ impl State {
             last_position: Position(last_position),
             idempotent_replay: false,
         })
+    }
+
+    /// Refuses an append whose condition an event of the log violates: every event after the
+    /// condition's position counts, deleted or not (the log keeps them all).
+    fn check_condition(&self, stream: &StreamName, c: &AppendCondition) -> StoreResult<()> {
+        let from = usize::try_from(c.first_position()).unwrap_or(usize::MAX);
+        let found = self.log.iter().skip(from).find_map(|r| match r {
+            Record::Event(e) if c.fail_if_events_match.matches_event(e) => Some(e.position),
+            _ => None,
+        });
+        match found {
+            Some(position) => Err(StoreError::AppendConditionFailed {
+                stream: stream.clone(),
+                after: c.after,
+                position,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the stream's metadata (kept even before the stream's first event).
@@ -448,10 +474,7 @@ impl<'a> Scan<'a> {
             if after_until {
                 continue;
             }
-            if !self
-                .filter
-                .matches(e.stream.as_str(), e.event_type.as_str())
-            {
+            if !self.filter.matches_event(e) {
                 continue;
             }
             let state = self.state;

@@ -135,6 +135,9 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
         content_type,
         schema_version: 1,
         metadata,
+        // CloudEvents carry no tags: an extension's value is one string, and a tagged
+        // event is appended in eventfold's own JSON.
+        tags: eventfold_core::Tags::none(),
     };
     crate::trace::check_event_trace(&event, i)?;
     Ok(event)

@@ -216,6 +216,7 @@ mod tests {
             content_type: e.content_type,
             data: e.data,
             metadata: e.metadata,
+            tags: eventfold_core::Tags::none(),
         }
     }
 
@@ -358,6 +359,7 @@ mod tests {
             content_type: eventfold_core::ContentType::json(),
             data: b"{\n\"b\": 1, \"a\": 2}".to_vec(),
             metadata: md,
+            tags: eventfold_core::Tags::none(),
         };
         let m = out(&e);
         assert_eq!(m["id"], "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");

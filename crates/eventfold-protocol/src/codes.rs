@@ -67,8 +67,13 @@ error_codes! {
     InvalidStreamName = ("invalid_stream_name", 400),
     /// An event type is not valid.
     InvalidEventType = ("invalid_event_type", 400),
+    /// An event's tags are not valid (a tag, or their number, or one given twice).
+    InvalidTag = ("invalid_tag", 400),
     /// The `Expected-Revision` header is not valid.
     InvalidExpectedRevision = ("invalid_expected_revision", 400),
+    /// An append's condition (the `Append-Condition` header or a line's `condition`) is not
+    /// valid.
+    InvalidAppendCondition = ("invalid_append_condition", 400),
     /// An event id is not a UUID.
     InvalidEventId = ("invalid_event_id", 400),
     /// A content type is not valid.
@@ -115,6 +120,9 @@ error_codes! {
     StreamDeleted = ("stream_deleted", 410),
     /// The stream is not at the expected revision.
     WrongExpectedRevision = ("wrong_expected_revision", 409),
+    /// A conditional append's condition failed: an event matching its query was appended
+    /// after its position (`position` names the first).
+    AppendConditionFailed = ("append_condition_failed", 409),
     /// The consumer group does not exist.
     GroupNotFound = ("group_not_found", 404),
     /// An update of a `pinned` consumer group would change its `pin_by`.
@@ -203,7 +211,9 @@ mod tests {
         ("empty_batch", 400),
         ("invalid_stream_name", 400),
         ("invalid_event_type", 400),
+        ("invalid_tag", 400),
         ("invalid_expected_revision", 400),
+        ("invalid_append_condition", 400),
         ("invalid_event_id", 400),
         ("invalid_content_type", 400),
         ("invalid_metadata", 400),
@@ -224,6 +234,7 @@ mod tests {
         ("stream_not_found", 404),
         ("stream_deleted", 410),
         ("wrong_expected_revision", 409),
+        ("append_condition_failed", 409),
         ("group_not_found", 404),
         ("pin_by_change_refused", 409),
         ("subject_key_not_found", 404),

@@ -69,6 +69,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
     match e.what {
         "stream name" => ErrorCode::InvalidStreamName,
         "event type" | "event type pattern" => ErrorCode::InvalidEventType,
+        "tag" | "tags" => ErrorCode::InvalidTag,
         "expected revision" => ErrorCode::InvalidExpectedRevision,
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,
@@ -82,6 +83,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
 pub fn store_error_code(e: &StoreError) -> ErrorCode {
     match e {
         StoreError::WrongExpectedRevision { .. } => ErrorCode::WrongExpectedRevision,
+        StoreError::AppendConditionFailed { .. } => ErrorCode::AppendConditionFailed,
         StoreError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
         StoreError::StreamDeleted { .. } => ErrorCode::StreamDeleted,
         StoreError::Invalid(v) => code_for_validation(v),
@@ -131,6 +133,19 @@ pub fn error_status(e: &StoreError) -> WireError {
         StoreError::StreamNotFound { stream } | StoreError::StreamDeleted { stream } => {
             w.with("stream", stream.as_str())
         }
+        StoreError::AppendConditionFailed {
+            stream,
+            after,
+            position,
+        } => w
+            .with("stream", stream.as_str())
+            .with(
+                "after",
+                after
+                    .map(|p| serde_json::Value::from(p.0))
+                    .unwrap_or(serde_json::Value::Null),
+            )
+            .with("position", position.0),
         StoreError::Invalid(v) => w.with("field", v.what),
         StoreError::Poisoned { cause } => w.with("cause", cause.as_str()),
         StoreError::StorageFull { context } => w.with("context", context.as_str()),
@@ -214,6 +229,15 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
         ErrorCode::StreamNotFound => {
             if let Some(stream) = stream() {
                 return StoreError::StreamNotFound { stream };
+            }
+        }
+        ErrorCode::AppendConditionFailed => {
+            if let (Some(stream), Some(position)) = (stream(), num("position")) {
+                return StoreError::AppendConditionFailed {
+                    stream,
+                    after: num("after").map(eventfold_core::Position),
+                    position: eventfold_core::Position(position),
+                };
             }
         }
         ErrorCode::StreamDeleted => {
@@ -325,6 +349,7 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
             let what: &'static str = match code {
                 ErrorCode::InvalidStreamName => "stream name",
                 ErrorCode::InvalidEventType => "event type",
+                ErrorCode::InvalidTag => "tag",
                 ErrorCode::InvalidExpectedRevision => "expected revision",
                 ErrorCode::InvalidEventId => "event id",
                 ErrorCode::InvalidContentType => "content type",

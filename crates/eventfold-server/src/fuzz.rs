@@ -128,7 +128,7 @@ pub fn headers(expected_revision: &[u8], traceparent: &[u8], tracestate: &[u8]) 
 }
 
 /// A JSON request body of the groups' routes (`PUT` settings, pull, ack, nack, replay) and of
-/// `PUT /streams/{stream}/metadata`, parsed as each route parses it. The routes that took it.
+/// `PUT /streams/{stream}/metadata`, and an append's condition, parsed as each route parses it. The routes that took it.
 pub fn json_bodies(body: &[u8]) -> usize {
     let settings =
         groups::parse_json_body::<GroupSettings>(body).and_then(group_bodies::config_from_wire);
@@ -139,6 +139,10 @@ pub fn json_bodies(body: &[u8]) -> usize {
         answer(groups::parse_json_body::<NackRequest>(body)),
         answer(groups::parse_json_body::<ReplayRequest>(body)),
         answer(streams::parse_stream_metadata(body)),
+        // The `Append-Condition` header's JSON (and a `POST /appends` line's `condition`).
+        std::str::from_utf8(body)
+            .ok()
+            .is_some_and(|t| eventfold_protocol::parse_append_condition(t).is_ok()),
     ]
     .into_iter()
     .filter(|ok| *ok)

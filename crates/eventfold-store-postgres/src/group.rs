@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use eventfold_core::{
-    AppendResult, EventId, ExpectedRevision, IdVerdict, IdempotencyWindow, LastAppend, NewEvent,
-    Position, Revision, SeenAt, StoreError, StoreResult, StreamHead, StreamName, Timestamp,
-    judge_ids,
+    AppendCondition, AppendResult, EventId, ExpectedRevision, IdVerdict, IdempotencyWindow,
+    LastAppend, NewEvent, Position, Revision, SeenAt, StoreError, StoreResult, StreamHead,
+    StreamName, Tags, Timestamp, judge_ids,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
-use crate::read::{STREAM_COLUMNS, stream_from_row_named};
+use crate::read::{STREAM_COLUMNS, query_sql, stream_from_row_named};
 use crate::{Inner, commit_err, pg_err};
 
 /// Appends queued for the writer before callers wait for room.
@@ -31,6 +31,9 @@ pub(crate) struct Request {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
     pub(crate) events: Vec<NewEvent>,
+    /// A conditional append's condition: checked under the ordering lock, against the log
+    /// and the appends decided before it in the group.
+    pub(crate) condition: Option<AppendCondition>,
     pub(crate) reply: oneshot::Sender<StoreResult<AppendResult>>,
 }
 
@@ -104,6 +107,10 @@ async fn prepared(tx: &Transaction<'_>, sql: &str) -> StoreResult<Statement> {
         .map_err(pg_err("prepare a statement"))
 }
 
+/// A conditional append's check: the prepared statement, its query's parameters (the tag
+/// arrays and type lists), and the position after which a match fails the append.
+type ConditionSql<'a> = (Statement, Vec<Vec<&'a str>>, i64);
+
 // Round trips, which the ordering lock is held across, are what a group costs: the statements
 // are prepared once per connection and sent pipelined (tokio-postgres sends the requests of
 // futures polled together at once; PostgreSQL runs them one after the other, in the order
@@ -144,6 +151,33 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
         prepared(&tx, &ids_sql),
         prepared(&tx, &window_sql),
     )?;
+    // Each condition's first matching event in the log, read under the lock (so nothing can
+    // be committed after it and before this group).
+    let condition_sqls: Vec<Option<ConditionSql<'_>>> = {
+        let mut out = Vec::with_capacity(group.len());
+        for r in group.iter() {
+            out.push(match &r.condition {
+                None => None,
+                Some(c) => {
+                    let (cond, params) = match query_sql(&c.fail_if_events_match, 2) {
+                        Some((sql, params)) => (format!(" AND ({sql})"), params),
+                        None => (String::new(), Vec::new()),
+                    };
+                    let sql = format!(
+                        "SELECT position FROM {} WHERE position >= $1{cond} \
+                         ORDER BY position LIMIT 1",
+                        inner.table("events")
+                    );
+                    Some((
+                        prepared(&tx, &sql).await?,
+                        params,
+                        c.first_position() as i64,
+                    ))
+                }
+            });
+        }
+        out
+    };
 
     let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     names.sort_unstable();
@@ -167,7 +201,7 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
     };
     // One pipeline: the reads run after the lock is granted, each in a snapshot taken when it
     // starts (READ COMMITTED), so they see every write committed under the lock before.
-    let (_, head_row, rows, id_rows, window_rows) = futures::try_join!(
+    let (_, head_row, rows, id_rows, window_rows, condition_rows) = futures::try_join!(
         async {
             tx.execute(&lock, &[&inner.lock_key])
                 .await
@@ -199,6 +233,21 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
             .await
             .map_err(pg_err("look the ids up in the idempotency window"))
         },
+        futures::future::try_join_all(condition_sqls.iter().map(|c| async {
+            let Some((sql, params, first)) = c else {
+                return Ok(None);
+            };
+            let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![first];
+            args.extend(
+                params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)),
+            );
+            tx.query_opt(sql, &args)
+                .await
+                .map(|row| row.map(|r| r.get::<_, i64>(0) as u64))
+                .map_err(pg_err("check an append's condition"))
+        })),
     )?;
     let mut next_position = head_row.get::<_, i64>(0) as u64;
     let timestamp = now.max(head_row.get(1));
@@ -227,7 +276,7 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
     // Decide every request in queue order; collect the rows of those that write.
     let mut outcomes = Vec::with_capacity(group.len());
     let mut rows = EventRows::new(timestamp);
-    for r in group.iter_mut() {
+    for (r, in_log) in group.iter_mut().zip(condition_rows) {
         let st = streams
             .entry(r.stream.as_str().to_owned())
             .or_insert_with(|| StreamState {
@@ -256,6 +305,19 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
                 }))
             },
         );
+        // The condition, after the replay and the expected revision: the log's first match,
+        // else the first match among the appends this group decided before.
+        let decided = decided.and_then(|d| match (&d, &r.condition) {
+            (None, Some(c)) => match in_log.or_else(|| rows.first_match(c)) {
+                Some(position) => Err(StoreError::AppendConditionFailed {
+                    stream: r.stream.clone(),
+                    after: c.after,
+                    position: Position(position),
+                }),
+                None => Ok(d),
+            },
+            _ => Ok(d),
+        });
         match decided {
             Err(e) => outcomes.push(Outcome::Done(Err(e))),
             Ok(Some(replay)) => outcomes.push(Outcome::Done(Ok(replay))),
@@ -452,6 +514,11 @@ pub(crate) struct EventRows {
     metadatas: Vec<String>,
     batch_indexes: Vec<i32>,
     batch_lens: Vec<i32>,
+    /// Each row's tags, space-separated (a tag has no whitespace): one `text` per row,
+    /// split back into the `text[]` column by the insert.
+    tags: Vec<String>,
+    /// Each row's tags, for conditions checked against the rows of the group.
+    tag_sets: Vec<Tags>,
     timestamp_us: i64,
 }
 
@@ -496,17 +563,38 @@ impl EventRows {
             .push(i32::try_from(batch.0).unwrap_or(i32::MAX));
         self.batch_lens
             .push(i32::try_from(batch.1).unwrap_or(i32::MAX));
+        self.tags.push(
+            event
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        self.tag_sets.push(event.tags);
         Ok(())
+    }
+
+    /// The position of the first row a conditional append's condition counts.
+    fn first_match(&self, c: &AppendCondition) -> Option<u64> {
+        (0..self.positions.len()).find_map(|i| {
+            let position = self.positions[i] as u64;
+            c.is_violated_by(position, &self.types[i], |t| self.tag_sets[i].contains(t))
+                .then_some(position)
+        })
     }
 
     /// The statement that inserts the rows.
     pub(crate) fn insert_sql(inner: &Inner) -> String {
         format!(
             "INSERT INTO {} (position, stream, revision, id, event_type, timestamp_us, \
-             schema_version, content_type, data, metadata, batch_index, batch_len) \
-             SELECT p, s, r, i, t, $3, v, c, d, m, bi, bl FROM unnest($1::bigint[], $2::text[], \
+             schema_version, content_type, data, metadata, batch_index, batch_len, tags) \
+             SELECT p, s, r, i, t, $3, v, c, d, m, bi, bl, \
+             CASE WHEN g = '' THEN '{{}}'::text[] ELSE string_to_array(g, ' ') END \
+             FROM unnest($1::bigint[], $2::text[], \
              $4::bigint[], $5::bytea[], $6::text[], $7::bigint[], $8::text[], $9::bytea[], \
-             $10::text[], $11::integer[], $12::integer[]) AS u(p, s, r, i, t, v, c, d, m, bi, bl)",
+             $10::text[], $11::integer[], $12::integer[], $13::text[]) \
+             AS u(p, s, r, i, t, v, c, d, m, bi, bl, g)",
             inner.table("events")
         )
     }
@@ -538,6 +626,7 @@ impl EventRows {
                 &self.metadatas,
                 &self.batch_indexes,
                 &self.batch_lens,
+                &self.tags,
             ],
         )
         .await

@@ -38,10 +38,10 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent,
-    Position, ReadAll, ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits,
+    ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError, StoreResult,
+    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -407,6 +407,32 @@ fn lock_key(schema: &str) -> i64 {
     h as i64
 }
 
+impl PostgresStore {
+    /// Hands an append to the group writer and waits for its answer.
+    async fn group_append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> StoreResult<AppendResult> {
+        let (reply, answer) = oneshot::channel();
+        let request = group::Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            condition,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for PostgresStore {
     async fn append(
@@ -419,19 +445,25 @@ impl EventStore for PostgresStore {
         if !self.inner.options.serialize_positions {
             return write::append_unordered(&self.inner, stream, expected, events).await;
         }
-        let (reply, answer) = oneshot::channel();
-        let request = group::Request {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        };
-        self.inner
-            .writer
-            .send(request)
+        self.group_append(stream, expected, events, None).await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.limits().check_batch(&events)?;
+        if !self.inner.options.serialize_positions {
+            return Err(StoreError::Unsupported {
+                operation: "check an append's condition without the ordering lock".into(),
+                hint: "keep `serialize_positions` on (the default)".into(),
+            });
+        }
+        self.group_append(stream, expected, events, Some(condition))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

@@ -3,6 +3,7 @@
 mod basics;
 mod conformance;
 mod crash;
+mod dcb;
 mod diskfull;
 mod faults;
 mod fixture;

@@ -534,12 +534,18 @@ impl Harness {
                     let start = from.unwrap_or(u64::MAX);
                     all.iter()
                         .rev()
-                        .filter(|e| e.position <= start && filter.matches(&e.stream, &e.event_type))
+                        .filter(|e| {
+                            e.position <= start
+                                && filter.matches(&e.stream, &e.event_type, |_| true)
+                        })
                         .collect()
                 } else {
                     let start = from.unwrap_or(0);
                     all.iter()
-                        .filter(|e| e.position >= start && filter.matches(&e.stream, &e.event_type))
+                        .filter(|e| {
+                            e.position >= start
+                                && filter.matches(&e.stream, &e.event_type, |_| true)
+                        })
                         .collect()
                 };
                 let want: Vec<(String, u64, u64)> = matching

@@ -162,6 +162,7 @@ fn keyed(stream: &StreamName, revision: u64, position: u64, key: &KeyField) -> R
         content_type: ContentType::json(),
         data: b"{}".to_vec(),
         metadata,
+        tags: Default::default(),
     }
 }
 

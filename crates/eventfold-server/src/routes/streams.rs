@@ -10,8 +10,8 @@ use eventfold_groups::GroupName;
 use eventfold_protocol::{
     AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, QueryPairs,
     READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context,
-    parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch, parse_expected_revision,
-    parse_new_events, parse_trace_headers, read_stream_query,
+    parse_append_condition, parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch,
+    parse_expected_revision, parse_new_events, parse_trace_headers, read_stream_query,
 };
 use eventfold_trace::{Attribute, Kind, semconv};
 
@@ -39,6 +39,26 @@ pub(crate) fn expected_revision(
     Ok(parse_expected_revision(v)?)
 }
 
+/// The header of a conditional append: an `eventfold_core::AppendCondition` in its JSON form.
+pub(crate) const APPEND_CONDITION_HEADER: &str = "append-condition";
+
+/// The request's `Append-Condition` header, parsed once (400 `invalid_append_condition` when
+/// malformed); absent: an unconditional append.
+pub(crate) fn append_condition(
+    headers: &HeaderMap,
+) -> ApiResult<Option<eventfold_core::AppendCondition>> {
+    let Some(v) = headers.get(APPEND_CONDITION_HEADER) else {
+        return Ok(None);
+    };
+    let text = v.to_str().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidAppendCondition,
+            "the Append-Condition header is not text (send its JSON in ASCII, escaping other characters as \\uXXXX)",
+        )
+    })?;
+    Ok(Some(parse_append_condition(text)?))
+}
+
 /// The request's W3C `traceparent`/`tracestate` headers, parsed once (400
 /// `invalid_trace_context` naming the header when malformed).
 pub(crate) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContext>> {
@@ -60,6 +80,7 @@ pub async fn append(
 ) -> ApiResult<Response> {
     let stream = req.into_inner().stream;
     let expected = expected_revision(&headers)?;
+    let condition = append_condition(&headers)?;
     let trace = trace_headers(&headers)?;
     let body = read_body(
         &headers,
@@ -69,7 +90,7 @@ pub async fn append(
     )
     .await?;
     let events = parse_append_request(&headers, &body)?;
-    let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
+    let r = append_counted(&st, &stream, expected, events, condition, trace.as_ref()).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
     } else {
@@ -138,6 +159,7 @@ pub(super) async fn append_counted(
     stream: &StreamName,
     expected: eventfold_core::ExpectedRevision,
     mut events: Vec<eventfold_core::NewEvent>,
+    condition: Option<eventfold_core::AppendCondition>,
     trace: Option<&TraceContext>,
 ) -> ApiResult<eventfold_core::AppendResult> {
     // Without a traceparent header, the span continues the trace the events carry (a
@@ -166,7 +188,14 @@ pub(super) async fn append_counted(
         .metrics
         .type_counts(events.iter().map(|e| e.event_type.as_str()));
     let started = std::time::Instant::now();
-    let result = st.store.append(stream, expected, events).await;
+    let result = match condition {
+        None => st.store.append(stream, expected, events).await,
+        Some(c) => {
+            st.store
+                .append_with_condition(stream, expected, events, c)
+                .await
+        }
+    };
     st.metrics
         .append_duration
         .observe(started.elapsed().as_secs_f64());

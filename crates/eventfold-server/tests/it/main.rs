@@ -3,6 +3,7 @@
 mod appends;
 mod auth;
 mod cloudevents;
+mod dcb;
 mod diskfull;
 mod fuzz_corpus;
 mod metrics;

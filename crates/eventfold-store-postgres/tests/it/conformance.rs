@@ -2,10 +2,10 @@
 //! each case runs on the in-memory store instead, after printing why.
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
@@ -38,6 +38,16 @@ impl EventStore for Store {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         each!(self, s => s.append(stream, expected, events).await)
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        each!(self, s => s.append_with_condition(stream, expected, events, condition).await)
     }
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
         each!(self, s => s.read_stream(stream, read).await)

@@ -139,7 +139,7 @@ async fn a_version_1_schema_is_migrated_and_its_ids_stay_seen() {
         .await
         .expect("version")
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let index: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = 'eventfold' AND indexname = 'events_id_idx'",
