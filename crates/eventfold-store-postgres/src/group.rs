@@ -62,6 +62,10 @@ pub(crate) fn spawn_writer(inner: Weak<Inner>, mut rx: mpsc::Receiver<Request>) 
     });
 }
 
+/// A conditional append's check in the log: the statement, its query's parameters and the
+/// first position that counts.
+type ConditionSql<'a> = (Statement, Vec<Vec<&'a str>>, i64);
+
 /// What the group decided for one stream so far.
 struct StreamState {
     head: StreamHead,
@@ -145,7 +149,7 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
     )?;
     // Each condition's first matching event in the log, read under the lock (so nothing can
     // be committed after it and before this group).
-    let condition_sqls: Vec<Option<(Statement, Vec<Vec<&str>>, i64)>> = {
+    let condition_sqls: Vec<Option<ConditionSql<'_>>> = {
         let mut out = Vec::with_capacity(group.len());
         for r in group.iter() {
             out.push(match &r.condition {
