@@ -167,7 +167,8 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
                     Some((
                         prepared(&tx, &sql).await?,
                         params,
-                        c.first_position() as i64,
+                        // Positions in the table are below i64::MAX: a later `after` matches nothing.
+                        c.first_position().min(i64::MAX as u64) as i64,
                     ))
                 }
             });
