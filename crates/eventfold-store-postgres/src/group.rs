@@ -63,6 +63,10 @@ pub(crate) fn spawn_writer(inner: Weak<Inner>, mut rx: mpsc::Receiver<Request>) 
     });
 }
 
+/// A conditional append's check in the log: the statement, its query's parameters and the
+/// first position that counts.
+type ConditionSql<'a> = (Statement, Vec<Vec<&'a str>>, i64);
+
 /// What the group decided for one stream so far.
 struct StreamState {
     head: StreamHead,
@@ -106,10 +110,6 @@ async fn prepared(tx: &Transaction<'_>, sql: &str) -> StoreResult<Statement> {
         .await
         .map_err(pg_err("prepare a statement"))
 }
-
-/// A conditional append's check: the prepared statement, its query's parameters (the tag
-/// arrays and type lists), and the position after which a match fails the append.
-type ConditionSql<'a> = (Statement, Vec<Vec<&'a str>>, i64);
 
 // Round trips, which the ordering lock is held across, are what a group costs: the statements
 // are prepared once per connection and sent pipelined (tokio-postgres sends the requests of
@@ -171,7 +171,8 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
                     Some((
                         prepared(&tx, &sql).await?,
                         params,
-                        c.first_position() as i64,
+                        // Positions in the table are below i64::MAX: a later `after` matches nothing.
+                        c.first_position().min(i64::MAX as u64) as i64,
                     ))
                 }
             });

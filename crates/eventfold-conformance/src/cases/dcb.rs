@@ -345,6 +345,15 @@ pub async fn conditional_append_passes_when_nothing_matched_after<S: EventStore>
     )
     .await
     .expect("after the last event: nothing can match");
+    append_if(
+        store,
+        &s,
+        vec![tagged("CourseDefined", 3, &["course:c1"])],
+        &q,
+        Some(Position(u64::MAX)),
+    )
+    .await
+    .expect("after the largest position: nothing can match");
 }
 
 /// A conditional append fails, writing nothing, when an event matching its query was appended

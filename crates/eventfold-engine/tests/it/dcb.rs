@@ -13,6 +13,7 @@ use eventfold_core::{
 };
 use eventfold_engine::io::OsIo;
 use eventfold_engine::{Durability, Engine, EngineOptions};
+use proptest::prelude::*;
 
 use crate::support::{event, open, stream};
 
@@ -367,4 +368,192 @@ async fn a_scavenge_keeps_tags() {
     engine.shutdown();
     let report = eventfold_engine::verify(dir.path()).expect("verify");
     assert!(report.is_ok(), "{report}");
+}
+
+/// One step of the differential test below.
+#[derive(Debug, Clone)]
+enum DcbOp {
+    /// Append events of these (type, tags) to a stream, unconditionally.
+    Append {
+        stream: usize,
+        events: Vec<(usize, Vec<usize>)>,
+    },
+    /// Append one event on the condition: nothing matching the query (items of (types, tags))
+    /// after `after` positions back from the end (`None`: at all).
+    Conditional {
+        stream: usize,
+        event: (usize, Vec<usize>),
+        items: Vec<(Vec<usize>, Vec<usize>)>,
+        back: Option<u64>,
+    },
+    /// Soft-delete a stream (its events still count for conditions).
+    Delete { stream: usize },
+    /// Read `$all` by the query.
+    Read {
+        items: Vec<(Vec<usize>, Vec<usize>)>,
+    },
+    /// Close and open the engine (the conditions' memory starts over).
+    Reopen,
+}
+
+const DCB_STREAMS: [&str; 3] = ["a-1", "b-1", "c-1"];
+const DCB_TYPES: [&str; 3] = ["T", "U", "V"];
+const DCB_TAGS: [&str; 4] = ["x", "y", "z", "w"];
+
+fn dcb_tags() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::btree_set(0..DCB_TAGS.len(), 0..3).prop_map(|s| s.into_iter().collect())
+}
+
+fn dcb_items() -> impl Strategy<Value = Vec<(Vec<usize>, Vec<usize>)>> {
+    prop::collection::vec(
+        (
+            prop::collection::btree_set(0..DCB_TYPES.len(), 0..2)
+                .prop_map(|s| s.into_iter().collect()),
+            dcb_tags(),
+        ),
+        0..3,
+    )
+}
+
+fn dcb_op() -> impl Strategy<Value = DcbOp> {
+    prop_oneof![
+        4 => (0..DCB_STREAMS.len(), prop::collection::vec((0..DCB_TYPES.len(), dcb_tags()), 1..4))
+            .prop_map(|(stream, events)| DcbOp::Append { stream, events }),
+        6 => (0..DCB_STREAMS.len(), (0..DCB_TYPES.len(), dcb_tags()), dcb_items(), prop::option::of(0u64..8))
+            .prop_map(|(stream, event, items, back)| DcbOp::Conditional { stream, event, items, back }),
+        1 => (0..DCB_STREAMS.len()).prop_map(|stream| DcbOp::Delete { stream }),
+        2 => dcb_items().prop_map(|items| DcbOp::Read { items }),
+        1 => Just(DcbOp::Reopen),
+    ]
+}
+
+fn dcb_query(items: &[(Vec<usize>, Vec<usize>)]) -> Query {
+    Query::new(items.iter().map(|(types, tags)| {
+        QueryItem::new(
+            types
+                .iter()
+                .map(|&t| eventfold_core::EventType::new(DCB_TYPES[t]).expect("valid")),
+            tags.iter().map(|&t| Tag::new(DCB_TAGS[t]).expect("valid")),
+        )
+        .expect("a small item")
+    }))
+    .expect("a small query")
+}
+
+fn dcb_event(ty: usize, tags: &[usize]) -> NewEvent {
+    event(DCB_TYPES[ty], 0)
+        .with_tags(Tags::parse(tags.iter().map(|&t| DCB_TAGS[t])).expect("distinct tags"))
+}
+
+/// What an append answered, comparable across stores.
+fn dcb_outcome(r: Result<eventfold_core::AppendResult, StoreError>) -> Result<(u64, u64), String> {
+    match r {
+        Ok(a) => Ok((a.first_position.0, a.last_position.0)),
+        Err(StoreError::AppendConditionFailed { position, .. }) => {
+            Err(format!("matched {}", position.0))
+        }
+        Err(e) => Err(e.code().to_owned()),
+    }
+}
+
+/// The engine (with reopens) and the memory store given the same random tagged appends,
+/// conditional appends, deletes and reads by query answer the same: a condition's verdict
+/// and the position it names, whether the engine decided it from its slots, its recent events
+/// or the log (after a reopen).
+async fn dcb_differential(ops: &[DcbOp]) -> Result<(), proptest::test_runner::TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Some(open(dir.path()));
+    let memory = eventfold_memory::MemoryStore::new();
+    let mut end: u64 = 0;
+    for op in ops {
+        let e = engine.as_ref().expect("open between steps");
+        match op {
+            DcbOp::Append { stream, events } => {
+                let batch: Vec<NewEvent> =
+                    events.iter().map(|(t, tags)| dcb_event(*t, tags)).collect();
+                let s = stream_of(*stream);
+                let got = dcb_outcome(e.append(&s, ExpectedRevision::Any, batch.clone()).await);
+                let want = dcb_outcome(memory.append(&s, ExpectedRevision::Any, batch).await);
+                prop_assert_eq!(&got, &want, "{:?}", op);
+                if let Ok((_, last)) = got {
+                    end = last + 1;
+                }
+            }
+            DcbOp::Conditional {
+                stream,
+                event: (t, tags),
+                items,
+                back,
+            } => {
+                let after = back.and_then(|b| end.checked_sub(1 + b)).map(Position);
+                let c = AppendCondition::new(dcb_query(items), after);
+                let s = stream_of(*stream);
+                let batch = vec![dcb_event(*t, tags)];
+                let got = dcb_outcome(
+                    e.append_with_condition(&s, ExpectedRevision::Any, batch.clone(), c.clone())
+                        .await,
+                );
+                let want = dcb_outcome(
+                    memory
+                        .append_with_condition(&s, ExpectedRevision::Any, batch, c)
+                        .await,
+                );
+                prop_assert_eq!(&got, &want, "{:?} after {:?}", op, after);
+                if let Ok((_, last)) = got {
+                    end = last + 1;
+                }
+            }
+            DcbOp::Delete { stream } => {
+                let s = stream_of(*stream);
+                let got = e
+                    .delete_stream(&s, ExpectedRevision::Any, DeleteMode::Soft)
+                    .await
+                    .map_err(|e| e.code().to_owned());
+                let want = memory
+                    .delete_stream(&s, ExpectedRevision::Any, DeleteMode::Soft)
+                    .await
+                    .map_err(|e| e.code().to_owned());
+                prop_assert_eq!(&got, &want, "{:?}", op);
+                if got.is_ok() {
+                    end += 1;
+                }
+            }
+            DcbOp::Read { items } => {
+                let read = ReadAll::forward(1000)
+                    .filter(EventFilter::default().with_query(dcb_query(items)));
+                let seen = |page: eventfold_core::AllSlice| -> Vec<(u64, Vec<String>)> {
+                    page.events
+                        .iter()
+                        .map(|e| (e.position.0, e.tags.iter().map(|t| t.to_string()).collect()))
+                        .collect()
+                };
+                let got = seen(e.read_all(read.clone()).await.expect("read the engine"));
+                let want = seen(memory.read_all(read).await.expect("read the memory store"));
+                prop_assert_eq!(&got, &want, "{:?}", op);
+            }
+            DcbOp::Reopen => {
+                if let Some(e) = engine.take() {
+                    e.shutdown();
+                }
+                engine = Some(open(dir.path()));
+            }
+        }
+    }
+    if let Some(e) = engine.take() {
+        e.shutdown();
+    }
+    Ok(())
+}
+
+fn stream_of(i: usize) -> eventfold_core::StreamName {
+    stream(DCB_STREAMS[i])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn conditions_and_reads_by_query_match_the_memory_store(ops in prop::collection::vec(dcb_op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(dcb_differential(&ops))?;
+    }
 }

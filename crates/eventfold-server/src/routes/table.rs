@@ -522,7 +522,8 @@ fn schemas() -> Value {
             "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"},
             "eventfoldstream": {"type": "string"}, "eventfoldrevision": {"type": "string", "pattern": "^[0-9]+$"},
             "eventfoldposition": {"type": "string", "pattern": "^[0-9]+$"}, "eventfoldid": {"type": "string", "format": "uuid"},
-            "eventfoldmetadata": {"type": "string", "description": "the metadata without a CloudEvents attribute name, a JSON object"}},
+            "eventfoldmetadata": {"type": "string", "description": "the metadata without a CloudEvents attribute name, a JSON object"},
+            "eventfoldtags": {"type": "string", "description": "the event's tags separated by one space, when it has some"}},
         "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
         "description": "An event as a structured CloudEvent 1.0 (docs/http-api.md, \"CloudEvents out\"): the attributes it came with, else its id, /streams/{stream} as source and its commit time; every metadata key that is a CloudEvents name as an extension; eventfold's own extensions"});
     s["Tag"] = json!({"type": "string", "minLength": 1, "maxLength": eventfold_core::TAG_BYTES_MAX,
