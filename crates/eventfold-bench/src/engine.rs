@@ -68,17 +68,98 @@ fn expected(last: Option<u64>) -> ExpectedRevision {
 
 /// Opens the engine in `dir` off the async workers (opening blocks).
 pub async fn open(dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let options = EngineOptions {
+    open_with(
+        dir,
+        EngineOptions {
             durability,
             ..EngineOptions::default()
-        };
+        },
+    )
+    .await
+}
+
+/// Opens the engine in `dir` with `options`, off the async workers.
+pub async fn open_with(dir: &Path, options: EngineOptions) -> anyhow::Result<Engine> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
         Engine::open(&dir, options)
             .with_context(|| format!("cannot open the engine in {}", dir.display()))
     })
     .await
     .context("the engine's open task failed")?
+}
+
+/// The idempotency part: row (b) with the window at its default and off, alternately (the
+/// order of a pair changes between pairs, so drift does not favour one), and the reopen of a
+/// store of `reopen_events` with the window at its default against off.
+#[derive(Debug, Clone, Default)]
+pub struct Idempotency {
+    /// Row (b) runs: (window on, measurement, window ids and bytes at the end).
+    pub b: Vec<(bool, Measurement, u64, u64)>,
+    /// Opening the store built for it: (window on, time, ids read back, window bytes).
+    pub open: Vec<(bool, Duration, u64, u64)>,
+    /// Events of that store.
+    pub events: u64,
+}
+
+/// Runs the idempotency part in `dir`: `pairs` pairs of row (b) with `events` events each,
+/// then a store of `reopen_events` (batches of [`BATCH_E`]) opened with and without the window.
+pub async fn idempotency(
+    dir: &Path,
+    events: u64,
+    reopen_events: u64,
+    pairs: usize,
+) -> anyhow::Result<Idempotency> {
+    let options = |on: bool| EngineOptions {
+        durability: Durability::Fsync,
+        idempotency: if on {
+            eventfold_core::IdempotencyWindow::DEFAULT
+        } else {
+            eventfold_core::IdempotencyWindow::OFF
+        },
+        ..EngineOptions::default()
+    };
+    let mut out = Idempotency::default();
+    for pair in 0..pairs {
+        for on in if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            let d = dir.join(format!("idem-b-{pair}-{on}"));
+            let engine = open_with(&d, options(on)).await?;
+            eprintln!(
+                "    (b) window {}: {} events, {WRITERS_B} writers, one event per append",
+                if on { "on (default)" } else { "off" },
+                events
+            );
+            let m = concurrent_writers(&engine, events).await;
+            let stats = engine.stats();
+            shutdown(engine).await?;
+            remove_dir(&d)?;
+            out.b
+                .push((on, m?, stats.idempotency_ids, stats.idempotency_bytes));
+        }
+    }
+    let d = dir.join("idem-reopen");
+    let built = build_store(&d, reopen_events).await;
+    let outcome = async {
+        out.events = built?.events;
+        for on in [false, true, false, true] {
+            let t = Instant::now();
+            let engine = open_with(&d, options(on)).await?;
+            let elapsed = t.elapsed();
+            let stats = engine.stats();
+            shutdown(engine).await?;
+            out.open
+                .push((on, elapsed, stats.idempotency_ids, stats.idempotency_bytes));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    remove_dir(&d)?;
+    outcome?;
+    Ok(out)
 }
 
 /// Shuts the engine down off the async workers (shutting down blocks).
@@ -373,6 +454,28 @@ pub struct Reopen {
 /// Row (e): builds a store of `events` events (batches of [`BATCH_E`], [`WRITERS_E`] writers,
 /// a stream per batch), shuts it down, and times opening it again.
 pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
+    let build = build_store(dir, events).await?;
+    let written = build.events;
+    let t = Instant::now();
+    let engine = open(dir, Durability::Fsync).await?;
+    let open_time = t.elapsed();
+    let stats = engine.stats();
+    shutdown(engine).await?;
+    anyhow::ensure!(
+        stats.events >= written,
+        "the reopened store holds {} events; {written} were written",
+        stats.events
+    );
+    Ok(Reopen {
+        build,
+        open: open_time,
+        stats,
+    })
+}
+
+/// Builds a store of `events` events in `dir` (batches of [`BATCH_E`], [`WRITERS_E`] writers,
+/// a stream per batch) and shuts it down: how long it took.
+async fn build_store(dir: &Path, events: u64) -> anyhow::Result<Measurement> {
     let engine = open(dir, Durability::Fsync).await?;
     let maker = EventMaker::new()?;
     let batches = events.div_ceil(BATCH_E).max(1);
@@ -417,22 +520,7 @@ pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
         latency: None,
     };
     shutdown(engine).await?;
-
-    let t = Instant::now();
-    let engine = open(dir, Durability::Fsync).await?;
-    let open_time = t.elapsed();
-    let stats = engine.stats();
-    shutdown(engine).await?;
-    anyhow::ensure!(
-        stats.events >= written,
-        "the reopened store holds {} events; {written} were written",
-        stats.events
-    );
-    Ok(Reopen {
-        build,
-        open: open_time,
-        stats,
-    })
+    Ok(build)
 }
 
 /// Removes a benchmark directory.

@@ -14,6 +14,7 @@
 //! the same run, are what to compare. See `BENCHMARKS.md` at the repository root.
 
 mod brokers;
+mod dcb;
 mod disk;
 mod engine;
 mod framework;
@@ -38,6 +39,7 @@ pub use crate::brokers::{
     BROKERS_EVENTS_DEFAULT, BROKERS_RATE_DEFAULT, BROKERS_SECS_DEFAULT, BrokerRow,
     BrokersBenchOptions, run_brokers_bench,
 };
+pub use crate::dcb::{DCB_EVENTS_DEFAULT, DCB_WRITERS_DEFAULT, DcbBenchOptions, run_dcb_bench};
 pub use crate::framework::{
     FRAMEWORK_AGGREGATES_DEFAULT, FRAMEWORK_COMMANDS_PER_AGGREGATE_DEFAULT,
     FRAMEWORK_EVENTS_DEFAULT, FRAMEWORK_HOT_COMMANDS_DEFAULT, FRAMEWORK_SNAPSHOT_EVERY_DEFAULT,
@@ -109,6 +111,10 @@ pub enum Part {
     Disk,
     /// PostgreSQL doing (a) and (b).
     Postgres,
+    /// Row (i): the idempotency window's cost: row (b) with it on (the default) and off, and
+    /// the reopen of a store of `--idempotency-reopen-events` with and without it. Only when
+    /// asked (`--only idempotency`).
+    Idempotency,
 }
 
 /// How to run `eventfold-bench engine`.
@@ -127,9 +133,15 @@ pub struct EngineBenchOptions {
     pub postgres_url: String,
     /// Skip the PostgreSQL rows (says so under the table).
     pub skip_postgres: bool,
-    /// The parts to run; empty means all.
+    /// The parts to run; empty means all but [`Part::Idempotency`].
     pub only: Vec<Part>,
+    /// Events of the store row (i) reopens with and without the idempotency window.
+    pub idempotency_reopen_events: u64,
 }
+
+/// Default `--idempotency-reopen-events`: the default window's size, so the window read back
+/// at open is whole.
+pub const IDEMPOTENCY_REOPEN_EVENTS_DEFAULT: u64 = 1_000_000;
 
 impl Default for EngineBenchOptions {
     fn default() -> Self {
@@ -140,6 +152,7 @@ impl Default for EngineBenchOptions {
             postgres_url: POSTGRES_URL_DEFAULT.into(),
             skip_postgres: false,
             only: Vec::new(),
+            idempotency_reopen_events: IDEMPOTENCY_REOPEN_EVENTS_DEFAULT,
         }
     }
 }
@@ -148,6 +161,9 @@ impl EngineBenchOptions {
     fn runs(&self, part: Part) -> bool {
         if part == Part::Postgres && self.skip_postgres {
             return false;
+        }
+        if part == Part::Idempotency {
+            return self.only.contains(&part);
         }
         self.only.is_empty() || self.only.contains(&part)
     }
@@ -174,6 +190,7 @@ struct Results {
     /// Stats of the store of rows (a)–(d) at the end.
     engine_stats: Option<EngineStats>,
     pg_facts: Option<String>,
+    idem: Option<engine::Idempotency>,
     notes: Vec<String>,
 }
 
@@ -373,6 +390,16 @@ async fn run_parts(
         }
     }
 
+    if opts.runs(Part::Idempotency) {
+        eprintln!(
+            "(i) engine: row (b) with the idempotency window on and off ({} events each, 2 pairs), then a store of {} events opened with and without it",
+            count(n / 5),
+            count(opts.idempotency_reopen_events)
+        );
+        r.idem =
+            Some(engine::idempotency(run_dir, n / 5, opts.idempotency_reopen_events, 2).await?);
+    }
+
     if opts.runs(Part::Reopen) {
         let dir = run_dir.join("reopen");
         eprintln!(
@@ -532,6 +559,60 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             format!("< 2 s at 10 M: {}{scaled}", met(e.open < TARGET_E_OPEN)),
         ]);
     }
+    if let Some(i) = &r.idem {
+        let mean = |on: bool| {
+            let runs: Vec<f64> =
+                i.b.iter()
+                    .filter(|(o, ..)| *o == on)
+                    .map(|(_, m, ..)| m.events_per_s())
+                    .collect();
+            runs.iter().sum::<f64>() / runs.len().max(1) as f64
+        };
+        let off = mean(false);
+        for (on, m, ids, _) in &i.b {
+            t.push(row(
+                "(i)",
+                &format!(
+                    "engine: 64 writers, 1 event/append, window {}",
+                    if *on {
+                        format!("on ({} ids)", count(*ids))
+                    } else {
+                        "off".into()
+                    }
+                ),
+                m,
+                if *on {
+                    format!("{} off (mean)", ratio(m.events_per_s() / off.max(1.0)))
+                } else {
+                    "-".into()
+                },
+                "-".into(),
+            ));
+        }
+        for (on, open, ids, _) in &i.open {
+            t.push(vec![
+                "(i)".into(),
+                format!(
+                    "engine: open, window {}",
+                    if *on {
+                        format!("on ({} ids read back)", count(*ids))
+                    } else {
+                        "off".into()
+                    }
+                ),
+                count(i.events),
+                format!("{:.3}", open.as_secs_f64()),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+    }
     if let Some(f) = &r.f100 {
         t.push(row(
             "(f)",
@@ -626,6 +707,24 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             count(s.events),
             count(s.streams)
         ));
+    }
+    if let Some(i) = &r.idem {
+        if let Some((_, _, ids, bytes)) = i.b.iter().find(|(on, ..)| *on) {
+            notes.push(format!(
+                "(i) window memory after single-event appends: {} ids in {} bytes ({:.0} bytes per id)",
+                count(*ids),
+                count(*bytes),
+                *bytes as f64 / (*ids).max(1) as f64
+            ));
+        }
+        if let Some((_, _, ids, bytes)) = i.open.iter().find(|(on, ..)| *on) {
+            notes.push(format!(
+                "(i) window read back at open from batches of 1,000: {} ids in {} bytes ({:.0} bytes per id)",
+                count(*ids),
+                count(*bytes),
+                *bytes as f64 / (*ids).max(1) as f64
+            ));
+        }
     }
     if let Some(f) = &r.pg_facts {
         notes.push(format!(

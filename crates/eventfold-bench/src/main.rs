@@ -1,6 +1,6 @@
 //! `eventfold-bench`: whole-system benchmarks (see `BENCHMARKS.md`), a binary apart from
 //! `eventfold` so that the product links none of the rival clients it is compared with. Run as
-//! `cargo run --release -p eventfold-bench -- engine|http|groups|framework|postgres|brokers|schema ...`.
+//! `cargo run --release -p eventfold-bench -- engine|dcb|http|groups|framework|postgres|brokers|schema ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,12 @@ enum BenchCmd {
     /// writer with batches of 100; 64 concurrent single-event writers), reads of `$all` and of
     /// one stream, reopen time of a large store. Takes one to three minutes at the defaults.
     Engine(EngineArgs),
+    /// Conditional appends (Dynamic Consistency Boundaries: "no event with my tag after the
+    /// position I last wrote") beside appends with an expected revision, the same writers and
+    /// events: on the embedded engine in this process, and on `eventfold serve` (started from
+    /// `--eventfold-bin`) over HTTP through the Rust client. Takes under a minute at the
+    /// defaults.
+    Dcb(DcbArgs),
     /// eventfold over HTTP side by side with NATS JetStream (default sync, and `sync_interval:
     /// always`) and Redis Streams: 64 concurrent single-event appenders, batches of 100, reading
     /// everything back, and the open-loop latency of a fan-out to live subscribers. Without
@@ -544,9 +550,31 @@ struct EngineArgs {
     /// Do not run the PostgreSQL rows.
     #[arg(long)]
     skip_postgres: bool,
-    /// Run only these parts (comma-separated).
+    /// Run only these parts (comma-separated); `idempotency` runs only when named here.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<PartArg>,
+    /// Events of the store that row (i) opens with and without the idempotency window.
+    #[arg(long, default_value_t = eventfold_bench::IDEMPOTENCY_REOPEN_EVENTS_DEFAULT)]
+    idempotency_reopen_events: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct DcbArgs {
+    /// Events each row appends, one per append.
+    #[arg(long, default_value_t = eventfold_bench::DCB_EVENTS_DEFAULT)]
+    events: u64,
+    /// Concurrent writers, each with its own stream and tag.
+    #[arg(long, default_value_t = eventfold_bench::DCB_WRITERS_DEFAULT)]
+    writers: u64,
+    /// Directory to write in, on the disk to measure [default: ./target/eventfold-bench].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The `eventfold` binary the HTTP rows start [default: `eventfold` beside this binary].
+    #[arg(long)]
+    eventfold_bin: Option<PathBuf>,
+    /// Do not run the HTTP rows.
+    #[arg(long)]
+    skip_http: bool,
 }
 
 /// A part of `eventfold-bench engine`.
@@ -560,6 +588,8 @@ enum PartArg {
     Disk,
     /// PostgreSQL doing (a) and (b).
     Postgres,
+    /// Row (i): the idempotency window's cost on appends and at open (only when named).
+    Idempotency,
 }
 
 impl From<PartArg> for Part {
@@ -569,6 +599,7 @@ impl From<PartArg> for Part {
             PartArg::Reopen => Part::Reopen,
             PartArg::Disk => Part::Disk,
             PartArg::Postgres => Part::Postgres,
+            PartArg::Idempotency => Part::Idempotency,
         }
     }
 }
@@ -611,11 +642,22 @@ fn main() -> ExitCode {
                 postgres_url: args.postgres,
                 skip_postgres: args.skip_postgres,
                 only: args.only.into_iter().map(Part::from).collect(),
+                idempotency_reopen_events: args.idempotency_reopen_events,
             };
             (
                 "engine",
                 rt.block_on(eventfold_bench::run_engine_bench(opts)),
             )
+        }
+        BenchCmd::Dcb(args) => {
+            let opts = eventfold_bench::DcbBenchOptions {
+                events: args.events,
+                writers: args.writers,
+                dir: args.dir,
+                eventfold_bin: args.eventfold_bin,
+                skip_http: args.skip_http,
+            };
+            ("dcb", rt.block_on(eventfold_bench::run_dcb_bench(opts)))
         }
         BenchCmd::Http(args) => {
             let opts = HttpBenchOptions {

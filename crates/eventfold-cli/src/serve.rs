@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use eventfold_core::{EventStore, Limits};
+use eventfold_core::{EventStore, IdempotencyWindow, Limits};
 use eventfold_engine::{Durability, Engine, EngineOptions};
 use eventfold_schema::Validating;
 use eventfold_server::{AppState, ServerLimits};
@@ -76,6 +76,18 @@ pub struct ServeArgs {
     /// only: an error with --store.
     #[arg(long, env = "EVENTFOLD_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
+    /// How many of the log's newest positions the idempotency window spans: an append that
+    /// repeats an earlier one's event ids within it is answered with the first result, and an
+    /// id seen within it in another batch is refused (409 duplicate_event_id). 0 turns the
+    /// window off (only a stream's last batch is recognized). The engine holds it in memory
+    /// (about 26 bytes per event, 80 for single-event appends) and reads it back from the log at
+    /// start; PostgreSQL looks the ids up in its table [default: 1000000, at most 50000000].
+    #[arg(long, env = "EVENTFOLD_IDEMPOTENCY_WINDOW_EVENTS")]
+    pub idempotency_window_events: Option<u64>,
+    /// The idempotency window's age bound: appends committed longer ago leave it, e.g. `24h`,
+    /// `30m`, `7d`; `none` for no age bound [default: 24h].
+    #[arg(long, env = "EVENTFOLD_IDEMPOTENCY_WINDOW")]
+    pub idempotency_window: Option<String>,
     /// A bearer token with every right on every stream. With a token (or a tokens file) every
     /// request but /health/* needs `Authorization: Bearer <token>`.
     #[arg(long, env = "EVENTFOLD_AUTH_TOKEN", hide_env_values = true)]
@@ -125,6 +137,8 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     segment_bytes: Option<u64>,
+    idempotency_window_events: Option<u64>,
+    idempotency_window: Option<String>,
     auth_token: Option<String>,
     tokens_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -302,6 +316,13 @@ impl ServeArgs {
         if let Some(b) = self.segment_bytes.or(file.segment_bytes) {
             engine.segment_bytes = b;
         }
+        engine.idempotency = idempotency_window(
+            self.idempotency_window_events
+                .or(file.idempotency_window_events),
+            self.idempotency_window
+                .as_deref()
+                .or(file.idempotency_window.as_deref()),
+        )?;
         let tls = match (
             self.tls_cert.clone().or(file.tls_cert),
             self.tls_key.clone().or(file.tls_key),
@@ -360,6 +381,23 @@ impl ServeArgs {
             .map_err(anyhow::Error::msg)?,
         })
     }
+}
+
+/// The idempotency window of `--idempotency-window-events` and `--idempotency-window` (each
+/// from its flag, variable or file), the defaults for what is not given.
+fn idempotency_window(events: Option<u64>, age: Option<&str>) -> anyhow::Result<IdempotencyWindow> {
+    let max_age = match age.map(str::trim) {
+        None => IdempotencyWindow::DEFAULT.max_age,
+        Some("none") => None,
+        Some(text) => Some(humantime::parse_duration(text).map_err(|e| {
+            anyhow::anyhow!(
+                "--idempotency-window {text:?} is not a duration ({e}): give one such as 24h, 30m or 7d, or `none` for no age bound"
+            )
+        })?),
+    };
+    let events = events.unwrap_or(IdempotencyWindow::DEFAULT.events);
+    IdempotencyWindow::new(events, max_age)
+        .map_err(|e| anyhow::anyhow!("--idempotency-window-events / --idempotency-window: {e}"))
 }
 
 /// The store one level of settings chooses, if it chooses one; both `store` and `data` at
@@ -725,8 +763,11 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
             // its own limits: its records (checkpoints, parked copies) and its restore reads must
             // not depend on limits chosen for the user's events.
             let groups_dir = dir.join(eventfold_protocol::backup::GROUPS_DIR);
+            // The groups' state has no use for the idempotency window (fresh ids, expected
+            // revisions): off, so that it holds no memory for it.
             let groups_opts = EngineOptions {
                 limits: Limits::DEFAULT,
+                idempotency: IdempotencyWindow::OFF,
                 segment_bytes: s
                     .engine
                     .segment_bytes
@@ -768,6 +809,7 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
                 PostgresOptions {
                     schema: PG_EVENTS_SCHEMA.to_owned(),
                     limits: s.engine.limits,
+                    idempotency: s.engine.idempotency,
                     ..PostgresOptions::default()
                 },
             )
@@ -778,6 +820,7 @@ async fn open_store(s: &Settings) -> anyhow::Result<Opened> {
                 PostgresOptions {
                     schema: PG_GROUPS_SCHEMA.to_owned(),
                     limits: Limits::DEFAULT,
+                    idempotency: IdempotencyWindow::OFF,
                     ..PostgresOptions::default()
                 },
             )
@@ -918,6 +961,59 @@ mod tests {
         ])
         .expect("engine settings with the engine");
         assert_eq!(s.engine.segment_bytes, 1_048_576);
+    }
+
+    /// The idempotency window from flags (and its defaults), with a clear error for a bad
+    /// duration or a window beyond the maximum.
+    #[test]
+    fn the_idempotency_window_is_configured_by_count_and_age() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let window = |args: &[&str]| {
+            let mut argv = vec!["serve", "--data", "unused-dir"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .expect("flags parse")
+                .serve
+                .settings()
+                .map(|s| s.engine.idempotency)
+        };
+        let day = Some(Duration::from_secs(24 * 3600));
+        // The flags, and the window they set (events, age), or `None` for refused.
+        type Case<'a> = (&'a [&'a str], Option<(u64, Option<Duration>)>);
+        let cases: [Case; 7] = [
+            (&[], Some((1_000_000, day))),
+            (&["--idempotency-window-events", "0"], Some((0, day))),
+            (
+                &[
+                    "--idempotency-window-events",
+                    "5000",
+                    "--idempotency-window",
+                    "30m",
+                ],
+                Some((5000, Some(Duration::from_secs(1800)))),
+            ),
+            (&["--idempotency-window", "none"], Some((1_000_000, None))),
+            (&["--idempotency-window", "soon"], None),
+            (&["--idempotency-window", "0s"], None),
+            (&["--idempotency-window-events", "50000001"], None),
+        ];
+        for (args, want) in cases {
+            match (window(args), want) {
+                (Ok(w), Some((events, max_age))) => {
+                    assert_eq!((w.events, w.max_age), (events, max_age), "{args:?}")
+                }
+                (Err(e), None) => assert!(
+                    e.to_string().contains("--idempotency-window"),
+                    "{args:?}: {e}"
+                ),
+                (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

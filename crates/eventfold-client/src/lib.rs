@@ -15,7 +15,7 @@ mod subjects;
 
 pub use eventfold_protocol::groups::{
     ConsumerBody, GroupFilterBody, GroupInfoBody, GroupSettings, ParkedBody, ParkedPageBody,
-    RetryBackoffBody, StartFrom, StrategyBody,
+    PinByBody, RetryBackoffBody, StartFrom, StrategyBody,
 };
 pub use groups::{GroupDelivery, NackAction, Settled};
 
@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, Direction, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
-    ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, Direction, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult,
+    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use eventfold_protocol::{
     AppendAnswer, AppendLineOut, AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_NEXT_HEADER,
@@ -308,6 +308,9 @@ fn filter_params(f: &EventFilter, q: &mut Vec<(String, String)>) {
     if let Some(p) = &f.stream_prefix {
         q.push(("stream_prefix".into(), p.clone()));
     }
+    if !f.query.is_empty() {
+        q.push(("query".into(), f.query.to_string()));
+    }
 }
 
 /// Follows a subscription over NDJSON, reconnecting after a dropped connection from just after
@@ -434,13 +437,16 @@ fn follow(
     .boxed()
 }
 
-#[async_trait::async_trait]
-impl EventStore for Client {
-    async fn append(
+impl Client {
+    /// An append, conditional when `condition` says so: a line of `POST /appends` (with its
+    /// `condition`), or `POST /streams/{stream}` on a server without that route (which has no
+    /// conditional appends either: a condition is then refused here rather than dropped).
+    async fn append_maybe_if(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        condition: Option<&AppendCondition>,
     ) -> StoreResult<AppendResult> {
         // The caller's span (when tracing is on): the server's `send` span continues it and the
         // events store it unless they carry their own.
@@ -456,6 +462,7 @@ impl EventStore for Client {
                     .as_ref()
                     .and_then(|t| t.state.as_ref())
                     .map(|s| s.as_str()),
+                condition,
             };
             let mut line = serde_json::to_vec(&line)
                 .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
@@ -468,6 +475,12 @@ impl EventStore for Client {
                 Err(pipeline::PipeError::Failed(e)) => return Err(e),
                 Err(pipeline::PipeError::Unsupported) => {}
             }
+        }
+        if condition.is_some() {
+            return Err(StoreError::Unsupported {
+                operation: "append with a condition: the server has no `POST /appends`, so it predates conditional appends".into(),
+                hint: "upgrade the server".into(),
+            });
         }
         let body: Vec<_> = events.iter().map(new_event_out).collect();
         let mut rb = self
@@ -489,6 +502,29 @@ impl EventStore for Client {
         let r: AppendResponse = serde_json::from_slice(&bytes)
             .map_err(|e| transport("append", format!("the answer does not parse ({e})")))?;
         Ok(append_result(stream, &r, replay))
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Client {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        self.append_maybe_if(stream, expected, events, None).await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.append_maybe_if(stream, expected, events, Some(&condition))
+            .await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

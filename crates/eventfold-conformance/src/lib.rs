@@ -21,6 +21,10 @@
 //! );
 //! ```
 //!
+//! Stores that can be built with a given idempotency window also run
+//! [`idempotency_window_tests!`] (eviction of the window by count and by age), whose factory
+//! takes the window.
+//!
 //! `limits` are the store's size limits, which the limit cases test exactly; leave it out for a
 //! store configured with the contract's defaults ([`Limits::DEFAULT`]). The macro expands, in
 //! the calling module, to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`
@@ -67,8 +71,10 @@ macro_rules! conformance_tests {
             // idempotency
             idempotent_retry_returns_the_first_result,
             idempotent_retry_is_decided_before_the_expected_revision,
-            only_the_most_recent_batch_is_a_replay,
-            partial_overlap_is_not_a_replay,
+            a_retry_after_later_appends_to_the_stream_replays,
+            partial_overlap_is_refused,
+            an_id_seen_in_another_stream_or_twice_in_a_batch_is_refused,
+            racing_retries_write_once,
             // limits
             batch_event_limit,
             event_size_limit,
@@ -113,12 +119,21 @@ macro_rules! conformance_tests {
             racing_exact_appends_have_one_winner_per_revision,
             optimistic_concurrency_loop_loses_nothing,
             concurrent_appends_to_many_streams,
+            // dynamic consistency boundaries (tags, queries, conditional appends)
+            tags_round_trip,
+            read_all_by_query,
+            subscribe_all_by_query,
+            conditional_append_passes_when_nothing_matched_after,
+            conditional_append_fails_when_an_event_matched_after,
+            conditional_append_checks_replay_then_expected_then_condition,
+            racing_conditional_appends_have_one_winner_per_round,
         );
     };
     (@schemas $factory:expr, $limits:expr) => {
         $crate::conformance_tests!(@cases $factory, $limits,
             schemas_register_list_and_get,
             appends_are_checked_against_registered_schemas,
+            conditional_appends_are_checked_against_registered_schemas,
             reads_never_change_after_a_schema_is_registered,
             imports_are_not_checked_against_schemas,
         );
@@ -147,5 +162,33 @@ macro_rules! schema_conformance_tests {
     };
     ($factory:expr, limits = $limits:expr $(,)?) => {
         $crate::conformance_tests!(@schemas $factory, $limits);
+    };
+}
+
+/// Expands to one `#[tokio::test]` per case that needs a store with an idempotency window of
+/// its own (eviction by count and by age). The factory takes the
+/// [`IdempotencyWindow`](eventfold_core::IdempotencyWindow) the case asks for and returns a
+/// future of a fresh `(store, guard)` keeping that window:
+///
+/// ```ignore
+/// eventfold_conformance::idempotency_window_tests!(|window| async move {
+///     (MemoryStore::with_window(Limits::DEFAULT, window), ())
+/// });
+/// ```
+#[macro_export]
+macro_rules! idempotency_window_tests {
+    ($factory:expr $(,)?) => {
+        $crate::idempotency_window_tests!(@cases $factory,
+            a_retry_beyond_the_window_is_appended_again,
+            a_retry_older_than_the_window_is_appended_again,
+        );
+    };
+    (@cases $factory:expr, $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::cases::$case($factory).await;
+            }
+        )+
     };
 }

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::expected::ExpectedRevision;
-use crate::ids::Revision;
+use crate::ids::{Position, Revision};
 use crate::names::StreamName;
 
 /// A value that does not satisfy the contract's rules, with what was wrong.
@@ -91,6 +91,20 @@ pub enum StoreError {
         expected: ExpectedRevision,
         /// The stream's last revision, `None` when it does not exist (or is soft-deleted).
         actual: Option<Revision>,
+    },
+    /// A conditional append's condition failed: an event matching its query was appended after
+    /// its position ([`crate::EventStore::append_with_condition`]). Nothing was written.
+    #[error(
+        "append to stream {stream} refused: the event at position {position} matches the append condition's query and was appended {}; nothing was written: read by the query again, decide again, and retry with the position that read reached",
+        after.map_or_else(|| "at all (the condition has no `after`)".to_owned(), |p| format!("after position {p}"))
+    )]
+    AppendConditionFailed {
+        /// The stream appended to.
+        stream: StreamName,
+        /// The condition's position (`None`: every event counted).
+        after: Option<Position>,
+        /// The position of the first event that matched.
+        position: Position,
     },
     /// The stream does not exist or was soft-deleted.
     #[error("stream {stream} does not exist (never written or deleted)")]
@@ -266,6 +280,18 @@ pub enum StoreError {
         /// The event type and schema version.
         key: crate::SchemaKey,
     },
+    /// An append carries an event id the store saw inside its idempotency window, but is not a
+    /// retry of one earlier append to this stream (the same ids in the same order), or carries
+    /// an id twice. Nothing was written.
+    #[error(
+        "append to stream {stream} refused: event id {id} was already appended within the store's idempotency window (or appears twice in this batch), and the batch is not a retry of one earlier append to this stream (the same event ids in the same order); nothing was written: give new events new ids, and resend a failed append unchanged"
+    )]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: StreamName,
+        /// The first id of the batch that was seen.
+        id: crate::EventId,
+    },
     /// This store cannot do the operation (for example, appending with given timestamps on a
     /// backend that only uses its own clock).
     #[error("this store cannot {operation}; {hint}")]
@@ -290,6 +316,7 @@ impl StoreError {
     pub fn code(&self) -> &str {
         match self {
             StoreError::WrongExpectedRevision { .. } => "wrong_expected_revision",
+            StoreError::AppendConditionFailed { .. } => "append_condition_failed",
             StoreError::StreamNotFound { .. } => "stream_not_found",
             StoreError::StreamDeleted { .. } => "stream_deleted",
             StoreError::Invalid(_) => "invalid_request",
@@ -307,6 +334,7 @@ impl StoreError {
             StoreError::SchemaValidationFailed { .. } => "schema_validation_failed",
             StoreError::SchemaConflict { .. } => "schema_conflict",
             StoreError::SchemaNotFound { .. } => "schema_not_found",
+            StoreError::DuplicateEventId { .. } => "duplicate_event_id",
             StoreError::Unsupported { .. } => "unsupported_by_store",
             StoreError::Backend { code, .. } => code,
         }
@@ -365,6 +393,17 @@ mod tests {
         let msg = e.to_string();
         assert!(
             msg.contains("may or may not") && msg.contains("same event ids"),
+            "{msg}"
+        );
+        let e = StoreError::AppendConditionFailed {
+            stream: StreamName::new("course-c1").unwrap(),
+            after: Some(Position(41)),
+            position: Position(44),
+        };
+        assert_eq!(e.code(), "append_condition_failed");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("position 44") && msg.contains("after position 41"),
             "{msg}"
         );
         let long = "x".repeat(500);

@@ -7,6 +7,7 @@ use serde::ser::SerializeMap;
 use crate::error::ValidationError;
 use crate::ids::{EventId, Position, Revision};
 use crate::names::{EventType, StreamName};
+use crate::tag::Tags;
 
 /// The metadata key naming the data subject an event is about (a string): a store that
 /// crypto-shreds (`eventfold-shred`) encrypts the event's data with that subject's key, and
@@ -395,6 +396,9 @@ pub struct NewEvent {
     pub schema_version: u32,
     /// The metadata object.
     pub metadata: Metadata,
+    /// What the event is about, for reads by query and conditional appends (default: none).
+    /// Not counted in the event's size (they are bounded on their own: `Tags`).
+    pub tags: Tags,
 }
 
 impl NewEvent {
@@ -416,7 +420,14 @@ impl NewEvent {
             content_type,
             schema_version: 1,
             metadata: Metadata::new(),
+            tags: Tags::none(),
         }
+    }
+
+    /// Sets the tags.
+    pub fn with_tags(mut self, tags: Tags) -> Self {
+        self.tags = tags;
+        self
     }
 
     /// Sets the id.
@@ -437,9 +448,12 @@ impl NewEvent {
         self
     }
 
-    /// The bytes this event counts against the per-event limit: data plus serialized metadata.
+    /// The bytes this event counts against the per-event limit: data, serialized metadata and
+    /// the bytes of its tags.
     pub fn size_bytes(&self) -> usize {
-        self.data.len() + metadata_len(&self.metadata)
+        self.data.len()
+            + metadata_len(&self.metadata)
+            + self.tags.iter().map(|t| t.as_str().len()).sum::<usize>()
     }
 }
 
@@ -470,6 +484,8 @@ pub struct RecordedEvent {
     pub data: Vec<u8>,
     /// The metadata object.
     pub metadata: Metadata,
+    /// Its tags (empty when it was appended without).
+    pub tags: Tags,
 }
 
 impl RecordedEvent {
@@ -512,9 +528,10 @@ pub fn compact_json(json: &[u8]) -> Vec<u8> {
 }
 
 impl serde::Serialize for RecordedEvent {
-    /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise.
+    /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise; `tags` only
+    /// when the event has some.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(10))?;
+        let mut m = s.serialize_map(Some(10 + usize::from(!self.tags.is_empty())))?;
         m.serialize_entry("id", &self.id)?;
         m.serialize_entry("stream", &self.stream)?;
         m.serialize_entry("type", &self.event_type)?;
@@ -541,6 +558,9 @@ impl serde::Serialize for RecordedEvent {
             None => m.serialize_entry("data_base64", &Base64(&self.data))?,
         }
         m.serialize_entry("metadata", &self.metadata)?;
+        if !self.tags.is_empty() {
+            m.serialize_entry("tags", &self.tags)?;
+        }
         m.end()
     }
 }
@@ -576,6 +596,7 @@ mod tests {
             content_type: ContentType::json(),
             data: data.to_vec(),
             metadata: Metadata::new(),
+            tags: Tags::none(),
         };
         let out = serde_json::to_string(&e).unwrap();
         assert!(out.contains(std::str::from_utf8(data).unwrap()), "{out}");
@@ -715,12 +736,22 @@ mod tests {
             content_type: ContentType::json(),
             data: br#"{"total":99.99}"#.to_vec(),
             metadata: Metadata::new(),
+            tags: Tags::none(),
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["id"], "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
         assert_eq!(v["type"], "order.placed");
         assert_eq!(v["position"], 41);
         assert_eq!(v["data"]["total"], 99.99);
+        assert!(v.get("tags").is_none(), "no tags, no field");
+        let tagged = RecordedEvent {
+            tags: Tags::parse(["order:123"]).unwrap(),
+            ..e.clone()
+        };
+        assert_eq!(
+            serde_json::to_value(&tagged).unwrap()["tags"],
+            serde_json::json!(["order:123"])
+        );
         let bin = RecordedEvent {
             content_type: ContentType::new("application/octet-stream").unwrap(),
             data: vec![0, 1],

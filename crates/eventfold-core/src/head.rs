@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::error::{StoreError, StoreResult};
 use crate::expected::ExpectedRevision;
+use crate::idempotency::IdVerdict;
 use crate::ids::{Position, Revision};
 use crate::metadata::StreamMetadata;
 use crate::names::StreamName;
@@ -103,12 +104,39 @@ impl StreamHead {
         events_len: usize,
         same_ids: impl FnOnce(&LastAppend) -> StoreResult<bool>,
     ) -> StoreResult<Option<AppendResult>> {
+        self.check_append_ids(stream, IdVerdict::New, last, expected, events_len, same_ids)
+    }
+
+    /// [`StreamHead::check_append`] with what the idempotency window says of the batch's ids
+    /// (`ids`, from [`crate::judge_ids`] or [`crate::SeenIds::judge`]), in the contract's
+    /// order: a hard-deleted stream refuses; a repeat of an append in the window, or of the
+    /// stream's last append (the rule beyond the window), is answered with that append's result
+    /// and writes nothing, whatever `expected` says; a batch sharing ids with the window
+    /// otherwise is refused as `DuplicateEventId`; then `expected` must hold.
+    pub fn check_append_ids(
+        &self,
+        stream: &StreamName,
+        ids: IdVerdict,
+        last: Option<LastAppend>,
+        expected: ExpectedRevision,
+        events_len: usize,
+        same_ids: impl FnOnce(&LastAppend) -> StoreResult<bool>,
+    ) -> StoreResult<Option<AppendResult>> {
         self.check_writable(stream)?;
+        if let IdVerdict::Replay(b) = ids {
+            return Ok(Some(b.replay(stream)));
+        }
         if let Some(lb) = last
             && lb.len == events_len as u64
             && same_ids(&lb)?
         {
             return Ok(Some(lb.replay(stream)));
+        }
+        if let IdVerdict::Duplicate(id) = ids {
+            return Err(StoreError::DuplicateEventId {
+                stream: stream.clone(),
+                id,
+            });
         }
         self.check_expected(stream, expected)?;
         Ok(None)
@@ -610,6 +638,106 @@ mod tests {
         let failing =
             head(5, 0, false).check_append(&name(), Some(lb), Any, 2, |_| Err(StoreError::Closed));
         assert_eq!(code(failing), "store_closed");
+    }
+
+    #[test]
+    fn the_window_decides_before_the_expected_revision_and_after_a_tombstone() {
+        let lb = LastAppend {
+            first_revision: 3,
+            len: 2,
+            first_position: 30,
+            last_position: 31,
+        };
+        let older = LastAppend {
+            first_revision: 0,
+            len: 1,
+            first_position: 7,
+            last_position: 7,
+        };
+        let id: crate::EventId = "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d"
+            .parse()
+            .expect("a valid id");
+        use ExpectedRevision::*;
+        // (head, window's verdict, expected, ids equal to the last batch's) -> answer
+        let cases = [
+            (
+                head(5, 0, false),
+                IdVerdict::Replay(older),
+                NoStream,
+                false,
+                "replay older",
+            ),
+            (
+                head(5, 5, false),
+                IdVerdict::Replay(older),
+                Exact(9),
+                false,
+                "replay older",
+            ),
+            (
+                head(5, 0, true),
+                IdVerdict::Replay(older),
+                Any,
+                false,
+                "stream_deleted",
+            ),
+            // The stream's last batch is recognized beyond the window too.
+            (
+                head(5, 0, false),
+                IdVerdict::New,
+                Exact(0),
+                true,
+                "replay last",
+            ),
+            (
+                head(5, 0, false),
+                IdVerdict::Duplicate(id),
+                Any,
+                true,
+                "replay last",
+            ),
+            (
+                head(5, 0, false),
+                IdVerdict::Duplicate(id),
+                Any,
+                false,
+                "duplicate_event_id",
+            ),
+            // The duplicate is found before the expected revision is looked at.
+            (
+                head(5, 0, false),
+                IdVerdict::Duplicate(id),
+                Exact(0),
+                false,
+                "duplicate_event_id",
+            ),
+            (
+                head(5, 0, true),
+                IdVerdict::Duplicate(id),
+                Any,
+                false,
+                "stream_deleted",
+            ),
+            (
+                head(5, 0, false),
+                IdVerdict::New,
+                Exact(0),
+                false,
+                "wrong_expected_revision",
+            ),
+            (head(5, 0, false), IdVerdict::New, Exact(4), false, "write"),
+        ];
+        for (h, verdict, expected, same, want) in cases {
+            let r = h.check_append_ids(&name(), verdict, Some(lb), expected, 2, |_| Ok(same));
+            let got = match &r {
+                Ok(Some(r)) if *r == older.replay(&name()) => "replay older".to_owned(),
+                Ok(Some(r)) if *r == lb.replay(&name()) => "replay last".to_owned(),
+                Ok(Some(r)) => panic!("an unexpected replay {r:?}"),
+                Ok(None) => "write".to_owned(),
+                Err(e) => e.code().to_owned(),
+            };
+            assert_eq!(got, want, "{h:?} {verdict:?} {expected:?} same ids {same}");
+        }
     }
 
     #[test]

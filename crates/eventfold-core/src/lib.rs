@@ -9,15 +9,18 @@ mod error;
 mod event;
 mod expected;
 mod head;
+mod idempotency;
 mod ids;
 mod limits;
 mod metadata;
 mod names;
 mod pattern;
 mod plan;
+mod query;
 mod read;
 mod schema;
 mod store;
+mod tag;
 mod trace;
 mod type_labels;
 
@@ -28,12 +31,18 @@ pub use event::{
 };
 pub use expected::ExpectedRevision;
 pub use head::{LastAppend, StreamHead, Visibility};
+pub use idempotency::{IdVerdict, IdempotencyWindow, SeenAt, SeenIds, judge_ids};
 pub use ids::{EventId, Position, Revision};
-pub use limits::{COMPILED_SCHEMAS_MAX, Limits, SCHEMA_BYTES_MAX, SCHEMAS_MAX};
+pub use limits::{
+    COMPILED_SCHEMAS_MAX, IDEMPOTENCY_WINDOW_AGE_DEFAULT, IDEMPOTENCY_WINDOW_EVENTS_DEFAULT,
+    IDEMPOTENCY_WINDOW_EVENTS_MAX, Limits, QUERY_ITEM_TYPES_MAX, QUERY_ITEMS_MAX, SCHEMA_BYTES_MAX,
+    SCHEMAS_MAX, TAG_BYTES_MAX, TAGS_PER_EVENT_MAX,
+};
 pub use metadata::StreamMetadata;
 pub use names::{EventType, StreamName, category_of};
 pub use pattern::{PatternWord, TypePattern, TypeSelector};
 pub use plan::{AllReadPlan, StreamCursor, StreamReadPlan};
+pub use query::{AppendCondition, Query, QueryItem};
 pub use read::{
     AllSlice, Direction, EventFilter, ListStreams, ReadAll, ReadFrom, ReadStream, StreamList,
     StreamSlice, SubscribeFrom,
@@ -43,6 +52,7 @@ pub use store::{
     AppendResult, DeleteMode, EventStore, EventSubscription, ImportBatch, KnownStream,
     KnownStreams, StreamInfo,
 };
+pub use tag::{Tag, Tags};
 pub use trace::{
     TRACE_FLAG_SAMPLED, TRACEPARENT_KEY, TRACESTATE_BYTES_MAX, TRACESTATE_KEY,
     TRACESTATE_MEMBERS_MAX, TraceContext, TraceParent, TraceState,

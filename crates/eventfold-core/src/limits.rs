@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::error::{LimitKind, StoreError, StoreResult, ValidationError};
 use crate::event::NewEvent;
 
@@ -18,17 +20,51 @@ pub const SCHEMAS_MAX: usize = 10_000;
 /// busy event types use.
 pub const COMPILED_SCHEMAS_MAX: usize = 1_000;
 
+/// Default span of the idempotency window ([`crate::IdempotencyWindow`]), in positions of the
+/// log: a retry is recognized while fewer than a million events (and metadata changes and
+/// deletes) were written after its original. At 1,000 appends/s that is over 15 minutes; the
+/// engine holds it in about 26-80 MB and reads it back from the log's tail at open, ~1 s (measured in
+/// `BENCHMARKS.md`, "Idempotency window").
+pub const IDEMPOTENCY_WINDOW_EVENTS_DEFAULT: u64 = 1_000_000;
+
+/// Largest idempotency window, in positions: 50 million ids held in memory are 1.3-3.3 GB; a
+/// larger window is a configuration mistake, not a need (retries come within minutes).
+pub const IDEMPOTENCY_WINDOW_EVENTS_MAX: u64 = 50_000_000;
+
+/// Default age bound of the idempotency window: a day, longer than any client's retry policy,
+/// so that a quiet store still recognizes yesterday's retries while a busy one is bounded by
+/// [`IDEMPOTENCY_WINDOW_EVENTS_DEFAULT`].
+pub const IDEMPOTENCY_WINDOW_AGE_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest tag, in bytes of UTF-8. Room for a kind and an id (`student:` and a UUID is 44
+/// bytes) with margin; bounded so that an event's tags take at most
+/// `TAG_BYTES_MAX * TAGS_PER_EVENT_MAX` = 4 KiB, whatever the batch limits.
+pub const TAG_BYTES_MAX: usize = 128;
+
+/// Most tags one event may carry. A tag names an entity the event is about (a course, a
+/// student); an event about more than 32 of them is better split. Bounded because a
+/// conditional append's index updates one slot per tag of every event it writes.
+pub const TAGS_PER_EVENT_MAX: usize = 32;
+
+/// Most items one query may have (items are OR-ed). A decision's consistency boundary is a
+/// handful of items; bounded because every item is checked against every event a read by the
+/// query scans, and against the index of each conditional append.
+pub const QUERY_ITEMS_MAX: usize = 32;
+
+/// Most event types one query item may list (any of them matches).
+pub const QUERY_ITEM_TYPES_MAX: usize = 64;
+
 /// The contract's size limits. Every implementation enforces them the same way, so a batch that
 /// one backend accepts is accepted by all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Data plus serialized metadata of one event. Default 1 MiB: large enough for any document
+    /// Data plus serialized metadata (plus tags) of one event. Default 1 MiB: large enough for any document
     /// an event should carry, small enough that one event never dominates a group commit.
     pub event_bytes_max: usize,
     /// Events in one append. Default 10,000: one append is one atomic write; bounding it bounds
     /// the writer's batch and the time one append holds it.
     pub batch_events_max: usize,
-    /// Bytes (data + metadata) of one append. Default 16 MiB, for the same reason.
+    /// Bytes (data + metadata + tags) of one append. Default 16 MiB, for the same reason.
     pub batch_bytes_max: usize,
     /// Events returned by one read. Default 10,000: bounds the memory of one answer; larger
     /// reads page with `next`.

@@ -538,6 +538,7 @@ mod tests {
             content_type: ContentType::json(),
             data: b"{}".to_vec(),
             metadata: Metadata::new(),
+            tags: crate::tag::Tags::none(),
         }
     }
 

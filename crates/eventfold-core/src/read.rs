@@ -3,6 +3,7 @@ use crate::event::{RecordedEvent, Timestamp};
 use crate::ids::{Position, Revision};
 use crate::names::{EventType, StreamName, category_of};
 use crate::pattern::{TypePattern, TypeSelector};
+use crate::query::Query;
 
 /// The order of a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -78,6 +79,7 @@ impl ReadStream {
 ///
 /// The type condition is: the event type is one of `types` or matches one of `type_patterns`
 /// (both empty: any type). Build it from written entries with [`EventFilter::push_type`].
+/// `query` selects by type and tags (see [`Query`]); an empty one lets everything through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// The event type is one of these exactly (served by a store's type index where it has one).
@@ -88,6 +90,8 @@ pub struct EventFilter {
     pub category: Option<String>,
     /// The stream name starts with this.
     pub stream_prefix: Option<String>,
+    /// The event matches this query (types and tags; empty: no condition).
+    pub query: Query,
 }
 
 impl EventFilter {
@@ -97,6 +101,13 @@ impl EventFilter {
             && self.type_patterns.is_empty()
             && self.category.is_none()
             && self.stream_prefix.is_none()
+            && self.query.is_empty()
+    }
+
+    /// This filter with `query` as its query.
+    pub fn with_query(mut self, query: Query) -> Self {
+        self.query = query;
+        self
     }
 
     /// Adds one written type entry: a pattern when it contains `*` or `#` (see
@@ -137,9 +148,10 @@ impl EventFilter {
             || self.type_patterns.iter().any(|p| p.matches(event_type))
     }
 
-    /// Whether an event of `event_type` in `stream` passes.
-    pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+    /// Whether an event of `event_type` in `stream`, whose tags `has_tag` answers for, passes.
+    pub fn matches(&self, stream: &str, event_type: &str, has_tag: impl Fn(&str) -> bool) -> bool {
         self.matches_type(event_type)
+            && self.query.matches(event_type, has_tag)
             && self
                 .category
                 .as_deref()
@@ -148,6 +160,13 @@ impl EventFilter {
                 .stream_prefix
                 .as_deref()
                 .is_none_or(|p| stream.starts_with(p))
+    }
+
+    /// Whether `event` passes.
+    pub fn matches_event(&self, event: &RecordedEvent) -> bool {
+        self.matches(event.stream.as_str(), event.event_type.as_str(), |t| {
+            event.tags.contains(t)
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use crate::expected::ExpectedRevision;
 use crate::ids::{Position, Revision};
 use crate::metadata::StreamMetadata;
 use crate::names::StreamName;
+use crate::query::AppendCondition;
 use crate::read::{
     AllSlice, EventFilter, ListStreams, ReadAll, ReadStream, StreamList, StreamSlice, SubscribeFrom,
 };
@@ -23,8 +24,9 @@ pub struct AppendResult {
     pub first_position: Position,
     /// Position of the last event of the batch.
     pub last_position: Position,
-    /// `true` when the batch was a retry of the stream's most recent batch: nothing was written
-    /// and the fields above are those of the original append.
+    /// `true` when the batch was a retry of an earlier append to the stream (see
+    /// [`EventStore::append`]): nothing was written and the fields above are those of the
+    /// original append.
     pub idempotent_replay: bool,
 }
 
@@ -95,15 +97,63 @@ pub type EventSubscription = BoxStream<'static, StoreResult<crate::event::Record
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` atomically (all or none, contiguous revisions), after
-    /// checking `expected`. A batch whose ids are exactly the stream's most recent batch is an
-    /// idempotent retry: nothing is written and the first result comes back with
-    /// `idempotent_replay` set; this is decided before `expected` is checked.
+    /// checking `expected`.
+    ///
+    /// Idempotency by event id, decided before `expected` is checked (a hard-deleted stream
+    /// still refuses first):
+    /// - A batch whose ids are exactly those of one earlier append to the same stream (the same
+    ///   ids, in the same order, and no more) is a retry: nothing is written and the original
+    ///   append's result (its revisions and positions) comes back with `idempotent_replay` set,
+    ///   whatever was appended since, as long as that append is inside the store's
+    ///   [`IdempotencyWindow`](crate::IdempotencyWindow): its events among the log's newest
+    ///   `events` positions and committed less than `max_age` ago. A retry racing its original
+    ///   (both queued at once) is answered as a retry too: one of them writes.
+    /// - Beyond the window, only a repeat of the stream's most recent append is recognized
+    ///   (what every store did before the window; `IdempotencyWindow::OFF` keeps only that).
+    /// - A batch that carries an id seen inside the window without being such a retry (a part of
+    ///   an earlier batch, more than it, ids of two appends, ids appended to another stream), or
+    ///   the same id twice, is refused with
+    ///   [`StoreError::DuplicateEventId`](crate::StoreError::DuplicateEventId): nothing is
+    ///   written.
+    ///
+    /// An id outside the window may be appended again as a new event: ids are not unique
+    /// forever.
     async fn append(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult>;
+
+    /// Appends like [`EventStore::append`], and fails with
+    /// [`StoreError::AppendConditionFailed`] (writing nothing) when an event matching the
+    /// condition's query was appended after its `after` position (every event, with no
+    /// `after`): a decision made on the events a read by that query returned stays valid only
+    /// if none of them changed, which is what a Dynamic Consistency Boundary checks instead of
+    /// one stream's revision. The check is atomic with the write: no append, of any stream,
+    /// can slip between them. It counts every event appended, whether or not reads can still
+    /// return it (see [`AppendCondition`]).
+    ///
+    /// Rules are checked in this order: a retry of the stream's last batch is a replay (so a
+    /// retry after an unknown outcome succeeds even though its own events now match), then
+    /// `expected`, then the condition. A store that cannot check a condition atomically
+    /// answers [`StoreError::Unsupported`] (the default).
+    ///
+    /// [`StoreError::AppendConditionFailed`]: crate::StoreError::AppendConditionFailed
+    /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        let _ = (stream, expected, events, condition);
+        Err(crate::StoreError::Unsupported {
+            operation: "append with a condition on a query (a Dynamic Consistency Boundary)".into(),
+            hint: "use a store that supports it (the engine, PostgreSQL, the memory store, or a server running one of them)".into(),
+        })
+    }
 
     /// Reads a page of one stream. `StreamNotFound` when it does not exist or was
     /// soft-deleted with nothing after; `StreamDeleted` after a hard delete. With
@@ -156,7 +206,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// the store committed or than the one before it in the batch (a store's event timestamps
     /// never decrease), with [`StoreError::ImportRevisionMismatch`] when the stream's next
     /// revision is not `first_revision`; refused as invalid when a timestamp is later than the
-    /// store's clock. A retry of the stream's last batch is a replay, as for `append`. A store
+    /// store's clock. A retry is a replay, as for `append`; a batch that shares ids with the
+    /// window otherwise is written (an import carries history as it was, which may repeat ids
+    /// appended under older rules), and its ids join the window. A store
     /// that only uses its own clock answers [`StoreError::Unsupported`] (the default).
     ///
     /// [`StoreError::ImportTimestampTooEarly`]: crate::StoreError::ImportTimestampTooEarly

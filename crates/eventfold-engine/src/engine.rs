@@ -3,10 +3,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom, ValidationError,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, ValidationError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::format::{BODY_FIXED_BYTES, FRAME_HEADER_BYTES};
 use crate::options::EngineOptions;
 use crate::shared::Shared;
-use crate::writer::{Op, Reply, Request, Writer};
+use crate::writer::{Condition, Op, Reply, Request, Writer};
 
 /// The embedded engine. Cheap to clone; every clone is the same store. The store closes when
 /// the last clone is dropped or [`Engine::shutdown`] is called.
@@ -53,10 +53,21 @@ pub struct EngineStats {
     /// table, or tables of one size class ready to be merged. Reads are correct either way;
     /// they ask more runs until it is done.
     pub index_busy: bool,
+    /// Event ids held in the idempotency window (see [`EngineOptions::idempotency`]), as of
+    /// the writer's last group.
+    pub idempotency_ids: u64,
+    /// Heap bytes the idempotency window holds (capacities), as of the writer's last group.
+    pub idempotency_bytes: u64,
 }
 
-/// Largest bytes one event record adds beside its data and metadata (frame, fixed body, names).
-const RECORD_OVERHEAD_MAX: usize = FRAME_HEADER_BYTES + BODY_FIXED_BYTES + 3 * 256;
+/// Largest bytes one event record adds beside its data, metadata and tags' bytes (frame, fixed
+/// body, names, the tags section's count and lengths).
+const RECORD_OVERHEAD_MAX: usize =
+    FRAME_HEADER_BYTES + BODY_FIXED_BYTES + 3 * 256 + crate::format::TAGS_SECTION_OVERHEAD_MAX;
+
+/// Times a conditional append checks the log and asks the writer again before it gives up
+/// (each time, more events than the writer keeps were appended in between: see `condition`).
+const CONDITION_ROUNDS_MAX: usize = 16;
 
 impl Engine {
     /// Opens (creating if needed) the store in `dir`, recovering from a crash if there was one:
@@ -67,6 +78,7 @@ impl Engine {
         let dir = dir.as_ref().to_path_buf();
         let recovered = crate::recovery::recover(&dir, &options)?;
         let (commit_tx, commit_rx) = watch::channel(recovered.index.next_position);
+        let last_seen = crate::condition::LastSeen::new(recovered.index.next_position);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             index: RwLock::new(recovered.index),
@@ -82,6 +94,9 @@ impl Engine {
             scavenging: Mutex::new(()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
+            seen_ids: std::sync::atomic::AtomicU64::new(0),
+            seen_bytes: std::sync::atomic::AtomicU64::new(0),
+            last_seen,
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);
@@ -144,6 +159,16 @@ impl Engine {
                 || index
                     .merge_candidates(crate::indexer::MERGE_FANOUT)
                     .is_some(),
+            idempotency_ids: self
+                .inner
+                .shared
+                .seen_ids
+                .load(std::sync::atomic::Ordering::Relaxed),
+            idempotency_bytes: self
+                .inner
+                .shared
+                .seen_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -176,14 +201,63 @@ impl Engine {
             expected,
             events,
             import,
+            condition: None,
         };
         match self.submit(op, bytes).await? {
             Reply::Appended(r) => Ok(r),
-            Reply::Done => Err(StoreError::Backend {
-                code: "internal".into(),
-                message: "the writer answered an append with no result".into(),
-            }),
+            Reply::Done | Reply::CheckLogFirst(_) => Err(no_result()),
         }
+    }
+
+    /// A conditional append: the log before the writer's recent events is checked here (see
+    /// `condition`), the rest by the writer in sequence with every append before it.
+    async fn submit_conditional(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mut events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        let bytes = self.check_batch(&events)?;
+        let shared = &self.inner.shared;
+        let query = condition.fail_if_events_match;
+        let mut first = condition.after.map_or(0, |p| p.0.saturating_add(1));
+        for _ in 0..CONDITION_ROUNDS_MAX {
+            if shared.last_seen.may_match(&query, first) && first < shared.last_seen.recent_from() {
+                match shared.first_match(&query, first)? {
+                    (Some(position), _) => {
+                        return Err(StoreError::AppendConditionFailed {
+                            stream: stream.clone(),
+                            after: condition.after,
+                            position,
+                        });
+                    }
+                    (None, checked_to) => first = first.max(checked_to),
+                }
+            }
+            let op = Op::Append {
+                stream: stream.clone(),
+                expected,
+                events,
+                import: None,
+                condition: Some(Condition {
+                    query: query.clone(),
+                    first,
+                    after: condition.after,
+                }),
+            };
+            match self.submit(op, bytes).await? {
+                Reply::Appended(r) => return Ok(r),
+                Reply::CheckLogFirst(back) => events = back,
+                Reply::Done => return Err(no_result()),
+            }
+        }
+        Err(StoreError::Unavailable {
+            detail: format!(
+                "a conditional append was overtaken {CONDITION_ROUNDS_MAX} times by more appends than the writer keeps in memory for checking conditions; nothing was written"
+            ),
+            outcome_unknown: false,
+        })
     }
 
     async fn submit(&self, op: Op, encoded_bytes: usize) -> StoreResult<Reply> {
@@ -203,6 +277,13 @@ impl Engine {
     fn check_batch(&self, events: &[NewEvent]) -> StoreResult<usize> {
         let total = self.inner.shared.limits.check_batch(events)?;
         Ok(total + events.len() * RECORD_OVERHEAD_MAX)
+    }
+}
+
+fn no_result() -> StoreError {
+    StoreError::Backend {
+        code: "internal".into(),
+        message: "the writer answered an append with no result".into(),
     }
 }
 
@@ -231,6 +312,7 @@ impl Drop for Inner {
 }
 
 fn check_options(o: &EngineOptions) -> StoreResult<()> {
+    o.idempotency.check()?;
     let invalid = |why: String| {
         StoreError::Invalid(ValidationError::new("engine option", "segment_bytes", why))
     };
@@ -286,6 +368,17 @@ impl EventStore for Engine {
             Some((batch.first_revision.0, timestamps)),
         )
         .await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.submit_conditional(stream, expected, events, condition)
+            .await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

@@ -5,18 +5,24 @@
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use eventfold_core::{
-    ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
-    Timestamp,
+    ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName, Tag,
+    Tags, Timestamp,
 };
 
 /// The highest segment format version this build reads (see `FORMAT.md`, "Versions").
-pub const FORMAT_VERSION: u32 = COMPACTED_SEGMENT_VERSION;
-/// The format version of segments the writer writes: records contiguous from the segment's
-/// first position.
-pub const LOG_SEGMENT_VERSION: u32 = 1;
-/// The format version of a segment rewritten by a scavenge: version 1's records with gaps,
+pub const FORMAT_VERSION: u32 = TAGGED_COMPACTED_SEGMENT_VERSION;
+/// The format version of segments the writer wrote before tags: records contiguous from the
+/// segment's first position, none with tags. Still read.
+pub const LOG_SEGMENT_VERSION_1: u32 = 1;
+/// The format version of a version 1 segment rewritten by a scavenge: its records with gaps,
 /// and the header names the positions the segment spans.
 pub const COMPACTED_SEGMENT_VERSION: u32 = 2;
+/// The format version of segments the writer writes: version 1's layout whose records may
+/// carry tags ([`FLAG_TAGS`]).
+pub const LOG_SEGMENT_VERSION: u32 = 3;
+/// The format version of a version 3 segment rewritten by a scavenge: version 2's header, and
+/// records that may carry tags.
+pub const TAGGED_COMPACTED_SEGMENT_VERSION: u32 = 4;
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"EVFLDSEG";
 /// Bytes of the segment header; records start right after it.
@@ -31,6 +37,11 @@ pub const UNSYNCED_BYTES_MAX: u64 = 32 << 20;
 
 /// Record flag: the last record of its transaction (one append, metadata change or delete).
 pub const FLAG_TX_END: u8 = 1;
+/// Record flag: the body ends with a tags section (events only; only in segments of version
+/// 3 or 4, which an eventfold from before tags refuses as newer instead of misreading).
+pub const FLAG_TAGS: u8 = 2;
+/// Bytes the tags section adds beyond the tags' own bytes: a count, and a length per tag.
+pub const TAGS_SECTION_OVERHEAD_MAX: usize = 1 + eventfold_core::TAGS_PER_EVENT_MAX;
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +97,23 @@ pub struct RecordOut<'a> {
     pub schema_version: u32,
     pub metadata: &'a [u8],
     pub data: &'a [u8],
+    /// The event's tags section as [`encode_tags`] writes it (empty: no tags); written, with
+    /// [`FLAG_TAGS`] set, only when not empty.
+    pub tags: &'a [u8],
+}
+
+/// Writes the tags section of `tags` into `out` (nothing for no tags): a count, then each tag
+/// as a length byte and its UTF-8 bytes.
+pub fn encode_tags(tags: &[Tag], out: &mut Vec<u8>) {
+    if tags.is_empty() {
+        return;
+    }
+    // Bounds the types guarantee: at most 32 tags of at most 128 bytes each.
+    out.push(tags.len() as u8);
+    for t in tags {
+        out.push(t.as_str().len() as u8);
+        out.extend_from_slice(t.as_str().as_bytes());
+    }
 }
 
 impl RecordOut<'_> {
@@ -98,6 +126,7 @@ impl RecordOut<'_> {
             + self.content_type.len()
             + self.metadata.len()
             + self.data.len()
+            + self.tags.len()
     }
 
     /// Appends the framed record to `out`.
@@ -107,7 +136,12 @@ impl RecordOut<'_> {
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
         out.extend_from_slice(&[0; 4]); // CRC, filled below
         out.push(self.kind as u8);
-        out.push(self.flags);
+        let flags = if self.tags.is_empty() {
+            self.flags & !FLAG_TAGS
+        } else {
+            self.flags | FLAG_TAGS
+        };
+        out.push(flags);
         out.extend_from_slice(&(self.stream.len() as u16).to_le_bytes());
         out.extend_from_slice(&(self.event_type.len() as u16).to_le_bytes());
         out.extend_from_slice(&(self.content_type.len() as u16).to_le_bytes());
@@ -123,6 +157,7 @@ impl RecordOut<'_> {
         out.extend_from_slice(self.content_type.as_bytes());
         out.extend_from_slice(self.metadata);
         out.extend_from_slice(self.data);
+        out.extend_from_slice(self.tags);
         let crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
@@ -143,6 +178,80 @@ pub struct RecordIn<'a> {
     pub schema_version: u32,
     pub metadata: &'a [u8],
     pub data: &'a [u8],
+    /// The tags section as stored (empty: no tags), checked by [`decode`]: a count, then each
+    /// tag as a length byte and UTF-8 bytes.
+    pub tags: &'a [u8],
+}
+
+/// The tags of a tags section that [`decode`] checked.
+#[derive(Debug, Clone)]
+pub struct TagIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let (&n, rest) = self.rest.split_first()?;
+        let n = usize::from(n).min(rest.len());
+        let (tag, rest) = rest.split_at(n);
+        self.rest = rest;
+        // Checked UTF-8 by `decode`; a record that was not decoded yields nothing more.
+        std::str::from_utf8(tag).ok()
+    }
+}
+
+/// Checks a tags section (after the flag said there is one): the count, each length, UTF-8.
+fn check_tags(section: &[u8]) -> Result<(), FrameError> {
+    let Some((&count, mut rest)) = section.split_first() else {
+        return Err(FrameError::Malformed("tags flag set but no tags section"));
+    };
+    if count == 0 {
+        return Err(FrameError::Malformed("tags section with no tag"));
+    }
+    for _ in 0..count {
+        let Some((&n, r)) = rest.split_first() else {
+            return Err(FrameError::Malformed("tags section shorter than its count"));
+        };
+        let n = usize::from(n);
+        if n == 0 || n > r.len() {
+            return Err(FrameError::Malformed("tag length out of range"));
+        }
+        std::str::from_utf8(&r[..n]).map_err(|_| FrameError::Malformed("tag is not UTF-8"))?;
+        rest = &r[n..];
+    }
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(
+            "bytes after the tags section's last tag",
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> RecordIn<'a> {
+    /// Bytes the record takes in the log, frame header included.
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_BYTES
+            + BODY_FIXED_BYTES
+            + self.stream.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + self.metadata.len()
+            + self.data.len()
+            + self.tags.len()
+    }
+
+    /// The record's tags, in the order stored.
+    pub fn tags(&self) -> TagIter<'a> {
+        TagIter {
+            rest: self.tags.get(1..).unwrap_or(&[]),
+        }
+    }
+
+    /// Whether the record carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags().any(|t| t == tag)
+    }
 }
 
 /// Why bytes are not a valid record.
@@ -219,10 +328,19 @@ pub fn decode(buf: &[u8]) -> Result<(RecordIn<'_>, usize), FrameError> {
     let kind = Kind::from_u8(body[0]).ok_or(FrameError::Malformed("unknown record kind"))?;
     let (sl, tl, cl) = (u16_at(body, 2), u16_at(body, 4), u16_at(body, 6));
     let (ml, dl) = (u32_at(body, 52) as usize, u32_at(body, 56) as usize);
-    if BODY_FIXED_BYTES + sl + tl + cl + ml + dl != body_len {
+    let fields = BODY_FIXED_BYTES + sl + tl + cl + ml + dl;
+    let has_tags = body[1] & FLAG_TAGS != 0;
+    if fields > body_len || (fields != body_len && !has_tags) {
         return Err(FrameError::Malformed(
             "field lengths do not add up to the body length",
         ));
+    }
+    let tags = &body[fields..];
+    if has_tags {
+        if kind != Kind::Event {
+            return Err(FrameError::Malformed("a system record with tags"));
+        }
+        check_tags(tags)?;
     }
     let mut at = BODY_FIXED_BYTES;
     let mut take = |n: usize| {
@@ -254,6 +372,7 @@ pub fn decode(buf: &[u8]) -> Result<(RecordIn<'_>, usize), FrameError> {
             schema_version: u32_at(body, 48),
             metadata,
             data,
+            tags,
         },
         total,
     ))
@@ -299,6 +418,17 @@ impl RecordIn<'_> {
             )?,
             data: self.data.to_vec(),
             metadata,
+            tags: if self.tags.is_empty() {
+                Tags::none()
+            } else {
+                Tags::new(
+                    self.tags()
+                        .map(Tag::new)
+                        .collect::<Result<Vec<_>, _>>()
+                        .ok()?,
+                )
+                .ok()?
+            },
         })
     }
 }
@@ -344,19 +474,26 @@ impl NameCache {
     }
 }
 
-/// The segment header: magic, format version, segment number, CRC32C of the preceding bytes.
+/// The segment header the writer writes: magic, format version ([`LOG_SEGMENT_VERSION`]),
+/// segment number, CRC32C of the preceding bytes.
 pub fn encode_segment_header(segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     header_start(LOG_SEGMENT_VERSION, segment_no)
 }
 
-/// The header of a compacted segment (version 2): version 1's first 20 bytes, then the
-/// positions the segment spans (its first record's before any scavenge, and one past its
-/// last) and a CRC32C of bytes 0..36.
+/// The header of a compacted segment (version 2, or 4 when its records may carry tags):
+/// version 1's first 20 bytes, then the positions the segment spans (its first record's
+/// before any scavenge, and one past its last) and a CRC32C of bytes 0..36.
 pub fn encode_compacted_header(
     segment_no: u32,
     positions: std::ops::Range<u64>,
+    tags: bool,
 ) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-    let mut h = header_start(COMPACTED_SEGMENT_VERSION, segment_no);
+    let version = if tags {
+        TAGGED_COMPACTED_SEGMENT_VERSION
+    } else {
+        COMPACTED_SEGMENT_VERSION
+    };
+    let mut h = header_start(version, segment_no);
     h[20..28].copy_from_slice(&positions.start.to_le_bytes());
     h[28..36].copy_from_slice(&positions.end.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..36]);
@@ -379,11 +516,14 @@ fn header_start(version: u32, segment_no: u32) -> [u8; SEGMENT_HEADER_BYTES as u
 pub struct SegmentHeader {
     /// The segment number.
     pub no: u32,
-    /// For a compacted segment (version 2): the positions it spans, `first..end`. Its records
-    /// lie in that range, in order, with gaps where a scavenge removed records; the next
-    /// segment starts at `end`. `None` for a log segment (version 1): its records follow each
-    /// other from the end of the segment before.
+    /// For a compacted segment (version 2 or 4): the positions it spans, `first..end`. Its
+    /// records lie in that range, in order, with gaps where a scavenge removed records; the
+    /// next segment starts at `end`. `None` for a log segment (version 1 or 3): its records
+    /// follow each other from the end of the segment before.
     pub compacted: Option<std::ops::Range<u64>>,
+    /// Whether its records may carry tags (version 3 or 4): the writer writes a tagged
+    /// record only into such a segment.
+    pub tags: bool,
 }
 
 /// Why a segment header cannot be used.
@@ -428,11 +568,12 @@ pub fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, HeaderError> {
     }
     let no = u32_at(h, 12);
     match u32_at(h, 8) {
-        LOG_SEGMENT_VERSION => Ok(SegmentHeader {
+        v @ (LOG_SEGMENT_VERSION_1 | LOG_SEGMENT_VERSION) => Ok(SegmentHeader {
             no,
             compacted: None,
+            tags: v == LOG_SEGMENT_VERSION,
         }),
-        COMPACTED_SEGMENT_VERSION => {
+        v @ (COMPACTED_SEGMENT_VERSION | TAGGED_COMPACTED_SEGMENT_VERSION) => {
             if crc32c::crc32c(&h[0..36]) != u32_at(h, 36) {
                 return damaged("compacted segment header checksum mismatch");
             }
@@ -445,6 +586,7 @@ pub fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, HeaderError> {
             Ok(SegmentHeader {
                 no,
                 compacted: Some(first..end),
+                tags: v == TAGGED_COMPACTED_SEGMENT_VERSION,
             })
         }
         version if version > FORMAT_VERSION => Err(HeaderError::Newer { version }),
@@ -482,6 +624,7 @@ mod tests {
             schema_version: 2,
             metadata: br#"{"a":1}"#,
             data: br#"{"x":true}"#,
+            tags: &[],
         }
     }
 
@@ -586,6 +729,7 @@ mod tests {
 
     #[test]
     fn the_segment_header_encodes_to_the_frozen_bytes() {
+        // Version 1, as builds before tags wrote it: still read, no tags in it.
         let mut golden = vec![0u8; SEGMENT_HEADER_BYTES as usize];
         golden[..20].copy_from_slice(&unhex(concat!(
             "4556464c44534547", // "EVFLDSEG"
@@ -593,19 +737,161 @@ mod tests {
             "2a000000",         // segment 42
             "84d70e52",         // CRC32C of the 16 bytes before
         )));
-        assert_eq!(encode_segment_header(42)[..], golden[..]);
-        assert_eq!(decode_segment_header(&golden).map(|h| h.no), Ok(42));
+        assert_eq!(
+            decode_segment_header(&golden),
+            Ok(SegmentHeader {
+                no: 42,
+                compacted: None,
+                tags: false
+            })
+        );
+        // Version 3, as the writer writes it now.
+        let mut v3 = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+        v3[..16].copy_from_slice(&unhex(concat!(
+            "4556464c44534547", // "EVFLDSEG"
+            "03000000",         // format version 3
+            "2a000000",         // segment 42
+        )));
+        let crc = crc32c::crc32c(&v3[..16]);
+        v3[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(encode_segment_header(42)[..], v3[..]);
+        assert_eq!(
+            decode_segment_header(&v3),
+            Ok(SegmentHeader {
+                no: 42,
+                compacted: None,
+                tags: true
+            })
+        );
+    }
+
+    /// The bytes of `sample()` with the tags `course:c1` and `s7`: the version 1 bytes with
+    /// flag bit 1 set, the tags section after the data and the lengths and CRC to match.
+    const SAMPLE_TAGGED_HEX: &str = concat!(
+        "7e000000b5087eb3",                 // body length 126, CRC32C of the body
+        "0103",                             // kind 1 (event), flags: end of transaction, tags
+        "07000c001000",                     // stream, type and content type lengths: 7, 12, 16
+        "0700000000000000",                 // position 7
+        "0300000000000000",                 // revision 3
+        "00401e18240a0600",                 // timestamp 1_700_000_000_000_000 µs
+        "09090909090909090909090909090909", // event id
+        "02000000",                         // schema version 2
+        "07000000",                         // metadata length 7
+        "0a000000",                         // data length 10
+        "6f726465722d31",                   // "order-1"
+        "6f726465722e706c61636564",         // "order.placed"
+        "6170706c69636174696f6e2f6a736f6e", // "application/json"
+        "7b2261223a317d",                   // {"a":1}
+        "7b2278223a747275657d",             // {"x":true}
+        "02",                               // 2 tags
+        "09636f757273653a6331",             // 9, "course:c1"
+        "027337",                           // 2, "s7"
+    );
+
+    #[test]
+    fn a_tagged_record_encodes_to_the_frozen_bytes_and_decodes_back() {
+        let tags = [Tag::new("course:c1").unwrap(), Tag::new("s7").unwrap()];
+        let mut section = Vec::new();
+        encode_tags(&tags, &mut section);
+        let r = RecordOut {
+            tags: &section,
+            ..sample()
+        };
+        let mut buf = Vec::new();
+        r.encode_into(&mut buf);
+        assert_eq!(
+            buf,
+            unhex(SAMPLE_TAGGED_HEX),
+            "the encoding of a tagged record changed"
+        );
+        let (d, n) = decode(&buf).expect("decodes");
+        assert_eq!(n, buf.len());
+        assert_eq!(d.flags, FLAG_TX_END | FLAG_TAGS);
+        assert_eq!(d.tags().collect::<Vec<_>>(), ["course:c1", "s7"]);
+        assert!(d.has_tag("s7") && !d.has_tag("s"));
+        assert_eq!(d.data, &br#"{"x":true}"#[..]);
+        let e = d.to_event(&mut NameCache::default()).expect("an event");
+        assert_eq!(&e.tags[..], &tags[..]);
+        for bit in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_err(), "flipped bit {bit} went unnoticed");
+        }
+        // A record without tags has none.
+        let mut plain = Vec::new();
+        sample().encode_into(&mut plain);
+        let (d, _) = decode(&plain).unwrap();
+        assert_eq!(d.tags().count(), 0);
+    }
+
+    /// Bodies that pass their CRC but break the tags section's rules are malformed.
+    #[test]
+    fn malformed_tags_sections_are_refused() {
+        let frame = |body: &[u8]| {
+            let mut out = (body.len() as u32).to_le_bytes().to_vec();
+            out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+            out.extend_from_slice(body);
+            out
+        };
+        let mut plain = Vec::new();
+        sample().encode_into(&mut plain);
+        let body = plain[FRAME_HEADER_BYTES..].to_vec();
+        let with = |flags: u8, tail: &[u8]| {
+            let mut b = body.clone();
+            b[1] = flags;
+            b.extend_from_slice(tail);
+            frame(&b)
+        };
+        let cases: &[(u8, &[u8])] = &[
+            (FLAG_TX_END, b"\x01\x01a"),    // bytes after the fields without the flag
+            (FLAG_TX_END | FLAG_TAGS, b""), // the flag without a section
+            (FLAG_TX_END | FLAG_TAGS, b"\x00"), // no tag
+            (FLAG_TX_END | FLAG_TAGS, b"\x02\x01a"), // fewer tags than counted
+            (FLAG_TX_END | FLAG_TAGS, b"\x01\x00"), // an empty tag
+            (FLAG_TX_END | FLAG_TAGS, b"\x01\x05ab"), // a tag longer than the section
+            (FLAG_TX_END | FLAG_TAGS, b"\x01\x01ax"), // bytes after the last tag
+            (FLAG_TX_END | FLAG_TAGS, b"\x01\x01\xff"), // not UTF-8
+        ];
+        for (flags, tail) in cases {
+            assert!(
+                matches!(decode(&with(*flags, tail)), Err(FrameError::Malformed(_))),
+                "flags {flags} tail {tail:?}"
+            );
+        }
+        assert!(decode(&with(FLAG_TX_END | FLAG_TAGS, b"\x01\x01a")).is_ok());
+        let mut system = body.clone();
+        system[0] = Kind::Metadata as u8;
+        system[1] = FLAG_TX_END | FLAG_TAGS;
+        system.extend_from_slice(b"\x01\x01a");
+        assert!(matches!(
+            decode(&frame(&system)),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
     fn compacted_segment_headers_name_their_positions_and_every_flipped_bit_is_caught() {
-        let h = encode_compacted_header(7, 100..250);
+        let h = encode_compacted_header(7, 100..250, false);
         assert_eq!(&h[8..12], &COMPACTED_SEGMENT_VERSION.to_le_bytes());
         assert_eq!(
             decode_segment_header(&h),
             Ok(SegmentHeader {
                 no: 7,
-                compacted: Some(100..250)
+                compacted: Some(100..250),
+                tags: false
+            })
+        );
+        let tagged = encode_compacted_header(7, 100..250, true);
+        assert_eq!(
+            &tagged[8..12],
+            &TAGGED_COMPACTED_SEGMENT_VERSION.to_le_bytes()
+        );
+        assert_eq!(
+            decode_segment_header(&tagged),
+            Ok(SegmentHeader {
+                no: 7,
+                compacted: Some(100..250),
+                tags: true
             })
         );
         for bit in 0..40 * 8 {
@@ -622,6 +908,7 @@ mod tests {
                 start: 250,
                 end: 100,
             },
+            false,
         );
         assert!(matches!(
             decode_segment_header(&backwards),
@@ -636,7 +923,8 @@ mod tests {
             decode_segment_header(&h),
             Ok(SegmentHeader {
                 no: 42,
-                compacted: None
+                compacted: None,
+                tags: true
             })
         );
         let mut bad = h;

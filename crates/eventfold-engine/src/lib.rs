@@ -11,6 +11,7 @@
 //! Reopening loads the latest stream-state snapshot and replays only what came after it.
 
 mod backup;
+mod condition;
 mod engine;
 mod format;
 #[doc(hidden)]
@@ -24,6 +25,7 @@ mod powerloss;
 mod reader;
 mod recovery;
 mod scavenge;
+mod seen;
 mod segindex;
 mod segment;
 mod shared;

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use eventfold_core::Limits;
+use eventfold_core::{IdempotencyWindow, Limits};
 
 use crate::io::{FileIo, OsIo};
 
@@ -55,6 +55,11 @@ pub struct EngineOptions {
     pub io: Arc<dyn FileIo>,
     /// A stream-state snapshot is written when every this-many-th segment is sealed.
     pub snapshot_every_segments: u32,
+    /// How far back a retry is recognized by its event ids (see `EventStore::append`): held by
+    /// the writer in memory (see [`eventfold_core::SeenIds`] for the bytes per id) and read
+    /// back from the log's tail at open. [`IdempotencyWindow::OFF`]: only a stream's last
+    /// batch.
+    pub idempotency: IdempotencyWindow,
     /// Bits of the 64-bit hash that index keys keep (at most 62). Only tests lower it, to make
     /// hash collisions common; tables built with another width are rebuilt on open.
     #[doc(hidden)]
@@ -71,6 +76,7 @@ impl Default for EngineOptions {
             group_commit_bytes_max: GROUP_COMMIT_BYTES_MAX_DEFAULT,
             io: Arc::new(OsIo),
             snapshot_every_segments: SNAPSHOT_EVERY_SEGMENTS_DEFAULT,
+            idempotency: IdempotencyWindow::DEFAULT,
             index_hash_bits: crate::keytable::KEY_HASH_BITS_MAX,
         }
     }

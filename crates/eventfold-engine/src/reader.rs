@@ -8,9 +8,9 @@ use std::ops::Range;
 use foldhash::fast::RandomState;
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, EventFilter, KnownStreams, ListStreams, Position, ReadAll, ReadStream,
-    RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, EventFilter, KnownStreams, ListStreams, Position, Query, ReadAll,
+    ReadFrom, ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, Timestamp, Visibility,
 };
 
 use crate::format::{self, Kind, NameCache, RecordIn};
@@ -213,14 +213,21 @@ impl Shared {
         from_addr: u64,
         forward: bool,
     ) -> StoreResult<Option<Vec<u64>>> {
+        // Exact types every matching event has one of: the filter's (when it has no pattern),
+        // else its query's (when every item names types); both conditions must hold.
+        let types: Option<Vec<&eventfold_core::EventType>> =
+            if !filter.types.is_empty() && filter.type_patterns.is_empty() {
+                Some(filter.types.iter().collect())
+            } else {
+                filter.query.type_bound()
+            };
         let lookups: Vec<Lookup> = {
             let index = self.index.read();
-            match (&filter.category, filter.types.is_empty()) {
+            match (&filter.category, types) {
                 (Some(c), _) => {
                     vec![index.list_lookup(NS_CATEGORY, c, from_addr, forward, CANDIDATES_PER_STEP)]
                 }
-                (None, false) if filter.type_patterns.is_empty() => filter
-                    .types
+                (None, Some(types)) => types
                     .iter()
                     .map(|t| {
                         index.list_lookup(
@@ -232,7 +239,7 @@ impl Shared {
                         )
                     })
                     .collect(),
-                (None, _) => return Ok(None),
+                (None, None) => return Ok(None),
             }
         };
         let mut out: Vec<u64> = Vec::new();
@@ -261,19 +268,55 @@ impl Shared {
     /// bytes read to `bytes_max` (a page of big events is as few of them as fit, never none).
     pub fn read_all_within(&self, read: &ReadAll, bytes_max: usize) -> StoreResult<AllSlice> {
         self.limits.check_read_limit(read.limit)?;
+        self.scan_all(read, bytes_max, true).map(|(slice, _)| slice)
+    }
+
+    /// The first event at or after `first` matching `query`, whether or not reads can still
+    /// return it (a conditional append counts every event appended), with the end of the
+    /// published log the search reached: it found nothing in `first..end`. Reads the log (the
+    /// type index narrows it when every item names types); for the events the writer does not
+    /// hold in memory (see `condition`).
+    pub fn first_match(&self, query: &Query, first: u64) -> StoreResult<(Option<Position>, u64)> {
+        let mut read = ReadAll::forward(1)
+            .from(ReadFrom::At(Position(first)))
+            .filter(EventFilter::default().with_query(query.clone()));
+        loop {
+            let (slice, committed) = self.scan_all(&read, usize::MAX, false)?;
+            if let Some(e) = slice.events.first() {
+                return Ok((Some(e.position), committed));
+            }
+            match slice.next {
+                Some(p) => read.from = ReadFrom::At(p),
+                None => return Ok((None, committed.max(first))),
+            }
+        }
+    }
+
+    /// One page of `$all`, and the committed end it was planned over; `visible`: only the
+    /// events reads may return.
+    fn scan_all(
+        &self,
+        read: &ReadAll,
+        bytes_max: usize,
+        visible: bool,
+    ) -> StoreResult<(AllSlice, u64)> {
         let _gate = self.gate.read();
         let (committed, end_addr) = {
             let index = self.index.read();
             (index.next_position, index.end_addr)
         };
         let Some(plan) = read.plan(committed) else {
-            return Ok(AllSlice {
-                events: Vec::new(),
-                next: None,
-            });
+            return Ok((
+                AllSlice {
+                    events: Vec::new(),
+                    next: None,
+                },
+                committed,
+            ));
         };
         let (start, forward) = (plan.start, plan.forward);
         let mut c = Collector::new(self, read, plan, bytes_max);
+        c.visible_only = visible;
         // The address to start from: the sparse entry at or before `start`.
         let (floor_addr, ceil_addr) = {
             let index = self.index.read();
@@ -347,7 +390,7 @@ impl Shared {
         } else {
             self.scan_backward(start, &mut c)?;
         }
-        Ok(c.finish())
+        Ok((c.finish(), committed))
     }
 
     /// Scans the log forward from `addr`, offering every record at or after `start`.
@@ -466,6 +509,7 @@ struct OwnedRecord {
     schema_version: u32,
     metadata: Vec<u8>,
     data: Vec<u8>,
+    tags: Vec<u8>,
 }
 
 fn owned(r: &RecordIn<'_>) -> OwnedRecord {
@@ -482,6 +526,7 @@ fn owned(r: &RecordIn<'_>) -> OwnedRecord {
         schema_version: r.schema_version,
         metadata: r.metadata.to_vec(),
         data: r.data.to_vec(),
+        tags: r.tags.to_vec(),
     }
 }
 
@@ -500,6 +545,7 @@ impl OwnedRecord {
             schema_version: self.schema_version,
             metadata: &self.metadata,
             data: &self.data,
+            tags: &self.tags,
         }
     }
 }
@@ -522,6 +568,8 @@ struct Collector<'a> {
     scanned: usize,
     last_scanned: Option<u64>,
     exhausted: bool,
+    /// Return only the events reads may return (else every event that passes the filter).
+    visible_only: bool,
 }
 
 impl<'a> Collector<'a> {
@@ -542,6 +590,7 @@ impl<'a> Collector<'a> {
             scanned: 0,
             last_scanned: None,
             exhausted: false,
+            visible_only: true,
         }
     }
 
@@ -561,7 +610,12 @@ impl<'a> Collector<'a> {
         self.scanned += 1;
         self.last_scanned = Some(r.position);
         // A backward read passes over the events later than `until` (the log's newest ones).
-        if !after_until && r.kind == Kind::Event && self.read.filter.matches(r.stream, r.event_type)
+        if !after_until
+            && r.kind == Kind::Event
+            && self
+                .read
+                .filter
+                .matches(r.stream, r.event_type, |t| r.has_tag(t))
         {
             let v = match self.last_visibility {
                 // Consecutive records mostly share their stream: compare, do not hash.
@@ -584,7 +638,7 @@ impl<'a> Collector<'a> {
                     v
                 }
             };
-            if v.shows(r.revision, r.timestamp_us) {
+            if !self.visible_only || v.shows(r.revision, r.timestamp_us) {
                 self.events
                     .push(to_event(self.shared, r, addr, &mut self.names)?);
                 self.bytes += r.data.len() + r.metadata.len();

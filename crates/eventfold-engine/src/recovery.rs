@@ -119,14 +119,7 @@ pub fn scan_segment(
             .map_err(io_err(format!("read {}", segments.path(no).display())))?;
         match rec {
             Ok(Some((off, r))) => {
-                let next = off
-                    + (format::FRAME_HEADER_BYTES
-                        + format::BODY_FIXED_BYTES
-                        + r.stream.len()
-                        + r.event_type.len()
-                        + r.content_type.len()
-                        + r.metadata.len()
-                        + r.data.len()) as u64;
+                let next = off + r.encoded_len() as u64;
                 pending.push(PendingRecord {
                     kind: r.kind,
                     flags: r.flags,
@@ -464,8 +457,8 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
         let n = read_at_most(&file, &mut header, 0)
             .map_err(io_err(format!("read {}", path.display())))?;
-        let compacted = match format::decode_segment_header(&header[..n]) {
-            Ok(h) if h.no == no => h.compacted,
+        let (compacted, tags) = match format::decode_segment_header(&header[..n]) {
+            Ok(h) if h.no == no => (h.compacted, h.tags),
             Ok(h) => {
                 return Err(segments.corrupt(no, 0, format!("the header names segment {}", h.no)));
             }
@@ -556,6 +549,7 @@ pub fn recover(dir: &Path, options: &EngineOptions) -> StoreResult<Recovered> {
             start = Some(WriterStart {
                 active_no: no,
                 active: file,
+                active_tags: tags,
                 offset: scan.end,
                 segindex: scan.segindex,
             });

@@ -162,14 +162,14 @@ fn sealed_and_indexed(shared: &Shared) -> Vec<u32> {
     }
 }
 
-/// Whether segment `no` is one a scavenge rewrote (its header is version 2). Asked under
+/// Whether segment `no` is one a scavenge rewrote (its header is version 2 or 4). Asked under
 /// [`Shared::maintenance`] by the writer's housekeeper before it writes the checkpoint of a
 /// segment sealed a moment ago: one a scavenge got to first has the new file's already.
 pub fn is_compacted(shared: &Shared, no: u32) -> bool {
     shared
         .segments
         .file(no)
-        .is_some_and(|f| matches!(compacted_span(shared, no, &f), Ok(Some(_))))
+        .is_some_and(|f| matches!(segment_header(shared, no, &f), Ok(h) if h.compacted.is_some()))
 }
 
 /// The rules of the streams a checkpoint names, as the index stands now.
@@ -186,15 +186,15 @@ fn rules_of(shared: &Shared, ix: &SegIndex, now: i64) -> Vec<Option<Rule>> {
         .collect()
 }
 
-/// The header of segment `no` as it is now: the positions it spans if compacted.
-fn compacted_span(shared: &Shared, no: u32, file: &File) -> StoreResult<Option<Range<u64>>> {
+/// The header of segment `no` as it is now: the positions it spans if compacted, and whether
+/// its records may carry tags.
+fn segment_header(shared: &Shared, no: u32, file: &File) -> StoreResult<format::SegmentHeader> {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     let n = read_at_most(file, &mut header, 0).map_err(io_err(format!(
         "read {}",
         shared.segments.path(no).display()
     )))?;
     format::decode_segment_header(&header[..n])
-        .map(|h| h.compacted)
         .map_err(|e| shared.segments.corrupt(no, 0, e.to_string()))
 }
 
@@ -248,14 +248,15 @@ fn scavenge_segment(
             shared.segments.path(no).display()
         )))?
         .len();
-    let span = match compacted_span(shared, no, &old)? {
+    let header = segment_header(shared, no, &old)?;
+    let span = match header.compacted {
         Some(span) => span,
         None => match (ix.entries.first(), ix.entries.last()) {
             (Some(first), Some(last)) => first.position..last.position + 1,
             _ => return Ok(false),
         },
     };
-    let rewritten = rewrite(shared, no, &old, &ix, &rules, span)?;
+    let rewritten = rewrite(shared, no, &old, &ix, &rules, span, header.tags)?;
     if rewritten.events_removed == 0 {
         let _ = shared.io.remove_file(&rewritten.tmp);
         return Ok(false);
@@ -288,6 +289,7 @@ fn rewrite(
     ix: &SegIndex,
     rules: &[Option<Rule>],
     span: Range<u64>,
+    tags: bool,
 ) -> StoreResult<Rewritten> {
     let tmp = shared
         .dir
@@ -304,7 +306,8 @@ fn rewrite(
         .open_rw(&tmp, true, true)
         .map_err(io_err(format!("create {path_of_tmp}")))?;
     let result = (|| {
-        let header = format::encode_compacted_header(no, span);
+        // A segment whose records may carry tags stays one (version 4), else version 2.
+        let header = format::encode_compacted_header(no, span, tags);
         shared
             .io
             .write_file_at(&f, &header, 0)
@@ -365,6 +368,7 @@ fn rewrite(
                 schema_version: r.schema_version,
                 metadata: r.metadata,
                 data: r.data,
+                tags: r.tags,
             }
             .encode_into(&mut buf);
             out.len += (buf.len() - before) as u64;

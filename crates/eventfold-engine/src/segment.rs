@@ -422,6 +422,7 @@ mod tests {
                 schema_version: 1,
                 metadata: b"",
                 data: &data,
+                tags: b"",
             }
             .encode_into(&mut buf);
         }

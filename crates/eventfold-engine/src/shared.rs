@@ -45,4 +45,11 @@ pub struct Shared {
     pub epoch: AtomicU64,
     /// Set when the engine stops: a scavenge commits no further segment.
     pub closed: AtomicBool,
+    /// Ids in the writer's idempotency window, and the heap bytes it holds (for
+    /// [`crate::EngineStats`]; the writer owns the window).
+    pub seen_ids: AtomicU64,
+    pub seen_bytes: AtomicU64,
+    /// The last position of each tag's and type's events, as far as conditional appends need
+    /// it (see [`crate::condition`]); the writer moves it as it sequences events.
+    pub last_seen: crate::condition::LastSeen,
 }

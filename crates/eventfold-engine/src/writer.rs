@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
-    AppendResult, DeleteMode, EventId, ExpectedRevision, NewEvent, Position, Revision, StoreError,
-    StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
+    AppendResult, DeleteMode, EventId, ExpectedRevision, IdVerdict, LastAppend, NewEvent, Position,
+    Query, Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName,
+    Timestamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::condition::Recent;
 use crate::format::{
     self, FLAG_TX_END, Kind, NO_REVISION, RecordOut, SEGMENT_HEADER_BYTES, UNSYNCED_BYTES_MAX,
 };
@@ -45,6 +47,8 @@ pub enum Op {
         /// An import (`EventStore::append_imported`): the revision the batch must land at and
         /// each event's timestamp (microseconds), instead of the clock's.
         import: Option<(u64, Vec<i64>)>,
+        /// A conditional append's condition, as far as the writer must check it.
+        condition: Option<Condition>,
     },
     SetMetadata {
         stream: StreamName,
@@ -57,11 +61,25 @@ pub enum Op {
     },
 }
 
+/// The part of an append's condition the writer checks: no event matching `query` at or
+/// after `first` (the events before it were checked against the log by the caller).
+#[derive(Debug)]
+pub struct Condition {
+    pub query: Query,
+    pub first: u64,
+    /// The condition's `after` as the caller gave it, for the error.
+    pub after: Option<Position>,
+}
+
 /// What the writer answers.
 #[derive(Debug)]
 pub enum Reply {
     Appended(AppendResult),
     Done,
+    /// A conditional append the writer cannot decide from its recent events (its condition's
+    /// `first` is older than they are): nothing was written; the caller checks the log from
+    /// `first` and asks again. The events come back.
+    CheckLogFirst(Vec<NewEvent>),
 }
 
 /// One queued change and where to answer.
@@ -78,6 +96,8 @@ pub struct Request {
 pub struct WriterStart {
     pub active_no: u32,
     pub active: Arc<File>,
+    /// Whether the active segment's records may carry tags (format version 3).
+    pub active_tags: bool,
     pub offset: u64,
     pub segindex: SegIndex,
 }
@@ -139,7 +159,12 @@ pub struct Writer {
     dir: PathBuf,
     active_no: u32,
     active: Arc<File>,
+    /// Whether the active segment's records may carry tags: a tagged event is written only
+    /// into such a segment (the writer rolls over a version 1 segment first).
+    active_tags: bool,
     offset: u64,
+    /// The events sequenced last, for conditional appends (see `condition`).
+    recent: Recent,
     /// The active segment's checkpoint, filled by the committer as it publishes.
     segindex: Arc<parking_lot::Mutex<SegIndex>>,
     prealloc: Option<std_mpsc::Receiver<std::io::Result<()>>>,
@@ -165,6 +190,11 @@ pub struct Writer {
     /// group, itself bounded by `group_commit_bytes_max`): a group of thousands of records
     /// does not grow fresh vectors, page-faulting their memory in, every time.
     recycled: std_mpsc::Receiver<(Vec<Staged>, Vec<Answer>)>,
+    /// The idempotency window: the ids of the appends among the log's newest positions,
+    /// recorded as they are staged (so a retry queued behind its original, in the same group
+    /// or the next, is judged against it before it is durable; its answer leaves after the
+    /// original's flush, as every answer of a later group does).
+    seen: SeenIds,
 }
 
 /// The committer: flushes each written group, publishes it and answers its waiters.
@@ -251,13 +281,21 @@ impl Writer {
             tracing::warn!(error = %e, "could not read the last event's timestamp; imports are checked against the clock's order from now on");
             i64::MIN
         });
+        let (seen, read) =
+            crate::seen::rebuild(&shared, opts.idempotency, Timestamp::now().micros());
+        if let Err(e) = read {
+            tracing::error!(error = %e, ids = seen.len(), "could not read the idempotency window back from the log's tail: retries of the appends before the failure are recognized only as a stream's last batch");
+        }
+        publish_seen_stats(&shared, &seen);
         let mut w = Writer {
             shared,
             opts,
             dir,
             active_no: start.active_no,
             active: start.active,
+            active_tags: start.active_tags,
             offset: start.offset,
+            recent: Recent::new(next_position),
             segindex,
             prealloc: None,
             jobs,
@@ -275,6 +313,7 @@ impl Writer {
             to_committer: committer.is_some().then_some(to_committer),
             committer,
             recycled,
+            seen,
         };
         w.start_prealloc();
         w
@@ -375,14 +414,20 @@ impl Writer {
                 None => self.head_of(&stream),
             };
             // Is this request a replay or refused? Decide before writing anything.
-            let verdict = self.check(&req.op, &stream, &head, now);
+            let verdict = self.check(&req.op, &stream, &head, now, next_position);
             let outcome = match verdict {
                 Err(e) => Err(e),
-                Ok(Some(replay)) => Ok(Reply::Appended(replay)),
+                Ok(Some(Reply::CheckLogFirst(_))) => Ok(Reply::CheckLogFirst(match req.op {
+                    Op::Append { events, .. } => events,
+                    _ => Vec::new(),
+                })),
+                Ok(Some(reply)) => Ok(reply),
                 Ok(None) => {
-                    // Make room: a transaction never spans segments.
+                    // Make room: a transaction never spans segments; and a tagged event goes
+                    // only into a segment whose version allows tags.
                     if buf_start + (self.buf.len() + req.encoded_bytes) as u64
                         > self.opts.segment_bytes
+                        || (!self.active_tags && has_tags(&req.op))
                     {
                         // Everything staged so far goes to the segment being sealed: write it
                         // and let the committer flush, publish and answer it (and everything
@@ -441,6 +486,7 @@ impl Writer {
             answers.push((req.reply, outcome));
         }
         self.next_position = next_position;
+        publish_seen_stats(&self.shared, &self.seen);
         if let Err(e) = self.hand_over(buf_start, &mut staged, &mut answers) {
             self.poison(e, &mut answers, None);
         }
@@ -534,24 +580,38 @@ impl Writer {
         }
     }
 
-    /// `Ok(Some(result))` for an idempotent replay, `Ok(None)` to write, `Err` to refuse.
+    /// `Ok(Some(Reply::Appended(result)))` for an idempotent replay, `Ok(Some(CheckLogFirst))`
+    /// for a condition to check against the log first, `Ok(None)` to write, `Err` to refuse.
     fn check(
         &self,
         op: &Op,
         stream: &StreamName,
         head: &Head,
         now: i64,
-    ) -> StoreResult<Option<AppendResult>> {
+        next_position: u64,
+    ) -> StoreResult<Option<Reply>> {
         match op {
             Op::Append {
                 expected,
                 events,
                 import,
+                condition,
                 ..
             } => {
                 let lb = head.last_batch;
-                let verdict = head.stream.check_append(
+                let ids = match self.seen.judge(
+                    stream.as_str(),
+                    events.iter().map(|e| e.id),
+                    next_position,
+                    now,
+                ) {
+                    // An import carries history as it was: only a whole repeat is a retry.
+                    IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
+                    v => v,
+                };
+                let verdict = head.stream.check_append_ids(
                     stream,
+                    ids,
                     lb.map(|b| b.append()),
                     *expected,
                     events.len(),
@@ -569,13 +629,36 @@ impl Writer {
                         now,
                     )?;
                 }
-                Ok(verdict)
+                if let (None, Some(c)) = (&verdict, condition) {
+                    return self.check_condition(stream, c);
+                }
+                Ok(verdict.map(Reply::Appended))
             }
             Op::SetMetadata { .. } => head.stream.check_writable(stream).map(|()| None),
             Op::Delete { expected, mode, .. } => head
                 .stream
                 .check_delete(stream, *expected, *mode)
                 .map(|()| None),
+        }
+    }
+
+    /// A condition, against the events this writer sequenced (published, written, or staged
+    /// in this group): `Err` when one matches, `Ok(Some(CheckLogFirst))` when it reaches
+    /// back before the recent events, `Ok(None)` when none matches.
+    fn check_condition(&self, stream: &StreamName, c: &Condition) -> StoreResult<Option<Reply>> {
+        if !self.shared.last_seen.may_match(&c.query, c.first) {
+            return Ok(None);
+        }
+        if !self.recent.covers(c.first) {
+            return Ok(Some(Reply::CheckLogFirst(Vec::new())));
+        }
+        match self.recent.first_match(&c.query, c.first) {
+            Some(position) => Err(StoreError::AppendConditionFailed {
+                stream: stream.clone(),
+                after: c.after,
+                position,
+            }),
+            None => Ok(None),
         }
     }
 
@@ -621,6 +704,9 @@ impl Writer {
         staged: &mut Vec<Staged>,
     ) -> Reply {
         let name = stream.as_arc().clone();
+        let staged_from = staged.len();
+        let mut tags_of = Vec::new();
+        let mut tags_buf = Vec::new();
         // The events of a batch mostly share their type: one shared string per run of equal
         // types, not one allocation per event.
         let mut last_type: Option<Arc<str>> = None;
@@ -665,9 +751,10 @@ impl Writer {
                 schema_version: 1,
                 metadata: b"",
                 data,
+                tags: b"",
             }
         }
-        match op {
+        let reply = match op {
             Op::Append { events, import, .. } => {
                 let timestamps = import.map(|(_, t)| t);
                 let first_revision = head.stream.next_revision;
@@ -684,6 +771,9 @@ impl Writer {
                     } else {
                         serde_json::to_vec(&e.metadata).expect("a JSON map always serializes")
                     };
+                    tags_buf.clear();
+                    format::encode_tags(&e.tags, &mut tags_buf);
+                    tags_of.push(e.tags.clone());
                     let rec = RecordOut {
                         kind: Kind::Event,
                         flags: if i + 1 == n { FLAG_TX_END } else { 0 },
@@ -697,6 +787,7 @@ impl Writer {
                         schema_version: e.schema_version,
                         metadata: &metadata,
                         data: &e.data,
+                        tags: &tags_buf,
                     };
                     push(self, rec, None);
                     ids.push(*e.id.as_bytes());
@@ -711,6 +802,19 @@ impl Writer {
                     last_position,
                     first_id: ids.first().copied(),
                 });
+                self.seen.record(
+                    &name,
+                    events.iter().map(|e| e.id),
+                    LastAppend {
+                        first_revision,
+                        len: n as u64,
+                        first_position,
+                        last_position,
+                    },
+                    timestamps.as_ref().map_or(now, |t| t[0]),
+                    *next_position,
+                    now,
+                );
                 head.staged_ids = Some(ids);
                 Reply::Appended(AppendResult {
                     stream: stream.clone(),
@@ -768,7 +872,20 @@ impl Writer {
                 *next_position += 1;
                 Reply::Done
             }
+        };
+        // The events are sequenced: conditional appends after this one see them.
+        if !tags_of.is_empty() {
+            let events = staged[staged_from..]
+                .iter()
+                .filter(|s| s.kind == Kind::Event);
+            for (s, tags) in events.zip(tags_of) {
+                self.shared.last_seen.note(s.position, &s.event_type, &tags);
+                self.recent.push(s.position, s.event_type.clone(), tags);
+            }
+            let published = *self.shared.committed.borrow();
+            self.recent.trim(published, &self.shared.last_seen);
         }
+        reply
     }
 
     /// Seals the active segment and makes the preallocated next one active. A full disk while
@@ -836,6 +953,8 @@ impl Writer {
         }
         self.active_no = next;
         self.active = file;
+        // The writer writes every new segment in the current version, which allows tags.
+        self.active_tags = true;
         self.offset = SEGMENT_HEADER_BYTES;
         self.start_prealloc();
         Ok(())
@@ -1026,10 +1145,22 @@ impl Committer {
     }
 }
 
+/// Tells [`crate::EngineStats`] how large the idempotency window is.
+fn publish_seen_stats(shared: &Shared, seen: &SeenIds) {
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.seen_ids.store(seen.len() as u64, Relaxed);
+    shared.seen_bytes.store(seen.heap_bytes() as u64, Relaxed);
+}
+
 /// Whether two staged names are equal: the same shared string (the common case inside a
 /// batch), else compared by content.
 fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
+}
+
+/// Whether the op writes an event with tags.
+fn has_tags(op: &Op) -> bool {
+    matches!(op, Op::Append { events, .. } if events.iter().any(|e| !e.tags.is_empty()))
 }
 
 fn op_stream(op: &Op) -> &StreamName {

@@ -3,6 +3,7 @@
 
 pub mod bank_account;
 pub mod championship;
+pub mod course_subscriptions;
 pub mod orders;
 pub mod registration_saga;
 pub mod store;

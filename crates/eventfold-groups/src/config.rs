@@ -1,6 +1,8 @@
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_core::{EventFilter, EventType, StreamName, TypePattern};
+use eventfold_core::{EventFilter, EventType, RecordedEvent, StreamName, TypePattern};
 use serde::{Deserialize, Serialize};
 
 use crate::error::GroupError;
@@ -42,6 +44,7 @@ impl GroupFilter {
                 .as_ref()
                 .map(|s| s.as_str().to_owned())
                 .or_else(|| self.stream_prefix.clone()),
+            query: eventfold_core::Query::all(),
         }
     }
 
@@ -103,8 +106,98 @@ pub enum Strategy {
     /// Any live consumer gets the next event.
     #[default]
     RoundRobin,
-    /// Every event of one stream goes to the same live consumer, in order.
+    /// Every event of one pin key (its stream by default: [`GroupConfig::pin_by`]) goes to the
+    /// same live consumer, in order: an event is not delivered while an earlier event of its
+    /// key waits for a (re)delivery, and a key stays with its consumer while that consumer is
+    /// live (deliveries of one key are pipelined, in order, to that consumer).
     Pinned,
+}
+
+/// Longest metadata field name a group may pin by, in bytes: a field name, not a document (the
+/// same bound as a group name, and it is stored in every copy of the group's configuration).
+pub const PIN_FIELD_BYTES_MAX: usize = 128;
+
+/// The name of a metadata field a `pinned` group keys its events by: 1..=128 bytes
+/// ([`PIN_FIELD_BYTES_MAX`]) with no control characters. Checked once, here.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MetadataField(Arc<str>);
+
+impl MetadataField {
+    /// Validates `name` as a metadata field name to pin by.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, GroupError> {
+        let name = name.as_ref();
+        if name.is_empty() || name.len() > PIN_FIELD_BYTES_MAX {
+            return Err(GroupError::invalid(
+                "pin_by",
+                format!(
+                    "metadata field {name:?} must be 1..={PIN_FIELD_BYTES_MAX} bytes long (it is {})",
+                    name.len()
+                ),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(GroupError::invalid(
+                "pin_by",
+                format!("metadata field {name:?} must not contain control characters"),
+            ));
+        }
+        Ok(MetadataField(Arc::from(name)))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MetadataField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MetadataField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// What a `pinned` group keeps in order: the *pin key* of an event. Events with one key go to
+/// one live consumer at a time, in position order (see [`Strategy::Pinned`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PinBy {
+    /// The event's stream (one aggregate's events in order).
+    #[default]
+    Stream,
+    /// The value of this metadata field when it is a non-empty string (as the transports key
+    /// their messages by `partition_key`, e.g. a customer id across the streams of that
+    /// customer's orders); an event without the field, or whose value is not a non-empty string,
+    /// is keyed by its stream name instead, so it is never held back or dropped for want of a
+    /// key. Keys are strings: a value equal to a stream name shares that stream's order.
+    Metadata(MetadataField),
+}
+
+impl PinBy {
+    /// The pin key of `e`.
+    pub fn key_of<'e>(&self, e: &'e RecordedEvent) -> &'e str {
+        match self {
+            PinBy::Stream => e.stream.as_str(),
+            PinBy::Metadata(field) => match e.metadata.get_str(field.as_str()) {
+                Some(v) if !v.is_empty() => v,
+                _ => e.stream.as_str(),
+            },
+        }
+    }
+}
+
+/// `stream`, or `metadata.{field}` (as the CLI takes it).
+impl fmt::Display for PinBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinBy::Stream => f.write_str("stream"),
+            PinBy::Metadata(field) => write!(f, "metadata.{field}"),
+        }
+    }
 }
 
 /// Delays between delivery attempts: `initial_ms * multiplier^(failed_attempts - 1)`, at most
@@ -159,6 +252,9 @@ pub struct GroupConfig {
     pub retry_backoff: RetryBackoff,
     /// How deliveries are spread.
     pub strategy: Strategy,
+    /// What `pinned` keeps in order (only [`PinBy::Stream`] with `round_robin`). Fixed while
+    /// the group is pinned: [`crate::Groups::put`] refuses to change it.
+    pub pin_by: PinBy,
     /// Most unacknowledged deliveries at once, over all consumers.
     pub max_in_flight: usize,
     /// Most unacknowledged deliveries at once to one consumer (an extension of the contract);
@@ -175,6 +271,7 @@ impl Default for GroupConfig {
             ack_timeout_ms: 30_000,
             retry_backoff: RetryBackoff::default(),
             strategy: Strategy::RoundRobin,
+            pin_by: PinBy::Stream,
             max_in_flight: 1000,
             max_in_flight_per_consumer: None,
         }
@@ -234,6 +331,15 @@ impl GroupConfig {
                 ),
             ));
         }
+        if self.strategy != Strategy::Pinned && self.pin_by != PinBy::Stream {
+            return Err(GroupError::invalid(
+                "pin_by",
+                format!(
+                    "{} applies to strategy `pinned` only: give `strategy: pinned` too, or leave pin_by out",
+                    self.pin_by
+                ),
+            ));
+        }
         if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight) {
             return Err(GroupError::invalid(
                 "max_in_flight",
@@ -290,6 +396,69 @@ mod tests {
             ..GroupConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// The key of an event: the field's value when a non-empty string, else the stream (the
+    /// transports' rule for `partition_key`); `pin_by` other than the stream needs `pinned`.
+    #[test]
+    fn pin_keys_and_their_rules() {
+        use eventfold_core::{
+            ContentType, EventId, Metadata, Position, Revision, StreamName, Timestamp,
+        };
+        let event = |md: serde_json::Value| RecordedEvent {
+            id: EventId::new_v7(),
+            stream: StreamName::new("order-1").expect("valid"),
+            event_type: EventType::new("t").expect("valid"),
+            revision: Revision(0),
+            position: Position(0),
+            timestamp: Timestamp(0),
+            schema_version: 1,
+            content_type: ContentType::json(),
+            data: b"{}".to_vec(),
+            metadata: match md {
+                serde_json::Value::Object(m) => Metadata::from(m),
+                _ => Metadata::new(),
+            },
+            tags: Default::default(),
+        };
+        let field = PinBy::Metadata(MetadataField::new("partition_key").expect("valid"));
+        let keyed = event(serde_json::json!({"partition_key": "customer-9"}));
+        assert_eq!(field.key_of(&keyed), "customer-9");
+        assert_eq!(PinBy::Stream.key_of(&keyed), "order-1");
+        for md in [
+            serde_json::json!({}),
+            serde_json::json!({"partition_key": ""}),
+            serde_json::json!({"partition_key": 9}),
+            serde_json::json!({"partition_key": null}),
+            serde_json::json!({"partition_key": {"id": "customer-9"}}),
+        ] {
+            assert_eq!(field.key_of(&event(md.clone())), "order-1", "{md}");
+        }
+        assert_eq!(field.to_string(), "metadata.partition_key");
+        assert_eq!(PinBy::Stream.to_string(), "stream");
+
+        assert!(MetadataField::new("").is_err());
+        assert!(MetadataField::new("a\nb").is_err());
+        assert!(MetadataField::new("x".repeat(PIN_FIELD_BYTES_MAX + 1)).is_err());
+        assert!(MetadataField::new("x".repeat(PIN_FIELD_BYTES_MAX)).is_ok());
+        assert!(MetadataField::new("$subject").is_ok());
+        let e = MetadataField::new("").expect_err("empty");
+        assert_eq!(e.code(), "invalid_request");
+        assert!(e.to_string().contains("pin_by"), "{e}");
+
+        let round_robin = GroupConfig {
+            pin_by: field.clone(),
+            ..GroupConfig::default()
+        };
+        let e = round_robin.validate().expect_err("pin_by without pinned");
+        assert!(e.to_string().contains("strategy `pinned`"), "{e}");
+        GroupConfig {
+            strategy: Strategy::Pinned,
+            pin_by: field,
+            ..GroupConfig::default()
+        }
+        .validate()
+        .expect("pinned by a field");
     }
 
     #[test]

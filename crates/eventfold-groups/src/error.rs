@@ -20,6 +20,19 @@ pub enum GroupError {
         /// The group.
         group: String,
     },
+    /// An update of a `pinned` group would change its `pin_by`: deliveries in flight were
+    /// ordered by the current key, and the new key's order could not be kept for them.
+    #[error(
+        "consumer group {group} is pinned by {current}; an update cannot change that to {asked} (its deliveries in flight keep the order of {current}): create a new group pinned by {asked} (with `start` at this one's checkpoint), or make this one round_robin first, which gives up the order of what is in flight"
+    )]
+    PinByChanged {
+        /// The group.
+        group: String,
+        /// What it pins by (`stream`, `metadata.{field}`).
+        current: String,
+        /// What the update asked for.
+        asked: String,
+    },
     /// The source or the state store failed.
     #[error("consumer group {group}: cannot {context}: {cause}")]
     Store {
@@ -68,6 +81,7 @@ impl GroupError {
         match self {
             GroupError::Invalid { .. } => "invalid_request",
             GroupError::NotFound { .. } => "group_not_found",
+            GroupError::PinByChanged { .. } => "pin_by_change_refused",
             GroupError::Store { cause, .. } => cause.code(),
             GroupError::Corrupt { .. } => "group_state_corrupt",
             GroupError::NewerVersion { .. } => "state_from_newer_version",

@@ -24,8 +24,8 @@ use eventfold_core::{EventStore, ListStreams, ReadAll, StreamName};
 use parking_lot::RwLock;
 
 pub use config::{
-    GroupConfig, GroupFilter, MAX_DELIVERIES_MAX, MAX_IN_FLIGHT_MAX, RetryBackoff, Start, Strategy,
-    TIMEOUT_MS_MAX,
+    GroupConfig, GroupFilter, MAX_DELIVERIES_MAX, MAX_IN_FLIGHT_MAX, MetadataField,
+    PIN_FIELD_BYTES_MAX, PinBy, RetryBackoff, Start, Strategy, TIMEOUT_MS_MAX,
 };
 pub use error::{GroupError, GroupResult};
 pub use group::{CHECKPOINT_EVERY_RECORDS, ConsumerInfo, GroupInfo, LAG_COUNT_MAX, NackAction};
@@ -330,7 +330,9 @@ impl Groups {
     }
 
     /// Creates a group, or replaces an existing group's settings (its `start` applies only at
-    /// creation). Durable when it returns.
+    /// creation). Durable when it returns. An update that keeps a group `pinned` cannot change
+    /// its `pin_by` ([`GroupError::PinByChanged`]): the deliveries in flight were made in the
+    /// order of the current key.
     pub async fn put(&self, name: &GroupName, config: GroupConfig) -> GroupResult<PutOutcome> {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
@@ -342,6 +344,17 @@ impl Groups {
             self.inner.groups.read().get(name).cloned()
         };
         if let Some(g) = existing {
+            let current = g.config();
+            if current.strategy == Strategy::Pinned
+                && config.strategy == Strategy::Pinned
+                && current.pin_by != config.pin_by
+            {
+                return Err(GroupError::PinByChanged {
+                    group: name.to_string(),
+                    current: current.pin_by.to_string(),
+                    asked: config.pin_by.to_string(),
+                });
+            }
             let start_position = g.info().await?.start_position;
             let stored = StoredConfig::new(&config, start_position);
             persist::write_config(state, name, &stored).await?;

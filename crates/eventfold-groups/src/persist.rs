@@ -13,8 +13,8 @@ use crate::error::{GroupError, GroupResult};
 use crate::name::GroupName;
 use crate::records::{
     CHECKPOINT, CLAIMED, CONFIG, Checkpoint, Claimed, PARKED, ParkedPosition, ParkedRecord,
-    RECORD_VERSION, REPLAY_CURSOR, REPLAYED, RETRIED, ReplayCursor, Replayed, Retried, SETTLED,
-    Settled, StoredConfig, Version,
+    RECORD_VERSION_READ, REPLAY_CURSOR, REPLAYED, RETRIED, ReplayCursor, Replayed, Retried,
+    SETTLED, Settled, StoredConfig, Version,
 };
 
 /// Events read per page while rebuilding state (small enough for any sane read limit).
@@ -40,13 +40,13 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
         detail: err.to_string(),
     };
     let Version { version } = serde_json::from_slice(&e.data).map_err(corrupt)?;
-    if version > RECORD_VERSION {
+    if version > RECORD_VERSION_READ {
         return Err(GroupError::NewerVersion {
             group: group.to_string(),
             stream: e.stream.to_string(),
             revision: e.revision.0,
             version,
-            supported: RECORD_VERSION,
+            supported: RECORD_VERSION_READ,
         });
     }
     serde_json::from_slice(&e.data).map_err(corrupt)

@@ -12,7 +12,13 @@
 //! These are the stored shapes, apart from what the API sends: each carries a format `version`
 //! (absent in records written before versions existed: those are version 1), unknown fields
 //! are ignored so that an older build reads what a newer one adds within the same version, and a
-//! record of a version above [`RECORD_VERSION`] is refused as written by a newer eventfold.
+//! record of a version above [`RECORD_VERSION_READ`] is refused as written by a newer eventfold.
+//!
+//! Version 2 is a `config` whose `pin_by` names a metadata field ([`CONFIG_PIN_BY_VERSION`]): a
+//! build that does not know `pin_by` would ignore it and pin that group by stream, breaking the
+//! per-key order its consumers rely on, so it must refuse the record instead. Every other record
+//! (a config that pins by stream included) is still written as version 1, which older builds
+//! read; a config without `pin_by` pins by stream.
 //!
 //! `retried` and the optional fields `failed`/`parked_cursor` (of `checkpoint`) and
 //! `parked_cursor` (of `replayed`) were added within version 1: a build that does not know them
@@ -21,10 +27,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{GroupConfig, GroupFilter, RetryBackoff, Start, Strategy};
+use crate::config::{
+    GroupConfig, GroupFilter, MetadataField, PinBy, RetryBackoff, Start, Strategy,
+};
+use crate::error::GroupError;
 
-/// The newest record format this build reads, and the one it writes.
+/// The newest record format this build reads.
+pub(crate) const RECORD_VERSION_READ: u32 = 2;
+/// The format this build writes every record in, but a config that pins by a metadata field.
 pub(crate) const RECORD_VERSION: u32 = 1;
+/// The format of a config whose `pin_by` names a metadata field (see the module's comment).
+pub(crate) const CONFIG_PIN_BY_VERSION: u32 = 2;
 
 pub(crate) const CONFIG: &str = "config";
 pub(crate) const SETTLED: &str = "settled";
@@ -58,7 +71,10 @@ pub(crate) struct StoredConfig {
 impl StoredConfig {
     pub fn new(config: &GroupConfig, start_position: u64) -> StoredConfig {
         StoredConfig {
-            version: RECORD_VERSION,
+            version: match config.pin_by {
+                PinBy::Stream => RECORD_VERSION,
+                PinBy::Metadata(_) => CONFIG_PIN_BY_VERSION,
+            },
             config: StoredSettings::from(config),
             start_position,
         }
@@ -74,6 +90,9 @@ pub(crate) struct StoredSettings {
     pub ack_timeout_ms: u64,
     pub retry_backoff: StoredBackoff,
     pub strategy: StoredStrategy,
+    /// Absent in configs written before it (and in those that pin by stream): by stream.
+    #[serde(default, skip_serializing_if = "StoredPinBy::is_stream")]
+    pub pin_by: StoredPinBy,
     pub max_in_flight: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight_per_consumer: Option<usize>,
@@ -108,6 +127,39 @@ pub(crate) enum StoredStrategy {
     Pinned,
 }
 
+/// `"stream"` or `{"metadata": "<field>"}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoredPinBy {
+    #[default]
+    Stream,
+    Metadata(StoredField),
+}
+
+impl StoredPinBy {
+    fn is_stream(&self) -> bool {
+        matches!(self, StoredPinBy::Stream)
+    }
+}
+
+/// A metadata field name as stored, checked again when read (a bad one is corruption).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct StoredField(MetadataField);
+
+impl TryFrom<String> for StoredField {
+    type Error = GroupError;
+    fn try_from(s: String) -> Result<Self, GroupError> {
+        MetadataField::new(s).map(StoredField)
+    }
+}
+
+impl From<StoredField> for String {
+    fn from(f: StoredField) -> String {
+        f.0.as_str().to_owned()
+    }
+}
+
 impl From<&GroupConfig> for StoredSettings {
     fn from(c: &GroupConfig) -> Self {
         StoredSettings {
@@ -129,6 +181,10 @@ impl From<&GroupConfig> for StoredSettings {
             strategy: match c.strategy {
                 Strategy::RoundRobin => StoredStrategy::RoundRobin,
                 Strategy::Pinned => StoredStrategy::Pinned,
+            },
+            pin_by: match &c.pin_by {
+                PinBy::Stream => StoredPinBy::Stream,
+                PinBy::Metadata(field) => StoredPinBy::Metadata(StoredField(field.clone())),
             },
             max_in_flight: c.max_in_flight,
             max_in_flight_per_consumer: c.max_in_flight_per_consumer,
@@ -157,6 +213,10 @@ impl From<StoredSettings> for GroupConfig {
             strategy: match c.strategy {
                 StoredStrategy::RoundRobin => Strategy::RoundRobin,
                 StoredStrategy::Pinned => Strategy::Pinned,
+            },
+            pin_by: match c.pin_by {
+                StoredPinBy::Stream => PinBy::Stream,
+                StoredPinBy::Metadata(StoredField(field)) => PinBy::Metadata(field),
             },
             max_in_flight: c.max_in_flight,
             max_in_flight_per_consumer: c.max_in_flight_per_consumer,
@@ -268,7 +328,6 @@ mod tests {
     };
 
     use super::*;
-    use crate::error::GroupError;
     use crate::name::GroupName;
     use crate::persist::decode;
 
@@ -284,6 +343,7 @@ mod tests {
             content_type: ContentType::json(),
             data: data.as_bytes().to_vec(),
             metadata: Metadata::new(),
+            tags: Default::default(),
         }
     }
 
@@ -306,6 +366,11 @@ mod tests {
         assert_eq!(c.version, 1);
         let config = GroupConfig::from(c.config);
         assert_eq!(config.strategy, Strategy::Pinned);
+        assert_eq!(
+            config.pin_by,
+            PinBy::Stream,
+            "a config before pin_by pins by stream"
+        );
         assert_eq!(config.filter.category.as_deref(), Some("order"));
         assert_eq!(config.start, Start::Start);
 
@@ -422,7 +487,7 @@ mod tests {
                 err,
                 GroupError::NewerVersion {
                     version: 99,
-                    supported: RECORD_VERSION,
+                    supported: RECORD_VERSION_READ,
                     ..
                 }
             ),
@@ -431,7 +496,7 @@ mod tests {
         assert_eq!(err.code(), "state_from_newer_version");
         let msg = err.to_string();
         assert!(
-            msg.contains("written by a newer eventfold (version 99, this one reads up to 1); upgrade eventfold"),
+            msg.contains("written by a newer eventfold (version 99, this one reads up to 2); upgrade eventfold"),
             "{msg}"
         );
         // Garbage stays corruption.
@@ -446,5 +511,49 @@ mod tests {
         let v = serde_json::to_value(&c).expect("serializes");
         assert_eq!(v["version"], RECORD_VERSION);
         assert!(v["config"].get("version").is_none());
+    }
+
+    /// A config pinned by stream is written as before (version 1, no `pin_by`: older builds
+    /// read it); one pinned by a metadata field is version 2, which older builds refuse rather
+    /// than pin it by stream; both read back.
+    #[test]
+    fn pin_by_is_stored_and_a_metadata_key_is_version_2() {
+        let g = group();
+        let by_stream = GroupConfig {
+            strategy: Strategy::Pinned,
+            ..GroupConfig::default()
+        };
+        let v = serde_json::to_string(&StoredConfig::new(&by_stream, 0)).expect("serializes");
+        assert!(v.starts_with(r#"{"version":1,"#), "{v}");
+        assert!(!v.contains("pin_by"), "{v}");
+        let by_field = GroupConfig {
+            strategy: Strategy::Pinned,
+            pin_by: PinBy::Metadata(MetadataField::new("partition_key").expect("valid")),
+            ..GroupConfig::default()
+        };
+        let v = serde_json::to_string(&StoredConfig::new(&by_field, 0)).expect("serializes");
+        assert!(v.starts_with(r#"{"version":2,"#), "{v}");
+        assert!(
+            v.contains(r#""pin_by":{"metadata":"partition_key"}"#),
+            "{v}"
+        );
+        let back: StoredConfig = decode(&g, &stored("group-g-config", &v)).expect("decodes");
+        assert_eq!(GroupConfig::from(back.config), by_field);
+        let explicit: StoredConfig = decode(
+            &g,
+            &stored(
+                "group-g-config",
+                &v.replace(r#"{"metadata":"partition_key"}"#, r#""stream""#),
+            ),
+        )
+        .expect("an explicit stream decodes");
+        assert_eq!(GroupConfig::from(explicit.config).pin_by, PinBy::Stream);
+        // A field name no build writes is corruption, not a group pinned by something else.
+        let err = decode::<StoredConfig>(
+            &g,
+            &stored("group-g-config", &v.replace(r#""partition_key""#, r#""""#)),
+        )
+        .expect_err("an empty field name");
+        assert_eq!(err.code(), "group_state_corrupt");
     }
 }

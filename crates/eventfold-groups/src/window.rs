@@ -1,6 +1,7 @@
 //! The delivery window of one group: a pure state machine over the events read and not yet
-//! settled. It decides who gets what (the in-flight bounds, `pinned` stream ownership and
-//! per-stream order), when a delivery timed out, when a backoff is over and when an event must be
+//! settled. It decides who gets what (the in-flight bounds, `pinned` key ownership and per-key
+//! order, a key being the event's stream or what the group's `pin_by` names), when a delivery
+//! timed out, when a backoff is over and when an event must be
 //! parked. It does no I/O and owns no clock: every method that depends on time takes `now`.
 //!
 //! A settle (ack, skip, park) is two steps around the durable write that the caller makes:
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventfold_core::{RecordedEvent, StreamName};
+use eventfold_core::RecordedEvent;
 
 use crate::config::{GroupConfig, Strategy};
 use crate::name::ConsumerName;
@@ -20,9 +21,9 @@ use crate::name::ConsumerName;
 /// Events read ahead of delivery, beyond `max_in_flight`: keeps consumers fed without holding
 /// more than a page or two of the source in memory.
 pub const READ_AHEAD_EVENTS: usize = 512;
-/// Most pinned stream assignments kept; beyond it assignments of streams with nothing
-/// unsettled are forgotten (those streams may then go to another live consumer).
-pub const PINNED_STREAMS_MAX: usize = 100_000;
+/// Most pinned key assignments kept; beyond it assignments of keys with nothing unsettled are
+/// forgotten (those keys may then go to another live consumer).
+pub const PINNED_KEYS_MAX: usize = 100_000;
 /// Most consumers remembered per group (those neither live nor holding deliveries are dropped).
 pub const CONSUMERS_MAX: usize = 10_000;
 
@@ -68,9 +69,15 @@ enum EntryState {
     Settling,
 }
 
+/// A pin key: the event's stream name, or the value of the metadata field the group pins by
+/// (shared between the entries of one key).
+type Key = Arc<str>;
+
 #[derive(Debug)]
 struct Entry {
     event: Arc<RecordedEvent>,
+    /// Its pin key under the current `pin_by`.
+    key: Key,
     /// The number of the last delivery made (the `attempt` it was handed out with).
     attempts: u32,
     /// Failed attempts (nack `retry`, ack timeout) known: counted here, or recorded before a
@@ -154,11 +161,13 @@ pub(crate) struct Window {
     entries: BTreeMap<u64, Entry>,
     ready: BTreeSet<u64>,
     timers: BTreeSet<(Instant, u64)>,
-    by_stream: HashMap<StreamName, BTreeSet<u64>>,
-    /// Per stream, the entries waiting for a (re)delivery (ready or backing off): under
-    /// `pinned`, the first of them holds back every later event of its stream.
-    waiting: HashMap<StreamName, BTreeSet<u64>>,
-    owners: HashMap<StreamName, ConsumerName>,
+    /// Per pin key, the entries held.
+    by_key: HashMap<Key, BTreeSet<u64>>,
+    /// Per pin key, the entries waiting for a (re)delivery (ready or backing off): under
+    /// `pinned`, the first of them holds back every later event of its key.
+    waiting: HashMap<Key, BTreeSet<u64>>,
+    /// Per pin key, the consumer it is pinned to (`pinned` only).
+    owners: HashMap<Key, ConsumerName>,
     consumers: HashMap<ConsumerName, Consumer>,
     in_flight: usize,
     counters: Counters,
@@ -181,7 +190,7 @@ impl Window {
             entries: BTreeMap::new(),
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
-            by_stream: HashMap::new(),
+            by_key: HashMap::new(),
             waiting: HashMap::new(),
             owners: HashMap::new(),
             consumers: HashMap::new(),
@@ -194,9 +203,48 @@ impl Window {
         &self.config
     }
 
-    /// Replaces the settings; deliveries already made keep their deadlines.
+    /// Replaces the settings; deliveries already made keep their deadlines. A changed `pin_by`
+    /// keys every held event again; a key is then pinned to the consumer holding its last
+    /// delivery.
     pub fn set_config(&mut self, config: GroupConfig) {
+        let rekey = config.pin_by != self.config.pin_by;
         self.config = config;
+        if rekey {
+            self.rekey();
+        }
+    }
+
+    /// The pin key of `e` under the current `pin_by` (the one already held when there is one).
+    fn key_of(&self, e: &RecordedEvent) -> Key {
+        let key = self.config.pin_by.key_of(e);
+        match self.by_key.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None if key == e.stream.as_str() => e.stream.as_arc().clone(),
+            None => Arc::from(key),
+        }
+    }
+
+    /// Keys every held entry again (after `pin_by` changed).
+    fn rekey(&mut self) {
+        self.by_key.clear();
+        self.waiting.clear();
+        self.owners.clear();
+        let positions: Vec<u64> = self.entries.keys().copied().collect();
+        for pos in positions {
+            let key = self.key_of(&self.entries[&pos].event);
+            let entry = self.entries.get_mut(&pos).expect("a held position");
+            entry.key = key.clone();
+            self.by_key.entry(key.clone()).or_default().insert(pos);
+            match &entry.state {
+                EntryState::Ready | EntryState::Backoff { .. } => {
+                    self.waiting.entry(key).or_default().insert(pos);
+                }
+                EntryState::Delivered { consumer, .. } => {
+                    self.owners.insert(key, consumer.clone());
+                }
+                EntryState::Settling => {}
+            }
+        }
     }
 
     /// Whether the reader may offer more events.
@@ -258,18 +306,14 @@ impl Window {
         if self.entries.contains_key(&pos) {
             return;
         }
-        self.by_stream
-            .entry(e.stream.clone())
-            .or_default()
-            .insert(pos);
-        self.waiting
-            .entry(e.stream.clone())
-            .or_default()
-            .insert(pos);
+        let key = self.key_of(&e);
+        self.by_key.entry(key.clone()).or_default().insert(pos);
+        self.waiting.entry(key.clone()).or_default().insert(pos);
         self.entries.insert(
             pos,
             Entry {
                 event: Arc::new(e),
+                key,
                 attempts: 0,
                 failed: 0,
                 last_reason: String::new(),
@@ -289,16 +333,15 @@ impl Window {
         match (waits(&entry.state), waits(&new)) {
             (false, true) => {
                 self.waiting
-                    .entry(entry.event.stream.clone())
+                    .entry(entry.key.clone())
                     .or_default()
                     .insert(pos);
             }
             (true, false) => {
-                let stream = &entry.event.stream;
-                if let Some(set) = self.waiting.get_mut(stream) {
+                if let Some(set) = self.waiting.get_mut(&entry.key) {
                     set.remove(&pos);
                     if set.is_empty() {
-                        self.waiting.remove(stream);
+                        self.waiting.remove(&entry.key);
                     }
                 }
             }
@@ -341,13 +384,12 @@ impl Window {
 
     fn remove(&mut self, pos: u64) {
         self.set_state(pos, EntryState::Settling);
-        if let Some(entry) = self.entries.remove(&pos) {
-            let stream = &entry.event.stream;
-            if let Some(set) = self.by_stream.get_mut(stream) {
-                set.remove(&pos);
-                if set.is_empty() {
-                    self.by_stream.remove(stream);
-                }
+        if let Some(entry) = self.entries.remove(&pos)
+            && let Some(set) = self.by_key.get_mut(&entry.key)
+        {
+            set.remove(&pos);
+            if set.is_empty() {
+                self.by_key.remove(&entry.key);
             }
         }
     }
@@ -393,32 +435,32 @@ impl Window {
             .map(|(&p, e)| (p, e.failed))
     }
 
-    /// Whether `pos` (of `stream`) may go to `consumer` now under the pinned strategy.
+    /// Whether `pos` (of pin key `key`) may go to `consumer` now under the pinned strategy.
     fn pinned_allows(
         &mut self,
         pos: u64,
-        stream: &StreamName,
+        key: &Key,
         consumer: &ConsumerName,
         now: Instant,
     ) -> bool {
-        // An earlier event of the stream waiting for a (re)delivery holds this one back.
+        // An earlier event of the key waiting for a (re)delivery holds this one back.
         if self
             .waiting
-            .get(stream)
+            .get(key)
             .and_then(BTreeSet::first)
             .is_some_and(|&first| first < pos)
         {
             return false;
         }
-        match self.owners.get(stream) {
+        match self.owners.get(key) {
             Some(owner) if owner == consumer => true,
             Some(owner) if self.consumers.get(owner).is_some_and(|c| self.live(c, now)) => false,
             _ => {
-                if self.owners.len() >= PINNED_STREAMS_MAX {
-                    let by_stream = &self.by_stream;
-                    self.owners.retain(|s, _| by_stream.contains_key(s));
+                if self.owners.len() >= PINNED_KEYS_MAX {
+                    let by_key = &self.by_key;
+                    self.owners.retain(|k, _| by_key.contains_key(k));
                 }
-                self.owners.insert(stream.clone(), consumer.clone());
+                self.owners.insert(key.clone(), consumer.clone());
                 true
             }
         }
@@ -443,11 +485,11 @@ impl Window {
                 break;
             };
             cursor = pos + 1;
-            let stream = self.entries[&pos].event.stream.clone();
-            if self.config.strategy == Strategy::Pinned
-                && !self.pinned_allows(pos, &stream, consumer, now)
-            {
-                continue;
+            if self.config.strategy == Strategy::Pinned {
+                let key = self.entries[&pos].key.clone();
+                if !self.pinned_allows(pos, &key, consumer, now) {
+                    continue;
+                }
             }
             let deadline = now + self.config.ack_timeout();
             self.set_state(

@@ -1,5 +1,5 @@
 //! An [`EventStore`] that keeps everything in memory: the whole contract (atomic batches,
-//! expected revisions, idempotent retries, stream metadata and retention, soft and hard
+//! expected revisions, idempotent retries within a window of event ids, stream metadata and retention, soft and hard
 //! deletes, `$all` with filters, listing, limits, catch-up-then-live subscriptions), held to
 //! the same conformance suite as the engine and the HTTP client.
 //!
@@ -19,10 +19,10 @@ mod subscribe;
 use std::sync::Arc;
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreResult, StreamCursor, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom, Timestamp,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits,
+    ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreResult, StreamCursor,
+    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom, Timestamp,
 };
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -56,11 +56,17 @@ impl MemoryStore {
         MemoryStore::with_limits(Limits::DEFAULT)
     }
 
-    /// An empty store enforcing `limits`.
+    /// An empty store enforcing `limits`, with the default idempotency window.
     pub fn with_limits(limits: Limits) -> Self {
+        MemoryStore::with_window(limits, IdempotencyWindow::DEFAULT)
+    }
+
+    /// An empty store enforcing `limits` that recognizes retries within `window` (see
+    /// [`EventStore::append`]; [`IdempotencyWindow::OFF`]: the stream's last batch only).
+    pub fn with_window(limits: Limits, window: IdempotencyWindow) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
-                state: RwLock::new(State::new(limits)),
+                state: RwLock::new(State::new(limits, window)),
                 committed: watch::Sender::new(0),
             }),
         }
@@ -95,7 +101,19 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.limits().check_batch(&events)?;
-        self.write(|s| s.append(stream, expected, events, None))
+        self.write(|s| s.append(stream, expected, events, None, None))
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.limits().check_batch(&events)?;
+        // Under the one lock: no append comes between the check and the write.
+        self.write(|s| s.append(stream, expected, events, None, Some(&condition)))
     }
 
     async fn append_imported(
@@ -113,6 +131,7 @@ impl EventStore for MemoryStore {
                 expected,
                 events,
                 Some((batch.first_revision, timestamps)),
+                None,
             )
         })
     }

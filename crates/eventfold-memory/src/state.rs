@@ -7,10 +7,11 @@ use std::convert::Infallible;
 use std::ops::{Bound, Range};
 
 use eventfold_core::{
-    AllReadPlan, AllSlice, AppendResult, DeleteMode, EventFilter, ExpectedRevision, KnownStreams,
-    LastAppend, Limits, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
-    Revision, StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, Timestamp, Visibility,
+    AllReadPlan, AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter,
+    ExpectedRevision, IdVerdict, IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams,
+    NewEvent, Position, ReadAll, ReadStream, RecordedEvent, Revision, SeenIds, StoreError,
+    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
+    Timestamp, Visibility,
 };
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
@@ -65,16 +66,19 @@ pub(crate) struct State {
     last_timestamp_us: i64,
     /// The last event's timestamp: an import may not go below it.
     last_event_timestamp_us: i64,
+    /// The ids of the appends inside the idempotency window.
+    seen: SeenIds,
 }
 
 impl State {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, window: IdempotencyWindow) -> Self {
         State {
             limits,
             log: Vec::new(),
             streams: BTreeMap::new(),
             last_timestamp_us: i64::MIN,
             last_event_timestamp_us: i64::MIN,
+            seen: SeenIds::new(window),
         }
     }
 
@@ -142,32 +146,53 @@ impl State {
     }
 
     /// Appends a batch whose size the caller checked against the limits; with `import`, at the
-    /// revision and with the timestamps it gives (see `EventStore::append_imported`).
+    /// revision and with the timestamps it gives (see `EventStore::append_imported`); with
+    /// `condition`, only if no event matching its query was appended after its position (see
+    /// `EventStore::append_with_condition`).
     pub(crate) fn append(
         &mut self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         import: Option<(Revision, Vec<Timestamp>)>,
+        condition: Option<&AppendCondition>,
     ) -> StoreResult<AppendResult> {
         let last = self
             .streams
             .get(stream.as_str())
             .and_then(|st| st.last_batch);
-        let replay =
-            self.head(stream)
-                .check_append(stream, last, expected, events.len(), |lb| {
-                    let st = &self.streams[stream.as_str()];
-                    let range = lb.revisions();
-                    Ok(st.positions[range.start as usize..range.end as usize]
-                        .iter()
-                        .zip(&events)
-                        .all(|(&p, e)| self.event_at(p).id == e.id))
-                })?;
+        let now = Timestamp::now().micros().max(self.last_timestamp_us);
+        let ids = match self.seen.judge(
+            stream.as_str(),
+            events.iter().map(|e| e.id),
+            self.next_position(),
+            now,
+        ) {
+            // An import carries history as it was: only a whole repeat is a retry.
+            IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
+            v => v,
+        };
+        let replay = self.head(stream).check_append_ids(
+            stream,
+            ids,
+            last,
+            expected,
+            events.len(),
+            |lb| {
+                let st = &self.streams[stream.as_str()];
+                let range = lb.revisions();
+                Ok(st.positions[range.start as usize..range.end as usize]
+                    .iter()
+                    .zip(&events)
+                    .all(|(&p, e)| self.event_at(p).id == e.id))
+            },
+        )?;
         if let Some(replay) = replay {
             return Ok(replay);
         }
-        let now = Timestamp::now().micros().max(self.last_timestamp_us);
+        if let Some(c) = condition {
+            self.check_condition(stream, c)?;
+        }
         if let Some((first_revision, timestamps)) = &import {
             self.head(stream).check_import(
                 stream,
@@ -180,6 +205,8 @@ impl State {
         let timestamp = Timestamp(self.commit_timestamp());
         let timestamps = import.map(|(_, t)| t);
         let first_position = self.next_position();
+        let batch_timestamp = timestamps.as_ref().map_or(timestamp, |t| t[0]);
+        let ids: Vec<_> = events.iter().map(|e| e.id).collect();
         let st = self.streams.entry(stream.as_str().to_owned()).or_default();
         let first_revision = st.next_revision();
         for (i, e) in events.into_iter().enumerate() {
@@ -198,24 +225,53 @@ impl State {
                 content_type: e.content_type,
                 data: e.data,
                 metadata: e.metadata,
+                tags: e.tags,
             }));
         }
         let last_position = self.log.len() as u64 - 1;
         let len = st.next_revision() - first_revision;
-        st.last_batch = Some(LastAppend {
+        let batch = LastAppend {
             first_revision,
             len,
             first_position,
             last_position,
-        });
+        };
+        st.last_batch = Some(batch);
+        let next_revision = st.next_revision();
+        self.seen.record(
+            stream.as_arc(),
+            ids.into_iter(),
+            batch,
+            batch_timestamp.micros(),
+            last_position + 1,
+            now,
+        );
         Ok(AppendResult {
             stream: stream.clone(),
             first_revision: Revision(first_revision),
-            last_revision: Revision(st.next_revision() - 1),
+            last_revision: Revision(next_revision - 1),
             first_position: Position(first_position),
             last_position: Position(last_position),
             idempotent_replay: false,
         })
+    }
+
+    /// Refuses an append whose condition an event of the log violates: every event after the
+    /// condition's position counts, deleted or not (the log keeps them all).
+    fn check_condition(&self, stream: &StreamName, c: &AppendCondition) -> StoreResult<()> {
+        let from = usize::try_from(c.first_position()).unwrap_or(usize::MAX);
+        let found = self.log.iter().skip(from).find_map(|r| match r {
+            Record::Event(e) if c.fail_if_events_match.matches_event(e) => Some(e.position),
+            _ => None,
+        });
+        match found {
+            Some(position) => Err(StoreError::AppendConditionFailed {
+                stream: stream.clone(),
+                after: c.after,
+                position,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the stream's metadata (kept even before the stream's first event).
@@ -418,10 +474,7 @@ impl<'a> Scan<'a> {
             if after_until {
                 continue;
             }
-            if !self
-                .filter
-                .matches(e.stream.as_str(), e.event_type.as_str())
-            {
+            if !self.filter.matches_event(e) {
                 continue;
             }
             let state = self.state;

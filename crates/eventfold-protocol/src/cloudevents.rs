@@ -8,7 +8,7 @@ use base64::Engine as _;
 use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
 use serde_json::Value;
 
-use crate::cloudevents_out::{CE_EXT_METADATA, is_attribute_name};
+use crate::cloudevents_out::{CE_EXT_METADATA, CE_EXT_TAGS, is_attribute_name};
 use crate::codes::ErrorCode;
 use crate::error::WireError;
 
@@ -93,11 +93,25 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
     }
     // `subject`, `dataschema` and every extension keep their own names; eventfold's own
     // extensions (a CloudEvent read from eventfold and appended again) say where it was, not
-    // what it is, and are dropped, except `eventfoldmetadata`, whose keys come back.
+    // what it is, and are dropped, except `eventfoldmetadata`, whose keys come back, and
+    // `eventfoldtags`, the event's tags.
     let mut carried = None;
+    let mut tags = eventfold_core::Tags::none();
     for (k, v) in ce {
         if k == CE_EXT_METADATA {
             carried = Some(v);
+            continue;
+        }
+        if k == CE_EXT_TAGS {
+            let Some(text) = v.as_str() else {
+                return Err(bad(i, format!("`{CE_EXT_TAGS}` must be a string")));
+            };
+            tags = eventfold_core::Tags::parse(text.split(' ')).map_err(|e| {
+                bad(
+                    i,
+                    format!("`{CE_EXT_TAGS}` must be tags separated by one space: {e}"),
+                )
+            })?;
             continue;
         }
         if k.starts_with("eventfold") && is_attribute_name(&k) {
@@ -135,6 +149,7 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
         content_type,
         schema_version: 1,
         metadata,
+        tags,
     };
     crate::trace::check_event_trace(&event, i)?;
     Ok(event)

@@ -14,6 +14,7 @@
 //! | `subject`, `dataschema`, `traceparent`, `tracestate`, every extension | metadata keys that are CloudEvents attribute names (lowercase letters and digits), as they are |
 //! | `eventfoldstream`, `eventfoldrevision`, `eventfoldposition`, `eventfoldid` | the stream, revision, position and event id (numbers as decimal strings: a CloudEvents Integer is 32 bits) |
 //! | `eventfoldmetadata` | the other metadata keys (`correlation_id`, `$redacted`, …), a JSON object in a string; absent when there are none |
+//! | `eventfoldtags` | the event's tags separated by one space (a tag has no whitespace); absent when there are none. Appended again, it gives the event its tags back |
 //!
 //! Metadata keys named like a core attribute (`id`, `type`, `time`, `specversion`,
 //! `datacontenttype`, `data`, `data_base64`) or starting with `eventfold` never become
@@ -36,6 +37,8 @@ pub const CE_EXT_ID: &str = "eventfoldid";
 /// Extension carrying the metadata that has no CloudEvents attribute name, as a JSON object
 /// in a string.
 pub const CE_EXT_METADATA: &str = "eventfoldmetadata";
+/// Extension carrying the event's tags, separated by one space.
+pub const CE_EXT_TAGS: &str = "eventfoldtags";
 
 /// Attributes the mapping writes from the event itself: a metadata key of these names is not
 /// an extension.
@@ -141,6 +144,10 @@ impl serde::Serialize for CloudEventOut<'_> {
             let text = serde_json::to_string(&rest).map_err(serde::ser::Error::custom)?;
             m.serialize_entry(CE_EXT_METADATA, &text)?;
         }
+        if !e.tags.is_empty() {
+            let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+            m.serialize_entry(CE_EXT_TAGS, &tags.join(" "))?;
+        }
         if e.data.is_empty() && !is_text(e.content_type.as_str()) {
             // No data (a JSON CloudEvent without data keeps `null`, a binary one nothing;
             // shredded data is empty).
@@ -216,6 +223,7 @@ mod tests {
             content_type: e.content_type,
             data: e.data,
             metadata: e.metadata,
+            tags: eventfold_core::Tags::none(),
         }
     }
 
@@ -341,6 +349,27 @@ mod tests {
     }
 
     #[test]
+    fn tags_go_out_as_an_extension_and_come_back() {
+        let ce = serde_json::json!({"specversion": "1.0", "id": "a", "source": "s", "type": "t"});
+        let mut e = recorded(&ce, "order-1", 1, 2);
+        assert!(!out(&e).contains_key(CE_EXT_TAGS), "no tags, no extension");
+        e.tags = eventfold_core::Tags::parse(["order:1", "customer:c-7"]).unwrap();
+        let m = out(&e);
+        assert_eq!(m[CE_EXT_TAGS], "order:1 customer:c-7");
+        let again = crate::parse_cloudevent(&serde_json::to_vec(&m).unwrap())
+            .unwrap()
+            .remove(0);
+        assert_eq!(again.tags, e.tags);
+        assert!(!again.metadata.contains_key(CE_EXT_TAGS));
+        for bad in [serde_json::json!("a  b"), serde_json::json!(["a"])] {
+            let mut m = m.clone();
+            m.insert(CE_EXT_TAGS.into(), bad.clone());
+            let err = crate::parse_cloudevent(&serde_json::to_vec(&m).unwrap()).unwrap_err();
+            assert_eq!(err.body.error.code, "invalid_cloudevent", "{bad}");
+        }
+    }
+
+    #[test]
     fn an_event_without_cloudevent_attributes_gets_defaults() {
         let mut md = eventfold_core::Metadata::new();
         md.insert("correlation_id".into(), "c-1".into());
@@ -358,6 +387,7 @@ mod tests {
             content_type: eventfold_core::ContentType::json(),
             data: b"{\n\"b\": 1, \"a\": 2}".to_vec(),
             metadata: md,
+            tags: eventfold_core::Tags::none(),
         };
         let m = out(&e);
         assert_eq!(m["id"], "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");

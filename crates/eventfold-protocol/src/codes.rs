@@ -67,8 +67,13 @@ error_codes! {
     InvalidStreamName = ("invalid_stream_name", 400),
     /// An event type is not valid.
     InvalidEventType = ("invalid_event_type", 400),
+    /// An event's tags are not valid (a tag, or their number, or one given twice).
+    InvalidTag = ("invalid_tag", 400),
     /// The `Expected-Revision` header is not valid.
     InvalidExpectedRevision = ("invalid_expected_revision", 400),
+    /// An append's condition (the `Append-Condition` header or a line's `condition`) is not
+    /// valid.
+    InvalidAppendCondition = ("invalid_append_condition", 400),
     /// An event id is not a UUID.
     InvalidEventId = ("invalid_event_id", 400),
     /// A content type is not valid.
@@ -118,8 +123,13 @@ error_codes! {
     StreamDeleted = ("stream_deleted", 410),
     /// The stream is not at the expected revision.
     WrongExpectedRevision = ("wrong_expected_revision", 409),
+    /// A conditional append's condition failed: an event matching its query was appended
+    /// after its position (`position` names the first).
+    AppendConditionFailed = ("append_condition_failed", 409),
     /// The consumer group does not exist.
     GroupNotFound = ("group_not_found", 404),
+    /// An update of a `pinned` consumer group would change its `pin_by`.
+    PinByChangeRefused = ("pin_by_change_refused", 409),
     /// The data subject never had a key on this server (nothing of it is sealed).
     SubjectKeyNotFound = ("subject_key_not_found", 404),
     /// No JSON Schema is registered for the event type and schema version.
@@ -136,6 +146,9 @@ error_codes! {
     ImportRevisionMismatch = ("import_revision_mismatch", 409),
     /// An import's event timestamp is earlier than the store's last event's.
     ImportTimestampTooEarly = ("import_timestamp_too_early", 409),
+    /// An append carries an event id seen within the store's idempotency window (or twice in
+    /// its batch) without being a retry of one earlier append to the stream.
+    DuplicateEventId = ("duplicate_event_id", 409),
 
     // The server and its stores.
     /// The store stopped accepting writes after a failed write or flush.
@@ -211,7 +224,9 @@ mod tests {
         ("empty_batch", 400),
         ("invalid_stream_name", 400),
         ("invalid_event_type", 400),
+        ("invalid_tag", 400),
         ("invalid_expected_revision", 400),
+        ("invalid_append_condition", 400),
         ("invalid_event_id", 400),
         ("invalid_content_type", 400),
         ("invalid_metadata", 400),
@@ -233,13 +248,16 @@ mod tests {
         ("stream_not_found", 404),
         ("stream_deleted", 410),
         ("wrong_expected_revision", 409),
+        ("append_condition_failed", 409),
         ("group_not_found", 404),
+        ("pin_by_change_refused", 409),
         ("subject_key_not_found", 404),
         ("schema_not_found", 404),
         ("schema_conflict", 409),
         ("schema_validation_failed", 422),
         ("import_revision_mismatch", 409),
         ("import_timestamp_too_early", 409),
+        ("duplicate_event_id", 409),
         ("storage_poisoned", 503),
         ("store_closed", 503),
         ("storage_locked", 503),

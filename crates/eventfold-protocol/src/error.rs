@@ -69,6 +69,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
     match e.what {
         "stream name" => ErrorCode::InvalidStreamName,
         "event type" | "event type pattern" => ErrorCode::InvalidEventType,
+        "tag" | "tags" => ErrorCode::InvalidTag,
         "expected revision" => ErrorCode::InvalidExpectedRevision,
         "event id" => ErrorCode::InvalidEventId,
         "content type" => ErrorCode::InvalidContentType,
@@ -83,6 +84,7 @@ fn code_for_validation(e: &ValidationError) -> ErrorCode {
 pub fn store_error_code(e: &StoreError) -> ErrorCode {
     match e {
         StoreError::WrongExpectedRevision { .. } => ErrorCode::WrongExpectedRevision,
+        StoreError::AppendConditionFailed { .. } => ErrorCode::AppendConditionFailed,
         StoreError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
         StoreError::StreamDeleted { .. } => ErrorCode::StreamDeleted,
         StoreError::Invalid(v) => code_for_validation(v),
@@ -103,6 +105,7 @@ pub fn store_error_code(e: &StoreError) -> ErrorCode {
         StoreError::Backend { .. } => ErrorCode::BackendFailure,
         StoreError::ImportRevisionMismatch { .. } => ErrorCode::ImportRevisionMismatch,
         StoreError::ImportTimestampTooEarly { .. } => ErrorCode::ImportTimestampTooEarly,
+        StoreError::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
         StoreError::Unsupported { .. } => ErrorCode::UnsupportedByStore,
         StoreError::SchemaValidationFailed { .. } => ErrorCode::SchemaValidationFailed,
         StoreError::SchemaConflict { .. } => ErrorCode::SchemaConflict,
@@ -134,6 +137,19 @@ pub fn error_status(e: &StoreError) -> WireError {
         StoreError::StreamNotFound { stream } | StoreError::StreamDeleted { stream } => {
             w.with("stream", stream.as_str())
         }
+        StoreError::AppendConditionFailed {
+            stream,
+            after,
+            position,
+        } => w
+            .with("stream", stream.as_str())
+            .with(
+                "after",
+                after
+                    .map(|p| serde_json::Value::from(p.0))
+                    .unwrap_or(serde_json::Value::Null),
+            )
+            .with("position", position.0),
         StoreError::Invalid(v) => w.with("field", v.what),
         StoreError::Poisoned { cause } => w.with("cause", cause.as_str()),
         StoreError::StorageFull { context } => w.with("context", context.as_str()),
@@ -184,6 +200,9 @@ pub fn error_status(e: &StoreError) -> WireError {
         StoreError::SchemaConflict { key } | StoreError::SchemaNotFound { key } => w
             .with("event_type", key.event_type.as_str())
             .with("schema_version", key.schema_version),
+        StoreError::DuplicateEventId { stream, id } => {
+            w.with("stream", stream.as_str()).with("id", id.to_string())
+        }
         _ => w,
     }
 }
@@ -229,6 +248,15 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
         ErrorCode::StreamNotFound => {
             if let Some(stream) = stream() {
                 return StoreError::StreamNotFound { stream };
+            }
+        }
+        ErrorCode::AppendConditionFailed => {
+            if let (Some(stream), Some(position)) = (stream(), num("position")) {
+                return StoreError::AppendConditionFailed {
+                    stream,
+                    after: num("after").map(eventfold_core::Position),
+                    position: eventfold_core::Position(position),
+                };
             }
         }
         ErrorCode::StreamDeleted => {
@@ -304,6 +332,16 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
                 };
             }
         }
+        ErrorCode::DuplicateEventId => {
+            let id = d
+                .details
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| s.parse().ok());
+            if let (Some(stream), Some(id)) = (stream(), id) {
+                return StoreError::DuplicateEventId { stream, id };
+            }
+        }
         ErrorCode::UnsupportedByStore => {
             let text = |k: &str| {
                 d.details
@@ -364,6 +402,7 @@ pub fn from_error_body(status: u16, body: &ErrorBody) -> StoreError {
             let what: &'static str = match code {
                 ErrorCode::InvalidStreamName => "stream name",
                 ErrorCode::InvalidEventType => "event type",
+                ErrorCode::InvalidTag => "tag",
                 ErrorCode::InvalidExpectedRevision => "expected revision",
                 ErrorCode::InvalidEventId => "event id",
                 ErrorCode::InvalidContentType => "content type",
@@ -469,6 +508,10 @@ mod tests {
                     eventfold_core::EventType::new("order/placed").unwrap(),
                     0,
                 ),
+            },
+            StoreError::DuplicateEventId {
+                stream: s.clone(),
+                id: "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d".parse().unwrap(),
             },
         ] {
             let w = error_status(&e);

@@ -1,7 +1,7 @@
 use base64::Engine as _;
 use eventfold_core::{
-    ContentType, EventId, EventType, ExpectedRevision, Metadata, NewEvent, Position, RecordedEvent,
-    Revision, StreamName, Timestamp, TraceContext,
+    AppendCondition, ContentType, EventId, EventType, ExpectedRevision, Metadata, NewEvent,
+    Position, RecordedEvent, Revision, StreamName, Tags, Timestamp, TraceContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -34,6 +34,10 @@ pub struct NewEventJson {
     /// A JSON object.
     #[serde(default)]
     pub metadata: Option<Metadata>,
+    /// Tags (see `eventfold_core::Tag`): what the event is about, for reads by query and
+    /// conditional appends.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 fn bad(i: usize, field: &str, why: impl std::fmt::Display) -> WireError {
@@ -90,6 +94,14 @@ impl NewEventJson {
                 .parse::<EventId>()
                 .map_err(|e| WireError::invalid(&e).with("index", i as u64))?,
         };
+        let tags = match self.tags {
+            None => Tags::none(),
+            Some(t) => Tags::parse(t).map_err(|e| {
+                WireError::invalid(&e)
+                    .with("index", i as u64)
+                    .with("field", "tags")
+            })?,
+        };
         let event = NewEvent {
             id,
             event_type,
@@ -97,6 +109,7 @@ impl NewEventJson {
             content_type,
             schema_version: self.schema_version.unwrap_or(1),
             metadata: self.metadata.unwrap_or_default(),
+            tags,
         };
         crate::trace::check_event_trace(&event, i)?;
         Ok(event)
@@ -144,6 +157,8 @@ pub struct NewEventOut<'a> {
     data: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
+    #[serde(skip_serializing_if = "no_tags")]
+    tags: &'a Tags,
     /// Imports only: the original commit time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) timestamp: Option<String>,
@@ -151,6 +166,10 @@ pub struct NewEventOut<'a> {
 
 fn no_metadata(m: &&eventfold_core::Metadata) -> bool {
     m.is_empty()
+}
+
+fn no_tags(t: &&Tags) -> bool {
+    t.is_empty()
 }
 
 /// `e` in the shape of an append body's event (see [`NewEventOut`]).
@@ -171,6 +190,7 @@ pub fn new_event_out(e: &NewEvent) -> NewEventOut<'_> {
         data_base64: raw
             .is_none()
             .then(|| base64::engine::general_purpose::STANDARD.encode(&e.data)),
+        tags: &e.tags,
         timestamp: None,
     }
 }
@@ -190,6 +210,9 @@ pub struct AppendLineOut<'a> {
     /// Its `tracestate`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<&'a str>,
+    /// A conditional append's condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<&'a AppendCondition>,
 }
 
 /// An expected revision as a line of `POST /appends` gives it: a number, or the header's text
@@ -213,6 +236,8 @@ struct AppendLineJson {
     traceparent: Option<String>,
     #[serde(default)]
     tracestate: Option<String>,
+    #[serde(default)]
+    condition: Option<Box<RawValue>>,
 }
 
 /// One line of a `POST /appends` body, parsed and validated: an append of its own.
@@ -228,6 +253,8 @@ pub struct AppendLine {
     /// code that made this append, which may differ line by line on one connection. It wins
     /// over the request's headers.
     pub trace: Option<TraceContext>,
+    /// The append's condition (`condition` field): a conditional append.
+    pub condition: Option<AppendCondition>,
 }
 
 /// Parses one line of `POST /appends`:
@@ -254,11 +281,31 @@ pub fn parse_append_line(line: &[u8]) -> Result<AppendLine, WireError> {
     };
     let trace =
         crate::trace::parse_line_trace(raw.traceparent.as_deref(), raw.tracestate.as_deref())?;
+    let condition = raw
+        .condition
+        .map(|c| parse_append_condition(c.get()))
+        .transpose()?;
     Ok(AppendLine {
         stream,
         expected,
         events: into_new_events(raw.events)?,
         trace,
+        condition,
+    })
+}
+
+/// Parses an append's condition: the `Append-Condition` header of `POST /streams/{stream}`,
+/// or the `condition` field of a `POST /appends` line, both the JSON form
+/// `{"fail_if_events_match": {"items": [{"types": [...], "tags": [...]}]}, "after": 41}`
+/// (`after` optional). A malformed one is `400 invalid_append_condition` saying what is wrong.
+pub fn parse_append_condition(json: &str) -> Result<AppendCondition, WireError> {
+    serde_json::from_str(json).map_err(|e| {
+        WireError::new(
+            ErrorCode::InvalidAppendCondition,
+            format!(
+                "the append condition is not valid ({e}); send {{\"fail_if_events_match\": {{\"items\": [{{\"types\": [...], \"tags\": [...]}}]}}, \"after\": <position>}}"
+            ),
+        )
     })
 }
 
@@ -296,6 +343,8 @@ pub struct WireEvent {
     data_base64: Option<String>,
     #[serde(default)]
     metadata: Metadata,
+    #[serde(default)]
+    tags: Tags,
 }
 
 fn one() -> u32 {
@@ -328,6 +377,7 @@ impl WireEvent {
             content_type,
             data,
             metadata: self.metadata,
+            tags: self.tags,
         })
     }
 }
@@ -383,6 +433,26 @@ mod tests {
         );
         assert_eq!(ok[1].data, vec![0, 1]);
         assert_eq!(ok[1].id.to_string(), "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d");
+        assert!(ok[0].tags.is_empty());
+        let tagged =
+            parse_new_events(br#"[{"type":"a","data":1,"tags":["course:c1","student:s7"]}]"#)
+                .unwrap();
+        assert_eq!(
+            tagged[0]
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>(),
+            ["course:c1", "student:s7"]
+        );
+        let out = serde_json::to_value(new_event_out(&tagged[0])).unwrap();
+        assert_eq!(out["tags"], serde_json::json!(["course:c1", "student:s7"]));
+        assert!(
+            serde_json::to_value(new_event_out(&ok[0]))
+                .unwrap()
+                .get("tags")
+                .is_none()
+        );
         for (body, code) in [
             (&b"[]"[..], "empty_batch"),
             (b"{}", "invalid_json"),
@@ -406,10 +476,72 @@ mod tests {
             ),
             (b"[{\"type\":5,\"data\":1}]", "invalid_json"),
             (b"[{\"type\":\"a\",\"data\":1", "invalid_json"),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"tags\":[\"a b\"]}]",
+                "invalid_tag",
+            ),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"tags\":[\"a\",\"a\"]}]",
+                "invalid_tag",
+            ),
+            (
+                b"[{\"type\":\"a\",\"data\":1,\"tags\":\"a\"}]",
+                "invalid_json",
+            ),
         ] {
             let e = parse_new_events(body).unwrap_err();
             assert_eq!(e.body.error.code, code, "{}", String::from_utf8_lossy(body));
             assert_eq!(e.status, 400);
         }
+    }
+
+    #[test]
+    fn append_lines_and_headers_carry_a_condition() {
+        let line = parse_append_line(
+            br#"{"stream":"course-c1","events":[{"type":"a","data":1,"tags":["course:c1"]}],"condition":{"fail_if_events_match":{"items":[{"tags":["course:c1"]}]},"after":41}}"#,
+        )
+        .unwrap();
+        let c = line.condition.expect("a condition");
+        assert_eq!(c.after, Some(Position(41)));
+        assert_eq!(c.fail_if_events_match.items().len(), 1);
+        assert!(
+            parse_append_line(br#"{"stream":"s","events":[{"type":"a","data":1}]}"#)
+                .unwrap()
+                .condition
+                .is_none()
+        );
+        for bad in [
+            r#"{"fail_if_events_match":{"items":[{"tags":["a b"]}]}}"#,
+            r#"{"after":1}"#,
+            r#"{"fail_if_events_match":{"items":[]},"after":-1}"#,
+            r#"{"fail_if_events_match":{"items":[]},"before":1}"#,
+        ] {
+            let e = parse_append_condition(bad).unwrap_err();
+            assert_eq!(e.body.error.code, "invalid_append_condition", "{bad}");
+            assert_eq!(e.status, 400);
+        }
+        let e = parse_append_line(
+            br#"{"stream":"s","events":[{"type":"a","data":1}],"condition":{"after":1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.body.error.code, "invalid_append_condition");
+        // What a client sends parses back to the same condition.
+        let condition = eventfold_core::AppendCondition::new(
+            r#"{"items":[{"types":["T"],"tags":["x"]}]}"#.parse().unwrap(),
+            None,
+        );
+        let out = AppendLineOut {
+            stream: "s",
+            expected_revision: "any".into(),
+            events: Vec::new(),
+            traceparent: None,
+            tracestate: None,
+            condition: Some(&condition),
+        };
+        let json = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            parse_append_condition(&json["condition"].to_string()).unwrap(),
+            condition
+        );
     }
 }

@@ -61,6 +61,18 @@ pub enum StrategyBody {
     Pinned,
 }
 
+/// What a `pinned` group keeps in order: `"stream"` (the default), or `{"metadata": "<field>"}`
+/// for the value of a metadata field (an event without it, or whose value is not a non-empty
+/// string, goes by its stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PinByBody {
+    /// The event's stream.
+    Stream,
+    /// The string value of this metadata field (e.g. `partition_key`, the transports' key).
+    Metadata(String),
+}
+
 /// Which events a group receives (at most one of `stream`, `category`, `stream_prefix`, and
 /// optionally event types).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +138,10 @@ pub struct GroupSettings {
     /// How events are shared between consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyBody>,
+    /// What `pinned` keeps in order (only `stream` with `round_robin`); fixed while the group
+    /// is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_by: Option<PinByBody>,
     /// Deliveries unacked at once, across consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
@@ -329,6 +345,26 @@ mod tests {
             serde_json::to_string(&GroupSettings::default()).expect("json"),
             "{}"
         );
+    }
+
+    #[test]
+    fn pin_by_is_a_word_or_a_metadata_field() {
+        let s: GroupSettings =
+            serde_json::from_str(r#"{"strategy":"pinned","pin_by":{"metadata":"partition_key"}}"#)
+                .expect("valid");
+        assert_eq!(s.pin_by, Some(PinByBody::Metadata("partition_key".into())));
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["pin_by"]["metadata"], "partition_key");
+        let s: GroupSettings = serde_json::from_str(r#"{"pin_by":"stream"}"#).expect("valid");
+        assert_eq!(s.pin_by, Some(PinByBody::Stream));
+        for bad in [
+            r#"{"pin_by":"metadata"}"#,
+            r#"{"pin_by":"customer"}"#,
+            r#"{"pin_by":{"metadata":7}}"#,
+            r#"{"pin_by":{"metadata":"a","stream":"b"}}"#,
+        ] {
+            assert!(serde_json::from_str::<GroupSettings>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

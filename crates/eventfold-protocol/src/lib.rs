@@ -30,8 +30,8 @@ pub use error::{
 };
 pub use event::{
     AppendAnswer, AppendLine, AppendLineOut, AppendResponse, InfoResponse, NewEventJson,
-    NewEventOut, ReadResponse, StreamsResponse, WireEvent, new_event_out, parse_append_line,
-    parse_new_events,
+    NewEventOut, ReadResponse, StreamsResponse, WireEvent, new_event_out, parse_append_condition,
+    parse_append_line, parse_new_events,
 };
 pub use query::{
     QUERY_PARAMS_MAX, QueryPairs, READ_ALL_PARAMS, READ_STREAM_PARAMS, SUBSCRIBE_ALL_PARAMS,

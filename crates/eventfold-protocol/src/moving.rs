@@ -201,6 +201,8 @@ struct ImportEventJson {
     schema_version: Option<u32>,
     #[serde(default)]
     metadata: Option<eventfold_core::Metadata>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
     timestamp: String,
 }
 
@@ -249,6 +251,7 @@ pub fn parse_import_body(body: &[u8]) -> Result<ImportBatch, WireError> {
             content_type: e.content_type,
             schema_version: e.schema_version,
             metadata: e.metadata,
+            tags: e.tags,
         }
         .into_new_event(i)?;
         events.push((event, timestamp));

@@ -217,6 +217,11 @@ fn parse_filter(q: &QueryPairs) -> Result<EventFilter, WireError> {
     if let Some(p) = q.get("stream_prefix") {
         filter.stream_prefix = Some(p.to_owned());
     }
+    if let Some(v) = q.get("query") {
+        filter.query = v.parse().map_err(|e: eventfold_core::ValidationError| {
+            bad("query", v, &format!("is not a query: {}", e.reason))
+        })?;
+    }
     Ok(filter)
 }
 
@@ -230,12 +235,13 @@ pub const READ_ALL_PARAMS: &[&str] = &[
     "type",
     "category",
     "stream_prefix",
+    "query",
     "until",
 ];
 /// The query parameters of a stream subscription.
 pub const SUBSCRIBE_STREAM_PARAMS: &[&str] = &["from"];
 /// The query parameters of a `$all` subscription.
-pub const SUBSCRIBE_ALL_PARAMS: &[&str] = &["from", "type", "category", "stream_prefix"];
+pub const SUBSCRIBE_ALL_PARAMS: &[&str] = &["from", "type", "category", "stream_prefix", "query"];
 
 /// `GET /streams/{stream}`: `from`, `direction`, `limit`, `until`.
 pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
@@ -249,7 +255,8 @@ pub fn read_stream_query(q: &QueryPairs) -> Result<ReadStream, WireError> {
     })
 }
 
-/// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`, `until`.
+/// `GET /all`: `from`, `direction`, `limit`, `type`, `category`, `stream_prefix`, `query`
+/// (the JSON form of `eventfold_core::Query`), `until`.
 pub fn read_all_query(q: &QueryPairs) -> Result<ReadAll, WireError> {
     q.check_known(READ_ALL_PARAMS)?;
     let (direction, from) = parse_direction_and_from(q)?;
@@ -363,7 +370,27 @@ mod tests {
         let patterns: Vec<&str> = r.filter.type_patterns.iter().map(|p| p.as_str()).collect();
         assert_eq!(patterns, ["order.*", "#.failed"]);
         let (_, f) = subscribe_all_query(&q(&[("type", "order.#")])).unwrap();
-        assert!(f.matches("order-1", "order.item.added") && !f.matches("order-1", "orders"));
+        assert!(
+            f.matches("order-1", "order.item.added", |_| false)
+                && !f.matches("order-1", "orders", |_| false)
+        );
+        // A query, in its JSON form; a malformed one names the parameter.
+        let r = read_all_query(&q(&[(
+            "query",
+            r#"{"items":[{"types":["a"],"tags":["course:c1"]},{"tags":["s7"]}]}"#,
+        )]))
+        .unwrap();
+        assert_eq!(r.filter.query.items().len(), 2);
+        assert!(r.filter.matches("x-1", "b", |t| t == "s7"));
+        assert!(!r.filter.matches("x-1", "b", |t| t == "course:c1"));
+        let (_, f) =
+            subscribe_all_query(&q(&[("query", r#"{"items":[{"tags":["s7"]}]}"#)])).unwrap();
+        assert!(f.matches("x-1", "b", |t| t == "s7"));
+        for bad in [r#"{"items":[{"tags":["a b"]}]}"#, "[]", "course:c1"] {
+            let e = read_all_query(&q(&[("query", bad)])).unwrap_err();
+            assert_eq!(e.body.error.code, "invalid_query", "{bad}");
+            assert_eq!(e.body.error.details["parameter"], "query", "{bad}");
+        }
         let e = read_all_query(&q(&[("type", "a,order.*x")])).unwrap_err();
         assert_eq!(e.body.error.code, "invalid_query");
         assert!(

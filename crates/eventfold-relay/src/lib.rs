@@ -3,7 +3,9 @@
 //! A [`Relay`] follows `$all` (optionally filtered by an [`EventFilter`]) and publishes the events
 //! to one topic in bounded batches, each event encoded by [`eventfold_transport::wire::encode`]
 //! (its `ce_id`, the event id, is the broker's de-duplication id where the broker has one; the
-//! stream is the message key, so per-stream order holds on brokers that keep order per key).
+//! message key is `metadata.partition_key` when a non-empty string, else the stream, so
+//! per-key order holds on brokers that keep order per key: the key a consumer group pinned by
+//! `{"metadata": "partition_key"}` keeps in order too).
 //!
 //! - **At least once, in order.** A batch is published, the broker confirms it, and only then is
 //!   the checkpoint (the next `$all` position to publish) appended to the relay's checkpoint

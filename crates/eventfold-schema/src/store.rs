@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventfold_core::{
-    AllSlice, AppendResult, COMPILED_SCHEMAS_MAX, DeleteMode, EventFilter, EventSchema, EventStore,
-    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, LimitKind, ListStreams,
-    NewEvent, Position, ReadAll, ReadFrom, ReadStream, Revision, SCHEMAS_MAX, SchemaKey,
-    SchemaRegistered, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom, ValidationError,
+    AllSlice, AppendCondition, AppendResult, COMPILED_SCHEMAS_MAX, DeleteMode, EventFilter,
+    EventSchema, EventStore, EventSubscription, ExpectedRevision, ImportBatch, KnownStreams,
+    LimitKind, ListStreams, NewEvent, Position, ReadAll, ReadFrom, ReadStream, Revision,
+    SCHEMAS_MAX, SchemaKey, SchemaRegistered, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, ValidationError,
 };
 use parking_lot::RwLock;
 
@@ -420,6 +420,24 @@ impl<S: EventStore> EventStore for Validating<S> {
         }
         self.validate(&events).await?;
         self.inner.append(stream, expected, events).await
+    }
+
+    /// Checked like [`EventStore::append`] (every event against its schema, before the inner
+    /// store judges the condition), then the inner store's conditional append.
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        if self.is_schema_stream(stream) {
+            return Err(kept_by_registry("appended to"));
+        }
+        self.validate(&events).await?;
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
     }
 
     /// An import is not validated (it moves history as it was); one into the schema stream is

@@ -130,7 +130,7 @@ export async function renderGroup(main, segments, _query, ctx) {
                 h("td.num", {}, fmtInt(c.in_flight)), h("td.num", {}, fmtInt(c.push_streams)))),
               "No consumer has pulled yet."),
             setSettings(settings, kv([["Filter", filterText(g.filter)], ["Start", String(g.start_position)], ["Checkpoint", fmtInt(g.checkpoint)],
-              ["Strategy", g.strategy], ["Max deliveries", fmtInt(g.max_deliveries)], ["Ack timeout", `${fmtInt(g.ack_timeout_ms)} ms`],
+              ["Strategy", g.strategy], g.strategy === "pinned" ? ["Pinned by", pinByText(g.pin_by)] : null, ["Max deliveries", fmtInt(g.max_deliveries)], ["Ack timeout", `${fmtInt(g.ack_timeout_ms)} ms`],
               ["Retry backoff", g.retry_backoff ? `${g.retry_backoff.initial_ms} ms × ${g.retry_backoff.multiplier}, at most ${g.retry_backoff.max_ms} ms` : "—"],
               ["Max in flight", fmtInt(g.max_in_flight)],
               g.max_in_flight_per_consumer ? ["Max in flight per consumer", fmtInt(g.max_in_flight_per_consumer)] : null])));
@@ -139,6 +139,11 @@ export async function renderGroup(main, segments, _query, ctx) {
     }),
     loadParked(),
   ]);
+}
+
+// What a pinned group keeps in order: "stream", or { metadata: field }.
+function pinByText(p) {
+  return p && p.metadata ? `metadata field ${p.metadata} (else the stream)` : "stream";
 }
 
 // Shows `content` in `box` (the settings live below the parked events); nothing in its place.
@@ -183,7 +188,8 @@ export async function renderNew(main, _segments, query, ctx) {
           h("option", { value: "end" }, "the end (new events only)"), h("option", { value: "start" }, "the start of $all"))),
         h("label", { for: "g-strategy" }, "Strategy", h("select", { id: "g-strategy" },
           h("option", { value: "round_robin", selected: !g || g.strategy === "round_robin" }, "round robin"),
-          h("option", { value: "pinned", selected: g && g.strategy === "pinned" }, "pinned (a stream to one consumer)"))),
+          h("option", { value: "pinned", selected: g && g.strategy === "pinned" }, "pinned (a key to one consumer, in order)"))),
+        input("g-pin-field", "Pinned: by metadata field (empty: by stream; fixed once pinned)", (g && g.pin_by && g.pin_by.metadata) || "", { maxlength: 128 }),
         input("g-max-deliveries", "Max deliveries before parking", g ? g.max_deliveries : 10, { type: "number", min: 1, max: 1000 }),
         input("g-ack-timeout", "Ack timeout (ms)", g ? g.ack_timeout_ms : 30000, { type: "number", min: 1 }),
         input("g-max-in-flight", "Max in flight", g ? g.max_in_flight : 1000, { type: "number", min: 1, max: 10000 }),
@@ -209,6 +215,8 @@ export async function renderNew(main, _segments, query, ctx) {
       max_in_flight: Number(v("g-max-in-flight")),
       retry_backoff: { initial_ms: Number(v("g-backoff-initial")), max_ms: Number(v("g-backoff-max")), multiplier: Number(v("g-backoff-multiplier")) },
     };
+    // Only a pinned group has a key other than its stream; a pinned group's key cannot change.
+    if (body.strategy === "pinned" && v("g-pin-field")) body.pin_by = { metadata: v("g-pin-field") };
     if (!editing) body.start = v("g-start");
     if (g && g.max_in_flight_per_consumer) body.max_in_flight_per_consumer = g.max_in_flight_per_consumer;
     try {

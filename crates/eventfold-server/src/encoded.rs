@@ -141,6 +141,7 @@ mod tests {
             content_type: ContentType::json(),
             data: data.as_bytes().to_vec(),
             metadata: Metadata::new(),
+            tags: eventfold_core::Tags::none(),
         }
     }
 

@@ -41,6 +41,23 @@ pub fn append_body(content_type: Option<&str>, body: &[u8]) -> bool {
     answer(streams::parse_append_body(content_type, body))
 }
 
+/// A `POST /streams/{stream}` request's headers and body as the route parses them: a
+/// binary-mode CloudEvent when a `ce-specversion` header is there (attributes in `ce-*`
+/// headers, percent-decoded), else the body by its `Content-Type`. Header lines that are not
+/// valid header names or values are left out, as an HTTP server would refuse them before the
+/// route. Whether it parsed.
+pub fn append_request(header_lines: &[(&[u8], &[u8])], body: &[u8]) -> bool {
+    let mut h = HeaderMap::new();
+    for (name, value) in header_lines {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            h.append(name, value);
+        }
+    }
+    answer(streams::parse_append_request(&h, body))
+}
+
 /// The body of `POST /appends`: NDJSON, one append per line, each line parsed as the pipeline
 /// parses it. The lines that parsed.
 pub fn append_lines(body: &[u8]) -> usize {
@@ -113,7 +130,7 @@ pub fn headers(expected_revision: &[u8], traceparent: &[u8], tracestate: &[u8]) 
 }
 
 /// A JSON request body of the groups' routes (`PUT` settings, pull, ack, nack, replay) and of
-/// `PUT /streams/{stream}/metadata`, parsed as each route parses it. The routes that took it.
+/// `PUT /streams/{stream}/metadata`, and an append's condition, parsed as each route parses it. The routes that took it.
 pub fn json_bodies(body: &[u8]) -> usize {
     let settings =
         groups::parse_json_body::<GroupSettings>(body).and_then(group_bodies::config_from_wire);
@@ -124,6 +141,10 @@ pub fn json_bodies(body: &[u8]) -> usize {
         answer(groups::parse_json_body::<NackRequest>(body)),
         answer(groups::parse_json_body::<ReplayRequest>(body)),
         answer(streams::parse_stream_metadata(body)),
+        // The `Append-Condition` header's JSON (and a `POST /appends` line's `condition`).
+        std::str::from_utf8(body)
+            .ok()
+            .is_some_and(|t| eventfold_protocol::parse_append_condition(t).is_ok()),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -137,6 +158,7 @@ pub const TARGETS: &[&str] = &[
     "request",
     "headers",
     "json_bodies",
+    "append_request",
 ];
 
 /// Up to the first line end, and the rest.
@@ -150,7 +172,8 @@ fn first_line(data: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// Runs the target `name` on one input. The inputs are text where they can be, so the corpus
 /// reads: `append_body` is the Content-Type, a line end, the body (an empty first line: no
 /// header); `request` the path parameter, a line end, the query string; `headers` the three
-/// header values on three lines; the others the body as it is.
+/// header values on three lines; `append_request` `name: value` header lines, an empty line,
+/// the body; the others the body as it is.
 pub fn run(name: &str, data: &[u8]) {
     match name {
         "append_body" => {
@@ -178,6 +201,26 @@ pub fn run(name: &str, data: &[u8]) {
         }
         "json_bodies" => {
             json_bodies(data);
+        }
+        "append_request" => {
+            // `name: value` header lines up to an empty line, then the body.
+            let mut rest = data;
+            let mut header_lines = Vec::new();
+            loop {
+                let (line, after) = first_line(rest);
+                let Some(after) = after else {
+                    rest = line;
+                    break;
+                };
+                rest = after;
+                if line.is_empty() {
+                    break;
+                }
+                let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+                let value = line.get(colon + 1..).unwrap_or_default();
+                header_lines.push((&line[..colon], value.trim_ascii()));
+            }
+            append_request(&header_lines, rest);
         }
         other => panic!("no fuzz target {other:?} in eventfold-server; see TARGETS"),
     }

@@ -91,7 +91,7 @@ impl Interest {
     pub fn takes(&self, e: &RecordedEvent) -> bool {
         match self {
             Interest::Stream(s) => e.stream == *s,
-            Interest::All(f) => f.matches(e.stream.as_str(), e.event_type.as_str()),
+            Interest::All(f) => f.matches_event(e),
         }
     }
 }
@@ -269,10 +269,7 @@ impl Shared {
             }
         }
         for (_, filter, n) in &w.all {
-            if batch
-                .iter()
-                .any(|e| filter.matches(e.event.stream.as_str(), e.event.event_type.as_str()))
-            {
+            if batch.iter().any(|e| filter.matches_event(&e.event)) {
                 n.notify_one();
                 woken += 1;
             }
@@ -586,6 +583,7 @@ mod tests {
             content_type: ContentType::json(),
             data: vec![b'1'; data_bytes],
             metadata: Metadata::new(),
+            tags: eventfold_core::Tags::none(),
         };
         let line = crate::routes::encode::ndjson_line(&event);
         Arc::new(LiveEvent { event, line })

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub consumer_group_retried: Family<GroupLabel, Counter>,
     /// A consumer group's events parked now (parked and not yet replayed).
     pub consumer_group_parked: Family<GroupLabel, Gauge>,
+    /// Appends answered as a retry of an earlier append (`idempotent_replay`: nothing written).
+    pub idempotent_replays: Counter,
 }
 
 /// One consumer group's figures, as its manager counts them.
@@ -158,6 +160,12 @@ impl Metrics {
         let consumer_group_acked = Family::<GroupLabel, Counter>::default();
         let consumer_group_retried = Family::<GroupLabel, Counter>::default();
         let consumer_group_parked = Family::<GroupLabel, Gauge>::default();
+        let idempotent_replays = Counter::default();
+        registry.register(
+            "eventfold_idempotent_replays",
+            "Appends answered as a retry of an earlier append with the same event ids (nothing written)",
+            idempotent_replays.clone(),
+        );
         registry.register(
             "eventfold_consumer_group_in_flight",
             "Unacknowledged deliveries of a consumer group",
@@ -284,6 +292,7 @@ impl Metrics {
             consumer_group_acked,
             consumer_group_retried,
             consumer_group_parked,
+            idempotent_replays,
         }
     }
 
@@ -423,6 +432,7 @@ mod tests {
             "eventfold_append_duration_seconds_bucket",
             "eventfold_events_read_total",
             "eventfold_subscriptions_active",
+            "eventfold_idempotent_replays_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

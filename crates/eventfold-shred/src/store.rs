@@ -225,6 +225,22 @@ impl<S: EventStore> EventStore for Shredding<S> {
         self.inner.append(stream, expected, events).await
     }
 
+    /// Sealed like an append; the condition is the store's (tags are not sealed: they stay
+    /// readable, so they must not carry what a subject's erasure should remove).
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mut events: Vec<NewEvent>,
+        condition: eventfold_core::AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.limits.check_batch(&events)?;
+        self.seal_all(stream, &mut events).await?;
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
+    }
+
     /// An import is sealed like an append: the subject's key on this store (a new one when the
     /// subject is new here).
     async fn append_imported(

@@ -38,10 +38,10 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, Limits, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata,
-    StreamName, StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, IdempotencyWindow, ImportBatch, KnownStreams, Limits,
+    ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError, StoreResult,
+    StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -65,9 +65,16 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How often a caught-up subscription reads again when no wake-up came. Default 50 ms.
     pub poll_interval: Duration,
+    /// How far back a retry is recognized by its event ids (see `EventStore::append`): looked
+    /// up in the events table (by the index on `id`, under the ordering lock, so every server
+    /// on the schema sees every other's appends). Default
+    /// [`IdempotencyWindow::DEFAULT`]; [`IdempotencyWindow::OFF`]: only a stream's last batch.
+    /// Servers sharing a schema should use the same window.
+    pub idempotency: IdempotencyWindow,
     /// Take the ordering lock on every write (the default, and the only correct setting).
     /// Turning it off takes positions before the write's transaction, as a `bigserial`
-    /// would, so subscribers can skip events: for tests that prove the lock matters.
+    /// would, so subscribers can skip events: for tests that prove the lock matters (appends
+    /// then recognize only a stream's last batch as a retry).
     #[doc(hidden)]
     pub serialize_positions: bool,
 }
@@ -79,6 +86,7 @@ impl Default for PostgresOptions {
             limits: Limits::DEFAULT,
             pool_size: 16,
             poll_interval: Duration::from_millis(50),
+            idempotency: IdempotencyWindow::DEFAULT,
             serialize_positions: true,
         }
     }
@@ -119,6 +127,7 @@ impl PostgresStore {
     /// backend error when it refuses the user or does not have the database.
     pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<PostgresStore> {
         check_schema_name(&options.schema)?;
+        options.idempotency.check()?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Backend {
             code: "invalid_request".to_owned(),
             message: format!(
@@ -398,6 +407,32 @@ fn lock_key(schema: &str) -> i64 {
     h as i64
 }
 
+impl PostgresStore {
+    /// Hands an append to the group writer and waits for its answer.
+    async fn group_append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> StoreResult<AppendResult> {
+        let (reply, answer) = oneshot::channel();
+        let request = group::Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            condition,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for PostgresStore {
     async fn append(
@@ -410,19 +445,25 @@ impl EventStore for PostgresStore {
         if !self.inner.options.serialize_positions {
             return write::append_unordered(&self.inner, stream, expected, events).await;
         }
-        let (reply, answer) = oneshot::channel();
-        let request = group::Request {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        };
-        self.inner
-            .writer
-            .send(request)
+        self.group_append(stream, expected, events, None).await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.limits().check_batch(&events)?;
+        if !self.inner.options.serialize_positions {
+            return Err(StoreError::Unsupported {
+                operation: "check an append's condition without the ordering lock".into(),
+                hint: "keep `serialize_positions` on (the default)".into(),
+            });
+        }
+        self.group_append(stream, expected, events, Some(condition))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

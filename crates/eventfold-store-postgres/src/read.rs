@@ -8,9 +8,9 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Object, Transaction};
 use eventfold_core::{
     AllReadPlan, AllSlice, ContentType, EventFilter, EventId, EventType, KnownStreams, LastAppend,
-    ListStreams, Metadata, PatternWord, Position, ReadAll, ReadStream, RecordedEvent, Revision,
-    StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, Timestamp, TypePattern, Visibility,
+    ListStreams, Metadata, PatternWord, Position, Query, ReadAll, ReadStream, RecordedEvent,
+    Revision, StoreError, StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, Tags, Timestamp, TypePattern, Visibility,
 };
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -18,7 +18,7 @@ use crate::{Inner, pg_err};
 
 /// The columns of an event row, in the order [`event`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "position, stream, revision, id, event_type, timestamp_us, \
-     schema_version, content_type, data, metadata";
+     schema_version, content_type, data, metadata, tags";
 
 /// Rows fetched per query of a `$all` scan.
 const SCAN_CHUNK: i64 = 1000;
@@ -116,6 +116,7 @@ pub(crate) fn event(row: &Row) -> StoreResult<RecordedEvent> {
         detail: "an event id is not 16 bytes".to_owned(),
     })?;
     let metadata: String = row.get(9);
+    let tags: Vec<&str> = row.get(10);
     Ok(RecordedEvent {
         position: Position(row.get::<_, i64>(0) as u64),
         stream: StreamName::new(row.get::<_, &str>(1))?,
@@ -127,7 +128,35 @@ pub(crate) fn event(row: &Row) -> StoreResult<RecordedEvent> {
         content_type: ContentType::new(row.get::<_, &str>(7))?,
         data: row.get(8),
         metadata: Metadata::from_raw_json(metadata),
+        tags: Tags::parse(tags)?,
     })
+}
+
+/// The SQL condition of a query over an events row and its parameters (each a `text[]`),
+/// numbered from `$first`: `(tags @> $a AND event_type = ANY($b)) OR ...`. `None` for a query
+/// that matches every event. The same rule as `Query::matches` (tags: all of them; types: any).
+pub(crate) fn query_sql(query: &Query, first: usize) -> Option<(String, Vec<Vec<&str>>)> {
+    if query.matches_everything() {
+        return None;
+    }
+    let mut params: Vec<Vec<&str>> = Vec::new();
+    let mut items = Vec::new();
+    for item in query.items() {
+        let mut parts = Vec::new();
+        if !item.tags().is_empty() {
+            params.push(item.tags().iter().map(|t| t.as_str()).collect());
+            parts.push(format!("tags @> ${}::text[]", first + params.len() - 1));
+        }
+        if !item.types().is_empty() {
+            params.push(item.types().iter().map(|t| t.as_str()).collect());
+            parts.push(format!(
+                "event_type = ANY(${}::text[])",
+                first + params.len() - 1
+            ));
+        }
+        items.push(format!("({})", parts.join(" AND ")));
+    }
+    Some((items.join(" OR "), params))
 }
 
 /// The stream's state and its visible revisions (max-age applied) as of `until` (`None`: now),
@@ -457,6 +486,10 @@ pub(crate) async fn scan(
     if category.is_some() {
         conditions.push_str(" AND split_part(stream, '-', 1) = $6");
     }
+    let query = query_sql(&filter.query, 8);
+    if let Some((q, _)) = &query {
+        conditions.push_str(&format!(" AND ({q})"));
+    }
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM {} WHERE position >= $1 AND position < $2 \
          AND $4::text[] IS NOT NULL AND $5::text IS NOT NULL AND $6::text IS NOT NULL \
@@ -482,19 +515,24 @@ pub(crate) async fn scan(
     let mut events = Vec::new();
     let (mut a, mut b) = (lo, hi);
     while a < b {
+        let (a64, b64) = (a as i64, b as i64);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &a64,
+            &b64,
+            &SCAN_CHUNK,
+            &types,
+            &prefix,
+            &category,
+            &patterns,
+        ];
+        if let Some((_, q)) = &query {
+            params.extend(
+                q.iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)),
+            );
+        }
         let rows = c
-            .query(
-                &sql,
-                &[
-                    &(a as i64),
-                    &(b as i64),
-                    &SCAN_CHUNK,
-                    &types,
-                    &prefix,
-                    &category,
-                    &patterns,
-                ],
-            )
+            .query(&sql, &params)
             .await
             .map_err(pg_err("read the log"))?;
         let batch = rows.iter().map(event).collect::<StoreResult<Vec<_>>>()?;
@@ -533,7 +571,7 @@ pub(crate) async fn scan(
                 }
                 continue;
             }
-            if !filter.matches(e.stream.as_str(), e.event_type.as_str()) {
+            if !filter.matches_event(&e) {
                 continue;
             }
             let v = visibility

@@ -5,11 +5,11 @@
 
 use deadpool_postgres::Transaction;
 use eventfold_core::{
-    AppendResult, DeleteMode, ExpectedRevision, ImportBatch, LastAppend, NewEvent, Position,
-    Revision, StoreResult, StreamHead, StreamName, Timestamp,
+    AppendResult, DeleteMode, ExpectedRevision, IdVerdict, ImportBatch, LastAppend, NewEvent,
+    Position, Revision, StoreResult, StreamHead, StreamName, Timestamp,
 };
 
-use crate::group::EventRows;
+use crate::group::{EventRows, Seen, window_params, window_sql};
 use crate::read::{STREAM_COLUMNS, StreamRow, stream_from_row};
 use crate::{Inner, commit_err, pg_err};
 
@@ -174,6 +174,7 @@ pub(crate) async fn append_unordered(
             stream,
             first_position + i as u64,
             first_revision + i as u64,
+            (i, n as usize),
             e,
         )?;
     }
@@ -287,13 +288,52 @@ pub(crate) async fn import(
     let last = row.as_ref().and_then(|r| r.last);
     let n = batch.events.len() as u64;
     let last_ids = last_batch_ids(inner, &tx, stream, &head, last, n).await?;
-    let replay = head.check_append(stream, last, expected, batch.events.len(), |_| {
-        Ok(last_ids.len() == batch.events.len()
-            && last_ids
-                .iter()
-                .zip(&batch.events)
-                .all(|(a, (e, _))| a.as_slice() == e.id.as_bytes()))
-    })?;
+    // The idempotency window: a whole repeat of an append in it is a replay; an import carries
+    // history as it was, so other overlaps are written.
+    let window = inner.options.idempotency;
+    let verdict = if window.is_on() {
+        let ids: Vec<&[u8]> = batch
+            .events
+            .iter()
+            .map(|(e, _)| e.id.as_bytes().as_slice())
+            .collect();
+        let now = Timestamp::now().micros();
+        let rows = tx
+            .query(
+                &window_sql(inner),
+                &window_params(&ids, window, now).as_refs(),
+            )
+            .await
+            .map_err(pg_err("look the ids up in the idempotency window"))?;
+        let next_position: i64 = tx
+            .query_one(
+                &format!("SELECT next_position FROM {}", inner.table("log_head")),
+                &[],
+            )
+            .await
+            .map_err(pg_err("read the end of the log"))?
+            .get(0);
+        match Seen::from_rows(&rows)?.judge(
+            window,
+            stream,
+            batch.events.iter().map(|(e, _)| e.id),
+            next_position as u64,
+            now,
+        ) {
+            IdVerdict::Duplicate(_) => IdVerdict::New,
+            v => v,
+        }
+    } else {
+        IdVerdict::New
+    };
+    let replay =
+        head.check_append_ids(stream, verdict, last, expected, batch.events.len(), |_| {
+            Ok(last_ids.len() == batch.events.len()
+                && last_ids
+                    .iter()
+                    .zip(&batch.events)
+                    .all(|(a, (e, _))| a.as_slice() == e.id.as_bytes()))
+        })?;
     if let Some(replay) = replay {
         return Ok(replay);
     }
@@ -326,7 +366,13 @@ pub(crate) async fn import(
         let position = first_position + i as u64;
         positions.push(position as i64);
         timestamps.push(t.micros());
-        rows.push(stream, position, first_revision + i as u64, e)?;
+        rows.push(
+            stream,
+            position,
+            first_revision + i as u64,
+            (i, n as usize),
+            e,
+        )?;
     }
     rows.insert(inner, &tx).await?;
     tx.execute(

@@ -130,6 +130,7 @@ pub fn events(stream: &str, first: u64, n: u64) -> Vec<RecordedEvent> {
                 content_type: ContentType::json(),
                 data,
                 metadata,
+                tags: Default::default(),
             }
         })
         .collect()

@@ -41,6 +41,7 @@ fn event(stream: &str, revision: u64, metadata: Metadata) -> RecordedEvent {
         content_type: ContentType::json(),
         data: br#"{"total":42}"#.to_vec(),
         metadata,
+        tags: Default::default(),
     }
 }
 

@@ -113,6 +113,7 @@ mod nats {
             content_type: ContentType::json(),
             data: br#"{"total":10}"#.to_vec(),
             metadata,
+            tags: Default::default(),
         }
     }
 

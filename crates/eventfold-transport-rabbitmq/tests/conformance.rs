@@ -84,6 +84,7 @@ mod rabbitmq {
             content_type: ContentType::json(),
             data: br#"{"total":10}"#.to_vec(),
             metadata,
+            tags: Default::default(),
         }
     }
 

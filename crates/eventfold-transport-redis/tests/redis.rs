@@ -48,6 +48,7 @@ fn event(stream: &str) -> RecordedEvent {
         content_type: ContentType::json(),
         data: br#"{"total":12}"#.to_vec(),
         metadata,
+        tags: Default::default(),
     }
 }
 

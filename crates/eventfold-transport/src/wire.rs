@@ -20,6 +20,7 @@
 //! | `ce_correlationid`, `ce_causationid` | `metadata.correlation_id` / `causation_id`, when strings |
 //! | `ce_traceparent`, `ce_tracestate` | `metadata.traceparent` / `tracestate`, when strings (W3C trace context) |
 //! | `ce_eventfoldmetadata` | the whole metadata object as compact JSON, when not empty |
+//! | `ce_eventfoldtags` | the event's tags, separated by one space (a tag has no whitespace), when it has some |
 //!
 //! The message key (Kafka key, the ordering key elsewhere) is `metadata.partition_key` when it
 //! is a non-empty string, else the stream: events of one stream (one aggregate) keep their order.
@@ -29,7 +30,7 @@
 //! with that reason by [`crate::Consumer`], never handed to a handler.
 
 use eventfold_core::{
-    ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName,
+    ContentType, EventId, EventType, Metadata, Position, RecordedEvent, Revision, StreamName, Tags,
     Timestamp,
 };
 
@@ -51,6 +52,7 @@ pub const H_CAUSATION_ID: &str = "ce_causationid";
 pub const H_TRACEPARENT: &str = "ce_traceparent";
 pub const H_TRACESTATE: &str = "ce_tracestate";
 pub const H_METADATA: &str = "ce_eventfoldmetadata";
+pub const H_TAGS: &str = "ce_eventfoldtags";
 /// The header that carries the message key on brokers without a key of their own (RabbitMQ,
 /// NATS): the CloudEvents partitioning extension's `partitionkey`.
 pub const H_PARTITION_KEY: &str = "ce_partitionkey";
@@ -151,6 +153,10 @@ pub fn encode(e: &RecordedEvent) -> Message {
         };
         headers.push((H_METADATA.to_owned(), json));
     }
+    if !e.tags.is_empty() {
+        let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+        headers.push((H_TAGS.to_owned(), tags.join(" ")));
+    }
     Message {
         key: key_of(e).to_owned(),
         headers,
@@ -199,6 +205,10 @@ pub fn decode(m: &Message) -> Result<RecordedEvent, DecodeError> {
             }
         },
     };
+    let tags = match m.header(H_TAGS) {
+        None => Tags::none(),
+        Some(text) => Tags::parse(text.split(' ')).map_err(|e| bad(format!("`{H_TAGS}`: {e}")))?,
+    };
     Ok(RecordedEvent {
         id,
         stream,
@@ -210,6 +220,7 @@ pub fn decode(m: &Message) -> Result<RecordedEvent, DecodeError> {
         content_type,
         data: m.payload.clone(),
         metadata,
+        tags,
     })
 }
 
@@ -230,6 +241,7 @@ mod tests {
             content_type: ContentType::json(),
             data,
             metadata,
+            tags: Tags::none(),
         }
     }
 
@@ -254,7 +266,22 @@ mod tests {
         assert!(m.header(H_TRACEPARENT).is_some());
         assert_eq!(m.header(H_CONTENT_TYPE), Some("application/json"));
         assert_eq!(m.payload, br#"{"total":10}"#);
+        assert_eq!(m.header(H_TAGS), None, "no tags, no header");
         assert_eq!(decode(&m).unwrap(), e);
+        let tagged = RecordedEvent {
+            tags: Tags::parse(["order:42", "customer:c-7"]).unwrap(),
+            ..e
+        };
+        let m = encode(&tagged);
+        assert_eq!(m.header(H_TAGS), Some("order:42 customer:c-7"));
+        assert_eq!(decode(&m).unwrap(), tagged);
+        let mut bad_tags = m.clone();
+        for (k, v) in &mut bad_tags.headers {
+            if k == H_TAGS {
+                *v = "a  b".into();
+            }
+        }
+        assert!(decode(&bad_tags).is_err(), "an empty tag");
     }
 
     #[test]

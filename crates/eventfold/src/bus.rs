@@ -328,6 +328,7 @@ impl Bus {
             content_type,
             data,
             metadata,
+            tags: eventfold_core::Tags::none(),
         }
     }
 

@@ -12,6 +12,10 @@
 //! - [`Aggregate`] decides commands against state rebuilt from its stream; [`Repository`]
 //!   loads it (from a snapshot, see [`SnapshotPolicy`]), executes commands with optimistic
 //!   concurrency and bounded retries, and answers temporal queries.
+//! - [`Decision`]s decide on the events a query matches (by types and tags, across streams)
+//!   instead of one aggregate's stream: a [`Decider`] folds them, decides and appends on the
+//!   condition that nothing matching the query came in since (Dynamic Consistency Boundaries,
+//!   `EventStore::append_with_condition`), retrying on fresh events after a conflict.
 //! - [`CheckpointStore`] remembers where a consumer got to; [`batches`] reads `$all` from
 //!   there in batches, catch-up then live.
 //! - [`saga`]: process managers ([`Saga`], [`SagaManager`]) with durable timeouts and
@@ -42,6 +46,7 @@ mod aggregate;
 pub mod bus;
 mod checkpoint;
 mod context;
+mod decision;
 mod event;
 pub mod handler;
 mod idempotency;
@@ -60,6 +65,7 @@ pub use aggregate::{Aggregate, SnapshotAggregate};
 pub use bus::{Bus, BusMessage, BusSubscription, TopicPattern};
 pub use checkpoint::{CheckpointStore, InMemoryCheckpoints, StoreCheckpoints};
 pub use context::Context;
+pub use decision::{Decided, Decider, Decision, DecisionError, Pending};
 pub use event::{Codec, CodecError, DomainEvent, Envelope, encode_event};
 pub use eventfold_client as client;
 pub use eventfold_core as core;

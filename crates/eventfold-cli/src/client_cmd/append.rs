@@ -4,16 +4,18 @@ use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 
 use eventfold_core::{
-    ContentType, EventId, EventStore as _, EventType, ExpectedRevision, Metadata, NewEvent,
-    StreamName,
+    AppendCondition, ContentType, EventId, EventStore as _, EventType, ExpectedRevision, Metadata,
+    NewEvent, Position, Query, StreamName, Tag, Tags,
 };
 
 use super::{CliError, ConnArgs, Out};
 
 /// Appends to a stream. With --type, one event whose data is --data (or the JSON in --file or on
 /// stdin); without it, --file or stdin holds a JSON array of events in the HTTP append shape:
-/// `[{"id"?, "type", "data" | "data_base64", "content_type"?, "schema_version"?, "metadata"?}]`.
-/// The batch is atomic: all of it is appended, or nothing.
+/// `[{"id"?, "type", "data" | "data_base64", "content_type"?, "schema_version"?, "metadata"?,
+/// "tags"?}]`. The batch is atomic: all of it is appended, or nothing. With --fail-if it is a
+/// conditional append: refused (exit status 1, nothing written) when an event matching the
+/// query was appended after --after.
 #[derive(Debug, clap::Args)]
 pub struct AppendArgs {
     #[command(flatten)]
@@ -40,16 +42,35 @@ pub struct AppendArgs {
     /// `any`, `no-stream`, `exists`, or the revision the stream's last event must have.
     #[arg(long, default_value = "any", value_name = "any|no-stream|exists|N")]
     expected_revision: ExpectedRevision,
+    /// A tag of the single event (repeat for several), e.g. --tag course:c1.
+    #[arg(long = "tag", value_name = "TAG", requires = "event_type")]
+    tags: Vec<Tag>,
+    /// Append only if no event matching this query (its JSON form, as `read --query`:
+    /// '{"items": [{"types": [...], "tags": [...]}]}') was appended after --after.
+    #[arg(long = "fail-if", value_name = "QUERY")]
+    fail_if: Option<Query>,
+    /// With --fail-if: only events after this position count (default: every event).
+    #[arg(long, requires = "fail_if", value_name = "POSITION")]
+    after: Option<u64>,
 }
 
 pub(super) async fn run(a: AppendArgs) -> Result<(), CliError> {
     let events = events(&a)?;
     let conn = a.conn.connect()?;
-    let r = conn
-        .client
-        .append(&a.stream, a.expected_revision, events)
-        .await
-        .map_err(|e| conn.fail(e))?;
+    let r = match &a.fail_if {
+        None => {
+            conn.client
+                .append(&a.stream, a.expected_revision, events)
+                .await
+        }
+        Some(q) => {
+            let condition = AppendCondition::new(q.clone(), a.after.map(Position));
+            conn.client
+                .append_with_condition(&a.stream, a.expected_revision, events, condition)
+                .await
+        }
+    }
+    .map_err(|e| conn.fail(e))?;
     let mut out = Out::new();
     if conn.json {
         out.json(&serde_json::json!({
@@ -109,6 +130,11 @@ fn events(a: &AppendArgs) -> Result<Vec<NewEvent>, CliError> {
         );
         if let Some(id) = a.id {
             event = event.with_id(id);
+        }
+        if !a.tags.is_empty() {
+            let tags = Tags::new(a.tags.iter().cloned())
+                .map_err(|e| CliError::usage(format!("--tag: {e}")))?;
+            event = event.with_tags(tags);
         }
         if let Some(m) = &a.metadata {
             let m: Metadata = serde_json::from_str(m).map_err(|e| {

@@ -1,7 +1,7 @@
 //! `eventfold group create|list|info|parked|replay|delete`: consumer groups on a server.
 
 use eventfold_protocol::groups::{
-    GroupFilterBody, GroupSettings, RetryBackoffBody, StartFrom, StrategyBody,
+    GroupFilterBody, GroupSettings, PinByBody, RetryBackoffBody, StartFrom, StrategyBody,
 };
 use serde_json::json;
 
@@ -98,6 +98,11 @@ pub struct CreateArgs {
     /// round_robin or pinned [server default: round_robin].
     #[arg(long)]
     strategy: Option<String>,
+    /// What `pinned` keeps in order: stream, or metadata.FIELD for the value of a metadata
+    /// field, e.g. metadata.partition_key (events without it go by their stream); needs
+    /// --strategy pinned, and cannot change while the group is pinned [server default: stream].
+    #[arg(long, value_name = "stream|metadata.FIELD")]
+    pin_by: Option<String>,
     /// Most unacknowledged deliveries at once [server default: 1000].
     #[arg(long)]
     max_in_flight: Option<usize>,
@@ -126,6 +131,7 @@ impl CreateArgs {
                 })
             })
             .transpose()?;
+        let pin_by = self.pin_by.as_deref().map(parse_pin_by).transpose()?;
         let backoff = RetryBackoffBody {
             initial_ms: self.backoff_initial_ms,
             max_ms: self.backoff_max_ms,
@@ -143,9 +149,32 @@ impl CreateArgs {
             ack_timeout_ms: self.ack_timeout_ms,
             retry_backoff: (backoff != RetryBackoffBody::default()).then_some(backoff),
             strategy,
+            pin_by,
             max_in_flight: self.max_in_flight,
             max_in_flight_per_consumer: None,
         })
+    }
+}
+
+/// `stream`, or `metadata.FIELD` (the field's name is checked by the server).
+fn parse_pin_by(s: &str) -> Result<PinByBody, CliError> {
+    if s == "stream" {
+        return Ok(PinByBody::Stream);
+    }
+    match s.strip_prefix("metadata.") {
+        Some(field) if !field.is_empty() => Ok(PinByBody::Metadata(field.to_owned())),
+        _ => Err(CliError::usage(format!(
+            "--pin-by {s:?}: give stream or metadata.FIELD (e.g. metadata.partition_key)"
+        ))),
+    }
+}
+
+/// What `parse_pin_by` reads.
+fn pin_by_name(p: Option<&PinByBody>) -> String {
+    match p {
+        Some(PinByBody::Stream) => "stream".into(),
+        Some(PinByBody::Metadata(field)) => format!("metadata.{field}"),
+        None => "?".into(),
     }
 }
 
@@ -212,9 +241,10 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
                 out.json(&info)?;
             } else {
                 let st = &info.settings;
-                let rows: [(&str, String); 14] = [
+                let rows: [(&str, String); 15] = [
                     ("group", info.group.clone()),
                     ("strategy", strategy_name(st.strategy).to_owned()),
+                    ("pin_by", pin_by_name(st.pin_by.as_ref())),
                     ("start_position", info.start_position.to_string()),
                     ("checkpoint", info.checkpoint.to_string()),
                     ("lag", info.lag.to_string()),
@@ -308,4 +338,26 @@ pub(super) async fn run(cmd: GroupCommand) -> Result<(), CliError> {
         }
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_by_reads_stream_or_a_metadata_field() {
+        assert_eq!(parse_pin_by("stream").ok(), Some(PinByBody::Stream));
+        let field = parse_pin_by("metadata.partition_key").ok();
+        assert_eq!(field, Some(PinByBody::Metadata("partition_key".into())));
+        assert_eq!(pin_by_name(field.as_ref()), "metadata.partition_key");
+        assert_eq!(
+            parse_pin_by("metadata.a.b").ok(),
+            Some(PinByBody::Metadata("a.b".into())),
+            "everything after the first `metadata.` is the field"
+        );
+        for bad in ["", "metadata.", "metadata", "partition_key", "Stream"] {
+            let e = parse_pin_by(bad).expect_err(bad);
+            assert!(e.message.contains("metadata.FIELD"), "{}", e.message);
+        }
+    }
 }

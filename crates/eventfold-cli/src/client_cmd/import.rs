@@ -414,6 +414,7 @@ fn new_event(e: &RecordedEvent) -> NewEvent {
         content_type: e.content_type.clone(),
         schema_version: e.schema_version,
         metadata: e.metadata.clone(),
+        tags: e.tags.clone(),
     }
 }
 

@@ -28,8 +28,9 @@ use eventfold_core::{RecordedEvent, StoreError, StreamName};
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  done
-  1  the server refused the request: wrong expected revision, stream not found or deleted,
-     invalid event, limit exceeded, missing or wrong token (401/403)
+  1  the server refused the request: wrong expected revision, append condition failed,
+     stream not found or deleted, invalid event, limit exceeded, missing or wrong token
+     (401/403)
   2  usage error, unreadable input or unwritable output, or the server could not be reached
 
 Errors are one line on stderr saying what was wrong and what to do.";
@@ -323,10 +324,49 @@ impl fmt::Display for EventLine<'_> {
             "@{}  {}#{}  {}  {}  ",
             e.position, e.stream, e.revision, e.timestamp, e.event_type
         )?;
+        if !e.tags.is_empty() {
+            let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+            write!(f, "[{}]  ", tags.join(" "))?;
+        }
         match e.data_json() {
             Some(v) => write!(f, "{v}"),
             None => write!(f, "<{} bytes of {}>", e.data.len(), e.content_type),
         }
+    }
+}
+
+/// The query of `--query JSON` or `--tag TAG...` (one item: every tag), as `read` and `tail`
+/// take them; the empty query (no condition) when neither is given.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct QueryArgs {
+    /// Only events matching this query by types and tags, in its JSON form:
+    /// '{"items": [{"types": ["CourseDefined"], "tags": ["course:c1"]}, ...]}' (an event
+    /// matches when it matches any item: one of the item's types, all of its tags); $all only.
+    #[arg(long, value_name = "JSON", conflicts_with = "tags")]
+    query: Option<eventfold_core::Query>,
+    /// Only events carrying this tag (repeat: all of them; shorthand for a query of one item);
+    /// $all only.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<eventfold_core::Tag>,
+}
+
+impl QueryArgs {
+    /// Whether a query was given.
+    pub(crate) fn given(&self) -> bool {
+        self.query.is_some() || !self.tags.is_empty()
+    }
+
+    /// The query given (the empty one when none was).
+    pub(crate) fn query(&self) -> Result<eventfold_core::Query, CliError> {
+        if let Some(q) = &self.query {
+            return Ok(q.clone());
+        }
+        if self.tags.is_empty() {
+            return Ok(eventfold_core::Query::all());
+        }
+        eventfold_core::QueryItem::tagged(self.tags.iter().cloned())
+            .map(eventfold_core::Query::from)
+            .map_err(|e| CliError::usage(format!("--tag: {e}")))
     }
 }
 

@@ -6,7 +6,7 @@ use eventfold_core::{
     Timestamp, TypeSelector,
 };
 
-use super::{CliError, ConnArgs, Out, PAGE_EVENTS, StartAt, Target};
+use super::{CliError, ConnArgs, Out, PAGE_EVENTS, QueryArgs, StartAt, Target};
 
 /// Reads events: one line each, `@position  stream#revision  timestamp  type  data`, or with
 /// --json one event object per line (NDJSON). Without --limit it reads to the end.
@@ -38,6 +38,8 @@ pub struct ReadArgs {
     /// Only events of streams whose name starts with this; $all only.
     #[arg(long)]
     stream_prefix: Option<String>,
+    #[command(flatten)]
+    query: QueryArgs,
     /// Only events committed at or before this time (RFC 3339 in UTC, e.g.
     /// `2026-01-31T12:00:00Z`): the stream or `$all` as it was then.
     #[arg(long, value_name = "RFC3339", value_parser = parse_until)]
@@ -68,10 +70,11 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
     });
     let mut remaining = a.limit.unwrap_or(u64::MAX);
     let mut out = Out::new();
-    if matches!(a.target, Target::Stream(_)) && (a.category.is_some() || a.stream_prefix.is_some())
+    if matches!(a.target, Target::Stream(_))
+        && (a.category.is_some() || a.stream_prefix.is_some() || a.query.given())
     {
         return Err(CliError::usage(
-            "--category and --stream-prefix filter '$all'; a stream read takes only --type",
+            "--category, --stream-prefix, --query and --tag filter '$all'; a stream read takes only --type",
         ));
     }
     if a.cloudevents {
@@ -123,6 +126,7 @@ pub(super) async fn run(a: ReadArgs) -> Result<(), CliError> {
             let filter = EventFilter {
                 category: a.category.clone(),
                 stream_prefix: a.stream_prefix.clone(),
+                query: a.query.query()?,
                 ..EventFilter::default()
             }
             .with_types(a.types.iter().cloned());
@@ -177,6 +181,7 @@ async fn read_cloudevents(
     let types_only = EventFilter {
         category: a.category.clone(),
         stream_prefix: a.stream_prefix.clone(),
+        query: a.query.query()?,
         ..EventFilter::default()
     }
     .with_types(a.types.iter().cloned());

@@ -7,7 +7,7 @@ use eventfold_core::{
 };
 use futures::StreamExt as _;
 
-use super::{CliError, ConnArgs, Out, StartAt, Target};
+use super::{CliError, ConnArgs, Out, QueryArgs, StartAt, Target};
 
 /// Follows a stream or `$all`: the events from --from, then every new one as it is appended,
 /// in order, one line each (NDJSON with --json), until Ctrl-C (exit status 0). A dropped
@@ -33,15 +33,21 @@ pub struct TailArgs {
     /// Only events of streams whose name starts with this; $all only.
     #[arg(long)]
     stream_prefix: Option<String>,
+    #[command(flatten)]
+    query: QueryArgs,
 }
 
 pub(super) async fn run(a: TailArgs) -> Result<(), CliError> {
     let conn = a.conn.connect()?;
     let mut sub = match &a.target {
         Target::Stream(stream) => {
-            if !a.types.is_empty() || a.category.is_some() || a.stream_prefix.is_some() {
+            if !a.types.is_empty()
+                || a.category.is_some()
+                || a.stream_prefix.is_some()
+                || a.query.given()
+            {
                 return Err(CliError::usage(
-                    "--type, --category and --stream-prefix filter '$all'; tail of a stream takes none",
+                    "--type, --category, --stream-prefix, --query and --tag filter '$all'; tail of a stream takes none",
                 ));
             }
             let from = match a.from {
@@ -60,6 +66,7 @@ pub(super) async fn run(a: TailArgs) -> Result<(), CliError> {
             let filter = EventFilter {
                 category: a.category.clone(),
                 stream_prefix: a.stream_prefix.clone(),
+                query: a.query.query()?,
                 ..EventFilter::default()
             }
             .with_types(a.types.iter().cloned());

@@ -297,6 +297,94 @@ fn refusals_exit_1_and_usage_or_connection_errors_exit_2() {
     );
 }
 
+/// Tags, reads by query and conditional appends from the command line.
+#[test]
+fn tags_queries_and_conditional_appends() {
+    let (_d, s) = start(&[]);
+    let u = &s.url;
+    let r = eventfold(
+        u,
+        &[
+            "append",
+            "course-c1",
+            "--type",
+            "CourseDefined",
+            "--data",
+            r#"{"capacity":1}"#,
+            "--tag",
+            "course:c1",
+            "--json",
+        ],
+        "",
+    )
+    .ok();
+    let defined: Value = serde_json::from_str(&r.stdout).expect("JSON");
+    eventfold(
+        u,
+        &["append", "noise-1", "--type", "Noise", "--data", "{}"],
+        "",
+    )
+    .ok();
+    // Text lines show the tags; --tag and --query select by them.
+    let r = eventfold(u, &["read", "$all"], "").ok();
+    assert!(r.stdout.contains("[course:c1]"), "{r:?}");
+    let by_tag = eventfold(u, &["read", "$all", "--tag", "course:c1", "--json"], "").ok();
+    let events = by_tag.json_lines();
+    assert_eq!(events.len(), 1, "{by_tag:?}");
+    assert_eq!(events[0]["tags"], json!(["course:c1"]));
+    let q = r#"{"items":[{"types":["CourseDefined","StudentSubscribed"],"tags":["course:c1"]}]}"#;
+    let by_query = eventfold(u, &["read", "$all", "--query", q, "--json"], "").ok();
+    assert_eq!(by_query.json_lines().len(), 1);
+    let r = eventfold(u, &["read", "course-c1", "--tag", "course:c1"], "");
+    assert_eq!(r.status, 2, "a stream read takes no query: {r:?}");
+    let r = eventfold(u, &["read", "$all", "--query", "course:c1"], "");
+    assert_eq!(r.status, 2, "not a query: {r:?}");
+    // A conditional append after the last matching position passes; the same again fails.
+    let after = defined["last_position"].to_string();
+    let subscribe = |student: &str| {
+        eventfold(
+            u,
+            &[
+                "append",
+                "subscription-c1",
+                "--type",
+                "StudentSubscribed",
+                "--data",
+                "{}",
+                "--tag",
+                "course:c1",
+                "--tag",
+                &format!("student:{student}"),
+                "--fail-if",
+                q,
+                "--after",
+                &after,
+                "--json",
+            ],
+            "",
+        )
+    };
+    let won = subscribe("s1").ok();
+    let won: Value = serde_json::from_str(&won.stdout).expect("JSON");
+    let lost = subscribe("s2");
+    assert_eq!(lost.status, 1, "{lost:?}");
+    assert!(
+        lost.stderr
+            .contains(&format!("position {}", won["first_position"])),
+        "{lost:?}"
+    );
+    let r = eventfold(u, &["read", "subscription-c1", "--json"], "").ok();
+    assert_eq!(r.json_lines().len(), 1, "the refused append wrote nothing");
+    let r = eventfold(
+        u,
+        &[
+            "append", "x-1", "--after", "1", "--type", "t", "--data", "1",
+        ],
+        "",
+    );
+    assert_eq!(r.status, 2, "--after needs --fail-if: {r:?}");
+}
+
 #[test]
 fn info_and_delete() {
     let (_d, s) = start(&[]);

@@ -25,3 +25,32 @@ mod schemas {
         (client, (server, dir))
     });
 }
+
+mod window {
+    use eventfold_client::Client;
+
+    use crate::server::Server;
+
+    eventfold_conformance::idempotency_window_tests!(
+        |window: eventfold_core::IdempotencyWindow| async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let events = window.events.to_string();
+            let age = window
+                .max_age
+                .map_or_else(|| "none".to_owned(), |a| format!("{}ms", a.as_millis()));
+            let server = Server::start(
+                dir.path(),
+                &[
+                    "--durability",
+                    "none",
+                    "--idempotency-window-events",
+                    &events,
+                    "--idempotency-window",
+                    &age,
+                ],
+            );
+            let client = Client::new(&server.url, None).expect("client");
+            (client, (server, dir))
+        }
+    );
+}

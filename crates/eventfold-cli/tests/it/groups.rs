@@ -602,6 +602,42 @@ async fn group_commands_create_inspect_list_parked_replay_delete() {
         (st, text.trim()),
         (0, "replayed 1 parked event of consumer group g")
     );
+    // Pinned by a metadata field: shown by info, fixed while pinned, checked for its shape.
+    let (st, text) = run(vec![
+        "create",
+        "k",
+        "--strategy",
+        "pinned",
+        "--pin-by",
+        "metadata.partition_key",
+    ])
+    .await;
+    assert_eq!(st, 0, "{text}");
+    let (st, text) = run(vec!["info", "k"]).await;
+    assert_eq!(st, 0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pin_by") && l.ends_with(" metadata.partition_key")),
+        "{text}"
+    );
+    let (st, _) = run(vec![
+        "create",
+        "k",
+        "--strategy",
+        "pinned",
+        "--pin-by",
+        "stream",
+    ])
+    .await;
+    assert_eq!(st, 1, "the server refuses to change a pinned group's key");
+    let (st, _) = run(vec!["create", "k", "--pin-by", "partition_key"]).await;
+    assert_eq!(
+        st, 2,
+        "a pin_by that is neither stream nor metadata.FIELD is a usage error"
+    );
+    let (st, _) = run(vec!["delete", "k"]).await;
+    assert_eq!(st, 0);
+
     let (st, text) = run(vec!["delete", "g"]).await;
     assert_eq!((st, text.trim()), (0, "deleted consumer group g"));
     let (st, _) = run(vec!["info", "g"]).await;

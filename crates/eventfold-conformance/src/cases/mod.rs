@@ -8,6 +8,7 @@
 
 mod append;
 mod concurrency;
+mod dcb;
 mod delete;
 mod idempotency;
 mod limits;
@@ -22,6 +23,7 @@ mod time;
 
 pub use append::*;
 pub use concurrency::*;
+pub use dcb::*;
 pub use delete::*;
 pub use idempotency::*;
 pub use limits::*;

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use eventfold_core::{
-    ContentType, EventSchema, EventStore, EventType, ExpectedRevision, ImportBatch, Limits,
-    NewEvent, ReadAll, ReadStream, Revision, SchemaDocument, SchemaKey, SchemaRegistered,
-    StoreError, StoreResult, Timestamp,
+    AppendCondition, ContentType, EventSchema, EventStore, EventType, ExpectedRevision,
+    ImportBatch, Limits, NewEvent, Query, QueryItem, ReadAll, ReadStream, Revision, SchemaDocument,
+    SchemaKey, SchemaRegistered, StoreError, StoreResult, Timestamp,
 };
 use serde_json::json;
 
@@ -228,6 +228,52 @@ pub async fn appends_are_checked_against_registered_schemas<S: EventStore>(
         .append(&s, ExpectedRevision::Exact(3), vec![plus_json])
         .await
         .expect("+json data is checked as JSON and matches");
+}
+
+/// A conditional append (`append_with_condition`) is checked against the schemas like any
+/// append: a failing event refuses the batch with the schema's error whatever the condition,
+/// and a matching one is written when the condition holds.
+pub async fn conditional_appends_are_checked_against_registered_schemas<S: EventStore>(
+    store: &Arc<S>,
+    _: Limits,
+) {
+    store
+        .register_schema(schema("order.placed", 1, order_schema()))
+        .await
+        .expect("register");
+    let s = stream("order-c");
+    let none_cancelled = || {
+        AppendCondition::new(
+            Query::from(QueryItem::of_types([ty("order.cancelled")]).expect("valid")),
+            None,
+        )
+    };
+    let before = store.all_events().await;
+    assert_failed(
+        store
+            .append_with_condition(
+                &s,
+                ExpectedRevision::NoStream,
+                vec![order("order.placed", json!("free"))],
+                none_cancelled(),
+            )
+            .await,
+        0,
+        "order.placed",
+        1,
+        "/items/0/price",
+    );
+    assert_eq!(store.all_events().await, before, "nothing was written");
+    store
+        .append_with_condition(
+            &s,
+            ExpectedRevision::NoStream,
+            vec![order("order.placed", json!(4.5))],
+            none_cancelled(),
+        )
+        .await
+        .expect("a matching event under a condition that holds");
+    assert_eq!(store.all_events().await.len(), before.len() + 1);
 }
 
 /// Registering a schema changes nothing that was written: an event that would not match it

@@ -24,3 +24,17 @@ mod schemas {
         limits = EngineOptions::for_tests().limits
     );
 }
+
+mod window {
+    use eventfold_engine::{Engine, EngineOptions};
+
+    eventfold_conformance::idempotency_window_tests!(|window| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EngineOptions {
+            idempotency: window,
+            ..EngineOptions::for_tests()
+        };
+        let engine = Engine::open(dir.path(), options).expect("open engine");
+        (engine, dir)
+    });
+}

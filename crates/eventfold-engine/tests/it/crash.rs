@@ -2,7 +2,10 @@
 //! `crash::child_writer`) appends from many concurrent tasks with `Durability::Fsync` and prints
 //! a line for every acknowledged append; the parent kills it with SIGKILL at a random moment,
 //! reopens the store and checks that every acknowledged event is there, every batch is whole or
-//! absent, revisions are contiguous and positions increase. Rounds accumulate in one directory.
+//! absent, revisions are contiguous and positions increase; then it sends again the appends in
+//! flight at the kill and some acknowledged ones, as clients retrying would, and checks that
+//! each batch is in the store once (the idempotency window is read back at open). Rounds
+//! accumulate in one directory.
 //!
 //! `EVENTFOLD_CRASH_ROUNDS=N` runs N rounds instead of 20 (soak mode); `EVENTFOLD_CRASH_SEED`
 //! replays the random choices (batch sizes, streams, kill times) of an earlier run.
@@ -130,16 +133,61 @@ impl Ack {
 /// tell whether the batch is whole, plus `pad` bytes of padding to vary record sizes.
 pub fn batch(n: u64, pad: usize) -> (String, Vec<NewEvent>) {
     let id = EventId::new_v7().to_string();
+    let ids: Vec<EventId> = (0..n).map(|_| EventId::new_v7()).collect();
+    let events = batch_events(&id, pad, &ids);
+    (id, events)
+}
+
+/// The events of batch `b` with these ids (see [`batch`]): what a retry sends again.
+fn batch_events(b: &str, pad: usize, ids: &[EventId]) -> Vec<NewEvent> {
     let ty = EventType::new("crash-test").expect("valid type");
-    let events = (0..n)
-        .map(|i| {
+    let n = ids.len();
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
             NewEvent::json(
                 ty.clone(),
-                &serde_json::json!({ "batch": id, "i": i, "n": n, "pad": "x".repeat(pad) }),
+                &serde_json::json!({ "batch": b, "i": i, "n": n, "pad": "x".repeat(pad) }),
             )
+            .with_id(*id)
         })
-        .collect();
-    (id, events)
+        .collect()
+}
+
+/// An append the child was about to send (printed before it is sent): enough to send it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    stream: String,
+    batch: String,
+    pad: usize,
+    ids: Vec<EventId>,
+}
+
+impl Sent {
+    fn to_line(&self) -> String {
+        let ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
+        format!(
+            "SEND {} {} {} {}\n",
+            self.stream,
+            self.batch,
+            self.pad,
+            ids.join(",")
+        )
+    }
+
+    fn parse(line: &str) -> Sent {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!((f.len(), f[0]), (5, "SEND"), "bad line {line:?}");
+        Sent {
+            stream: f[1].to_owned(),
+            batch: f[2].to_owned(),
+            pad: f[3].parse().unwrap_or_else(|_| panic!("bad line {line:?}")),
+            ids: f[4]
+                .split(',')
+                .map(|s| s.parse().unwrap_or_else(|_| panic!("bad id in {line:?}")))
+                .collect(),
+        }
+    }
 }
 
 /// What [`check_store`] found.
@@ -362,7 +410,8 @@ async fn writer_task(engine: Engine, task: usize, mut rng: Rng) {
         .collect();
     loop {
         let n = rng.range(1, BATCH_EVENTS_MAX);
-        let (b, events) = batch(n, rng.range(0, 100) as usize);
+        let pad = rng.range(0, 100) as usize;
+        let (b, events) = batch(n, pad);
         let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
         let to_own = rng.range(0, 3) != 0;
         let (s, expected) = if to_own {
@@ -377,6 +426,14 @@ async fn writer_task(engine: Engine, task: usize, mut rng: Rng) {
                 ExpectedRevision::Any,
             )
         };
+        // Said before it is sent, so that the parent can send it again after a crash.
+        let sent = Sent {
+            stream: s.as_str().to_owned(),
+            batch: b.clone(),
+            pad,
+            ids: ids.clone(),
+        };
+        print_line(&sent.to_line());
         let r = match engine.append(s, expected, events).await {
             Ok(r) => r,
             Err(e) => fail(format!("append to {s} ({expected:?}): {e}")),
@@ -390,16 +447,20 @@ async fn writer_task(engine: Engine, task: usize, mut rng: Rng) {
             first_position: r.first_position.0,
             ids,
         };
-        let line = ack.to_line(r.last_revision.0, r.last_position.0, &b);
-        let mut out = std::io::stdout().lock();
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            // The parent is gone.
-            std::process::exit(3);
-        }
+        print_line(&ack.to_line(r.last_revision.0, r.last_position.0, &b));
+    }
+}
+
+/// One whole line on the child's stdout (the lock keeps the tasks' lines apart).
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        // The parent is gone.
+        std::process::exit(3);
     }
 }
 
@@ -425,6 +486,8 @@ enum KillAt {
 
 struct RoundOutcome {
     acks: Vec<Ack>,
+    /// Every append the child began, acknowledged or not.
+    sent: Vec<Sent>,
     lock_checked: bool,
 }
 
@@ -457,7 +520,7 @@ fn run_child_round(dir: &Path, seed: u64, kill_at: KillAt, stderr_path: &Path) -
                 // parent cannot know its content, so it checks one event fewer.
                 Ok(_) if line.ends_with('\n') => {
                     // libtest may print "test crash::child_writer ... " before the first line.
-                    if let Some(at) = line.find("ACK ") {
+                    if let Some(at) = line.find("ACK ").or_else(|| line.find("SEND ")) {
                         let _ = tx.send(line[at..].trim_end().to_owned());
                     }
                 }
@@ -471,15 +534,22 @@ fn run_child_round(dir: &Path, seed: u64, kill_at: KillAt, stderr_path: &Path) -
     match kill_at {
         KillAt::AfterSpawn(d) => std::thread::sleep(d),
         KillAt::AfterFirstAck(d) => {
-            match rx.recv_timeout(FIRST_ACK_TIMEOUT) {
-                Ok(line) => first.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    panic!(
-                        "the child acknowledged nothing within {FIRST_ACK_TIMEOUT:?} ({status:?}); its stderr:\n{}",
-                        child_stderr()
-                    );
+            let deadline = Instant::now() + FIRST_ACK_TIMEOUT;
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(line) if line.starts_with("ACK ") => {
+                        first.push(line);
+                        break;
+                    }
+                    Ok(line) => first.push(line),
+                    Err(_) => {
+                        let _ = child.kill();
+                        let status = child.wait();
+                        panic!(
+                            "the child acknowledged nothing within {FIRST_ACK_TIMEOUT:?} ({status:?}); its stderr:\n{}",
+                            child_stderr()
+                        );
+                    }
                 }
             }
             // The child holds the store: a second process (this one) must be refused.
@@ -504,12 +574,19 @@ fn run_child_round(dir: &Path, seed: u64, kill_at: KillAt, stderr_path: &Path) -
         child_stderr()
     );
     reader.join().expect("the stdout reader thread");
-    let acks = first
-        .into_iter()
-        .chain(rx.try_iter())
-        .map(|l| Ack::parse(&l))
-        .collect();
-    RoundOutcome { acks, lock_checked }
+    let (mut acks, mut sent) = (Vec::new(), Vec::new());
+    for l in first.into_iter().chain(rx.try_iter()) {
+        if l.starts_with("ACK ") {
+            acks.push(Ack::parse(&l));
+        } else {
+            sent.push(Sent::parse(&l));
+        }
+    }
+    RoundOutcome {
+        acks,
+        sent,
+        lock_checked,
+    }
 }
 
 /// kill -9 while 16 tasks append with fsync; reopen; check everything; repeat on the same store.
@@ -550,6 +627,11 @@ fn kill_9_while_appending_loses_nothing_acknowledged() {
         };
         let outcome = run_child_round(&data, rng.next_u64(), kill_at, &stderr_path);
         let new_acks = outcome.acks.len();
+        let round_acks: HashMap<Vec<EventId>, Ack> = outcome
+            .acks
+            .iter()
+            .map(|a| (a.ids.clone(), a.clone()))
+            .collect();
         acks.extend(outcome.acks);
         lock_checks += u64::from(outcome.lock_checked);
         if !data.join("LOCK").exists() {
@@ -571,6 +653,63 @@ fn kill_9_while_appending_loses_nothing_acknowledged() {
             // checksum, positions and revisions) and by the full check at the end; here the
             // check reads what was appended since the last round's check.
             summary = check_store_after(&engine, &acks, &summary).await;
+            // Retries after the crash, as a client whose connection died would send them: the
+            // appends in flight at the kill (written or not: unknown) and one in four of the
+            // acknowledged ones. Each is written once in all: an acknowledged one replays with
+            // its first result (the window was read back from the log), one in flight replays
+            // if it reached the log and is written now if it did not; the checks below find any
+            // batch twice.
+            let mut retried = (0, 0, 0);
+            for sent in &outcome.sent {
+                let acked = round_acks.get(&sent.ids);
+                if acked.is_some() && rng.range(0, 3) != 0 {
+                    continue;
+                }
+                let s = stream(&sent.stream);
+                let events = batch_events(&sent.batch, sent.pad, &sent.ids);
+                let r = engine
+                    .append(&s, ExpectedRevision::Any, events)
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}: retry of {sent:?}: {e}"));
+                match (acked, r.idempotent_replay) {
+                    (Some(a), true) => {
+                        assert_eq!(
+                            (r.first_revision.0, r.first_position.0),
+                            (a.first_revision, a.first_position),
+                            "round {round}: a retry answers the acknowledged result"
+                        );
+                        retried.0 += 1;
+                    }
+                    (Some(a), false) => {
+                        panic!("round {round}: the acknowledged {a:?} was written again: {r:?}")
+                    }
+                    (None, true) => retried.1 += 1,
+                    (None, false) => {
+                        let head = summary.heads.entry(sent.stream.clone()).or_insert(0);
+                        assert_eq!(
+                            (r.first_revision.0, r.first_position.0),
+                            (*head, summary.next_position),
+                            "round {round}: a retry that writes goes at the head"
+                        );
+                        let n = sent.ids.len() as u64;
+                        *head += n;
+                        summary.events += n;
+                        summary.batches += 1;
+                        summary.next_position = r.last_position.0 + 1;
+                        acks.push(Ack {
+                            stream: sent.stream.clone(),
+                            first_revision: r.first_revision.0,
+                            first_position: r.first_position.0,
+                            ids: sent.ids.clone(),
+                        });
+                        retried.2 += 1;
+                    }
+                }
+            }
+            eprintln!(
+                "round {round}: retries: {} acknowledged replayed, {} unacknowledged replayed, {} unacknowledged written",
+                retried.0, retried.1, retried.2
+            );
             // The store takes appends again, at the head the check found.
             let (b, events) = batch(3, 10);
             let ids = events.iter().map(|e| e.id).collect();

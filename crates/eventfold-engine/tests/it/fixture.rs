@@ -263,10 +263,11 @@ fn a_newer_format_version_is_refused_as_newer_not_as_corrupt_and_left_untouched(
         std::fs::read(Path::new(V1).join("0000000000.seg")).expect("read")
     );
 
-    // Version 2 is a compacted segment (a scavenge's); 3 was never written.
-    set_format_version(dir.path(), 3);
+    // Versions 2 and 4 are compacted segments (a scavenge's), 3 a segment whose records may
+    // carry tags; 5 was never written.
+    set_format_version(dir.path(), 5);
     let written = std::fs::read(dir.path().join("0000000000.seg")).expect("read");
-    let err = Engine::open(dir.path(), fixture_options()).expect_err("a version 3 segment");
+    let err = Engine::open(dir.path(), fixture_options()).expect_err("a version 5 segment");
     assert_eq!(err.code(), "storage_format_too_new", "{err}");
     let msg = err.to_string();
     assert!(

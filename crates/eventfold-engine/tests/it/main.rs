@@ -3,11 +3,13 @@
 mod basics;
 mod conformance;
 mod crash;
+mod dcb;
 mod diskfull;
 mod faults;
 mod fixture;
 mod fuzz_corpus;
 mod group;
+mod idempotency;
 mod import;
 mod index;
 mod model;

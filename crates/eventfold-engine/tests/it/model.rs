@@ -1,5 +1,7 @@
-//! Model-based test: random appends, reads, metadata changes, deletes and reopens, applied to
-//! the engine and to a plain in-memory model of the contract, compared after every step.
+//! Model-based test: random appends (with fresh ids, retries of earlier batches of any stream,
+//! and overlaps), reads, metadata changes, deletes and reopens, applied to the engine and to a
+//! plain in-memory model of the contract (its idempotency window by brute force), compared
+//! after every step.
 
 use std::collections::BTreeMap;
 
@@ -13,13 +15,27 @@ use proptest::prelude::*;
 const STREAMS: [&str; 4] = ["order-1", "order-2", "user-1", "misc"];
 const TYPES: [&str; 3] = ["placed", "paid", "shipped"];
 
+/// Which ids an append carries.
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    /// Fresh ones.
+    New,
+    /// Those of the stream's last batch (a retry of it).
+    RetryLast,
+    /// Those of the `k % n`-th batch of the `n` ever written, to any stream (a retry of it, or
+    /// a reuse on another stream).
+    RetryEarlier(usize),
+    /// A part of the `k % n`-th batch, or one with a fresh id added: never a whole retry.
+    Overlap(usize),
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append {
         stream: usize,
         types: Vec<usize>,
         expected: ExpectedRevision,
-        retry_last: bool,
+        ids: Ids,
     },
     ReadStream {
         stream: usize,
@@ -55,10 +71,19 @@ fn expected() -> impl Strategy<Value = ExpectedRevision> {
     ]
 }
 
+fn ids() -> impl Strategy<Value = Ids> {
+    prop_oneof![
+        14 => Just(Ids::New),
+        2 => Just(Ids::RetryLast),
+        2 => (0usize..1000).prop_map(Ids::RetryEarlier),
+        1 => (0usize..1000).prop_map(Ids::Overlap),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0..STREAMS.len(), prop::collection::vec(0..TYPES.len(), 1..5), expected(), prop::bool::weighted(0.15))
-            .prop_map(|(stream, types, expected, retry_last)| Op::Append { stream, types, expected, retry_last }),
+        8 => (0..STREAMS.len(), prop::collection::vec(0..TYPES.len(), 1..5), expected(), ids())
+            .prop_map(|(stream, types, expected, ids)| Op::Append { stream, types, expected, ids }),
         3 => (0..STREAMS.len(), any::<bool>(), prop::option::of(0u64..10), 1usize..6)
             .prop_map(|(stream, backward, from, limit)| Op::ReadStream { stream, backward, from, limit }),
         3 => (any::<bool>(), prop::option::of(0u64..40), 1usize..8, prop::option::of((any::<bool>(), 0usize..3)))
@@ -115,10 +140,32 @@ impl MStream {
     }
 }
 
+/// A batch as written: for the idempotency window.
+#[derive(Debug, Clone)]
+struct MBatch {
+    stream: String,
+    ids: Vec<EventId>,
+    types: Vec<String>,
+    first_revision: u64,
+    first_position: u64,
+}
+
 #[derive(Debug, Default)]
 struct Model {
     streams: BTreeMap<String, MStream>,
     next_position: u64,
+    /// Every batch written, in log order.
+    batches: Vec<MBatch>,
+    /// The idempotency window in positions (no age bound in these tests); 0: off.
+    window: u64,
+}
+
+/// What the idempotency window says of an append's ids.
+#[derive(Debug)]
+enum Verdict {
+    New,
+    Replay(MBatch),
+    Duplicate,
 }
 
 /// The outcome of an operation, as both sides report it.
@@ -145,9 +192,27 @@ impl Model {
         types: &[&str],
         expected: ExpectedRevision,
     ) -> Outcome {
+        let verdict = self.judge(stream, ids);
         let s = self.streams.entry(stream.to_owned()).or_default();
         if s.tombstoned {
             return Outcome::Err("stream_deleted".into());
+        }
+        let replay = |b: &MBatch| {
+            let n = b.ids.len() as u64;
+            Outcome::Ok(
+                vec![
+                    (stream.to_owned(), b.first_revision, b.first_position),
+                    (
+                        stream.to_owned(),
+                        b.first_revision + n - 1,
+                        b.first_position + n - 1,
+                    ),
+                ],
+                None,
+            )
+        };
+        if let Verdict::Replay(b) = &verdict {
+            return replay(b);
         }
         if let Some((last_ids, fr, lr, fp, lp)) = &s.last_batch
             && last_ids == ids
@@ -156,6 +221,9 @@ impl Model {
                 vec![(stream.to_owned(), *fr, *fp), (stream.to_owned(), *lr, *lp)],
                 None,
             );
+        }
+        if let Verdict::Duplicate = verdict {
+            return Outcome::Err("duplicate_event_id".into());
         }
         let actual = s.actual();
         if !expected.is_satisfied_by(actual.map(Revision)) {
@@ -180,6 +248,13 @@ impl Model {
         }
         let (lr, lp) = (s.events.len() as u64 - 1, self.next_position - 1);
         s.last_batch = Some((ids.to_vec(), first_rev, lr, first_pos, lp));
+        self.batches.push(MBatch {
+            stream: stream.to_owned(),
+            ids: ids.to_vec(),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            first_revision: first_rev,
+            first_position: first_pos,
+        });
         Outcome::Ok(
             vec![
                 (stream.to_owned(), first_rev, first_pos),
@@ -187,6 +262,46 @@ impl Model {
             ],
             None,
         )
+    }
+
+    /// The idempotency window's verdict, by brute force: each id's newest batch inside the
+    /// window (its events among the newest `window` positions).
+    fn judge(&self, stream: &str, ids: &[EventId]) -> Verdict {
+        if self.window == 0 {
+            return Verdict::New;
+        }
+        let mut distinct = ids.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != ids.len() {
+            return Verdict::Duplicate;
+        }
+        let inside = |b: &&MBatch| b.first_position + self.window >= self.next_position;
+        let found: Vec<Option<(&MBatch, usize)>> = ids
+            .iter()
+            .map(|id| {
+                self.batches
+                    .iter()
+                    .rev()
+                    .filter(inside)
+                    .find_map(|b| b.ids.iter().position(|x| x == id).map(|k| (b, k)))
+            })
+            .collect();
+        if found.iter().all(Option::is_none) {
+            return Verdict::New;
+        }
+        let whole = found.iter().enumerate().all(|(i, f)| {
+            f.is_some_and(|(b, k)| {
+                k == i
+                    && b.stream == stream
+                    && b.ids.len() == ids.len()
+                    && found[0].is_some_and(|(b0, _)| b0.first_position == b.first_position)
+            })
+        });
+        match found[0] {
+            Some((b, _)) if whole => Verdict::Replay(b.clone()),
+            _ => Verdict::Duplicate,
+        }
     }
 
     fn read_stream(
@@ -267,29 +382,50 @@ impl Harness {
                 stream,
                 types,
                 expected,
-                retry_last,
+                ids: which,
             } => {
                 let s = STREAMS[*stream];
-                let ids: Vec<EventId> = match (
-                    retry_last,
-                    self.model.streams.get(s).and_then(|m| m.last_batch.clone()),
-                ) {
-                    (true, Some((ids, ..))) => ids,
-                    _ => types.iter().map(|_| EventId::new_v7()).collect(),
+                let fresh = || -> (Vec<EventId>, Vec<String>) {
+                    (
+                        types.iter().map(|_| EventId::new_v7()).collect(),
+                        types.iter().map(|&t| TYPES[t].to_owned()).collect(),
+                    )
                 };
-                let tnames: Vec<String> = if ids.len() == types.len() {
-                    types.iter().map(|&t| TYPES[t].to_owned()).collect()
-                } else {
-                    // A retry resends the original batch: its types come from the model.
-                    let m = &self.model.streams[s];
-                    ids.iter()
-                        .map(|id| {
-                            m.events
-                                .iter()
-                                .find(|e| e.id == *id)
-                                .map_or("placed".to_owned(), |e| e.event_type.clone())
-                        })
-                        .collect()
+                let batches = &self.model.batches;
+                let pick = |k: usize| (!batches.is_empty()).then(|| &batches[k % batches.len()]);
+                // A retry resends the original batch: its types come from the model.
+                let (ids, tnames): (Vec<EventId>, Vec<String>) = match *which {
+                    Ids::New => fresh(),
+                    Ids::RetryLast => {
+                        match self.model.streams.get(s).and_then(|m| m.last_batch.clone()) {
+                            Some((ids, ..)) => {
+                                let m = &self.model.streams[s];
+                                let tnames = ids
+                                    .iter()
+                                    .map(|id| {
+                                        m.events
+                                            .iter()
+                                            .find(|e| e.id == *id)
+                                            .map_or("placed".to_owned(), |e| e.event_type.clone())
+                                    })
+                                    .collect();
+                                (ids, tnames)
+                            }
+                            None => fresh(),
+                        }
+                    }
+                    Ids::RetryEarlier(k) => match pick(k) {
+                        Some(b) => (b.ids.clone(), b.types.clone()),
+                        None => fresh(),
+                    },
+                    Ids::Overlap(k) => match pick(k) {
+                        Some(b) if b.ids.len() > 1 => (b.ids[1..].to_vec(), b.types[1..].to_vec()),
+                        Some(b) => (
+                            vec![b.ids[0], EventId::new_v7()],
+                            vec![b.types[0].clone(), "placed".to_owned()],
+                        ),
+                        None => fresh(),
+                    },
                 };
                 let events: Vec<NewEvent> = ids
                     .iter()
@@ -398,12 +534,18 @@ impl Harness {
                     let start = from.unwrap_or(u64::MAX);
                     all.iter()
                         .rev()
-                        .filter(|e| e.position <= start && filter.matches(&e.stream, &e.event_type))
+                        .filter(|e| {
+                            e.position <= start
+                                && filter.matches(&e.stream, &e.event_type, |_| true)
+                        })
                         .collect()
                 } else {
                     let start = from.unwrap_or(0);
                     all.iter()
-                        .filter(|e| e.position >= start && filter.matches(&e.stream, &e.event_type))
+                        .filter(|e| {
+                            e.position >= start
+                                && filter.matches(&e.stream, &e.event_type, |_| true)
+                        })
                         .collect()
                 };
                 let want: Vec<(String, u64, u64)> = matching
@@ -561,11 +703,15 @@ fn run_model(ops: &[Op], options: EngineOptions) -> Result<(), TestCaseError> {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Some(Engine::open(dir.path(), options.clone()).expect("open"));
+        let window = options.idempotency.events;
         let mut h = Harness {
             dir,
             options,
             engine,
-            model: Model::default(),
+            model: Model {
+                window,
+                ..Model::default()
+            },
         };
         for op in ops {
             h.step(op).await?;
@@ -591,6 +737,11 @@ fn tiny_segments_and_hash() -> EngineOptions {
     };
     o.snapshot_every_segments = 1;
     o.index_hash_bits = 1;
+    // A window of a few appends, read back at every reopen from a tail over tiny segments.
+    o.idempotency = eventfold_core::IdempotencyWindow {
+        events: 12,
+        max_age: None,
+    };
     o
 }
 

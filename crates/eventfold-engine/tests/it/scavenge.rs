@@ -118,12 +118,17 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {
                 todo.push(path);
-            } else if std::fs::read(&path)
-                .expect("read file")
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                hits.push(path);
+            } else {
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    // Deleted since it was listed (the engine's housekeeping replaces files
+                    // while it runs): it holds nothing any more.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => panic!("read {}: {e}", path.display()),
+                };
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(path);
+                }
             }
         }
     }
@@ -399,7 +404,10 @@ async fn appends_reads_and_subscriptions_go_on_during_a_scavenge() {
     };
     let mut scavenges = 0;
     let mut removed = 0;
-    while scavenges < 3 || removed == 0 {
+    // At least three scavenges while the others run, and until the hard-deleted stream's 96
+    // events are gone: on a loaded machine the last of them may wait in the active segment
+    // until the writer's appends seal it.
+    while scavenges < 3 || removed < 96 {
         let engine = engine.clone();
         let r = tokio::task::spawn_blocking(move || engine.scavenge(|_| {}))
             .await
@@ -408,7 +416,7 @@ async fn appends_reads_and_subscriptions_go_on_during_a_scavenge() {
             .expect("no other scavenge runs");
         removed += r.events_removed;
         scavenges += 1;
-        assert!(scavenges < 50, "the scavenges removed nothing");
+        assert!(scavenges < 50, "50 scavenges removed only {removed} events");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let appended = writer.await.expect("writer");

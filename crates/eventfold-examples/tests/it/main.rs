@@ -2,6 +2,7 @@
 
 mod bank_account;
 mod championship;
+mod course_subscriptions;
 mod orders;
 mod postgres;
 mod registration_saga;

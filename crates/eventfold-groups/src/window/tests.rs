@@ -1,6 +1,8 @@
-//! The window against a model: random histories of offers, pulls by several consumers, acks,
-//! nacks, failed durable writes and time passing, with the delivery rules checked after every
-//! step, and every event settled in the end.
+//! The window against a model: random histories of offers (to a few streams, with a few pin
+//! keys in their metadata, or none, or one that is not a string), pulls by several consumers,
+//! acks, nacks, failed durable writes and time passing, with the delivery rules checked after
+//! every step, and every event settled in the end. Under `pinned` the rules are per pin key
+//! (the stream, or the `partition_key` metadata field when the group pins by it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -12,11 +14,35 @@ use eventfold_core::{
 use proptest::prelude::*;
 
 use super::{AckOutcome, Settle, Window};
-use crate::config::{GroupConfig, RetryBackoff, Strategy as Spread};
+use crate::config::{GroupConfig, MetadataField, PinBy, RetryBackoff, Strategy as Spread};
 use crate::name::ConsumerName;
 
 const STREAMS: usize = 3;
+const KEYS: usize = 3;
 const CONSUMERS: usize = 3;
+/// The metadata field the pinned-by-metadata configs name.
+const FIELD: &str = "partition_key";
+
+/// What an offered event carries in its `partition_key` metadata field.
+#[derive(Clone, Debug)]
+enum KeyField {
+    Absent,
+    /// A non-empty string: one of `KEYS` customers.
+    Customer(usize),
+    /// `""`: not a key.
+    Empty,
+    /// A number: not a key.
+    Number(u8),
+}
+
+fn key_field() -> impl Strategy<Value = KeyField> {
+    prop_oneof![
+        1 => Just(KeyField::Absent),
+        4 => (0..KEYS).prop_map(KeyField::Customer),
+        1 => Just(KeyField::Empty),
+        1 => any::<u8>().prop_map(KeyField::Number),
+    ]
+}
 
 #[derive(Clone, Debug)]
 enum Nack {
@@ -27,8 +53,9 @@ enum Nack {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// The reader offers the next event of a stream (when the window has room).
-    Offer(usize),
+    /// The reader offers the next event of a stream (when the window has room), with this
+    /// `partition_key`.
+    Offer(usize, KeyField),
     /// A consumer pulls.
     Take { consumer: usize, max: usize },
     /// Acks some of the ids handed out so far (stale ones included); `fail`: the durable write
@@ -48,7 +75,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..STREAMS).prop_map(Op::Offer),
+        3 => (0..STREAMS, key_field()).prop_map(|(s, k)| Op::Offer(s, k)),
         3 => (0..CONSUMERS, 1usize..5).prop_map(|(consumer, max)| Op::Take { consumer, max }),
         2 => (prop::collection::vec(any::<usize>(), 1..4), prop::bool::weighted(0.1))
             .prop_map(|(pick, fail)| Op::Ack { pick, fail }),
@@ -65,7 +92,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> impl Strategy<Value = GroupConfig> {
     (
-        any::<bool>(),
+        prop_oneof![Just(None), Just(Some(false)), Just(Some(true))],
         1usize..6,
         any::<bool>(),
         1u32..4,
@@ -81,10 +108,15 @@ fn config() -> impl Strategy<Value = GroupConfig> {
                     Just(None).boxed()
                 };
                 per.prop_map(move |max_in_flight_per_consumer| GroupConfig {
-                    strategy: if pinned {
+                    strategy: if pinned.is_some() {
                         Spread::Pinned
                     } else {
                         Spread::RoundRobin
+                    },
+                    pin_by: if pinned == Some(true) {
+                        PinBy::Metadata(MetadataField::new(FIELD).expect("a valid field"))
+                    } else {
+                        PinBy::Stream
                     },
                     max_in_flight,
                     max_in_flight_per_consumer,
@@ -102,6 +134,23 @@ fn config() -> impl Strategy<Value = GroupConfig> {
 }
 
 fn recorded(stream: &StreamName, revision: u64, position: u64) -> RecordedEvent {
+    keyed(stream, revision, position, &KeyField::Absent)
+}
+
+fn keyed(stream: &StreamName, revision: u64, position: u64, key: &KeyField) -> RecordedEvent {
+    let mut metadata = Metadata::new();
+    match key {
+        KeyField::Absent => {}
+        KeyField::Customer(k) => {
+            metadata.insert(FIELD.into(), format!("cust-{k}").into());
+        }
+        KeyField::Empty => {
+            metadata.insert(FIELD.into(), "".into());
+        }
+        KeyField::Number(n) => {
+            metadata.insert(FIELD.into(), (*n).into());
+        }
+    }
     RecordedEvent {
         id: EventId::new_v7(),
         stream: stream.clone(),
@@ -112,7 +161,8 @@ fn recorded(stream: &StreamName, revision: u64, position: u64) -> RecordedEvent 
         schema_version: 1,
         content_type: ContentType::json(),
         data: b"{}".to_vec(),
-        metadata: Metadata::new(),
+        metadata,
+        tags: Default::default(),
     }
 }
 
@@ -140,8 +190,10 @@ struct Model {
     next_position: u64,
     t0: Instant,
     now: Instant,
-    /// Position → its stream and fate.
-    events: BTreeMap<u64, (usize, Fate)>,
+    /// Position → its pin key (as the model works it out) and fate.
+    events: BTreeMap<u64, (String, Fate)>,
+    /// Per pin key, the last position delivered for the first time.
+    first_delivered: HashMap<String, u64>,
     /// Every id handed out, in order: (id, position, consumer).
     ids: Vec<(String, u64, usize)>,
     last_pull: HashMap<usize, Instant>,
@@ -168,6 +220,7 @@ impl Model {
             t0,
             now: t0,
             events: BTreeMap::new(),
+            first_delivered: HashMap::new(),
             ids: Vec::new(),
             last_pull: HashMap::new(),
             push: [0; CONSUMERS],
@@ -197,16 +250,22 @@ impl Model {
             .count()
     }
 
-    fn offer(&mut self, s: usize) {
+    fn offer(&mut self, s: usize, field: &KeyField) {
         if !self.window.has_room() {
             return;
         }
         let pos = self.next_position;
         self.next_position += 1;
-        let e = recorded(&self.streams[s], self.revisions[s], pos);
+        let e = keyed(&self.streams[s], self.revisions[s], pos, field);
         self.revisions[s] += 1;
         self.window.offer(e);
-        self.events.insert(pos, (s, Fate::Waiting));
+        // The documented rule: a non-empty string value when pinning by the field, else the
+        // stream's name.
+        let key = match (&self.config.pin_by, field) {
+            (PinBy::Metadata(_), KeyField::Customer(k)) => format!("cust-{k}"),
+            _ => self.streams[s].as_str().to_owned(),
+        };
+        self.events.insert(pos, (key, Fate::Waiting));
     }
 
     fn take(&mut self, c: usize, max: usize) {
@@ -218,7 +277,7 @@ impl Model {
             let pos = d.event.position.0;
             assert!(last < Some(pos), "deliveries of one pull in position order");
             last = Some(pos);
-            let (s, fate) = self.events.get(&pos).cloned().expect("an offered event");
+            let (key, fate) = self.events.get(&pos).cloned().expect("an offered event");
             assert_eq!(
                 fate,
                 Fate::Waiting,
@@ -231,28 +290,35 @@ impl Model {
                 self.config.max_deliveries
             );
             if self.config.strategy == Spread::Pinned {
-                for (p, (s2, f2)) in self.events.range(..pos) {
+                for (p, (k2, f2)) in self.events.range(..pos) {
                     assert!(
-                        !(*s2 == s && *f2 == Fate::Waiting),
-                        "position {pos} delivered while {p} of the same stream waits"
+                        !(*k2 == key && *f2 == Fate::Waiting),
+                        "position {pos} delivered while {p} of the same key {key} waits"
                     );
                 }
-                for (s2, f2) in self.events.values() {
+                for (k2, f2) in self.events.values() {
                     if let Fate::Held { consumer, .. } = f2
-                        && *s2 == s
+                        && *k2 == key
                         && *consumer != c
                     {
                         assert!(
                             !self.live(*consumer),
-                            "stream {s} goes to c{c} while live c{consumer} holds some of it"
+                            "key {key} goes to c{c} while live c{consumer} holds some of it"
                         );
                     }
+                }
+                if d.attempt == 1 {
+                    let last = self.first_delivered.insert(key.clone(), pos);
+                    assert!(
+                        last < Some(pos),
+                        "key {key}: position {pos} delivered first after {last:?}"
+                    );
                 }
             }
             self.events.insert(
                 pos,
                 (
-                    s,
+                    key,
                     Fate::Held {
                         consumer: c,
                         attempt: d.attempt,
@@ -408,6 +474,25 @@ impl Model {
 
     fn check(&self) {
         assert_eq!(self.window.in_flight(), self.in_flight(), "in-flight count");
+        if self.config.strategy == Spread::Pinned {
+            // A consumer holding a delivery is live here (every timer due is fired as time
+            // passes, and a delivery's deadline is within its consumer's liveness), so no two
+            // consumers ever hold events of one key at once.
+            let mut holder: HashMap<&str, usize> = HashMap::new();
+            for (p, (key, f)) in &self.events {
+                if let Fate::Held { consumer, .. } = f {
+                    assert!(
+                        self.live(*consumer),
+                        "c{consumer} holds {p} and is not live"
+                    );
+                    let h = *holder.entry(key).or_insert(*consumer);
+                    assert_eq!(
+                        h, *consumer,
+                        "key {key} held by c{h} and c{consumer} at once"
+                    );
+                }
+            }
+        }
         assert!(self.window.in_flight() <= self.config.max_in_flight);
         let unsettled = self
             .events
@@ -459,7 +544,7 @@ proptest! {
         let mut m = Model::new(config);
         for op in &ops {
             match op {
-                Op::Offer(s) => m.offer(*s),
+                Op::Offer(s, k) => m.offer(*s, k),
                 Op::Take { consumer, max } => m.take(*consumer, *max),
                 Op::Ack { pick, fail } => {
                     let ids = m.picked(pick);
@@ -582,5 +667,131 @@ mod shared {
         let rest = w.take(&consumer(), 10, t0);
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].event.position.0, 3);
+    }
+}
+
+/// Pinning by a metadata field, step by step: a key spans streams, an event without a key goes
+/// by its stream, a retry holds back its key only, and a changed `pin_by` keys what is held
+/// again.
+mod pin_by {
+    use super::*;
+
+    fn window(pin_by: PinBy) -> Window {
+        let config = GroupConfig {
+            strategy: Spread::Pinned,
+            pin_by,
+            retry_backoff: RetryBackoff {
+                initial_ms: 100,
+                max_ms: 100,
+                multiplier: 1.0,
+            },
+            ..GroupConfig::default()
+        };
+        Window::new(config, "e".into())
+    }
+
+    fn by_field() -> PinBy {
+        PinBy::Metadata(MetadataField::new(FIELD).expect("a valid field"))
+    }
+
+    fn consumer(name: &str) -> ConsumerName {
+        ConsumerName::new(name).expect("valid consumer")
+    }
+
+    /// Offers events `(stream, key field)` at positions 0, 1, ...
+    fn offer(w: &mut Window, events: &[(&str, KeyField)]) {
+        for (p, (s, k)) in events.iter().enumerate() {
+            let s = StreamName::new(*s).expect("valid stream");
+            w.offer(keyed(&s, 0, p as u64, k));
+        }
+    }
+
+    fn positions(ds: &[super::super::Delivery]) -> Vec<u64> {
+        ds.iter().map(|d| d.event.position.0).collect()
+    }
+
+    #[test]
+    fn a_key_spans_streams_and_an_event_without_one_goes_by_its_stream() {
+        let mut w = window(by_field());
+        offer(
+            &mut w,
+            &[
+                ("order-1", KeyField::Customer(0)),
+                ("order-2", KeyField::Customer(1)),
+                ("order-2", KeyField::Customer(0)),
+                ("order-1", KeyField::Customer(1)),
+                ("order-1", KeyField::Absent),
+                ("order-1", KeyField::Number(7)),
+                ("order-3", KeyField::Empty),
+            ],
+        );
+        let t0 = Instant::now();
+        // c1 takes customer 0 with its first event.
+        assert_eq!(positions(&w.take(&consumer("c1"), 1, t0)), [0]);
+        // c2 gets customer 1 from both streams, and the events without a key (keyed by their
+        // streams, which nobody holds); customer 0's event in order-2 stays with c1.
+        assert_eq!(positions(&w.take(&consumer("c2"), 10, t0)), [1, 3, 4, 5, 6]);
+        assert_eq!(positions(&w.take(&consumer("c1"), 10, t0)), [2]);
+    }
+
+    #[test]
+    fn a_retry_holds_back_its_key_only() {
+        let mut w = window(by_field());
+        offer(
+            &mut w,
+            &[
+                ("order-1", KeyField::Customer(0)),
+                ("order-2", KeyField::Customer(1)),
+                ("order-2", KeyField::Customer(0)),
+                ("order-1", KeyField::Customer(1)),
+            ],
+        );
+        let t0 = Instant::now();
+        let c = consumer("c1");
+        let first = w.take(&c, 2, t0);
+        assert_eq!(positions(&first), [0, 1]);
+        let mut out = AckOutcome::default();
+        let claimed = w.claim(&[first[0].delivery_id.clone()], &mut out);
+        w.retry(claimed, "later", t0);
+        // Customer 0 (position 2, in order-2) waits for position 0's retry; customer 1 flows,
+        // although its event is in order-1 with position 0.
+        assert_eq!(positions(&w.take(&c, 10, t0)), [3]);
+        let t1 = t0 + Duration::from_millis(100);
+        w.tick(t1);
+        let again = w.take(&c, 10, t1);
+        let got: Vec<(u64, u32)> = again
+            .iter()
+            .map(|d| (d.event.position.0, d.attempt))
+            .collect();
+        assert_eq!(got, [(0, 2), (2, 1)]);
+    }
+
+    #[test]
+    fn a_changed_pin_by_keys_the_held_events_again() {
+        let mut w = window(PinBy::Stream);
+        offer(
+            &mut w,
+            &[
+                ("order-1", KeyField::Customer(0)),
+                ("order-2", KeyField::Customer(0)),
+                ("order-3", KeyField::Customer(1)),
+            ],
+        );
+        let t0 = Instant::now();
+        let (c1, c2) = (consumer("c1"), consumer("c2"));
+        let mut config = w.config().clone();
+        config.pin_by = by_field();
+        w.set_config(config.clone());
+        assert_eq!(positions(&w.take(&c1, 1, t0)), [0]);
+        // By stream, order-2 would be free; by customer it is c1's.
+        assert_eq!(positions(&w.take(&c2, 10, t0)), [2]);
+        assert_eq!(positions(&w.take(&c1, 10, t0)), [1]);
+        // Back to streams: each stream is pinned to whoever holds its delivery.
+        config.pin_by = PinBy::Stream;
+        w.set_config(config);
+        let s = StreamName::new("order-3").expect("valid stream");
+        w.offer(keyed(&s, 1, 3, &KeyField::Customer(0)));
+        assert!(w.take(&c1, 10, t0).is_empty(), "order-3 is c2's");
+        assert_eq!(positions(&w.take(&c2, 10, t0)), [3]);
     }
 }

@@ -5,6 +5,7 @@ mod basics;
 mod durable;
 mod lag;
 mod observe;
+mod pin_by;
 mod powerloss;
 mod servers;
 mod share;

@@ -11,3 +11,12 @@ mod schemas {
         (Validating::exclusive(MemoryStore::new()), ())
     });
 }
+
+mod window {
+    use eventfold_core::Limits;
+    use eventfold_memory::MemoryStore;
+
+    eventfold_conformance::idempotency_window_tests!(|window| async move {
+        (MemoryStore::with_window(Limits::DEFAULT, window), ())
+    });
+}

@@ -110,7 +110,7 @@ async fn a_filter_relays_only_the_matching_events() {
     };
     let wanted: Vec<RecordedEvent> = all
         .iter()
-        .filter(|e| filter.matches(e.stream.as_str(), e.event_type.as_str()))
+        .filter(|e| filter.matches_event(e))
         .cloned()
         .collect();
     assert!(!wanted.is_empty() && wanted.len() < all.len());

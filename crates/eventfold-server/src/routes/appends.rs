@@ -293,14 +293,22 @@ fn start(
             // Resolves when the previous append on this stream has its answer (or was dropped).
             let _ = before.await;
         }
-        let answer =
-            match append_counted(&st, &a.stream, a.expected, a.events, trace.as_ref()).await {
-                Ok(r) => AppendAnswer::Appended {
-                    appended: append_response(&r),
-                    replay: r.idempotent_replay,
-                },
-                Err(e) => failed(with_line(e, line_no)),
-            };
+        let answer = match append_counted(
+            &st,
+            &a.stream,
+            a.expected,
+            a.events,
+            a.condition,
+            trace.as_ref(),
+        )
+        .await
+        {
+            Ok(r) => AppendAnswer::Appended {
+                appended: append_response(&r),
+                replay: r.idempotent_replay,
+            },
+            Err(e) => failed(with_line(e, line_no)),
+        };
         drop(done_tx);
         Answered {
             line_no,

@@ -33,6 +33,9 @@ fn line_estimate(e: &eventfold_core::RecordedEvent) -> usize {
         + data
         // The stored text's length (an estimate: `json_len` would scan it).
         + e.metadata.raw_json().map_or(METADATA_GUESS_BYTES, str::len)
+        // `,"tags":[…]`: each tag quoted, with a comma.
+        + e.tags.iter().map(|t| t.as_str().len() + 3).sum::<usize>()
+        + if e.tags.is_empty() { 0 } else { 10 }
 }
 
 /// Metadata bytes guessed for metadata that is not stored text (set by the caller).
@@ -144,6 +147,7 @@ mod tests {
             content_type: ContentType::new(content_type).expect("content type"),
             data,
             metadata,
+            tags: eventfold_core::Tags::none(),
         }
     }
 

@@ -5,12 +5,12 @@
 
 use eventfold_core::{EventFilter, RecordedEvent, StreamName};
 use eventfold_groups::{
-    ConsumerInfo, Delivery, GroupConfig, GroupFilter, GroupInfo, NackAction, ParkedEvent,
-    ParkedPage, RetryBackoff, Start, Strategy,
+    ConsumerInfo, Delivery, GroupConfig, GroupFilter, GroupInfo, MetadataField, NackAction,
+    ParkedEvent, ParkedPage, PinBy, RetryBackoff, Start, Strategy,
 };
 use eventfold_protocol::groups::{
     ConsumerBody, DeliveryBody, GroupFilterBody, GroupInfoBody, GroupSettings, NackActionBody,
-    ParkedBody, ParkedPageBody, RetryBackoffBody, StartFrom, StrategyBody,
+    ParkedBody, ParkedPageBody, PinByBody, RetryBackoffBody, StartFrom, StrategyBody,
 };
 
 use crate::error::ApiResult;
@@ -51,6 +51,10 @@ pub fn config_from_wire(s: GroupSettings) -> ApiResult<GroupConfig> {
             Some(StrategyBody::RoundRobin) => Strategy::RoundRobin,
             Some(StrategyBody::Pinned) => Strategy::Pinned,
         },
+        pin_by: match s.pin_by {
+            None | Some(PinByBody::Stream) => PinBy::Stream,
+            Some(PinByBody::Metadata(field)) => PinBy::Metadata(MetadataField::new(field)?),
+        },
         max_in_flight: s.max_in_flight.unwrap_or(d.max_in_flight),
         max_in_flight_per_consumer: s.max_in_flight_per_consumer,
     })
@@ -86,6 +90,10 @@ pub fn config_to_wire(c: &GroupConfig) -> GroupSettings {
         strategy: Some(match c.strategy {
             Strategy::RoundRobin => StrategyBody::RoundRobin,
             Strategy::Pinned => StrategyBody::Pinned,
+        }),
+        pin_by: Some(match &c.pin_by {
+            PinBy::Stream => PinByBody::Stream,
+            PinBy::Metadata(field) => PinByBody::Metadata(field.as_str().to_owned()),
         }),
         max_in_flight: Some(c.max_in_flight),
         max_in_flight_per_consumer: c.max_in_flight_per_consumer,
@@ -177,6 +185,7 @@ mod tests {
             },
             start: Start::Position(7),
             strategy: Strategy::Pinned,
+            pin_by: PinBy::Metadata(MetadataField::new("partition_key").expect("field")),
             max_in_flight_per_consumer: Some(3),
             ..GroupConfig::default()
         };
@@ -192,6 +201,16 @@ mod tests {
             ..GroupSettings::default()
         };
         assert_eq!(config_from_wire(bad).expect_err("invalid").0.status, 400);
+        let bad = GroupSettings {
+            strategy: Some(StrategyBody::Pinned),
+            pin_by: Some(PinByBody::Metadata(String::new())),
+            ..GroupSettings::default()
+        };
+        let e = config_from_wire(bad).expect_err("an empty field name");
+        assert_eq!(
+            (e.0.status, e.0.code()),
+            (400, Some(eventfold_protocol::ErrorCode::InvalidRequest))
+        );
         let bad = GroupSettings {
             filter: GroupFilterBody {
                 types: vec!["order.*x".into()],

@@ -10,8 +10,8 @@ use eventfold_groups::GroupName;
 use eventfold_protocol::{
     AppendResponse, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ErrorCode, InfoResponse, QueryPairs,
     READ_STREAM_PARAMS, StreamsResponse, TRACEPARENT_HEADER, TRACESTATE_HEADER, fill_trace_context,
-    parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch, parse_expected_revision,
-    parse_new_events, parse_trace_headers, read_stream_query,
+    parse_append_condition, parse_cloudevent, parse_cloudevent_binary, parse_cloudevents_batch,
+    parse_expected_revision, parse_new_events, parse_trace_headers, read_stream_query,
 };
 use eventfold_trace::{Attribute, Kind, semconv};
 
@@ -39,6 +39,26 @@ pub(crate) fn expected_revision(
     Ok(parse_expected_revision(v)?)
 }
 
+/// The header of a conditional append: an `eventfold_core::AppendCondition` in its JSON form.
+pub(crate) const APPEND_CONDITION_HEADER: &str = "append-condition";
+
+/// The request's `Append-Condition` header, parsed once (400 `invalid_append_condition` when
+/// malformed); absent: an unconditional append.
+pub(crate) fn append_condition(
+    headers: &HeaderMap,
+) -> ApiResult<Option<eventfold_core::AppendCondition>> {
+    let Some(v) = headers.get(APPEND_CONDITION_HEADER) else {
+        return Ok(None);
+    };
+    let text = v.to_str().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidAppendCondition,
+            "the Append-Condition header is not text (send its JSON in ASCII, escaping other characters as \\uXXXX)",
+        )
+    })?;
+    Ok(Some(parse_append_condition(text)?))
+}
+
 /// The request's W3C `traceparent`/`tracestate` headers, parsed once (400
 /// `invalid_trace_context` naming the header when malformed).
 pub(crate) fn trace_headers(headers: &HeaderMap) -> ApiResult<Option<TraceContext>> {
@@ -60,6 +80,7 @@ pub async fn append(
 ) -> ApiResult<Response> {
     let stream = req.into_inner().stream;
     let expected = expected_revision(&headers)?;
+    let condition = append_condition(&headers)?;
     let trace = trace_headers(&headers)?;
     let body = read_body(
         &headers,
@@ -68,24 +89,33 @@ pub async fn append(
         st.limits.body_read_timeout,
     )
     .await?;
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let events = if headers.contains_key(CE_SPECVERSION_HEADER) {
-        // A binary-mode CloudEvent: attributes in `ce-*` headers, the data as the body.
-        parse_cloudevent_binary(
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
-            content_type,
-            &body,
-        )?
-    } else {
-        parse_append_body(content_type, &body)?
-    };
-    let r = append_counted(&st, &stream, expected, events, trace.as_ref()).await?;
+    let events = parse_append_request(&headers, &body)?;
+    let r = append_counted(&st, &stream, expected, events, condition, trace.as_ref()).await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
     Ok((status, axum::Json(append_response(&r))).into_response())
+}
+
+/// The events of `POST /streams/{stream}` from its headers and body: a binary-mode CloudEvent
+/// when a `ce-specversion` header is there (attributes in `ce-*` headers, the data as the
+/// body), else the body by its `Content-Type` ([`parse_append_body`]).
+pub(crate) fn parse_append_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Vec<eventfold_core::NewEvent>> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if headers.contains_key(CE_SPECVERSION_HEADER) {
+        Ok(parse_cloudevent_binary(
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            content_type,
+            body,
+        )?)
+    } else {
+        parse_append_body(content_type, body)
+    }
 }
 
 /// The events of an append body, parsed by its `Content-Type` (`None`, or a header that is not
@@ -129,6 +159,7 @@ pub(super) async fn append_counted(
     stream: &StreamName,
     expected: eventfold_core::ExpectedRevision,
     mut events: Vec<eventfold_core::NewEvent>,
+    condition: Option<eventfold_core::AppendCondition>,
     trace: Option<&TraceContext>,
 ) -> ApiResult<eventfold_core::AppendResult> {
     // Without a traceparent header, the span continues the trace the events carry (a
@@ -157,13 +188,22 @@ pub(super) async fn append_counted(
         .metrics
         .type_counts(events.iter().map(|e| e.event_type.as_str()));
     let started = std::time::Instant::now();
-    let result = st.store.append(stream, expected, events).await;
+    let result = match condition {
+        None => st.store.append(stream, expected, events).await,
+        Some(c) => {
+            st.store
+                .append_with_condition(stream, expected, events, c)
+                .await
+        }
+    };
     st.metrics
         .append_duration
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(r) => {
-            if !r.idempotent_replay {
+            if r.idempotent_replay {
+                st.metrics.idempotent_replays.inc();
+            } else {
                 Metrics::count_by_type(&st.metrics.events_appended, &counts);
             }
             span.set_attributes(|| {

@@ -45,7 +45,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "post",
             path: "/streams/{stream}",
-            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch; or one binary-mode CloudEvent: its attributes in ce-* headers, its data as the body of any Content-Type); header Expected-Revision: any | no-stream | exists | <u64>",
+            summary: "Append a batch of events atomically (JSON array, a CloudEvent, or a CloudEvents batch; or one binary-mode CloudEvent: its attributes in ce-* headers, its data as the body of any Content-Type); header Expected-Revision: any | no-stream | exists | <u64>; header Append-Condition: fail (409 append_condition_failed) when an event matching its query was appended after its position. 201 when written; 200 with the original result when the batch repeats an earlier append to the stream (the same event ids in the same order) within the server's idempotency window, nothing written, whatever Expected-Revision says; 409 wrong_expected_revision, or 409 duplicate_event_id when an event id was already appended within the window (or appears twice) and the batch is not such a retry",
             params: params::<OnStream<Write>>(),
             parse: Some(parse::<OnStream<Write>>),
             body: Some("NewEvents"),
@@ -66,7 +66,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "post",
             path: "/appends",
-            summary: "Many appends on one connection: an NDJSON body, one append per line ({\"stream\", \"expected_revision\", \"events\"}); the NDJSON answer has one line per request line, in order: {\"appended\": AppendResult, \"replay\": bool} or an error body naming the `line`",
+            summary: "Many appends on one connection: an NDJSON body, one append per line ({\"stream\", \"expected_revision\", \"events\", \"condition\"}); the NDJSON answer has one line per request line, in order: {\"appended\": AppendResult, \"replay\": bool} or an error body naming the `line`",
             params: &[],
             parse: None,
             body: Some("AppendLines"),
@@ -186,7 +186,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/all",
-            summary: "Read the global log with optional filters (JSON page or NDJSON; CloudEvents with Accept: application/cloudevents-batch+json or application/x-ndjson; format=cloudevents)",
+            summary: "Read the global log with optional filters (types, category, stream prefix, a query by types and tags; JSON page or NDJSON; CloudEvents with Accept: application/cloudevents-batch+json or application/x-ndjson; format=cloudevents)",
             params: params::<all::ReadAllRequest>(),
             parse: Some(parse::<all::ReadAllRequest>),
             body: None,
@@ -216,7 +216,7 @@ pub fn operations() -> Vec<Operation> {
         Operation {
             method: "put",
             path: "/subscriptions/{group}",
-            summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, max_in_flight (needs `admin`)",
+            summary: "Create (201) or update (200) a consumer group: filter, start, max_deliveries, ack_timeout_ms, retry_backoff, strategy, pin_by, max_in_flight (needs `admin`); 409 pin_by_change_refused when an update of a pinned group changes its pin_by",
             params: params::<OnGroup<Admin>>(),
             parse: Some(parse::<OnGroup<Admin>>),
             body: Some("GroupConfig"),
@@ -225,6 +225,7 @@ pub fn operations() -> Vec<Operation> {
                 (200, "GroupInfo"),
                 (400, "Error"),
                 (408, "Error"),
+                (409, "Error"),
             ],
             handler: put(groups::put),
         },
@@ -475,12 +476,14 @@ fn schemas() -> Value {
         "NewEvent": {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
             "id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "minLength": 1, "maxLength": 256},
             "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"}, "content_type": {"type": "string"},
-            "schema_version": {"type": "integer", "minimum": 0}, "metadata": {"type": "object"}}},
+            "schema_version": {"type": "integer", "minimum": 0}, "metadata": {"type": "object"},
+            "tags": {"$ref": "#/components/schemas/Tags"}}},
         "NewEvents": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/NewEvent"}},
         "Event": {"type": "object", "required": ["id", "stream", "type", "revision", "position", "timestamp", "schema_version", "content_type", "metadata"],
             "properties": {"id": {"type": "string", "format": "uuid"}, "stream": {"type": "string"}, "type": {"type": "string"},
             "revision": {"type": "integer", "minimum": 0}, "position": {"type": "integer", "minimum": 0}, "timestamp": {"type": "string", "format": "date-time"},
-            "schema_version": {"type": "integer"}, "content_type": {"type": "string"}, "data": {}, "data_base64": {"type": "string"}, "metadata": {"type": "object"}}},
+            "schema_version": {"type": "integer"}, "content_type": {"type": "string"}, "data": {}, "data_base64": {"type": "string"}, "metadata": {"type": "object"},
+            "tags": {"$ref": "#/components/schemas/Tags", "description": "present only when the event has tags"}}},
         "EventPage": {"type": "object", "required": ["events", "next"], "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
             "next": {"type": ["integer", "null"], "minimum": 0}}},
         "AppendResult": {"type": "object", "required": ["stream", "first_revision", "last_revision", "first_position", "last_position"], "properties": {
@@ -489,7 +492,8 @@ fn schemas() -> Value {
         "AppendLines": {"description": "NDJSON (application/x-ndjson): one AppendLine per line", "$ref": "#/components/schemas/AppendLine"},
         "AppendLine": {"type": "object", "required": ["stream", "events"], "properties": {"stream": {"type": "string"},
             "expected_revision": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}, "events": {"$ref": "#/components/schemas/NewEvents"},
-            "traceparent": {"type": "string", "description": "W3C traceparent of this line (wins over the request's header)"}, "tracestate": {"type": "string"}}},
+            "traceparent": {"type": "string", "description": "W3C traceparent of this line (wins over the request's header)"}, "tracestate": {"type": "string"},
+            "condition": {"$ref": "#/components/schemas/AppendCondition"}}},
         "AppendAnswers": {"description": "NDJSON (application/x-ndjson): one AppendAnswer per request line, in order", "$ref": "#/components/schemas/AppendAnswer"},
         "AppendAnswer": {"oneOf": [{"type": "object", "required": ["appended", "replay"], "properties": {"appended": {"$ref": "#/components/schemas/AppendResult"}, "replay": {"type": "boolean"}}},
             {"$ref": "#/components/schemas/Error"}]},
@@ -506,7 +510,12 @@ fn schemas() -> Value {
             "start": {"oneOf": [{"enum": ["start", "end"]}, {"type": "integer", "minimum": 0}]},
             "max_deliveries": {"type": "integer", "minimum": 1, "default": 10}, "ack_timeout_ms": {"type": "integer", "minimum": 1, "default": 30000},
             "retry_backoff": {"type": "object", "properties": {"initial_ms": {"type": "integer", "default": 100}, "max_ms": {"type": "integer", "default": 60000}, "multiplier": {"type": "number", "default": 2.0}}},
-            "strategy": {"enum": ["round_robin", "pinned"], "default": "round_robin"}, "max_in_flight": {"type": "integer", "minimum": 1, "default": 1000}}},
+            "strategy": {"enum": ["round_robin", "pinned"], "default": "round_robin"},
+            "pin_by": {"description": "what `pinned` keeps in order: the stream, or the value of a metadata field when it is a non-empty string (else the stream); only `stream` with `round_robin`; fixed while the group is pinned",
+                "default": "stream", "oneOf": [{"enum": ["stream"]},
+                {"type": "object", "additionalProperties": false, "required": ["metadata"], "properties": {"metadata": {"type": "string", "minLength": 1, "description": "a metadata field name, 1..=128 bytes, no control characters"}}}]},
+            "max_in_flight": {"type": "integer", "minimum": 1, "default": 1000},
+            "max_in_flight_per_consumer": {"type": "integer", "minimum": 1, "description": "most unacknowledged deliveries to one consumer, at most max_in_flight (default: max_in_flight)"}}},
         "GroupInfo": {"type": "object", "properties": {"group": {"type": "string"}, "checkpoint": {"type": "integer"}, "lag": {"type": "integer"},
             "in_flight": {"type": "integer"}, "parked": {"type": "integer"}, "delivered_total": {"type": "integer"}, "acked_total": {"type": "integer"},
             "consumers": {"type": "array", "items": {"type": "object"}}}, "additionalProperties": true},
@@ -534,6 +543,7 @@ fn schemas() -> Value {
         "id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "minLength": 1, "maxLength": 256},
         "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"}, "content_type": {"type": "string"},
         "schema_version": {"type": "integer", "minimum": 0}, "metadata": {"type": "object"},
+        "tags": {"$ref": "#/components/schemas/Tags"},
         "timestamp": {"type": "string", "format": "date-time", "description": "the event's commit time in the exported store"}}});
     s["ImportBatch"] = json!({"type": "object", "required": ["first_revision", "events"], "additionalProperties": false, "properties": {
         "first_revision": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "the revision the first event had in the exported store"},
@@ -551,9 +561,25 @@ fn schemas() -> Value {
             "data": {}, "data_base64": {"type": "string", "contentEncoding": "base64"},
             "eventfoldstream": {"type": "string"}, "eventfoldrevision": {"type": "string", "pattern": "^[0-9]+$"},
             "eventfoldposition": {"type": "string", "pattern": "^[0-9]+$"}, "eventfoldid": {"type": "string", "format": "uuid"},
-            "eventfoldmetadata": {"type": "string", "description": "the metadata without a CloudEvents attribute name, a JSON object"}},
+            "eventfoldmetadata": {"type": "string", "description": "the metadata without a CloudEvents attribute name, a JSON object"},
+            "eventfoldtags": {"type": "string", "description": "the event's tags separated by one space, when it has some"}},
         "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
         "description": "An event as a structured CloudEvent 1.0 (docs/http-api.md, \"CloudEvents out\"): the attributes it came with, else its id, /streams/{stream} as source and its commit time; every metadata key that is a CloudEvents name as an extension; eventfold's own extensions"});
+    s["Tag"] = json!({"type": "string", "minLength": 1, "maxLength": eventfold_core::TAG_BYTES_MAX,
+        "pattern": TAG_PATTERN,
+        "description": "what an event is about, such as `course:c1`: 1 to 128 bytes of UTF-8, no control character, no whitespace"});
+    s["Tags"] = json!({"type": "array", "maxItems": eventfold_core::TAGS_PER_EVENT_MAX, "uniqueItems": true,
+        "items": {"$ref": "#/components/schemas/Tag"}});
+    s["Query"] = json!({"type": "object", "required": ["items"], "additionalProperties": false,
+        "description": "events matching any item; an item matches an event of one of its types (none: any) carrying all of its tags (none: any); no items: every event",
+        "properties": {"items": {"type": "array", "maxItems": eventfold_core::QUERY_ITEMS_MAX, "items": {
+            "type": "object", "additionalProperties": false, "properties": {
+                "types": {"type": "array", "maxItems": eventfold_core::QUERY_ITEM_TYPES_MAX, "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+                "tags": {"type": "array", "maxItems": eventfold_core::TAGS_PER_EVENT_MAX, "items": {"$ref": "#/components/schemas/Tag"}}}}}}});
+    s["AppendCondition"] = json!({"type": "object", "required": ["fail_if_events_match"], "additionalProperties": false,
+        "description": "the append fails (409 append_condition_failed, nothing written) when an event matching the query was appended after `after` (absent: at all)",
+        "properties": {"fail_if_events_match": {"$ref": "#/components/schemas/Query"},
+            "after": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}});
     s["CloudEventsOut"] =
         json!({"type": "array", "items": {"$ref": "#/components/schemas/CloudEventOut"}});
     s["CloudEvents"] = json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}});
@@ -576,6 +602,11 @@ fn schemas() -> Value {
         "report": {"$ref": "#/components/schemas/ScavengeReport"}, "error": {"type": ["string", "null"]}}});
     s
 }
+
+/// A tag: no control character (Cc) and no whitespace (Unicode White_Space), as
+/// `eventfold_core::Tag` checks.
+const TAG_PATTERN: &str =
+    "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
 
 /// A W3C `traceparent` (version 00 and later versions, which may append fields).
 const TRACEPARENT_PATTERN: &str = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$";
@@ -603,6 +634,9 @@ fn query_param_schema(path: &str, name: &str) -> Value {
         }
         "type" => {
             json!({"type": "string", "description": "event types, comma-separated; an entry with `*` (exactly one `.`-separated word) or `#` (zero or more words) is a pattern: `order.*`, `order.#`, `#.failed`"})
+        }
+        "query" => {
+            json!({"type": "string", "description": "a query by event types and tags, its JSON form: {\"items\": [{\"types\": [...], \"tags\": [...]}]} (events matching any item; an item: one of its types, all of its tags)"})
         }
         _ => json!({"type": "string"}),
     }
@@ -697,6 +731,11 @@ pub fn document() -> Value {
             params.push(json!({"name": "Expected-Revision", "in": "header", "required": false,
                 "description": "any (default) | no-stream | exists | the stream's last revision",
                 "schema": {"anyOf": [{"type": "string", "enum": ["any", "no-stream", "exists"]}, {"type": "integer", "minimum": 0, "maximum": u64::MAX}]}}));
+        }
+        if op.method == "post" && op.path == "/streams/{stream}" {
+            params.push(json!({"name": "Append-Condition", "in": "header", "required": false,
+                "description": "a conditional append: the JSON of an AppendCondition, {\"fail_if_events_match\": {\"items\": [...]}, \"after\": <position>}; 409 append_condition_failed (with `position`, the first matching event) when an event matching the query was appended after `after`",
+                "schema": {"type": "string"}}));
         }
         if op.method == "post" && (op.path == "/streams/{stream}" || op.path == "/appends") {
             params.push(

@@ -33,6 +33,20 @@ fn the_entry_points_parse_as_the_routes_do() {
         br#"{"specversion":"1.0","id":"a","source":"s","type":"t"}"#
     ));
     assert!(!fuzz::append_body(Some("text/plain"), b"[]"));
+    // A binary-mode CloudEvent: attributes in ce-* headers, whatever the body's media type.
+    let binary: [(&[u8], &[u8]); 4] = [
+        (b"ce-specversion", b"1.0"),
+        (b"ce-id", b"a"),
+        (b"ce-source", b"s"),
+        (b"ce-type", b"t"),
+    ];
+    assert!(fuzz::append_request(&binary, b"{\"a\":1}"));
+    assert!(!fuzz::append_request(&binary, b"{not json"));
+    assert!(!fuzz::append_request(&binary[..3], b"{}"), "no ce-type");
+    assert!(fuzz::append_request(
+        &[(b"content-type", b"application/json")],
+        br#"[{"type":"a","data":1}]"#
+    ));
     assert_eq!(
         fuzz::append_lines(
             b"{\"stream\":\"a\",\"events\":[{\"type\":\"t\",\"data\":1}]}\n\n  \nnot json\n"

@@ -3,11 +3,13 @@
 mod appends;
 mod auth;
 mod cloudevents;
+mod dcb;
 mod diskfull;
 mod fuzz_corpus;
 mod metrics;
 mod openapi;
 mod patterns;
+mod pin_by;
 mod reads;
 mod schemas;
 mod stats;

@@ -231,3 +231,51 @@ async fn the_processing_histogram_and_the_type_counters_observe_acks_and_nacks_p
     assert_eq!(status, 204);
     assert!(!s.scrape().await.contains("group=\"g1\""));
 }
+
+/// A retry of an earlier append (after another append to its stream) is answered 200 as a
+/// replay and counted in `eventfold_idempotent_replays_total`, its events not counted again as
+/// appended; an id of it in a new batch is `409 duplicate_event_id` with the stream and id.
+#[tokio::test]
+async fn idempotent_replays_are_counted_and_duplicate_ids_refused() {
+    let s = server().await;
+    let id = "0192f6a0-7c1e-7a3b-9c1d-2f1e3a4b5c6d";
+    let batch = json!([{"id": id, "type": "order.placed", "data": {}}]).to_string();
+    let (status, text) = s.send("POST", "/streams/order-9", &[], batch.clone()).await;
+    assert_eq!(status, 201, "{text}");
+    let first: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(s.append("order-9", &["order.paid"], &[]).await, 201);
+    let (status, text) = s
+        .send(
+            "POST",
+            "/streams/order-9",
+            &[("expected-revision", "no-stream")],
+            batch,
+        )
+        .await;
+    assert_eq!(status, 200, "a replay: {text}");
+    let again: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(again, first);
+    let overlap = json!([
+        {"type": "order.placed", "data": {}},
+        {"id": id, "type": "order.placed", "data": {}}
+    ])
+    .to_string();
+    let (status, text) = s.send("POST", "/streams/order-10", &[], overlap).await;
+    assert_eq!(status, 409, "{text}");
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["error"]["code"], "duplicate_event_id");
+    assert_eq!(body["error"]["stream"], "order-10");
+    assert_eq!(body["error"]["id"], id);
+    let text = s.scrape().await;
+    assert_eq!(
+        sample(&text, "eventfold_idempotent_replays_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "eventfold_events_appended_total{type=\"order.placed\"}"
+        ),
+        Some(1.0)
+    );
+}

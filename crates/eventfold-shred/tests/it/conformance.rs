@@ -17,3 +17,22 @@ eventfold_conformance::conformance_tests!(|| async {
     );
     (store, dir)
 });
+
+mod window {
+    use std::sync::Arc;
+
+    use eventfold_core::Limits;
+    use eventfold_memory::MemoryStore;
+    use eventfold_shred::{FileKeys, Shredding, sealed_limits};
+
+    eventfold_conformance::idempotency_window_tests!(|window| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = FileKeys::open(dir.path()).expect("keys");
+        let store = Shredding::new(
+            MemoryStore::with_window(sealed_limits(Limits::DEFAULT), window),
+            Arc::new(keys),
+            Limits::DEFAULT,
+        );
+        (store, dir)
+    });
+}

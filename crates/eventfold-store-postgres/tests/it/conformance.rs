@@ -2,10 +2,10 @@
 //! each case runs on the in-memory store instead, after printing why.
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent, Position, ReadAll,
-    ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_store_postgres::{PostgresOptions, PostgresStore};
@@ -38,6 +38,16 @@ impl EventStore for Store {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         each!(self, s => s.append(stream, expected, events).await)
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        each!(self, s => s.append_with_condition(stream, expected, events, condition).await)
     }
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
         each!(self, s => s.read_stream(stream, read).await)
@@ -108,3 +118,31 @@ pub(crate) async fn store() -> (Store, Option<TestDb>) {
 }
 
 eventfold_conformance::conformance_tests!(store);
+
+mod window {
+    use eventfold_memory::MemoryStore;
+    use eventfold_store_postgres::PostgresOptions;
+
+    use super::Store;
+    use crate::TestDb;
+
+    eventfold_conformance::idempotency_window_tests!(|window| async move {
+        match TestDb::create().await {
+            Some(db) => {
+                let options = PostgresOptions {
+                    pool_size: 4,
+                    idempotency: window,
+                    ..PostgresOptions::default()
+                };
+                (Store::Postgres(db.store(options).await), Some(db))
+            }
+            None => (
+                Store::Skipped(MemoryStore::with_window(
+                    eventfold_core::Limits::DEFAULT,
+                    window,
+                )),
+                None,
+            ),
+        }
+    });
+}

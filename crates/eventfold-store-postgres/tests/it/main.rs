@@ -6,6 +6,7 @@
 mod conformance;
 mod faults;
 mod group;
+mod idempotency;
 mod json_schemas;
 mod ordering;
 mod schema;

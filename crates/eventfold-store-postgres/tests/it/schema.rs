@@ -192,3 +192,96 @@ async fn connections_killed_by_the_server_are_reopened() {
         .expect("not an error");
     assert_eq!(second.position, r.first_position);
 }
+
+/// A schema of version 1 (before tags) is upgraded by `connect`: its events read back with no
+/// tags, new ones keep theirs, and reads by query and conditional appends work on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_upgraded_to_tags() {
+    use eventfold_core::{AppendCondition, Position, Query, QueryItem, ReadAll, Tag, Tags};
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let client = db.client().await.expect("connect");
+    // Version 1's tables, as its `connect` created them, with one event.
+    client
+        .batch_execute(
+            "CREATE SCHEMA eventfold;
+             CREATE TABLE eventfold.schema_version (version integer NOT NULL);
+             CREATE TABLE eventfold.log_head (id boolean PRIMARY KEY DEFAULT true CHECK (id),
+                 next_position bigint NOT NULL, last_timestamp_us bigint NOT NULL);
+             INSERT INTO eventfold.log_head VALUES (true, 1, 1);
+             CREATE TABLE eventfold.streams (name text COLLATE \"C\" PRIMARY KEY,
+                 next_revision bigint NOT NULL DEFAULT 0, deleted_before bigint NOT NULL DEFAULT 0,
+                 tombstoned boolean NOT NULL DEFAULT false, metadata text NOT NULL DEFAULT '{}',
+                 last_first_revision bigint, last_len bigint, last_first_position bigint,
+                 last_last_position bigint);
+             INSERT INTO eventfold.streams VALUES ('order-1', 1, 0, false, '{}', 0, 1, 0, 0);
+             CREATE TABLE eventfold.events (position bigint PRIMARY KEY,
+                 stream text COLLATE \"C\" NOT NULL, revision bigint NOT NULL, id bytea NOT NULL,
+                 event_type text NOT NULL, timestamp_us bigint NOT NULL,
+                 schema_version bigint NOT NULL, content_type text NOT NULL, data bytea NOT NULL,
+                 metadata text NOT NULL, UNIQUE (stream, revision));
+             INSERT INTO eventfold.events VALUES (0, 'order-1', 0,
+                 '\\x0192f6a0000070008000000000000001', 'placed', 1, 1, 'application/json',
+                 '{\"n\":1}', '{}');
+             INSERT INTO eventfold.schema_version VALUES (1);",
+        )
+        .await
+        .expect("a version 1 schema");
+    let store = db.store(in_schema("eventfold")).await;
+    let version: i32 = client
+        .query_one("SELECT max(version) FROM eventfold.schema_version", &[])
+        .await
+        .expect("read the version")
+        .get(0);
+    assert_eq!(version, 3);
+    let old = store
+        .read_stream(&stream(), ReadStream::forward(10))
+        .await
+        .expect("the version 1 event");
+    assert_eq!(old.events.len(), 1);
+    assert!(old.events[0].tags.is_empty());
+    let tagged = event().with_tags(Tags::parse(["order:1"]).expect("a valid tag"));
+    let q = Query::from(
+        QueryItem::tagged([Tag::new("order:1").expect("a valid tag")]).expect("an item"),
+    );
+    let r = store
+        .append_with_condition(
+            &stream(),
+            ExpectedRevision::Any,
+            vec![tagged],
+            AppendCondition::new(q.clone(), None),
+        )
+        .await
+        .expect("nothing carried order:1 yet");
+    let read = store
+        .read_all(ReadAll::forward(10).filter(EventFilter::default().with_query(q.clone())))
+        .await
+        .expect("read by query");
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].position, r.first_position);
+    let again = store
+        .append_with_condition(
+            &stream(),
+            ExpectedRevision::Any,
+            vec![event()],
+            AppendCondition::new(q, Some(Position(0))),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AppendConditionFailed { position, .. }) if position == r.first_position),
+        "{again:?}"
+    );
+    // A second connect finds version 3 and changes nothing.
+    drop(store);
+    let store = db.store(in_schema("eventfold")).await;
+    assert_eq!(
+        store
+            .read_all(ReadAll::forward(10))
+            .await
+            .expect("read")
+            .events
+            .len(),
+        2
+    );
+}

@@ -87,6 +87,9 @@ impl DeadLetter {
                 Some(serde_json::Value::Object(o)) => Metadata::from(o.clone()),
                 _ => Metadata::new(),
             },
+            // Not kept: a dead letter carrying the original's tags would match the queries
+            // (and fail the conditional appends) of the decisions the original belongs to.
+            tags: eventfold_core::Tags::none(),
         };
         Some(DeadLetter {
             handler: text(HANDLER)?.to_owned(),

@@ -66,6 +66,7 @@ impl TestLog {
             content_type: new.content_type,
             data: new.data,
             metadata: new.metadata,
+            tags: new.tags,
         }
     }
 }

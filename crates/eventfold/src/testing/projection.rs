@@ -117,7 +117,7 @@ impl<P: MemoryProjection> ProjectionTest<P> {
         let mut state = P::State::default();
         let mut batch = Vec::new();
         for recorded in self.recorded {
-            if !filter.matches(recorded.stream.as_str(), recorded.event_type.as_str()) {
+            if !filter.matches_event(&recorded) {
                 continue;
             }
             batch.push(self.upcasters.decode::<P::Event>(recorded)?);

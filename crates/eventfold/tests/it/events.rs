@@ -51,6 +51,7 @@ fn recorded(e: eventfold::core::NewEvent) -> RecordedEvent {
         content_type: e.content_type,
         data: e.data,
         metadata: e.metadata,
+        tags: Default::default(),
     }
 }
 

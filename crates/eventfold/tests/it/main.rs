@@ -3,6 +3,7 @@
 mod aggregate;
 mod bus;
 mod checkpoint;
+mod decision;
 mod events;
 mod handler;
 mod outbox;

@@ -78,6 +78,7 @@ fn from_new(new: NewEvent, position: u64) -> RecordedEvent {
         content_type: new.content_type,
         data: new.data,
         metadata: new.metadata,
+        tags: Default::default(),
     }
 }
 

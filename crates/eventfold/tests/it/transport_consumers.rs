@@ -81,6 +81,7 @@ fn recorded<E: DomainEvent>(event: &E, stream: &str, revision: u64) -> RecordedE
         content_type: new.content_type,
         data: new.data,
         metadata: new.metadata,
+        tags: Default::default(),
     }
 }
 

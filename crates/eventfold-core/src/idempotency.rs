@@ -1,0 +1,707 @@
+//! Idempotency by event id: which appends are retries of an earlier one, and the bounded window
+//! of recent ids every store keeps to tell.
+//!
+//! The contract (see [`crate::EventStore::append`] and `docs/http-api.md`, "Idempotency"): an
+//! append whose event ids are exactly those of one earlier append to the same stream (same ids,
+//! same order, same count) is answered with that append's result and `idempotent_replay`, and
+//! writes nothing, as long as that append is inside the store's [`IdempotencyWindow`]; an append
+//! that shares some ids with the window but is not such a repeat (a part of an earlier batch,
+//! ids of two batches, ids appended to another stream, an id twice in one batch) is refused with
+//! [`crate::StoreError::DuplicateEventId`]. Beyond the window only the stream's most recent
+//! batch is still recognized (the rule every store kept before the window).
+//!
+//! [`judge_ids`] is that rule as a pure function over a lookup of each id; [`SeenIds`] is the
+//! window in memory (the engine and the memory store), with memory bounded by the window.
+//! PostgreSQL looks the ids up in its events table instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ValidationError;
+use crate::head::LastAppend;
+use crate::ids::EventId;
+use crate::limits::{
+    IDEMPOTENCY_WINDOW_AGE_DEFAULT, IDEMPOTENCY_WINDOW_EVENTS_DEFAULT,
+    IDEMPOTENCY_WINDOW_EVENTS_MAX,
+};
+
+/// How far back a store recognizes event ids: the appends whose events all lie within the log's
+/// newest `events` positions and were committed less than `max_age` ago (when set). Every event
+/// takes one position of the log, and so does each metadata change and delete, so the window
+/// holds at most `events` ids. `events == 0` turns the window off (only a stream's most recent
+/// batch is recognized).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencyWindow {
+    /// How many of the log's newest positions the window spans (0: off). At most
+    /// [`IDEMPOTENCY_WINDOW_EVENTS_MAX`].
+    pub events: u64,
+    /// Appends committed longer ago than this leave the window; `None`: no age bound.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for IdempotencyWindow {
+    fn default() -> Self {
+        IdempotencyWindow::DEFAULT
+    }
+}
+
+impl IdempotencyWindow {
+    /// The default: the newest [`IDEMPOTENCY_WINDOW_EVENTS_DEFAULT`] positions, younger than
+    /// [`IDEMPOTENCY_WINDOW_AGE_DEFAULT`].
+    pub const DEFAULT: IdempotencyWindow = IdempotencyWindow {
+        events: IDEMPOTENCY_WINDOW_EVENTS_DEFAULT,
+        max_age: Some(IDEMPOTENCY_WINDOW_AGE_DEFAULT),
+    };
+
+    /// No window: only a stream's most recent batch is recognized as a retry.
+    pub const OFF: IdempotencyWindow = IdempotencyWindow {
+        events: 0,
+        max_age: None,
+    };
+
+    /// A window of `events` positions and `max_age`, checked: `events` at most
+    /// [`IDEMPOTENCY_WINDOW_EVENTS_MAX`], `max_age` not zero.
+    pub fn new(events: u64, max_age: Option<Duration>) -> Result<Self, ValidationError> {
+        let w = IdempotencyWindow { events, max_age };
+        w.check()?;
+        Ok(w)
+    }
+
+    /// Whether the values are allowed (see [`IdempotencyWindow::new`]).
+    pub fn check(&self) -> Result<(), ValidationError> {
+        if self.events > IDEMPOTENCY_WINDOW_EVENTS_MAX {
+            return Err(ValidationError::new(
+                "idempotency window",
+                &self.events.to_string(),
+                format!(
+                    "is more than {IDEMPOTENCY_WINDOW_EVENTS_MAX} events; the window is held in memory (about 30 bytes per event, 70 for single-event appends): choose a smaller one"
+                ),
+            ));
+        }
+        if self.max_age.is_some_and(|a| a.is_zero()) {
+            return Err(ValidationError::new(
+                "idempotency window",
+                "0s",
+                "is an age of zero, which would recognize no retry; give a positive age, or leave the age out for no age bound",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the window is on.
+    pub fn is_on(&self) -> bool {
+        self.events > 0
+    }
+
+    /// The oldest position a batch may start at to be inside the window, when the log's next
+    /// position is `next_position`.
+    pub fn oldest_position(&self, next_position: u64) -> u64 {
+        next_position.saturating_sub(self.events)
+    }
+
+    /// The oldest commit time (microseconds) inside the window at `now_us`, if there is an age
+    /// bound.
+    pub fn oldest_timestamp_us(&self, now_us: i64) -> Option<i64> {
+        self.max_age.map(|a| {
+            let us = i64::try_from(a.as_micros()).unwrap_or(i64::MAX);
+            now_us.saturating_sub(us)
+        })
+    }
+
+    /// Whether a batch whose first event is at `first_position`, committed at `timestamp_us`,
+    /// is inside the window of a log whose next position is `next_position`, at `now_us`.
+    pub fn holds(
+        &self,
+        first_position: u64,
+        timestamp_us: i64,
+        next_position: u64,
+        now_us: i64,
+    ) -> bool {
+        self.is_on()
+            && first_position >= self.oldest_position(next_position)
+            && self
+                .oldest_timestamp_us(now_us)
+                .is_none_or(|oldest| timestamp_us >= oldest)
+    }
+}
+
+/// Where an event id was seen inside the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenAt {
+    /// Whether it was appended to the stream now appended to.
+    pub same_stream: bool,
+    /// The append it was part of and its index in that append's batch; `None` when the store
+    /// does not know the batch (PostgreSQL rows written before the batch was recorded).
+    pub batch: Option<(LastAppend, u64)>,
+}
+
+/// What the ids of an append say, before anything else is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdVerdict {
+    /// No id is in the window.
+    New,
+    /// The ids are exactly those of this earlier append to the same stream: answer it again.
+    Replay(LastAppend),
+    /// This id is in the window (or twice in the batch), and the append is not a repeat of one
+    /// earlier append: refuse it.
+    Duplicate(EventId),
+}
+
+/// Judges an append's `ids` (in batch order) against the window, as `lookup` answers for each
+/// id: a repeat of one earlier append to the same stream (the same ids at the same indexes of
+/// a batch of the same length) is a [`IdVerdict::Replay`]; an id given twice in the batch, or
+/// any id seen otherwise, a [`IdVerdict::Duplicate`]; else [`IdVerdict::New`].
+pub fn judge_ids<I>(ids: I, mut lookup: impl FnMut(&EventId) -> Option<SeenAt>) -> IdVerdict
+where
+    I: ExactSizeIterator<Item = EventId> + Clone,
+{
+    let n = ids.len() as u64;
+    if let Some(id) = repeated(ids.clone()) {
+        return IdVerdict::Duplicate(id);
+    }
+    let mut first_seen = None;
+    let mut replay: Option<LastAppend> = None;
+    let mut exact = true;
+    for (i, id) in ids.enumerate() {
+        let Some(at) = lookup(&id) else {
+            exact = false;
+            continue;
+        };
+        first_seen.get_or_insert(id);
+        match at.batch {
+            Some((b, index))
+                if at.same_stream
+                    && index == i as u64
+                    && b.len == n
+                    && replay.is_none_or(|r| r == b) =>
+            {
+                replay = Some(b);
+            }
+            _ => exact = false,
+        }
+    }
+    match (first_seen, replay) {
+        (None, _) => IdVerdict::New,
+        (Some(_), Some(b)) if exact => IdVerdict::Replay(b),
+        (Some(id), _) => IdVerdict::Duplicate(id),
+    }
+}
+
+/// Batches up to this many events are checked for a repeated id pair by pair; larger ones
+/// through a hash set.
+const PAIRWISE_MAX: usize = 16;
+
+/// The first id that appears twice in `ids`, if any.
+fn repeated<I: ExactSizeIterator<Item = EventId> + Clone>(ids: I) -> Option<EventId> {
+    let n = ids.len();
+    if n < 2 {
+        return None;
+    }
+    if n <= PAIRWISE_MAX {
+        for (i, a) in ids.clone().enumerate() {
+            if ids.clone().skip(i + 1).any(|b| b == a) {
+                return Some(a);
+            }
+        }
+        return None;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    ids.into_iter().find(|&id| !seen.insert(id))
+}
+
+/// One append inside a [`SeenIds`] window.
+#[derive(Clone, Copy, Debug)]
+struct Batch {
+    /// The sequence number of its first id (see [`SeenIds`]).
+    first_seq: u64,
+    first_position: u64,
+    first_revision: u64,
+    timestamp_us: i64,
+    len: u32,
+    /// Its stream's slot in [`SeenIds::streams`].
+    stream: u32,
+}
+
+/// A stream with batches in the window.
+#[derive(Clone, Debug)]
+struct StreamSlot {
+    name: Option<Arc<str>>,
+    /// Batches of the window in this stream.
+    batches: u32,
+}
+
+/// The idempotency window in memory, for a store that decides appends one at a time (the
+/// engine's writer, the memory store's lock): the ids of the appends inside an
+/// [`IdempotencyWindow`], oldest first, and a hash table from id to its place.
+///
+/// Memory is bounded by the window: 16 bytes per id (a ring of the ids in log order), 5 bytes
+/// per slot of the hash table (a 4-byte index into the ring and a control byte; 44-88 % full,
+/// so 6-11 bytes per id), 40 bytes per append (its stream, first position and revision, commit
+/// time, length), and per stream with appends in the window its name once (shared with the
+/// caller's `StreamName`) and ~40 bytes; the rings grow by doubling. At a full window of a
+/// million ids that is about 26 bytes per id for appends of many events and 70-80 for
+/// single-event appends (`BENCHMARKS.md`, "Idempotency window"). Appends leave the window oldest first as the log moves on
+/// ([`SeenIds::record`]) and as they age; an append that does not fit the window at all is not
+/// recorded.
+#[derive(Debug)]
+pub struct SeenIds {
+    window: IdempotencyWindow,
+    hasher: std::hash::RandomState,
+    /// Index into `ids`, as the low 32 bits of the id's sequence number (sequence numbers count
+    /// every id ever recorded; the window holds fewer than 2^32 of them, so the low bits name
+    /// one id of the ring).
+    table: hashbrown::HashTable<u32>,
+    /// The ids in the window, oldest first; `ids[0]` has sequence number `base`.
+    ids: VecDeque<EventId>,
+    base: u64,
+    /// The appends in the window, oldest first.
+    batches: VecDeque<Batch>,
+    streams: HashMap<Arc<str>, u32>,
+    slots: Vec<StreamSlot>,
+    free_slots: Vec<u32>,
+}
+
+impl SeenIds {
+    /// An empty window.
+    pub fn new(window: IdempotencyWindow) -> Self {
+        SeenIds {
+            window,
+            hasher: std::hash::RandomState::new(),
+            table: hashbrown::HashTable::new(),
+            ids: VecDeque::new(),
+            base: 0,
+            batches: VecDeque::new(),
+            streams: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+        }
+    }
+
+    /// The window it keeps.
+    pub fn window(&self) -> IdempotencyWindow {
+        self.window
+    }
+
+    /// Ids held (including any that left the window and are not evicted yet).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it holds no id.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Appends held.
+    pub fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Bytes of heap it holds (capacities, not lengths; stream names not counted: they are
+    /// shared with the stores' own).
+    pub fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.ids.capacity() * std::mem::size_of::<EventId>()
+            + self.batches.capacity() * std::mem::size_of::<Batch>()
+            + self.streams.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<StreamSlot>()
+            + self.free_slots.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// Judges an append of `ids` to `stream` (see [`judge_ids`]) when the log's next position
+    /// is `next_position`, at `now_us`. Always [`IdVerdict::New`] when the window is off.
+    pub fn judge<I>(&self, stream: &str, ids: I, next_position: u64, now_us: i64) -> IdVerdict
+    where
+        I: ExactSizeIterator<Item = EventId> + Clone,
+    {
+        if !self.window.is_on() {
+            return IdVerdict::New;
+        }
+        let slot = self.streams.get(stream).copied();
+        judge_ids(ids, |id| self.lookup(slot, id, next_position, now_us))
+    }
+
+    fn lookup(
+        &self,
+        stream_slot: Option<u32>,
+        id: &EventId,
+        next_position: u64,
+        now_us: i64,
+    ) -> Option<SeenAt> {
+        let seq = self.seq_of(id)?;
+        let b = self.batch_of(seq)?;
+        if !self
+            .window
+            .holds(b.first_position, b.timestamp_us, next_position, now_us)
+        {
+            return None;
+        }
+        let len = u64::from(b.len);
+        Some(SeenAt {
+            same_stream: stream_slot == Some(b.stream),
+            batch: Some((
+                LastAppend {
+                    first_revision: b.first_revision,
+                    len,
+                    first_position: b.first_position,
+                    last_position: b.first_position + len - 1,
+                },
+                seq - b.first_seq,
+            )),
+        })
+    }
+
+    fn index_of(&self, slot: u32) -> usize {
+        slot.wrapping_sub(self.base as u32) as usize
+    }
+
+    /// The sequence number of `id`'s newest occurrence, if it is held.
+    fn seq_of(&self, id: &EventId) -> Option<u64> {
+        let hash = self.hasher.hash_one(id);
+        let slot = *self
+            .table
+            .find(hash, |&s| self.ids.get(self.index_of(s)) == Some(id))?;
+        Some(self.base + self.index_of(slot) as u64)
+    }
+
+    /// The batch holding the id of sequence number `seq`.
+    fn batch_of(&self, seq: u64) -> Option<&Batch> {
+        let i = self.batches.partition_point(|b| b.first_seq <= seq);
+        self.batches.get(i.checked_sub(1)?)
+    }
+
+    /// Records an append of `ids` (in batch order) to `stream`, written as `batch` at
+    /// `timestamp_us`, then lets out what left the window now that the log's next position is
+    /// `next_position` (the position after the batch), at `now_us`. An append larger than the
+    /// window, or already too old (an import's), is not recorded. Nothing when the window is off.
+    pub fn record(
+        &mut self,
+        stream: &Arc<str>,
+        ids: impl Iterator<Item = EventId>,
+        batch: LastAppend,
+        timestamp_us: i64,
+        next_position: u64,
+        now_us: i64,
+    ) {
+        if !self.window.is_on() {
+            return;
+        }
+        self.evict(next_position, now_us);
+        let Ok(len) = u32::try_from(batch.len) else {
+            return;
+        };
+        if len == 0
+            || !self
+                .window
+                .holds(batch.first_position, timestamp_us, next_position, now_us)
+        {
+            return;
+        }
+        let stream_slot = self.stream_slot(stream);
+        let first_seq = self.base + self.ids.len() as u64;
+        let mut pushed = 0u32;
+        for id in ids.take(len as usize) {
+            let seq = self.base + self.ids.len() as u64;
+            self.ids.push_back(id);
+            pushed += 1;
+            let hash = self.hasher.hash_one(id);
+            let SeenIds {
+                table,
+                ids,
+                base,
+                hasher,
+                ..
+            } = self;
+            let index_of = |s: u32| s.wrapping_sub(*base as u32) as usize;
+            // An id held already (an import may carry one twice): its newest occurrence wins.
+            if let Some(slot) = table.find_mut(hash, |&s| ids.get(index_of(s)) == Some(&id)) {
+                *slot = seq as u32;
+            } else {
+                table.insert_unique(hash, seq as u32, |&s| hasher.hash_one(ids[index_of(s)]));
+            }
+        }
+        self.batches.push_back(Batch {
+            first_seq,
+            first_position: batch.first_position,
+            first_revision: batch.first_revision,
+            timestamp_us,
+            len: pushed,
+            stream: stream_slot,
+        });
+    }
+
+    /// Lets out, oldest first, the appends outside the window when the log's next position is
+    /// `next_position`, at `now_us`.
+    pub fn evict(&mut self, next_position: u64, now_us: i64) {
+        while let Some(b) = self.batches.front().copied() {
+            if self
+                .window
+                .holds(b.first_position, b.timestamp_us, next_position, now_us)
+            {
+                break;
+            }
+            self.batches.pop_front();
+            for _ in 0..b.len {
+                let Some(id) = self.ids.pop_front() else {
+                    break;
+                };
+                let slot = self.base as u32;
+                let hash = self.hasher.hash_one(id);
+                // Only this occurrence: a newer one of the same id stays.
+                if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+                    entry.remove();
+                }
+                self.base += 1;
+            }
+            self.release_stream(b.stream);
+        }
+        if self.batches.is_empty() {
+            // Give memory back after a burst, once the window emptied.
+            self.ids.shrink_to_fit();
+            self.batches.shrink_to_fit();
+            self.table.shrink_to_fit(|_| 0);
+        }
+    }
+
+    fn stream_slot(&mut self, stream: &Arc<str>) -> u32 {
+        if let Some(&slot) = self.streams.get(&**stream) {
+            self.slots[slot as usize].batches += 1;
+            return slot;
+        }
+        let entry = StreamSlot {
+            name: Some(stream.clone()),
+            batches: 1,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = entry;
+                s
+            }
+            None => {
+                self.slots.push(entry);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.streams.insert(stream.clone(), slot);
+        slot
+    }
+
+    fn release_stream(&mut self, slot: u32) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        s.batches = s.batches.saturating_sub(1);
+        if s.batches == 0 {
+            if let Some(name) = s.name.take() {
+                self.streams.remove(&*name);
+            }
+            self.free_slots.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u128, from: u128) -> Vec<EventId> {
+        (from..from + n)
+            .map(|i| EventId::from_uuid(uuid::Uuid::from_u128(i)))
+            .collect()
+    }
+
+    fn batch(first_revision: u64, len: u64, first_position: u64) -> LastAppend {
+        LastAppend {
+            first_revision,
+            len,
+            first_position,
+            last_position: first_position + len - 1,
+        }
+    }
+
+    fn window(events: u64, max_age_s: Option<u64>) -> IdempotencyWindow {
+        IdempotencyWindow::new(events, max_age_s.map(Duration::from_secs)).expect("valid")
+    }
+
+    const NOW: i64 = 1_000_000_000_000;
+
+    fn judge(seen: &SeenIds, stream: &str, ids: &[EventId], next: u64) -> IdVerdict {
+        seen.judge(stream, ids.iter().copied(), next, NOW)
+    }
+
+    #[test]
+    fn a_repeat_of_any_batch_in_the_window_replays_and_overlaps_are_duplicates() {
+        let mut seen = SeenIds::new(window(100, None));
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let one = ids(3, 10);
+        let two = ids(2, 20);
+        let other = ids(1, 30);
+        seen.record(&a, one.iter().copied(), batch(0, 3, 0), NOW, 3, NOW);
+        seen.record(&a, two.iter().copied(), batch(3, 2, 3), NOW, 5, NOW);
+        seen.record(&b, other.iter().copied(), batch(0, 1, 5), NOW, 6, NOW);
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen.batches(), 3);
+        let dup = |id: EventId| IdVerdict::Duplicate(id);
+        let cases: Vec<(&str, Vec<EventId>, IdVerdict)> = vec![
+            ("a", one.clone(), IdVerdict::Replay(batch(0, 3, 0))),
+            ("a", two.clone(), IdVerdict::Replay(batch(3, 2, 3))),
+            ("b", other.clone(), IdVerdict::Replay(batch(0, 1, 5))),
+            ("a", ids(2, 40), IdVerdict::New),
+            // Another stream, a part, a reordering, a superset, ids of two batches.
+            ("b", one.clone(), dup(one[0])),
+            ("a", one[..2].to_vec(), dup(one[0])),
+            ("a", one[1..].to_vec(), dup(one[1])),
+            ("a", vec![one[1], one[0], one[2]], dup(one[1])),
+            ("a", [one.clone(), ids(1, 50)].concat(), dup(one[0])),
+            ("a", [ids(1, 50), one.clone()].concat(), dup(one[0])),
+            ("a", vec![one[2], two[0]], dup(one[2])),
+            ("a", vec![two[0], two[1], other[0]], dup(two[0])),
+            // An id twice in one batch, seen or not.
+            ("a", vec![ids(1, 60)[0], ids(1, 60)[0]], dup(ids(1, 60)[0])),
+            ("a", [ids(20, 70), ids(1, 75)].concat(), dup(ids(1, 75)[0])),
+        ];
+        for (stream, batch_ids, want) in cases {
+            assert_eq!(
+                judge(&seen, stream, &batch_ids, 6),
+                want,
+                "{stream} {batch_ids:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn batches_leave_the_window_whole_by_position_and_by_age() {
+        let mut seen = SeenIds::new(window(5, Some(10)));
+        let s: Arc<str> = Arc::from("s");
+        let first = ids(3, 1);
+        let second = ids(2, 10);
+        seen.record(&s, first.iter().copied(), batch(0, 3, 0), NOW, 3, NOW);
+        // A metadata change took position 3; the second batch is at 4 and 5.
+        seen.record(&s, second.iter().copied(), batch(3, 2, 4), NOW, 6, NOW);
+        // Next position 6, window 5: positions 1.. are inside, so the first batch (at 0) left
+        // whole, although two of its events are inside.
+        assert_eq!(judge(&seen, "s", &first, 6), IdVerdict::New);
+        assert_eq!(seen.len(), 2, "its ids were let out");
+        assert_eq!(
+            judge(&seen, "s", &second, 6),
+            IdVerdict::Replay(batch(3, 2, 4))
+        );
+        // Once the log moves past it, without a record: the lookup says outside already.
+        assert_eq!(judge(&seen, "s", &second, 10), IdVerdict::New);
+        // By age: 10 s.
+        let young = NOW - 9_000_000;
+        let mut seen = SeenIds::new(window(100, Some(10)));
+        seen.record(&s, first.iter().copied(), batch(0, 3, 0), young, 3, young);
+        assert_eq!(
+            seen.judge("s", first.iter().copied(), 3, NOW),
+            IdVerdict::Replay(batch(0, 3, 0))
+        );
+        assert_eq!(
+            seen.judge("s", first.iter().copied(), 3, NOW + 1_000_001),
+            IdVerdict::New
+        );
+        seen.evict(3, NOW + 1_000_001);
+        assert!(seen.is_empty());
+        // An append already older than the window (an import's) is not recorded; one larger
+        // than the window neither.
+        seen.record(
+            &s,
+            second.iter().copied(),
+            batch(3, 2, 3),
+            NOW - 11_000_000,
+            5,
+            NOW,
+        );
+        assert!(seen.is_empty());
+        let mut small = SeenIds::new(window(2, None));
+        small.record(&s, first.iter().copied(), batch(0, 3, 0), NOW, 3, NOW);
+        assert!(small.is_empty());
+        assert_eq!(
+            small.judge("s", first.iter().copied(), 3, NOW),
+            IdVerdict::New
+        );
+    }
+
+    #[test]
+    fn an_id_held_twice_keeps_its_newest_occurrence_when_the_older_leaves() {
+        let mut seen = SeenIds::new(window(4, None));
+        let s: Arc<str> = Arc::from("s");
+        let x = ids(1, 1);
+        seen.record(&s, x.iter().copied(), batch(0, 1, 0), NOW, 1, NOW);
+        seen.record(&s, x.iter().copied(), batch(1, 1, 1), NOW, 2, NOW);
+        assert_eq!(judge(&seen, "s", &x, 2), IdVerdict::Replay(batch(1, 1, 1)));
+        // Positions 0..4 pass; at next 5 the first occurrence (at 0) leaves.
+        seen.evict(5, NOW);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(judge(&seen, "s", &x, 5), IdVerdict::Replay(batch(1, 1, 1)));
+        seen.evict(6, NOW);
+        assert!(seen.is_empty());
+        assert_eq!(judge(&seen, "s", &x, 6), IdVerdict::New);
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_the_window_over_many_appends() {
+        let mut seen = SeenIds::new(window(1_000, None));
+        let streams: Vec<Arc<str>> = (0..7).map(|i| Arc::from(format!("s-{i}"))).collect();
+        let mut next = 0u64;
+        let mut peak = 0;
+        let mut appended = Vec::new();
+        for i in 0..20_000u64 {
+            let len = 1 + i % 3;
+            let batch_ids = ids(u128::from(len), u128::from(next) << 8);
+            let s = &streams[(i % 7) as usize];
+            let b = batch(i, len, next);
+            seen.record(s, batch_ids.iter().copied(), b, NOW, next + len, NOW);
+            appended.push((s.clone(), batch_ids, b));
+            next += len;
+            assert!(seen.len() <= 1_000);
+            peak = peak.max(seen.heap_bytes());
+        }
+        assert!(seen.len() >= 997, "{}", seen.len());
+        assert!(peak < 1_000 * 100, "{peak} bytes for 1,000 ids");
+        // Exactly the batches starting in the newest 1,000 positions replay.
+        for (s, batch_ids, b) in appended.iter().rev().take(600) {
+            let want = if b.first_position + 1_000 >= next {
+                IdVerdict::Replay(*b)
+            } else {
+                IdVerdict::New
+            };
+            assert_eq!(judge(&seen, s, batch_ids, next), want, "{b:?}");
+        }
+        assert_eq!(seen.streams.len(), 7);
+    }
+
+    #[test]
+    fn an_off_window_records_and_judges_nothing() {
+        let mut seen = SeenIds::new(IdempotencyWindow::OFF);
+        let s: Arc<str> = Arc::from("s");
+        let x = ids(2, 1);
+        seen.record(&s, x.iter().copied(), batch(0, 2, 0), NOW, 2, NOW);
+        assert!(seen.is_empty());
+        assert_eq!(judge(&seen, "s", &x, 2), IdVerdict::New);
+        assert_eq!(
+            judge(&seen, "s", &[x[0], x[0]], 2),
+            IdVerdict::New,
+            "without a window nothing is refused"
+        );
+    }
+
+    #[test]
+    fn window_values_are_checked() {
+        assert!(IdempotencyWindow::new(IDEMPOTENCY_WINDOW_EVENTS_MAX, None).is_ok());
+        assert!(IdempotencyWindow::new(IDEMPOTENCY_WINDOW_EVENTS_MAX + 1, None).is_err());
+        assert!(IdempotencyWindow::new(10, Some(Duration::ZERO)).is_err());
+        assert!(IdempotencyWindow::DEFAULT.check().is_ok());
+        let w = window(10, Some(2));
+        assert_eq!(w.oldest_position(4), 0);
+        assert_eq!(w.oldest_position(25), 15);
+        assert_eq!(w.oldest_timestamp_us(NOW), Some(NOW - 2_000_000));
+        assert!(w.holds(15, NOW - 2_000_000, 25, NOW));
+        assert!(!w.holds(14, NOW, 25, NOW));
+        assert!(!w.holds(15, NOW - 2_000_001, 25, NOW));
+        assert!(!IdempotencyWindow::OFF.holds(0, NOW, 0, NOW));
+    }
+}

@@ -1,0 +1,210 @@
+//! The idempotency window across a reopen: read back from the log's tail, so that a retry after
+//! a restart is recognized as it was before, over several segments, and the window's bounds
+//! (count of positions, whole appends only) hold the same after the reopen.
+
+use eventfold_core::{
+    EventId, EventStore, ExpectedRevision, IdempotencyWindow, NewEvent, Revision, StoreError,
+    StreamMetadata,
+};
+use eventfold_engine::{Engine, EngineOptions};
+
+use crate::support::{binary, stream};
+
+fn options(window: IdempotencyWindow) -> EngineOptions {
+    EngineOptions {
+        idempotency: window,
+        ..EngineOptions::for_tests()
+    }
+}
+
+/// `n` events of `bytes` bytes each.
+fn batch(n: usize, bytes: usize) -> Vec<NewEvent> {
+    (0..n).map(|_| binary("t", vec![7; bytes])).collect()
+}
+
+fn ids(events: &[NewEvent]) -> Vec<EventId> {
+    events.iter().map(|e| e.id).collect()
+}
+
+/// Appends spread over several segments and streams; after a reopen every one of them is still
+/// a replay (not only each stream's last), a part of one is refused, ids of one stream are
+/// refused on another, and the window holds exactly the ids written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_restart_replays_its_original() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), options(IdempotencyWindow::DEFAULT)).expect("open");
+    let streams = [stream("idem-a"), stream("idem-b"), stream("idem-c")];
+    let mut appended = Vec::new();
+    // ~9 MiB: the 4 MiB segments of `for_tests` roll over twice.
+    for i in 0..600usize {
+        let events = batch(1 + i % 4, 6_000);
+        let s = &streams[i % 3];
+        let r = engine
+            .append(s, ExpectedRevision::Any, events.clone())
+            .await
+            .expect("append");
+        appended.push((s.clone(), events, r));
+        if i % 50 == 0 {
+            engine
+                .set_metadata(s, StreamMetadata::default())
+                .await
+                .expect("a metadata change takes a position too");
+        }
+    }
+    let written: u64 = appended.iter().map(|(_, e, _)| e.len() as u64).sum();
+    assert!(engine.stats().segments >= 3, "{:?}", engine.stats());
+    assert_eq!(engine.stats().idempotency_ids, written);
+    engine.shutdown();
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), options(IdempotencyWindow::DEFAULT)).expect("reopen");
+    assert_eq!(engine.stats().idempotency_ids, written, "read back whole");
+    let before = engine.stats().next_position;
+    for (s, events, r) in appended.iter().step_by(7) {
+        let again = engine
+            .append(s, ExpectedRevision::NoStream, events.clone())
+            .await
+            .unwrap_or_else(|e| panic!("retry of {r:?} after the restart: {e}"));
+        assert!(again.idempotent_replay, "{again:?}");
+        assert_eq!(
+            again,
+            eventfold_core::AppendResult {
+                idempotent_replay: true,
+                ..r.clone()
+            }
+        );
+    }
+    let (s, events, _) = appended
+        .iter()
+        .find(|(_, e, _)| e.len() == 4)
+        .expect("a batch of four");
+    let part = engine
+        .append(s, ExpectedRevision::Any, events[1..3].to_vec())
+        .await;
+    assert!(
+        matches!(&part, Err(StoreError::DuplicateEventId { id, .. }) if *id == events[1].id),
+        "{part:?}"
+    );
+    let other = engine
+        .append(&stream("idem-other"), ExpectedRevision::Any, events.clone())
+        .await;
+    assert!(
+        matches!(&other, Err(StoreError::DuplicateEventId { id, .. }) if *id == events[0].id),
+        "{other:?}"
+    );
+    assert_eq!(
+        engine.stats().next_position,
+        before,
+        "nothing was written by the retries"
+    );
+}
+
+/// A window of 40 positions, over appends to one stream with metadata changes between: after a
+/// reopen exactly the appends wholly within the newest 40 positions replay, as before it; the
+/// older ones (not the stream's last) are appended again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_read_back_at_open_is_the_newest_whole_appends() {
+    let window = IdempotencyWindow {
+        events: 40,
+        max_age: None,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), options(window)).expect("open");
+    let s = stream("idem-w");
+    let mut appended = Vec::new();
+    for i in 0..30usize {
+        let events = batch(1 + i % 5, 10);
+        let r = engine
+            .append(&s, ExpectedRevision::Any, events.clone())
+            .await
+            .expect("append");
+        appended.push((events, r));
+        if i % 4 == 0 {
+            engine
+                .set_metadata(&s, StreamMetadata::default())
+                .await
+                .expect("metadata");
+        }
+    }
+    let next = engine.stats().next_position;
+    let inside: Vec<bool> = appended
+        .iter()
+        .map(|(_, r)| r.first_position.0 + window.events >= next)
+        .collect();
+    let held: u64 = appended
+        .iter()
+        .zip(&inside)
+        .filter(|(_, i)| **i)
+        .map(|((e, _), _)| e.len() as u64)
+        .sum();
+    assert!(inside.iter().any(|i| *i) && !inside[0], "{inside:?}");
+    assert_eq!(engine.stats().idempotency_ids, held);
+    engine.shutdown();
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), options(window)).expect("reopen");
+    assert_eq!(
+        engine.stats().idempotency_ids,
+        held,
+        "the same window after the reopen"
+    );
+    // Judge every append, newest first: a replay changes nothing, and the appends written
+    // again go after every original.
+    let next_revision = appended.last().expect("appends").1.last_revision.0 + 1;
+    for ((events, r), inside) in appended.iter().zip(&inside).rev() {
+        let again = engine
+            .append(&s, ExpectedRevision::Any, events.clone())
+            .await
+            .expect("retry");
+        if *inside {
+            assert!(again.idempotent_replay, "{r:?} is inside: {again:?}");
+            assert_eq!(again.first_position, r.first_position);
+        } else {
+            assert!(!again.idempotent_replay, "{r:?} is outside: {again:?}");
+            assert_eq!(again.first_revision, Revision(next_revision));
+            break;
+        }
+    }
+    let read = engine
+        .read_stream(&s, eventfold_core::ReadStream::forward(1_000))
+        .await
+        .expect("read");
+    let first_outside = inside.iter().rposition(|i| !*i).expect("one outside");
+    let mut want: Vec<EventId> = appended.iter().flat_map(|(e, _)| ids(e)).collect();
+    want.extend(ids(&appended[first_outside].0));
+    assert_eq!(read.events.iter().map(|e| e.id).collect::<Vec<_>>(), want);
+}
+
+/// With the window off, only a stream's last batch is recognized, after a reopen too: the ids
+/// of an earlier batch are appended again, and nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_window_off_only_the_last_batch_is_recognized() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path(), options(IdempotencyWindow::OFF)).expect("open");
+    let s = stream("idem-off");
+    let first = batch(2, 10);
+    engine
+        .append(&s, ExpectedRevision::NoStream, first.clone())
+        .await
+        .expect("append");
+    let last = batch(1, 10);
+    let r = engine
+        .append(&s, ExpectedRevision::Exact(1), last.clone())
+        .await
+        .expect("append");
+    engine.shutdown();
+    drop(engine);
+    let engine = Engine::open(dir.path(), options(IdempotencyWindow::OFF)).expect("reopen");
+    assert_eq!(engine.stats().idempotency_ids, 0);
+    let again = engine
+        .append(&s, ExpectedRevision::Any, last)
+        .await
+        .expect("retry of the last batch");
+    assert!(again.idempotent_replay && again.first_position == r.first_position);
+    let written = engine
+        .append(&s, ExpectedRevision::Any, first)
+        .await
+        .expect("an older batch's ids, without a window");
+    assert!(!written.idempotent_replay);
+    assert_eq!(written.first_revision, Revision(3));
+}
