@@ -151,7 +151,11 @@ async fn both(
             check,
             opts.events,
             opts.writers,
-            &format!("{target}{i}"),
+            // Streams and tags of a row: the target's letters and digits, then the row.
+            &format!(
+                "{}{i}",
+                target.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            ),
         )
         .await?;
         rows.push((target, check, m));

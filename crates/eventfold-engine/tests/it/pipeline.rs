@@ -41,7 +41,11 @@ impl FlushGate {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("the writer never got there: {:?}", self.gate());
+        let seen = format!("{:?}", self.gate());
+        // Let a held flush go (failing it), so the engine's drop does not wait for it forever
+        // and the test fails instead of hanging.
+        self.release(true);
+        panic!("the writer never got there: {seen}");
     }
 
     fn release(&self, fail: bool) {
@@ -258,8 +262,8 @@ async fn a_failed_flush_refuses_the_group_written_during_it() {
     assert_eq!(revisions(&engine, "order-0").await, vec![0]);
 }
 
-/// While A's flush is held, B (a later append to A's stream) and a retry of A arrive: the retry
-/// is judged against A in flight and B beside it (A is no longer the stream's last batch: only
+/// While A's flush is held, B (a later append to A's stream) is written and a retry of A
+/// arrives: the retry is judged behind A and B, both in flight (A is no longer the stream's last batch: only
 /// the idempotency window, which the writer fills as it stages, knows it), and answered after
 /// A's flush as a replay of A; nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,10 +281,13 @@ async fn a_retry_behind_a_later_append_during_the_flush_replays_its_original() {
         ExpectedRevision::Exact(1),
         vec![event("paid", 3)],
     );
-    let retry = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
+    // B first: a retry checked before B is a group of its own that writes nothing (a replay of
+    // A, answered after A's flush), and the writer holds it at the hand-over to the committer
+    // until A's flush returns, so B would not be written before the release.
     io.until(|g| g.writes == 2).await;
-    // Coverage, not correctness, depends on this pause: the retry is checked by then, in B's
-    // group or queued behind it.
+    let retry = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
+    // Coverage, not correctness, depends on this pause: the retry is queued behind B's group
+    // by then.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!retry.is_finished(), "answered before A's flush returned");
     io.release(false);
