@@ -220,8 +220,8 @@ impl Engine {
     ) -> StoreResult<AppendResult> {
         let bytes = self.check_batch(&events)?;
         let shared = &self.inner.shared;
+        let mut first = condition.first_position();
         let query = condition.fail_if_events_match;
-        let mut first = condition.after.map_or(0, |p| p.0.saturating_add(1));
         for _ in 0..CONDITION_ROUNDS_MAX {
             if shared.last_seen.may_match(&query, first) && first < shared.last_seen.recent_from() {
                 match shared.first_match(&query, first)? {

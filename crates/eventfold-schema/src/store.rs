@@ -322,6 +322,15 @@ impl<S: EventStore> Validating<S> {
         Ok(compiled)
     }
 
+    /// What every append passes before the inner store sees it: not into the schema stream,
+    /// and every event matching its schema.
+    async fn admit(&self, stream: &StreamName, events: &[NewEvent]) -> StoreResult<()> {
+        if self.is_schema_stream(stream) {
+            return Err(kept_by_registry("appended to"));
+        }
+        self.validate(events).await
+    }
+
     /// Checks every event that has a registered schema; the first failure refuses the batch.
     async fn validate(&self, events: &[NewEvent]) -> StoreResult<()> {
         self.refresh().await?;
@@ -415,10 +424,7 @@ impl<S: EventStore> EventStore for Validating<S> {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        if self.is_schema_stream(stream) {
-            return Err(kept_by_registry("appended to"));
-        }
-        self.validate(&events).await?;
+        self.admit(stream, &events).await?;
         self.inner.append(stream, expected, events).await
     }
 
@@ -431,10 +437,7 @@ impl<S: EventStore> EventStore for Validating<S> {
         events: Vec<NewEvent>,
         condition: AppendCondition,
     ) -> StoreResult<AppendResult> {
-        if self.is_schema_stream(stream) {
-            return Err(kept_by_registry("appended to"));
-        }
-        self.validate(&events).await?;
+        self.admit(stream, &events).await?;
         self.inner
             .append_with_condition(stream, expected, events, condition)
             .await
