@@ -116,10 +116,7 @@ async fn writers(
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Latencies::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        latencies.merge(&joined.context("a writer task failed")??)?;
-    }
+    let latencies = crate::measure::join_writers(tasks, "a writer task").await?;
     Ok(Measurement {
         events: per_writer * writers,
         elapsed: start.elapsed(),

@@ -251,10 +251,7 @@ pub async fn concurrent_writers(engine: &Engine, events: u64) -> anyhow::Result<
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Latencies::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        latencies.merge(&joined.context("a writer task failed")??)?;
-    }
+    let latencies = crate::measure::join_writers(tasks, "a writer task").await?;
     Ok(Measurement {
         events: per_writer * WRITERS_B,
         elapsed: start.elapsed(),

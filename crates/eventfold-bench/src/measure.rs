@@ -12,6 +12,19 @@ pub const EVENT_DATA_BYTES: usize = 256;
 /// Largest latency a histogram records exactly: 60 s; slower samples saturate there.
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
+/// Waits for every writer task of a row and merges their latencies; the first task that
+/// failed (or panicked, named `what`) fails the row.
+pub async fn join_writers(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<Latencies>>,
+    what: &str,
+) -> anyhow::Result<Latencies> {
+    let mut latencies = Latencies::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        latencies.merge(&joined.with_context(|| format!("{what} failed"))??)?;
+    }
+    Ok(latencies)
+}
+
 /// Latency histogram in nanoseconds, 3 significant digits.
 #[derive(Debug)]
 pub struct Latencies(Histogram<u64>);

@@ -149,10 +149,7 @@ impl Pg {
                 anyhow::Ok(latencies)
             });
         }
-        let mut latencies = Latencies::new()?;
-        while let Some(joined) = tasks.join_next().await {
-            latencies.merge(&joined.context("a PostgreSQL writer task failed")??)?;
-        }
+        let latencies = crate::measure::join_writers(tasks, "a PostgreSQL writer task").await?;
         Ok(Measurement {
             events: per_writer * WRITERS_B,
             elapsed: start.elapsed(),

@@ -179,10 +179,7 @@ async fn concurrent_writers(
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Latencies::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        latencies.merge(&joined.context("a writer task failed")??)?;
-    }
+    let latencies = crate::measure::join_writers(tasks, "a writer task").await?;
     Ok(Measurement {
         events: per_writer * WRITERS,
         elapsed: start.elapsed(),

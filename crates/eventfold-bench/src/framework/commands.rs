@@ -203,10 +203,7 @@ pub async fn many_raw(
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Latencies::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        latencies.merge(&joined.context("a writer task failed")??)?;
-    }
+    let latencies = crate::measure::join_writers(tasks, "a writer task").await?;
     Ok(Measurement {
         events: spread.commands(),
         elapsed: start.elapsed(),
