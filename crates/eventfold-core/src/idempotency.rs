@@ -149,6 +149,18 @@ pub enum IdVerdict {
     Duplicate(EventId),
 }
 
+impl IdVerdict {
+    /// The verdict for an import (`EventStore::append_imported`): it carries history as it
+    /// was, ids seen before included, so only a whole repeat of an earlier append is a retry;
+    /// a [`IdVerdict::Duplicate`] is written as new.
+    pub fn for_import(self) -> IdVerdict {
+        match self {
+            IdVerdict::Duplicate(_) => IdVerdict::New,
+            v => v,
+        }
+    }
+}
+
 /// Judges an append's `ids` (in batch order) against the window, as `lookup` answers for each
 /// id: a repeat of one earlier append to the same stream (the same ids at the same indexes of
 /// a batch of the same length) is a [`IdVerdict::Replay`]; an id given twice in the batch, or

@@ -18,9 +18,8 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
-    AppendResult, DeleteMode, EventId, ExpectedRevision, IdVerdict, LastAppend, NewEvent, Position,
-    Query, Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName,
-    Timestamp,
+    AppendResult, DeleteMode, EventId, ExpectedRevision, LastAppend, NewEvent, Position, Query,
+    Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -599,15 +598,16 @@ impl Writer {
                 ..
             } => {
                 let lb = head.last_batch;
-                let ids = match self.seen.judge(
+                let ids = self.seen.judge(
                     stream.as_str(),
                     events.iter().map(|e| e.id),
                     next_position,
                     now,
-                ) {
-                    // An import carries history as it was: only a whole repeat is a retry.
-                    IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
-                    v => v,
+                );
+                let ids = if import.is_some() {
+                    ids.for_import()
+                } else {
+                    ids
                 };
                 let verdict = head.stream.check_append_ids(
                     stream,

@@ -8,10 +8,10 @@ use std::ops::{Bound, Range};
 
 use eventfold_core::{
     AllReadPlan, AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter,
-    ExpectedRevision, IdVerdict, IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams,
-    NewEvent, Position, ReadAll, ReadStream, RecordedEvent, Revision, SeenIds, StoreError,
-    StoreResult, StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice,
-    Timestamp, Visibility,
+    ExpectedRevision, IdempotencyWindow, KnownStreams, LastAppend, Limits, ListStreams, NewEvent,
+    Position, ReadAll, ReadStream, RecordedEvent, Revision, SeenIds, StoreError, StoreResult,
+    StreamHead, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, Timestamp,
+    Visibility,
 };
 
 /// One slot of the log. Metadata changes and deletes take a position, as they do in the
@@ -162,15 +162,16 @@ impl State {
             .get(stream.as_str())
             .and_then(|st| st.last_batch);
         let now = Timestamp::now().micros().max(self.last_timestamp_us);
-        let ids = match self.seen.judge(
+        let ids = self.seen.judge(
             stream.as_str(),
             events.iter().map(|e| e.id),
             self.next_position(),
             now,
-        ) {
-            // An import carries history as it was: only a whole repeat is a retry.
-            IdVerdict::Duplicate(_) if import.is_some() => IdVerdict::New,
-            v => v,
+        );
+        let ids = if import.is_some() {
+            ids.for_import()
+        } else {
+            ids
         };
         let replay = self.head(stream).check_append_ids(
             stream,

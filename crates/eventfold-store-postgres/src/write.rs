@@ -313,16 +313,15 @@ pub(crate) async fn import(
             .await
             .map_err(pg_err("read the end of the log"))?
             .get(0);
-        match Seen::from_rows(&rows)?.judge(
-            window,
-            stream,
-            batch.events.iter().map(|(e, _)| e.id),
-            next_position as u64,
-            now,
-        ) {
-            IdVerdict::Duplicate(_) => IdVerdict::New,
-            v => v,
-        }
+        Seen::from_rows(&rows)?
+            .judge(
+                window,
+                stream,
+                batch.events.iter().map(|(e, _)| e.id),
+                next_position as u64,
+                now,
+            )
+            .for_import()
     } else {
         IdVerdict::New
     };
