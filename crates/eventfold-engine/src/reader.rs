@@ -29,20 +29,31 @@ fn visible(st: &StreamState, now: i64) -> Visibility {
     st.head().visibility(&st.metadata, now)
 }
 
-fn to_event(
+/// Decodes `r` onto the end of `out`. Pushed where it is made: a `RecordedEvent` is ~200
+/// bytes, and passing it back through an `Option`, a `Result` and `?` copied it three times
+/// (a read of `$all` spent 14% of its time in `memmove`).
+#[inline]
+fn push_event(
     shared: &Shared,
     r: &RecordIn<'_>,
     addr: u64,
     names: &mut NameCache,
-) -> StoreResult<RecordedEvent> {
-    r.to_event(names).ok_or_else(|| {
-        let (no, off) = format::split_addr(addr);
-        shared.segments.corrupt(
-            no,
-            off,
-            "the record holds a value that no longer validates".into(),
-        )
-    })
+    out: &mut Vec<RecordedEvent>,
+) -> StoreResult<()> {
+    match r.to_event(names) {
+        Some(e) => {
+            out.push(e);
+            Ok(())
+        }
+        None => {
+            let (no, off) = format::split_addr(addr);
+            Err(shared.segments.corrupt(
+                no,
+                off,
+                "the record holds a value that no longer validates".into(),
+            ))
+        }
+    }
 }
 
 impl Shared {
@@ -146,7 +157,7 @@ impl Shared {
                 && range.contains(&r.revision)
             {
                 bytes += r.data.len() + r.metadata.len();
-                events.push(to_event(self, &r, a, &mut names)?);
+                push_event(self, &r, a, &mut names, &mut events)?;
             }
             Ok(())
         })?;
@@ -639,8 +650,7 @@ impl<'a> Collector<'a> {
                 }
             };
             if !self.visible_only || v.shows(r.revision, r.timestamp_us) {
-                self.events
-                    .push(to_event(self.shared, r, addr, &mut self.names)?);
+                push_event(self.shared, r, addr, &mut self.names, &mut self.events)?;
                 self.bytes += r.data.len() + r.metadata.len();
             }
         }
