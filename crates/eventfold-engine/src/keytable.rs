@@ -450,9 +450,13 @@ pub struct TableWriter<'io> {
     hash_bits: u32,
     tmp: PathBuf,
     file: File,
+    /// Flush (paced while writing, whole at the end).
+    sync: bool,
     /// Bytes not yet written, at `written` of the file (flushed at [`MERGE_READ_BYTES`]).
     out: Vec<u8>,
     written: u64,
+    /// What `written` was at the last paced flush.
+    synced: u64,
     page: Vec<u8>,
     in_page: usize,
     fences: Vec<(u64, u64)>,
@@ -469,6 +473,7 @@ impl<'io> TableWriter<'io> {
         first: u32,
         last: u32,
         hash_bits: u32,
+        sync: bool,
     ) -> io::Result<TableWriter<'io>> {
         let tmp = dir.join(format!("{}.tmp", table_file_name(first, last)));
         let file = io.open_rw(&tmp, true, true)?;
@@ -480,8 +485,10 @@ impl<'io> TableWriter<'io> {
             hash_bits,
             tmp,
             file,
+            sync,
             out: Vec::with_capacity(MERGE_READ_BYTES),
             written: 0,
+            synced: 0,
             page: vec![0u8; PAGE_BYTES],
             in_page: 0,
             fences: Vec::new(),
@@ -534,12 +541,18 @@ impl<'io> TableWriter<'io> {
     fn flush(&mut self) -> io::Result<()> {
         self.io.write_file_at(&self.file, &self.out, self.written)?;
         self.written += self.out.len() as u64;
+        // Flushed as it grows, not only whole at the end (see `io::write_paced`).
+        if self.sync && self.written - self.synced >= crate::io::PACED_SYNC_BYTES as u64 {
+            self.io.sync_progress(&self.file)?;
+            self.synced = self.written;
+        }
         self.out.clear();
         Ok(())
     }
 
     /// Finishes the file and makes it the table `FIRST-LAST.ktab`; returns it opened.
-    pub fn finish(mut self, sync: bool) -> io::Result<Table> {
+    pub fn finish(mut self) -> io::Result<Table> {
+        let sync = self.sync;
         if self.in_page > 0 {
             self.end_page()?;
         }
@@ -586,13 +599,13 @@ pub fn write_memtable(
     hash_bits: u32,
     sync: bool,
 ) -> io::Result<Table> {
-    let mut w = TableWriter::create(io, dir, seg, seg, hash_bits)?;
+    let mut w = TableWriter::create(io, dir, seg, seg, hash_bits, sync)?;
     let tmp = w.tmp.clone();
     let written = mem
         .sorted()
         .into_iter()
         .try_for_each(|e| w.push(e))
-        .and_then(|()| w.finish(sync));
+        .and_then(|()| w.finish());
     if written.is_err() {
         // Give back the space (a full disk): the table is rebuilt on the next open.
         let _ = io.remove_file(&tmp);
@@ -668,9 +681,9 @@ pub fn merge(
 ) -> io::Result<Table> {
     let first = tables.first().map_or(0, |t| t.first_seg);
     let last = tables.last().map_or(0, |t| t.last_seg);
-    let w = TableWriter::create(io, dir, first, last, hash_bits)?;
+    let w = TableWriter::create(io, dir, first, last, hash_bits, sync)?;
     let tmp = w.tmp.clone();
-    let merged = merge_into(w, tables, sync, stop);
+    let merged = merge_into(w, tables, stop);
     if merged.is_err() {
         // Give back the space (a full disk, or the store closing): reads keep the inputs.
         let _ = io.remove_file(&tmp);
@@ -681,7 +694,6 @@ pub fn merge(
 fn merge_into(
     mut w: TableWriter<'_>,
     tables: &[Arc<Table>],
-    sync: bool,
     stop: &AtomicBool,
 ) -> io::Result<Table> {
     let mut cursors: Vec<Cursor<'_>> = tables
@@ -710,7 +722,7 @@ fn merge_into(
             heap.push(Head(n, i));
         }
     }
-    w.finish(sync)
+    w.finish()
 }
 
 #[cfg(test)]
@@ -730,11 +742,12 @@ mod tests {
     }
 
     fn write(dir: &Path, seg: u32, es: &[KeyEntry]) -> Table {
-        let mut w = TableWriter::create(&crate::io::OsIo, dir, seg, seg, 62).expect("create");
+        let mut w =
+            TableWriter::create(&crate::io::OsIo, dir, seg, seg, 62, false).expect("create");
         for &e in es {
             w.push(e).expect("push");
         }
-        w.finish(false).expect("finish")
+        w.finish().expect("finish")
     }
 
     #[test]

@@ -376,6 +376,10 @@ impl FileIo for PowerLossIo {
         self.sync(file)
     }
 
+    fn sync_progress(&self, file: &File) -> io::Result<()> {
+        self.sync(file)
+    }
+
     fn open_rw(&self, path: &Path, create: bool, truncate: bool) -> io::Result<File> {
         let mut st = self.state();
         Self::tick(&mut st)?;

@@ -389,10 +389,18 @@ fn rewrite(
                 },
                 out.len,
             );
-            if buf.len() >= 1 << 20 {
+            if buf.len() >= crate::io::PACED_SYNC_BYTES {
                 shared
                     .io
                     .write_file_at(&f, &buf, buf_at)
+                    .and_then(|()| {
+                        // Flushed as it grows (see `io::write_paced`).
+                        if shared.sync {
+                            shared.io.sync_progress(&f)
+                        } else {
+                            Ok(())
+                        }
+                    })
                     .map_err(io_err(format!("write {path_of_tmp}")))?;
                 buf_at += buf.len() as u64;
                 buf.clear();

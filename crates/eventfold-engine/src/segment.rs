@@ -11,7 +11,7 @@ use eventfold_core::StoreError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
-use crate::io::FileIo;
+use crate::io::{FileIo, PACED_SYNC_BYTES, write_paced};
 
 /// The lock file of a data directory: empty; the process that has the store open holds an
 /// exclusive `flock` on it. `verify` recognizes a data directory by it.
@@ -53,7 +53,7 @@ pub fn write_atomically(
     let tmp = dir.join(format!("{name}.tmp"));
     let written = (|| {
         let f = io.open_rw(&tmp, true, true)?;
-        io.write_file_at(&f, bytes, 0)?;
+        write_paced(io, &f, bytes, 0, sync)?;
         if sync {
             io.sync_all(&f)?;
         }
@@ -82,12 +82,16 @@ pub fn preallocate(
     let path = dir.join(prealloc_file_name(no));
     let f = io.open_rw(&path, true, true)?;
     io.write_file_at(&f, &format::encode_segment_header(no), 0)?;
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; PACED_SYNC_BYTES];
     let mut off = SEGMENT_HEADER_BYTES;
     while off < segment_bytes {
         let n = (segment_bytes - off).min(zeros.len() as u64) as usize;
         io.write_file_at(&f, &zeros[..n], off)?;
         off += n as u64;
+        if sync && off < segment_bytes {
+            // Flushed a chunk at a time, as `write_paced` flushes a buffer.
+            io.sync_progress(&f)?;
+        }
     }
     if sync {
         io.sync_all(&f)?;
