@@ -71,7 +71,7 @@ pub trait FileIo: Send + Sync + std::fmt::Debug + 'static {
 
 /// Bytes of a file written in the background (a preallocated segment, an index checkpoint, a
 /// key table, a compacted segment) between two of its flushes, when the store flushes.
-pub const PACED_SYNC_BYTES: usize = 1 << 20;
+pub const PACED_SYNC_BYTES: usize = 256 << 10;
 
 /// Writes `buf` at `offset` of a file the engine builds in the background and, when `sync`,
 /// flushes it every [`PACED_SYNC_BYTES`] (RocksDB's `bytes_per_sync`, for the same reason): one
