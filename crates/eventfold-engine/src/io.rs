@@ -86,16 +86,46 @@ pub fn write_paced<I: FileIo + ?Sized>(
     offset: u64,
     sync: bool,
 ) -> io::Result<()> {
+    let mut pacer = Pacer::new(sync, offset);
     let mut at = 0;
     while at < buf.len() {
         let n = (buf.len() - at).min(PACED_SYNC_BYTES);
         io.write_file_at(file, &buf[at..at + n], offset + at as u64)?;
         at += n;
-        if sync && at < buf.len() {
-            io.sync_progress(file)?;
+        if at < buf.len() {
+            pacer.wrote(io, file, offset + at as u64)?;
         }
     }
     Ok(())
+}
+
+/// The one rule of [`write_paced`] for a file written piece by piece (a key table, a
+/// compacted segment, a preallocated segment): after each piece, flushed once
+/// [`PACED_SYNC_BYTES`] were written since the last flush, when the store flushes.
+#[derive(Debug)]
+pub struct Pacer {
+    sync: bool,
+    synced: u64,
+}
+
+impl Pacer {
+    /// A file the store flushes (`sync`), written from `start`.
+    pub fn new(sync: bool, start: u64) -> Self {
+        Pacer {
+            sync,
+            synced: start,
+        }
+    }
+
+    /// The file is written up to `end`: flushes it if that is `PACED_SYNC_BYTES` past the
+    /// last flush.
+    pub fn wrote<I: FileIo + ?Sized>(&mut self, io: &I, file: &File, end: u64) -> io::Result<()> {
+        if self.sync && end.saturating_sub(self.synced) >= PACED_SYNC_BYTES as u64 {
+            io.sync_progress(file)?;
+            self.synced = end;
+        }
+        Ok(())
+    }
 }
 
 /// The operating system's I/O: `pwrite`, `fdatasync` and the default methods. The default.

@@ -452,11 +452,10 @@ pub struct TableWriter<'io> {
     file: File,
     /// Flush (paced while writing, whole at the end).
     sync: bool,
+    pacer: crate::io::Pacer,
     /// Bytes not yet written, at `written` of the file (flushed at [`MERGE_READ_BYTES`]).
     out: Vec<u8>,
     written: u64,
-    /// What `written` was at the last paced flush.
-    synced: u64,
     page: Vec<u8>,
     in_page: usize,
     fences: Vec<(u64, u64)>,
@@ -486,9 +485,9 @@ impl<'io> TableWriter<'io> {
             tmp,
             file,
             sync,
+            pacer: crate::io::Pacer::new(sync, 0),
             out: Vec::with_capacity(MERGE_READ_BYTES),
             written: 0,
-            synced: 0,
             page: vec![0u8; PAGE_BYTES],
             in_page: 0,
             fences: Vec::new(),
@@ -542,10 +541,7 @@ impl<'io> TableWriter<'io> {
         self.io.write_file_at(&self.file, &self.out, self.written)?;
         self.written += self.out.len() as u64;
         // Flushed as it grows, not only whole at the end (see `io::write_paced`).
-        if self.sync && self.written - self.synced >= crate::io::PACED_SYNC_BYTES as u64 {
-            self.io.sync_progress(&self.file)?;
-            self.synced = self.written;
-        }
+        self.pacer.wrote(self.io, &self.file, self.written)?;
         self.out.clear();
         Ok(())
     }

@@ -322,6 +322,7 @@ fn rewrite(
         };
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut buf_at = SEGMENT_HEADER_BYTES;
+        let mut pacer = crate::io::Pacer::new(shared.sync, buf_at);
         // Whether records of the current transaction were kept and its end is still to come:
         // then its end record stays too, whatever the rules say (a transaction is only ever
         // cut to a suffix, but the log must never hold one without its end).
@@ -393,14 +394,8 @@ fn rewrite(
                 shared
                     .io
                     .write_file_at(&f, &buf, buf_at)
-                    .and_then(|()| {
-                        // Flushed as it grows (see `io::write_paced`).
-                        if shared.sync {
-                            shared.io.sync_progress(&f)
-                        } else {
-                            Ok(())
-                        }
-                    })
+                    // Flushed as it grows (see `io::write_paced`).
+                    .and_then(|()| pacer.wrote(&*shared.io, &f, buf_at + buf.len() as u64))
                     .map_err(io_err(format!("write {path_of_tmp}")))?;
                 buf_at += buf.len() as u64;
                 buf.clear();

@@ -11,7 +11,7 @@ use eventfold_core::StoreError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
-use crate::io::{FileIo, PACED_SYNC_BYTES, write_paced};
+use crate::io::{FileIo, PACED_SYNC_BYTES, Pacer, write_paced};
 
 /// The lock file of a data directory: empty; the process that has the store open holds an
 /// exclusive `flock` on it. `verify` recognizes a data directory by it.
@@ -84,13 +84,13 @@ pub fn preallocate(
     io.write_file_at(&f, &format::encode_segment_header(no), 0)?;
     let zeros = vec![0u8; PACED_SYNC_BYTES];
     let mut off = SEGMENT_HEADER_BYTES;
+    let mut pacer = Pacer::new(sync, off);
     while off < segment_bytes {
         let n = (segment_bytes - off).min(zeros.len() as u64) as usize;
         io.write_file_at(&f, &zeros[..n], off)?;
         off += n as u64;
-        if sync && off < segment_bytes {
-            // Flushed a chunk at a time, as `write_paced` flushes a buffer.
-            io.sync_progress(&f)?;
+        if off < segment_bytes {
+            pacer.wrote(io, &f, off)?;
         }
     }
     if sync {
