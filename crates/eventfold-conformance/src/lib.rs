@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             expected_exists,
             expected_exact,
             conflict_writes_nothing,
+            sequenced_appends_are_judged_in_the_order_sent,
             // idempotency
             idempotent_retry_returns_the_first_result,
             idempotent_retry_is_decided_before_the_expected_revision,

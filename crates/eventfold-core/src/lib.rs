@@ -50,7 +50,7 @@ pub use read::{
 pub use schema::{EventSchema, SchemaDocument, SchemaKey, SchemaRegistered};
 pub use store::{
     AppendResult, DeleteMode, EventStore, EventSubscription, ImportBatch, KnownStream,
-    KnownStreams, StreamInfo,
+    KnownStreams, PendingAppend, StreamInfo,
 };
 pub use tag::{Tag, Tags};
 pub use trace::{

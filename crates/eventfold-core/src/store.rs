@@ -90,6 +90,10 @@ pub enum DeleteMode {
 /// duplicate at the switch-over. It ends only with an error (or when dropped).
 pub type EventSubscription = BoxStream<'static, StoreResult<crate::event::RecordedEvent>>;
 
+/// The outcome of an append whose place among the store's appends is already fixed
+/// ([`EventStore::append_sequenced`]).
+pub type PendingAppend = futures::future::BoxFuture<'static, StoreResult<AppendResult>>;
+
 /// An event store. One trait, many implementations (the embedded engine, the HTTP client,
 /// PostgreSQL), all held to the same conformance suite (`eventfold-conformance`).
 ///
@@ -153,6 +157,33 @@ pub trait EventStore: Send + Sync + 'static {
             operation: "append with a condition on a query (a Dynamic Consistency Boundary)".into(),
             hint: "use a store that supports it (the engine, PostgreSQL, the memory store, or a server running one of them)".into(),
         })
+    }
+
+    /// Starts an append ([`EventStore::append`], or
+    /// [`EventStore::append_with_condition`] with a condition) in two steps: the returned
+    /// future resolves once the append's place among the store's appends is fixed, to a
+    /// [`PendingAppend`] that resolves to its outcome. An append started after that point is
+    /// judged after this one, as if this one had already succeeded or failed: appends to one
+    /// stream sent this way one after the other land in that order, and may still share a
+    /// group commit (a connection's pipeline, `POST /appends`, relies on it).
+    ///
+    /// The default runs the whole append before it resolves: correct for every store, and one
+    /// append at a time per stream. A store that queues its appends in order overrides it.
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> PendingAppend {
+        let r = match condition {
+            None => self.append(stream, expected, events).await,
+            Some(c) => {
+                self.append_with_condition(stream, expected, events, c)
+                    .await
+            }
+        };
+        Box::pin(std::future::ready(r))
     }
 
     /// Reads a page of one stream. `StreamNotFound` when it does not exist or was

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use eventfold_core::{
     AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
     EventSubscription, ExpectedRevision, ImportBatch, KnownStreams, ListStreams, NewEvent,
-    Position, ReadAll, ReadStream, Revision, StoreError, StoreResult, StreamInfo, StreamList,
-    StreamMetadata, StreamName, StreamSlice, SubscribeFrom, ValidationError,
+    PendingAppend, Position, ReadAll, ReadStream, Revision, StoreError, StoreResult, StreamInfo,
+    StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom, ValidationError,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -195,18 +195,9 @@ impl Engine {
         events: Vec<NewEvent>,
         import: Option<(u64, Vec<i64>)>,
     ) -> StoreResult<AppendResult> {
-        let bytes = self.check_batch(&events)?;
-        let op = Op::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            import,
-            condition: None,
-        };
-        match self.submit(op, bytes).await? {
-            Reply::Appended(r) => Ok(r),
-            Reply::Done | Reply::CheckLogFirst(_) => Err(no_result()),
-        }
+        self.submit_sequenced(stream, expected, events, import)
+            .await?
+            .await
     }
 
     /// A conditional append: the log before the writer's recent events is checked here (see
@@ -261,6 +252,21 @@ impl Engine {
     }
 
     async fn submit(&self, op: Op, encoded_bytes: usize) -> StoreResult<Reply> {
+        self.enqueue(op, encoded_bytes)
+            .await?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Puts `op` in the writer's queue and returns where its reply will come. The queue is
+    /// first in, first out (a full queue's waiting senders too, `tokio::sync::mpsc`), and the
+    /// writer judges requests in queue order: a request enqueued after this returns is judged
+    /// after `op`.
+    async fn enqueue(
+        &self,
+        op: Op,
+        encoded_bytes: usize,
+    ) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
         let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Request {
@@ -270,7 +276,33 @@ impl Engine {
         })
         .await
         .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(rx)
+    }
+
+    /// An unconditional append (or import), in the writer's queue before it returns (see
+    /// [`EventStore::append_sequenced`]).
+    async fn submit_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        import: Option<(u64, Vec<i64>)>,
+    ) -> StoreResult<PendingAppend> {
+        let bytes = self.check_batch(&events)?;
+        let op = Op::Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            import,
+            condition: None,
+        };
+        let rx = self.enqueue(op, bytes).await?;
+        Ok(Box::pin(async move {
+            match rx.await.map_err(|_| StoreError::Closed)?? {
+                Reply::Appended(r) => Ok(r),
+                Reply::Done | Reply::CheckLogFirst(_) => Err(no_result()),
+            }
+        }))
     }
 
     /// Checks the batch against the limits; the bytes its records take at most.
@@ -379,6 +411,26 @@ impl EventStore for Engine {
     ) -> StoreResult<AppendResult> {
         self.submit_conditional(stream, expected, events, condition)
             .await
+    }
+
+    /// An unconditional append is in the writer's queue when this resolves. A conditional one
+    /// runs whole first: it may go back to check the log and queue again, behind appends sent
+    /// after it.
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> PendingAppend {
+        let r = match condition {
+            None => match self.submit_sequenced(stream, expected, events, None).await {
+                Ok(pending) => return pending,
+                Err(e) => Err(e),
+            },
+            Some(c) => self.submit_conditional(stream, expected, events, c).await,
+        };
+        Box::pin(std::future::ready(r))
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

@@ -443,6 +443,22 @@ impl<S: EventStore> EventStore for Validating<S> {
             .await
     }
 
+    /// Checked like [`EventStore::append`], then in the inner store's order.
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> eventfold_core::PendingAppend {
+        if let Err(e) = self.admit(stream, &events).await {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.inner
+            .append_sequenced(stream, expected, events, condition)
+            .await
+    }
+
     /// An import is not validated (it moves history as it was); one into the schema stream is
     /// checked as registrations.
     async fn append_imported(

@@ -241,6 +241,27 @@ impl<S: EventStore> EventStore for Shredding<S> {
             .await
     }
 
+    /// Sealed like an append (a subject's new key is made and flushed first), then in the inner
+    /// store's order.
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mut events: Vec<NewEvent>,
+        condition: Option<eventfold_core::AppendCondition>,
+    ) -> eventfold_core::PendingAppend {
+        let sealed = match self.limits.check_batch(&events) {
+            Ok(_) => self.seal_all(stream, &mut events).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sealed {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.inner
+            .append_sequenced(stream, expected, events, condition)
+            .await
+    }
+
     /// An import is sealed like an append: the subject's key on this store (a new one when the
     /// subject is new here).
     async fn append_imported(

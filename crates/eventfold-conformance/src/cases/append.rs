@@ -255,3 +255,51 @@ pub async fn conflict_writes_nothing<S: EventStore>(store: &Arc<S>, _: Limits) {
     assert_eq!(next.first_revision, Revision(2), "no revision was used up");
     assert!(next.first_position > first.last_position);
 }
+
+/// Appends started with `append_sequenced` one after the other, without waiting for any
+/// outcome, are judged in that order: a chain of exact expected revisions all succeeds, with
+/// the revisions in the order sent; an append that fails (a wrong expected revision) fails
+/// alone, and the ones after it are judged on what the ones before it wrote.
+pub async fn sequenced_appends_are_judged_in_the_order_sent<S: EventStore>(
+    store: &Arc<S>,
+    _: Limits,
+) {
+    let s = stream("sequenced-1");
+    let mut pending = Vec::new();
+    for i in 0..20u64 {
+        let expected = match i {
+            0 => ExpectedRevision::NoStream,
+            // The ninth is wrong on purpose: revision 9 is not there yet.
+            8 => ExpectedRevision::Exact(9),
+            // The ones after it expect what the ones before it wrote.
+            _ if i > 8 => ExpectedRevision::Exact(i - 2),
+            _ => ExpectedRevision::Exact(i - 1),
+        };
+        pending.push(
+            store
+                .append_sequenced(&s, expected, evs(&format!("t{i}"), 1), None)
+                .await,
+        );
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        let outcome = p.await;
+        if i == 8 {
+            assert_wrong(outcome, &s, ExpectedRevision::Exact(9), Some(7));
+            continue;
+        }
+        let r = outcome.unwrap_or_else(|e| panic!("append {i}: {e}"));
+        let want = if i > 8 { i as u64 - 1 } else { i as u64 };
+        assert_eq!(r.first_revision, Revision(want), "append {i}");
+    }
+    let read = store.stream_events(&s).await;
+    assert_eq!(
+        read.iter()
+            .map(|e| e.event_type.as_str().to_string())
+            .collect::<Vec<_>>(),
+        (0..20)
+            .filter(|i| *i != 8)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>(),
+        "the events in the order sent, the refused one absent"
+    );
+}

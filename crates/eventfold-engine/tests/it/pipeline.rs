@@ -306,3 +306,55 @@ async fn a_retry_behind_a_later_append_during_the_flush_replays_its_original() {
     assert_eq!(b.first_revision, Revision(2));
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1, 2]);
 }
+
+/// `append_sequenced` resolves once the append is in the writer's queue, not after its flush:
+/// while A's flush is held, B, C and D (each expecting the one before) are sequenced one after
+/// the other without any outcome known, B is written during A's flush, and the three take at
+/// most two writes; after the flush each gets its revision, in the order sent. With each
+/// outcome awaited before the next was sent (what a pipeline's lines to one stream did), the
+/// timeout fails: C cannot be sent before B's flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequenced_appends_to_one_stream_share_a_group_while_a_flush_is_held() {
+    let HeldFlush {
+        dir: _dir,
+        io,
+        engine,
+        a,
+    } = hold_first_append(vec![event("placed", 1)]).await;
+    let mut pending = Vec::new();
+    for (i, t) in ["paid", "packed", "shipped"].into_iter().enumerate() {
+        let p = tokio::time::timeout(
+            Duration::from_secs(10),
+            engine.append_sequenced(
+                &stream("order-1"),
+                ExpectedRevision::Exact(i as u64),
+                vec![event(t, 10 + i as u64)],
+                None,
+            ),
+        )
+        .await;
+        match p {
+            Ok(p) => pending.push(p),
+            Err(_) => {
+                io.release(true);
+                panic!("append {t} was not sequenced while A's flush was held");
+            }
+        }
+    }
+    io.until(|g| g.writes == 2).await;
+    assert!(!a.is_finished(), "A was answered before its flush returned");
+    io.release(false);
+    assert_eq!(
+        a.await.expect("task").expect("A").first_revision,
+        Revision(0)
+    );
+    for (i, p) in pending.into_iter().enumerate() {
+        let r = p.await.expect("sequenced append");
+        assert_eq!(r.first_revision, Revision(i as u64 + 1));
+    }
+    // B went into the group written during A's flush (with C and D if they were queued by
+    // then); whatever was queued behind it went as one more group once A's flush returned.
+    let writes = io.gate().writes;
+    assert!(writes <= 3, "B, C and D took {} writes", writes - 1);
+    assert_eq!(revisions(&engine, "order-1").await, vec![0, 1, 2, 3]);
+}

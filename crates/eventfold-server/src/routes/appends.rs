@@ -4,7 +4,10 @@
 //! answered). Lines are parsed, authorized and handed to the store as they arrive, up to
 //! [`PIPELINE_APPENDS_MAX`] in flight, so appends sent back to back share group commits and a
 //! connection's requests cost no HTTP round trip each. Appends to one stream are applied one
-//! after the other, in line order; appends to different streams may commit together.
+//! after the other, in line order: a line waits until the one before it on its stream has its
+//! place in the store's order (`EventStore::append_sequenced`: queued in the engine's writer,
+//! not yet flushed), so they too may share a group commit; appends to different streams do
+//! not wait for each other.
 
 use std::collections::HashMap;
 
@@ -281,16 +284,18 @@ fn start(
             .boxed();
         }
     };
-    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (sequenced_tx, sequenced_rx) = oneshot::channel::<()>();
     let before = last_on
-        .insert(a.stream.clone(), (line_no, done_rx))
+        .insert(a.stream.clone(), (line_no, sequenced_rx))
         .map(|(_, rx)| rx);
     let st = st.clone();
     // The line's own context (the code that made this append) wins over the request's.
     let trace = a.trace.clone().or_else(|| trace.cloned());
     async move {
         if let Some(before) = before {
-            // Resolves when the previous append on this stream has its answer (or was dropped).
+            // Resolves when the previous append on this stream has its place in the store's
+            // order (or was dropped): this one is judged after it, in the same group commit
+            // or a later one.
             let _ = before.await;
         }
         let answer = match append_counted(
@@ -300,6 +305,7 @@ fn start(
             a.events,
             a.condition,
             trace.as_ref(),
+            Some(sequenced_tx),
         )
         .await
         {
@@ -309,7 +315,6 @@ fn start(
             },
             Err(e) => failed(with_line(e, line_no)),
         };
-        drop(done_tx);
         Answered {
             line_no,
             stream: Some(a.stream),

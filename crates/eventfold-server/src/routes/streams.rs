@@ -90,7 +90,16 @@ pub async fn append(
     )
     .await?;
     let events = parse_append_request(&headers, &body)?;
-    let r = append_counted(&st, &stream, expected, events, condition, trace.as_ref()).await?;
+    let r = append_counted(
+        &st,
+        &stream,
+        expected,
+        events,
+        condition,
+        trace.as_ref(),
+        None,
+    )
+    .await?;
     let status = if r.idempotent_replay {
         StatusCode::OK
     } else {
@@ -154,6 +163,9 @@ pub(crate) fn parse_append_body(
 /// context `trace`, and every event without a context of its own stores the span's (or, when
 /// tracing is off, `trace`, or a generated one), so every event appended over HTTP carries one.
 /// Without `trace`, the span's parent is the first context the events carry.
+///
+/// `sequenced` is dropped once the append's place among the store's appends is fixed
+/// ([`eventfold_core::EventStore::append_sequenced`]), before its outcome is known.
 pub(super) async fn append_counted(
     st: &AppState,
     stream: &StreamName,
@@ -161,6 +173,7 @@ pub(super) async fn append_counted(
     mut events: Vec<eventfold_core::NewEvent>,
     condition: Option<eventfold_core::AppendCondition>,
     trace: Option<&TraceContext>,
+    sequenced: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> ApiResult<eventfold_core::AppendResult> {
     // Without a traceparent header, the span continues the trace the events carry (a
     // framework's command span, say), looked for only when spans are made.
@@ -188,14 +201,13 @@ pub(super) async fn append_counted(
         .metrics
         .type_counts(events.iter().map(|e| e.event_type.as_str()));
     let started = std::time::Instant::now();
-    let result = match condition {
-        None => st.store.append(stream, expected, events).await,
-        Some(c) => {
-            st.store
-                .append_with_condition(stream, expected, events, c)
-                .await
-        }
-    };
+    let pending = st
+        .store
+        .append_sequenced(stream, expected, events, condition)
+        .await;
+    // Its place among the store's appends is fixed: the next append of a pipeline may go.
+    drop(sequenced);
+    let result = pending.await;
     st.metrics
         .append_duration
         .observe(started.elapsed().as_secs_f64());

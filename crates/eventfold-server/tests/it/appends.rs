@@ -6,7 +6,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use bytes::Bytes;
-use eventfold_core::{Direction, EventStore, ReadFrom, ReadStream, StreamName};
+use eventfold_core::{
+    AllSlice, AppendCondition, AppendResult, DeleteMode, Direction, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ListStreams, NewEvent, PendingAppend, Position, ReadAll,
+    ReadFrom, ReadStream, Revision, StoreResult, StreamInfo, StreamList, StreamMetadata,
+    StreamName, StreamSlice, SubscribeFrom,
+};
 use eventfold_engine::{Engine, EngineOptions};
 use eventfold_server::auth::Auth;
 use eventfold_server::{AppState, ServerLimits};
@@ -217,4 +222,140 @@ async fn each_line_is_authorized_on_its_own_stream() {
     assert_eq!(post_all(&s.app, None, body.clone()).await.0, 401);
     assert_eq!(post_all(&s.app, Some("orders-reader"), body).await.0, 403);
     assert_eq!(revisions(&s.store, "order-1").await, vec![0]);
+}
+
+/// The engine, with every append's outcome held back until the test opens the gate; counts the
+/// appends that got their place in the store's order.
+struct Gated {
+    inner: Engine,
+    sequenced: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for Gated {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        self.append_sequenced(stream, expected, events, None)
+            .await
+            .await
+    }
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> PendingAppend {
+        let pending = self
+            .inner
+            .append_sequenced(stream, expected, events, condition)
+            .await;
+        self.sequenced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.clone();
+        Box::pin(async move {
+            let _ = open.wait_for(|o| *o).await;
+            pending.await
+        })
+    }
+    async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
+        self.inner.read_stream(stream, read).await
+    }
+    async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
+        self.inner.read_all(read).await
+    }
+    fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeFrom<Revision>,
+    ) -> EventSubscription {
+        self.inner.subscribe_stream(stream, from)
+    }
+    fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> EventSubscription {
+        self.inner.subscribe_all(from, filter)
+    }
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+    async fn list_streams(&self, list: ListStreams) -> StoreResult<StreamList> {
+        self.inner.list_streams(list).await
+    }
+    async fn get_metadata(&self, stream: &StreamName) -> StoreResult<StreamMetadata> {
+        self.inner.get_metadata(stream).await
+    }
+    async fn set_metadata(&self, stream: &StreamName, metadata: StreamMetadata) -> StoreResult<()> {
+        self.inner.set_metadata(stream, metadata).await
+    }
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        mode: DeleteMode,
+    ) -> StoreResult<()> {
+        self.inner.delete_stream(stream, expected, mode).await
+    }
+}
+
+/// Lines to one stream do not wait for the outcome of the line before them, only for its place
+/// in the store's order: with every outcome held back, all ten lines (each expecting the
+/// revision the one before it leaves) reach the store; once let go, each is answered with its
+/// revision, in line order. Had each line waited for the answer before it (one group commit
+/// per line of a stream), only the first would have reached the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_to_one_stream_are_ordered_by_the_store_not_by_waiting_for_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (open_tx, open) = tokio::sync::watch::channel(false);
+    let gated = Arc::new(Gated {
+        inner: Engine::open(dir.path().join("events"), EngineOptions::for_tests()).expect("engine"),
+        sequenced: std::sync::atomic::AtomicUsize::new(0),
+        open,
+    });
+    let store: Arc<dyn EventStore> = gated.clone();
+    let app = eventfold_server::router(AppState::new(store.clone(), ServerLimits::default()));
+    let body: String = (0..10u64)
+        .map(|k| {
+            let expected = if k == 0 {
+                serde_json::json!("no-stream")
+            } else {
+                serde_json::json!(k - 1)
+            };
+            line("order-7", expected, 1)
+        })
+        .collect();
+    let post = tokio::spawn(async move { post_all(&app, None, body).await });
+    let mut waited = 0;
+    while gated.sequenced.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        assert!(
+            waited < 10_000,
+            "only {} of 10 lines reached the store while the outcomes were held",
+            gated.sequenced.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        waited += 1;
+    }
+    assert!(
+        !post.is_finished(),
+        "answered before any outcome was let go"
+    );
+    open_tx.send_replace(true);
+    let (status, answers) = post.await.expect("task");
+    assert_eq!(status, 200);
+    let revs: Vec<u64> = answers
+        .iter()
+        .map(|a| a["appended"]["first_revision"].as_u64().expect("appended"))
+        .collect();
+    assert_eq!(revs, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        revisions(&store, "order-7").await,
+        (0..10).collect::<Vec<_>>()
+    );
 }
