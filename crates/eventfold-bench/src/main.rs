@@ -474,8 +474,9 @@ struct HttpArgs {
     /// (not measured), then read them all back as row (iii) does.
     #[arg(long, conflicts_with = "fanout_only")]
     read_only: bool,
-    /// eventfold's writers share one Rust client (`eventfold_client::Client`, its default
-    /// `POST /appends` path) instead of sending a `POST /streams/{s}` request per append.
+    /// eventfold's writers and the fan-out's producer share one Rust client
+    /// (`eventfold_client::Client`, its default `POST /appends` path) instead of sending a
+    /// `POST /streams/{s}` request per append.
     #[arg(long)]
     pipelined: bool,
     /// Seconds the fan-out producer sends for.

@@ -69,6 +69,19 @@ impl Eventfold {
 
     /// Writers append through one shared `eventfold_client::Client` (the Rust client's default
     /// path: `POST /appends`).
+    /// A writer of `key`'s stream on the shared Rust client, when the appends are pipelined.
+    fn pipelined_writer(&self, key: &str) -> anyhow::Result<Option<PipelinedWriter>> {
+        let Some(client) = &self.pipelined else {
+            return Ok(None);
+        };
+        let stream = eventfold_core::StreamName::new(format!("{}-{key}", self.prefix))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(PipelinedWriter {
+            client: client.clone(),
+            stream,
+        }))
+    }
+
     pub fn pipelined(mut self) -> anyhow::Result<Eventfold> {
         let c = eventfold_client::Client::new(&self.base, self.token.clone())
             .map_err(|e| anyhow::anyhow!("cannot make a client for {}: {e}", self.base))?;
@@ -191,13 +204,8 @@ async fn post(ef: &Eventfold, url: &str, body: Vec<u8>) -> anyhow::Result<()> {
 #[async_trait::async_trait]
 impl System for Eventfold {
     async fn writer(&self, key: &str) -> anyhow::Result<Box<dyn Writer>> {
-        if let Some(client) = &self.pipelined {
-            let stream = eventfold_core::StreamName::new(format!("{}-{key}", self.prefix))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            return Ok(Box::new(PipelinedWriter {
-                client: client.clone(),
-                stream,
-            }));
+        if let Some(w) = self.pipelined_writer(key)? {
+            return Ok(Box::new(w));
         }
         Ok(Box::new(EventfoldWriter {
             ef: self.clone(),
@@ -254,6 +262,9 @@ impl System for Eventfold {
     }
 
     async fn publisher(&self, key: &str) -> anyhow::Result<Box<dyn Publisher>> {
+        if let Some(w) = self.pipelined_writer(key)? {
+            return Ok(Box::new(w));
+        }
         Ok(Box::new(EventfoldWriter {
             ef: self.clone(),
             url: self.stream_url(key),
@@ -298,15 +309,16 @@ impl Publisher for EventfoldWriter {
     }
 }
 
-/// A writer on the shared Rust client: its appends travel with every other writer's.
+/// A writer (and the fan-out's producer) on the shared Rust client: its appends travel with
+/// every other writer's.
+#[derive(Clone)]
 struct PipelinedWriter {
     client: eventfold_client::Client,
     stream: eventfold_core::StreamName,
 }
 
-#[async_trait::async_trait]
-impl Writer for PipelinedWriter {
-    async fn append(&mut self, batch: &[Bytes]) -> anyhow::Result<()> {
+impl PipelinedWriter {
+    async fn send(&self, batch: &[Bytes]) -> anyhow::Result<()> {
         use eventfold_core::EventStore as _;
         let event_type =
             eventfold_core::EventType::new("bench.event").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -325,6 +337,20 @@ impl Writer for PipelinedWriter {
             .await
             .map_err(|e| anyhow::anyhow!("append failed: {e}"))?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for PipelinedWriter {
+    async fn append(&mut self, batch: &[Bytes]) -> anyhow::Result<()> {
+        self.send(batch).await
+    }
+}
+
+impl Publisher for PipelinedWriter {
+    fn publish(&self, payload: Bytes) -> BoxFuture<'static, anyhow::Result<()>> {
+        let w = self.clone();
+        Box::pin(async move { w.send(&[payload]).await })
     }
 }
 

@@ -114,8 +114,8 @@ pub struct HttpBenchOptions {
     /// Run only row (iii): fill each system with `events` events in unmeasured batches of
     /// [`READ_ONLY_FILL_BATCH`], then read them back (no rows i, ii, iv).
     pub read_only: bool,
-    /// eventfold's writers share one Rust client (`POST /appends`) instead of a
-    /// `POST /streams/{s}` request per append.
+    /// eventfold's writers and the fan-out's producer share one Rust client (`POST /appends`)
+    /// instead of a `POST /streams/{s}` request per append.
     pub pipelined: bool,
     /// Seconds the producer of row (iv) sends for.
     pub fanout_secs: u64,
@@ -462,7 +462,7 @@ async fn setup(opts: &HttpBenchOptions, system: HttpSystem, dir: &Path) -> anyho
                          {}): a 2xx comes after the fdatasync of the append's group commit; {}",
                         bin.display(),
                         if opts.pipelined {
-                            "writers share one Rust client (POST /appends, answers in order on one request)"
+                            "writers and the fan-out's producer share one Rust client (POST /appends, answers in order on one request)"
                         } else {
                             "a POST /streams/{s} request per append"
                         }
