@@ -67,8 +67,6 @@ impl Eventfold {
         Ok(ef)
     }
 
-    /// Writers append through one shared `eventfold_client::Client` (the Rust client's default
-    /// path: `POST /appends`).
     /// A writer of `key`'s stream on the shared Rust client, when the appends are pipelined.
     fn pipelined_writer(&self, key: &str) -> anyhow::Result<Option<PipelinedWriter>> {
         let Some(client) = &self.pipelined else {
@@ -82,6 +80,8 @@ impl Eventfold {
         }))
     }
 
+    /// Writers and the fan-out's producer append through one shared `eventfold_client::Client`
+    /// (the Rust client's default path: `POST /appends`).
     pub fn pipelined(mut self) -> anyhow::Result<Eventfold> {
         let c = eventfold_client::Client::new(&self.base, self.token.clone())
             .map_err(|e| anyhow::anyhow!("cannot make a client for {}: {e}", self.base))?;
