@@ -195,9 +195,11 @@ impl Engine {
         events: Vec<NewEvent>,
         import: Option<(u64, Vec<i64>)>,
     ) -> StoreResult<AppendResult> {
-        self.submit_sequenced(stream, expected, events, import)
-            .await?
-            .await
+        appended(
+            self.enqueue_append(stream, expected, events, import)
+                .await?
+                .await,
+        )
     }
 
     /// A conditional append: the log before the writer's recent events is checked here (see
@@ -279,15 +281,15 @@ impl Engine {
         Ok(rx)
     }
 
-    /// An unconditional append (or import), in the writer's queue before it returns (see
-    /// [`EventStore::append_sequenced`]).
-    async fn submit_sequenced(
+    /// Checks an unconditional append (or import) and puts it in the writer's queue; its
+    /// reply comes on the receiver (see [`appended`]).
+    async fn enqueue_append(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         import: Option<(u64, Vec<i64>)>,
-    ) -> StoreResult<PendingAppend> {
+    ) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
         let bytes = self.check_batch(&events)?;
         let op = Op::Append {
             stream: stream.clone(),
@@ -296,19 +298,24 @@ impl Engine {
             import,
             condition: None,
         };
-        let rx = self.enqueue(op, bytes).await?;
-        Ok(Box::pin(async move {
-            match rx.await.map_err(|_| StoreError::Closed)?? {
-                Reply::Appended(r) => Ok(r),
-                Reply::Done | Reply::CheckLogFirst(_) => Err(no_result()),
-            }
-        }))
+        self.enqueue(op, bytes).await
     }
 
     /// Checks the batch against the limits; the bytes its records take at most.
     fn check_batch(&self, events: &[NewEvent]) -> StoreResult<usize> {
         let total = self.inner.shared.limits.check_batch(events)?;
         Ok(total + events.len() * RECORD_OVERHEAD_MAX)
+    }
+}
+
+/// The outcome of an unconditional append from the writer's reply (or its absence: the writer
+/// stopped).
+fn appended(
+    reply: Result<StoreResult<Reply>, oneshot::error::RecvError>,
+) -> StoreResult<AppendResult> {
+    match reply.map_err(|_| StoreError::Closed)?? {
+        Reply::Appended(r) => Ok(r),
+        Reply::Done | Reply::CheckLogFirst(_) => Err(no_result()),
     }
 }
 
@@ -424,8 +431,8 @@ impl EventStore for Engine {
         condition: Option<AppendCondition>,
     ) -> PendingAppend {
         let r = match condition {
-            None => match self.submit_sequenced(stream, expected, events, None).await {
-                Ok(pending) => return pending,
+            None => match self.enqueue_append(stream, expected, events, None).await {
+                Ok(rx) => return Box::pin(async move { appended(rx.await) }),
                 Err(e) => Err(e),
             },
             Some(c) => self.submit_conditional(stream, expected, events, c).await,
