@@ -220,8 +220,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
         expected: ExpectedRevision,
         mut events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        self.limits.check_batch(&events)?;
-        self.seal_all(stream, &mut events).await?;
+        self.check_and_seal(stream, &mut events).await?;
         self.inner.append(stream, expected, events).await
     }
 
@@ -234,8 +233,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
         mut events: Vec<NewEvent>,
         condition: eventfold_core::AppendCondition,
     ) -> StoreResult<AppendResult> {
-        self.limits.check_batch(&events)?;
-        self.seal_all(stream, &mut events).await?;
+        self.check_and_seal(stream, &mut events).await?;
         self.inner
             .append_with_condition(stream, expected, events, condition)
             .await
@@ -250,11 +248,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
         mut events: Vec<NewEvent>,
         condition: Option<eventfold_core::AppendCondition>,
     ) -> eventfold_core::PendingAppend {
-        let sealed = match self.limits.check_batch(&events) {
-            Ok(_) => self.seal_all(stream, &mut events).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sealed {
+        if let Err(e) = self.check_and_seal(stream, &mut events).await {
             return Box::pin(std::future::ready(Err(e)));
         }
         self.inner
@@ -271,8 +265,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
         mut batch: eventfold_core::ImportBatch,
     ) -> StoreResult<AppendResult> {
         let mut events: Vec<NewEvent> = batch.events.iter().map(|(e, _)| e.clone()).collect();
-        self.limits.check_batch(&events)?;
-        self.seal_all(stream, &mut events).await?;
+        self.check_and_seal(stream, &mut events).await?;
         for ((e, _), sealed) in batch.events.iter_mut().zip(events) {
             *e = sealed;
         }
@@ -370,6 +363,17 @@ impl<S: EventStore> EventStore for Shredding<S> {
 }
 
 impl<S: EventStore> Shredding<S> {
+    /// Checks a batch against the limits as sent, then seals it in place: what every append
+    /// path does before the inner store sees the batch.
+    async fn check_and_seal(
+        &self,
+        stream: &StreamName,
+        events: &mut [NewEvent],
+    ) -> StoreResult<()> {
+        self.limits.check_batch(events)?;
+        self.seal_all(stream, events).await
+    }
+
     /// Seals, in place, the data of the events that name a subject, with that subject's key.
     async fn seal_all(&self, stream: &StreamName, events: &mut [NewEvent]) -> StoreResult<()> {
         let subjects = events
