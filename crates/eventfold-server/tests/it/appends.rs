@@ -2,6 +2,7 @@
 //! request is still being sent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::Request;
@@ -52,6 +53,16 @@ fn line(stream: &str, expected: serde_json::Value, n: usize) -> String {
         v["expected_revision"] = expected;
     }
     format!("{v}\n")
+}
+
+/// The expected revision of a stream's `k`-th one-event append (from 0): no stream for the
+/// first, else the revision the one before it left.
+fn expected_before(k: u64) -> serde_json::Value {
+    if k == 0 {
+        serde_json::json!("no-stream")
+    } else {
+        serde_json::json!(k - 1)
+    }
 }
 
 /// Sends `body` whole and returns the answer lines.
@@ -106,12 +117,7 @@ async fn every_line_is_answered_in_order_and_a_bad_line_spoils_only_itself() {
     // Three streams interleaved, each line expecting the revision the one before it left.
     for k in 0..100u64 {
         for st in ["a", "b", "c"] {
-            let expected = if k == 0 {
-                serde_json::json!("no-stream")
-            } else {
-                serde_json::json!(k - 1)
-            };
-            body.push_str(&line(st, expected, 1));
+            body.push_str(&line(st, expected_before(k), 1));
         }
     }
     body.push_str("{not json\n");
@@ -228,7 +234,7 @@ async fn each_line_is_authorized_on_its_own_stream() {
 /// appends that got their place in the store's order.
 struct Gated {
     inner: Engine,
-    sequenced: std::sync::atomic::AtomicUsize,
+    sequenced: AtomicUsize,
     open: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -255,8 +261,7 @@ impl EventStore for Gated {
             .inner
             .append_sequenced(stream, expected, events, condition)
             .await;
-        self.sequenced
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.sequenced.fetch_add(1, Ordering::SeqCst);
         let mut open = self.open.clone();
         Box::pin(async move {
             let _ = open.wait_for(|o| *o).await;
@@ -316,28 +321,21 @@ async fn lines_to_one_stream_are_ordered_by_the_store_not_by_waiting_for_answers
     let (open_tx, open) = tokio::sync::watch::channel(false);
     let gated = Arc::new(Gated {
         inner: Engine::open(dir.path().join("events"), EngineOptions::for_tests()).expect("engine"),
-        sequenced: std::sync::atomic::AtomicUsize::new(0),
+        sequenced: AtomicUsize::new(0),
         open,
     });
     let store: Arc<dyn EventStore> = gated.clone();
     let app = eventfold_server::router(AppState::new(store.clone(), ServerLimits::default()));
     let body: String = (0..10u64)
-        .map(|k| {
-            let expected = if k == 0 {
-                serde_json::json!("no-stream")
-            } else {
-                serde_json::json!(k - 1)
-            };
-            line("order-7", expected, 1)
-        })
+        .map(|k| line("order-7", expected_before(k), 1))
         .collect();
     let post = tokio::spawn(async move { post_all(&app, None, body).await });
     let mut waited = 0;
-    while gated.sequenced.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+    while gated.sequenced.load(Ordering::SeqCst) < 10 {
         assert!(
             waited < 10_000,
             "only {} of 10 lines reached the store while the outcomes were held",
-            gated.sequenced.load(std::sync::atomic::Ordering::SeqCst)
+            gated.sequenced.load(Ordering::SeqCst)
         );
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         waited += 1;
