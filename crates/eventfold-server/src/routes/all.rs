@@ -1,20 +1,15 @@
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use axum::response::Response;
 use eventfold_core::{AllSlice, ReadAll, ReadFrom};
 use eventfold_protocol::{QueryPairs, READ_ALL_PARAMS, read_all_query};
 
-use super::encode::{Shape, cloudevents_page, json_page};
+use super::encode::{NDJSON_PAGE_EVENTS, Page, Shape, cloudevents_page, json_page, paged_ndjson};
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{ApiRequest, Authorized, PathParams};
 use crate::error::ApiResult;
 use crate::negotiate::{Wants, negotiate};
 use crate::state::AppState;
-
-const NDJSON_PAGE_EVENTS: usize = 500;
 
 /// `GET /all?from=&direction=&limit=&type=&category=&stream_prefix=`.
 #[derive(Debug)]
@@ -70,46 +65,25 @@ pub async fn read(
 }
 
 fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice, shape: Shape) -> Response {
-    // Pages are read and encoded by a task of their own, one page ahead of the socket: the
-    // next page's read and encoding run while the connection writes the previous one.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    tokio::spawn(async move {
-        let total = read.limit;
-        let mut sent = 0usize;
-        let mut page = first;
-        loop {
-            let take = page.events.len().min(total - sent);
-            let out = shape.lines(&page.events[..take]);
-            sent += take;
-            st.metrics.events_read.inc_by(take as u64);
-            let next = page.next;
-            drop(page);
-            if tx.send(out).await.is_err() {
-                return; // The client went away.
-            }
-            let Some(p) = next.filter(|_| sent < total) else {
-                return;
-            };
-            let more = ReadAll {
-                from: ReadFrom::At(p),
-                limit: (total - sent).min(NDJSON_PAGE_EVENTS),
-                ..read.clone()
-            };
-            match st.store.read_all(more).await {
-                Ok(p) => page = p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "NDJSON read ended early");
-                    return;
-                }
-            }
+    let total = read.limit;
+    let first = Page {
+        events: first.events,
+        next: first.next,
+    };
+    let store = st.store.clone();
+    paged_ndjson(st, first, total, shape, move |p, limit| {
+        let more = ReadAll {
+            from: ReadFrom::At(p),
+            limit,
+            ..read.clone()
+        };
+        let store = store.clone();
+        async move {
+            let p = store.read_all(more).await?;
+            Ok(Page {
+                events: p.events,
+                next: p.next,
+            })
         }
-    });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    (
-        [(CONTENT_TYPE, shape.ndjson_media_type())],
-        Body::from_stream(body),
-    )
-        .into_response()
+    })
 }

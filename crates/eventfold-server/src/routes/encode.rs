@@ -1,8 +1,12 @@
 //! Events encoded for answers: one JSON page, or one NDJSON line per event. Shared by the
 //! stream, `$all` and parked-event reads.
 
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+
+use crate::state::AppState;
 
 /// `{"events": [...], "next": n}` without an intermediate copy.
 pub fn json_page(events: &[eventfold_core::RecordedEvent], next: Option<u64>) -> Response {
@@ -64,6 +68,80 @@ pub fn ndjson_lines(events: &[eventfold_core::RecordedEvent]) -> Bytes {
         write_line(&mut v, e);
     }
     Bytes::from(v)
+}
+
+/// Events per store read while streaming NDJSON: the answer is built page by page.
+pub const NDJSON_PAGE_EVENTS: usize = 500;
+
+/// Pages an NDJSON read keeps encoded or being encoded ahead of the socket. Each is encoded by
+/// a task of its own, so one reader's pages are encoded on every runtime thread while the next
+/// page is read and the connection writes the previous one; a reader holds at most this many
+/// encoded pages, one being written and one read from the store.
+const NDJSON_PAGES_AHEAD: usize = 2;
+
+/// A page of a paged read: its events, and where the next page starts (`None`: the end).
+pub struct Page<P> {
+    pub events: Vec<eventfold_core::RecordedEvent>,
+    pub next: Option<P>,
+}
+
+/// An NDJSON answer of up to `total` events, starting with `first` (read before the answer,
+/// so that its errors get a status) and going on with `fetch(next, limit)` page by page. A
+/// read that fails after the first page cuts the answer off with an error (the connection is
+/// closed without the chunked body's end), so that a client cannot take a cut answer for a
+/// whole one.
+pub fn paged_ndjson<P, F, Fut>(
+    st: AppState,
+    first: Page<P>,
+    total: usize,
+    shape: Shape,
+    mut fetch: F,
+) -> Response
+where
+    P: Send + 'static,
+    F: FnMut(P, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = eventfold_core::StoreResult<Page<P>>> + Send,
+{
+    type Encoded = tokio::task::JoinHandle<std::io::Result<Bytes>>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Encoded>(NDJSON_PAGES_AHEAD);
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        let mut page = first;
+        loop {
+            let mut events = page.events;
+            events.truncate(total - sent);
+            sent += events.len();
+            st.metrics.events_read.inc_by(events.len() as u64);
+            let encoded = tokio::spawn(async move { Ok(shape.lines(&events)) });
+            if tx.send(encoded).await.is_err() {
+                return; // The client went away.
+            }
+            let Some(p) = page.next.filter(|_| sent < total) else {
+                return;
+            };
+            match fetch(p, (total - sent).min(NDJSON_PAGE_EVENTS)).await {
+                Ok(p) => page = p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NDJSON read cut off");
+                    let e = std::io::Error::other(format!("read cut off: {e}"));
+                    let _ = tx.send(tokio::spawn(async move { Err(e) })).await;
+                    return;
+                }
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        let encoded = match rx.recv().await?.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!("encoding failed: {e}"))),
+        };
+        Some((encoded, rx))
+    });
+    (
+        [(CONTENT_TYPE, shape.ndjson_media_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// How a read answer writes each event: eventfold's own JSON, or a structured CloudEvent

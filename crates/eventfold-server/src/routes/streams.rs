@@ -15,7 +15,7 @@ use eventfold_protocol::{
 };
 use eventfold_trace::{Attribute, Kind, semconv};
 
-use super::encode::{Shape, cloudevents_page, json_page};
+use super::encode::{NDJSON_PAGE_EVENTS, Page, Shape, cloudevents_page, json_page, paged_ndjson};
 use super::read_body;
 use crate::auth::{Right, Scope, StreamSet};
 use crate::authorized::{Admin, ApiRequest, Authorized, OnStream, PathParams, Read, Write};
@@ -246,9 +246,6 @@ pub(crate) fn append_response(r: &eventfold_core::AppendResult) -> AppendRespons
     }
 }
 
-/// Events per store read while streaming NDJSON: the answer is built page by page.
-const NDJSON_PAGE_EVENTS: usize = 500;
-
 /// What `GET /streams/{stream}` reads: a user stream, or `$parked-{group}`, a consumer
 /// group's parked events (read-only, from the groups' state store).
 #[derive(Debug)]
@@ -346,40 +343,26 @@ fn ndjson_stream_read(
     shape: Shape,
 ) -> Response {
     let total = read.limit;
-    let state = (st, stream, read, Some(first), 0usize);
-    let body = futures::stream::unfold(state, move |(st, stream, read, page, sent)| async move {
-        let page = match page {
-            Some(p) => p,
-            None => return None,
+    let first = Page {
+        events: first.events,
+        next: first.next,
+    };
+    let store = st.store.clone();
+    paged_ndjson(st, first, total, shape, move |r, limit| {
+        let more = ReadStream {
+            from: ReadFrom::At(r),
+            limit,
+            ..read
         };
-        let take = page.events.len().min(total - sent);
-        let out = shape.lines(&page.events[..take]);
-        let sent = sent + take;
-        st.metrics.events_read.inc_by(take as u64);
-        let next = match page.next {
-            Some(r) if sent < total => {
-                let more = ReadStream {
-                    from: ReadFrom::At(r),
-                    limit: (total - sent).min(NDJSON_PAGE_EVENTS),
-                    ..read
-                };
-                match st.store.read_stream(&stream, more).await {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "NDJSON read ended early");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        Some((Ok::<_, std::io::Error>(out), (st, stream, read, next, sent)))
-    });
-    (
-        [(CONTENT_TYPE, shape.ndjson_media_type())],
-        Body::from_stream(body),
-    )
-        .into_response()
+        let (store, stream) = (store.clone(), stream.clone());
+        async move {
+            let p = store.read_stream(&stream, more).await?;
+            Ok(Page {
+                events: p.events,
+                next: p.next,
+            })
+        }
+    })
 }
 
 /// `GET /streams/{stream}/info`.

@@ -230,3 +230,73 @@ async fn body_of_odd(app: &axum::Router) -> Vec<u8> {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     body
 }
+
+/// A read that fails after its first page cuts the NDJSON answer off with an error instead of
+/// ending it as if it were whole: with a record of the third page damaged on disk, `$all` and
+/// the stream both answer 200 (the first page was read before the answer) and the body ends in
+/// an error, after whole lines only. Had the answer just ended, a client would have taken 1,000
+/// events for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_fails_after_the_first_page_cuts_the_answer_off() {
+    let s = server();
+    let stream = StreamName::new("damaged-1").expect("stream");
+    for chunk in (0..1_200).collect::<Vec<_>>().chunks(600) {
+        let events = chunk
+            .iter()
+            .map(|i| event("application/json", format!("{{\"i\":{i:05}}}").as_bytes()))
+            .collect();
+        s.store
+            .append(&stream, ExpectedRevision::Any, events)
+            .await
+            .expect("append");
+    }
+    let segment = std::fs::read_dir(s._dir.path().join("events"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"{\"i\":01100")
+        .expect("event 1,100 in the segment");
+    bytes[at + 5] = b'X';
+    std::fs::write(&segment, &bytes).expect("write");
+
+    for uri in [
+        "/all?from=start&limit=1200",
+        "/streams/damaged-1?limit=1200",
+    ] {
+        let resp = s
+            .app
+            .clone()
+            .oneshot(
+                Request::get(uri)
+                    .header("accept", "application/x-ndjson")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 200, "{uri}");
+        let mut body = resp.into_body().into_data_stream();
+        let (mut lines, mut failed) = (0, false);
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            match chunk {
+                Ok(c) => {
+                    assert!(c.ends_with(b"\n"), "{uri}: whole lines only");
+                    lines += c.iter().filter(|&&b| b == b'\n').count();
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            failed,
+            "{uri}: the answer ended as if whole after {lines} lines"
+        );
+        assert!(lines < 1_100, "{uri}: {lines} lines before the error");
+    }
+}
