@@ -91,6 +91,16 @@ impl Metadata {
         })
     }
 
+    /// The stored text, to go out as it is: while it is usable and valid JSON.
+    fn raw_out(&self) -> Option<&serde_json::value::RawValue> {
+        if !self.raw_is_usable() {
+            return None;
+        }
+        self.raw
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<&serde_json::value::RawValue>(r).ok())
+    }
+
     fn parse(raw: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
         raw.and_then(|r| serde_json::from_str(r).ok())
             .unwrap_or_default()
@@ -175,16 +185,10 @@ impl serde::Serialize for Metadata {
     /// The JSON object: the stored text as it is when unchanged (to a JSON serializer), else
     /// the map.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable()
-            && self.raw_is_usable()
-            && let Some(raw) = self
-                .raw
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<&serde_json::value::RawValue>(r).ok())
-        {
-            return raw.serialize(s);
+        match self.raw_out() {
+            Some(raw) if s.is_human_readable() => raw.serialize(s),
+            _ => (**self).serialize(s),
         }
-        (**self).serialize(s)
     }
 }
 
@@ -330,31 +334,42 @@ fn put_digits(out: &mut [u8], mut n: u64, digits: usize) {
     }
 }
 
+/// Seconds since the Unix epoch of 0000-01-01T00:00:00Z, the first instant RFC 3339 can write.
+const YEAR_0_SECS: i64 = -62_167_219_200;
+
+/// The civil date and time of `secs` since the Unix epoch: year, month, day and the second of
+/// the day (Howard Hinnant's `civil_from_days`, with floor division: any `i64` of seconds
+/// divided into days stays far inside `i64`).
+fn civil(secs: i64) -> (i64, u64, u64, u64) {
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u64);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u64, day as u64, sod)
+}
+
 impl Timestamp {
     /// RFC 3339 in UTC with microseconds (`2026-11-22T10:00:00.123456Z`, as `Display` writes
-    /// it), without allocating: every event that goes out carries one. `None` for times
-    /// before 1970 or from the year 10000 on, which `Display` writes as `humantime` does.
+    /// it), without allocating: every event that goes out carries one. `None` outside the
+    /// years 0000 to 9999, which RFC 3339 cannot write (`Display` writes those with a signed
+    /// year of six digits, as ISO 8601's expanded form does).
     pub fn rfc3339(self) -> Option<Rfc3339> {
         let secs = self.0.div_euclid(1_000_000);
-        if !(0..YEAR_10000_SECS).contains(&secs) {
+        if !(YEAR_0_SECS..YEAR_10000_SECS).contains(&secs) {
             return None;
         }
         let micros = self.0.rem_euclid(1_000_000) as u64;
-        let (days, sod) = (secs / 86_400, (secs % 86_400) as u64);
-        // Days to the civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
-        let z = days + 719_468;
-        let era = z / 146_097;
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day, sod) = civil(secs);
         let mut bytes = *b"0000-00-00T00:00:00.000000Z";
         put_digits(&mut bytes[0..], year as u64, 4);
-        put_digits(&mut bytes[5..], month as u64, 2);
-        put_digits(&mut bytes[8..], day as u64, 2);
+        put_digits(&mut bytes[5..], month, 2);
+        put_digits(&mut bytes[8..], day, 2);
         put_digits(&mut bytes[11..], sod / 3_600, 2);
         put_digits(&mut bytes[14..], sod / 60 % 60, 2);
         put_digits(&mut bytes[17..], sod % 60, 2);
@@ -364,12 +379,21 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with microseconds: `2026-11-22T10:00:00.123456Z`.
+    /// RFC 3339 in UTC with microseconds: `2026-11-22T10:00:00.123456Z`; outside the years
+    /// 0000 to 9999, ISO 8601's expanded form: `+010000-01-01T00:00:00.000000Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.rfc3339() {
-            Some(t) => f.write_str(t.as_str()),
-            None => fmt::Display::fmt(&humantime::format_rfc3339_micros(self.to_system_time()), f),
+        if let Some(t) = self.rfc3339() {
+            return f.write_str(t.as_str());
         }
+        let (year, month, day, sod) = civil(self.0.div_euclid(1_000_000));
+        write!(
+            f,
+            "{year:+07}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+            sod / 3_600,
+            sod / 60 % 60,
+            sod % 60,
+            self.0.rem_euclid(1_000_000)
+        )
     }
 }
 
@@ -527,9 +551,124 @@ pub fn compact_json(json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How an event's data goes out in its JSON form.
+enum DataOut<'a> {
+    /// JSON data as stored: key order, number precision and escapes kept (a serde_json
+    /// `Value` would sort keys and round big numbers).
+    Raw(&'a serde_json::value::RawValue),
+    /// JSON data holding a raw line break (only whitespace between tokens can be one),
+    /// re-encoded so that one event stays one NDJSON line or one SSE `data:` line.
+    Reencoded,
+    /// Data that is not JSON, or not valid JSON: `data_base64`.
+    Base64,
+}
+
+impl RecordedEvent {
+    fn data_out(&self) -> DataOut<'_> {
+        let raw: Option<&serde_json::value::RawValue> = if self.content_type.is_json() {
+            serde_json::from_slice(&self.data).ok()
+        } else {
+            None
+        };
+        match raw {
+            Some(r) if !has_line_break(&self.data) => DataOut::Raw(r),
+            Some(_) => DataOut::Reencoded,
+            None => DataOut::Base64,
+        }
+    }
+
+    /// Appends the event's JSON form to `out`: the same bytes as its `Serialize` to
+    /// `serde_json` (test `the_line_writer_writes_what_serialize_writes`), written without
+    /// the serializer: the keys as constants, names that need no escape copied as they are.
+    /// What every read answer and live delivery of the server is made of.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(
+            self.id
+                .as_uuid()
+                .hyphenated()
+                .encode_lower(&mut id)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"stream\":");
+        write_json_str(out, self.stream.as_str());
+        out.extend_from_slice(b",\"type\":");
+        write_json_str(out, self.event_type.as_str());
+        out.extend_from_slice(b",\"revision\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.revision.0).as_bytes());
+        out.extend_from_slice(b",\"position\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.position.0).as_bytes());
+        out.extend_from_slice(b",\"timestamp\":");
+        match self.timestamp.rfc3339() {
+            Some(t) => write_json_str(out, t.as_str()),
+            None => write_json_str(out, &self.timestamp.to_string()),
+        }
+        out.extend_from_slice(b",\"schema_version\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.schema_version).as_bytes());
+        out.extend_from_slice(b",\"content_type\":");
+        write_json_str(out, self.content_type.as_str());
+        match self.data_out() {
+            DataOut::Raw(r) => {
+                out.extend_from_slice(b",\"data\":");
+                out.extend_from_slice(r.get().as_bytes());
+            }
+            DataOut::Reencoded => {
+                out.extend_from_slice(b",\"data\":");
+                write_serialized(out, &self.data_json());
+            }
+            DataOut::Base64 => {
+                use base64::Engine as _;
+                out.extend_from_slice(b",\"data_base64\":\"");
+                let at = out.len();
+                out.resize(
+                    at + base64::encoded_len(self.data.len(), true).unwrap_or(0),
+                    0,
+                );
+                let n = base64::engine::general_purpose::STANDARD
+                    .encode_slice(&self.data, &mut out[at..])
+                    .unwrap_or(0);
+                out.truncate(at + n);
+                out.push(b'"');
+            }
+        }
+        out.extend_from_slice(b",\"metadata\":");
+        match self.metadata.raw_out() {
+            Some(r) => out.extend_from_slice(r.get().as_bytes()),
+            None => write_serialized(out, &*self.metadata),
+        }
+        if !self.tags.is_empty() {
+            out.extend_from_slice(b",\"tags\":");
+            write_serialized(out, &self.tags);
+        }
+        out.push(b'}');
+    }
+}
+
+/// `s` as a JSON string: copied as it is when it holds nothing JSON escapes (a quote, a
+/// backslash, a control character), else escaped by `serde_json`.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        write_serialized(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// `v` as `serde_json` writes it (maps of string keys, strings and sequences of them cannot
+/// fail to serialize; nothing is written if one did).
+fn write_serialized<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let at = out.len();
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.truncate(at);
+    }
+}
+
 impl serde::Serialize for RecordedEvent {
     /// The contract's JSON form: `data` for JSON content, `data_base64` otherwise; `tags` only
-    /// when the event has some.
+    /// when the event has some. [`RecordedEvent::write_json`] writes the same bytes faster.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(10 + usize::from(!self.tags.is_empty())))?;
         m.serialize_entry("id", &self.id)?;
@@ -543,19 +682,10 @@ impl serde::Serialize for RecordedEvent {
         }
         m.serialize_entry("schema_version", &self.schema_version)?;
         m.serialize_entry("content_type", self.content_type.as_str())?;
-        // JSON data goes out as stored: key order, number precision and escapes kept (a
-        // serde_json `Value` would sort keys and round big numbers). A raw line break can only
-        // be whitespace between tokens; data holding one is re-encoded, so that one event
-        // stays one NDJSON line or one SSE `data:` line.
-        let raw: Option<&serde_json::value::RawValue> = if self.content_type.is_json() {
-            serde_json::from_slice(&self.data).ok()
-        } else {
-            None
-        };
-        match raw {
-            Some(r) if !has_line_break(&self.data) => m.serialize_entry("data", r)?,
-            Some(_) => m.serialize_entry("data", &self.data_json())?,
-            None => m.serialize_entry("data_base64", &Base64(&self.data))?,
+        match self.data_out() {
+            DataOut::Raw(r) => m.serialize_entry("data", r)?,
+            DataOut::Reencoded => m.serialize_entry("data", &self.data_json())?,
+            DataOut::Base64 => m.serialize_entry("data_base64", &Base64(&self.data))?,
         }
         m.serialize_entry("metadata", &self.metadata)?;
         if !self.tags.is_empty() {
@@ -581,6 +711,103 @@ impl serde::Serialize for Base64<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Text with what JSON escapes (quotes, backslashes, control characters) and what it does
+    /// not (non-ASCII, U+2028, DEL) mixed in.
+    fn odd_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('"'),
+                Just('\\'),
+                Just('\n'),
+                Just('\u{1}'),
+                Just('\u{7f}'),
+                Just('\u{2028}'),
+                Just('\u{e9}'),
+                proptest::char::range('a', 'z'),
+            ],
+            1..12,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    /// Data of every kind `write_json` treats apart: compact JSON, JSON with spaces or line
+    /// breaks, JSON scalars, text that is not JSON, bytes that are not UTF-8.
+    fn data() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
+        prop_oneof![
+            odd_text().prop_map(|t| (
+                "application/json",
+                serde_json::to_vec(&serde_json::json!({"s": t, "n": [1, 2.5]})).unwrap()
+            )),
+            odd_text().prop_map(|t| (
+                "application/json",
+                serde_json::to_vec_pretty(&serde_json::json!({"s": t})).unwrap()
+            )),
+            Just(("application/json", b" 12.50 ".to_vec())),
+            Just(("application/cloudevents+json", b"[1,\r\n2]".to_vec())),
+            odd_text().prop_map(|t| ("application/json", t.into_bytes())),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| ("application/octet-stream", b)),
+        ]
+    }
+
+    fn metadata() -> impl Strategy<Value = Metadata> {
+        prop_oneof![
+            Just(Metadata::new()),
+            odd_text().prop_map(|t| {
+                let mut m = serde_json::Map::new();
+                m.insert(t.clone(), t.into());
+                Metadata::from(m)
+            }),
+            odd_text().prop_map(|t| Metadata::from_raw_json(
+                serde_json::to_string(&serde_json::json!({"z": t, "a": 1.10})).unwrap()
+            )),
+            // Stored text that is not usable as it is, or not JSON at all.
+            Just(Metadata::from_raw_json("{\"a\":\n1}")),
+            Just(Metadata::from_raw_json("{not json}")),
+        ]
+    }
+
+    proptest! {
+        /// `write_json` (the server's encoder) writes byte for byte what `Serialize` writes,
+        /// for every kind of name, data, metadata, tags and timestamp.
+        #[test]
+        fn the_line_writer_writes_what_serialize_writes(
+            stream in odd_text(),
+            event_type in odd_text(),
+            (content_type, data) in data(),
+            metadata in metadata(),
+            tags in proptest::collection::vec("[a-z:]{1,8}", 0..3),
+            timestamp in prop_oneof![any::<i64>(), 0i64..4_000_000_000_000_000],
+            revision in any::<u64>(),
+            schema_version in any::<u32>(),
+        ) {
+            let (Ok(stream), Ok(event_type)) =
+                (crate::StreamName::new(&stream), crate::EventType::new(&event_type))
+            else {
+                return Ok(());
+            };
+            let e = RecordedEvent {
+                id: crate::EventId::new_v7(),
+                stream,
+                event_type,
+                revision: crate::Revision(revision),
+                position: crate::Position(revision / 2),
+                timestamp: Timestamp(timestamp),
+                schema_version,
+                content_type: ContentType::new(content_type).unwrap(),
+                data,
+                metadata,
+                tags: Tags::new(tags.into_iter().map(|t| crate::Tag::new(t).unwrap()).collect::<Vec<_>>())
+                    .unwrap(),
+            };
+            let mut out = Vec::new();
+            e.write_json(&mut out);
+            let want = serde_json::to_vec(&e).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+        }
+    }
 
     #[test]
     fn json_data_goes_out_as_stored_and_compact() {
@@ -697,7 +924,27 @@ mod tests {
             assert_eq!(t.rfc3339().expect("in range").as_str(), want, "{m}");
             assert_eq!(t.to_string(), want);
         }
-        assert!(Timestamp(-1).rfc3339().is_none());
+        // Before 1970 (which humantime cannot write), back to the year 0, and beyond RFC
+        // 3339's years in ISO 8601's expanded form: never a panic, for any i64.
+        for (m, want) in [
+            (-1, "1969-12-31T23:59:59.999999Z"),
+            (-86_400_000_000, "1969-12-31T00:00:00.000000Z"),
+            (-2_203_891_200_000_000, "1900-03-01T00:00:00.000000Z"),
+            (YEAR_0_SECS * 1_000_000, "0000-01-01T00:00:00.000000Z"),
+            (
+                YEAR_0_SECS * 1_000_000 - 1,
+                "-000001-12-31T23:59:59.999999Z",
+            ),
+            (
+                YEAR_10000_SECS * 1_000_000,
+                "+010000-01-01T00:00:00.000000Z",
+            ),
+            (i64::MAX, "+294247-01-10T04:00:54.775807Z"),
+            (i64::MIN, "-290308-12-21T19:59:05.224192Z"),
+        ] {
+            assert_eq!(Timestamp(m).to_string(), want, "{m}");
+        }
+        assert!(Timestamp(YEAR_0_SECS * 1_000_000 - 1).rfc3339().is_none());
         assert!(Timestamp(YEAR_10000_SECS * 1_000_000).rfc3339().is_none());
     }
 

@@ -47,7 +47,7 @@ const METADATA_GUESS_BYTES: usize = 64;
 
 /// Appends the event's JSON and a line break to `out`.
 fn write_line(out: &mut Vec<u8>, e: &eventfold_core::RecordedEvent) {
-    serde_json::to_writer(&mut *out, e).expect("an event always serializes");
+    e.write_json(out);
     out.push(b'\n');
 }
 
