@@ -248,15 +248,16 @@ struct StreamSlot {
 /// engine's writer, the memory store's lock): the ids of the appends inside an
 /// [`IdempotencyWindow`], oldest first, and a hash table from id to its place.
 ///
-/// Memory is bounded by the window: 16 bytes per id (a ring of the ids in log order), 5 bytes
-/// per slot of the hash table (a 4-byte index into the ring and a control byte; 44-88 % full,
-/// so 6-11 bytes per id), 40 bytes per append (its stream, first position and revision, commit
-/// time, length), and per stream with appends in the window its name once (shared with the
-/// caller's `StreamName`) and ~40 bytes; the rings grow by doubling. At a full window of a
-/// million ids that is about 26 bytes per id for appends of many events and 70-80 for
-/// single-event appends (`BENCHMARKS.md`, "Idempotency window"). Appends leave the window oldest first as the log moves on
-/// ([`SeenIds::record`]) and as they age; an append that does not fit the window at all is not
-/// recorded.
+/// Memory is bounded by the window: 24 bytes per id (a ring of the ids and their hashes in log
+/// order), 5 bytes per slot of the hash table (a 4-byte index into the ring and a control
+/// byte; 44-88 % full, so 6-11 bytes per id), 40 bytes per append (its stream, first position
+/// and revision, commit time, length), and per stream with appends in the window its name once
+/// (shared with the caller's `StreamName`) and ~40 bytes; the rings grow by doubling. At a
+/// full window of a million ids that is about 34 bytes per id for appends of many events and
+/// 78-88 for single-event appends (8 more than measured in `BENCHMARKS.md`, "Idempotency
+/// window", before the ring kept hashes). Appends leave the window oldest first as the log
+/// moves on ([`SeenIds::record`]) and as they age; an append that does not fit the window at
+/// all is not recorded.
 #[derive(Debug)]
 pub struct SeenIds {
     window: IdempotencyWindow,
@@ -265,8 +266,12 @@ pub struct SeenIds {
     /// every id ever recorded; the window holds fewer than 2^32 of them, so the low bits name
     /// one id of the ring).
     table: hashbrown::HashTable<u32>,
-    /// The ids in the window, oldest first; `ids[0]` has sequence number `base`.
-    ids: VecDeque<EventId>,
+    /// The ids in the window with their hashes in `table`, oldest first; `ids[0]` has
+    /// sequence number `base`. The hash is kept so that neither an id leaving the window nor
+    /// the table's rehashing (on growth, or in place to clear the marks removals leave) hashes
+    /// an id again: with a window of a million ids, rehashing with SipHash was a third of the
+    /// writer's time at a million batched events a second.
+    ids: VecDeque<(EventId, u64)>,
     base: u64,
     /// The appends in the window, oldest first.
     batches: VecDeque<Batch>,
@@ -315,7 +320,7 @@ impl SeenIds {
     /// shared with the stores' own).
     pub fn heap_bytes(&self) -> usize {
         self.table.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.ids.capacity() * std::mem::size_of::<EventId>()
+            + self.ids.capacity() * std::mem::size_of::<(EventId, u64)>()
             + self.batches.capacity() * std::mem::size_of::<Batch>()
             + self.streams.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
             + self.slots.capacity() * std::mem::size_of::<StreamSlot>()
@@ -379,9 +384,11 @@ impl SeenIds {
     /// The sequence number of `id`'s newest occurrence, if it is held.
     fn seq_of(&self, id: &EventId) -> Option<u64> {
         let hash = Self::hash_of(&self.hasher, id);
-        let slot = *self
-            .table
-            .find(hash, |&s| self.ids.get(self.index_of(s)) == Some(id))?;
+        let slot = *self.table.find(hash, |&s| {
+            self.ids
+                .get(self.index_of(s))
+                .is_some_and(|(held, _)| held == id)
+        })?;
         Some(self.base + self.index_of(slot) as u64)
     }
 
@@ -423,23 +430,22 @@ impl SeenIds {
         let mut pushed = 0u32;
         for id in ids.take(len as usize) {
             let seq = self.base + self.ids.len() as u64;
-            self.ids.push_back(id);
-            pushed += 1;
             let hash = Self::hash_of(&self.hasher, &id);
+            self.ids.push_back((id, hash));
+            pushed += 1;
             let SeenIds {
-                table,
-                ids,
-                base,
-                hasher,
-                ..
+                table, ids, base, ..
             } = self;
             let index_of = |s: u32| s.wrapping_sub(*base as u32) as usize;
             // An id held already (an import may carry one twice): its newest occurrence wins.
-            if let Some(slot) = table.find_mut(hash, |&s| ids.get(index_of(s)) == Some(&id)) {
+            if let Some(slot) = table.find_mut(hash, |&s| {
+                ids.get(index_of(s)).is_some_and(|(held, _)| *held == id)
+            }) {
                 *slot = seq as u32;
             } else {
+                // Every entry indexes an id of the ring (entries leave with their ids).
                 table.insert_unique(hash, seq as u32, |&s| {
-                    Self::hash_of(hasher, &ids[index_of(s)])
+                    ids.get(index_of(s)).map_or(0, |&(_, h)| h)
                 });
             }
         }
@@ -465,11 +471,10 @@ impl SeenIds {
             }
             self.batches.pop_front();
             for _ in 0..b.len {
-                let Some(id) = self.ids.pop_front() else {
+                let Some((_, hash)) = self.ids.pop_front() else {
                     break;
                 };
                 let slot = self.base as u32;
-                let hash = Self::hash_of(&self.hasher, &id);
                 // Only this occurrence: a newer one of the same id stays.
                 if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
                     entry.remove();
