@@ -65,25 +65,14 @@ pub async fn read(
 }
 
 fn ndjson_all(st: AppState, read: ReadAll, first: AllSlice, shape: Shape) -> Response {
-    let total = read.limit;
-    let first = Page {
-        events: first.events,
-        next: first.next,
-    };
     let store = st.store.clone();
-    paged_ndjson(st, first, total, shape, move |p, limit| {
+    paged_ndjson(st, first.into(), read.limit, shape, move |p, limit| {
         let more = ReadAll {
             from: ReadFrom::At(p),
             limit,
             ..read.clone()
         };
         let store = store.clone();
-        async move {
-            let p = store.read_all(more).await?;
-            Ok(Page {
-                events: p.events,
-                next: p.next,
-            })
-        }
+        async move { store.read_all(more).await.map(Page::from) }
     })
 }

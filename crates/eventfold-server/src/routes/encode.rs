@@ -85,6 +85,24 @@ pub struct Page<P> {
     pub next: Option<P>,
 }
 
+impl From<eventfold_core::AllSlice> for Page<eventfold_core::Position> {
+    fn from(s: eventfold_core::AllSlice) -> Self {
+        Page {
+            events: s.events,
+            next: s.next,
+        }
+    }
+}
+
+impl From<eventfold_core::StreamSlice> for Page<eventfold_core::Revision> {
+    fn from(s: eventfold_core::StreamSlice) -> Self {
+        Page {
+            events: s.events,
+            next: s.next,
+        }
+    }
+}
+
 /// An NDJSON answer of up to `total` events, starting with `first` (read before the answer,
 /// so that its errors get a status) and going on with `fetch(next, limit)` page by page. A
 /// read that fails after the first page cuts the answer off with an error (the connection is

@@ -342,26 +342,15 @@ fn ndjson_stream_read(
     first: eventfold_core::StreamSlice,
     shape: Shape,
 ) -> Response {
-    let total = read.limit;
-    let first = Page {
-        events: first.events,
-        next: first.next,
-    };
     let store = st.store.clone();
-    paged_ndjson(st, first, total, shape, move |r, limit| {
+    paged_ndjson(st, first.into(), read.limit, shape, move |r, limit| {
         let more = ReadStream {
             from: ReadFrom::At(r),
             limit,
             ..read
         };
         let (store, stream) = (store.clone(), stream.clone());
-        async move {
-            let p = store.read_stream(&stream, more).await?;
-            Ok(Page {
-                events: p.events,
-                next: p.next,
-            })
-        }
+        async move { store.read_stream(&stream, more).await.map(Page::from) }
     })
 }
 

@@ -76,9 +76,8 @@ fn odd_events() -> Vec<NewEvent> {
     ]
 }
 
-async fn get(app: &axum::Router, uri: &str) -> (u16, Vec<u8>) {
-    let resp = app
-        .clone()
+async fn get_ndjson(app: &axum::Router, uri: &str) -> axum::response::Response {
+    app.clone()
         .oneshot(
             Request::get(uri)
                 .header("accept", "application/x-ndjson")
@@ -86,7 +85,11 @@ async fn get(app: &axum::Router, uri: &str) -> (u16, Vec<u8>) {
                 .expect("request"),
         )
         .await
-        .expect("answer");
+        .expect("answer")
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (u16, Vec<u8>) {
+    let resp = get_ndjson(app, uri).await;
     let status = resp.status().as_u16();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
@@ -267,17 +270,7 @@ async fn a_read_that_fails_after_the_first_page_cuts_the_answer_off() {
         "/all?from=start&limit=1200",
         "/streams/damaged-1?limit=1200",
     ] {
-        let resp = s
-            .app
-            .clone()
-            .oneshot(
-                Request::get(uri)
-                    .header("accept", "application/x-ndjson")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("answer");
+        let resp = get_ndjson(&s.app, uri).await;
         assert_eq!(resp.status().as_u16(), 200, "{uri}");
         let mut body = resp.into_body().into_data_stream();
         let (mut lines, mut failed) = (0, false);
