@@ -580,7 +580,7 @@ impl RecordedEvent {
     /// Appends the event's JSON form to `out`: the same bytes as its `Serialize` to
     /// `serde_json` (test `the_line_writer_writes_what_serialize_writes`), written without
     /// the serializer: the keys as constants, names that need no escape copied as they are.
-    /// What every read answer and live delivery of the server is made of.
+    /// What the server's NDJSON and SSE lines (reads and live deliveries) are made of.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         out.extend_from_slice(b"{\"id\":\"");

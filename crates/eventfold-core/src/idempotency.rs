@@ -269,8 +269,8 @@ pub struct SeenIds {
     /// The ids in the window with their hashes in `table`, oldest first; `ids[0]` has
     /// sequence number `base`. The hash is kept so that neither an id leaving the window nor
     /// the table's rehashing (on growth, or in place to clear the marks removals leave) hashes
-    /// an id again: with a window of a million ids, rehashing with SipHash was a third of the
-    /// writer's time at a million batched events a second.
+    /// an id again (SipHash took about a quarter of the engine writer's time while it built a
+    /// store in batches of 1,000: `BENCHMARKS.md`, "Issue 12, 2026-12-06").
     ids: VecDeque<(EventId, u64)>,
     base: u64,
     /// The appends in the window, oldest first.

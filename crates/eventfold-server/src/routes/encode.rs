@@ -73,10 +73,10 @@ pub fn ndjson_lines(events: &[eventfold_core::RecordedEvent]) -> Bytes {
 /// Events per store read while streaming NDJSON: the answer is built page by page.
 pub const NDJSON_PAGE_EVENTS: usize = 500;
 
-/// Pages an NDJSON read keeps encoded or being encoded ahead of the socket. Each is encoded by
-/// a task of its own, so one reader's pages are encoded on every runtime thread while the next
-/// page is read and the connection writes the previous one; a reader holds at most this many
-/// encoded pages, one being written and one read from the store.
+/// Pages an NDJSON read queues, encoded or being encoded, ahead of the socket. Each is encoded
+/// by a task of its own, so one reader's pages are encoded on every runtime thread while the
+/// next page is read and the connection writes the previous one; a reader holds at most this
+/// many pages queued, one more encoded while the queue is full, and one being written.
 const NDJSON_PAGES_AHEAD: usize = 2;
 
 /// A page of a paged read: its events, and where the next page starts (`None`: the end).
