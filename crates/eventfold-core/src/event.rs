@@ -618,18 +618,8 @@ impl RecordedEvent {
                 write_serialized(out, &self.data_json());
             }
             DataOut::Base64 => {
-                use base64::Engine as _;
-                out.extend_from_slice(b",\"data_base64\":\"");
-                let at = out.len();
-                out.resize(
-                    at + base64::encoded_len(self.data.len(), true).unwrap_or(0),
-                    0,
-                );
-                let n = base64::engine::general_purpose::STANDARD
-                    .encode_slice(&self.data, &mut out[at..])
-                    .unwrap_or(0);
-                out.truncate(at + n);
-                out.push(b'"');
+                out.extend_from_slice(b",\"data_base64\":");
+                write_serialized(out, &Base64(&self.data));
             }
         }
         out.extend_from_slice(b",\"metadata\":");
