@@ -76,6 +76,21 @@ fn odd_events() -> Vec<NewEvent> {
     ]
 }
 
+/// Appends `n` small JSON events, `{"i":00000}` to `{"i":<n-1>}`, to `stream` in batches of
+/// 1,000 (the batch limit).
+async fn append_numbered(store: &Arc<dyn EventStore>, stream: &StreamName, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let events = chunk
+            .iter()
+            .map(|i| event("application/json", format!("{{\"i\":{i:05}}}").as_bytes()))
+            .collect();
+        store
+            .append(stream, ExpectedRevision::Any, events)
+            .await
+            .expect("append");
+    }
+}
+
 async fn get_ndjson(app: &axum::Router, uri: &str) -> axum::response::Response {
     app.clone()
         .oneshot(
@@ -120,16 +135,7 @@ async fn ndjson_reads_are_the_events_json_byte_for_byte() {
         .await
         .expect("append");
     let filler = StreamName::new("filler-1").expect("stream");
-    for chunk in (0..FILLER_EVENTS).collect::<Vec<_>>().chunks(1000) {
-        let events = chunk
-            .iter()
-            .map(|i| event("application/json", format!("{{\"i\":{i}}}").as_bytes()))
-            .collect();
-        s.store
-            .append(&filler, ExpectedRevision::Any, events)
-            .await
-            .expect("append");
-    }
+    append_numbered(&s.store, &filler, FILLER_EVENTS).await;
     let total = odd_events().len() + FILLER_EVENTS;
     let all = s
         .store
@@ -243,16 +249,7 @@ async fn body_of_odd(app: &axum::Router) -> Vec<u8> {
 async fn a_read_that_fails_after_the_first_page_cuts_the_answer_off() {
     let s = server();
     let stream = StreamName::new("damaged-1").expect("stream");
-    for chunk in (0..1_200).collect::<Vec<_>>().chunks(600) {
-        let events = chunk
-            .iter()
-            .map(|i| event("application/json", format!("{{\"i\":{i:05}}}").as_bytes()))
-            .collect();
-        s.store
-            .append(&stream, ExpectedRevision::Any, events)
-            .await
-            .expect("append");
-    }
+    append_numbered(&s.store, &stream, 1_200).await;
     let segment = std::fs::read_dir(s._dir.path().join("events"))
         .expect("dir")
         .map(|e| e.expect("entry").path())
