@@ -622,6 +622,10 @@ fn init_logging() {
 
 /// Runs a benchmark; errors are one line on standard error and exit code 2.
 fn main() -> ExitCode {
+    // Transparent huge pages off, as in the `eventfold` binary (its `no_transparent_huge_pages`
+    // says why): the engine rows run the engine here, the HTTP rows' clients time it here.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let which = Cli::parse().which;
     init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()

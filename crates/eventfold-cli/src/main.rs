@@ -17,6 +17,20 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`; children
+/// inherit it), before its heap grows. mimalloc asks for huge pages on its arenas, and the first
+/// touch of each then zeroes 2 MiB, and may compact memory to find them, on whichever thread
+/// touched it: the engine's writer and committer among them. A fresh server's appends were
+/// acknowledged with a p99 four to nine times their later one until its heap stopped growing
+/// (BENCHMARKS.md, "Transparent huge pages"); Redis and most databases advise the same. Only
+/// latency depends on it: if the kernel refuses, the server runs as before.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("note: transparent huge pages stay on for this process ({e})");
+    }
+}
+
 /// eventfold: an event store and event bus.
 #[derive(Debug, Parser)]
 #[command(name = "eventfold", version, about)]
@@ -66,6 +80,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match cli.command {

@@ -659,3 +659,18 @@ fn token_is_sent_and_a_missing_or_wrong_one_is_explained() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+/// The server runs without transparent huge pages (`main`'s `no_transparent_huge_pages`): the
+/// first touches of its growing heap zeroed 2 MiB each on the append path.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let (_dir, server) = start(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .expect("read the server's /proc status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "THP_enabled of the server: {thp:?}");
+}
