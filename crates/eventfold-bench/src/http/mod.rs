@@ -388,7 +388,7 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
     } else {
         &opts.fanout_rates
     };
-    for &rate in rates {
+    for (n, &rate) in rates.iter().enumerate() {
         for &feed in sys.feeds() {
             eprintln!(
                 "[{name}] (iv) fan-out: {} subscribers ({}), {} events/s for {} s",
@@ -397,10 +397,7 @@ async fn run_system(opts: &HttpBenchOptions, run_dir: &Path, run: &mut SystemRun
                 count(rate),
                 opts.fanout_secs
             );
-            let key = match feed {
-                Feed::Native => format!("fanout-{rate}"),
-                _ => format!("fanout-{rate}-{}", feed.name()),
-            };
+            let key = fanout_key(rate, n, feed);
             let result = fanout::run(
                 sys,
                 &key,
@@ -914,5 +911,32 @@ fn print_table(opts: &HttpBenchOptions, runs: &[SystemRun]) {
     ));
     for n in notes {
         println!("  * {n}");
+    }
+}
+
+/// The stream (subject, key) of the fan-out row of `rate`, the `n`th listed, and `feed`: one of
+/// its own per row, also when a rate is listed twice (subscribers from the start of a shared
+/// one would take the earlier row's events for theirs).
+fn fanout_key(rate: u64, n: usize, feed: Feed) -> String {
+    match feed {
+        Feed::Native => format!("fanout-{rate}-{n}"),
+        _ => format!("fanout-{rate}-{n}-{}", feed.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fanout_row_has_a_stream_of_its_own() {
+        let keys: std::collections::HashSet<String> = [1_000, 5_000, 5_000]
+            .iter()
+            .enumerate()
+            .flat_map(|(n, &rate)| {
+                [Feed::Native, Feed::Ndjson, Feed::Sse].map(|f| fanout_key(rate, n, f))
+            })
+            .collect();
+        assert_eq!(keys.len(), 9, "{keys:?}");
     }
 }
