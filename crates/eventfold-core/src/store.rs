@@ -140,8 +140,12 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// Rules are checked in this order: a retry of the stream's last batch is a replay (so a
     /// retry after an unknown outcome succeeds even though its own events now match), then
-    /// `expected`, then the condition. A store that cannot check a condition atomically
-    /// answers [`StoreError::Unsupported`] (the default).
+    /// `expected`, then the condition.
+    ///
+    /// No default: every store checks conditions (the conformance suite holds each to it), and
+    /// a store that wraps another forwards it, so a wrapper cannot turn conditional appends
+    /// off by forgetting them. A store that could not check a condition atomically with its
+    /// write would answer [`StoreError::Unsupported`] rather than append unchecked.
     ///
     /// [`StoreError::AppendConditionFailed`]: crate::StoreError::AppendConditionFailed
     /// [`StoreError::Unsupported`]: crate::StoreError::Unsupported
@@ -151,13 +155,7 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         condition: AppendCondition,
-    ) -> StoreResult<AppendResult> {
-        let _ = (stream, expected, events, condition);
-        Err(crate::StoreError::Unsupported {
-            operation: "append with a condition on a query (a Dynamic Consistency Boundary)".into(),
-            hint: "use a store that supports it (the engine, PostgreSQL, the memory store, or a server running one of them)".into(),
-        })
-    }
+    ) -> StoreResult<AppendResult>;
 
     /// Starts an append ([`EventStore::append`], or
     /// [`EventStore::append_with_condition`] with a condition) in two steps: the returned

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError,
-    StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom,
 };
 use eventfold_groups::{GroupName, NackAction};
 use eventfold_memory::MemoryStore;
@@ -164,6 +165,17 @@ impl EventStore for CrashBetweenParkAppends {
             self.crashed.store(true, Ordering::SeqCst);
         }
         r
+    }
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
     }
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
         self.inner.read_stream(stream, read).await

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use eventfold_core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription, EventType,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
-    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
-    StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, EventType, ExpectedRevision, ListStreams, NewEvent, Position, ReadAll,
+    ReadStream, RecordedEvent, Revision, StoreError, StoreResult, StreamInfo, StreamList,
+    StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_relay::{
@@ -411,6 +411,18 @@ impl EventStore for FlakyStore {
             return Err(unavailable());
         }
         self.inner.append(stream, expected, events).await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

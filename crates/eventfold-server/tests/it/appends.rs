@@ -250,6 +250,17 @@ impl EventStore for Gated {
             .await
             .await
     }
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.append_sequenced(stream, expected, events, Some(condition))
+            .await
+            .await
+    }
     async fn append_sequenced(
         &self,
         stream: &StreamName,

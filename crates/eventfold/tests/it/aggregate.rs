@@ -386,6 +386,18 @@ impl EventStore for Racing {
         self.inner.append(stream, expected, events).await
     }
 
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: eventfold::core::AppendCondition,
+    ) -> eventfold::core::StoreResult<eventfold::core::AppendResult> {
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamName,

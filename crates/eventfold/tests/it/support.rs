@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eventfold::core::{
-    AllSlice, AppendResult, DeleteMode, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream, Revision, StoreError,
-    StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName, StreamSlice, SubscribeFrom,
+    AllSlice, AppendCondition, AppendResult, DeleteMode, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, ListStreams, NewEvent, Position, ReadAll, ReadStream,
+    Revision, StoreError, StoreResult, StreamInfo, StreamList, StreamMetadata, StreamName,
+    StreamSlice, SubscribeFrom,
 };
 use eventfold_engine::{Engine, EngineOptions};
 use futures::StreamExt;
@@ -154,6 +155,18 @@ impl EventStore for Flaky {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
         self.inner.append(stream, expected, events).await
+    }
+
+    async fn append_with_condition(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> StoreResult<AppendResult> {
+        self.inner
+            .append_with_condition(stream, expected, events, condition)
+            .await
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
