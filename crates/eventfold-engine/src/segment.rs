@@ -327,7 +327,9 @@ impl<'p> SegmentScanner<'p> {
         }
     }
 
-    /// The next record and its offset; `Ok(None)` at `end` or at the zero-filled tail.
+    /// The next record and its offset; `Ok(None)` at `end` or at the zero-filled tail. Inlined,
+    /// as [`format::decode`] is, so that the record is not copied on its way to the scan.
+    #[inline]
     pub fn next_record(&mut self) -> io::Result<Result<Option<(u64, RecordIn<'_>)>, FrameError>> {
         if self.offset >= self.end {
             return Ok(Ok(None));
