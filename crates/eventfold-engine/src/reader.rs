@@ -328,10 +328,10 @@ impl Shared {
         let (start, forward) = (plan.start, plan.forward);
         let mut c = Collector::new(self, read, plan, bytes_max);
         c.visible_only = visible;
-        // The address to start from: the sparse entry at or before `start`.
-        let (floor_addr, ceil_addr) = {
+        // The address to start from: the sparse entry at or before `start` (and its position).
+        let ((floor_pos, floor_addr), ceil_addr) = {
             let index = self.index.read();
-            let floor = index.sparse_floor(start).map_or(0, |(_, a)| a);
+            let floor = index.sparse_floor(start).unwrap_or((0, 0));
             // Records at or before `start` lie below the next sparse entry's address.
             let ceil = index
                 .sparse_ceil(start + 1)
@@ -397,17 +397,20 @@ impl Shared {
                     .unwrap_or_default();
             }
         } else if forward {
-            self.scan_forward(floor_addr, start, end_addr, &mut c)?;
+            let skip = start.saturating_sub(floor_pos);
+            self.scan_forward(floor_addr, skip, start, end_addr, &mut c)?;
         } else {
             self.scan_backward(start, &mut c)?;
         }
         Ok((c.finish(), committed))
     }
 
-    /// Scans the log forward from `addr`, offering every record at or after `start`.
+    /// Scans the log forward from `addr`, offering every record at or after `start`; about
+    /// `skip` records lie before it.
     fn scan_forward(
         &self,
         addr: u64,
+        mut skip: u64,
         start: u64,
         end_addr: u64,
         c: &mut Collector<'_>,
@@ -428,6 +431,10 @@ impl Shared {
                 self.segment_bytes
             };
             let mut sc = self.segments.scanner(file, off, limit);
+            if let Some(n) = c.records_expected() {
+                sc.expect_records(n.saturating_add(skip));
+            }
+            skip = 0;
             loop {
                 let rec = sc.next_record().map_err(|e| {
                     StoreError::io(format!("read {}", self.segments.path(no).display()), e)
@@ -603,6 +610,16 @@ impl<'a> Collector<'a> {
             exhausted: false,
             visible_only: true,
         }
+    }
+
+    /// How many more records the read will take, when every record counts toward its limit
+    /// (no filter; hidden events and system records make it take a few more): what a scanner
+    /// reads ahead for. `None` with a filter: how many records it passes over is unknown.
+    fn records_expected(&self) -> Option<u64> {
+        self.read
+            .filter
+            .is_empty()
+            .then(|| self.read.limit.saturating_sub(self.events.len()) as u64)
     }
 
     /// Offers one record; `true` when the read is complete (limit or scan budget reached).
