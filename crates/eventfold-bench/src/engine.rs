@@ -441,12 +441,18 @@ pub async fn read_stream(engine: &Engine, iterations: u64) -> anyhow::Result<Mea
 }
 
 /// What row (e) found.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Reopen {
     pub build: Measurement,
     pub open: Duration,
     pub stats: EngineStats,
+    /// Row (h): each pass of reading `$all` of the reopened store whole, in pages of
+    /// [`PAGE_C`] (nothing else runs: no appends, no background index work).
+    pub reads: Vec<Measurement>,
 }
+
+/// Row (h): passes over the reopened store of row (e).
+pub const READ_PASSES_H: usize = 3;
 
 /// Row (e): builds a store of `events` events (batches of [`BATCH_E`], [`WRITERS_E`] writers,
 /// a stream per batch), shuts it down, and times opening it again.
@@ -457,6 +463,16 @@ pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
     let engine = open(dir, Durability::Fsync).await?;
     let open_time = t.elapsed();
     let stats = engine.stats();
+    let mut reads = Vec::new();
+    for _ in 0..READ_PASSES_H {
+        match read_all(&engine).await {
+            Ok(m) => reads.push(m),
+            Err(e) => {
+                shutdown(engine).await?;
+                return Err(e);
+            }
+        }
+    }
     shutdown(engine).await?;
     anyhow::ensure!(
         stats.events >= written,
@@ -467,6 +483,7 @@ pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
         build,
         open: open_time,
         stats,
+        reads,
     })
 }
 

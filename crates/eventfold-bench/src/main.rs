@@ -583,7 +583,7 @@ struct DcbArgs {
 enum PartArg {
     /// Rows (a)-(d): appends and reads on the engine.
     Engine,
-    /// Row (e): reopen time of a large store.
+    /// Row (e): reopen time of a large store; row (h): reading it back whole.
     Reopen,
     /// Row (f): the disk's own limit.
     Disk,
