@@ -30,7 +30,8 @@ struct Cli {
 enum BenchCmd {
     /// The embedded engine side by side with the disk's own limit and PostgreSQL: appends (one
     /// writer with batches of 100; 64 concurrent single-event writers), reads of `$all` and of
-    /// one stream, reopen time of a large store. Takes one to three minutes at the defaults.
+    /// one stream, reopen time of a large store and a read of it whole. Takes one to three
+    /// minutes at the defaults.
     Engine(EngineArgs),
     /// Conditional appends (Dynamic Consistency Boundaries: "no event with my tag after the
     /// position I last wrote") beside appends with an expected revision, the same writers and
@@ -538,7 +539,7 @@ struct EngineArgs {
     /// rows are sized from it.
     #[arg(long, default_value_t = eventfold_bench::EVENTS_DEFAULT)]
     events: u64,
-    /// Events in the store whose reopen time is measured (row e).
+    /// Events in the store whose reopen time is measured (row e) and that row (h) reads.
     #[arg(long, default_value_t = eventfold_bench::REOPEN_EVENTS_DEFAULT)]
     reopen_events: u64,
     /// Directory to write in, on the disk to measure (a scratch directory is made inside and
