@@ -460,9 +460,19 @@ mod tests {
         let sizes = [
             10, 70_000, 3, 65_000, 140_000, 1, 300_000, 50, 600_000, 20, 1_200_000, 7, 40_000,
         ];
+        segment_of(dir, sizes.iter().copied().cycle().take(40))
+    }
+
+    /// A segment of records with these data lengths (record `i`'s data bytes are all `i`),
+    /// followed by zeros as in a preallocated segment; returns the file, the end of the records
+    /// and (offset, data length) of each record.
+    fn segment_of(
+        dir: &Path,
+        sizes: impl Iterator<Item = usize>,
+    ) -> (Arc<File>, u64, Vec<(u64, usize)>) {
         let mut buf = format::encode_segment_header(0).to_vec();
         let mut layout = Vec::new();
-        for (i, &n) in sizes.iter().cycle().take(40).enumerate() {
+        for (i, n) in sizes.enumerate() {
             let data = vec![i as u8; n];
             layout.push((buf.len() as u64, n));
             RecordOut {
@@ -483,7 +493,6 @@ mod tests {
             .encode_into(&mut buf);
         }
         let end = buf.len() as u64;
-        // Zeros after the data, as in a preallocated segment.
         buf.resize(buf.len() + 4096, 0);
         let path = dir.join(segment_file_name(0));
         fs::write(&path, &buf).expect("write segment");
@@ -551,32 +560,9 @@ mod tests {
 
     /// A segment of `n` records of 256 data bytes; returns the file, the end of the records
     /// and each record's offset.
-    fn segment_of_even_records(dir: &Path, n: u64) -> (Arc<File>, u64, Vec<u64>) {
-        let mut buf = format::encode_segment_header(0).to_vec();
-        let mut offsets = Vec::new();
-        for i in 0..n {
-            offsets.push(buf.len() as u64);
-            RecordOut {
-                kind: Kind::Event,
-                flags: FLAG_TX_END,
-                stream: "s-1",
-                event_type: "t",
-                content_type: "application/octet-stream",
-                position: i,
-                revision: i,
-                timestamp_us: 0,
-                id: [i as u8; 16],
-                schema_version: 1,
-                metadata: b"",
-                data: &[i as u8; 256],
-                tags: b"",
-            }
-            .encode_into(&mut buf);
-        }
-        let end = buf.len() as u64;
-        let path = dir.join(segment_file_name(0));
-        fs::write(&path, &buf).expect("write segment");
-        (Arc::new(File::open(&path).expect("open")), end, offsets)
+    fn segment_of_even_records(dir: &Path, n: usize) -> (Arc<File>, u64, Vec<u64>) {
+        let (file, end, layout) = segment_of(dir, std::iter::repeat_n(256, n));
+        (file, end, layout.into_iter().map(|(at, _)| at).collect())
     }
 
     #[test]
