@@ -323,12 +323,44 @@ impl<S: EventStore> Validating<S> {
     }
 
     /// What every append passes before the inner store sees it: not into the schema stream,
-    /// and every event matching its schema.
-    async fn admit(&self, stream: &StreamName, events: &[NewEvent]) -> StoreResult<()> {
+    /// and every event matching its schema. `Ok(Some)`: refused by a schema, but a retry of a
+    /// batch the store already holds, answered with the original result (see
+    /// [`Validating::replay_of`]); `Ok(None)`: admitted.
+    async fn admit(
+        &self,
+        stream: &StreamName,
+        events: &[NewEvent],
+    ) -> StoreResult<Option<AppendResult>> {
         if self.is_schema_stream(stream) {
             return Err(kept_by_registry("appended to"));
         }
-        self.validate(events).await
+        match self.validate(events).await {
+            Ok(()) => Ok(None),
+            Err(refusal @ StoreError::SchemaValidationFailed { .. }) => {
+                match self.replay_of(stream, events).await {
+                    Some(original) => Ok(Some(original)),
+                    None => Err(refusal),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The original result of `events` if they are a retry of a batch `stream` already holds
+    /// (the store's idempotency window): a batch appended before a schema for its type was
+    /// registered, retried after it (its first answer lost), must be told it landed, not that
+    /// it is invalid. The inner store decides a retry by its ids before it checks the expected
+    /// revision, so an append expecting a revision no stream reaches answers the retry and
+    /// writes nothing otherwise.
+    async fn replay_of(&self, stream: &StreamName, events: &[NewEvent]) -> Option<AppendResult> {
+        match self
+            .inner
+            .append(stream, ExpectedRevision::Exact(u64::MAX), events.to_vec())
+            .await
+        {
+            Ok(r) if r.idempotent_replay => Some(r),
+            _ => None,
+        }
     }
 
     /// Checks every event that has a registered schema; the first failure refuses the batch.
@@ -424,7 +456,9 @@ impl<S: EventStore> EventStore for Validating<S> {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendResult> {
-        self.admit(stream, &events).await?;
+        if let Some(original) = self.admit(stream, &events).await? {
+            return Ok(original);
+        }
         self.inner.append(stream, expected, events).await
     }
 
@@ -437,7 +471,9 @@ impl<S: EventStore> EventStore for Validating<S> {
         events: Vec<NewEvent>,
         condition: AppendCondition,
     ) -> StoreResult<AppendResult> {
-        self.admit(stream, &events).await?;
+        if let Some(original) = self.admit(stream, &events).await? {
+            return Ok(original);
+        }
         self.inner
             .append_with_condition(stream, expected, events, condition)
             .await
@@ -451,8 +487,10 @@ impl<S: EventStore> EventStore for Validating<S> {
         events: Vec<NewEvent>,
         condition: Option<AppendCondition>,
     ) -> eventfold_core::PendingAppend {
-        if let Err(e) = self.admit(stream, &events).await {
-            return Box::pin(std::future::ready(Err(e)));
+        match self.admit(stream, &events).await {
+            Ok(None) => {}
+            Ok(Some(original)) => return Box::pin(std::future::ready(Ok(original))),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         }
         self.inner
             .append_sequenced(stream, expected, events, condition)

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use eventfold_core::{
-    COMPILED_SCHEMAS_MAX, DeleteMode, EventSchema, EventStore, EventType, ExpectedRevision,
-    ImportBatch, Limits, NewEvent, ReadStream, Revision, SchemaDocument, SchemaKey,
-    SchemaRegistered, StoreError, StreamMetadata, StreamName,
+    AppendCondition, COMPILED_SCHEMAS_MAX, DeleteMode, EventSchema, EventStore, EventType,
+    ExpectedRevision, ImportBatch, Limits, NewEvent, Query, ReadStream, Revision, SchemaDocument,
+    SchemaKey, SchemaRegistered, StoreError, StreamMetadata, StreamName,
 };
 use eventfold_memory::MemoryStore;
 use eventfold_schema::{REGISTERED_EVENT_TYPE, SCHEMA_STREAM, Validating};
@@ -356,4 +356,81 @@ async fn a_low_read_limit_is_respected() {
         );
         assert_eq!(store.list_schemas().await.unwrap().len(), 5);
     }
+}
+
+/// A batch appended before its type had a schema, retried after one is registered (its first
+/// answer lost), is told it landed, by every append path; a new batch is still checked.
+#[tokio::test]
+async fn a_retry_of_a_batch_appended_before_its_schema_is_answered_as_a_replay() {
+    let store = Validating::exclusive(MemoryStore::new());
+    let s = stream("order-1");
+    let batch = vec![priced("p", json!("free")), priced("p", json!(3))];
+    let first = store
+        .append(&s, ExpectedRevision::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert!(!first.idempotent_replay);
+    store.register_schema(price_schema("p")).await.unwrap();
+    let same = |r: &eventfold_core::AppendResult| {
+        assert!(r.idempotent_replay, "answered as a retry: {r:?}");
+        assert_eq!(
+            (
+                r.first_revision,
+                r.last_revision,
+                r.first_position,
+                r.last_position
+            ),
+            (
+                first.first_revision,
+                first.last_revision,
+                first.first_position,
+                first.last_position
+            )
+        );
+    };
+    same(
+        &store
+            .append(&s, ExpectedRevision::NoStream, batch.clone())
+            .await
+            .unwrap(),
+    );
+    same(
+        &store
+            .append_sequenced(&s, ExpectedRevision::NoStream, batch.clone(), None)
+            .await
+            .await
+            .unwrap(),
+    );
+    let condition = AppendCondition::new(Query::all(), None);
+    same(
+        &store
+            .append_with_condition(&s, ExpectedRevision::NoStream, batch.clone(), condition)
+            .await
+            .unwrap(),
+    );
+    // Not a retry: refused by the schema, whatever it expects, and nothing is written.
+    for expected in [ExpectedRevision::Any, ExpectedRevision::Exact(1)] {
+        assert_refused(
+            store
+                .append(&s, expected, vec![priced("p", json!("free"))])
+                .await,
+            0,
+        );
+    }
+    // Part of the first batch is not a retry either.
+    assert_refused(
+        store
+            .append(&s, ExpectedRevision::Any, vec![batch[0].clone()])
+            .await,
+        0,
+    );
+    let read = store
+        .read_stream(&s, ReadStream::forward(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        read.events.len(),
+        2,
+        "only the first batch is in the stream"
+    );
 }
