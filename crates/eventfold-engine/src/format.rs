@@ -300,8 +300,8 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
 
 /// Decodes the record at the start of `buf`, checking its checksum and structure. Returns the
 /// record and its framed length. Inlined into the scans: the record (144 bytes) is then built
-/// where the scan uses it instead of copied out of a returned `Result` (a read of `$all`
-/// 6-11% faster, `eventfold-bench engine` row (c)).
+/// where the scan uses it instead of copied out of a returned `Result` (reads of `$all` 6-11%
+/// faster, BENCHMARKS.md, issue 12's third session of 2026-12-06).
 #[inline]
 pub fn decode(buf: &[u8]) -> Result<(RecordIn<'_>, usize), FrameError> {
     if buf.len() < FRAME_HEADER_BYTES {

@@ -359,6 +359,7 @@ impl<S: EventStore> Validating<S> {
             .await
         {
             Ok(r) if r.idempotent_replay => Some(r),
+            // Refused (a stream never reaches revision `u64::MAX`): not a retry.
             _ => None,
         }
     }
