@@ -463,17 +463,16 @@ pub async fn reopen(dir: &Path, events: u64) -> anyhow::Result<Reopen> {
     let engine = open(dir, Durability::Fsync).await?;
     let open_time = t.elapsed();
     let stats = engine.stats();
-    let mut reads = Vec::new();
-    for _ in 0..READ_PASSES_H {
-        match read_all(&engine).await {
-            Ok(m) => reads.push(m),
-            Err(e) => {
-                shutdown(engine).await?;
-                return Err(e);
-            }
+    let reads = async {
+        let mut reads = Vec::new();
+        for _ in 0..READ_PASSES_H {
+            reads.push(read_all(&engine).await?);
         }
+        anyhow::Ok(reads)
     }
+    .await;
     shutdown(engine).await?;
+    let reads = reads?;
     anyhow::ensure!(
         stats.events >= written,
         "the reopened store holds {} events; {written} were written",
