@@ -421,6 +421,11 @@ async fn appends_reads_and_subscriptions_go_on_during_a_scavenge() {
         removed += r.events_removed;
         scavenges += 1;
         assert!(scavenges < 50, "50 scavenges removed only {removed} events");
+        if scavenges >= 3 {
+            // What is left waits for the writer's appends to seal its segment: give them time
+            // (a loaded CI machine ran 50 scavenges before they did: 92 of 96 removed).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let appended = writer.await.expect("writer");
