@@ -54,20 +54,16 @@ impl Indexer {
             let shared = shared.clone();
             let stop = stop.clone();
             let dir = dir.clone();
-            std::thread::Builder::new()
-                .name("eventfold-merger".into())
-                .spawn(move || {
-                    // Tables left unmerged by the last run (or built at open) first.
+            crate::background::spawn("eventfold-merger", move || {
+                // Tables left unmerged by the last run (or built at open) first.
+                merge_all(&shared, &dir, sync, &stop);
+                while wakes.recv().is_ok() {
                     merge_all(&shared, &dir, sync, &stop);
-                    while wakes.recv().is_ok() {
-                        merge_all(&shared, &dir, sync, &stop);
-                    }
-                })
-                .ok()
+                }
+            })
+            .ok()
         };
-        let indexer = std::thread::Builder::new()
-            .name("eventfold-indexer".into())
-            .spawn(move || {
+        let indexer = crate::background::spawn("eventfold-indexer", move || {
                 for job in rx {
                     match job {
                         IndexJob::Table { seg, mem } => {

@@ -10,6 +10,7 @@
 //! (one per sealed segment, merged in the background) plus a memtable for the active segment.
 //! Reopening loads the latest stream-state snapshot and replays only what came after it.
 
+mod background;
 mod backup;
 mod condition;
 mod engine;

@@ -1,20 +1,25 @@
 //! The one writer: drains the bounded append queue in groups, checks each request against the
 //! stream heads, encodes the group and writes it with one `write`; the *committer* then flushes
-//! it with one `fdatasync`, publishes it to the indexes, wakes subscribers and answers every
-//! waiter. Both run on their own OS threads because `write` and `fdatasync` block.
+//! every group written since its last flush with one `fdatasync`, publishes them to the
+//! indexes, wakes subscribers and answers every waiter. Both run on their own OS threads
+//! because `write` and `fdatasync` block.
 //!
-//! The two form a pipeline of depth two: while the committer flushes group N, the writer checks,
-//! encodes and writes group N+1, so the disk's flush and the CPU's encoding overlap. The writer
-//! checks N+1 against the heads N left (kept in `heads_prev` until N is published), hands a group
-//! over only when the committer has finished the one before (a rendezvous channel), never has
-//! more than [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed, and waits for the
-//! committer to drain before it seals a segment, so a sealed segment is whole on disk before the
-//! next one takes a byte. Answers leave in queue order, each only after its group's flush.
+//! The writer never waits for a flush: while the committer flushes, the writer checks, encodes
+//! and writes what arrives and queues it (up to [`GROUPS_IN_FLIGHT_MAX`] groups), and the
+//! committer's next flush takes all of it. An append arriving during a flush is so answered
+//! after at most the rest of that flush and one more, not two more (as when the writer handed
+//! one group at a time over and waited for the flush before). The writer checks a group
+//! against the heads the groups before it left (kept in `heads` until their group is
+//! published), never has more than [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed,
+//! and waits for the committer to drain before it seals a segment, so a sealed segment is
+//! whole on disk before the next one takes a byte. Answers leave in queue order, each only
+//! after its group's flush.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
@@ -125,6 +130,10 @@ struct Staged {
     metadata: Option<StreamMetadata>,
 }
 
+/// Groups the writer may have handed to the committer and not yet seen taken: the bound of
+/// the queue between them (their bytes are bounded by [`UNSYNCED_BYTES_MAX`] too).
+const GROUPS_IN_FLIGHT_MAX: usize = 64;
+
 /// A group the writer wrote, for the committer to flush, publish and answer.
 struct Written {
     /// The file the group's bytes went to; `None` when it wrote none (refusals, replays).
@@ -135,6 +144,19 @@ struct Written {
     answers: Vec<Answer>,
     /// Where the log ends after the group.
     end_addr: u64,
+    /// The group's number, counting from the writer's start.
+    seq: u64,
+    /// Bytes written by the end of this group, counting from the writer's start.
+    bytes_total: u64,
+}
+
+/// How far the committer is, for the writer.
+#[derive(Default)]
+struct Progress {
+    /// The number of the last group published (or refused).
+    published: AtomicU64,
+    /// The writer's `bytes_total` up to which everything is written and flushed.
+    synced: AtomicU64,
 }
 
 /// What the writer hands the committer, in order.
@@ -177,12 +199,19 @@ pub struct Writer {
     carry: Option<Request>,
     /// The position the next record gets (the index's lags behind while a group is in flight).
     next_position: u64,
-    /// Heads changed by the group being staged, and by the group the committer holds: both are
-    /// ahead of the index until published.
-    heads_cur: HashMap<Arc<str>, Head>,
-    heads_prev: HashMap<Arc<str>, Head>,
-    /// Bytes of the group the committer holds, written and maybe not yet flushed.
-    in_flight_bytes: u64,
+    /// Heads changed by groups not yet published (the one being staged and those handed to the
+    /// committer), each with the number of the last group that changed it: they are ahead of
+    /// the index until that group is published.
+    heads: HashMap<Arc<str>, (Head, u64)>,
+    /// The streams the group being staged changed, and those each unpublished group changed
+    /// (oldest first): their heads are forgotten once their group is published.
+    changed: Vec<Arc<str>>,
+    changed_by: VecDeque<(u64, Vec<Arc<str>>)>,
+    /// The number of the group being staged.
+    seq: u64,
+    /// Bytes written since the writer started.
+    bytes_total: u64,
+    progress: Arc<Progress>,
     to_committer: Option<std_mpsc::SyncSender<ToCommitter>>,
     committer: Option<std::thread::JoinHandle<()>>,
     /// Emptied vectors of committed groups, back for their capacity (bounded by the largest
@@ -196,7 +225,7 @@ pub struct Writer {
     seen: SeenIds,
 }
 
-/// The committer: flushes each written group, publishes it and answers its waiters.
+/// The committer: flushes the groups written, publishes them and answers their waiters.
 struct Committer {
     shared: Arc<Shared>,
     io: Arc<dyn FileIo>,
@@ -204,6 +233,7 @@ struct Committer {
     dir: PathBuf,
     segindex: Arc<parking_lot::Mutex<SegIndex>>,
     commit: watch::Sender<u64>,
+    progress: Arc<Progress>,
     recycle: std_mpsc::SyncSender<(Vec<Staged>, Vec<Answer>)>,
 }
 
@@ -234,9 +264,7 @@ impl Writer {
         let sync = opts.durability == Durability::Fsync;
         let hk_io = opts.io.clone();
         let hk_shared = shared.clone();
-        let housekeeper = std::thread::Builder::new()
-            .name("eventfold-housekeeper".into())
-            .spawn(move || {
+        let housekeeper = crate::background::spawn("eventfold-housekeeper", move || {
                 for job in rx {
                     match job {
                         Job::Prealloc { no, done } => {
@@ -259,9 +287,9 @@ impl Writer {
             })
             .ok();
         let segindex = Arc::new(parking_lot::Mutex::new(start.segindex));
-        let (recycle, recycled) = std_mpsc::sync_channel(2);
-        // Capacity 0: a hand-over waits until the committer has finished the group before.
-        let (to_committer, from_writer) = std_mpsc::sync_channel(0);
+        let (recycle, recycled) = std_mpsc::sync_channel(4);
+        let (to_committer, from_writer) = std_mpsc::sync_channel(GROUPS_IN_FLIGHT_MAX);
+        let progress = Arc::new(Progress::default());
         let committer = Committer {
             shared: shared.clone(),
             io: opts.io.clone(),
@@ -269,6 +297,7 @@ impl Writer {
             dir: dir.clone(),
             segindex: segindex.clone(),
             commit,
+            progress: progress.clone(),
             recycle,
         };
         let committer = std::thread::Builder::new()
@@ -305,9 +334,12 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             carry: None,
             next_position,
-            heads_cur: HashMap::new(),
-            heads_prev: HashMap::new(),
-            in_flight_bytes: 0,
+            heads: HashMap::new(),
+            changed: Vec::new(),
+            changed_by: VecDeque::new(),
+            seq: 1,
+            bytes_total: 0,
+            progress,
             // Without its thread every hand-over fails and the writer poisons the store.
             to_committer: committer.is_some().then_some(to_committer),
             committer,
@@ -393,6 +425,7 @@ impl Writer {
         }
         let now = Timestamp::now().micros().max(self.last_ts);
         self.last_ts = now;
+        self.forget_published();
         let (mut staged, mut answers) = self.recycled.try_recv().unwrap_or_default();
         debug_assert!(staged.is_empty() && answers.is_empty());
         answers.reserve(group.len());
@@ -404,12 +437,8 @@ impl Writer {
         while let Some(req) = requests.next() {
             let stream = op_stream(&req.op).clone();
             let key = stream.as_arc().clone();
-            let head = match self
-                .heads_cur
-                .get(&key)
-                .or_else(|| self.heads_prev.get(&key))
-            {
-                Some(h) => h.clone(),
+            let head = match self.heads.get(&key) {
+                Some((h, _)) => h.clone(),
                 None => self.head_of(&stream),
             };
             // Is this request a replay or refused? Decide before writing anything.
@@ -478,7 +507,10 @@ impl Writer {
                         buf_start,
                         &mut staged,
                     );
-                    self.heads_cur.insert(key, h);
+                    let before = self.heads.insert(key.clone(), (h, self.seq));
+                    if before.is_none_or(|(_, seq)| seq != self.seq) {
+                        self.changed.push(key);
+                    }
                     Ok(r)
                 }
             };
@@ -492,9 +524,10 @@ impl Writer {
     }
 
     /// Writes the group buffer at `buf_start` of the active segment and hands the group to the
-    /// committer, which flushes, publishes and answers it. Returns once the committer holds it
-    /// (and so has finished the group before). On an error nothing was handed over: `staged`
-    /// and `answers` are still the caller's, and every earlier group is committed.
+    /// committer, which flushes, publishes and answers it; waits only while
+    /// [`GROUPS_IN_FLIGHT_MAX`] groups are queued, or for the committer to drain when the group
+    /// would not fit in the unsynced window. On an error nothing was handed over: `staged` and
+    /// `answers` are still the caller's, and every earlier group is committed.
     fn hand_over(
         &mut self,
         buf_start: u64,
@@ -503,9 +536,10 @@ impl Writer {
     ) -> std::io::Result<()> {
         let bytes = self.buf.len() as u64;
         if bytes > 0 {
-            // Recovery relies on the unsynced window: with the group the committer holds, this
-            // one must fit in it, or it waits for that flush first.
-            if self.in_flight_bytes + bytes > UNSYNCED_BYTES_MAX {
+            // Recovery relies on the unsynced window: with the groups written and not yet
+            // flushed, this one must fit in it, or it waits for them first.
+            let unsynced = self.bytes_total - self.progress.synced.load(Ordering::Acquire);
+            if unsynced + bytes > UNSYNCED_BYTES_MAX {
                 self.drain();
             }
             if let Err(e) = self
@@ -517,6 +551,7 @@ impl Writer {
                 return Err(e);
             }
             self.offset = buf_start + bytes;
+            self.bytes_total += bytes;
             self.buf.clear();
         }
         let group = Written {
@@ -525,6 +560,8 @@ impl Writer {
             staged: std::mem::take(staged),
             answers: std::mem::take(answers),
             end_addr: format::addr(self.active_no, self.offset),
+            seq: self.seq,
+            bytes_total: self.bytes_total,
         };
         let sent = self
             .to_committer
@@ -541,12 +578,27 @@ impl Writer {
             }
             None => return Err(std::io::Error::other("the committer thread did not start")),
         }
-        // The committer took this group, so it published the one before: the heads that group
-        // changed are in the index now.
-        self.in_flight_bytes = bytes;
-        std::mem::swap(&mut self.heads_prev, &mut self.heads_cur);
-        self.heads_cur.clear();
+        self.changed_by
+            .push_back((self.seq, std::mem::take(&mut self.changed)));
+        self.seq += 1;
         Ok(())
+    }
+
+    /// Forgets the heads of the groups the committer has published: the index has them now.
+    fn forget_published(&mut self) {
+        let published = self.progress.published.load(Ordering::Acquire);
+        while let Some((seq, _)) = self.changed_by.front()
+            && *seq <= published
+        {
+            let Some((seq, streams)) = self.changed_by.pop_front() else {
+                break;
+            };
+            for s in streams {
+                if self.heads.get(&s).is_some_and(|(_, last)| *last == seq) {
+                    self.heads.remove(&s);
+                }
+            }
+        }
     }
 
     /// Waits until the committer has committed every group handed over.
@@ -558,9 +610,8 @@ impl Writer {
             let _ = wait.recv();
         }
         // Every group handed over is published: the heads they changed are in the index (the
-        // group being staged, if any, keeps its own in `heads_cur`).
-        self.in_flight_bytes = 0;
-        self.heads_prev.clear();
+        // group being staged, if any, keeps its own).
+        self.forget_published();
     }
 
     fn head_of(&self, stream: &StreamName) -> Head {
@@ -1030,50 +1081,97 @@ fn refuse(cause: &str, answers: &mut Vec<Answer>) {
 
 impl Committer {
     fn run(self, rx: std_mpsc::Receiver<ToCommitter>) {
-        for msg in rx {
-            match msg {
-                ToCommitter::Group(g) => self.commit(g),
-                ToCommitter::Barrier(done) => {
-                    let _ = done.send(());
+        let mut batch = Vec::new();
+        while let Ok(first) = rx.recv() {
+            // Every group queued now goes into this flush; a barrier ends the batch and is
+            // answered once the groups before it are committed.
+            let mut barrier = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    ToCommitter::Group(g) => {
+                        batch.push(g);
+                        next = rx.try_recv().ok();
+                    }
+                    ToCommitter::Barrier(done) => barrier = Some(done),
                 }
+            }
+            self.commit(&mut batch);
+            if let Some(done) = barrier {
+                let _ = done.send(());
             }
         }
     }
 
-    /// Flushes the group's bytes, publishes its records and answers its waiters; after a
-    /// failure (this flush, or an earlier one) refuses it instead.
-    fn commit(&self, mut g: Written) {
-        if let Some(file) = &g.file
-            && self.sync
-            && let Err(e) = self.io.sync_data(file)
-        {
+    /// Flushes the groups' bytes, publishes their records and answers their waiters; after a
+    /// failure (this flush, or an earlier one) refuses them instead.
+    fn commit(&self, batch: &mut Vec<Written>) {
+        if let Err((segment_no, e)) = self.flush(batch) {
             poison_store(
                 &self.shared,
                 format!(
                     "write or flush of segment {} failed: {e}",
-                    self.dir.join(segment_file_name(g.segment_no)).display()
+                    self.dir.join(segment_file_name(segment_no)).display()
                 ),
             );
         }
         let poisoned = self.shared.poisoned.lock().clone();
         match poisoned {
-            Some(cause) => refuse(&cause, &mut g.answers),
+            Some(cause) => {
+                for g in batch.iter_mut() {
+                    refuse(&cause, &mut g.answers);
+                }
+            }
             None => {
-                self.publish(&g.staged, g.end_addr);
-                for (tx, r) in g.answers.drain(..) {
-                    let _ = tx.send(r);
+                self.publish(batch);
+                for g in batch.iter_mut() {
+                    for (tx, r) in g.answers.drain(..) {
+                        let _ = tx.send(r);
+                    }
                 }
             }
         }
-        g.staged.clear();
-        let _ = self.recycle.try_send((g.staged, g.answers));
+        if let Some(last) = batch.last() {
+            self.progress.published.store(last.seq, Ordering::Release);
+        }
+        for mut g in batch.drain(..) {
+            g.staged.clear();
+            let _ = self.recycle.try_send((g.staged, g.answers));
+        }
     }
 
-    /// Makes the flushed group visible: indexes, watermark, subscribers.
-    fn publish(&self, staged: &[Staged], end_addr: u64) {
-        if staged.is_empty() {
-            return;
+    /// Flushes each file the groups wrote to, once. On a failure, the segment it was.
+    fn flush(&self, batch: &[Written]) -> Result<(), (u32, std::io::Error)> {
+        if self.sync {
+            let mut flushed: Option<&Arc<File>> = None;
+            for g in batch {
+                if let Some(file) = &g.file
+                    && !flushed.is_some_and(|f| Arc::ptr_eq(f, file))
+                {
+                    self.io.sync_data(file).map_err(|e| (g.segment_no, e))?;
+                    flushed = Some(file);
+                }
+            }
         }
+        if let Some(last) = batch.last() {
+            self.progress
+                .synced
+                .store(last.bytes_total, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Makes the flushed groups visible: indexes, watermark, subscribers.
+    fn publish(&self, batch: &[Written]) {
+        let Some(end_addr) = batch
+            .iter()
+            .rev()
+            .find(|g| !g.staged.is_empty())
+            .map(|g| g.end_addr)
+        else {
+            return;
+        };
+        let staged = batch.iter().flat_map(|g| g.staged.iter());
         let mut segindex = self.segindex.lock();
         let mut index = self.shared.index.write();
         let bits = index.hash_bits;
@@ -1082,7 +1180,7 @@ impl Committer {
         // each is looked up and hashed once per run of equal names, not once per record.
         let mut last_stream: Option<(&Arc<str>, u32, EventKeys, u32)> = None;
         let mut last_type: Option<(&Arc<str>, u64, u32)> = None;
-        for s in staged.iter() {
+        for s in staged {
             let sum = Summary {
                 kind: s.kind,
                 flags: s.flags,

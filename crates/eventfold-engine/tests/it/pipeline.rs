@@ -1,6 +1,7 @@
-//! The writer and the committer form a pipeline: while group N is being flushed, group N+1 is
-//! checked against the heads N left, encoded and written. These tests hold the committer inside
-//! a flush and look at what the writer did meanwhile, and at what callers saw.
+//! The writer and the committer form a pipeline: while group N is being flushed, the groups
+//! after it are checked against the heads N left, encoded and written, and the next flush takes
+//! them all. These tests hold the committer inside a flush and look at what the writer did
+//! meanwhile, and at what callers saw.
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +24,7 @@ struct FlushGate {
 #[derive(Debug, Default)]
 struct Gate {
     writes: usize,
+    flushes: usize,
     hold_next_flush: bool,
     holding: bool,
     fail_held_flush: bool,
@@ -66,6 +68,7 @@ impl FileIo for FlushGate {
 
     fn sync_data(&self, file: &File) -> std::io::Result<()> {
         let mut g = self.gate();
+        g.flushes += 1;
         if std::mem::take(&mut g.hold_next_flush) {
             g.holding = true;
             self.changed.notify_all();
@@ -207,6 +210,57 @@ async fn appends_during_a_flush_are_judged_against_the_group_in_flight() {
     assert_eq!(revisions(&engine, "order-1").await, vec![0]);
 }
 
+/// While A's flush is held, B, C and D (to three other streams, one after the other) are each
+/// checked, written and handed to the committer: the writer does not wait for A's flush to
+/// hand a group over. Once A's flush returns, one more flush commits all three. With a writer
+/// that handed a group over only after the flush before it, C and D would be written only
+/// after A's flush and the `writes == 4` wait fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_written_during_a_flush_are_committed_by_one_flush() {
+    let HeldFlush { dir, io, engine, a } = hold_first_append(vec![event("placed", 1)]).await;
+    let mut others = Vec::new();
+    for (i, name) in ["order-2", "order-3", "order-4"].into_iter().enumerate() {
+        others.push(spawn_append(
+            &engine,
+            name,
+            ExpectedRevision::NoStream,
+            vec![event("placed", 2 + i as u64)],
+        ));
+        io.until(|g| g.writes == i + 2).await;
+    }
+    assert!(!a.is_finished(), "A was answered before its flush returned");
+    assert!(
+        others.iter().all(|t| !t.is_finished()),
+        "an append was answered before its flush"
+    );
+    assert_eq!(io.gate().flushes, 1);
+    io.release(false);
+    let a = a.await.expect("task").expect("A");
+    let mut last = a.last_position;
+    for t in others {
+        let r = t
+            .await
+            .expect("task")
+            .expect("an append written during A's flush");
+        assert!(r.first_position > last, "answered out of order: {r:?}");
+        last = r.last_position;
+    }
+    assert_eq!(io.gate().flushes, 2, "one flush after A's for the three");
+    for name in ["order-1", "order-2", "order-3", "order-4"] {
+        assert_eq!(revisions(&engine, name).await, vec![0], "{name}");
+    }
+    engine.shutdown();
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    for name in ["order-1", "order-2", "order-3", "order-4"] {
+        assert_eq!(
+            revisions(&engine, name).await,
+            vec![0],
+            "{name} after reopen"
+        );
+    }
+}
+
 /// A's flush fails while B, written during it, waits for its own: both are answered
 /// `Poisoned` (B must not be acknowledged or published after the failure), nothing is visible,
 /// and the store reopens cleanly.
@@ -281,9 +335,8 @@ async fn a_retry_behind_a_later_append_during_the_flush_replays_its_original() {
         ExpectedRevision::Exact(1),
         vec![event("paid", 3)],
     );
-    // B first: a retry checked before B is a group of its own that writes nothing (a replay of
-    // A, answered after A's flush), and the writer holds it at the hand-over to the committer
-    // until A's flush returns, so B would not be written before the release.
+    // B first, so that the retry is judged behind it (a retry checked before B would be a
+    // group of its own writing nothing: a replay of A, answered after A's flush).
     io.until(|g| g.writes == 2).await;
     let retry = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
     // Coverage, not correctness, depends on this pause: the retry is queued behind B's group
