@@ -244,9 +244,23 @@ struct StreamSlot {
     batches: u32,
 }
 
+/// Tables the id index is split into. A table grows by rehashing every id it holds at once:
+/// one table of the whole window stopped the writer for 23 ms at half a million ids and 40-65
+/// ms at 918 thousand (while a new store filled its first window). Each of 256 tables grows
+/// on its own at 1/256 of the ids.
+const TABLE_SHARDS: usize = 256;
+
+/// The table of [`SeenIds::tables`] holding the id whose hash is `hash`: bits 40-47, which
+/// neither the bucket index (the low bits) nor the control byte (the top 7) of a table of
+/// fewer than 2^40 slots uses, so the ids of one table still spread over all of its slots.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % TABLE_SHARDS
+}
+
 /// The idempotency window in memory, for a store that decides appends one at a time (the
 /// engine's writer, the memory store's lock): the ids of the appends inside an
-/// [`IdempotencyWindow`], oldest first, and a hash table from id to its place.
+/// [`IdempotencyWindow`], oldest first, and a hash table (split in [`TABLE_SHARDS`]) from id
+/// to its place.
 ///
 /// Memory is bounded by the window: 24 bytes per id (a ring of the ids and their hashes in log
 /// order), 5 bytes per slot of the hash table (a 4-byte index into the ring and a control
@@ -264,9 +278,9 @@ pub struct SeenIds {
     hasher: std::hash::RandomState,
     /// Index into `ids`, as the low 32 bits of the id's sequence number (sequence numbers count
     /// every id ever recorded; the window holds fewer than 2^32 of them, so the low bits name
-    /// one id of the ring).
-    table: hashbrown::HashTable<u32>,
-    /// The ids in the window with their hashes in `table`, oldest first; `ids[0]` has
+    /// one id of the ring), in [`TABLE_SHARDS`] tables chosen by [`shard_of`] the id's hash.
+    tables: Box<[hashbrown::HashTable<u32>]>,
+    /// The ids in the window with their hashes in `tables`, oldest first; `ids[0]` has
     /// sequence number `base`. The hash is kept so that neither an id leaving the window nor
     /// the table's rehashing (on growth, or in place to clear the marks removals leave) hashes
     /// an id again (SipHash took about a quarter of the engine writer's time while it built a
@@ -286,7 +300,9 @@ impl SeenIds {
         SeenIds {
             window,
             hasher: std::hash::RandomState::new(),
-            table: hashbrown::HashTable::new(),
+            tables: (0..TABLE_SHARDS)
+                .map(|_| hashbrown::HashTable::new())
+                .collect(),
             ids: VecDeque::new(),
             base: 0,
             batches: VecDeque::new(),
@@ -319,7 +335,7 @@ impl SeenIds {
     /// Bytes of heap it holds (capacities, not lengths; stream names not counted: they are
     /// shared with the stores' own).
     pub fn heap_bytes(&self) -> usize {
-        self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+        self.tables.iter().map(|t| t.capacity()).sum::<usize>() * (std::mem::size_of::<u32>() + 1)
             + self.ids.capacity() * std::mem::size_of::<(EventId, u64)>()
             + self.batches.capacity() * std::mem::size_of::<Batch>()
             + self.streams.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
@@ -384,7 +400,7 @@ impl SeenIds {
     /// The sequence number of `id`'s newest occurrence, if it is held.
     fn seq_of(&self, id: &EventId) -> Option<u64> {
         let hash = Self::hash_of(&self.hasher, id);
-        let slot = *self.table.find(hash, |&s| {
+        let slot = *self.tables[shard_of(hash)].find(hash, |&s| {
             self.ids
                 .get(self.index_of(s))
                 .is_some_and(|(held, _)| held == id)
@@ -434,8 +450,9 @@ impl SeenIds {
             self.ids.push_back((id, hash));
             pushed += 1;
             let SeenIds {
-                table, ids, base, ..
+                tables, ids, base, ..
             } = self;
+            let table = &mut tables[shard_of(hash)];
             let index_of = |s: u32| s.wrapping_sub(*base as u32) as usize;
             // An id held already (an import may carry one twice): its newest occurrence wins.
             if let Some(slot) = table.find_mut(hash, |&s| {
@@ -476,7 +493,7 @@ impl SeenIds {
                 };
                 let slot = self.base as u32;
                 // Only this occurrence: a newer one of the same id stays.
-                if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+                if let Ok(entry) = self.tables[shard_of(hash)].find_entry(hash, |&s| s == slot) {
                     entry.remove();
                 }
                 self.base += 1;
@@ -487,7 +504,9 @@ impl SeenIds {
             // Give memory back after a burst, once the window emptied.
             self.ids.shrink_to_fit();
             self.batches.shrink_to_fit();
-            self.table.shrink_to_fit(|_| 0);
+            for t in self.tables.iter_mut() {
+                t.shrink_to_fit(|_| 0);
+            }
         }
     }
 
@@ -698,6 +717,42 @@ mod tests {
             assert_eq!(judge(&seen, s, batch_ids, next), want, "{b:?}");
         }
         assert_eq!(seen.streams.len(), 7);
+    }
+
+    /// The id index grows one table of many at a time: ids spread evenly over the tables (a
+    /// table grows by rehashing all it holds, and one table of the whole window stopped the
+    /// writer for tens of milliseconds), and each is still found and let out from its own.
+    #[test]
+    fn the_ids_spread_over_the_tables_so_none_grows_with_the_whole_window() {
+        let n = 200_000u64;
+        let mut seen = SeenIds::new(window(n, None));
+        let s: Arc<str> = Arc::from("s");
+        for p in 0..n {
+            let id = ids(1, u128::from(p) << 8);
+            seen.record(&s, id.iter().copied(), batch(p, 1, p), NOW, p + 1, NOW);
+        }
+        let mean = n as usize / TABLE_SHARDS;
+        let (least, most) = seen
+            .tables
+            .iter()
+            .map(|t| t.len())
+            .fold((usize::MAX, 0), |(lo, hi), l| (lo.min(l), hi.max(l)));
+        assert!(
+            least > mean / 2 && most < mean * 2,
+            "{least}..{most} ids per table, {mean} on average"
+        );
+        for p in [0, 1, n / 2, n - 1] {
+            let id = ids(1, u128::from(p) << 8);
+            assert_eq!(judge(&seen, "s", &id, n), IdVerdict::Replay(batch(p, 1, p)));
+        }
+        // Half the window's positions later, the older half has left every table.
+        seen.evict(n + n / 2, NOW);
+        assert_eq!(
+            seen.tables.iter().map(|t| t.len()).sum::<usize>(),
+            n as usize / 2
+        );
+        let gone = ids(1, 0);
+        assert_eq!(judge(&seen, "s", &gone, n + n / 2), IdVerdict::New);
     }
 
     #[test]
