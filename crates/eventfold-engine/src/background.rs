@@ -31,3 +31,72 @@ where
             work()
         })
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::{Engine, EngineOptions};
+
+    /// The nice values of this process's threads named `name` (as `/proc` shows names: their
+    /// first 15 bytes).
+    fn nice_of(name: &str) -> Vec<i32> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            if comm.trim_end() != &name[..name.len().min(15)] {
+                continue;
+            }
+            // After the name's closing parenthesis: the state (field 3) … nice (field 19).
+            let fields = stat.rsplit_once(") ").map(|(_, f)| f).unwrap_or_default();
+            if let Some(Ok(nice)) = fields.split(' ').nth(16).map(str::parse) {
+                out.push(nice);
+            }
+        }
+        out
+    }
+
+    /// An engine's housekeeper, indexer and merger run `BACKGROUND_NICE` below the process;
+    /// its writer and committer do not.
+    #[test]
+    fn the_background_threads_run_below_the_writer_and_the_committer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("open");
+        let base = rustix::process::getpriority_process(None).expect("own priority");
+        let lowered = (base + super::BACKGROUND_NICE).min(19);
+        let background = [
+            "eventfold-housekeeper",
+            "eventfold-indexer",
+            "eventfold-merger",
+        ];
+        // Each lowers its priority as it starts: wait for that (other tests' engines may be
+        // starting theirs meanwhile, so one lowered thread of each name is what is asked).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !background.iter().all(|n| nice_of(n).contains(&lowered)) {
+            assert!(
+                Instant::now() < deadline,
+                "background threads at {:?}, not {lowered}",
+                background.map(nice_of)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for name in ["eventfold-writer", "eventfold-committer"] {
+            let nice = nice_of(name);
+            assert!(!nice.is_empty(), "no thread named {name}");
+            assert!(
+                nice.iter().all(|&n| n == base),
+                "{name} at {nice:?}, not {base}"
+            );
+        }
+        drop(engine);
+    }
+}
