@@ -245,9 +245,9 @@ struct StreamSlot {
 }
 
 /// Tables the id index is split into. A table grows by rehashing every id it holds at once:
-/// one table of the whole window stopped the writer for 23 ms at half a million ids and 40-65
-/// ms at 918 thousand (while a new store filled its first window). Each of 256 tables grows
-/// on its own at 1/256 of the ids.
+/// one table of the whole window stopped the writer for about 23 ms at half a million ids and
+/// 31-56 ms at 918 thousand (while a new store filled its first window; `BENCHMARKS.md`, "Issue
+/// 12, 2026-12-06 (fourth session)"). Each of 256 tables grows on its own at 1/256 of the ids.
 const TABLE_SHARDS: usize = 256;
 
 /// The table of [`SeenIds::tables`] holding the id whose hash is `hash`: bits 40-47, which
