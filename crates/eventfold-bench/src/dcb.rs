@@ -180,6 +180,7 @@ pub async fn run_dcb_bench(opts: DcbBenchOptions) -> anyhow::Result<()> {
         facts.nproc, facts.cpu, facts.memory, facts.kernel
     );
     println!("  directory:  {}", run_dir.display());
+    crate::machine::print_kernel_monitors();
     println!(
         "  workload:   {} writers, each on its own stream and tag, one 256-byte tagged event per \
          append, awaiting each; {} events per row; rows in the order E C C E per store",

@@ -275,6 +275,7 @@ fn print_header(facts: &MachineFacts, opts: &EngineBenchOptions, run_dir: &Path)
     println!(
         "  caveat:     on a VM the host may absorb flushes in its cache; compare ratios, not absolutes"
     );
+    machine::print_kernel_monitors();
     println!(
         "  scale:      --events {} --reopen-events {}",
         count(opts.events),
