@@ -78,20 +78,24 @@ mod tests {
             "eventfold-indexer",
             "eventfold-merger",
         ];
-        // Each lowers its priority as it starts: wait for that (other tests' engines may be
-        // starting theirs meanwhile, so one lowered thread of each name is what is asked).
+        let foreground = ["eventfold-writer", "eventfold-committer"];
+        // A thread takes its name, and a background one its priority, once it runs: wait for
+        // that (other tests' engines may be starting theirs meanwhile, so one lowered thread
+        // of each background name is what is asked).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !background.iter().all(|n| nice_of(n).contains(&lowered)) {
+        while !(background.iter().all(|n| nice_of(n).contains(&lowered))
+            && foreground.iter().all(|n| !nice_of(n).is_empty()))
+        {
             assert!(
                 Instant::now() < deadline,
-                "background threads at {:?}, not {lowered}",
-                background.map(nice_of)
+                "background threads at {:?} (not {lowered}), writer and committer at {:?}",
+                background.map(nice_of),
+                foreground.map(nice_of)
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        for name in ["eventfold-writer", "eventfold-committer"] {
+        for name in foreground {
             let nice = nice_of(name);
-            assert!(!nice.is_empty(), "no thread named {name}");
             assert!(
                 nice.iter().all(|&n| n == base),
                 "{name} at {nice:?}, not {base}"
