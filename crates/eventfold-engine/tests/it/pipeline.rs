@@ -24,10 +24,19 @@ struct FlushGate {
 #[derive(Debug, Default)]
 struct Gate {
     writes: usize,
+    /// Every byte written, in order.
+    written: Vec<u8>,
     flushes: usize,
     hold_next_flush: bool,
     holding: bool,
     fail_held_flush: bool,
+}
+
+impl Gate {
+    /// Whether `needle` was in one of the writes.
+    fn wrote(&self, needle: &[u8]) -> bool {
+        self.written.windows(needle.len()).any(|w| w == needle)
+    }
 }
 
 impl FlushGate {
@@ -61,7 +70,10 @@ impl FlushGate {
 impl FileIo for FlushGate {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::write_all_at(file, buf, offset)?;
-        self.gate().writes += 1;
+        let mut g = self.gate();
+        g.writes += 1;
+        g.written.extend_from_slice(buf);
+        drop(g);
         self.changed.notify_all();
         Ok(())
     }
@@ -362,12 +374,13 @@ async fn a_retry_behind_a_later_append_during_the_flush_replays_its_original() {
 
 /// `append_sequenced` resolves once the append is in the writer's queue, not after its flush:
 /// while A's flush is held, B, C and D (each expecting the one before) are sequenced one after
-/// the other without any outcome known, B is written during A's flush, and the three take at
-/// most two writes; after the flush each gets its revision, in the order sent. With each
-/// outcome awaited before the next was sent (what a pipeline's lines to one stream did), the
-/// timeout fails: C cannot be sent before B's flush.
+/// the other without any outcome known, all three are checked against the heads of the groups
+/// in flight and written during A's flush (in one group or several: the writer takes whatever
+/// is queued when it looks), and one more flush commits them all; after it each gets its
+/// revision, in the order sent. With each outcome awaited before the next was sent (what a
+/// pipeline's lines to one stream did), the timeout fails: C cannot be sent before B's flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequenced_appends_to_one_stream_share_a_group_while_a_flush_is_held() {
+async fn sequenced_appends_to_one_stream_are_written_during_a_flush_and_share_the_next() {
     let HeldFlush {
         dir: _dir,
         io,
@@ -394,8 +407,11 @@ async fn sequenced_appends_to_one_stream_share_a_group_while_a_flush_is_held() {
             }
         }
     }
-    io.until(|g| g.writes == 2).await;
+    // D is the last sent and groups are written in order: once its type is on disk, all
+    // three are.
+    io.until(|g| g.wrote(b"shipped")).await;
     assert!(!a.is_finished(), "A was answered before its flush returned");
+    assert_eq!(io.gate().flushes, 1);
     io.release(false);
     assert_eq!(
         a.await.expect("task").expect("A").first_revision,
@@ -405,9 +421,6 @@ async fn sequenced_appends_to_one_stream_share_a_group_while_a_flush_is_held() {
         let r = p.await.expect("sequenced append");
         assert_eq!(r.first_revision, Revision(i as u64 + 1));
     }
-    // B went into the group written during A's flush (with C and D if they were queued by
-    // then); whatever was queued behind it went as one more group once A's flush returned.
-    let writes = io.gate().writes;
-    assert!(writes <= 3, "B, C and D took {} writes", writes - 1);
+    assert_eq!(io.gate().flushes, 2, "one flush after A's for B, C and D");
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1, 2, 3]);
 }
