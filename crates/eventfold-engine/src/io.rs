@@ -43,6 +43,20 @@ pub trait FileIo: Send + Sync + std::fmt::Debug + 'static {
     fn sync_progress(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+    /// Fills `offset..end` of `file` (a segment being preallocated, at `path`) with zeros,
+    /// flushed as [`write_paced`] flushes when `sync`; the caller flushes the file whole after.
+    /// The default writes them through [`FileIo::write_file_at`].
+    fn write_zeros(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        end: u64,
+        sync: bool,
+    ) -> io::Result<()> {
+        let _ = path;
+        write_zeros_buffered(self, file, offset, end, sync)
+    }
     /// Sets the file's length.
     fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
         file.set_len(len)
@@ -99,6 +113,94 @@ pub fn write_paced<I: FileIo + ?Sized>(
     Ok(())
 }
 
+/// Zeros written over `offset..end` of `file` through `io`'s [`FileIo::write_file_at`], in
+/// pieces of [`PACED_SYNC_BYTES`] paced as [`write_paced`] paces them.
+pub fn write_zeros_buffered<I: FileIo + ?Sized>(
+    io: &I,
+    file: &File,
+    offset: u64,
+    end: u64,
+    sync: bool,
+) -> io::Result<()> {
+    let zeros = vec![0u8; PACED_SYNC_BYTES.min(end.saturating_sub(offset) as usize)];
+    let mut off = offset;
+    let mut pacer = Pacer::new(sync, off);
+    while off < end {
+        let n = (end - off).min(zeros.len() as u64) as usize;
+        io.write_file_at(file, &zeros[..n], off)?;
+        off += n as u64;
+        if off < end {
+            pacer.wrote(io, file, off)?;
+        }
+    }
+    Ok(())
+}
+
+/// Offsets, lengths and buffer addresses of [`write_zeros_direct`]'s writes are multiples of
+/// this: the largest logical block size of the disks a store lives on (512 or 4096 bytes).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Zeros over `offset..end` of `file` (at `path`) written with `O_DIRECT`, past the page cache:
+/// the operating system's [`FileIo::write_zeros`].
+///
+/// Zeros written through the page cache cost a copy into memory and a second pass over the
+/// disk: each page is written back as zeros, then again with the records the writer puts in it.
+/// While a store was built in batches of 1,000 (row (e) of `eventfold-bench engine`) that copy
+/// was 13-22% of the process's CPU time, and the engine appended 0.72-0.78 M events/s; with the
+/// zeros written past the page cache, 0.96-1.02 M (`BENCHMARKS.md`, "Issue 12, 2026-12-06
+/// (fifth session)"). The pages are then not in memory when the writer reaches them, and a
+/// write to part of a page not in memory first reads it from the disk: the writer writes whole
+/// pages where it enters one (see `Writer::hand_over`), so it does not wait on such reads.
+///
+/// The pieces not aligned to [`DIRECT_ALIGN`] (the segment's header block, a segment size that
+/// is not a multiple) go through the page cache, and all of it does where the file system
+/// refuses `O_DIRECT`. Each piece ([`PACED_SYNC_BYTES`]) is on the disk before the next is sent,
+/// so no backlog of dirty pages waits for the flush at the end.
+#[cfg(target_os = "linux")]
+pub fn write_zeros_direct(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    end: u64,
+    sync: bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let align = DIRECT_ALIGN as u64;
+    let start = offset.next_multiple_of(align).min(end);
+    let stop = (end / align * align).max(start);
+    let direct = if stop > start {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok()
+    } else {
+        None
+    };
+    let Some(direct) = direct else {
+        return write_zeros_buffered(&OsIo, file, offset, end, sync);
+    };
+    write_zeros_buffered(&OsIo, file, offset, start, false)?;
+    let chunk = PACED_SYNC_BYTES.min((stop - start) as usize);
+    let buf = vec![0u8; chunk + DIRECT_ALIGN];
+    let skew = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let zeros = &buf[skew..skew + chunk];
+    let mut at = start;
+    while at < stop {
+        let n = (stop - at).min(chunk as u64) as usize;
+        match direct.write_all_at(&zeros[..n], at) {
+            Ok(()) => at += n as u64,
+            // A file system that opens files `O_DIRECT` but asks another alignment of them.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                return write_zeros_buffered(&OsIo, file, at, end, sync);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    write_zeros_buffered(&OsIo, file, stop, end, false)?;
+    Ok(())
+}
+
 /// The one rule of [`write_paced`] for a file written piece by piece (a key table, a
 /// compacted segment, a preallocated segment): after each piece, flushed once
 /// [`PACED_SYNC_BYTES`] were written since the last flush, when the store flushes.
@@ -139,6 +241,18 @@ impl FileIo for OsIo {
 
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn write_zeros(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        end: u64,
+        sync: bool,
+    ) -> io::Result<()> {
+        write_zeros_direct(file, path, offset, end, sync)
     }
 }
 
@@ -260,5 +374,45 @@ mod tests {
         let made = crate::segment::preallocate(&io, dir.path(), 3, seg_bytes, true).expect("made");
         assert_eq!(std::fs::metadata(&made).expect("stat").len(), seg_bytes);
         assert_eq!(io.syncs.load(Ordering::Relaxed), 3);
+    }
+
+    /// The operating system's zeros (`O_DIRECT` where they are aligned, the page cache where
+    /// not) cover exactly the range asked, over the bytes that were there, and a read through
+    /// the page cache sees them.
+    #[test]
+    fn zeros_cover_the_range_whatever_its_alignment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let ranges = [
+            (64u64, 4u64 << 20),
+            (100, (1 << 20) + 1000),
+            (4096, 8192),
+            (4095, 4097),
+            (10, 20),
+            (5000, 5000),
+        ];
+        for (offset, end) in ranges {
+            let len = end as usize + 5000;
+            std::fs::write(&path, vec![0xffu8; len]).expect("fill");
+            let f = OsIo.open_rw(&path, false, false).expect("open");
+            // Read it in, so that stale cached pages would show if the zeros bypassed them.
+            assert_eq!(std::fs::read(&path).expect("read").len(), len);
+            OsIo.write_zeros(&f, &path, offset, end, true)
+                .expect("zeros");
+            drop(f);
+            let back = std::fs::read(&path).expect("read");
+            let (offset, end) = (offset as usize, end as usize);
+            assert_eq!(back.len(), len);
+            assert!(
+                back[..offset].iter().all(|&b| b == 0xff),
+                "{offset}..{end}: before"
+            );
+            let nonzero = back[offset..end].iter().position(|&b| b != 0);
+            assert_eq!(nonzero, None, "{offset}..{end}: a byte not zeroed");
+            assert!(
+                back[end..].iter().all(|&b| b == 0xff),
+                "{offset}..{end}: after"
+            );
+        }
     }
 }

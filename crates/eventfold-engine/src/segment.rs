@@ -11,7 +11,7 @@ use eventfold_core::StoreError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, FrameError, RecordIn, SEGMENT_HEADER_BYTES};
-use crate::io::{FileIo, PACED_SYNC_BYTES, Pacer, write_paced};
+use crate::io::{FileIo, write_paced};
 
 /// The lock file of a data directory: empty; the process that has the store open holds an
 /// exclusive `flock` on it. `verify` recognizes a data directory by it.
@@ -82,17 +82,7 @@ pub fn preallocate(
     let path = dir.join(prealloc_file_name(no));
     let f = io.open_rw(&path, true, true)?;
     io.write_file_at(&f, &format::encode_segment_header(no), 0)?;
-    let zeros = vec![0u8; PACED_SYNC_BYTES];
-    let mut off = SEGMENT_HEADER_BYTES;
-    let mut pacer = Pacer::new(sync, off);
-    while off < segment_bytes {
-        let n = (segment_bytes - off).min(zeros.len() as u64) as usize;
-        io.write_file_at(&f, &zeros[..n], off)?;
-        off += n as u64;
-        if off < segment_bytes {
-            pacer.wrote(io, &f, off)?;
-        }
-    }
+    io.write_zeros(&f, &path, SEGMENT_HEADER_BYTES, segment_bytes, sync)?;
     if sync {
         io.sync_all(&f)?;
     }

@@ -542,11 +542,29 @@ impl Writer {
             if unsynced + bytes > UNSYNCED_BYTES_MAX {
                 self.drain();
             }
+            // A group reaching past the page it starts in is written to the end of the page
+            // it ends in (zeros over the segment's zeros): the segment's zeros were written
+            // past the page cache (`io::write_zeros_direct`), and a write to part of a page
+            // not in memory first reads the page from the disk, while a write of a whole page
+            // does not. The page it starts in was written by the group before it (or holds
+            // the segment's header), so it is in memory. The records after it overwrite the
+            // zeros; recovery reads zeros after the last record either way.
+            let end = buf_start + bytes;
+            let page = page_bytes();
+            let pad = if (end - 1) / page > buf_start / page {
+                end.next_multiple_of(page)
+                    .min(self.opts.segment_bytes.max(end))
+                    - end
+            } else {
+                0
+            };
+            self.buf.resize((bytes + pad) as usize, 0);
             if let Err(e) = self
                 .opts
                 .io
                 .write_all_at(&self.active, &self.buf, buf_start)
             {
+                self.buf.truncate(bytes as usize);
                 self.drain();
                 return Err(e);
             }
@@ -1241,6 +1259,11 @@ impl Committer {
         drop(segindex);
         self.commit.send_replace(next);
     }
+}
+
+/// The size of a page of the page cache.
+fn page_bytes() -> u64 {
+    rustix::param::page_size() as u64
 }
 
 /// Tells [`crate::EngineStats`] how large the idempotency window is.

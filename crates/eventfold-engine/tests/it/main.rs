@@ -13,6 +13,7 @@ mod idempotency;
 mod import;
 mod index;
 mod model;
+mod pages;
 mod pipeline;
 mod powerloss;
 mod scavenge;
