@@ -252,6 +252,49 @@ impl Client {
     }
 }
 
+/// An append as a line of `POST /appends`. One connection carries every task's appends, so the
+/// caller's trace context goes on the line.
+fn append_line(
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    events: &[NewEvent],
+    condition: Option<&AppendCondition>,
+    trace: Option<&eventfold_core::TraceContext>,
+) -> StoreResult<Bytes> {
+    let line = AppendLineOut {
+        stream: stream.as_str(),
+        expected_revision: expected.to_string(),
+        events: events.iter().map(new_event_out).collect(),
+        traceparent: trace.map(|t| t.parent.to_string()),
+        tracestate: trace.and_then(|t| t.state.as_ref()).map(|s| s.as_str()),
+        condition,
+    };
+    let mut line = serde_json::to_vec(&line)
+        .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
+    line.push(b'\n');
+    Ok(Bytes::from(line))
+}
+
+/// What the pipeline answered for an append to `stream`.
+fn pipelined_result(
+    stream: &StreamName,
+    answer: Result<AppendAnswer, pipeline::PipeError>,
+) -> StoreResult<AppendResult> {
+    match answer {
+        Ok(AppendAnswer::Appended { appended, replay }) => {
+            Ok(append_result(stream, &appended, replay))
+        }
+        Ok(AppendAnswer::Failed(body)) => Err(pipeline::answer_error(&body)),
+        Err(pipeline::PipeError::Failed(e)) => Err(e),
+        // Only a server that took the pipeline before answers lines: one that no longer does
+        // (replaced by an older one) applied nothing of this one.
+        Err(pipeline::PipeError::Unsupported) => Err(transport(
+            "append",
+            "the server no longer takes `POST /appends`; the append was not applied",
+        )),
+    }
+}
+
 fn append_result(stream: &StreamName, r: &AppendResponse, replay: bool) -> AppendResult {
     AppendResult {
         stream: stream.clone(),
@@ -452,28 +495,10 @@ impl Client {
         // events store it unless they carry their own.
         let trace = eventfold_trace::current_context();
         if !self.pipeline.unsupported() {
-            // One connection carries every task's appends: the context goes on the line.
-            let line = AppendLineOut {
-                stream: stream.as_str(),
-                expected_revision: expected.to_string(),
-                events: events.iter().map(new_event_out).collect(),
-                traceparent: trace.as_ref().map(|t| t.parent.to_string()),
-                tracestate: trace
-                    .as_ref()
-                    .and_then(|t| t.state.as_ref())
-                    .map(|s| s.as_str()),
-                condition,
-            };
-            let mut line = serde_json::to_vec(&line)
-                .map_err(|e| transport("append", format!("the append does not encode ({e})")))?;
-            line.push(b'\n');
-            match self.pipeline.append(self, Bytes::from(line)).await {
-                Ok(AppendAnswer::Appended { appended, replay }) => {
-                    return Ok(append_result(stream, &appended, replay));
-                }
-                Ok(AppendAnswer::Failed(body)) => return Err(pipeline::answer_error(&body)),
-                Err(pipeline::PipeError::Failed(e)) => return Err(e),
+            let line = append_line(stream, expected, &events, condition, trace.as_ref())?;
+            match self.pipeline.append(self, line).await {
                 Err(pipeline::PipeError::Unsupported) => {}
+                answer => return pipelined_result(stream, answer),
             }
         }
         if condition.is_some() {
@@ -525,6 +550,50 @@ impl EventStore for Client {
     ) -> StoreResult<AppendResult> {
         self.append_maybe_if(stream, expected, events, Some(&condition))
             .await
+    }
+
+    /// Resolves once the append's line is queued on the client's `POST /appends` connection,
+    /// behind every line queued before it, without waiting for its answer: the server applies a
+    /// connection's appends to one stream in line order (each waits until the one before it on
+    /// its stream has its place in the store's order). Until a pipeline has been accepted by
+    /// the server (the client's first append), and on a server without that route, the append
+    /// runs whole first, as the trait's default does.
+    async fn append_sequenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> eventfold_core::PendingAppend {
+        if self.pipeline.supported() {
+            let trace = eventfold_trace::current_context();
+            let queued = match append_line(
+                stream,
+                expected,
+                &events,
+                condition.as_ref(),
+                trace.as_ref(),
+            ) {
+                Ok(line) => self.pipeline.send(self, line).await,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
+            match queued {
+                Ok(queued) => {
+                    let stream = stream.clone();
+                    return Box::pin(async move {
+                        pipelined_result(&stream, pipeline::Pipeline::answer(queued).await)
+                    });
+                }
+                Err(pipeline::PipeError::Unsupported) => {}
+                Err(pipeline::PipeError::Failed(e)) => {
+                    return Box::pin(std::future::ready(Err(e)));
+                }
+            }
+        }
+        let r = self
+            .append_maybe_if(stream, expected, events, condition.as_ref())
+            .await;
+        Box::pin(std::future::ready(r))
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {

@@ -36,12 +36,22 @@ pub(crate) struct Pipeline {
     /// The sender into the running pipeline task, if one runs.
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     unsupported: AtomicBool,
+    /// Whether a pipeline was accepted by the server (its answer's head was a success).
+    supported: AtomicBool,
 }
+
+/// An append's line in a pipeline, waiting for its answer.
+pub(crate) type Queued = oneshot::Receiver<Result<AppendAnswer, PipeError>>;
 
 impl Pipeline {
     /// Whether the server is known to lack `POST /appends`.
     pub(crate) fn unsupported(&self) -> bool {
         self.unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server is known to take `POST /appends`.
+    pub(crate) fn supported(&self) -> bool {
+        self.supported.load(Ordering::Relaxed)
     }
 
     /// Sends one line (an append, ending in `\n`) and waits for its answer.
@@ -50,6 +60,17 @@ impl Pipeline {
         client: &Client,
         line: Bytes,
     ) -> Result<AppendAnswer, PipeError> {
+        let queued = self.send(client, line).await?;
+        Self::answer(queued).await
+    }
+
+    /// Queues one line (an append, ending in `\n`) behind every line queued before it: the
+    /// pipeline writes them in that order on one connection.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        client: &Client,
+        line: Bytes,
+    ) -> Result<Queued, PipeError> {
         let tx = {
             let mut slot = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             match slot.as_ref() {
@@ -66,7 +87,12 @@ impl Pipeline {
         tx.send((line, answer_tx))
             .await
             .map_err(|_| PipeError::Failed(transport("append", "the pipeline stopped")))?;
-        answer_rx.await.map_err(|_| {
+        Ok(answer_rx)
+    }
+
+    /// The answer to a queued line.
+    pub(crate) async fn answer(queued: Queued) -> Result<AppendAnswer, PipeError> {
+        queued.await.map_err(|_| {
             PipeError::Failed(transport(
                 "append",
                 "the pipeline stopped before the answer; the append may or may not have been applied (a retry with the same event ids is safe)",
@@ -124,7 +150,10 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
         }
     };
     let resp = match resp {
-        Ok(r) if r.status().is_success() => r,
+        Ok(r) if r.status().is_success() => {
+            pipeline.supported.store(true, Ordering::Relaxed);
+            r
+        }
         Ok(r) if matches!(r.status().as_u16(), 404 | 405) => {
             pipeline.unsupported.store(true, Ordering::Relaxed);
             fail_all(&mut waiting, &mut jobs, || PipeError::Unsupported);
