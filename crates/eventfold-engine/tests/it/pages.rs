@@ -32,7 +32,7 @@ impl FileIo for Recording {
     }
 }
 
-/// Appends of 1,000 bytes, one at a time: every write that reaches a new page ends at a page's
+/// Appends of 1,000 bytes, one at a time (enough to cross ten pages): every write that reaches a new page ends at a page's
 /// end, the padding is zeros the records after it overwrite, and every event reads back, before
 /// and after a reopen. With the group written only as long as its records, the first
 /// assertion fails at the first append that crosses a page.
@@ -47,7 +47,8 @@ async fn a_group_reaching_a_new_page_is_written_to_the_end_of_that_page() {
     };
     let engine = Engine::open(dir.path(), options).expect("open");
     let data = |i: u64| vec![(i % 250) as u8 + 1; 1000];
-    for i in 0..40u64 {
+    let n = 10 * page / 1000 + 1;
+    for i in 0..n {
         let expected = if i == 0 {
             ExpectedRevision::NoStream
         } else {
@@ -73,10 +74,10 @@ async fn a_group_reaching_a_new_page_is_written_to_the_end_of_that_page() {
     }
     let check = |engine: Engine| async move {
         let slice = engine
-            .read_stream(&stream("s"), ReadStream::forward(100))
+            .read_stream(&stream("s"), ReadStream::forward(n as usize))
             .await
             .expect("read");
-        assert_eq!(slice.events.len(), 40);
+        assert_eq!(slice.events.len() as u64, n);
         for (i, e) in slice.events.iter().enumerate() {
             assert_eq!(&e.data[..], &data(i as u64)[..], "event {i}");
         }
