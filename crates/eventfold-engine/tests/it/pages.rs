@@ -32,10 +32,10 @@ impl FileIo for Recording {
     }
 }
 
-/// Appends of 1,000 bytes, one at a time (enough to cross ten pages): every write that reaches a new page ends at a page's
-/// end, the padding is zeros the records after it overwrite, and every event reads back, before
-/// and after a reopen. With the group written only as long as its records, the first
-/// assertion fails at the first append that crosses a page.
+/// Appends of 1,000 bytes, one at a time (enough to cross ten pages): every write that reaches
+/// a new page ends at a page's end, the padding is zeros the records after it overwrite, and
+/// every event reads back, before and after a reopen. With the group written only as long as
+/// its records, the first assertion fails at the first append that crosses a page.
 #[tokio::test]
 async fn a_group_reaching_a_new_page_is_written_to_the_end_of_that_page() {
     let page = rustix::param::page_size() as u64;
