@@ -169,15 +169,23 @@ pub fn judge_ids<I>(ids: I, mut lookup: impl FnMut(&EventId) -> Option<SeenAt>) 
 where
     I: ExactSizeIterator<Item = EventId> + Clone,
 {
-    let n = ids.len() as u64;
     if let Some(id) = repeated(ids.clone()) {
         return IdVerdict::Duplicate(id);
     }
+    judge_distinct(ids, |_, id| lookup(id))
+}
+
+/// [`judge_ids`] for `ids` known to hold no id twice; `lookup` is given each id's index too.
+fn judge_distinct<I>(ids: I, mut lookup: impl FnMut(usize, &EventId) -> Option<SeenAt>) -> IdVerdict
+where
+    I: ExactSizeIterator<Item = EventId>,
+{
+    let n = ids.len() as u64;
     let mut first_seen = None;
     let mut replay: Option<LastAppend> = None;
     let mut exact = true;
     for (i, id) in ids.enumerate() {
-        let Some(at) = lookup(&id) else {
+        let Some(at) = lookup(i, &id) else {
             exact = false;
             continue;
         };
@@ -292,7 +300,15 @@ pub struct SeenIds {
     streams: HashMap<Arc<str>, u32>,
     slots: Vec<StreamSlot>,
     free_slots: Vec<u32>,
+    /// The ids of the last [`SeenIds::judge`] with their hashes, for the [`SeenIds::record`]
+    /// of the same append to use (each id is hashed once; a record of other ids hashes them).
+    judged: Vec<(EventId, u64)>,
+    /// Scratch for finding an id given twice in a batch: indexes into `judged`.
+    twice: hashbrown::HashTable<u32>,
 }
+
+/// The scratch of [`SeenIds::judge`] keeps at most this many ids' room between appends.
+const JUDGED_KEEP: usize = 4_096;
 
 impl SeenIds {
     /// An empty window.
@@ -309,6 +325,8 @@ impl SeenIds {
             streams: HashMap::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
+            judged: Vec::new(),
+            twice: hashbrown::HashTable::new(),
         }
     }
 
@@ -341,29 +359,60 @@ impl SeenIds {
             + self.streams.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
             + self.slots.capacity() * std::mem::size_of::<StreamSlot>()
             + self.free_slots.capacity() * std::mem::size_of::<u32>()
+            + self.judged.capacity() * std::mem::size_of::<(EventId, u64)>()
+            + self.twice.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 
     /// Judges an append of `ids` to `stream` (see [`judge_ids`]) when the log's next position
-    /// is `next_position`, at `now_us`. Always [`IdVerdict::New`] when the window is off.
-    pub fn judge<I>(&self, stream: &str, ids: I, next_position: u64, now_us: i64) -> IdVerdict
+    /// is `next_position`, at `now_us`. Always [`IdVerdict::New`] when the window is off. Keeps
+    /// the ids' hashes for the [`SeenIds::record`] of this append.
+    pub fn judge<I>(&mut self, stream: &str, ids: I, next_position: u64, now_us: i64) -> IdVerdict
     where
-        I: ExactSizeIterator<Item = EventId> + Clone,
+        I: ExactSizeIterator<Item = EventId>,
     {
+        self.judged.clear();
         if !self.window.is_on() {
             return IdVerdict::New;
         }
-        let slot = self.streams.get(stream).copied();
-        judge_ids(ids, |id| self.lookup(slot, id, next_position, now_us))
+        let hasher = &self.hasher;
+        self.judged
+            .extend(ids.map(|id| (id, Self::hash_of(hasher, &id))));
+        if let Some(id) = self.judged_twice() {
+            return IdVerdict::Duplicate(id);
+        }
+        let this = &*self;
+        let slot = this.streams.get(stream).copied();
+        judge_distinct(this.judged.iter().map(|&(id, _)| id), |i, id| {
+            let seq = this.seq_of(id, this.judged[i].1)?;
+            this.lookup(slot, seq, next_position, now_us)
+        })
     }
 
+    /// The first id of the last judged batch that it holds twice, if any (see [`repeated`]).
+    fn judged_twice(&mut self) -> Option<EventId> {
+        let SeenIds { judged, twice, .. } = self;
+        if judged.len() <= PAIRWISE_MAX {
+            return repeated(judged.iter().map(|&(id, _)| id));
+        }
+        twice.clear();
+        twice.reserve(judged.len(), |&j| judged[j as usize].1);
+        for (i, &(id, hash)) in judged.iter().enumerate() {
+            if twice.find(hash, |&j| judged[j as usize].0 == id).is_some() {
+                return Some(id);
+            }
+            twice.insert_unique(hash, i as u32, |&j| judged[j as usize].1);
+        }
+        None
+    }
+
+    /// Where the id of sequence number `seq` was seen, if inside the window.
     fn lookup(
         &self,
         stream_slot: Option<u32>,
-        id: &EventId,
+        seq: u64,
         next_position: u64,
         now_us: i64,
     ) -> Option<SeenAt> {
-        let seq = self.seq_of(id)?;
         let b = self.batch_of(seq)?;
         if !self
             .window
@@ -397,9 +446,9 @@ impl SeenIds {
         slot.wrapping_sub(self.base as u32) as usize
     }
 
-    /// The sequence number of `id`'s newest occurrence, if it is held.
-    fn seq_of(&self, id: &EventId) -> Option<u64> {
-        let hash = Self::hash_of(&self.hasher, id);
+    /// The sequence number of `id`'s newest occurrence, if it is held; `hash` is its
+    /// [`SeenIds::hash_of`].
+    fn seq_of(&self, id: &EventId, hash: u64) -> Option<u64> {
         let slot = *self.tables[shard_of(hash)].find(hash, |&s| {
             self.ids
                 .get(self.index_of(s))
@@ -444,27 +493,37 @@ impl SeenIds {
         let stream_slot = self.stream_slot(stream);
         let first_seq = self.base + self.ids.len() as u64;
         let mut pushed = 0u32;
-        for id in ids.take(len as usize) {
+        for (k, id) in ids.take(len as usize).enumerate() {
             let seq = self.base + self.ids.len() as u64;
-            let hash = Self::hash_of(&self.hasher, &id);
+            let hash = match self.judged.get(k) {
+                Some(&(judged, hash)) if judged == id => hash,
+                _ => Self::hash_of(&self.hasher, &id),
+            };
             self.ids.push_back((id, hash));
             pushed += 1;
             let SeenIds {
                 tables, ids, base, ..
             } = self;
-            let table = &mut tables[shard_of(hash)];
             let index_of = |s: u32| s.wrapping_sub(*base as u32) as usize;
-            // An id held already (an import may carry one twice): its newest occurrence wins.
-            if let Some(slot) = table.find_mut(hash, |&s| {
-                ids.get(index_of(s)).is_some_and(|(held, _)| *held == id)
-            }) {
-                *slot = seq as u32;
-            } else {
+            let entry = tables[shard_of(hash)].entry(
+                hash,
+                |&s| ids.get(index_of(s)).is_some_and(|(held, _)| *held == id),
                 // Every entry indexes an id of the ring (entries leave with their ids).
-                table.insert_unique(hash, seq as u32, |&s| {
-                    ids.get(index_of(s)).map_or(0, |&(_, h)| h)
-                });
+                |&s| ids.get(index_of(s)).map_or(0, |&(_, h)| h),
+            );
+            match entry {
+                // An id held already (an import may carry one twice): its newest occurrence wins.
+                hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = seq as u32,
+                hashbrown::hash_table::Entry::Vacant(room) => {
+                    room.insert(seq as u32);
+                }
             }
+        }
+        self.judged.clear();
+        if self.judged.capacity() > JUDGED_KEEP {
+            self.judged.shrink_to(JUDGED_KEEP);
+            self.twice.clear();
+            self.twice.shrink_to(JUDGED_KEEP, |_| 0);
         }
         self.batches.push_back(Batch {
             first_seq,
@@ -572,7 +631,7 @@ mod tests {
 
     const NOW: i64 = 1_000_000_000_000;
 
-    fn judge(seen: &SeenIds, stream: &str, ids: &[EventId], next: u64) -> IdVerdict {
+    fn judge(seen: &mut SeenIds, stream: &str, ids: &[EventId], next: u64) -> IdVerdict {
         seen.judge(stream, ids.iter().copied(), next, NOW)
     }
 
@@ -610,7 +669,7 @@ mod tests {
         ];
         for (stream, batch_ids, want) in cases {
             assert_eq!(
-                judge(&seen, stream, &batch_ids, 6),
+                judge(&mut seen, stream, &batch_ids, 6),
                 want,
                 "{stream} {batch_ids:?}"
             );
@@ -628,14 +687,14 @@ mod tests {
         seen.record(&s, second.iter().copied(), batch(3, 2, 4), NOW, 6, NOW);
         // Next position 6, window 5: positions 1.. are inside, so the first batch (at 0) left
         // whole, although two of its events are inside.
-        assert_eq!(judge(&seen, "s", &first, 6), IdVerdict::New);
+        assert_eq!(judge(&mut seen, "s", &first, 6), IdVerdict::New);
         assert_eq!(seen.len(), 2, "its ids were let out");
         assert_eq!(
-            judge(&seen, "s", &second, 6),
+            judge(&mut seen, "s", &second, 6),
             IdVerdict::Replay(batch(3, 2, 4))
         );
         // Once the log moves past it, without a record: the lookup says outside already.
-        assert_eq!(judge(&seen, "s", &second, 10), IdVerdict::New);
+        assert_eq!(judge(&mut seen, "s", &second, 10), IdVerdict::New);
         // By age: 10 s.
         let young = NOW - 9_000_000;
         let mut seen = SeenIds::new(window(100, Some(10)));
@@ -677,14 +736,20 @@ mod tests {
         let x = ids(1, 1);
         seen.record(&s, x.iter().copied(), batch(0, 1, 0), NOW, 1, NOW);
         seen.record(&s, x.iter().copied(), batch(1, 1, 1), NOW, 2, NOW);
-        assert_eq!(judge(&seen, "s", &x, 2), IdVerdict::Replay(batch(1, 1, 1)));
+        assert_eq!(
+            judge(&mut seen, "s", &x, 2),
+            IdVerdict::Replay(batch(1, 1, 1))
+        );
         // Positions 0..4 pass; at next 5 the first occurrence (at 0) leaves.
         seen.evict(5, NOW);
         assert_eq!(seen.len(), 1);
-        assert_eq!(judge(&seen, "s", &x, 5), IdVerdict::Replay(batch(1, 1, 1)));
+        assert_eq!(
+            judge(&mut seen, "s", &x, 5),
+            IdVerdict::Replay(batch(1, 1, 1))
+        );
         seen.evict(6, NOW);
         assert!(seen.is_empty());
-        assert_eq!(judge(&seen, "s", &x, 6), IdVerdict::New);
+        assert_eq!(judge(&mut seen, "s", &x, 6), IdVerdict::New);
     }
 
     #[test]
@@ -714,7 +779,7 @@ mod tests {
             } else {
                 IdVerdict::New
             };
-            assert_eq!(judge(&seen, s, batch_ids, next), want, "{b:?}");
+            assert_eq!(judge(&mut seen, s, batch_ids, next), want, "{b:?}");
         }
         assert_eq!(seen.streams.len(), 7);
     }
@@ -743,7 +808,10 @@ mod tests {
         );
         for p in [0, 1, n / 2, n - 1] {
             let id = ids(1, u128::from(p) << 8);
-            assert_eq!(judge(&seen, "s", &id, n), IdVerdict::Replay(batch(p, 1, p)));
+            assert_eq!(
+                judge(&mut seen, "s", &id, n),
+                IdVerdict::Replay(batch(p, 1, p))
+            );
         }
         // Half the window's positions later, the older half has left every table.
         seen.evict(n + n / 2, NOW);
@@ -752,7 +820,63 @@ mod tests {
             n as usize / 2
         );
         let gone = ids(1, 0);
-        assert_eq!(judge(&seen, "s", &gone, n + n / 2), IdVerdict::New);
+        assert_eq!(judge(&mut seen, "s", &gone, n + n / 2), IdVerdict::New);
+    }
+
+    /// `judge` keeps the ids' hashes for the `record` that follows; a record of other ids (or
+    /// of the same ids in another order) must hash its own, or its ids would be filed where no
+    /// lookup finds them.
+    #[test]
+    fn a_record_uses_the_judged_hashes_only_for_the_ids_judged() {
+        let mut seen = SeenIds::new(window(1_000, None));
+        let s: Arc<str> = Arc::from("s");
+        let judged = ids(40, 100);
+        assert_eq!(judge(&mut seen, "s", &judged, 0), IdVerdict::New);
+        // Other ids, but the judged one at index 1: recorded under the right hashes.
+        let other = vec![ids(1, 200)[0], judged[1], ids(1, 201)[0]];
+        seen.record(&s, other.iter().copied(), batch(0, 3, 0), NOW, 3, NOW);
+        assert_eq!(
+            judge(&mut seen, "s", &other, 3),
+            IdVerdict::Replay(batch(0, 3, 0))
+        );
+        for &id in &other {
+            assert_eq!(judge(&mut seen, "s", &[id], 3), IdVerdict::Duplicate(id));
+        }
+        // A batch judged then recorded as judged; then the same ids reversed.
+        assert_eq!(judge(&mut seen, "s", &judged[2..], 3), IdVerdict::New);
+        seen.record(
+            &s,
+            judged[2..].iter().copied(),
+            batch(3, 38, 3),
+            NOW,
+            41,
+            NOW,
+        );
+        assert_eq!(
+            judge(&mut seen, "s", &judged[2..], 41),
+            IdVerdict::Replay(batch(3, 38, 3))
+        );
+        let reversed: Vec<EventId> = judged[2..].iter().rev().copied().collect();
+        assert_eq!(
+            judge(&mut seen, "s", &reversed, 41),
+            IdVerdict::Duplicate(judged[39])
+        );
+        seen.record(
+            &s,
+            reversed.iter().copied(),
+            batch(41, 38, 41),
+            NOW,
+            79,
+            NOW,
+        );
+        assert_eq!(judge(&mut seen, "s", &[judged[0]], 79), IdVerdict::New);
+        // A batch of more than `PAIRWISE_MAX` ids with one twice, found through the hashes.
+        let mut twice = ids(30, 300);
+        twice.push(twice[17]);
+        assert_eq!(
+            judge(&mut seen, "s", &twice, 79),
+            IdVerdict::Duplicate(twice[17])
+        );
     }
 
     #[test]
@@ -762,9 +886,9 @@ mod tests {
         let x = ids(2, 1);
         seen.record(&s, x.iter().copied(), batch(0, 2, 0), NOW, 2, NOW);
         assert!(seen.is_empty());
-        assert_eq!(judge(&seen, "s", &x, 2), IdVerdict::New);
+        assert_eq!(judge(&mut seen, "s", &x, 2), IdVerdict::New);
         assert_eq!(
-            judge(&seen, "s", &[x[0], x[0]], 2),
+            judge(&mut seen, "s", &[x[0], x[0]], 2),
             IdVerdict::New,
             "without a window nothing is refused"
         );

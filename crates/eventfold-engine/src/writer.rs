@@ -651,7 +651,7 @@ impl Writer {
     /// `Ok(Some(Reply::Appended(result)))` for an idempotent replay, `Ok(Some(CheckLogFirst))`
     /// for a condition to check against the log first, `Ok(None)` to write, `Err` to refuse.
     fn check(
-        &self,
+        &mut self,
         op: &Op,
         stream: &StreamName,
         head: &Head,
