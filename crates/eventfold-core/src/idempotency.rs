@@ -265,35 +265,53 @@ fn shard_of(hash: u64) -> usize {
     (hash >> 40) as usize % TABLE_SHARDS
 }
 
+/// An entry of the id tables: where the id is in the ring, as the low 32 bits of its sequence
+/// number (sequence numbers count every id ever recorded; the window holds fewer than 2^32 of
+/// them, so the low bits name one id of the ring), and the low 32 bits of its hash, from which
+/// the table files it ([`table_hash`]) without reading the ring.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    seq: u32,
+    hash: u32,
+}
+
+/// The hash a table files an [`Entry`] under: its 32 bits of the id's hash in both halves, so
+/// that the bucket index (the low bits, fewer than 25 in a table of the largest window) and the
+/// control byte (the top 7) are independent bits of the id's hash, and neither is the bits
+/// [`shard_of`] took.
+fn table_hash(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
 /// The idempotency window in memory, for a store that decides appends one at a time (the
 /// engine's writer, the memory store's lock): the ids of the appends inside an
 /// [`IdempotencyWindow`], oldest first, and a hash table (split in [`TABLE_SHARDS`]) from id
 /// to its place.
 ///
-/// Memory is bounded by the window: 24 bytes per id (a ring of the ids and their hashes in log
-/// order), 5 bytes per slot of the hash table (a 4-byte index into the ring and a control
-/// byte; 44-88 % full, so 6-11 bytes per id), 40 bytes per append (its stream, first position
-/// and revision, commit time, length), and per stream with appends in the window its name once
-/// (shared with the caller's `StreamName`) and ~40 bytes; the rings grow by doubling. At a
-/// full window of a million ids that is about 34 bytes per id for appends of many events and
-/// 78-88 for single-event appends (8 more than measured in `BENCHMARKS.md`, "Idempotency
-/// window", before the ring kept hashes). Appends leave the window oldest first as the log
-/// moves on ([`SeenIds::record`]) and as they age; an append that does not fit the window at
-/// all is not recorded.
+/// An id leaving the window leaves the ring only: its table entry stays, no longer naming an
+/// id of the ring (so no lookup finds it), until its table is full, when the table drops every
+/// such entry at once before it would grow. Removing each entry as its id left cost a cache miss
+/// per id in a table of a million (`BENCHMARKS.md`, "Issue 12, 2026-12-06 (sixth session)").
+/// Whatever entry a lookup meets, it takes it only if the ring holds that very id at the place
+/// the entry names, so an entry left behind can at worst name another occurrence of its id.
+///
+/// Memory is bounded by the window: 16 bytes per id (a ring of the ids in log order), 9 bytes
+/// per slot of the hash tables (an [`Entry`] and a control byte; with the entries of ids that
+/// left, 22-88 % of the slots hold an id of the window), 40 bytes per append (its stream, first
+/// position and revision, commit time, length), and per stream with appends in the window its
+/// name once (shared with the caller's `StreamName`) and ~40 bytes; the rings grow by doubling.
+/// `BENCHMARKS.md`, "Idempotency window", has the bytes per id measured at a full window.
+/// Appends leave the window oldest first as the log moves on ([`SeenIds::record`]) and as they
+/// age; an append that does not fit the window at all is not recorded.
 #[derive(Debug)]
 pub struct SeenIds {
     window: IdempotencyWindow,
     hasher: std::hash::RandomState,
-    /// Index into `ids`, as the low 32 bits of the id's sequence number (sequence numbers count
-    /// every id ever recorded; the window holds fewer than 2^32 of them, so the low bits name
-    /// one id of the ring), in [`TABLE_SHARDS`] tables chosen by [`shard_of`] the id's hash.
-    tables: Box<[hashbrown::HashTable<u32>]>,
-    /// The ids in the window with their hashes in `tables`, oldest first; `ids[0]` has
-    /// sequence number `base`. The hash is kept so that neither an id leaving the window nor
-    /// the table's rehashing (on growth, or in place to clear the marks removals leave) hashes
-    /// an id again (SipHash took about a quarter of the engine writer's time while it built a
-    /// store in batches of 1,000: `BENCHMARKS.md`, "Issue 12, 2026-12-06").
-    ids: VecDeque<(EventId, u64)>,
+    /// Where each id of the ring is, in [`TABLE_SHARDS`] tables chosen by [`shard_of`] the id's
+    /// hash; with entries of ids that left (see above).
+    tables: Box<[hashbrown::HashTable<Entry>]>,
+    /// The ids in the window, oldest first; `ids[0]` has sequence number `base`.
+    ids: VecDeque<EventId>,
     base: u64,
     /// The appends in the window, oldest first.
     batches: VecDeque<Batch>,
@@ -353,8 +371,8 @@ impl SeenIds {
     /// Bytes of heap it holds (capacities, not lengths; stream names not counted: they are
     /// shared with the stores' own).
     pub fn heap_bytes(&self) -> usize {
-        self.tables.iter().map(|t| t.capacity()).sum::<usize>() * (std::mem::size_of::<u32>() + 1)
-            + self.ids.capacity() * std::mem::size_of::<(EventId, u64)>()
+        self.tables.iter().map(|t| t.capacity()).sum::<usize>() * (std::mem::size_of::<Entry>() + 1)
+            + self.ids.capacity() * std::mem::size_of::<EventId>()
             + self.batches.capacity() * std::mem::size_of::<Batch>()
             + self.streams.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
             + self.slots.capacity() * std::mem::size_of::<StreamSlot>()
@@ -442,19 +460,20 @@ impl SeenIds {
         hasher.hash_one(u128::from_le_bytes(*id.as_bytes()))
     }
 
-    fn index_of(&self, slot: u32) -> usize {
-        slot.wrapping_sub(self.base as u32) as usize
+    /// The place in the ring of the id of sequence number `seq` (low 32 bits); at or past the
+    /// ring's end for an id that left.
+    fn index_of(base: u64, seq: u32) -> usize {
+        seq.wrapping_sub(base as u32) as usize
     }
 
     /// The sequence number of `id`'s newest occurrence, if it is held; `hash` is its
     /// [`SeenIds::hash_of`].
     fn seq_of(&self, id: &EventId, hash: u64) -> Option<u64> {
-        let slot = *self.tables[shard_of(hash)].find(hash, |&s| {
-            self.ids
-                .get(self.index_of(s))
-                .is_some_and(|(held, _)| held == id)
+        let h = hash as u32;
+        let e = self.tables[shard_of(hash)].find(table_hash(h), |e| {
+            e.hash == h && self.ids.get(Self::index_of(self.base, e.seq)) == Some(id)
         })?;
-        Some(self.base + self.index_of(slot) as u64)
+        Some(self.base + Self::index_of(self.base, e.seq) as u64)
     }
 
     /// The batch holding the id of sequence number `seq`.
@@ -499,23 +518,30 @@ impl SeenIds {
                 Some(&(judged, hash)) if judged == id => hash,
                 _ => Self::hash_of(&self.hasher, &id),
             };
-            self.ids.push_back((id, hash));
+            self.ids.push_back(id);
             pushed += 1;
             let SeenIds {
                 tables, ids, base, ..
             } = self;
-            let index_of = |s: u32| s.wrapping_sub(*base as u32) as usize;
-            let entry = tables[shard_of(hash)].entry(
-                hash,
-                |&s| ids.get(index_of(s)).is_some_and(|(held, _)| *held == id),
-                // Every entry indexes an id of the ring (entries leave with their ids).
-                |&s| ids.get(index_of(s)).map_or(0, |&(_, h)| h),
+            let table = &mut tables[shard_of(hash)];
+            if table.len() == table.capacity() {
+                // Full: drop the entries of ids that left before growing.
+                table.retain(|e| Self::index_of(*base, e.seq) < ids.len());
+            }
+            let h = hash as u32;
+            let entry = table.entry(
+                table_hash(h),
+                |e| e.hash == h && ids.get(Self::index_of(*base, e.seq)) == Some(&id),
+                |e| table_hash(e.hash),
             );
             match entry {
                 // An id held already (an import may carry one twice): its newest occurrence wins.
-                hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = seq as u32,
+                hashbrown::hash_table::Entry::Occupied(mut held) => held.get_mut().seq = seq as u32,
                 hashbrown::hash_table::Entry::Vacant(room) => {
-                    room.insert(seq as u32);
+                    room.insert(Entry {
+                        seq: seq as u32,
+                        hash: h,
+                    });
                 }
             }
         }
@@ -546,17 +572,10 @@ impl SeenIds {
                 break;
             }
             self.batches.pop_front();
-            for _ in 0..b.len {
-                let Some((_, hash)) = self.ids.pop_front() else {
-                    break;
-                };
-                let slot = self.base as u32;
-                // Only this occurrence: a newer one of the same id stays.
-                if let Ok(entry) = self.tables[shard_of(hash)].find_entry(hash, |&s| s == slot) {
-                    entry.remove();
-                }
-                self.base += 1;
-            }
+            // The ids leave the ring; their entries stay until their tables fill (see above).
+            let n = (b.len as usize).min(self.ids.len());
+            self.ids.drain(..n);
+            self.base += n as u64;
             self.release_stream(b.stream);
         }
         if self.batches.is_empty() {
@@ -564,7 +583,8 @@ impl SeenIds {
             self.ids.shrink_to_fit();
             self.batches.shrink_to_fit();
             for t in self.tables.iter_mut() {
-                t.shrink_to_fit(|_| 0);
+                t.clear();
+                t.shrink_to_fit(|e| table_hash(e.hash));
             }
         }
     }
@@ -630,6 +650,15 @@ mod tests {
     }
 
     const NOW: i64 = 1_000_000_000_000;
+
+    /// Entries of the id tables that name an id of the ring.
+    fn entries_of_the_window(seen: &SeenIds) -> usize {
+        seen.tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|e| SeenIds::index_of(seen.base, e.seq) < seen.ids.len())
+            .count()
+    }
 
     fn judge(seen: &mut SeenIds, stream: &str, ids: &[EventId], next: u64) -> IdVerdict {
         seen.judge(stream, ids.iter().copied(), next, NOW)
@@ -813,14 +842,31 @@ mod tests {
                 IdVerdict::Replay(batch(p, 1, p))
             );
         }
-        // Half the window's positions later, the older half has left every table.
+        // Half the window's positions later, the older half has left the ring (their entries
+        // stay until their tables fill, and name no id).
         seen.evict(n + n / 2, NOW);
-        assert_eq!(
-            seen.tables.iter().map(|t| t.len()).sum::<usize>(),
-            n as usize / 2
-        );
+        assert_eq!(seen.len(), n as usize / 2);
+        assert_eq!(entries_of_the_window(&seen), n as usize / 2);
         let gone = ids(1, 0);
         assert_eq!(judge(&mut seen, "s", &gone, n + n / 2), IdVerdict::New);
+        // Two more windows of ids: the tables drop the entries of ids that left as they fill,
+        // so they never hold much more than twice the window.
+        for p in n + n / 2..3 * n {
+            let id = ids(1, u128::from(p) << 8);
+            seen.record(&s, id.iter().copied(), batch(p, 1, p), NOW, p + 1, NOW);
+        }
+        assert_eq!(entries_of_the_window(&seen), n as usize);
+        let slots: usize = seen.tables.iter().map(|t| t.capacity()).sum();
+        assert!(slots < 5 * n as usize / 2, "{slots} slots for {n} ids");
+        for p in [2 * n - 1, 2 * n, 3 * n - 1] {
+            let id = ids(1, u128::from(p) << 8);
+            let want = if p >= 2 * n {
+                IdVerdict::Replay(batch(p, 1, p))
+            } else {
+                IdVerdict::New
+            };
+            assert_eq!(judge(&mut seen, "s", &id, 3 * n), want, "{p}");
+        }
     }
 
     /// `judge` keeps the ids' hashes for the `record` that follows; a record of other ids (or
