@@ -649,7 +649,7 @@ impl Cursor<'_> {
     }
 }
 
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Head(KeyEntry, usize);
 
 impl Ord for Head {
@@ -708,14 +708,20 @@ fn merge_into(
             heap.push(Head(e, i));
         }
     }
-    while let Some(Head(e, i)) = heap.pop() {
+    // The smallest head is replaced in place by its table's next entry (one sift down), or
+    // popped when that table is done.
+    while let Some(mut top) = heap.peek_mut() {
         if w.entries.is_multiple_of(1 << 16) && stop.load(AtomicOrdering::Relaxed) {
             return Err(io::Error::other("merge stopped: the store is closing"));
         }
+        let Head(e, i) = *top;
         w.push(e)?;
         cursors[i].at += 1;
-        if let Some(n) = cursors[i].peek()? {
-            heap.push(Head(n, i));
+        match cursors[i].peek()? {
+            Some(n) => *top = Head(n, i),
+            None => {
+                std::collections::binary_heap::PeekMut::pop(top);
+            }
         }
     }
     w.finish()
@@ -786,19 +792,28 @@ mod tests {
     fn merging_keeps_every_entry_in_order_and_a_damaged_page_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let all = entries(3000);
-        let (a, b): (Vec<KeyEntry>, Vec<KeyEntry>) = all.iter().partition(|e| e.ordinal < 1700);
-        let ta = Arc::new(write(dir.path(), 0, &a));
-        let tb = Arc::new(write(dir.path(), 1, &b));
+        // Four tables (a merge's fan-out): one of the first 1,700 ordinals, and the rest
+        // dealt over three, so every key's entries interleave across them.
+        let (a, rest): (Vec<KeyEntry>, Vec<KeyEntry>) = all.iter().partition(|e| e.ordinal < 1700);
+        let mut tables = vec![Arc::new(write(dir.path(), 0, &a))];
+        for t in 0..3u64 {
+            let part: Vec<KeyEntry> = rest
+                .iter()
+                .copied()
+                .filter(|e| e.ordinal % 3 == t)
+                .collect();
+            tables.push(Arc::new(write(dir.path(), 1 + t as u32, &part)));
+        }
         let m = merge(
             &crate::io::OsIo,
             dir.path(),
-            &[ta, tb],
+            &tables,
             62,
             false,
             &AtomicBool::new(false),
         )
         .expect("merge");
-        assert_eq!((m.first_seg, m.last_seg, m.entries), (0, 1, 3000));
+        assert_eq!((m.first_seg, m.last_seg, m.entries), (0, 3, 3000));
         let mut out = Vec::new();
         for k in 0..7 {
             m.query(
