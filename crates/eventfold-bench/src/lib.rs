@@ -97,8 +97,12 @@ const TARGET_E_BUILD_EVENTS_PER_S: f64 = 1_000_000.0;
 /// Issue 12, goal 3: row (g)'s p99 (open loop at half of row (b)'s peak) within this many times
 /// the disk's own `write` + `fdatasync` p99 (row f, one event).
 const TARGET_G_P99_VS_DISK: f64 = 3.0;
-/// Row (g) runs at this fraction of row (b)'s rate, for this long.
-const G_RATE_OF_B: f64 = 0.5;
+/// Row (g) runs at these fractions of row (b)'s rate, lightest first, each for `G_DURATION`:
+/// the goal is judged at half; the lighter loads show where the tail comes from (the disk and
+/// the pipeline, or the cores the load shares with the engine).
+const G_RATES_OF_B: [f64; 3] = [0.1, 0.25, 0.5];
+/// The fraction of row (b)'s rate goal 3 judges row (g) at.
+const G_GOAL_RATE_OF_B: f64 = 0.5;
 const G_DURATION: Duration = Duration::from_secs(3);
 /// Events per `write` + `fdatasync` of the disk row that row (e)'s batches compare with.
 const BATCH_F_LARGE: u64 = 1_000;
@@ -180,9 +184,8 @@ struct Results {
     c: Option<Measurement>,
     d: Option<Measurement>,
     e: Option<engine::Reopen>,
-    g: Option<Measurement>,
-    /// Row (g)'s rate, appends/s.
-    g_rate: Option<f64>,
+    /// Row (g) at each of [`G_RATES_OF_B`]: the fraction, the rate (appends/s), what it measured.
+    g: Vec<(f64, f64, Measurement)>,
     f100: Option<Measurement>,
     f1000: Option<Measurement>,
     f1: Option<Measurement>,
@@ -335,14 +338,16 @@ async fn run_parts(
             );
             let b = engine::concurrent_writers(&store, n / 5).await?;
             r.b = Some(b);
-            let g_rate = b.events_per_s() * G_RATE_OF_B;
-            eprintln!(
-                "(g) engine: one event per append, open loop at {} appends/s (half of (b)) for {} s",
-                rate(g_rate),
-                G_DURATION.as_secs()
-            );
-            r.g_rate = Some(g_rate);
-            r.g = Some(engine::open_loop(&store, g_rate, G_DURATION).await?);
+            for fraction in G_RATES_OF_B {
+                let g_rate = b.events_per_s() * fraction;
+                eprintln!(
+                    "(g) engine: one event per append, open loop at {} appends/s ({fraction}× (b)) for {} s",
+                    rate(g_rate),
+                    G_DURATION.as_secs()
+                );
+                let g = engine::open_loop(&store, g_rate, G_DURATION).await?;
+                r.g.push((fraction, g_rate, g));
+            }
             let iterations = (n / 100).max(100);
             eprintln!(
                 "(d) engine: read a 100-event stream {} times",
@@ -493,18 +498,27 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             target,
         ));
     }
-    if let (Some(g), Some(g_rate)) = (&r.g, r.g_rate) {
+    for (fraction, g_rate, g) in &r.g {
         let p99 = g.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
         let disk = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
         let vs = disk.map(|d| p99 as f64 / d.max(1) as f64);
+        let judged = *fraction == G_GOAL_RATE_OF_B;
         t.push(row(
             "(g)",
-            &format!("engine: open loop {}/s, 1 event/append", rate(g_rate)),
+            &format!(
+                "engine: open loop {}/s ({fraction}× b), 1 event/append",
+                rate(*g_rate)
+            ),
             g,
             vs.map(|v| format!("p99 {} (f) b1 p99", ratio(v)))
                 .unwrap_or_else(|| "-".into()),
-            vs.map(|v| format!("p99 ≤ 3× (f) b1: {}", met(v <= TARGET_G_P99_VS_DISK)))
-                .unwrap_or_else(|| "p99 ≤ 3× (f) b1 (f not run)".into()),
+            match vs {
+                Some(v) if judged => {
+                    format!("p99 ≤ 3× (f) b1: {}", met(v <= TARGET_G_P99_VS_DISK))
+                }
+                None if judged => "p99 ≤ 3× (f) b1 (f not run)".into(),
+                _ => "-".into(),
+            },
         ));
     }
     if let Some(c) = &r.c {
@@ -696,7 +710,8 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
         "MB/s counts event data (256 B per event); latencies are per append (a, b, f), per page \
          (c) or per read (d), measured closed-loop (each writer waits for its acknowledgement), \
          so they are service times, not open-loop latencies; (g) is open loop: appends are sent \
-         on a fixed schedule and each latency runs from its scheduled send time"
+         on a fixed schedule and each latency runs from its scheduled send time, at a tenth, a \
+         quarter and half of (b)'s rate (goal 3 judges the half)"
             .to_string(),
     );
     if let Some((b100, b1)) = r.record_bytes {
