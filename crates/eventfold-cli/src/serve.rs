@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// repeats an earlier one's event ids within it is answered with the first result, and an
     /// id seen within it in another batch is refused (409 duplicate_event_id). 0 turns the
     /// window off (only a stream's last batch is recognized). The engine holds it in memory
-    /// (about 26 bytes per event, 80 for single-event appends) and reads it back from the log at
+    /// (about 33 bytes per event, 85 for single-event appends) and reads it back from the log at
     /// start; PostgreSQL looks the ids up in its table [default: 1000000, at most 50000000].
     #[arg(long, env = "EVENTFOLD_IDEMPOTENCY_WINDOW_EVENTS")]
     pub idempotency_window_events: Option<u64>,

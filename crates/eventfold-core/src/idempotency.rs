@@ -76,7 +76,7 @@ impl IdempotencyWindow {
                 "idempotency window",
                 &self.events.to_string(),
                 format!(
-                    "is more than {IDEMPOTENCY_WINDOW_EVENTS_MAX} events; the window is held in memory (about 30 bytes per event, 70 for single-event appends): choose a smaller one"
+                    "is more than {IDEMPOTENCY_WINDOW_EVENTS_MAX} events; the window is held in memory (about 33 bytes per event, 85 for single-event appends): choose a smaller one"
                 ),
             ));
         }
