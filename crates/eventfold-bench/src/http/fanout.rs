@@ -202,11 +202,9 @@ pub async fn run(
             first_publish_error.get_or_insert_with(|| format!("a send task failed: {e}"));
         }
     };
-    for i in 0..planned {
+    let mut ticks = crate::measure::ticks(planned, due)?;
+    while let Some(i) = ticks.recv().await {
         let intended = due(i);
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
-        }
         let permit = permits
             .clone()
             .acquire_owned()
