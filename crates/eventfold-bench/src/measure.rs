@@ -140,8 +140,8 @@ const TICKS_AHEAD: usize = 1_024;
 /// The indexes `0..count` of an async producer's sends, each delivered at its `due` time:
 /// a thread sleeps until each (the kernel's high-resolution timers, late by tens of
 /// microseconds) and sends its index. Tokio's own timer ticks once a millisecond, which made a
-/// 1,000/s producer half a millisecond late on average and 1.5 ms at p99, counted in every
-/// latency it measured. A producer that falls behind fills the channel (at most
+/// 1,000/s producer 0.2-1 ms late at p50 (about 0.1 ms with this), counted in every latency it
+/// measured. A producer that falls behind fills the channel (at most
 /// [`TICKS_AHEAD`]) and the thread waits; the lateness shows where the producer measures it.
 pub fn ticks(
     count: u64,
