@@ -100,7 +100,7 @@ const TARGET_G_P99_VS_DISK: f64 = 3.0;
 /// Row (g) runs at these fractions of row (b)'s rate, lightest first, each for `G_DURATION`:
 /// the goal is judged at half; the lighter loads show where the tail comes from (the disk and
 /// the pipeline, or the cores the load shares with the engine).
-const G_RATES_OF_B: [f64; 3] = [0.1, 0.25, 0.5];
+const G_RATES_OF_B: [f64; 3] = [0.1, 0.25, G_GOAL_RATE_OF_B];
 /// The fraction of row (b)'s rate goal 3 judges row (g) at.
 const G_GOAL_RATE_OF_B: f64 = 0.5;
 const G_DURATION: Duration = Duration::from_secs(3);
