@@ -297,6 +297,7 @@ pub async fn open_loop(
         std::thread::Builder::new()
             .name("bench-open-loop".into())
             .spawn(move || {
+                crate::measure::precise_sleeps();
                 let interval_ns = 1e9 / rate;
                 let mut i = 0u64;
                 let outcome = (|| {
@@ -304,8 +305,8 @@ pub async fn open_loop(
                         let due = start + Duration::from_nanos((i as f64 * interval_ns) as u64);
                         let now = Instant::now();
                         if due > now {
-                            // Sleeps overshoot by the timer slack (~50 µs): the appends due in
-                            // the meantime go out together, their lateness measured.
+                            // Sleeps still overshoot by the wake-up's own latency: the appends
+                            // due in the meantime go out together, their lateness measured.
                             std::thread::sleep(due - now);
                             continue;
                         }
