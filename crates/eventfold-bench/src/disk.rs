@@ -2,12 +2,15 @@
 //! `write` + one `fdatasync` per batch, no engine, into a preallocated zero-filled file (as the
 //! engine preallocates its segments: overwriting allocated blocks costs about half as much per
 //! sync as growing a file, whose size change the filesystem must also journal).
+//!
+//! Beside it, the floor under row (g): the same open-loop schedule served by one thread doing
+//! nothing but group commits on this disk (see [`group_commit_floor`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -53,6 +56,81 @@ pub fn run(dir: &Path, events: u64, batch: u64, record_bytes: u64) -> anyhow::Re
     })
 }
 
+/// Bytes one write of [`group_commit_floor`] takes from its buffer; a flush carrying more
+/// writes them in pieces of this size.
+const FLOOR_WRITE_BYTES: usize = 1 << 20;
+
+/// The least latency any engine that makes appends durable by group commit on this disk can
+/// give row (g)'s schedule (`rate` single appends per second for `duration`, each due at
+/// `start + i / rate`): one thread and no engine, which flushes, as soon as the flush before
+/// ends, every append due by then (its `record_bytes` each, one `write` + one `fdatasync`),
+/// and sleeps until the next is due when none is. Each append's latency runs from its due
+/// time to the end of the flush that carried it. An append due while a flush runs waits for
+/// that flush and for its own, so a slow flush holds every append due while it lasts: the
+/// appends see the disk's flush times weighted by how long each lasts, where row (f) counts
+/// each flush once.
+pub fn group_commit_floor(
+    dir: &Path,
+    rate: f64,
+    duration: Duration,
+    record_bytes: u64,
+) -> anyhow::Result<Measurement> {
+    anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
+    let path = dir.join("disk-group-commit.dat");
+    let file = preallocate(&path)?;
+    let buf = vec![0xA5u8; FLOOR_WRITE_BYTES];
+    let record = usize::try_from(record_bytes).context("record too large")?;
+    anyhow::ensure!(
+        (1..=FLOOR_WRITE_BYTES).contains(&record),
+        "a record of {record_bytes} bytes does not fit a write of {FLOOR_WRITE_BYTES}"
+    );
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let interval_ns = 1e9 / rate;
+    let due_ns = |i: u64| (i as f64 * interval_ns) as u64;
+    crate::measure::precise_sleeps();
+    let mut latencies = Latencies::new()?;
+    let mut offset = 0u64;
+    let mut next = 0u64;
+    let mut carried = 0u64;
+    let start = Instant::now();
+    while next < total {
+        let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The appends due by now: those whose due time is at or before it.
+        let due = ((now_ns as f64 / interval_ns) as u64 + 1).min(total);
+        if due <= next {
+            std::thread::sleep(Duration::from_nanos(due_ns(next).saturating_sub(now_ns)));
+            continue;
+        }
+        let mut left = (due - next) as usize * record;
+        while left > 0 {
+            let n = left.min(FLOOR_WRITE_BYTES / record * record);
+            if offset + n as u64 > FILE_BYTES {
+                offset = 0;
+            }
+            file.write_all_at(&buf[..n], offset)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            offset += n as u64;
+            left -= n;
+        }
+        file.sync_data()
+            .with_context(|| format!("cannot fdatasync {}", path.display()))?;
+        let end_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for i in next..due {
+            latencies.record_ns(end_ns.saturating_sub(due_ns(i)));
+        }
+        carried += due - next;
+        next = due;
+    }
+    let elapsed = start.elapsed();
+    drop(file);
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(Measurement {
+        events: carried,
+        elapsed,
+        latency: latencies.summary(),
+    })
+}
+
 /// Creates the file, fills it with zeros, and makes it and its directory entry durable.
 fn preallocate(path: &PathBuf) -> anyhow::Result<File> {
     let mut file = OpenOptions::new()
@@ -78,4 +156,22 @@ fn preallocate(path: &PathBuf) -> anyhow::Result<File> {
             .with_context(|| format!("cannot fsync the directory {}", parent.display()))?;
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every append of the schedule is carried by exactly one flush, none waits longer than
+    /// the run, and the file is gone afterwards.
+    #[test]
+    fn the_floor_carries_each_append_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = group_commit_floor(dir.path(), 2_000.0, Duration::from_millis(100), 368)
+            .expect("the floor runs");
+        assert_eq!(m.events, 200);
+        let l = m.latency.expect("latencies recorded");
+        assert!(l.p50_ns >= 1 && l.max_ns <= m.elapsed.as_nanos() as u64);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
 }

@@ -189,6 +189,9 @@ struct Results {
     f100: Option<Measurement>,
     f1000: Option<Measurement>,
     f1: Option<Measurement>,
+    /// The disk's group-commit floor under row (g)'s schedule at each of its loads, in the
+    /// order of [`Results::g`] (runs with both the engine and the disk parts).
+    g_floor: Vec<Measurement>,
     pg_a: Option<Measurement>,
     pg_b: Option<Measurement>,
     /// Bytes per event on disk (engine records) for batches of 100 and of 1.
@@ -365,6 +368,21 @@ async fn run_parts(
         outcome?;
     }
 
+    if opts.runs(Part::Disk) {
+        let (_, b1) = r.record_bytes.context("record sizes not probed")?;
+        for &(fraction, g_rate, _) in &r.g {
+            eprintln!(
+                "(f) disk: group commit alone at row (g)'s {} appends/s ({fraction}× (b)) for {} s",
+                rate(g_rate),
+                G_DURATION.as_secs()
+            );
+            let dir = run_dir.to_path_buf();
+            let floor =
+                blocking(move || disk::group_commit_floor(&dir, g_rate, G_DURATION, b1)).await?;
+            r.g_floor.push(floor);
+        }
+    }
+
     if opts.runs(Part::Postgres) {
         eprintln!("PostgreSQL: connecting to {}", opts.postgres_url);
         match postgres::Pg::connect(&opts.postgres_url).await {
@@ -498,10 +516,14 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             target,
         ));
     }
-    for (fraction, g_rate, g) in &r.g {
+    for (k, (fraction, g_rate, g)) in r.g.iter().enumerate() {
         let p99 = g.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
         let disk = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
         let vs = disk.map(|d| p99 as f64 / d.max(1) as f64);
+        let floor = r.g_floor.get(k).and_then(|f| f.latency).map(|l| l.p99_ns);
+        let vs_floor = floor
+            .map(|f| format!("; {} floor", ratio(p99 as f64 / f.max(1) as f64)))
+            .unwrap_or_default();
         let judged = *fraction == G_GOAL_RATE_OF_B;
         t.push(row(
             "(g)",
@@ -510,7 +532,7 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
                 rate(*g_rate)
             ),
             g,
-            vs.map(|v| format!("p99 {} (f) b1 p99", ratio(v)))
+            vs.map(|v| format!("p99 {} (f) b1 p99{vs_floor}", ratio(v)))
                 .unwrap_or_else(|| "-".into()),
             match vs {
                 Some(v) if judged => {
@@ -680,6 +702,22 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             "-".into(),
         ));
     }
+    let disk_p99 = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
+    for ((fraction, g_rate, _), floor) in r.g.iter().zip(&r.g_floor) {
+        let p99 = floor.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
+        t.push(row(
+            "(f)",
+            &format!(
+                "disk: group commit alone, open loop {}/s ({fraction}× b)",
+                rate(*g_rate)
+            ),
+            floor,
+            disk_p99
+                .map(|d| format!("p99 {} (f) b1 p99", ratio(p99 as f64 / d.max(1) as f64)))
+                .unwrap_or_else(|| "floor of (g)".into()),
+            "-".into(),
+        ));
+    }
     if let Some(p) = &r.pg_a {
         t.push(row(
             "pg (a)",
@@ -718,6 +756,17 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
         notes.push(format!(
             "(f) writes what the engine writes per event: {b100} B in batches of 100 and 1,000, {b1} B alone"
         ));
+    }
+    if !r.g_floor.is_empty() {
+        notes.push(
+            "(f) group commit alone: row (g)'s schedule served by one thread and no engine, each \
+             flush (one write + one fdatasync) carrying every append due when the flush before \
+             it ended; latency from the due time to the end of that flush. No engine that makes \
+             each append durable by group commit on this disk can do better: an append due \
+             during a slow flush waits for it and for its own, so the appends see the flushes \
+             weighted by how long each lasts, where (f) b1 counts each flush once"
+                .to_string(),
+        );
     }
     if let (Some(b), Some(f1)) = (&r.b, &r.f1) {
         notes.push(format!(
