@@ -12,7 +12,7 @@ use eventfold_core::{
 };
 use eventfold_engine::{Durability, Engine, EngineOptions, EngineStats};
 
-use crate::measure::{Latencies, Measurement, event_data};
+use crate::measure::{Latencies, LatencySummary, Measurement, event_data};
 
 /// Events per append in row (a), and the batch shape (f) compares it with.
 pub const BATCH_A: u64 = 100;
@@ -269,12 +269,14 @@ const IN_FLIGHT_MAX_G: u64 = 100_000;
 /// scheduled (`start + i / rate`) and each append's latency is measured from its scheduled
 /// time, not from when it was actually sent, so a late sender or a stalled engine counts in
 /// full (no coordinated omission). A dedicated thread keeps the schedule and starts each
-/// append as a task on the runtime; appends are not awaited by the sender.
+/// append as a task on the runtime; appends are not awaited by the sender. Also returns how
+/// late each append's task started (due time → the task runs, before the engine sees the
+/// append): the part of each latency that is the load generator's and the runtime's.
 pub async fn open_loop(
     engine: &Engine,
     rate: f64,
     duration: Duration,
-) -> anyhow::Result<Measurement> {
+) -> anyhow::Result<(Measurement, Option<LatencySummary>)> {
     anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
     let maker = EventMaker::new()?;
     let streams = Arc::new(
@@ -284,7 +286,10 @@ pub async fn open_loop(
     );
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let handle = tokio::runtime::Handle::current();
-    let latencies = Arc::new(std::sync::Mutex::new(Latencies::new()?));
+    let latencies = Arc::new(std::sync::Mutex::new((
+        Latencies::new()?,
+        Latencies::new()?,
+    )));
     let in_flight = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(std::sync::Mutex::new(None::<String>));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
@@ -325,14 +330,19 @@ pub async fn open_loop(
                         let in_flight = in_flight.clone();
                         let failed = failed.clone();
                         handle.spawn(async move {
+                            let started = due.elapsed();
                             let s = &stream[(i % STREAMS_G) as usize];
                             let r = engine.append(s, ExpectedRevision::Any, batch).await;
                             let ns = u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX);
                             match r {
-                                Ok(_) => latencies
-                                    .lock()
-                                    .expect("no panics hold this lock")
-                                    .record_ns(ns),
+                                Ok(_) => {
+                                    let mut l =
+                                        latencies.lock().expect("no panics hold this lock");
+                                    l.0.record_ns(ns);
+                                    l.1.record_ns(
+                                        u64::try_from(started.as_nanos()).unwrap_or(u64::MAX),
+                                    );
+                                }
                                 Err(e) => {
                                     *failed.lock().expect("no panics hold this lock") =
                                         Some(format!("append to {} failed: {e}", s.as_str()));
@@ -360,15 +370,18 @@ pub async fn open_loop(
     if let Some(e) = failed.lock().expect("no panics hold this lock").take() {
         anyhow::bail!(e);
     }
-    let latency = latencies
-        .lock()
-        .expect("no panics hold this lock")
-        .summary();
-    Ok(Measurement {
-        events: total,
-        elapsed,
-        latency,
-    })
+    let (latency, started) = {
+        let l = latencies.lock().expect("no panics hold this lock");
+        (l.0.summary(), l.1.summary())
+    };
+    Ok((
+        Measurement {
+            events: total,
+            elapsed,
+            latency,
+        },
+        started,
+    ))
 }
 
 /// Row (c): the whole `$all` forward, in pages of [`PAGE_C`]; latencies are per page.
