@@ -60,8 +60,8 @@ pub fn run(dir: &Path, events: u64, batch: u64, record_bytes: u64) -> anyhow::Re
 /// writes them in pieces of this size.
 const FLOOR_WRITE_BYTES: usize = 1 << 20;
 
-/// The least latency any engine that makes appends durable by group commit on this disk can
-/// give row (g)'s schedule (`rate` single appends per second for `duration`, each due at
+/// The least latency any engine that makes appends durable by group commit on this disk, one
+/// flush at a time, can give row (g)'s schedule (`rate` single appends per second for `duration`, each due at
 /// `start + i / rate`): one thread and no engine, which flushes, as soon as the flush before
 /// ends, every append due by then (its `record_bytes` each, one `write` + one `fdatasync`),
 /// and sleeps until the next is due when none is. Each append's latency runs from its due

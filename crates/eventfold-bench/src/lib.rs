@@ -525,10 +525,10 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             target,
         ));
     }
+    let disk_p99 = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
     for (k, (fraction, g_rate, g)) in r.g.iter().enumerate() {
         let p99 = g.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
-        let disk = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
-        let vs = disk.map(|d| p99 as f64 / d.max(1) as f64);
+        let vs = disk_p99.map(|d| p99 as f64 / d.max(1) as f64);
         let floor = r.g_floor.get(k).and_then(|f| f.latency).map(|l| l.p99_ns);
         let vs_floor = floor
             .map(|f| format!("; {} floor", ratio(p99 as f64 / f.max(1) as f64)))
@@ -711,7 +711,6 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             "-".into(),
         ));
     }
-    let disk_p99 = r.f1.as_ref().and_then(|f| f.latency).map(|l| l.p99_ns);
     for ((fraction, g_rate, _), floor) in r.g.iter().zip(&r.g_floor) {
         let p99 = floor.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
         t.push(row(
@@ -771,7 +770,8 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             "(f) group commit alone: row (g)'s schedule served by one thread and no engine, each \
              flush (one write + one fdatasync) carrying every append due when the flush before \
              it ended; latency from the due time to the end of that flush. No engine that makes \
-             each append durable by group commit on this disk can do better: an append due \
+             each append durable by group commit on this disk, one flush at a time, can do \
+             better: an append due \
              during a slow flush waits for it and for its own, so the appends see the flushes \
              weighted by how long each lasts, where (f) b1 counts each flush once"
                 .to_string(),
