@@ -331,43 +331,37 @@ pub async fn open_loop(
             })?
             .context("the consumer stopped before the warm-up event came")?;
 
-        // The appender: every millisecond, the events whose intended time has come, one append
-        // each (as commands append), several in flight.
+        // The appender: each event at its intended time (`measure::ticks`), one append each
+        // (as commands append), several in flight.
         let event_type = EventType::new(EVENT_TYPE)?;
         let offset_ns = base.elapsed().as_nanos() as u64;
         let start = Instant::now();
         let permits = Arc::new(tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT));
         let mut appends = tokio::task::JoinSet::new();
         let mut failure = None;
-        let mut sent = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        while sent < total {
-            tick.tick().await;
-            let due = schedule.due(start.elapsed());
-            while sent < due {
-                let seq = sent;
-                sent += 1;
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .context("appender semaphore closed")?;
-                let store = store.clone();
-                let e = event(
-                    &event_type,
-                    &Payload {
-                        seq,
-                        sent_ns: offset_ns + schedule.intended_ns(seq),
-                    },
-                );
-                let stream = stream_of(seq)?;
-                appends.spawn(async move {
-                    let r = store.append(&stream, ExpectedRevision::Any, vec![e]).await;
-                    drop(permit);
-                    r
-                });
-            }
+        let mut ticks = crate::measure::ticks(total, move |seq| {
+            start + Duration::from_nanos(schedule.intended_ns(seq))
+        })?;
+        while let Some(seq) = ticks.recv().await {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .context("appender semaphore closed")?;
+            let store = store.clone();
+            let e = event(
+                &event_type,
+                &Payload {
+                    seq,
+                    sent_ns: offset_ns + schedule.intended_ns(seq),
+                },
+            );
+            let stream = stream_of(seq)?;
+            appends.spawn(async move {
+                let r = store.append(&stream, ExpectedRevision::Any, vec![e]).await;
+                drop(permit);
+                r
+            });
             while let Some(r) = appends.try_join_next() {
                 if let Err(e) = r
                     .context("an append task panicked")
