@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::measure::{Latencies, Measurement};
+use crate::measure::{Latencies, Measurement, RateSchedule};
 
 /// Size of the preallocated file: the engine's default segment size. Writes wrap around to
 /// its start, so every write overwrites allocated, zero-filled blocks.
@@ -75,7 +75,7 @@ pub fn group_commit_floor(
     duration: Duration,
     record_bytes: u64,
 ) -> anyhow::Result<Measurement> {
-    anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
+    let schedule = RateSchedule::new(rate, duration)?;
     let path = dir.join("disk-group-commit.dat");
     let file = preallocate(&path)?;
     let buf = vec![0xA5u8; FLOOR_WRITE_BYTES];
@@ -84,9 +84,7 @@ pub fn group_commit_floor(
         (1..=FLOOR_WRITE_BYTES).contains(&record),
         "a record of {record_bytes} bytes does not fit a write of {FLOOR_WRITE_BYTES}"
     );
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    let interval_ns = 1e9 / rate;
-    let due_ns = |i: u64| (i as f64 * interval_ns) as u64;
+    let total = schedule.total();
     crate::measure::precise_sleeps();
     let mut latencies = Latencies::new()?;
     let mut offset = 0u64;
@@ -95,10 +93,11 @@ pub fn group_commit_floor(
     let start = Instant::now();
     while next < total {
         let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // The appends due by now: those whose due time is at or before it.
-        let due = ((now_ns as f64 / interval_ns) as u64 + 1).min(total);
+        let due = schedule.due_by(now_ns);
         if due <= next {
-            std::thread::sleep(Duration::from_nanos(due_ns(next).saturating_sub(now_ns)));
+            std::thread::sleep(Duration::from_nanos(
+                schedule.due_ns(next).saturating_sub(now_ns),
+            ));
             continue;
         }
         let mut left = (due - next) as usize * record;
@@ -116,7 +115,7 @@ pub fn group_commit_floor(
             .with_context(|| format!("cannot fdatasync {}", path.display()))?;
         let end_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         for i in next..due {
-            latencies.record_ns(end_ns.saturating_sub(due_ns(i)));
+            latencies.record_ns(end_ns.saturating_sub(schedule.due_ns(i)));
         }
         carried += due - next;
         next = due;

@@ -12,7 +12,7 @@ use eventfold_core::{
 };
 use eventfold_engine::{Durability, Engine, EngineOptions, EngineStats};
 
-use crate::measure::{Latencies, LatencySummary, Measurement, event_data};
+use crate::measure::{Latencies, LatencySummary, Measurement, RateSchedule, event_data};
 
 /// Events per append in row (a), and the batch shape (f) compares it with.
 pub const BATCH_A: u64 = 100;
@@ -277,14 +277,14 @@ pub async fn open_loop(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<(Measurement, Option<LatencySummary>)> {
-    anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
+    let schedule = RateSchedule::new(rate, duration)?;
     let maker = EventMaker::new()?;
     let streams = Arc::new(
         (0..STREAMS_G)
             .map(|i| StreamName::new(format!("bench_g-{i}")))
             .collect::<Result<Vec<_>, _>>()?,
     );
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = schedule.total();
     let handle = tokio::runtime::Handle::current();
     let latencies = Arc::new(std::sync::Mutex::new((
         Latencies::new()?,
@@ -302,19 +302,8 @@ pub async fn open_loop(
         std::thread::Builder::new()
             .name("bench-open-loop".into())
             .spawn(move || {
-                crate::measure::precise_sleeps();
-                let interval_ns = 1e9 / rate;
-                let mut i = 0u64;
-                let outcome = (|| {
-                    while i < total {
-                        let due = start + Duration::from_nanos((i as f64 * interval_ns) as u64);
-                        let now = Instant::now();
-                        if due > now {
-                            // Sleeps still overshoot by the wake-up's own latency: the appends
-                            // due in the meantime go out together, their lateness measured.
-                            std::thread::sleep(due - now);
-                            continue;
-                        }
+                let due_at = |i| start + Duration::from_nanos(schedule.due_ns(i));
+                let outcome = crate::measure::paced(total, due_at, |i, due| {
                         anyhow::ensure!(
                             in_flight.load(Ordering::Relaxed) < IN_FLIGHT_MAX_G,
                             "{IN_FLIGHT_MAX_G} appends in flight at {rate:.0}/s: the engine cannot keep this rate"
@@ -350,10 +339,8 @@ pub async fn open_loop(
                             }
                             in_flight.fetch_sub(1, Ordering::Relaxed);
                         });
-                        i += 1;
-                    }
-                    Ok(())
-                })();
+                        Ok(())
+                });
                 let _ = done_tx.send(outcome);
             })
             .context("cannot start the open-loop sender thread")?

@@ -134,6 +134,64 @@ impl OpenLoopSchedule {
     }
 }
 
+/// Row (g)'s schedule, whose rate is a fraction of a measured one and so need not be whole
+/// (the other rows' rates are, in [`OpenLoopSchedule`]): `total` sends, send `i` due `i / rate`
+/// seconds after the start. The engine's row (g) and the disk's floor under it both keep it, so
+/// the two serve the same due times.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSchedule {
+    interval_ns: f64,
+    total: u64,
+}
+
+impl RateSchedule {
+    /// `rate` sends per second (at least 1) for `duration`.
+    pub fn new(rate: f64, duration: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(rate >= 1.0, "open-loop rate {rate} is below 1 append/s");
+        Ok(RateSchedule {
+            interval_ns: 1e9 / rate,
+            total: (rate * duration.as_secs_f64()).round().max(1.0) as u64,
+        })
+    }
+
+    /// Sends in the whole run.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// When send `i` is due, in nanoseconds after the start.
+    pub fn due_ns(&self, i: u64) -> u64 {
+        (i as f64 * self.interval_ns) as u64
+    }
+
+    /// How many sends are due `elapsed_ns` after the start (those due at or before it), at most
+    /// [`total`](Self::total).
+    pub fn due_by(&self, elapsed_ns: u64) -> u64 {
+        ((elapsed_ns as f64 / self.interval_ns) as u64 + 1).min(self.total)
+    }
+}
+
+/// Runs `act(i, due(i))` on this thread for each `i` in `0..count`, at its due time: sleeps
+/// until then ([`precise_sleeps`]) or goes on at once when it has passed (after a late wake-up,
+/// every send due meanwhile goes out back to back, its lateness measured where latencies run
+/// from due times). Stops at the first error.
+pub fn paced<E>(
+    count: u64,
+    due: impl Fn(u64) -> Instant,
+    mut act: impl FnMut(u64, Instant) -> Result<(), E>,
+) -> Result<(), E> {
+    precise_sleeps();
+    for i in 0..count {
+        let at = due(i);
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        act(i, at)?;
+    }
+    Ok(())
+}
+
 /// Makes the calling thread's sleeps end when they are due. Linux lets a normal thread's timers
 /// fire up to its timer slack late (50 µs unless set), to wake threads together; a thread that
 /// sends on a schedule would count that slack in every latency it measures from a due time.
@@ -162,17 +220,8 @@ pub fn ticks(
     std::thread::Builder::new()
         .name("bench-ticks".into())
         .spawn(move || {
-            precise_sleeps();
-            for i in 0..count {
-                let at = due(i);
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
-                }
-                if tx.blocking_send(i).is_err() {
-                    return;
-                }
-            }
+            // Stops early only when the producer is gone.
+            let _ = paced(count, due, |i, _| tx.blocking_send(i));
         })
         .context("cannot start the producer's ticking thread")?;
     Ok(rx)
@@ -234,6 +283,24 @@ mod tests {
             got.push(i);
         }
         assert_eq!(got, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_fractional_rate_keeps_its_due_times() {
+        let s = RateSchedule::new(2.5, Duration::from_secs(2)).expect("a rate of 2.5/s");
+        assert_eq!(s.total(), 5);
+        assert_eq!(
+            (s.due_ns(0), s.due_ns(1), s.due_ns(4)),
+            (0, 400_000_000, 1_600_000_000)
+        );
+        // Send i is due from its due time on, not before.
+        for i in 0..5 {
+            assert_eq!(s.due_by(s.due_ns(i)), i + 1);
+        }
+        assert_eq!(s.due_by(399_999_999), 1);
+        // Never more than the run's sends.
+        assert_eq!(s.due_by(60_000_000_000), 5);
+        assert!(RateSchedule::new(0.5, Duration::from_secs(2)).is_err());
     }
 
     #[test]
