@@ -12,6 +12,7 @@
 
 mod background;
 mod backup;
+mod cacheread;
 mod condition;
 mod engine;
 mod format;

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -245,11 +244,13 @@ impl Segments {
     }
 }
 
-/// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file.
+/// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file (in
+/// [`crate::cacheread`]'s cache-only mode, a [`io::ErrorKind::WouldBlock`] error where the page
+/// cache does not hold them).
 pub fn read_at_most(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], off + done as u64) {
+        match crate::cacheread::pread(file, &mut buf[done..], off + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -43,8 +43,11 @@ struct Cursor {
 impl Cursor {
     /// Fills `buf` with the next page; `Ok(false)` when caught up. `seen` is the watermark
     /// marked as seen just before: everything below it is covered by this read.
-    fn fill(&mut self, seen: u64) -> StoreResult<bool> {
+    /// A page whose events the page cache holds is read on this thread, one that waits for the
+    /// disk on the blocking pool ([`crate::cacheread`]).
+    async fn fill(&mut self, seen: u64) -> StoreResult<bool> {
         let limit = PAGE_EVENTS.min(self.shared.limits.read_limit_max).max(1);
+        let shared = self.shared.clone();
         match &mut self.target {
             Target::All { filter, next } => {
                 let read = ReadAll {
@@ -54,7 +57,10 @@ impl Cursor {
                     filter: filter.clone(),
                     until: None,
                 };
-                let slice = self.shared.read_all_within(&read, PAGE_BYTES)?;
+                let slice = crate::cacheread::read(&self.shared.cold_reads, move || {
+                    shared.read_all_within(&read, PAGE_BYTES)
+                })
+                .await?;
                 let got = !slice.events.is_empty();
                 let more = match slice.next {
                     Some(n) => {
@@ -72,11 +78,12 @@ impl Cursor {
                 Ok(more)
             }
             Target::Stream { stream, cursor } => {
-                let events = cursor.advance(self.shared.read_stream_within(
-                    stream,
-                    cursor.read(limit),
-                    PAGE_BYTES,
-                ))?;
+                let (stream, read) = (stream.clone(), cursor.read(limit));
+                let slice = crate::cacheread::read(&self.shared.cold_reads, move || {
+                    shared.read_stream_within(&stream, read, PAGE_BYTES)
+                })
+                .await;
+                let events = cursor.advance(slice)?;
                 let got = !events.is_empty();
                 self.buf.extend(events);
                 Ok(got)
@@ -95,7 +102,7 @@ impl Cursor {
             // Mark the current watermark as seen before reading, so a publish that lands
             // during the read wakes us up instead of being missed.
             let seen = *self.committed.borrow_and_update();
-            match self.fill(seen) {
+            match self.fill(seen).await {
                 Ok(true) => continue,
                 Ok(false) => {
                     if self.committed.changed().await.is_err() {
