@@ -58,9 +58,6 @@ pub struct EngineStats {
     pub idempotency_ids: u64,
     /// Heap bytes the idempotency window holds (capacities), as of the writer's last group.
     pub idempotency_bytes: u64,
-    /// Reads and subscription pages since the open that met a page not in the page cache and
-    /// so ran on tokio's blocking pool, off the caller's thread, instead.
-    pub cold_reads: u64,
 }
 
 /// Largest bytes one event record adds beside its data, metadata and tags' bytes (frame, fixed
@@ -99,7 +96,6 @@ impl Engine {
             closed: std::sync::atomic::AtomicBool::new(false),
             seen_ids: std::sync::atomic::AtomicU64::new(0),
             seen_bytes: std::sync::atomic::AtomicU64::new(0),
-            cold_reads: std::sync::atomic::AtomicU64::new(0),
             last_seen,
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
@@ -172,11 +168,6 @@ impl Engine {
                 .inner
                 .shared
                 .seen_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            cold_reads: self
-                .inner
-                .shared
-                .cold_reads
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -450,15 +441,11 @@ impl EventStore for Engine {
     }
 
     async fn read_stream(&self, stream: &StreamName, read: ReadStream) -> StoreResult<StreamSlice> {
-        let (shared, stream) = (self.inner.shared.clone(), stream.clone());
-        let cold = &self.inner.shared.cold_reads;
-        crate::cacheread::read(cold, move || shared.read_stream(&stream, read)).await
+        self.inner.shared.read_stream(stream, read)
     }
 
     async fn read_all(&self, read: ReadAll) -> StoreResult<AllSlice> {
-        let shared = self.inner.shared.clone();
-        let cold = &self.inner.shared.cold_reads;
-        crate::cacheread::read(cold, move || shared.read_all(&read)).await
+        self.inner.shared.read_all(&read)
     }
 
     fn subscribe_stream(

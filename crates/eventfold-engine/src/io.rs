@@ -3,13 +3,11 @@
 //!
 //! Every file mutation the engine makes goes through [`FileIo`]: creating and opening files for
 //! writing, writes, `set_len`, `fdatasync`/`fsync`, renames, removals and directory flushes.
-//! Reads go straight to the files (through [`crate::cacheread`], which keeps a read that would
-//! wait for the disk off an async caller's thread). Two methods are the log's hot path
-//! ([`FileIo::write_all_at`] and [`FileIo::sync_data`]: records written into and flushed in the
-//! active segment); the others serve everything else (preallocation, index checkpoints, key
-//! tables, snapshots, the lock file, recovery's renames and removals) and have the operating
-//! system's behaviour as their default, so an injector that only cares about the log overrides
-//! two methods.
+//! Reads go straight to the files. Two methods are the log's hot path ([`FileIo::write_all_at`]
+//! and [`FileIo::sync_data`]: records written into and flushed in the active segment); the others
+//! serve everything else (preallocation, index checkpoints, key tables, snapshots, the lock file,
+//! recovery's renames and removals) and have the operating system's behaviour as their default,
+//! so an injector that only cares about the log overrides two methods.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -12,7 +12,6 @@
 
 mod background;
 mod backup;
-mod cacheread;
 mod condition;
 mod engine;
 mod format;

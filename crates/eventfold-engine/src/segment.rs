@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -244,13 +245,11 @@ impl Segments {
     }
 }
 
-/// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file (in
-/// [`crate::cacheread`]'s cache-only mode, a [`io::ErrorKind::WouldBlock`] error where the page
-/// cache does not hold them).
+/// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file.
 pub fn read_at_most(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match crate::cacheread::pread(file, &mut buf[done..], off + done as u64) {
+        match file.read_at(&mut buf[done..], off + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

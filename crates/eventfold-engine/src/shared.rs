@@ -49,9 +49,6 @@ pub struct Shared {
     /// [`crate::EngineStats`]; the writer owns the window).
     pub seen_ids: AtomicU64,
     pub seen_bytes: AtomicU64,
-    /// Reads that met a page not in the page cache and ran again on the blocking pool (see
-    /// [`crate::cacheread`]).
-    pub cold_reads: AtomicU64,
     /// The last position of each tag's and type's events, as far as conditional appends need
     /// it (see [`crate::condition`]); the writer moves it as it sequences events.
     pub last_seen: crate::condition::LastSeen,

@@ -43,11 +43,8 @@ struct Cursor {
 impl Cursor {
     /// Fills `buf` with the next page; `Ok(false)` when caught up. `seen` is the watermark
     /// marked as seen just before: everything below it is covered by this read.
-    /// A page whose events the page cache holds is read on this thread, one that waits for the
-    /// disk on the blocking pool ([`crate::cacheread`]).
-    async fn fill(&mut self, seen: u64) -> StoreResult<bool> {
+    fn fill(&mut self, seen: u64) -> StoreResult<bool> {
         let limit = PAGE_EVENTS.min(self.shared.limits.read_limit_max).max(1);
-        let shared = self.shared.clone();
         match &mut self.target {
             Target::All { filter, next } => {
                 let read = ReadAll {
@@ -57,10 +54,7 @@ impl Cursor {
                     filter: filter.clone(),
                     until: None,
                 };
-                let slice = crate::cacheread::read(&self.shared.cold_reads, move || {
-                    shared.read_all_within(&read, PAGE_BYTES)
-                })
-                .await?;
+                let slice = self.shared.read_all_within(&read, PAGE_BYTES)?;
                 let got = !slice.events.is_empty();
                 let more = match slice.next {
                     Some(n) => {
@@ -78,12 +72,11 @@ impl Cursor {
                 Ok(more)
             }
             Target::Stream { stream, cursor } => {
-                let (stream, read) = (stream.clone(), cursor.read(limit));
-                let slice = crate::cacheread::read(&self.shared.cold_reads, move || {
-                    shared.read_stream_within(&stream, read, PAGE_BYTES)
-                })
-                .await;
-                let events = cursor.advance(slice)?;
+                let events = cursor.advance(self.shared.read_stream_within(
+                    stream,
+                    cursor.read(limit),
+                    PAGE_BYTES,
+                ))?;
                 let got = !events.is_empty();
                 self.buf.extend(events);
                 Ok(got)
@@ -102,7 +95,7 @@ impl Cursor {
             // Mark the current watermark as seen before reading, so a publish that lands
             // during the read wakes us up instead of being missed.
             let seen = *self.committed.borrow_and_update();
-            match self.fill(seen).await {
+            match self.fill(seen) {
                 Ok(true) => continue,
                 Ok(false) => {
                     if self.committed.changed().await.is_err() {

@@ -1,7 +1,6 @@
 //! The engine's integration tests: one binary, a module per feature.
 
 mod basics;
-mod coldreads;
 mod conformance;
 mod crash;
 mod dcb;
