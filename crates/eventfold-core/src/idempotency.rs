@@ -478,6 +478,33 @@ impl SeenIds {
     }
 
     /// The batch holding the id of sequence number `seq`.
+    /// Whether the window holds `stream`'s append whose first event is at `first_position`,
+    /// when the log's next position is `next_position`, at `now_us`. Every id of an append the
+    /// window holds is in it, so an append [`SeenIds::judge`]d [`IdVerdict::New`] (none of its
+    /// ids in the window) is no repeat of such an append: a store can tell without reading it.
+    pub fn holds_append(
+        &self,
+        stream: &str,
+        first_position: u64,
+        next_position: u64,
+        now_us: i64,
+    ) -> bool {
+        let Some(&slot) = self.streams.get(stream) else {
+            return false;
+        };
+        // Appends are recorded in log order.
+        let i = self
+            .batches
+            .partition_point(|b| b.first_position < first_position);
+        self.batches.get(i).is_some_and(|b| {
+            b.first_position == first_position
+                && b.stream == slot
+                && self
+                    .window
+                    .holds(b.first_position, b.timestamp_us, next_position, now_us)
+        })
+    }
+
     fn batch_of(&self, seq: u64) -> Option<&Batch> {
         let i = self.batches.partition_point(|b| b.first_seq <= seq);
         self.batches.get(i.checked_sub(1)?)
@@ -704,6 +731,30 @@ mod tests {
                 "{stream} {batch_ids:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_window_says_which_appends_it_holds_by_stream_position_and_age() {
+        let mut seen = SeenIds::new(window(5, Some(10)));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let old = NOW - 9_000_000;
+        seen.record(&a, ids(2, 1).into_iter(), batch(0, 2, 0), old, 2, old);
+        seen.record(&b, ids(1, 10).into_iter(), batch(0, 1, 2), NOW, 3, NOW);
+        seen.record(&a, ids(1, 20).into_iter(), batch(2, 1, 3), NOW, 4, NOW);
+        assert!(seen.holds_append("a", 0, 4, NOW));
+        assert!(seen.holds_append("b", 2, 4, NOW));
+        assert!(seen.holds_append("a", 3, 4, NOW));
+        // Not an append's first position, another stream's append, a stream it never saw.
+        assert!(!seen.holds_append("a", 1, 4, NOW));
+        assert!(!seen.holds_append("a", 2, 4, NOW));
+        assert!(!seen.holds_append("c", 3, 4, NOW));
+        // Past the window by position (positions 1.. are inside at next position 6), by age.
+        assert!(!seen.holds_append("a", 0, 6, NOW));
+        assert!(!seen.holds_append("a", 0, 4, NOW + 2_000_000));
+        assert!(seen.holds_append("a", 3, 4, NOW + 2_000_000));
+        // A window that is off holds nothing.
+        let off = SeenIds::new(IdempotencyWindow::OFF);
+        assert!(!off.holds_append("a", 0, 4, NOW));
     }
 
     #[test]

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use eventfold_core::{
-    AppendResult, DeleteMode, EventId, ExpectedRevision, LastAppend, NewEvent, Position, Query,
-    Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName, Timestamp,
+    AppendResult, DeleteMode, EventId, ExpectedRevision, IdVerdict, LastAppend, NewEvent, Position,
+    Query, Revision, SeenIds, StoreError, StoreResult, StreamHead, StreamMetadata, StreamName,
+    Timestamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -673,6 +674,18 @@ impl Writer {
                     next_position,
                     now,
                 );
+                // None of the ids is in the window, and the window holds the stream's last
+                // batch with all its ids: the append cannot repeat that batch, and the log need
+                // not be read to tell (after a reopen the batch's first id is not in memory).
+                let not_the_last_batch = matches!(ids, IdVerdict::New)
+                    && lb.is_some_and(|b| {
+                        self.seen.holds_append(
+                            stream.as_str(),
+                            b.first_position,
+                            next_position,
+                            now,
+                        )
+                    });
                 let ids = if import.is_some() {
                     ids.for_import()
                 } else {
@@ -685,6 +698,9 @@ impl Writer {
                     *expected,
                     events.len(),
                     |_| {
+                        if not_the_last_batch {
+                            return Ok(false);
+                        }
                         let lb = lb.expect("the ids are compared only when there is a last batch");
                         self.same_ids(stream, head, &lb, events)
                     },

@@ -208,3 +208,61 @@ async fn with_the_window_off_only_the_last_batch_is_recognized() {
     assert!(!written.idempotent_replay);
     assert_eq!(written.first_revision, Revision(3));
 }
+
+/// After a reopen the writer knows a stream's last batch but not its ids. An append of the same
+/// length with ids the window has never seen is written without reading that batch from the
+/// log when the window holds it (the window has all of its ids): here the batch's record is
+/// damaged on disk after the reopen, and the append still succeeds. Outside the window (off),
+/// the writer must read the batch, and meets the damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_after_a_restart_is_not_checked_against_the_log_when_the_window_holds_its_last_batch()
+ {
+    for (window, reads_the_log) in [
+        (IdempotencyWindow::DEFAULT, false),
+        (IdempotencyWindow::OFF, true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = stream("last-batch");
+        let marker = b"the-last-batch-of-the-stream".to_vec();
+        let engine = Engine::open(dir.path(), options(window)).expect("open");
+        engine
+            .append(&s, ExpectedRevision::Any, vec![binary("t", marker.clone())])
+            .await
+            .expect("append");
+        engine.shutdown();
+        drop(engine);
+
+        let engine = Engine::open(dir.path(), options(window)).expect("reopen");
+        // Damage the record's data where it lies in the log (the writer holds the file open;
+        // the page cache is shared).
+        let seg = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .expect("a segment");
+        let bytes = std::fs::read(&seg).expect("read the segment");
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker.as_slice())
+            .expect("the record's data is in the segment");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open the segment");
+        std::os::unix::fs::FileExt::write_all_at(&file, &vec![0xFF; marker.len()], at as u64)
+            .expect("damage it");
+
+        let r = engine
+            .append(&s, ExpectedRevision::Any, vec![binary("t", vec![1; 10])])
+            .await;
+        if reads_the_log {
+            assert!(
+                matches!(r, Err(StoreError::Corrupt { .. })),
+                "window off: the writer reads the last batch, {r:?}"
+            );
+        } else {
+            assert_eq!(r.expect("append").first_revision, Revision(1));
+        }
+        engine.shutdown();
+    }
+}
