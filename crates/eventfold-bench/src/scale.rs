@@ -2,8 +2,9 @@
 //! publishes them. One store grows through the sizes asked (1 M, 10 M, 100 M events of 256 B);
 //! at each size a fresh child process (`scale-probe`) opens it and measures: open time, resident
 //! memory after the open, appends (one event per append, awaited; and batches of 100), reads of
-//! random streams, `$all` pages from random positions, category reads, and resident memory
-//! after the work. A child per size keeps the build's allocations out of the memory figures.
+//! random streams (one reader, then 16 at once beside reads of a cached stream), `$all`
+//! pages from random positions, category reads, and resident memory after the work. A child per
+//! size keeps the build's allocations out of the memory figures.
 //!
 //! The store: streams of 1,000 events on average, each size adding its own streams
 //! (`cat{i % 100}-{i}`, so 100 categories), ten event types; [`WRITERS`] concurrent writers
@@ -43,6 +44,8 @@ const BATCH_APPENDS: u64 = 200;
 /// Random stream reads measured, and the events each asks for.
 const STREAM_READS: u64 = 2_000;
 const STREAM_READ_EVENTS: usize = 100;
+/// Concurrent readers of the many-readers row.
+const STREAM_READERS: usize = 16;
 /// `$all` pages read from random positions, and their size.
 const ALL_PAGES: u64 = 200;
 const ALL_PAGE_EVENTS: usize = 1_000;
@@ -78,6 +81,15 @@ pub struct Probe {
     pub batch_events_per_s: f64,
     pub stream_reads_per_s: f64,
     pub stream_events_per_s: f64,
+    /// Stream reads per second from [`STREAM_READERS`] concurrent readers.
+    #[serde(default)]
+    pub stream_reads_concurrent_per_s: f64,
+    /// p99 and largest latency, in µs, of reads of a cached stream made meanwhile (one a
+    /// millisecond, each from its task's start).
+    #[serde(default)]
+    pub hot_read_p99_us: f64,
+    #[serde(default)]
+    pub hot_read_max_us: f64,
     pub all_events_per_s: f64,
     pub category_events_per_s: f64,
     pub rss_end_kib: u64,
@@ -272,6 +284,80 @@ pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
     let stream_reads_per_s = STREAM_READS as f64 / took;
     let stream_events_per_s = events as f64 / took;
 
+    // The same reads from many readers at once, as a server's clients make them.
+    let picks: Vec<(u64, u64)> = (0..STREAM_READS)
+        .map(|_| {
+            let s = rng.below(streams);
+            (s, rng.below(EVENTS_PER_STREAM - STREAM_READ_EVENTS as u64))
+        })
+        .collect();
+    let picks = Arc::new(picks);
+    let next = Arc::new(AtomicU64::new(0));
+    // Beside them, reads of a stream the page cache holds (read once first), one every
+    // millisecond, each its own task as a server's requests are: from its start to its answer
+    // is how long the cold readers keep everyone else waiting.
+    let hot = stream_name(0)?;
+    let hot_read = ReadStream::forward(STREAM_READ_EVENTS);
+    engine.read_stream(&hot, hot_read).await?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hot_reader = {
+        let (engine, done) = (engine.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut reads = tokio::task::JoinSet::new();
+            while !done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (engine, hot) = (engine.clone(), hot.clone());
+                let t = Instant::now();
+                reads.spawn(async move {
+                    engine.read_stream(&hot, hot_read).await?;
+                    anyhow::Ok(t.elapsed())
+                });
+            }
+            let mut lat = crate::measure::Latencies::new()?;
+            while let Some(took) = reads.join_next().await {
+                lat.record_ns(u64::try_from(took??.as_nanos()).unwrap_or(u64::MAX));
+            }
+            anyhow::Ok(lat)
+        })
+    };
+    let start = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..STREAM_READERS {
+        let (engine, picks, next) = (engine.clone(), picks.clone(), next.clone());
+        readers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(&(s, from)) = picks.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let s = stream_name(s)?;
+                let slice = engine
+                    .read_stream(
+                        &s,
+                        ReadStream::forward(STREAM_READ_EVENTS).from(ReadFrom::At(Revision(from))),
+                    )
+                    .await
+                    .with_context(|| format!("read of {} failed", s.as_str()))?;
+                anyhow::ensure!(
+                    !slice.events.is_empty(),
+                    "stream {} read from {from} returned nothing",
+                    s.as_str()
+                );
+            }
+        });
+    }
+    while let Some(joined) = readers.join_next().await {
+        joined.context("a reader task failed")??;
+    }
+    let stream_reads_concurrent_per_s = STREAM_READS as f64 / start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let hot = hot_reader
+        .await
+        .context("the hot reader failed")??
+        .summary()
+        .context("the hot reader read nothing")?;
+
     // `$all` pages from random positions.
     let mut events = 0u64;
     let start = Instant::now();
@@ -321,6 +407,9 @@ pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
         batch_events_per_s,
         stream_reads_per_s,
         stream_events_per_s,
+        stream_reads_concurrent_per_s,
+        hot_read_p99_us: hot.p99_ns as f64 / 1e3,
+        hot_read_max_us: hot.max_ns as f64 / 1e3,
         all_events_per_s,
         category_events_per_s,
         rss_end_kib,
@@ -364,6 +453,8 @@ pub async fn run_scale_bench(opts: ScaleBenchOptions) -> anyhow::Result<()> {
             "1-event appends/s",
             "batch-100 ev/s",
             "stream reads/s",
+            "16 readers reads/s",
+            "cached read beside, p99/max µs",
             "$all ev/s",
             "category ev/s",
             "RSS end MiB",
@@ -408,6 +499,8 @@ pub async fn run_scale_bench(opts: ScaleBenchOptions) -> anyhow::Result<()> {
             rate(p.single_appends_per_s),
             rate(p.batch_events_per_s),
             rate(p.stream_reads_per_s),
+            rate(p.stream_reads_concurrent_per_s),
+            format!("{:.0} / {:.0}", p.hot_read_p99_us, p.hot_read_max_us),
             rate(p.all_events_per_s),
             rate(p.category_events_per_s),
             mib(p.rss_end_kib),
