@@ -219,6 +219,25 @@ fn index_file_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads [`STREAM_READ_EVENTS`] events of stream number `stream` from revision `from`; the
+/// events it got (never none: the stream holds them).
+async fn read_from(engine: &Engine, stream: u64, from: u64) -> anyhow::Result<usize> {
+    let s = stream_name(stream)?;
+    let slice = engine
+        .read_stream(
+            &s,
+            ReadStream::forward(STREAM_READ_EVENTS).from(ReadFrom::At(Revision(from))),
+        )
+        .await
+        .with_context(|| format!("read of {} failed", s.as_str()))?;
+    anyhow::ensure!(
+        !slice.events.is_empty(),
+        "stream {} read from {from} returned nothing",
+        s.as_str()
+    );
+    Ok(slice.events.len())
+}
+
 /// The child's work: opens the store in `dir` (of `streams` streams) and measures.
 pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
     let t = Instant::now();
@@ -264,21 +283,9 @@ pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
     let mut events = 0u64;
     let start = Instant::now();
     for _ in 0..STREAM_READS {
-        let s = stream_name(rng.below(streams))?;
+        let s = rng.below(streams);
         let from = rng.below(EVENTS_PER_STREAM - STREAM_READ_EVENTS as u64);
-        let slice = engine
-            .read_stream(
-                &s,
-                ReadStream::forward(STREAM_READ_EVENTS).from(ReadFrom::At(Revision(from))),
-            )
-            .await
-            .with_context(|| format!("read of {} failed", s.as_str()))?;
-        anyhow::ensure!(
-            !slice.events.is_empty(),
-            "stream {} read from {from} returned nothing",
-            s.as_str()
-        );
-        events += slice.events.len() as u64;
+        events += read_from(&engine, s, from).await? as u64;
     }
     let took = start.elapsed().as_secs_f64();
     let stream_reads_per_s = STREAM_READS as f64 / took;
@@ -331,19 +338,7 @@ pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
                 let Some(&(s, from)) = picks.get(i) else {
                     return anyhow::Ok(());
                 };
-                let s = stream_name(s)?;
-                let slice = engine
-                    .read_stream(
-                        &s,
-                        ReadStream::forward(STREAM_READ_EVENTS).from(ReadFrom::At(Revision(from))),
-                    )
-                    .await
-                    .with_context(|| format!("read of {} failed", s.as_str()))?;
-                anyhow::ensure!(
-                    !slice.events.is_empty(),
-                    "stream {} read from {from} returned nothing",
-                    s.as_str()
-                );
+                read_from(&engine, s, from).await?;
             }
         });
     }
