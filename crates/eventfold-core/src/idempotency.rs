@@ -477,7 +477,6 @@ impl SeenIds {
         Some(self.base + Self::index_of(self.base, e.seq) as u64)
     }
 
-    /// The batch holding the id of sequence number `seq`.
     /// Whether the window holds `stream`'s append whose first event is at `first_position`,
     /// when the log's next position is `next_position`, at `now_us`. Every id of an append the
     /// window holds is in it, so an append [`SeenIds::judge`]d [`IdVerdict::New`] (none of its
@@ -505,6 +504,7 @@ impl SeenIds {
         })
     }
 
+    /// The batch holding the id of sequence number `seq`.
     fn batch_of(&self, seq: u64) -> Option<&Batch> {
         let i = self.batches.partition_point(|b| b.first_seq <= seq);
         self.batches.get(i.checked_sub(1)?)
