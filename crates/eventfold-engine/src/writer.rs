@@ -674,18 +674,8 @@ impl Writer {
                     next_position,
                     now,
                 );
-                // None of the ids is in the window, and the window holds the stream's last
-                // batch with all its ids: the append cannot repeat that batch, and the log need
-                // not be read to tell (after a reopen the batch's first id is not in memory).
-                let not_the_last_batch = matches!(ids, IdVerdict::New)
-                    && lb.is_some_and(|b| {
-                        self.seen.holds_append(
-                            stream.as_str(),
-                            b.first_position,
-                            next_position,
-                            now,
-                        )
-                    });
+                // Before the import's verdict hides it: whether none of the ids is in the window.
+                let unseen = matches!(ids, IdVerdict::New);
                 let ids = if import.is_some() {
                     ids.for_import()
                 } else {
@@ -698,10 +688,21 @@ impl Writer {
                     *expected,
                     events.len(),
                     |_| {
-                        if not_the_last_batch {
+                        let lb = lb.expect("the ids are compared only when there is a last batch");
+                        // None of the ids is in the window, and the window holds the stream's
+                        // last batch with all its ids: the append cannot repeat that batch, and
+                        // the log need not be read to tell (after a reopen the batch's first id
+                        // is not in memory).
+                        if unseen
+                            && self.seen.holds_append(
+                                stream.as_str(),
+                                lb.first_position,
+                                next_position,
+                                now,
+                            )
+                        {
                             return Ok(false);
                         }
-                        let lb = lb.expect("the ids are compared only when there is a last batch");
                         self.same_ids(stream, head, &lb, events)
                     },
                 )?;
