@@ -41,7 +41,19 @@ const PAGE_ENTRIES_MAX: usize = (PAGE_BYTES - PAGE_HEADER_BYTES - 4) / ENTRY_BYT
 const FENCE_BYTES: usize = 16;
 const TRAILER_BYTES: usize = 48;
 const TABLE_MAGIC: &[u8; 8] = b"EVFLDKTB";
-const TABLE_VERSION: u32 = 1;
+/// The version tables are written in. Version 1's bloom filter holds the table's keys; version
+/// 2's holds them and, for each stream key, the revision buckets it has entries in
+/// ([`bucket_item`]), so a stream read skips the tables that hold the stream but none of the
+/// revisions it asks for. Both are read.
+const TABLE_VERSION: u32 = 2;
+/// A stream key's revisions fall in buckets of `1 << REVISION_BUCKET_SHIFT` (32) in a version 2
+/// table's bloom filter.
+const REVISION_BUCKET_SHIFT: u32 = 5;
+/// A stream read asks a table's bloom filter for each bucket its revision range spans when it
+/// spans at most this many (2,048 revisions); a longer read asks for the key alone.
+const BUCKET_PROBES_MAX: u64 = 64;
+/// Most pages a lookup reads at once (64 KiB).
+const QUERY_READ_PAGES: usize = 16;
 /// Read-ahead of a merge's input tables, per input.
 const MERGE_READ_BYTES: usize = 64 * PAGE_BYTES;
 
@@ -66,6 +78,17 @@ pub fn key(ns: u64, name: &str, hash_bits: u32) -> u64 {
         u64::MAX >> (64 - bits)
     };
     (ns << 62) | (h & mask)
+}
+
+/// The key's namespace ([`NS_STREAM`], [`NS_CATEGORY`] or [`NS_TYPE`]).
+fn namespace(key: u64) -> u64 {
+    key >> 62
+}
+
+/// What a version 2 table's bloom filter holds for a stream key's revisions in bucket `bucket`
+/// (beside the key itself): the key with the bucket mixed in, as the filter's probes remix it.
+fn bucket_item(key: u64, bucket: u64) -> u64 {
+    key ^ bucket.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The stream and category keys of a stream's events.
@@ -207,13 +230,16 @@ pub struct Table {
     file: File,
     /// `(key, ordinal)` of each page's first entry.
     fences: Vec<(u64, u64)>,
-    /// Which keys the table may hold.
+    /// Which keys (and, in version 2, which revision buckets of stream keys) the table may hold.
     bloom: Bloom,
+    /// The bloom filter holds stream keys' revision buckets (version 2).
+    buckets: bool,
 }
 
-/// A bloom filter of a table's keys: [`BLOOM_BITS_PER_KEY`] bits per distinct key and
-/// [`BLOOM_PROBES`] probes (about 1% false positives). A stream read asks every table; this
-/// lets it skip, without I/O, the tables that hold nothing of the stream.
+/// A bloom filter of a table's keys (and in version 2 of its stream keys' revision buckets):
+/// [`BLOOM_BITS_PER_KEY`] bits per item and [`BLOOM_PROBES`] probes (about 1% false
+/// positives). A stream read asks every table; this lets it skip, without I/O, the tables that
+/// hold nothing of the stream, or nothing of the revisions it asks for.
 #[derive(Debug, Default)]
 struct Bloom {
     bits: Vec<u8>,
@@ -309,6 +335,10 @@ impl Table {
             .ok_or("not a table name")?;
         let (first, last) = parse_table_file_name(name).ok_or("not a table name")?;
         let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+        // A lookup reads the pages it needs in one read: the kernel's read-ahead around a
+        // page would read (and keep in the page cache) pages of other keys. Only advice: a
+        // file system without it reads as before.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
         let len = file
             .metadata()
             .map_err(|e| format!("cannot stat it: {e}"))?
@@ -321,7 +351,8 @@ impl Table {
         if &trailer[0..8] != TABLE_MAGIC {
             return Err("bad magic".into());
         }
-        if u32_at(&trailer, 8) != TABLE_VERSION {
+        let version = u32_at(&trailer, 8);
+        if !(1..=TABLE_VERSION).contains(&version) {
             return Err("unknown table version".into());
         }
         if (u32_at(&trailer, 12), u32_at(&trailer, 16)) != (first, last) {
@@ -363,63 +394,109 @@ impl Table {
             file,
             fences,
             bloom,
+            buckets: version >= 2,
         })
     }
 
-    fn read_page(&self, page: usize, buf: &mut [u8], out: &mut Vec<KeyEntry>) -> io::Result<()> {
-        read_exact(&self.file, buf, (page * PAGE_BYTES) as u64).map_err(io::Error::other)?;
-        decode_page(buf, out).map_err(|why| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} page {page}: {why}; the table is derived data: delete it and the next open rebuilds it",
-                    self.path.display()
-                ),
-            )
-        })
+    /// Whether the table may hold entries `q` asks for, by its bloom filter (no I/O).
+    fn may_hold(&self, q: &Query) -> bool {
+        if !self.bloom.may_contain(q.key) {
+            return false;
+        }
+        if !self.buckets || namespace(q.key) != NS_STREAM || q.lo > q.hi {
+            return true;
+        }
+        let (first, last) = (q.lo >> REVISION_BUCKET_SHIFT, q.hi >> REVISION_BUCKET_SHIFT);
+        last - first >= BUCKET_PROBES_MAX
+            || (first..=last).any(|b| self.bloom.may_contain(bucket_item(q.key, b)))
     }
 
-    /// Appends the `(ordinal, address)` of the entries `q` asks for to `out`.
+    /// Reads pages `pages` in one read and appends their entries to `out`, in order.
+    fn read_pages(
+        &self,
+        pages: std::ops::Range<usize>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<KeyEntry>,
+    ) -> io::Result<()> {
+        buf.resize(pages.len() * PAGE_BYTES, 0);
+        read_exact(&self.file, buf, (pages.start * PAGE_BYTES) as u64).map_err(io::Error::other)?;
+        for (page, bytes) in pages.zip(buf.chunks_exact(PAGE_BYTES)) {
+            decode_page(bytes, out).map_err(|why| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} page {page}: {why}; the table is derived data: delete it and the next open rebuilds it",
+                        self.path.display()
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Appends the `(ordinal, address)` of the entries `q` asks for to `out`. The pages that
+    /// may hold them are known from the fences; they are read together, up to as many as the
+    /// limit can fill (and [`QUERY_READ_PAGES`]) per read.
     pub fn query(&self, q: &Query, out: &mut Vec<(u64, u64)>) -> io::Result<()> {
-        if q.limit == 0 || !self.bloom.may_contain(q.key) {
+        if q.limit == 0 || !self.may_hold(q) {
             return Ok(());
         }
-        let mut buf = vec![0u8; PAGE_BYTES];
-        let mut page = Vec::with_capacity(PAGE_ENTRIES_MAX);
+        // The first page that may hold entries of the range is the last one beginning below
+        // it (entries equal in key and ordinal may continue across pages); the last is the
+        // last one beginning inside it.
+        let first = self
+            .fences
+            .partition_point(|&f| f < (q.key, q.lo))
+            .saturating_sub(1);
+        let end = self.fences.partition_point(|&f| f <= (q.key, q.hi));
+        if first >= end {
+            return Ok(());
+        }
+        let per_read = q
+            .limit
+            .div_ceil(PAGE_ENTRIES_MAX)
+            .saturating_add(1)
+            .min(QUERY_READ_PAGES);
+        let mut buf = Vec::new();
+        let mut entries = Vec::new();
         let taken = out.len();
+        // Whether to go on past `e`: entries before the range (in the read's direction) are
+        // skipped, the first after it or past the limit ends the read.
+        let mut take = |e: &KeyEntry| {
+            let (before, after) = if q.reverse {
+                (q.above(e), q.below(e))
+            } else {
+                (q.below(e), q.above(e))
+            };
+            if before {
+                return true;
+            }
+            if after || out.len() - taken >= q.limit {
+                return false;
+            }
+            out.push((e.ordinal, e.addr));
+            true
+        };
         if !q.reverse {
-            // Start at the last page that begins below the query: it may hold its first entries
-            // (and entries equal in key and ordinal may continue across pages).
-            let p = self.fences.partition_point(|&f| f < (q.key, q.lo));
-            for i in p.saturating_sub(1)..self.fences.len() {
-                if i > p.saturating_sub(1) && self.fences[i] > (q.key, q.hi) {
+            let mut at = first;
+            while at < end {
+                let pages = at..end.min(at + per_read);
+                at = pages.end;
+                entries.clear();
+                self.read_pages(pages, &mut buf, &mut entries)?;
+                if !entries.iter().all(&mut take) {
                     break;
-                }
-                page.clear();
-                self.read_page(i, &mut buf, &mut page)?;
-                for e in &page {
-                    if q.below(e) {
-                        continue;
-                    }
-                    if q.above(e) || out.len() - taken >= q.limit {
-                        return Ok(());
-                    }
-                    out.push((e.ordinal, e.addr));
                 }
             }
         } else {
-            let p = self.fences.partition_point(|&f| f <= (q.key, q.hi));
-            for i in (0..p).rev() {
-                page.clear();
-                self.read_page(i, &mut buf, &mut page)?;
-                for e in page.iter().rev() {
-                    if q.above(e) {
-                        continue;
-                    }
-                    if q.below(e) || out.len() - taken >= q.limit {
-                        return Ok(());
-                    }
-                    out.push((e.ordinal, e.addr));
+            let mut at = end;
+            while at > first {
+                let pages = at.saturating_sub(per_read).max(first)..at;
+                at = pages.start;
+                entries.clear();
+                self.read_pages(pages, &mut buf, &mut entries)?;
+                if !entries.iter().rev().all(&mut take) {
+                    break;
                 }
             }
         }
@@ -461,8 +538,10 @@ pub struct TableWriter<'io> {
     fences: Vec<(u64, u64)>,
     entries: u64,
     prev: Option<KeyEntry>,
-    /// Distinct keys, for the bloom filter.
+    /// Distinct keys and stream keys' revision buckets, for the bloom filter.
     keys: Vec<u64>,
+    /// The version written ([`TABLE_VERSION`]; tests write version 1 too).
+    version: u32,
 }
 
 impl<'io> TableWriter<'io> {
@@ -494,6 +573,7 @@ impl<'io> TableWriter<'io> {
             entries: 0,
             prev: None,
             keys: Vec::new(),
+            version: TABLE_VERSION,
         })
     }
 
@@ -503,8 +583,19 @@ impl<'io> TableWriter<'io> {
                 "key table entries out of order (a bug in the index builder)",
             ));
         }
-        if self.prev.is_none_or(|p| p.key != e.key) {
+        let new_key = self.prev.is_none_or(|p| p.key != e.key);
+        if new_key {
             self.keys.push(e.key);
+        }
+        let bucket = e.ordinal >> REVISION_BUCKET_SHIFT;
+        if self.version >= 2
+            && namespace(e.key) == NS_STREAM
+            && (new_key
+                || self
+                    .prev
+                    .is_some_and(|p| p.ordinal >> REVISION_BUCKET_SHIFT != bucket))
+        {
+            self.keys.push(bucket_item(e.key, bucket));
         }
         self.prev = Some(e);
         if self.in_page == 0 {
@@ -562,7 +653,7 @@ impl<'io> TableWriter<'io> {
             .map_err(|_| io::Error::other("bloom filter larger than 4 GiB"))?;
         tail.extend_from_slice(&bloom.bits);
         tail.extend_from_slice(TABLE_MAGIC);
-        tail.extend_from_slice(&TABLE_VERSION.to_le_bytes());
+        tail.extend_from_slice(&self.version.to_le_bytes());
         tail.extend_from_slice(&self.first.to_le_bytes());
         tail.extend_from_slice(&self.last.to_le_bytes());
         tail.extend_from_slice(&self.hash_bits.to_le_bytes());
@@ -744,12 +835,140 @@ mod tests {
     }
 
     fn write(dir: &Path, seg: u32, es: &[KeyEntry]) -> Table {
+        write_version(dir, seg, es, TABLE_VERSION)
+    }
+
+    fn write_version(dir: &Path, seg: u32, es: &[KeyEntry], version: u32) -> Table {
         let mut w =
             TableWriter::create(&crate::io::OsIo, dir, seg, seg, 62, false).expect("create");
+        w.version = version;
         for &e in es {
             w.push(e).expect("push");
         }
         w.finish().expect("finish")
+    }
+
+    /// Entries of three streams, each in two runs of revisions far apart, and of a category.
+    fn stream_entries() -> Vec<KeyEntry> {
+        let stream = |k: u64| (NS_STREAM << 62) | k;
+        let mut es = Vec::new();
+        for k in 1..=3 {
+            for r in (0..100).chain(1000 + k * 10..1300) {
+                es.push(KeyEntry {
+                    key: stream(k),
+                    ordinal: r,
+                    addr: (k << 32) | r,
+                });
+                es.push(KeyEntry {
+                    key: (NS_CATEGORY << 62) | 7,
+                    ordinal: (k << 32) | r,
+                    addr: (k << 32) | r,
+                });
+            }
+        }
+        es.sort_unstable();
+        es
+    }
+
+    #[test]
+    fn both_versions_answer_every_range_alike() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let es = stream_entries();
+        let v1 = write_version(dir.path(), 0, &es, 1);
+        let v2 = write_version(dir.path(), 1, &es, 2);
+        assert!(!Table::open(&v1.path, 62).expect("v1 opens").buckets);
+        assert!(Table::open(&v2.path, 62).expect("v2 opens").buckets);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let key = match next(5) {
+                0 => (NS_CATEGORY << 62) | 7,
+                k => (NS_STREAM << 62) | k,
+            };
+            let lo = next(1400);
+            let hi = if next(10) == 0 {
+                u64::MAX
+            } else {
+                lo + next(300)
+            };
+            let (limit, reverse) = (1 + next(400) as usize, next(2) == 0);
+            let q = Query {
+                key,
+                lo,
+                hi,
+                limit,
+                reverse,
+            };
+            let mut want: Vec<(u64, u64)> = es
+                .iter()
+                .filter(|e| e.key == key && (lo..=hi).contains(&e.ordinal))
+                .map(|e| (e.ordinal, e.addr))
+                .collect();
+            if reverse {
+                want.reverse();
+            }
+            want.truncate(limit);
+            for t in [&v1, &v2] {
+                let mut out = Vec::new();
+                t.query(&q, &mut out).expect("query");
+                assert_eq!(out, want, "{q:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_read_skips_a_table_without_its_revisions_reading_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let es = stream_entries();
+        let tables: Vec<PathBuf> = [1, 2]
+            .into_iter()
+            .map(|v| write_version(dir.path(), v, &es, v).path)
+            .collect();
+        // Damage every page: a query that reads one fails.
+        for path in &tables {
+            let mut bytes = std::fs::read(path).expect("read");
+            let pages = Table::open(path, 62).expect("open").fences.len();
+            for p in 0..pages {
+                bytes[p * PAGE_BYTES + 10] ^= 1;
+            }
+            std::fs::write(path, bytes).expect("write");
+        }
+        let (v1, v2) = (
+            Table::open(&tables[0], 62).expect("fences are intact"),
+            Table::open(&tables[1], 62).expect("fences are intact"),
+        );
+        let ask = |t: &Table, key: u64, lo: u64, hi: u64| {
+            t.query(
+                &Query {
+                    key,
+                    lo,
+                    hi,
+                    limit: usize::MAX,
+                    reverse: false,
+                },
+                &mut Vec::new(),
+            )
+        };
+        let stream = (NS_STREAM << 62) | 2;
+        // Revisions 300..=799 of stream 2 are in no bucket of this table: version 2 skips it
+        // by its bloom filter; version 1 knows only that the stream is there.
+        assert!(ask(&v2, stream, 300, 399).is_ok());
+        assert!(ask(&v2, stream, 128, 991).is_ok());
+        assert!(ask(&v1, stream, 300, 399).is_err());
+        // What the table holds is read (and the damage found).
+        assert!(ask(&v2, stream, 50, 60).is_err());
+        assert!(ask(&v2, stream, 990, 1050).is_err());
+        // Ranges of more buckets than are asked, and other namespaces, read as version 1 does.
+        assert!(ask(&v2, stream, 300, 300 + 64 * 32).is_err());
+        assert!(ask(&v2, (NS_CATEGORY << 62) | 7, 0, u64::MAX).is_err());
+        // A stream the table does not hold is skipped by either.
+        assert!(ask(&v1, (NS_STREAM << 62) | 9, 0, u64::MAX).is_ok());
+        assert!(ask(&v2, (NS_STREAM << 62) | 9, 0, u64::MAX).is_ok());
     }
 
     #[test]
