@@ -335,10 +335,6 @@ impl Table {
             .ok_or("not a table name")?;
         let (first, last) = parse_table_file_name(name).ok_or("not a table name")?;
         let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
-        // A lookup reads the pages it needs in one read: the kernel's read-ahead around a
-        // page would read (and keep in the page cache) pages of other keys. Only advice: a
-        // file system without it reads as before.
-        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
         let len = file
             .metadata()
             .map_err(|e| format!("cannot stat it: {e}"))?
