@@ -180,7 +180,9 @@ impl Segments {
 
     /// Reads the records at `addrs` (in log order) and hands each to `f`. Records that lie close
     /// together in the same segment are fetched with one read: a stream written in batches
-    /// costs a few reads per page, not one per event.
+    /// costs a few reads per page, not one per event. When there is more than one such read,
+    /// the kernel is first told of them all (`POSIX_FADV_WILLNEED`), so that those not in the
+    /// page cache are read from the disk at once rather than one after another.
     pub fn read_many(
         &self,
         addrs: &[u64],
@@ -188,7 +190,10 @@ impl Segments {
     ) -> Result<(), StoreError> {
         /// Records further apart than this are read separately.
         const COALESCE_BYTES: u64 = 64 << 10;
-        let mut buf = Vec::new();
+        /// Past its last record's start a read takes enough for its header and a typical body
+        /// (longer ones are re-read).
+        const TAIL_BYTES: u64 = 4096;
+        let mut groups = Vec::new();
         let mut i = 0;
         while i < addrs.len() {
             let (no, start) = format::split_addr(addrs[i]);
@@ -200,12 +205,33 @@ impl Segments {
                 }
                 j += 1;
             }
+            groups.push(i..j);
+            i = j;
+        }
+        if groups.len() > 1 {
+            for g in &groups {
+                let (no, start) = format::split_addr(addrs[g.start]);
+                let (_, last) = format::split_addr(addrs[g.end - 1]);
+                if let Some(file) = self.file(no) {
+                    // Only advice: a read it did not start is made as before.
+                    let _ = rustix::fs::fadvise(
+                        &*file,
+                        start,
+                        std::num::NonZeroU64::new(last.saturating_sub(start) + TAIL_BYTES),
+                        rustix::fs::Advice::WillNeed,
+                    );
+                }
+            }
+        }
+        let mut buf = Vec::new();
+        for g in groups {
+            let (i, j) = (g.start, g.end);
             if j == i + 1 {
                 let r = self.read_record(addrs[i], &mut buf)?;
                 f(addrs[i], r)?;
-                i = j;
                 continue;
             }
+            let (no, start) = format::split_addr(addrs[i]);
             let file = self.file(no).ok_or_else(|| {
                 self.corrupt(
                     no,
@@ -214,8 +240,7 @@ impl Segments {
                 )
             })?;
             let (_, last) = format::split_addr(addrs[j - 1]);
-            // Enough for the last record's header and a typical body; longer ones are re-read.
-            buf.resize((last - start) as usize + 4096, 0);
+            buf.resize((last - start + TAIL_BYTES) as usize, 0);
             let n = read_at_most(&file, &mut buf, start)
                 .map_err(|e| StoreError::io(format!("read {}", self.path(no).display()), e))?;
             buf.truncate(n);
@@ -231,7 +256,6 @@ impl Segments {
                     }
                 }
             }
-            i = j;
         }
         Ok(())
     }
