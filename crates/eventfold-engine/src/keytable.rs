@@ -713,23 +713,13 @@ impl Cursor<'_> {
             }
             let pages =
                 (self.table.fences.len() - self.next_page).min(MERGE_READ_BYTES / PAGE_BYTES);
-            self.buf.resize(pages * PAGE_BYTES, 0);
-            read_exact(
-                &self.table.file,
-                &mut self.buf,
-                (self.next_page * PAGE_BYTES) as u64,
-            )
-            .map_err(io::Error::other)?;
             self.entries.clear();
             self.at = 0;
-            for p in self.buf.chunks_exact(PAGE_BYTES) {
-                decode_page(p, &mut self.entries).map_err(|why| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {why}", self.table.path.display()),
-                    )
-                })?;
-            }
+            self.table.read_pages(
+                self.next_page..self.next_page + pages,
+                &mut self.buf,
+                &mut self.entries,
+            )?;
             self.next_page += pages;
         }
         Ok(Some(self.entries[self.at]))
