@@ -23,7 +23,9 @@ pub struct LastBatch {
     pub len: u64,
     pub first_position: u64,
     pub last_position: u64,
-    /// The id of its first event; `None` until read back from the log (after a reopen).
+    /// The id of its first event; `None` when not known (a stream whose last batch was
+    /// loaded from an index checkpoint or snapshot of version 1, written before they kept it):
+    /// then a same-length append is compared with the batch by reading it from the log.
     pub first_id: Option<[u8; 16]>,
 }
 

@@ -82,6 +82,7 @@ struct PendingRecord {
     event_type: String,
     position: u64,
     revision: u64,
+    id: [u8; 16],
     offset: u64,
     end: u64,
 }
@@ -127,6 +128,7 @@ pub fn scan_segment(
                     event_type: r.event_type.to_owned(),
                     position: r.position,
                     revision: r.revision,
+                    id: r.id,
                     offset: off,
                     end: next,
                 });
@@ -140,7 +142,7 @@ pub fn scan_segment(
                             position: p.position,
                             revision: p.revision,
                             addr: format::addr(no, p.offset),
-                            id: None,
+                            id: Some(p.id),
                         };
                         ix.add(&s, p.end);
                     }
@@ -248,7 +250,13 @@ pub fn apply_segment(
 fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> StoreResult<()> {
     let mut stream_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
     let mut buf = Vec::new();
-    for e in &ix.entries {
+    // The streams' last appends' first ids (version 2 checkpoints), in entry order.
+    let first_ids = ix.first_ids();
+    let mut first_ids = first_ids.iter().peekable();
+    for (i, e) in ix.entries.iter().enumerate() {
+        let id = first_ids
+            .next_if(|&&(entry, _)| entry as usize == i)
+            .map(|&(_, id)| id);
         let kind = SegIndex::kind(e);
         let stream = &ix.strings[e.stream as usize];
         let sid =
@@ -279,7 +287,7 @@ fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> Stor
             position: e.position,
             revision: e.revision,
             addr,
-            id: None,
+            id,
         };
         index
             .apply(&s, sid, metadata)

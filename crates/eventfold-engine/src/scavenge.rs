@@ -386,7 +386,7 @@ fn rewrite(
                     position: r.position,
                     revision: r.revision,
                     addr,
-                    id: None,
+                    id: Some(r.id),
                 },
                 out.len,
             );

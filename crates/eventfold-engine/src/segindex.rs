@@ -1,6 +1,10 @@
 //! Index checkpoints: one `NNNNNNNNNN.idx` file per sealed segment, holding what the in-memory
 //! indexes need of each record (no payloads). Reopening loads these instead of rescanning the
 //! sealed segments. They are derived data: a missing or damaged one is rebuilt from its segment.
+//!
+//! Version 2 also keeps the first event id of each stream's last append in the segment, so that
+//! after a reopen the writer can tell a new append from a retry of that one without reading the
+//! log (see `FORMAT.md`, "Index checkpoints").
 
 use std::collections::HashMap;
 use std::fs;
@@ -8,14 +12,18 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::format::Kind;
+use crate::format::{FLAG_TX_END, Kind};
 use crate::index::Summary;
 use crate::io::FileIo;
 use crate::segment::{index_file_name, write_atomically};
 
 const INDEX_MAGIC: &[u8; 8] = b"EVFLDIDX";
-const INDEX_VERSION: u32 = 1;
+const INDEX_VERSION: u32 = 2;
+/// The version before the appends' first ids: read as it is (the ids unknown).
+const INDEX_VERSION_NO_IDS: u32 = 1;
 const ENTRY_BYTES: usize = 30;
+/// An entry of the first-id list: u32 entry index + 16 bytes of id.
+const FIRST_ID_BYTES: usize = 20;
 const NO_TYPE: u32 = u32::MAX;
 
 /// One record, as checkpointed.
@@ -41,14 +49,28 @@ pub struct SegIndex {
     pub entries: Vec<Entry>,
     /// Offset just past the segment's last record.
     pub end_offset: u64,
+    /// Per stream (string index): the entry that begins the stream's last append in this
+    /// segment and that append's first event id, when known.
+    last_appends: Vec<Option<(u32, [u8; 16])>>,
+    /// Whether the last record added ended its transaction (the next one begins an append).
+    after_tx_end: bool,
 }
 
 impl SegIndex {
     pub fn new(segment_no: u32) -> Self {
         SegIndex {
             segment_no,
+            after_tx_end: true,
             ..SegIndex::default()
         }
+    }
+
+    /// The first event ids of the streams' last appends in this segment, as (entry index, id)
+    /// in entry order: what version 2 stores.
+    pub fn first_ids(&self) -> Vec<(u32, [u8; 16])> {
+        let mut out: Vec<(u32, [u8; 16])> = self.last_appends.iter().flatten().copied().collect();
+        out.sort_unstable_by_key(|&(entry, _)| entry);
+        out
     }
 
     /// The string table index of `s`, added if new.
@@ -85,6 +107,16 @@ impl SegIndex {
         } else {
             NO_TYPE
         };
+        // An event that begins a transaction begins its stream's append (as `Index::apply`
+        // counts them): its id, when the caller knows it, is that append's first id.
+        if s.kind == Kind::Event && self.after_tx_end {
+            let at = stream as usize;
+            if self.last_appends.len() <= at {
+                self.last_appends.resize(at + 1, None);
+            }
+            self.last_appends[at] = s.id.map(|id| (self.entries.len() as u32, id));
+        }
+        self.after_tx_end = s.flags & FLAG_TX_END != 0;
         self.entries.push(Entry {
             position: s.position,
             offset: (s.addr & 0xffff_ffff) as u32,
@@ -128,6 +160,12 @@ impl SegIndex {
             out.extend_from_slice(&e.event_type.to_le_bytes());
             out.extend_from_slice(&e.revision.to_le_bytes());
         }
+        let first_ids = self.first_ids();
+        out.extend_from_slice(&(first_ids.len() as u32).to_le_bytes());
+        for (entry, id) in first_ids {
+            out.extend_from_slice(&entry.to_le_bytes());
+            out.extend_from_slice(&id);
+        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -166,7 +204,8 @@ fn decode(b: &[u8], no: u32) -> Result<SegIndex, String> {
         return Err("checksum mismatch".into());
     }
     let mut r = Reader { b: body, at: 8 };
-    if r.u32()? != INDEX_VERSION {
+    let version = r.u32()?;
+    if version != INDEX_VERSION && version != INDEX_VERSION_NO_IDS {
         return Err("unknown index version".into());
     }
     if r.u32()? != no {
@@ -201,6 +240,30 @@ fn decode(b: &[u8], no: u32) -> Result<SegIndex, String> {
         }
         ix.entries.push(e);
     }
+    if version == INDEX_VERSION {
+        let count = r.u32()? as usize;
+        if count.saturating_mul(FIRST_ID_BYTES) > body.len() - r.at {
+            return Err("first-id count larger than the file".into());
+        }
+        ix.last_appends = vec![None; ix.strings.len()];
+        let mut after = None;
+        for _ in 0..count {
+            let entry = r.u32()?;
+            let id: [u8; 16] = r.take(16)?.try_into().expect("16 bytes taken");
+            let e = ix
+                .entries
+                .get(entry as usize)
+                .filter(|e| SegIndex::kind(e) == Kind::Event)
+                .ok_or("a first id names an entry that is not an event")?;
+            let slot = &mut ix.last_appends[e.stream as usize];
+            if after.is_some_and(|a| entry <= a) || slot.is_some() {
+                return Err("first ids out of order, or two for one stream".into());
+            }
+            *slot = Some((entry, id));
+            after = Some(entry);
+        }
+    }
+    ix.after_tx_end = ix.entries.last().is_none_or(|e| e.flags & FLAG_TX_END != 0);
     if r.at != body.len() {
         return Err("trailing bytes".into());
     }
@@ -236,5 +299,124 @@ impl<'a> Reader<'a> {
         let mut a = [0; 8];
         a.copy_from_slice(s);
         Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary<'a>(
+        stream: &'a str,
+        position: u64,
+        revision: u64,
+        tx_end: bool,
+        id: Option<[u8; 16]>,
+    ) -> Summary<'a> {
+        Summary {
+            kind: Kind::Event,
+            flags: if tx_end { FLAG_TX_END } else { 0 },
+            stream,
+            event_type: "t",
+            position,
+            revision,
+            addr: 32 + position * 100,
+            id,
+        }
+    }
+
+    /// a: an append of two events (id 1), b: one event (id 2), a: one event (id 3),
+    /// c: one event whose id the caller did not know, b: a metadata record.
+    fn sample() -> SegIndex {
+        let mut ix = SegIndex::new(7);
+        for (i, s) in [
+            summary("a", 0, 0, false, Some([1; 16])),
+            summary("a", 1, 1, true, Some([9; 16])),
+            summary("b", 2, 0, true, Some([2; 16])),
+            summary("a", 3, 2, true, Some([3; 16])),
+            summary("c", 4, 0, true, None),
+        ]
+        .iter()
+        .enumerate()
+        {
+            ix.add(s, 100 + i as u64);
+        }
+        ix.add(
+            &Summary {
+                kind: Kind::Metadata,
+                ..summary("b", 5, 0, true, Some([4; 16]))
+            },
+            200,
+        );
+        ix
+    }
+
+    #[test]
+    fn each_streams_last_append_keeps_its_first_id_across_a_round_trip() {
+        let ix = sample();
+        // a's last append starts at entry 3, b's at entry 2 (a metadata record begins no
+        // append); c's id was not known.
+        assert_eq!(ix.first_ids(), vec![(2, [2; 16]), (3, [3; 16])]);
+        let back = decode(&ix.encode(), 7).expect("decode");
+        assert_eq!(back.entries, ix.entries);
+        assert_eq!(back.strings, ix.strings);
+        assert_eq!(back.end_offset, 200);
+        assert_eq!(back.first_ids(), ix.first_ids());
+    }
+
+    /// Version 1 (no first ids) as the builds before wrote it.
+    fn as_version_1(ix: &SegIndex) -> Vec<u8> {
+        let mut b = ix.encode();
+        b.truncate(b.len() - 4);
+        let ids = ix.first_ids().len();
+        b.truncate(b.len() - 4 - ids * FIRST_ID_BYTES);
+        b[8..12].copy_from_slice(&INDEX_VERSION_NO_IDS.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_is_read_without_first_ids() {
+        let ix = sample();
+        let back = decode(&as_version_1(&ix), 7).expect("decode version 1");
+        assert_eq!(back.entries, ix.entries);
+        assert!(back.first_ids().is_empty());
+    }
+
+    #[test]
+    fn first_ids_that_name_no_event_or_repeat_a_stream_are_refused() {
+        let ix = sample();
+        let with = |ids: &[(u32, [u8; 16])]| {
+            let mut b = as_version_1(&ix);
+            b.truncate(b.len() - 4);
+            b[8..12].copy_from_slice(&INDEX_VERSION.to_le_bytes());
+            b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            for (entry, id) in ids {
+                b.extend_from_slice(&entry.to_le_bytes());
+                b.extend_from_slice(id);
+            }
+            let crc = crc32c::crc32c(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            decode(&b, 7)
+        };
+        assert!(with(&[(2, [2; 16]), (3, [3; 16])]).is_ok());
+        for bad in [
+            vec![(5, [4; 16])],               // a metadata record
+            vec![(6, [4; 16])],               // past the entries
+            vec![(3, [3; 16]), (2, [2; 16])], // out of order
+            vec![(0, [1; 16]), (3, [3; 16])], // two for stream a
+            vec![(2, [2; 16]), (2, [2; 16])], // the same entry twice
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
+        // A count the file cannot hold is refused before anything is reserved.
+        let mut b = as_version_1(&ix);
+        b.truncate(b.len() - 4);
+        b[8..12].copy_from_slice(&INDEX_VERSION.to_le_bytes());
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert!(decode(&b, 7).is_err());
     }
 }

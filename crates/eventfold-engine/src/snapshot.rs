@@ -17,7 +17,9 @@ use crate::segindex::Reader;
 use crate::segment::write_atomically;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"EVFLDSNP";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
+/// The version before the last appends' first ids: read as it is (the ids unknown).
+const SNAPSHOT_VERSION_NO_IDS: u32 = 1;
 /// Snapshots kept on disk: the newest and the one before it (if the newest is damaged).
 pub const SNAPSHOTS_KEPT: usize = 2;
 
@@ -57,12 +59,18 @@ impl Snapshot {
             out.extend_from_slice(&s.next_revision.to_le_bytes());
             out.extend_from_slice(&s.last_position.to_le_bytes());
             out.extend_from_slice(&s.deleted_before.to_le_bytes());
-            let flags = u8::from(s.tombstoned) | (u8::from(s.last_batch.is_some()) << 1);
+            let first_id = s.last_batch.and_then(|b| b.first_id);
+            let flags = u8::from(s.tombstoned)
+                | (u8::from(s.last_batch.is_some()) << 1)
+                | (u8::from(first_id.is_some()) << 2);
             out.push(flags);
             if let Some(b) = &s.last_batch {
                 for v in [b.first_revision, b.len, b.first_position, b.last_position] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
+            }
+            if let Some(id) = first_id {
+                out.extend_from_slice(&id);
             }
             let meta = if s.metadata == StreamMetadata::default() {
                 Vec::new()
@@ -132,7 +140,8 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
         return Err("checksum mismatch".into());
     }
     let mut r = Reader { b: body, at: 8 };
-    if r.u32()? != SNAPSHOT_VERSION {
+    let version = r.u32()?;
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_IDS {
         return Err("unknown snapshot version".into());
     }
     if r.u32()? != no {
@@ -164,6 +173,14 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
         st.last_position = r.u64()?;
         st.deleted_before = r.u64()?;
         let flags = r.take(1)?[0];
+        let known = if version == SNAPSHOT_VERSION {
+            0b111
+        } else {
+            0b011
+        };
+        if flags & !known != 0 || flags & 0b110 == 0b100 {
+            return Err(format!("stream flags {flags:#04x} are not valid"));
+        }
         st.tombstoned = flags & 1 != 0;
         if flags & 2 != 0 {
             st.last_batch = Some(LastBatch {
@@ -173,6 +190,9 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
                 last_position: r.u64()?,
                 first_id: None,
             });
+        }
+        if let (Some(b), true) = (&mut st.last_batch, flags & 4 != 0) {
+            b.first_id = Some(r.take(16)?.try_into().expect("16 bytes taken"));
         }
         let m = r.u32()? as usize;
         let meta = r.take(m)?;
@@ -189,4 +209,76 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
         return Err("trailing bytes".into());
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut with_id = StreamState::new(Arc::from("a"));
+        with_id.next_revision = 5;
+        with_id.last_position = 40;
+        with_id.last_batch = Some(LastBatch {
+            first_revision: 3,
+            len: 2,
+            first_position: 30,
+            last_position: 40,
+            first_id: Some([7; 16]),
+        });
+        let mut without_id = StreamState::new(Arc::from("b"));
+        without_id.next_revision = 1;
+        without_id.last_batch = Some(LastBatch {
+            first_id: None,
+            ..with_id.last_batch.expect("set")
+        });
+        let mut tombstoned = StreamState::new(Arc::from("c"));
+        tombstoned.tombstoned = true;
+        Snapshot {
+            segment: 3,
+            next_position: 41,
+            events: 6,
+            streams: vec![with_id, without_id, tombstoned],
+            sparse: vec![(0, 32)],
+        }
+    }
+
+    fn batches(s: &Snapshot) -> Vec<Option<LastBatch>> {
+        s.streams.iter().map(|st| st.last_batch).collect()
+    }
+
+    #[test]
+    fn the_last_appends_first_ids_survive_a_round_trip() {
+        let s = sample();
+        let back = decode(&s.encode(), 3).expect("decode");
+        assert_eq!(batches(&back), batches(&s));
+        assert!(back.streams[2].tombstoned);
+        assert_eq!(back.sparse, s.sparse);
+    }
+
+    /// Version 1 as the builds before wrote it: the same without the ids and their flag.
+    #[test]
+    fn a_version_1_snapshot_is_read_without_first_ids() {
+        let mut s = sample();
+        for st in &mut s.streams {
+            if let Some(b) = &mut st.last_batch {
+                b.first_id = None;
+            }
+        }
+        let mut b = s.encode();
+        b[8..12].copy_from_slice(&SNAPSHOT_VERSION_NO_IDS.to_le_bytes());
+        let n = b.len() - 4;
+        let crc = crc32c::crc32c(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        let back = decode(&b, 3).expect("decode version 1");
+        assert_eq!(batches(&back), batches(&s));
+
+        // A version 1 snapshot with the id flag set is refused, not misread.
+        let mut b = sample().encode();
+        b[8..12].copy_from_slice(&SNAPSHOT_VERSION_NO_IDS.to_le_bytes());
+        let n = b.len() - 4;
+        let crc = crc32c::crc32c(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&b, 3).is_err());
+    }
 }

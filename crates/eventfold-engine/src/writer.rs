@@ -691,8 +691,8 @@ impl Writer {
                         let lb = lb.expect("the ids are compared only when there is a last batch");
                         // None of the ids is in the window, and the window holds the stream's
                         // last batch with all its ids: the append cannot repeat that batch, and
-                        // the log need not be read to tell (after a reopen the batch's first id
-                        // is not in memory).
+                        // the log need not be read to tell (the batch's first id may not be
+                        // known: see `LastBatch::first_id`).
                         if unseen
                             && self.seen.holds_append(
                                 stream.as_str(),

@@ -209,60 +209,120 @@ async fn with_the_window_off_only_the_last_batch_is_recognized() {
     assert_eq!(written.first_revision, Revision(3));
 }
 
-/// After a reopen the writer knows a stream's last batch but not its ids. An append of the same
-/// length with ids the window has never seen is written without reading that batch from the
-/// log when the window holds it (the window has all of its ids): here the batch's record is
-/// damaged on disk after the reopen, and the append still succeeds. Outside the window (off),
-/// the writer must read the batch, and meets the damage.
+/// Where a stream's last append lies when the store is opened again.
+#[derive(Debug, Clone, Copy)]
+enum LastAppendIn {
+    /// The active segment, replayed from the log at open.
+    ActiveSegment,
+    /// A sealed segment whose index checkpoint is loaded (no snapshot).
+    Checkpoint,
+    /// A sealed segment a stream-state snapshot covers.
+    Snapshot,
+}
+
+/// After a reopen, an append as long as its stream's last append, with ids the window does not
+/// hold, is told from a retry of that append without reading the log: the window holds the
+/// append's ids, or the append's first id was read back with the stream's state (from the log's
+/// tail, an index checkpoint or a snapshot). Here the last append's record is damaged on disk
+/// after the reopen: the new append still succeeds, while a retry of the last append (same ids)
+/// must read the record to confirm every id, and meets the damage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_append_after_a_restart_is_not_checked_against_the_log_when_the_window_holds_its_last_batch()
- {
-    for (window, reads_the_log) in [
-        (IdempotencyWindow::DEFAULT, false),
-        (IdempotencyWindow::OFF, true),
+async fn an_append_after_a_restart_is_told_from_a_retry_without_reading_the_log() {
+    for (window, place) in [
+        (IdempotencyWindow::DEFAULT, LastAppendIn::ActiveSegment),
+        (IdempotencyWindow::OFF, LastAppendIn::ActiveSegment),
+        (IdempotencyWindow::OFF, LastAppendIn::Checkpoint),
+        (IdempotencyWindow::OFF, LastAppendIn::Snapshot),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
+        let options = EngineOptions {
+            snapshot_every_segments: match place {
+                LastAppendIn::Snapshot => 1,
+                _ => 1_000,
+            },
+            ..options(window)
+        };
         let s = stream("last-batch");
         let marker = b"the-last-batch-of-the-stream".to_vec();
-        let engine = Engine::open(dir.path(), options(window)).expect("open");
+        let last = binary("t", marker.clone());
+        let engine = Engine::open(dir.path(), options.clone()).expect("open");
         engine
-            .append(&s, ExpectedRevision::Any, vec![binary("t", marker.clone())])
+            .append(&s, ExpectedRevision::Any, vec![last.clone()])
             .await
             .expect("append");
+        if !matches!(place, LastAppendIn::ActiveSegment) {
+            // ~4.8 MiB on another stream: the 4 MiB segment holding the append is sealed.
+            for _ in 0..8 {
+                engine
+                    .append(&stream("filler"), ExpectedRevision::Any, batch(100, 6_000))
+                    .await
+                    .expect("filler");
+            }
+            assert!(engine.stats().segments >= 2, "{:?}", engine.stats());
+        }
         engine.shutdown();
         drop(engine);
+        let has = |ext: &str| {
+            std::fs::read_dir(dir.path()).expect("list").any(|e| {
+                e.expect("entry")
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == ext)
+            })
+        };
+        match place {
+            LastAppendIn::ActiveSegment => {}
+            LastAppendIn::Checkpoint => assert!(has("idx") && !has("snap"), "{place:?}"),
+            LastAppendIn::Snapshot => assert!(has("snap"), "{place:?}"),
+        }
 
-        let engine = Engine::open(dir.path(), options(window)).expect("reopen");
+        let engine = Engine::open(dir.path(), options).expect("reopen");
         // Damage the record's data where it lies in the log (the writer holds the file open;
         // the page cache is shared).
-        let seg = std::fs::read_dir(dir.path())
+        let damaged = std::fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").path())
-            .find(|p| p.extension().is_some_and(|x| x == "seg"))
-            .expect("a segment");
-        let bytes = std::fs::read(&seg).expect("read the segment");
-        let at = bytes
-            .windows(marker.len())
-            .position(|w| w == marker.as_slice())
-            .expect("the record's data is in the segment");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .expect("open the segment");
-        std::os::unix::fs::FileExt::write_all_at(&file, &vec![0xFF; marker.len()], at as u64)
-            .expect("damage it");
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .find_map(|seg| {
+                let bytes = std::fs::read(&seg).expect("read the segment");
+                let at = bytes
+                    .windows(marker.len())
+                    .position(|w| w == marker.as_slice())?;
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&seg)
+                    .expect("open the segment");
+                std::os::unix::fs::FileExt::write_all_at(
+                    &file,
+                    &vec![0xFF; marker.len()],
+                    at as u64,
+                )
+                .expect("damage it");
+                Some(())
+            });
+        assert!(damaged.is_some(), "the record's data is in a segment");
 
+        if !window.is_on() {
+            // The damage is where a check against the log reads: a retry of the last append
+            // (the same ids) must read its records to confirm them, and meets it.
+            let retry = engine
+                .append(&s, ExpectedRevision::Any, vec![last.clone()])
+                .await;
+            assert!(
+                matches!(retry, Err(StoreError::Corrupt { .. })),
+                "{place:?}: a retry reads the last append, {retry:?}"
+            );
+        }
         let r = engine
             .append(&s, ExpectedRevision::Any, vec![binary("t", vec![1; 10])])
             .await;
-        if reads_the_log {
-            assert!(
-                matches!(r, Err(StoreError::Corrupt { .. })),
-                "window off: the writer reads the last batch, {r:?}"
-            );
-        } else {
-            assert_eq!(r.expect("append").first_revision, Revision(1));
-        }
+        assert_eq!(
+            r.unwrap_or_else(|e| panic!(
+                "{window:?} {place:?}: a new append is written without reading the last one: {e}"
+            ))
+            .first_revision,
+            Revision(1),
+        );
         engine.shutdown();
     }
 }
