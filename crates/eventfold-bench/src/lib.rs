@@ -62,7 +62,9 @@ pub use crate::pgstore::{
     run_postgres_bench,
 };
 
-pub use crate::scale::{EVENTS_PER_STREAM, Probe, ScaleBenchOptions, probe, run_scale_bench};
+pub use crate::scale::{
+    EVENTS_PER_STREAM, PROBE_SEED_DEFAULT, Probe, ScaleBenchOptions, probe, run_scale_bench,
+};
 pub use crate::schema::{SCHEMA_EVENTS_DEFAULT, SchemaBenchOptions, run_schema_bench};
 pub use crate::soak::{SOAK_ROUNDS_DEFAULT, SOAK_VERIFY_EVERY_DEFAULT, SoakOptions, run_soak};
 

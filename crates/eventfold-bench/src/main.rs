@@ -164,6 +164,12 @@ struct ScaleProbeArgs {
     dir: PathBuf,
     #[arg(long)]
     streams: u64,
+    /// Seed of the random streams and positions (not zero). The same seed picks the same
+    /// streams; probes run one after another on one store with the same seed append to streams
+    /// whose last appends are the previous probe's, in the idempotency window.
+    #[arg(long, default_value_t = eventfold_bench::PROBE_SEED_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    seed: u64,
 }
 
 /// Options of `eventfold-bench brokers`.
@@ -806,7 +812,7 @@ fn main() -> ExitCode {
         BenchCmd::ScaleProbe(args) => (
             "scale-probe",
             rt.block_on(async {
-                let p = eventfold_bench::probe(&args.dir, args.streams).await?;
+                let p = eventfold_bench::probe(&args.dir, args.streams, args.seed).await?;
                 println!("{}", serde_json::to_string(&p)?);
                 Ok(())
             }),

@@ -47,6 +47,8 @@ const BATCH_APPENDS: u64 = 3_000;
 // maybe a merge started), instead of a short phase that falls on one at some sizes and not at
 // others (200 appends took 60 ms at 1 M events).
 const _: () = assert!(BATCH_APPENDS * 100 * 256 > eventfold_engine::SEGMENT_BYTES_DEFAULT);
+/// The probe's seed unless one is given (`scale-probe --seed`).
+pub const PROBE_SEED_DEFAULT: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Random stream reads measured, and the events each asks for.
 const STREAM_READS: u64 = 2_000;
 const STREAM_READ_EVENTS: usize = 100;
@@ -251,14 +253,15 @@ async fn read_from(engine: &Engine, stream: u64, from: u64) -> anyhow::Result<us
 }
 
 /// The child's work: opens the store in `dir` (of `streams` streams) and measures.
-pub async fn probe(dir: &Path, streams: u64) -> anyhow::Result<Probe> {
+pub async fn probe(dir: &Path, streams: u64, seed: u64) -> anyhow::Result<Probe> {
+    anyhow::ensure!(seed != 0, "the probe's seed must not be zero");
     let t = Instant::now();
     let engine: Engine = open(dir, Durability::Fsync).await?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
     let (rss_open_kib, _) = memory_kib();
     let stats = engine.stats();
     let (types, content_type, data) = maker()?;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(seed);
     let new = |n: u64| -> Vec<NewEvent> {
         (0..n)
             .map(|k| {
