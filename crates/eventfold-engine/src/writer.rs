@@ -690,20 +690,17 @@ impl Writer {
                     |_| {
                         let lb = lb.expect("the ids are compared only when there is a last batch");
                         // None of the ids is in the window, and the window holds the stream's
-                        // last batch with all its ids: the append cannot repeat that batch, and
-                        // the log need not be read to tell (the batch's first id may not be
-                        // known: see `LastBatch::first_id`).
-                        if unseen
-                            && self.seen.holds_append(
-                                stream.as_str(),
-                                lb.first_position,
-                                next_position,
-                                now,
-                            )
-                        {
-                            return Ok(false);
-                        }
-                        self.same_ids(stream, head, &lb, events)
+                        // last batch with all its ids: the append cannot repeat that batch.
+                        let in_window = || {
+                            unseen
+                                && self.seen.holds_append(
+                                    stream.as_str(),
+                                    lb.first_position,
+                                    next_position,
+                                    now,
+                                )
+                        };
+                        self.same_ids(stream, head, &lb, events, in_window)
                     },
                 )?;
                 if let (None, Some((first_revision, timestamps))) = (&verdict, import) {
@@ -748,12 +745,18 @@ impl Writer {
         }
     }
 
+    /// Whether `events` repeat the stream's last batch `lb`, the cheapest way that tells: the
+    /// ids staged in this group, the batch's first id (known unless it was loaded from a version
+    /// 1 checkpoint or snapshot), `in_window` (the idempotency window holds the batch and none
+    /// of the events' ids: a binary search of the window), and last the batch's records in the
+    /// log (a disk read on a big store).
     fn same_ids(
         &self,
         stream: &StreamName,
         head: &Head,
         lb: &LastBatch,
         events: &[NewEvent],
+        in_window: impl FnOnce() -> bool,
     ) -> StoreResult<bool> {
         if let Some(ids) = &head.staged_ids {
             return Ok(ids.iter().zip(events).all(|(a, e)| a == e.id.as_bytes()));
@@ -761,6 +764,9 @@ impl Writer {
         if let Some(first) = lb.first_id
             && first != *events[0].id.as_bytes()
         {
+            return Ok(false);
+        }
+        if in_window() {
             return Ok(false);
         }
         let range = lb.first_revision..lb.first_revision + lb.len;
