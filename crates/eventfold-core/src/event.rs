@@ -530,22 +530,38 @@ fn has_line_break(bytes: &[u8]) -> bool {
 
 /// `json` (valid JSON text) without the whitespace between its tokens; everything else (key
 /// order, numbers, escapes inside strings) byte for byte as given.
+///
+/// Every JSON event appended over HTTP goes through it: strings are copied whole, found by
+/// `memchr` (their closing quote or an escape), not byte by byte.
 pub fn compact_json(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        if b == b'"' {
+            // The string through its closing quote (to the end if it has none).
+            let start = i;
+            i += 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', json.get(i..).unwrap_or_default()) {
+                    Some(k) if json[i + k] == b'"' => {
+                        i += k + 1;
+                        break;
+                    }
+                    // An escape: the backslash and the byte it escapes.
+                    Some(k) => i += k + 2,
+                    None => {
+                        i = json.len();
+                        break;
+                    }
+                }
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = b == b'"';
-            out.push(b);
+            i = i.min(json.len());
+            out.extend_from_slice(&json[start..i]);
+        } else {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                out.push(b);
+            }
+            i += 1;
         }
     }
     out
@@ -759,7 +775,52 @@ mod tests {
         ]
     }
 
+    /// The first `compact_json`, a byte at a time: what the faster one must still write.
+    fn compact_json_bytewise(json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(json.len());
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in json {
+            if in_string {
+                out.push(b);
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                in_string = b == b'"';
+                out.push(b);
+            }
+        }
+        out
+    }
+
     proptest! {
+        /// Any bytes (JSON or not: strings that never close, a backslash at the end), and
+        /// pretty-printed JSON values: the same output as the byte-at-a-time version.
+        #[test]
+        fn compact_json_writes_what_the_bytewise_version_writes(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'"'), Just(b'\\'), Just(b' '), Just(b'\n'), Just(b'\t'), Just(b'\r'),
+                    Just(b'{'), Just(b':'), any::<u8>()
+                ],
+                0..64,
+            ),
+            value in proptest::arbitrary::any::<(String, Vec<(String, i64)>)>(),
+        ) {
+            prop_assert_eq!(compact_json(&bytes), compact_json_bytewise(&bytes));
+            let json = serde_json::json!({
+                "s": value.0,
+                "pairs": value.1,
+            });
+            let pretty = serde_json::to_vec_pretty(&json).unwrap();
+            prop_assert_eq!(compact_json(&pretty), compact_json_bytewise(&pretty));
+            prop_assert_eq!(compact_json(&pretty), serde_json::to_vec(&json).unwrap());
+        }
+
         /// `write_json` (the server's encoder) writes byte for byte what `Serialize` writes,
         /// for every kind of name, data, metadata, tags and timestamp.
         #[test]
