@@ -216,12 +216,35 @@ pub struct AppendLineOut<'a> {
 }
 
 /// An expected revision as a line of `POST /appends` gives it: a number, or the header's text
-/// (`any`, `no-stream`, `exists`, or a number).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// (`any`, `no-stream`, `exists`, or a number). Read by its own visitor, not as an untagged
+/// enum: that buffered the value and built (and formatted) a type error for every line that
+/// gave text before trying the second variant, and said only "did not match any variant"
+/// for a wrong type.
+#[derive(Debug)]
 enum ExpectedJson {
     Number(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for ExpectedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ExpectedJson;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a revision number, or \"any\", \"no-stream\" or \"exists\" (the expected revision)",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ExpectedJson, E> {
+                Ok(ExpectedJson::Number(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<ExpectedJson, E> {
+                Ok(ExpectedJson::Text(t.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One line of a `POST /appends` body, as sent.
@@ -543,5 +566,34 @@ mod tests {
             parse_append_condition(&json["condition"].to_string()).unwrap(),
             condition
         );
+    }
+
+    #[test]
+    fn a_lines_expected_revision_is_a_number_or_the_headers_text() {
+        let line = |expected: &str| {
+            parse_append_line(
+                format!(r#"{{"stream":"s","expected_revision":{expected},"events":[{{"type":"a","data":1}}]}}"#)
+                    .as_bytes(),
+            )
+        };
+        for (given, expected) in [
+            ("7", ExpectedRevision::Exact(7)),
+            (r#""7""#, ExpectedRevision::Exact(7)),
+            (r#""any""#, ExpectedRevision::Any),
+            (r#"" no-stream ""#, ExpectedRevision::NoStream),
+            (r#""exists""#, ExpectedRevision::Exists),
+            ("null", ExpectedRevision::Any),
+        ] {
+            assert_eq!(line(given).unwrap().expected, expected, "{given}");
+        }
+        for bad in ["-1", "1.5", "true", "[]", "{}", r#""some""#] {
+            let e = line(bad).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+            let message = &e.body.error.message;
+            assert!(
+                message.contains("expected revision") || message.contains("expected_revision"),
+                "{bad}: {message}"
+            );
+        }
     }
 }
