@@ -334,7 +334,7 @@ pub fn parse_append_condition(json: &str) -> Result<AppendCondition, WireError> 
 
 /// One line of the answer to `POST /appends`, in the order of the request's lines: the append's
 /// result, or the error it met (the same body a single append would have answered).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AppendAnswer {
     /// Appended (or, with `replay`, an idempotent retry of the stream's last append).
@@ -344,6 +344,34 @@ pub enum AppendAnswer {
     },
     /// Refused; nothing of this line was appended.
     Failed(ErrorBody),
+}
+
+/// Read in one pass over both shapes' fields (an untagged enum's derive buffers each line into
+/// a tree first, then tries the variants in turn): what a client does for every append on the
+/// pipelined path. The same choice as that derive: `appended` with `replay` is an append,
+/// else `error` is a refusal.
+impl<'de> Deserialize<'de> for AppendAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Either {
+            appended: Option<AppendResponse>,
+            replay: Option<bool>,
+            error: Option<crate::error::ErrorDetail>,
+        }
+        match Either::deserialize(d)? {
+            Either {
+                appended: Some(appended),
+                replay: Some(replay),
+                ..
+            } => Ok(AppendAnswer::Appended { appended, replay }),
+            Either {
+                error: Some(error), ..
+            } => Ok(AppendAnswer::Failed(ErrorBody { error })),
+            _ => Err(serde::de::Error::custom(
+                "an append's answer is {\"appended\": {...}, \"replay\": true|false} or {\"error\": {...}}",
+            )),
+        }
+    }
 }
 
 /// The contract's event, as read back by a client.
@@ -566,6 +594,39 @@ mod tests {
             parse_append_condition(&json["condition"].to_string()).unwrap(),
             condition
         );
+    }
+
+    #[test]
+    fn append_answers_read_back_as_written() {
+        let appended = AppendAnswer::Appended {
+            appended: AppendResponse {
+                stream: "s".into(),
+                first_revision: 1,
+                last_revision: 2,
+                first_position: 30,
+                last_position: 31,
+            },
+            replay: true,
+        };
+        let failed = AppendAnswer::Failed(
+            WireError::new(ErrorCode::InvalidJson, "the line is not JSON").body,
+        );
+        for answer in [appended, failed] {
+            let line = serde_json::to_vec(&answer).unwrap();
+            assert_eq!(
+                serde_json::from_slice::<AppendAnswer>(&line).unwrap(),
+                answer
+            );
+        }
+        for bad in [
+            r#"{}"#,
+            r#"{"appended":{"stream":"s","first_revision":1,"last_revision":2,"first_position":3,"last_position":4}}"#,
+            r#"{"replay":true}"#,
+            r#"{"error":7}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<AppendAnswer>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
