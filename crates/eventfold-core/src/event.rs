@@ -555,7 +555,6 @@ pub fn compact_json(json: &[u8]) -> Vec<u8> {
                     }
                 }
             }
-            i = i.min(json.len());
             out.extend_from_slice(&json[start..i]);
         } else {
             if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {

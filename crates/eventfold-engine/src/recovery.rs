@@ -251,12 +251,11 @@ fn apply_segindex(index: &mut Index, segments: &Segments, ix: &SegIndex) -> Stor
     let mut stream_ids: Vec<Option<u32>> = vec![None; ix.strings.len()];
     let mut buf = Vec::new();
     // The streams' last appends' first ids (version 2 checkpoints), in entry order.
-    let first_ids = ix.first_ids();
-    let mut first_ids = first_ids.iter().peekable();
+    let mut first_ids = ix.first_ids().into_iter().peekable();
     for (i, e) in ix.entries.iter().enumerate() {
         let id = first_ids
-            .next_if(|&&(entry, _)| entry as usize == i)
-            .map(|&(_, id)| id);
+            .next_if(|&(entry, _)| entry as usize == i)
+            .map(|(_, id)| id);
         let kind = SegIndex::kind(e);
         let stream = &ix.strings[e.stream as usize];
         let sid =

@@ -52,15 +52,12 @@ pub struct SegIndex {
     /// Per stream (string index): the entry that begins the stream's last append in this
     /// segment and that append's first event id, when known.
     last_appends: Vec<Option<(u32, [u8; 16])>>,
-    /// Whether the last record added ended its transaction (the next one begins an append).
-    after_tx_end: bool,
 }
 
 impl SegIndex {
     pub fn new(segment_no: u32) -> Self {
         SegIndex {
             segment_no,
-            after_tx_end: true,
             ..SegIndex::default()
         }
     }
@@ -107,16 +104,20 @@ impl SegIndex {
         } else {
             NO_TYPE
         };
-        // An event that begins a transaction begins its stream's append (as `Index::apply`
-        // counts them): its id, when the caller knows it, is that append's first id.
-        if s.kind == Kind::Event && self.after_tx_end {
+        // An event that begins a transaction (the segment's first record, or one after a
+        // transaction's end) begins its stream's append, as `Index::apply` counts them: its
+        // id, when the caller knows it, is that append's first id.
+        let after_tx_end = self
+            .entries
+            .last()
+            .is_none_or(|e| e.flags & FLAG_TX_END != 0);
+        if s.kind == Kind::Event && after_tx_end {
             let at = stream as usize;
             if self.last_appends.len() <= at {
                 self.last_appends.resize(at + 1, None);
             }
             self.last_appends[at] = s.id.map(|id| (self.entries.len() as u32, id));
         }
-        self.after_tx_end = s.flags & FLAG_TX_END != 0;
         self.entries.push(Entry {
             position: s.position,
             offset: (s.addr & 0xffff_ffff) as u32,
@@ -263,7 +264,6 @@ fn decode(b: &[u8], no: u32) -> Result<SegIndex, String> {
             after = Some(entry);
         }
     }
-    ix.after_tx_end = ix.entries.last().is_none_or(|e| e.flags & FLAG_TX_END != 0);
     if r.at != body.len() {
         return Err("trailing bytes".into());
     }
