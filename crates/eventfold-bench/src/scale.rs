@@ -185,23 +185,17 @@ async fn grow(dir: &Path, from: u64, to: u64) -> anyhow::Result<Duration> {
     let took = start.elapsed();
     // The key tables are written and merged in the background; a shutdown abandons a merge in
     // progress and the probe's open would restart it under the measurements. Wait for it here.
-    let settled = settle(&engine).await;
+    let settle = Instant::now();
+    while engine.stats().index_busy {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     eprintln!(
         "    index settled {:.1} s after the last append ({} runs)",
-        settled.as_secs_f64(),
+        settle.elapsed().as_secs_f64(),
         engine.stats().index_runs
     );
     shutdown(engine).await?;
     Ok(took)
-}
-
-/// Waits until no key table is being written or merged; how long that took.
-async fn settle(engine: &Engine) -> Duration {
-    let start = Instant::now();
-    while engine.stats().index_busy {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    start.elapsed()
 }
 
 /// `VmRSS` and `VmHWM` of this process, in KiB (0 where `/proc` has none).
@@ -274,16 +268,22 @@ pub async fn probe(dir: &Path, streams: u64, seed: u64) -> anyhow::Result<Probe>
             .collect()
     };
 
+    // `appends` appends of `events` events each to random existing streams, one after another,
+    // each awaited; appends per second.
+    let append_random = async |rng: &mut Rng, appends: u64, events: u64| {
+        let start = Instant::now();
+        for _ in 0..appends {
+            let s = stream_name(rng.below(streams))?;
+            engine
+                .append(&s, ExpectedRevision::Any, new(events))
+                .await
+                .with_context(|| format!("append of {events} events failed"))?;
+        }
+        anyhow::Ok(appends as f64 / start.elapsed().as_secs_f64())
+    };
+
     // Appends to existing streams, one event each, awaited.
-    let start = Instant::now();
-    for _ in 0..SINGLE_APPENDS {
-        let s = stream_name(rng.below(streams))?;
-        engine
-            .append(&s, ExpectedRevision::Any, new(1))
-            .await
-            .context("single append failed")?;
-    }
-    let single_appends_per_s = SINGLE_APPENDS as f64 / start.elapsed().as_secs_f64();
+    let single_appends_per_s = append_random(&mut rng, SINGLE_APPENDS, 1).await?;
 
     // Random streams, from a random revision.
     let mut events = 0u64;
@@ -394,15 +394,7 @@ pub async fn probe(dir: &Path, streams: u64, seed: u64) -> anyhow::Result<Probe>
     let category_events_per_s = events as f64 / start.elapsed().as_secs_f64();
     // Appends of 100 events, last: they seal a segment at every size, and the seal's work in
     // the background (its key table, a merge) is not under the reads above.
-    let start = Instant::now();
-    for _ in 0..BATCH_APPENDS {
-        let s = stream_name(rng.below(streams))?;
-        engine
-            .append(&s, ExpectedRevision::Any, new(100))
-            .await
-            .context("batch append failed")?;
-    }
-    let batch_events_per_s = (BATCH_APPENDS * 100) as f64 / start.elapsed().as_secs_f64();
+    let batch_events_per_s = append_random(&mut rng, BATCH_APPENDS, 100).await? * 100.0;
 
     let (rss_end_kib, hwm_kib) = memory_kib();
     shutdown(engine).await?;
