@@ -250,7 +250,7 @@ fn decode(b: &[u8], no: u32) -> Result<SegIndex, String> {
         let mut after = None;
         for _ in 0..count {
             let entry = r.u32()?;
-            let id: [u8; 16] = r.take(16)?.try_into().expect("16 bytes taken");
+            let id: [u8; 16] = r.array()?;
             let e = ix
                 .entries
                 .get(entry as usize)
@@ -295,10 +295,13 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     pub(crate) fn u64(&mut self) -> Result<u64, String> {
-        let s = self.take(8)?;
-        let mut a = [0; 8];
-        a.copy_from_slice(s);
-        Ok(u64::from_le_bytes(a))
+        self.array().map(u64::from_le_bytes)
+    }
+    /// The next `N` bytes (an event id: 16).
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
     }
 }
 

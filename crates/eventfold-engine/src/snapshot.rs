@@ -164,6 +164,12 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
     {
         return Err("counts larger than the file".into());
     }
+    // The stream flags this version has: bit 2 (the last batch's first id) came in version 2.
+    let known = if version == SNAPSHOT_VERSION {
+        0b111
+    } else {
+        0b011
+    };
     s.streams.reserve_exact(streams as usize);
     for _ in 0..streams {
         let n = usize::from(r.u16()?);
@@ -173,11 +179,6 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
         st.last_position = r.u64()?;
         st.deleted_before = r.u64()?;
         let flags = r.take(1)?[0];
-        let known = if version == SNAPSHOT_VERSION {
-            0b111
-        } else {
-            0b011
-        };
         if flags & !known != 0 || flags & 0b110 == 0b100 {
             return Err(format!("stream flags {flags:#04x} are not valid"));
         }
@@ -192,7 +193,7 @@ fn decode(b: &[u8], no: u32) -> Result<Snapshot, String> {
             });
         }
         if let (Some(b), true) = (&mut st.last_batch, flags & 4 != 0) {
-            b.first_id = Some(r.take(16)?.try_into().expect("16 bytes taken"));
+            b.first_id = Some(r.array()?);
         }
         let m = r.u32()? as usize;
         let meta = r.take(m)?;
