@@ -5,8 +5,9 @@
 //! because `write` and `fdatasync` block.
 //!
 //! The writer never waits for a flush: while the committer flushes, the writer checks, encodes
-//! and writes what arrives and queues it (up to [`GROUPS_IN_FLIGHT_MAX`] groups), and the
-//! committer's next flush takes all of it. An append arriving during a flush is so answered
+//! and writes what arrives and queues it (up to as many groups as the append queue holds
+//! requests: `EngineOptions::append_queue_depth`), and the committer's next flush takes all of
+//! it. An append arriving during a flush is so answered
 //! after at most the rest of that flush and one more, not two more (as when the writer handed
 //! one group at a time over and waited for the flush before). The writer checks a group
 //! against the heads the groups before it left (kept in `heads` until their group is
@@ -130,10 +131,6 @@ struct Staged {
     id: [u8; 16],
     metadata: Option<StreamMetadata>,
 }
-
-/// Groups the writer may have handed to the committer and not yet seen taken: the bound of
-/// the queue between them (their bytes are bounded by [`UNSYNCED_BYTES_MAX`] too).
-const GROUPS_IN_FLIGHT_MAX: usize = 64;
 
 /// A group the writer wrote, for the committer to flush, publish and answer.
 struct Written {
@@ -289,7 +286,14 @@ impl Writer {
             .ok();
         let segindex = Arc::new(parking_lot::Mutex::new(start.segindex));
         let (recycle, recycled) = std_mpsc::sync_channel(4);
-        let (to_committer, from_writer) = std_mpsc::sync_channel(GROUPS_IN_FLIGHT_MAX);
+        // Groups the writer may have handed to the committer and not yet seen taken: as many
+        // as the append queue holds requests, so that while a flush stalls (a disk that takes
+        // tens of milliseconds over one `fdatasync` now and then) every request queued meanwhile
+        // is written and the next flush takes it. With 64, a stall at 5,000 single appends/s
+        // filled the queue in 13 ms, and the appends after it waited for a second slow flush
+        // besides (`BENCHMARKS.md`, "Issue 12, 2026-12-07 (eleventh session)"). Their bytes are
+        // bounded by [`UNSYNCED_BYTES_MAX`] whatever their number.
+        let (to_committer, from_writer) = std_mpsc::sync_channel(opts.append_queue_depth.max(1));
         let progress = Arc::new(Progress::default());
         let committer = Committer {
             shared: shared.clone(),
@@ -526,7 +530,7 @@ impl Writer {
 
     /// Writes the group buffer at `buf_start` of the active segment and hands the group to the
     /// committer, which flushes, publishes and answers it; waits only while
-    /// [`GROUPS_IN_FLIGHT_MAX`] groups are queued, or for the committer to drain when the group
+    /// `append_queue_depth` groups are queued, or for the committer to drain when the group
     /// would not fit in the unsynced window. On an error nothing was handed over: `staged` and
     /// `answers` are still the caller's, and every earlier group is committed.
     fn hand_over(

@@ -273,6 +273,53 @@ async fn the_groups_written_during_a_flush_are_committed_by_one_flush() {
     }
 }
 
+/// While A's flush is held, 300 single appends to other streams arrive one after another, each
+/// its own group: every one is written and queued for the committer (the queue between the
+/// writer and the committer holds as many groups as the append queue holds requests), and once
+/// A's flush returns one more flush commits them all. With the queue bounded at 64 groups the
+/// writer stopped after the 65th, and the `writes` wait below fails: on a disk whose flush
+/// stalls for tens of milliseconds, the appends after the 65th waited for a second flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_queued_during_a_stalled_flush_is_committed_by_the_next_one() {
+    const OTHERS: usize = 300;
+    let HeldFlush { dir, io, engine, a } = hold_first_append(vec![event("placed", 1)]).await;
+    let mut others = Vec::with_capacity(OTHERS);
+    for i in 0..OTHERS {
+        let engine = engine.clone();
+        others.push(tokio::spawn(async move {
+            engine
+                .append(
+                    &stream(&format!("other-{i}")),
+                    ExpectedRevision::NoStream,
+                    vec![event("placed", 2 + i as u64)],
+                )
+                .await
+        }));
+        io.until(|g| g.writes == i + 2).await;
+    }
+    assert!(!a.is_finished(), "A was answered before its flush returned");
+    assert_eq!(io.gate().flushes, 1);
+    io.release(false);
+    a.await.expect("task").expect("A");
+    for t in others {
+        t.await
+            .expect("task")
+            .expect("an append written during A's flush");
+    }
+    assert_eq!(io.gate().flushes, 2, "one flush after A's for all {OTHERS}");
+    engine.shutdown();
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    for i in [0, OTHERS / 2, OTHERS - 1] {
+        let name = format!("other-{i}");
+        let slice = engine
+            .read_stream(&stream(&name), ReadStream::forward(10))
+            .await
+            .unwrap_or_else(|e| panic!("read {name} after reopen: {e}"));
+        assert_eq!(slice.events.len(), 1, "{name} after reopen");
+    }
+}
+
 /// A's flush fails while B, written during it, waits for its own: both are answered
 /// `Poisoned` (B must not be acknowledged or published after the failure), nothing is visible,
 /// and the store reopens cleanly.
