@@ -7,14 +7,13 @@
 //! The writer never waits for a flush: while the committer flushes, the writer checks, encodes
 //! and writes what arrives and queues it (up to as many groups as the append queue holds
 //! requests: `EngineOptions::append_queue_depth`), and the committer's next flush takes all of
-//! it. An append arriving during a flush is so answered
-//! after at most the rest of that flush and one more, not two more (as when the writer handed
-//! one group at a time over and waited for the flush before). The writer checks a group
-//! against the heads the groups before it left (kept in `heads` until their group is
-//! published), never has more than [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed,
-//! and waits for the committer to drain before it seals a segment, so a sealed segment is
-//! whole on disk before the next one takes a byte. Answers leave in queue order, each only
-//! after its group's flush.
+//! it. An append arriving during a flush is so answered after at most the rest of that flush
+//! and one more, not two more (as when the writer handed one group at a time over and waited
+//! for the flush before). The writer checks a group against the heads the groups before it
+//! left (kept in `heads` until their group is published), never has more than
+//! [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed, and waits for the committer to
+//! drain before it seals a segment, so a sealed segment is whole on disk before the next one
+//! takes a byte. Answers leave in queue order, each only after its group's flush.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

@@ -282,6 +282,10 @@ async fn the_groups_written_during_a_flush_are_committed_by_one_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_group_queued_during_a_stalled_flush_is_committed_by_the_next_one() {
     const OTHERS: usize = 300;
+    assert!(
+        EngineOptions::for_tests().append_queue_depth > OTHERS,
+        "the append queue of the tests' options bounds the groups in flight below {OTHERS}"
+    );
     let HeldFlush { dir, io, engine, a } = hold_first_append(vec![event("placed", 1)]).await;
     let mut others = Vec::with_capacity(OTHERS);
     for i in 0..OTHERS {
