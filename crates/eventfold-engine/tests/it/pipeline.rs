@@ -21,7 +21,7 @@ struct FlushGate {
     changed: Condvar,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Gate {
     writes: usize,
     /// Every byte written, in order.
@@ -30,6 +30,21 @@ struct Gate {
     hold_next_flush: bool,
     holding: bool,
     fail_held_flush: bool,
+}
+
+/// What a failed wait prints: the counts and flags, and how many bytes were written (not the
+/// bytes: a test that writes hundreds of appends would print tens of kilobytes).
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("writes", &self.writes)
+            .field("written_bytes", &self.written.len())
+            .field("flushes", &self.flushes)
+            .field("hold_next_flush", &self.hold_next_flush)
+            .field("holding", &self.holding)
+            .field("fail_held_flush", &self.fail_held_flush)
+            .finish()
+    }
 }
 
 impl Gate {
