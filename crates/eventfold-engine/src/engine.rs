@@ -99,10 +99,10 @@ impl Engine {
             last_seen,
         });
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
-        let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx);
+        let writer = Writer::new(shared.clone(), options, recovered.start, commit_tx, rx);
         let handle = std::thread::Builder::new()
             .name("eventfold-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run())
             .map_err(|e| StoreError::io("start the writer thread", e))?;
         Ok(Engine {
             inner: Arc::new(Inner {

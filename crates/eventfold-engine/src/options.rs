@@ -64,6 +64,13 @@ pub struct EngineOptions {
     /// hash collisions common; tables built with another width are rebuilt on open.
     #[doc(hidden)]
     pub index_hash_bits: u32,
+    /// Whether the writer flushes, publishes and answers a group itself when the committer
+    /// has committed every group before it and no other request waits (the default). At low
+    /// and moderate load the committer's pipeline then has nothing to overlap, and handing
+    /// the group over only adds a thread wake-up to every append; under load the writer
+    /// still hands groups over and writes the next ones during each flush. `false` hands
+    /// every group to the committer: tests use it to hold a flush while the writer goes on.
+    pub inline_commit: bool,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +85,7 @@ impl Default for EngineOptions {
             snapshot_every_segments: SNAPSHOT_EVERY_SEGMENTS_DEFAULT,
             idempotency: IdempotencyWindow::DEFAULT,
             index_hash_bits: crate::keytable::KEY_HASH_BITS_MAX,
+            inline_commit: true,
         }
     }
 }

@@ -14,6 +14,16 @@
 //! [`UNSYNCED_BYTES_MAX`] bytes written and not yet flushed, and waits for the committer to
 //! drain before it seals a segment, so a sealed segment is whole on disk before the next one
 //! takes a byte. Answers leave in queue order, each only after its group's flush.
+//!
+//! When the committer is idle (it has committed every group handed to it) and no request waits
+//! once a group is written, the writer flushes, publishes and answers that group itself, as the
+//! committer would (`EngineOptions::inline_commit`, on by default): there is nothing to write
+//! during that flush, and handing the group over would only add a thread wake-up to the
+//! append. A request arriving meanwhile waits for the rest of that flush, then is written and
+//! flushed (by the writer again if nothing else waits, by the committer if something does). The
+//! committer's thread and the writer never commit at once: the writer commits only a group
+//! whose predecessors the committer has all published, and the committer only what is handed
+//! to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -211,6 +221,13 @@ pub struct Writer {
     progress: Arc<Progress>,
     to_committer: Option<std_mpsc::SyncSender<ToCommitter>>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// The committer's work, which the writer does itself when the committer is idle and no
+    /// request waits (`EngineOptions::inline_commit`).
+    commit_here: Arc<Committer>,
+    /// The batch the writer commits itself: one group, its vector kept for its capacity.
+    inline_batch: Vec<Written>,
+    /// The append queue.
+    queue: mpsc::Receiver<Request>,
     /// Emptied vectors of committed groups, back for their capacity (bounded by the largest
     /// group, itself bounded by `group_commit_bytes_max`): a group of thousands of records
     /// does not grow fresh vectors, page-faulting their memory in, every time.
@@ -252,6 +269,7 @@ impl Writer {
         opts: EngineOptions,
         start: WriterStart,
         commit: watch::Sender<u64>,
+        queue: mpsc::Receiver<Request>,
     ) -> Self {
         let dir = shared.dir.clone();
         let shared_for_indexer = shared.clone();
@@ -294,7 +312,7 @@ impl Writer {
         // bounded by [`UNSYNCED_BYTES_MAX`] whatever their number.
         let (to_committer, from_writer) = std_mpsc::sync_channel(opts.append_queue_depth.max(1));
         let progress = Arc::new(Progress::default());
-        let committer = Committer {
+        let committer = Arc::new(Committer {
             shared: shared.clone(),
             io: opts.io.clone(),
             sync,
@@ -303,7 +321,8 @@ impl Writer {
             commit,
             progress: progress.clone(),
             recycle,
-        };
+        });
+        let commit_here = committer.clone();
         let committer = std::thread::Builder::new()
             .name("eventfold-committer".into())
             .spawn(move || committer.run(from_writer))
@@ -347,6 +366,9 @@ impl Writer {
             // Without its thread every hand-over fails and the writer poisons the store.
             to_committer: committer.is_some().then_some(to_committer),
             committer,
+            commit_here,
+            inline_batch: Vec::with_capacity(1),
+            queue,
             recycled,
             seen,
         };
@@ -373,18 +395,18 @@ impl Writer {
     }
 
     /// Runs until every sender is gone, then seals nothing (the active segment stays active).
-    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub fn run(mut self) {
         loop {
             let first = match self.carry.take() {
                 Some(r) => r,
-                None => match rx.blocking_recv() {
+                None => match self.queue.blocking_recv() {
                     Some(r) => r,
                     None => break,
                 },
             };
             let mut group = vec![first];
             let mut bytes = group[0].encoded_bytes;
-            while let Ok(r) = rx.try_recv() {
+            while let Ok(r) = self.queue.try_recv() {
                 if bytes + r.encoded_bytes > self.opts.group_commit_bytes_max {
                     self.carry = Some(r);
                     break;
@@ -528,7 +550,8 @@ impl Writer {
     }
 
     /// Writes the group buffer at `buf_start` of the active segment and hands the group to the
-    /// committer, which flushes, publishes and answers it; waits only while
+    /// committer, which flushes, publishes and answers it (or, when the committer is idle and
+    /// no request waits, does that itself: see the module doc); waits only while
     /// `append_queue_depth` groups are queued, or for the committer to drain when the group
     /// would not fit in the unsynced window. On an error nothing was handed over: `staged` and
     /// `answers` are still the caller's, and every earlier group is committed.
@@ -585,6 +608,35 @@ impl Writer {
             seq: self.seq,
             bytes_total: self.bytes_total,
         };
+        if self.opts.inline_commit
+            && self.carry.is_none()
+            && self.queue.is_empty()
+            && self.progress.published.load(Ordering::Acquire) + 1 == self.seq
+        {
+            // The committer has committed every group handed to it and nothing waits to be
+            // written: handing this group over would only wake it to flush while this thread
+            // sleeps. Commit it here instead, as the committer would.
+            let mut batch = std::mem::take(&mut self.inline_batch);
+            batch.push(group);
+            self.commit_here.commit(&mut batch);
+            self.inline_batch = batch;
+        } else {
+            self.send_to_committer(group, staged, answers)?;
+        }
+        self.changed_by
+            .push_back((self.seq, std::mem::take(&mut self.changed)));
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// Hands a written group to the committer thread. On an error its `staged` and `answers`
+    /// go back to the caller's.
+    fn send_to_committer(
+        &mut self,
+        group: Written,
+        staged: &mut Vec<Staged>,
+        answers: &mut Vec<Answer>,
+    ) -> std::io::Result<()> {
         let sent = self
             .to_committer
             .as_ref()
@@ -600,9 +652,6 @@ impl Writer {
             }
             None => return Err(std::io::Error::other("the committer thread did not start")),
         }
-        self.changed_by
-            .push_back((self.seq, std::mem::take(&mut self.changed)));
-        self.seq += 1;
         Ok(())
     }
 
@@ -1124,7 +1173,7 @@ fn refuse(cause: &str, answers: &mut Vec<Answer>) {
 }
 
 impl Committer {
-    fn run(self, rx: std_mpsc::Receiver<ToCommitter>) {
+    fn run(self: Arc<Self>, rx: std_mpsc::Receiver<ToCommitter>) {
         let mut batch = Vec::new();
         while let Ok(first) = rx.recv() {
             // Every group queued now goes into this flush; a barrier ends the batch and is

@@ -1,7 +1,9 @@
 //! The writer and the committer form a pipeline: while group N is being flushed, the groups
 //! after it are checked against the heads N left, encoded and written, and the next flush takes
-//! them all. These tests hold the committer inside a flush and look at what the writer did
-//! meanwhile, and at what callers saw.
+//! them all. Most of these tests hold the committer inside a flush and look at what the writer
+//! did meanwhile, and at what callers saw; they hand every group to the committer
+//! (`inline_commit: false`). The last ones look at the writer committing a group itself, which
+//! it does when the committer is idle and no other request waits.
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,8 +15,8 @@ use eventfold_engine::{Durability, Engine, EngineOptions};
 
 use crate::support::{event, stream};
 
-/// An [`FileIo`] that counts writes and holds the next flush until the test lets it go (and
-/// can make that flush fail).
+/// An [`FileIo`] that counts writes, holds the next flush (or write) until the test lets it go
+/// (and can make that flush fail), and records which thread ran each flush.
 #[derive(Debug, Default)]
 struct FlushGate {
     state: Mutex<Gate>,
@@ -27,9 +29,13 @@ struct Gate {
     /// Every byte written, in order.
     written: Vec<u8>,
     flushes: usize,
+    /// The name of the thread that ran each flush, in order.
+    flushed_on: Vec<String>,
     hold_next_flush: bool,
     holding: bool,
     fail_held_flush: bool,
+    hold_next_write: bool,
+    holding_write: bool,
 }
 
 /// What a failed wait prints: the counts and flags, and how many bytes were written (not the
@@ -40,9 +46,12 @@ impl std::fmt::Debug for Gate {
             .field("writes", &self.writes)
             .field("written_bytes", &self.written.len())
             .field("flushes", &self.flushes)
+            .field("flushed_on", &self.flushed_on)
             .field("hold_next_flush", &self.hold_next_flush)
             .field("holding", &self.holding)
             .field("fail_held_flush", &self.fail_held_flush)
+            .field("hold_next_write", &self.hold_next_write)
+            .field("holding_write", &self.holding_write)
             .finish()
     }
 }
@@ -78,12 +87,28 @@ impl FlushGate {
         let mut g = self.gate();
         g.fail_held_flush = fail;
         g.holding = false;
+        g.holding_write = false;
         self.changed.notify_all();
+    }
+
+    /// Blocks while the test holds this thread's write or flush.
+    fn wait_while(&self, mut g: std::sync::MutexGuard<'_, Gate>, held: impl Fn(&Gate) -> bool) {
+        self.changed.notify_all();
+        while held(&g) {
+            g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
 impl FileIo for FlushGate {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let mut g = self.gate();
+        if std::mem::take(&mut g.hold_next_write) {
+            g.holding_write = true;
+            self.wait_while(g, |g| g.holding_write);
+        } else {
+            drop(g);
+        }
         std::os::unix::fs::FileExt::write_all_at(file, buf, offset)?;
         let mut g = self.gate();
         g.writes += 1;
@@ -96,6 +121,11 @@ impl FileIo for FlushGate {
     fn sync_data(&self, file: &File) -> std::io::Result<()> {
         let mut g = self.gate();
         g.flushes += 1;
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        g.flushed_on.push(thread);
         if std::mem::take(&mut g.hold_next_flush) {
             g.holding = true;
             self.changed.notify_all();
@@ -111,7 +141,16 @@ impl FileIo for FlushGate {
     }
 }
 
+/// Options for the pipeline tests: fsync, and every group handed to the committer.
 fn options(io: Arc<FlushGate>) -> EngineOptions {
+    EngineOptions {
+        inline_commit: false,
+        ..inline_options(io)
+    }
+}
+
+/// Options with the engine's default of the writer committing a group itself when it can.
+fn inline_options(io: Arc<FlushGate>) -> EngineOptions {
     EngineOptions {
         durability: Durability::Fsync,
         io,
@@ -486,4 +525,177 @@ async fn sequenced_appends_to_one_stream_are_written_during_a_flush_and_share_th
     }
     assert_eq!(io.gate().flushes, 2, "one flush after A's for B, C and D");
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1, 2, 3]);
+}
+
+const WRITER: &str = "eventfold-writer";
+const COMMITTER: &str = "eventfold-committer";
+
+/// An append to an idle store is flushed, published and answered by the writer itself (one
+/// thread wake-up fewer than handing it to the committer), and a second one the same way once
+/// the first is answered. With `inline_commit: false` both flushes run on the committer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_an_idle_store_is_committed_by_the_writer_itself() {
+    for (inline, thread) in [(true, WRITER), (false, COMMITTER)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let io = Arc::new(FlushGate::default());
+        let opts = EngineOptions {
+            inline_commit: inline,
+            ..inline_options(io.clone())
+        };
+        let engine = Engine::open(dir.path(), opts).expect("open");
+        for (i, expected) in [ExpectedRevision::NoStream, ExpectedRevision::Exact(0)]
+            .into_iter()
+            .enumerate()
+        {
+            let r = engine
+                .append(
+                    &stream("order-1"),
+                    expected,
+                    vec![event("placed", i as u64)],
+                )
+                .await
+                .expect("append");
+            assert_eq!(r.first_revision, Revision(i as u64));
+        }
+        assert_eq!(
+            io.gate().flushed_on,
+            vec![thread; 2],
+            "inline_commit: {inline}"
+        );
+        engine.shutdown();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+        assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
+    }
+}
+
+/// While the writer flushes A itself, B waits unwritten in the queue (the writer is inside the
+/// flush): it is answered after A, by a flush of its own, and neither is answered or readable
+/// before its flush returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_arriving_during_the_writers_own_flush_is_written_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
+    io.gate().hold_next_flush = true;
+    let a = spawn_append(
+        &engine,
+        "order-1",
+        ExpectedRevision::NoStream,
+        vec![event("placed", 1)],
+    );
+    io.until(|g| g.holding).await;
+    assert_eq!(io.gate().flushed_on, vec![WRITER]);
+    let b = engine
+        .append_sequenced(
+            &stream("order-1"),
+            ExpectedRevision::Exact(0),
+            vec![event("paid", 2)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        io.gate().writes,
+        1,
+        "B was written while the writer flushed A"
+    );
+    assert!(!a.is_finished(), "A was answered before its flush returned");
+    assert_eq!(revisions(&engine, "order-1").await, Vec::<u64>::new());
+    io.release(false);
+    let a = a.await.expect("task").expect("A");
+    let b = b.await.expect("B");
+    assert_eq!(
+        (a.first_revision, b.first_revision),
+        (Revision(0), Revision(1))
+    );
+    assert_eq!(io.gate().flushes, 2, "B has a flush of its own");
+    engine.shutdown();
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
+}
+
+/// When a request waits while the writer writes a group, the group goes to the committer, so
+/// that the waiting request is written during its flush (the pipeline under load): A's write is
+/// held until B is in the queue; then A is flushed on the committer, and both are answered in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_a_request_waiting_behind_it_goes_to_the_committer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
+    io.gate().hold_next_write = true;
+    let a = spawn_append(
+        &engine,
+        "order-1",
+        ExpectedRevision::NoStream,
+        vec![event("placed", 1)],
+    );
+    io.until(|g| g.holding_write).await;
+    // Resolves once B is in the writer's queue.
+    let b = engine
+        .append_sequenced(
+            &stream("order-2"),
+            ExpectedRevision::NoStream,
+            vec![event("placed", 2)],
+            None,
+        )
+        .await;
+    io.release(false);
+    let a = a.await.expect("task").expect("A");
+    let b = b.await.expect("B");
+    assert!(b.first_position > a.first_position);
+    let flushed_on = io.gate().flushed_on.clone();
+    assert_eq!(
+        flushed_on.first().map(String::as_str),
+        Some(COMMITTER),
+        "{flushed_on:?}"
+    );
+    for name in ["order-1", "order-2"] {
+        assert_eq!(revisions(&engine, name).await, vec![0], "{name}");
+    }
+}
+
+/// A flush the writer runs itself fails: the append is answered `Poisoned`, as after a failed
+/// flush on the committer, so is the next, and the store reopens with what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_on_the_writer_refuses_its_group_and_poisons_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
+    engine
+        .append(
+            &stream("order-0"),
+            ExpectedRevision::NoStream,
+            vec![event("placed", 0)],
+        )
+        .await
+        .expect("a first append");
+    io.gate().hold_next_flush = true;
+    let a = spawn_append(
+        &engine,
+        "order-1",
+        ExpectedRevision::NoStream,
+        vec![event("placed", 1)],
+    );
+    io.until(|g| g.holding).await;
+    assert_eq!(io.gate().flushed_on, vec![WRITER; 2]);
+    io.release(true);
+    let a = a.await.expect("task");
+    assert!(matches!(a, Err(StoreError::Poisoned { .. })), "{a:?}");
+    let next = engine
+        .append(
+            &stream("order-2"),
+            ExpectedRevision::NoStream,
+            vec![event("placed", 2)],
+        )
+        .await;
+    assert!(matches!(next, Err(StoreError::Poisoned { .. })), "{next:?}");
+    assert_eq!(revisions(&engine, "order-1").await, Vec::<u64>::new());
+    engine.shutdown();
+    drop(engine);
+    let report = eventfold_engine::verify(dir.path()).expect("verify");
+    assert!(report.is_ok(), "{report}");
+    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    assert_eq!(revisions(&engine, "order-0").await, vec![0]);
 }
