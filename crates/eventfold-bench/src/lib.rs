@@ -146,6 +146,8 @@ pub struct EngineBenchOptions {
     pub only: Vec<Part>,
     /// Events of the store row (i) reopens with and without the idempotency window.
     pub idempotency_reopen_events: u64,
+    /// The rate row (g)'s fractions are taken of, instead of row (b)'s measured rate.
+    pub open_loop_peak: Option<f64>,
 }
 
 /// Default `--idempotency-reopen-events`: the default window's size, so the window read back
@@ -162,6 +164,7 @@ impl Default for EngineBenchOptions {
             skip_postgres: false,
             only: Vec::new(),
             idempotency_reopen_events: IDEMPOTENCY_REOPEN_EVENTS_DEFAULT,
+            open_loop_peak: None,
         }
     }
 }
@@ -213,6 +216,12 @@ pub async fn run_engine_bench(opts: EngineBenchOptions) -> anyhow::Result<()> {
         opts.reopen_events >= 1_000,
         "--reopen-events must be at least 1000"
     );
+    if let Some(peak) = opts.open_loop_peak {
+        anyhow::ensure!(
+            peak.is_finite() && peak >= 10.0,
+            "--open-loop-peak must be at least 10 appends/s (row (g) runs at a tenth of it), got {peak}"
+        );
+    }
     let base = match &opts.dir {
         Some(d) => d.clone(),
         None => default_base_dir()?,
@@ -343,8 +352,14 @@ async fn run_parts(
             );
             let b = engine::concurrent_writers(&store, n / 5).await?;
             r.b = Some(b);
+            if let Some(peak) = opts.open_loop_peak {
+                r.notes.push(format!(
+                    "(g) runs at fractions of --open-loop-peak {} appends/s, not of (b)'s rate",
+                    rate(peak)
+                ));
+            }
             for fraction in G_RATES_OF_B {
-                let g_rate = b.events_per_s() * fraction;
+                let g_rate = opts.open_loop_peak.unwrap_or(b.events_per_s()) * fraction;
                 eprintln!(
                     "(g) engine: one event per append, open loop at {} appends/s ({fraction}× (b)) for {} s",
                     rate(g_rate),

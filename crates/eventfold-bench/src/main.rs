@@ -564,6 +564,10 @@ struct EngineArgs {
     /// Events of the store that row (i) opens with and without the idempotency window.
     #[arg(long, default_value_t = eventfold_bench::IDEMPOTENCY_REOPEN_EVENTS_DEFAULT)]
     idempotency_reopen_events: u64,
+    /// Run row (g) at its fractions of this many appends/s instead of row (b)'s measured rate:
+    /// two builds (or settings) compared at the same load, where (b) varies from run to run.
+    #[arg(long, value_name = "APPENDS_PER_S")]
+    open_loop_peak: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -655,6 +659,7 @@ fn main() -> ExitCode {
                 skip_postgres: args.skip_postgres,
                 only: args.only.into_iter().map(Part::from).collect(),
                 idempotency_reopen_events: args.idempotency_reopen_events,
+                open_loop_peak: args.open_loop_peak,
             };
             (
                 "engine",
