@@ -64,12 +64,13 @@ pub struct EngineOptions {
     /// hash collisions common; tables built with another width are rebuilt on open.
     #[doc(hidden)]
     pub index_hash_bits: u32,
-    /// Whether the writer flushes, publishes and answers a group itself when the committer
-    /// has committed every group before it and no other request waits (the default). At low
-    /// and moderate load the committer's pipeline then has nothing to overlap, and handing
-    /// the group over only adds a thread wake-up to every append; under load the writer
-    /// still hands groups over and writes the next ones during each flush. `false` hands
-    /// every group to the committer: tests use it to hold a flush while the writer goes on.
+    /// Whether the writer flushes, publishes and answers a group of one request itself when
+    /// the committer has committed every group before it and no other request waits (the
+    /// default). At low load the committer's pipeline then has nothing to overlap, and
+    /// handing the group over only adds a thread wake-up to the append; under load (groups of
+    /// several requests, or requests waiting) the writer still hands groups over and writes
+    /// the next ones during each flush. `false` hands every group to the committer: tests use
+    /// it to hold a flush while the writer goes on.
     pub inline_commit: bool,
 }
 

@@ -15,13 +15,16 @@
 //! drain before it seals a segment, so a sealed segment is whole on disk before the next one
 //! takes a byte. Answers leave in queue order, each only after its group's flush.
 //!
-//! When the committer is idle (it has committed every group handed to it) and no request waits
-//! once a group is written, the writer flushes, publishes and answers that group itself, as the
-//! committer would (`EngineOptions::inline_commit`, on by default): there is nothing to write
-//! during that flush, and handing the group over would only add a thread wake-up to the
-//! append. A request arriving meanwhile waits for the rest of that flush, then is written and
-//! flushed (by the writer again if nothing else waits, by the committer if something does). The
-//! committer's thread and the writer never commit at once: the writer commits only a group
+//! When a group holds one request, the committer is idle (it has committed every group handed
+//! to it) and no request waits once the group is written, the writer flushes, publishes and
+//! answers that group itself, as the committer would (`EngineOptions::inline_commit`, on by
+//! default): there is nothing to write during that flush, and handing the group over would only
+//! add a thread wake-up to the append. A request arriving meanwhile waits for the rest of that
+//! flush, then is written and flushed. A group of several requests means they arrived while
+//! the writer was busy: there the pipeline pays, and the group goes to the committer (with
+//! many callers each awaiting its answer, committing such groups on the writer merged the two
+//! halves of the callers the pipeline alternates into one, and 64 writers appended 30% less).
+//! The committer's thread and the writer never commit at once: the writer commits only a group
 //! whose predecessors the committer has all published, and the committer only what is handed
 //! to it.
 
@@ -562,6 +565,7 @@ impl Writer {
         answers: &mut Vec<Answer>,
     ) -> std::io::Result<()> {
         let bytes = self.buf.len() as u64;
+        let lone = answers.len() <= 1;
         if bytes > 0 {
             // Recovery relies on the unsynced window: with the groups written and not yet
             // flushed, this one must fit in it, or it waits for them first.
@@ -609,13 +613,14 @@ impl Writer {
             bytes_total: self.bytes_total,
         };
         if self.opts.inline_commit
+            && lone
             && self.carry.is_none()
             && self.queue.is_empty()
             && self.progress.published.load(Ordering::Acquire) + 1 == self.seq
         {
-            // The committer has committed every group handed to it and nothing waits to be
-            // written: handing this group over would only wake it to flush while this thread
-            // sleeps. Commit it here instead, as the committer would.
+            // A lone request, the committer has committed every group handed to it and nothing
+            // waits to be written: handing this group over would only wake the committer to
+            // flush while this thread sleeps. Commit it here instead, as the committer would.
             let mut batch = std::mem::take(&mut self.inline_batch);
             batch.push(group);
             self.commit_here.commit(&mut batch);

@@ -656,6 +656,46 @@ async fn a_group_with_a_request_waiting_behind_it_goes_to_the_committer() {
     }
 }
 
+/// Requests that queue while the writer flushes a lone append itself become a group of several,
+/// which goes to the committer: several requests waiting is load, where the pipeline pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requests_queued_during_the_writers_own_flush_go_to_the_committer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
+    io.gate().hold_next_flush = true;
+    let a = spawn_append(
+        &engine,
+        "order-1",
+        ExpectedRevision::NoStream,
+        vec![event("placed", 1)],
+    );
+    io.until(|g| g.holding).await;
+    let mut queued = Vec::new();
+    for name in ["order-2", "order-3"] {
+        // Each resolves once its append is in the writer's queue.
+        queued.push(
+            engine
+                .append_sequenced(
+                    &stream(name),
+                    ExpectedRevision::NoStream,
+                    vec![event("placed", 2)],
+                    None,
+                )
+                .await,
+        );
+    }
+    io.release(false);
+    a.await.expect("task").expect("A");
+    for p in queued {
+        p.await.expect("an append queued during A's flush");
+    }
+    assert_eq!(io.gate().flushed_on, vec![WRITER, COMMITTER]);
+    for name in ["order-1", "order-2", "order-3"] {
+        assert_eq!(revisions(&engine, name).await, vec![0], "{name}");
+    }
+}
+
 /// A flush the writer runs itself fails: the append is answered `Poisoned`, as after a failed
 /// flush on the committer, so is the next, and the store reopens with what was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
