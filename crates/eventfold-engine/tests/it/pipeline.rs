@@ -169,6 +169,13 @@ async fn revisions(engine: &Engine, name: &str) -> Vec<u64> {
     }
 }
 
+/// Shuts the engine down and opens its directory again with the tests' options.
+fn reopen(engine: Engine, dir: &tempfile::TempDir) -> Engine {
+    engine.shutdown();
+    drop(engine);
+    Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen")
+}
+
 type Pending<T> = tokio::task::JoinHandle<StoreResult<T>>;
 
 /// Starts an append of one event to `name` expecting `expected`.
@@ -183,8 +190,8 @@ fn spawn_append(
     tokio::spawn(async move { engine.append(&name, expected, events).await })
 }
 
-/// A store whose first append, A (`a_events` to `order-1`, expecting no stream), is written and
-/// held inside its flush: the test decides when that flush returns.
+/// A store whose first append, A (`a_events` to `order-1`, expecting no stream), is held inside
+/// its flush (or its write): the test decides when that returns.
 struct HeldFlush {
     dir: tempfile::TempDir,
     io: Arc<FlushGate>,
@@ -192,14 +199,80 @@ struct HeldFlush {
     a: Pending<eventfold_core::AppendResult>,
 }
 
+/// Which step of A the test holds.
+#[derive(Clone, Copy)]
+enum Hold {
+    Flush,
+    Write,
+}
+
+/// A held inside its flush, every group handed to the committer (the pipeline tests).
 async fn hold_first_append(a_events: Vec<eventfold_core::NewEvent>) -> HeldFlush {
+    hold_first(options, Hold::Flush, a_events).await
+}
+
+async fn hold_first(
+    options: fn(Arc<FlushGate>) -> EngineOptions,
+    hold: Hold,
+    a_events: Vec<eventfold_core::NewEvent>,
+) -> HeldFlush {
     let dir = tempfile::tempdir().expect("tempdir");
     let io = Arc::new(FlushGate::default());
     let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
-    io.gate().hold_next_flush = true;
+    hold_append(dir, io, engine, hold, a_events).await
+}
+
+/// A store that acknowledged one event to `order-0` (returned), then A (one event to
+/// `order-1`) held inside its flush.
+async fn hold_second_append(
+    options: fn(Arc<FlushGate>) -> EngineOptions,
+) -> (HeldFlush, eventfold_core::AppendResult) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FlushGate::default());
+    let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
+    let before = engine
+        .append(
+            &stream("order-0"),
+            ExpectedRevision::NoStream,
+            vec![event("placed", 0)],
+        )
+        .await
+        .expect("a first append");
+    let held = hold_append(dir, io, engine, Hold::Flush, vec![event("placed", 1)]).await;
+    (held, before)
+}
+
+async fn hold_append(
+    dir: tempfile::TempDir,
+    io: Arc<FlushGate>,
+    engine: Engine,
+    hold: Hold,
+    a_events: Vec<eventfold_core::NewEvent>,
+) -> HeldFlush {
+    match hold {
+        Hold::Flush => io.gate().hold_next_flush = true,
+        Hold::Write => io.gate().hold_next_write = true,
+    }
     let a = spawn_append(&engine, "order-1", ExpectedRevision::NoStream, a_events);
-    io.until(|g| g.holding).await;
+    io.until(|g| match hold {
+        Hold::Flush => g.holding,
+        Hold::Write => g.holding_write,
+    })
+    .await;
     HeldFlush { dir, io, engine, a }
+}
+
+/// Sequences one event to `name` expecting `expected`: resolves once the append is in the
+/// writer's queue, with its outcome to await.
+async fn queue_append(
+    engine: &Engine,
+    name: &str,
+    expected: ExpectedRevision,
+    event_type: &str,
+) -> eventfold_core::PendingAppend {
+    engine
+        .append_sequenced(&stream(name), expected, vec![event(event_type, 2)], None)
+        .await
 }
 
 /// While A's flush is held, B (which expects A's revision: only the writer's own view of the
@@ -235,9 +308,7 @@ async fn the_next_group_is_written_during_a_flush_and_answered_only_after_its_ow
     assert!(b.first_position > a.first_position);
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
 
-    engine.shutdown();
-    drop(engine);
-    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    let engine = reopen(engine, &dir);
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
 }
 
@@ -316,9 +387,7 @@ async fn the_groups_written_during_a_flush_are_committed_by_one_flush() {
     for name in ["order-1", "order-2", "order-3", "order-4"] {
         assert_eq!(revisions(&engine, name).await, vec![0], "{name}");
     }
-    engine.shutdown();
-    drop(engine);
-    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    let engine = reopen(engine, &dir);
     for name in ["order-1", "order-2", "order-3", "order-4"] {
         assert_eq!(
             revisions(&engine, name).await,
@@ -362,9 +431,7 @@ async fn every_group_queued_during_a_stalled_flush_is_committed_by_the_next_one(
             .expect("an append written during A's flush");
     }
     assert_eq!(io.gate().flushes, 2, "one flush after A's for all {OTHERS}");
-    engine.shutdown();
-    drop(engine);
-    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    let engine = reopen(engine, &dir);
     for i in 0..OTHERS {
         let name = format!("other-{i}");
         assert_eq!(
@@ -380,25 +447,7 @@ async fn every_group_queued_during_a_stalled_flush_is_committed_by_the_next_one(
 /// and the store reopens cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_flush_refuses_the_group_written_during_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), options(io.clone())).expect("open");
-    let before = engine
-        .append(
-            &stream("order-0"),
-            ExpectedRevision::NoStream,
-            vec![event("placed", 0)],
-        )
-        .await
-        .expect("a first append");
-    io.gate().hold_next_flush = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding).await;
+    let (HeldFlush { dir, io, engine, a }, before) = hold_second_append(options).await;
     let b = spawn_append(
         &engine,
         "order-2",
@@ -562,9 +611,7 @@ async fn an_append_to_an_idle_store_is_committed_by_the_writer_itself() {
             vec![thread; 2],
             "inline_commit: {inline}"
         );
-        engine.shutdown();
-        drop(engine);
-        let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+        let engine = reopen(engine, &dir);
         assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
     }
 }
@@ -574,26 +621,10 @@ async fn an_append_to_an_idle_store_is_committed_by_the_writer_itself() {
 /// before its flush returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_arriving_during_the_writers_own_flush_is_written_after_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
-    io.gate().hold_next_flush = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding).await;
+    let HeldFlush { dir, io, engine, a } =
+        hold_first(inline_options, Hold::Flush, vec![event("placed", 1)]).await;
     assert_eq!(io.gate().flushed_on, vec![WRITER]);
-    let b = engine
-        .append_sequenced(
-            &stream("order-1"),
-            ExpectedRevision::Exact(0),
-            vec![event("paid", 2)],
-            None,
-        )
-        .await;
+    let b = queue_append(&engine, "order-1", ExpectedRevision::Exact(0), "paid").await;
     assert_eq!(
         io.gate().writes,
         1,
@@ -609,9 +640,7 @@ async fn an_append_arriving_during_the_writers_own_flush_is_written_after_it() {
         (Revision(0), Revision(1))
     );
     assert_eq!(io.gate().flushes, 2, "B has a flush of its own");
-    engine.shutdown();
-    drop(engine);
-    let engine = Engine::open(dir.path(), EngineOptions::for_tests()).expect("reopen");
+    let engine = reopen(engine, &dir);
     assert_eq!(revisions(&engine, "order-1").await, vec![0, 1]);
 }
 
@@ -621,26 +650,13 @@ async fn an_append_arriving_during_the_writers_own_flush_is_written_after_it() {
 /// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_with_a_request_waiting_behind_it_goes_to_the_committer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
-    io.gate().hold_next_write = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding_write).await;
-    // Resolves once B is in the writer's queue.
-    let b = engine
-        .append_sequenced(
-            &stream("order-2"),
-            ExpectedRevision::NoStream,
-            vec![event("placed", 2)],
-            None,
-        )
-        .await;
+    let HeldFlush {
+        dir: _dir,
+        io,
+        engine,
+        a,
+    } = hold_first(inline_options, Hold::Write, vec![event("placed", 1)]).await;
+    let b = queue_append(&engine, "order-2", ExpectedRevision::NoStream, "placed").await;
     io.release(false);
     let a = a.await.expect("task").expect("A");
     let b = b.await.expect("B");
@@ -660,30 +676,15 @@ async fn a_group_with_a_request_waiting_behind_it_goes_to_the_committer() {
 /// which goes to the committer: several requests waiting is load, where the pipeline pays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_requests_queued_during_the_writers_own_flush_go_to_the_committer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
-    io.gate().hold_next_flush = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding).await;
+    let HeldFlush {
+        dir: _dir,
+        io,
+        engine,
+        a,
+    } = hold_first(inline_options, Hold::Flush, vec![event("placed", 1)]).await;
     let mut queued = Vec::new();
     for name in ["order-2", "order-3"] {
-        // Each resolves once its append is in the writer's queue.
-        queued.push(
-            engine
-                .append_sequenced(
-                    &stream(name),
-                    ExpectedRevision::NoStream,
-                    vec![event("placed", 2)],
-                    None,
-                )
-                .await,
-        );
+        queued.push(queue_append(&engine, name, ExpectedRevision::NoStream, "placed").await);
     }
     io.release(false);
     a.await.expect("task").expect("A");
@@ -700,25 +701,7 @@ async fn the_requests_queued_during_the_writers_own_flush_go_to_the_committer() 
 /// flush on the committer, so is the next, and the store reopens with what was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_flush_on_the_writer_refuses_its_group_and_poisons_the_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let io = Arc::new(FlushGate::default());
-    let engine = Engine::open(dir.path(), inline_options(io.clone())).expect("open");
-    engine
-        .append(
-            &stream("order-0"),
-            ExpectedRevision::NoStream,
-            vec![event("placed", 0)],
-        )
-        .await
-        .expect("a first append");
-    io.gate().hold_next_flush = true;
-    let a = spawn_append(
-        &engine,
-        "order-1",
-        ExpectedRevision::NoStream,
-        vec![event("placed", 1)],
-    );
-    io.until(|g| g.holding).await;
+    let (HeldFlush { dir, io, engine, a }, _) = hold_second_append(inline_options).await;
     assert_eq!(io.gate().flushed_on, vec![WRITER; 2]);
     io.release(true);
     let a = a.await.expect("task");
