@@ -152,33 +152,33 @@ async fn decide_and_write(inner: &Inner, group: &mut [Request]) -> StoreResult<V
         prepared(&tx, &window_sql),
     )?;
     // Each condition's first matching event in the log, read under the lock (so nothing can
-    // be committed after it and before this group).
-    let condition_sqls: Vec<Option<ConditionSql<'_>>> = {
-        let mut out = Vec::with_capacity(group.len());
-        for r in group.iter() {
-            out.push(match &r.condition {
-                None => None,
-                Some(c) => {
-                    let (cond, params) = match query_sql(&c.fail_if_events_match, 2) {
-                        Some((sql, params)) => (format!(" AND ({sql})"), params),
-                        None => (String::new(), Vec::new()),
-                    };
-                    let sql = format!(
-                        "SELECT position FROM {} WHERE position >= $1{cond} \
-                         ORDER BY position LIMIT 1",
-                        inner.table("events")
-                    );
-                    Some((
-                        prepared(&tx, &sql).await?,
-                        params,
-                        // Positions in the table are below i64::MAX: a later `after` matches nothing.
-                        c.first_position().min(i64::MAX as u64) as i64,
-                    ))
-                }
-            });
-        }
-        out
-    };
+    // be committed after it and before this group). The statements are prepared together (a
+    // shape new to the connection costs a round trip; the others come from its cache).
+    let condition_sqls: Vec<Option<ConditionSql<'_>>> =
+        futures::future::try_join_all(group.iter().map(|r| {
+            let tx = &tx;
+            async move {
+                let Some(c) = &r.condition else {
+                    return Ok(None);
+                };
+                let (cond, params) = match query_sql(&c.fail_if_events_match, 2) {
+                    Some((sql, params)) => (format!(" AND ({sql})"), params),
+                    None => (String::new(), Vec::new()),
+                };
+                let sql = format!(
+                    "SELECT position FROM {} WHERE position >= $1{cond} \
+                     ORDER BY position LIMIT 1",
+                    inner.table("events")
+                );
+                StoreResult::Ok(Some((
+                    prepared(tx, &sql).await?,
+                    params,
+                    // Positions in the table are below i64::MAX: a later `after` matches nothing.
+                    c.first_position().min(i64::MAX as u64) as i64,
+                )))
+            }
+        }))
+        .await?;
 
     let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     names.sort_unstable();
