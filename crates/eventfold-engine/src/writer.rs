@@ -224,8 +224,8 @@ pub struct Writer {
     progress: Arc<Progress>,
     to_committer: Option<std_mpsc::SyncSender<ToCommitter>>,
     committer: Option<std::thread::JoinHandle<()>>,
-    /// The committer's work, which the writer does itself when the committer is idle and no
-    /// request waits (`EngineOptions::inline_commit`).
+    /// The committer's work, which the writer does itself for a group of one request when the
+    /// committer is idle and no request waits (`EngineOptions::inline_commit`).
     commit_here: Arc<Committer>,
     /// The batch the writer commits itself: one group, its vector kept for its capacity.
     inline_batch: Vec<Written>,
@@ -553,8 +553,9 @@ impl Writer {
     }
 
     /// Writes the group buffer at `buf_start` of the active segment and hands the group to the
-    /// committer, which flushes, publishes and answers it (or, when the committer is idle and
-    /// no request waits, does that itself: see the module doc); waits only while
+    /// committer, which flushes, publishes and answers it (or, for a group of one request when
+    /// the committer is idle and no request waits, does that itself: see the module doc);
+    /// waits only while
     /// `append_queue_depth` groups are queued, or for the committer to drain when the group
     /// would not fit in the unsynced window. On an error nothing was handed over: `staged` and
     /// `answers` are still the caller's, and every earlier group is committed.
