@@ -211,6 +211,7 @@ async fn hold_first_append(a_events: Vec<eventfold_core::NewEvent>) -> HeldFlush
     hold_first(options, Hold::Flush, a_events).await
 }
 
+/// A fresh store opened with `options` whose first append, A, is held at `hold`.
 async fn hold_first(
     options: fn(Arc<FlushGate>) -> EngineOptions,
     hold: Hold,
@@ -242,6 +243,7 @@ async fn hold_second_append(
     (held, before)
 }
 
+/// Starts A on `engine` and waits until it is held at `hold`.
 async fn hold_append(
     dir: tempfile::TempDir,
     io: Arc<FlushGate>,
