@@ -369,7 +369,7 @@ fn follow(
         url: reqwest::Url,
         query: Vec<(String, String)>,
         body: Option<futures::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
-        buf: Vec<u8>,
+        lines: eventfold_protocol::Lines,
         last: Option<u64>,
         done: bool,
         by_revision: bool,
@@ -380,7 +380,7 @@ fn follow(
         url,
         query,
         body: None,
-        buf: Vec::new(),
+        lines: eventfold_protocol::Lines::new(),
         last: None,
         done: false,
         by_revision,
@@ -392,13 +392,11 @@ fn follow(
         let mut attempts = 0u32;
         loop {
             // A complete line in the buffer?
-            if let Some(nl) = s.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = s.buf.drain(..=nl).collect();
-                let line = &line[..line.len() - 1];
+            if let Some(line) = s.lines.next_line() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue; // heartbeat
                 }
-                let v: serde_json::Value = match serde_json::from_slice(line) {
+                let v: serde_json::Value = match serde_json::from_slice(&line) {
                     Ok(v) => v,
                     Err(e) => {
                         s.done = true;
@@ -418,7 +416,7 @@ fn follow(
                     if matches!(e, StoreError::Unavailable { .. }) && attempts < 5 {
                         s.done = false;
                         s.body = None;
-                        s.buf.clear();
+                        s.lines.clear();
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
                         continue;
@@ -448,7 +446,7 @@ fn follow(
                 match s.client.send(rb, "subscribe").await {
                     Ok(resp) => {
                         s.body = Some(resp.bytes_stream().boxed());
-                        s.buf.clear();
+                        s.lines.clear();
                     }
                     Err(e) if attempts < 5 && is_transient(&e) => {
                         attempts += 1;
@@ -464,7 +462,7 @@ fn follow(
             }
             let body = s.body.as_mut().expect("connected above");
             match body.next().await {
-                Some(Ok(chunk)) => s.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => s.lines.push(&chunk),
                 // The connection dropped: reconnect from after the last event.
                 Some(Err(_)) | None => {
                     s.body = None;

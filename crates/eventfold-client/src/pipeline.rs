@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use eventfold_core::StoreError;
-use eventfold_protocol::{AppendAnswer, ErrorCode, NDJSON, from_error_body};
+use eventfold_protocol::{AppendAnswer, ErrorCode, Lines, NDJSON, from_error_body};
 use futures::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 
@@ -176,18 +176,17 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
         }
     };
     let mut answers = resp.bytes_stream();
-    let mut buf = BytesMut::new();
+    let mut lines = Lines::new();
     let why = loop {
         tokio::select! {
             chunk = answers.next() => match chunk {
                 Some(Ok(data)) => {
-                    buf.extend_from_slice(&data);
-                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                        let line = buf.split_to(nl + 1);
+                    lines.push(&data);
+                    while let Some(line) = lines.next_line() {
                         let Some(w) = waiting.pop_front() else {
                             break;
                         };
-                        let answer = serde_json::from_slice::<AppendAnswer>(&line[..nl])
+                        let answer = serde_json::from_slice::<AppendAnswer>(&line)
                             .map_err(|e| unknown_outcome(&format!("an answer line does not parse ({e})")));
                         let _ = w.send(answer);
                     }

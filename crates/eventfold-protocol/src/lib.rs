@@ -9,6 +9,7 @@ mod codes;
 mod error;
 mod event;
 pub mod groups;
+mod lines;
 pub mod moving;
 mod query;
 pub mod scavenge;
@@ -33,6 +34,7 @@ pub use event::{
     NewEventOut, ReadResponse, StreamsResponse, WireEvent, new_event_out, parse_append_condition,
     parse_append_line, parse_new_events,
 };
+pub use lines::Lines;
 pub use query::{
     QUERY_PARAMS_MAX, QueryPairs, READ_ALL_PARAMS, READ_STREAM_PARAMS, SUBSCRIBE_ALL_PARAMS,
     SUBSCRIBE_STREAM_PARAMS, parse_expected_revision, read_all_query, read_stream_query,

@@ -16,10 +16,10 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use eventfold_core::{StreamName, TraceContext};
 use eventfold_protocol::{
-    AppendAnswer, ErrorCode, NDJSON, QueryPairs, WireError, parse_append_line,
+    AppendAnswer, ErrorCode, Lines, NDJSON, QueryPairs, WireError, parse_append_line,
 };
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -135,7 +135,7 @@ async fn pipeline(
 ) {
     let mut body = body.into_data_stream();
     let mut closing = st.closing.subscribe();
-    let mut buf = BytesMut::new();
+    let mut lines = Lines::new();
     let mut reading = !*closing.borrow_and_update();
     let mut line_no: u64 = 0;
     // Since when the buffer holds the start of a line without its end: the rest must come
@@ -151,13 +151,11 @@ async fn pipeline(
         // Whether the buffer holds no line end (else the loop stopped for want of room).
         let mut no_line_end = false;
         while inflight.len() < PIPELINE_APPENDS_MAX {
-            let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            let Some(line) = lines.next_line() else {
                 no_line_end = true;
                 break;
             };
             started_any = true;
-            let line = buf.split_to(nl + 1);
-            let line = &line[..nl];
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -165,19 +163,19 @@ async fn pipeline(
                 &st,
                 &caller,
                 trace.as_ref(),
-                line,
+                &line,
                 line_no,
                 &mut last_on,
             ));
             line_no += 1;
         }
-        let partial = no_line_end && !buf.is_empty();
+        let partial = no_line_end && lines.pending() > 0;
         if !partial {
             partial_since = None;
         } else if partial_since.is_none() || started_any {
             partial_since = Some(tokio::time::Instant::now());
         }
-        if reading && buf.len() > line_max {
+        if reading && lines.pending() > line_max {
             // No line end within the limit: the rest cannot be split into lines.
             let e = ApiError::new(
                 ErrorCode::BodyTooLarge,
@@ -187,7 +185,7 @@ async fn pipeline(
             );
             refuse_rest(&mut inflight, line_no, e);
             reading = false;
-            buf.clear();
+            lines.clear();
         }
         if !reading && inflight.is_empty() {
             return;
@@ -223,7 +221,7 @@ async fn pipeline(
                 );
                 refuse_rest(&mut inflight, line_no, e);
                 reading = false;
-                buf.clear();
+                lines.clear();
                 partial_since = None;
             }
             changed = closing.changed(), if reading => {
@@ -232,20 +230,18 @@ async fn pipeline(
                 }
             }
             next = body.next(), if reading && room => match next {
-                Some(Ok(data)) => buf.extend_from_slice(&data),
+                Some(Ok(data)) => lines.push(&data),
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "an appends body could not be read to its end");
                     reading = false;
-                    buf.clear();
+                    lines.clear();
                 }
                 None => {
                     reading = false;
                     // A last line without its line end.
-                    if !buf.iter().all(u8::is_ascii_whitespace) {
-                        buf.extend_from_slice(b"\n");
-                        let line = buf.split();
-                        let line = &line[..line.len() - 1];
-                        inflight.push_back(start(&st, &caller, trace.as_ref(), line, line_no, &mut last_on));
+                    if !lines.pending_is_blank() {
+                        let line = lines.take_rest();
+                        inflight.push_back(start(&st, &caller, trace.as_ref(), &line, line_no, &mut last_on));
                         line_no += 1;
                     }
                 }

@@ -197,6 +197,62 @@ async fn an_answer_comes_while_the_request_is_still_being_sent() {
     );
 }
 
+/// Lines cut anywhere by the transport are put back together: a line of 200 KiB sent in
+/// 100-byte pieces, short lines cut mid-token, and a last line without its line end.
+#[tokio::test]
+async fn lines_cut_into_small_pieces_are_whole_again() {
+    let s = server(None);
+    let big = format!(
+        "{}\n",
+        serde_json::json!({
+            "stream": "pieces",
+            "expected_revision": "no-stream",
+            "events": [{"type": "t", "data": {"pad": "x".repeat(200 << 10)}}],
+        })
+    );
+    let mut body = big.into_bytes();
+    body.extend_from_slice(line("pieces", serde_json::json!(0), 2).as_bytes());
+    body.extend_from_slice(b"\n  \n");
+    // The last line has no line end.
+    body.extend_from_slice(
+        line("pieces", serde_json::json!(2), 1)
+            .trim_end()
+            .as_bytes(),
+    );
+    let pieces: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(100)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let req = Request::post("/appends")
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .expect("request");
+    let resp = s.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let answers: Vec<serde_json::Value> = String::from_utf8(bytes.to_vec())
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an answer line"))
+        .collect();
+    let firsts: Vec<_> = answers
+        .iter()
+        .map(|a| a["appended"]["first_revision"].clone())
+        .collect();
+    assert_eq!(
+        firsts,
+        vec![
+            serde_json::json!(0),
+            serde_json::json!(1),
+            serde_json::json!(3)
+        ],
+        "{answers:?}"
+    );
+    assert_eq!(revisions(&s.store, "pieces").await, vec![0, 1, 2, 3]);
+}
+
 const TOKENS: &str = r#"
 [[tokens]]
 token = "orders-writer"
