@@ -396,35 +396,44 @@ fn follow(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue; // heartbeat
                 }
-                let v: serde_json::Value = match serde_json::from_slice(&line) {
-                    Ok(v) => v,
-                    Err(e) => {
+                // An event (every line but the last) parses straight into its wire shape: its
+                // data stays the bytes the server sent (a `serde_json::Value` would sort its
+                // keys and round its big numbers). A line that is not one is the final line.
+                let event = match serde_json::from_slice::<WireEvent>(&line) {
+                    Ok(w) => w.into_recorded(),
+                    Err(not_event) => {
+                        let v: serde_json::Value = match serde_json::from_slice(&line) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                s.done = true;
+                                return Some((Err(transport("follow the subscription", format!("a line does not parse ({e})"))), s));
+                            }
+                        };
+                        let Some(err) = v.get("error").or_else(|| v.get("closing")) else {
+                            s.done = true;
+                            return Some((Err(transport("follow the subscription", format!("a line is neither an event nor a final line ({not_event})"))), s));
+                        };
                         s.done = true;
-                        return Some((Err(transport("follow the subscription", format!("a line does not parse ({e})"))), s));
+                        let body = ErrorBody { error: serde_json::from_value(err.clone()).unwrap_or(eventfold_protocol::ErrorDetail {
+                            code: "subscription_ended".into(),
+                            message: err.to_string(),
+                            details: Default::default(),
+                        }) };
+                        let e = if v.get("closing").is_some() { StoreError::Closed } else { from_error_body(500, &body) };
+                        // The server's store was unreachable for longer than it waits: follow
+                        // again from after the last event, as after a dropped connection.
+                        if matches!(e, StoreError::Unavailable { .. }) && attempts < 5 {
+                            s.done = false;
+                            s.body = None;
+                            s.lines.clear();
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
+                            continue;
+                        }
+                        return Some((Err(e), s));
                     }
                 };
-                if let Some(err) = v.get("error").or_else(|| v.get("closing")) {
-                    s.done = true;
-                    let body = ErrorBody { error: serde_json::from_value(err.clone()).unwrap_or(eventfold_protocol::ErrorDetail {
-                        code: "subscription_ended".into(),
-                        message: err.to_string(),
-                        details: Default::default(),
-                    }) };
-                    let e = if v.get("closing").is_some() { StoreError::Closed } else { from_error_body(500, &body) };
-                    // The server's store was unreachable for longer than it waits: follow
-                    // again from after the last event, as after a dropped connection.
-                    if matches!(e, StoreError::Unavailable { .. }) && attempts < 5 {
-                        s.done = false;
-                        s.body = None;
-                        s.lines.clear();
-                        attempts += 1;
-                        tokio::time::sleep(Duration::from_millis(100 << attempts)).await;
-                        continue;
-                    }
-                    return Some((Err(e), s));
-                }
-                let ev = serde_json::from_value::<WireEvent>(v).ok().and_then(WireEvent::into_recorded);
-                return match ev {
+                return match event {
                     Some(ev) => {
                         s.last = Some(if s.by_revision { ev.revision.0 } else { ev.position.0 });
                         Some((Ok(ev), s))

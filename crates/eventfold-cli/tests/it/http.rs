@@ -951,6 +951,28 @@ async fn json_data_is_returned_as_sent() {
         .await
         .expect("body");
     assert!(ndjson.lines().any(|l| l.contains(want)), "{ndjson}");
+
+    // The Rust client hands a reader and a subscriber the same bytes.
+    use eventfold_core::{EventFilter, EventStore as _, ReadStream, StreamName, SubscribeFrom};
+    let want_data = r#"{"b":1,"a":[2,3],"n":12345678901234567890123,"f":1.10,"s":"two  spaces"}"#;
+    let client = eventfold_client::Client::new(u, None).expect("client");
+    let stream = StreamName::new("raw-1").expect("name");
+    let read = client
+        .read_stream(&stream, ReadStream::forward(10))
+        .await
+        .expect("read");
+    assert_eq!(std::str::from_utf8(&read.events[0].data), Ok(want_data));
+    for mut sub in [
+        client.subscribe_stream(&stream, SubscribeFrom::Start),
+        client.subscribe_all(SubscribeFrom::Start, EventFilter::default()),
+    ] {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the event comes")
+            .expect("an event")
+            .expect("not an error");
+        assert_eq!(std::str::from_utf8(&e.data), Ok(want_data));
+    }
 }
 
 /// 64 tasks append through one Rust client, so their appends share one `POST /appends`
