@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use eventfold_core::{ContentType, EventId, EventType, Metadata, NewEvent};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::cloudevents_out::{CE_EXT_METADATA, CE_EXT_TAGS, is_attribute_name};
 use crate::codes::ErrorCode;
@@ -32,10 +33,45 @@ fn required_str<'a>(
     }
 }
 
-fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
-    let Value::Object(mut ce) = v else {
-        return Err(bad(i, "is not a JSON object"));
-    };
+/// One CloudEvent as parsed: its attributes as JSON values, and its `data` as the text it was
+/// sent as (a `Value` would sort an object's keys and round big numbers: the event's data is
+/// stored as written, as a plain append's is).
+struct Parsed {
+    attributes: serde_json::Map<String, Value>,
+    data: Option<Data>,
+}
+
+/// A CloudEvent's `data`.
+enum Data {
+    /// A structured CloudEvent's `data` member, as written.
+    Member(Box<RawValue>),
+    /// A binary-mode CloudEvent's body with a JSON content type (checked to be JSON).
+    JsonBody(Vec<u8>),
+}
+
+impl Parsed {
+    /// A structured CloudEvent, the `i`-th of its body (a JSON value already known to be JSON).
+    fn structured(json: &str, i: usize) -> Result<Parsed, WireError> {
+        let mut members: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(json).map_err(|_| bad(i, "is not a JSON object"))?;
+        let data = members.remove("data").map(Data::Member);
+        // JSON already; this fails only past serde_json's nesting limit.
+        let attributes = members
+            .into_iter()
+            .map(|(k, raw)| match serde_json::from_str(raw.get()) {
+                Ok(v) => Ok((k, v)),
+                Err(e) => Err(bad(i, format!("attribute `{k}` cannot be read ({e})"))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Parsed { attributes, data })
+    }
+}
+
+fn one(parsed: Parsed, i: usize) -> Result<NewEvent, WireError> {
+    let Parsed {
+        attributes: mut ce,
+        data: data_member,
+    } = parsed;
     let spec = required_str(&ce, i, "specversion")?;
     if spec != "1.0" {
         return Err(bad(
@@ -54,18 +90,21 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
         }
         Some(_) => return Err(bad(i, "`datacontenttype` must be a string")),
     };
-    let data = match (ce.remove("data"), ce.remove("data_base64")) {
+    let data = match (data_member, ce.remove("data_base64")) {
         (Some(_), Some(_)) => return Err(bad(i, "has both `data` and `data_base64`; send one")),
-        (Some(Value::String(s)), None) if !content_type.is_json() => s.into_bytes(),
-        (Some(v), None) => {
-            if !content_type.is_json() {
+        (Some(Data::JsonBody(body)), None) => body,
+        (Some(Data::Member(raw)), None) if content_type.is_json() => {
+            eventfold_core::compact_json(raw.get().as_bytes())
+        }
+        (Some(Data::Member(raw)), None) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(s) => s.into_bytes(),
+            Err(_) => {
                 return Err(bad(
                     i,
                     "non-JSON `data` must be a string (or use `data_base64`)",
                 ));
             }
-            serde_json::to_vec(&v).expect("a JSON value always serializes")
-        }
+        },
         (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
             .decode(b.as_bytes())
             .map_err(|e| bad(i, format!("`data_base64` is not valid base64 ({e})")))?,
@@ -157,13 +196,13 @@ fn one(v: Value, i: usize) -> Result<NewEvent, WireError> {
 
 /// Parses one structured-mode CloudEvent.
 pub fn parse_cloudevent(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let v: &RawValue = serde_json::from_slice(body).map_err(|e| {
         WireError::new(
             ErrorCode::InvalidJson,
             format!("the body is not a CloudEvent in JSON: {e}"),
         )
     })?;
-    Ok(vec![one(v, 0)?])
+    Ok(vec![one(Parsed::structured(v.get(), 0)?, 0)?])
 }
 
 /// The prefix of a binary-mode CloudEvent's attribute headers (HTTP protocol binding).
@@ -200,26 +239,33 @@ pub fn parse_cloudevent_binary<'a>(
     }
     let json =
         content_type.is_none_or(|c| ContentType::new(c).map(|c| c.is_json()).unwrap_or(false));
+    let mut data = None;
     if json && !body.is_empty() {
-        let data: Value = serde_json::from_slice(body).map_err(|e| {
+        serde_json::from_slice::<&RawValue>(body).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidJson,
                 format!("the body of a binary-mode CloudEvent with JSON data is not JSON: {e}"),
             )
         })?;
-        ce.insert("data".into(), data);
+        data = Some(Data::JsonBody(eventfold_core::compact_json(body)));
     } else if !json {
         ce.insert(
             "data_base64".into(),
             Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
         );
     }
-    Ok(vec![one(Value::Object(ce), 0)?])
+    Ok(vec![one(
+        Parsed {
+            attributes: ce,
+            data,
+        },
+        0,
+    )?])
 }
 
 /// Parses a batch (`application/cloudevents-batch+json`): an array of structured CloudEvents.
 pub fn parse_cloudevents_batch(body: &[u8]) -> Result<Vec<NewEvent>, WireError> {
-    let v: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
+    let v: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         WireError::new(
             ErrorCode::InvalidJson,
             format!("the body is not a JSON array of CloudEvents: {e}"),
@@ -231,7 +277,10 @@ pub fn parse_cloudevents_batch(body: &[u8]) -> Result<Vec<NewEvent>, WireError> 
             "the batch has no event; send an array of 1 or more CloudEvents",
         ));
     }
-    v.into_iter().enumerate().map(|(i, v)| one(v, i)).collect()
+    v.into_iter()
+        .enumerate()
+        .map(|(i, v)| one(Parsed::structured(v.get(), i)?, i))
+        .collect()
 }
 
 #[cfg(test)]
@@ -267,6 +316,51 @@ mod tests {
             parse_cloudevents_batch(b"[]").unwrap_err().body.error.code,
             "empty_batch"
         );
+    }
+
+    /// JSON data is stored as it was written in every mode, only the whitespace between its
+    /// tokens removed: key order, big numbers and number spelling kept (read into a
+    /// `serde_json::Value` first, the keys came out sorted and 12345678901234567890123 as
+    /// 1.2345678901234568e22).
+    #[test]
+    fn json_data_is_kept_as_written() {
+        let data = r#"{"b": 1, "a": [2, 3], "n": 12345678901234567890123, "f": 1.10}"#;
+        let want = br#"{"b":1,"a":[2,3],"n":12345678901234567890123,"f":1.10}"#;
+        let ce =
+            format!(r#"{{"specversion":"1.0","id":"a","source":"s","type":"t","data":{data}}}"#);
+        assert_eq!(parse_cloudevent(ce.as_bytes()).unwrap()[0].data, want);
+        let batch = format!("[{ce}, {ce}]");
+        for e in parse_cloudevents_batch(batch.as_bytes()).unwrap() {
+            assert_eq!(e.data, want);
+        }
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("ce-specversion", b"1.0"),
+            ("ce-id", b"a"),
+            ("ce-source", b"s"),
+            ("ce-type", b"t"),
+        ];
+        let e = &parse_cloudevent_binary(headers, Some("application/json"), data.as_bytes())
+            .unwrap()[0];
+        assert_eq!(e.data, want);
+    }
+
+    /// An attribute nested past serde_json's limit is a 400 naming it, not a panic.
+    #[test]
+    fn an_attribute_nested_too_deep_is_refused() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let ce = format!(r#"{{"specversion":"1.0","id":"a","source":"s","type":"t","x":{deep}}}"#);
+        for r in [
+            parse_cloudevent(ce.as_bytes()),
+            parse_cloudevents_batch(format!("[{ce}]").as_bytes()),
+        ] {
+            let e = r.unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(
+                e.body.error.message.contains("`x`"),
+                "{}",
+                e.body.error.message
+            );
+        }
     }
 
     /// Binary mode: `ce-*` headers percent-decoded (bytes that are not UTF-8 read as
