@@ -176,8 +176,36 @@ impl Client {
 /// stream, a position for `$all`; `None` at the end).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEventsPage {
-    pub events: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub events: Vec<CloudEventJson>,
     pub next: Option<u64>,
+}
+
+/// One structured CloudEvent kept as the JSON text the server wrote: its `data` keeps its keys
+/// in their order and its numbers as written (a `serde_json::Value` would sort the keys and
+/// round big numbers). Serializes as that text.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CloudEventJson(Box<serde_json::value::RawValue>);
+
+impl CloudEventJson {
+    /// The CloudEvent's JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// One attribute (`type`, `source`, an extension, `data`...) as a JSON value; `None` when
+    /// the event has none of that name.
+    pub fn attribute(&self, name: &str) -> Option<serde_json::Value> {
+        let mut members: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_str(self.json()).ok()?;
+        serde_json::from_str(members.remove(name)?.get()).ok()
+    }
+}
+
+impl PartialEq for CloudEventJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
 }
 
 impl Client {

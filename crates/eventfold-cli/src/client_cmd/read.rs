@@ -220,8 +220,9 @@ async fn read_cloudevents(
         for ce in &page.events {
             let wanted = a.types.is_empty()
                 || ce
-                    .get("type")
-                    .and_then(|t| t.as_str())
+                    .attribute("type")
+                    .as_ref()
+                    .and_then(serde_json::Value::as_str)
                     .is_some_and(|t| types_only.matches_type(t));
             if remaining > 0 && wanted {
                 out.json(ce)?;

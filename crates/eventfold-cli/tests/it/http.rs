@@ -952,7 +952,7 @@ async fn json_data_is_returned_as_sent() {
         .expect("body");
     assert!(ndjson.lines().any(|l| l.contains(want)), "{ndjson}");
 
-    // The Rust client hands a reader and a subscriber the same bytes.
+    // The Rust client hands a reader (in both shapes) and a subscriber the same bytes.
     use eventfold_core::{EventFilter, EventStore as _, ReadStream, StreamName, SubscribeFrom};
     let want_data = r#"{"b":1,"a":[2,3],"n":12345678901234567890123,"f":1.10,"s":"two  spaces"}"#;
     let client = eventfold_client::Client::new(u, None).expect("client");
@@ -962,6 +962,13 @@ async fn json_data_is_returned_as_sent() {
         .await
         .expect("read");
     assert_eq!(std::str::from_utf8(&read.events[0].data), Ok(want_data));
+    let page = client
+        .read_stream_cloudevents(&stream, ReadStream::forward(10))
+        .await
+        .expect("read as CloudEvents");
+    let ce = page.events[0].json();
+    assert!(ce.contains(&format!(r#""data":{want_data}"#)), "{ce}");
+    assert_eq!(page.events[0].attribute("type"), Some(json!("t")));
     for mut sub in [
         client.subscribe_stream(&stream, SubscribeFrom::Start),
         client.subscribe_all(SubscribeFrom::Start, EventFilter::default()),
