@@ -989,7 +989,8 @@ impl Group {
                 .into_iter()
                 .map(|p| ParkedRecord {
                     version: RECORD_VERSION,
-                    event: serde_json::to_value(&*p.event).expect("events always serialize"),
+                    event: serde_json::value::to_raw_value(&*p.event)
+                        .expect("events always serialize"),
                     position: p.event.position.0,
                     reason: p.reason,
                     attempts: p.attempts,

@@ -95,8 +95,9 @@ impl Drop for Inner {
 /// A parked event as listed.
 #[derive(Clone, Debug)]
 pub struct ParkedEvent {
-    /// The event, in the API's JSON shape at the time it was parked.
-    pub event: serde_json::Value,
+    /// The event, in the API's JSON shape at the time it was parked, as that JSON text (its
+    /// data as stored: key order and numbers kept).
+    pub event: Box<serde_json::value::RawValue>,
     /// Its position in the source's `$all`.
     pub position: u64,
     /// The last failure's reason.
@@ -105,6 +106,14 @@ pub struct ParkedEvent {
     pub attempts: u32,
     /// When it was parked (RFC 3339).
     pub parked_at: String,
+}
+
+impl ParkedEvent {
+    /// The event's JSON parsed, to look into (object keys sorted, big numbers rounded: for
+    /// the text as stored, read `event`).
+    pub fn event_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.event.get()).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A page of parked events.

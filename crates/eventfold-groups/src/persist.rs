@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use eventfold_core::{
-    EventStore, EventType, ExpectedRevision, NewEvent, ReadFrom, ReadStream, RecordedEvent,
-    Revision, StoreError, StreamName,
+    ContentType, EventStore, EventType, ExpectedRevision, NewEvent, ReadFrom, ReadStream,
+    RecordedEvent, Revision, StoreError, StreamName,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::{GroupError, GroupResult};
 use crate::name::GroupName;
@@ -21,10 +22,40 @@ use crate::records::{
 const RESTORE_PAGE_EVENTS: usize = 100;
 
 pub(crate) fn event<T: Serialize>(kind: &str, data: &T) -> NewEvent {
-    NewEvent::json(
+    // Written straight to JSON text: through a `serde_json::Value`, a parked copy's event data
+    // would have its keys sorted and its big numbers rounded.
+    NewEvent::bytes(
         EventType::new(kind).expect("record kinds are valid event types"),
-        &serde_json::to_value(data).expect("records always serialize"),
+        ContentType::json(),
+        serde_json::to_vec(data).expect("records always serialize"),
     )
+}
+
+/// The members of a parked copy of an event (a JSON object), each as written.
+type Members = BTreeMap<String, Box<RawValue>>;
+
+/// Whether a parked copy's metadata names an erasable subject.
+fn about_subject(event: &RawValue) -> bool {
+    serde_json::from_str::<Members>(event.get())
+        .ok()
+        .and_then(|m| {
+            let md = m.get("metadata")?;
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(md.get()).ok()
+        })
+        .is_some_and(|md| md.contains_key(eventfold_core::SUBJECT_METADATA_KEY))
+}
+
+/// A parked copy of an event without the members `keys`; the others as they were.
+fn without(event: &mut Box<RawValue>, keys: &[&str]) {
+    let Ok(mut m) = serde_json::from_str::<Members>(event.get()) else {
+        return;
+    };
+    for k in keys {
+        m.remove(*k);
+    }
+    if let Ok(raw) = serde_json::value::to_raw_value(&m) {
+        *event = raw;
+    }
 }
 
 /// Decodes a stored record: one of a newer format version is refused as such, anything else
@@ -403,14 +434,8 @@ pub(crate) async fn write_parked(
     let stream = group.parked_stream();
     for mut p in parked {
         let position = p.position;
-        let about_subject = p
-            .event
-            .get("metadata")
-            .and_then(|m| m.get(eventfold_core::SUBJECT_METADATA_KEY))
-            .is_some();
-        if about_subject && let Some(obj) = p.event.as_object_mut() {
-            obj.remove("data");
-            obj.remove("data_base64");
+        if about_subject(&p.event) {
+            without(&mut p.event, &["data", "data_base64"]);
         }
         let first = event(PARKED, &p);
         let r = append(state, group, &stream, vec![first], "park an event").await;
@@ -420,11 +445,7 @@ pub(crate) async fn write_parked(
         }) = r
         {
             // Too big to copy: keep the event's coordinates without its data.
-            if let Some(obj) = p.event.as_object_mut() {
-                obj.remove("data");
-                obj.remove("data_base64");
-                obj.remove("metadata");
-            }
+            without(&mut p.event, &["data", "data_base64", "metadata"]);
             append(
                 state,
                 group,

@@ -297,8 +297,9 @@ pub(crate) struct Checkpoint {
 pub(crate) struct ParkedRecord {
     #[serde(default = "version_1")]
     pub version: u32,
-    /// The event, in the API's JSON shape at the time it was parked.
-    pub event: serde_json::Value,
+    /// The event, in the API's JSON shape at the time it was parked, as that text (its data
+    /// as stored: key order and numbers kept).
+    pub event: Box<serde_json::value::RawValue>,
     pub position: u64,
     pub reason: String,
     pub attempts: u32,

@@ -108,7 +108,7 @@ async fn ack_nack_skip_park_and_replay() {
     assert_eq!(page.parked[0].reason, "bad data");
     assert_eq!(page.parked[0].attempts, 1);
     assert_eq!(page.parked[0].position, all[4]);
-    assert_eq!(page.parked[0].event["stream"], "order-1");
+    assert_eq!(page.parked[0].event_value()["stream"], "order-1");
 
     let rest = env.pull(&g, "c1", 100, 1000).await;
     assert_eq!(positions(&rest), all[5..].iter().copied().collect());
@@ -325,19 +325,52 @@ async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
         .unwrap();
     let page = env.groups.parked(&g, None, 100).await.unwrap();
     assert_eq!(page.parked.len(), 2);
-    let copy = &page.parked[0].event;
+    let copy = &page.parked[0].event_value();
     assert_eq!(copy["metadata"]["$subject"], "user-1");
     assert!(
         copy.get("data").is_none() && copy.get("data_base64").is_none(),
         "{copy}"
     );
     assert_eq!(
-        page.parked[1].event["data"]["n"], 1,
+        page.parked[1].event_value()["data"]["n"],
+        1,
         "other events keep theirs"
     );
     assert_eq!(env.groups.replay(&g, None).await.unwrap(), 2);
     let back = env.pull(&g, "c1", 2, 1000).await;
     assert_eq!(back[0].event.data_json(), Some(secret));
+    env.close().await;
+}
+
+/// A parked copy holds the event's JSON data as stored: key order and big numbers kept (through
+/// a `serde_json::Value` the keys came out sorted and 12345678901234567890123 rounded).
+#[tokio::test]
+async fn a_parked_copy_keeps_json_data_as_stored() {
+    use eventfold_core::{ContentType, EventType, ExpectedRevision, NewEvent};
+    let env = Env::memory().await;
+    let data = r#"{"z":1,"a":[2,3],"n":12345678901234567890123,"f":1.10}"#;
+    env.source
+        .append(
+            &"order-9".parse().unwrap(),
+            ExpectedRevision::Any,
+            vec![NewEvent::bytes(
+                EventType::new("note").unwrap(),
+                ContentType::json(),
+                data.as_bytes().to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    let g = group("g");
+    env.groups.put(&g, config(|_| {})).await.unwrap();
+    let ds = env.pull(&g, "c1", 1, 1000).await;
+    env.groups
+        .nack(&g, &ids(&ds), NackAction::Park, "bad")
+        .await
+        .unwrap();
+    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    let copy = page.parked[0].event.get();
+    assert!(copy.contains(&format!(r#""data":{data}"#)), "{copy}");
     env.close().await;
 }
 

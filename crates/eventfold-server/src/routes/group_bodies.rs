@@ -149,14 +149,14 @@ pub fn nack_action(a: NackActionBody) -> NackAction {
 
 /// A page of parked events as the wire shows it (each event is the API's event JSON as it was
 /// when parked).
-pub fn parked_to_wire(p: ParkedPage) -> ParkedPageBody<serde_json::Value> {
+pub fn parked_to_wire(p: ParkedPage) -> ParkedPageBody<Box<serde_json::value::RawValue>> {
     ParkedPageBody {
         parked: p.parked.into_iter().map(parked_event_to_wire).collect(),
         next: p.next,
     }
 }
 
-fn parked_event_to_wire(e: ParkedEvent) -> ParkedBody<serde_json::Value> {
+fn parked_event_to_wire(e: ParkedEvent) -> ParkedBody<Box<serde_json::value::RawValue>> {
     ParkedBody {
         event: e.event,
         position: e.position,
