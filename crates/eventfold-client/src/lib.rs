@@ -43,7 +43,17 @@ pub struct Client {
     token: Option<String>,
     /// Appends go through one `POST /appends` per client (shared by its clones).
     pipeline: std::sync::Arc<pipeline::Pipeline>,
+    /// The longest line of a subscription taken from the server (see
+    /// [`Client::with_line_bytes_max`]).
+    line_bytes_max: usize,
 }
+
+/// The longest line a subscription takes from the server by default: one event in eventfold's
+/// JSON, so 64 MiB is room for events far above the server's default limit (1 MiB of data and
+/// metadata); a server whose limits allow events near it is followed with a larger
+/// [`Client::with_line_bytes_max`]. A server that sent bytes without a line end would otherwise
+/// grow the client's buffer without end.
+pub const LINE_BYTES_MAX_DEFAULT: usize = 64 << 20;
 
 fn transport(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
@@ -80,7 +90,15 @@ impl Client {
             base,
             token,
             pipeline: Default::default(),
+            line_bytes_max: LINE_BYTES_MAX_DEFAULT,
         })
+    }
+
+    /// The longest line (one event) a subscription takes from the server before it ends with an
+    /// error [default: [`LINE_BYTES_MAX_DEFAULT`]].
+    pub fn with_line_bytes_max(mut self, bytes: usize) -> Client {
+        self.line_bytes_max = bytes;
+        self
     }
 
     /// Trusts the PEM certificate(s) in `pem` for `https://` servers, beside the system's roots:
@@ -472,7 +490,15 @@ fn follow(
                     }
                 };
             }
-            // Need more bytes.
+            // Need more bytes: the buffer holds the start of a line, at most the bound.
+            if s.lines.pending() > s.client.line_bytes_max {
+                s.done = true;
+                let why = format!(
+                    "the server sent more than {} bytes without a line end; if its limits allow events that large, raise Client::with_line_bytes_max",
+                    s.client.line_bytes_max
+                );
+                return Some((Err(transport("follow the subscription", why)), s));
+            }
             if s.body.is_none() {
                 let mut q = s.query.clone();
                 if let Some(last) = s.last {

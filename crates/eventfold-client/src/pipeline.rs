@@ -19,6 +19,9 @@ use crate::{Client, transport};
 const QUEUED_APPENDS_MAX: usize = 1024;
 /// The most bytes of lines written as one chunk.
 const CHUNK_BYTES_MAX: usize = 256 << 10;
+/// The longest answer line taken from the server: an answer is one append's result or error,
+/// a few hundred bytes; more without a line end is a broken server, not an answer.
+const ANSWER_LINE_BYTES_MAX: usize = 1 << 20;
 
 /// Why a pipelined append has no answer.
 pub(crate) enum PipeError {
@@ -189,6 +192,11 @@ async fn run(client: Client, pipeline: Arc<Pipeline>, mut jobs: mpsc::Receiver<J
                         let answer = serde_json::from_slice::<AppendAnswer>(&line)
                             .map_err(|e| unknown_outcome(&format!("an answer line does not parse ({e})")));
                         let _ = w.send(answer);
+                    }
+                    if lines.pending() > ANSWER_LINE_BYTES_MAX {
+                        break format!(
+                            "the server sent more than {ANSWER_LINE_BYTES_MAX} bytes without a line end"
+                        );
                     }
                 }
                 Some(Err(e)) => break format!("the connection to the server failed ({e})"),
