@@ -45,17 +45,14 @@ fn about_subject(event: &RawValue) -> bool {
         .is_some_and(|md| md.contains_key(eventfold_core::SUBJECT_METADATA_KEY))
 }
 
-/// A parked copy of an event without the members `keys`; the others as they were.
+/// A parked copy of an event without the members `keys`; the others as they were. A copy that
+/// is not a JSON object (never made so) becomes `{}` rather than keep what was to be dropped.
 fn without(event: &mut Box<RawValue>, keys: &[&str]) {
-    let Ok(mut m) = serde_json::from_str::<Members>(event.get()) else {
-        return;
-    };
+    let mut m = serde_json::from_str::<Members>(event.get()).unwrap_or_default();
     for k in keys {
         m.remove(*k);
     }
-    if let Ok(raw) = serde_json::value::to_raw_value(&m) {
-        *event = raw;
-    }
+    *event = serde_json::value::to_raw_value(&m).expect("a map of JSON texts serializes");
 }
 
 /// Decodes a stored record: one of a newer format version is refused as such, anything else
