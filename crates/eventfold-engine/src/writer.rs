@@ -556,8 +556,9 @@ impl Writer {
     /// committer, which flushes, publishes and answers it (or, for a group of one request when
     /// the committer is idle and no request waits, does that itself: see the module doc);
     /// waits only while `append_queue_depth` groups are queued, or for the committer to drain
-    /// when the group would not fit in the unsynced window. On an error nothing was handed over: `staged` and
-    /// `answers` are still the caller's, and every earlier group is committed.
+    /// when the group would not fit in the unsynced window. On an error nothing was handed
+    /// over: `staged` and `answers` are still the caller's, and every earlier group is
+    /// committed.
     fn hand_over(
         &mut self,
         buf_start: u64,
