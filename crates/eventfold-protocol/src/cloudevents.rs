@@ -50,7 +50,7 @@ enum Data {
 }
 
 impl Parsed {
-    /// A structured CloudEvent, the `i`-th of its body (a JSON value already known to be JSON).
+    /// A structured CloudEvent, the `i`-th of its body; `json` has been parsed as JSON already.
     fn structured(json: &str, i: usize) -> Result<Parsed, WireError> {
         let mut members: std::collections::BTreeMap<String, Box<RawValue>> =
             serde_json::from_str(json).map_err(|_| bad(i, "is not a JSON object"))?;
