@@ -50,20 +50,60 @@ enum Data {
 }
 
 impl Parsed {
-    /// A structured CloudEvent, the `i`-th of its body; `json` has been parsed as JSON already.
+    /// A structured CloudEvent, the `i`-th of its body; `json` has been checked to be JSON
+    /// already. Read in one pass: `data` kept as its text, every other member as a JSON value.
+    /// A member given twice is refused, as a plain append's fields are (which of the two a
+    /// reader of the original would have taken is anybody's guess).
     fn structured(json: &str, i: usize) -> Result<Parsed, WireError> {
-        let mut members: std::collections::BTreeMap<String, Box<RawValue>> =
-            serde_json::from_str(json).map_err(|_| bad(i, "is not a JSON object"))?;
-        let data = members.remove("data").map(Data::Member);
-        // JSON already; this fails only past serde_json's nesting limit.
-        let attributes = members
-            .into_iter()
-            .map(|(k, raw)| match serde_json::from_str(raw.get()) {
-                Ok(v) => Ok((k, v)),
-                Err(e) => Err(bad(i, format!("attribute `{k}` cannot be read ({e})"))),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Parsed { attributes, data })
+        serde_json::from_str::<Parsed>(json).map_err(|e| bad(i, without_position(e)))
+    }
+}
+
+/// A serde_json error's text without its "at line L column C": the position is in the
+/// CloudEvent's own text, not in the body the client sent.
+fn without_position(e: impl std::fmt::Display) -> String {
+    let mut text = e.to_string();
+    if let Some(cut) = text.find(" at line ") {
+        text.truncate(cut);
+    }
+    text
+}
+
+impl<'de> serde::Deserialize<'de> for Parsed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Parsed;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object (a structured CloudEvent)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Parsed, A::Error> {
+                use serde::de::Error as _;
+                let mut attributes = serde_json::Map::new();
+                let mut data = None;
+                while let Some(name) = m.next_key::<String>()? {
+                    if data.is_some() && name == "data" || attributes.contains_key(&name) {
+                        return Err(A::Error::custom(format!(
+                            "attribute `{name}` is given twice; send it once"
+                        )));
+                    }
+                    if name == "data" {
+                        data = Some(Data::Member(m.next_value()?));
+                    } else {
+                        // JSON already: this fails only past serde_json's nesting limit.
+                        let value = m.next_value::<Value>().map_err(|e| {
+                            A::Error::custom(format!(
+                                "attribute `{name}` cannot be read ({})",
+                                without_position(e)
+                            ))
+                        })?;
+                        attributes.insert(name, value);
+                    }
+                }
+                Ok(Parsed { attributes, data })
+            }
+        }
+        d.deserialize_map(Members)
     }
 }
 
@@ -361,6 +401,44 @@ mod tests {
                 e.body.error.message
             );
         }
+    }
+
+    /// A structured CloudEvent is read member by member: one that is not an object, or that
+    /// gives an attribute (or `data`) twice, is refused naming it, in both forms of body.
+    #[test]
+    fn a_cloudevent_is_an_object_with_each_attribute_once() {
+        let cases = [
+            (r#""order.placed""#, "a JSON object"),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"s","type":"t","type":"u"}"#,
+                "attribute `type` is given twice",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"s","type":"t","data":1,"data":2}"#,
+                "attribute `data` is given twice",
+            ),
+        ];
+        for (ce, says) in cases {
+            for r in [
+                parse_cloudevent(ce.as_bytes()),
+                parse_cloudevents_batch(format!("[{ce}]").as_bytes()),
+            ] {
+                let e = r.unwrap_err();
+                assert_eq!(
+                    (e.status, e.body.error.code.as_str()),
+                    (400, ErrorCode::InvalidCloudevent.as_str())
+                );
+                let m = &e.body.error.message;
+                assert!(m.starts_with("CloudEvent 0: ") && m.contains(says), "{m}");
+                assert!(!m.contains(" at line "), "{m}");
+            }
+        }
+        // As a plain append's event is (docs/http-api.md says both).
+        let e = crate::parse_new_events(br#"[{"type":"t","type":"u","data":1}]"#).unwrap_err();
+        assert!(
+            e.body.error.message.contains("duplicate field `type`"),
+            "{e:?}"
+        );
     }
 
     /// Binary mode: `ce-*` headers percent-decoded (bytes that are not UTF-8 read as
