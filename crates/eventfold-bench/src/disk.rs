@@ -4,7 +4,9 @@
 //! sync as growing a file, whose size change the filesystem must also journal).
 //!
 //! Beside it, the floor under row (g): the same open-loop schedule served by one thread doing
-//! nothing but group commits on this disk (see [`group_commit_floor`]).
+//! nothing but group commits on this disk (see [`group_commit_floor`]), and the same group
+//! commits on a thread of their own, the appends sent and answered on others (see
+//! [`group_commit_threaded`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -56,7 +58,7 @@ pub fn run(dir: &Path, events: u64, batch: u64, record_bytes: u64) -> anyhow::Re
     })
 }
 
-/// Bytes one write of [`group_commit_floor`] takes from its buffer; a flush carrying more
+/// Bytes one write of a floor (both of them) takes from its buffer; a flush carrying more
 /// writes them in pieces of this size.
 const FLOOR_WRITE_BYTES: usize = 1 << 20;
 
@@ -78,12 +80,7 @@ pub fn group_commit_floor(
     let schedule = RateSchedule::new(rate, duration)?;
     let path = dir.join("disk-group-commit.dat");
     let file = preallocate(&path)?;
-    let buf = vec![0xA5u8; FLOOR_WRITE_BYTES];
-    let record = usize::try_from(record_bytes).context("record too large")?;
-    anyhow::ensure!(
-        (1..=FLOOR_WRITE_BYTES).contains(&record),
-        "a record of {record_bytes} bytes does not fit a write of {FLOOR_WRITE_BYTES}"
-    );
+    let (buf, record) = floor_buffer(record_bytes)?;
     let total = schedule.total();
     crate::measure::precise_sleeps();
     let mut latencies = Latencies::new()?;
@@ -100,19 +97,14 @@ pub fn group_commit_floor(
             ));
             continue;
         }
-        let mut left = (due - next) as usize * record;
-        while left > 0 {
-            let n = left.min(FLOOR_WRITE_BYTES / record * record);
-            if offset + n as u64 > FILE_BYTES {
-                offset = 0;
-            }
-            file.write_all_at(&buf[..n], offset)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            offset += n as u64;
-            left -= n;
-        }
-        file.sync_data()
-            .with_context(|| format!("cannot fdatasync {}", path.display()))?;
+        flush(
+            &file,
+            &path,
+            &buf,
+            &mut offset,
+            (due - next) as usize * record,
+            record,
+        )?;
         let end_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         for i in next..due {
             latencies.record_ns(end_ns.saturating_sub(schedule.due_ns(i)));
@@ -125,6 +117,129 @@ pub fn group_commit_floor(
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     Ok(Measurement {
         events: carried,
+        elapsed,
+        latency: latencies.summary(),
+    })
+}
+
+/// The buffer a floor writes from, and `record_bytes` as a size that fits one of its writes.
+fn floor_buffer(record_bytes: u64) -> anyhow::Result<(Vec<u8>, usize)> {
+    let record = usize::try_from(record_bytes).context("record too large")?;
+    anyhow::ensure!(
+        (1..=FLOOR_WRITE_BYTES).contains(&record),
+        "a record of {record_bytes} bytes does not fit a write of {FLOOR_WRITE_BYTES}"
+    );
+    Ok((vec![0xA5u8; FLOOR_WRITE_BYTES], record))
+}
+
+/// One flush of a floor: `bytes` of records written at `offset` (in writes of whole records
+/// from `buf`, wrapping to the file's start as the engine's segments would roll), then one
+/// `fdatasync`.
+fn flush(
+    file: &File,
+    path: &Path,
+    buf: &[u8],
+    offset: &mut u64,
+    bytes: usize,
+    record: usize,
+) -> anyhow::Result<()> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() / record * record);
+        if *offset + n as u64 > FILE_BYTES {
+            *offset = 0;
+        }
+        file.write_all_at(&buf[..n], *offset)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        *offset += n as u64;
+        left -= n;
+    }
+    file.sync_data()
+        .with_context(|| format!("cannot fdatasync {}", path.display()))
+}
+
+/// Appends [`group_commit_threaded`] lets wait for its flushing thread before its sender
+/// waits (the wait then shows as latency).
+const THREADED_QUEUE_MAX: usize = 1 << 16;
+
+/// Row (g)'s schedule through the same group commits as [`group_commit_floor`], made on a
+/// thread of their own while the appends are sent from another and answered on a third: the
+/// sender keeps the schedule and queues each append as it falls due, the flushing thread
+/// takes everything queued, writes and flushes it as one group and hands the group on, and
+/// the answering thread takes each group and records, per append, its due time to then. No
+/// engine and no async runtime: the fewest thread crossings an engine serving callers on
+/// their own threads has (one to the thread that flushes, one back). Its distance from the
+/// floor is what two wake-ups cost on this machine.
+pub fn group_commit_threaded(
+    dir: &Path,
+    rate: f64,
+    duration: Duration,
+    record_bytes: u64,
+) -> anyhow::Result<Measurement> {
+    let schedule = RateSchedule::new(rate, duration)?;
+    let path = dir.join("disk-group-commit-threaded.dat");
+    let file = preallocate(&path)?;
+    let (buf, record) = floor_buffer(record_bytes)?;
+    let total = schedule.total();
+    let (to_flusher, appends) = std::sync::mpsc::sync_channel::<u64>(THREADED_QUEUE_MAX);
+    let (to_answerer, groups) = std::sync::mpsc::channel::<Vec<u64>>();
+    let start = Instant::now();
+    let flusher = {
+        let path = path.clone();
+        std::thread::Builder::new()
+            .name("bench-flusher".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let mut offset = 0u64;
+                while let Ok(first) = appends.recv() {
+                    let mut group = vec![first];
+                    group.extend(appends.try_iter());
+                    flush(
+                        &file,
+                        &path,
+                        &buf,
+                        &mut offset,
+                        group.len() * record,
+                        record,
+                    )?;
+                    if to_answerer.send(group).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .context("cannot start the flushing thread")?
+    };
+    let answerer = std::thread::Builder::new()
+        .name("bench-answerer".into())
+        .spawn(move || -> anyhow::Result<(Latencies, u64)> {
+            let mut latencies = Latencies::new()?;
+            let mut answered = 0u64;
+            while let Ok(group) = groups.recv() {
+                let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                for i in &group {
+                    latencies.record_ns(now_ns.saturating_sub(schedule.due_ns(*i)));
+                }
+                answered += group.len() as u64;
+            }
+            Ok((latencies, answered))
+        })
+        .context("cannot start the answering thread")?;
+    let due_at = |i| start + Duration::from_nanos(schedule.due_ns(i));
+    // A send fails only when the flushing thread stopped: its error is the one to report.
+    let _ = crate::measure::paced(total, due_at, |i, _| to_flusher.send(i));
+    drop(to_flusher);
+    let flushed = flusher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flushing thread panicked"));
+    let answered = answerer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the answering thread panicked"));
+    let elapsed = start.elapsed();
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    flushed??;
+    let (latencies, answered) = answered??;
+    Ok(Measurement {
+        events: answered,
         elapsed,
         latency: latencies.summary(),
     })
@@ -168,6 +283,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let m = group_commit_floor(dir.path(), 2_000.0, Duration::from_millis(100), 368)
             .expect("the floor runs");
+        assert_eq!(m.events, 200);
+        let l = m.latency.expect("latencies recorded");
+        assert!(l.p50_ns >= 1 && l.max_ns <= m.elapsed.as_nanos() as u64);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    /// The threaded floor answers every append of the schedule once, each after its due time
+    /// and within the run, and leaves no file behind.
+    #[test]
+    fn the_threaded_floor_answers_each_append_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = group_commit_threaded(dir.path(), 2_000.0, Duration::from_millis(100), 368)
+            .expect("the threaded floor runs");
         assert_eq!(m.events, 200);
         let l = m.latency.expect("latencies recorded");
         assert!(l.p50_ns >= 1 && l.max_ns <= m.elapsed.as_nanos() as u64);

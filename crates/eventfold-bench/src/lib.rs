@@ -197,6 +197,8 @@ struct Results {
     /// The disk's group-commit floor under row (g)'s schedule at each of its loads, in the
     /// order of [`Results::g`] (runs with both the engine and the disk parts).
     g_floor: Vec<Measurement>,
+    /// Row (g)'s schedule through group commits on a thread of their own, per fraction.
+    g_threaded: Vec<Measurement>,
     pg_a: Option<Measurement>,
     pg_b: Option<Measurement>,
     /// Bytes per event on disk (engine records) for batches of 100 and of 1.
@@ -406,6 +408,13 @@ async fn run_parts(
             let floor =
                 blocking(move || disk::group_commit_floor(&dir, g_rate, G_DURATION, b1)).await?;
             r.g_floor.push(floor);
+            eprintln!(
+                "(f) disk: the same group commits on a thread of their own, appends sent and answered on others"
+            );
+            let dir = run_dir.to_path_buf();
+            let threaded =
+                blocking(move || disk::group_commit_threaded(&dir, g_rate, G_DURATION, b1)).await?;
+            r.g_threaded.push(threaded);
         }
     }
 
@@ -728,20 +737,26 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             "-".into(),
         ));
     }
-    for ((fraction, g_rate, _), floor) in r.g.iter().zip(&r.g_floor) {
-        let p99 = floor.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
-        t.push(row(
-            "(f)",
-            &format!(
-                "disk: group commit alone, open loop {}/s ({fraction}× b)",
-                rate(*g_rate)
-            ),
-            floor,
-            disk_p99
-                .map(|d| format!("p99 {} (f) b1 p99", ratio(p99 as f64 / d.max(1) as f64)))
-                .unwrap_or_else(|| "floor of (g)".into()),
-            "-".into(),
-        ));
+    let floors = [
+        ("group commit alone", &r.g_floor),
+        ("the same, threaded", &r.g_threaded),
+    ];
+    for (what, runs) in floors {
+        for ((fraction, g_rate, _), floor) in r.g.iter().zip(runs) {
+            let p99 = floor.latency.map(|l| l.p99_ns).unwrap_or(u64::MAX);
+            t.push(row(
+                "(f)",
+                &format!(
+                    "disk: {what}, open loop {}/s ({fraction}× b)",
+                    rate(*g_rate)
+                ),
+                floor,
+                disk_p99
+                    .map(|d| format!("p99 {} (f) b1 p99", ratio(p99 as f64 / d.max(1) as f64)))
+                    .unwrap_or_else(|| "floor of (g)".into()),
+                "-".into(),
+            ));
+        }
     }
     if let Some(p) = &r.pg_a {
         t.push(row(
@@ -791,6 +806,16 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
              better: an append due \
              during a slow flush waits for it and for its own, so the appends see the flushes \
              weighted by how long each lasts, where (f) b1 counts each flush once"
+                .to_string(),
+        );
+    }
+    if !r.g_threaded.is_empty() {
+        notes.push(
+            "(f) the same, threaded: those group commits made on a thread of their own, the \
+             appends sent on the schedule from a second thread and answered on a third (std \
+             channels, no engine, no async runtime): the fewest thread crossings an engine \
+             serving callers on their own threads has. Its distance from the floor is what two \
+             thread wake-ups per append cost on this machine"
                 .to_string(),
         );
     }
