@@ -169,7 +169,8 @@ const THREADED_QUEUE_MAX: usize = 1 << 16;
 /// the answering thread takes each group and records, per append, its due time to then. No
 /// engine and no async runtime: the fewest thread crossings an engine serving callers on
 /// their own threads has (one to the thread that flushes, one back). Its distance from the
-/// floor is what two wake-ups cost on this machine.
+/// floor is what answering an append on another thread than the one that flushed it costs on
+/// this machine.
 pub fn group_commit_threaded(
     dir: &Path,
     rate: f64,

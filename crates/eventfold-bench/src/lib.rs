@@ -814,8 +814,8 @@ fn print_table(opts: &EngineBenchOptions, r: &Results) {
             "(f) the same, threaded: those group commits made on a thread of their own, the \
              appends sent on the schedule from a second thread and answered on a third (std \
              channels, no engine, no async runtime): the fewest thread crossings an engine \
-             serving callers on their own threads has. Its distance from the floor is what two \
-             thread wake-ups per append cost on this machine"
+             serving callers on their own threads has. Its distance from the floor is what answering \
+             an append on another thread than the one that flushed it costs on this machine"
                 .to_string(),
         );
     }
