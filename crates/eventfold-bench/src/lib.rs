@@ -406,14 +406,15 @@ async fn run_parts(
             );
             let dir = run_dir.to_path_buf();
             let floor =
-                blocking(move || disk::group_commit_floor(&dir, g_rate, G_DURATION, b1)).await?;
+                blocking(move || disk::Floor::new(&dir, g_rate, G_DURATION, b1)?.alone()).await?;
             r.g_floor.push(floor);
             eprintln!(
                 "(f) disk: the same group commits on a thread of their own, appends sent and answered on others"
             );
             let dir = run_dir.to_path_buf();
             let threaded =
-                blocking(move || disk::group_commit_threaded(&dir, g_rate, G_DURATION, b1)).await?;
+                blocking(move || disk::Floor::new(&dir, g_rate, G_DURATION, b1)?.threaded())
+                    .await?;
             r.g_threaded.push(threaded);
         }
     }
