@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use eventfold_groups::{GroupConfig, NackAction, PutOutcome, Start};
+use eventfold_groups::{GroupConfig, GroupName, NackAction, ParkedPage, PutOutcome, Start};
 
 use crate::{Env, config, group, ids, loaded, positions};
 
@@ -316,14 +316,7 @@ async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
         )
         .await
         .unwrap();
-    let g = group("g");
-    env.groups.put(&g, config(|_| {})).await.unwrap();
-    let ds = env.pull(&g, "c1", 2, 1000).await;
-    env.groups
-        .nack(&g, &ids(&ds), NackAction::Park, "bad")
-        .await
-        .unwrap();
-    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    let (g, page) = park_all(&env, 2).await;
     assert_eq!(page.parked.len(), 2);
     let copy = &page.parked[0].event_value();
     assert_eq!(copy["metadata"]["$subject"], "user-1");
@@ -340,6 +333,20 @@ async fn a_parked_copy_of_a_subjects_event_keeps_no_data() {
     let back = env.pull(&g, "c1", 2, 1000).await;
     assert_eq!(back[0].event.data_json(), Some(secret));
     env.close().await;
+}
+
+/// Makes group `g` of the whole source, pulls its first `n` deliveries, parks them all, and
+/// returns the group with its page of parked events.
+async fn park_all(env: &Env, n: usize) -> (GroupName, ParkedPage) {
+    let g = group("g");
+    env.groups.put(&g, config(|_| {})).await.unwrap();
+    let ds = env.pull(&g, "c1", n, 1000).await;
+    env.groups
+        .nack(&g, &ids(&ds), NackAction::Park, "bad")
+        .await
+        .unwrap();
+    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    (g, page)
 }
 
 /// A parked copy holds the event's JSON data as stored: key order and big numbers kept (through
@@ -361,14 +368,7 @@ async fn a_parked_copy_keeps_json_data_as_stored() {
         )
         .await
         .unwrap();
-    let g = group("g");
-    env.groups.put(&g, config(|_| {})).await.unwrap();
-    let ds = env.pull(&g, "c1", 1, 1000).await;
-    env.groups
-        .nack(&g, &ids(&ds), NackAction::Park, "bad")
-        .await
-        .unwrap();
-    let page = env.groups.parked(&g, None, 100).await.unwrap();
+    let (_, page) = park_all(&env, 1).await;
     let copy = page.parked[0].event.get();
     assert!(copy.contains(&format!(r#""data":{data}"#)), "{copy}");
     env.close().await;
